@@ -1,0 +1,42 @@
+// alloc/check.h
+// -----------------------------------------------------------------------------
+//
+// The always-on assertion used by every layer of sqloop for programmer errors.
+//
+// sqloop has two error channels (docs/architecture.md):
+//   * operating errors (bad input, failed I/O, exhausted budgets) are returned as
+//     `absl::Status` or as an operation's `-errno` result;
+//   * programmer errors (submitting a completion twice, cancelling one that was never
+//     submitted, destroying a loop with work pending) stop the process at a check whose
+//     message says what was misused.
+//
+// Checks stay on in release builds: a broken invariant in a storage runtime must stop the
+// process, not corrupt a database. They cost one predictable branch each.
+//
+// It lives in `alloc/` because `alloc` is the bottom layer that every other layer may use.
+//
+// Example:
+//
+//   SQLOOP_CHECK(c.state == Completion::State::kIdle,
+//                "Loop::Submit: the completion is already in flight; wait for its callback");
+#ifndef SQLOOP_ALLOC_CHECK_H_
+#define SQLOOP_ALLOC_CHECK_H_
+
+namespace sqloop::internal {
+
+// Prints "file:line: check failed: condition: message" to stderr and aborts.
+[[noreturn]] void CheckFailed(const char* file, int line, const char* condition,
+                              const char* message);
+
+}  // namespace sqloop::internal
+
+// SQLOOP_CHECK(condition, message): `message` is a string literal that tells the caller what
+// they misused and what to do instead.
+#define SQLOOP_CHECK(condition, message)                                         \
+  do {                                                                           \
+    if (__builtin_expect(!(condition), 0)) {                                     \
+      ::sqloop::internal::CheckFailed(__FILE__, __LINE__, #condition, message); \
+    }                                                                            \
+  } while (false)
+
+#endif  // SQLOOP_ALLOC_CHECK_H_

@@ -1,0 +1,1 @@
+// In progress: written by the lead in this session.

@@ -1,0 +1,198 @@
+// loop/loop.h
+// -----------------------------------------------------------------------------
+//
+// The sqloop event loop: single-threaded, zero allocations per operation, and impossible to
+// re-enter.
+//
+// A `Completion` is a caller-owned operation: an `io::Op` descriptor, a callback, a user
+// pointer and the loop's bookkeeping. The loop never allocates one and never copies one; the
+// caller keeps it alive (and untouched) from Submit/Timer/Post until its callback has run.
+//
+// One tick of Run():
+//   1. read the backend's clock once (`now_ns()` stays fixed for the whole tick);
+//   2. move expired timers and posted completions to the completed FIFO;
+//   3. Tick the backend: send queued submissions, reap finished ops into the FIFO (waiting if
+//      the run mode asks for it and nothing is ready);
+//   4. drain the FIFO, running each callback once. Callbacks run only here, never from inside a
+//      reap or a submit, so a callback can submit, cancel or re-arm without recursion.
+//
+// Run modes (libxev's vocabulary):
+//   kNoWait     one tick that never sleeps: run what is ready and return.
+//   kOnce       tick until at least one callback ran (sleeping if nothing is ready).
+//   kUntilDone  tick until no operation, timer or post is pending.
+//
+// Calling Run() from inside a callback returns FailedPrecondition: a callback must never block
+// waiting for the loop, and there is no BlockOn. That is the rule that makes the "block_on under
+// a mutex" deadlock impossible by construction.
+//
+// Example (a timer that fires three times):
+//
+//   struct Ticker { int fired = 0; };
+//   sqloop::loop::Completion timer;
+//   Ticker ticker;
+//   timer.user_data = &ticker;
+//   timer.callback = [](sqloop::loop::Loop& loop, sqloop::loop::Completion& c) {
+//     auto* t = static_cast<Ticker*>(c.user_data);
+//     return ++t->fired < 3 ? sqloop::loop::Action::kRearm : sqloop::loop::Action::kDisarm;
+//   };
+//   loop->Timer(timer, absl::Milliseconds(10));
+//   absl::Status status = loop->Run(sqloop::loop::RunMode::kUntilDone);
+#ifndef SQLOOP_LOOP_LOOP_H_
+#define SQLOOP_LOOP_LOOP_H_
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "io/backend.h"
+#include "io/log.h"
+#include "io/op.h"
+
+namespace sqloop::loop {
+
+class Loop;
+struct Completion;
+
+// What a callback wants done with its completion afterwards.
+enum class Action : uint8_t {
+  kDisarm,  // The completion is idle again; the caller may reuse or free it.
+  kRearm,   // Submit it again as it is now (same op, or the same timer duration).
+};
+
+// Runs on the loop's thread from the completed FIFO. `c.result()` holds the outcome.
+using Callback = Action (*)(Loop& loop, Completion& c);
+
+enum class RunMode : uint8_t { kNoWait, kOnce, kUntilDone };
+
+// A caller-owned operation. Fill `op` (for Submit), `callback` and `user_data`; the rest belongs
+// to the loop while the completion is armed.
+//
+// States (see docs/state-machines.md for the diagram and transition table):
+//   kIdle --Submit--> kInFlight --reaped--> kCompleted --drained--> kRunning --kDisarm--> kIdle
+//   kIdle --Timer---> kTimer ----expired/cancelled---> kCompleted       \--kRearm--> kInFlight/kTimer
+//   kIdle --Post----> kPosted ---next tick---> kCompleted
+struct Completion {
+  enum class State : uint8_t { kIdle, kInFlight, kTimer, kPosted, kCompleted, kRunning };
+  enum class Kind : uint8_t { kIo, kTimer, kPost };
+
+  io::Op op;  // First member: the loop maps an io::Op* back to its Completion.
+  Callback callback = nullptr;
+  void* user_data = nullptr;
+  // Shown in stall reports; defaults to the op kind ("read", "timer", "post").
+  const char* name = nullptr;
+
+  // -errno or a non-negative value; -ECANCELED after a successful cancel; 0 for a fired timer.
+  [[nodiscard]] int64_t result() const { return op.result; }
+  [[nodiscard]] State state() const { return state_; }
+
+  // Loop bookkeeping; do not touch.
+  State state_ = State::kIdle;
+  Kind kind_ = Kind::kIo;
+  uint32_t heap_index_ = 0;   // Position in the timer heap while kTimer.
+  int64_t timeout_ns_ = 0;    // Timer duration, reused by kRearm.
+  int64_t deadline_ns_ = 0;   // Absolute expiry on the backend clock.
+  uint64_t sequence_ = 0;     // Orders timers with equal deadlines by submission.
+  Completion* post_next_ = nullptr;  // Link in the thread-safe post stack.
+};
+
+struct LoopOptions {
+  io::BackendOptions backend;
+  // Report callbacks that run longer than this on the backend clock (stall watch); 0 turns the
+  // watch off and saves the two clock reads per callback it costs.
+  absl::Duration stall_budget = absl::ZeroDuration();
+  // Where backend choice, stalls and other operating events are reported.
+  io::LogHook log;
+  // Initial timer heap capacity. The heap grows beyond it (amortised, counted in stats), so this
+  // only decides when steady state begins; 1024 covers a host with a timer per open tenant.
+  uint32_t timers_reserved = 1024;
+};
+
+struct LoopStats {
+  uint64_t ticks = 0;
+  uint64_t callbacks = 0;
+  uint64_t stalls = 0;
+  uint64_t posts = 0;
+  uint64_t timer_heap_growths = 0;
+};
+
+class Loop {
+ public:
+  // Creates a loop on the backend `options.backend` selects (io_uring, or the fallback).
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<Loop>> Create(LoopOptions options);
+  // Creates a loop on a given backend, e.g. the simulator.
+  Loop(std::unique_ptr<io::Backend> backend, LoopOptions options);
+  // Checks that nothing is pending: destroying a loop with operations in flight would leave the
+  // kernel writing into freed completions.
+  ~Loop();
+
+  Loop(const Loop&) = delete;
+  Loop& operator=(const Loop&) = delete;
+
+  // Runs the loop (see the file comment). Returns FailedPrecondition when called from inside a
+  // callback, or the backend's error if the backend itself failed.
+  [[nodiscard]] absl::Status Run(RunMode mode);
+
+  // Starts the I/O operation described by `c.op`. `c` must be idle.
+  void Submit(Completion& c);
+  // Arms a timer that completes `c` with result 0 after `timeout` (on the backend clock).
+  void Timer(Completion& c, absl::Duration timeout);
+  // Completes a pending `c` early with -ECANCELED (exactly once; if the operation already
+  // finished it completes with its real result instead). No-op if `c` already completed and
+  // only waits for its callback. Checks that `c` was submitted.
+  void Cancel(Completion& c);
+  // Thread-safe: completes `c` (result 0) on the loop's thread during a coming tick, waking the
+  // loop if it sleeps. The one entry point that may be called from any thread.
+  void Post(Completion& c);
+
+  // The backend clock, read once per tick.
+  [[nodiscard]] int64_t now_ns() const { return now_ns_; }
+  // For hosts that embed the loop: a descriptor that becomes readable when the backend has
+  // completions or a Post() arrived. Watch it and call Run(kNoWait); between calls, wait at most
+  // NextTimeoutMs() (0: work is ready now; -1: only the descriptor matters).
+  [[nodiscard]] int fd() { return backend_->PollableFd(); }
+  [[nodiscard]] int NextTimeoutMs() const;
+
+  // Operations, timers and posts not yet completed and run.
+  [[nodiscard]] uint64_t pending() const { return pending_; }
+  [[nodiscard]] bool in_callback() const { return running_callback_ != nullptr; }
+  [[nodiscard]] io::Backend& backend() { return *backend_; }
+  [[nodiscard]] const LoopStats& stats() const { return stats_; }
+
+ private:
+  void Arm(Completion& c);
+  void ArmTimer(Completion& c);
+  void FireExpiredTimers();
+  void TakePosts();
+  void Complete(Completion& c, int64_t result);
+  void Dispatch(Completion& c);
+  [[nodiscard]] bool Tick(bool may_wait, absl::Status& status);
+  [[nodiscard]] int64_t NextDeadlineNs() const;
+
+  // Timer heap ordered by (deadline, sequence). O(log n) insert and remove.
+  [[nodiscard]] static bool Earlier(const Completion* a, const Completion* b);
+  void HeapPush(Completion* c);
+  void HeapRemove(Completion* c);
+  void HeapSiftUp(uint32_t index);
+  void HeapSiftDown(uint32_t index);
+  void HeapPlace(uint32_t index, Completion* c);
+
+  std::unique_ptr<io::Backend> backend_;
+  LoopOptions options_;
+  io::OpList completed_;  // The FIFO; ops are the first member of their Completion.
+  std::vector<Completion*> timers_;
+  std::atomic<Completion*> posts_{nullptr};  // Lock-free LIFO, reversed when taken.
+  int64_t now_ns_ = 0;
+  uint64_t pending_ = 0;
+  uint64_t sequence_ = 0;
+  bool running_ = false;
+  Completion* running_callback_ = nullptr;
+  LoopStats stats_;
+};
+
+}  // namespace sqloop::loop
+
+#endif  // SQLOOP_LOOP_LOOP_H_

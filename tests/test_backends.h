@@ -1,0 +1,29 @@
+// tests/test_backends.h
+// -----------------------------------------------------------------------------
+//
+// The backends every loop-level test runs on, so io_uring, the fallback and the simulator are
+// held to the same behaviour. Tests are parameterised over AllTestBackends().
+#ifndef SQLOOP_TESTS_TEST_BACKENDS_H_
+#define SQLOOP_TESTS_TEST_BACKENDS_H_
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "io/backend.h"
+
+namespace sqloop::testing {
+
+struct TestBackend {
+  std::string name;  // A gtest-safe parameter name: "io_uring", "fallback", "simulator".
+  // Whether operations on real descriptors (pipes, socketpairs, files on disk) work on it.
+  bool real_descriptors = true;
+  std::function<std::unique_ptr<io::Backend>()> make;
+};
+
+std::vector<TestBackend> AllTestBackends();
+
+}  // namespace sqloop::testing
+
+#endif  // SQLOOP_TESTS_TEST_BACKENDS_H_
