@@ -32,11 +32,11 @@ namespace sqloop::internal {
 
 // SQLOOP_CHECK(condition, message): `message` is a string literal that tells the caller what
 // they misused and what to do instead.
-#define SQLOOP_CHECK(condition, message)                                         \
-  do {                                                                           \
-    if (__builtin_expect(!(condition), 0)) {                                     \
+#define SQLOOP_CHECK(condition, message)                                        \
+  do {                                                                          \
+    if (__builtin_expect(!(condition), 0)) {                                    \
       ::sqloop::internal::CheckFailed(__FILE__, __LINE__, #condition, message); \
-    }                                                                            \
+    }                                                                           \
   } while (false)
 
 #endif  // SQLOOP_ALLOC_CHECK_H_

@@ -1,1 +1,88 @@
-// In progress: written by the lead in this session.
+// CreateBackend(): picks io_uring or the fallback and reports the choice; and the transfer
+// bookkeeping every backend shares.
+#include "io/backend.h"
+
+#include <cerrno>
+#include <cstdlib>
+
+#include "absl/strings/str_cat.h"
+#include "io/internal/backends.h"
+
+namespace sqloop::io {
+namespace {
+
+void Log(const BackendOptions& options, LogLevel level, absl::string_view message) {
+  if (options.log) options.log(level, message);
+}
+
+absl::StatusOr<BackendKind> ResolveKind(const BackendOptions& options, std::string& why) {
+  why = "configured";
+  if (!options.read_environment) return options.kind;
+  const char* value = std::getenv("SQLOOP_BACKEND");
+  if (value == nullptr || *value == '\0') return options.kind;
+  why = absl::StrCat("SQLOOP_BACKEND=", value);
+  const absl::string_view name(value);
+  if (name == "io_uring") return BackendKind::kIoUring;
+  if (name == "fallback") return BackendKind::kFallback;
+  if (name == "auto") return BackendKind::kAuto;
+  return absl::InvalidArgumentError(
+      absl::StrCat("SQLOOP_BACKEND=", name, " is not a backend; use io_uring, fallback or auto"));
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(const BackendOptions& options) {
+  std::string why;
+  absl::StatusOr<BackendKind> kind = ResolveKind(options, why);
+  if (!kind.ok()) return kind.status();
+  if (*kind == BackendKind::kFallback) {
+    Log(options, LogLevel::kInfo, absl::StrCat("sqloop backend: fallback (", why, ")"));
+    return internal::CreateFallbackBackend(options);
+  }
+  absl::StatusOr<std::unique_ptr<Backend>> ring =
+      internal::CreateUringBackend(options, options.uring_setup_errno_for_testing);
+  if (ring.ok()) {
+    Log(options, LogLevel::kInfo, absl::StrCat("sqloop backend: io_uring (", why, ")"));
+    return ring;
+  }
+  // Only "io_uring is not allowed or not there" selects the fallback. Other setup failures
+  // (out of memory, out of descriptors) are real problems the fallback would only hide.
+  const bool unavailable =
+      absl::IsPermissionDenied(ring.status()) || absl::IsUnimplemented(ring.status());
+  if (*kind == BackendKind::kIoUring || !unavailable) return ring.status();
+  Log(options, LogLevel::kWarning,
+      absl::StrCat("sqloop backend: fallback, because ", ring.status().message()));
+  return internal::CreateFallbackBackend(options);
+}
+
+namespace internal {
+
+bool FinishTransfer(Op& op, int64_t syscall_result, uint64_t& resubmissions) {
+  if (syscall_result == -EINTR || syscall_result == -EAGAIN) {
+    if (!op.cancel_requested && op.retries < kRetriesMax) {
+      op.retries++;
+      resubmissions++;
+      return false;
+    }
+    op.result = op.cancel_requested ? -ECANCELED : syscall_result;
+    return true;
+  }
+  const bool whole_length =
+      op.kind == OpKind::kRead || op.kind == OpKind::kWrite || op.kind == OpKind::kSend;
+  if (syscall_result < 0 || !whole_length) {
+    op.result = syscall_result;
+    return true;
+  }
+  op.transferred += static_cast<uint32_t>(syscall_result);
+  // A zero-byte answer is EOF for a read; for a write or send it would repeat forever, so it
+  // ends the op with what moved. A cancelled op reports the bytes that moved before the cancel.
+  if (op.transferred >= op.length || syscall_result == 0 || op.cancel_requested) {
+    op.result = op.transferred;
+    return true;
+  }
+  resubmissions++;
+  return false;
+}
+
+}  // namespace internal
+}  // namespace sqloop::io

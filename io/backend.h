@@ -50,11 +50,11 @@ inline constexpr uint8_t kRetriesMax = 8;
 
 // Counters a backend keeps for benchmarks and diagnostics. Never reset.
 struct BackendStats {
-  uint64_t submitted = 0;       // Ops accepted by Submit().
-  uint64_t completed = 0;       // Ops handed back by Tick().
-  uint64_t enter_calls = 0;     // Kernel entries (io_uring_enter, epoll_wait, ...).
-  uint64_t resubmitted = 0;     // Short transfers and retries sent again.
-  uint64_t sq_full_flushes = 0; // Times the submission queue was full and flushed early.
+  uint64_t submitted = 0;        // Ops accepted by Submit().
+  uint64_t completed = 0;        // Ops handed back by Tick().
+  uint64_t enter_calls = 0;      // Kernel entries (io_uring_enter, epoll_wait, ...).
+  uint64_t resubmitted = 0;      // Short transfers and retries sent again.
+  uint64_t sq_full_flushes = 0;  // Times the submission queue was full and flushed early.
 };
 
 class Backend {
@@ -92,12 +92,19 @@ class Backend {
   [[nodiscard]] virtual uint32_t in_flight() const = 0;
 
   [[nodiscard]] virtual BackendStats stats() const = 0;
+
+  // Called by the loop when a timer fires, so a backend that keeps a trace (the simulator)
+  // can fold timer events into it. `sequence` is the timer's submission number.
+  virtual void TraceTimerFired(int64_t deadline_ns, uint64_t sequence) {
+    (void)deadline_ns;
+    (void)sequence;
+  }
 };
 
 enum class BackendKind {
-  kAuto,       // io_uring, or the fallback if the ring cannot be set up (reason is logged).
-  kIoUring,    // io_uring or an error.
-  kFallback,   // Synchronous files + epoll sockets.
+  kAuto,      // io_uring, or the fallback if the ring cannot be set up (reason is logged).
+  kIoUring,   // io_uring or an error.
+  kFallback,  // Synchronous files + epoll sockets.
 };
 
 struct BackendOptions {
@@ -105,14 +112,17 @@ struct BackendOptions {
   // Submission queue entries. 256 covers a tick's worth of submissions for the workloads we
   // benchmark (a group commit of 64 writers) with room to spare; more are queued, not lost.
   uint32_t ring_entries = 256;
-  // Maximum ops in the kernel at once. The completion queue is sized to this, so it cannot
-  // overflow; ops beyond it wait in user space. 4x the SQ mirrors the kernel's default CQ ratio
-  // (2x) with headroom for long-lived socket ops.
+  // Maximum ops in the kernel at once; more wait in user space, in order. The completion queue
+  // gets 2x this many entries (room for one cancel request per op), so it cannot overflow.
+  // 1024 is 4x the SQ: headroom for long-lived socket ops (accepts, receives) on a busy host.
   uint32_t in_flight_max = 1024;
   // Honour the SQLOOP_BACKEND environment variable ("io_uring" or "fallback"), which
   // overrides `kind`. Tests use it to run the whole suite on either backend.
   bool read_environment = true;
   LogHook log;
+  // Test hook (SQLite's SimulateIOError idea): when non-zero, io_uring setup fails as if the
+  // kernel had returned this errno, so tests reach the automatic-fallback path on any machine.
+  int uring_setup_errno_for_testing = 0;
 };
 
 // Creates the backend `options` asks for. With kAuto, a ring setup refused with EPERM

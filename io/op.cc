@@ -6,18 +6,30 @@ namespace sqloop::io {
 
 absl::string_view OpKindName(OpKind kind) {
   switch (kind) {
-    case OpKind::kNop: return "nop";
-    case OpKind::kRead: return "read";
-    case OpKind::kWrite: return "write";
-    case OpKind::kFsync: return "fsync";
-    case OpKind::kOpenAt: return "openat";
-    case OpKind::kClose: return "close";
-    case OpKind::kUnlink: return "unlink";
-    case OpKind::kAccept: return "accept";
-    case OpKind::kConnect: return "connect";
-    case OpKind::kRecv: return "recv";
-    case OpKind::kSend: return "send";
-    case OpKind::kPoll: return "poll";
+    case OpKind::kNop:
+      return "nop";
+    case OpKind::kRead:
+      return "read";
+    case OpKind::kWrite:
+      return "write";
+    case OpKind::kFsync:
+      return "fsync";
+    case OpKind::kOpenAt:
+      return "openat";
+    case OpKind::kClose:
+      return "close";
+    case OpKind::kUnlink:
+      return "unlink";
+    case OpKind::kAccept:
+      return "accept";
+    case OpKind::kConnect:
+      return "connect";
+    case OpKind::kRecv:
+      return "recv";
+    case OpKind::kSend:
+      return "send";
+    case OpKind::kPoll:
+      return "poll";
   }
   return "unknown";
 }

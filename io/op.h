@@ -14,17 +14,18 @@
 //
 //   kind       fd      buffer                  length          offset  flags              result
 //   kNop       -       -                       -               -       -                  0
-//   kRead      file    out bytes               capacity        file    -                  bytes (< length only at EOF)
-//   kWrite     file    in bytes                bytes           file    -                  bytes (== length)
-//   kFsync     file    -                       -               -       kFsyncDatasync?    0
-//   kOpenAt    dirfd   -                       -               -       O_* flags          new fd
+//   kRead      file    out bytes               capacity        file    -                  bytes (<
+//   length only at EOF) kWrite     file    in bytes                bytes           file    - bytes
+//   (== length) kFsync     file    -                       -               -       kFsyncDatasync?
+//   0 kOpenAt    dirfd   -                       -               -       O_* flags          new fd
 //   kClose     fd      -                       -               -       -                  0
 //   kUnlink    dirfd   -                       -               -       AT_REMOVEDIR?      0
 //   kAccept    socket  sockaddr* out or null   capacity        -       SOCK_* flags       new fd
 //   kConnect   socket  const sockaddr*         address size    -       -                  0
-//   kRecv      socket  out bytes               capacity        -       MSG_* flags        bytes (0 = peer closed)
-//   kSend      socket  in bytes                bytes           -       MSG_* flags        bytes (== length)
-//   kPoll      fd      -                       -               -       POLL* mask         revents
+//   kRecv      socket  out bytes               capacity        -       MSG_* flags        bytes (0
+//   = peer closed) kSend      socket  in bytes                bytes           -       MSG_* flags
+//   bytes (== length) kPoll      fd      -                       -               -       POLL* mask
+//   revents
 //
 // `path` (kOpenAt, kUnlink) and `mode` (kOpenAt) complete the table. Reads and writes on files
 // and sends are resubmitted by the backend until the whole length moved (or EOF for a read):
@@ -93,6 +94,16 @@ class OpList {
   OpList() = default;
   OpList(const OpList&) = delete;
   OpList& operator=(const OpList&) = delete;
+  // Moving takes the ops along (containers of lists rehash by moving).
+  OpList(OpList&& other) noexcept : head_(other.head_), tail_(other.tail_) {
+    other.head_ = other.tail_ = nullptr;
+  }
+  OpList& operator=(OpList&& other) noexcept {
+    head_ = other.head_;
+    tail_ = other.tail_;
+    other.head_ = other.tail_ = nullptr;
+    return *this;
+  }
 
   [[nodiscard]] bool empty() const { return head_ == nullptr; }
   [[nodiscard]] Op* front() const { return head_; }

@@ -72,11 +72,13 @@ enum class RunMode : uint8_t { kNoWait, kOnce, kUntilDone };
 // to the loop while the completion is armed.
 //
 // States (see docs/state-machines.md for the diagram and transition table):
-//   kIdle --Submit--> kInFlight --reaped--> kCompleted --drained--> kRunning --kDisarm--> kIdle
-//   kIdle --Timer---> kTimer ----expired/cancelled---> kCompleted       \--kRearm--> kInFlight/kTimer
-//   kIdle --Post----> kPosted ---next tick---> kCompleted
+//   kIdle --Submit--> kInFlight --reaped--------------> kCompleted --callback--> kIdle
+//   kIdle --Timer---> kTimer ----expired or cancelled--> kCompleted
+//   kIdle --Post----> kPosted ---taken by a tick-------> kCompleted
+// The completion is kIdle while its callback runs, so the callback may submit it again for a
+// different operation, free it (after returning kDisarm), or return kRearm to repeat it.
 struct Completion {
-  enum class State : uint8_t { kIdle, kInFlight, kTimer, kPosted, kCompleted, kRunning };
+  enum class State : uint8_t { kIdle, kInFlight, kTimer, kPosted, kCompleted };
   enum class Kind : uint8_t { kIo, kTimer, kPost };
 
   io::Op op;  // First member: the loop maps an io::Op* back to its Completion.
@@ -92,10 +94,10 @@ struct Completion {
   // Loop bookkeeping; do not touch.
   State state_ = State::kIdle;
   Kind kind_ = Kind::kIo;
-  uint32_t heap_index_ = 0;   // Position in the timer heap while kTimer.
-  int64_t timeout_ns_ = 0;    // Timer duration, reused by kRearm.
-  int64_t deadline_ns_ = 0;   // Absolute expiry on the backend clock.
-  uint64_t sequence_ = 0;     // Orders timers with equal deadlines by submission.
+  uint32_t heap_index_ = 0;          // Position in the timer heap while kTimer.
+  int64_t timeout_ns_ = 0;           // Timer duration, reused by kRearm.
+  int64_t deadline_ns_ = 0;          // Absolute expiry on the backend clock.
+  uint64_t sequence_ = 0;            // Orders timers with equal deadlines by submission.
   Completion* post_next_ = nullptr;  // Link in the thread-safe post stack.
 };
 
@@ -156,21 +158,21 @@ class Loop {
   [[nodiscard]] int fd() { return backend_->PollableFd(); }
   [[nodiscard]] int NextTimeoutMs() const;
 
-  // Operations, timers and posts not yet completed and run.
+  // Operations, timers and taken posts whose callbacks have not run yet.
   [[nodiscard]] uint64_t pending() const { return pending_; }
   [[nodiscard]] bool in_callback() const { return running_callback_ != nullptr; }
   [[nodiscard]] io::Backend& backend() { return *backend_; }
   [[nodiscard]] const LoopStats& stats() const { return stats_; }
 
  private:
-  void Arm(Completion& c);
   void ArmTimer(Completion& c);
   void FireExpiredTimers();
   void TakePosts();
   void Complete(Completion& c, int64_t result);
   void Dispatch(Completion& c);
-  [[nodiscard]] bool Tick(bool may_wait, absl::Status& status);
-  [[nodiscard]] int64_t NextDeadlineNs() const;
+  void Rearm(Completion& c);
+  [[nodiscard]] absl::Status Tick(bool may_wait, uint64_t& callbacks_run);
+  [[nodiscard]] bool Idle() const;
 
   // Timer heap ordered by (deadline, sequence). O(log n) insert and remove.
   [[nodiscard]] static bool Earlier(const Completion* a, const Completion* b);
@@ -188,7 +190,9 @@ class Loop {
   int64_t now_ns_ = 0;
   uint64_t pending_ = 0;
   uint64_t sequence_ = 0;
+  std::atomic<uint64_t> posts_in_flight_{0};
   bool running_ = false;
+  bool submitted_since_tick_ = false;
   Completion* running_callback_ = nullptr;
   LoopStats stats_;
 };

@@ -1,0 +1,33 @@
+// io/internal/backends.h
+// -----------------------------------------------------------------------------
+//
+// Constructors of the concrete backends, used by CreateBackend() (io/backend.cc) and by tests.
+// Not API: hosts call CreateBackend().
+#ifndef SQLOOP_IO_INTERNAL_BACKENDS_H_
+#define SQLOOP_IO_INTERNAL_BACKENDS_H_
+
+#include <memory>
+
+#include "absl/status/statusor.h"
+#include "io/backend.h"
+
+namespace sqloop::io::internal {
+
+// Sets up a ring. Fails with PermissionDenied (EPERM/EACCES: io_uring disabled by sysctl or a
+// seccomp policy), Unimplemented (ENOSYS, or a required opcode the kernel lacks) or another
+// code for other setup errors; the message names the errno or the missing opcodes.
+// `forced_setup_errno` != 0 makes setup fail as if the kernel had returned it (test hook).
+[[nodiscard]] absl::StatusOr<std::unique_ptr<Backend>> CreateUringBackend(
+    const BackendOptions& options, int forced_setup_errno);
+
+[[nodiscard]] absl::StatusOr<std::unique_ptr<Backend>> CreateFallbackBackend(
+    const BackendOptions& options);
+
+// Applies the part of a finished read/write/send/recv result that every backend shares:
+// accumulates `transferred`, and decides whether the op must be sent again for the remainder or
+// after a transient error. Returns true when the op is finished (its `result` is then set).
+[[nodiscard]] bool FinishTransfer(Op& op, int64_t syscall_result, uint64_t& resubmissions);
+
+}  // namespace sqloop::io::internal
+
+#endif  // SQLOOP_IO_INTERNAL_BACKENDS_H_

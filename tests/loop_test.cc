@@ -1,0 +1,461 @@
+// The loop's behaviour, held to the same assertions on every backend (tests/test_backends.h).
+#include "loop/loop.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "alloc/heap_counter.h"
+#include "gtest/gtest.h"
+#include "tests/test_backends.h"
+
+namespace sqloop::loop {
+namespace {
+
+using testing::AllTestBackends;
+using testing::TestBackend;
+
+// A completion that records how often its callback ran and with what result.
+struct Probe {
+  Completion c;
+  int calls = 0;
+  int64_t result = 0;
+  int id = 0;
+  std::vector<int>* order = nullptr;
+
+  Probe() {
+    c.user_data = this;
+    c.callback = [](Loop&, Completion& completion) {
+      auto* probe = static_cast<Probe*>(completion.user_data);
+      probe->calls++;
+      probe->result = completion.result();
+      if (probe->order != nullptr) probe->order->push_back(probe->id);
+      return Action::kDisarm;
+    };
+  }
+};
+
+class LoopTest : public ::testing::TestWithParam<TestBackend> {
+ protected:
+  std::unique_ptr<Loop> MakeLoop(LoopOptions options = {}) {
+    return std::make_unique<Loop>(GetParam().make(), std::move(options));
+  }
+  void RequireRealDescriptors() {
+    if (!GetParam().real_descriptors) GTEST_SKIP() << "needs real descriptors";
+  }
+};
+
+TEST_P(LoopTest, NestedRunIsRefusedWithTheRule) {
+  auto loop = MakeLoop();
+  absl::Status nested;
+  Completion c;
+  c.user_data = &nested;
+  c.callback = [](Loop& l, Completion& self) {
+    *static_cast<absl::Status*>(self.user_data) = l.Run(RunMode::kUntilDone);
+    return Action::kDisarm;
+  };
+  c.op.kind = io::OpKind::kNop;
+  loop->Submit(c);
+  ASSERT_TRUE(loop->Run(RunMode::kUntilDone).ok());
+  EXPECT_TRUE(absl::IsFailedPrecondition(nested)) << nested;
+  EXPECT_NE(nested.message().find("BlockOn"), absl::string_view::npos) << nested;
+  EXPECT_NE(nested.message().find("inside a callback"), absl::string_view::npos) << nested;
+}
+
+TEST_P(LoopTest, UntilDoneReturnsAtOnceWhenNothingIsPending) {
+  auto loop = MakeLoop();
+  EXPECT_TRUE(loop->Run(RunMode::kUntilDone).ok());
+  EXPECT_TRUE(loop->Run(RunMode::kNoWait).ok());
+  EXPECT_EQ(loop->pending(), 0u);
+}
+
+TEST_P(LoopTest, TimersFireByDeadlineThenSubmissionOrder) {
+  auto loop = MakeLoop();
+  // (delay ms, id): equal delays must fire in the order they were armed.
+  const std::vector<std::pair<int, int>> plan = {{3, 0}, {1, 1}, {2, 2}, {1, 3},
+                                                 {3, 4}, {0, 5}, {2, 6}, {1, 7}};
+  std::vector<Probe> probes(plan.size());
+  std::vector<int> order;
+  for (size_t i = 0; i < plan.size(); i++) {
+    probes[i].id = plan[i].second;
+    probes[i].order = &order;
+    loop->Timer(probes[i].c, absl::Milliseconds(plan[i].first));
+  }
+  ASSERT_TRUE(loop->Run(RunMode::kUntilDone).ok());
+  EXPECT_EQ(order, (std::vector<int>{5, 1, 3, 7, 2, 6, 0, 4}));
+  for (const Probe& probe : probes) EXPECT_EQ(probe.result, 0);
+}
+
+TEST_P(LoopTest, TimerRearmsUntilItsCallbackDisarms) {
+  auto loop = MakeLoop();
+  int fired = 0;
+  Completion c;
+  c.user_data = &fired;
+  c.callback = [](Loop&, Completion& self) {
+    return ++*static_cast<int*>(self.user_data) < 5 ? Action::kRearm : Action::kDisarm;
+  };
+  loop->Timer(c, absl::Microseconds(100));
+  ASSERT_TRUE(loop->Run(RunMode::kUntilDone).ok());
+  EXPECT_EQ(fired, 5);
+}
+
+TEST_P(LoopTest, CancelledTimerCompletesOnceWithECANCELED) {
+  auto loop = MakeLoop();
+  Probe timer;
+  Probe canceller;
+  loop->Timer(timer.c, absl::Hours(1));
+  canceller.c.user_data = &timer;
+  canceller.c.callback = [](Loop& l, Completion& self) {
+    l.Cancel(static_cast<Probe*>(self.user_data)->c);
+    return Action::kDisarm;
+  };
+  loop->Timer(canceller.c, absl::ZeroDuration());
+  ASSERT_TRUE(loop->Run(RunMode::kUntilDone).ok());
+  EXPECT_EQ(timer.calls, 1);
+  EXPECT_EQ(timer.result, -ECANCELED);
+}
+
+TEST_P(LoopTest, CancelAfterCompletionRunsTheCallbackOnceWithTheRealResult) {
+  auto loop = MakeLoop();
+  // Both nops complete in the same tick; the first callback cancels the second, which is
+  // already completed and waiting for its callback: the cancel must not run it twice.
+  Probe first;
+  Probe second;
+  first.c.user_data = &second;
+  first.c.callback = [](Loop& l, Completion& self) {
+    l.Cancel(static_cast<Probe*>(self.user_data)->c);
+    return Action::kDisarm;
+  };
+  loop->Submit(first.c);
+  loop->Submit(second.c);
+  ASSERT_TRUE(loop->Run(RunMode::kUntilDone).ok());
+  EXPECT_EQ(second.calls, 1);
+  EXPECT_EQ(second.result, 0);
+}
+
+TEST_P(LoopTest, CancelRacingACompletionCompletesExactlyOnce) {
+  auto loop = MakeLoop();
+  // Cancel each nop right after submitting it: the nop may finish first or be cancelled,
+  // but its callback must run exactly once with one of the two results.
+  std::vector<Probe> probes(200);
+  for (Probe& probe : probes) {
+    loop->Submit(probe.c);
+    loop->Cancel(probe.c);
+  }
+  ASSERT_TRUE(loop->Run(RunMode::kUntilDone).ok());
+  for (const Probe& probe : probes) {
+    EXPECT_EQ(probe.calls, 1);
+    EXPECT_TRUE(probe.result == 0 || probe.result == -ECANCELED) << probe.result;
+  }
+  EXPECT_EQ(loop->backend().in_flight(), 0u);
+}
+
+TEST_P(LoopTest, CancelledReceiveCompletesOnceWithECANCELED) {
+  RequireRealDescriptors();
+  int fds[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), 0);
+  auto loop = MakeLoop();
+  char buffer[16];
+  Probe receive;
+  receive.c.op =
+      io::Op{.kind = io::OpKind::kRecv, .fd = fds[0], .buffer = buffer, .length = sizeof(buffer)};
+  loop->Submit(receive.c);
+  ASSERT_TRUE(loop->Run(RunMode::kNoWait).ok());  // Now really waiting in the backend.
+  EXPECT_EQ(receive.calls, 0);
+  loop->Cancel(receive.c);
+  ASSERT_TRUE(loop->Run(RunMode::kUntilDone).ok());
+  EXPECT_EQ(receive.calls, 1);
+  EXPECT_EQ(receive.result, -ECANCELED);
+  close(fds[0]);
+  close(fds[1]);
+}
+
+TEST_P(LoopTest, BurstLargerThanTheRingLosesNothing) {
+  auto loop = MakeLoop();
+  // 10,000 operations in one tick: far more than the SQ (256) and the in-kernel limit, so
+  // they queue in user space and drain over several ticks.
+  constexpr int kOperations = 10'000;
+  std::vector<Probe> probes(kOperations);
+  for (Probe& probe : probes) loop->Submit(probe.c);
+  ASSERT_TRUE(loop->Run(RunMode::kUntilDone).ok());
+  int total_calls = 0;
+  for (const Probe& probe : probes) {
+    EXPECT_EQ(probe.calls, 1);
+    EXPECT_EQ(probe.result, 0);
+    total_calls += probe.calls;
+  }
+  EXPECT_EQ(total_calls, kOperations);
+  EXPECT_EQ(loop->backend().stats().completed, static_cast<uint64_t>(kOperations));
+}
+
+// Sends `size` bytes in one operation through a socket pair whose buffers are far smaller,
+// while the other end receives in small pieces: the send must complete in full and every
+// byte must arrive in order.
+TEST_P(LoopTest, ShortSendsAreResubmittedUntilComplete) {
+  RequireRealDescriptors();
+  int fds[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), 0);
+  const int small = 4096;
+  setsockopt(fds[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof(small));
+  setsockopt(fds[1], SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+  constexpr uint32_t kSize = 1 << 20;
+  std::string sent(kSize, '\0');
+  for (uint32_t i = 0; i < kSize; i++) sent[i] = static_cast<char>(i * 7 + i / 251);
+  struct Receiver {
+    Completion c;
+    std::string received;
+    char chunk[1000];
+  } receiver;
+  auto loop = MakeLoop();
+  Probe sender;
+  sender.c.op =
+      io::Op{.kind = io::OpKind::kSend, .fd = fds[0], .buffer = sent.data(), .length = kSize};
+  receiver.c.user_data = &receiver;
+  receiver.c.op = io::Op{.kind = io::OpKind::kRecv,
+                         .fd = fds[1],
+                         .buffer = receiver.chunk,
+                         .length = sizeof(receiver.chunk)};
+  receiver.c.callback = [](Loop&, Completion& self) {
+    auto* r = static_cast<Receiver*>(self.user_data);
+    if (self.result() <= 0) return Action::kDisarm;
+    r->received.append(r->chunk, static_cast<size_t>(self.result()));
+    return r->received.size() < kSize ? Action::kRearm : Action::kDisarm;
+  };
+  loop->Submit(sender.c);
+  loop->Submit(receiver.c);
+  ASSERT_TRUE(loop->Run(RunMode::kUntilDone).ok());
+  EXPECT_EQ(sender.calls, 1);
+  EXPECT_EQ(sender.result, kSize);
+  EXPECT_TRUE(receiver.received == sent) << "received " << receiver.received.size() << " bytes";
+  close(fds[0]);
+  close(fds[1]);
+}
+
+TEST_P(LoopTest, PostsFromFourThreadsAreEachDeliveredOnce) {
+  auto loop = MakeLoop();
+  constexpr int kThreads = 4;
+  constexpr int kPostsPerThread = 25'000;
+  std::vector<Probe> probes(kThreads * kPostsPerThread);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; t++) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kPostsPerThread; i++) loop->Post(probes[t * kPostsPerThread + i].c);
+    });
+  }
+  uint64_t delivered = 0;
+  while (delivered < probes.size()) {
+    ASSERT_TRUE(loop->Run(RunMode::kOnce).ok());
+    delivered = loop->stats().callbacks;
+  }
+  for (std::thread& thread : threads) thread.join();
+  ASSERT_TRUE(loop->Run(RunMode::kUntilDone).ok());
+  for (const Probe& probe : probes) ASSERT_EQ(probe.calls, 1);
+  EXPECT_EQ(loop->stats().posts, probes.size());
+}
+
+TEST_P(LoopTest, PostsFromOneThreadRunInPostingOrder) {
+  auto loop = MakeLoop();
+  std::vector<Probe> probes(1000);
+  std::vector<int> order;
+  for (size_t i = 0; i < probes.size(); i++) {
+    probes[i].id = static_cast<int>(i);
+    probes[i].order = &order;
+  }
+  std::thread poster([&] {
+    for (Probe& probe : probes) loop->Post(probe.c);
+  });
+  while (order.size() < probes.size()) ASSERT_TRUE(loop->Run(RunMode::kOnce).ok());
+  poster.join();
+  EXPECT_TRUE(std::is_sorted(order.begin(), order.end()));
+}
+
+TEST_P(LoopTest, HostEpollLoopDrivesTheLoopThroughItsDescriptor) {
+  RequireRealDescriptors();
+  auto loop = MakeLoop();
+  const int host = epoll_create1(EPOLL_CLOEXEC);
+  ASSERT_GE(host, 0);
+  ASSERT_GE(loop->fd(), 0);
+  epoll_event event{};
+  event.events = EPOLLIN;
+  ASSERT_EQ(epoll_ctl(host, EPOLL_CTL_ADD, loop->fd(), &event), 0);
+
+  Probe timer;
+  Probe nop;
+  Probe posted;
+  int fds[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), 0);
+  char byte = 0;
+  Probe receive;
+  receive.c.op = io::Op{.kind = io::OpKind::kRecv, .fd = fds[0], .buffer = &byte, .length = 1};
+  loop->Timer(timer.c, absl::Milliseconds(5));
+  loop->Submit(nop.c);
+  loop->Submit(receive.c);
+  std::thread other([&] {
+    loop->Post(posted.c);
+    ASSERT_EQ(write(fds[1], "x", 1), 1);
+  });
+  // The host's own loop: wait on the descriptor with the loop's timeout, then run what's ready.
+  int rounds = 0;
+  while (loop->pending() > 0 || posted.calls == 0) {
+    ASSERT_LT(++rounds, 100'000) << "the host loop never saw the work finish";
+    epoll_event ready{};
+    // io_uring delivers completions as task work, which interrupts the host's wait with
+    // EINTR; a host treats that as a wake-up like any other.
+    const int count = epoll_wait(host, &ready, 1, loop->NextTimeoutMs());
+    ASSERT_TRUE(count >= 0 || errno == EINTR) << std::strerror(errno);
+    ASSERT_TRUE(loop->Run(RunMode::kNoWait).ok());
+  }
+  other.join();
+  EXPECT_EQ(timer.calls, 1);
+  EXPECT_EQ(nop.calls, 1);
+  EXPECT_EQ(posted.calls, 1);
+  EXPECT_EQ(receive.result, 1);
+  EXPECT_EQ(byte, 'x');
+  close(host);
+  close(fds[0]);
+  close(fds[1]);
+}
+
+TEST_P(LoopTest, BadRuntimeInputComesBackAsErrno) {
+  RequireRealDescriptors();
+  auto loop = MakeLoop();
+  char buffer[8];
+  Probe bad_fd;
+  bad_fd.c.op = io::Op{
+      .kind = io::OpKind::kRead, .fd = 1'000'000, .buffer = buffer, .length = sizeof(buffer)};
+  Probe missing;
+  missing.c.op = io::Op{.kind = io::OpKind::kOpenAt,
+                        .fd = AT_FDCWD,
+                        .flags = O_RDONLY | O_CLOEXEC,
+                        .path = "/nonexistent/sqloop/file"};
+  // A TCP connect to a closed loopback port is refused.
+  const int socket_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(1);
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  Probe refused;
+  refused.c.op = io::Op{
+      .kind = io::OpKind::kConnect, .fd = socket_fd, .buffer = &address, .length = sizeof(address)};
+  loop->Submit(bad_fd.c);
+  loop->Submit(missing.c);
+  loop->Submit(refused.c);
+  ASSERT_TRUE(loop->Run(RunMode::kUntilDone).ok());
+  EXPECT_EQ(bad_fd.result, -EBADF);
+  EXPECT_EQ(missing.result, -ENOENT);
+  EXPECT_EQ(refused.result, -ECONNREFUSED);
+  close(socket_fd);
+}
+
+TEST_P(LoopTest, SteadyStateMakesNoHeapAllocations) {
+  auto loop = MakeLoop();
+  // 64 nops and 16 timers re-arm themselves until 100,000 callbacks have run. The first
+  // 10,000 are warm-up (the backend's first ticks may size internal structures).
+  struct Counter {
+    Completion c;
+    uint64_t* budget;
+  };
+  uint64_t budget = 100'000;
+  std::vector<Counter> nops(64);
+  std::vector<Counter> timers(16);
+  auto callback = [](Loop&, Completion& self) {
+    uint64_t* remaining = static_cast<Counter*>(self.user_data)->budget;
+    if (*remaining == 0) return Action::kDisarm;
+    --*remaining;
+    return Action::kRearm;
+  };
+  for (Counter& counter : nops) {
+    counter = Counter{{}, &budget};
+    counter.c.user_data = &counter;
+    counter.c.callback = callback;
+    loop->Submit(counter.c);
+  }
+  for (Counter& counter : timers) {
+    counter = Counter{{}, &budget};
+    counter.c.user_data = &counter;
+    counter.c.callback = callback;
+    loop->Timer(counter.c, absl::ZeroDuration());
+  }
+  while (budget > 90'000) ASSERT_TRUE(loop->Run(RunMode::kOnce).ok());
+  const alloc::HeapCounts before = alloc::CurrentHeapCounts();
+  const uint64_t callbacks_before = loop->stats().callbacks;
+  ASSERT_TRUE(loop->Run(RunMode::kUntilDone).ok());
+  const alloc::HeapCounts after = alloc::CurrentHeapCounts();
+  EXPECT_GE(loop->stats().callbacks - callbacks_before, 90'000u);
+  EXPECT_EQ(after.allocations - before.allocations, 0u)
+      << "heap allocations in steady state over " << loop->stats().callbacks - callbacks_before
+      << " operations";
+}
+
+TEST_P(LoopTest, StallWatchReportsSlowCallbacksByName) {
+  std::vector<std::string> logged;
+  LoopOptions options;
+  options.stall_budget = absl::Nanoseconds(1);
+  options.log = [&](io::LogLevel, absl::string_view message) { logged.emplace_back(message); };
+  auto loop = MakeLoop(std::move(options));
+  Completion c;
+  c.name = "slow-callback";
+  c.callback = [](Loop& l, Completion&) {
+    // Spin until the backend's clock has moved, so the callback certainly outlasts 1 ns of it
+    // (on the simulator, whose clock only moves between ticks, this ends at once).
+    const int64_t start = l.backend().NowNs();
+    for (int i = 0; i < 1'000'000 && l.backend().NowNs() == start; i++) {
+    }
+    return Action::kDisarm;
+  };
+  loop->Submit(c);
+  ASSERT_TRUE(loop->Run(RunMode::kUntilDone).ok());
+  if (!GetParam().real_descriptors) {
+    EXPECT_EQ(loop->stats().stalls, 0u);  // Virtual time does not pass inside a callback.
+    return;
+  }
+  EXPECT_EQ(loop->stats().stalls, 1u);
+  ASSERT_EQ(logged.size(), 1u);
+  EXPECT_NE(logged[0].find("slow-callback"), std::string::npos) << logged[0];
+}
+
+using LoopDeathTest = LoopTest;
+
+TEST_P(LoopDeathTest, SubmittingACompletionInFlightStops) {
+  auto loop = MakeLoop();
+  Probe probe;
+  loop->Submit(probe.c);
+  EXPECT_DEATH(loop->Submit(probe.c), "Submit: the completion is still pending");
+  ASSERT_TRUE(loop->Run(RunMode::kUntilDone).ok());
+}
+
+TEST_P(LoopDeathTest, CancellingACompletionNeverSubmittedStops) {
+  auto loop = MakeLoop();
+  Probe probe;
+  EXPECT_DEATH(loop->Cancel(probe.c), "Cancel: the completion was never submitted");
+}
+
+TEST_P(LoopDeathTest, DestroyingALoopWithWorkPendingStops) {
+  EXPECT_DEATH(
+      {
+        auto loop = MakeLoop();
+        Probe probe;
+        loop->Timer(probe.c, absl::Hours(1));
+        loop.reset();
+      },
+      "Loop destroyed with operations, timers or posts pending");
+}
+
+std::string ParamName(const ::testing::TestParamInfo<TestBackend>& info) { return info.param.name; }
+
+INSTANTIATE_TEST_SUITE_P(AllBackends, LoopTest, ::testing::ValuesIn(AllTestBackends()), ParamName);
+INSTANTIATE_TEST_SUITE_P(AllBackends, LoopDeathTest, ::testing::ValuesIn(AllTestBackends()),
+                         ParamName);
+
+}  // namespace
+}  // namespace sqloop::loop

@@ -1,0 +1,25 @@
+#include "tests/test_backends.h"
+
+#include "alloc/check.h"
+#include "io/internal/backends.h"
+
+namespace sqloop::testing {
+namespace {
+
+std::unique_ptr<io::Backend> MakeOrDie(absl::StatusOr<std::unique_ptr<io::Backend>> backend) {
+  SQLOOP_CHECK(backend.ok(), "test backend could not be created");
+  return *std::move(backend);
+}
+
+}  // namespace
+
+std::vector<TestBackend> AllTestBackends() {
+  std::vector<TestBackend> backends;
+  backends.push_back(
+      {"io_uring", true, [] { return MakeOrDie(io::internal::CreateUringBackend({}, 0)); }});
+  backends.push_back(
+      {"fallback", true, [] { return MakeOrDie(io::internal::CreateFallbackBackend({})); }});
+  return backends;
+}
+
+}  // namespace sqloop::testing
