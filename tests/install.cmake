@@ -1,0 +1,8 @@
+# The install tree must stay usable by find_package(sqloop) and by pkg-config.
+add_test(NAME install_consumer
+         COMMAND ${CMAKE_COMMAND} -DBINARY_DIR=${PROJECT_BINARY_DIR}
+                 -DSOURCE_DIR=${PROJECT_SOURCE_DIR}
+                 -DWORK_DIR=${CMAKE_CURRENT_BINARY_DIR}/install_consumer
+                 -DCXX_FLAGS=${CMAKE_CXX_FLAGS} -DGENERATOR=${CMAKE_GENERATOR}
+                 -P ${CMAKE_CURRENT_SOURCE_DIR}/install_consumer.cmake)
+set_tests_properties(install_consumer PROPERTIES TIMEOUT 600)
