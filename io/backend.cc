@@ -2,6 +2,9 @@
 // bookkeeping every backend shares.
 #include "io/backend.h"
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <cerrno>
 #include <cstdlib>
 
@@ -82,6 +85,14 @@ bool FinishTransfer(Op& op, int64_t syscall_result, uint64_t& resubmissions) {
   }
   resubmissions++;
   return false;
+}
+
+int64_t RunMetadataOp(const Op& op) {
+  if (op.kind == OpKind::kFtruncate) {
+    return ftruncate(op.fd, static_cast<off_t>(op.offset)) == 0 ? 0 : -errno;
+  }
+  struct stat status {};
+  return fstat(op.fd, &status) == 0 ? static_cast<int64_t>(status.st_size) : -errno;
 }
 
 }  // namespace internal

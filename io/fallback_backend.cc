@@ -168,6 +168,9 @@ int64_t FallbackBackend::RunFileOp(Op& op) {
       return ResultOf(close(op.fd));
     case OpKind::kUnlink:
       return ResultOf(unlinkat(op.fd, op.path, static_cast<int>(op.flags)));
+    case OpKind::kFtruncate:
+    case OpKind::kFileSize:
+      return RunMetadataOp(op);
     default:
       SQLOOP_CHECK(false, "fallback: RunFileOp given a socket op");
   }

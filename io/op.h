@@ -30,7 +30,9 @@
 // `path` (kOpenAt, kUnlink) and `mode` (kOpenAt) complete the table. Reads and writes on files
 // and sends are resubmitted by the backend until the whole length moved (or EOF for a read):
 // callers never see a short transfer except a read at end of file. kRecv returns whatever
-// arrived, as recv(2) does.
+// arrived, as recv(2) does. kFtruncate and kFileSize exist so the SQLite VFS can run on the
+// simulator; liburing 2.3 (Debian bookworm) has no ftruncate opcode, so the real backends run
+// both as plain syscalls (metadata only, no data I/O) and hand them back on the next Tick.
 #ifndef SQLOOP_IO_OP_H_
 #define SQLOOP_IO_OP_H_
 
@@ -57,6 +59,8 @@ enum class OpKind : uint8_t {
   kRecv,
   kSend,
   kPoll,
+  kFtruncate,
+  kFileSize,
 };
 
 // Returns "nop", "read", ... for logs and traces.

@@ -269,6 +269,29 @@ void Loop::Rearm(Completion& c) {
   }
 }
 
+int64_t Loop::WaitForOp(io::Op& op) {
+  SQLOOP_CHECK(op.next == nullptr, "Loop::WaitForOp: the op is already queued somewhere");
+  stats_.waited_ops++;
+  backend_->Submit(&op);
+  io::OpList reaped;
+  for (bool done = false; !done;) {
+    if (!backend_->Tick(/*wait=*/true, io::kNoDeadline, reaped).ok()) {
+      // The op's fate is unknown; callers treat -EIO as a failed I/O, the loop reports the
+      // backend failure from its next Run().
+      return -EIO;
+    }
+    while (io::Op* finished = reaped.PopFront()) {
+      if (finished == &op) {
+        done = true;
+        continue;
+      }
+      CompletionOf(finished).state_ = Completion::State::kCompleted;
+      completed_.PushBack(finished);
+    }
+  }
+  return op.result;
+}
+
 int Loop::NextTimeoutMs() const {
   if (!completed_.empty() || submitted_since_tick_ ||
       posts_.load(std::memory_order_relaxed) != nullptr) {

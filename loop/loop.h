@@ -119,6 +119,7 @@ struct LoopStats {
   uint64_t stalls = 0;
   uint64_t posts = 0;
   uint64_t timer_heap_growths = 0;
+  uint64_t waited_ops = 0;  // Operations run through WaitForOp().
 };
 
 class Loop {
@@ -149,6 +150,14 @@ class Loop {
   // Thread-safe: completes `c` (result 0) on the loop's thread during a coming tick, waking the
   // loop if it sleeps. The one entry point that may be called from any thread.
   void Post(Completion& c);
+
+  // For code that must finish one operation before it returns to a synchronous caller (the
+  // SQLite VFS: xRead must return with the data). Submits `op` (caller-owned, idle) straight to
+  // the backend and waits for it alone. Other operations that finish meanwhile are queued; their
+  // callbacks run later from Run(), never from here, and timers do not fire here. This is not
+  // BlockOn: no callback runs inside it, so nothing can re-enter. Returns op.result (-EIO if
+  // the backend itself failed).
+  [[nodiscard]] int64_t WaitForOp(io::Op& op);
 
   // The backend clock, read once per tick.
   [[nodiscard]] int64_t now_ns() const { return now_ns_; }

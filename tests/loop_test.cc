@@ -424,6 +424,40 @@ TEST_P(LoopTest, StallWatchReportsSlowCallbacksByName) {
   EXPECT_NE(logged[0].find("slow-callback"), std::string::npos) << logged[0];
 }
 
+TEST_P(LoopTest, WaitForOpRunsNoCallbacksAndQueuesOtherCompletions) {
+  auto loop = MakeLoop();
+  std::vector<Probe> others(50);
+  for (Probe& probe : others) loop->Submit(probe.c);
+  io::Op waited{.kind = io::OpKind::kNop};
+  EXPECT_EQ(loop->WaitForOp(waited), 0);
+  for (const Probe& probe : others) EXPECT_EQ(probe.calls, 0);  // Queued, not dispatched.
+  ASSERT_TRUE(loop->Run(RunMode::kUntilDone).ok());
+  for (const Probe& probe : others) EXPECT_EQ(probe.calls, 1);
+}
+
+TEST_P(LoopTest, FileSizeAndTruncateGoThroughTheBackend) {
+  RequireRealDescriptors();
+  char path[] = "/tmp/sqloop_loop_test_XXXXXX";
+  const int fd = mkstemp(path);
+  ASSERT_GE(fd, 0);
+  unlink(path);
+  auto loop = MakeLoop();
+  char data[10000];
+  std::memset(data, 'd', sizeof(data));
+  io::Op write{.kind = io::OpKind::kWrite, .fd = fd, .buffer = data, .length = sizeof(data)};
+  EXPECT_EQ(loop->WaitForOp(write), static_cast<int64_t>(sizeof(data)));
+  io::Op size{.kind = io::OpKind::kFileSize, .fd = fd};
+  EXPECT_EQ(loop->WaitForOp(size), static_cast<int64_t>(sizeof(data)));
+  io::Op truncate{.kind = io::OpKind::kFtruncate, .fd = fd, .offset = 4096};
+  EXPECT_EQ(loop->WaitForOp(truncate), 0);
+  size = io::Op{.kind = io::OpKind::kFileSize, .fd = fd};
+  EXPECT_EQ(loop->WaitForOp(size), 4096);
+  char back[10000];
+  io::Op read{.kind = io::OpKind::kRead, .fd = fd, .buffer = back, .length = sizeof(back)};
+  EXPECT_EQ(loop->WaitForOp(read), 4096);  // A read past the end stops at EOF.
+  close(fd);
+}
+
 using LoopDeathTest = LoopTest;
 
 TEST_P(LoopDeathTest, SubmittingACompletionInFlightStops) {

@@ -28,6 +28,13 @@ namespace sqloop::io::internal {
 // after a transient error. Returns true when the op is finished (its `result` is then set).
 [[nodiscard]] bool FinishTransfer(Op& op, int64_t syscall_result, uint64_t& resubmissions);
 
+// Runs kFtruncate or kFileSize as a plain syscall; returns the op's result (>= 0 or -errno).
+[[nodiscard]] int64_t RunMetadataOp(const Op& op);
+
+[[nodiscard]] inline bool IsMetadataOp(OpKind kind) {
+  return kind == OpKind::kFtruncate || kind == OpKind::kFileSize;
+}
+
 }  // namespace sqloop::io::internal
 
 #endif  // SQLOOP_IO_INTERNAL_BACKENDS_H_
