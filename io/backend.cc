@@ -60,33 +60,6 @@ absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(const BackendOptions& opt
 
 namespace internal {
 
-bool FinishTransfer(Op& op, int64_t syscall_result, uint64_t& resubmissions) {
-  if (syscall_result == -EINTR || syscall_result == -EAGAIN) {
-    if (!op.cancel_requested && op.retries < kRetriesMax) {
-      op.retries++;
-      resubmissions++;
-      return false;
-    }
-    op.result = op.cancel_requested ? -ECANCELED : syscall_result;
-    return true;
-  }
-  const bool whole_length =
-      op.kind == OpKind::kRead || op.kind == OpKind::kWrite || op.kind == OpKind::kSend;
-  if (syscall_result < 0 || !whole_length) {
-    op.result = syscall_result;
-    return true;
-  }
-  op.transferred += static_cast<uint32_t>(syscall_result);
-  // A zero-byte answer is EOF for a read; for a write or send it would repeat forever, so it
-  // ends the op with what moved. A cancelled op reports the bytes that moved before the cancel.
-  if (op.transferred >= op.length || syscall_result == 0 || op.cancel_requested) {
-    op.result = op.transferred;
-    return true;
-  }
-  resubmissions++;
-  return false;
-}
-
 int64_t RunMetadataOp(const Op& op) {
   if (op.kind == OpKind::kFtruncate) {
     return ftruncate(op.fd, static_cast<off_t>(op.offset)) == 0 ? 0 : -errno;

@@ -30,27 +30,12 @@ absl::string_view OpKindName(OpKind kind) {
       return "send";
     case OpKind::kPoll:
       return "poll";
+    case OpKind::kFtruncate:
+      return "ftruncate";
+    case OpKind::kFileSize:
+      return "file_size";
   }
   return "unknown";
-}
-
-void OpList::PushBack(Op* op) {
-  SQLOOP_CHECK(op->next == nullptr && op != tail_, "OpList::PushBack: op is already in a list");
-  if (tail_ == nullptr) {
-    head_ = op;
-  } else {
-    tail_->next = op;
-  }
-  tail_ = op;
-}
-
-Op* OpList::PopFront() {
-  Op* op = head_;
-  if (op == nullptr) return nullptr;
-  head_ = op->next;
-  if (head_ == nullptr) tail_ = nullptr;
-  op->next = nullptr;
-  return op;
 }
 
 void OpList::Splice(OpList& other) {

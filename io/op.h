@@ -43,6 +43,7 @@
 #include <cstdint>
 
 #include "absl/strings/string_view.h"
+#include "alloc/check.h"
 
 namespace sqloop::io {
 
@@ -112,8 +113,24 @@ class OpList {
   [[nodiscard]] bool empty() const { return head_ == nullptr; }
   [[nodiscard]] Op* front() const { return head_; }
 
-  void PushBack(Op* op);
-  [[nodiscard]] Op* PopFront();
+  // Inline: these run once or twice per operation on every backend's hot path.
+  void PushBack(Op* op) {
+    SQLOOP_CHECK(op->next == nullptr && op != tail_, "OpList::PushBack: op is already in a list");
+    if (tail_ == nullptr) {
+      head_ = op;
+    } else {
+      tail_->next = op;
+    }
+    tail_ = op;
+  }
+  [[nodiscard]] Op* PopFront() {
+    Op* op = head_;
+    if (op == nullptr) return nullptr;
+    head_ = op->next;
+    if (head_ == nullptr) tail_ = nullptr;
+    op->next = nullptr;
+    return op;
+  }
   // Moves every op of `other` to the back of this list, in order; `other` becomes empty.
   void Splice(OpList& other);
   // Unlinks `op` if it is in this list; returns whether it was. O(n): used only by cancel.

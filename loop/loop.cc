@@ -51,6 +51,7 @@ Loop::Loop(std::unique_ptr<io::Backend> backend, LoopOptions options)
     : backend_(std::move(backend)), options_(std::move(options)) {
   SQLOOP_CHECK(backend_ != nullptr, "Loop: a backend is required");
   timers_.reserve(options_.timers_reserved);
+  stall_budget_ns_ = absl::ToInt64Nanoseconds(options_.stall_budget);
   now_ns_ = backend_->NowNs();
 }
 
@@ -205,10 +206,10 @@ absl::Status Loop::Tick(bool may_wait, uint64_t& callbacks_run) {
   io::OpList reaped;
   absl::Status status = backend_->Tick(wait, deadline_ns, reaped);
   submitted_since_tick_ = false;
-  while (io::Op* op = reaped.PopFront()) {
+  for (io::Op* op = reaped.front(); op != nullptr; op = op->next) {
     CompletionOf(op).state_ = Completion::State::kCompleted;  // A late Cancel is now a no-op.
-    completed_.PushBack(op);
   }
+  completed_.Splice(reaped);
   if (!status.ok()) return status;
   if (wait) {
     now_ns_ = backend_->NowNs();
@@ -227,18 +228,19 @@ absl::Status Loop::Tick(bool may_wait, uint64_t& callbacks_run) {
 }
 
 void Loop::Dispatch(Completion& c) {
-  const char* name = NameOf(c);
   c.state_ = Completion::State::kIdle;
   pending_--;
   stats_.callbacks++;
-  const bool watch = options_.stall_budget > absl::ZeroDuration();
+  const bool watch = stall_budget_ns_ > 0;
+  // The name is taken before the callback, which may free `c`; only when watching.
+  const char* name = watch ? NameOf(c) : nullptr;
   const int64_t start_ns = watch ? backend_->NowNs() : 0;
   running_callback_ = &c;
   const Action action = c.callback(*this, c);
   running_callback_ = nullptr;
   if (watch) {
     const int64_t elapsed_ns = backend_->NowNs() - start_ns;
-    if (elapsed_ns > absl::ToInt64Nanoseconds(options_.stall_budget)) {
+    if (elapsed_ns > stall_budget_ns_) {
       stats_.stalls++;
       if (options_.log) {
         options_.log(io::LogLevel::kWarning,

@@ -6,6 +6,7 @@
 #ifndef SQLOOP_IO_INTERNAL_BACKENDS_H_
 #define SQLOOP_IO_INTERNAL_BACKENDS_H_
 
+#include <cerrno>
 #include <memory>
 
 #include "absl/status/statusor.h"
@@ -26,7 +27,38 @@ namespace sqloop::io::internal {
 // Applies the part of a finished read/write/send/recv result that every backend shares:
 // accumulates `transferred`, and decides whether the op must be sent again for the remainder or
 // after a transient error. Returns true when the op is finished (its `result` is then set).
-[[nodiscard]] bool FinishTransfer(Op& op, int64_t syscall_result, uint64_t& resubmissions);
+// Inline: it runs once per completion on the hot path of every backend.
+[[nodiscard]] inline bool FinishTransfer(Op& op, int64_t syscall_result,
+                                         uint64_t& resubmissions) {
+  const bool whole_length =
+      op.kind == OpKind::kRead || op.kind == OpKind::kWrite || op.kind == OpKind::kSend;
+  if (syscall_result >= 0 && !whole_length) {  // The common case: one answer, final.
+    op.result = syscall_result;
+    return true;
+  }
+  if (syscall_result == -EINTR || syscall_result == -EAGAIN) {
+    if (!op.cancel_requested && op.retries < kRetriesMax) {
+      op.retries++;
+      resubmissions++;
+      return false;
+    }
+    op.result = op.cancel_requested ? -ECANCELED : syscall_result;
+    return true;
+  }
+  if (syscall_result < 0) {
+    op.result = syscall_result;
+    return true;
+  }
+  op.transferred += static_cast<uint32_t>(syscall_result);
+  // A zero-byte answer is EOF for a read; for a write or send it would repeat forever, so it
+  // ends the op with what moved. A cancelled op reports the bytes that moved before the cancel.
+  if (op.transferred >= op.length || syscall_result == 0 || op.cancel_requested) {
+    op.result = op.transferred;
+    return true;
+  }
+  resubmissions++;
+  return false;
+}
 
 // Runs kFtruncate or kFileSize as a plain syscall; returns the op's result (>= 0 or -errno).
 [[nodiscard]] int64_t RunMetadataOp(const Op& op);
