@@ -1,0 +1,325 @@
+#include "alloc/sqlite_memory.h"
+
+#include <sqlite3.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <new>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_format.h"
+#include "alloc/check.h"
+
+namespace sqloop::alloc {
+namespace {
+
+// One tenant's counters. A cache line each, so two loops charging two tenants on two threads
+// do not slow each other down through false sharing.
+struct alignas(64) TenantSlot {
+  std::atomic<uint64_t> live_bytes{0};
+  std::atomic<uint64_t> peak_live_bytes{0};
+  std::atomic<uint64_t> allocations{0};
+  std::atomic<uint64_t> frees{0};
+  std::atomic<uint64_t> bytes_allocated{0};
+  std::atomic<uint64_t> failures{0};
+  std::atomic<uint64_t> limit_bytes{0};
+  std::atomic<uint32_t> registered{0};
+};
+static_assert(sizeof(TenantSlot) == 64, "one cache line per tenant");
+
+// Zero-initialised at load time, so the allocation path needs no initialisation guard.
+TenantSlot g_slots[kTenantsMax];
+
+thread_local TenantId t_current_tenant = kSharedTenant;
+
+// Precedes every block SQLite gets. 16 bytes keeps the block at malloc's 16-byte alignment.
+struct BlockHeader {
+  uint64_t size_bytes;  // Rounded size charged to the owner, what xSize reports.
+  uint32_t tenant;      // The owner: charged at allocation, credited at free.
+  uint32_t magic;       // kBlockMagic while live: catches frees of foreign or freed pointers.
+};
+constexpr size_t kBlockHeaderBytes = 16;
+static_assert(sizeof(BlockHeader) == kBlockHeaderBytes, "the header must be 16 bytes");
+constexpr uint32_t kBlockMagic = 0x5a10c0deU;
+
+// xRoundup granularity: SQLite requires at least 8; 8 keeps the charge close to the request.
+constexpr uint64_t kRoundupBytes = 8;
+
+BlockHeader* HeaderOf(void* pointer) {
+  auto* header = reinterpret_cast<BlockHeader*>(static_cast<char*>(pointer) - kBlockHeaderBytes);
+  SQLOOP_CHECK(header->magic == kBlockMagic,
+               "sqlite_memory: SQLite freed or resized a block this allocator does not own");
+  return header;
+}
+
+void RaisePeak(TenantSlot& slot, uint64_t live_bytes) {
+  uint64_t peak = slot.peak_live_bytes.load(std::memory_order_relaxed);
+  while (live_bytes > peak &&
+         !slot.peak_live_bytes.compare_exchange_weak(peak, live_bytes, std::memory_order_relaxed)) {
+  }
+}
+
+// Adds `size_bytes` to the tenant's live bytes unless that crosses its limit.
+bool Charge(TenantSlot& slot, uint64_t size_bytes) {
+  const uint64_t live =
+      slot.live_bytes.fetch_add(size_bytes, std::memory_order_relaxed) + size_bytes;
+  if (live > slot.limit_bytes.load(std::memory_order_relaxed)) {
+    slot.live_bytes.fetch_sub(size_bytes, std::memory_order_relaxed);
+    slot.failures.fetch_add(1, std::memory_order_relaxed);
+    return false;
+  }
+  RaisePeak(slot, live);
+  return true;
+}
+
+void Uncharge(TenantSlot& slot, uint64_t size_bytes) {
+  slot.live_bytes.fetch_sub(size_bytes, std::memory_order_relaxed);
+}
+
+int RoundUp(int size_bytes) {
+  return static_cast<int>((static_cast<uint64_t>(size_bytes) + kRoundupBytes - 1) &
+                          ~(kRoundupBytes - 1));
+}
+
+void* SqliteMalloc(int size_bytes) {
+  if (size_bytes <= 0) return nullptr;
+  const uint64_t rounded_bytes = static_cast<uint64_t>(RoundUp(size_bytes));
+  const TenantId tenant = t_current_tenant;
+  TenantSlot& slot = g_slots[tenant];
+  SQLOOP_CHECK(slot.registered.load(std::memory_order_relaxed) != 0,
+               "sqlite_memory: the current tenant was unregistered inside its ScopedTenant");
+  if (!Charge(slot, rounded_bytes)) return nullptr;
+  void* block = std::malloc(rounded_bytes + kBlockHeaderBytes);
+  if (block == nullptr) {
+    Uncharge(slot, rounded_bytes);
+    slot.failures.fetch_add(1, std::memory_order_relaxed);
+    return nullptr;
+  }
+  slot.allocations.fetch_add(1, std::memory_order_relaxed);
+  slot.bytes_allocated.fetch_add(rounded_bytes, std::memory_order_relaxed);
+  auto* header = new (block) BlockHeader{rounded_bytes, tenant, kBlockMagic};
+  return reinterpret_cast<char*>(header) + kBlockHeaderBytes;
+}
+
+void SqliteFree(void* pointer) {
+  if (pointer == nullptr) return;
+  BlockHeader* header = HeaderOf(pointer);
+  TenantSlot& slot = g_slots[header->tenant];
+  Uncharge(slot, header->size_bytes);
+  slot.frees.fetch_add(1, std::memory_order_relaxed);
+  header->magic = 0;
+  std::free(header);
+}
+
+// Resizes in place of the owner: the growth counts against the owner's limit, not the current
+// tenant's, because the owner is who will free it.
+void* SqliteRealloc(void* pointer, int size_bytes) {
+  if (pointer == nullptr) return SqliteMalloc(size_bytes);
+  if (size_bytes <= 0) return nullptr;  // SQLite never asks; refusing keeps the block intact.
+  BlockHeader* header = HeaderOf(pointer);
+  const TenantId owner = header->tenant;
+  TenantSlot& slot = g_slots[owner];
+  const uint64_t old_bytes = header->size_bytes;
+  const uint64_t new_bytes = static_cast<uint64_t>(RoundUp(size_bytes));
+  if (new_bytes > old_bytes && !Charge(slot, new_bytes - old_bytes)) return nullptr;
+  void* block = std::realloc(header, new_bytes + kBlockHeaderBytes);
+  if (block == nullptr) {
+    if (new_bytes > old_bytes) Uncharge(slot, new_bytes - old_bytes);
+    slot.failures.fetch_add(1, std::memory_order_relaxed);
+    return nullptr;  // The old block is untouched, as realloc promises.
+  }
+  if (new_bytes < old_bytes) Uncharge(slot, old_bytes - new_bytes);
+  // One allocation and one free, matching heap_counter's convention for realloc.
+  slot.allocations.fetch_add(1, std::memory_order_relaxed);
+  slot.frees.fetch_add(1, std::memory_order_relaxed);
+  slot.bytes_allocated.fetch_add(new_bytes, std::memory_order_relaxed);
+  header = static_cast<BlockHeader*>(block);
+  header->size_bytes = new_bytes;
+  return static_cast<char*>(block) + kBlockHeaderBytes;
+}
+
+int SqliteSize(void* pointer) {
+  if (pointer == nullptr) return 0;
+  return static_cast<int>(HeaderOf(pointer)->size_bytes);
+}
+
+int SqliteRoundup(int size_bytes) { return RoundUp(size_bytes); }
+int SqliteInit(void* /*app_data*/) { return SQLITE_OK; }
+void SqliteShutdown(void* /*app_data*/) {}
+
+constexpr sqlite3_mem_methods kMethods = {SqliteMalloc,  SqliteFree, SqliteRealloc,  SqliteSize,
+                                          SqliteRoundup, SqliteInit, SqliteShutdown, nullptr};
+
+// Everything that is not on the allocation path: registration and installation, under a mutex.
+struct Registry {
+  std::mutex mu;
+  bool installed = false;
+  TenantId next_unused = kSharedTenant + 1;
+  std::vector<TenantId> free_ids;
+  std::vector<std::string> names;  // Indexed by TenantId; empty for free slots.
+  absl::flat_hash_map<std::string, TenantId> ids_by_name;
+};
+
+Registry& GetRegistry() {
+  // Leaked on purpose: SQLite may free blocks during static destruction.
+  static Registry* registry = new Registry();
+  return *registry;
+}
+
+bool IsRegistered(TenantId tenant) {
+  return tenant < kTenantsMax && g_slots[tenant].registered.load(std::memory_order_acquire) != 0;
+}
+
+absl::Status CheckTenant(TenantId tenant, absl::string_view operation) {
+  if (IsRegistered(tenant)) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrFormat(
+      "%s: tenant %d is not registered (RegisterTenant returns valid ids)", operation, tenant));
+}
+
+ProfileCounters Snapshot(const TenantSlot& slot) {
+  ProfileCounters counters;
+  counters.allocations = slot.allocations.load(std::memory_order_relaxed);
+  counters.frees = slot.frees.load(std::memory_order_relaxed);
+  counters.bytes_allocated = slot.bytes_allocated.load(std::memory_order_relaxed);
+  counters.live_bytes = slot.live_bytes.load(std::memory_order_relaxed);
+  counters.peak_live_bytes = slot.peak_live_bytes.load(std::memory_order_relaxed);
+  counters.failures = slot.failures.load(std::memory_order_relaxed);
+  return counters;
+}
+
+void ActivateSlot(TenantId tenant, uint64_t limit_bytes) {
+  TenantSlot& slot = g_slots[tenant];
+  slot.peak_live_bytes.store(0, std::memory_order_relaxed);
+  slot.allocations.store(0, std::memory_order_relaxed);
+  slot.frees.store(0, std::memory_order_relaxed);
+  slot.bytes_allocated.store(0, std::memory_order_relaxed);
+  slot.failures.store(0, std::memory_order_relaxed);
+  slot.limit_bytes.store(limit_bytes, std::memory_order_relaxed);
+  slot.registered.store(1, std::memory_order_release);
+}
+
+}  // namespace
+
+absl::Status InstallSqliteMemory() {
+  Registry& registry = GetRegistry();
+  std::lock_guard<std::mutex> lock(registry.mu);
+  if (registry.installed) return absl::OkStatus();
+  ActivateSlot(kSharedTenant, kTenantNoLimit);
+  if (registry.names.empty()) registry.names.emplace_back("shared");
+  registry.ids_by_name.try_emplace("shared", kSharedTenant);
+  const int config_rc = sqlite3_config(SQLITE_CONFIG_MALLOC, &kMethods);
+  if (config_rc != SQLITE_OK) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "InstallSqliteMemory: sqlite3_config(SQLITE_CONFIG_MALLOC) failed with %s: SQLite was "
+        "already initialised with another allocator; call InstallSqliteMemory() before any "
+        "other sqlite3_* function (first thing in main, before opening a database)",
+        sqlite3_errstr(config_rc)));
+  }
+  // Initialise now, outside any tenant, so SQLite's global state is charged to "shared"
+  // rather than to whichever tenant happens to open the first database.
+  const ScopedTenant shared(kSharedTenant);
+  const int init_rc = sqlite3_initialize();
+  if (init_rc != SQLITE_OK) {
+    return absl::InternalError(absl::StrFormat(
+        "InstallSqliteMemory: sqlite3_initialize failed with %s", sqlite3_errstr(init_rc)));
+  }
+  registry.installed = true;
+  return absl::OkStatus();
+}
+
+bool SqliteMemoryInstalled() {
+  Registry& registry = GetRegistry();
+  std::lock_guard<std::mutex> lock(registry.mu);
+  return registry.installed;
+}
+
+absl::StatusOr<TenantId> RegisterTenant(absl::string_view name, uint64_t limit_bytes) {
+  Registry& registry = GetRegistry();
+  std::lock_guard<std::mutex> lock(registry.mu);
+  if (name == "shared" || registry.ids_by_name.contains(name)) {
+    return absl::AlreadyExistsError(absl::StrFormat(
+        "RegisterTenant: a tenant named '%s' is already registered; tenant names must be unique",
+        name));
+  }
+  TenantId tenant;
+  if (!registry.free_ids.empty()) {
+    tenant = registry.free_ids.back();
+    registry.free_ids.pop_back();
+  } else if (registry.next_unused < kTenantsMax) {
+    tenant = registry.next_unused++;
+  } else {
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "RegisterTenant('%s'): all %d tenant slots are in use; unregister tenants whose "
+        "databases are closed, or raise kTenantsMax",
+        name, kTenantsMax));
+  }
+  if (registry.names.size() <= tenant) registry.names.resize(tenant + 1);
+  registry.names[tenant] = std::string(name);
+  registry.ids_by_name.emplace(std::string(name), tenant);
+  ActivateSlot(tenant, limit_bytes);
+  return tenant;
+}
+
+absl::Status UnregisterTenant(TenantId tenant) {
+  Registry& registry = GetRegistry();
+  std::lock_guard<std::mutex> lock(registry.mu);
+  if (tenant == kSharedTenant) {
+    return absl::InvalidArgumentError("UnregisterTenant: the shared tenant is permanent");
+  }
+  if (absl::Status status = CheckTenant(tenant, "UnregisterTenant"); !status.ok()) return status;
+  TenantSlot& slot = g_slots[tenant];
+  const uint64_t live_bytes = slot.live_bytes.load(std::memory_order_relaxed);
+  if (live_bytes != 0) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "UnregisterTenant('%s'): the tenant still owns %d bytes of SQLite memory; close its "
+        "connections (sqlite3_close) and finalise its statements first",
+        registry.names[tenant], live_bytes));
+  }
+  slot.registered.store(0, std::memory_order_release);
+  registry.ids_by_name.erase(registry.names[tenant]);
+  registry.names[tenant].clear();
+  registry.free_ids.push_back(tenant);
+  return absl::OkStatus();
+}
+
+absl::Status SetTenantLimit(TenantId tenant, uint64_t limit_bytes) {
+  if (tenant == kSharedTenant) {
+    return absl::InvalidArgumentError(
+        "SetTenantLimit: the shared tenant has no limit; SQLite's global state lives there");
+  }
+  if (absl::Status status = CheckTenant(tenant, "SetTenantLimit"); !status.ok()) return status;
+  g_slots[tenant].limit_bytes.store(limit_bytes, std::memory_order_relaxed);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<ProfileCounters> GetTenantCounters(TenantId tenant) {
+  if (absl::Status status = CheckTenant(tenant, "GetTenantCounters"); !status.ok()) {
+    return status;
+  }
+  return Snapshot(g_slots[tenant]);
+}
+
+void ExportSqliteMemoryProfile(AllocationProfile* profile) {
+  Registry& registry = GetRegistry();
+  std::lock_guard<std::mutex> lock(registry.mu);
+  for (TenantId tenant = 0; tenant < registry.names.size(); ++tenant) {
+    if (!IsRegistered(tenant)) continue;
+    profile->Set(profile->Tenant(registry.names[tenant]), Snapshot(g_slots[tenant]));
+  }
+}
+
+TenantId CurrentTenant() { return t_current_tenant; }
+
+ScopedTenant::ScopedTenant(TenantId tenant) : previous_(t_current_tenant) {
+  SQLOOP_CHECK(IsRegistered(tenant) || tenant == kSharedTenant,
+               "ScopedTenant: the tenant is not registered (use an id from RegisterTenant)");
+  t_current_tenant = tenant;
+}
+
+ScopedTenant::~ScopedTenant() { t_current_tenant = previous_; }
+
+}  // namespace sqloop::alloc

@@ -1,0 +1,119 @@
+// alloc/sqlite_memory.h
+// -----------------------------------------------------------------------------
+//
+// Accounting for SQLite's own heap. `InstallSqliteMemory()` routes every SQLite allocation
+// (page cache, schema, prepared statements, sorter memory...) through an allocator that
+// charges it to the *current tenant*: the database that whoever steps SQLite marked with a
+// `ScopedTenant`. The loop is single-threaded, so the marker is exact; it is thread_local, so
+// two loops on two threads stay exact too.
+//
+// Design invariants:
+//   1. Every block carries a 16-byte header naming its owner and size. A free or a realloc is
+//      credited to the owner, whichever tenant is current at the time: a statement prepared by
+//      tenant A and finalised while B runs still leaves A's account balanced.
+//   2. Blocks stay 16-byte aligned (the header is 16 bytes and malloc's alignment is 16).
+//   3. A tenant over its limit gets NULL from the allocator. SQLite turns that into SQLITE_NOMEM
+//      for the statement at hand, rolls it back and frees what it took; the connection stays
+//      usable and nothing leaks. Raising the limit makes the tenant work again.
+//   4. Bytes allocated with no tenant marked (SQLite's global state, the host's own
+//      sqlite3_malloc calls) go to the "shared" tenant, `kSharedTenant`, which has no limit.
+//   5. A tenant can only be unregistered with zero live bytes, so an id is never recycled while
+//      blocks still point at it.
+//   6. The allocation path takes no lock and never allocates beyond the block itself: per-tenant
+//      counters are relaxed atomics in a fixed table (one cache line per tenant).
+//
+// Order of operations for a host:
+//   1. Make any other process-wide `sqlite3_config()` calls.
+//   2. `InstallSqliteMemory()`: configures the allocator and initialises SQLite, outside any
+//      tenant, so SQLite's global state is charged to "shared".
+//   3. Per database: `RegisterTenant()`, and wrap every SQLite call for it (open, prepare,
+//      step, finalize, close) in a `ScopedTenant`. `UnregisterTenant()` after closing it.
+//
+// Example:
+//
+//   SQLOOP_CHECK(sqloop::alloc::InstallSqliteMemory().ok(), "install before any sqlite3 use");
+//   absl::StatusOr<TenantId> tenant = sqloop::alloc::RegisterTenant("db-42", 64 << 20);
+//   {
+//     sqloop::alloc::ScopedTenant scope(*tenant);
+//     sqlite3_step(statement);  // Allocations here count against db-42's 64 MiB.
+//   }
+//   sqloop::alloc::AllocationProfile profile;
+//   sqloop::alloc::ExportSqliteMemoryProfile(&profile);
+#ifndef SQLOOP_ALLOC_SQLITE_MEMORY_H_
+#define SQLOOP_ALLOC_SQLITE_MEMORY_H_
+
+#include <cstddef>
+#include <cstdint>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "alloc/profile.h"
+
+namespace sqloop::alloc {
+
+// A small integer naming a tenant of SQLite's heap (normally one database). Ids are recycled
+// after `UnregisterTenant()`.
+using TenantId = uint32_t;
+
+// The bucket for bytes not attributable to a tenant. Always registered, never limited.
+inline constexpr TenantId kSharedTenant = 0;
+
+// The most tenants registered at once, shared bucket included. The registry keeps far fewer
+// databases open per process (its open-file budget); the table is 16384 cache lines (1 MiB)
+// of zero-filled memory that costs nothing until a slot is first used.
+inline constexpr size_t kTenantsMax = 16384;
+
+// `limit_bytes` value for "no limit".
+inline constexpr uint64_t kTenantNoLimit = UINT64_MAX;
+
+// Installs the accounting allocator with `sqlite3_config(SQLITE_CONFIG_MALLOC)` and calls
+// `sqlite3_initialize()`. Idempotent. Fails with `absl::FailedPreconditionError` when SQLite
+// was initialised before the first call (its allocator can then no longer be replaced).
+[[nodiscard]] absl::Status InstallSqliteMemory();
+
+// True once `InstallSqliteMemory()` has succeeded in this process.
+[[nodiscard]] bool SqliteMemoryInstalled();
+
+// Registers a tenant named `name` (unique among registered tenants; "shared" is taken) whose
+// live SQLite bytes may not exceed `limit_bytes`. Fails with `AlreadyExists` for a duplicate
+// name and `ResourceExhausted` when `kTenantsMax` tenants are registered.
+[[nodiscard]] absl::StatusOr<TenantId> RegisterTenant(absl::string_view name,
+                                                      uint64_t limit_bytes = kTenantNoLimit);
+
+// Frees the tenant's id for reuse. Fails with `FailedPrecondition` while the tenant still owns
+// SQLite memory (close its connections first) and `InvalidArgument` for an unknown id or the
+// shared tenant.
+[[nodiscard]] absl::Status UnregisterTenant(TenantId tenant);
+
+// Changes a tenant's limit. Lowering it below the live bytes frees nothing; it refuses the
+// tenant's next allocations until enough is freed.
+[[nodiscard]] absl::Status SetTenantLimit(TenantId tenant, uint64_t limit_bytes);
+
+// A snapshot of one tenant's counters (allocations, frees, bytes, live, peak, refusals).
+[[nodiscard]] absl::StatusOr<ProfileCounters> GetTenantCounters(TenantId tenant);
+
+// Copies every registered tenant's counters (and the shared bucket's) into `profile` as
+// tenant entries named after the tenants.
+void ExportSqliteMemoryProfile(AllocationProfile* profile);
+
+// The tenant that SQLite allocations on this thread are charged to right now.
+[[nodiscard]] TenantId CurrentTenant();
+
+// Marks `tenant` as current on this thread for the scope's lifetime and restores the previous
+// one after, so scopes nest. Marking an unregistered tenant is a programmer error.
+class ScopedTenant {
+ public:
+  explicit ScopedTenant(TenantId tenant);
+  ~ScopedTenant();
+
+  ScopedTenant(const ScopedTenant&) = delete;
+  ScopedTenant& operator=(const ScopedTenant&) = delete;
+
+ private:
+  TenantId previous_;
+};
+
+}  // namespace sqloop::alloc
+
+#endif  // SQLOOP_ALLOC_SQLITE_MEMORY_H_

@@ -1,0 +1,306 @@
+// Tests for the accounting allocator of SQLite's heap. This binary installs the allocator
+// before any sqlite3 call (SQLITE_CONFIG_MALLOC must come first), so it holds only these tests.
+#include <sqlite3.h>
+
+#include <cstdint>
+#include <string>
+#include <thread>
+
+#include "alloc/check.h"
+#include "alloc/profile.h"
+#include "alloc/sqlite_memory.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace sqloop::alloc {
+namespace {
+
+using ::testing::HasSubstr;
+
+class InstallEnvironment : public ::testing::Environment {
+ public:
+  void SetUp() override { ASSERT_TRUE(InstallSqliteMemory().ok()); }
+};
+const auto* const kInstall = ::testing::AddGlobalTestEnvironment(new InstallEnvironment());
+
+ProfileCounters Counters(TenantId tenant) {
+  absl::StatusOr<ProfileCounters> counters = GetTenantCounters(tenant);
+  SQLOOP_CHECK(counters.ok(), "test: unknown tenant");
+  return *counters;
+}
+
+uint64_t LiveBytes(TenantId tenant) { return Counters(tenant).live_bytes; }
+
+TenantId Register(const std::string& name, uint64_t limit_bytes = kTenantNoLimit) {
+  absl::StatusOr<TenantId> tenant = RegisterTenant(name, limit_bytes);
+  SQLOOP_CHECK(tenant.ok(), "test: RegisterTenant failed");
+  return *tenant;
+}
+
+// Opens an in-memory database with `tenant` current, so the connection is the tenant's.
+sqlite3* Open(TenantId tenant) {
+  ScopedTenant scope(tenant);
+  sqlite3* db = nullptr;
+  SQLOOP_CHECK(sqlite3_open(":memory:", &db) == SQLITE_OK, "test: sqlite3_open failed");
+  return db;
+}
+
+int Exec(TenantId tenant, sqlite3* db, const std::string& sql) {
+  ScopedTenant scope(tenant);
+  return sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr);
+}
+
+int64_t QueryInt(TenantId tenant, sqlite3* db, const std::string& sql) {
+  ScopedTenant scope(tenant);
+  sqlite3_stmt* statement = nullptr;
+  SQLOOP_CHECK(sqlite3_prepare_v2(db, sql.c_str(), -1, &statement, nullptr) == SQLITE_OK,
+               "test: prepare failed");
+  SQLOOP_CHECK(sqlite3_step(statement) == SQLITE_ROW, "test: no row");
+  const int64_t value = sqlite3_column_int64(statement, 0);
+  sqlite3_finalize(statement);
+  return value;
+}
+
+void Close(TenantId tenant, sqlite3* db) {
+  ScopedTenant scope(tenant);
+  SQLOOP_CHECK(sqlite3_close(db) == SQLITE_OK, "test: sqlite3_close failed");
+}
+
+TEST(SqliteMemoryTest, InstallIsIdempotent) {
+  EXPECT_TRUE(SqliteMemoryInstalled());
+  EXPECT_TRUE(InstallSqliteMemory().ok());
+  EXPECT_TRUE(InstallSqliteMemory().ok());
+}
+
+TEST(SqliteMemoryTest, UnmarkedAllocationsGoToSharedAndStayAligned) {
+  ASSERT_EQ(CurrentTenant(), kSharedTenant);
+  const ProfileCounters before = Counters(kSharedTenant);
+  void* block = sqlite3_malloc(1000);
+  ASSERT_NE(block, nullptr);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(block) % 16, 0u);
+  EXPECT_EQ(sqlite3_msize(block), 1000u);
+  EXPECT_EQ(LiveBytes(kSharedTenant), before.live_bytes + 1000);
+  EXPECT_EQ(Counters(kSharedTenant).allocations, before.allocations + 1);
+  sqlite3_free(block);
+  EXPECT_EQ(LiveBytes(kSharedTenant), before.live_bytes);
+  // Odd sizes are rounded up to 8 and stay 16-byte aligned.
+  for (const int size : {1, 13, 17, 255}) {
+    void* odd = sqlite3_malloc(size);
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(odd) % 16, 0u);
+    EXPECT_EQ(sqlite3_msize(odd) % 8, 0u);
+    EXPECT_GE(sqlite3_msize(odd), static_cast<sqlite3_uint64>(size));
+    sqlite3_free(odd);
+  }
+}
+
+TEST(SqliteMemoryTest, ScopesNestAndRestore) {
+  const TenantId a = Register("nest-a");
+  const TenantId b = Register("nest-b");
+  {
+    ScopedTenant outer(a);
+    EXPECT_EQ(CurrentTenant(), a);
+    {
+      ScopedTenant inner(b);
+      EXPECT_EQ(CurrentTenant(), b);
+    }
+    EXPECT_EQ(CurrentTenant(), a);
+  }
+  EXPECT_EQ(CurrentTenant(), kSharedTenant);
+  EXPECT_TRUE(UnregisterTenant(a).ok());
+  EXPECT_TRUE(UnregisterTenant(b).ok());
+}
+
+TEST(SqliteMemoryTest, TwoInterleavedTenantsAreChargedForTheirOwnWork) {
+  const TenantId heavy = Register("heavy");
+  const TenantId light = Register("light");
+  sqlite3* heavy_db = Open(heavy);
+  sqlite3* light_db = Open(light);
+  ASSERT_EQ(Exec(heavy, heavy_db, "CREATE TABLE t(v BLOB)"), SQLITE_OK);
+  ASSERT_EQ(Exec(light, light_db, "CREATE TABLE t(v BLOB)"), SQLITE_OK);
+  // Alternate, as one loop stepping two databases would: heavy stores ~1 MB, light ~2 KB.
+  for (int round = 0; round < 20; ++round) {
+    ASSERT_EQ(Exec(heavy, heavy_db,
+                   "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 50) "
+                   "INSERT INTO t SELECT randomblob(1024) FROM n"),
+              SQLITE_OK);
+    ASSERT_EQ(Exec(light, light_db, "INSERT INTO t VALUES(randomblob(100))"), SQLITE_OK);
+  }
+  EXPECT_EQ(QueryInt(heavy, heavy_db, "SELECT count(*) FROM t"), 1000);
+  EXPECT_EQ(QueryInt(light, light_db, "SELECT count(*) FROM t"), 20);
+
+  const ProfileCounters heavy_counters = Counters(heavy);
+  const ProfileCounters light_counters = Counters(light);
+  EXPECT_GT(light_counters.live_bytes, 0u);
+  // The page cache holding heavy's megabyte is heavy's, not light's.
+  EXPECT_GT(heavy_counters.live_bytes, light_counters.live_bytes + 900 * 1024);
+  EXPECT_GT(heavy_counters.bytes_allocated, light_counters.bytes_allocated);
+  EXPECT_GE(heavy_counters.peak_live_bytes, heavy_counters.live_bytes);
+
+  // Closing heavy's connection while light is current credits heavy, the owner.
+  const uint64_t light_live = LiveBytes(light);
+  Close(light, heavy_db);
+  EXPECT_EQ(LiveBytes(heavy), 0u);
+  EXPECT_EQ(LiveBytes(light), light_live);
+  EXPECT_EQ(Counters(heavy).allocations, Counters(heavy).frees);
+  Close(light, light_db);
+  EXPECT_EQ(LiveBytes(light), 0u);
+  EXPECT_TRUE(UnregisterTenant(heavy).ok());
+  EXPECT_TRUE(UnregisterTenant(light).ok());
+}
+
+TEST(SqliteMemoryTest, TenantOverItsLimitGetsNomemAndRecovers) {
+  const TenantId capped = Register("capped");
+  const TenantId neighbour = Register("neighbour");
+  sqlite3* capped_db = Open(capped);
+  sqlite3* neighbour_db = Open(neighbour);
+  ASSERT_EQ(Exec(capped, capped_db, "CREATE TABLE t(v BLOB)"), SQLITE_OK);
+  ASSERT_EQ(Exec(neighbour, neighbour_db, "CREATE TABLE t(v BLOB)"), SQLITE_OK);
+  ASSERT_EQ(Exec(capped, capped_db, "INSERT INTO t VALUES(randomblob(10))"), SQLITE_OK);
+
+  // Room for small statements, not for a 1 MB blob.
+  const uint64_t limit_bytes = LiveBytes(capped) + 64 * 1024;
+  ASSERT_TRUE(SetTenantLimit(capped, limit_bytes).ok());
+  const std::string big_insert = "INSERT INTO t VALUES(randomblob(1000000))";
+  EXPECT_EQ(Exec(capped, capped_db, big_insert), SQLITE_NOMEM);
+  EXPECT_GT(Counters(capped).failures, 0u);
+  EXPECT_LE(LiveBytes(capped), limit_bytes);
+  EXPECT_LE(Counters(capped).peak_live_bytes, limit_bytes)
+      << "the limit was crossed before it was enforced";
+
+  // The next request, on another tenant, succeeds.
+  EXPECT_EQ(Exec(neighbour, neighbour_db, big_insert), SQLITE_OK);
+  EXPECT_EQ(Counters(neighbour).failures, 0u);
+  // The capped tenant's database is intact and still serves small requests under its limit.
+  EXPECT_EQ(QueryInt(capped, capped_db, "SELECT count(*) FROM t"), 1);
+
+  // Raising the limit makes the same request work on the same connection.
+  ASSERT_TRUE(SetTenantLimit(capped, kTenantNoLimit).ok());
+  EXPECT_EQ(Exec(capped, capped_db, big_insert), SQLITE_OK);
+  EXPECT_EQ(QueryInt(capped, capped_db, "SELECT count(*) FROM t"), 2);
+  EXPECT_EQ(QueryInt(capped, capped_db, "SELECT sum(length(v)) FROM t"), 1000010);
+
+  // Nothing the failed statement took was left behind.
+  Close(capped, capped_db);
+  Close(neighbour, neighbour_db);
+  EXPECT_EQ(LiveBytes(capped), 0u);
+  EXPECT_EQ(LiveBytes(neighbour), 0u);
+  EXPECT_TRUE(UnregisterTenant(capped).ok());
+  EXPECT_TRUE(UnregisterTenant(neighbour).ok());
+}
+
+TEST(SqliteMemoryTest, ReallocIsChargedToTheOwner) {
+  const TenantId owner = Register("realloc-owner", 4096);
+  const TenantId other = Register("realloc-other");
+  void* block = nullptr;
+  {
+    ScopedTenant scope(owner);
+    block = sqlite3_malloc(100);
+  }
+  ASSERT_NE(block, nullptr);
+  EXPECT_EQ(LiveBytes(owner), 104u);
+  {
+    ScopedTenant scope(other);
+    void* grown = sqlite3_realloc(block, 2000);
+    ASSERT_NE(grown, nullptr);
+    block = grown;
+    EXPECT_EQ(LiveBytes(owner), 2000u);
+    EXPECT_EQ(LiveBytes(other), 0u);
+    // Growth past the owner's 4 KiB limit is refused and the block is left intact.
+    static_cast<char*>(block)[1999] = 'x';
+    EXPECT_EQ(sqlite3_realloc(block, 8000), nullptr);
+    EXPECT_EQ(static_cast<char*>(block)[1999], 'x');
+    EXPECT_EQ(LiveBytes(owner), 2000u);
+    EXPECT_EQ(Counters(owner).failures, 1u);
+    // Shrinking returns bytes to the owner.
+    block = sqlite3_realloc(block, 500);
+    ASSERT_NE(block, nullptr);
+    EXPECT_EQ(LiveBytes(owner), 504u);
+    sqlite3_free(block);
+  }
+  EXPECT_EQ(LiveBytes(owner), 0u);
+  EXPECT_EQ(Counters(owner).peak_live_bytes, 2000u);
+  EXPECT_EQ(Counters(other).allocations, 0u);
+  EXPECT_TRUE(UnregisterTenant(owner).ok());
+  EXPECT_TRUE(UnregisterTenant(other).ok());
+}
+
+TEST(SqliteMemoryTest, UnregisterRefusesWhileMemoryIsLive) {
+  const TenantId tenant = Register("busy");
+  sqlite3* db = Open(tenant);
+  const absl::Status refused = UnregisterTenant(tenant);
+  EXPECT_EQ(refused.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(refused.message(), HasSubstr("'busy'"));
+  EXPECT_THAT(refused.message(), HasSubstr("close its connections"));
+  Close(tenant, db);
+  EXPECT_TRUE(UnregisterTenant(tenant).ok());
+  // The id is recycled with fresh counters.
+  const TenantId again = Register("busy-again");
+  EXPECT_EQ(again, tenant);
+  EXPECT_EQ(Counters(again).allocations, 0u);
+  EXPECT_EQ(Counters(again).peak_live_bytes, 0u);
+  EXPECT_TRUE(UnregisterTenant(again).ok());
+}
+
+TEST(SqliteMemoryTest, RegistrationErrors) {
+  const TenantId tenant = Register("unique");
+  EXPECT_EQ(RegisterTenant("unique").status().code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(RegisterTenant("shared").status().code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(UnregisterTenant(kSharedTenant).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(UnregisterTenant(12345).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(UnregisterTenant(kTenantsMax + 7).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(SetTenantLimit(kSharedTenant, 1).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(GetTenantCounters(12345).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(UnregisterTenant(tenant).ok());
+  EXPECT_EQ(UnregisterTenant(tenant).code(), absl::StatusCode::kInvalidArgument);
+}
+
+// Two loops on two threads: the current tenant is per thread, so each thread's work lands on
+// its own tenant even while the other thread runs with another one.
+TEST(SqliteMemoryTest, CurrentTenantIsPerThread) {
+  const TenantId first = Register("thread-1");
+  const TenantId second = Register("thread-2");
+  const uint64_t shared_live = LiveBytes(kSharedTenant);
+  const auto work = [](TenantId tenant, int rows, uint64_t* live_bytes) {
+    ScopedTenant scope(tenant);
+    sqlite3* db = nullptr;
+    SQLOOP_CHECK(sqlite3_open(":memory:", &db) == SQLITE_OK, "test: open");
+    sqlite3_exec(db, "CREATE TABLE t(v)", nullptr, nullptr, nullptr);
+    for (int i = 0; i < rows; ++i) {
+      sqlite3_exec(db, "INSERT INTO t VALUES(randomblob(512))", nullptr, nullptr, nullptr);
+    }
+    *live_bytes = LiveBytes(tenant);
+    sqlite3_close(db);
+  };
+  uint64_t first_live = 0;
+  uint64_t second_live = 0;
+  std::thread a(work, first, 2000, &first_live);
+  std::thread b(work, second, 20, &second_live);
+  a.join();
+  b.join();
+  EXPECT_EQ(CurrentTenant(), kSharedTenant);
+  EXPECT_GT(first_live, second_live + 500 * 1024);
+  EXPECT_GT(second_live, 0u);
+  EXPECT_EQ(LiveBytes(first), 0u);
+  EXPECT_EQ(LiveBytes(second), 0u);
+  EXPECT_EQ(LiveBytes(kSharedTenant), shared_live) << "a thread's work leaked into shared";
+  EXPECT_TRUE(UnregisterTenant(first).ok());
+  EXPECT_TRUE(UnregisterTenant(second).ok());
+}
+
+TEST(SqliteMemoryTest, ExportsTenantsIntoTheProfile) {
+  const TenantId tenant = Register("exported");
+  sqlite3* db = Open(tenant);
+  AllocationProfile profile;
+  ExportSqliteMemoryProfile(&profile);
+  const ProfileCounters& exported = profile.counters(profile.Tenant("exported"));
+  EXPECT_EQ(exported.live_bytes, LiveBytes(tenant));
+  EXPECT_GT(exported.live_bytes, 0u);
+  EXPECT_GT(profile.counters(profile.Tenant("shared")).allocations, 0u);
+  EXPECT_THAT(profile.ToTable(), HasSubstr("exported"));
+  EXPECT_THAT(profile.ToJson(), HasSubstr("{\"name\":\"exported\""));
+  Close(tenant, db);
+  EXPECT_TRUE(UnregisterTenant(tenant).ok());
+}
+
+}  // namespace
+}  // namespace sqloop::alloc
