@@ -319,7 +319,12 @@ def format_ratio(row, baseline):
         return "–"
     if row["variant"] == baseline:
         return "1.00 (baseline)"
-    return f"{row['ratio']:.2f}×"
+    return ratio_text(row["ratio"])
+
+
+def ratio_text(ratio):
+    # Two decimals hide a 250x difference below 0.01; keep two significant digits there.
+    return f"{ratio:.2f}×" if ratio >= 0.1 else f"{ratio:.2g}×"
 
 
 def row_label(row):
@@ -412,7 +417,7 @@ def write_plots(groups, plot_dir):
         axes.set_title(f"{group}: time per op"
                        + (f" (baseline {entry['baseline']})" if entry["baseline"] else ""))
         for bar, row in zip(bars, rows):
-            note = f" {row['ratio']:.2f}×" if row["ratio"] is not None else ""
+            note = f" {ratio_text(row['ratio'])}" if row["ratio"] is not None else ""
             axes.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, note,
                       va="center", fontsize=9)
         axes.set_xlim(0, max(values) * 1.18)
