@@ -1,0 +1,149 @@
+// sqloop_sim: runs simulation workloads (tests/sim_workload.h) for one seed or a range.
+//
+//   sqloop_sim --list
+//   sqloop_sim [--workload=NAME] --seed=N [options]      one seed: trace hash and summary
+//   sqloop_sim [--workload=NAME] --seeds=A-B [options]   sweep; stops at the first failure and
+//                                                        prints the command that replays it
+// Options: --no_swarm (no faults), --broken_fsync (negative control), --crash=drop_all,
+//          --verbose (a line per seed in a sweep).
+// Exit status: 0 all seeds ok, 1 a seed failed, 2 bad usage.
+#include <cinttypes>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/string_view.h"
+#include "io/prng.h"
+#include "tests/sim_workload.h"
+
+namespace sqloop::testing {
+namespace {
+
+struct Flags {
+  std::string workload = "file_append";
+  bool list = false;
+  bool sweep = false;
+  bool verbose = false;
+  uint64_t first = 0;
+  uint64_t last = 0;
+  WorkloadOptions options;
+};
+
+int Usage(const char* message) {
+  std::fprintf(stderr,
+               "sqloop_sim: %s\n"
+               "usage: sqloop_sim [--workload=NAME] (--seed=N | --seeds=A-B) [--no_swarm]\n"
+               "                  [--broken_fsync] [--crash=drop_all] [--verbose]\n"
+               "       sqloop_sim --list\n",
+               message);
+  return 2;
+}
+
+// Accepts "--name=value" and "--name value".
+bool Value(int argc, char** argv, int& i, absl::string_view name, absl::string_view& value) {
+  const absl::string_view arg = argv[i];
+  if (arg.substr(0, name.size()) != name) return false;
+  if (arg.size() > name.size() && arg[name.size()] == '=') {
+    value = arg.substr(name.size() + 1);
+    return true;
+  }
+  if (arg.size() == name.size() && i + 1 < argc) {
+    value = argv[++i];
+    return true;
+  }
+  return false;
+}
+
+bool ParseRange(absl::string_view text, uint64_t& first, uint64_t& last) {
+  const size_t dash = text.find('-');
+  if (dash == absl::string_view::npos) return false;
+  return absl::SimpleAtoi(text.substr(0, dash), &first) &&
+         absl::SimpleAtoi(text.substr(dash + 1), &last) && first <= last;
+}
+
+// Returns 0 on success, else the exit status for a usage error.
+int Parse(int argc, char** argv, Flags& flags) {
+  bool seeded = false;
+  for (int i = 1; i < argc; ++i) {
+    const absl::string_view arg = argv[i];
+    absl::string_view value;
+    if (arg == "--list") {
+      flags.list = true;
+    } else if (arg == "--no_swarm") {
+      flags.options.swarm = false;
+    } else if (arg == "--broken_fsync") {
+      flags.options.broken_fsync = true;
+    } else if (arg == "--verbose") {
+      flags.verbose = true;
+    } else if (Value(argc, argv, i, "--workload", value)) {
+      flags.workload = std::string(value);
+    } else if (Value(argc, argv, i, "--crash", value)) {
+      if (value != "drop_all" && value != "random") return Usage("--crash is drop_all or random");
+      flags.options.crash_drops_all = value == "drop_all";
+    } else if (Value(argc, argv, i, "--seeds", value)) {
+      if (!ParseRange(value, flags.first, flags.last)) return Usage("--seeds wants A-B, A <= B");
+      flags.sweep = seeded = true;
+    } else if (Value(argc, argv, i, "--seed", value)) {
+      if (!absl::SimpleAtoi(value, &flags.first)) return Usage("--seed wants a number");
+      flags.last = flags.first;
+      seeded = true;
+    } else {
+      return Usage(("unknown argument " + std::string(arg)).c_str());
+    }
+  }
+  if (!flags.list && !seeded) return Usage("give --seed=N or --seeds=A-B");
+  return 0;
+}
+
+void PrintFailure(const char* binary, const Flags& flags, uint64_t seed,
+                  const WorkloadResult& result) {
+  std::printf("FAILED workload=%s seed=%" PRIu64 " trace=%016" PRIx64 "\n  %s\n  summary: %s\n",
+              flags.workload.c_str(), seed, result.trace_hash, result.failure.c_str(),
+              result.summary.c_str());
+  std::printf("replay: %s\n", ReplayCommand(binary, flags.workload, seed, flags.options).c_str());
+}
+
+int Main(int argc, char** argv) {
+  Flags flags;
+  if (const int usage = Parse(argc, argv, flags); usage != 0) return usage;
+  if (flags.list) {
+    for (const Workload& workload : AllWorkloads()) {
+      std::printf("%-16s %s\n", workload.name, workload.description);
+    }
+    return 0;
+  }
+  const Workload* workload = FindWorkload(flags.workload);
+  if (workload == nullptr) return Usage(("no workload named " + flags.workload).c_str());
+  uint64_t possible = 0;
+  uint64_t happened = 0;
+  for (uint64_t seed = flags.first;; ++seed) {
+    const WorkloadResult result = workload->run(seed, flags.options);
+    possible += result.loss_possible ? 1 : 0;
+    happened += result.loss_happened ? 1 : 0;
+    if (!result.ok) {
+      PrintFailure(argv[0], flags, seed, result);
+      return 1;
+    }
+    if (!flags.sweep || flags.verbose) {
+      std::printf("ok workload=%s seed=%" PRIu64 " prng=v%u trace=%016" PRIx64 "\n  %s\n",
+                  flags.workload.c_str(), seed, io::kPrngVersion, result.trace_hash,
+                  result.summary.c_str());
+    }
+    if (seed == flags.last) break;
+  }
+  if (flags.sweep) {
+    std::printf("ok workload=%s seeds=%" PRIu64 "-%" PRIu64 " (%" PRIu64
+                " seeds; acknowledged data at risk at the crash in %" PRIu64 ", lost in %" PRIu64
+                ")\n",
+                flags.workload.c_str(), flags.first, flags.last, flags.last - flags.first + 1,
+                possible, happened);
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace sqloop::testing
+
+int main(int argc, char** argv) { return sqloop::testing::Main(argc, argv); }
