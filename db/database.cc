@@ -1,0 +1,569 @@
+#include "db/database.h"
+
+#include <sqlite3.h>
+
+#include <algorithm>
+#include <cstring>
+#include <utility>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "alloc/check.h"
+
+namespace sqloop::db {
+namespace {
+
+// sqlite3_limit values for request connections. Each is far above what a reasonable statement
+// needs and far below what lets one request exhaust a shared host.
+constexpr int kLimitColumns = 2000;         // SQLite's default; wide tables are a schema smell.
+constexpr int kLimitExprDepth = 1000;       // SQLite's default; bounds parser recursion.
+constexpr int kLimitCompoundSelect = 100;   // Hundreds of UNIONs are a generated-SQL bug.
+constexpr int kLimitVdbeOps = 250'000'000;  // Interpreted program size bound.
+constexpr int kLimitFunctionArgs = 100;
+constexpr int kLimitLikePatternBytes = 50'000;
+constexpr int kLimitVariableNumber = 999;  // The classic SQLite bound for ?NNN.
+constexpr int kLimitTriggerDepth = 100;
+constexpr int kLimitAttached = 0;  // ATTACH is disabled anyway.
+
+absl::Status OutcomeUnknown(const absl::Status& poison) {
+  return absl::UnknownError(absl::StrCat(
+      "outcome unknown: the fsync covering this request failed, so it may or may not be on "
+      "disk (WAL recovery decides at the next open). Reopen the database and read back to "
+      "find out; acknowledged requests are safe. Cause: ",
+      poison.message()));
+}
+
+absl::Status Poisoned(const absl::Status& poison) {
+  return absl::FailedPreconditionError(absl::StrCat(
+      "database is poisoned after a failed fsync and accepts no requests; close and reopen it. "
+      "Cause: ",
+      poison.message()));
+}
+
+}  // namespace
+
+// ---- Row --------------------------------------------------------------------------------------
+
+int Row::size() const { return sqlite3_column_count(stmt_); }
+Value::Type Row::type(int column) const {
+  switch (sqlite3_column_type(stmt_, column)) {
+    case SQLITE_INTEGER:
+      return Value::Type::kInt;
+    case SQLITE_FLOAT:
+      return Value::Type::kDouble;
+    case SQLITE_TEXT:
+      return Value::Type::kText;
+    case SQLITE_BLOB:
+      return Value::Type::kBlob;
+    default:
+      return Value::Type::kNull;
+  }
+}
+int64_t Row::Int(int column) const { return sqlite3_column_int64(stmt_, column); }
+double Row::Double(int column) const { return sqlite3_column_double(stmt_, column); }
+absl::string_view Row::Text(int column) const {
+  const auto* text = reinterpret_cast<const char*>(sqlite3_column_text(stmt_, column));
+  return absl::string_view(text == nullptr ? "" : text,
+                           static_cast<size_t>(sqlite3_column_bytes(stmt_, column)));
+}
+absl::string_view Row::Blob(int column) const {
+  const auto* blob = static_cast<const char*>(sqlite3_column_blob(stmt_, column));
+  return absl::string_view(blob == nullptr ? "" : blob,
+                           static_cast<size_t>(sqlite3_column_bytes(stmt_, column)));
+}
+Value Row::Get(int column) const {
+  switch (type(column)) {
+    case Value::Type::kInt:
+      return Value::Int(Int(column));
+    case Value::Type::kDouble:
+      return Value::Double(Double(column));
+    case Value::Type::kText:
+      return Value::Text(Text(column));
+    case Value::Type::kBlob:
+      return Value::Blob(Blob(column));
+    case Value::Type::kNull:
+      break;
+  }
+  return Value::Null();
+}
+
+// ---- Queue ------------------------------------------------------------------------------------
+
+void Database::Queue::PushBack(Request* r) {
+  r->next_ = nullptr;
+  if (tail == nullptr) {
+    head = r;
+  } else {
+    tail->next_ = r;
+  }
+  tail = r;
+  ++size;
+}
+
+void Database::Queue::PushFront(Request* r) {
+  r->next_ = head;
+  head = r;
+  if (tail == nullptr) tail = r;
+  ++size;
+}
+
+Request* Database::Queue::PopFront() {
+  Request* r = head;
+  if (r == nullptr) return nullptr;
+  head = r->next_;
+  if (head == nullptr) tail = nullptr;
+  r->next_ = nullptr;
+  --size;
+  return r;
+}
+
+bool Database::Queue::Remove(Request* r) {
+  Request* previous = nullptr;
+  for (Request* it = head; it != nullptr; previous = it, it = it->next_) {
+    if (it != r) continue;
+    if (previous == nullptr) {
+      head = it->next_;
+    } else {
+      previous->next_ = it->next_;
+    }
+    if (tail == it) tail = previous;
+    it->next_ = nullptr;
+    --size;
+    return true;
+  }
+  return false;
+}
+
+// ---- Lifecycle --------------------------------------------------------------------------------
+
+Database::Database(loop::Loop& loop, Vfs& vfs, std::string path, DatabaseOptions options)
+    : loop_(loop), vfs_(vfs), path_(std::move(path)), options_(options) {
+  pump_.callback = &Database::OnPump;
+  pump_.user_data = this;
+  pump_.name = "sqloop-db-pump";
+  writer_.owner = this;
+}
+
+Database::~Database() {
+  SQLOOP_CHECK(state_ == State::kNew || state_ == State::kClosed || state_ == State::kFailed,
+               "Database destroyed while open; Close() it and run the loop until it called back");
+  SQLOOP_CHECK(!pump_armed_, "Database destroyed with its pump armed");
+}
+
+void Database::Open(Callback done, void* arg) {
+  SQLOOP_CHECK(state_ == State::kNew, "Database::Open called twice");
+  open_done_ = done;
+  open_arg_ = arg;
+  state_ = State::kOpening;
+  ArmPump();
+}
+
+void Database::ArmPump() {
+  if (pump_armed_) return;
+  pump_armed_ = true;
+  loop_.Timer(pump_, absl::ZeroDuration());
+}
+
+loop::Action Database::OnPump(loop::Loop&, loop::Completion& c) {
+  auto* self = static_cast<Database*>(c.user_data);
+  self->pump_armed_ = false;
+  self->Pump();
+  return loop::Action::kDisarm;
+}
+
+void Database::OnFilesChanged(void* arg) { static_cast<Database*>(arg)->ArmPump(); }
+
+void Database::Pump() {
+  switch (state_) {
+    case State::kOpening: {
+      absl::Status status = DoOpen();
+      if (!status.ok()) {
+        CloseConnections();
+        state_ = State::kFailed;
+        FinishOpen(std::move(status));
+        return;
+      }
+      state_ = State::kOpenSyncing;
+      open_epoch_ = files_->epoch();
+      [[fallthrough]];
+    }
+    case State::kOpenSyncing:
+      if (files_->poisoned()) {
+        state_ = State::kPoisoned;
+        FinishOpen(files_->poison_status());
+        return;
+      }
+      if (files_->durable_epoch() < open_epoch_) return;  // OnFilesChanged re-arms.
+      state_ = State::kReady;
+      FinishOpen(absl::OkStatus());
+      Serve();
+      return;
+    case State::kReady:
+    case State::kPoisoned:
+      Serve();
+      return;
+    case State::kClosing:
+      FinishClose();
+      return;
+    case State::kNew:
+    case State::kClosed:
+    case State::kFailed:
+      return;
+  }
+}
+
+void Database::FinishOpen(absl::Status status) {
+  AssertInvariants();
+  if (open_done_ != nullptr) open_done_(open_arg_, std::move(status));
+}
+
+absl::Status Database::OpenConnection(Connection& c, bool writer) {
+  c.owner = this;
+  const int flags = writer ? SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE : SQLITE_OPEN_READONLY;
+  vfs_.set_last_open_error("");
+  int rc = sqlite3_open_v2(path_.c_str(), &c.db, flags | SQLITE_OPEN_EXRESCODE, vfs_.name());
+  if (rc != SQLITE_OK) {
+    std::string why =
+        vfs_.last_open_error().empty() ? sqlite3_errmsg(c.db) : vfs_.last_open_error();
+    return absl::UnavailableError(absl::StrCat("cannot open database '", path_, "': ", why));
+  }
+  sqlite3_extended_result_codes(c.db, 1);
+  // Defensive: no writable_schema tricks, no direct shadow-table writes; no extensions.
+  sqlite3_db_config(c.db, SQLITE_DBCONFIG_DEFENSIVE, 1, nullptr);
+  sqlite3_db_config(c.db, SQLITE_DBCONFIG_ENABLE_LOAD_EXTENSION, 0, nullptr);
+  sqlite3_db_config(c.db, SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0, nullptr);
+  sqlite3_limit(c.db, SQLITE_LIMIT_LENGTH, options_.value_bytes_max);
+  sqlite3_limit(c.db, SQLITE_LIMIT_SQL_LENGTH, options_.sql_bytes_max);
+  sqlite3_limit(c.db, SQLITE_LIMIT_COLUMN, kLimitColumns);
+  sqlite3_limit(c.db, SQLITE_LIMIT_EXPR_DEPTH, kLimitExprDepth);
+  sqlite3_limit(c.db, SQLITE_LIMIT_COMPOUND_SELECT, kLimitCompoundSelect);
+  sqlite3_limit(c.db, SQLITE_LIMIT_VDBE_OP, kLimitVdbeOps);
+  sqlite3_limit(c.db, SQLITE_LIMIT_FUNCTION_ARG, kLimitFunctionArgs);
+  sqlite3_limit(c.db, SQLITE_LIMIT_ATTACHED, kLimitAttached);
+  sqlite3_limit(c.db, SQLITE_LIMIT_LIKE_PATTERN_LENGTH, kLimitLikePatternBytes);
+  sqlite3_limit(c.db, SQLITE_LIMIT_VARIABLE_NUMBER, kLimitVariableNumber);
+  sqlite3_limit(c.db, SQLITE_LIMIT_TRIGGER_DEPTH, kLimitTriggerDepth);
+  sqlite3_progress_handler(c.db, kProgressOpsDefault, &Database::Progress, &c);
+  return absl::OkStatus();
+}
+
+absl::Status Database::RunInternal(Connection& c, const char* sql) {
+  c.internal = true;
+  char* error = nullptr;
+  const int rc = sqlite3_exec(c.db, sql, nullptr, nullptr, &error);
+  c.internal = false;
+  if (rc == SQLITE_OK) return absl::OkStatus();
+  std::string message = error != nullptr ? error : sqlite3_errstr(rc);
+  sqlite3_free(error);
+  const int primary = rc & 0xff;
+  if (primary == SQLITE_NOTADB || primary == SQLITE_CORRUPT) {
+    return absl::DataLossError(absl::StrCat("'", path_,
+                                            "' is not a SQLite database or is "
+                                            "corrupt (",
+                                            message, "); restore it from a backup"));
+  }
+  return absl::InternalError(absl::StrCat(sql, ": ", message));
+}
+
+absl::Status Database::ConfigureWriter() {
+  // WAL and full durability are what the epoch barriers assume; secure_delete off because
+  // Debian's SQLite turns it on, which doubles the writes of every delete.
+  const char* kSetup =
+      "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA secure_delete=OFF;";
+  if (absl::Status s = RunInternal(writer_, kSetup); !s.ok()) return s;
+  sqlite3_stmt* mode = nullptr;
+  sqlite3_prepare_v2(writer_.db, "PRAGMA journal_mode", -1, &mode, nullptr);
+  const bool wal =
+      sqlite3_step(mode) == SQLITE_ROW &&
+      absl::EqualsIgnoreCase(reinterpret_cast<const char*>(sqlite3_column_text(mode, 0)), "wal");
+  sqlite3_finalize(mode);
+  if (!wal) return absl::InternalError(absl::StrCat("'", path_, "' could not be put in WAL mode"));
+  // sqloop checkpoints itself, between groups (Checkpoint()); the hook replaces autocheckpoint.
+  sqlite3_wal_hook(writer_.db, &Database::OnWalCommit, this);
+  if (options_.check_at_open) {
+    sqlite3_stmt* check = nullptr;
+    sqlite3_prepare_v2(writer_.db, "PRAGMA quick_check", -1, &check, nullptr);
+    const int rc = sqlite3_step(check);
+    std::string result = rc == SQLITE_ROW
+                             ? reinterpret_cast<const char*>(sqlite3_column_text(check, 0))
+                             : sqlite3_errmsg(writer_.db);
+    sqlite3_finalize(check);
+    if (result != "ok") {
+      return absl::DataLossError(absl::StrCat("'", path_, "' is corrupt (quick_check: ", result,
+                                              "); restore it from a backup"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Database::DoOpen() {
+  if (absl::Status s = OpenConnection(writer_, /*writer=*/true); !s.ok()) return s;
+  if (absl::Status s = ConfigureWriter(); !s.ok()) return s;
+  sqlite3_set_authorizer(writer_.db, &Database::Authorize, &writer_);
+  for (uint32_t i = 0; i < options_.readers; ++i) {
+    readers_.push_back(std::make_unique<Connection>());
+    if (absl::Status s = OpenConnection(*readers_.back(), /*writer=*/false); !s.ok()) return s;
+    sqlite3_set_authorizer(readers_.back()->db, &Database::Authorize, readers_.back().get());
+  }
+  files_ = vfs_.Find(sqlite3_db_filename(writer_.db, "main"));
+  SQLOOP_CHECK(files_ != nullptr, "the VFS has no files for a database it just opened");
+  files_->Pin();
+  files_->SetListener(&Database::OnFilesChanged, this);
+  group_epoch_ = files_->epoch();
+  return absl::OkStatus();
+}
+
+void Database::CloseConnections() {
+  auto close = [](Connection& c) {
+    for (auto& [sql, stmt] : c.cache) sqlite3_finalize(stmt);
+    c.cache.clear();
+    if (c.db != nullptr) sqlite3_close_v2(c.db);
+    c.db = nullptr;
+  };
+  for (auto& reader : readers_) close(*reader);
+  readers_.clear();
+  close(writer_);
+}
+
+void Database::Close(Callback done, void* arg) {
+  SQLOOP_CHECK(state_ == State::kReady || state_ == State::kPoisoned || state_ == State::kFailed,
+               "Database::Close on a database that is not open");
+  close_done_ = done;
+  close_arg_ = arg;
+  if (state_ == State::kFailed) {
+    state_ = State::kClosed;
+    if (done != nullptr) done(arg, absl::OkStatus());
+    return;
+  }
+  const absl::Status closing = absl::CancelledError("database is closing");
+  FailQueue(writes_, closing);
+  FailQueue(reads_, closing);
+  state_ = State::kClosing;
+  ArmPump();
+}
+
+// kClosing: wait for running reads and unacknowledged requests, close the connections (the
+// writer's close checkpoints and queues the WAL's unlink behind barriers), then wait for the
+// files to be durable and idle before reporting.
+void Database::FinishClose() {
+  AckDurable();
+  if (files_->poisoned()) BecomePoisoned();
+  for (auto& reader : readers_) {
+    if (reader->current != nullptr) {
+      StepRead(*reader);
+      ArmPump();
+      return;
+    }
+  }
+  if (awaiting_.head != nullptr) return;  // OnFilesChanged re-arms.
+  if (writer_.db != nullptr) CloseConnections();
+  if (!files_->idle() && !files_->poisoned()) return;
+  const absl::Status result = files_->poison_status();
+  files_->SetListener(nullptr, nullptr);
+  DatabaseFiles* files = files_;
+  files_ = nullptr;
+  state_ = State::kClosed;
+  files->Unpin();
+  AssertInvariants();
+  if (close_done_ != nullptr) close_done_(close_arg_, result);
+}
+
+// ---- Submission -------------------------------------------------------------------------------
+
+absl::Status Database::Submit(Request& request) {
+  SQLOOP_CHECK(request.state_ == Request::State::kIdle || request.state_ == Request::State::kDone,
+               "Database::Submit: the request is already submitted; wait for on_done");
+  SQLOOP_CHECK(request.on_done != nullptr, "Database::Submit: the request has no on_done");
+  if (state_ == State::kPoisoned) return Poisoned(files_->poison_status());
+  if (state_ != State::kReady) {
+    return absl::FailedPreconditionError(
+        "database is not open (Open() has not called back "
+        "with OK, or Close() was called)");
+  }
+  if (writes_.size + reads_.size >= options_.queued_requests_max) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "database has ", options_.queued_requests_max,
+        " requests waiting; retry after some complete (raise queued_requests_max if this is "
+        "expected)"));
+  }
+  request.status_ = absl::OkStatus();
+  request.changes = request.last_insert_rowid = 0;
+  request.epoch = 0;
+  request.cancel_requested_ = false;
+  request.busy_retries_ = 0;
+  request.state_ = Request::State::kQueued;
+  if (Client* client = request.client; client != nullptr) {
+    request.client_next_ = nullptr;
+    if (client->tail_ == nullptr) {
+      client->head_ = &request;
+    } else {
+      client->tail_->client_next_ = &request;
+    }
+    client->tail_ = &request;
+  }
+  (request.kind == Request::Kind::kWrite ? writes_ : reads_).PushBack(&request);
+  ArmPump();
+  return absl::OkStatus();
+}
+
+bool Database::Cancel(Request& request) {
+  if (request.state_ == Request::State::kQueued) {
+    const bool removed = writes_.Remove(&request) || reads_.Remove(&request);
+    SQLOOP_CHECK(removed, "a queued request is in neither queue");
+    Finish(request, absl::CancelledError("request cancelled before it ran"));
+    return true;
+  }
+  if (request.state_ == Request::State::kRunning && request.kind == Request::Kind::kRead) {
+    request.cancel_requested_ = true;  // The next StepRead stops it.
+    ArmPump();
+    return true;
+  }
+  return false;
+}
+
+// ---- Completion -------------------------------------------------------------------------------
+
+// A request's outcome is known. Failures need no fsync (nothing of theirs was committed);
+// successes wait for their epoch (durable acknowledgement).
+void Database::Finish(Request& request, absl::Status status) {
+  request.status_ = std::move(status);
+  if (request.status_.ok() && request.epoch > files_->durable_epoch() &&
+      !options_.ack_before_fsync_for_testing) {
+    AwaitDurable(request);
+    return;
+  }
+  request.state_ = Request::State::kDone;
+  Deliver(request);
+}
+
+void Database::AwaitDurable(Request& request) {
+  request.state_ = Request::State::kAwaitingDurable;
+  awaiting_.PushBack(&request);
+  ++stats_.acks_waited;
+}
+
+// Runs on_done now, or, for a client, for every finished request at the head of its FIFO.
+void Database::Deliver(Request& request) {
+  Client* client = request.client;
+  if (client == nullptr) {
+    request.on_done(request, request.status_);
+    return;
+  }
+  while (client->head_ != nullptr && client->head_->state_ == Request::State::kDone) {
+    Request* head = client->head_;
+    client->head_ = head->client_next_;
+    if (client->head_ == nullptr) client->tail_ = nullptr;
+    head->client_next_ = nullptr;
+    head->on_done(*head, head->status_);
+  }
+}
+
+void Database::AckDurable() {
+  if (files_ == nullptr) return;
+  const uint64_t durable = files_->durable_epoch();
+  Queue still;
+  while (Request* r = awaiting_.PopFront()) {
+    if (r->epoch <= durable) {
+      r->state_ = Request::State::kDone;
+      Deliver(*r);
+    } else {
+      still.PushBack(r);
+    }
+  }
+  awaiting_ = still;
+}
+
+void Database::FailQueue(Queue& queue, const absl::Status& status) {
+  while (Request* r = queue.PopFront()) {
+    r->status_ = status;
+    r->state_ = Request::State::kDone;
+    Deliver(*r);
+  }
+}
+
+void Database::BecomePoisoned() {
+  const absl::Status& poison = files_->poison_status();
+  if (state_ == State::kReady) state_ = State::kPoisoned;
+  while (Request* r = awaiting_.PopFront()) {
+    r->status_ = OutcomeUnknown(poison);
+    r->state_ = Request::State::kDone;
+    Deliver(*r);
+  }
+  FailQueue(writes_, Poisoned(poison));
+  FailQueue(reads_, Poisoned(poison));
+}
+
+// ---- Serving ----------------------------------------------------------------------------------
+
+void Database::Serve() {
+  AckDurable();
+  if (files_->poisoned()) {
+    BecomePoisoned();
+    AssertInvariants();
+    return;
+  }
+  const bool group_in_flight = group_epoch_ > files_->durable_epoch();
+  if (writer_blocked_ && files_->idle()) writer_blocked_ = false;
+  if (!group_in_flight && !writer_blocked_) {
+    if (wal_frames_ >= options_.checkpoint_frames) Checkpoint();
+    if (writes_.head != nullptr) RunGroup();
+  }
+  StartReads();
+  StepReads();
+  AckDurable();
+  bool more = false;
+  for (auto& reader : readers_) more = more || reader->current != nullptr;
+  if (more) ArmPump();
+  AssertInvariants();
+}
+
+void Database::Checkpoint() {
+  int log_frames = 0;
+  int checkpointed = 0;
+  writer_.internal = true;
+  const int rc = sqlite3_wal_checkpoint_v2(writer_.db, "main", SQLITE_CHECKPOINT_PASSIVE,
+                                           &log_frames, &checkpointed);
+  writer_.internal = false;
+  ++stats_.checkpoints;
+  // A refused (backpressure) or partial checkpoint is retried after the next commit.
+  wal_frames_ =
+      rc == SQLITE_OK ? static_cast<uint32_t>(std::max(0, log_frames - checkpointed)) : wal_frames_;
+}
+
+int Database::OnWalCommit(void* arg, sqlite3*, const char*, int frames) {
+  static_cast<Database*>(arg)->wal_frames_ = static_cast<uint32_t>(frames);
+  return SQLITE_OK;
+}
+
+void Database::AssertInvariants() const {
+  switch (state_) {
+    case State::kNew:
+    case State::kOpening:
+      SQLOOP_CHECK(files_ == nullptr, "files pinned before the open finished");
+      break;
+    case State::kReady:
+    case State::kOpenSyncing:
+      SQLOOP_CHECK(files_ != nullptr && writer_.db != nullptr, "open without connection or files");
+      SQLOOP_CHECK(files_->durable_epoch() <= files_->epoch(), "durable epoch ahead");
+      for (const Request* r = awaiting_.head; r != nullptr; r = r->next_) {
+        SQLOOP_CHECK(r->epoch > files_->durable_epoch() || options_.ack_before_fsync_for_testing ||
+                         r == awaiting_.head,
+                     "a request waits for an epoch that is already durable");
+      }
+      break;
+    case State::kPoisoned:
+      SQLOOP_CHECK(awaiting_.head == nullptr, "poisoned with requests still awaiting an fsync");
+      break;
+    case State::kClosing:
+      SQLOOP_CHECK(writes_.head == nullptr, "closing with queued writes");
+      break;
+    case State::kClosed:
+    case State::kFailed:
+      SQLOOP_CHECK(files_ == nullptr && writer_.db == nullptr && readers_.empty(),
+                   "closed with connections or files left");
+      break;
+  }
+}
+
+}  // namespace sqloop::db

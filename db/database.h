@@ -1,0 +1,244 @@
+// db/database.h
+// -----------------------------------------------------------------------------
+//
+// `Database` serves one SQLite database file from the loop: a writer connection that runs write
+// requests as group commits, a few reader connections that run reads against consistent
+// snapshots, and durable acknowledgements (docs/db.md has the contract).
+//
+// Write path (group commit, ARCHITECTURE.md (I)):
+//   requests queue while the previous group's fsync is in flight; when it completed, the queue
+//   runs as ONE transaction, each request inside its own SAVEPOINT (a failing request is rolled
+//   back alone), and the COMMIT's barrier covers them all with one fsync. So the batch size
+//   adapts to fsync latency by itself.
+// Durable acknowledgement: a request's success, and a read that saw data not yet durable, are
+//   delivered only once its covering epoch is durable (DatabaseFiles::durable_epoch()).
+// fsync failure: the database is poisoned. Requests whose epoch was not durable fail with an
+//   "outcome unknown" error, later ones with FailedPrecondition; reopening is the way back.
+//
+// States (AssertInvariants() checks them on every transition):
+//
+//   kNew --Open--> kOpening --DoOpen ok--> kOpenSyncing --durable--> kReady --Close--> kClosing
+//                     |                        |                       |                  |
+//                     +--error--> kFailed <----+--poisoned             +--poisoned--> kPoisoned
+//                                                                                   |  Close
+//   kClosing --connections closed, files idle (FinishClose)--> kClosed <------------+
+//
+//   transition                 function      invariant in the new state
+//   kNew -> kOpening           Open          no connection yet; the pump is armed
+//   kOpening -> kOpenSyncing   DoOpen        connections open; WAL set; files pinned
+//   kOpenSyncing -> kReady     Pump          durable_epoch == epoch at open
+//   kReady -> kPoisoned        Pump          files poisoned; nothing awaits durability
+//   * -> kClosing              Close         no request is queued
+//   kClosing -> kClosed        FinishClose   no connection, files unpinned
+//   kOpening -> kFailed        DoOpen        no connection; the open callback got the error
+//
+// Example:
+//
+//   sqloop::db::Database db(*loop, *vfs, "/data/tenant-42.db", {});
+//   db.Open([](void*, absl::Status s) { ... }, nullptr);
+//   ... loop->Run(...) ...
+//   absl::Status admitted = db.Submit(request);   // on_done runs later, on the loop
+//   db.Close([](void*, absl::Status s) { ... }, nullptr);
+#ifndef SQLOOP_DB_DATABASE_H_
+#define SQLOOP_DB_DATABASE_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "db/database_files.h"
+#include "db/request.h"
+#include "db/vfs.h"
+#include "loop/loop.h"
+
+struct sqlite3;
+struct sqlite3_stmt;
+
+namespace sqloop::db {
+
+// Reader connections: two lets a long scan and point reads proceed together; each costs a page
+// cache, so a host with thousands of tenants keeps this small.
+inline constexpr uint32_t kReadersDefault = 2;
+// Rows a read steps per tick before yielding, so one big query cannot starve the loop. 64 rows
+// of a typical table is a few microseconds.
+inline constexpr uint32_t kRowsPerTickDefault = 64;
+// Requests in one group commit: bounds the time one transaction holds the writer and the work
+// redone if the group must be retried.
+inline constexpr uint32_t kGroupRequestsMaxDefault = 256;
+// Prepared statements cached per connection; the least useful are dropped beyond this.
+inline constexpr uint32_t kStatementCacheMaxDefault = 64;
+// Largest text or blob (parameter, or value SQLite builds): 1 MiB keeps one tenant's request
+// from pinning a large share of memory; also set as SQLITE_LIMIT_LENGTH.
+inline constexpr int kValueBytesMaxDefault = 1 << 20;
+// Longest SQL text (SQLITE_LIMIT_SQL_LENGTH): 64 KiB is far above hand-written statements.
+inline constexpr int kSqlBytesMaxDefault = 64 * 1024;
+// Requests waiting (queued, not yet running) per database before Submit refuses more.
+inline constexpr uint32_t kQueuedRequestsMaxDefault = 65536;
+// Checkpoint after this many WAL frames: SQLite's own default (wal_autocheckpoint = 1000).
+inline constexpr uint32_t kCheckpointFramesDefault = 1000;
+// Virtual machine instructions between progress-handler checks (deadline, cancellation):
+// about a microsecond of work, so a deadline is noticed promptly at negligible cost.
+inline constexpr int kProgressOpsDefault = 1000;
+// SQLITE_BUSY retries of one request before it fails with Unavailable.
+inline constexpr uint8_t kBusyRetriesMax = 100;
+
+struct DatabaseOptions {
+  uint32_t readers = kReadersDefault;
+  uint32_t rows_per_tick = kRowsPerTickDefault;
+  uint32_t group_requests_max = kGroupRequestsMaxDefault;
+  uint32_t statement_cache_max = kStatementCacheMaxDefault;
+  int value_bytes_max = kValueBytesMaxDefault;
+  int sql_bytes_max = kSqlBytesMaxDefault;
+  uint32_t queued_requests_max = kQueuedRequestsMaxDefault;
+  uint32_t checkpoint_frames = kCheckpointFramesDefault;
+  // Run PRAGMA quick_check at open, so a corrupt file is refused before anything is written to
+  // it. Costs a read of the whole file; a host that checks elsewhere may turn it off.
+  bool check_at_open = true;
+  // NEGATIVE CONTROL ONLY: acknowledge before the covering fsync. Tests prove they catch it.
+  bool ack_before_fsync_for_testing = false;
+};
+
+struct DatabaseStats {
+  uint64_t groups = 0;              // Group commits run.
+  uint64_t group_requests = 0;      // Write requests committed in them.
+  uint64_t group_retries = 0;       // Groups rolled back and re-run (backpressure, interrupt).
+  uint64_t reads = 0;               // Reads finished.
+  uint64_t read_steps_yielded = 0;  // Times a read yielded after rows_per_tick rows.
+  uint64_t acks_waited = 0;         // Acknowledgements that had to wait for an fsync.
+  uint64_t checkpoints = 0;
+};
+
+class Database {
+ public:
+  enum class State : uint8_t {
+    kNew,
+    kOpening,
+    kOpenSyncing,
+    kReady,
+    kPoisoned,
+    kClosing,
+    kClosed,
+    kFailed,
+  };
+  using Callback = void (*)(void* arg, absl::Status status);
+
+  // `path` must be absolute on the simulator. Nothing happens until Open().
+  Database(loop::Loop& loop, Vfs& vfs, std::string path, DatabaseOptions options = {});
+  // Checks that the database is kNew, kClosed or kFailed: destroying it with requests in flight
+  // would leave callers waiting forever.
+  ~Database();
+  Database(const Database&) = delete;
+  Database& operator=(const Database&) = delete;
+
+  // Opens on the loop; `done` runs on the loop with OK, or with an error that says what is wrong
+  // (locked by another process, not a database, corrupt, ...).
+  void Open(Callback done, void* arg);
+  // Queues `request` (idle, with on_done set). Returns an error without queueing if the
+  // database is not ready, poisoned, or has too many requests waiting; then on_done never runs.
+  [[nodiscard]] absl::Status Submit(Request& request);
+  // Cancels a request that has not committed: a queued one completes with Cancelled; a running
+  // read stops at its next step. Returns false if it is too late (committed or done).
+  bool Cancel(Request& request);
+  // Fails queued requests with Cancelled, waits for running ones and for the files to be
+  // durable and idle, closes the connections, then calls `done` (with the poison status if the
+  // database was poisoned).
+  void Close(Callback done, void* arg);
+
+  [[nodiscard]] State state() const { return state_; }
+  [[nodiscard]] const DatabaseStats& stats() const { return stats_; }
+  // The VFS state of this database (epochs); null before open and after close.
+  [[nodiscard]] const DatabaseFiles* files() const { return files_; }
+
+ private:
+  struct Connection {
+    sqlite3* db = nullptr;
+    Database* owner = nullptr;
+    absl::flat_hash_map<std::string, sqlite3_stmt*> cache;
+    Request* current = nullptr;  // The request whose statement is running.
+    sqlite3_stmt* stmt = nullptr;
+    bool internal = false;         // Running sqloop's own statements: the authorizer allows.
+    const char* denied = nullptr;  // Why the authorizer refused the last statement.
+  };
+  struct Queue {
+    Request* head = nullptr;
+    Request* tail = nullptr;
+    uint32_t size = 0;
+    void PushBack(Request* r);
+    void PushFront(Request* r);
+    Request* PopFront();
+    bool Remove(Request* r);
+  };
+
+  static loop::Action OnPump(loop::Loop& loop, loop::Completion& c);
+  static void OnFilesChanged(void* arg);
+  static int Authorize(void* arg, int action, const char* a, const char* b, const char*,
+                       const char*);
+  static int Progress(void* arg);
+  static int OnWalCommit(void* arg, sqlite3* db, const char* name, int frames);
+
+  void ArmPump();
+  void Pump();
+  absl::Status DoOpen();
+  absl::Status OpenConnection(Connection& c, bool writer);
+  absl::Status ConfigureWriter();
+  void FinishOpen(absl::Status status);
+  void Serve();
+  void AckDurable();
+  void BecomePoisoned();
+  void RunGroup();
+  bool RunGroupOnce(std::vector<Request*>& group);
+  bool Commit(std::vector<Request*>& group);
+  absl::Status ExecuteWrite(Request& request);
+  void Requeue(std::vector<Request*>& group, Request* current);
+  void Checkpoint();
+  void StartReads();
+  void StepReads();
+  void StepRead(Connection& reader);
+  void FinishClose();
+  void CloseConnections();
+
+  absl::StatusOr<sqlite3_stmt*> Prepare(Connection& c, const Request& request);
+  absl::Status Bind(sqlite3_stmt* stmt, const Request& request);
+  absl::Status RunInternal(Connection& c, const char* sql);
+  absl::Status SqliteError(Connection& c, int rc, const Request* request) const;
+  void Finish(Request& request, absl::Status status);
+  void AwaitDurable(Request& request);
+  void Deliver(Request& request);
+  void FailQueue(Queue& queue, const absl::Status& status);
+  void AssertInvariants() const;
+
+  loop::Loop& loop_;
+  Vfs& vfs_;
+  std::string path_;
+  DatabaseOptions options_;
+  State state_ = State::kNew;
+  Callback open_done_ = nullptr;
+  void* open_arg_ = nullptr;
+  Callback close_done_ = nullptr;
+  void* close_arg_ = nullptr;
+
+  loop::Completion pump_;
+  bool pump_armed_ = false;
+  DatabaseFiles* files_ = nullptr;
+  uint64_t open_epoch_ = 0;
+  uint64_t group_epoch_ = 0;     // The last group's commit epoch.
+  uint32_t wal_frames_ = 0;      // WAL frames after the last commit (sqlite3_wal_hook).
+  bool writer_blocked_ = false;  // Waiting for the write-behind buffer to drain.
+  int last_write_rc_ = 0;        // SQLite's result for the last write statement.
+
+  Connection writer_;
+  std::vector<std::unique_ptr<Connection>> readers_;
+  Queue writes_;
+  Queue reads_;
+  Queue awaiting_;               // Ran; waiting for their epoch to be durable.
+  std::vector<Request*> group_;  // Reused: the requests of the running group.
+  DatabaseStats stats_;
+};
+
+}  // namespace sqloop::db
+
+#endif  // SQLOOP_DB_DATABASE_H_

@@ -1,0 +1,130 @@
+// db/request.h
+// -----------------------------------------------------------------------------
+//
+// `Request` is one SQL statement submitted to a `Database` (db/database.h): caller-owned, like
+// a loop::Completion, so the database never allocates per request. It carries the SQL text
+// (prepared once and cached per connection), its parameters, a row callback and a completion
+// callback that receives an absl::Status.
+//
+// A read runs on a reader connection against a consistent snapshot; a write runs on the
+// writer inside a group commit. Either way the completion callback is the acknowledgement:
+// success is only reported once everything the request wrote or saw is on disk (docs/db.md).
+//
+// Parameters live inline (kRequestParamsInline of them without touching the heap); text and
+// blob parameters point at caller memory, which must stay valid until `on_done` ran.
+//
+// Example:
+//
+//   sqloop::db::Request insert;
+//   insert.kind = sqloop::db::Request::Kind::kWrite;
+//   insert.sql = "INSERT INTO kv(k, v) VALUES (?, ?)";
+//   insert.params = {sqloop::db::Value::Text("k1"), sqloop::db::Value::Int(42)};
+//   insert.on_done = [](sqloop::db::Request& r, absl::Status status) { ... };
+//   absl::Status admitted = database.Submit(insert);
+#ifndef SQLOOP_DB_REQUEST_H_
+#define SQLOOP_DB_REQUEST_H_
+
+#include <cstdint>
+
+#include "absl/container/inlined_vector.h"
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+
+struct sqlite3_stmt;
+
+namespace sqloop::db {
+
+class Database;
+struct Client;
+
+// Parameters a request carries without a heap allocation. Eight covers the statements of the
+// workloads we benchmark (key-value and small-row CRUD); more spill to the heap, counted as the
+// caller's allocation, not the database's.
+inline constexpr size_t kRequestParamsInline = 8;
+
+// A parameter or column value. Text and blob point at memory owned elsewhere.
+struct Value {
+  enum class Type : uint8_t { kNull, kInt, kDouble, kText, kBlob };
+
+  static Value Null() { return Value{}; }
+  static Value Int(int64_t v) { return Make(Type::kInt, v, 0, {}); }
+  static Value Double(double v) { return Make(Type::kDouble, 0, v, {}); }
+  static Value Text(absl::string_view v) { return Make(Type::kText, 0, 0, v); }
+  static Value Blob(absl::string_view v) { return Make(Type::kBlob, 0, 0, v); }
+  static Value Make(Type type, int64_t i, double d, absl::string_view bytes) {
+    Value value;
+    value.type = type;
+    value.int_value = i;
+    value.double_value = d;
+    value.bytes = bytes;
+    return value;
+  }
+
+  Type type = Type::kNull;
+  int64_t int_value = 0;
+  double double_value = 0;
+  absl::string_view bytes;
+};
+
+// The current row of a running statement, valid only during the row callback.
+class Row {
+ public:
+  explicit Row(sqlite3_stmt* stmt) : stmt_(stmt) {}
+  [[nodiscard]] int size() const;
+  [[nodiscard]] Value::Type type(int column) const;
+  [[nodiscard]] int64_t Int(int column) const;
+  [[nodiscard]] double Double(int column) const;
+  [[nodiscard]] absl::string_view Text(int column) const;
+  [[nodiscard]] absl::string_view Blob(int column) const;
+  // The column as a Value (text and blob point into SQLite's row buffer).
+  [[nodiscard]] Value Get(int column) const;
+
+ private:
+  sqlite3_stmt* stmt_;
+};
+
+struct Request {
+  enum class Kind : uint8_t { kRead, kWrite };
+  // Where a request is; owned by the Database between Submit and on_done.
+  enum class State : uint8_t { kIdle, kQueued, kRunning, kAwaitingDurable, kDone };
+
+  using RowCallback = void (*)(Request& request, const Row& row);
+  using DoneCallback = void (*)(Request& request, absl::Status status);
+
+  // ---- Filled by the caller -----------------------------------------------------------------
+  Kind kind = Kind::kRead;
+  absl::string_view sql;  // Exactly one statement; must outlive the request.
+  absl::InlinedVector<Value, kRequestParamsInline> params;
+  RowCallback on_row = nullptr;  // Optional. Write rows (RETURNING) may repeat on a group retry.
+  DoneCallback on_done = nullptr;
+  void* user_data = nullptr;
+  // Absolute deadline on the loop's clock (Loop::now_ns()); 0 means none. Checked before the
+  // request starts and, through SQLite's progress handler, while its statement runs.
+  int64_t deadline_ns = 0;
+  // Optional: requests of one client complete in submission order.
+  Client* client = nullptr;
+
+  // ---- Results, valid in on_done ------------------------------------------------------------
+  int64_t changes = 0;            // Rows changed by a write.
+  int64_t last_insert_rowid = 0;  // After a write that inserted.
+  uint64_t epoch = 0;             // The epoch whose fsync covers what the request wrote or saw.
+
+  // ---- The Database's bookkeeping; do not touch ---------------------------------------------
+  State state_ = State::kIdle;
+  bool cancel_requested_ = false;
+  uint8_t busy_retries_ = 0;
+  absl::Status status_;
+  Request* next_ = nullptr;         // Queue link.
+  Request* client_next_ = nullptr;  // Client FIFO link.
+};
+
+// Requests that must complete in submission order share a Client (caller-owned, e.g. one per
+// network connection). An intrusive FIFO: no allocation.
+struct Client {
+  Request* head_ = nullptr;
+  Request* tail_ = nullptr;
+};
+
+}  // namespace sqloop::db
+
+#endif  // SQLOOP_DB_REQUEST_H_

@@ -1,0 +1,463 @@
+// The sqlite3_vfs and sqlite3_io_methods glue. Each SQLite entry point translates its arguments
+// and calls DatabaseFiles (db/database_files.h), which owns the descriptors, the queue and the
+// locks; temporary files are served from memory here.
+#include "db/vfs.h"
+
+#include <sqlite3.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <new>
+#include <utility>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "alloc/check.h"
+
+namespace sqloop::db {
+namespace {
+
+// Longest path SQLite may hand us. 1024 is PATH_MAX's usual order of magnitude and far above
+// the tenant paths a host builds.
+constexpr int kPathBytesMax = 1024;
+
+constexpr absl::string_view kWalSuffix = "-wal";
+constexpr absl::string_view kJournalSuffix = "-journal";
+
+// Only what is really true is claimed (SQLite trusts these to skip work):
+//   POWERSAFE_OVERWRITE: a write never damages bytes outside its own range on power loss. SQLite
+//     assumes it by default on unix; the simulated disk's crash model tears only sectors the
+//     write itself touches, so it holds there by construction.
+// Not claimed: ATOMIC* (a torn write is possible), SAFE_APPEND (the size may become durable
+// before the data), SEQUENTIAL (held writes run concurrently), UNDELETABLE_WHEN_OPEN (Linux
+// unlinks open files), IMMUTABLE, BATCH_ATOMIC.
+constexpr int kDeviceCharacteristics = SQLITE_IOCAP_POWERSAFE_OVERWRITE;
+
+std::atomic<uint64_t> next_vfs_id{1};
+
+// A connection's handle on one file. SQLite allocates szOsFile bytes; we construct in place.
+struct VfsFile {
+  sqlite3_file base;  // First member: SQLite casts between the two.
+  Vfs* vfs = nullptr;
+  DatabaseFiles* files = nullptr;  // Null for a temporary file.
+  FileRole role = FileRole::kMain;
+  int lock_level = SQLITE_LOCK_NONE;
+  uint8_t shm_shared = 0;
+  uint8_t shm_exclusive = 0;
+  bool shm_attached = false;
+  std::string* memory = nullptr;  // The contents of a temporary file.
+};
+
+VfsFile& AsFile(sqlite3_file* f) { return *reinterpret_cast<VfsFile*>(f); }
+Vfs& AsVfs(sqlite3_vfs* v) { return *static_cast<Vfs*>(v->pAppData); }
+
+// The database a journal or WAL path belongs to, and the role of the path.
+std::pair<std::string, FileRole> Classify(absl::string_view path) {
+  if (absl::EndsWith(path, kWalSuffix)) {
+    return {std::string(path.substr(0, path.size() - kWalSuffix.size())), FileRole::kWal};
+  }
+  if (absl::EndsWith(path, kJournalSuffix)) {
+    return {std::string(path.substr(0, path.size() - kJournalSuffix.size())), FileRole::kJournal};
+  }
+  return {std::string(path), FileRole::kMain};
+}
+
+// ---- Database, journal and WAL files ----------------------------------------------------------
+
+int FileClose(sqlite3_file* f) {
+  VfsFile& file = AsFile(f);
+  DatabaseFiles* files = file.files;
+  if (file.shm_attached) files->ShmDetach();
+  if (file.role == FileRole::kMain) files->Unlock(&file, file.lock_level, SQLITE_LOCK_NONE);
+  files->CloseHandle(file.role);
+  Vfs* vfs = file.vfs;
+  file.~VfsFile();
+  vfs->ReleaseIfUnused(files);
+  return SQLITE_OK;
+}
+
+int FileRead(sqlite3_file* f, void* buffer, int amount, sqlite3_int64 offset) {
+  VfsFile& file = AsFile(f);
+  return file.files->Read(file.role, buffer, amount, offset);
+}
+
+int FileWrite(sqlite3_file* f, const void* buffer, int amount, sqlite3_int64 offset) {
+  VfsFile& file = AsFile(f);
+  return file.files->Write(file.role, buffer, amount, offset);
+}
+
+int FileTruncate(sqlite3_file* f, sqlite3_int64 size) {
+  VfsFile& file = AsFile(f);
+  return file.files->Truncate(file.role, size);
+}
+
+int FileSync(sqlite3_file* f, int) { return AsFile(f).files->Sync(); }
+
+int FileSize(sqlite3_file* f, sqlite3_int64* size) {
+  VfsFile& file = AsFile(f);
+  *size = static_cast<sqlite3_int64>(file.files->file(file.role).size_bytes);
+  return SQLITE_OK;
+}
+
+int FileLock(sqlite3_file* f, int level) {
+  VfsFile& file = AsFile(f);
+  if (file.role != FileRole::kMain) return SQLITE_OK;
+  return file.files->Lock(&file, file.lock_level, level);
+}
+
+int FileUnlock(sqlite3_file* f, int level) {
+  VfsFile& file = AsFile(f);
+  if (file.role == FileRole::kMain) file.files->Unlock(&file, file.lock_level, level);
+  return SQLITE_OK;
+}
+
+int FileCheckReservedLock(sqlite3_file* f, int* held) {
+  *held = AsFile(f).files->ReservedHeld() ? 1 : 0;
+  return SQLITE_OK;
+}
+
+int FileControl(sqlite3_file* f, int op, void* arg) {
+  (void)f;
+  if (op == SQLITE_FCNTL_HAS_MOVED) {
+    // The VFS owns the file; nobody renames it under us.
+    *static_cast<int*>(arg) = 0;
+    return SQLITE_OK;
+  }
+  return SQLITE_NOTFOUND;
+}
+
+int FileSectorSize(sqlite3_file*) { return kSectorBytes; }
+int FileDeviceCharacteristics(sqlite3_file*) { return kDeviceCharacteristics; }
+
+int FileShmMap(sqlite3_file* f, int region, int region_bytes, int extend, void volatile** out) {
+  VfsFile& file = AsFile(f);
+  if (!file.shm_attached) {
+    file.files->ShmAttach();
+    file.shm_attached = true;
+  }
+  void* mapped = nullptr;
+  const int rc = file.files->ShmMap(region, region_bytes, extend != 0, &mapped);
+  *out = mapped;
+  return rc;
+}
+
+int FileShmLock(sqlite3_file* f, int offset, int n, int flags) {
+  VfsFile& file = AsFile(f);
+  return file.files->ShmLock(file.shm_shared, file.shm_exclusive, offset, n, flags);
+}
+
+// One thread touches the index, but SQLite still expects a full barrier here.
+void FileShmBarrier(sqlite3_file*) { std::atomic_thread_fence(std::memory_order_seq_cst); }
+
+int FileShmUnmap(sqlite3_file* f, int) {
+  VfsFile& file = AsFile(f);
+  if (!file.shm_attached) return SQLITE_OK;
+  (void)file.files->ShmLock(file.shm_shared, file.shm_exclusive, 0, kShmLocks, SQLITE_SHM_UNLOCK);
+  file.files->ShmDetach();
+  file.shm_attached = false;
+  return SQLITE_OK;
+}
+
+// Version 2: shared memory, but no xFetch/xUnfetch, so SQLite never memory-maps the file and
+// every read goes through the loop's backend.
+const sqlite3_io_methods kFileMethods = {
+    2,
+    &FileClose,
+    &FileRead,
+    &FileWrite,
+    &FileTruncate,
+    &FileSync,
+    &FileSize,
+    &FileLock,
+    &FileUnlock,
+    &FileCheckReservedLock,
+    &FileControl,
+    &FileSectorSize,
+    &FileDeviceCharacteristics,
+    &FileShmMap,
+    &FileShmLock,
+    &FileShmBarrier,
+    &FileShmUnmap,
+    nullptr,
+    nullptr,
+};
+
+// ---- Temporary files, in memory ---------------------------------------------------------------
+
+int MemoryClose(sqlite3_file* f) {
+  VfsFile& file = AsFile(f);
+  delete file.memory;
+  file.~VfsFile();
+  return SQLITE_OK;
+}
+
+int MemoryRead(sqlite3_file* f, void* buffer, int amount, sqlite3_int64 offset) {
+  const std::string& data = *AsFile(f).memory;
+  const auto start = static_cast<size_t>(offset);
+  const auto wanted = static_cast<size_t>(amount);
+  const size_t available = data.size() > start ? std::min(wanted, data.size() - start) : 0;
+  if (available > 0) std::memcpy(buffer, data.data() + start, available);
+  if (available == wanted) return SQLITE_OK;
+  std::memset(static_cast<char*>(buffer) + available, 0, wanted - available);
+  return SQLITE_IOERR_SHORT_READ;
+}
+
+int MemoryWrite(sqlite3_file* f, const void* buffer, int amount, sqlite3_int64 offset) {
+  VfsFile& file = AsFile(f);
+  const auto end = static_cast<uint64_t>(offset) + static_cast<uint64_t>(amount);
+  if (end > file.vfs->options().temp_file_bytes_max) return SQLITE_FULL;
+  if (file.memory->size() < end) file.memory->resize(end);
+  std::memcpy(file.memory->data() + offset, buffer, static_cast<size_t>(amount));
+  return SQLITE_OK;
+}
+
+int MemoryTruncate(sqlite3_file* f, sqlite3_int64 size) {
+  std::string& data = *AsFile(f).memory;
+  if (static_cast<uint64_t>(size) < data.size()) data.resize(static_cast<size_t>(size));
+  return SQLITE_OK;
+}
+
+int MemorySync(sqlite3_file*, int) { return SQLITE_OK; }  // Temporary: nothing to make durable.
+
+int MemorySize(sqlite3_file* f, sqlite3_int64* size) {
+  *size = static_cast<sqlite3_int64>(AsFile(f).memory->size());
+  return SQLITE_OK;
+}
+
+int MemoryLock(sqlite3_file*, int) { return SQLITE_OK; }  // Private to one connection.
+int MemoryCheckReservedLock(sqlite3_file*, int* held) {
+  *held = 0;
+  return SQLITE_OK;
+}
+int MemoryControl(sqlite3_file*, int, void*) { return SQLITE_NOTFOUND; }
+
+const sqlite3_io_methods kMemoryMethods = {
+    1,
+    &MemoryClose,
+    &MemoryRead,
+    &MemoryWrite,
+    &MemoryTruncate,
+    &MemorySync,
+    &MemorySize,
+    &MemoryLock,
+    &MemoryLock,
+    &MemoryCheckReservedLock,
+    &MemoryControl,
+    &FileSectorSize,
+    &FileDeviceCharacteristics,
+    nullptr,
+    nullptr,
+    nullptr,
+    nullptr,
+    nullptr,
+    nullptr,
+};
+
+// ---- The VFS ----------------------------------------------------------------------------------
+
+std::string OpenErrorMessage(const std::string& path, int64_t error) {
+  if (error == -EWOULDBLOCK) {
+    return absl::StrCat("database file '", path,
+                        "' is locked by another process: sqloop takes an exclusive lock on each "
+                        "database file (one process per database). Close it in that process, or "
+                        "open a copy");
+  }
+  return absl::StrCat("cannot open '", path, "': ", std::strerror(static_cast<int>(-error)));
+}
+
+int VfsOpen(sqlite3_vfs* v, sqlite3_filename name, sqlite3_file* f, int flags, int* out_flags) {
+  Vfs& vfs = AsVfs(v);
+  auto* file = new (f) VfsFile{};
+  file->base.pMethods = nullptr;
+  file->vfs = &vfs;
+  const int kind = flags & (SQLITE_OPEN_MAIN_DB | SQLITE_OPEN_MAIN_JOURNAL | SQLITE_OPEN_WAL);
+  if (name == nullptr || kind == 0 || (flags & SQLITE_OPEN_DELETEONCLOSE) != 0) {
+    // Temp databases, statement journals, sorter spills: private, never durable.
+    file->memory = new std::string();
+    file->base.pMethods = &kMemoryMethods;
+    if (out_flags != nullptr) *out_flags = flags;
+    return SQLITE_OK;
+  }
+  auto [main_path, role] = Classify(name);
+  if (kind == SQLITE_OPEN_MAIN_DB) role = FileRole::kMain;
+  DatabaseFiles& files = vfs.Acquire(main_path);
+  DatabaseFiles::SharedFile& shared = files.file(role);
+  if (shared.known && !shared.exists && !files.idle() && !files.ReviveUnlinked(role)) {
+    // An unlink of this very file is in flight; creating it now could let that unlink delete
+    // the new file. SQLite reports the busy open; the Database layer retries it.
+    vfs.ReleaseIfUnused(&files);
+    return SQLITE_BUSY;
+  }
+  int open_flags = O_RDWR;
+  if ((flags & SQLITE_OPEN_CREATE) != 0) open_flags |= O_CREAT;
+  int64_t rc = files.OpenFile(role, open_flags);
+  if ((rc == -EACCES || rc == -EROFS) && (flags & SQLITE_OPEN_READONLY) != 0) {
+    rc = files.OpenFile(role, O_RDONLY);
+  }
+  if (rc < 0) {
+    vfs.set_last_open_error(OpenErrorMessage(shared.path, rc));
+    vfs.ReleaseIfUnused(&files);
+    return SQLITE_CANTOPEN;
+  }
+  ++shared.opens;
+  file->files = &files;
+  file->role = role;
+  file->base.pMethods = &kFileMethods;
+  if (out_flags != nullptr) *out_flags = flags;
+  return SQLITE_OK;
+}
+
+int VfsDelete(sqlite3_vfs* v, const char* path, int) {
+  Vfs& vfs = AsVfs(v);
+  auto [main_path, role] = Classify(path);
+  if (DatabaseFiles* files = vfs.Find(main_path); files != nullptr) return files->Unlink(role);
+  io::Op op{.kind = io::OpKind::kUnlink, .fd = AT_FDCWD, .path = path};
+  const int64_t result = vfs.loop().WaitForOp(op);
+  if (result == -ENOENT) return SQLITE_IOERR_DELETE_NOENT;
+  return result < 0 ? SQLITE_IOERR_DELETE : SQLITE_OK;
+}
+
+// EXISTS means "exists and is not empty", as in SQLite's unix VFS: an empty journal or WAL is
+// no journal or WAL.
+int VfsAccess(sqlite3_vfs* v, const char* path, int flags, int* result) {
+  Vfs& vfs = AsVfs(v);
+  auto [main_path, role] = Classify(path);
+  if (DatabaseFiles* files = vfs.Find(main_path); files != nullptr) {
+    const DatabaseFiles::SharedFile& f = files->file(role);
+    if (f.known) {
+      *result = f.exists && (flags != SQLITE_ACCESS_EXISTS || f.size_bytes > 0) ? 1 : 0;
+      return SQLITE_OK;
+    }
+  }
+  io::Op open_op{
+      .kind = io::OpKind::kOpenAt, .fd = AT_FDCWD, .flags = O_RDONLY | O_CLOEXEC, .path = path};
+  const int64_t fd = vfs.loop().WaitForOp(open_op);
+  if (fd < 0) {
+    *result = 0;
+    return fd == -ENOENT || fd == -EACCES ? SQLITE_OK : SQLITE_IOERR_ACCESS;
+  }
+  io::Op size_op{.kind = io::OpKind::kFileSize, .fd = static_cast<int>(fd)};
+  const int64_t size = vfs.loop().WaitForOp(size_op);
+  io::Op close_op{.kind = io::OpKind::kClose, .fd = static_cast<int>(fd)};
+  (void)vfs.loop().WaitForOp(close_op);
+  if (size < 0) return SQLITE_IOERR_ACCESS;
+  *result = flags != SQLITE_ACCESS_EXISTS || size > 0 ? 1 : 0;
+  return SQLITE_OK;
+}
+
+int VfsFullPathname(sqlite3_vfs*, const char* name, int out_bytes, char* out) {
+  std::string full;
+  if (name[0] == '/') {
+    full = name;
+  } else {
+    char cwd[kPathBytesMax];
+    if (getcwd(cwd, sizeof(cwd)) == nullptr) return SQLITE_CANTOPEN;
+    full = absl::StrCat(cwd, "/", name);
+  }
+  if (full.size() + 1 > static_cast<size_t>(out_bytes)) return SQLITE_CANTOPEN;
+  std::memcpy(out, full.c_str(), full.size() + 1);
+  return SQLITE_OK;
+}
+
+// Extension loading is off in every connection sqloop opens; these refuse it again.
+void* VfsDlOpen(sqlite3_vfs*, const char*) { return nullptr; }
+void VfsDlError(sqlite3_vfs*, int bytes, char* out) {
+  std::snprintf(out, static_cast<size_t>(bytes), "extension loading is disabled in sqloop");
+}
+void (*VfsDlSym(sqlite3_vfs*, void*, const char*))(void) { return nullptr; }
+void VfsDlClose(sqlite3_vfs*, void*) {}
+
+// SQLite seeds its PRNG from here (WAL salts, temp names). A fixed, documented sequence keeps
+// simulation runs reproducible; nothing in SQLite's durability depends on it being secret.
+int VfsRandomness(sqlite3_vfs*, int bytes, char* out) {
+  uint64_t state = 0x5eed5eed5eed5eedull;
+  for (int i = 0; i < bytes; ++i) {
+    state = state * 6364136223846793005ull + 1442695040888963407ull;
+    out[i] = static_cast<char>(state >> 56);
+  }
+  return bytes;
+}
+
+// Never sleeps: the loop thread must not block. SQLite only sleeps in busy handlers (none is
+// installed) and in WAL read retries, which then simply retry at once.
+int VfsSleep(sqlite3_vfs*, int microseconds) { return microseconds; }
+
+// Wall-clock time for SQL's date('now'); SQLite's durability never uses it.
+int VfsCurrentTimeInt64(sqlite3_vfs*, sqlite3_int64* out) {
+  sqlite3_vfs* system = sqlite3_vfs_find(nullptr);
+  return system->xCurrentTimeInt64(system, out);
+}
+
+int VfsCurrentTime(sqlite3_vfs* v, double* out) {
+  sqlite3_int64 ms = 0;
+  const int rc = VfsCurrentTimeInt64(v, &ms);
+  *out = static_cast<double>(ms) / 86400000.0;
+  return rc;
+}
+
+int VfsGetLastError(sqlite3_vfs*, int, char*) { return 0; }
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Vfs>> Vfs::Create(loop::Loop& loop, VfsOptions options) {
+  if (loop.backend().name() == "simulator") options.os_lock = false;
+  const uint64_t id = next_vfs_id.fetch_add(1, std::memory_order_relaxed);
+  std::unique_ptr<Vfs> vfs(new Vfs(loop, options, absl::StrCat("sqloop-", id)));
+  const int rc = sqlite3_vfs_register(vfs->vfs_.get(), /*makeDflt=*/0);
+  if (rc != SQLITE_OK) {
+    return absl::InternalError(absl::StrCat("sqlite3_vfs_register failed: ", sqlite3_errstr(rc)));
+  }
+  return vfs;
+}
+
+Vfs::Vfs(loop::Loop& loop, VfsOptions options, std::string name)
+    : loop_(loop), options_(options), name_(std::move(name)), vfs_(new sqlite3_vfs{}) {
+  sqlite3_vfs& v = *vfs_;
+  v.iVersion = 2;
+  v.szOsFile = sizeof(VfsFile);
+  v.mxPathname = kPathBytesMax;
+  v.zName = name_.c_str();
+  v.pAppData = this;
+  v.xOpen = &VfsOpen;
+  v.xDelete = &VfsDelete;
+  v.xAccess = &VfsAccess;
+  v.xFullPathname = &VfsFullPathname;
+  v.xDlOpen = &VfsDlOpen;
+  v.xDlError = &VfsDlError;
+  v.xDlSym = &VfsDlSym;
+  v.xDlClose = &VfsDlClose;
+  v.xRandomness = &VfsRandomness;
+  v.xSleep = &VfsSleep;
+  v.xCurrentTime = &VfsCurrentTime;
+  v.xGetLastError = &VfsGetLastError;
+  v.xCurrentTimeInt64 = &VfsCurrentTimeInt64;
+}
+
+Vfs::~Vfs() {
+  SQLOOP_CHECK(databases_.empty(),
+               "Vfs destroyed while databases are open or their files are still in flight; close "
+               "every Database and run the loop until Close() called back");
+  sqlite3_vfs_unregister(vfs_.get());
+}
+
+DatabaseFiles* Vfs::Find(absl::string_view main_path) {
+  auto it = databases_.find(main_path);
+  return it == databases_.end() ? nullptr : it->second.get();
+}
+
+DatabaseFiles& Vfs::Acquire(const std::string& main_path) {
+  auto [it, inserted] = databases_.try_emplace(main_path);
+  if (inserted) it->second = std::make_unique<DatabaseFiles>(*this, loop_, main_path);
+  return *it->second;
+}
+
+void Vfs::ReleaseIfUnused(DatabaseFiles* files) {
+  if (!files->Releasable()) return;
+  const std::string key = files->main_path();  // Outlives the object erase destroys.
+  databases_.erase(key);
+}
+
+}  // namespace sqloop::db

@@ -1,0 +1,128 @@
+// db/vfs.h
+// -----------------------------------------------------------------------------
+//
+// `Vfs` is a `sqlite3_vfs` bound to one `loop::Loop`: every byte of SQLite's file I/O goes
+// through the loop's io::Backend (io_uring, the synchronous fallback, or the simulator), and
+// commits never make the loop wait for an fsync.
+//
+// What it does, and why (ARCHITECTURE.md, "SQLite over the loop"; docs/db.md):
+//   * A call that needs data (xRead, and xWrite/xTruncate when nothing is queued) runs one
+//     operation with Loop::WaitForOp: other completions reaped meanwhile are queued for the
+//     loop, never dispatched inside SQLite.
+//   * xSync closes an epoch with a barrier whose fsync runs asynchronously; writes after it are
+//     held until it completed (see db/database_files.h for the queue and its invariants).
+//   * The VFS owns its files: one descriptor per file per process, an exclusive flock on the
+//     database file (a second process gets a clear error), the locks between the process's
+//     connections and the WAL index in process memory (no -shm file is ever created).
+//   * Temporary files (sorts, statement journals, temp tables) live in memory, bounded.
+//
+// Use one Vfs per loop; open connections on it with sqlite3_open_v2(..., vfs.name()).
+// Database (db/database.h) does that for you.
+//
+// Example:
+//
+//   absl::StatusOr<std::unique_ptr<sqloop::db::Vfs>> vfs = sqloop::db::Vfs::Create(*loop);
+//   if (!vfs.ok()) return vfs.status();
+//   sqlite3* db = nullptr;
+//   int rc = sqlite3_open_v2("/data/t.db", &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
+//                            (*vfs)->name());
+#ifndef SQLOOP_DB_VFS_H_
+#define SQLOOP_DB_VFS_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "db/database_files.h"
+#include "loop/loop.h"
+
+struct sqlite3_vfs;
+
+namespace sqloop::db {
+
+// The write-behind buffer per database: 8 MiB holds a default-sized WAL checkpoint (1000
+// pages of 4 KiB) twice over, so backpressure only appears when the disk really falls behind.
+inline constexpr uint64_t kHeldBytesMaxDefault = uint64_t{8} << 20;
+// Queued operations per database: 4096 is 16 MiB of page writes, above the byte limit, so the
+// byte limit normally binds; this one bounds pathological streams of tiny writes.
+inline constexpr uint32_t kHeldOpsMaxDefault = 4096;
+// A temporary file (sorter, statement journal, temp table) lives in memory up to this size; a
+// sort larger than that fails with SQLITE_FULL instead of eating the host's memory.
+inline constexpr uint64_t kTempFileBytesMaxDefault = uint64_t{64} << 20;
+// The WAL index of one database: 32 MiB indexes 16 million WAL frames, far past any WAL that
+// checkpoints normally; beyond it SQLite gets SQLITE_IOERR_SHMSIZE rather than unbounded memory.
+inline constexpr uint64_t kWalIndexBytesMaxDefault = uint64_t{32} << 20;
+// SQLite's sector size: 4096 is what SQLite's own unix VFS reports and the atomic unit of
+// modern devices; with POWERSAFE_OVERWRITE it only affects WAL frame padding.
+inline constexpr int kSectorBytes = 4096;
+
+struct VfsOptions {
+  uint64_t held_bytes_max = kHeldBytesMaxDefault;
+  uint32_t held_ops_max = kHeldOpsMaxDefault;
+  uint64_t temp_file_bytes_max = kTempFileBytesMaxDefault;
+  uint64_t wal_index_bytes_max = kWalIndexBytesMaxDefault;
+  // Take an exclusive flock on each database file. Turned off automatically on a backend
+  // without real descriptors (the simulator), where there is no other process.
+  bool os_lock = true;
+};
+
+// Counters since creation, for tests and benchmarks.
+struct VfsStats {
+  uint64_t reads = 0;
+  uint64_t reads_from_held = 0;  // Answered entirely by a queued write.
+  uint64_t direct_writes = 0;    // Run at once (nothing queued).
+  uint64_t held_writes = 0;      // Queued behind a barrier.
+  uint64_t barriers = 0;         // Barriers started (one per xSync).
+  uint64_t fsyncs = 0;           // fsync operations submitted (files and directories).
+  uint64_t backpressure = 0;     // Writes refused because the buffer was full.
+  uint64_t poisonings = 0;
+};
+
+class Vfs {
+ public:
+  // Registers a VFS named "sqloop-<n>" (unique in the process), not as the default.
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<Vfs>> Create(loop::Loop& loop,
+                                                                   VfsOptions options = {});
+  // Unregisters. Every connection on it must be closed and the loop run until their files
+  // went idle (the Database's Close does both).
+  ~Vfs();
+  Vfs(const Vfs&) = delete;
+  Vfs& operator=(const Vfs&) = delete;
+
+  // The name to pass to sqlite3_open_v2.
+  [[nodiscard]] const char* name() const { return name_.c_str(); }
+  // The files of the database at `main_path` (as sqlite3_db_filename reports it), or nullptr
+  // if no connection has it open.
+  [[nodiscard]] DatabaseFiles* Find(absl::string_view main_path);
+  // Why the last xOpen failed, in words for a user ("... is locked by another process ...").
+  [[nodiscard]] const std::string& last_open_error() const { return last_open_error_; }
+  [[nodiscard]] const VfsStats& stats() const { return stats_; }
+  [[nodiscard]] const VfsOptions& options() const { return options_; }
+  [[nodiscard]] loop::Loop& loop() { return loop_; }
+  [[nodiscard]] bool os_lock() const { return options_.os_lock; }
+
+  // For DatabaseFiles and the sqlite3_vfs glue.
+  [[nodiscard]] VfsStats& mutable_stats() { return stats_; }
+  [[nodiscard]] DatabaseFiles& Acquire(const std::string& main_path);
+  void ReleaseIfUnused(DatabaseFiles* files);
+  void set_last_open_error(std::string error) { last_open_error_ = std::move(error); }
+
+ private:
+  Vfs(loop::Loop& loop, VfsOptions options, std::string name);
+
+  loop::Loop& loop_;
+  VfsOptions options_;
+  std::string name_;
+  std::unique_ptr<sqlite3_vfs> vfs_;
+  absl::flat_hash_map<std::string, std::unique_ptr<DatabaseFiles>> databases_;
+  std::string last_open_error_;
+  VfsStats stats_;
+};
+
+}  // namespace sqloop::db
+
+#endif  // SQLOOP_DB_VFS_H_

@@ -1,0 +1,653 @@
+// Database: requests, group commit, durable acknowledgements, fault handling and bad input, on
+// every backend (tests/db_test_support.h).
+#include <fcntl.h>
+#include <sqlite3.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "db/database.h"
+#include "db/vfs.h"
+#include "gtest/gtest.h"
+#include "loop/loop.h"
+#include "tests/db_test_support.h"
+
+namespace sqloop::db {
+namespace {
+
+using testing::BackendParamName;
+using testing::DbTestBackends;
+using testing::RecordingBackend;
+using testing::ScratchDir;
+using testing::TestBackend;
+using testing::TraceEvent;
+
+// One request plus what it produced, for tests.
+struct Probe {
+  Request request;
+  std::string rows;
+  bool done = false;
+  absl::Status status;
+  std::vector<std::string>* order = nullptr;  // Appends `name` when done.
+  std::string name;
+  std::function<void(Probe&)> on_ack;  // Runs inside on_done (the durable-ack check).
+};
+
+std::string Render(const Row& row) {
+  std::string out;
+  for (int i = 0; i < row.size(); ++i) {
+    switch (row.type(i)) {
+      case Value::Type::kNull:
+        out += "NULL";
+        break;
+      case Value::Type::kInt:
+        out += std::to_string(row.Int(i));
+        break;
+      case Value::Type::kDouble:
+        out += absl::StrCat(row.Double(i));
+        break;
+      case Value::Type::kText:
+        out += absl::StrCat("'", row.Text(i), "'");
+        break;
+      case Value::Type::kBlob:
+        out += absl::StrCat("x", row.Blob(i).size());
+        break;
+    }
+    out += "|";
+  }
+  return out + "\n";
+}
+
+class DatabaseTest : public ::testing::TestWithParam<TestBackend> {
+ protected:
+  void SetUp() override {
+    auto recording = std::make_unique<RecordingBackend>(GetParam().make());
+    trace_ = recording.get();
+    loop_ = std::make_unique<loop::Loop>(std::move(recording), loop::LoopOptions{});
+    dir_ = std::make_unique<ScratchDir>(GetParam().real_descriptors);
+    absl::StatusOr<std::unique_ptr<Vfs>> vfs = Vfs::Create(*loop_);
+    ASSERT_TRUE(vfs.ok());
+    vfs_ = *std::move(vfs);
+    path_ = dir_->Path("db.sqlite");
+  }
+  void TearDown() override {
+    if (db_ != nullptr &&
+        (db_->state() == Database::State::kReady || db_->state() == Database::State::kPoisoned)) {
+      (void)CloseDb();
+    }
+    db_.reset();
+    ASSERT_TRUE(loop_->Run(loop::RunMode::kUntilDone).ok());
+    vfs_.reset();
+  }
+
+  absl::Status OpenDb(DatabaseOptions options = {}) {
+    db_ = std::make_unique<Database>(*loop_, *vfs_, path_, options);
+    absl::Status result = absl::UnknownError("open never called back");
+    db_->Open([](void* arg, absl::Status s) { *static_cast<absl::Status*>(arg) = std::move(s); },
+              &result);
+    EXPECT_TRUE(loop_->Run(loop::RunMode::kUntilDone).ok());
+    return result;
+  }
+  absl::Status CloseDb() {
+    absl::Status result = absl::UnknownError("close never called back");
+    db_->Close([](void* arg, absl::Status s) { *static_cast<absl::Status*>(arg) = std::move(s); },
+               &result);
+    EXPECT_TRUE(loop_->Run(loop::RunMode::kUntilDone).ok());
+    return result;
+  }
+
+  static void Prime(Probe& p, Request::Kind kind, absl::string_view sql,
+                    std::vector<Value> params = {}) {
+    p.request.kind = kind;
+    p.request.sql = sql;
+    p.request.params.assign(params.begin(), params.end());
+    p.request.user_data = &p;
+    p.request.on_row = [](Request& r, const Row& row) {
+      static_cast<Probe*>(r.user_data)->rows += Render(row);
+    };
+    p.request.on_done = [](Request& r, absl::Status s) {
+      auto* probe = static_cast<Probe*>(r.user_data);
+      EXPECT_FALSE(probe->done) << "on_done ran twice";
+      probe->done = true;
+      probe->status = std::move(s);
+      if (probe->order != nullptr) probe->order->push_back(probe->name);
+      if (probe->on_ack) probe->on_ack(*probe);
+    };
+  }
+  // Submits and runs the loop until the request is done.
+  absl::Status Run(Request::Kind kind, absl::string_view sql, std::vector<Value> params = {},
+                   std::string* rows = nullptr) {
+    Probe p;
+    Prime(p, kind, sql, std::move(params));
+    if (absl::Status admitted = db_->Submit(p.request); !admitted.ok()) return admitted;
+    EXPECT_TRUE(loop_->Run(loop::RunMode::kUntilDone).ok());
+    EXPECT_TRUE(p.done);
+    if (rows != nullptr) *rows = p.rows;
+    return p.status;
+  }
+  absl::Status Write(absl::string_view sql, std::vector<Value> params = {}) {
+    return Run(Request::Kind::kWrite, sql, std::move(params));
+  }
+  std::string Read(absl::string_view sql, std::vector<Value> params = {}) {
+    std::string rows;
+    absl::Status s = Run(Request::Kind::kRead, sql, std::move(params), &rows);
+    EXPECT_TRUE(s.ok()) << sql << ": " << s;
+    return rows;
+  }
+
+  RecordingBackend* trace_ = nullptr;
+  std::unique_ptr<loop::Loop> loop_;
+  std::unique_ptr<ScratchDir> dir_;
+  std::unique_ptr<Vfs> vfs_;
+  std::unique_ptr<Database> db_;
+  std::string path_;
+};
+
+// ---- Functional: the same statements against stock SQLite ------------------------------------
+
+struct Step {
+  bool write;
+  const char* sql;
+  std::vector<Value> params;
+};
+
+std::string RunOnStockSqlite(sqlite3* db, const Step& step) {
+  sqlite3_stmt* stmt = nullptr;
+  EXPECT_EQ(sqlite3_prepare_v2(db, step.sql, -1, &stmt, nullptr), SQLITE_OK) << step.sql;
+  for (size_t i = 0; i < step.params.size(); ++i) {
+    const Value& v = step.params[i];
+    const int index = static_cast<int>(i) + 1;
+    switch (v.type) {
+      case Value::Type::kNull:
+        sqlite3_bind_null(stmt, index);
+        break;
+      case Value::Type::kInt:
+        sqlite3_bind_int64(stmt, index, v.int_value);
+        break;
+      case Value::Type::kDouble:
+        sqlite3_bind_double(stmt, index, v.double_value);
+        break;
+      case Value::Type::kText:
+        sqlite3_bind_text(stmt, index, v.bytes.data(), static_cast<int>(v.bytes.size()),
+                          SQLITE_TRANSIENT);
+        break;
+      case Value::Type::kBlob:
+        sqlite3_bind_blob(stmt, index, v.bytes.data(), static_cast<int>(v.bytes.size()),
+                          SQLITE_TRANSIENT);
+        break;
+    }
+  }
+  std::string rows;
+  while (sqlite3_step(stmt) == SQLITE_ROW) rows += Render(Row(stmt));
+  sqlite3_finalize(stmt);
+  return rows;
+}
+
+TEST_P(DatabaseTest, CrudMatchesStockSqlite) {
+  ASSERT_TRUE(OpenDb().ok());
+  const std::string blob("\x00\x01\x02zz", 5);
+  const std::vector<Step> steps = {
+      {true, "CREATE TABLE t(id INTEGER PRIMARY KEY, name TEXT, score REAL, data BLOB, n)", {}},
+      {true,
+       "INSERT INTO t(name, score, data, n) VALUES (?, ?, ?, ?)",
+       {Value::Text("alpha"), Value::Double(1.5), Value::Blob(blob), Value::Null()}},
+      {true,
+       "INSERT INTO t(name, score, data, n) VALUES (?, ?, ?, ?)",
+       {Value::Text("beta"), Value::Double(-2.25), Value::Blob(""), Value::Int(7)}},
+      {true,
+       "INSERT INTO t(name, score) SELECT 'gen' || value, value * 0.5 FROM "
+       "(WITH RECURSIVE c(value) AS (SELECT 1 UNION ALL SELECT value + 1 FROM c "
+       "WHERE value < 100) SELECT value FROM c)",
+       {}},
+      {false, "SELECT count(*), sum(score), min(name), max(name) FROM t", {}},
+      {true, "UPDATE t SET score = score * 2 WHERE id % ? = 0", {Value::Int(3)}},
+      {true, "DELETE FROM t WHERE score > ?", {Value::Double(40)}},
+      {false, "SELECT * FROM t WHERE id < 5 ORDER BY id", {}},
+      {false, "SELECT count(*), total(score) FROM t", {}},
+      {true, "CREATE INDEX t_name ON t(name)", {}},
+      {false, "SELECT name FROM t WHERE name LIKE ? ORDER BY name LIMIT 5", {Value::Text("gen1%")}},
+      {true, "INSERT INTO t(id, name) VALUES (1000, 'x') RETURNING id, name", {}},
+      {false, "SELECT typeof(n), typeof(data), length(data) FROM t WHERE id <= 2", {}},
+  };
+  sqlite3* stock = nullptr;
+  ASSERT_EQ(sqlite3_open(":memory:", &stock), SQLITE_OK);
+  for (const Step& step : steps) {
+    std::string rows;
+    absl::Status s = Run(step.write ? Request::Kind::kWrite : Request::Kind::kRead, step.sql,
+                         step.params, &rows);
+    ASSERT_TRUE(s.ok()) << step.sql << ": " << s;
+    EXPECT_EQ(rows, RunOnStockSqlite(stock, step)) << step.sql;
+  }
+  sqlite3_close(stock);
+  EXPECT_EQ(Read("PRAGMA integrity_check"), "'ok'|\n");
+}
+
+TEST_P(DatabaseTest, FailingRequestInAGroupFailsAlone) {
+  ASSERT_TRUE(OpenDb().ok());
+  ASSERT_TRUE(Write("CREATE TABLE kv(k TEXT PRIMARY KEY, v)").ok());
+  Probe a, b, c;
+  Prime(a, Request::Kind::kWrite, "INSERT INTO kv VALUES ('a', 1)");
+  Prime(b, Request::Kind::kWrite, "INSERT INTO kv VALUES ('a', 2)");  // Duplicate key.
+  Prime(c, Request::Kind::kWrite, "INSERT INTO kv VALUES ('c', 3)");
+  ASSERT_TRUE(db_->Submit(a.request).ok());
+  ASSERT_TRUE(db_->Submit(b.request).ok());
+  ASSERT_TRUE(db_->Submit(c.request).ok());
+  const uint64_t groups = db_->stats().groups;
+  ASSERT_TRUE(loop_->Run(loop::RunMode::kUntilDone).ok());
+  EXPECT_TRUE(a.status.ok()) << a.status;
+  EXPECT_EQ(b.status.code(), absl::StatusCode::kFailedPrecondition) << b.status;
+  EXPECT_NE(b.status.message().find("UNIQUE constraint failed"), std::string::npos) << b.status;
+  EXPECT_TRUE(c.status.ok()) << c.status;
+  EXPECT_EQ(db_->stats().groups, groups + 1) << "one transaction for the three";
+  EXPECT_EQ(Read("SELECT k, v FROM kv ORDER BY k"), "'a'|1|\n'c'|3|\n");
+}
+
+// ---- Group commit and the durable-ack invariant ----------------------------------------------
+
+// Checks on the trace, at the moment of an acknowledgement, that every write the backend
+// completed so far was followed by a completed fsync of the same descriptor submitted after
+// that write completed. That is "no acknowledgement before its covering fsync", checked
+// independently of the database's own epoch bookkeeping.
+bool EverythingWrittenIsSynced(const std::vector<TraceEvent>& events, std::string* why) {
+  absl::flat_hash_map<int, size_t> last_write;  // fd -> index of its last completed write.
+  absl::flat_hash_map<const io::Op*, size_t> fsync_submitted;
+  absl::flat_hash_map<int, size_t> synced_upto;  // fd -> submission index of a completed fsync.
+  for (size_t i = 0; i < events.size(); ++i) {
+    const TraceEvent& e = events[i];
+    if (e.kind == io::OpKind::kWrite && e.type == TraceEvent::Type::kComplete && e.result >= 0) {
+      last_write[e.fd] = i;
+    }
+    if (e.kind == io::OpKind::kFsync && e.type == TraceEvent::Type::kSubmit) {
+      fsync_submitted[e.op] = i;
+    }
+    if (e.kind == io::OpKind::kFsync && e.type == TraceEvent::Type::kComplete && e.result == 0) {
+      synced_upto[e.fd] = std::max(synced_upto[e.fd], fsync_submitted[e.op]);
+    }
+  }
+  for (const auto& [fd, index] : last_write) {
+    if (synced_upto[fd] < index) {
+      *why = absl::StrCat("fd ", fd, ": write completed at event ", index,
+                          " has no completed fsync submitted after it");
+      return false;
+    }
+  }
+  return true;
+}
+
+TEST_P(DatabaseTest, GroupCommitNeedsFarFewerFsyncsThanCommits) {
+  ASSERT_TRUE(OpenDb().ok());
+  ASSERT_TRUE(Write("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)").ok());
+  constexpr int kWrites = 1000;
+  std::vector<Probe> probes(kWrites);
+  std::vector<std::string> texts(kWrites);
+  int violations = 0;
+  std::string first_violation;
+  for (int i = 0; i < kWrites; ++i) {
+    texts[i] = absl::StrCat("value-", i);
+    Prime(probes[i], Request::Kind::kWrite, "INSERT INTO t(id, v) VALUES (?, ?)",
+          {Value::Int(i), Value::Text(texts[i])});
+    probes[i].on_ack = [&](Probe& p) {
+      std::string why;
+      if (p.status.ok() && !EverythingWrittenIsSynced(trace_->events(), &why)) {
+        if (violations++ == 0) first_violation = why;
+      }
+    };
+  }
+  const uint64_t fsyncs_before = trace_->completed_of(io::OpKind::kFsync);
+  const uint64_t groups_before = db_->stats().groups;
+  for (Probe& p : probes) ASSERT_TRUE(db_->Submit(p.request).ok());
+  ASSERT_TRUE(loop_->Run(loop::RunMode::kUntilDone).ok());
+  for (Probe& p : probes) ASSERT_TRUE(p.done && p.status.ok()) << p.status;
+  const uint64_t fsyncs = trace_->completed_of(io::OpKind::kFsync) - fsyncs_before;
+  const uint64_t groups = db_->stats().groups - groups_before;
+  // 1000 requests in groups of at most 256: at least 4 groups, and no more than 5 (the first
+  // group may start before all were queued). Each group costs one WAL fsync, plus a checkpoint
+  // (WAL + database file, and the directory once) when the WAL passes 1000 frames: at most
+  // 3 per group + 1, far below the 1000 commits one fsync per request would cost.
+  EXPECT_GE(groups, 4u);
+  EXPECT_LE(groups, 5u);
+  EXPECT_LE(fsyncs, 3 * groups + 1);
+  EXPECT_EQ(violations, 0) << first_violation;
+  std::printf("[ group commit ] %d commits, %llu groups, %llu fsyncs (%s)\n", kWrites,
+              static_cast<unsigned long long>(groups), static_cast<unsigned long long>(fsyncs),
+              GetParam().name.c_str());
+  EXPECT_EQ(Read("SELECT count(*), sum(id) FROM t"), "1000|499500|\n");
+}
+
+// The negative control: acknowledging before the fsync must be caught by the same check.
+TEST_P(DatabaseTest, AckBeforeFsyncIsCaught) {
+  DatabaseOptions options;
+  options.ack_before_fsync_for_testing = true;
+  ASSERT_TRUE(OpenDb(options).ok());
+  ASSERT_TRUE(Write("CREATE TABLE t(id INTEGER PRIMARY KEY)").ok());
+  constexpr int kWrites = 50;
+  std::vector<Probe> probes(kWrites);
+  int violations = 0;
+  for (int i = 0; i < kWrites; ++i) {
+    Prime(probes[i], Request::Kind::kWrite, "INSERT INTO t(id) VALUES (?)", {Value::Int(i)});
+    probes[i].on_ack = [&](Probe& p) {
+      std::string why;
+      if (p.status.ok() && !EverythingWrittenIsSynced(trace_->events(), &why)) ++violations;
+    };
+  }
+  for (Probe& p : probes) ASSERT_TRUE(db_->Submit(p.request).ok());
+  ASSERT_TRUE(loop_->Run(loop::RunMode::kUntilDone).ok());
+  EXPECT_GT(violations, 0) << "the durable-ack check must catch an early acknowledgement";
+}
+
+TEST_P(DatabaseTest, ReadThatSawUndurableDataWaitsForTheFsync) {
+  ASSERT_TRUE(OpenDb().ok());
+  ASSERT_TRUE(Write("CREATE TABLE t(x)").ok());
+  Probe write, read;
+  std::vector<std::string> order;
+  Prime(write, Request::Kind::kWrite, "INSERT INTO t VALUES (42)");
+  Prime(read, Request::Kind::kRead, "SELECT x FROM t");
+  write.order = read.order = &order;
+  write.name = "write";
+  read.name = "read";
+  int read_violations = 0;
+  read.on_ack = [&](Probe& p) {
+    std::string why;
+    if (p.rows == "42|\n" && !EverythingWrittenIsSynced(trace_->events(), &why)) ++read_violations;
+  };
+  ASSERT_TRUE(db_->Submit(write.request).ok());
+  ASSERT_TRUE(db_->Submit(read.request).ok());
+  ASSERT_TRUE(loop_->Run(loop::RunMode::kUntilDone).ok());
+  EXPECT_TRUE(read.status.ok() && write.status.ok());
+  EXPECT_EQ(read_violations, 0);
+  if (read.rows == "42|\n") {
+    EXPECT_GE(read.request.epoch, write.request.epoch);
+  }
+}
+
+// ---- Faults ----------------------------------------------------------------------------------
+
+TEST_P(DatabaseTest, FsyncEioPoisonsWithOutcomeUnknownAndKeepsAcknowledgedData) {
+  ASSERT_TRUE(OpenDb().ok());
+  ASSERT_TRUE(Write("CREATE TABLE t(x)").ok());
+  ASSERT_TRUE(Write("INSERT INTO t VALUES (1)").ok());  // Acknowledged.
+  trace_->FailNth(io::OpKind::kFsync, 1, EIO);
+  absl::Status lost = Write("INSERT INTO t VALUES (2)");
+  EXPECT_EQ(lost.code(), absl::StatusCode::kUnknown) << lost;
+  EXPECT_NE(lost.message().find("outcome unknown"), std::string::npos) << lost;
+  EXPECT_NE(lost.message().find("Reopen"), std::string::npos) << lost;
+  EXPECT_EQ(db_->state(), Database::State::kPoisoned);
+  absl::Status refused = Write("INSERT INTO t VALUES (3)");
+  EXPECT_EQ(refused.code(), absl::StatusCode::kFailedPrecondition) << refused;
+  EXPECT_FALSE(CloseDb().ok()) << "Close reports the poison";
+  trace_->ClearFaults();
+  ASSERT_TRUE(OpenDb().ok());
+  const std::string rows = Read("SELECT x FROM t ORDER BY x");
+  EXPECT_TRUE(rows == "1|\n" || rows == "1|\n2|\n") << rows;  // 2's outcome was unknown.
+}
+
+TEST_P(DatabaseTest, WriteEnospcFailsTheGroupCleanlyAndTheDatabaseStaysUsable) {
+  ASSERT_TRUE(OpenDb().ok());
+  ASSERT_TRUE(Write("CREATE TABLE t(x)").ok());
+  ASSERT_TRUE(Write("INSERT INTO t VALUES (1)").ok());
+  trace_->FailNth(io::OpKind::kWrite, 1, ENOSPC);
+  absl::Status full = Write("INSERT INTO t VALUES (2)");
+  EXPECT_EQ(full.code(), absl::StatusCode::kResourceExhausted) << full;
+  EXPECT_NE(full.message().find("nothing was committed"), std::string::npos) << full;
+  EXPECT_EQ(db_->state(), Database::State::kReady);
+  ASSERT_TRUE(Write("INSERT INTO t VALUES (3)").ok());
+  EXPECT_EQ(Read("SELECT group_concat(x) FROM t"), "'1,3'|\n");
+  ASSERT_TRUE(CloseDb().ok());
+  ASSERT_TRUE(OpenDb().ok());
+  EXPECT_EQ(Read("SELECT group_concat(x) FROM t"), "'1,3'|\n");
+}
+
+TEST_P(DatabaseTest, ReadEioFailsTheReadOnly) {
+  ASSERT_TRUE(OpenDb().ok());
+  ASSERT_TRUE(Write("CREATE TABLE t(x)").ok());
+  ASSERT_TRUE(Write("INSERT INTO t VALUES (1)").ok());
+  ASSERT_TRUE(CloseDb().ok());
+  DatabaseOptions options;
+  options.check_at_open = false;
+  ASSERT_TRUE(OpenDb(options).ok());
+  trace_->FailNth(io::OpKind::kRead, 1, EIO, /*persistent=*/true);
+  std::string rows;
+  absl::Status failed = Run(Request::Kind::kRead, "SELECT * FROM t", {}, &rows);
+  EXPECT_EQ(failed.code(), absl::StatusCode::kUnavailable) << failed;
+  EXPECT_NE(failed.message().find("I/O error"), std::string::npos) << failed;
+  trace_->ClearFaults();
+  EXPECT_EQ(Read("SELECT * FROM t"), "1|\n");
+}
+
+// ---- Bad input: a clear error and no change ----------------------------------------------------
+
+TEST_P(DatabaseTest, BadInputIsRefusedWithAClearErrorAndNoChange) {
+  DatabaseOptions options;
+  options.value_bytes_max = 1000;
+  ASSERT_TRUE(OpenDb(options).ok());
+  ASSERT_TRUE(Write("CREATE TABLE t(x)").ok());
+  ASSERT_TRUE(Write("INSERT INTO t VALUES (1)").ok());
+  const std::string big(1001, 'b');
+  const std::string bad_utf8("\xff\xfe", 2);
+  struct Case {
+    bool write;
+    const char* sql;
+    std::vector<Value> params;
+    absl::StatusCode code;
+    const char* message;
+  };
+  const std::vector<Case> cases = {
+      {true, "INSERT INTO t VALUSE (1)", {}, absl::StatusCode::kInvalidArgument, "syntax error"},
+      {true,
+       "INSERT INTO t VALUES (2); INSERT INTO t VALUES (3)",
+       {},
+       absl::StatusCode::kInvalidArgument,
+       "more than one statement"},
+      {true,
+       "INSERT INTO t VALUES (?)",
+       {},
+       absl::StatusCode::kInvalidArgument,
+       "has 1 parameters but the request gives 0"},
+      {true,
+       "INSERT INTO t VALUES (?)",
+       {Value::Int(1), Value::Int(2)},
+       absl::StatusCode::kInvalidArgument,
+       "gives 2"},
+      {true,
+       "INSERT INTO t VALUES (?)",
+       {Value::Text(bad_utf8)},
+       absl::StatusCode::kInvalidArgument,
+       "not valid UTF-8"},
+      {true,
+       "INSERT INTO t VALUES (?)",
+       {Value::Blob(big)},
+       absl::StatusCode::kInvalidArgument,
+       "over the limit"},
+      {true,
+       "INSERT INTO t VALUES (zeroblob(5000))",
+       {},
+       absl::StatusCode::kInvalidArgument,
+       "too big"},
+      {true,
+       "PRAGMA journal_mode=DELETE",
+       {},
+       absl::StatusCode::kPermissionDenied,
+       "changes durability or locking"},
+      {true, "PRAGMA synchronous=OFF", {}, absl::StatusCode::kPermissionDenied, "synchronous"},
+      {true,
+       "PRAGMA locking_mode=EXCLUSIVE",
+       {},
+       absl::StatusCode::kPermissionDenied,
+       "locking_mode"},
+      {true,
+       "ATTACH DATABASE '/tmp/other.db' AS other",
+       {},
+       absl::StatusCode::kPermissionDenied,
+       "ATTACH and DETACH are disabled"},
+      {false,
+       "SELECT load_extension('libfoo')",
+       {},
+       absl::StatusCode::kPermissionDenied,
+       "extension loading is disabled"},
+      {true, "BEGIN", {}, absl::StatusCode::kPermissionDenied, "transaction control"},
+      {false, "DELETE FROM t", {}, absl::StatusCode::kInvalidArgument, "must not write"},
+      {true, "", {}, absl::StatusCode::kInvalidArgument, "empty"},
+  };
+  for (const Case& c : cases) {
+    absl::Status s = Run(c.write ? Request::Kind::kWrite : Request::Kind::kRead, c.sql, c.params);
+    EXPECT_EQ(s.code(), c.code) << c.sql << ": " << s;
+    EXPECT_NE(s.message().find(c.message), std::string::npos) << c.sql << ": " << s;
+  }
+  EXPECT_EQ(Read("SELECT count(*), sum(x) FROM t"), "1|1|\n");
+  std::string mode;
+  EXPECT_TRUE(Run(Request::Kind::kWrite, "PRAGMA journal_mode", {}, &mode).ok());
+  EXPECT_EQ(mode, "'wal'|\n");  // Reading it is fine.
+  EXPECT_EQ(Read("SELECT count(*) FROM sqlite_schema"), "1|\n");
+}
+
+TEST_P(DatabaseTest, FileThatIsNotSqliteIsRefusedAtOpen) {
+  if (!GetParam().real_descriptors) GTEST_SKIP() << "writes the file with the host's file system";
+  const int fd = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  ASSERT_GE(fd, 0);
+  const std::string junk(8192, 'J');
+  ASSERT_EQ(::write(fd, junk.data(), junk.size()), static_cast<ssize_t>(junk.size()));
+  ::close(fd);
+  absl::Status s = OpenDb();
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << s;
+  EXPECT_NE(s.message().find("not a SQLite database"), std::string::npos) << s;
+  EXPECT_EQ(db_->state(), Database::State::kFailed);
+}
+
+TEST_P(DatabaseTest, CorruptDatabaseIsRefusedAtOpen) {
+  if (!GetParam().real_descriptors) GTEST_SKIP() << "corrupts the file with the host's tools";
+  sqlite3* stock = nullptr;
+  ASSERT_EQ(sqlite3_open(path_.c_str(), &stock), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(stock,
+                         "PRAGMA page_size=4096; CREATE TABLE t(x); WITH RECURSIVE c(i) AS "
+                         "(SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 2000) INSERT INTO t "
+                         "SELECT randomblob(200) FROM c;",
+                         nullptr, nullptr, nullptr),
+            SQLITE_OK);
+  sqlite3_close(stock);
+  // Overwrite the middle of page 3 (a b-tree page of t) with garbage.
+  const int fd = ::open(path_.c_str(), O_WRONLY);
+  ASSERT_GE(fd, 0);
+  const std::string junk(2048, '\x7f');
+  ASSERT_EQ(::pwrite(fd, junk.data(), junk.size(), 2 * 4096 + 8), 2048);
+  ::close(fd);
+  absl::Status s = OpenDb();
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << s;
+  EXPECT_NE(s.message().find("corrupt"), std::string::npos) << s;
+}
+
+// ---- Reads, ordering, deadlines, cancellation ------------------------------------------------
+
+TEST_P(DatabaseTest, LongReadsAreSteppedAndDoNotBlockPointReads) {
+  DatabaseOptions options;
+  options.rows_per_tick = 10;
+  ASSERT_TRUE(OpenDb(options).ok());
+  ASSERT_TRUE(Write("CREATE TABLE t(x)").ok());
+  ASSERT_TRUE(Write("WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < "
+                    "1000) INSERT INTO t SELECT i FROM c")
+                  .ok());
+  Probe scan, point;
+  std::vector<std::string> order;
+  Prime(scan, Request::Kind::kRead, "SELECT x FROM t");
+  Prime(point, Request::Kind::kRead, "SELECT x FROM t WHERE rowid = 7");
+  scan.order = point.order = &order;
+  scan.name = "scan";
+  point.name = "point";
+  ASSERT_TRUE(db_->Submit(scan.request).ok());
+  ASSERT_TRUE(db_->Submit(point.request).ok());
+  ASSERT_TRUE(loop_->Run(loop::RunMode::kUntilDone).ok());
+  EXPECT_TRUE(scan.status.ok() && point.status.ok());
+  EXPECT_EQ(order, (std::vector<std::string>{"point", "scan"}));
+  EXPECT_GE(db_->stats().read_steps_yielded, 99u);
+  EXPECT_EQ(point.rows, "7|\n");
+}
+
+TEST_P(DatabaseTest, OneClientsRequestsCompleteInSubmissionOrder) {
+  ASSERT_TRUE(OpenDb().ok());
+  ASSERT_TRUE(Write("CREATE TABLE t(x)").ok());
+  Client client;
+  std::vector<Probe> probes(6);
+  std::vector<std::string> order;
+  for (size_t i = 0; i < probes.size(); ++i) {
+    const bool write = i % 2 == 0;
+    Prime(probes[i], write ? Request::Kind::kWrite : Request::Kind::kRead,
+          write ? "INSERT INTO t VALUES (1)" : "SELECT count(*) FROM t");
+    probes[i].request.client = &client;
+    probes[i].order = &order;
+    probes[i].name = std::to_string(i);
+  }
+  for (Probe& p : probes) ASSERT_TRUE(db_->Submit(p.request).ok());
+  ASSERT_TRUE(loop_->Run(loop::RunMode::kUntilDone).ok());
+  EXPECT_EQ(order, (std::vector<std::string>{"0", "1", "2", "3", "4", "5"}));
+}
+
+TEST_P(DatabaseTest, DeadlinesAndCancellation) {
+  DatabaseOptions options;
+  options.rows_per_tick = 1;
+  ASSERT_TRUE(OpenDb(options).ok());
+  ASSERT_TRUE(Write("CREATE TABLE t(x)").ok());
+  // A write whose deadline passes while it runs fails alone; its group neighbours commit.
+  Probe before, slow, after;
+  Prime(before, Request::Kind::kWrite, "INSERT INTO t VALUES (1)");
+  Prime(slow, Request::Kind::kWrite,
+        "INSERT INTO t SELECT count(*) FROM (WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT "
+        "i + 1 FROM c WHERE i < 100000000) SELECT i FROM c)");
+  Prime(after, Request::Kind::kWrite, "INSERT INTO t VALUES (3)");
+  slow.request.deadline_ns = loop_->now_ns() + 1;
+  ASSERT_TRUE(db_->Submit(before.request).ok());
+  ASSERT_TRUE(db_->Submit(slow.request).ok());
+  ASSERT_TRUE(db_->Submit(after.request).ok());
+  ASSERT_TRUE(loop_->Run(loop::RunMode::kUntilDone).ok());
+  EXPECT_TRUE(before.status.ok()) << before.status;
+  EXPECT_EQ(slow.status.code(), absl::StatusCode::kDeadlineExceeded) << slow.status;
+  EXPECT_TRUE(after.status.ok()) << after.status;
+  EXPECT_EQ(Read("SELECT group_concat(x) FROM t"), "'1,3'|\n");
+  // A running read is cancelled between its steps.
+  Probe scan;
+  Prime(scan, Request::Kind::kRead, "SELECT x FROM t");
+  ASSERT_TRUE(db_->Submit(scan.request).ok());
+  ASSERT_TRUE(loop_->Run(loop::RunMode::kOnce).ok());
+  EXPECT_TRUE(db_->Cancel(scan.request) || scan.done);
+  ASSERT_TRUE(loop_->Run(loop::RunMode::kUntilDone).ok());
+  // One row per tick: the cancel lands after the first row, before the second.
+  EXPECT_EQ(scan.status.code(), absl::StatusCode::kCancelled) << scan.status;
+  EXPECT_EQ(scan.rows, "1|\n");
+}
+
+// ---- Interoperability ---------------------------------------------------------------------
+
+TEST_P(DatabaseTest, StockSqliteShellReadsWhatSqloopWrote) {
+  if (!GetParam().real_descriptors) GTEST_SKIP() << "the shell reads the host's file system";
+  if (system("command -v sqlite3 >/dev/null 2>&1") != 0) GTEST_SKIP() << "no sqlite3 shell";
+  ASSERT_TRUE(OpenDb().ok());
+  ASSERT_TRUE(Write("CREATE TABLE kv(k TEXT PRIMARY KEY, v INTEGER)").ok());
+  for (int i = 0; i < 20; ++i) {
+    ASSERT_TRUE(Write("INSERT INTO kv VALUES (?, ?)",
+                      {Value::Text(absl::StrCat("key", i)), Value::Int(i * i)})
+                    .ok());
+  }
+  const std::string ours = Read("SELECT group_concat(k || '=' || v, ',') FROM kv");
+  ASSERT_TRUE(CloseDb().ok());
+  const std::string command =
+      absl::StrCat("sqlite3 '", path_,
+                   "' \"PRAGMA integrity_check; SELECT group_concat(k || '=' || v, ',') "
+                   "FROM kv;\" 2>&1");
+  FILE* shell = popen(command.c_str(), "r");
+  ASSERT_NE(shell, nullptr);
+  std::string output;
+  char buffer[4096];
+  while (size_t n = fread(buffer, 1, sizeof(buffer), shell)) output.append(buffer, n);
+  ASSERT_EQ(pclose(shell), 0) << output;
+  EXPECT_EQ(output, absl::StrCat("ok\n", ours.substr(1, ours.size() - 4), "\n"));
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, DatabaseTest, ::testing::ValuesIn(DbTestBackends()),
+                         BackendParamName);
+
+}  // namespace
+}  // namespace sqloop::db

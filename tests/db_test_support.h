@@ -1,0 +1,115 @@
+// tests/db_test_support.h
+// -----------------------------------------------------------------------------
+//
+// Shared pieces of the db/ tests:
+//   * DbTestBackends(): the backends the db tests run on: io_uring and the fallback, plus the
+//     simulator once it implements what the VFS needs (kFileSize and kFtruncate; probed at run
+//     time, so the tests pick it up the day it lands).
+//   * RecordingBackend: wraps any backend, records every submission and completion in order
+//     (the trace the durable-ack tests check), and injects faults: the Nth operation of a kind
+//     completes with -errno instead of running (SQLite's SimulateIOError idea, from outside the
+//     production code).
+//   * ScratchDir: a fresh directory (real backends) or path prefix (simulator) per test.
+//
+// Example:
+//
+//   auto recording = std::make_unique<RecordingBackend>(param.make());
+//   RecordingBackend& trace = *recording;
+//   loop::Loop loop(std::move(recording), {});
+//   trace.FailNth(io::OpKind::kFsync, /*nth=*/1, EIO);
+#ifndef SQLOOP_TESTS_DB_TEST_SUPPORT_H_
+#define SQLOOP_TESTS_DB_TEST_SUPPORT_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "gtest/gtest.h"
+#include "io/backend.h"
+#include "tests/test_backends.h"
+
+namespace sqloop::testing {
+
+// io_uring, fallback, and the simulator when it supports the VFS's operations.
+std::vector<TestBackend> DbTestBackends();
+// gtest parameter names.
+std::string BackendParamName(const ::testing::TestParamInfo<TestBackend>& info);
+
+struct TraceEvent {
+  enum class Type : uint8_t { kSubmit, kComplete };
+  Type type;
+  io::OpKind kind;
+  int fd;
+  uint64_t offset;
+  uint32_t length;
+  int64_t result;  // kComplete only.
+  const io::Op* op;
+};
+
+class RecordingBackend final : public io::Backend {
+ public:
+  explicit RecordingBackend(std::unique_ptr<io::Backend> inner) : inner_(std::move(inner)) {}
+
+  // The `nth` (1-based, counted from now) submission of `kind` completes with -`error`
+  // without running. `persistent`: that one and every later one of the kind.
+  void FailNth(io::OpKind kind, uint32_t nth, int error, bool persistent = false);
+  void ClearFaults() { rules_.clear(); }
+
+  [[nodiscard]] const std::vector<TraceEvent>& events() const { return events_; }
+  [[nodiscard]] uint64_t completed_of(io::OpKind kind) const;
+  [[nodiscard]] uint64_t submitted_of(io::OpKind kind) const;
+  [[nodiscard]] io::Backend& inner() { return *inner_; }
+
+  [[nodiscard]] absl::string_view name() const override { return inner_->name(); }
+  void Submit(io::Op* op) override;
+  void Cancel(io::Op* op) override { inner_->Cancel(op); }
+  [[nodiscard]] absl::Status Tick(bool wait, int64_t deadline_ns, io::OpList& completed) override;
+  [[nodiscard]] int64_t NowNs() override { return inner_->NowNs(); }
+  void Wake() override { inner_->Wake(); }
+  [[nodiscard]] int PollableFd() override { return inner_->PollableFd(); }
+  [[nodiscard]] uint32_t in_flight() const override { return inner_->in_flight(); }
+  [[nodiscard]] io::BackendStats stats() const override { return inner_->stats(); }
+  void TraceTimerFired(int64_t deadline_ns, uint64_t sequence) override {
+    inner_->TraceTimerFired(deadline_ns, sequence);
+  }
+
+ private:
+  struct Rule {
+    io::OpKind kind;
+    uint32_t countdown;
+    int error;
+    bool persistent;
+  };
+  struct Faked {
+    io::OpKind kind;
+    int error;
+  };
+
+  std::unique_ptr<io::Backend> inner_;
+  std::vector<Rule> rules_;
+  absl::flat_hash_map<const io::Op*, Faked> faked_;
+  std::vector<TraceEvent> events_;
+};
+
+// A directory for one test's databases: a fresh mkdtemp directory on real backends (removed
+// with its files at destruction), "/sqloop-test" on the simulator.
+class ScratchDir {
+ public:
+  explicit ScratchDir(bool real);
+  ~ScratchDir();
+  [[nodiscard]] std::string Path(const std::string& name) const { return dir_ + "/" + name; }
+  [[nodiscard]] const std::string& dir() const { return dir_; }
+
+ private:
+  bool real_;
+  std::string dir_;
+};
+
+// Whether `path` exists on the real file system.
+bool RealFileExists(const std::string& path);
+
+}  // namespace sqloop::testing
+
+#endif  // SQLOOP_TESTS_DB_TEST_SUPPORT_H_
