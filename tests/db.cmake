@@ -8,3 +8,10 @@ target_link_libraries(sqloop_db_test_support
 
 sqloop_test(db_vfs_test SOURCES ${_db_tests}/db_vfs_test.cc LIBS sqloop_db_test_support)
 sqloop_test(db_database_test SOURCES ${_db_tests}/db_database_test.cc LIBS sqloop_db_test_support)
+
+# The SQLite crash workload joins the simulator's workloads (sqloop_sim --workload=db_crash).
+target_sources(sqloop_sim_workloads PRIVATE ${_db_tests}/workloads/db_crash.cc)
+target_link_libraries(sqloop_sim_workloads PUBLIC sqloop::db)
+sqloop_test(db_crash_test SOURCES ${_db_tests}/db_crash_test.cc LIBS sqloop_sim_workloads)
+target_compile_definitions(db_crash_test PRIVATE SQLOOP_SIM_BINARY="$<TARGET_FILE:sqloop_sim>")
+add_dependencies(db_crash_test sqloop_sim)

@@ -48,6 +48,7 @@ std::string ReplayCommand(absl::string_view binary, absl::string_view workload, 
   command += " --seed=" + std::to_string(seed);
   if (!options.swarm) command += " --no_swarm";
   if (options.broken_fsync) command += " --broken_fsync";
+  if (options.ack_before_fsync) command += " --ack_before_fsync";
   if (options.crash_drops_all) command += " --crash=drop_all";
   return command;
 }

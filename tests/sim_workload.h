@@ -38,6 +38,9 @@ struct WorkloadOptions {
   bool swarm = true;
   // NEGATIVE CONTROL ONLY: fsync succeeds and does nothing (SimDiskOptions::broken_fsync).
   bool broken_fsync = false;
+  // NEGATIVE CONTROL ONLY: the workload's own layer acknowledges before the covering fsync
+  // (for the SQLite workload, DatabaseOptions::ack_before_fsync_for_testing).
+  bool ack_before_fsync = false;
   // The crash drops every pending operation (keep and tear probabilities 0), so data that was
   // not durable at the crash is certainly lost. Used to make "loss possible" exact.
   bool crash_drops_all = false;

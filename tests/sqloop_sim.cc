@@ -4,8 +4,8 @@
 //   sqloop_sim [--workload=NAME] --seed=N [options]      one seed: trace hash and summary
 //   sqloop_sim [--workload=NAME] --seeds=A-B [options]   sweep; stops at the first failure and
 //                                                        prints the command that replays it
-// Options: --no_swarm (no faults), --broken_fsync (negative control), --crash=drop_all,
-//          --verbose (a line per seed in a sweep).
+// Options: --no_swarm (no faults), --broken_fsync and --ack_before_fsync (negative controls),
+//          --crash=drop_all, --verbose (a line per seed in a sweep).
 // Exit status: 0 all seeds ok, 1 a seed failed, 2 bad usage.
 #include <cinttypes>
 #include <cstdio>
@@ -35,7 +35,8 @@ int Usage(const char* message) {
   std::fprintf(stderr,
                "sqloop_sim: %s\n"
                "usage: sqloop_sim [--workload=NAME] (--seed=N | --seeds=A-B) [--no_swarm]\n"
-               "                  [--broken_fsync] [--crash=drop_all] [--verbose]\n"
+               "                  [--broken_fsync] [--ack_before_fsync] [--crash=drop_all] "
+               "[--verbose]\n"
                "       sqloop_sim --list\n",
                message);
   return 2;
@@ -75,6 +76,8 @@ int Parse(int argc, char** argv, Flags& flags) {
       flags.options.swarm = false;
     } else if (arg == "--broken_fsync") {
       flags.options.broken_fsync = true;
+    } else if (arg == "--ack_before_fsync") {
+      flags.options.ack_before_fsync = true;
     } else if (arg == "--verbose") {
       flags.verbose = true;
     } else if (Value(argc, argv, i, "--workload", value)) {
