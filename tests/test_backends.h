@@ -7,6 +7,7 @@
 #define SQLOOP_TESTS_TEST_BACKENDS_H_
 
 #include <functional>
+#include <ostream>
 #include <memory>
 #include <string>
 #include <vector>
@@ -23,6 +24,9 @@ struct TestBackend {
 };
 
 std::vector<TestBackend> AllTestBackends();
+
+// Lets GoogleTest (and ctest's test names) show a backend parameter by its name, not its bytes.
+inline void PrintTo(const TestBackend& backend, std::ostream* out) { *out << backend.name; }
 
 }  // namespace sqloop::testing
 
