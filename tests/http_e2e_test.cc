@@ -1,0 +1,520 @@
+// End to end: the real sqloop_http program on loopback, driven by curl (a client nobody here
+// wrote) and by raw sockets for what curl will not do (half a request, pipelining, a full
+// pool). Each test starts its own server on port 0 in a fresh data directory, with the backend
+// chosen through SQLOOP_BACKEND, and stops it with SIGTERM, expecting a clean exit.
+//
+// No sleeps: every wait is on an event (a line on the child's stdout, a response, EOF), each
+// bounded by a receive or poll timeout (kWaitBound) so a broken server fails the test instead
+// of hanging it.
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "gtest/gtest.h"
+#include "simdjson.h"
+
+extern char** environ;
+
+namespace sqloop::examples::http {
+namespace {
+
+// The longest any single wait may take before the test gives up on the server: generous, so a
+// loaded machine never fails a correct server, and finite, so a broken one cannot hang the run.
+constexpr int kWaitBoundSeconds = 30;
+
+// The environment for children: ours without proxy settings (traffic stays on loopback) and
+// with SQLOOP_BACKEND set as asked.
+std::vector<std::string> ChildEnvironment(const std::string& backend) {
+  std::vector<std::string> env;
+  for (char** e = environ; *e != nullptr; e++) {
+    const std::string entry = *e;
+    const std::string name = absl::AsciiStrToLower(entry.substr(0, entry.find('=')));
+    if (absl::StrContains(name, "proxy") || name == "sqloop_backend") continue;
+    env.push_back(entry);
+  }
+  if (!backend.empty()) env.push_back("SQLOOP_BACKEND=" + backend);
+  return env;
+}
+
+std::vector<char*> Pointers(std::vector<std::string>& strings) {
+  std::vector<char*> pointers;
+  for (std::string& s : strings) pointers.push_back(s.data());
+  pointers.push_back(nullptr);
+  return pointers;
+}
+
+// Starts `argv` with stdout on a pipe; returns the pid (or -1) and the pipe's read end.
+pid_t Spawn(std::vector<std::string> argv, std::vector<std::string> env, int& stdout_fd) {
+  int pipe_fds[2];
+  if (pipe2(pipe_fds, O_CLOEXEC) != 0) return -1;
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_adddup2(&actions, pipe_fds[1], STDOUT_FILENO);
+  std::vector<char*> args = Pointers(argv);
+  std::vector<char*> envp = Pointers(env);
+  pid_t pid = -1;
+  if (posix_spawnp(&pid, args[0], &actions, nullptr, args.data(), envp.data()) != 0) pid = -1;
+  posix_spawn_file_actions_destroy(&actions);
+  close(pipe_fds[1]);
+  stdout_fd = pipe_fds[0];
+  return pid;
+}
+
+// Reads from `fd` until `done(text)` or EOF, each wait bounded. Returns false on timeout.
+template <typename Done>
+bool ReadUntil(int fd, std::string& text, Done done) {
+  char chunk[4096];
+  while (!done(text)) {
+    pollfd ready{fd, POLLIN, 0};
+    if (poll(&ready, 1, kWaitBoundSeconds * 1000) <= 0) return false;
+    const ssize_t n = read(fd, chunk, sizeof(chunk));
+    if (n <= 0) return true;  // EOF.
+    text.append(chunk, static_cast<size_t>(n));
+  }
+  return true;
+}
+
+struct Response {
+  int status = 0;
+  std::string headers;  // The final response's header block.
+  std::string body;
+};
+
+// Splits what curl -i printed: skips interim "100 Continue" blocks.
+Response ParseCurlOutput(const std::string& output) {
+  Response response;
+  std::string rest = output;
+  for (;;) {
+    const size_t end = rest.find("\r\n\r\n");
+    if (end == std::string::npos) return response;
+    response.headers = rest.substr(0, end + 2);
+    rest = rest.substr(end + 4);
+    const std::vector<std::string> words = absl::StrSplit(response.headers, ' ');
+    if (words.size() < 2 || !absl::SimpleAtoi(words[1], &response.status)) return response;
+    if (response.status != 100) break;
+  }
+  response.body = rest;
+  return response;
+}
+
+class SqloopHttp {
+ public:
+  // Starts sqloop_http with `flags` on `backend`; port 0, a fresh temporary data directory.
+  void Start(const std::string& backend, std::vector<std::string> flags) {
+    char pattern[] = "/tmp/sqloop_http_e2e_XXXXXX";
+    ASSERT_NE(mkdtemp(pattern), nullptr);
+    dir_ = pattern;
+    backend_ = backend;
+    std::vector<std::string> argv = {SQLOOP_HTTP_BINARY, "--port=0", "--data_dir=" + dir_};
+    argv.insert(argv.end(), flags.begin(), flags.end());
+    pid_ = Spawn(argv, ChildEnvironment(backend), stdout_fd_);
+    ASSERT_GT(pid_, 0) << "could not start " << SQLOOP_HTTP_BINARY;
+    ASSERT_TRUE(ReadUntil(stdout_fd_, stdout_,
+                          [](const std::string& text) { return absl::StrContains(text, "\n"); }));
+    // "sqloop_http: listening on 127.0.0.1:PORT (backend NAME)"
+    const size_t colon = stdout_.find("127.0.0.1:");
+    ASSERT_NE(colon, std::string::npos) << stdout_;
+    const std::string rest = stdout_.substr(colon + 10);
+    ASSERT_TRUE(absl::SimpleAtoi(rest.substr(0, rest.find(' ')), &port_)) << stdout_;
+    ASSERT_TRUE(absl::StrContains(stdout_, "(backend " + backend + ")")) << stdout_;
+  }
+
+  // SIGTERM, then waits (bounded) for the program to say it stopped and exit.
+  void Stop(int& exit_status) {
+    ASSERT_GT(pid_, 0);
+    ASSERT_EQ(kill(pid_, SIGTERM), 0);
+    const bool finished = ReadUntil(stdout_fd_, stdout_, [](const std::string& text) {
+      return absl::StrContains(text, "stopped cleanly");
+    });
+    if (!finished) kill(pid_, SIGKILL);  // Our own child, by pid: do not leave it behind.
+    int status = 0;
+    ASSERT_EQ(waitpid(pid_, &status, 0), pid_);
+    pid_ = -1;
+    ASSERT_TRUE(finished) << "sqloop_http did not stop within the bound";
+    ASSERT_TRUE(WIFEXITED(status)) << "sqloop_http died from signal " << WTERMSIG(status);
+    exit_status = WEXITSTATUS(status);
+  }
+
+  ~SqloopHttp() {
+    if (pid_ > 0) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+    }
+    if (stdout_fd_ >= 0) close(stdout_fd_);
+    if (!dir_.empty()) {
+      EXPECT_EQ(std::system(("rm -rf " + dir_).c_str()), 0);
+    }
+  }
+
+  // Runs curl -i with `args` against this server; `path` is appended to the base URL.
+  Response Curl(const std::string& method, const std::string& path,
+                std::vector<std::string> args = {}) {
+    std::vector<std::string> argv = {
+        "curl", "-sS", "-i", "--noproxy", "*", "--max-time", absl::StrCat(kWaitBoundSeconds),
+        "-X",   method};
+    argv.insert(argv.end(), args.begin(), args.end());
+    argv.push_back(absl::StrCat("http://127.0.0.1:", port_, path));
+    int out_fd = -1;
+    const pid_t pid = Spawn(argv, ChildEnvironment(""), out_fd);
+    EXPECT_GT(pid, 0) << "curl is missing: install it (.ci/install-deps test)";
+    std::string output;
+    ReadUntil(out_fd, output, [](const std::string&) { return false; });
+    close(out_fd);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "curl failed: " << output;
+    return ParseCurlOutput(output);
+  }
+  Response Query(const std::string& tenant, const std::string& body) {
+    return Curl("POST", "/v1/db/" + tenant + "/query",
+                {"-H", "Content-Type: application/json", "--data-binary", body});
+  }
+
+  // A raw, blocking client socket with a receive timeout of kWaitBoundSeconds.
+  int Connect() const {
+    const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    timeval bound{kWaitBoundSeconds, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &bound, sizeof(bound));
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_port = htons(static_cast<uint16_t>(port_));
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    EXPECT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
+    return fd;
+  }
+
+  const std::string& dir() const { return dir_; }
+  const std::string& backend() const { return backend_; }
+
+ private:
+  std::string dir_;
+  std::string backend_;
+  pid_t pid_ = -1;
+  int stdout_fd_ = -1;
+  std::string stdout_;
+  uint32_t port_ = 0;
+};
+
+void SendAll(int fd, const std::string& bytes) {
+  ASSERT_EQ(send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL), static_cast<ssize_t>(bytes.size()));
+}
+
+// Reads one response with a Content-Length body. `eof` is set if the server closed first.
+Response ReadResponse(int fd, std::string& buffer, bool& eof) {
+  Response response;
+  eof = false;
+  char chunk[4096];
+  for (;;) {
+    const size_t end = buffer.find("\r\n\r\n");
+    if (end != std::string::npos) {
+      const size_t length_at = buffer.find("Content-Length: ");
+      size_t length = 0;
+      if (length_at != std::string::npos && length_at < end) {
+        length = std::strtoul(buffer.c_str() + length_at + 16, nullptr, 10);
+      }
+      if (buffer.size() >= end + 4 + length) {
+        response = ParseCurlOutput(buffer.substr(0, end + 4));
+        response.body = buffer.substr(end + 4, length);
+        buffer.erase(0, end + 4 + length);
+        return response;
+      }
+    }
+    const ssize_t n = recv(fd, chunk, sizeof(chunk), 0);
+    if (n <= 0) {
+      eof = n == 0;
+      EXPECT_EQ(n, 0) << "no response within the bound: " << std::strerror(errno);
+      return response;
+    }
+    buffer.append(chunk, static_cast<size_t>(n));
+  }
+}
+
+// Waits (bounded by the socket's receive timeout) for the server to close; returns what it
+// sent first, and whether EOF (not the timeout) ended the wait.
+bool DrainUntilClosed(int fd, std::string& received) {
+  char chunk[4096];
+  for (;;) {
+    const ssize_t n = recv(fd, chunk, sizeof(chunk), 0);
+    if (n == 0) return true;
+    if (n < 0) return errno == ECONNRESET;  // A reset is a close too; a timeout is not.
+    received.append(chunk, static_cast<size_t>(n));
+  }
+}
+
+// Parses a JSON body and returns the element at `pointer` (RFC 6901) as raw JSON text.
+std::string JsonAt(const std::string& body, const std::string& pointer) {
+  simdjson::dom::parser parser;
+  simdjson::padded_string padded(body);
+  simdjson::dom::element root;
+  if (parser.parse(padded).get(root) != simdjson::SUCCESS) return "<invalid JSON: " + body + ">";
+  simdjson::dom::element found;
+  if (root.at_pointer(pointer).get(found) != simdjson::SUCCESS) return "<missing " + pointer + ">";
+  return simdjson::minify(found);
+}
+
+void ExpectError(const Response& response, int status, const std::string& code,
+                 const std::string& message_part) {
+  EXPECT_EQ(response.status, status) << response.headers << response.body;
+  EXPECT_EQ(JsonAt(response.body, "/error/code"), "\"" + code + "\"") << response.body;
+  EXPECT_TRUE(absl::StrContains(JsonAt(response.body, "/error/message"), message_part))
+      << response.body;
+}
+
+class HttpEndToEndTest : public ::testing::TestWithParam<std::string> {
+ protected:
+  void StartServer(std::vector<std::string> flags = {}) {
+    server_.Start(GetParam(), std::move(flags));
+  }
+  void StopServerCleanly() {
+    int exit_status = -1;
+    server_.Stop(exit_status);
+    EXPECT_EQ(exit_status, 0);
+  }
+  SqloopHttp server_;
+};
+
+TEST_P(HttpEndToEndTest, CreateWriteReadBackDelete) {
+  ASSERT_NO_FATAL_FAILURE(StartServer());
+  Response created = server_.Curl("PUT", "/v1/db/acme");
+  EXPECT_EQ(created.status, 201);
+  EXPECT_EQ(created.body, R"({"created":"acme"})");
+  EXPECT_TRUE(absl::StrContains(created.headers, "Content-Type: application/json"));
+  ExpectError(server_.Curl("PUT", "/v1/db/acme"), 409, "conflict", "already exists");
+
+  Response write = server_.Query(
+      "acme",
+      R"j({"statements":[{"sql":"CREATE TABLE t(id INTEGER PRIMARY KEY, name TEXT, score REAL)"},)j"
+      R"j({"sql":"INSERT INTO t(name, score) VALUES (?, ?), (?, ?)",)j"
+      R"("args":["h\u00e9 \"q\"\n", 1.5, null, 7]}]})");
+  ASSERT_EQ(write.status, 200) << write.body;
+  EXPECT_EQ(JsonAt(write.body, "/results/1/rows_changed"), "2");
+  EXPECT_EQ(JsonAt(write.body, "/results/1/last_insert_id"), "2");
+
+  Response read =
+      server_.Query("acme", R"({"statements":[{"sql":"SELECT * FROM t ORDER BY id"}]})");
+  ASSERT_EQ(read.status, 200) << read.body;
+  EXPECT_EQ(read.body,
+            "{\"results\":[{\"columns\":[\"id\",\"name\",\"score\"],\"rows\":[[1,\"h\xC3\xA9 "
+            "\\\"q\\\"\\n\",1.5],[2,null,7.0]],\"rows_changed\":0,\"last_insert_id\":2}]}");
+
+  Response stats = server_.Curl("GET", "/v1/stats");
+  ASSERT_EQ(stats.status, 200);
+  EXPECT_EQ(JsonAt(stats.body, "/loop/backend"), "\"" + GetParam() + "\"");
+  EXPECT_EQ(JsonAt(stats.body, "/executor/name"), "\"sqlite-standin\"");
+  EXPECT_EQ(JsonAt(stats.body, "/server/responses_by_status/201"), "1");
+  EXPECT_EQ(JsonAt(stats.body, "/server/responses_by_status/409"), "1");
+  EXPECT_EQ(JsonAt(stats.body, "/server/requests"), "5");
+
+  EXPECT_EQ(server_.Curl("DELETE", "/v1/db/acme").status, 200);
+  ExpectError(server_.Query("acme", R"({"statements":[{"sql":"SELECT 1"}]})"), 404, "not_found",
+              "does not exist");
+  StopServerCleanly();
+}
+
+TEST_P(HttpEndToEndTest, BadInputGetsTheRightStatusAndAJsonError) {
+  ASSERT_NO_FATAL_FAILURE(StartServer({"--body_bytes_max=4096", "--header_bytes_max=2048"}));
+  ASSERT_EQ(server_.Curl("PUT", "/v1/db/acme").status, 201);
+  const std::string select = R"({"statements":[{"sql":"SELECT 1"}]})";
+
+  ExpectError(server_.Query("acme", std::string(5000, ' ')), 413, "body_too_large", "4096");
+  ExpectError(server_.Curl("GET", "/v1/stats", {"-H", "X-Big: " + std::string(3000, 'x')}), 431,
+              "headers_too_large", "2048");
+  ExpectError(server_.Query("acme", R"({"statements":[{"sql":"SELECT 1"})"), 400, "malformed_json",
+              "malformed JSON");
+  ExpectError(server_.Query("acme", R"({"statements":[{"sql":"SELECT ?","args":[[1]]}]})"), 400,
+              "invalid_request", "statements[0].args[0]");
+  ExpectError(server_.Query("acme", R"({"statements":[{"sql":42}]})"), 400, "invalid_request",
+              "\\\"sql\\\" must be a string");
+  ExpectError(server_.Query("acme", R"({"statements":[{"sql":"SELECT * FROM nope"}]})"), 400,
+              "invalid_argument", "no such table: nope");
+  ExpectError(server_.Query("Acme", select), 400, "invalid_tenant", "'A' at position 0");
+  ExpectError(server_.Curl("PUT", "/v1/db/..", {"--path-as-is"}), 400, "invalid_tenant", "'.'");
+  ExpectError(server_.Curl("PUT", "/v1/db/" + std::string(65, 'a')), 400, "invalid_tenant",
+              "limit is 64");
+  ExpectError(server_.Query("ghost", select), 404, "not_found", "ghost");
+  ExpectError(server_.Curl("GET", "/v1/nothing"), 404, "no_route", "/v1/nothing");
+  const Response wrong_method = server_.Curl("GET", "/v1/db/acme/query");
+  ExpectError(wrong_method, 405, "method_not_allowed", "use POST");
+  EXPECT_TRUE(absl::StrContains(wrong_method.headers, "Allow: POST\r\n"));
+
+  // Malformed HTTP is something curl will not send: a raw socket does.
+  const int fd = server_.Connect();
+  SendAll(fd, "GARBAGE / HTTP/1.1\r\n\r\n");
+  std::string received;
+  EXPECT_TRUE(DrainUntilClosed(fd, received)) << "the server kept a broken connection open";
+  close(fd);
+  const Response malformed = ParseCurlOutput(received);
+  EXPECT_EQ(malformed.status, 400) << received;
+  EXPECT_TRUE(absl::StrContains(received, "Connection: close"));
+  EXPECT_TRUE(absl::StrContains(received, R"("code":"malformed_http")")) << received;
+
+  // The server is still healthy, and it counted every error.
+  const Response stats = server_.Curl("GET", "/v1/stats");
+  ASSERT_EQ(stats.status, 200);
+  EXPECT_EQ(JsonAt(stats.body, "/server/errors"), "13");
+  StopServerCleanly();
+}
+
+TEST_P(HttpEndToEndTest, ASlowClientIsAnswered408AndClosed) {
+  ASSERT_NO_FATAL_FAILURE(StartServer({"--header_timeout_ms=200"}));
+  const int fd = server_.Connect();
+  SendAll(fd, "POST /v1/db/acme/query HTTP/1.1\r\nHost: x\r\nContent-Le");
+  std::string received;
+  EXPECT_TRUE(DrainUntilClosed(fd, received)) << "the server never closed the slow connection";
+  close(fd);
+  EXPECT_TRUE(absl::StartsWith(received, "HTTP/1.1 408 Request Timeout\r\n")) << received;
+  EXPECT_TRUE(absl::StrContains(received, R"("code":"timeout")")) << received;
+
+  // A connection that sends nothing is closed without an answer.
+  const int silent = server_.Connect();
+  std::string nothing;
+  EXPECT_TRUE(DrainUntilClosed(silent, nothing));
+  close(silent);
+  EXPECT_EQ(nothing, "");
+
+  const Response stats = server_.Curl("GET", "/v1/stats");
+  EXPECT_EQ(JsonAt(stats.body, "/server/timeouts"), "2");
+  StopServerCleanly();
+}
+
+TEST_P(HttpEndToEndTest, AnIdleKeepAliveConnectionIsClosed) {
+  ASSERT_NO_FATAL_FAILURE(StartServer({"--idle_timeout_ms=200"}));
+  const int fd = server_.Connect();
+  SendAll(fd, "GET /v1/stats HTTP/1.1\r\nHost: x\r\n\r\n");
+  std::string buffer;
+  bool eof = false;
+  const Response first = ReadResponse(fd, buffer, eof);
+  EXPECT_EQ(first.status, 200);
+  EXPECT_TRUE(absl::StrContains(first.headers, "Connection: keep-alive"));
+  std::string rest;
+  EXPECT_TRUE(DrainUntilClosed(fd, rest)) << "the idle connection was never closed";
+  EXPECT_EQ(rest, "");
+  close(fd);
+  StopServerCleanly();
+}
+
+TEST_P(HttpEndToEndTest, PipelinedRequestsAreAnsweredInOrder) {
+  ASSERT_NO_FATAL_FAILURE(StartServer());
+  const int fd = server_.Connect();
+  const std::string body = R"({"statements":[{"sql":"SELECT 1"}]})";
+  SendAll(fd,
+          "PUT /v1/db/p HTTP/1.1\r\n\r\n"
+          "POST /v1/db/p/query HTTP/1.1\r\nContent-Length: " +
+              std::to_string(body.size()) + "\r\n\r\n" + body +
+              "GET /v1/nowhere HTTP/1.1\r\nConnection: close\r\n\r\n");
+  std::string buffer;
+  bool eof = false;
+  EXPECT_EQ(ReadResponse(fd, buffer, eof).status, 201);
+  const Response query = ReadResponse(fd, buffer, eof);
+  EXPECT_EQ(query.status, 200);
+  EXPECT_EQ(JsonAt(query.body, "/results/0/rows/0/0"), "1");
+  const Response last = ReadResponse(fd, buffer, eof);
+  EXPECT_EQ(last.status, 404);
+  EXPECT_TRUE(absl::StrContains(last.headers, "Connection: close"));
+  std::string rest;
+  EXPECT_TRUE(DrainUntilClosed(fd, rest));
+  close(fd);
+  StopServerCleanly();
+}
+
+TEST_P(HttpEndToEndTest, ExpectContinueGets100BeforeTheBody) {
+  ASSERT_NO_FATAL_FAILURE(StartServer());
+  ASSERT_EQ(server_.Curl("PUT", "/v1/db/acme").status, 201);
+  const int fd = server_.Connect();
+  const std::string body = R"({"statements":[{"sql":"SELECT 2"}]})";
+  SendAll(fd, "POST /v1/db/acme/query HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: " +
+                  std::to_string(body.size()) + "\r\n\r\n");
+  // Without the interim response this recv would wait for the whole bound and fail.
+  std::string interim(25, '\0');
+  ASSERT_EQ(recv(fd, interim.data(), interim.size(), MSG_WAITALL), 25);
+  EXPECT_EQ(interim, "HTTP/1.1 100 Continue\r\n\r\n");
+  SendAll(fd, body);
+  std::string buffer;
+  bool eof = false;
+  const Response response = ReadResponse(fd, buffer, eof);
+  EXPECT_EQ(response.status, 200);
+  EXPECT_EQ(JsonAt(response.body, "/results/0/rows/0/0"), "2");
+  close(fd);
+  StopServerCleanly();
+}
+
+TEST_P(HttpEndToEndTest, AFullPoolPausesAcceptInsteadOfExceedingTheLimit) {
+  ASSERT_NO_FATAL_FAILURE(StartServer({"--connections_max=2"}));
+  const std::string stats_request = "GET /v1/stats HTTP/1.1\r\nHost: x\r\n\r\n";
+  std::string buffer_a;
+  std::string buffer_b;
+  std::string buffer_c;
+  bool eof = false;
+  // A and B take the whole pool (each answered once, so each is certainly accepted).
+  const int a = server_.Connect();
+  SendAll(a, stats_request);
+  ASSERT_EQ(ReadResponse(a, buffer_a, eof).status, 200);
+  const int b = server_.Connect();
+  SendAll(b, stats_request);
+  ASSERT_EQ(ReadResponse(b, buffer_b, eof).status, 200);
+  // C connects (the kernel's backlog takes it) and asks; only A's close lets it in.
+  const int c = server_.Connect();
+  SendAll(c, stats_request);
+  close(a);
+  const Response stats = ReadResponse(c, buffer_c, eof);
+  ASSERT_EQ(stats.status, 200);
+  EXPECT_EQ(JsonAt(stats.body, "/server/connections_open_peak"), "2");
+  EXPECT_EQ(JsonAt(stats.body, "/server/connections_max"), "2");
+  EXPECT_NE(JsonAt(stats.body, "/server/accept_pauses"), "0");
+  EXPECT_EQ(JsonAt(stats.body, "/server/connections_accepted"), "3");
+  close(b);
+  close(c);
+  StopServerCleanly();
+}
+
+TEST_P(HttpEndToEndTest, SigtermClosesIdleConnectionsAndExitsZero) {
+  ASSERT_NO_FATAL_FAILURE(StartServer());
+  ASSERT_EQ(server_.Curl("PUT", "/v1/db/keep").status, 201);
+  ASSERT_EQ(server_
+                .Query("keep", R"j({"statements":[{"sql":"CREATE TABLE t(x)"},)j"
+                               R"j({"sql":"INSERT INTO t VALUES (42)"}]})j")
+                .status,
+            200);
+  const int idle = server_.Connect();
+  SendAll(idle, "GET /v1/stats HTTP/1.1\r\n\r\n");
+  std::string buffer;
+  bool eof = false;
+  ASSERT_EQ(ReadResponse(idle, buffer, eof).status, 200);
+  StopServerCleanly();
+  std::string rest;
+  EXPECT_TRUE(DrainUntilClosed(idle, rest));
+  close(idle);
+  // What was acknowledged is on disk, in a file SQLite itself can read (the shell is not
+  // needed: a second server run reads it back).
+  SqloopHttp again;
+  ASSERT_NO_FATAL_FAILURE(again.Start(GetParam(), {"--data_dir=" + server_.dir()}));
+  const Response read = again.Query("keep", R"({"statements":[{"sql":"SELECT x FROM t"}]})");
+  EXPECT_EQ(JsonAt(read.body, "/results/0/rows/0/0"), "42") << read.body;
+  int exit_status = -1;
+  again.Stop(exit_status);
+  EXPECT_EQ(exit_status, 0);
+}
+
+std::string ParamName(const ::testing::TestParamInfo<std::string>& param) { return param.param; }
+
+INSTANTIATE_TEST_SUITE_P(Backends, HttpEndToEndTest, ::testing::Values("io_uring", "fallback"),
+                         ParamName);
+
+}  // namespace
+}  // namespace sqloop::examples::http

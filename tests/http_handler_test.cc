@@ -1,0 +1,295 @@
+// Request handling without sockets: HTTP framing (http_parser under our limits), routing,
+// query bodies (simdjson), status mapping and response formatting.
+#include <string>
+#include <vector>
+
+#include "examples/http/handler.h"
+#include "examples/http/request_parser.h"
+#include "gtest/gtest.h"
+
+namespace sqloop::examples::http {
+namespace {
+
+constexpr RequestParser::Limits kLimits{.header_bytes_max = 1024, .body_bytes_max = 64};
+
+// ---- RequestParser -----------------------------------------------------------------------------
+
+TEST(RequestParserTest, ParsesARequestFedOneByteAtATime) {
+  const std::string wire =
+      "POST /v1/db/a/query?x=1 HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello";
+  RequestParser parser(kLimits);
+  for (size_t i = 0; i < wire.size(); i++) {
+    size_t consumed = 0;
+    const RequestParser::Result result = parser.Feed(&wire[i], 1, consumed);
+    ASSERT_EQ(consumed, 1u);
+    ASSERT_EQ(result, i + 1 == wire.size() ? RequestParser::Result::kComplete
+                                           : RequestParser::Result::kNeedMore)
+        << "byte " << i;
+  }
+  EXPECT_EQ(parser.request().method, HTTP_POST);
+  EXPECT_EQ(parser.request().url, "/v1/db/a/query?x=1");
+  EXPECT_EQ(parser.request().body, "hello");
+  EXPECT_TRUE(parser.request().keep_alive);
+  EXPECT_FALSE(parser.request().expect_continue);
+}
+
+TEST(RequestParserTest, StopsAfterEachPipelinedRequest) {
+  const std::string wire =
+      "GET /v1/stats HTTP/1.1\r\n\r\n"
+      "PUT /v1/db/b HTTP/1.1\r\nConnection: close\r\n\r\n";
+  RequestParser parser(kLimits);
+  size_t consumed = 0;
+  ASSERT_EQ(parser.Feed(wire.data(), wire.size(), consumed), RequestParser::Result::kComplete);
+  EXPECT_EQ(parser.request().url, "/v1/stats");
+  EXPECT_FALSE(parser.in_request());
+  const size_t first = consumed;
+  ASSERT_LT(first, wire.size());
+  ASSERT_EQ(parser.Feed(wire.data() + first, wire.size() - first, consumed),
+            RequestParser::Result::kComplete);
+  EXPECT_EQ(first + consumed, wire.size());
+  EXPECT_EQ(parser.request().method, HTTP_PUT);
+  EXPECT_FALSE(parser.request().keep_alive);
+}
+
+TEST(RequestParserTest, JoinsChunkedBodies) {
+  const std::string wire =
+      "POST /q HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n";
+  RequestParser parser(kLimits);
+  size_t consumed = 0;
+  ASSERT_EQ(parser.Feed(wire.data(), wire.size(), consumed), RequestParser::Result::kComplete);
+  EXPECT_EQ(parser.request().body, "abcde");
+}
+
+TEST(RequestParserTest, SeesExpectContinueAndWaitsForTheBody) {
+  const std::string head =
+      "POST /q HTTP/1.1\r\nexPECT:  100-Continue \r\nContent-Length: 2\r\n\r\n";
+  RequestParser parser(kLimits);
+  size_t consumed = 0;
+  ASSERT_EQ(parser.Feed(head.data(), head.size(), consumed), RequestParser::Result::kNeedMore);
+  EXPECT_TRUE(parser.request().expect_continue);
+  EXPECT_TRUE(parser.awaiting_body());
+  ASSERT_EQ(parser.Feed("ok", 2, consumed), RequestParser::Result::kComplete);
+  EXPECT_FALSE(parser.awaiting_body());
+}
+
+TEST(RequestParserTest, HttpOneZeroClosesUnlessAskedToKeepAlive) {
+  RequestParser parser(kLimits);
+  size_t consumed = 0;
+  const std::string plain = "GET / HTTP/1.0\r\n\r\n";
+  ASSERT_EQ(parser.Feed(plain.data(), plain.size(), consumed), RequestParser::Result::kComplete);
+  EXPECT_FALSE(parser.request().keep_alive);
+  parser.Reset();
+  const std::string kept = "GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n";
+  ASSERT_EQ(parser.Feed(kept.data(), kept.size(), consumed), RequestParser::Result::kComplete);
+  EXPECT_TRUE(parser.request().keep_alive);
+}
+
+struct BadWire {
+  const char* name;
+  std::string wire;
+  int status;
+};
+
+class RequestParserErrorTest : public ::testing::TestWithParam<BadWire> {};
+
+TEST_P(RequestParserErrorTest, AnswersWithTheRightStatus) {
+  RequestParser parser(kLimits);
+  size_t consumed = 0;
+  ASSERT_EQ(parser.Feed(GetParam().wire.data(), GetParam().wire.size(), consumed),
+            RequestParser::Result::kError);
+  EXPECT_EQ(parser.error_status(), GetParam().status);
+  EXPECT_FALSE(parser.error_message().empty());
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Wires, RequestParserErrorTest,
+    ::testing::Values(
+        BadWire{"Garbage", "GARBAGE\r\n\r\n", 400},
+        BadWire{"BadVersion", "GET / HTTP/x.y\r\n\r\n", 400},
+        BadWire{"BadHeader", "GET / HTTP/1.1\r\nNo colon here\r\n\r\n", 400},
+        BadWire{"BadContentLength", "POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n", 400},
+        BadWire{"DeclaredBodyTooLarge", "POST / HTTP/1.1\r\nContent-Length: 65\r\n\r\n", 413},
+        BadWire{"ChunkedBodyTooLarge",
+                "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n41\r\n" +
+                    std::string(65, 'x') + "\r\n",
+                413},
+        BadWire{"HeadersTooLarge", "GET / HTTP/1.1\r\nX: " + std::string(1100, 'v') + "\r\n\r\n",
+                431},
+        BadWire{"UrlTooLarge", "GET /" + std::string(1100, 'u') + " HTTP/1.1\r\n\r\n", 431}),
+    [](const ::testing::TestParamInfo<BadWire>& param) { return std::string(param.param.name); });
+
+// ---- Routing -----------------------------------------------------------------------------------
+
+TEST(MatchRouteTest, RoutesTheFourEndpoints) {
+  Route route = MatchRoute(HTTP_POST, "/v1/db/acme_1-x/query?ignored=1");
+  EXPECT_EQ(route.kind, RouteKind::kQuery);
+  EXPECT_EQ(route.tenant, "acme_1-x");
+  EXPECT_EQ(MatchRoute(HTTP_PUT, "/v1/db/acme").kind, RouteKind::kCreateTenant);
+  EXPECT_EQ(MatchRoute(HTTP_DELETE, "/v1/db/acme").kind, RouteKind::kDeleteTenant);
+  EXPECT_EQ(MatchRoute(HTTP_GET, "/v1/stats").kind, RouteKind::kStats);
+}
+
+TEST(MatchRouteTest, UnknownPathsAre404) {
+  for (const char* url :
+       {"/", "/v1", "/v1/stats/", "/v2/stats", "/v1/db/a/query/x", "/v1/db/a/b", "//v1/stats"}) {
+    const Route route = MatchRoute(HTTP_GET, url);
+    EXPECT_EQ(route.kind, RouteKind::kError) << url;
+    EXPECT_EQ(route.error.status, 404) << url;
+    EXPECT_STREQ(route.error.code, "no_route") << url;
+  }
+}
+
+TEST(MatchRouteTest, WrongMethodsAre405WithAllow) {
+  const Route query = MatchRoute(HTTP_GET, "/v1/db/a/query");
+  EXPECT_EQ(query.error.status, 405);
+  EXPECT_STREQ(query.error.headers, "Allow: POST\r\n");
+  EXPECT_EQ(MatchRoute(HTTP_POST, "/v1/db/a").error.status, 405);
+  EXPECT_STREQ(MatchRoute(HTTP_POST, "/v1/db/a").error.headers, "Allow: PUT, DELETE\r\n");
+  EXPECT_EQ(MatchRoute(HTTP_DELETE, "/v1/stats").error.status, 405);
+}
+
+TEST(MatchRouteTest, InvalidTenantNamesAre400) {
+  const std::string long_name(kTenantNameBytesMax + 1, 'a');
+  for (const std::string& tenant :
+       {std::string(""), std::string(".."), std::string("."), std::string("A"), std::string("a.b"),
+        std::string("%2e%2e"), std::string("a%00"), std::string("caf\xC3\xA9"), long_name}) {
+    const Route route = MatchRoute(HTTP_PUT, "/v1/db/" + tenant);
+    EXPECT_EQ(route.kind, RouteKind::kError) << tenant;
+    EXPECT_EQ(route.error.status, 400) << tenant;
+    EXPECT_STREQ(route.error.code, "invalid_tenant") << tenant;
+  }
+  EXPECT_EQ(MatchRoute(HTTP_PUT, "/v1/db/" + std::string(kTenantNameBytesMax, 'z')).kind,
+            RouteKind::kCreateTenant);
+}
+
+TEST(ValidateTenantNameTest, SaysWhichRuleWasBroken) {
+  EXPECT_TRUE(ValidateTenantName("a-b_9").ok());
+  EXPECT_NE(ValidateTenantName("").message().find("empty"), absl::string_view::npos);
+  EXPECT_NE(ValidateTenantName("a/b").message().find("'/' at position 1"), absl::string_view::npos);
+  EXPECT_NE(ValidateTenantName("a\nb").message().find("byte 0xa"), absl::string_view::npos);
+  EXPECT_NE(ValidateTenantName(std::string(65, 'a')).message().find("limit is 64"),
+            absl::string_view::npos);
+}
+
+// ---- Query bodies ------------------------------------------------------------------------------
+
+class QueryBodyTest : public ::testing::Test {
+ protected:
+  HttpError Parse(std::string body) {
+    HttpError error = ParseQueryBody(parser_, body, limits_, statements_);
+    return error;
+  }
+  simdjson::dom::parser parser_;
+  QueryLimits limits_{.statements_max = 3, .args_max = 4};
+  std::vector<Statement> statements_;
+};
+
+TEST_F(QueryBodyTest, ParsesEveryArgumentType) {
+  ASSERT_TRUE(Parse(R"({"statements":[{"sql":"SELECT 1"},
+      {"args":[null,-7,2.5,"t\u00e9"],"sql":"INSERT"},
+      {"sql":"X","args":[true,false,{"base64":"AAH/"}]}]})")
+                  .ok());
+  ASSERT_EQ(statements_.size(), 3u);
+  EXPECT_EQ(statements_[0].sql, "SELECT 1");
+  EXPECT_TRUE(statements_[0].args.empty());
+  EXPECT_EQ(statements_[1].args[0], Value::Null());
+  EXPECT_EQ(statements_[1].args[1], Value::Integer(-7));
+  EXPECT_EQ(statements_[1].args[2], Value::Real(2.5));
+  EXPECT_EQ(statements_[1].args[3], Value::Text("t\xC3\xA9"));
+  EXPECT_EQ(statements_[2].args[0], Value::Integer(1));
+  EXPECT_EQ(statements_[2].args[1], Value::Integer(0));
+  EXPECT_EQ(statements_[2].args[2], Value::Blob(std::string("\x00\x01\xff", 3)));
+}
+
+TEST_F(QueryBodyTest, MalformedJsonIsMalformedJson) {
+  for (const char* body : {"", "{", R"({"statements":[}])", "nul", R"({"a":1,})", "\xff"}) {
+    const HttpError error = Parse(body);
+    EXPECT_EQ(error.status, 400) << body;
+    EXPECT_STREQ(error.code, "malformed_json") << body;
+  }
+}
+
+TEST_F(QueryBodyTest, WrongShapesNameTheField) {
+  const std::pair<const char*, const char*> cases[] = {
+      {"[]", "body: must be a JSON object"},
+      {"{}", "\"statements\" is missing"},
+      {R"({"statements":{}})", "statements: must be an array"},
+      {R"({"statements":[]})", "statements: is empty"},
+      {R"({"statements":[1,2,3,4]})", "more than 3 statements"},
+      {R"({"statements":[{"sql":"a"}],"x":1})", "unexpected field \"x\""},
+      {R"({"statements":[7]})", "statements[0]: must be an object"},
+      {R"({"statements":[{"args":[]}]})", "statements[0]: \"sql\" is missing"},
+      {R"({"statements":[{"sql":1}]})", "statements[0]: \"sql\" must be a string"},
+      {R"({"statements":[{"sql":"a","args":{}}]})", "\"args\" must be an array"},
+      {R"({"statements":[{"sql":"a","args":[1,2,3,4,5]}]})", "more than 4 args"},
+      {R"({"statements":[{"sql":"a","sq1":""}]})", "unknown field \"sq1\""},
+      {R"({"statements":[{"sql":"a"},{"sql":"b","args":[[1]]}]})", "statements[1].args[0]:"},
+      {R"({"statements":[{"sql":"a","args":[{"x":1}]}]})", "statements[0].args[0]:"},
+      {R"({"statements":[{"sql":"a","args":[{"base64":"!!"}]}]})", "statements[0].args[0]:"},
+      {R"({"statements":[{"sql":"a","args":[18446744073709551615]}]})", "signed 64-bit"},
+  };
+  for (const auto& [body, message] : cases) {
+    const HttpError error = Parse(body);
+    EXPECT_EQ(error.status, 400) << body;
+    EXPECT_STREQ(error.code, "invalid_request") << body;
+    EXPECT_NE(error.message.find(message), std::string::npos) << body << " -> " << error.message;
+  }
+}
+
+TEST_F(QueryBodyTest, NestingBeyondTheDepthLimitIsRefused) {
+  std::string deep = R"({"statements":[{"sql":"a","args":[)";
+  for (size_t i = 0; i < kJsonDepthMax; i++) deep += "[";
+  for (size_t i = 0; i < kJsonDepthMax; i++) deep += "]";
+  deep += "]}]}";
+  ASSERT_EQ(parser_.allocate(4096, kJsonDepthMax), simdjson::SUCCESS);
+  EXPECT_STREQ(Parse(deep).code, "malformed_json");
+}
+
+// ---- Status mapping and responses ------------------------------------------------------------
+
+TEST(ErrorFromStatusTest, MapsEachCodeToItsHttpStatus) {
+  EXPECT_TRUE(ErrorFromStatus(absl::OkStatus()).ok());
+  EXPECT_EQ(ErrorFromStatus(absl::InvalidArgumentError("m")).status, 400);
+  EXPECT_EQ(ErrorFromStatus(absl::NotFoundError("m")).status, 404);
+  EXPECT_EQ(ErrorFromStatus(absl::AlreadyExistsError("m")).status, 409);
+  EXPECT_EQ(ErrorFromStatus(absl::FailedPreconditionError("m")).status, 409);
+  EXPECT_EQ(ErrorFromStatus(absl::ResourceExhaustedError("m")).status, 503);
+  EXPECT_STREQ(ErrorFromStatus(absl::ResourceExhaustedError("m")).headers, "Retry-After: 1\r\n");
+  EXPECT_EQ(ErrorFromStatus(absl::UnavailableError("m")).status, 503);
+  const HttpError data_loss = ErrorFromStatus(absl::DataLossError("fsync failed"));
+  EXPECT_EQ(data_loss.status, 500);
+  EXPECT_STREQ(data_loss.code, "outcome_unknown");
+  EXPECT_EQ(data_loss.message, "fsync failed");
+  EXPECT_EQ(ErrorFromStatus(absl::InternalError("m")).status, 500);
+}
+
+TEST(FormatResponseTest, WritesAFramedResponse) {
+  std::string out;
+  FormatResponse(405, "{}", /*keep_alive=*/false, "Allow: POST\r\n", out);
+  EXPECT_EQ(out,
+            "HTTP/1.1 405 Method Not Allowed\r\nContent-Type: application/json\r\n"
+            "Content-Length: 2\r\nConnection: close\r\nAllow: POST\r\n\r\n{}");
+  FormatResponse(200, "", /*keep_alive=*/true, "", out);
+  EXPECT_EQ(out,
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 0\r\n"
+            "Connection: keep-alive\r\n\r\n");
+}
+
+TEST(WriteBodiesTest, ErrorAndResultBodies) {
+  std::string body;
+  WriteErrorBody(HttpError{400, "invalid_argument", "near \"x\": syntax error", ""}, body);
+  EXPECT_EQ(body, R"({"error":{"code":"invalid_argument","message":"near \"x\": syntax error"}})");
+  StatementResult result;
+  result.columns = {"a", "b"};
+  result.rows = {{Value::Integer(1), Value::Text("x")},
+                 {Value::Real(0.5), Value::Blob(std::string("\0", 1))},
+                 {Value::Null(), Value::Real(2)}};
+  result.rows_changed = 3;
+  result.last_insert_id = 9;
+  WriteResultsBody({result}, body);
+  EXPECT_EQ(body, R"({"results":[{"columns":["a","b"],"rows":[[1,"x"],[0.5,{"base64":"AA=="}],)"
+                  R"([null,2.0]],"rows_changed":3,"last_insert_id":9}]})");
+}
+
+}  // namespace
+}  // namespace sqloop::examples::http
