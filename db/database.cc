@@ -512,7 +512,9 @@ void Database::Serve() {
   StartReads();
   StepReads();
   AckDurable();
-  bool more = false;
+  // Come back while any read is running or still waiting for a free reader: nothing else
+  // (no completion, no fsync) may be coming to wake the database up.
+  bool more = reads_.head != nullptr;
   for (auto& reader : readers_) more = more || reader->current != nullptr;
   if (more) ArmPump();
   AssertInvariants();

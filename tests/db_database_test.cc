@@ -567,6 +567,25 @@ TEST_P(DatabaseTest, LongReadsAreSteppedAndDoNotBlockPointReads) {
   EXPECT_EQ(point.rows, "7|\n");
 }
 
+// More reads than reader connections, with nothing else in flight: the queued ones must still
+// be started as readers free up (a stall here once left the loop idle with reads waiting).
+TEST_P(DatabaseTest, MoreQueuedReadsThanReadersAllComplete) {
+  ASSERT_TRUE(OpenDb().ok());  // kReadersDefault readers.
+  ASSERT_TRUE(Write("CREATE TABLE t(x)").ok());
+  ASSERT_TRUE(Write("INSERT INTO t VALUES (42)").ok());
+  std::vector<Probe> reads(50);
+  for (Probe& read : reads) {
+    Prime(read, Request::Kind::kRead, "SELECT x FROM t");
+    ASSERT_TRUE(db_->Submit(read.request).ok());
+  }
+  ASSERT_TRUE(loop_->Run(loop::RunMode::kUntilDone).ok());
+  for (const Probe& read : reads) {
+    ASSERT_TRUE(read.done) << "a queued read was never started";
+    EXPECT_TRUE(read.status.ok()) << read.status;
+    EXPECT_EQ(read.rows, "42|\n");
+  }
+}
+
 TEST_P(DatabaseTest, OneClientsRequestsCompleteInSubmissionOrder) {
   ASSERT_TRUE(OpenDb().ok());
   ASSERT_TRUE(Write("CREATE TABLE t(x)").ok());
