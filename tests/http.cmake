@@ -5,7 +5,7 @@ if(TARGET sqloop_example_http)
   sqloop_test(http_executor_test SOURCES http_executor_test.cc
               LIBS sqloop_example_http sqloop_test_backends)
   # End to end: the real program, driven by curl (Debian) and raw sockets over loopback.
-  sqloop_test(http_e2e_test SOURCES http_e2e_test.cc LIBS sqloop_example_http Threads::Threads)
+  sqloop_test(http_e2e_test SOURCES http_e2e_test.cc LIBS sqloop_example_http sqloop_example_http_process Threads::Threads)
   target_compile_definitions(http_e2e_test PRIVATE
                              SQLOOP_HTTP_BINARY="$<TARGET_FILE:sqloop_http>")
   add_dependencies(http_e2e_test sqloop_http)

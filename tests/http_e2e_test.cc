@@ -29,10 +29,9 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "examples/http/child_process.h"
 #include "gtest/gtest.h"
 #include "simdjson.h"
-
-extern char** environ;
 
 namespace sqloop::examples::http {
 namespace {
@@ -41,56 +40,13 @@ namespace {
 // loaded machine never fails a correct server, and finite, so a broken one cannot hang the run.
 constexpr int kWaitBoundSeconds = 30;
 
-// The environment for children: ours without proxy settings (traffic stays on loopback) and
-// with SQLOOP_BACKEND set as asked.
-std::vector<std::string> ChildEnvironment(const std::string& backend) {
-  std::vector<std::string> env;
-  for (char** e = environ; *e != nullptr; e++) {
-    const std::string entry = *e;
-    const std::string name = absl::AsciiStrToLower(entry.substr(0, entry.find('=')));
-    if (absl::StrContains(name, "proxy") || name == "sqloop_backend") continue;
-    env.push_back(entry);
-  }
-  if (!backend.empty()) env.push_back("SQLOOP_BACKEND=" + backend);
-  return env;
-}
-
-std::vector<char*> Pointers(std::vector<std::string>& strings) {
-  std::vector<char*> pointers;
-  for (std::string& s : strings) pointers.push_back(s.data());
-  pointers.push_back(nullptr);
-  return pointers;
-}
-
-// Starts `argv` with stdout on a pipe; returns the pid (or -1) and the pipe's read end.
 pid_t Spawn(std::vector<std::string> argv, std::vector<std::string> env, int& stdout_fd) {
-  int pipe_fds[2];
-  if (pipe2(pipe_fds, O_CLOEXEC) != 0) return -1;
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_adddup2(&actions, pipe_fds[1], STDOUT_FILENO);
-  std::vector<char*> args = Pointers(argv);
-  std::vector<char*> envp = Pointers(env);
-  pid_t pid = -1;
-  if (posix_spawnp(&pid, args[0], &actions, nullptr, args.data(), envp.data()) != 0) pid = -1;
-  posix_spawn_file_actions_destroy(&actions);
-  close(pipe_fds[1]);
-  stdout_fd = pipe_fds[0];
-  return pid;
+  return SpawnWithStdoutPipe(std::move(argv), std::move(env), stdout_fd);
 }
 
-// Reads from `fd` until `done(text)` or EOF, each wait bounded. Returns false on timeout.
-template <typename Done>
-bool ReadUntil(int fd, std::string& text, Done done) {
-  char chunk[4096];
-  while (!done(text)) {
-    pollfd ready{fd, POLLIN, 0};
-    if (poll(&ready, 1, kWaitBoundSeconds * 1000) <= 0) return false;
-    const ssize_t n = read(fd, chunk, sizeof(chunk));
-    if (n <= 0) return true;  // EOF.
-    text.append(chunk, static_cast<size_t>(n));
-  }
-  return true;
+// ReadUntil with the test's bound on every wait.
+bool ReadUntil(int fd, std::string& text, absl::FunctionRef<bool(const std::string&)> done) {
+  return http::ReadUntil(fd, text, done, kWaitBoundSeconds);
 }
 
 struct Response {

@@ -21,3 +21,10 @@ target_link_libraries(sqloop_example_http
 add_executable(sqloop_http ${CMAKE_CURRENT_LIST_DIR}/sqloop_http.cc)
 target_link_libraries(sqloop_http PRIVATE sqloop_example_http absl::flags absl::flags_parse
                       sqloop_warnings)
+
+# Starting sqloop_http and its clients as child processes: for the end-to-end tests and the load
+# benchmark, not for the server.
+add_library(sqloop_example_http_process STATIC ${CMAKE_CURRENT_LIST_DIR}/child_process.cc)
+target_link_libraries(sqloop_example_http_process PUBLIC absl::strings absl::function_ref
+                      PRIVATE sqloop_warnings)
+target_include_directories(sqloop_example_http_process PUBLIC ${PROJECT_SOURCE_DIR})
