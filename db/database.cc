@@ -249,13 +249,34 @@ absl::Status Database::OpenConnection(Connection& c, bool writer) {
 }
 
 absl::Status Database::RunInternal(Connection& c, const char* sql) {
-  c.internal = true;
-  char* error = nullptr;
-  const int rc = sqlite3_exec(c.db, sql, nullptr, nullptr, &error);
+  // One statement: step a cached prepared copy (no parse, no allocation after the first run).
+  // Several (setup, rollback-and-release): sqlite3_exec, which only runs off the hot path.
+  const bool single = std::strchr(sql, ';') == nullptr;
+  c.internal = true;  // Also while stepping: a schema change re-prepares through the authorizer.
+  int rc = SQLITE_OK;
+  std::string message;
+  if (single) {
+    sqlite3_stmt*& stmt = c.internal_cache[absl::string_view(sql)];
+    if (stmt == nullptr) {
+      rc = sqlite3_prepare_v3(c.db, sql, -1, SQLITE_PREPARE_PERSISTENT, &stmt, nullptr);
+    }
+    if (rc == SQLITE_OK) {
+      rc = sqlite3_step(stmt);
+      if (rc == SQLITE_DONE || rc == SQLITE_ROW) rc = SQLITE_OK;
+      if (rc != SQLITE_OK) message = sqlite3_errmsg(c.db);
+      sqlite3_reset(stmt);
+    } else {
+      message = sqlite3_errmsg(c.db);
+      c.internal_cache.erase(absl::string_view(sql));
+    }
+  } else {
+    char* error = nullptr;
+    rc = sqlite3_exec(c.db, sql, nullptr, nullptr, &error);
+    if (rc != SQLITE_OK) message = error != nullptr ? error : sqlite3_errstr(rc);
+    sqlite3_free(error);
+  }
   c.internal = false;
   if (rc == SQLITE_OK) return absl::OkStatus();
-  std::string message = error != nullptr ? error : sqlite3_errstr(rc);
-  sqlite3_free(error);
   const int primary = rc & 0xff;
   if (primary == SQLITE_NOTADB || primary == SQLITE_CORRUPT) {
     return absl::DataLossError(absl::StrCat("'", path_,
@@ -318,6 +339,8 @@ void Database::CloseConnections() {
   auto close = [](Connection& c) {
     for (auto& [sql, stmt] : c.cache) sqlite3_finalize(stmt);
     c.cache.clear();
+    for (auto& [sql, stmt] : c.internal_cache) sqlite3_finalize(stmt);
+    c.internal_cache.clear();
     if (c.db != nullptr) sqlite3_close_v2(c.db);
     c.db = nullptr;
   };

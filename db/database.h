@@ -158,6 +158,9 @@ class Database {
     sqlite3* db = nullptr;
     Database* owner = nullptr;
     absl::flat_hash_map<std::string, sqlite3_stmt*> cache;
+    // sqloop's own single statements (BEGIN, SAVEPOINT, RELEASE, COMMIT...), prepared once:
+    // re-parsing them per request was most of a group commit's CPU and allocations.
+    absl::flat_hash_map<std::string, sqlite3_stmt*> internal_cache;
     Request* current = nullptr;  // The request whose statement is running.
     sqlite3_stmt* stmt = nullptr;
     bool internal = false;         // Running sqloop's own statements: the authorizer allows.
