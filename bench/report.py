@@ -40,11 +40,14 @@ Conventions a benchmark binary follows to plug in (nothing here is specific to o
       (benchmark::AddCustomContext("baseline:dispatch", "manual"),
       AddCustomContext("baseline:dispatch+syscalls", "manual+syscalls"),
       AddCustomContext("baseline:alloc", "malloc")). Each row's ratio is its time divided by
-      the time of the baseline variant with the same <args>, measured in the same run. A group
-      without a baseline entry is reported without ratios.
+      the time of the baseline variant with the same <args>, measured in the same run (or, if
+      the baseline variant has no <args>, that one run: e.g. sqlite_write/plain_full against
+      sqlite_write/sqloop/64). A group without a baseline entry is reported without ratios.
     * Optional context entries: "description:<group>" (one sentence printed under the group's
       heading: what one op is) and "compiler" (shown in the machine section; otherwise the
-      compiler is read from BUILD_DIR/CMakeCache.txt).
+      compiler is read from BUILD_DIR/CMakeCache.txt), and "plot:<group>" = "<counter>": an
+      extra line chart of that counter against the numeric <args> of each variant, with the
+      baseline as a horizontal line (e.g. commits_per_s against the number of writers).
     * Time per op is Google Benchmark's real_time per iteration (an op is one benchmark
       iteration; the description says what that is). Every user counter is shown as a column;
       allocs_per_op (heap allocations per iteration, from sqloop::heap_counter) comes first.
@@ -269,6 +272,7 @@ def build_groups(documents):
             entry = groups.setdefault(group, {
                 "baseline": contexts.get(f"baseline:{group}"),
                 "description": contexts.get(f"description:{group}", ""),
+                "plot_counter": contexts.get(f"plot:{group}"),
                 "rows": []})
             entry["rows"].append({"family": family, "variant": variant, "args": args,
                                   "run": run})
@@ -279,6 +283,8 @@ def build_groups(documents):
                 baseline_ns[row["args"]] = time_ns(row["run"])
         for row in entry["rows"]:
             base = baseline_ns.get(row["args"])
+            if base is None and set(baseline_ns) == {""}:
+                base = baseline_ns[""]  # A baseline without args serves every args.
             row["ratio"] = (time_ns(row["run"]) / base
                             if base and not row["run"].get("error_occurred") else None)
         entry["counters"] = counter_names(r["run"] for r in entry["rows"])
@@ -426,7 +432,46 @@ def write_plots(groups, plot_dir):
         figure.savefig(path, dpi=110)
         plt.close(figure)
         paths[group] = path
+        counter_path = write_counter_plot(plt, group, entry, rows, plot_dir)
+        if counter_path is not None:
+            paths[group + " " + entry["plot_counter"]] = counter_path
     return paths, None
+
+
+def write_counter_plot(plt, group, entry, rows, plot_dir):
+    """The "plot:<group>" chart: the counter against numeric args, one line per variant."""
+    counter = entry.get("plot_counter")
+    if not counter:
+        return None
+    lines, baseline = {}, None
+    for row in rows:
+        value = row["run"].get(counter)
+        if value is None:
+            continue
+        if row["variant"] == entry["baseline"] and not row["args"]:
+            baseline = value
+        elif row["args"].isdigit():
+            lines.setdefault(row["variant"], []).append((int(row["args"]), value))
+    if not lines:
+        return None
+    figure, axes = plt.subplots(figsize=(7, 4))
+    for variant, points in lines.items():
+        points.sort()
+        axes.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=variant)
+    if baseline is not None:
+        axes.axhline(baseline, color="#4c72b0", linestyle="--",
+                     label=f"{entry['baseline']} (baseline)")
+    axes.set_xscale("log", base=2)
+    axes.set_yscale("log")
+    axes.set_xlabel("argument (e.g. concurrent writers)")
+    axes.set_ylabel(counter)
+    axes.set_title(f"{group}: {counter}")
+    axes.legend()
+    figure.tight_layout()
+    path = plot_dir / f"{slug(group)}_{slug(counter)}.png"
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
 
 
 def group_table(entry):
@@ -478,6 +523,10 @@ def write_markdown(out, groups, machine, plots, plot_note, options, failures):
         if group in plots:
             relative = os.path.relpath(plots[group], out.parent)
             lines += [f"![{group}: time per op]({relative})", ""]
+        counter_key = f"{group} {entry.get('plot_counter')}"
+        if counter_key in plots:
+            relative = os.path.relpath(plots[counter_key], out.parent)
+            lines += [f"![{group}: {entry['plot_counter']}]({relative})", ""]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines), encoding="utf-8")
 

@@ -1,0 +1,31 @@
+// bench/sqlite/benchmarks.h
+// -----------------------------------------------------------------------------
+//
+// The benchmark functions of sqloop_bench_sqlite, registered in sqlite_bench.cc. What each
+// measures is described above its definition and in docs/overhead.md, section 3.
+#ifndef SQLOOP_BENCH_SQLITE_BENCHMARKS_H_
+#define SQLOOP_BENCH_SQLITE_BENCHMARKS_H_
+
+#include "benchmark/benchmark.h"
+
+namespace sqloop::bench {
+
+// sqlite_read: one point SELECT by rowid per iteration (point_read.cc).
+enum class PlainReadConfig { kDefault, kBest };
+void PlainRead(benchmark::State& state, PlainReadConfig config);
+void SqloopRead(benchmark::State& state);
+void SqloopCoroRead(benchmark::State& state);
+
+// sqlite_write: one durable single-row INSERT per iteration (durable_write.cc). SqloopWrite's
+// argument is the number of concurrent writers.
+void PlainFullWrite(benchmark::State& state);
+void SqloopWrite(benchmark::State& state);
+
+// sqlite_mixed: one operation (90% point read, 10% durable insert) per iteration (mixed.cc).
+// SqloopMixed's argument is the number of concurrent clients.
+void PlainFullMixed(benchmark::State& state);
+void SqloopMixed(benchmark::State& state);
+
+}  // namespace sqloop::bench
+
+#endif  // SQLOOP_BENCH_SQLITE_BENCHMARKS_H_

@@ -1,0 +1,146 @@
+// bench/sqlite/env.h
+// -----------------------------------------------------------------------------
+//
+// What every benchmark of sqloop_bench_sqlite shares:
+//   * the scratch directory on disk (under $TMPDIR or /tmp, removed at exit) and the databases
+//     in it: the 100,000-row table the point reads hit, created once per process;
+//   * a fixed, seeded generator (splitmix64) for keys and the read/write mix, so every variant
+//     runs the same sequence of operations;
+//   * `SqloopEnv`: a loop on io_uring (or the fallback, which it says), a Vfs and an open
+//     Database, opened and closed by running the loop;
+//   * plain-SQLite helpers and latency percentiles.
+//
+// Example:
+//
+//   SqloopEnv env;
+//   if (absl::Status s = env.Open(ReadDbPath(), {}); !s.ok()) state.SkipWithError(...);
+//   ... env.db().Submit(request); env.RunUntil(done); ...
+//   absl::Status closed = env.Close();
+#ifndef SQLOOP_BENCH_SQLITE_ENV_H_
+#define SQLOOP_BENCH_SQLITE_ENV_H_
+
+#include <sqlite3.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+#include "benchmark/benchmark.h"
+#include "db/database.h"
+#include "db/vfs.h"
+#include "loop/loop.h"
+
+namespace sqloop::bench {
+
+// Rows in the point-read table: at about 50 bytes a row the table is ~5 MB, larger than
+// SQLite's default page cache (2 MB), so the default configuration really reads pages from the
+// file (the OS page cache) while plain_best's large cache and mmap do not.
+inline constexpr int64_t kReadRows = 100'000;
+// Text column of each row: 32 hex characters derived from the row id.
+inline constexpr size_t kTextBytes = 32;
+
+inline constexpr const char* kPointSelect = "SELECT v, s FROM t WHERE id = ?";
+inline constexpr const char* kInsert = "INSERT INTO w(writer, seq, payload) VALUES (?, ?, ?)";
+inline constexpr const char* kCreateWriteTable =
+    "CREATE TABLE IF NOT EXISTS w(id INTEGER PRIMARY KEY, writer INTEGER NOT NULL, "
+    "seq INTEGER NOT NULL, payload TEXT NOT NULL)";
+// 64 bytes: a small row, as in a key-value or event-log workload.
+inline constexpr absl::string_view kPayload =
+    "sqloop-bench-payload-0123456789abcdef0123456789abcdef0123456789ab";
+
+// splitmix64: a fixed, versioned generator, so every variant sees the same keys.
+struct Prng {
+  uint64_t state;
+  uint64_t Next() {
+    uint64_t z = (state += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+  }
+  // A row id of the read table, uniform in [1, kReadRows].
+  int64_t NextRowId() { return 1 + static_cast<int64_t>(Next() % kReadRows); }
+};
+
+// The values stored in row `id` of the read table; readers check what they got against them.
+[[nodiscard]] int64_t ExpectedValue(int64_t id);
+[[nodiscard]] bool TextMatches(int64_t id, absl::string_view text);
+
+// The scratch directory (created on first use, removed with its files at exit).
+[[nodiscard]] const std::string& BenchDir();
+// The read table's database (WAL mode, checkpointed, page cache warmed); built once.
+[[nodiscard]] const std::string& ReadDbPath();
+// A fresh path in BenchDir() (no file yet): "<dir>/<stem>-<n>.db".
+[[nodiscard]] std::string FreshDbPath(absl::string_view stem);
+// Copies a checkpointed database file (no -wal) to `to`; false on error.
+[[nodiscard]] bool CopyDb(const std::string& from, const std::string& to);
+// Removes a database and its -wal, -shm and -journal files.
+void RemoveDb(const std::string& path);
+
+// Plain SQLite.
+[[nodiscard]] sqlite3* OpenPlain(const std::string& path, const char* vfs, bool no_mutex);
+[[nodiscard]] bool Exec(sqlite3* db, const char* sql);
+// `SELECT <one integer>`, or -1 on error.
+[[nodiscard]] int64_t QueryInt(sqlite3* db, const char* sql);
+
+// Reads the write table `w` back with plain SQLite: exactly `rows` rows whose seq values sum
+// to `seq_sum` (what the benchmark saw acknowledged).
+[[nodiscard]] absl::Status VerifyWrites(const std::string& path, uint64_t rows, int64_t seq_sum);
+
+[[nodiscard]] int64_t MonotonicNs();
+
+// Latencies in nanoseconds; reserve before the timed region so recording never allocates.
+class Latencies {
+ public:
+  void Reserve(size_t n) { samples_ns_.reserve(n); }
+  void Add(int64_t ns) {
+    if (samples_ns_.size() < samples_ns_.capacity()) samples_ns_.push_back(ns);
+  }
+  [[nodiscard]] size_t size() const { return samples_ns_.size(); }
+  // The q-quantile (0 < q < 1) in microseconds; sorts in place. 0 without samples.
+  [[nodiscard]] double QuantileUs(double q);
+
+ private:
+  std::vector<int64_t> samples_ns_;
+};
+
+// A loop, a Vfs and one Database on them.
+class SqloopEnv {
+ public:
+  SqloopEnv();
+  ~SqloopEnv();
+  SqloopEnv(const SqloopEnv&) = delete;
+  SqloopEnv& operator=(const SqloopEnv&) = delete;
+
+  // Creates the loop (io_uring, or the fallback if the ring cannot be set up) and the Vfs, and
+  // opens the database, running the loop until Open called back.
+  [[nodiscard]] absl::Status Open(const std::string& path, db::DatabaseOptions options);
+  // Closes the database (running the loop until Close called back).
+  [[nodiscard]] absl::Status Close();
+  // Runs one write request (e.g. CREATE TABLE) to its acknowledgement.
+  [[nodiscard]] absl::Status Execute(absl::string_view sql);
+  // Runs the loop once (kOnce); an error if nothing is pending, which would sleep forever.
+  [[nodiscard]] absl::Status RunOnce();
+  // Runs the loop one tick at a time until `flag` is true or the loop failed.
+  [[nodiscard]] absl::Status RunUntil(const bool& flag);
+
+  [[nodiscard]] loop::Loop& loop() { return *loop_; }
+  [[nodiscard]] db::Vfs& vfs() { return *vfs_; }
+  [[nodiscard]] db::Database& db() { return *db_; }
+  // "io_uring" or "fallback".
+  [[nodiscard]] std::string backend_name() const;
+
+ private:
+  std::unique_ptr<loop::Loop> loop_;
+  std::unique_ptr<db::Vfs> vfs_;
+  std::unique_ptr<db::Database> db_;
+};
+
+// Labels the run with the backend ("backend=io_uring") and records it in the context once.
+void LabelBackend(benchmark::State& state, const std::string& backend);
+
+}  // namespace sqloop::bench
+
+#endif  // SQLOOP_BENCH_SQLITE_ENV_H_

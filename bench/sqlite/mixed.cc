@@ -1,0 +1,276 @@
+// sqlite_mixed: 90% point reads / 10% durable single-row INSERTs. One iteration = one
+// completed operation. The database is a fresh copy of the 100,000-row read table (page cache
+// warm: the copy was just written) plus the write table `w`; reads hit `t`, writes append to
+// `w`. The operation kind and key come from a seeded generator per client.
+//
+//   plain_full   plain SQLite doing the same operations one after another: one connection on
+//                the counting wrapper of the default unix VFS, WAL, synchronous=FULL, default
+//                cache, each INSERT its own transaction. The baseline.
+//   sqloop/N     N concurrent clients (closed loop: each has one operation in flight and starts
+//                its next one from the completion of the previous). Writes are group-committed;
+//                a read is acknowledged once everything it could have seen is durable, so a read
+//                that starts while a group's fsync is in flight waits for that fsync.
+//
+// Counters: allocs_per_op, ops_per_s, read_p50_us / read_p99_us and write_p50_us /
+// write_p99_us (submit to acknowledgement), fsyncs_per_write. Checks: every read returned its
+// row's values, every operation was acknowledged exactly once, and the file holds exactly the
+// acknowledged writes.
+#include <sqlite3.h>
+
+#include <cstdlib>
+#include <memory>
+
+#include "absl/strings/str_cat.h"
+#include "alloc/heap_counter.h"
+#include "bench/sqlite/benchmarks.h"
+#include "bench/sqlite/counting_vfs.h"
+#include "bench/sqlite/env.h"
+
+namespace sqloop::bench {
+namespace {
+
+constexpr uint64_t kClientSeedBase = 1000;
+// One write in ten operations.
+constexpr uint64_t kWriteOneIn = 10;
+constexpr size_t kLatencySlack = 1024;
+struct MixedStats {
+  Latencies reads;
+  Latencies writes;
+  uint64_t ops = 0;
+  uint64_t writes_acked = 0;
+  int64_t seq_sum = 0;
+  uint64_t failures = 0;
+  absl::Status first_failure;
+
+  void Reserve(size_t n) {
+    reads.Reserve(n);
+    writes.Reserve(n / kWriteOneIn + kLatencySlack);
+  }
+  void Fail(absl::Status status) {
+    if (failures++ == 0) first_failure = std::move(status);
+  }
+};
+
+void SetMixedCounters(benchmark::State& state, alloc::HeapCounts before, MixedStats& stats,
+                      uint64_t ops, int64_t elapsed_ns, uint64_t fsyncs) {
+  const auto iterations = static_cast<double>(state.iterations());
+  state.counters["allocs_per_op"] =
+      static_cast<double>(alloc::CurrentHeapCounts().allocations - before.allocations) / iterations;
+  state.counters["ops_per_s"] = static_cast<double>(ops) / (static_cast<double>(elapsed_ns) / 1e9);
+  state.counters["read_p50_us"] = stats.reads.QuantileUs(0.50);
+  state.counters["read_p99_us"] = stats.reads.QuantileUs(0.99);
+  state.counters["write_p50_us"] = stats.writes.QuantileUs(0.50);
+  state.counters["write_p99_us"] = stats.writes.QuantileUs(0.99);
+  const uint64_t writes = stats.writes_acked == 0 ? 1 : stats.writes_acked;
+  state.counters["fsyncs_per_write"] = static_cast<double>(fsyncs) / static_cast<double>(writes);
+}
+
+bool IsWrite(Prng& ops) { return ops.Next() % kWriteOneIn == 0; }
+
+// ---- sqloop clients ---------------------------------------------------------------------------
+
+struct MixedRun;
+
+struct MixedClient {
+  db::Request read;
+  db::Request write;
+  MixedRun* run = nullptr;
+  Prng ops{0};
+  int64_t submitted_ns = 0;
+  int rows = 0;
+  bool values_ok = false;
+  bool in_flight = false;
+};
+
+struct MixedRun {
+  db::Database* db = nullptr;
+  MixedStats stats;
+  bool stop = false;
+  uint64_t in_flight = 0;
+};
+
+void StartNext(MixedClient& c) {
+  db::Request& request = IsWrite(c.ops) ? c.write : c.read;
+  if (&request == &c.write) {
+    ++c.write.params[1].int_value;
+  } else {
+    c.read.params[0].int_value = c.ops.NextRowId();
+    c.rows = 0;
+    c.values_ok = false;
+  }
+  c.submitted_ns = MonotonicNs();
+  c.in_flight = true;
+  ++c.run->in_flight;
+  if (absl::Status admitted = c.run->db->Submit(request); !admitted.ok()) {
+    c.in_flight = false;
+    --c.run->in_flight;
+    c.run->stats.Fail(std::move(admitted));
+  }
+}
+
+// Both requests of a client end here; `r` says which one it was.
+void OnMixedDone(db::Request& r, absl::Status status) {
+  auto& c = *static_cast<MixedClient*>(r.user_data);
+  MixedRun& run = *c.run;
+  if (!c.in_flight) return run.stats.Fail(absl::InternalError("acknowledged twice"));
+  c.in_flight = false;
+  --run.in_flight;
+  const bool write = &r == &c.write;
+  if (!status.ok()) return run.stats.Fail(std::move(status));
+  if (write ? r.changes != 1 : (c.rows != 1 || !c.values_ok)) {
+    return run.stats.Fail(
+        absl::InternalError(write ? "an INSERT changed != 1 row" : "a read returned a wrong row"));
+  }
+  ++run.stats.ops;
+  if (write) {
+    ++run.stats.writes_acked;
+    run.stats.seq_sum += r.params[1].int_value;
+  }
+  if (run.stop) return;
+  (write ? run.stats.writes : run.stats.reads).Add(MonotonicNs() - c.submitted_ns);
+  StartNext(c);
+}
+
+void OnMixedRow(db::Request& r, const db::Row& row) {
+  auto& c = *static_cast<MixedClient*>(r.user_data);
+  const int64_t id = r.params[0].int_value;
+  ++c.rows;
+  c.values_ok = row.Int(0) == ExpectedValue(id) && TextMatches(id, row.Text(1));
+}
+
+std::unique_ptr<MixedClient[]> MakeClients(MixedRun& run, size_t count) {
+  auto clients = std::make_unique<MixedClient[]>(count);
+  for (size_t i = 0; i < count; ++i) {
+    MixedClient& c = clients[i];
+    c.run = &run;
+    c.ops = Prng{kClientSeedBase + i};
+    c.read.kind = db::Request::Kind::kRead;
+    c.read.sql = kPointSelect;
+    c.read.params.push_back(db::Value::Int(0));
+    c.write.kind = db::Request::Kind::kWrite;
+    c.write.sql = kInsert;
+    c.write.params = {db::Value::Int(static_cast<int64_t>(i)), db::Value::Int(0),
+                      db::Value::Text(kPayload)};
+    for (db::Request* r : {&c.read, &c.write}) {
+      r->user_data = &c;
+      r->on_done = &OnMixedDone;
+    }
+    c.read.on_row = &OnMixedRow;
+  }
+  return clients;
+}
+
+}  // namespace
+
+void PlainFullMixed(benchmark::State& state) {
+  const std::string path = FreshDbPath("mixed-plain");
+  CountingVfs& vfs = CountingVfs::Get();
+  sqlite3* db = CopyDb(ReadDbPath(), path) ? OpenPlain(path, vfs.name(), false) : nullptr;
+  sqlite3_stmt* select = nullptr;
+  sqlite3_stmt* insert = nullptr;
+  if (db == nullptr || !Exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;") ||
+      !Exec(db, kCreateWriteTable) ||
+      sqlite3_prepare_v3(db, kPointSelect, -1, SQLITE_PREPARE_PERSISTENT, &select, nullptr) ||
+      sqlite3_prepare_v3(db, kInsert, -1, SQLITE_PREPARE_PERSISTENT, &insert, nullptr)) {
+    state.SkipWithError("plain SQLite setup failed");
+    sqlite3_close_v2(db);
+    return;
+  }
+  sqlite3_bind_int64(insert, 1, 0);
+  sqlite3_bind_text(insert, 3, kPayload.data(), static_cast<int>(kPayload.size()), SQLITE_STATIC);
+  MixedStats stats;
+  stats.Reserve(static_cast<size_t>(state.max_iterations));
+  Prng ops{kClientSeedBase};
+  int64_t seq = 0;
+  const uint64_t syncs_before = vfs.syncs();
+  const alloc::HeapCounts before = alloc::CurrentHeapCounts();
+  const int64_t start_ns = MonotonicNs();
+  for (auto _ : state) {
+    const int64_t submitted_ns = MonotonicNs();
+    if (IsWrite(ops)) {
+      sqlite3_bind_int64(insert, 2, ++seq);
+      const int rc = sqlite3_step(insert);
+      sqlite3_reset(insert);
+      stats.writes.Add(MonotonicNs() - submitted_ns);
+      if (rc != SQLITE_DONE) stats.Fail(absl::InternalError(sqlite3_errstr(rc)));
+      ++stats.writes_acked;
+      stats.seq_sum += seq;
+      continue;
+    }
+    const int64_t id = ops.NextRowId();
+    sqlite3_bind_int64(select, 1, id);
+    bool ok = sqlite3_step(select) == SQLITE_ROW &&
+              sqlite3_column_int64(select, 0) == ExpectedValue(id) &&
+              TextMatches(id, absl::string_view(
+                                  reinterpret_cast<const char*>(sqlite3_column_text(select, 1)),
+                                  sqlite3_column_bytes(select, 1)));
+    ok = sqlite3_step(select) == SQLITE_DONE && ok;
+    sqlite3_reset(select);
+    stats.reads.Add(MonotonicNs() - submitted_ns);
+    if (!ok) stats.Fail(absl::InternalError("a read returned a wrong row"));
+  }
+  const int64_t elapsed_ns = MonotonicNs() - start_ns;
+  SetMixedCounters(state, before, stats, static_cast<uint64_t>(state.iterations()), elapsed_ns,
+                   vfs.syncs() - syncs_before);
+  sqlite3_finalize(select);
+  sqlite3_finalize(insert);
+  sqlite3_close_v2(db);
+  if (stats.failures == 0) {
+    if (absl::Status s = VerifyWrites(path, stats.writes_acked, stats.seq_sum); !s.ok()) {
+      stats.Fail(s);
+    }
+  }
+  RemoveDb(path);
+  if (stats.failures != 0) state.SkipWithError(stats.first_failure.ToString().c_str());
+}
+
+void SqloopMixed(benchmark::State& state) {
+  const auto client_count = static_cast<size_t>(state.range(0));
+  const std::string path = FreshDbPath("mixed-sqloop");
+  SqloopEnv env;
+  absl::Status status = CopyDb(ReadDbPath(), path)
+                            ? env.Open(path, db::DatabaseOptions{})
+                            : absl::InternalError("copying the read database failed");
+  if (status.ok()) status = env.Execute(kCreateWriteTable);
+  if (!status.ok()) {
+    state.SkipWithError(absl::StrCat("sqloop setup failed: ", status.ToString()).c_str());
+    return;
+  }
+  LabelBackend(state, env.backend_name());
+  MixedRun run;
+  run.db = &env.db();
+  run.stats.Reserve(static_cast<size_t>(state.max_iterations) + kLatencySlack);
+  std::unique_ptr<MixedClient[]> clients = MakeClients(run, client_count);
+  const uint64_t fsyncs_before = env.vfs().stats().fsyncs;
+  const alloc::HeapCounts before = alloc::CurrentHeapCounts();
+  const int64_t start_ns = MonotonicNs();
+  for (size_t i = 0; i < client_count; ++i) StartNext(clients[i]);
+  uint64_t target = 0;
+  for (auto _ : state) {
+    ++target;
+    while (run.stats.ops < target && run.stats.failures == 0) {
+      if (absl::Status s = env.RunOnce(); !s.ok()) run.stats.Fail(s);
+    }
+  }
+  const int64_t elapsed_ns = MonotonicNs() - start_ns;
+  SetMixedCounters(state, before, run.stats, run.stats.ops, elapsed_ns,
+                   env.vfs().stats().fsyncs - fsyncs_before);
+  run.stop = true;
+  while (run.in_flight > 0 && run.stats.failures == 0) {
+    if (absl::Status s = env.RunOnce(); !s.ok()) run.stats.Fail(s);
+  }
+  if (absl::Status closed = env.Close(); !closed.ok()) run.stats.Fail(closed);
+  if (run.stats.failures == 0) {
+    if (absl::Status s = VerifyWrites(path, run.stats.writes_acked, run.stats.seq_sum); !s.ok()) {
+      run.stats.Fail(s);
+    }
+  }
+  RemoveDb(path);
+  if (run.stats.failures != 0) {
+    state.SkipWithError(
+        absl::StrCat(run.stats.failures, " failure(s), first: ", run.stats.first_failure.ToString())
+            .c_str());
+  }
+}
+
+}  // namespace sqloop::bench

@@ -1,0 +1,86 @@
+// sqloop_bench_sqlite: sqloop against plain synchronous SQLite on its default VFS, the thing a
+// user would pick instead (issue 7, section 3; docs/overhead.md, section 3).
+//
+// Groups (one iteration = one operation; every benchmark checks its own results and calls
+// SkipWithError when they are wrong, so a quick run in CI catches rot):
+//   sqlite_read    point SELECT by rowid: plain_default (baseline), plain_best, sqloop,
+//                  sqloop_coro                                       (point_read.cc)
+//   sqlite_write   durable single-row INSERT: plain_full (baseline, synchronous=FULL, one
+//                  transaction per write) against sqloop with 1, 8, 64, 256 concurrent
+//                  writers (group commit)                             (durable_write.cc)
+//   sqlite_mixed   90% reads / 10% durable inserts: plain_full sequentially (baseline)
+//                  against sqloop with 64 concurrent clients          (mixed.cc)
+//
+// Every run is timed on the wall clock (UseRealTime): the fsync-bound benchmarks spend most of
+// their time waiting, so CPU time would let Google Benchmark run them for minutes.
+// The sqloop variants use io_uring, or the synchronous fallback when the ring cannot be set up;
+// each run's label and the context entry "sqlite_backend" say which.
+#include <cstdlib>
+#include <memory>
+#include <string>
+
+#include "bench/sqlite/benchmarks.h"
+#include "benchmark/benchmark.h"
+#include "loop/loop.h"
+
+namespace sqloop::bench {
+namespace {
+
+// SQLOOP_BENCH_ITERATIONS=<n> runs every benchmark for exactly n iterations, once: for
+// instruction counts under `valgrind --tool=callgrind`, where two runs with different n
+// differ only by (n2 - n1) operations, so setup cancels out.
+void Register() {
+  const char* fixed = std::getenv("SQLOOP_BENCH_ITERATIONS");
+  const int64_t iterations = fixed != nullptr ? std::atoll(fixed) : 0;
+  auto add = [iterations](const char* name, auto function) {
+    benchmark::internal::Benchmark* b = benchmark::RegisterBenchmark(name, function);
+    b->UseRealTime();
+    if (iterations > 0) b->Iterations(iterations);
+    return b;
+  };
+  add("sqlite_read/plain_default",
+      [](benchmark::State& s) { PlainRead(s, PlainReadConfig::kDefault); });
+  add("sqlite_read/plain_best", [](benchmark::State& s) { PlainRead(s, PlainReadConfig::kBest); });
+  add("sqlite_read/sqloop", &SqloopRead);
+  add("sqlite_read/sqloop_coro", &SqloopCoroRead);
+  add("sqlite_write/plain_full", &PlainFullWrite);
+  add("sqlite_write/sqloop", &SqloopWrite)->Arg(1)->Arg(8)->Arg(64)->Arg(256);
+  add("sqlite_mixed/plain_full", &PlainFullMixed);
+  add("sqlite_mixed/sqloop", &SqloopMixed)->Arg(64);
+}
+
+// The backend a default loop gets here: "io_uring", or "fallback (<why>)".
+std::string ProbeBackend() {
+  absl::StatusOr<std::unique_ptr<loop::Loop>> loop = loop::Loop::Create(loop::LoopOptions{});
+  if (!loop.ok()) return "none: " + loop.status().ToString();
+  return std::string((*loop)->backend().name());
+}
+
+}  // namespace
+}  // namespace sqloop::bench
+
+int main(int argc, char** argv) {
+  benchmark::AddCustomContext("baseline:sqlite_read", "plain_default");
+  benchmark::AddCustomContext("baseline:sqlite_write", "plain_full");
+  benchmark::AddCustomContext("baseline:sqlite_mixed", "plain_full");
+  benchmark::AddCustomContext(
+      "description:sqlite_read",
+      "one iteration = one point SELECT by rowid (prepared) on a 100,000-row table, "
+      "page cache warm");
+  benchmark::AddCustomContext(
+      "description:sqlite_write",
+      "one iteration = one durable single-row INSERT acknowledged (sqloop/N: N concurrent "
+      "writers, group commit); disk under $TMPDIR or /tmp");
+  benchmark::AddCustomContext(
+      "description:sqlite_mixed",
+      "one iteration = one operation of a 90% point-read / 10% durable-insert mix "
+      "(sqloop/N: N concurrent clients)");
+  benchmark::AddCustomContext("plot:sqlite_write", "commits_per_s");
+  benchmark::AddCustomContext("sqlite_backend", sqloop::bench::ProbeBackend());
+  sqloop::bench::Register();
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
