@@ -55,6 +55,7 @@ struct BackendStats {
   uint64_t enter_calls = 0;      // Kernel entries (io_uring_enter, epoll_wait, ...).
   uint64_t resubmitted = 0;      // Short transfers and retries sent again.
   uint64_t sq_full_flushes = 0;  // Times the submission queue was full and flushed early.
+  uint64_t ring_full_waits = 0;  // Ops that waited in user space: in_flight_max was reached.
 };
 
 class Backend {
@@ -115,6 +116,9 @@ struct BackendOptions {
   // Maximum ops in the kernel at once; more wait in user space, in order. The completion queue
   // gets 2x this many entries (room for one cancel request per op), so it cannot overflow.
   // 1024 is 4x the SQ: headroom for long-lived socket ops (accepts, receives) on a busy host.
+  // A host whose long-lived ops can outnumber it (a receive per open connection) must raise
+  // it above their count, or new ops wait behind them; the backend logs a warning when ops
+  // first have to wait.
   uint32_t in_flight_max = 1024;
   // Honour the SQLOOP_BACKEND environment variable ("io_uring" or "fallback"), which
   // overrides `kind`. Tests use it to run the whole suite on either backend.

@@ -89,6 +89,7 @@ class UringBackend final : public Backend {
   void HandleOpCqe(Op* op, int32_t res, OpList& completed);
   // Hands `op` back on the next Tick without it ever reaching the kernel.
   void FinishInUserSpace(Op* op);
+  void WarnRingFull();
 
   io_uring ring_{};
   bool ring_ready_ = false;
@@ -101,6 +102,8 @@ class UringBackend final : public Backend {
   int wake_fd_ = -1;
   uint64_t wake_value_ = 0;
   int notify_fd_ = -1;  // Registered with the ring on first PollableFd().
+  LogHook log_;
+  bool warned_ring_full_ = false;
   BackendStats stats_;
 };
 
@@ -125,6 +128,7 @@ absl::Status SetupError(int error) {
 absl::Status UringBackend::Init(const BackendOptions& options, int forced_setup_errno) {
   SQLOOP_CHECK(options.ring_entries > 0 && options.in_flight_max >= options.ring_entries,
                "BackendOptions: ring_entries must be > 0 and in_flight_max >= ring_entries");
+  log_ = options.log;
   if (forced_setup_errno != 0) return SetupError(forced_setup_errno);
   io_uring_params params{};
   params.flags = IORING_SETUP_CQSIZE;
@@ -170,6 +174,19 @@ void UringBackend::ArmWakeRead() {
   io_uring_sqe_set_data64(sqe, kTagWake);
 }
 
+void UringBackend::WarnRingFull() {
+  stats_.ring_full_waits++;
+  if (warned_ring_full_ || !log_) return;
+  // Said once: an op waiting here is only delayed if the ops in the kernel finish, but if they
+  // are long-lived (a receive per idle connection), it waits for ever. That must not be silent.
+  warned_ring_full_ = true;
+  log_(LogLevel::kWarning,
+       absl::StrFormat("io_uring: %u operations are in the kernel, the most this ring admits; "
+                       "new ones wait until some finish. If they are long-lived (a receive per "
+                       "open connection), raise BackendOptions::in_flight_max above their count",
+                       ops_in_kernel_));
+}
+
 void UringBackend::Submit(Op* op) {
   SQLOOP_CHECK(op->next == nullptr, "Backend::Submit: op is already queued somewhere");
   op->result = 0;
@@ -191,6 +208,7 @@ void UringBackend::Submit(Op* op) {
 void UringBackend::Enqueue(Op* op) {
   // Keep FIFO order: nothing overtakes ops already waiting for room.
   if (!waiting_.empty() || ops_in_kernel_ >= op_limit_) {
+    if (ops_in_kernel_ >= op_limit_) WarnRingFull();
     waiting_.PushBack(op);
     return;
   }

@@ -174,3 +174,53 @@ TEST(FallbackBackendTest, ShortSendIsCompletedAcrossTicks) {
 
 }  // namespace
 }  // namespace sqloop::io
+
+namespace sqloop::io {
+namespace {
+
+// Long-lived ops (a receive per idle connection) can fill the ring's in-kernel budget; new
+// ops then wait in user space. That must be said once through the log hook, not happen
+// silently, and the waiting op must still run once room is made.
+TEST(UringBackendTest, WarnsOnceWhenOpsMustWaitForRoomInTheRing) {
+  std::vector<std::string> logged;
+  BackendOptions options;
+  options.ring_entries = 4;
+  options.in_flight_max = 4;  // CQ of 8: 3 user ops in the kernel at most.
+  options.log = [&](LogLevel, absl::string_view message) { logged.emplace_back(message); };
+  absl::StatusOr<std::unique_ptr<Backend>> backend = internal::CreateUringBackend(options, 0);
+  ASSERT_TRUE(backend.ok()) << backend.status();
+  int fds[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), 0);
+  char buffers[6][8];
+  std::vector<Op> receives(6);
+  for (size_t i = 0; i < receives.size(); ++i) {
+    receives[i] = Op{.kind = OpKind::kRecv, .fd = fds[0], .buffer = buffers[i], .length = 8};
+    (*backend)->Submit(&receives[i]);
+  }
+  Op nop{.kind = OpKind::kNop};
+  (*backend)->Submit(&nop);
+  OpList done;
+  ASSERT_TRUE((*backend)->Tick(false, kNoDeadline, done).ok());
+  EXPECT_TRUE(done.empty());  // The nop waits behind the receives.
+  EXPECT_GT((*backend)->stats().ring_full_waits, 0u);
+  ASSERT_EQ(logged.size(), 1u);
+  EXPECT_NE(logged[0].find("raise BackendOptions::in_flight_max"), std::string::npos);
+  for (Op& receive : receives) (*backend)->Cancel(&receive);
+  size_t finished = 0;
+  bool nop_done = false;
+  while (finished < receives.size() + 1) {
+    ASSERT_TRUE((*backend)->Tick(true, kNoDeadline, done).ok());
+    while (Op* op = done.PopFront()) {
+      finished++;
+      nop_done = nop_done || op == &nop;
+    }
+  }
+  EXPECT_TRUE(nop_done);
+  EXPECT_EQ(nop.result, 0);
+  EXPECT_EQ(logged.size(), 1u);  // Once, not per op.
+  close(fds[0]);
+  close(fds[1]);
+}
+
+}  // namespace
+}  // namespace sqloop::io

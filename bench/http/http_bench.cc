@@ -40,6 +40,8 @@ using examples::http::SpawnWithStdoutPipe;
 constexpr int kTenants = 1000;
 constexpr int kWaitSeconds = 60;  // Bound on any wait for the server or wrk.
 constexpr int kIdleConnections = 10'000;
+// Both sides of 10,000 connections plus 1,000 tenants' files, with room to spare.
+constexpr rlim_t kDescriptorsWanted = 32'768;
 
 bool Quick() { return std::getenv("SQLOOP_BENCH_QUICK") != nullptr; }
 
@@ -108,11 +110,15 @@ class Server {
 
  private:
   Server() {
-    // 10,000 connections on each side: raise the descriptor limit (children inherit it).
+    // 10,000 connections on each side: raise the descriptor limit (children inherit it). Root
+    // may raise the hard limit too; otherwise the soft limit goes up to the hard one.
     rlimit limit{};
     getrlimit(RLIMIT_NOFILE, &limit);
-    limit.rlim_cur = limit.rlim_max;
-    setrlimit(RLIMIT_NOFILE, &limit);
+    const rlimit wanted{kDescriptorsWanted, kDescriptorsWanted};
+    if (limit.rlim_max >= kDescriptorsWanted || setrlimit(RLIMIT_NOFILE, &wanted) != 0) {
+      limit.rlim_cur = limit.rlim_max;
+      setrlimit(RLIMIT_NOFILE, &limit);
+    }
     char pattern[] = "/tmp/sqloop_bench_http_XXXXXX";
     dir_ = mkdtemp(pattern);
     const std::vector<std::string> argv = {

@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdint>
 #include <cstdio>
@@ -83,6 +84,11 @@ absl::Status Serve() {
   signal(SIGPIPE, SIG_IGN);
 
   sqloop::loop::LoopOptions loop_options;
+  // Every open connection keeps one operation in the kernel (a receive while it waits for the
+  // next request), so the ring must admit more than the connection limit, plus the listener,
+  // the signal watch and the tenants' file I/O.
+  loop_options.backend.in_flight_max = std::max<uint32_t>(
+      loop_options.backend.in_flight_max, absl::GetFlag(FLAGS_connections_max) + 256);
   loop_options.log = &Log;
   loop_options.stall_budget = absl::Milliseconds(absl::GetFlag(FLAGS_stall_budget_ms));
   absl::StatusOr<std::unique_ptr<sqloop::loop::Loop>> loop =
