@@ -1,0 +1,430 @@
+// Benchmarks of the tenant registry (db/registry.h, issue 6), on the loop's default backend
+// and a tmpfs directory when the machine has one (/dev/shm), so they measure the registry and
+// SQLite rather than the disk's fsync.
+//
+//   registry_create/registry   64 databases created through the registry in one burst (64
+//                              creations submitted at once, open_max 32, so half the
+//                              burst waits and evicts); one op = 64 creations.
+//   registry_create/database   baseline: the same 64 databases created with bare Database
+//                              objects (open, then close), no registry.
+//   registry_reopen/closed     one request to a tenant that scaled to zero: reopen + request.
+//   registry_reopen/open       baseline: the same request to the tenant while it is open.
+//   registry_memory/tenants    counters only: SQLite bytes and resident bytes per idle and per
+//                              active open tenant, and per closed tenant (0 is the claim).
+//   registry_zipf/one_tenant   baseline: 256 point reads, 64 in flight, all to one tenant.
+//   registry_zipf/10000        256 point reads, 64 in flight,
+//                              over 10,000 tenants drawn from a Zipf(1) distribution (a fixed,
+//                              seeded generator), with open_max 128: the popular tenants stay
+//                              open, the tail reopens. The tenants are created once, before.
+//
+// allocs_per_op counts heap allocations per op (sqloop::heap_counter). Opening a database
+// allocates (SQLite's connections and caches): the claim is only that a request to an open
+// tenant allocates nothing in the registry itself.
+#include <benchmark/benchmark.h>
+#include <sqlite3.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "alloc/check.h"
+#include "alloc/heap_counter.h"
+#include "alloc/sqlite_memory.h"
+#include "db/database.h"
+#include "db/registry.h"
+#include "db/vfs.h"
+#include "io/prng.h"
+#include "loop/loop.h"
+
+namespace {
+
+using sqloop::db::Registry;
+using sqloop::db::RegistryOptions;
+using sqloop::db::Request;
+using sqloop::db::TenantRequest;
+
+// A burst of this many creations per op: large enough to amortise the loop's ticks, small
+// enough that quick mode (--benchmark_min_time=0.01) runs a few ops.
+constexpr int kBurst = 64;
+constexpr int kZipfTenants = 10000;
+constexpr int kZipfBatch = 256;
+constexpr int kZipfWindow = 64;
+constexpr int kMemoryTenants = 100;
+constexpr int kMemoryRows = 200;
+
+const bool kInstalled = [] {
+  SQLOOP_CHECK(sqloop::alloc::InstallSqliteMemory().ok(), "bench: install SQLite accounting");
+  return true;
+}();
+
+// A scratch directory for one benchmark, removed with its files.
+class Scratch {
+ public:
+  Scratch() {
+    struct stat st {};
+    const char* base = stat("/dev/shm", &st) == 0 ? "/dev/shm" : "/tmp";
+    std::string pattern = absl::StrCat(base, "/sqloop-bench-registry-XXXXXX");
+    SQLOOP_CHECK(mkdtemp(pattern.data()) != nullptr, "bench: mkdtemp");
+    path_ = pattern;
+  }
+  ~Scratch() {
+    const std::string command = absl::StrCat("rm -rf '", path_, "'");
+    if (std::system(command.c_str()) != 0)
+      std::fprintf(stderr, "cannot remove %s\n", path_.c_str());
+  }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+// Loop + Vfs + Registry.
+struct Host {
+  explicit Host(const std::string& directory, uint32_t open_max) {
+    auto created = sqloop::loop::Loop::Create({});
+    SQLOOP_CHECK(created.ok(), "bench: loop");
+    loop = *std::move(created);
+    auto v = sqloop::db::Vfs::Create(*loop);
+    SQLOOP_CHECK(v.ok(), "bench: vfs");
+    vfs = *std::move(v);
+    RegistryOptions options;
+    options.directory = directory;
+    options.open_max = open_max;
+    options.idle_timeout = absl::Hours(1);  // Benchmarks close tenants explicitly.
+    options.waiting_opens_max = 1 << 16;
+    auto r = Registry::Create(*loop, *vfs, options);
+    SQLOOP_CHECK(r.ok(), "bench: registry");
+    registry = *std::move(r);
+  }
+  ~Host() {
+    bool done = false;
+    registry->Shutdown([](void* arg, absl::Status) { *static_cast<bool*>(arg) = true; }, &done);
+    RunUntil([&] { return done; });
+    registry.reset();
+    SQLOOP_CHECK(loop->Run(sqloop::loop::RunMode::kUntilDone).ok(), "bench: drain");
+    vfs.reset();
+  }
+  template <typename Done>
+  void RunUntil(Done done) {
+    while (!done()) {
+      SQLOOP_CHECK(loop->pending() > 0, "bench: the loop went quiet with work outstanding");
+      SQLOOP_CHECK(loop->Run(sqloop::loop::RunMode::kOnce).ok(), "bench: loop failed");
+    }
+  }
+
+  std::unique_ptr<sqloop::loop::Loop> loop;
+  std::unique_ptr<sqloop::db::Vfs> vfs;
+  std::unique_ptr<Registry> registry;
+};
+
+// A request that counts its completions; any failure aborts the benchmark.
+struct Counted : TenantRequest {
+  int* completed = nullptr;
+  bool busy = false;
+  std::string name;
+  void Prime(int* counter) {
+    completed = counter;
+    on_tenant_done = [](TenantRequest& r, absl::Status status) {
+      static_cast<Counted&>(r).busy = false;
+      if (!status.ok())
+        std::fprintf(stderr, "%s: %s\n", std::string(r.tenant).c_str(), status.ToString().c_str());
+      SQLOOP_CHECK(status.ok(), "bench: a request failed");
+      ++*static_cast<Counted&>(r).completed;
+    };
+  }
+};
+
+void ReportAllocs(benchmark::State& state, const sqloop::alloc::HeapCounts& before, int64_t ops) {
+  const sqloop::alloc::HeapCounts after = sqloop::alloc::CurrentHeapCounts();
+  state.counters["allocs_per_op"] =
+      benchmark::Counter(static_cast<double>(after.allocations - before.allocations) /
+                         static_cast<double>(ops > 0 ? ops : 1));
+}
+
+// ---- Creation ---------------------------------------------------------------------------------
+
+void BM_CreateRegistry(benchmark::State& state) {
+  Scratch scratch;
+  Host host(scratch.path(), /*open_max=*/kBurst / 2);
+  std::vector<Counted> requests(kBurst);
+  int serial = 0;
+  const sqloop::alloc::HeapCounts before = sqloop::alloc::CurrentHeapCounts();
+  for (auto _ : state) {
+    int completed = 0;
+    for (Counted& r : requests) {
+      r.name = absl::StrFormat("c%08d", serial++);
+      r.tenant = r.name;
+      r.create_if_missing = true;
+      r.Prime(&completed);
+      SQLOOP_CHECK(host.registry->Submit(r).ok(), "bench: submit");
+    }
+    host.RunUntil([&] { return completed == kBurst; });
+  }
+  ReportAllocs(state, before, state.iterations());
+  state.SetItemsProcessed(state.iterations() * kBurst);
+  state.counters["databases_per_s"] = benchmark::Counter(
+      static_cast<double>(state.iterations() * kBurst), benchmark::Counter::kIsRate);
+}
+
+void BM_CreateDatabase(benchmark::State& state) {
+  Scratch scratch;
+  auto loop = *sqloop::loop::Loop::Create({});
+  auto vfs = *sqloop::db::Vfs::Create(*loop);
+  int serial = 0;
+  const sqloop::alloc::HeapCounts before = sqloop::alloc::CurrentHeapCounts();
+  for (auto _ : state) {
+    std::vector<std::unique_ptr<sqloop::db::Database>> databases;
+    int opened = 0;
+    int closed = 0;
+    for (int i = 0; i < kBurst; ++i) {
+      databases.push_back(std::make_unique<sqloop::db::Database>(
+          *loop, *vfs, absl::StrFormat("%s/d%08d.db", scratch.path(), serial++)));
+      databases.back()->Open(
+          [](void* arg, absl::Status s) {
+            SQLOOP_CHECK(s.ok(), "bench: open");
+            ++*static_cast<int*>(arg);
+          },
+          &opened);
+    }
+    while (opened < kBurst) SQLOOP_CHECK(loop->Run(sqloop::loop::RunMode::kOnce).ok(), "run");
+    for (auto& database : databases) {
+      database->Close([](void* arg, absl::Status) { ++*static_cast<int*>(arg); }, &closed);
+    }
+    while (closed < kBurst) SQLOOP_CHECK(loop->Run(sqloop::loop::RunMode::kOnce).ok(), "run");
+    SQLOOP_CHECK(loop->Run(sqloop::loop::RunMode::kNoWait).ok(), "run");
+  }
+  ReportAllocs(state, before, state.iterations());
+  state.SetItemsProcessed(state.iterations() * kBurst);
+  state.counters["databases_per_s"] = benchmark::Counter(
+      static_cast<double>(state.iterations() * kBurst), benchmark::Counter::kIsRate);
+  SQLOOP_CHECK(loop->Run(sqloop::loop::RunMode::kUntilDone).ok(), "run");
+}
+
+// ---- Reopen -----------------------------------------------------------------------------------
+
+void RunReopen(benchmark::State& state, bool close_between) {
+  Scratch scratch;
+  Host host(scratch.path(), /*open_max=*/8);
+  int completed = 0;
+  Counted request;
+  request.name = "reopen";
+  request.tenant = request.name;
+  request.create_if_missing = true;
+  request.kind = Request::Kind::kWrite;
+  request.sql = "CREATE TABLE kv(k INTEGER PRIMARY KEY, v TEXT)";
+  request.Prime(&completed);
+  SQLOOP_CHECK(host.registry->Submit(request).ok(), "bench: create");
+  host.RunUntil([&] { return completed == 1; });
+  request.kind = Request::Kind::kRead;
+  request.sql = "SELECT v FROM kv WHERE k = 1";
+  const sqloop::alloc::HeapCounts before = sqloop::alloc::CurrentHeapCounts();
+  for (auto _ : state) {
+    if (close_between) {
+      state.PauseTiming();
+      host.registry->CloseIdleTenants();
+      host.RunUntil([&] { return host.registry->stats().open == 0; });
+      state.ResumeTiming();
+    }
+    const int target = completed + 1;
+    SQLOOP_CHECK(host.registry->Submit(request).ok(), "bench: submit");
+    host.RunUntil([&] { return completed == target; });
+  }
+  ReportAllocs(state, before, state.iterations());
+}
+
+void BM_ReopenClosed(benchmark::State& state) { RunReopen(state, /*close_between=*/true); }
+void BM_ReopenOpen(benchmark::State& state) { RunReopen(state, /*close_between=*/false); }
+
+// ---- Memory -----------------------------------------------------------------------------------
+
+int64_t ResidentBytes() {
+  long pages = 0;
+  long resident = 0;
+  FILE* f = std::fopen("/proc/self/statm", "r");
+  if (f == nullptr) return 0;
+  if (std::fscanf(f, "%ld %ld", &pages, &resident) != 2) resident = 0;
+  std::fclose(f);
+  return static_cast<int64_t>(resident) * sysconf(_SC_PAGESIZE);
+}
+
+void BM_Memory(benchmark::State& state) {
+  Scratch scratch;
+  Host host(scratch.path(), /*open_max=*/kMemoryTenants + 8);
+  std::vector<Counted> requests(kMemoryTenants);
+  int completed = 0;
+  auto run_all = [&](const char* sql, Request::Kind kind) {
+    const int target = completed + kMemoryTenants;
+    for (int i = 0; i < kMemoryTenants; ++i) {
+      Counted& r = requests[i];
+      r.name = absl::StrFormat("mem%04d", i);
+      r.tenant = r.name;
+      r.create_if_missing = true;
+      r.kind = kind;
+      r.sql = sql;
+      r.Prime(&completed);
+      SQLOOP_CHECK(host.registry->Submit(r).ok(), "bench: submit");
+    }
+    host.RunUntil([&] { return completed == target; });
+  };
+  // Content: kMemoryRows rows of 100 bytes each, then every tenant closed (cold).
+  run_all("CREATE TABLE t(i INTEGER PRIMARY KEY, v TEXT)", Request::Kind::kWrite);
+  const std::string fill =
+      absl::StrCat("WITH RECURSIVE s(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM s WHERE x < ",
+                   kMemoryRows, ") INSERT INTO t(v) SELECT printf('%0100d', x) FROM s");
+  run_all(fill.c_str(), Request::Kind::kWrite);
+  host.registry->CloseIdleTenants();
+  host.RunUntil([&] { return host.registry->stats().open == 0; });
+  double idle_sqlite = 0, idle_rss = 0, active_sqlite = 0, active_rss = 0, closed_sqlite = 0;
+  for (auto _ : state) {
+    const int64_t sqlite_closed = sqlite3_memory_used();
+    const int64_t rss_closed = ResidentBytes();
+    run_all("SELECT 1", Request::Kind::kRead);  // Open, schema loaded, nothing cached.
+    idle_sqlite = static_cast<double>(sqlite3_memory_used() - sqlite_closed) / kMemoryTenants;
+    idle_rss = static_cast<double>(ResidentBytes() - rss_closed) / kMemoryTenants;
+    run_all("SELECT sum(length(v)) FROM t", Request::Kind::kRead);  // Whole table cached.
+    active_sqlite = static_cast<double>(sqlite3_memory_used() - sqlite_closed) / kMemoryTenants;
+    active_rss = static_cast<double>(ResidentBytes() - rss_closed) / kMemoryTenants;
+    host.registry->CloseIdleTenants();
+    host.RunUntil([&] { return host.registry->stats().open == 0; });
+    closed_sqlite = static_cast<double>(sqlite3_memory_used() - sqlite_closed) / kMemoryTenants;
+  }
+  state.counters["idle_tenant_sqlite_bytes"] = idle_sqlite;
+  state.counters["idle_tenant_rss_bytes"] = idle_rss;
+  state.counters["active_tenant_sqlite_bytes"] = active_sqlite;
+  state.counters["active_tenant_rss_bytes"] = active_rss;
+  state.counters["closed_tenant_sqlite_bytes"] = closed_sqlite;
+}
+
+// ---- Zipf -------------------------------------------------------------------------------------
+
+// Ranks 0..n-1 with P(k) proportional to 1/(k+1). The CDF is built with one exact division
+// and addition per rank (IEEE-754, no libm), and sampled with io::Prng (a fixed generator):
+// the same seed draws the same tenants on every machine.
+class Zipf {
+ public:
+  explicit Zipf(int n) : cdf_(static_cast<size_t>(n)) {
+    double sum = 0;
+    for (int k = 0; k < n; ++k) cdf_[static_cast<size_t>(k)] = sum += 1.0 / (k + 1);
+    for (double& c : cdf_) c /= sum;
+  }
+  int Draw(sqloop::io::Prng& prng) const {
+    const double u = prng.Unit();
+    size_t lo = 0, hi = cdf_.size() - 1;
+    while (lo < hi) {
+      const size_t mid = (lo + hi) / 2;
+      if (cdf_[mid] < u) {
+        lo = mid + 1;
+      } else {
+        hi = mid;
+      }
+    }
+    return static_cast<int>(lo);
+  }
+
+ private:
+  std::vector<double> cdf_;
+};
+
+std::string ZipfName(int i) { return absl::StrFormat("z%05d", i); }
+
+// The 10,000 tenants exist before the Zipf benchmarks run (created once per process, outside
+// the timing), so they measure serving, evicting and reopening rather than creating.
+const std::string& ZipfDirectory() {
+  static Scratch scratch;  // Removed at exit.
+  static const bool created = [] {
+    Host host(scratch.path(), /*open_max=*/240);
+    std::vector<Counted> creates(kZipfTenants);
+    int completed = 0;
+    for (int i = 0; i < kZipfTenants; ++i) {
+      Counted& r = creates[static_cast<size_t>(i)];
+      r.name = ZipfName(i);
+      r.tenant = r.name;
+      r.create_if_missing = true;
+      r.Prime(&completed);
+      SQLOOP_CHECK(host.registry->Submit(r).ok(), "bench: create zipf tenant");
+    }
+    host.RunUntil([&] { return completed == kZipfTenants; });
+    return true;
+  }();
+  SQLOOP_CHECK(created, "bench: zipf tenants");
+  return scratch.path();
+}
+
+void RunZipf(benchmark::State& state, int tenants) {
+  Host host(ZipfDirectory(), /*open_max=*/128);
+  const Zipf zipf(tenants);
+  sqloop::io::Prng prng(/*seed=*/20240601);
+  std::vector<std::string> names(static_cast<size_t>(tenants));
+  for (int i = 0; i < tenants; ++i) names[static_cast<size_t>(i)] = ZipfName(i);
+  std::vector<Counted> window(kZipfWindow);
+  int completed = 0;
+  int issued = 0;
+  int batch_end = 0;
+  auto submit = [&](Counted& r) {
+    r.tenant = names[static_cast<size_t>(zipf.Draw(prng))];
+    r.create_if_missing = false;
+    r.kind = Request::Kind::kRead;
+    r.sql = "SELECT count(*) FROM sqlite_master";
+    r.busy = true;
+    ++issued;
+    SQLOOP_CHECK(host.registry->Submit(r).ok(), "bench: submit");
+  };
+  // Requests are re-issued as they complete while the batch has some left.
+  for (Counted& r : window) r.Prime(&completed);
+  const sqloop::alloc::HeapCounts before = sqloop::alloc::CurrentHeapCounts();
+  for (auto _ : state) {
+    batch_end += kZipfBatch;
+    const int target = batch_end;
+    for (Counted& r : window) {
+      if (issued < batch_end && !r.busy) submit(r);
+    }
+    while (completed < target) {
+      SQLOOP_CHECK(host.loop->pending() > 0, "bench: the loop went quiet with work outstanding");
+      SQLOOP_CHECK(host.loop->Run(sqloop::loop::RunMode::kOnce).ok(), "bench: loop");
+      for (Counted& r : window) {
+        if (issued < batch_end && !r.busy) submit(r);
+      }
+    }
+  }
+  ReportAllocs(state, before, state.iterations());
+  state.SetItemsProcessed(state.iterations() * kZipfBatch);
+  const sqloop::db::RegistryStats stats = host.registry->stats();
+  state.counters["opens_per_request"] =
+      static_cast<double>(stats.opens) / static_cast<double>(stats.requests);
+}
+
+void BM_ZipfOne(benchmark::State& state) { RunZipf(state, 1); }
+void BM_Zipf(benchmark::State& state) { RunZipf(state, kZipfTenants); }
+
+BENCHMARK(BM_CreateDatabase)->Name("registry_create/database")->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_CreateRegistry)->Name("registry_create/registry")->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_ReopenOpen)->Name("registry_reopen/open")->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_ReopenClosed)->Name("registry_reopen/closed")->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_Memory)->Name("registry_memory/tenants")->Iterations(1)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_ZipfOne)->Name("registry_zipf/one_tenant")->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_Zipf)->Name("registry_zipf/10000")->Unit(benchmark::kMillisecond);
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::AddCustomContext("baseline:registry_create", "database");
+  benchmark::AddCustomContext("description:registry_create",
+                              "one op = 64 databases created (opened, then closed or evicted)");
+  benchmark::AddCustomContext("baseline:registry_reopen", "open");
+  benchmark::AddCustomContext("description:registry_reopen",
+                              "one op = one point read; 'closed' reopens a scaled-to-zero tenant");
+  benchmark::AddCustomContext("baseline:registry_zipf", "one_tenant");
+  benchmark::AddCustomContext("description:registry_zipf",
+                              "one op = 256 reads, 64 in flight, over Zipf(1)-drawn tenants");
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

@@ -1,0 +1,396 @@
+// db/registry.h
+// -----------------------------------------------------------------------------
+//
+// `Registry` serves many SQLite databases ("tenants") from one loop, by name, out of one
+// directory: `<directory>/<tenant>.db`. A tenant is opened on its first request, closed again
+// after it has been idle for a while (scale to zero), and the number of databases open at once
+// and the SQLite memory they hold are bounded by budgets. docs/multitenancy.md has the whole
+// story; this header has the contracts.
+//
+// When to use it: a host that serves thousands of small databases (one per customer, per
+// user, per document) from one process. For one database, use `Database` directly.
+//
+// What a tenant costs: closed, nothing but its ~200-byte entry in the tenant table (kept for
+// its statistics, forgotten least-recently-closed first beyond `tenants_max`). Open, a
+// `Database` (a writer and `database.readers` reader connections, their page caches and
+// statement caches) and at most `kDescriptorsPerDatabase` file descriptors.
+//
+// Design invariants:
+//   1. Names are validated (`ValidateTenantName`) before anything else happens: an invalid
+//      name never reaches the tenant table, the file system or the memory accounting.
+//   2. A database file is created only by a request with `create_if_missing`. Any other
+//      request for a tenant whose file does not exist fails with NotFound and creates nothing.
+//   3. At most `open_max` tenants hold a database (or a descriptor) at once, and each holds at
+//      most kDescriptorsPerDatabase descriptors, so the registry never exhausts descriptors.
+//   4. Each request completes exactly once: `on_tenant_done` runs on the loop, or Submit
+//      returns an error and nothing runs. Requests of one tenant reach its Database in
+//      submission order (from there the Database's rules apply; a Client orders completions).
+//   5. An idle tenant (open, nothing in flight, nothing queued) is closed after `idle_timeout`
+//      of the loop's clock; a closed tenant holds no descriptor, no connection, no SQLite
+//      memory (its accounting tenant is unregistered, which checks that it is at zero).
+//   6. Eviction closes only idle tenants, least recently used first; a request in flight is
+//      never cancelled to make room.
+//   7. Nothing here blocks the loop: every file operation of the registry itself (checking
+//      that a file exists, deleting one, syncing the directory) is a loop operation.
+//
+// A tenant's states (the diagram and transition table are in registry.cc and
+// docs/multitenancy.md):
+//   kClosed -> [kWaitingSlot] -> [kProbing -> kProbeClosing] -> kOpening -> kActive <-> kIdle
+//   kIdle -> kClosing -> kClosed;   kClosing -> kDeleting -> kClosed (a delete request)
+//
+// The registry belongs to its loop's thread: every call is made on that thread (from a loop
+// callback or between Run() calls). `Shards` (db/shards.h) runs one registry per thread and
+// hands requests across with Loop::Post.
+//
+// Example:
+//
+//   sqloop::db::RegistryOptions options;
+//   options.directory = "/var/lib/app/tenants";
+//   options.idle_timeout = absl::Seconds(30);
+//   auto registry = sqloop::db::Registry::Create(*loop, *vfs, options);
+//   if (!registry.ok()) return registry.status();
+//
+//   sqloop::db::TenantRequest request;                // caller-owned, like a Completion
+//   request.tenant = "acme";
+//   request.create_if_missing = true;
+//   request.kind = sqloop::db::Request::Kind::kWrite;
+//   request.sql = "CREATE TABLE IF NOT EXISTS kv(k TEXT PRIMARY KEY, v)";
+//   request.on_tenant_done = [](sqloop::db::TenantRequest& r, absl::Status status) { ... };
+//   absl::Status admitted = (*registry)->Submit(request);  // on_tenant_done runs later
+//   ... loop->Run(...) ...
+//   (*registry)->Shutdown([](void*, absl::Status) { ... }, nullptr);
+#ifndef SQLOOP_DB_REGISTRY_H_
+#define SQLOOP_DB_REGISTRY_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "alloc/sqlite_memory.h"
+#include "db/database.h"
+#include "db/request.h"
+#include "db/vfs.h"
+#include "loop/loop.h"
+
+namespace sqloop::db {
+
+// ---- Tenant names ---------------------------------------------------------------------------
+
+// The longest tenant name. 64 bytes holds a UUID (36) or a 128-bit hex id (32) with a prefix,
+// and keeps `<directory>/<name>.db-journal` far below PATH_MAX.
+inline constexpr size_t kTenantNameBytesMax = 64;
+
+// Checks that `name` is a valid tenant name: 1 to kTenantNameBytesMax bytes of
+// [a-z0-9_-], starting with [a-z0-9]; as a regular expression [a-z0-9][a-z0-9_-]{0,63}.
+//
+// Why so strict: the name becomes a file name. No '/' and no '.' means no path traversal
+// ("..", "a/b", "/etc/passwd") and no hidden files; lowercase only means two names never
+// alias on a case-insensitive file system; no leading '-' or '_' means a name is never read
+// as a command-line option by the tools an operator points at the directory. Everything
+// else (spaces, control characters, NUL, UTF-8) is refused rather than escaped.
+//
+// Returns OK, or InvalidArgument whose message names the offending byte and its position.
+// Pure and thread-safe: the HTTP host and Shards call it on any thread.
+[[nodiscard]] absl::Status ValidateTenantName(absl::string_view name);
+
+// ---- Limits ---------------------------------------------------------------------------------
+
+// Descriptors one open database may hold: its main file, rollback journal and WAL (one each,
+// shared by all its connections, db/vfs.h) and the directory the VFS keeps open to fsync a
+// file it created. The registry's own probes use a descriptor of the tenant's slot.
+inline constexpr uint32_t kDescriptorsPerDatabase = 4;
+// Descriptors left to the rest of the process when open_max is derived from RLIMIT_NOFILE:
+// the ring, eventfds, the registry's directory, a host's listening and client sockets, logs.
+inline constexpr uint32_t kDescriptorsReservedDefault = 64;
+// A host that sets no limit still gets a bound: 30 s idle keeps a tenant that is used every
+// few seconds warm while an abandoned one gives its memory back within a minute.
+inline constexpr absl::Duration kIdleTimeoutDefault = absl::Seconds(30);
+// Tenants that may wait for an open slot at once. A wait is one list link in the tenant entry,
+// but a longer queue only adds latency: past 4096 waiters the host is overloaded and the
+// client should hear so (ResourceExhausted) rather than wait.
+inline constexpr uint32_t kWaitingOpensMaxDefault = 4096;
+// Requests queued per tenant while it opens or closes: 1024 covers a burst from many clients
+// of one tenant during its open (a few milliseconds), and bounds what one tenant can pin.
+inline constexpr uint32_t kTenantQueueMaxDefault = 1024;
+// Tenant entries kept (open ones plus closed ones remembered for their statistics): ~200 bytes
+// each, so 131072 entries are ~26 MiB at most. Closed entries are forgotten oldest first.
+inline constexpr uint32_t kTenantsMaxDefault = 1u << 17;
+// The memory budget charges a tenant that is still opening this much (its real cost is only
+// known once SQLite opened it). 256 KiB is about what a freshly opened database with the
+// default three connections holds (schema, connection structures, first cache pages); see the
+// registry_memory benchmark for the measured value.
+inline constexpr uint64_t kOpenMemoryEstimateBytesDefault = 256 * 1024;
+// The most open databases one registry will ever allow, whatever RLIMIT_NOFILE says: the
+// memory accounting has kTenantsMax ids for the whole process.
+inline constexpr uint32_t kOpenMaxLimit = 8192;
+
+// The open databases the process's soft RLIMIT_NOFILE allows after `reserved` descriptors:
+// (limit - reserved) / kDescriptorsPerDatabase, at most kOpenMaxLimit; 0 if not even one.
+[[nodiscard]] uint32_t DescriptorBoundOpenMax(uint32_t reserved);
+
+// What a request does when no open slot (or no memory) is free and no idle tenant can be
+// evicted to make room.
+enum class WhenFull : uint8_t {
+  kWait,  // Wait in a FIFO of at most waiting_opens_max tenants; beyond it, ResourceExhausted.
+  kFail,  // Fail at once with ResourceExhausted, so the client can back off.
+};
+
+struct RegistryOptions {
+  // Where the tenants' files live. Must exist; the registry never creates directories.
+  std::string directory;
+  // Close a tenant that had nothing to do for this long (on the loop's clock). Must be > 0.
+  absl::Duration idle_timeout = kIdleTimeoutDefault;
+  // The most tenants holding a database at once. 0: derive it from the process's soft
+  // RLIMIT_NOFILE: (limit - descriptors_reserved) / kDescriptorsPerDatabase.
+  uint32_t open_max = 0;
+  uint32_t descriptors_reserved = kDescriptorsReservedDefault;
+  // Budget for the SQLite memory of all open tenants together (0: none). Checked when a tenant
+  // is opened and when one goes idle; idle tenants are evicted to get back under it.
+  uint64_t memory_bytes_max = 0;
+  // What a tenant whose open has not finished is assumed to hold, for the memory budget.
+  uint64_t open_memory_estimate_bytes = kOpenMemoryEstimateBytesDefault;
+  // Hard limit per tenant (alloc::RegisterTenant): a request past it fails with an
+  // out-of-memory error and the tenant stays usable.
+  uint64_t tenant_memory_bytes_max = alloc::kTenantNoLimit;
+  WhenFull when_full = WhenFull::kWait;
+  uint32_t waiting_opens_max = kWaitingOpensMaxDefault;
+  uint32_t tenant_queue_max = kTenantQueueMaxDefault;
+  uint32_t tenants_max = kTenantsMaxDefault;
+  // Prefixed to tenant names in the SQLite memory accounting, whose names are unique per
+  // process: give each registry of a process its own ("shard0/"). Empty is fine for one.
+  std::string memory_name_prefix;
+  // Options of every Database the registry opens.
+  DatabaseOptions database;
+};
+
+// A request for one tenant. It IS a `Request` (fill kind, sql, params, on_row, user_data and
+// deadline_ns as for Database::Submit), plus the tenant and what to do with it. Caller-owned:
+// keep it alive and untouched from Submit until on_tenant_done ran. Do not set `on_done`:
+// the registry uses it.
+//
+// kExecute with an empty `sql` only makes sure the tenant is open (creating it if allowed):
+// that is how a host creates a database without running a statement.
+struct TenantRequest : Request {
+  enum class Action : uint8_t {
+    kExecute,  // Run `sql` (or nothing) against the tenant's database.
+    kDelete,   // Close the tenant and delete its files. NotFound if it has none.
+  };
+  using TenantDoneCallback = void (*)(TenantRequest& request, absl::Status status);
+
+  // ---- Filled by the caller -----------------------------------------------------------------
+  absl::string_view tenant;  // Must outlive the request.
+  Action action = Action::kExecute;
+  // Create the database file if it does not exist. Without it, a missing tenant is NotFound.
+  bool create_if_missing = false;
+  TenantDoneCallback on_tenant_done = nullptr;
+
+  // ---- The Registry's bookkeeping; do not touch ---------------------------------------------
+  void* tenant_ = nullptr;                // The registry's entry for the tenant.
+  TenantRequest* tenant_next_ = nullptr;  // Link in the tenant's queue or the deferred list.
+  absl::Status tenant_status_;            // The outcome, while on the deferred list.
+  bool submitted_ = false;
+};
+
+// Where a tenant is in its lifecycle (registry.cc has the diagram and the transitions).
+enum class TenantState : uint8_t {
+  kClosed,        // No database, no descriptor, no memory.
+  kWaitingSlot,   // Requests queued; waiting for an open slot or memory.
+  kProbing,       // Checking that the file exists (open without O_CREAT).
+  kProbeClosing,  // Closing the probe's descriptor.
+  kOpening,       // Database::Open in progress.
+  kActive,        // Open, requests in flight.
+  kIdle,          // Open, nothing in flight: evictable, closes after idle_timeout.
+  kClosing,       // Database::Close in progress (idle timeout, eviction, delete, shutdown).
+  kDeleting,      // Unlinking the files and syncing the directory.
+};
+
+// Returns "closed", "waiting_slot", ...
+[[nodiscard]] absl::string_view TenantStateName(TenantState state);
+
+struct TenantStats {
+  TenantState state = TenantState::kClosed;
+  uint64_t opens = 0;        // Times the database was opened (creations included).
+  uint64_t creations = 0;    // Opens that were allowed to create (and found no file).
+  uint64_t idle_closes = 0;  // Closed after idle_timeout.
+  uint64_t evictions = 0;    // Closed early to make room for another tenant.
+  uint64_t requests = 0;     // Requests completed (any outcome).
+  uint64_t requests_failed = 0;
+  uint64_t memory_bytes = 0;  // SQLite bytes held now (0 when closed).
+  int64_t last_use_ns = 0;    // Loop clock when its last request completed.
+};
+
+struct RegistryStats {
+  uint32_t tenants = 0;  // Entries in the table (open and remembered closed ones).
+  uint32_t open = 0;     // Tenants holding a slot (probing, opening, active, idle, closing).
+  uint32_t active = 0;
+  uint32_t idle = 0;
+  uint32_t waiting = 0;  // Tenants waiting for a slot.
+  uint32_t open_max = 0;
+  uint32_t open_high_water = 0;  // Most slots ever held at once.
+  uint64_t opens = 0;
+  uint64_t creations = 0;
+  uint64_t open_failures = 0;
+  uint64_t idle_closes = 0;
+  uint64_t evictions = 0;
+  uint64_t deletes = 0;
+  uint64_t requests = 0;  // Completed through on_tenant_done.
+  uint64_t requests_failed = 0;
+  uint64_t rejected = 0;      // Submit refused (invalid name, budget, queue full).
+  uint64_t slot_waits = 0;    // Tenants that had to wait for a slot.
+  uint64_t forgotten = 0;     // Closed entries dropped beyond tenants_max.
+  uint64_t memory_leaks = 0;  // Closed tenants whose SQLite memory was not back at zero.
+  uint64_t memory_bytes = 0;  // SQLite bytes of the open tenants now.
+};
+
+class Registry {
+ public:
+  using Callback = void (*)(void* arg, absl::Status status);
+
+  // Checks the options (the directory must exist: it is opened once, for the directory fsync
+  // that makes a delete durable) and derives open_max. Errors say which option is wrong.
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<Registry>> Create(loop::Loop& loop, Vfs& vfs,
+                                                                        RegistryOptions options);
+  // Checks that Shutdown() completed: destroying an open registry would strand requests.
+  ~Registry();
+  Registry(const Registry&) = delete;
+  Registry& operator=(const Registry&) = delete;
+
+  // Admits `request` (idle, with tenant and on_tenant_done set). Returns an error and runs
+  // nothing for: an invalid name (InvalidArgument), no room (ResourceExhausted: the tenant's
+  // queue, the waiting FIFO, the tenant table, or when_full == kFail with no slot), a database
+  // that refused it at once (its Submit error), or a registry that is shutting down
+  // (FailedPrecondition). Otherwise on_tenant_done runs later, exactly once, on the loop.
+  [[nodiscard]] absl::Status Submit(TenantRequest& request);
+
+  // Starts closing every idle tenant now (memory pressure, tests, benchmarks). Returns how
+  // many. Their next request reopens them, as after the idle timeout.
+  uint32_t CloseIdleTenants();
+
+  // Refuses new requests, lets admitted ones finish, closes every tenant, stops the idle timer,
+  // then calls `done` on the loop. The registry may be destroyed after that.
+  void Shutdown(Callback done, void* arg);
+
+  // Totals now. O(open tenants): reads each open tenant's memory counter.
+  [[nodiscard]] RegistryStats stats() const;
+  // One tenant's statistics; NotFound if the registry does not know (or forgot) it.
+  [[nodiscard]] absl::StatusOr<TenantStats> GetTenantStats(absl::string_view tenant) const;
+  [[nodiscard]] uint32_t open_max() const { return open_max_; }
+  // The file of a tenant: `<directory>/<tenant>.db`.
+  [[nodiscard]] std::string PathOf(absl::string_view tenant) const;
+  // Whether per-tenant memory is exact: true when Database marks its tenant around its SQLite
+  // calls (DatabaseOptions::tenant). Otherwise memory is measured on the process-wide
+  // "shared" bucket, which is exact only with one registry per process.
+  [[nodiscard]] static bool memory_per_tenant();
+
+ private:
+  struct Tenant;
+  struct TenantList {
+    Tenant* head = nullptr;
+    Tenant* tail = nullptr;
+    uint32_t size = 0;
+  };
+  enum class CloseReason : uint8_t { kIdle, kEvicted, kDelete, kPoisoned, kShutdown };
+
+  Registry(loop::Loop& loop, Vfs& vfs, RegistryOptions options, uint32_t open_max, int dir_fd);
+
+  // Admission and queues.
+  absl::StatusOr<Tenant*> Admit(const TenantRequest& request);
+  [[nodiscard]] absl::Status CheckRoomForOpen() const;
+  [[nodiscard]] bool HasRoom() const;
+  static void Enqueue(Tenant& t, TenantRequest& request);
+  static TenantRequest* Dequeue(Tenant& t);
+  void Kick(Tenant& t);
+  void ServeQueue(Tenant& t);
+  void Complete(Tenant& t, TenantRequest& request, absl::Status status, bool defer);
+  void FailQueue(Tenant& t, const absl::Status& status);
+
+  // Slots and opening.
+  void TakeSlot(Tenant& t);
+  void ReleaseSlot(Tenant& t);
+  void RequestSlot(Tenant& t);
+  void GrantSlots();
+  void EvictForWaiters();
+  void EvictForMemory();
+  void StartOpen(Tenant& t);
+  void StartDatabase(Tenant& t);
+  void FailOpen(Tenant& t, const absl::Status& status);
+
+  // Idleness and closing.
+  void BecomeIdle(Tenant& t);
+  void ArmSweeper();
+  void StartClose(Tenant& t, CloseReason reason);
+  void AfterClosed(Tenant& t);
+  void UnregisterMemory(Tenant& t);
+  void Bury(std::unique_ptr<Database> database);
+  void ArmDeferred();
+
+  // Deleting.
+  void StartDelete(Tenant& t);
+  void DeleteStep(Tenant& t);
+  void OnDeleteIo(Tenant& t, int64_t result);
+  void FinishDelete(Tenant& t, absl::Status status);
+
+  // Memory, shutdown and checks.
+  [[nodiscard]] uint64_t TenantMemory(const Tenant& t) const;
+  [[nodiscard]] uint64_t MemoryLive(bool exclude_closing) const;
+  void SetState(Tenant& t, TenantState state);
+  void MaybeFinishShutdown();
+  void AssertInvariants(const Tenant& t) const;
+
+  static void PushBack(TenantList& list, Tenant& t);
+  static void Unlink(TenantList& list, Tenant& t);
+
+  // Callbacks.
+  static loop::Action OnTenantIo(loop::Loop& loop, loop::Completion& c);
+  static loop::Action OnSweep(loop::Loop& loop, loop::Completion& c);
+  static loop::Action OnDeferred(loop::Loop& loop, loop::Completion& c);
+  static loop::Action OnDirClosed(loop::Loop& loop, loop::Completion& c);
+  static void OnOpened(void* arg, absl::Status status);
+  static void OnClosed(void* arg, absl::Status status);
+  static void OnRequestDone(Request& request, absl::Status status);
+
+  loop::Loop& loop_;
+  Vfs& vfs_;
+  RegistryOptions options_;
+  uint32_t open_max_;
+  int dir_fd_;  // The tenants' directory, kept open for the fsync after a delete.
+  int64_t idle_timeout_ns_;
+
+  absl::flat_hash_map<std::string, std::unique_ptr<Tenant>> tenants_;
+  TenantList idle_;        // kIdle tenants, least recently used first.
+  TenantList closed_;      // kClosed tenants, least recently closed first (forgotten first).
+  TenantList waiting_;     // kWaitingSlot tenants, first come first served.
+  TenantList to_close_;    // kClosing tenants whose Database::Close runs on the next tick.
+  TenantList open_;        // Tenants holding a slot (linked through open_prev/open_next).
+  uint32_t closing_ = 0;   // Tenants in kClosing.
+  uint32_t active_ = 0;    // Tenants in kActive.
+  uint32_t deleting_ = 0;  // Tenants in kDeleting.
+
+  loop::Completion sweeper_;  // The one idle timer (see ArmSweeper).
+  bool sweeper_armed_ = false;
+  // A zero timer for work that must not run where it was decided: completing requests that
+  // did not come from a Database, starting closes, and freeing closed Database objects.
+  loop::Completion deferred_;
+  bool deferred_armed_ = false;
+  TenantRequest* deferred_head_ = nullptr;
+  TenantRequest* deferred_tail_ = nullptr;
+  std::vector<std::unique_ptr<Database>> graveyard_;
+  loop::Completion dir_close_;  // Closes dir_fd_ at the end of Shutdown.
+  bool dir_closing_ = false;
+
+  bool shutting_down_ = false;
+  bool shut_down_ = false;
+  Callback shutdown_done_ = nullptr;
+  void* shutdown_arg_ = nullptr;
+  RegistryStats stats_;
+};
+
+}  // namespace sqloop::db
+
+#endif  // SQLOOP_DB_REGISTRY_H_

@@ -1,0 +1,293 @@
+#include "db/shards.h"
+
+#include <algorithm>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "alloc/check.h"
+
+namespace sqloop::db {
+namespace {
+
+constexpr uint64_t kFnvOffsetBasis = 14695981039346656037ull;
+constexpr uint64_t kFnvPrime = 1099511628211ull;
+
+}  // namespace
+
+uint64_t TenantHash(absl::string_view name) {
+  uint64_t hash = kFnvOffsetBasis;
+  for (const char c : name) {
+    hash ^= static_cast<unsigned char>(c);
+    hash *= kFnvPrime;
+  }
+  return hash;
+}
+
+// Lamping & Veach, "A Fast, Minimal Memory, Consistent Hash Algorithm" (2014), with their
+// linear congruential step and the same double arithmetic (exact: 2^31 and the quotient of two
+// doubles are computed identically by every IEEE-754 implementation).
+uint32_t JumpConsistentHash(uint64_t key, uint32_t buckets) {
+  SQLOOP_CHECK(buckets > 0, "JumpConsistentHash: there must be at least one bucket");
+  int64_t b = -1;
+  int64_t j = 0;
+  while (j < static_cast<int64_t>(buckets)) {
+    b = j;
+    key = key * 2862933555777941757ull + 1;
+    j = static_cast<int64_t>(static_cast<double>(b + 1) * (static_cast<double>(int64_t{1} << 31) /
+                                                           static_cast<double>((key >> 33) + 1)));
+  }
+  return static_cast<uint32_t>(b);
+}
+
+uint32_t ShardOf(absl::string_view name, uint32_t shards) {
+  return JumpConsistentHash(TenantHash(name), shards);
+}
+
+// ---- One shard --------------------------------------------------------------------------------
+
+struct Shards::Shard {
+  Shards* owner = nullptr;
+  uint32_t index = 0;
+  loop::LoopOptions loop_options;
+  VfsOptions vfs_options;
+  RegistryOptions registry_options;
+  std::thread thread;
+
+  // Start-up handshake with Start(): the only lock, used once per shard.
+  std::mutex mu;
+  std::condition_variable cv;
+  bool started = false;
+  absl::Status start_status;
+
+  // Created and used on the shard's thread. `loop` is published to other threads by the
+  // handshake above and only ever used by them through Post().
+  std::unique_ptr<loop::Loop> loop;
+  std::unique_ptr<Vfs> vfs;
+  std::unique_ptr<Registry> registry;
+  loop::Completion stop;
+  bool stopped = false;  // Shard thread only.
+};
+
+namespace {
+
+// The shard whose thread this is, for the checks that refuse blocking calls from a shard.
+thread_local const void* current_shard = nullptr;
+
+struct StatsProbe {
+  loop::Completion c;
+  Registry* registry = nullptr;
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;
+  RegistryStats stats;
+};
+
+}  // namespace
+
+void Shards::ThreadMain(Shard* shard) {
+  current_shard = shard;
+  absl::Status status;
+  absl::StatusOr<std::unique_ptr<loop::Loop>> loop = loop::Loop::Create(shard->loop_options);
+  if (loop.ok()) {
+    shard->loop = *std::move(loop);
+    absl::StatusOr<std::unique_ptr<Vfs>> vfs = Vfs::Create(*shard->loop, shard->vfs_options);
+    if (vfs.ok()) {
+      shard->vfs = *std::move(vfs);
+      absl::StatusOr<std::unique_ptr<Registry>> registry =
+          Registry::Create(*shard->loop, *shard->vfs, shard->registry_options);
+      if (registry.ok()) {
+        shard->registry = *std::move(registry);
+      } else {
+        status = registry.status();
+      }
+    } else {
+      status = vfs.status();
+    }
+  } else {
+    status = loop.status();
+  }
+  if (!status.ok()) {  // Before the handshake: Stop() reads `loop` once Start() returned.
+    shard->vfs.reset();
+    shard->loop.reset();
+  }
+  {
+    std::lock_guard<std::mutex> lock(shard->mu);
+    shard->started = true;
+    shard->start_status = status;
+  }
+  shard->cv.notify_all();
+  if (!status.ok()) return;
+  while (!shard->stopped) {
+    const absl::Status run = shard->loop->Run(loop::RunMode::kOnce);
+    SQLOOP_CHECK(run.ok(), "Shards: a shard's loop failed (its backend reported an error)");
+  }
+  shard->registry.reset();
+  shard->vfs.reset();
+  SQLOOP_CHECK(shard->loop->Run(loop::RunMode::kUntilDone).ok(), "Shards: final drain failed");
+  shard->loop.reset();
+}
+
+absl::StatusOr<std::unique_ptr<Shards>> Shards::Start(ShardsOptions options) {
+  uint32_t n = options.shards;
+  if (n == 0) n = std::max(1u, std::thread::hardware_concurrency());
+  if (n > kShardsMax) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("ShardsOptions::shards is ", n, "; the limit is ", kShardsMax));
+  }
+  RegistryOptions per_shard = options.registry;
+  if (per_shard.open_max == 0) {
+    const uint32_t total = DescriptorBoundOpenMax(per_shard.descriptors_reserved);
+    if (total < n) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "RLIMIT_NOFILE allows ", total, " open databases, fewer than one per shard (", n,
+          "); raise it (ulimit -n) or use fewer shards"));
+    }
+    per_shard.open_max = total / n;
+  } else {
+    per_shard.open_max = std::max(1u, per_shard.open_max / n);
+  }
+  if (per_shard.memory_bytes_max > 0) {
+    per_shard.memory_bytes_max = std::max<uint64_t>(1, per_shard.memory_bytes_max / n);
+  }
+  std::unique_ptr<Shards> shards(new Shards());
+  for (uint32_t i = 0; i < n; ++i) {
+    auto shard = std::make_unique<Shard>();
+    shard->owner = shards.get();
+    shard->index = i;
+    shard->loop_options = options.loop;
+    shard->vfs_options = options.vfs;
+    shard->registry_options = per_shard;
+    shard->registry_options.memory_name_prefix =
+        absl::StrCat(options.registry.memory_name_prefix, "shard", i, "/");
+    shards->shards_.push_back(std::move(shard));
+  }
+  absl::Status first_error;
+  for (auto& shard : shards->shards_) {
+    shard->thread = std::thread(&Shards::ThreadMain, shard.get());
+    std::unique_lock<std::mutex> lock(shard->mu);
+    shard->cv.wait(lock, [&] { return shard->started; });
+    if (!shard->start_status.ok() && first_error.ok()) {
+      first_error =
+          absl::Status(shard->start_status.code(),
+                       absl::StrCat("shard ", shard->index, ": ", shard->start_status.message()));
+    }
+  }
+  if (!first_error.ok()) {
+    shards->Stop();
+    return first_error;
+  }
+  return shards;
+}
+
+Shards::~Shards() {
+  if (!stopped_) Stop();
+}
+
+// ---- Requests -------------------------------------------------------------------------------
+
+absl::Status Shards::Submit(ShardRequest& request) {
+  SQLOOP_CHECK(!stopping_.load(std::memory_order_acquire),
+               "Shards::Submit after Stop(): submit everything before stopping");
+  SQLOOP_CHECK(request.on_reply != nullptr, "Shards::Submit: on_reply is not set");
+  if (absl::Status valid = ValidateTenantName(request.tenant); !valid.ok()) return valid;
+  Shard& shard = *shards_[ShardOf(request.tenant)];
+  request.shard_ = &shard;
+  request.status = absl::OkStatus();
+  request.on_tenant_done = &Shards::OnTenantDone;
+  request.hop_.callback = &Shards::OnArrive;
+  request.hop_.user_data = &request;
+  request.hop_.name = "shards arrive";
+  shard.loop->Post(request.hop_);
+  return absl::OkStatus();
+}
+
+loop::Action Shards::OnArrive(loop::Loop&, loop::Completion& c) {
+  auto& request = *static_cast<ShardRequest*>(c.user_data);
+  auto& shard = *static_cast<Shard*>(request.shard_);
+  if (absl::Status admitted = shard.registry->Submit(request); !admitted.ok()) {
+    Reply(request, std::move(admitted));
+  }
+  return loop::Action::kDisarm;
+}
+
+void Shards::OnTenantDone(TenantRequest& request, absl::Status status) {
+  Reply(static_cast<ShardRequest&>(request), std::move(status));
+}
+
+// `hop_` is idle here (its arrival callback returned long ago), so it makes the trip back.
+void Shards::Reply(ShardRequest& request, absl::Status status) {
+  request.status = std::move(status);
+  if (request.reply_loop == nullptr) {
+    request.on_reply(request);
+    return;
+  }
+  request.hop_.callback = &Shards::OnReply;
+  request.hop_.name = "shards reply";
+  request.reply_loop->Post(request.hop_);
+}
+
+loop::Action Shards::OnReply(loop::Loop&, loop::Completion& c) {
+  auto& request = *static_cast<ShardRequest*>(c.user_data);
+  request.on_reply(request);
+  return loop::Action::kDisarm;
+}
+
+// ---- Stop and statistics --------------------------------------------------------------------
+
+void Shards::Stop() {
+  SQLOOP_CHECK(current_shard == nullptr,
+               "Shards::Stop from a shard's own thread would wait "
+               "for itself; call it from another thread");
+  if (stopped_) return;
+  stopping_.store(true, std::memory_order_release);
+  for (auto& shard : shards_) {
+    if (shard->loop == nullptr) continue;  // Failed to start; its thread already returned.
+    shard->stop.user_data = shard.get();
+    shard->stop.name = "shards stop";
+    shard->stop.callback = [](loop::Loop&, loop::Completion& c) {
+      auto& s = *static_cast<Shard*>(c.user_data);
+      s.registry->Shutdown(
+          [](void* arg, absl::Status) { static_cast<Shard*>(arg)->stopped = true; }, &s);
+      return loop::Action::kDisarm;
+    };
+    shard->loop->Post(shard->stop);
+  }
+  for (auto& shard : shards_) {
+    if (shard->thread.joinable()) shard->thread.join();
+  }
+  stopped_ = true;
+}
+
+std::vector<RegistryStats> Shards::Stats() {
+  SQLOOP_CHECK(current_shard == nullptr,
+               "Shards::Stats from a shard's own thread would wait "
+               "for itself");
+  SQLOOP_CHECK(!stopping_.load(std::memory_order_acquire), "Shards::Stats after Stop()");
+  std::vector<RegistryStats> all;
+  for (auto& shard : shards_) {
+    StatsProbe probe;
+    probe.registry = shard->registry.get();
+    probe.c.user_data = &probe;
+    probe.c.name = "shards stats";
+    probe.c.callback = [](loop::Loop&, loop::Completion& c) {
+      auto& p = *static_cast<StatsProbe*>(c.user_data);
+      RegistryStats stats = p.registry->stats();
+      // Notified under the lock: the waiter frees `p` as soon as it can take the lock.
+      std::lock_guard<std::mutex> lock(p.mu);
+      p.stats = stats;
+      p.done = true;
+      p.cv.notify_all();
+      return loop::Action::kDisarm;
+    };
+    shard->loop->Post(probe.c);
+    std::unique_lock<std::mutex> lock(probe.mu);
+    probe.cv.wait(lock, [&] { return probe.done; });
+    all.push_back(probe.stats);
+  }
+  return all;
+}
+
+}  // namespace sqloop::db

@@ -1,0 +1,150 @@
+// db/shards.h
+// -----------------------------------------------------------------------------
+//
+// `Shards` runs N loops on N threads, each with its own ring, its own Vfs and its own
+// `Registry` (db/registry.h), and routes every tenant to one of them by a stable hash of its
+// name. It is how sqloop uses more than one core: the loops share nothing, so each stays
+// single-threaded and deterministic, and the only cross-thread step is Loop::Post.
+//
+// A request travels like this, without a lock and without an allocation:
+//
+//   caller thread                      shard thread (ShardOf(tenant))
+//   Submit(r) --Post(r.hop_)---------> OnArrive: Registry::Submit(r)
+//                                        ... the tenant's database runs it ...
+//   on_reply(r) <--Post(r.hop_)------- OnTenantDone: r.status = outcome
+//   (on r.reply_loop's thread; or on the shard thread when reply_loop is null)
+//
+// The `ShardRequest` is caller-owned and carries its own `loop::Completion`, which makes both
+// hops. Row callbacks (`on_row`) run on the shard thread: copy what you need into memory the
+// request owns; it is yours to read once on_reply ran (Post orders the writes before it).
+//
+// Tenant placement: ShardOf(name, n) = JumpConsistentHash(TenantHash(name), n), where
+// TenantHash is 64-bit FNV-1a over the name's bytes. Both are written out here, so a tenant
+// lands on the same shard in every run, build and machine (std::hash and absl::Hash are
+// allowed to change, and absl::Hash is salted per process). Jump consistent hashing moves only
+// 1/(n+1) of the tenants when a shard is added, and each tenant's files live in the one
+// shared directory, so a restart with another shard count needs no data movement at all.
+//
+// Example:
+//
+//   sqloop::db::ShardsOptions options;
+//   options.shards = 2;
+//   options.registry.directory = "/var/lib/app/tenants";
+//   auto shards = sqloop::db::Shards::Start(std::move(options));
+//   if (!shards.ok()) return shards.status();
+//
+//   sqloop::db::ShardRequest request;     // caller-owned, lives until on_reply
+//   request.tenant = "acme";
+//   request.kind = sqloop::db::Request::Kind::kRead;
+//   request.sql = "SELECT count(*) FROM orders";
+//   request.on_reply = [](sqloop::db::ShardRequest& r) { /* r.status */ };
+//   request.reply_loop = my_loop;          // or nullptr: on_reply runs on the shard thread
+//   absl::Status admitted = (*shards)->Submit(request);
+//   ...
+//   (*shards)->Stop();                      // closes every tenant, joins the threads
+#ifndef SQLOOP_DB_SHARDS_H_
+#define SQLOOP_DB_SHARDS_H_
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "db/registry.h"
+#include "db/vfs.h"
+#include "loop/loop.h"
+
+namespace sqloop::db {
+
+// 64-bit FNV-1a of `name` (offset basis 14695981039346656037, prime 1099511628211). Fixed
+// forever: tests pin its values.
+[[nodiscard]] uint64_t TenantHash(absl::string_view name);
+
+// Lamping and Veach's jump consistent hash: maps `key` to [0, buckets) so that growing
+// `buckets` by one moves only 1/(buckets+1) of the keys. Fixed forever (pinned by tests).
+[[nodiscard]] uint32_t JumpConsistentHash(uint64_t key, uint32_t buckets);
+
+// The shard of a tenant among `shards`: JumpConsistentHash(TenantHash(name), shards).
+[[nodiscard]] uint32_t ShardOf(absl::string_view name, uint32_t shards);
+
+// The most shards: one loop per core, and hosts this library targets have far fewer cores.
+inline constexpr uint32_t kShardsMax = 256;
+
+// A TenantRequest that can be submitted from any thread. Fill it as a TenantRequest (but not
+// on_tenant_done, which Shards uses) plus `on_reply` and, optionally, `reply_loop`.
+struct ShardRequest : TenantRequest {
+  using ReplyCallback = void (*)(ShardRequest& request);
+
+  // ---- Filled by the caller -----------------------------------------------------------------
+  // Where on_reply runs: Post()ed to this loop (the caller's own), or, when null, called on the
+  // shard's thread (then on_reply must be thread-safe: set an atomic, signal a condition).
+  loop::Loop* reply_loop = nullptr;
+  ReplyCallback on_reply = nullptr;
+
+  // ---- Result, valid in on_reply ------------------------------------------------------------
+  absl::Status status;
+
+  // ---- Shards' bookkeeping; do not touch ----------------------------------------------------
+  loop::Completion hop_;  // Posted to the shard, then back to reply_loop.
+  void* shard_ = nullptr;
+};
+
+struct ShardsOptions {
+  // Loops (threads). 0: one per hardware thread. At most kShardsMax.
+  uint32_t shards = 0;
+  loop::LoopOptions loop;
+  VfsOptions vfs;
+  // Every shard's registry gets these, except: memory_name_prefix becomes
+  // "<prefix>shard<i>/", and open_max (derived from RLIMIT_NOFILE when 0) and memory_bytes_max
+  // are divided evenly between the shards, so the process as a whole keeps the budgets.
+  RegistryOptions registry;
+};
+
+class Shards {
+ public:
+  // Starts the threads; each creates its loop, Vfs and Registry on itself. Fails (and stops
+  // what started) if any of them fails, with that shard's error.
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<Shards>> Start(ShardsOptions options);
+  // Stop()s if that was not done.
+  ~Shards();
+  Shards(const Shards&) = delete;
+  Shards& operator=(const Shards&) = delete;
+
+  // Thread-safe. Validates the name (InvalidArgument, nothing posted), then hands `request` to
+  // its tenant's shard. Every other outcome, including the registry refusing it, arrives
+  // through on_reply, exactly once. Checks that Stop() has not begun.
+  [[nodiscard]] absl::Status Submit(ShardRequest& request);
+
+  // Shuts every registry down (admitted requests finish, tenants close) and joins the threads.
+  // Call it from a thread that is not a shard, after the last Submit.
+  void Stop();
+
+  // Blocks until every shard reported its registry's statistics; not from a shard thread.
+  [[nodiscard]] std::vector<RegistryStats> Stats();
+
+  [[nodiscard]] uint32_t size() const { return static_cast<uint32_t>(shards_.size()); }
+  [[nodiscard]] uint32_t ShardOf(absl::string_view tenant) const {
+    return db::ShardOf(tenant, size());
+  }
+
+ private:
+  struct Shard;
+
+  Shards() = default;
+  static void ThreadMain(Shard* shard);
+  static loop::Action OnArrive(loop::Loop& loop, loop::Completion& c);
+  static loop::Action OnReply(loop::Loop& loop, loop::Completion& c);
+  static void OnTenantDone(TenantRequest& request, absl::Status status);
+  static void Reply(ShardRequest& request, absl::Status status);
+
+  std::vector<std::unique_ptr<Shard>> shards_;
+  std::atomic<bool> stopping_{false};
+  bool stopped_ = false;
+};
+
+}  // namespace sqloop::db
+
+#endif  // SQLOOP_DB_SHARDS_H_

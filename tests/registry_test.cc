@@ -1,0 +1,417 @@
+// Registry: tenant names, open on first use, creation only when allowed, deletion, scale to
+// zero, and the open-slot and memory budgets, on io_uring and the fallback backend.
+#include "db/registry.h"
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "alloc/sqlite_memory.h"
+#include "gtest/gtest.h"
+#include "io/internal/backends.h"
+#include "tests/registry_test_util.h"
+
+namespace sqloop::db {
+namespace {
+
+using testing::Call;
+using testing::CountOpenFds;
+using testing::RegistryHarness;
+using testing::TempDir;
+
+const bool kAccounting = testing::InstallAccounting();
+
+// ---- Tenant names ---------------------------------------------------------------------------
+
+bool FirstByteAllowed(unsigned char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); }
+bool LaterByteAllowed(unsigned char c) { return FirstByteAllowed(c) || c == '_' || c == '-'; }
+
+TEST(TenantNameTest, EveryByteAsFirstAndAsLaterCharacter) {
+  for (int b = 0; b < 256; ++b) {
+    const char c = static_cast<char>(b);
+    const std::string first(1, c);
+    const std::string later = absl::StrCat("a", first, "z");
+    const absl::Status first_status = ValidateTenantName(first);
+    const absl::Status later_status = ValidateTenantName(later);
+    EXPECT_EQ(first_status.ok(), FirstByteAllowed(static_cast<unsigned char>(b))) << "byte " << b;
+    EXPECT_EQ(later_status.ok(), LaterByteAllowed(static_cast<unsigned char>(b))) << "byte " << b;
+    if (!first_status.ok()) {
+      EXPECT_EQ(first_status.code(), absl::StatusCode::kInvalidArgument);
+      EXPECT_TRUE(absl::StrContains(first_status.message(), "position 0")) << first_status;
+    }
+    if (!later_status.ok()) {
+      EXPECT_EQ(later_status.code(), absl::StatusCode::kInvalidArgument);
+      EXPECT_TRUE(absl::StrContains(later_status.message(), "position 1")) << later_status;
+    }
+  }
+}
+
+TEST(TenantNameTest, LengthBoundaries) {
+  EXPECT_EQ(ValidateTenantName("").code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(ValidateTenantName("").message(), "empty"));
+  EXPECT_TRUE(ValidateTenantName("a").ok());
+  EXPECT_TRUE(ValidateTenantName(std::string(kTenantNameBytesMax, 'a')).ok());
+  const absl::Status too_long = ValidateTenantName(std::string(kTenantNameBytesMax + 1, 'a'));
+  EXPECT_EQ(too_long.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(too_long.message(), "65 bytes")) << too_long;
+}
+
+TEST(TenantNameTest, PathTraversalAndLookalikesAreRefusedWithAReason) {
+  struct Case {
+    std::string name;
+    const char* hint;
+  };
+  const std::vector<Case> cases = {
+      {"..", "'.'"},
+      {".", "'.'"},
+      {"a/../b", "path separator"},
+      {"/etc/passwd", "path separator"},
+      {"a\\b", "path separator"},
+      {"a.db", "'.'"},
+      {"Acme", "uppercase"},
+      {"-rf", "must start"},
+      {"_x", "must start"},
+      {"a b", "' '"},
+      {std::string("a\0b", 3), "\\x00"},
+      {"a\nb", "\\x0a"},
+      {"a\x7f", "\\x7f"},
+      {"caf\xc3\xa9", "\\xc3"},
+  };
+  for (const Case& c : cases) {
+    const absl::Status status = ValidateTenantName(c.name);
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << c.name;
+    EXPECT_TRUE(absl::StrContains(status.message(), c.hint)) << status << " for " << c.name;
+  }
+  EXPECT_TRUE(ValidateTenantName("0123-abc_def").ok());
+  EXPECT_TRUE(ValidateTenantName("9").ok());
+}
+
+TEST(TenantStateTest, EveryStateHasAName) {
+  for (int s = 0; s <= static_cast<int>(TenantState::kDeleting); ++s) {
+    EXPECT_NE(TenantStateName(static_cast<TenantState>(s)), "unknown");
+  }
+}
+
+// ---- The registry on real backends ----------------------------------------------------------
+
+struct Backend {
+  std::string name;
+  std::unique_ptr<io::Backend> (*make)();
+};
+
+std::unique_ptr<io::Backend> MakeUring() {
+  auto backend = io::internal::CreateUringBackend({}, 0);
+  SQLOOP_CHECK(backend.ok(), "io_uring backend unavailable");
+  return *std::move(backend);
+}
+std::unique_ptr<io::Backend> MakeFallback() {
+  auto backend = io::internal::CreateFallbackBackend({});
+  SQLOOP_CHECK(backend.ok(), "fallback backend unavailable");
+  return *std::move(backend);
+}
+
+class RegistryTest : public ::testing::TestWithParam<Backend> {
+ protected:
+  RegistryOptions Options() const {
+    RegistryOptions options;
+    options.directory = dir_.path();
+    options.idle_timeout = absl::Hours(1);  // Tests that want idle closes shorten it.
+    options.open_max = 16;
+    options.memory_name_prefix = absl::StrCat("registry-test-", serial_++, "/");
+    return options;
+  }
+  std::unique_ptr<RegistryHarness> Make(const RegistryOptions& options) {
+    auto harness = std::make_unique<RegistryHarness>(GetParam().make(), options);
+    EXPECT_TRUE(harness->create_status().ok()) << harness->create_status();
+    return harness;
+  }
+
+  TempDir dir_;
+  static inline int serial_ = 0;
+};
+
+TEST_P(RegistryTest, CreateOptionsAreChecked) {
+  RegistryOptions options = Options();
+  options.open_max = kOpenMaxLimit + 1;
+  RegistryHarness too_many(GetParam().make(), options);
+  EXPECT_EQ(too_many.create_status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(too_many.create_status().message(), "open_max"));
+
+  options = Options();
+  options.directory = dir_.path() + "/missing";
+  RegistryHarness missing(GetParam().make(), options);
+  EXPECT_EQ(missing.create_status().code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(absl::StrContains(missing.create_status().message(), "create it"));
+}
+
+TEST_P(RegistryTest, InvalidNamesChangeNothing) {
+  auto h = Make(Options());
+  for (const char* name : {"", "..", "../etc", "a/b", "A", "x.db"}) {
+    Call call(name, "CREATE TABLE t(x)", /*create=*/true);
+    const absl::Status status = h->registry().Submit(call);
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << name;
+    EXPECT_FALSE(call.done);
+  }
+  EXPECT_EQ(h->loop().pending(), 0u);
+  EXPECT_EQ(h->registry().stats().tenants, 0u);
+  EXPECT_EQ(h->registry().stats().rejected, 6u);
+  EXPECT_TRUE(dir_.Files().empty());
+}
+
+TEST_P(RegistryTest, CreatesOnlyWhenTheRequestAllowsIt) {
+  auto h = Make(Options());
+  Call read("acme", "SELECT 1", /*create=*/false, Request::Kind::kRead);
+  const absl::Status missing = h->Do(read);
+  EXPECT_EQ(missing.code(), absl::StatusCode::kNotFound) << missing;
+  EXPECT_TRUE(absl::StrContains(missing.message(), "create_if_missing")) << missing;
+  EXPECT_TRUE(dir_.Files().empty()) << "a refused request created a file";
+
+  Call create("acme", "CREATE TABLE kv(k TEXT PRIMARY KEY, v INTEGER)", /*create=*/true);
+  ASSERT_TRUE(h->Do(create).ok()) << create.result;
+  EXPECT_TRUE(dir_.Exists("acme.db"));
+  Call insert("acme", "INSERT INTO kv VALUES ('a', 1)", /*create=*/false);
+  ASSERT_TRUE(h->Do(insert).ok()) << insert.result;
+  Call again("acme", "SELECT v FROM kv", /*create=*/false, Request::Kind::kRead);
+  ASSERT_TRUE(h->Do(again).ok()) << again.result;
+  EXPECT_EQ(again.rows, "1\n");
+
+  // Open-only requests (no SQL): create, or check existence.
+  Call open_only("empty", "", /*create=*/true);
+  EXPECT_TRUE(h->Do(open_only).ok()) << open_only.result;
+  EXPECT_TRUE(dir_.Exists("empty.db"));
+  Call probe("nobody", "", /*create=*/false);
+  EXPECT_EQ(h->Do(probe).code(), absl::StatusCode::kNotFound);
+  EXPECT_FALSE(dir_.Exists("nobody.db"));
+
+  const absl::StatusOr<TenantStats> stats = h->registry().GetTenantStats("acme");
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(stats->requests, 4u);  // The NotFound one counts too.
+  EXPECT_EQ(stats->requests_failed, 1u);
+  EXPECT_EQ(stats->state, TenantState::kIdle);
+  EXPECT_EQ(h->registry().GetTenantStats("never").status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST_P(RegistryTest, RequestsQueuedWhileOpeningRunInOrder) {
+  auto h = Make(Options());
+  std::vector<std::unique_ptr<Call>> calls;
+  calls.push_back(std::make_unique<Call>("orders", "CREATE TABLE log(i INTEGER)", true));
+  for (int i = 1; i <= 20; ++i) {
+    calls.push_back(std::make_unique<Call>("orders", "INSERT INTO log VALUES (?)", false));
+    calls.back()->params = {Value::Int(i)};
+  }
+  std::vector<int> order;
+  for (size_t i = 0; i < calls.size(); ++i) {
+    calls[i]->then = [&order, i](Call&) { order.push_back(static_cast<int>(i)); };
+    ASSERT_TRUE(h->registry().Submit(*calls[i]).ok());
+  }
+  EXPECT_EQ(h->registry().GetTenantStats("orders")->state, TenantState::kOpening);
+  h->RunUntil([&] { return order.size() == calls.size(); });
+  for (size_t i = 0; i < calls.size(); ++i) {
+    EXPECT_TRUE(calls[i]->result.ok()) << i << ": " << calls[i]->result;
+    EXPECT_EQ(order[i], static_cast<int>(i));
+  }
+  Call sum("orders", "SELECT count(*), sum(i) FROM log", false, Request::Kind::kRead);
+  ASSERT_TRUE(h->Do(sum).ok());
+  EXPECT_EQ(sum.rows, "20|210\n");
+  EXPECT_EQ(h->registry().stats().opens, 1u);
+}
+
+TEST_P(RegistryTest, DeleteClosesAndRemovesEveryFile) {
+  auto h = Make(Options());
+  Call create("gone", "CREATE TABLE t(x)", true);
+  ASSERT_TRUE(h->Do(create).ok());
+  Call write("gone", "INSERT INTO t VALUES (1)", false);
+  Call remove("gone", "", false);
+  remove.action = TenantRequest::Action::kDelete;
+  Call recreate("gone", "SELECT count(*) FROM sqlite_master", true, Request::Kind::kRead);
+  // Submitted back to back: the write runs, then the delete, then a fresh database.
+  ASSERT_TRUE(h->registry().Submit(write).ok());
+  ASSERT_TRUE(h->registry().Submit(remove).ok());
+  ASSERT_TRUE(h->registry().Submit(recreate).ok());
+  h->RunUntil([&] { return write.done && remove.done && recreate.done; });
+  EXPECT_TRUE(write.result.ok()) << write.result;
+  EXPECT_TRUE(remove.result.ok()) << remove.result;
+  ASSERT_TRUE(recreate.result.ok()) << recreate.result;
+  EXPECT_EQ(recreate.rows, "0\n") << "the recreated tenant still had the old table";
+
+  Call remove_again("gone", "", false);
+  remove_again.action = TenantRequest::Action::kDelete;
+  EXPECT_TRUE(h->Do(remove_again).ok());
+  EXPECT_TRUE(dir_.Files().empty()) << absl::StrJoin(dir_.Files(), ",");
+  EXPECT_EQ(h->Do(remove_again).code(), absl::StatusCode::kNotFound);
+  Call read("gone", "SELECT 1", false, Request::Kind::kRead);
+  EXPECT_EQ(h->Do(read).code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(dir_.Files().empty());
+  EXPECT_EQ(h->registry().stats().deletes, 2u);
+}
+
+TEST_P(RegistryTest, IdleTenantsScaleToZeroAndReopenOnDemand) {
+  RegistryOptions options = Options();
+  options.idle_timeout = absl::Milliseconds(20);
+  const int fds_before = CountOpenFds();
+  auto h = Make(options);
+  const int fds_registry = CountOpenFds();
+  constexpr int kTenants = 12;
+  std::vector<std::string> names;
+  for (int i = 0; i < kTenants; ++i) names.push_back(absl::StrCat("idle-", i));
+  for (const std::string& name : names) {
+    Call create(name, "CREATE TABLE t(v TEXT)", true);
+    ASSERT_TRUE(h->Do(create).ok()) << create.result;
+    Call insert(name, "INSERT INTO t VALUES (?)", false);
+    insert.params = {Value::Text(name)};
+    ASSERT_TRUE(h->Do(insert).ok()) << insert.result;
+  }
+  EXPECT_GT(h->registry().stats().open, 0u);
+  EXPECT_GT(CountOpenFds(), fds_registry);
+  // The loop waits on its idle timer; nothing else is pending.
+  h->RunUntil([&] { return h->registry().stats().open == 0; });
+  const RegistryStats stats = h->registry().stats();
+  EXPECT_EQ(stats.idle_closes, static_cast<uint64_t>(kTenants));
+  EXPECT_EQ(stats.memory_leaks, 0u);
+  EXPECT_EQ(CountOpenFds(), fds_registry) << "an idle-closed tenant left a descriptor";
+  for (const std::string& name : names) {
+    const absl::StatusOr<TenantStats> tenant = h->registry().GetTenantStats(name);
+    ASSERT_TRUE(tenant.ok());
+    EXPECT_EQ(tenant->state, TenantState::kClosed);
+    EXPECT_EQ(tenant->memory_bytes, 0u);
+  }
+  // No accounting tenant of this registry is left registered.
+  alloc::AllocationProfile profile;
+  alloc::ExportSqliteMemoryProfile(&profile);
+  const std::string text = profile.ToTable();
+  EXPECT_FALSE(absl::StrContains(text, options.memory_name_prefix)) << text;
+
+  Call read(names[3], "SELECT v FROM t", false, Request::Kind::kRead);
+  ASSERT_TRUE(h->Do(read).ok()) << read.result;
+  EXPECT_EQ(read.rows, names[3] + "\n");
+  EXPECT_EQ(h->registry().GetTenantStats(names[3])->opens, 2u);
+  h.reset();
+  EXPECT_EQ(CountOpenFds(), fds_before);
+}
+
+TEST_P(RegistryTest, FullOpenBudgetFailsFastWhenConfiguredAndChangesNothing) {
+  RegistryOptions options = Options();
+  options.open_max = 2;
+  options.when_full = WhenFull::kFail;
+  auto h = Make(options);
+  Call a("a", "CREATE TABLE t(x)", true);
+  Call b("b", "CREATE TABLE t(x)", true);
+  Call c("c", "CREATE TABLE t(x)", true);
+  ASSERT_TRUE(h->registry().Submit(a).ok());
+  ASSERT_TRUE(h->registry().Submit(b).ok());
+  const absl::Status full = h->registry().Submit(c);  // a and b are opening: nothing to evict.
+  EXPECT_EQ(full.code(), absl::StatusCode::kResourceExhausted) << full;
+  EXPECT_TRUE(absl::StrContains(full.message(), "2 of 2 databases open")) << full;
+  h->RunUntil([&] { return a.done && b.done; });
+  EXPECT_FALSE(c.done);
+  EXPECT_FALSE(dir_.Exists("c.db"));
+  EXPECT_EQ(h->registry().GetTenantStats("c").status().code(), absl::StatusCode::kNotFound);
+
+  // Now a and b are idle; using b makes a the least recently used, which c evicts.
+  Call use_b("b", "SELECT 1", false, Request::Kind::kRead);
+  ASSERT_TRUE(h->Do(use_b).ok()) << use_b.result;
+  ASSERT_TRUE(h->Do(c).ok()) << c.result;
+  const RegistryStats stats = h->registry().stats();
+  EXPECT_EQ(stats.evictions, 1u);
+  EXPECT_EQ(stats.open_high_water, 2u);
+  EXPECT_EQ(h->registry().GetTenantStats("a")->state, TenantState::kClosed);
+  EXPECT_EQ(h->registry().GetTenantStats("a")->evictions, 1u);
+  EXPECT_EQ(h->registry().GetTenantStats("b")->state, TenantState::kIdle);
+}
+
+TEST_P(RegistryTest, FullOpenBudgetWaitsInABoundedQueue) {
+  RegistryOptions options = Options();
+  options.open_max = 2;
+  options.waiting_opens_max = 2;
+  auto h = Make(options);
+  std::vector<std::unique_ptr<Call>> calls;
+  for (const char* name : {"w0", "w1", "w2", "w3"}) {
+    calls.push_back(std::make_unique<Call>(name, "CREATE TABLE t(x)", true));
+    ASSERT_TRUE(h->registry().Submit(*calls.back()).ok()) << name;
+  }
+  EXPECT_EQ(h->registry().stats().waiting, 2u);
+  Call overflow("w4", "CREATE TABLE t(x)", true);
+  const absl::Status full = h->registry().Submit(overflow);
+  EXPECT_EQ(full.code(), absl::StatusCode::kResourceExhausted) << full;
+  EXPECT_TRUE(absl::StrContains(full.message(), "waiting_opens_max")) << full;
+  h->RunUntil([&] {
+    return std::all_of(calls.begin(), calls.end(), [](const auto& c) { return c->done; });
+  });
+  for (const auto& call : calls) EXPECT_TRUE(call->result.ok()) << call->result;
+  const RegistryStats stats = h->registry().stats();
+  EXPECT_EQ(stats.open_high_water, 2u);
+  EXPECT_EQ(stats.evictions, 2u);
+  EXPECT_EQ(stats.slot_waits, 2u);
+  EXPECT_FALSE(dir_.Exists("w4.db"));
+}
+
+TEST_P(RegistryTest, MemoryBudgetEvictsIdleTenants) {
+  RegistryOptions options = Options();
+  // Smaller than any open database: only one tenant may be open at a time (one always may).
+  options.memory_bytes_max = 1;
+  auto h = Make(options);
+  std::vector<std::unique_ptr<Call>> calls;
+  const std::vector<std::string> names = {"m0", "m1", "m2", "m3", "m4"};
+  for (const std::string& name : names) {
+    calls.push_back(std::make_unique<Call>(name, "CREATE TABLE t(x)", true));
+    ASSERT_TRUE(h->registry().Submit(*calls.back()).ok());
+  }
+  h->RunUntil([&] {
+    return std::all_of(calls.begin(), calls.end(), [](const auto& c) { return c->done; });
+  });
+  for (const auto& call : calls) EXPECT_TRUE(call->result.ok()) << call->result;
+  h->RunUntil([&] { return h->registry().stats().open == 0; });
+  const RegistryStats stats = h->registry().stats();
+  EXPECT_EQ(stats.open_high_water, 1u);
+  // Each tenant is over the budget on its own, so each is evicted as soon as it is idle.
+  EXPECT_EQ(stats.evictions, 5u);
+  EXPECT_EQ(stats.open, 0u);
+  EXPECT_EQ(stats.memory_leaks, 0u);
+}
+
+TEST_P(RegistryTest, ShutdownFailsWaitersAndClosesEverything) {
+  RegistryOptions options = Options();
+  options.open_max = 1;
+  const int fds_before = CountOpenFds();
+  auto h = Make(options);
+  Call first("s0", "CREATE TABLE t(x)", true);
+  Call second("s1", "CREATE TABLE t(x)", true);
+  ASSERT_TRUE(h->registry().Submit(first).ok());
+  ASSERT_TRUE(h->registry().Submit(second).ok());  // Waits for the one slot.
+  h.reset();                                       // Shuts down, then frees the loop.
+  EXPECT_TRUE(first.result.ok()) << first.result;
+  EXPECT_EQ(second.result.code(), absl::StatusCode::kUnavailable) << second.result;
+  EXPECT_FALSE(dir_.Exists("s1.db"));
+  EXPECT_EQ(CountOpenFds(), fds_before);
+}
+
+// More reads at once than the database has reader connections: the ones queued behind the
+// busy readers must still run when no further Submit arrives to wake the database.
+TEST_P(RegistryTest, MoreConcurrentReadsThanReaders) {
+  auto h = Make(Options());
+  Call create("reads", "CREATE TABLE t(x)", true);
+  ASSERT_TRUE(h->Do(create).ok());
+  std::vector<std::unique_ptr<Call>> reads;
+  for (int i = 0; i < 8; ++i) {
+    reads.push_back(
+        std::make_unique<Call>("reads", "SELECT count(*) FROM t", false, Request::Kind::kRead));
+    ASSERT_TRUE(h->registry().Submit(*reads.back()).ok());
+  }
+  EXPECT_TRUE(h->RunUntil([&] {
+    return std::all_of(reads.begin(), reads.end(), [](const auto& r) { return r->done; });
+  }));
+  for (const auto& r : reads) EXPECT_EQ(r->rows, "0\n") << r->result;
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, RegistryTest,
+                         ::testing::Values(Backend{"io_uring", &MakeUring},
+                                           Backend{"fallback", &MakeFallback}),
+                         [](const ::testing::TestParamInfo<Backend>& param) {
+                           return param.param.name;
+                         });
+
+}  // namespace
+}  // namespace sqloop::db
