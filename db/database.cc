@@ -167,6 +167,9 @@ void Database::ArmPump() {
 
 loop::Action Database::OnPump(loop::Loop&, loop::Completion& c) {
   auto* self = static_cast<Database*>(c.user_data);
+  // All of a database's SQLite work runs from its pump, so one mark here charges every byte
+  // SQLite allocates for it (the VFS's calls included) to its tenant.
+  alloc::ScopedTenant tenant(self->options_.tenant);
   self->pump_armed_ = false;
   self->Pump();
   return loop::Action::kDisarm;

@@ -50,6 +50,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "alloc/sqlite_memory.h"
 #include "db/database_files.h"
 #include "db/request.h"
 #include "db/vfs.h"
@@ -98,6 +99,10 @@ struct DatabaseOptions {
   // Run PRAGMA quick_check at open, so a corrupt file is refused before anything is written to
   // it. Costs a read of the whole file; a host that checks elsewhere may turn it off.
   bool check_at_open = true;
+  // The tenant every SQLite byte of this database is charged to (alloc/sqlite_memory.h), marked
+  // around all of the database's SQLite work. Its limit turns into SQLITE_NOMEM for this
+  // database only: the request fails with ResourceExhausted and the database stays usable.
+  alloc::TenantId tenant = alloc::kSharedTenant;
   // NEGATIVE CONTROL ONLY: acknowledge before the covering fsync. Tests prove they catch it.
   bool ack_before_fsync_for_testing = false;
 };

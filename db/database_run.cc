@@ -137,6 +137,11 @@ absl::Status Database::SqliteError(Connection& c, int rc, const Request* request
       return absl::InvalidArgumentError(message);
     case SQLITE_FULL:
       return absl::ResourceExhaustedError(message);
+    case SQLITE_NOMEM:
+      return absl::ResourceExhaustedError(absl::StrCat(
+          message,
+          " (the database's memory limit, DatabaseOptions::tenant, or the process ran "
+          "out; the request changed nothing: raise the limit or retry when load drops)"));
     case SQLITE_BUSY:
     case SQLITE_LOCKED:
       return absl::UnavailableError(message);
