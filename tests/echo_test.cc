@@ -85,14 +85,21 @@ TEST_P(EchoTest, EchoesEveryByteWithBackpressureOnAFullPool) {
   std::atomic<int> finished{0};
   std::vector<uint64_t> bytes(kClients, 0);
   std::vector<char> ok(kClients, 0);
+  // A client may close (and the server see it) before it counts itself finished; then only the
+  // re-armed accept is pending and nothing would wake the loop. So each client also posts to
+  // the loop once it is finished: Post() is the one call other threads may make.
+  std::vector<loop::Completion> finished_posts(kClients);
+  for (loop::Completion& post : finished_posts) {
+    post.callback = [](loop::Loop&, loop::Completion&) { return loop::Action::kDisarm; };
+  }
   std::vector<std::thread> clients;
   for (int i = 0; i < kClients; i++) {
     clients.emplace_back([&, i] {
       ok[i] = RunClient(port, i, kMessages, first_echoes, static_cast<int>(kPool), bytes[i]);
       finished.fetch_add(1);
+      loop.Post(finished_posts[i]);
     });
   }
-  // The peer's close ends each connection, so the loop always has an operation to wake on.
   while (finished.load() < kClients || server.open_connections() > 0) {
     ASSERT_TRUE(loop.Run(loop::RunMode::kOnce).ok());
   }
