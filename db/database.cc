@@ -61,6 +61,10 @@ Value::Type Row::type(int column) const {
   }
 }
 int64_t Row::Int(int column) const { return sqlite3_column_int64(stmt_, column); }
+absl::string_view Row::ColumnName(int column) const {
+  const char* name = sqlite3_column_name(stmt_, column);
+  return name != nullptr ? absl::string_view(name) : absl::string_view();
+}
 double Row::Double(int column) const { return sqlite3_column_double(stmt_, column); }
 absl::string_view Row::Text(int column) const {
   const auto* text = reinterpret_cast<const char*>(sqlite3_column_text(stmt_, column));

@@ -76,6 +76,8 @@ class Row {
   [[nodiscard]] double Double(int column) const;
   [[nodiscard]] absl::string_view Text(int column) const;
   [[nodiscard]] absl::string_view Blob(int column) const;
+  // The column's name as the statement declares it (an alias, or the expression's text).
+  [[nodiscard]] absl::string_view ColumnName(int column) const;
   // The column as a Value (text and blob point into SQLite's row buffer).
   [[nodiscard]] Value Get(int column) const;
 

@@ -281,12 +281,12 @@ TEST_P(HttpEndToEndTest, CreateWriteReadBackDelete) {
   ASSERT_EQ(read.status, 200) << read.body;
   EXPECT_EQ(read.body,
             "{\"results\":[{\"columns\":[\"id\",\"name\",\"score\"],\"rows\":[[1,\"h\xC3\xA9 "
-            "\\\"q\\\"\\n\",1.5],[2,null,7.0]],\"rows_changed\":0,\"last_insert_id\":2}]}");
+            "\\\"q\\\"\\n\",1.5],[2,null,7.0]],\"rows_changed\":0,\"last_insert_id\":0}]}");
 
   Response stats = server_.Curl("GET", "/v1/stats");
   ASSERT_EQ(stats.status, 200);
   EXPECT_EQ(JsonAt(stats.body, "/loop/backend"), "\"" + GetParam() + "\"");
-  EXPECT_EQ(JsonAt(stats.body, "/executor/name"), "\"sqlite-standin\"");
+  EXPECT_EQ(JsonAt(stats.body, "/executor/name"), "\"registry\"");
   EXPECT_EQ(JsonAt(stats.body, "/server/responses_by_status/201"), "1");
   EXPECT_EQ(JsonAt(stats.body, "/server/responses_by_status/409"), "1");
   EXPECT_EQ(JsonAt(stats.body, "/server/requests"), "5");

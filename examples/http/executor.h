@@ -24,12 +24,12 @@
 //   ResourceExhausted, Unavailable (budgets, busy)             503, with Retry-After
 //   DataLoss (fsync failed: the outcome is unknown), others    500, with the message
 //
-// Two implementations are planned: `SqliteExecutor` (examples/http/sqlite_executor.h), a
-// stand-in on plain SQLite that blocks the loop while a statement runs; and an adapter over the
-// tenant registry (db/, issue 6), which will translate one ExecutorRequest into one registry
-// request and call on_done from the registry's completion. The request keeps everything a
-// registry needs (tenant name, statements, typed arguments) and nothing it does not, so that
-// adapter stays a thin translation.
+// Two implementations: `RegistryExecutor` (examples/http/registry_executor.h), the default, over
+// the tenant registry (db/registry.h): one registry request per statement, on_done from the
+// registry's completion; and `SqliteExecutor` (examples/http/sqlite_executor.h), a stand-in on
+// plain SQLite that blocks the loop while a statement runs. The stand-in runs a request's
+// statements as one transaction; the registry executor cannot (a registry request is one
+// statement) and commits each write on its own (see its header).
 //
 // Example:
 //
@@ -113,7 +113,7 @@ struct ExecutorRequest {
   // Inputs.
   Kind kind = Kind::kQuery;
   std::string tenant;                 // Checked with ValidateTenantName() by the executor.
-  std::vector<Statement> statements;  // kQuery only; all run in one transaction.
+  std::vector<Statement> statements;  // kQuery only; one transaction on the stand-in only.
   void (*on_done)(ExecutorRequest& request) = nullptr;
   void* user_data = nullptr;
 

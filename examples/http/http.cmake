@@ -8,13 +8,14 @@ add_library(sqloop_example_http STATIC
   ${CMAKE_CURRENT_LIST_DIR}/executor.cc
   ${CMAKE_CURRENT_LIST_DIR}/handler.cc
   ${CMAKE_CURRENT_LIST_DIR}/json_writer.cc
+  ${CMAKE_CURRENT_LIST_DIR}/registry_executor.cc
   ${CMAKE_CURRENT_LIST_DIR}/request_parser.cc
   ${CMAKE_CURRENT_LIST_DIR}/server.cc
   ${CMAKE_CURRENT_LIST_DIR}/shutdown_signal.cc
   ${CMAKE_CURRENT_LIST_DIR}/sqlite_executor.cc)
 target_include_directories(sqloop_example_http SYSTEM PUBLIC ${SQLOOP_HTTP_PARSER_INCLUDE_DIR})
 target_link_libraries(sqloop_example_http
-  PUBLIC sqloop::loop simdjson::simdjson ${SQLOOP_HTTP_PARSER_LIBRARY} SQLite::SQLite3
+  PUBLIC sqloop::loop sqloop::db simdjson::simdjson ${SQLOOP_HTTP_PARSER_LIBRARY} SQLite::SQLite3
          absl::flat_hash_map absl::status absl::statusor absl::strings absl::time
   PRIVATE sqloop_warnings)
 

@@ -9,8 +9,10 @@
 // new connections, in-flight requests answered, tenants closed, exit status 0. SQLOOP_BACKEND
 // (io_uring or fallback) picks the loop's backend.
 //
-// The executor is the plain-SQLite stand-in (examples/http/sqlite_executor.h): commits block the
-// loop on fsync until the tenant registry replaces it.
+// The executor is the tenant registry (examples/http/registry_executor.h): statements run on the
+// loop's VFS with group commit, and a write is answered once durable, without blocking the loop.
+// --executor=standin selects the plain-SQLite stand-in (examples/http/sqlite_executor.h) instead,
+// for comparison only: every statement and every commit's fsync BLOCKS THE LOOP.
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -21,12 +23,14 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <string>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "examples/http/registry_executor.h"
 #include "examples/http/server.h"
 #include "examples/http/shutdown_signal.h"
 #include "examples/http/sqlite_executor.h"
@@ -42,7 +46,13 @@ ABSL_FLAG(uint32_t, body_bytes_max, 1 << 20, "Request body, bytes (413 beyond)."
 ABSL_FLAG(int64_t, header_timeout_ms, 10'000, "Time for a whole request to arrive (408 beyond).");
 ABSL_FLAG(int64_t, idle_timeout_ms, 60'000, "Keep-alive wait for the next request.");
 ABSL_FLAG(int64_t, write_timeout_ms, 10'000, "Time to send one response.");
+ABSL_FLAG(std::string, executor, "registry",
+          "registry (default), or standin: plain SQLite that blocks the loop on every fsync.");
+// 256 open tenants: up to 1024 descriptors (db::kDescriptorsPerDatabase each), which fits the
+// usual 4096+ soft limit next to the connections; 0 derives it from RLIMIT_NOFILE.
 ABSL_FLAG(uint32_t, tenants_open_max, 256, "Tenant databases open at once (LRU beyond).");
+ABSL_FLAG(int64_t, tenant_idle_timeout_ms, 30'000,
+          "Close a tenant idle this long (registry only; its memory goes back).");
 ABSL_FLAG(uint32_t, statements_max, 64, "Statements per request.");
 ABSL_FLAG(int64_t, stall_budget_ms, 0, "Report loop callbacks that run longer (0: off).");
 
@@ -50,6 +60,9 @@ namespace {
 
 using sqloop::examples::http::HttpServer;
 using sqloop::examples::http::HttpServerOptions;
+using sqloop::examples::http::QueryExecutor;
+using sqloop::examples::http::RegistryExecutor;
+using sqloop::examples::http::RegistryExecutorOptions;
 using sqloop::examples::http::ShutdownSignal;
 using sqloop::examples::http::SqliteExecutor;
 using sqloop::examples::http::SqliteExecutorOptions;
@@ -76,6 +89,59 @@ HttpServerOptions ServerOptionsFromFlags() {
   return options;
 }
 
+SqliteExecutorOptions StandinOptionsFromFlags(const std::string& data_dir) {
+  SqliteExecutorOptions options;
+  options.data_dir = data_dir;
+  options.tenants_open_max = absl::GetFlag(FLAGS_tenants_open_max);
+  return options;
+}
+
+RegistryExecutorOptions RegistryOptionsFromFlags(const std::string& data_dir) {
+  RegistryExecutorOptions options;
+  options.registry.directory = data_dir;
+  options.registry.open_max = absl::GetFlag(FLAGS_tenants_open_max);
+  options.registry.idle_timeout = absl::Milliseconds(absl::GetFlag(FLAGS_tenant_idle_timeout_ms));
+  // The server runs at most one request per connection: one job each, never a 503 for it.
+  options.requests_in_flight_max = absl::GetFlag(FLAGS_connections_max);
+  return options;
+}
+
+// How often a stopping server is checked for having drained before the registry closes its
+// tenants. The server has no "drained" callback; 5 ms is unnoticeable next to a shutdown and
+// costs nothing while serving (the timer runs only after a signal).
+constexpr absl::Duration kDrainPoll = absl::Milliseconds(5);
+
+// After SIGINT/SIGTERM: stops the server, waits for it to drain, then shuts the registry down
+// (every tenant closed) so that the loop runs out of work and Run(kUntilDone) returns.
+struct Stopper {
+  sqloop::loop::Loop* loop = nullptr;
+  HttpServer* server = nullptr;
+  RegistryExecutor* registry = nullptr;  // Null with the stand-in.
+  sqloop::loop::Completion poll;
+  absl::Status registry_status;
+
+  void Start() {
+    server->Stop();
+    if (registry == nullptr) return;
+    poll.callback = &Stopper::OnPoll;
+    poll.user_data = this;
+    poll.name = "drain poll";
+    loop->Timer(poll, kDrainPoll);
+  }
+  static sqloop::loop::Action OnPoll(sqloop::loop::Loop&, sqloop::loop::Completion& c) {
+    auto& self = *static_cast<Stopper*>(c.user_data);
+    if (!self.server->drained() || self.registry->in_flight() != 0) {
+      return sqloop::loop::Action::kRearm;
+    }
+    self.registry->Shutdown(
+        [](void* arg, absl::Status status) {
+          static_cast<Stopper*>(arg)->registry_status = std::move(status);
+        },
+        &self);
+    return sqloop::loop::Action::kDisarm;
+  }
+};
+
 absl::Status Serve() {
   // First: block the signals before anything could start a thread.
   absl::StatusOr<int> signal_fd = ShutdownSignal::Block();
@@ -95,16 +161,29 @@ absl::Status Serve() {
       sqloop::loop::Loop::Create(std::move(loop_options));
   if (!loop.ok()) return loop.status();
 
-  SqliteExecutorOptions executor_options;
-  executor_options.data_dir = absl::GetFlag(FLAGS_data_dir);
-  executor_options.tenants_open_max = absl::GetFlag(FLAGS_tenants_open_max);
-  if (mkdir(executor_options.data_dir.c_str(), 0755) != 0 && errno != EEXIST) {
+  const std::string data_dir = absl::GetFlag(FLAGS_data_dir);
+  if (mkdir(data_dir.c_str(), 0755) != 0 && errno != EEXIST) {
     return absl::InvalidArgumentError(
-        absl::StrCat("creating ", executor_options.data_dir, ": ", std::strerror(errno)));
+        absl::StrCat("creating ", data_dir, ": ", std::strerror(errno)));
   }
-  absl::StatusOr<std::unique_ptr<SqliteExecutor>> executor =
-      SqliteExecutor::Create(**loop, executor_options);
-  if (!executor.ok()) return executor.status();
+  const std::string executor_name = absl::GetFlag(FLAGS_executor);
+  std::unique_ptr<SqliteExecutor> standin;
+  std::unique_ptr<RegistryExecutor> registry;
+  if (executor_name == "standin") {
+    absl::StatusOr<std::unique_ptr<SqliteExecutor>> created =
+        SqliteExecutor::Create(**loop, StandinOptionsFromFlags(data_dir));
+    if (!created.ok()) return created.status();
+    standin = *std::move(created);
+  } else if (executor_name == "registry") {
+    absl::StatusOr<std::unique_ptr<RegistryExecutor>> created =
+        RegistryExecutor::Create(**loop, RegistryOptionsFromFlags(data_dir));
+    if (!created.ok()) return created.status();
+    registry = *std::move(created);
+  } else {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--executor=", executor_name, ": use registry or standin"));
+  }
+  QueryExecutor& executor = standin != nullptr ? static_cast<QueryExecutor&>(*standin) : *registry;
 
   uint16_t port = 0;
   const std::string address = absl::GetFlag(FLAGS_address);
@@ -114,15 +193,19 @@ absl::Status Serve() {
 
   absl::Status status;
   {
-    HttpServer server(**loop, **executor, *listen_fd, ServerOptionsFromFlags());
+    HttpServer server(**loop, executor, *listen_fd, ServerOptionsFromFlags());
+    Stopper stopper;
+    stopper.loop = loop->get();
+    stopper.server = &server;
+    stopper.registry = registry.get();
     ShutdownSignal shutdown(
         **loop, *signal_fd,
         [](void* user_data, int signal_number) {
           Log(sqloop::io::LogLevel::kInfo,
               absl::StrCat("signal ", signal_number, ": stopping (finishing in-flight requests)"));
-          static_cast<HttpServer*>(user_data)->Stop();
+          static_cast<Stopper*>(user_data)->Start();
         },
-        &server);
+        &stopper);
     server.Start();
     shutdown.Start();
     std::printf("sqloop_http: listening on %s:%u (backend %s)\n", address.c_str(), port,
@@ -134,9 +217,11 @@ absl::Status Serve() {
       // the destructors' checks would abort. Report and leave at once.
       std::_Exit(Fail(status));
     }
+    status = stopper.registry_status;
   }
   close(*listen_fd);
-  (*executor)->CloseTenants();
+  if (standin != nullptr) standin->CloseTenants();
+  if (!status.ok()) return status;  // The registry could not close every tenant.
   std::printf("sqloop_http: stopped cleanly\n");
   std::fflush(stdout);
   return absl::OkStatus();

@@ -1,0 +1,430 @@
+#include "examples/http/registry_executor.h"
+
+#include <concepts>
+#include <string>
+#include <utility>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "alloc/check.h"
+
+namespace sqloop::examples::http {
+
+// Per-request state, from the pool: the registry request of the statement (or tenant action)
+// running now and where the ExecutorRequest is.
+struct RegistryExecutor::Job {
+  db::TenantRequest tenant_request;
+  RegistryExecutor* executor = nullptr;
+  ExecutorRequest* request = nullptr;
+  size_t statement = 0;         // The statement running now.
+  size_t writes_committed = 0;  // Writes of this request acknowledged so far.
+  int64_t last_insert_id = 0;   // Of the latest write of this request.
+  uint64_t rows = 0;            // Budget: rows and bytes collected for the whole request.
+  uint64_t bytes = 0;
+  absl::Status budget_status;  // Set by OnRow once a budget is exceeded.
+  bool creating = false;       // kCreateTenant: past the probe, now creating.
+  Job* next_free = nullptr;
+};
+
+namespace {
+
+// ---- Statements ----------------------------------------------------------------------------
+
+// The first keyword of `sql`, after blanks and SQL comments.
+absl::string_view FirstKeyword(absl::string_view sql) {
+  for (;;) {
+    sql = absl::StripLeadingAsciiWhitespace(sql);
+    if (absl::StartsWith(sql, "--")) {
+      const size_t end = sql.find('\n');
+      sql = end == absl::string_view::npos ? absl::string_view() : sql.substr(end + 1);
+    } else if (absl::StartsWith(sql, "/*")) {
+      const size_t end = sql.find("*/", 2);
+      sql = end == absl::string_view::npos ? absl::string_view() : sql.substr(end + 2);
+    } else {
+      break;
+    }
+  }
+  size_t n = 0;
+  while (n < sql.size() && absl::ascii_isalpha(static_cast<unsigned char>(sql[n]))) n++;
+  return sql.substr(0, n);
+}
+
+// See the header: these three never write, so the Database never refuses them as reads.
+db::Request::Kind KindOf(absl::string_view sql) {
+  const absl::string_view keyword = FirstKeyword(sql);
+  for (absl::string_view read : {"SELECT", "VALUES", "EXPLAIN"}) {
+    if (absl::EqualsIgnoreCase(keyword, read)) return db::Request::Kind::kRead;
+  }
+  return db::Request::Kind::kWrite;
+}
+
+db::Value ToDb(const Value& value) {
+  switch (value.type()) {
+    case Value::Type::kNull:
+      return db::Value::Null();
+    case Value::Type::kInteger:
+      return db::Value::Int(value.integer());
+    case Value::Type::kReal:
+      return db::Value::Double(value.real());
+    case Value::Type::kText:
+      return db::Value::Text(value.bytes());
+    case Value::Type::kBlob:
+      return db::Value::Blob(value.bytes());
+  }
+  SQLOOP_CHECK(false, "RegistryExecutor: unknown value type");
+  return db::Value::Null();
+}
+
+// Copies a column out of SQLite's row buffer; returns the bytes it costs against the budget.
+uint64_t AppendColumn(const db::Row& row, int column, std::vector<Value>& out) {
+  // A value's fixed cost: the type tag and the number, as the stand-in counts it.
+  constexpr uint64_t kValueBytes = 8;
+  switch (row.type(column)) {
+    case db::Value::Type::kNull:
+      out.push_back(Value::Null());
+      return kValueBytes;
+    case db::Value::Type::kInt:
+      out.push_back(Value::Integer(row.Int(column)));
+      return kValueBytes;
+    case db::Value::Type::kDouble:
+      out.push_back(Value::Real(row.Double(column)));
+      return kValueBytes;
+    case db::Value::Type::kText:
+      out.push_back(Value::Text(std::string(row.Text(column))));
+      return kValueBytes + out.back().bytes().size();
+    case db::Value::Type::kBlob:
+      out.push_back(Value::Blob(std::string(row.Blob(column))));
+      return kValueBytes + out.back().bytes().size();
+  }
+  return kValueBytes;
+}
+
+// The registry's and the Database's codes, as the server's mapping (executor.h) expects them.
+absl::Status MapStatus(absl::Status status, const ExecutorRequest& request) {
+  const std::string message(status.message());
+  switch (status.code()) {
+    case absl::StatusCode::kNotFound:
+      if (request.kind == ExecutorRequest::Kind::kQuery) {
+        return absl::NotFoundError(absl::StrCat("tenant \"", request.tenant,
+                                                "\" does not exist; create it with PUT /v1/db/",
+                                                request.tenant));
+      }
+      return absl::NotFoundError(absl::StrCat("tenant \"", request.tenant, "\" does not exist"));
+    case absl::StatusCode::kPermissionDenied:  // Forbidden SQL: the client's mistake.
+      return absl::InvalidArgumentError(message);
+    case absl::StatusCode::kUnknown:  // The Database's "outcome unknown" (fsync failed).
+      return absl::DataLossError(absl::StrCat("outcome unknown: ", message));
+    case absl::StatusCode::kDataLoss:  // A corrupt file, found at open: not an unknown outcome.
+      return absl::InternalError(message);
+    default:
+      return status;
+  }
+}
+
+}  // namespace
+
+// ---- Creation and shutdown ---------------------------------------------------------------------
+
+absl::StatusOr<std::unique_ptr<RegistryExecutor>> RegistryExecutor::Create(
+    loop::Loop& loop, RegistryExecutorOptions options) {
+  if (options.requests_in_flight_max == 0) {
+    return absl::InvalidArgumentError("RegistryExecutor: requests_in_flight_max must be > 0");
+  }
+  absl::StatusOr<std::unique_ptr<db::Vfs>> vfs = db::Vfs::Create(loop);
+  if (!vfs.ok()) return vfs.status();
+  absl::StatusOr<std::unique_ptr<db::Registry>> registry =
+      db::Registry::Create(loop, **vfs, options.registry);
+  if (!registry.ok()) return registry.status();
+  return std::unique_ptr<RegistryExecutor>(
+      new RegistryExecutor(loop, std::move(options), *std::move(vfs), *std::move(registry)));
+}
+
+RegistryExecutor::RegistryExecutor(loop::Loop& loop, RegistryExecutorOptions options,
+                                   std::unique_ptr<db::Vfs> vfs,
+                                   std::unique_ptr<db::Registry> registry)
+    : loop_(loop),
+      options_(std::move(options)),
+      vfs_(std::move(vfs)),
+      registry_(std::move(registry)),
+      jobs_(new Job[options_.requests_in_flight_max]) {
+  for (uint32_t i = options_.requests_in_flight_max; i-- > 0;) {
+    jobs_[i].executor = this;
+    jobs_[i].tenant_request.user_data = &jobs_[i];
+    jobs_[i].next_free = free_;
+    free_ = &jobs_[i];
+  }
+  deferred_.callback = &RegistryExecutor::OnDeferred;
+  deferred_.user_data = this;
+  deferred_.name = "registry executor answers";
+}
+
+RegistryExecutor::~RegistryExecutor() {
+  SQLOOP_CHECK(shut_down_, "RegistryExecutor: destroyed before Shutdown() called back");
+}
+
+void RegistryExecutor::Shutdown(ShutdownCallback done, void* arg) {
+  SQLOOP_CHECK(!shutting_down_, "RegistryExecutor::Shutdown: called twice");
+  shutting_down_ = true;
+  shutdown_done_ = done;
+  shutdown_arg_ = arg;
+  registry_->Shutdown(
+      [](void* self_arg, absl::Status status) {
+        auto& self = *static_cast<RegistryExecutor*>(self_arg);
+        self.shut_down_ = true;
+        self.shutdown_done_(self.shutdown_arg_, std::move(status));
+      },
+      this);
+}
+
+// ---- Submitting --------------------------------------------------------------------------------
+
+void RegistryExecutor::Submit(ExecutorRequest& request) {
+  SQLOOP_CHECK(request.on_done != nullptr, "RegistryExecutor::Submit: on_done is not set");
+  SQLOOP_CHECK(request.next == nullptr && &request != deferred_tail_,
+               "RegistryExecutor::Submit: the request is already in flight");
+  in_flight_++;
+  counters_.requests++;
+  request.results.clear();
+  if (shutting_down_) {
+    Defer(request, absl::UnavailableError("the server is shutting down"));
+    return;
+  }
+  if (absl::Status valid = ValidateTenantName(request.tenant); !valid.ok()) {
+    Defer(request, std::move(valid));
+    return;
+  }
+  if (free_ == nullptr) {
+    counters_.pool_exhausted++;
+    Defer(request, absl::ResourceExhaustedError(absl::StrCat(options_.requests_in_flight_max,
+                                                             " requests are executing; retry")));
+    return;
+  }
+  if (request.kind == ExecutorRequest::Kind::kQuery && request.statements.empty()) {
+    Defer(request, absl::OkStatus());
+    return;
+  }
+  Job& job = *free_;
+  free_ = job.next_free;
+  job.request = &request;
+  job.statement = 0;
+  job.writes_committed = 0;
+  job.last_insert_id = 0;
+  job.rows = job.bytes = 0;
+  job.budget_status = absl::OkStatus();
+  job.creating = false;
+  request.next = &request;  // In a job: not idle (Reset and Submit check it).
+  in_submit_ = true;
+  if (request.kind == ExecutorRequest::Kind::kQuery) {
+    request.results.resize(request.statements.size());
+    StartStatement(job);
+  } else {
+    StartTenantAction(job);
+  }
+  in_submit_ = false;
+}
+
+void RegistryExecutor::StartStatement(Job& job) {
+  const Statement& statement = job.request->statements[job.statement];
+  db::TenantRequest& r = job.tenant_request;
+  r.tenant = job.request->tenant;
+  r.action = db::TenantRequest::Action::kExecute;
+  r.create_if_missing = false;
+  r.kind = KindOf(statement.sql);
+  r.sql = statement.sql;
+  r.params.clear();
+  for (const Value& arg : statement.args) r.params.push_back(ToDb(arg));
+  r.on_row = &RegistryExecutor::OnRow;
+  r.on_tenant_done = &RegistryExecutor::OnStatementDone;
+  counters_.statements++;
+  (r.kind == db::Request::Kind::kRead ? counters_.reads : counters_.writes)++;
+  if (absl::Status admitted = registry_->Submit(r); !admitted.ok()) {
+    Finish(job, std::move(admitted));
+  }
+}
+
+void RegistryExecutor::StartTenantAction(Job& job) {
+  db::TenantRequest& r = job.tenant_request;
+  r.tenant = job.request->tenant;
+  r.kind = db::Request::Kind::kWrite;
+  r.sql = {};  // kExecute with no SQL: open (and create) only.
+  r.params.clear();
+  r.on_row = nullptr;
+  r.on_tenant_done = &RegistryExecutor::OnTenantActionDone;
+  const bool create = job.request->kind == ExecutorRequest::Kind::kCreateTenant;
+  r.action = create ? db::TenantRequest::Action::kExecute : db::TenantRequest::Action::kDelete;
+  // A create first probes (open without create): only a NotFound lets it create, so an
+  // existing tenant is told apart (AlreadyExists) without touching the file system here.
+  r.create_if_missing = job.creating;
+  if (absl::Status admitted = registry_->Submit(r); !admitted.ok()) {
+    Finish(job, std::move(admitted));
+  }
+}
+
+// ---- Completions -------------------------------------------------------------------------------
+
+void RegistryExecutor::OnRow(db::Request& request, const db::Row& row) {
+  Job& job = *static_cast<Job*>(request.user_data);
+  const RegistryExecutorOptions& options = job.executor->options_;
+  if (!job.budget_status.ok()) return;  // Already over: skip the rest of the rows.
+  StatementResult& result = job.request->results[job.statement];
+  const int columns = row.size();
+  if (result.columns.empty()) {
+    for (int i = 0; i < columns; ++i) result.columns.emplace_back(row.ColumnName(i));
+  }
+  if (++job.rows > options.rows_max) {
+    job.budget_status = absl::InvalidArgumentError(
+        absl::StrCat("more than ", options.rows_max, " rows in one request; page with LIMIT"));
+    return;
+  }
+  std::vector<Value>& values = result.rows.emplace_back();
+  values.reserve(static_cast<size_t>(columns));
+  for (int i = 0; i < columns; ++i) job.bytes += AppendColumn(row, i, values);
+  if (job.bytes > options.result_bytes_max) {
+    job.budget_status = absl::InvalidArgumentError(
+        absl::StrCat("the result exceeds ", options.result_bytes_max, " bytes; page with LIMIT"));
+  }
+}
+
+void RegistryExecutor::OnStatementDone(db::TenantRequest& request, absl::Status status) {
+  Job& job = *static_cast<Job*>(request.user_data);
+  RegistryExecutor& self = *job.executor;
+  status = self.AfterStatement(job, std::move(status));
+  if (!status.ok() || ++job.statement == job.request->statements.size()) {
+    self.Finish(job, std::move(status));
+    return;
+  }
+  self.StartStatement(job);  // From the registry's callback: it allows submitting again.
+}
+
+absl::Status RegistryExecutor::AfterStatement(Job& job, absl::Status status) {
+  const db::TenantRequest& r = job.tenant_request;
+  if (status.ok()) status = job.budget_status;
+  if (!status.ok()) {
+    status = MapStatus(std::move(status), *job.request);
+    if (job.request->statements.size() == 1) return status;
+    return absl::Status(status.code(),
+                        absl::StrCat("statements[", job.statement, "]: ", status.message(), " (",
+                                     job.writes_committed,
+                                     " write(s) before it committed; each write is durable on "
+                                     "its own)"));
+  }
+  StatementResult& result = job.request->results[job.statement];
+  if (r.kind == db::Request::Kind::kWrite) {
+    job.writes_committed++;
+    job.last_insert_id = r.last_insert_rowid;
+    result.rows_changed = r.changes;
+  }
+  result.last_insert_id = job.last_insert_id;
+  counters_.rows_returned += result.rows.size();
+  return absl::OkStatus();
+}
+
+void RegistryExecutor::OnTenantActionDone(db::TenantRequest& request, absl::Status status) {
+  Job& job = *static_cast<Job*>(request.user_data);
+  RegistryExecutor& self = *job.executor;
+  if (job.request->kind == ExecutorRequest::Kind::kCreateTenant && !job.creating &&
+      absl::IsNotFound(status)) {
+    job.creating = true;
+    self.StartTenantAction(job);
+    return;
+  }
+  self.Finish(job, self.AfterTenantAction(job, std::move(status)));
+}
+
+absl::Status RegistryExecutor::AfterTenantAction(const Job& job, absl::Status status) {
+  if (!status.ok()) return MapStatus(std::move(status), *job.request);
+  if (job.request->kind != ExecutorRequest::Kind::kCreateTenant || job.creating) return status;
+  // The probe opened it: it was there. (Two creates racing may both pass the probe's NotFound;
+  // both then say created, which is what happened to the file: it exists, once.)
+  return absl::AlreadyExistsError(
+      absl::StrCat("tenant \"", job.request->tenant, "\" already exists"));
+}
+
+// Answers from a registry callback directly; a refusal met inside Submit goes through Defer.
+void RegistryExecutor::Finish(Job& job, absl::Status status) {
+  ExecutorRequest& request = *job.request;
+  Release(job);
+  request.next = nullptr;
+  if (in_submit_) {
+    Defer(request, std::move(status));
+    return;
+  }
+  request.status = std::move(status);
+  Deliver(request);
+}
+
+void RegistryExecutor::Release(Job& job) {
+  job.request = nullptr;
+  job.next_free = free_;
+  free_ = &job;
+}
+
+void RegistryExecutor::Deliver(ExecutorRequest& request) {
+  if (!request.status.ok()) {
+    counters_.errors++;
+    request.results.clear();
+  }
+  in_flight_--;
+  request.on_done(request);  // May Submit again, or reuse the request.
+}
+
+void RegistryExecutor::Defer(ExecutorRequest& request, absl::Status status) {
+  request.status = std::move(status);
+  request.next = nullptr;
+  if (deferred_tail_ == nullptr) {
+    deferred_head_ = &request;
+  } else {
+    deferred_tail_->next = &request;
+  }
+  deferred_tail_ = &request;
+  if (!deferred_armed_) {
+    deferred_armed_ = true;
+    loop_.Timer(deferred_, absl::ZeroDuration());
+  }
+}
+
+loop::Action RegistryExecutor::OnDeferred(loop::Loop&, loop::Completion& c) {
+  auto& self = *static_cast<RegistryExecutor*>(c.user_data);
+  self.deferred_armed_ = false;
+  ExecutorRequest* request = self.deferred_head_;
+  self.deferred_head_ = self.deferred_tail_ = nullptr;
+  while (request != nullptr) {
+    ExecutorRequest* next = request->next;
+    request->next = nullptr;
+    self.Deliver(*request);
+    request = next;
+  }
+  return loop::Action::kDisarm;
+}
+
+std::vector<ExecutorStat> RegistryExecutor::Stats() const {
+  const db::RegistryStats r = registry_->stats();
+  return {
+      {"requests", counters_.requests},
+      {"errors", counters_.errors},
+      {"statements", counters_.statements},
+      {"reads", counters_.reads},
+      {"writes", counters_.writes},
+      {"rows_returned", counters_.rows_returned},
+      {"pool_exhausted", counters_.pool_exhausted},
+      {"in_flight", in_flight_},
+      {"tenants_known", r.tenants},
+      {"tenants_open", r.open},
+      {"tenants_active", r.active},
+      {"tenants_idle", r.idle},
+      {"tenants_waiting", r.waiting},
+      {"tenants_open_max", r.open_max},
+      {"tenant_opens", r.opens},
+      {"tenants_created", r.creations},
+      {"tenants_deleted", r.deletes},
+      {"tenant_idle_closes", r.idle_closes},
+      {"tenant_evictions", r.evictions},
+      {"registry_requests", r.requests},
+      {"registry_requests_failed", r.requests_failed},
+      {"registry_rejected", r.rejected},
+      {"memory_bytes", r.memory_bytes},
+  };
+}
+
+}  // namespace sqloop::examples::http

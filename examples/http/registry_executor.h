@@ -1,0 +1,156 @@
+// examples/http/registry_executor.h
+// -----------------------------------------------------------------------------
+//
+// `RegistryExecutor` is the HTTP host's QueryExecutor over the tenant registry (db/registry.h):
+// every statement runs through the loop's own VFS, with group commit and a durable
+// acknowledgement, and nothing blocks the loop. It replaces the plain-SQLite stand-in
+// (examples/http/sqlite_executor.h) as the host's default.
+//
+// How one ExecutorRequest maps onto the registry:
+//   - kQuery: its statements run one after another, each as one registry request (one
+//     db::Request: the Database takes exactly one statement per request). Statement i+1 is
+//     submitted from statement i's completion, so a read sees the writes before it.
+//   - Read or write: a statement whose first keyword (after blanks and comments) is SELECT,
+//     VALUES or EXPLAIN is a read; anything else is a write. The Database refuses a read that
+//     would write (sqlite3_stmt_readonly), and none of those three can; any statement may run
+//     as a write, only later (it waits for its group's fsync). So a WITH ... SELECT is a write:
+//     correct, just not on a reader.
+//   - A write is answered once durable: the Database acknowledges only then.
+//   - Column names come from db::Row::ColumnName with the first row, so a statement that
+//     returns no row reports no columns.
+//   - kCreateTenant: an open-only request without create_if_missing first: OK means the tenant
+//     exists (AlreadyExists); NotFound is followed by the same request with create_if_missing.
+//     kDeleteTenant: a delete request (NotFound if it has no file).
+//
+// Where it differs from the stand-in, said plainly: a query's statements are NOT one
+// transaction. Each write commits on its own; a failing statement stops the ones after it,
+// and its error says how many before it committed. A read's last_insert_id is the one of the
+// latest write before it in the same request (0 if none): reads run on reader connections.
+// Rows a write returns (RETURNING) may repeat if the Database retries its group (db/request.h).
+//
+// Design invariants:
+//   1. on_done runs exactly once per Submit, always from a later loop callback.
+//   2. No allocation per request in steady state beyond the results themselves: per-request
+//      state comes from a pool of `requests_in_flight_max` jobs allocated at Create.
+//   3. Errors carry the codes the server maps (executor.h): InvalidArgument (bad name, SQL
+//      errors, forbidden SQL), NotFound, AlreadyExists/FailedPrecondition, ResourceExhausted/
+//      Unavailable (budgets, shutting down), DataLoss (the Database's "outcome unknown").
+//
+// Example:
+//
+//   RegistryExecutorOptions options;
+//   options.registry.directory = "/var/lib/sqloop-http";
+//   auto executor = RegistryExecutor::Create(*loop, std::move(options));
+//   if (!executor.ok()) return executor.status();
+//   (*executor)->Submit(request);  // request.on_done runs from a later loop callback
+//   ...
+//   (*executor)->Shutdown([](void*, absl::Status) { /* may destroy it now */ }, nullptr);
+#ifndef SQLOOP_EXAMPLES_HTTP_REGISTRY_EXECUTOR_H_
+#define SQLOOP_EXAMPLES_HTTP_REGISTRY_EXECUTOR_H_
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "db/registry.h"
+#include "db/vfs.h"
+#include "examples/http/executor.h"
+#include "loop/loop.h"
+
+namespace sqloop::examples::http {
+
+// Requests executing at once. The server runs at most one request per connection, so its
+// default connection limit (1024) is the natural size; each job is a few hundred bytes.
+inline constexpr uint32_t kRequestsInFlightMaxDefault = 1024;
+
+struct RegistryExecutorOptions {
+  // The registry's options; `directory` must exist.
+  db::RegistryOptions registry;
+  // Jobs in the pool; a request beyond them is answered ResourceExhausted (503, retry).
+  uint32_t requests_in_flight_max = kRequestsInFlightMaxDefault;
+  // Rows per request, and bytes of values per request: the same bounds, for the same reason,
+  // as the stand-in (SqliteExecutorOptions): a response is built in memory.
+  uint32_t rows_max = 10'000;
+  uint64_t result_bytes_max = uint64_t{8} << 20;
+};
+
+class RegistryExecutor final : public QueryExecutor {
+ public:
+  using ShutdownCallback = db::Registry::Callback;
+
+  // Creates the VFS and the registry on `loop`.
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<RegistryExecutor>> Create(
+      loop::Loop& loop, RegistryExecutorOptions options);
+  // Checks that Shutdown() completed.
+  ~RegistryExecutor() override;
+  RegistryExecutor(const RegistryExecutor&) = delete;
+  RegistryExecutor& operator=(const RegistryExecutor&) = delete;
+
+  void Submit(ExecutorRequest& request) override;
+  [[nodiscard]] absl::string_view name() const override { return "registry"; }
+  [[nodiscard]] std::vector<ExecutorStat> Stats() const override;
+  [[nodiscard]] uint64_t in_flight() const override { return in_flight_; }
+
+  // Refuses new requests (Unavailable), closes every tenant (Registry::Shutdown), then calls
+  // `done` on the loop. Call it once in_flight() is 0; destroy the executor after `done`.
+  void Shutdown(ShutdownCallback done, void* arg);
+
+  [[nodiscard]] db::Registry& registry() { return *registry_; }
+  // The VFS's counters (fsyncs, writes): what tests check durability against.
+  [[nodiscard]] const db::VfsStats& vfs_stats() const { return vfs_->stats(); }
+
+ private:
+  struct Job;
+
+  RegistryExecutor(loop::Loop& loop, RegistryExecutorOptions options, std::unique_ptr<db::Vfs> vfs,
+                   std::unique_ptr<db::Registry> registry);
+
+  void StartStatement(Job& job);
+  void StartTenantAction(Job& job);
+  void Finish(Job& job, absl::Status status);
+  void Defer(ExecutorRequest& request, absl::Status status);
+  void Deliver(ExecutorRequest& request);
+  void Release(Job& job);
+  [[nodiscard]] absl::Status AfterStatement(Job& job, absl::Status status);
+  [[nodiscard]] static absl::Status AfterTenantAction(const Job& job, absl::Status status);
+
+  static void OnRow(db::Request& request, const db::Row& row);
+  static void OnStatementDone(db::TenantRequest& request, absl::Status status);
+  static void OnTenantActionDone(db::TenantRequest& request, absl::Status status);
+  static loop::Action OnDeferred(loop::Loop& loop, loop::Completion& c);
+
+  struct Counters {
+    uint64_t requests = 0;
+    uint64_t errors = 0;
+    uint64_t statements = 0;
+    uint64_t reads = 0;
+    uint64_t writes = 0;
+    uint64_t rows_returned = 0;
+    uint64_t pool_exhausted = 0;
+  };
+
+  loop::Loop& loop_;
+  RegistryExecutorOptions options_;
+  std::unique_ptr<db::Vfs> vfs_;            // Outlives the registry's databases.
+  std::unique_ptr<db::Registry> registry_;  // Destroyed before vfs_.
+  std::unique_ptr<Job[]> jobs_;
+  Job* free_ = nullptr;
+  // Answers that did not come from the registry (refusals), delivered by a zero timer so
+  // on_done never runs inside Submit. Linked through ExecutorRequest::next.
+  loop::Completion deferred_;
+  bool deferred_armed_ = false;
+  ExecutorRequest* deferred_head_ = nullptr;
+  ExecutorRequest* deferred_tail_ = nullptr;
+  uint64_t in_flight_ = 0;
+  bool in_submit_ = false;  // Finish defers: on_done must not run inside Submit.
+  bool shutting_down_ = false;
+  bool shut_down_ = false;
+  ShutdownCallback shutdown_done_ = nullptr;
+  void* shutdown_arg_ = nullptr;
+  Counters counters_;
+};
+
+}  // namespace sqloop::examples::http
+
+#endif  // SQLOOP_EXAMPLES_HTTP_REGISTRY_EXECUTOR_H_

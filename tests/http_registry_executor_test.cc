@@ -1,0 +1,223 @@
+// The registry executor (examples/http/registry_executor.h) on the real backends: tenants are
+// created, written, read back and deleted through the registry; errors carry the codes the
+// server maps; a write is answered only after its fsync; answers never arrive inside Submit.
+#include <unistd.h>
+
+#include <cstdlib>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "examples/http/registry_executor.h"
+#include "gtest/gtest.h"
+#include "loop/loop.h"
+#include "tests/test_backends.h"
+
+namespace sqloop::examples::http {
+namespace {
+
+using testing::TestBackend;
+
+Statement Sql(std::string sql) { return Statement{.sql = std::move(sql), .args = {}}; }
+
+struct Answer {
+  int calls = 0;
+  uint64_t fsyncs_at_answer = 0;
+  const RegistryExecutor* executor = nullptr;
+};
+
+class RegistryExecutorTest : public ::testing::TestWithParam<TestBackend> {
+ protected:
+  void SetUp() override {
+    char pattern[] = "/tmp/sqloop_http_registry_XXXXXX";
+    ASSERT_NE(mkdtemp(pattern), nullptr);
+    dir_ = pattern;
+    loop_ = std::make_unique<loop::Loop>(GetParam().make(), loop::LoopOptions{});
+    RegistryExecutorOptions options;
+    options.registry.directory = dir_;
+    options.registry.open_max = 4;
+    auto created = RegistryExecutor::Create(*loop_, std::move(options));
+    ASSERT_TRUE(created.ok()) << created.status();
+    executor_ = *std::move(created);
+  }
+  void TearDown() override {
+    bool done = false;
+    executor_->Shutdown([](void* arg, absl::Status) { *static_cast<bool*>(arg) = true; }, &done);
+    EXPECT_TRUE(loop_->Run(loop::RunMode::kUntilDone).ok());
+    EXPECT_TRUE(done);
+    executor_.reset();
+    loop_.reset();
+    ASSERT_EQ(std::system(("rm -rf " + dir_).c_str()), 0);
+  }
+
+  // Submits and runs the loop until the answer arrives; checks it never arrives inline.
+  ExecutorRequest& Run(ExecutorRequest::Kind kind, const std::string& tenant,
+                       std::vector<Statement> statements = {}) {
+    request_.Reset();
+    request_.kind = kind;
+    request_.tenant = tenant;
+    request_.statements = std::move(statements);
+    answer_ = Answer{.executor = executor_.get()};
+    request_.user_data = &answer_;
+    request_.on_done = [](ExecutorRequest& r) {
+      auto& a = *static_cast<Answer*>(r.user_data);
+      a.calls++;
+      a.fsyncs_at_answer = a.executor->vfs_stats().fsyncs;
+    };
+    executor_->Submit(request_);
+    EXPECT_EQ(answer_.calls, 0) << "on_done ran inside Submit";
+    EXPECT_EQ(executor_->in_flight(), 1u);
+    // Not kUntilDone: an idle tenant keeps the registry's idle timer armed for 30 s.
+    while (answer_.calls == 0) EXPECT_TRUE(loop_->Run(loop::RunMode::kOnce).ok());
+    EXPECT_EQ(answer_.calls, 1);
+    EXPECT_EQ(executor_->in_flight(), 0u);
+    return request_;
+  }
+  ExecutorRequest& Query(const std::string& tenant, std::vector<Statement> statements) {
+    return Run(ExecutorRequest::Kind::kQuery, tenant, std::move(statements));
+  }
+  bool FileExists(const std::string& tenant) const {
+    return access((dir_ + "/" + tenant + ".db").c_str(), F_OK) == 0;
+  }
+
+  std::string dir_;
+  std::unique_ptr<loop::Loop> loop_;
+  std::unique_ptr<RegistryExecutor> executor_;
+  ExecutorRequest request_;
+  Answer answer_;
+};
+
+TEST_P(RegistryExecutorTest, CreateWriteReadBackDelete) {
+  EXPECT_EQ(executor_->name(), "registry");
+  ASSERT_TRUE(Run(ExecutorRequest::Kind::kCreateTenant, "acme").status.ok());
+  EXPECT_TRUE(FileExists("acme"));
+  EXPECT_EQ(Run(ExecutorRequest::Kind::kCreateTenant, "acme").status.code(),
+            absl::StatusCode::kAlreadyExists);
+
+  ExecutorRequest& write = Query(
+      "acme",
+      {Sql("CREATE TABLE t(id INTEGER PRIMARY KEY, name TEXT, score REAL, b BLOB)"),
+       {.sql = "INSERT INTO t(name, score, b) VALUES (?, ?, ?), (?, ?, ?)",
+        .args = {Value::Text("h\xC3\xA9"), Value::Real(1.5), Value::Blob(std::string("\0x", 2)),
+                 Value::Null(), Value::Integer(7), Value::Null()}}});
+  ASSERT_TRUE(write.status.ok()) << write.status;
+  ASSERT_EQ(write.results.size(), 2u);
+  EXPECT_EQ(write.results[1].rows_changed, 2);
+  EXPECT_EQ(write.results[1].last_insert_id, 2);
+
+  ExecutorRequest& read = Query("acme", {Sql("  -- a comment\n SELECT * FROM t ORDER BY id")});
+  ASSERT_TRUE(read.status.ok()) << read.status;
+  ASSERT_EQ(read.results.size(), 1u);
+  EXPECT_EQ(read.results[0].columns, (std::vector<std::string>{"id", "name", "score", "b"}));
+  ASSERT_EQ(read.results[0].rows.size(), 2u);
+  EXPECT_EQ(read.results[0].rows[0],
+            (std::vector<Value>{Value::Integer(1), Value::Text("h\xC3\xA9"), Value::Real(1.5),
+                                Value::Blob(std::string("\0x", 2))}));
+  EXPECT_EQ(read.results[0].rows[1],
+            (std::vector<Value>{Value::Integer(2), Value::Null(), Value::Real(7), Value::Null()}));
+  EXPECT_EQ(read.results[0].rows_changed, 0);
+
+  ASSERT_TRUE(Run(ExecutorRequest::Kind::kDeleteTenant, "acme").status.ok());
+  EXPECT_FALSE(FileExists("acme"));
+  EXPECT_EQ(Run(ExecutorRequest::Kind::kDeleteTenant, "acme").status.code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(executor_->registry().stats().deletes, 1u);
+}
+
+TEST_P(RegistryExecutorTest, AnUnknownTenantIsNotFoundAndNothingIsCreated) {
+  ExecutorRequest& r = Query("ghost", {Sql("SELECT 1")});
+  EXPECT_EQ(r.status.code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(absl::StrContains(r.status.message(), "\"ghost\" does not exist")) << r.status;
+  EXPECT_TRUE(r.results.empty());
+  EXPECT_FALSE(FileExists("ghost"));
+}
+
+TEST_P(RegistryExecutorTest, InvalidNamesAreRefusedBeforeTheRegistry) {
+  for (const char* name : {"Acme", "..", "a/b", ""}) {
+    EXPECT_EQ(Query(name, {Sql("SELECT 1")}).status.code(), absl::StatusCode::kInvalidArgument)
+        << name;
+    EXPECT_EQ(Run(ExecutorRequest::Kind::kCreateTenant, name).status.code(),
+              absl::StatusCode::kInvalidArgument)
+        << name;
+  }
+  EXPECT_EQ(executor_->registry().stats().tenants, 0u);
+}
+
+TEST_P(RegistryExecutorTest, SqlErrorsAreInvalidArgumentAndStopTheRequest) {
+  ASSERT_TRUE(Run(ExecutorRequest::Kind::kCreateTenant, "acme").status.ok());
+  ExecutorRequest& missing = Query("acme", {Sql("SELECT * FROM nope")});
+  EXPECT_EQ(missing.status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(missing.status.message(), "no such table: nope")) << missing.status;
+  // Not one transaction (see the header): the write before the failure stays, the one after
+  // it never runs, and the message says so.
+  ExecutorRequest& partial =
+      Query("acme", {Sql("CREATE TABLE kv(k PRIMARY KEY)"), Sql("INSERT INTO nope VALUES (1)"),
+                     Sql("INSERT INTO kv VALUES (1)")});
+  EXPECT_EQ(partial.status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(partial.status.message(), "statements[1]")) << partial.status;
+  EXPECT_TRUE(absl::StrContains(partial.status.message(), "1 write(s) before it committed"));
+  EXPECT_TRUE(partial.results.empty());
+  ExecutorRequest& count = Query("acme", {Sql("SELECT count(*) FROM kv")});
+  ASSERT_TRUE(count.status.ok()) << count.status;
+  EXPECT_EQ(count.results[0].rows[0][0].integer(), 0);
+  // Forbidden SQL (the Database's authorizer says PermissionDenied) is the client's error too.
+  EXPECT_EQ(Query("acme", {Sql("ATTACH 'x.db' AS x")}).status.code(),
+            absl::StatusCode::kInvalidArgument);
+  // A constraint violation is a conflict.
+  ASSERT_TRUE(Query("acme", {Sql("INSERT INTO kv VALUES (1)")}).status.ok());
+  EXPECT_EQ(Query("acme", {Sql("INSERT INTO kv VALUES (1)")}).status.code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+
+TEST_P(RegistryExecutorTest, AWriteIsAnsweredAfterItsFsyncAndReadsSeeEarlierStatements) {
+  ASSERT_TRUE(Run(ExecutorRequest::Kind::kCreateTenant, "acme").status.ok());
+  ASSERT_TRUE(Query("acme", {Sql("CREATE TABLE kv(k, v)")}).status.ok());
+  const uint64_t fsyncs_before = executor_->vfs_stats().fsyncs;
+  ExecutorRequest& r =
+      Query("acme",
+            {{.sql = "INSERT INTO kv VALUES (?, ?)", .args = {Value::Text("a"), Value::Integer(1)}},
+             Sql("SELECT v FROM kv WHERE k = 'a'"),
+             Sql("UPDATE kv SET v = v + 1 RETURNING v")});
+  ASSERT_TRUE(r.status.ok()) << r.status;
+  EXPECT_GT(answer_.fsyncs_at_answer, fsyncs_before) << "answered before any fsync";
+  ASSERT_EQ(r.results.size(), 3u);
+  EXPECT_EQ(r.results[0].rows_changed, 1);
+  ASSERT_EQ(r.results[1].rows.size(), 1u) << "the read ran before the write it follows";
+  EXPECT_EQ(r.results[1].rows[0][0].integer(), 1);
+  EXPECT_EQ(r.results[1].last_insert_id, r.results[0].last_insert_id);
+  EXPECT_EQ(r.results[2].columns, std::vector<std::string>{"v"});
+  ASSERT_EQ(r.results[2].rows.size(), 1u);
+  EXPECT_EQ(r.results[2].rows[0][0].integer(), 2);
+}
+
+TEST_P(RegistryExecutorTest, StatsReportTheRegistry) {
+  ASSERT_TRUE(Run(ExecutorRequest::Kind::kCreateTenant, "acme").status.ok());
+  ASSERT_TRUE(Query("acme", {Sql("SELECT 1")}).status.ok());
+  uint64_t open = 0, created = 0, requests = 0;
+  for (const ExecutorStat& stat : executor_->Stats()) {
+    if (std::string(stat.name) == "tenants_open") open = stat.value;
+    if (std::string(stat.name) == "tenants_created") created = stat.value;
+    if (std::string(stat.name) == "requests") requests = stat.value;
+  }
+  EXPECT_EQ(open, 1u);
+  EXPECT_EQ(created, 1u);
+  EXPECT_EQ(requests, 2u);
+}
+
+// The registry's files are real files: the backends that operate on real descriptors.
+std::vector<TestBackend> RealBackends() {
+  std::vector<TestBackend> real;
+  for (TestBackend& backend : testing::AllTestBackends()) {
+    if (backend.real_descriptors) real.push_back(std::move(backend));
+  }
+  return real;
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, RegistryExecutorTest, ::testing::ValuesIn(RealBackends()),
+                         [](const ::testing::TestParamInfo<TestBackend>& param) {
+                           return param.param.name;
+                         });
+
+}  // namespace
+}  // namespace sqloop::examples::http
