@@ -115,11 +115,7 @@ absl::Status FallbackBackend::Init() {
 }
 
 void FallbackBackend::Submit(Op* op) {
-  SQLOOP_CHECK(op->next == nullptr, "Backend::Submit: op is already queued somewhere");
-  op->result = 0;
-  op->transferred = 0;
-  op->retries = 0;
-  op->cancel_requested = false;
+  ResetForSubmit(*op);
   in_flight_++;
   stats_.submitted++;
   queued_.PushBack(op);

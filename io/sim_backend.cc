@@ -11,6 +11,7 @@
 #include <utility>
 
 #include "alloc/check.h"
+#include "io/internal/backends.h"
 #include "io/sim_socket.h"
 
 namespace sqloop::io {
@@ -192,10 +193,7 @@ void SimBackend::Submit(Op* op) {
                "SimBackend::Submit: the op is null or still linked in a list");
   SQLOOP_CHECK(!slot_of_.contains(op), "SimBackend::Submit: the op is already in flight");
   SQLOOP_CHECK(in_flight_ < kInFlightMax, "SimBackend::Submit: kInFlightMax ops in flight");
-  op->result = 0;
-  op->transferred = 0;
-  op->retries = 0;
-  op->cancel_requested = false;
+  internal::ResetForSubmit(*op);
   uint32_t slot = 0;
   if (free_slots_.empty()) {
     slot = static_cast<uint32_t>(flights_.size());

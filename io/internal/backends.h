@@ -10,6 +10,7 @@
 #include <memory>
 
 #include "absl/status/statusor.h"
+#include "alloc/check.h"
 #include "io/backend.h"
 
 namespace sqloop::io::internal {
@@ -27,9 +28,18 @@ namespace sqloop::io::internal {
 // Applies the part of a finished read/write/send/recv result that every backend shares:
 // accumulates `transferred`, and decides whether the op must be sent again for the remainder or
 // after a transient error. Returns true when the op is finished (its `result` is then set).
+// What every backend does to an op it accepts (contract: Submit resets the bookkeeping):
+// checks it is not queued anywhere and clears what a previous use left behind.
+inline void ResetForSubmit(Op& op) {
+  SQLOOP_CHECK(op.next == nullptr, "Backend::Submit: op is already queued somewhere");
+  op.result = 0;
+  op.transferred = 0;
+  op.retries = 0;
+  op.cancel_requested = false;
+}
+
 // Inline: it runs once per completion on the hot path of every backend.
-[[nodiscard]] inline bool FinishTransfer(Op& op, int64_t syscall_result,
-                                         uint64_t& resubmissions) {
+[[nodiscard]] inline bool FinishTransfer(Op& op, int64_t syscall_result, uint64_t& resubmissions) {
   const bool whole_length =
       op.kind == OpKind::kRead || op.kind == OpKind::kWrite || op.kind == OpKind::kSend;
   if (syscall_result >= 0 && !whole_length) {  // The common case: one answer, final.
