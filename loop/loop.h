@@ -194,7 +194,7 @@ class Loop {
   std::unique_ptr<io::Backend> backend_;
   LoopOptions options_;
   int64_t stall_budget_ns_ = 0;  // options_.stall_budget, read once per callback.
-  io::OpList completed_;  // The FIFO; ops are the first member of their Completion.
+  io::OpList completed_;         // The FIFO; ops are the first member of their Completion.
   std::vector<Completion*> timers_;
   std::atomic<Completion*> posts_{nullptr};  // Lock-free LIFO, reversed when taken.
   int64_t now_ns_ = 0;

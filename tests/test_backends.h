@@ -7,8 +7,8 @@
 #define SQLOOP_TESTS_TEST_BACKENDS_H_
 
 #include <functional>
-#include <ostream>
 #include <memory>
+#include <ostream>
 #include <string>
 #include <vector>
 
