@@ -3,8 +3,11 @@
 #include <algorithm>
 #include <cstdio>
 #include <string>
+#include <utility>
 
 #include "alloc/check.h"
+#include "io/prng.h"
+#include "io/sim_backend.h"
 
 namespace sqloop::testing {
 namespace {
@@ -51,6 +54,15 @@ std::string ReplayCommand(absl::string_view binary, absl::string_view workload, 
   if (options.ack_before_fsync) command += " --ack_before_fsync";
   if (options.crash_drops_all) command += " --crash=drop_all";
   return command;
+}
+
+std::unique_ptr<io::SimBackend> RestartedSimulator(uint64_t seed,
+                                                   std::shared_ptr<io::SimDisk> disk) {
+  io::SimBackendOptions options;
+  uint64_t derived = seed;
+  options.seed = io::Prng::SplitMix64(derived);
+  options.hang_is_error = true;
+  return std::make_unique<io::SimBackend>(options, std::move(disk));
 }
 
 }  // namespace sqloop::testing

@@ -26,10 +26,16 @@
 #define SQLOOP_TESTS_SIM_WORKLOAD_H_
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/strings/string_view.h"
+
+namespace sqloop::io {
+class SimBackend;
+class SimDisk;
+}  // namespace sqloop::io
 
 namespace sqloop::testing {
 
@@ -71,6 +77,12 @@ bool RegisterWorkload(const Workload& workload);
 [[nodiscard]] const Workload* FindWorkload(absl::string_view name);
 // Every registered workload, sorted by name.
 [[nodiscard]] std::vector<Workload> AllWorkloads();
+
+// The process that recovers after a crash: a simulator on the crashed `disk` with no faults
+// (recovery must see the disk as the crash left it, not an injected error), a seed derived
+// from the run's `seed`, and a deadlock reported as an error, as in the run itself.
+[[nodiscard]] std::unique_ptr<io::SimBackend> RestartedSimulator(uint64_t seed,
+                                                                 std::shared_ptr<io::SimDisk> disk);
 
 // The sqloop_sim command line that replays (workload, seed, options), e.g.
 // "build/debug/tests/sqloop_sim --workload=file_append --seed=1234".

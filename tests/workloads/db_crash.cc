@@ -322,14 +322,10 @@ void OnRecoveryOpened(void* arg, absl::Status status) {
   if (recovered.pending == 0) recovered.database->Close([](void*, absl::Status) {}, nullptr);
 }
 
-// A new process on the crashed disk: no faults, so it sees the disk exactly as the crash left it.
+// A new process on the crashed disk (RestartedSimulator) opens the database and reads it back.
 absl::Status Recover(uint64_t seed, std::shared_ptr<io::SimDisk> disk, Recovered& recovered,
                      uint64_t& trace_hash) {
-  io::SimBackendOptions options;
-  uint64_t derived = seed;
-  options.seed = io::Prng::SplitMix64(derived);
-  options.hang_is_error = true;
-  auto backend = std::make_unique<io::SimBackend>(options, std::move(disk));
+  std::unique_ptr<io::SimBackend> backend = RestartedSimulator(seed, std::move(disk));
   io::SimBackend& sim = *backend;
   Loop loop(std::move(backend), loop::LoopOptions{});
   absl::StatusOr<std::unique_ptr<db::Vfs>> vfs = db::Vfs::Create(loop);

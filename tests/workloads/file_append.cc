@@ -475,15 +475,10 @@ RunOutcome RunUntilCrash(std::unique_ptr<io::SimBackend> backend, AppendRun& run
   return outcome;
 }
 
-// A new process on the same disk reads the log back. Recovery runs without faults: it must
-// see the disk as the crash left it, not an injected error. Its seed is derived from `seed`.
+// A new process on the same disk (RestartedSimulator) reads the log back.
 absl::Status Recover(uint64_t seed, std::shared_ptr<io::SimDisk> disk, Recovery& recovery,
                      uint64_t& trace_hash) {
-  io::SimBackendOptions options;
-  uint64_t derived = seed;
-  options.seed = io::Prng::SplitMix64(derived);
-  options.hang_is_error = true;
-  auto backend = std::make_unique<io::SimBackend>(options, std::move(disk));
+  std::unique_ptr<io::SimBackend> backend = RestartedSimulator(seed, std::move(disk));
   io::SimBackend& sim = *backend;
   Loop loop(std::move(backend), loop::LoopOptions{});
   recovery.Start(loop);
