@@ -2,6 +2,7 @@
 
 #include <sqlite3.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
@@ -13,6 +14,10 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_format.h"
 #include "alloc/check.h"
+
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#endif
 
 namespace sqloop::alloc {
 namespace {
@@ -38,16 +43,166 @@ thread_local TenantId t_current_tenant = kSharedTenant;
 
 // Precedes every block SQLite gets. 16 bytes keeps the block at malloc's 16-byte alignment.
 struct BlockHeader {
-  uint64_t size_bytes;  // Rounded size charged to the owner, what xSize reports.
+  uint32_t size_bytes;  // Rounded size charged to the owner, what xSize reports.
+  uint32_t size_class;  // The block cache's class of the whole block, or kDirectBlock.
   uint32_t tenant;      // The owner: charged at allocation, credited at free.
   uint32_t magic;       // kBlockMagic while live: catches frees of foreign or freed pointers.
 };
-constexpr size_t kBlockHeaderBytes = 16;
+constexpr uint32_t kBlockHeaderBytes = 16;
 static_assert(sizeof(BlockHeader) == kBlockHeaderBytes, "the header must be 16 bytes");
 constexpr uint32_t kBlockMagic = 0x5a10c0deU;
+// A block too large for the cache (or allocated while the cache was off): malloc'd exactly.
+constexpr uint32_t kDirectBlock = UINT32_MAX;
 
 // xRoundup granularity: SQLite requires at least 8; 8 keeps the charge close to the request.
 constexpr uint64_t kRoundupBytes = 8;
+
+// ---- The block cache (SQLite's lookaside, which Debian builds without) -------------------------
+//
+// Blocks of up to kSizeClassMaxBytes (header included) come in kSizeClasses sizes: every 16
+// bytes up to 128, then four per doubling (160, 192, 224, 256, 320, ...), so rounding up wastes
+// at most a quarter of a block. A freed block goes onto its thread's list for its class unless
+// that list is full (it may hold the per-class byte limit, and at least two blocks, so the
+// largest classes work too); a malloc takes from the list first. In steady state (a request
+// frees what it allocated before the next one allocates it again) SQLite's allocations never
+// reach malloc. 128 KiB covers the largest block a write makes per request: the 64 KiB chunk
+// of the in-memory statement journal behind each savepoint (SQLITE_CONFIG_STMTJRNL_SPILL).
+// The lists are per thread, so the path takes no lock; a block freed on another thread than
+// the one that allocated it simply joins that thread's list. While a block sits in the cache
+// its first 8 bytes link the list, its magic is kCachedMagic (so a double free is caught), and
+// under AddressSanitizer its payload is poisoned.
+constexpr uint32_t kSizeClasses = 48;
+constexpr uint32_t kSizeClassMaxBytes = 128 << 10;
+constexpr uint32_t kCachedMagic = 0x5a1cac4eU;
+
+uint32_t SizeClassOf(uint32_t block_bytes) {
+  if (block_bytes <= 128) return (block_bytes + 15) / 16 - 1;  // Classes 0..7: 16..128.
+  const uint32_t top_bit = 31 - static_cast<uint32_t>(__builtin_clz(block_bytes - 1));  // >= 7.
+  const uint32_t quarter = (block_bytes - 1 - (1U << top_bit)) >> (top_bit - 2);
+  return 8 + (top_bit - 7) * 4 + quarter;
+}
+
+uint32_t SizeClassBytes(uint32_t size_class) {
+  if (size_class < 8) return (size_class + 1) * 16;
+  const uint32_t top_bit = 7 + (size_class - 8) / 4;
+  return (1U << top_bit) + ((size_class - 8) % 4 + 1) * (1U << (top_bit - 2));
+}
+static_assert(kSizeClasses == 8 + 4 * 10, "classes 8..47 cover (128 B, 128 KiB]");
+
+struct CachedBlock {
+  CachedBlock* next;
+};
+
+// Per thread and trivially destructible, so it is zero-initialised with no TLS guard and stays
+// usable (as "closed") after the thread's destructors ran.
+struct ThreadCache {
+  CachedBlock* heads[kSizeClasses];
+  uint32_t cached_bytes[kSizeClasses];
+  bool drain_registered;
+  bool closed;  // The thread is exiting: frees go straight to free().
+  SqliteBlockCacheStats stats;
+};
+thread_local ThreadCache t_cache;
+
+// Bytes each class may hold per thread; 0 turns the cache off.
+std::atomic<uint32_t> g_class_limit_bytes{kSqliteBlockCacheBytesPerClassDefault};
+
+void PoisonPayload(void* block, uint32_t block_bytes) {
+#if defined(__SANITIZE_ADDRESS__)
+  ASAN_POISON_MEMORY_REGION(static_cast<char*>(block) + kBlockHeaderBytes,
+                            block_bytes - kBlockHeaderBytes);
+#else
+  (void)block;
+  (void)block_bytes;
+#endif
+}
+
+void UnpoisonPayload(void* block, uint32_t block_bytes) {
+#if defined(__SANITIZE_ADDRESS__)
+  ASAN_UNPOISON_MEMORY_REGION(static_cast<char*>(block) + kBlockHeaderBytes,
+                              block_bytes - kBlockHeaderBytes);
+#else
+  (void)block;
+  (void)block_bytes;
+#endif
+}
+
+void DrainThreadCache() {
+  for (uint32_t size_class = 0; size_class < kSizeClasses; ++size_class) {
+    CachedBlock* block = t_cache.heads[size_class];
+    while (block != nullptr) {
+      CachedBlock* next = block->next;
+      UnpoisonPayload(block, SizeClassBytes(size_class));
+      std::free(block);
+      block = next;
+    }
+    t_cache.heads[size_class] = nullptr;
+    t_cache.cached_bytes[size_class] = 0;
+  }
+  t_cache.stats.cached_bytes = 0;
+}
+
+struct ThreadCacheDrain {
+  ~ThreadCacheDrain() {
+    DrainThreadCache();
+    t_cache.closed = true;
+  }
+};
+
+// Registers the drain on the thread's first cached free (a thread_local with a destructor is
+// constructed when first used).
+void RegisterDrain() {
+  static thread_local ThreadCacheDrain drain;
+  (void)drain;
+  t_cache.drain_registered = true;
+}
+
+// A block of at least `block_bytes`, its class in `size_class`: from the cache when it can be.
+void* ObtainBlock(uint32_t block_bytes, uint32_t& size_class) {
+  if (block_bytes > kSizeClassMaxBytes ||
+      g_class_limit_bytes.load(std::memory_order_relaxed) == 0) {
+    size_class = kDirectBlock;
+    return std::malloc(block_bytes);
+  }
+  size_class = SizeClassOf(block_bytes);
+  const uint32_t capacity = SizeClassBytes(size_class);
+  if (CachedBlock* block = t_cache.heads[size_class]; block != nullptr) {
+    UnpoisonPayload(block, capacity);
+    t_cache.heads[size_class] = block->next;
+    t_cache.cached_bytes[size_class] -= capacity;
+    t_cache.stats.cached_bytes -= capacity;
+    ++t_cache.stats.hits;
+    return block;
+  }
+  ++t_cache.stats.misses;
+  return std::malloc(capacity);
+}
+
+void ReleaseBlock(BlockHeader* header) {
+  const uint32_t size_class = header->size_class;
+  header->magic = 0;
+  if (size_class == kDirectBlock) {
+    std::free(header);
+    return;
+  }
+  const uint32_t capacity = SizeClassBytes(size_class);
+  const uint32_t limit = g_class_limit_bytes.load(std::memory_order_relaxed);
+  if (t_cache.closed || limit == 0 ||
+      t_cache.cached_bytes[size_class] + capacity > std::max(limit, 2 * capacity)) {
+    ++t_cache.stats.released;
+    std::free(header);
+    return;
+  }
+  if (!t_cache.drain_registered) RegisterDrain();
+  header->magic = kCachedMagic;
+  auto* block = reinterpret_cast<CachedBlock*>(header);
+  block->next = t_cache.heads[size_class];
+  t_cache.heads[size_class] = block;
+  t_cache.cached_bytes[size_class] += capacity;
+  t_cache.stats.cached_bytes += capacity;
+  ++t_cache.stats.kept;
+  PoisonPayload(header, capacity);
+}
 
 BlockHeader* HeaderOf(void* pointer) {
   auto* header = reinterpret_cast<BlockHeader*>(static_cast<char*>(pointer) - kBlockHeaderBytes);
@@ -87,13 +242,14 @@ int RoundUp(int size_bytes) {
 
 void* SqliteMalloc(int size_bytes) {
   if (size_bytes <= 0) return nullptr;
-  const uint64_t rounded_bytes = static_cast<uint64_t>(RoundUp(size_bytes));
+  const auto rounded_bytes = static_cast<uint32_t>(RoundUp(size_bytes));
   const TenantId tenant = t_current_tenant;
   TenantSlot& slot = g_slots[tenant];
   SQLOOP_CHECK(slot.registered.load(std::memory_order_relaxed) != 0,
                "sqlite_memory: the current tenant was unregistered inside its ScopedTenant");
   if (!Charge(slot, rounded_bytes)) return nullptr;
-  void* block = std::malloc(rounded_bytes + kBlockHeaderBytes);
+  uint32_t size_class = kDirectBlock;
+  void* block = ObtainBlock(rounded_bytes + kBlockHeaderBytes, size_class);
   if (block == nullptr) {
     Uncharge(slot, rounded_bytes);
     slot.failures.fetch_add(1, std::memory_order_relaxed);
@@ -101,7 +257,7 @@ void* SqliteMalloc(int size_bytes) {
   }
   slot.allocations.fetch_add(1, std::memory_order_relaxed);
   slot.bytes_allocated.fetch_add(rounded_bytes, std::memory_order_relaxed);
-  auto* header = new (block) BlockHeader{rounded_bytes, tenant, kBlockMagic};
+  auto* header = new (block) BlockHeader{rounded_bytes, size_class, tenant, kBlockMagic};
   return reinterpret_cast<char*>(header) + kBlockHeaderBytes;
 }
 
@@ -111,8 +267,29 @@ void SqliteFree(void* pointer) {
   TenantSlot& slot = g_slots[header->tenant];
   Uncharge(slot, header->size_bytes);
   slot.frees.fetch_add(1, std::memory_order_relaxed);
-  header->magic = 0;
-  std::free(header);
+  ReleaseBlock(header);
+}
+
+// Moves a block to one of `new_block_bytes`: in place when its class has room, by realloc when
+// neither block is a cache block, and otherwise by copying into a block from ObtainBlock.
+// Returns the new header, or nullptr with the old block intact.
+BlockHeader* ResizeBlock(BlockHeader* header, uint32_t new_block_bytes) {
+  const uint32_t old_class = header->size_class;
+  if (old_class != kDirectBlock && new_block_bytes <= SizeClassBytes(old_class)) return header;
+  if (old_class == kDirectBlock && (new_block_bytes > kSizeClassMaxBytes ||
+                                    g_class_limit_bytes.load(std::memory_order_relaxed) == 0)) {
+    return static_cast<BlockHeader*>(std::realloc(header, new_block_bytes));
+  }
+  uint32_t new_class = kDirectBlock;
+  void* block = ObtainBlock(new_block_bytes, new_class);
+  if (block == nullptr) return nullptr;
+  const uint32_t old_block_bytes = header->size_bytes + kBlockHeaderBytes;
+  std::memcpy(block, header, std::min(old_block_bytes, new_block_bytes));
+  ReleaseBlock(header);
+  auto* moved = static_cast<BlockHeader*>(block);
+  moved->size_class = new_class;
+  moved->magic = kBlockMagic;
+  return moved;
 }
 
 // Resizes in place of the owner: the growth counts against the owner's limit, not the current
@@ -121,13 +298,12 @@ void* SqliteRealloc(void* pointer, int size_bytes) {
   if (pointer == nullptr) return SqliteMalloc(size_bytes);
   if (size_bytes <= 0) return nullptr;  // SQLite never asks; refusing keeps the block intact.
   BlockHeader* header = HeaderOf(pointer);
-  const TenantId owner = header->tenant;
-  TenantSlot& slot = g_slots[owner];
-  const uint64_t old_bytes = header->size_bytes;
-  const uint64_t new_bytes = static_cast<uint64_t>(RoundUp(size_bytes));
+  TenantSlot& slot = g_slots[header->tenant];
+  const uint32_t old_bytes = header->size_bytes;
+  const auto new_bytes = static_cast<uint32_t>(RoundUp(size_bytes));
   if (new_bytes > old_bytes && !Charge(slot, new_bytes - old_bytes)) return nullptr;
-  void* block = std::realloc(header, new_bytes + kBlockHeaderBytes);
-  if (block == nullptr) {
+  BlockHeader* resized = ResizeBlock(header, new_bytes + kBlockHeaderBytes);
+  if (resized == nullptr) {
     if (new_bytes > old_bytes) Uncharge(slot, new_bytes - old_bytes);
     slot.failures.fetch_add(1, std::memory_order_relaxed);
     return nullptr;  // The old block is untouched, as realloc promises.
@@ -137,9 +313,8 @@ void* SqliteRealloc(void* pointer, int size_bytes) {
   slot.allocations.fetch_add(1, std::memory_order_relaxed);
   slot.frees.fetch_add(1, std::memory_order_relaxed);
   slot.bytes_allocated.fetch_add(new_bytes, std::memory_order_relaxed);
-  header = static_cast<BlockHeader*>(block);
-  header->size_bytes = new_bytes;
-  return static_cast<char*>(block) + kBlockHeaderBytes;
+  resized->size_bytes = new_bytes;
+  return reinterpret_cast<char*>(resized) + kBlockHeaderBytes;
 }
 
 int SqliteSize(void* pointer) {
@@ -311,6 +486,14 @@ void ExportSqliteMemoryProfile(AllocationProfile* profile) {
     profile->Set(profile->Tenant(registry.names[tenant]), Snapshot(g_slots[tenant]));
   }
 }
+
+void SetSqliteBlockCacheBytesPerClass(uint32_t bytes) {
+  g_class_limit_bytes.store(bytes, std::memory_order_relaxed);
+}
+
+SqliteBlockCacheStats GetSqliteBlockCacheStats() { return t_cache.stats; }
+
+void ReleaseSqliteBlockCache() { DrainThreadCache(); }
 
 TenantId CurrentTenant() { return t_current_tenant; }
 

@@ -1,8 +1,10 @@
 // Tests for the accounting allocator of SQLite's heap. This binary installs the allocator
 // before any sqlite3 call (SQLITE_CONFIG_MALLOC must come first), so it holds only these tests.
+#include <malloc.h>
 #include <sqlite3.h>
 
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <thread>
 
@@ -300,6 +302,99 @@ TEST(SqliteMemoryTest, ExportsTenantsIntoTheProfile) {
   EXPECT_THAT(profile.ToJson(), HasSubstr("{\"name\":\"exported\""));
   Close(tenant, db);
   EXPECT_TRUE(UnregisterTenant(tenant).ok());
+}
+
+// ---- The block cache (invariant 7) ------------------------------------------------------------
+// Its lists and counters are per thread, so each test that depends on their exact state runs
+// its body on a fresh thread.
+
+template <typename Body>
+void OnFreshThread(Body body) {
+  std::thread thread(body);
+  thread.join();
+}
+
+TEST(SqliteBlockCacheTest, AFreedBlockIsHandedOutAgainAndADoubleFreeIsCaught) {
+  OnFreshThread([] {
+    void* first = sqlite3_malloc(200);
+    ASSERT_NE(first, nullptr);
+    sqlite3_free(first);
+    EXPECT_EQ(GetSqliteBlockCacheStats().kept, 1u);
+    void* second = sqlite3_malloc(190);  // The same size class.
+    EXPECT_EQ(second, first);
+    EXPECT_EQ(GetSqliteBlockCacheStats().hits, 1u);
+    EXPECT_EQ(GetSqliteBlockCacheStats().misses, 1u);
+    sqlite3_free(second);
+  });
+  void* block = sqlite3_malloc(300);
+  sqlite3_free(block);
+  EXPECT_DEATH(sqlite3_free(block), "does not own");
+}
+
+#if defined(__SANITIZE_ADDRESS__)
+TEST(SqliteBlockCacheTest, ACachedBlockIsPoisonedForAddressSanitizer) {
+  auto* block = static_cast<char*>(sqlite3_malloc(64));
+  sqlite3_free(block);
+  EXPECT_DEATH(block[8] = 1, "use-after-poison");
+}
+#endif
+
+TEST(SqliteBlockCacheTest, ReallocKeepsTheBytesAcrossClassesAndSizes) {
+  const TenantId tenant = Register("realloc-classes");
+  ScopedTenant scope(tenant);
+  auto* block = static_cast<unsigned char*>(sqlite3_malloc(100));
+  ASSERT_NE(block, nullptr);
+  for (int i = 0; i < 100; ++i) block[i] = static_cast<unsigned char>(i);
+  // Within its class (100 + 16 rounds up to 128), to another class, past the largest class
+  // (a plain malloc'd block) and back into a class.
+  for (const int size : {110, 3000, 200000, 50}) {
+    block = static_cast<unsigned char*>(sqlite3_realloc(block, size));
+    ASSERT_NE(block, nullptr) << size;
+    EXPECT_GE(sqlite3_msize(block), static_cast<sqlite3_uint64>(size));
+    EXPECT_EQ(LiveBytes(tenant), static_cast<uint64_t>((size + 7) / 8 * 8)) << size;
+    for (int i = 0; i < 50; ++i) ASSERT_EQ(block[i], i) << "after realloc to " << size;
+  }
+  sqlite3_free(block);
+  EXPECT_EQ(LiveBytes(tenant), 0u);
+  EXPECT_TRUE(UnregisterTenant(tenant).ok());
+}
+
+TEST(SqliteBlockCacheTest, EachClassKeepsAtMostItsLimitAndZeroTurnsItOff) {
+  OnFreshThread([] {
+    SetSqliteBlockCacheBytesPerClass(2048);
+    void* blocks[4];
+    for (void*& block : blocks) block = sqlite3_malloc(1000);  // 1016-byte blocks: class 1024.
+    for (void* block : blocks) sqlite3_free(block);
+    EXPECT_EQ(GetSqliteBlockCacheStats().kept, 2u);
+    EXPECT_EQ(GetSqliteBlockCacheStats().released, 2u);
+    EXPECT_EQ(GetSqliteBlockCacheStats().cached_bytes, 2048u);
+
+    SetSqliteBlockCacheBytesPerClass(0);
+    ReleaseSqliteBlockCache();
+    EXPECT_EQ(GetSqliteBlockCacheStats().cached_bytes, 0u);
+    for (int i = 0; i < 3; ++i) sqlite3_free(sqlite3_malloc(1000));
+    EXPECT_EQ(GetSqliteBlockCacheStats().hits, 0u);
+    EXPECT_EQ(GetSqliteBlockCacheStats().kept, 2u) << "no block is kept while the cache is off";
+    SetSqliteBlockCacheBytesPerClass(kSqliteBlockCacheBytesPerClassDefault);
+  });
+}
+
+TEST(SqliteBlockCacheTest, AThreadsCacheIsFreedWhenItExits) {
+#if defined(__SANITIZE_ADDRESS__)
+  GTEST_SKIP() << "mallinfo2 does not see ASan's heap; LeakSanitizer checks this build instead";
+#else
+  const size_t in_use_before = mallinfo2().uordblks;
+  uint64_t cached_in_thread = 0;
+  OnFreshThread([&cached_in_thread] {
+    void* blocks[32];
+    for (void*& block : blocks) block = sqlite3_malloc(1900);  // 32 blocks of class 2048.
+    for (void* block : blocks) sqlite3_free(block);
+    cached_in_thread = GetSqliteBlockCacheStats().cached_bytes;
+  });
+  EXPECT_EQ(cached_in_thread, 32u * 2048u);
+  // Had the 64 KiB stayed cached after the thread exited, they would still be in use.
+  EXPECT_LT(mallinfo2().uordblks, in_use_before + (16u << 10));
+#endif
 }
 
 }  // namespace
