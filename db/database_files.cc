@@ -36,6 +36,8 @@ struct DatabaseFiles::PendingOp {
 namespace {
 
 constexpr int kDirIndex = kFileRoles;  // fsyncs_ slot of the directory.
+// A held write's buffer is never smaller than SQLite's default page, the size of most writes.
+constexpr uint64_t kHeldBufferMinBytes = 4096;
 
 absl::string_view RoleName(FileRole role) {
   switch (role) {
@@ -462,6 +464,9 @@ int DatabaseFiles::Write(FileRole role, const void* buffer, int amount, int64_t 
     op->offset = start;
     op->length = length;
     const char* bytes = static_cast<const char*>(buffer);
+    // Recycled ops keep their buffers. Growing one to a whole page on its first use, even for a
+    // 24-byte frame header, means a warm database never grows one again: no allocation.
+    if (op->data.capacity() < length) op->data.reserve(std::max(length, kHeldBufferMinBytes));
     op->data.assign(bytes, bytes + amount);
     op->fence = Overlaps(role, start, length);
     Push(op);

@@ -15,4 +15,5 @@ target_link_libraries(sqloop_sim_workloads PUBLIC sqloop::db)
 sqloop_test(db_crash_test SOURCES ${_db_tests}/db_crash_test.cc LIBS sqloop_sim_workloads)
 target_compile_definitions(db_crash_test PRIVATE SQLOOP_SIM_BINARY="$<TARGET_FILE:sqloop_sim>")
 add_dependencies(db_crash_test sqloop_sim)
-sqloop_test(db_memory_test SOURCES ${_db_tests}/db_memory_test.cc LIBS sqloop_db_test_support)
+sqloop_test(db_memory_test SOURCES ${_db_tests}/db_memory_test.cc
+            LIBS sqloop_db_test_support sqloop::heap_counter)

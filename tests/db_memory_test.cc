@@ -1,9 +1,11 @@
 // Per-tenant memory through the Database: every SQLite byte of a database is charged to its
-// DatabaseOptions::tenant, and a tenant over its limit fails its own request only. A binary of
-// its own: the accounting allocator must be installed before any other SQLite use.
+// DatabaseOptions::tenant, a tenant over its limit fails its own request only, and once warm a
+// request makes no heap allocation at all. A binary of its own: the accounting allocator must
+// be installed before any other SQLite use.
 #include <memory>
 #include <string>
 
+#include "alloc/heap_counter.h"
 #include "alloc/sqlite_memory.h"
 #include "db/database.h"
 #include "db/vfs.h"
@@ -34,8 +36,8 @@ class DatabaseMemoryTest : public ::testing::Test {
     loop_.reset();
   }
 
-  std::unique_ptr<Database> Open(const std::string& name, alloc::TenantId tenant) {
-    DatabaseOptions options;
+  std::unique_ptr<Database> Open(const std::string& name, alloc::TenantId tenant,
+                                 DatabaseOptions options = {}) {
     options.tenant = tenant;
     auto db = std::make_unique<Database>(*loop_, *vfs_, dir_->Path(name), options);
     absl::Status status = absl::UnknownError("open never called back");
@@ -118,6 +120,86 @@ TEST_F(DatabaseMemoryTest, ATenantOverItsLimitFailsAloneAndRecovers) {
   EXPECT_EQ(LiveBytes(*capped), 0u);
   EXPECT_TRUE(alloc::UnregisterTenant(*capped).ok());
   EXPECT_TRUE(alloc::UnregisterTenant(*free_tenant).ok());
+}
+
+// The allocation contract of issue 5: in steady state a request, read or durable write, makes
+// no heap allocation: sqloop's own bookkeeping lives in the caller's Request and in structures
+// sized up front, and SQLite's per-statement blocks (savepoints, bit vectors, the statement
+// journal's chunk) come back from the block cache. "Steady state" means the working set no
+// longer grows: here 64 keys updated and read over and over, across WAL checkpoints.
+TEST_F(DatabaseMemoryTest, WarmRequestsMakeNoHeapAllocations) {
+  constexpr int kKeys = 64;
+  DatabaseOptions options;
+  options.checkpoint_frames = 50;  // So that the measured window spans several checkpoints.
+  auto db = Open("steady.db", alloc::kSharedTenant, options);
+  ASSERT_TRUE(Write(*db, "CREATE TABLE kv(k INTEGER PRIMARY KEY, v INTEGER)").ok());
+  ASSERT_TRUE(Write(*db,
+                    "WITH RECURSIVE c(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM c WHERE "
+                    "i < 63) INSERT INTO kv SELECT i, 'initial' FROM c")
+                  .ok());
+  struct Round {
+    Request writes[kKeys];
+    Request reads[kKeys];
+    int done = 0;
+    int failed = 0;
+    int64_t rows = 0;     // Rows read that held the current round's value.
+    int64_t current = 0;  // The round number the writes store.
+  } round;
+  const auto on_done = [](Request& r, absl::Status s) {
+    auto& owner = *static_cast<Round*>(r.user_data);
+    ++owner.done;
+    if (!s.ok()) ++owner.failed;
+  };
+  for (int k = 0; k < kKeys; ++k) {
+    Request& w = round.writes[k];
+    w.kind = Request::Kind::kWrite;
+    w.sql = "UPDATE kv SET v = ?2 WHERE k = ?1";
+    w.params = {Value::Int(k), Value::Int(0)};  // ?2: the round, so every write changes its row.
+    w.user_data = &round;
+    w.on_done = on_done;
+    Request& r = round.reads[k];
+    r.kind = Request::Kind::kRead;
+    r.sql = "SELECT v FROM kv WHERE k = ?1";
+    r.params = {Value::Int(k)};
+    r.user_data = &round;
+    r.on_row = [](Request& request, const Row& row) {
+      auto& owner = *static_cast<Round*>(request.user_data);
+      owner.rows += row.Int(0) <= owner.current ? 1 : 0;
+    };
+    r.on_done = on_done;
+  }
+  const auto run_rounds = [&](int rounds) {
+    for (int i = 0; i < rounds; ++i) {
+      round.done = 0;
+      ++round.current;
+      for (int k = 0; k < kKeys; ++k) {
+        round.writes[k].params[1].int_value = round.current;
+        ASSERT_TRUE(db->Submit(round.writes[k]).ok());
+        ASSERT_TRUE(db->Submit(round.reads[k]).ok());
+      }
+      ASSERT_TRUE(loop_->Run(loop::RunMode::kUntilDone).ok());
+      ASSERT_EQ(round.done, 2 * kKeys);
+    }
+  };
+  run_rounds(20);  // Warm: caches filled, statements prepared, the WAL at its working size.
+  const uint64_t checkpoints_before = db->stats().checkpoints;
+  const alloc::HeapCounts heap_before = alloc::CurrentHeapCounts();
+  const alloc::SqliteBlockCacheStats cache_before = alloc::GetSqliteBlockCacheStats();
+  constexpr int kMeasuredRounds = 200;
+  run_rounds(kMeasuredRounds);
+  const alloc::HeapCounts heap_after = alloc::CurrentHeapCounts();
+  const alloc::SqliteBlockCacheStats cache_after = alloc::GetSqliteBlockCacheStats();
+  EXPECT_GT(db->stats().checkpoints, checkpoints_before) << "the window must span a checkpoint";
+  EXPECT_EQ(round.failed, 0);
+  EXPECT_EQ(round.rows, int64_t{kKeys} * (20 + kMeasuredRounds));
+  // Under AddressSanitizer only operator new is counted (ASan owns malloc); the block cache's
+  // own miss count covers SQLite's blocks in both builds.
+  EXPECT_EQ(heap_after.allocations - heap_before.allocations, 0u)
+      << "heap allocations over " << kMeasuredRounds * 2 * kKeys << " warm requests";
+  EXPECT_EQ(cache_after.misses - cache_before.misses, 0u);
+  EXPECT_GT(cache_after.hits - cache_before.hits, uint64_t{kMeasuredRounds} * kKeys)
+      << "every write allocates SQLite blocks (at least its savepoint) and must get them here";
+  Close(*db);
 }
 
 }  // namespace
