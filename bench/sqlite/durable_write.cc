@@ -10,6 +10,8 @@
 //                  flight and submits its next one from the acknowledgement of the previous),
 //                  so sqloop's group commit batches what arrives while an fsync is in flight.
 //                  Latency = from Submit to the durable acknowledgement (on_done).
+//   sqloop_malloc/N  sqloop/N with the SQLite allocator's block cache off, so every block
+//                  SQLite allocates per request (savepoint, bit vector...) comes from malloc.
 //
 // Counters: allocs_per_op; commits_per_s (acknowledged commits / wall time of the timed
 // region); p50_us, p99_us (latency per commit); fsyncs_per_commit (plain: xSync calls, each one

@@ -8,8 +8,14 @@
 //   sqlite_write   durable single-row INSERT: plain_full (baseline, synchronous=FULL, one
 //                  transaction per write) against sqloop with 1, 8, 64, 256 concurrent
 //                  writers (group commit)                             (durable_write.cc)
+//                  and sqloop_malloc/64 (64 writers, the SQLite block cache off)
 //   sqlite_mixed   90% reads / 10% durable inserts: plain_full sequentially (baseline)
 //                  against sqloop with 64 concurrent clients          (mixed.cc)
+//
+// The process installs sqloop's SQLite allocator (alloc/sqlite_memory.h) before anything else,
+// so plain SQLite and sqloop allocate through the same functions and the ratios measure the
+// loop and the VFS, not the allocator. sqlite_write/sqloop_malloc turns the allocator's block
+// cache off, to show what it saves.
 //
 // Every run is timed on the wall clock (UseRealTime): the fsync-bound benchmarks spend most of
 // their time waiting, so CPU time would let Google Benchmark run them for minutes.
@@ -19,6 +25,8 @@
 #include <memory>
 #include <string>
 
+#include "alloc/check.h"
+#include "alloc/sqlite_memory.h"
 #include "bench/sqlite/benchmarks.h"
 #include "benchmark/benchmark.h"
 #include "loop/loop.h"
@@ -45,6 +53,12 @@ void Register() {
   add("sqlite_read/sqloop_coro", &SqloopCoroRead);
   add("sqlite_write/plain_full", &PlainFullWrite);
   add("sqlite_write/sqloop", &SqloopWrite)->Arg(1)->Arg(8)->Arg(64)->Arg(256);
+  add("sqlite_write/sqloop_malloc", [](benchmark::State& s) {
+    alloc::SetSqliteBlockCacheBytesPerClass(0);
+    alloc::ReleaseSqliteBlockCache();
+    SqloopWrite(s);
+    alloc::SetSqliteBlockCacheBytesPerClass(alloc::kSqliteBlockCacheBytesPerClassDefault);
+  })->Arg(64);
   add("sqlite_mixed/plain_full", &PlainFullMixed);
   add("sqlite_mixed/sqloop", &SqloopMixed)->Arg(64);
 }
@@ -60,6 +74,7 @@ std::string ProbeBackend() {
 }  // namespace sqloop::bench
 
 int main(int argc, char** argv) {
+  SQLOOP_CHECK(sqloop::alloc::InstallSqliteMemory().ok(), "bench: install SQLite's allocator");
   benchmark::AddCustomContext("baseline:sqlite_read", "plain_default");
   benchmark::AddCustomContext("baseline:sqlite_write", "plain_full");
   benchmark::AddCustomContext("baseline:sqlite_mixed", "plain_full");
