@@ -422,6 +422,7 @@ absl::Status Database::Submit(Request& request) {
   request.epoch = 0;
   request.cancel_requested_ = false;
   request.busy_retries_ = 0;
+  request.rows_delivered_ = false;
   request.state_ = Request::State::kQueued;
   if (Client* client = request.client; client != nullptr) {
     request.client_next_ = nullptr;

@@ -199,9 +199,14 @@ class Database {
   void BecomePoisoned();
   void RunGroup();
   bool RunGroupOnce(std::vector<Request*>& group);
-  bool Commit(std::vector<Request*>& group);
+  bool Commit(std::vector<Request*>& group, bool started_idle);
+  void OnOverflow(std::vector<Request*>& group, Request* current, bool started_idle);
   absl::Status ExecuteWrite(Request& request);
   void Requeue(std::vector<Request*>& group, Request* current);
+  // Hands a row to on_row and remembers that it did; DiscardRows tells the caller they are
+  // void before the request runs again (Request::on_rows_discarded).
+  static void DeliverRow(Request& r, sqlite3_stmt* stmt);
+  static void DiscardRows(Request& r);
   void Checkpoint();
   void StartReads();
   void StepReads();
@@ -234,6 +239,7 @@ class Database {
   DatabaseFiles* files_ = nullptr;
   uint64_t open_epoch_ = 0;
   uint64_t group_epoch_ = 0;     // The last group's commit epoch.
+  uint32_t group_limit_ = 0;     // Requests per group after an overflow; 0: the option's max.
   uint32_t wal_frames_ = 0;      // WAL frames after the last commit (sqlite3_wal_hook).
   bool writer_blocked_ = false;  // Waiting for the write-behind buffer to drain.
   int last_write_rc_ = 0;        // SQLite's result for the last write statement.

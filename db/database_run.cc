@@ -248,7 +248,7 @@ absl::Status Database::ExecuteWrite(Request& r) {
   if (status.ok()) {
     writer_.current = &r;
     while ((rc = sqlite3_step(*stmt)) == SQLITE_ROW) {
-      if (r.on_row != nullptr) r.on_row(r, Row(*stmt));
+      DeliverRow(r, *stmt);
     }
     writer_.current = nullptr;
     if (rc == SQLITE_DONE) {
@@ -266,14 +266,28 @@ absl::Status Database::ExecuteWrite(Request& r) {
 
 void Database::Requeue(std::vector<Request*>& group, Request* current) {
   if (current != nullptr) {
+    DiscardRows(*current);
     current->state_ = Request::State::kQueued;
     writes_.PushFront(current);
   }
   for (auto it = group.rbegin(); it != group.rend(); ++it) {
+    DiscardRows(**it);
     (*it)->state_ = Request::State::kQueued;
     writes_.PushFront(*it);
   }
   group.clear();
+}
+
+void Database::DeliverRow(Request& r, sqlite3_stmt* stmt) {
+  if (r.on_row == nullptr) return;
+  r.rows_delivered_ = true;
+  r.on_row(r, Row(stmt));
+}
+
+void Database::DiscardRows(Request& r) {
+  if (!r.rows_delivered_) return;
+  r.rows_delivered_ = false;
+  if (r.on_rows_discarded != nullptr) r.on_rows_discarded(r);
 }
 
 void Database::RunGroup() {
@@ -290,11 +304,15 @@ void Database::RunGroup() {
 // and the caller runs a new group.
 bool Database::RunGroupOnce(std::vector<Request*>& group) {
   files_->ClearBackpressure();
+  // Nothing of ours in flight: an overflow of the write-behind buffer now comes from the
+  // group's own syncs, so retrying the same group could only overflow again (OnOverflow).
+  const bool started_idle = files_->idle();
+  const uint32_t limit = group_limit_ != 0 ? group_limit_ : options_.group_requests_max;
   if (absl::Status begin = RunInternal(writer_, "BEGIN IMMEDIATE"); !begin.ok()) {
     ArmPump();  // SQLITE_BUSY or a transient error: try again on the next tick.
     return true;
   }
-  while (group.size() < options_.group_requests_max && writes_.head != nullptr) {
+  while (group.size() < limit && writes_.head != nullptr) {
     Request* r = writes_.PopFront();
     if (r->deadline_ns != 0 && loop_.now_ns() >= r->deadline_ns) {
       Finish(*r, absl::DeadlineExceededError("request deadline passed before it ran"));
@@ -311,8 +329,7 @@ bool Database::RunGroupOnce(std::vector<Request*>& group) {
     if (files_->backpressure() > 0) {
       // The write-behind buffer is full: undo the group and wait for it to drain.
       (void)RunInternal(writer_, "ROLLBACK");
-      Requeue(group, r);
-      writer_blocked_ = true;
+      OnOverflow(group, r, started_idle);
       ++stats_.group_retries;
       return true;
     }
@@ -326,6 +343,7 @@ bool Database::RunGroupOnce(std::vector<Request*>& group) {
     if ((primary == SQLITE_BUSY || primary == SQLITE_LOCKED) &&
         r->busy_retries_ < kBusyRetriesMax) {
       ++r->busy_retries_;
+      DiscardRows(*r);
       r->state_ = Request::State::kQueued;
       writes_.PushFront(r);  // Re-queued; the rest of the group commits now.
       ArmPump();
@@ -333,16 +351,41 @@ bool Database::RunGroupOnce(std::vector<Request*>& group) {
     }
     Finish(*r, std::move(status));
   }
-  return Commit(group);
+  return Commit(group, started_idle);
 }
 
-bool Database::Commit(std::vector<Request*>& group) {
+// The group overflowed the write-behind buffer and was rolled back. Its requests (and
+// `current`, the one running, if any) run again once the buffer has drained. If the group
+// started with nothing in flight, the overflow is the group's own doing: SQLite syncs the WAL
+// header when it restarts the WAL (after a complete checkpoint), so every frame of that
+// transaction is held behind that sync. The same group would overflow again for ever, so the
+// next attempt takes half as many requests, and a request that overflows alone fails.
+void Database::OnOverflow(std::vector<Request*>& group, Request* current, bool started_idle) {
+  writer_blocked_ = true;
+  const size_t requests = group.size() + (current != nullptr ? 1 : 0);
+  if (!started_idle || requests > 1) {
+    if (started_idle) group_limit_ = static_cast<uint32_t>(requests / 2);
+    Requeue(group, current);
+    return;
+  }
+  Request* alone = current != nullptr ? current : group.front();
+  group.clear();
+  Finish(*alone,
+         absl::ResourceExhaustedError(absl::StrCat(
+             "the write needs more than the write-behind buffer holds (VfsOptions::"
+             "held_bytes_max = ",
+             vfs_.options().held_bytes_max,
+             " bytes) in one transaction right after a checkpoint; nothing was written. Split "
+             "it into smaller writes, or raise held_bytes_max")));
+}
+
+bool Database::Commit(std::vector<Request*>& group, bool started_idle) {
   if (absl::Status commit = RunInternal(writer_, "COMMIT"); !commit.ok()) {
     const int rc = sqlite3_extended_errcode(writer_.db);
     (void)RunInternal(writer_, "ROLLBACK");
     if (files_->backpressure() > 0 && !files_->poisoned()) {
-      Requeue(group, nullptr);
-      writer_blocked_ = true;
+      if (!group.empty()) OnOverflow(group, nullptr, started_idle);
+      ++stats_.group_retries;
       return true;
     }
     if (!files_->poisoned()) {
@@ -367,6 +410,7 @@ bool Database::Commit(std::vector<Request*>& group) {
     return true;
   }
   group_epoch_ = files_->epoch();
+  group_limit_ = 0;
   ++stats_.groups;
   stats_.group_requests += group.size();
   for (Request* r : group) {
@@ -421,7 +465,7 @@ void Database::StepRead(Connection& reader) {
     for (uint32_t rows = 0; rows < options_.rows_per_tick; ++rows) {
       rc = sqlite3_step(reader.stmt);
       if (rc != SQLITE_ROW) break;
-      if (r->on_row != nullptr) r->on_row(*r, Row(reader.stmt));
+      DeliverRow(*r, reader.stmt);
     }
     if (rc == SQLITE_ROW) {
       ++stats_.read_steps_yielded;  // The snapshot stays open until the next tick.
@@ -437,6 +481,7 @@ void Database::StepRead(Connection& reader) {
   reader.stmt = nullptr;
   if ((rc & 0xff) == SQLITE_BUSY && r->busy_retries_ < kBusyRetriesMax) {
     ++r->busy_retries_;
+    DiscardRows(*r);
     r->state_ = Request::State::kQueued;
     reads_.PushFront(r);
     ArmPump();

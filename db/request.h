@@ -92,12 +92,19 @@ struct Request {
 
   using RowCallback = void (*)(Request& request, const Row& row);
   using DoneCallback = void (*)(Request& request, absl::Status status);
+  using DiscardCallback = void (*)(Request& request);
 
   // ---- Filled by the caller -----------------------------------------------------------------
   Kind kind = Kind::kRead;
   absl::string_view sql;  // Exactly one statement; must outlive the request.
   absl::InlinedVector<Value, kRequestParamsInline> params;
-  RowCallback on_row = nullptr;  // Optional. Write rows (RETURNING) may repeat on a group retry.
+  RowCallback on_row = nullptr;  // Optional.
+  // Optional: the rows `on_row` delivered so far are void and will be delivered again, because
+  // the request is about to run again (its group commit was rolled back and retried, or it hit
+  // SQLITE_BUSY). A caller that collects rows, a write's RETURNING rows above all, drops what
+  // it collected here; without it such a caller sees those rows twice. Never called after
+  // on_done, and never for a request that has not delivered a row.
+  DiscardCallback on_rows_discarded = nullptr;
   DoneCallback on_done = nullptr;
   void* user_data = nullptr;
   // Absolute deadline on the loop's clock (Loop::now_ns()); 0 means none. Checked before the
@@ -115,6 +122,7 @@ struct Request {
   State state_ = State::kIdle;
   bool cancel_requested_ = false;
   uint8_t busy_retries_ = 0;
+  bool rows_delivered_ = false;  // on_row ran since the request last started.
   absl::Status status_;
   Request* next_ = nullptr;         // Queue link.
   Request* client_next_ = nullptr;  // Client FIFO link.
