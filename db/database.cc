@@ -29,15 +29,15 @@ constexpr int kLimitAttached = 0;  // ATTACH is disabled anyway.
 absl::Status OutcomeUnknown(const absl::Status& poison) {
   return absl::UnknownError(absl::StrCat(
       "outcome unknown: the fsync covering this request failed, so it may or may not be on "
-      "disk (WAL recovery decides at the next open). Reopen the database and read back to "
-      "find out; acknowledged requests are safe. Cause: ",
+      "disk (WAL recovery decides when a new process opens it). Restart the process, open the "
+      "database and read back to find out; acknowledged requests are safe. Cause: ",
       poison.message()));
 }
 
 absl::Status Poisoned(const absl::Status& poison) {
   return absl::FailedPreconditionError(absl::StrCat(
-      "database is poisoned after a failed fsync and accepts no requests; close and reopen it. "
-      "Cause: ",
+      "database is poisoned after a failed fsync and accepts no requests; restart the process to "
+      "recover from what is durable (this process will not open it again). Cause: ",
       poison.message()));
 }
 

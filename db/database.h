@@ -13,7 +13,8 @@
 // Durable acknowledgement: a request's success, and a read that saw data not yet durable, are
 //   delivered only once its covering epoch is durable (DatabaseFiles::durable_epoch()).
 // fsync failure: the database is poisoned. Requests whose epoch was not durable fail with an
-//   "outcome unknown" error, later ones with FailedPrecondition; reopening is the way back.
+//   "outcome unknown" error, later ones with FailedPrecondition. The Vfs then refuses to open
+//   the file again in this process (Vfs::Taint): restarting the process is the way back.
 //
 // States (AssertInvariants() checks them on every transition):
 //

@@ -53,14 +53,14 @@ absl::string_view RoleName(FileRole role) {
   return "file";
 }
 
-std::string DirectoryOf(const std::string& path) {
+}  // namespace
+
+std::string DatabaseFiles::DirectoryOf(const std::string& path) {
   const size_t slash = path.rfind('/');
   if (slash == std::string::npos) return ".";
   if (slash == 0) return "/";
   return path.substr(0, slash);
 }
-
-}  // namespace
 
 DatabaseFiles::DatabaseFiles(Vfs& vfs, loop::Loop& loop, std::string main_path)
     : vfs_(vfs), loop_(loop), main_path_(std::move(main_path)) {
@@ -345,7 +345,7 @@ void DatabaseFiles::FinishBarrier(PendingOp* op) {
     Poison(absl::DataLossError(absl::StrCat(
         "fsync of '", main_path_, "' (epoch ", op->epoch, ") failed: ", std::strerror(fsync_error_),
         ". It is never retried (the kernel may have dropped the unsynced pages); the outcome of "
-        "every write since the last durable epoch is unknown. Reopen the database.")));
+        "every write since the last durable epoch is unknown. Restart the process to recover.")));
     return;
   }
   if (poison_.ok()) durable_epoch_ = std::max(durable_epoch_, op->epoch);
@@ -355,6 +355,7 @@ loop::Action DatabaseFiles::OnFsyncDone(loop::Loop&, loop::Completion& c) {
   auto* self = static_cast<DatabaseFiles*>(c.user_data);
   SQLOOP_CHECK(self->fsyncs_outstanding_ > 0, "an fsync completed that was not outstanding");
   if (c.result() < 0 && self->fsync_error_ == 0) self->fsync_error_ = static_cast<int>(-c.result());
+  if (c.result() < 0 && &c == &self->fsyncs_[kDirIndex]) self->dir_fsync_failed_ = true;
   if (--self->fsyncs_outstanding_ != 0) return loop::Action::kDisarm;
   if (self->barrier_ != nullptr) self->FinishBarrier(self->barrier_);
   self->Advance();
@@ -379,8 +380,8 @@ loop::Action DatabaseFiles::OnOpDone(loop::Loop&, loop::Completion& c) {
     self->Poison(absl::DataLossError(absl::StrCat(
         "the ", what, " of the ", RoleName(role), " of '", self->main_path_,
         "' failed after SQLite had moved on: ", std::strerror(static_cast<int>(-result)),
-        ". The outcome of every write since the last durable epoch is unknown. Reopen the "
-        "database.")));
+        ". The outcome of every write since the last durable epoch is unknown. Restart the "
+        "process to recover.")));
   }
   self->Advance();
   if (self->head_ == nullptr) {
@@ -396,6 +397,7 @@ void DatabaseFiles::Poison(absl::Status status) {
   if (!poison_.ok()) return;
   poison_ = std::move(status);
   vfs_.mutable_stats().poisonings++;
+  vfs_.Taint(*this, dir_fsync_failed_);
   for (PendingOp* op = head_; op != nullptr;) {
     PendingOp* next = op->next;
     if (op->state == OpState::kQueued) {

@@ -30,7 +30,8 @@
 //      is on disk.
 //   4. A failure of anything submitted asynchronously (a held write, a barrier's fsync) is
 //      never retried: the files are poisoned, queued operations are dropped, and every later
-//      call fails. Only reopening (a new DatabaseFiles, reading what the disk has) recovers.
+//      call fails, and the Vfs refuses to open the files again in this process (Vfs::Taint):
+//      only a new process, reading what the disk really has, recovers.
 //   5. Held bytes never exceed the configured maximum: a write that does not fit is refused
 //      with SQLITE_FULL and counted as backpressure; the Database layer waits for the queue
 //      to drain and runs the refused requests again.
@@ -124,6 +125,12 @@ class DatabaseFiles {
   void Pin() { ++pins_; }
   void Unpin();
   [[nodiscard]] const std::string& main_path() const { return main_path_; }
+  [[nodiscard]] const std::string& dir_path() const { return dir_path_; }
+  // The directory a database file at `path` lives in ("." for a bare name).
+  [[nodiscard]] static std::string DirectoryOf(const std::string& path);
+  // Fails every later call and drops what is queued (invariant 4); the Vfs also calls it for
+  // the other databases of a directory whose fsync failed.
+  void Poison(absl::Status status);
 
   // ---- For the VFS ---------------------------------------------------------------------------
   [[nodiscard]] SharedFile& file(FileRole role) { return files_[static_cast<int>(role)]; }
@@ -172,7 +179,6 @@ class DatabaseFiles {
   [[nodiscard]] bool CoveredByPending(FileRole role, char* out, uint64_t offset,
                                       uint64_t length) const;
   void Overlay(FileRole role, char* out, uint64_t offset, uint64_t length) const;
-  void Poison(absl::Status status);
   void Notify();
   void CloseIdleDescriptors();
   [[nodiscard]] int64_t RunNow(io::Op& op);
@@ -205,6 +211,7 @@ class DatabaseFiles {
   uint64_t epoch_ = 0;
   uint64_t durable_epoch_ = 0;
   absl::Status poison_;
+  bool dir_fsync_failed_ = false;  // The directory's fsync was among those that failed.
   Listener listener_ = nullptr;
   void* listener_arg_ = nullptr;
   uint32_t pins_ = 0;

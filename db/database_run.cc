@@ -403,8 +403,8 @@ bool Database::Commit(std::vector<Request*>& group, bool started_idle) {
     for (Request* r : group) {
       Finish(*r, absl::UnknownError(absl::StrCat(
                      "outcome unknown: COMMIT failed (", commit.message(),
-                     "); the group may or may not be on disk. Reopen the database and read "
-                     "back to find out")));
+                     "); the group may or may not be on disk. Restart the process, open the "
+                     "database and read back to find out")));
     }
     group.clear();
     return true;

@@ -385,7 +385,7 @@ absl::Status Registry::Submit(TenantRequest& request) {
   if (absl::Status admitted = t.database->Submit(request); !admitted.ok()) {
     stats_.rejected++;
     if (t.database->state() == Database::State::kPoisoned && t.in_flight == 0) {
-      StartClose(t, CloseReason::kPoisoned);  // Reopening is the way back.
+      StartClose(t, CloseReason::kPoisoned);  // Its reopen is refused (Vfs::Taint).
     }
     return admitted;
   }

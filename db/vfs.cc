@@ -283,6 +283,12 @@ int VfsOpen(sqlite3_vfs* v, sqlite3_filename name, sqlite3_file* f, int flags, i
   }
   auto [main_path, role] = Classify(name);
   if (kind == SQLITE_OPEN_MAIN_DB) role = FileRole::kMain;
+  if (vfs.Find(main_path) == nullptr) {
+    if (absl::Status tainted = vfs.CheckNotTainted(main_path); !tainted.ok()) {
+      vfs.set_last_open_error(std::string(tainted.message()));
+      return SQLITE_CANTOPEN;
+    }
+  }
   DatabaseFiles& files = vfs.Acquire(main_path);
   DatabaseFiles::SharedFile& shared = files.file(role);
   if (shared.known && !shared.exists && !files.idle() && !files.ReviveUnlinked(role)) {
@@ -452,6 +458,40 @@ DatabaseFiles& Vfs::Acquire(const std::string& main_path) {
   auto [it, inserted] = databases_.try_emplace(main_path);
   if (inserted) it->second = std::make_unique<DatabaseFiles>(*this, loop_, main_path);
   return *it->second;
+}
+
+void Vfs::Taint(const DatabaseFiles& files, bool directory) {
+  const std::string why(files.poison_status().message());
+  tainted_paths_.try_emplace(files.main_path(), why);
+  if (!directory || !tainted_dirs_.try_emplace(files.dir_path(), why).second) return;
+  // Poison the directory's other databases. Collect first: poisoning notifies their owners,
+  // which may release files (and so change databases_).
+  std::vector<std::string> others;
+  for (const auto& [path, other] : databases_) {
+    if (other.get() != &files && other->dir_path() == files.dir_path()) others.push_back(path);
+  }
+  for (const std::string& path : others) {
+    if (DatabaseFiles* other = Find(path); other != nullptr) {
+      other->Poison(absl::DataLossError(absl::StrCat(
+          "an fsync of the directory '", files.dir_path(), "' failed (", why,
+          "): file creations and unlinks in it may be lost, so the outcome of every write to '",
+          path, "' since its last durable epoch is unknown. Restart the process to recover.")));
+    }
+  }
+}
+
+absl::Status Vfs::CheckNotTainted(const std::string& main_path) const {
+  auto path = tainted_paths_.find(main_path);
+  auto directory = tainted_dirs_.find(DatabaseFiles::DirectoryOf(main_path));
+  if (path == tainted_paths_.end() && directory == tainted_dirs_.end()) return absl::OkStatus();
+  const std::string& why = path != tainted_paths_.end() ? path->second : directory->second;
+  return absl::FailedPreconditionError(absl::StrCat(
+      "'", main_path,
+      "' is not opened again in this process: an fsync or write of its files failed "
+      "earlier (",
+      why,
+      "), so what this process would read may not be on disk, and writes acknowledged on top "
+      "of it could be lost. Restart the process: it recovers from what is durable"));
 }
 
 void Vfs::ReleaseIfUnused(DatabaseFiles* files) {

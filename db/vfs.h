@@ -109,6 +109,18 @@ class Vfs {
   [[nodiscard]] VfsStats& mutable_stats() { return stats_; }
   [[nodiscard]] DatabaseFiles& Acquire(const std::string& main_path);
   void ReleaseIfUnused(DatabaseFiles* files);
+
+  // After a failed fsync or write-behind write, what the files hold in this process (the
+  // kernel's page cache) may differ from what is on disk, and a later fsync cannot tell: Linux
+  // marks the failed pages clean. Reopening such a database in this process would read bytes
+  // that may not exist on disk and acknowledge new writes on top of them, which a crash then
+  // takes back. So the files' path is tainted for the Vfs's lifetime and opening it again is
+  // refused; a new process (a new Vfs) recovers from what is durable. A failed fsync of a
+  // directory taints the directory: every database in it is poisoned and refused, because
+  // their file creations and unlinks there may be lost too.
+  void Taint(const DatabaseFiles& files, bool directory);
+  // Why `main_path` may not be opened (OK if it may).
+  [[nodiscard]] absl::Status CheckNotTainted(const std::string& main_path) const;
   void set_last_open_error(std::string error) { last_open_error_ = std::move(error); }
 
  private:
@@ -119,6 +131,8 @@ class Vfs {
   std::string name_;
   std::unique_ptr<sqlite3_vfs> vfs_;
   absl::flat_hash_map<std::string, std::unique_ptr<DatabaseFiles>> databases_;
+  absl::flat_hash_map<std::string, std::string> tainted_paths_;  // main path -> why.
+  absl::flat_hash_map<std::string, std::string> tainted_dirs_;   // directory -> why.
   std::string last_open_error_;
   VfsStats stats_;
 };
