@@ -11,4 +11,13 @@ if(TARGET sqloop_example_http)
   target_compile_definitions(http_e2e_test PRIVATE
                              SQLOOP_HTTP_BINARY="$<TARGET_FILE:sqloop_http>")
   add_dependencies(http_e2e_test sqloop_http)
+  # The host on the simulator (issue 8): simulated clients, stops and crashes, seed by seed.
+  # The workload joins the simulator's (sqloop_sim --workload=http).
+  target_sources(sqloop_sim_workloads PRIVATE ${CMAKE_CURRENT_LIST_DIR}/workloads/http.cc
+                 ${CMAKE_CURRENT_LIST_DIR}/workloads/http_client.cc)
+  target_link_libraries(sqloop_sim_workloads PUBLIC sqloop_example_http)
+  sqloop_test(http_sim_test SOURCES ${CMAKE_CURRENT_LIST_DIR}/http_sim_test.cc
+              LIBS sqloop_sim_workloads)
+  target_compile_definitions(http_sim_test PRIVATE SQLOOP_SIM_BINARY="$<TARGET_FILE:sqloop_sim>")
+  add_dependencies(http_sim_test sqloop_sim)
 endif()

@@ -22,6 +22,8 @@ struct RegistryExecutor::Job {
   int64_t last_insert_id = 0;   // Of the latest write of this request.
   uint64_t rows = 0;            // Budget: rows and bytes collected for the whole request.
   uint64_t bytes = 0;
+  uint64_t rows_before = 0;    // `rows` and `bytes` when the running statement started, so
+  uint64_t bytes_before = 0;   // OnRowsDiscarded can take back what it collected.
   absl::Status budget_status;  // Set by OnRow once a budget is exceeded.
   bool creating = false;       // kCreateTenant: past the probe, now creating.
   Job* next_free = nullptr;
@@ -100,6 +102,12 @@ uint64_t AppendColumn(const db::Row& row, int column, std::vector<Value>& out) {
   return kValueBytes;
 }
 
+// Whether `status` is an error SQLite reported for a statement that ran: the Database words
+// every such error "SQLite: <sqlite3_errmsg>" (db/database_run.cc, Database::SqliteError).
+bool IsSqliteError(const absl::Status& status) {
+  return absl::StartsWith(status.message(), "SQLite: ");
+}
+
 // The registry's and the Database's codes, as the server's mapping (executor.h) expects them.
 absl::Status MapStatus(absl::Status status, const ExecutorRequest& request) {
   const std::string message(status.message());
@@ -113,7 +121,16 @@ absl::Status MapStatus(absl::Status status, const ExecutorRequest& request) {
       return absl::NotFoundError(absl::StrCat("tenant \"", request.tenant, "\" does not exist"));
     case absl::StatusCode::kPermissionDenied:  // Forbidden SQL: the client's mistake.
       return absl::InvalidArgumentError(message);
+    case absl::StatusCode::kFailedPrecondition:
+      // A constraint violation (SQLite's own error, see IsSqliteError) is the client's
+      // conflict: 409. Any other FailedPrecondition is a refusal of a request that did not
+      // run: a poisoned database (the registry reopens it), one not open, a registry shutting
+      // down. They clear without the client's doing, so it should retry: 503, not 409.
+      if (IsSqliteError(status)) return status;
+      return absl::UnavailableError(absl::StrCat("the request did not run: ", message));
     case absl::StatusCode::kUnknown:  // The Database's "outcome unknown" (fsync failed).
+      // Its message says so already; say it once.
+      if (absl::StartsWith(message, "outcome unknown")) return absl::DataLossError(message);
       return absl::DataLossError(absl::StrCat("outcome unknown: ", message));
     case absl::StatusCode::kDataLoss:  // A corrupt file, found at open: not an unknown outcome.
       return absl::InternalError(message);
@@ -235,11 +252,15 @@ void RegistryExecutor::StartStatement(Job& job) {
   r.params.clear();
   for (const Value& arg : statement.args) r.params.push_back(ToDb(arg));
   r.on_row = &RegistryExecutor::OnRow;
+  r.on_rows_discarded = &RegistryExecutor::OnRowsDiscarded;
   r.on_tenant_done = &RegistryExecutor::OnStatementDone;
+  job.rows_before = job.rows;
+  job.bytes_before = job.bytes;
   counters_.statements++;
   (r.kind == db::Request::Kind::kRead ? counters_.reads : counters_.writes)++;
   if (absl::Status admitted = registry_->Submit(r); !admitted.ok()) {
-    Finish(job, std::move(admitted));
+    // A refusal at admission is mapped like one from the registry's callback.
+    Finish(job, AfterStatement(job, std::move(admitted)));
   }
 }
 
@@ -250,6 +271,7 @@ void RegistryExecutor::StartTenantAction(Job& job) {
   r.sql = {};  // kExecute with no SQL: open (and create) only.
   r.params.clear();
   r.on_row = nullptr;
+  r.on_rows_discarded = nullptr;
   r.on_tenant_done = &RegistryExecutor::OnTenantActionDone;
   const bool create = job.request->kind == ExecutorRequest::Kind::kCreateTenant;
   r.action = create ? db::TenantRequest::Action::kExecute : db::TenantRequest::Action::kDelete;
@@ -257,11 +279,23 @@ void RegistryExecutor::StartTenantAction(Job& job) {
   // existing tenant is told apart (AlreadyExists) without touching the file system here.
   r.create_if_missing = job.creating;
   if (absl::Status admitted = registry_->Submit(r); !admitted.ok()) {
-    Finish(job, std::move(admitted));
+    Finish(job, AfterTenantAction(job, std::move(admitted)));
   }
 }
 
 // ---- Completions -------------------------------------------------------------------------------
+
+// The Database runs the statement again (its group was retried): what it returned so far is
+// void, and it will be returned anew. A write's RETURNING rows would otherwise appear twice.
+void RegistryExecutor::OnRowsDiscarded(db::Request& request) {
+  Job& job = *static_cast<Job*>(request.user_data);
+  StatementResult& result = job.request->results[job.statement];
+  result.rows.clear();
+  result.columns.clear();
+  job.rows = job.rows_before;
+  job.bytes = job.bytes_before;
+  job.budget_status = absl::OkStatus();  // Only this statement can have set it: see OnRow.
+}
 
 void RegistryExecutor::OnRow(db::Request& request, const db::Row& row) {
   Job& job = *static_cast<Job*>(request.user_data);

@@ -26,15 +26,18 @@
 // transaction. Each write commits on its own; a failing statement stops the ones after it,
 // and its error says how many before it committed. A read's last_insert_id is the one of the
 // latest write before it in the same request (0 if none): reads run on reader connections.
-// Rows a write returns (RETURNING) may repeat if the Database retries its group (db/request.h).
+// Rows a write returns (RETURNING) are taken back if the Database retries its group
+// (Request::on_rows_discarded), so each appears once.
 //
 // Design invariants:
 //   1. on_done runs exactly once per Submit, always from a later loop callback.
 //   2. No allocation per request in steady state beyond the results themselves: per-request
 //      state comes from a pool of `requests_in_flight_max` jobs allocated at Create.
 //   3. Errors carry the codes the server maps (executor.h): InvalidArgument (bad name, SQL
-//      errors, forbidden SQL), NotFound, AlreadyExists/FailedPrecondition, ResourceExhausted/
-//      Unavailable (budgets, shutting down), DataLoss (the Database's "outcome unknown").
+//      errors, forbidden SQL), NotFound, AlreadyExists/FailedPrecondition (an existing tenant,
+//      a constraint violation), ResourceExhausted/Unavailable (budgets, shutting down, and a
+//      request the Database refused without running it, e.g. poisoned by a failed fsync),
+//      DataLoss (the Database's "outcome unknown").
 //
 // Example:
 //
@@ -116,6 +119,7 @@ class RegistryExecutor final : public QueryExecutor {
   [[nodiscard]] static absl::Status AfterTenantAction(const Job& job, absl::Status status);
 
   static void OnRow(db::Request& request, const db::Row& row);
+  static void OnRowsDiscarded(db::Request& request);
   static void OnStatementDone(db::TenantRequest& request, absl::Status status);
   static void OnTenantActionDone(db::TenantRequest& request, absl::Status status);
   static loop::Action OnDeferred(loop::Loop& loop, loop::Completion& c);

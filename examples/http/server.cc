@@ -154,7 +154,7 @@ void HttpServer::ArmAccept() {
   loop_.Submit(accept_);
 }
 
-loop::Action HttpServer::OnAccept(loop::Loop&, loop::Completion& c) {
+loop::Action HttpServer::OnAccept(loop::Loop& loop, loop::Completion& c) {
   auto& server = *static_cast<HttpServer*>(c.user_data);
   server.accepting_ = false;
   if (c.result() < 0) {
@@ -163,8 +163,11 @@ loop::Action HttpServer::OnAccept(loop::Loop&, loop::Completion& c) {
   }
   const int fd = static_cast<int>(c.result());
   if (server.stopping_) {
-    // Accepted in the same tick as Stop(): nobody will serve it.
-    close(fd);
+    // Accepted in the same tick as Stop(): nobody will serve it. Closed through the backend
+    // that made it, like every other descriptor here: under the simulator a plain close()
+    // would hit a real descriptor of the process and leave the simulated client waiting.
+    io::Op close_op{.kind = io::OpKind::kClose, .fd = fd};
+    (void)loop.WaitForOp(close_op);
     return loop::Action::kDisarm;
   }
   SQLOOP_CHECK(!server.free_.empty(), "HttpServer: accepted while the pool was full");
