@@ -1,7 +1,6 @@
 // Crash safety of the SQLite layer under the simulator (tests/workloads/db_crash.cc): seeds
 // sweep random workloads, faults and crash points; each failure prints its replay command.
 #include <cstdint>
-#include <cstdlib>
 #include <string>
 
 #include "gtest/gtest.h"
@@ -16,21 +15,13 @@ namespace {
 
 // 500 seeds in CI, as the issue asks; SQLOOP_DB_CRASH_SEEDS=N runs a larger sweep by hand
 // (or: sqloop_sim --workload=db_crash --seeds=1-100000).
-uint64_t SeedCount() {
-  const char* value = std::getenv("SQLOOP_DB_CRASH_SEEDS");
-  return value != nullptr ? std::strtoull(value, nullptr, 10) : 500;
-}
+uint64_t SeedCount() { return SweepSeeds("SQLOOP_DB_CRASH_SEEDS", 500); }
 
 std::string Replay(uint64_t seed, const WorkloadOptions& options) {
-  return "seed " + std::to_string(seed) +
-         "; replay: " + ReplayCommand(SQLOOP_SIM_BINARY, "db_crash", seed, options);
+  return ReplayLine(SQLOOP_SIM_BINARY, "db_crash", seed, options);
 }
 
-const Workload& DbCrash() {
-  const Workload* workload = FindWorkload("db_crash");
-  if (workload == nullptr) std::abort();  // Registered by workloads/db_crash.cc.
-  return *workload;
-}
+const Workload& DbCrash() { return RegisteredWorkload("db_crash"); }
 
 TEST(DbCrashTest, EveryAcknowledgedTransactionSurvivesEveryCrash) {
   const WorkloadOptions options;  // Swarm: each seed draws its own fault mix.

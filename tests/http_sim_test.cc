@@ -3,7 +3,6 @@
 // command that replays it.
 #include <cstdint>
 #include <cstdio>
-#include <cstdlib>
 #include <string>
 
 #include "gtest/gtest.h"
@@ -18,21 +17,13 @@ namespace {
 
 // 200 seeds in CI; SQLOOP_HTTP_SIM_SEEDS=N runs a larger sweep by hand (or:
 // sqloop_sim --workload=http --seeds=1-100000).
-uint64_t SeedCount() {
-  const char* value = std::getenv("SQLOOP_HTTP_SIM_SEEDS");
-  return value != nullptr ? std::strtoull(value, nullptr, 10) : 200;
-}
+uint64_t SeedCount() { return SweepSeeds("SQLOOP_HTTP_SIM_SEEDS", 200); }
 
 std::string Replay(uint64_t seed, const WorkloadOptions& options) {
-  return "seed " + std::to_string(seed) +
-         "; replay: " + ReplayCommand(SQLOOP_SIM_BINARY, "http", seed, options);
+  return ReplayLine(SQLOOP_SIM_BINARY, "http", seed, options);
 }
 
-const Workload& Http() {
-  const Workload* workload = FindWorkload("http");
-  if (workload == nullptr) std::abort();  // Registered by workloads/http.cc.
-  return *workload;
-}
+const Workload& Http() { return RegisteredWorkload("http"); }
 
 // The sweep: every property of tests/workloads/http.cc on every seed.
 TEST(HttpSimTest, EverySeedAnswersAsDocumentedAndKeepsEveryAcknowledgedWrite) {

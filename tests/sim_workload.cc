@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 #include <utility>
 
@@ -54,6 +55,37 @@ std::string ReplayCommand(absl::string_view binary, absl::string_view workload, 
   if (options.ack_before_fsync) command += " --ack_before_fsync";
   if (options.crash_drops_all) command += " --crash=drop_all";
   return command;
+}
+
+std::string ReplayLine(absl::string_view binary, absl::string_view workload, uint64_t seed,
+                       const WorkloadOptions& options) {
+  return "seed " + std::to_string(seed) +
+         "; replay: " + ReplayCommand(binary, workload, seed, options);
+}
+
+const Workload& RegisteredWorkload(absl::string_view name) {
+  const Workload* workload = FindWorkload(name);
+  SQLOOP_CHECK(workload != nullptr, "RegisteredWorkload: no such workload is linked in");
+  return *workload;
+}
+
+uint64_t SweepSeeds(const char* variable, uint64_t ci_count) {
+  const char* value = std::getenv(variable);
+  return value != nullptr ? std::strtoull(value, nullptr, 10) : ci_count;
+}
+
+std::unique_ptr<io::SimBackend> FirstSimulator(uint64_t seed, const WorkloadOptions& options,
+                                               const char* directory) {
+  io::SimBackendOptions sim_options;
+  sim_options.seed = seed;
+  sim_options.swarm = options.swarm;
+  sim_options.hang_is_error = true;
+  sim_options.disk.broken_fsync = options.broken_fsync;
+  auto backend = std::make_unique<io::SimBackend>(sim_options);
+  if (options.crash_drops_all) backend->disk().SetCrashProbabilities(0, 0, 0);
+  SQLOOP_CHECK(backend->disk().MakeDirectory(directory) == 0,
+               "FirstSimulator: could not create the directory on a fresh disk");
+  return backend;
 }
 
 std::unique_ptr<io::SimBackend> RestartedSimulator(uint64_t seed,

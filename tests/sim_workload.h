@@ -78,6 +78,13 @@ bool RegisterWorkload(const Workload& workload);
 // Every registered workload, sorted by name.
 [[nodiscard]] std::vector<Workload> AllWorkloads();
 
+// The process a run starts with: a simulator seeded with `seed`, its fault mix drawn from the
+// seed unless `options.swarm` is off, the options' fsync and crash behaviour, a deadlock
+// reported as an error, and `directory` created on its fresh disk.
+[[nodiscard]] std::unique_ptr<io::SimBackend> FirstSimulator(uint64_t seed,
+                                                             const WorkloadOptions& options,
+                                                             const char* directory);
+
 // The process that recovers after a crash: a simulator on the crashed `disk` with no faults
 // (recovery must see the disk as the crash left it, not an injected error), a seed derived
 // from the run's `seed`, and a deadlock reported as an error, as in the run itself.
@@ -88,6 +95,17 @@ bool RegisterWorkload(const Workload& workload);
 // "build/debug/tests/sqloop_sim --workload=file_append --seed=1234".
 [[nodiscard]] std::string ReplayCommand(absl::string_view binary, absl::string_view workload,
                                         uint64_t seed, const WorkloadOptions& options);
+
+// For a sweep's failure message: "seed 1234; replay: <ReplayCommand>".
+[[nodiscard]] std::string ReplayLine(absl::string_view binary, absl::string_view workload,
+                                     uint64_t seed, const WorkloadOptions& options);
+
+// The workload called `name`; a missing one (its .cc not linked) is a build error, so aborts.
+[[nodiscard]] const Workload& RegisteredWorkload(absl::string_view name);
+
+// How many seeds a sweep runs: the environment variable `variable` when set (a larger sweep by
+// hand), otherwise `ci_count`.
+[[nodiscard]] uint64_t SweepSeeds(const char* variable, uint64_t ci_count);
 
 }  // namespace sqloop::testing
 

@@ -6,7 +6,6 @@
 #include "tests/sim_workload.h"
 
 #include <cstdint>
-#include <cstdlib>
 #include <string>
 
 #include "gtest/gtest.h"
@@ -23,15 +22,10 @@ constexpr uint64_t kSeedsFirst = 1;
 constexpr uint64_t kSeedsLast = 256;
 
 std::string Replay(uint64_t seed, const WorkloadOptions& options) {
-  return "seed " + std::to_string(seed) +
-         "; replay: " + ReplayCommand(SQLOOP_SIM_BINARY, "file_append", seed, options);
+  return ReplayLine(SQLOOP_SIM_BINARY, "file_append", seed, options);
 }
 
-const Workload& FileAppend() {
-  const Workload* workload = FindWorkload("file_append");
-  if (workload == nullptr) std::abort();  // Registered by workloads/file_append.cc.
-  return *workload;
-}
+const Workload& FileAppend() { return RegisteredWorkload("file_append"); }
 
 TEST(SimWorkloadTest, RegistryFindsWorkloadsByName) {
   EXPECT_NE(FindWorkload("file_append"), nullptr);

@@ -507,15 +507,8 @@ std::string Summarize(const AppendRun& run, const ScanResult& scan, const RunOut
 }
 
 WorkloadResult RunFileAppend(uint64_t seed, const WorkloadOptions& options) {
-  io::SimBackendOptions sim_options;
-  sim_options.seed = seed;
-  sim_options.swarm = options.swarm;
-  sim_options.hang_is_error = true;
-  sim_options.disk.broken_fsync = options.broken_fsync;
-  auto backend = std::make_unique<io::SimBackend>(sim_options);
-  if (options.crash_drops_all) backend->disk().SetCrashProbabilities(0, 0, 0);
-  const int made = backend->disk().MakeDirectory(kDirectory);
-  SQLOOP_CHECK(made == 0, "file_append: could not create /data on a fresh disk");
+  std::unique_ptr<io::SimBackend> backend = FirstSimulator(seed, options, kDirectory);
+  const int64_t start_ns = backend->options().start_ns;
   std::shared_ptr<io::SimDisk> disk = backend->shared_disk();
   AppendRun run(*backend, /*check_durability=*/!options.broken_fsync);
   const RunOutcome outcome = RunUntilCrash(std::move(backend), run);
@@ -542,7 +535,7 @@ WorkloadResult RunFileAppend(uint64_t seed, const WorkloadOptions& options) {
   result.trace_hash = trace.value();
   result.loss_possible = run.loss_possible();
   result.loss_happened = run.loss_happened();
-  result.summary = Summarize(run, scan, outcome, sim_options.start_ns);
+  result.summary = Summarize(run, scan, outcome, start_ns);
   return result;
 }
 

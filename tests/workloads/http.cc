@@ -969,14 +969,7 @@ std::string Summarize(const Setup& setup, const Traffic& traffic, const std::str
 WorkloadResult RunHttp(uint64_t seed, const WorkloadOptions& options) {
   // SQLite's own generator is process-wide: seed it so a run does not depend on earlier runs.
   sqlite3_test_control(SQLITE_TESTCTRL_PRNG_SEED, static_cast<int>(seed), nullptr);
-  io::SimBackendOptions sim_options;
-  sim_options.seed = seed;
-  sim_options.swarm = options.swarm;
-  sim_options.hang_is_error = true;
-  sim_options.disk.broken_fsync = options.broken_fsync;
-  auto backend = std::make_unique<io::SimBackend>(sim_options);
-  if (options.crash_drops_all) backend->disk().SetCrashProbabilities(0, 0, 0);
-  SQLOOP_CHECK(backend->disk().MakeDirectory(kDirectory) == 0, "http workload: no /data");
+  std::unique_ptr<io::SimBackend> backend = FirstSimulator(seed, options, kDirectory);
   std::shared_ptr<io::SimDisk> disk = backend->shared_disk();
   io::SimBackend& sim = *backend;
   const std::string faults = sim.DescribeFaults();
