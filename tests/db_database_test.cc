@@ -73,10 +73,16 @@ class DatabaseTest : public ::testing::TestWithParam<TestBackend> {
     trace_ = recording.get();
     loop_ = std::make_unique<loop::Loop>(std::move(recording), loop::LoopOptions{});
     dir_ = std::make_unique<ScratchDir>(GetParam().real_descriptors);
-    absl::StatusOr<std::unique_ptr<Vfs>> vfs = Vfs::Create(*loop_);
+    MakeVfs();
+    path_ = dir_->Path("db.sqlite");
+  }
+  // A new Vfs in place of the current one (whose databases must be closed): other limits, or
+  // the fresh view of the files a restarted process has.
+  void MakeVfs(VfsOptions options = {}) {
+    vfs_.reset();
+    absl::StatusOr<std::unique_ptr<Vfs>> vfs = Vfs::Create(*loop_, options);
     ASSERT_TRUE(vfs.ok());
     vfs_ = *std::move(vfs);
-    path_ = dir_->Path("db.sqlite");
   }
   void TearDown() override {
     if (db_ != nullptr &&
@@ -335,10 +341,7 @@ TEST_P(DatabaseTest, GroupCommitNeedsFarFewerFsyncsThanCommits) {
 TEST_P(DatabaseTest, ReturningRowsOfARetriedGroupAreDiscardedBeforeTheRerun) {
   VfsOptions vfs_options;
   vfs_options.held_bytes_max = 20 * 1024;  // Five pages: less than the group below writes.
-  vfs_.reset();
-  absl::StatusOr<std::unique_ptr<Vfs>> vfs = Vfs::Create(*loop_, vfs_options);
-  ASSERT_TRUE(vfs.ok());
-  vfs_ = *std::move(vfs);
+  ASSERT_NO_FATAL_FAILURE(MakeVfs(vfs_options));
   DatabaseOptions options;
   options.checkpoint_frames = 1;  // Checkpoint before every group.
   ASSERT_TRUE(OpenDb(options).ok());
@@ -372,10 +375,7 @@ TEST_P(DatabaseTest, ReturningRowsOfARetriedGroupAreDiscardedBeforeTheRerun) {
 TEST_P(DatabaseTest, AWriteTooLargeForTheBufferAfterACheckpointFailsAlone) {
   VfsOptions vfs_options;
   vfs_options.held_bytes_max = 16 * 1024;
-  vfs_.reset();
-  absl::StatusOr<std::unique_ptr<Vfs>> vfs = Vfs::Create(*loop_, vfs_options);
-  ASSERT_TRUE(vfs.ok());
-  vfs_ = *std::move(vfs);
+  ASSERT_NO_FATAL_FAILURE(MakeVfs(vfs_options));
   DatabaseOptions options;
   options.checkpoint_frames = 1;  // A checkpoint, then a WAL restart, before every group.
   ASSERT_TRUE(OpenDb(options).ok());
@@ -457,10 +457,7 @@ TEST_P(DatabaseTest, FsyncEioPoisonsWithOutcomeUnknownAndKeepsAcknowledgedData) 
   db_.reset();
   ASSERT_TRUE(loop_->Run(loop::RunMode::kUntilDone).ok());
   // A new Vfs is what a restarted process has: it opens the file and recovers.
-  vfs_.reset();
-  absl::StatusOr<std::unique_ptr<Vfs>> vfs = Vfs::Create(*loop_);
-  ASSERT_TRUE(vfs.ok());
-  vfs_ = *std::move(vfs);
+  ASSERT_NO_FATAL_FAILURE(MakeVfs());
   ASSERT_TRUE(OpenDb().ok());
   const std::string rows = Read("SELECT x FROM t ORDER BY x");
   EXPECT_TRUE(rows == "1|\n" || rows == "1|\n2|\n") << rows;  // 2's outcome was unknown.
