@@ -157,10 +157,15 @@ void RegisterDrain() {
   t_cache.drain_registered = true;
 }
 
+// Whether a block of `block_bytes` gets a size class (and so may come from and go to the cache).
+bool Cacheable(uint32_t block_bytes) {
+  return block_bytes <= kSizeClassMaxBytes &&
+         g_class_limit_bytes.load(std::memory_order_relaxed) != 0;
+}
+
 // A block of at least `block_bytes`, its class in `size_class`: from the cache when it can be.
 void* ObtainBlock(uint32_t block_bytes, uint32_t& size_class) {
-  if (block_bytes > kSizeClassMaxBytes ||
-      g_class_limit_bytes.load(std::memory_order_relaxed) == 0) {
+  if (!Cacheable(block_bytes)) {
     size_class = kDirectBlock;
     return std::malloc(block_bytes);
   }
@@ -276,8 +281,7 @@ void SqliteFree(void* pointer) {
 BlockHeader* ResizeBlock(BlockHeader* header, uint32_t new_block_bytes) {
   const uint32_t old_class = header->size_class;
   if (old_class != kDirectBlock && new_block_bytes <= SizeClassBytes(old_class)) return header;
-  if (old_class == kDirectBlock && (new_block_bytes > kSizeClassMaxBytes ||
-                                    g_class_limit_bytes.load(std::memory_order_relaxed) == 0)) {
+  if (old_class == kDirectBlock && !Cacheable(new_block_bytes)) {
     return static_cast<BlockHeader*>(std::realloc(header, new_block_bytes));
   }
   uint32_t new_class = kDirectBlock;
