@@ -16,6 +16,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
@@ -75,12 +76,17 @@ Response ParseCurlOutput(const std::string& output) {
 class SqloopHttp {
  public:
   // Starts sqloop_http with `flags` on `backend`; port 0, a fresh temporary data directory.
+  // Without --admin_token_file in `flags` it runs with --insecure_no_auth (on loopback).
   void Start(const std::string& backend, std::vector<std::string> flags) {
     char pattern[] = "/tmp/sqloop_http_e2e_XXXXXX";
     ASSERT_NE(mkdtemp(pattern), nullptr);
     dir_ = pattern;
     backend_ = backend;
     std::vector<std::string> argv = {SQLOOP_HTTP_BINARY, "--port=0", "--data_dir=" + dir_};
+    const bool with_auth = std::any_of(flags.begin(), flags.end(), [](const std::string& flag) {
+      return absl::StartsWith(flag, "--admin_token_file=");
+    });
+    if (!with_auth) argv.push_back("--insecure_no_auth");
     argv.insert(argv.end(), flags.begin(), flags.end());
     pid_ = Spawn(argv, ChildEnvironment(backend), stdout_fd_);
     ASSERT_GT(pid_, 0) << "could not start " << SQLOOP_HTTP_BINARY;
@@ -424,20 +430,27 @@ TEST_P(HttpEndToEndTest, ExpectContinueGets100BeforeTheBody) {
   StopServerCleanly();
 }
 
-TEST_P(HttpEndToEndTest, AFullPoolPausesAcceptInsteadOfExceedingTheLimit) {
+// Sends headers asking for "100 Continue" and waits for it: from then on the server has part of a
+// request from `fd`, so the connection is busy (not idle) until the body comes.
+void StartRequestAndWaitForContinue(int fd) {
+  SendAll(fd,
+          "POST /v1/db/acme/query HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 40\r\n\r\n");
+  std::string interim(25, '\0');
+  ASSERT_EQ(recv(fd, interim.data(), interim.size(), MSG_WAITALL), 25);
+  ASSERT_EQ(interim, "HTTP/1.1 100 Continue\r\n\r\n");
+}
+
+TEST_P(HttpEndToEndTest, AFullPoolOfBusyConnectionsPausesAccept) {
   ASSERT_NO_FATAL_FAILURE(StartServer({"--connections_max=2"}));
   const std::string stats_request = "GET /v1/stats HTTP/1.1\r\nHost: x\r\n\r\n";
-  std::string buffer_a;
-  std::string buffer_b;
   std::string buffer_c;
   bool eof = false;
-  // A and B take the whole pool (each answered once, so each is certainly accepted).
+  // A and B take the whole pool, each in the middle of a request: busy, so neither may be
+  // closed to make room (only idle connections are).
   const int a = server_.Connect();
-  SendAll(a, stats_request);
-  ASSERT_EQ(ReadResponse(a, buffer_a, eof).status, 200);
+  ASSERT_NO_FATAL_FAILURE(StartRequestAndWaitForContinue(a));
   const int b = server_.Connect();
-  SendAll(b, stats_request);
-  ASSERT_EQ(ReadResponse(b, buffer_b, eof).status, 200);
+  ASSERT_NO_FATAL_FAILURE(StartRequestAndWaitForContinue(b));
   // C connects (the kernel's backlog takes it) and asks; only A's close lets it in.
   const int c = server_.Connect();
   SendAll(c, stats_request);
@@ -447,9 +460,65 @@ TEST_P(HttpEndToEndTest, AFullPoolPausesAcceptInsteadOfExceedingTheLimit) {
   EXPECT_EQ(JsonAt(stats.body, "/server/connections_open_peak"), "2");
   EXPECT_EQ(JsonAt(stats.body, "/server/connections_max"), "2");
   EXPECT_NE(JsonAt(stats.body, "/server/accept_pauses"), "0");
+  EXPECT_EQ(JsonAt(stats.body, "/server/idle_closed_for_capacity"), "0");
   EXPECT_EQ(JsonAt(stats.body, "/server/connections_accepted"), "3");
   close(b);
   close(c);
+  StopServerCleanly();
+}
+
+// The security review's finding: connections_max idle keep-alive sockets used to fill the pool
+// and stop accept, so a real request waited for an idle timeout. Now the oldest idle connection
+// (accepted and silent, or kept alive after a response) is closed for a waiting client.
+TEST_P(HttpEndToEndTest, IdleConnectionsAreClosedOldestFirstSoARealRequestGetsIn) {
+  ASSERT_NO_FATAL_FAILURE(StartServer({"--connections_max=3", "--idle_timeout_ms=600000"}));
+  const std::string stats_request = "GET /v1/stats HTTP/1.1\r\nHost: x\r\n\r\n";
+  bool eof = false;
+  // A connects and says nothing; B and C are answered once and stay open (keep-alive). The
+  // kernel hands connections to accept in order, so A (before B's answer) is accepted first:
+  // the pool is full of idle connections, A the oldest, then B, then C.
+  const int a = server_.Connect();
+  const int b = server_.Connect();
+  std::string buffer_b;
+  SendAll(b, stats_request);
+  ASSERT_EQ(ReadResponse(b, buffer_b, eof).status, 200);
+  const int c = server_.Connect();
+  std::string buffer_c;
+  SendAll(c, stats_request);
+  const Response c_first = ReadResponse(c, buffer_c, eof);
+  ASSERT_EQ(c_first.status, 200);
+  ASSERT_EQ(JsonAt(c_first.body, "/server/connections_open"), "3") << "the pool is not full";
+  ASSERT_EQ(JsonAt(c_first.body, "/server/idle_closed_for_capacity"), "0");
+
+  // D is a real request: it is answered at once (the idle timeout is 10 minutes), and A, the
+  // oldest idle connection, was closed for it.
+  const int d = server_.Connect();
+  std::string buffer_d;
+  SendAll(d, stats_request);
+  const Response d_stats = ReadResponse(d, buffer_d, eof);
+  ASSERT_EQ(d_stats.status, 200) << "a real request was locked out by idle connections";
+  EXPECT_EQ(JsonAt(d_stats.body, "/server/idle_closed_for_capacity"), "1");
+  EXPECT_EQ(JsonAt(d_stats.body, "/server/connections_open_peak"), "3");
+  std::string nothing;
+  EXPECT_TRUE(DrainUntilClosed(a, nothing)) << "the oldest idle connection was not closed";
+  EXPECT_EQ(nothing, "");
+
+  // E: the next oldest idle connection is B (idle since its answer, before C's). C is kept.
+  const int e = server_.Connect();
+  std::string buffer_e;
+  SendAll(e, stats_request);
+  const Response e_stats = ReadResponse(e, buffer_e, eof);
+  ASSERT_EQ(e_stats.status, 200);
+  EXPECT_EQ(JsonAt(e_stats.body, "/server/idle_closed_for_capacity"), "2");
+  EXPECT_TRUE(DrainUntilClosed(b, nothing)) << "B, the oldest idle connection, was not closed";
+  // A busy connection was never taken: the limit held, and every close was of an idle one.
+  EXPECT_EQ(JsonAt(e_stats.body, "/server/connections_accepted"), "5");
+  EXPECT_EQ(JsonAt(e_stats.body, "/server/connections_open_peak"), "3");
+  close(a);
+  close(b);
+  close(c);
+  close(d);
+  close(e);
   StopServerCleanly();
 }
 

@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "db/request.h"
+#include "examples/http/handler.h"
 #include "examples/http/sqlite_executor.h"
 #include "gtest/gtest.h"
 #include "loop/loop.h"
@@ -201,8 +203,15 @@ TEST_P(SqliteExecutorTest, EveryRequestIsBounded) {
                 .find("exceeds 1000 bytes"),
             absl::string_view::npos);
   ExecutorRequest& runaway = Query("acme", {{sql("SELECT count(*) FROM c", 100'000'000), {}}});
-  EXPECT_EQ(runaway.status.code(), absl::StatusCode::kInvalidArgument);
+  // Over the budget of SQLite work: the same status as the Database's, so the same answer
+  // (422 budget_exceeded, not a 503 that invites a retry bound to fail again).
+  EXPECT_EQ(runaway.status.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_TRUE(db::IsBudgetExceeded(runaway.status)) << runaway.status;
   EXPECT_NE(runaway.status.message().find("VM steps"), absl::string_view::npos) << runaway.status;
+  const HttpError answer = ErrorFromStatus(runaway.status);
+  EXPECT_EQ(answer.status, 422);
+  EXPECT_STREQ(answer.code, "budget_exceeded");
+  EXPECT_STREQ(answer.headers, "");
 }
 
 TEST_P(SqliteExecutorTest, OpenTenantsStayWithinTheBudget) {

@@ -3,6 +3,11 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/cord.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "db/request.h"
+#include "examples/http/auth.h"
 #include "examples/http/handler.h"
 #include "examples/http/request_parser.h"
 #include "gtest/gtest.h"
@@ -72,6 +77,24 @@ TEST(RequestParserTest, SeesExpectContinueAndWaitsForTheBody) {
   EXPECT_FALSE(parser.awaiting_body());
 }
 
+TEST(RequestParserTest, KeepsTheAuthorizationHeaderBounded) {
+  RequestParser parser(kLimits);
+  size_t consumed = 0;
+  const std::string wire = "GET / HTTP/1.1\r\naUtHoRiZaTiOn: Bearer abc.def\r\n\r\n";
+  ASSERT_EQ(parser.Feed(wire.data(), wire.size(), consumed), RequestParser::Result::kComplete);
+  EXPECT_EQ(parser.request().authorization, "Bearer abc.def");
+  // The next request on the connection starts without it.
+  const std::string next = "GET / HTTP/1.1\r\n\r\n";
+  ASSERT_EQ(parser.Feed(next.data(), next.size(), consumed), RequestParser::Result::kComplete);
+  EXPECT_EQ(parser.request().authorization, "");
+  // Sent twice: neither counts (a marker no token equals).
+  const std::string twice = "GET / HTTP/1.1\r\nAuthorization: a\r\nAuthorization: b\r\n\r\n";
+  ASSERT_EQ(parser.Feed(twice.data(), twice.size(), consumed), RequestParser::Result::kComplete);
+  EXPECT_NE(parser.request().authorization, "a");
+  EXPECT_NE(parser.request().authorization, "b");
+  EXPECT_FALSE(parser.request().authorization.empty());
+}
+
 TEST(RequestParserTest, HttpOneZeroClosesUnlessAskedToKeepAlive) {
   RequestParser parser(kLimits);
   size_t consumed = 0;
@@ -127,6 +150,10 @@ TEST(MatchRouteTest, RoutesTheFourEndpoints) {
   EXPECT_EQ(MatchRoute(HTTP_PUT, "/v1/db/acme").kind, RouteKind::kCreateTenant);
   EXPECT_EQ(MatchRoute(HTTP_DELETE, "/v1/db/acme").kind, RouteKind::kDeleteTenant);
   EXPECT_EQ(MatchRoute(HTTP_GET, "/v1/stats").kind, RouteKind::kStats);
+  const Route token = MatchRoute(HTTP_POST, "/v1/db/acme/token");
+  EXPECT_EQ(token.kind, RouteKind::kToken);
+  EXPECT_EQ(token.tenant, "acme");
+  EXPECT_EQ(MatchRoute(HTTP_GET, "/v1/db/acme/token").error.status, 405);
 }
 
 TEST(MatchRouteTest, UnknownPathsAre404) {
@@ -236,6 +263,28 @@ TEST_F(QueryBodyTest, WrongShapesNameTheField) {
   }
 }
 
+TEST_F(QueryBodyTest, EmptySqlNulAndRepeatedKeysAreRefused) {
+  const std::pair<std::string, const char*> cases[] = {
+      {R"({"statements":[{"sql":""}]})", "statements[0]: \"sql\" is empty"},
+      {R"({"statements":[{"sql":" \n\t "}]})", "statements[0]: \"sql\" is empty"},
+      {R"({"statements":[{"sql":"SELECT 1\u0000; DROP TABLE t"}]})", "contains a NUL character"},
+      {R"({"statements":[{"sql":"\u0000"}]})", "contains a NUL character"},
+      {R"({"statements":[{"sql":"SELECT 1"},{"sql":"SELECT 1","sql":"DROP TABLE t"}]})",
+       "statements[1]: \"sql\" is given twice"},
+      {R"({"statements":[{"sql":"SELECT ?","args":[1],"args":[2]}]})",
+       "statements[0]: \"args\" is given twice"},
+  };
+  for (const auto& [body, message] : cases) {
+    const HttpError error = Parse(body);
+    EXPECT_EQ(error.status, 400) << body;
+    EXPECT_STREQ(error.code, "invalid_request") << body;
+    EXPECT_NE(error.message.find(message), std::string::npos) << body << " -> " << error.message;
+  }
+  // Negative control: the same shapes, well formed, parse (NUL-free SQL with a blank around it).
+  ASSERT_TRUE(Parse(R"({"statements":[{"sql":" SELECT 1 ","args":[]}]})").ok());
+  EXPECT_EQ(statements_[0].sql, " SELECT 1 ");
+}
+
 TEST_F(QueryBodyTest, NestingBeyondTheDepthLimitIsRefused) {
   std::string deep = R"({"statements":[{"sql":"a","args":[)";
   for (size_t i = 0; i < kJsonDepthMax; i++) deep += "[";
@@ -261,6 +310,19 @@ TEST(ErrorFromStatusTest, MapsEachCodeToItsHttpStatus) {
   EXPECT_STREQ(data_loss.code, "outcome_unknown");
   EXPECT_EQ(data_loss.message, "fsync failed");
   EXPECT_EQ(ErrorFromStatus(absl::InternalError("m")).status, 500);
+}
+
+TEST(ErrorFromStatusTest, ABudgetExceededIs422WithoutRetryAfter) {
+  absl::Status over = absl::ResourceExhaustedError("statement ran out of its budget");
+  over.SetPayload(db::kBudgetExceededPayload, absl::Cord());
+  ASSERT_TRUE(db::IsBudgetExceeded(over));
+  const HttpError error = ErrorFromStatus(over);
+  EXPECT_EQ(error.status, 422);
+  EXPECT_STREQ(error.code, "budget_exceeded");
+  EXPECT_EQ(error.message, "statement ran out of its budget");
+  EXPECT_STREQ(error.headers, "") << "a retry would fail again: no Retry-After";
+  // Negative control: the same code without the payload is still a shortage: 503, retry.
+  EXPECT_EQ(ErrorFromStatus(absl::ResourceExhaustedError("m")).status, 503);
 }
 
 TEST(FormatResponseTest, WritesAFramedResponse) {
@@ -289,6 +351,110 @@ TEST(WriteBodiesTest, ErrorAndResultBodies) {
   WriteResultsBody({result}, body);
   EXPECT_EQ(body, R"({"results":[{"columns":["a","b"],"rows":[[1,"x"],[0.5,{"base64":"AA=="}],)"
                   R"([null,2.0]],"rows_changed":3,"last_insert_id":9}]})");
+}
+
+// ---- Auth --------------------------------------------------------------------------------------
+
+constexpr absl::string_view kAdmin = "0123456789abcdef0123456789abcdef";  // 32: the minimum.
+
+Authenticator MakeAuth() {
+  absl::StatusOr<Authenticator> auth = Authenticator::Create(kAdmin);
+  EXPECT_TRUE(auth.ok()) << auth.status();
+  return auth.ok() ? *std::move(auth) : Authenticator();
+}
+
+std::string Bearer(absl::string_view token) { return absl::StrCat("Bearer ", token); }
+
+TEST(AuthenticatorTest, RefusesAWeakOrUnsendableAdminToken) {
+  EXPECT_FALSE(Authenticator::Create(kAdmin.substr(1)).ok());
+  EXPECT_FALSE(Authenticator::Create(std::string(kAdminTokenBytesMax + 1, 'a')).ok());
+  EXPECT_FALSE(Authenticator::Create(absl::StrCat(kAdmin, " x")).ok());
+  EXPECT_FALSE(Authenticator::Create(absl::StrCat(kAdmin, "\n")).ok());
+  EXPECT_TRUE(Authenticator::Create(kAdmin).ok());
+  EXPECT_FALSE(Authenticator::FromOptions({.enabled = true, .admin_token = "short"}).ok());
+  EXPECT_FALSE(Authenticator::FromOptions({}).value().enabled());
+}
+
+TEST(AuthenticatorTest, DisabledGrantsEverything) {
+  Authenticator auth;
+  EXPECT_TRUE(auth.Authorize(RouteKind::kDeleteTenant, "acme", "").ok());
+  EXPECT_TRUE(auth.Authorize(RouteKind::kStats, "", "Bearer nonsense").ok());
+}
+
+TEST(AuthenticatorTest, ATenantTokenIsItsNameAndTheHmacOfIt) {
+  // The known answer, from an independent implementation:
+  //   echo -n "tenant:acme" | openssl dgst -sha256 -hmac 0123456789abcdef0123456789abcdef
+  EXPECT_EQ(MakeAuth().TenantToken("acme"),
+            "acme.93d1dccc550fbd2bcd8f3f18e7c0f4c8702f57b4d57d9e0622e8792c9bfa6361");
+  Authenticator other = Authenticator::Create(std::string(32, 'z')).value();
+  EXPECT_NE(other.TenantToken("acme"), MakeAuth().TenantToken("acme"));
+}
+
+TEST(AuthenticatorTest, TheAdminTokenGrantsEveryRoute) {
+  Authenticator auth = MakeAuth();
+  for (const RouteKind route : {RouteKind::kQuery, RouteKind::kCreateTenant,
+                                RouteKind::kDeleteTenant, RouteKind::kToken, RouteKind::kStats}) {
+    EXPECT_TRUE(auth.Authorize(route, "acme", Bearer(kAdmin)).ok());
+  }
+  EXPECT_TRUE(auth.Authorize(RouteKind::kStats, "", absl::StrCat("bEaReR   ", kAdmin, " ")).ok());
+  EXPECT_EQ(auth.stats().admin_grants, 6u);
+}
+
+TEST(AuthenticatorTest, NoTokenOrAnInvalidOneIs401WithABearerChallenge) {
+  Authenticator auth = MakeAuth();
+  const std::string good = auth.TenantToken("acme");
+  std::string last_digit_wrong = good;
+  last_digit_wrong.back() = last_digit_wrong.back() == '0' ? '1' : '0';
+  std::string admin_one_off(kAdmin);
+  admin_one_off[0] = 'X';
+  for (const std::string& header :
+       {std::string(""), std::string("Basic YWRtaW46YWRtaW4="), std::string("Bearer"),
+        std::string("Bearer "), Bearer("garbage"), Bearer(good.substr(0, good.size() - 1)),
+        Bearer(last_digit_wrong), Bearer(absl::StrCat("Acme", good.substr(4))),
+        Bearer(absl::StrCat("other", good.substr(4))), Bearer(admin_one_off), good}) {
+    const HttpError error = auth.Authorize(RouteKind::kQuery, "acme", header);
+    EXPECT_EQ(error.status, 401) << header;
+    EXPECT_STREQ(error.code, "unauthenticated") << header;
+    EXPECT_TRUE(absl::StartsWith(error.headers, "WWW-Authenticate: Bearer realm=\"sqloop\""))
+        << header;
+  }
+  // Negative control: the token itself passes.
+  EXPECT_TRUE(auth.Authorize(RouteKind::kQuery, "acme", Bearer(good)).ok());
+  EXPECT_EQ(auth.stats().unauthenticated, 11u);
+}
+
+TEST(AuthenticatorTest, ATenantTokenGrantsQueriesOnItsTenantOnly) {
+  Authenticator auth = MakeAuth();
+  const std::string acme = Bearer(auth.TenantToken("acme"));
+  EXPECT_TRUE(auth.Authorize(RouteKind::kQuery, "acme", acme).ok());
+  const HttpError other = auth.Authorize(RouteKind::kQuery, "globex", acme);
+  EXPECT_EQ(other.status, 403);
+  EXPECT_STREQ(other.code, "forbidden");
+  EXPECT_NE(other.message.find("\"acme\""), std::string::npos) << other.message;
+  for (const RouteKind admin_route :
+       {RouteKind::kCreateTenant, RouteKind::kDeleteTenant, RouteKind::kToken, RouteKind::kStats}) {
+    const HttpError error = auth.Authorize(admin_route, "acme", acme);
+    EXPECT_EQ(error.status, 403);
+    EXPECT_NE(error.message.find("admin token"), std::string::npos) << error.message;
+  }
+  EXPECT_EQ(auth.stats().tenant_grants, 1u);
+  EXPECT_EQ(auth.stats().forbidden, 5u);
+}
+
+TEST(AuthenticatorTest, EverySecretIsComparedThroughTheConstantTimeCompare) {
+  Authenticator auth = MakeAuth();
+  ASSERT_EQ(auth.stats().constant_time_compares, 0u);
+  // The admin token: one digest comparison.
+  ASSERT_TRUE(auth.Authorize(RouteKind::kStats, "", Bearer(kAdmin)).ok());
+  EXPECT_EQ(auth.stats().constant_time_compares, 1u);
+  // A tenant token: the admin digest, then the tenant's MAC.
+  ASSERT_TRUE(auth.Authorize(RouteKind::kQuery, "acme", Bearer(auth.TenantToken("acme"))).ok());
+  EXPECT_EQ(auth.stats().constant_time_compares, 3u);
+  // A wrong MAC is refused by the comparison (not by a shortcut on its shape).
+  std::string wrong = auth.TenantToken("acme");
+  wrong.back() = wrong.back() == 'f' ? 'e' : 'f';
+  EXPECT_EQ(auth.Authorize(RouteKind::kQuery, "acme", Bearer(wrong)).status, 401);
+  EXPECT_EQ(auth.stats().constant_time_compares, 5u);
 }
 
 }  // namespace

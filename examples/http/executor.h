@@ -16,12 +16,14 @@
 //
 // Results come back in the request: per statement its column names, rows of SQLite values (the
 // five storage classes), rows changed and last insert id; or a non-OK `status` whose code the
-// server maps to HTTP (see `HttpStatusFor()` in examples/http/handler.h):
+// server maps to HTTP (see `ErrorFromStatus()` in examples/http/handler.h):
 //
 //   InvalidArgument (bad SQL, wrong argument count, ...)      400
 //   NotFound (no such tenant)                                  404
 //   AlreadyExists, FailedPrecondition                          409
-//   ResourceExhausted, Unavailable (budgets, busy)             503, with Retry-After
+//   ResourceExhausted with db::IsBudgetExceeded (a statement   422 budget_exceeded, no retry
+//     ran out of its budget of SQLite work: it would again)
+//   ResourceExhausted, Unavailable (short of jobs, busy)       503, with Retry-After
 //   DataLoss (fsync failed: the outcome is unknown), others    500, with the message
 //
 // Two implementations: `RegistryExecutor` (examples/http/registry_executor.h), the default, over
@@ -112,13 +114,17 @@ struct ExecutorRequest {
 
   // Inputs.
   Kind kind = Kind::kQuery;
-  std::string tenant;                 // Checked with ValidateTenantName() by the executor.
-  std::vector<Statement> statements;  // kQuery only; one transaction on the stand-in only.
+  std::string tenant;  // Checked with ValidateTenantName() by the executor.
+  // kQuery only. One transaction on the stand-in only; the registry executor commits each
+  // write on its own (see "Outputs" below).
+  std::vector<Statement> statements;
   void (*on_done)(ExecutorRequest& request) = nullptr;
   void* user_data = nullptr;
 
-  // Outputs, valid in on_done. On error `results` is empty: a query runs as one transaction, so
-  // a failed statement leaves no effect of the others behind.
+  // Outputs, valid in on_done. On error `results` is empty. What the statements before the
+  // failed one did depends on the executor: the stand-in runs them as one transaction, so none
+  // of them took effect; the registry executor commits each write on its own, so the writes
+  // before it stay committed, and its error message says how many there were.
   absl::Status status;
   std::vector<StatementResult> results;
 

@@ -4,9 +4,11 @@
 #include <string_view>
 #include <utility>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "db/request.h"
 
 namespace sqloop::examples::http {
 namespace {
@@ -73,14 +75,27 @@ HttpError ParseStatement(simdjson::dom::element element, size_t index, const Que
   simdjson::dom::object object;
   if (element.get_object().get(object)) return InvalidRequest(where, "must be an object");
   bool has_sql = false;
+  bool has_args = false;
   for (simdjson::dom::key_value_pair field : object) {
     if (field.key == "sql") {
+      // JSON allows a repeated key and parsers disagree on which one wins: refuse it, so what
+      // runs is never a matter of which copy a proxy or a log looked at.
+      if (has_sql) return InvalidRequest(where, "\"sql\" is given twice");
+      has_sql = true;
       std::string_view sql;
       if (field.value.get_string().get(sql))
         return InvalidRequest(where, "\"sql\" must be a string");
+      // SQLite reads SQL up to its first NUL: the rest would be dropped without a word.
+      if (sql.find('\0') != std::string_view::npos) {
+        return InvalidRequest(where, "the SQL contains a NUL character (\\u0000)");
+      }
+      if (absl::StripAsciiWhitespace(Sv(sql)).empty()) {
+        return InvalidRequest(where, "\"sql\" is empty");
+      }
       statement.sql.assign(sql.data(), sql.size());
-      has_sql = true;
     } else if (field.key == "args") {
+      if (has_args) return InvalidRequest(where, "\"args\" is given twice");
+      has_args = true;
       simdjson::dom::array args;
       if (field.value.get_array().get(args))
         return InvalidRequest(where, "\"args\" must be an array");
@@ -131,15 +146,17 @@ Route MatchRoute(http_method method, absl::string_view url) {
     if (route.kind == RouteKind::kError) {
       route.error = MethodNotAllowed(method, "Allow: PUT, DELETE\r\n", "PUT or DELETE");
     }
-  } else if (tenant_path && parts.size() == 5 && parts[4] == "query") {
-    if (method == HTTP_POST) route.kind = RouteKind::kQuery;
+  } else if (tenant_path && parts.size() == 5 && (parts[4] == "query" || parts[4] == "token")) {
+    if (method == HTTP_POST)
+      route.kind = parts[4] == "query" ? RouteKind::kQuery : RouteKind::kToken;
     if (route.kind == RouteKind::kError) {
       route.error = MethodNotAllowed(method, "Allow: POST\r\n", "POST");
     }
   } else {
     route.error = Error(404, "no_route",
                         absl::StrCat("no route for ", path,
-                                     "; try /v1/db/{tenant}/query, /v1/db/{tenant} or /v1/stats"));
+                                     "; try /v1/db/{tenant}/query, /v1/db/{tenant}, "
+                                     "/v1/db/{tenant}/token or /v1/stats"));
     return route;
   }
   if (route.kind == RouteKind::kError) return route;
@@ -203,6 +220,10 @@ HttpError ErrorFromStatus(const absl::Status& status) {
     case absl::StatusCode::kFailedPrecondition:
       return Error(409, "conflict", std::move(message));
     case absl::StatusCode::kResourceExhausted:
+      // A statement over its budget of SQLite work fails the same way every time: retrying
+      // cannot help, so it is the client's to change (422), not the host's shortage (503).
+      if (db::IsBudgetExceeded(status)) return Error(422, "budget_exceeded", std::move(message));
+      [[fallthrough]];
     case absl::StatusCode::kUnavailable:
     case absl::StatusCode::kDeadlineExceeded:
       // The host is short of something (open files, memory, time): the client may retry.

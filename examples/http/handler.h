@@ -10,7 +10,8 @@
 //   POST   /v1/db/{tenant}/query   {"statements":[{"sql":"...","args":[...]}]}
 //   PUT    /v1/db/{tenant}         create the tenant
 //   DELETE /v1/db/{tenant}         delete the tenant
-//   GET    /v1/stats               loop, server and executor figures
+//   POST   /v1/db/{tenant}/token   mint the tenant's query token (admin; examples/http/auth.h)
+//   GET    /v1/stats               loop, server and executor figures (admin)
 // Any other path is 404; a known path with another method is 405 with an Allow header.
 //
 // Values in JSON: null, integers (int64), doubles, strings (TEXT), booleans (as 1 and 0, since
@@ -18,10 +19,14 @@
 //
 // Every error is answered as {"error":{"code":"...","message":"..."}} with a fixed code:
 //   malformed_http 400, headers_too_large 431, body_too_large 413, malformed_json 400,
-//   invalid_request 400 (valid JSON of the wrong shape or types), invalid_tenant 400,
-//   no_route 404, method_not_allowed 405, timeout 408, and for executor statuses
-//   invalid_argument 400 (SQL errors, with SQLite's message), not_found 404, conflict 409,
-//   unavailable 503, outcome_unknown 500 (DataLoss), internal 500.
+//   invalid_request 400 (valid JSON of the wrong shape or types, an empty "sql", a NUL in it, a
+//   key given twice), invalid_tenant 400, unauthenticated 401 (with WWW-Authenticate: Bearer),
+//   forbidden 403, no_route 404, method_not_allowed 405, timeout 408, tenant_busy 503 (the
+//   tenant has tenant_requests_max requests running; with Retry-After), and for executor
+//   statuses invalid_argument 400 (SQL errors, with SQLite's message), not_found 404,
+//   conflict 409, budget_exceeded 422 (the statement ran out of its budget of SQLite work,
+//   db::IsBudgetExceeded: it would fail again, so no Retry-After), unavailable 503 (with
+//   Retry-After), outcome_unknown 500 (DataLoss), internal 500.
 //
 // Example:
 //
@@ -59,7 +64,7 @@ struct HttpError {
   [[nodiscard]] bool ok() const { return status == 0; }
 };
 
-enum class RouteKind : uint8_t { kQuery, kCreateTenant, kDeleteTenant, kStats, kError };
+enum class RouteKind : uint8_t { kQuery, kCreateTenant, kDeleteTenant, kToken, kStats, kError };
 
 struct Route {
   RouteKind kind = RouteKind::kError;

@@ -1,10 +1,13 @@
 # The SQL-over-HTTP host (issue 8): a library with the server and its pieces, and the program.
 # http_parser (libhttp-parser-dev) ships no CMake or pkg-config file: find it by header and name.
 find_package(simdjson REQUIRED)
+# libcrypto (libssl-dev) for the bearer tokens: HMAC-SHA256 and a constant-time compare.
+find_package(OpenSSL REQUIRED)
 find_path(SQLOOP_HTTP_PARSER_INCLUDE_DIR http_parser.h REQUIRED)
 find_library(SQLOOP_HTTP_PARSER_LIBRARY http_parser REQUIRED)
 
 add_library(sqloop_example_http STATIC
+  ${CMAKE_CURRENT_LIST_DIR}/auth.cc
   ${CMAKE_CURRENT_LIST_DIR}/executor.cc
   ${CMAKE_CURRENT_LIST_DIR}/handler.cc
   ${CMAKE_CURRENT_LIST_DIR}/json_writer.cc
@@ -16,7 +19,7 @@ add_library(sqloop_example_http STATIC
 target_include_directories(sqloop_example_http SYSTEM PUBLIC ${SQLOOP_HTTP_PARSER_INCLUDE_DIR})
 target_link_libraries(sqloop_example_http
   PUBLIC sqloop::loop sqloop::db simdjson::simdjson ${SQLOOP_HTTP_PARSER_LIBRARY} SQLite::SQLite3
-         absl::flat_hash_map absl::status absl::statusor absl::strings absl::time
+         OpenSSL::Crypto absl::flat_hash_map absl::status absl::statusor absl::strings absl::time
   PRIVATE sqloop_warnings)
 
 add_executable(sqloop_http ${CMAKE_CURRENT_LIST_DIR}/sqloop_http.cc)

@@ -337,11 +337,16 @@ absl::Status RegistryExecutor::AfterStatement(Job& job, absl::Status status) {
   if (!status.ok()) {
     status = MapStatus(std::move(status), *job.request);
     if (job.request->statements.size() == 1) return status;
-    return absl::Status(status.code(),
-                        absl::StrCat("statements[", job.statement, "]: ", status.message(), " (",
-                                     job.writes_committed,
-                                     " write(s) before it committed; each write is durable on "
-                                     "its own)"));
+    absl::Status located(status.code(),
+                         absl::StrCat("statements[", job.statement, "]: ", status.message(), " (",
+                                      job.writes_committed,
+                                      " write(s) before it committed; each write is durable on "
+                                      "its own)"));
+    // Keep the payloads: db::IsBudgetExceeded is one, and the server maps it to its own code.
+    status.ForEachPayload([&located](absl::string_view type, const absl::Cord& payload) {
+      located.SetPayload(type, payload);
+    });
+    return located;
   }
   StatementResult& result = job.request->results[job.statement];
   if (r.kind == db::Request::Kind::kWrite) {

@@ -35,9 +35,11 @@
 //      state comes from a pool of `requests_in_flight_max` jobs allocated at Create.
 //   3. Errors carry the codes the server maps (executor.h): InvalidArgument (bad name, SQL
 //      errors, forbidden SQL), NotFound, AlreadyExists/FailedPrecondition (an existing tenant,
-//      a constraint violation), ResourceExhausted/Unavailable (budgets, shutting down, and a
-//      request the Database refused without running it, e.g. poisoned by a failed fsync),
-//      DataLoss (the Database's "outcome unknown").
+//      a constraint violation), ResourceExhausted/Unavailable (no job free, shutting down, and
+//      a request the Database refused without running it, e.g. poisoned by a failed fsync),
+//      ResourceExhausted with the db::IsBudgetExceeded payload, passed through as it is (a
+//      statement over its budget of SQLite work: the server answers 422, not 503), DataLoss
+//      (the Database's "outcome unknown").
 //
 // Example:
 //

@@ -15,17 +15,18 @@ RequestParser* Self(http_parser* parser) { return static_cast<RequestParser*>(pa
 // http_parser stores "no Content-Length" as ULLONG_MAX.
 constexpr uint64_t kNoContentLength = ~uint64_t{0};
 
-// 16 bytes hold "expect" and "100-continue"; longer names and values are not the ones we look
-// for, so they are only counted, never stored.
+// 16 bytes hold "expect", "authorization" and "100-continue"; longer names and values are not
+// the ones we look for, so they are only counted, never stored.
 constexpr size_t kHeaderScratchBytes = 16;
 
-// Appends to a header scratch string; once it would grow past kHeaderScratchBytes it is
-// replaced by a marker that no name or value we look for can equal, and stays that way.
-void AppendBounded(std::string& scratch, const char* at, size_t length) {
-  if (scratch.size() + length <= kHeaderScratchBytes) {
+// Appends to a header scratch string; once it would grow past `bytes_max` it is replaced by a
+// marker that no name, value or token we look for can equal, and stays that way.
+void AppendBounded(std::string& scratch, const char* at, size_t length,
+                   size_t bytes_max = kHeaderScratchBytes) {
+  if (scratch.size() + length <= bytes_max) {
     scratch.append(at, length);
   } else {
-    scratch.assign(kHeaderScratchBytes + 1, '-');
+    scratch.assign(bytes_max + 1, '-');
   }
 }
 
@@ -94,10 +95,11 @@ int RequestParser::OnMessageBegin(http_parser* parser) {
   RequestParser& self = *Self(parser);
   self.in_request_ = true;
   self.header_bytes_ = 0;
-  self.field_is_expect_ = self.in_value_ = false;
+  self.field_is_expect_ = self.field_is_authorization_ = self.in_value_ = false;
   self.field_.clear();
   self.request_.url.clear();
   self.request_.body.clear();
+  self.request_.authorization.clear();
   self.request_.keep_alive = self.request_.expect_continue = self.request_.upgrade = false;
   return 0;
 }
@@ -127,7 +129,16 @@ int RequestParser::OnHeaderValue(http_parser* parser, const char* at, size_t len
   if (!self.in_value_) {
     self.in_value_ = true;
     self.field_is_expect_ = absl::EqualsIgnoreCase(self.field_, "expect");
+    self.field_is_authorization_ = absl::EqualsIgnoreCase(self.field_, "authorization");
     self.value_.clear();
+    if (self.field_is_authorization_ && !self.request_.authorization.empty()) {
+      // Sent twice: which one counts would be a guess, so neither does (a marker no token
+      // equals, which the appends below keep).
+      self.request_.authorization.assign(kAuthorizationBytesMax + 1, '-');
+    }
+  }
+  if (self.field_is_authorization_) {
+    AppendBounded(self.request_.authorization, at, length, kAuthorizationBytesMax);
   }
   if (self.field_is_expect_) {
     AppendBounded(self.value_, at, length);

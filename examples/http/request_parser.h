@@ -45,6 +45,10 @@ struct HttpRequest {
   bool keep_alive = false;       // http_should_keep_alive(): HTTP/1.1 default or 1.0 + header.
   bool expect_continue = false;  // "Expect: 100-continue" was sent.
   bool upgrade = false;  // An Upgrade/CONNECT request: answered, then the connection closes.
+  // The Authorization header's value, or empty. One longer than
+  // RequestParser::kAuthorizationBytesMax, or a header sent twice, is kept as a marker no token
+  // can equal.
+  std::string authorization;
 };
 
 class RequestParser {
@@ -53,6 +57,10 @@ class RequestParser {
     uint32_t header_bytes_max;  // Request line + header names and values.
     uint32_t body_bytes_max;
   };
+  // The longest Authorization value stored: "Bearer " and the longest admin token
+  // (kAdminTokenBytesMax in examples/http/auth.h) with room to spare.
+  static constexpr size_t kAuthorizationBytesMax = 1100;
+
   enum class Result : uint8_t {
     kNeedMore,  // Every byte was consumed and the request is not complete yet.
     kComplete,  // A whole request is in request(); `consumed` may be less than `size`.
@@ -103,6 +111,7 @@ class RequestParser {
   bool headers_done_ = false;
   bool complete_ = false;
   bool field_is_expect_ = false;
+  bool field_is_authorization_ = false;
   bool in_value_ = false;  // The last callback was a header value (a new field starts afresh).
   std::string field_;      // The current header name, bounded (AppendBounded in the .cc).
   std::string value_;      // The current Expect value, bounded the same way.

@@ -2,36 +2,45 @@
 //
 // A connection (one per pooled `Connection`; `io` carries the socket op, `timer` the deadline):
 //
-//                accept
-//   +-------+  ---------->  +----------+  request complete   +----------+
-//   | kFree |               | kReading | ------------------> | kRunning |  executor
-//   +-------+               +----------+ ---+                +----------+  answers
-//       ^                    ^  |   |       | bad route/body,      |
-//       |       next request |  |   |       | stats, 100-continue  v
-//       |       (keep-alive) |  |   |       +--------------> +----------+
-//       |                    +--|---|----------------------- | kWriting |
-//       |                       |   | malformed, 413, 431,   +----------+
-//       |                       |   | 408 (sent first)            | | sent, close after
-//       |        peer closed,   |   +---------------------------> | | or send failed
-//       |        error, idle    |        +------------+  sent,    | |
-//       |        timeout, stop  |        | kLingering | <---------+ |
-//       |                       v        +------------+ linger      |
-//       |   close done   +-----------+         | EOF/timeout/cap    |
-//       +--------------- | kClosing  | <-------+--------------------+
+// clang-format off
+//
+//                accept      (idle while no byte of a request has come)
+//   +-------+  ---------->  +----------+  request complete        +----------+
+//   | kFree |               | kReading | -----------------------> | kRunning |
+//   +-------+               +----------+ ---+                     +----------+
+//       ^                    ^  |   |       | bad route/body,          |  executor
+//       |       next request |  |   |       | 401/403, 503 busy,       |  answers
+//       |       (keep-alive) |  |   |       | stats, token, 100-cont.  v
+//       |                    |  |   |       +-------------------> +----------+
+//       |                    +--|---|---------------------------- | kWriting |
+//       |                       |   | malformed, 413, 431,        +----------+
+//       |                       |   | 408 (sent first)                 | | sent, close
+//       |   peer closed, error, |   +--------------------------------> | | after, or
+//       |   idle timeout, stop, |        +------------+  sent after    | | send failed
+//       |   closed for room     |        | kLingering | <--------------+ |
+//       |   (idle only)         v        +------------+  an error        |
+//       |   close done   +-----------+         | EOF/timeout/cap         |
+//       +--------------- | kClosing  | <-------+-------------------------+
 //         and timer back +-----------+
 //
 // Transition table:
 //
 //   state       event                                       next        made by
-//   kFree       accept returned a descriptor                kReading    OnAccept -> Open
+//   kFree       accept returned a descriptor, or a client   kReading    OnAccept -> Place -> Open,
+//               held for a place gets a freed one                       MaybeFree -> Place -> Open
 //   kReading    recv: request incomplete                    kReading    OnRead -> NeedMoreInput
 //   kReading    recv: headers want "100 Continue"           kWriting    NeedMoreInput -> Send
-//   kReading    recv: request complete, goes to executor    kRunning    Dispatch ->
-//   SubmitToExecutor kReading    recv: complete, answered here (route error,
-//               bad JSON, /v1/stats)                        kWriting    Dispatch -> Respond
+//   kReading    recv: complete, authorised, under the       kRunning    Dispatch ->
+//               tenant's limit: goes to the executor                    SubmitToExecutor
+//   kReading    recv: complete, answered here (route        kWriting    Dispatch -> Respond
+//               error, 401/403, 503 tenant_busy, bad
+//               JSON, /v1/stats, a minted token)
 //   kReading    recv: malformed HTTP, 413, 431              kWriting    ProcessBuffered ->
-//   RespondError kReading    deadline, part of a request received        kWriting    OnReadTimedOut
-//   (408) kReading    recv 0 / error, idle deadline, Stop()       kClosing    OnRead -> Close
+//                                                                       RespondError
+//   kReading    deadline, part of a request received        kWriting    OnReadTimedOut (408)
+//   kReading    recv 0 / error, idle deadline, Stop()       kClosing    OnRead -> Close
+//   kReading    idle and the oldest, the pool full, a       kClosing    CloseOldestIdle,
+//               client waiting for a place                              OnRead -> Close
 //   kRunning    executor's on_done                          kWriting    OnExecutorDone -> Respond
 //   kWriting    sent 100 Continue                           kReading    OnWritten -> Recv
 //   kWriting    sent, keep-alive                            kReading    OnWritten -> NextRequest
@@ -44,14 +53,25 @@
 //   kClosing    close done and the timer's callback ran     kFree       MaybeFree
 //
 // Invariants per state (AssertInvariants runs on every transition and every callback):
-//   all but kFree  fd >= 0; parsed <= filled <= kReadBufferBytes; open_ <= connections_max.
-//   kFree          fd == -1; no timer pending.
+//   all            idle_count_ <= open_ <= connections_max; a client is held (pending_fd_) only
+//                  while no connection is free and accept is not armed.
+//   all but kFree  fd >= 0; parsed <= filled <= kReadBufferBytes.
+//   kFree          fd == -1; no timer pending; not idle; no tenant slot.
 //   kReading       `io` is a recv into an empty buffer (filled == parsed == 0); a deadline is set.
+//                  In the idle list exactly when no byte of a request has arrived and the recv
+//                  is not being cancelled (Enter and CancelIo keep it so, through SetIdle).
 //   kRunning       no socket op pending; no deadline (the executor bounds its work); the
-//                  executor holds `request`.
+//                  executor holds `request`; the connection holds one of its tenant's slots.
 //   kWriting       `io` is a send of `response`; a deadline is set.
 //   kLingering     `io` is a recv that discards; our side is shut down for writing.
 //   kClosing       `io` is the close (until close_done); the timer is cancelled or done.
+//
+// clang-format on
+//
+// The listener (invariants 1 and 1a in server.h): accept is armed while the next client can be
+// given a connection: one is free, or one is idle and can be closed for it (CanTakeAClient).
+// When neither holds it pauses (accept_pauses) and clients wait in the kernel's backlog; the
+// first connection to become free or idle (SetIdle, MaybeFree -> MaybeArmAccept) resumes it.
 //
 // Deadlines are lazy: a connection's timer stays armed while its deadline only moves later
 // (the callback re-arms for the remainder), and is cancelled only when the deadline moves
@@ -100,6 +120,13 @@ HttpServer::HttpServer(loop::Loop& loop, QueryExecutor& executor, int listen_fd,
                        HttpServerOptions options)
     : loop_(loop), executor_(executor), listen_fd_(listen_fd), options_(std::move(options)) {
   SQLOOP_CHECK(options_.connections_max > 0, "HttpServer: connections_max must be > 0");
+  SQLOOP_CHECK(options_.tenant_requests_max > 0, "HttpServer: tenant_requests_max must be > 0");
+  absl::StatusOr<Authenticator> auth = Authenticator::FromOptions(options_.auth);
+  SQLOOP_CHECK(auth.ok(),
+               "HttpServer: invalid auth options (check them with "
+               "Authenticator::FromOptions first)");
+  auth_ = *std::move(auth);
+  tenant_running_.reserve(options_.connections_max);
   accept_.user_data = this;
   accept_.callback = &HttpServer::OnAccept;
   accept_.name = "http accept";
@@ -122,7 +149,7 @@ HttpServer::HttpServer(loop::Loop& loop, QueryExecutor& executor, int listen_fd,
 }
 
 HttpServer::~HttpServer() {
-  SQLOOP_CHECK(open_ == 0 && !accepting_ && !accept_retrying_,
+  SQLOOP_CHECK(open_ == 0 && !accepting_ && !accept_retrying_ && pending_fd_ < 0,
                "HttpServer: destroyed with connections open; Stop() and run the loop first");
 }
 
@@ -137,6 +164,10 @@ void HttpServer::Stop() {
   stopping_ = true;
   if (accepting_) loop_.Cancel(accept_);
   if (accept_retrying_) loop_.Cancel(accept_retry_);
+  if (pending_fd_ >= 0) {
+    CloseUnserved(pending_fd_);  // A client nobody will serve now.
+    pending_fd_ = -1;
+  }
   // Idle connections (waiting for a request that has not begun) close now; the rest finish.
   for (const std::unique_ptr<Connection>& connection : pool_) {
     if (connection->state == State::kReading && !connection->parser.in_request()) {
@@ -154,7 +185,7 @@ void HttpServer::ArmAccept() {
   loop_.Submit(accept_);
 }
 
-loop::Action HttpServer::OnAccept(loop::Loop& loop, loop::Completion& c) {
+loop::Action HttpServer::OnAccept(loop::Loop&, loop::Completion& c) {
   auto& server = *static_cast<HttpServer*>(c.user_data);
   server.accepting_ = false;
   if (c.result() < 0) {
@@ -163,24 +194,84 @@ loop::Action HttpServer::OnAccept(loop::Loop& loop, loop::Completion& c) {
   }
   const int fd = static_cast<int>(c.result());
   if (server.stopping_) {
-    // Accepted in the same tick as Stop(): nobody will serve it. Closed through the backend
-    // that made it, like every other descriptor here: under the simulator a plain close()
-    // would hit a real descriptor of the process and leave the simulated client waiting.
-    io::Op close_op{.kind = io::OpKind::kClose, .fd = fd};
-    (void)loop.WaitForOp(close_op);
+    server.CloseUnserved(fd);  // Accepted in the same tick as Stop(): nobody will serve it.
     return loop::Action::kDisarm;
   }
-  SQLOOP_CHECK(!server.free_.empty(), "HttpServer: accepted while the pool was full");
-  Connection& connection = *server.free_.back();
-  server.free_.pop_back();
-  server.Open(connection, fd);
-  // Invariant 1: accept again only while a connection is free for the next client.
-  if (!server.free_.empty()) {
+  server.in_on_accept_ = true;
+  server.Place(fd);
+  server.in_on_accept_ = false;
+  // Invariants 1 and 1a: accept again only while the next client can be given a connection.
+  if (server.CanTakeAClient()) {
     server.accepting_ = true;
     return loop::Action::kRearm;
   }
-  server.stats_.accept_pauses++;
+  server.stats_.accept_pauses++;  // Full: clients wait (one held here, the rest in the backlog).
   return loop::Action::kDisarm;
+}
+
+bool HttpServer::CanTakeAClient() const {
+  return !stopping_ && pending_fd_ < 0 && (!free_.empty() || idle_count_ > 0);
+}
+
+void HttpServer::MaybeArmAccept() {
+  if (in_on_accept_ || accepting_ || accept_retrying_ || !CanTakeAClient()) return;
+  ArmAccept();
+}
+
+void HttpServer::Place(int fd) {
+  if (!free_.empty()) {
+    Connection& connection = *free_.back();
+    free_.pop_back();
+    Open(connection, fd);
+    return;
+  }
+  // Invariant 1a: the pool is full and a client waits. It takes the place of the oldest idle
+  // connection once that one has closed (MaybeFree); if none is idle any more (it received a
+  // request since accept was armed), of the first connection to close.
+  pending_fd_ = fd;
+  if (idle_count_ > 0) CloseOldestIdle();
+}
+
+void HttpServer::CloseUnserved(int fd) {
+  // Closed through the backend that made it, like every other descriptor here: under the
+  // simulator a plain close() would hit a real descriptor of the process and leave the
+  // simulated client waiting.
+  io::Op close_op{.kind = io::OpKind::kClose, .fd = fd};
+  (void)loop_.WaitForOp(close_op);
+}
+
+void HttpServer::CloseOldestIdle() {
+  Connection& oldest = *idle_head_;
+  SQLOOP_CHECK(oldest.idle && oldest.state == State::kReading,
+               "HttpServer: the idle list holds a connection that is not idle");
+  stats_.idle_closed_for_capacity++;
+  oldest.evicted = true;
+  // Its recv comes back (-ECANCELED, or data that arrived just now and is dropped: the client
+  // sees its keep-alive connection closed, which HTTP clients expect and retry on); OnRead
+  // closes it, and MaybeFree hands its place to pending_fd_.
+  CancelIo(oldest);
+}
+
+// Invariant 1a's list: a connection joins at the tail when it becomes idle and leaves when it
+// stops being idle, so the head is always the connection idle the longest. O(1) both ways.
+void HttpServer::SetIdle(Connection& connection, bool idle) {
+  if (connection.idle == idle) return;
+  connection.idle = idle;
+  if (idle) {
+    connection.idle_prev = idle_tail_;
+    connection.idle_next = nullptr;
+    (idle_tail_ != nullptr ? idle_tail_->idle_next : idle_head_) = &connection;
+    idle_tail_ = &connection;
+    idle_count_++;
+    MaybeArmAccept();  // A full pool of busy connections has something to give up again.
+    return;
+  }
+  (connection.idle_prev != nullptr ? connection.idle_prev->idle_next : idle_head_) =
+      connection.idle_next;
+  (connection.idle_next != nullptr ? connection.idle_next->idle_prev : idle_tail_) =
+      connection.idle_prev;
+  connection.idle_prev = connection.idle_next = nullptr;
+  idle_count_--;
 }
 
 void HttpServer::HandleAcceptError(int64_t error) {
@@ -213,7 +304,9 @@ void HttpServer::Open(Connection& connection, int fd) {
   connection.fd = fd;
   connection.timed_out = connection.close_done = false;
   connection.continue_sent = false;
-  connection.request_started = true;  // The header deadline runs from accept.
+  connection.evicted = false;
+  connection.io_cancel_requested = false;  // Not this connection's: its previous life's.
+  connection.request_started = true;       // The header deadline runs from accept.
   connection.filled = connection.parsed = 0;
   connection.lingered_bytes = 0;
   connection.parser.Reset();
@@ -260,6 +353,10 @@ loop::Action HttpServer::OnIo(loop::Loop&, loop::Completion& c) {
 }
 
 void HttpServer::OnRead(Connection& connection, int64_t result) {
+  if (connection.evicted) {
+    Close(connection);  // Invariant 1a: its place goes to a waiting client.
+    return;
+  }
   if (connection.timed_out) {
     OnReadTimedOut(connection);
     return;
@@ -331,9 +428,28 @@ void HttpServer::Dispatch(Connection& connection) {
   ClearDeadline(connection);
   const HttpRequest& request = connection.parser.request();
   const Route route = MatchRoute(request.method, request.url);
+  if (route.kind != RouteKind::kError) {
+    // Invariant 1c: before the body is looked at and before the executor is asked.
+    const HttpError denied = auth_.Authorize(route.kind, route.tenant, request.authorization);
+    if (!denied.ok()) {
+      RespondError(connection, denied, AfterSend::kKeepAlive);
+      return;
+    }
+  }
   switch (route.kind) {
     case RouteKind::kError:
       RespondError(connection, route.error, AfterSend::kKeepAlive);
+      return;
+    case RouteKind::kToken:
+      if (!auth_.enabled()) {
+        RespondError(connection,
+                     HttpError{404, "no_route",
+                               "auth is disabled on this server: there are no tokens to mint", ""},
+                     AfterSend::kKeepAlive);
+        return;
+      }
+      WriteTokenBody(route.tenant, connection.body);
+      Respond(connection, 200, "", AfterSend::kKeepAlive);
       return;
     case RouteKind::kStats:
       WriteStatsBody(connection.body);
@@ -364,6 +480,23 @@ void HttpServer::RunQuery(Connection& connection, absl::string_view tenant) {
 
 void HttpServer::SubmitToExecutor(Connection& connection, ExecutorRequest::Kind kind,
                                   absl::string_view tenant) {
+  // Invariant 1b. The map has room for every connection (reserved), so this never rehashes; a
+  // name longer than std::string's inline buffer costs one allocation while it has an entry.
+  uint32_t& running = tenant_running_.try_emplace(tenant, 0).first->second;
+  if (running >= options_.tenant_requests_max) {
+    stats_.tenant_busy++;
+    RespondError(
+        connection,
+        HttpError{503, "tenant_busy",
+                  absl::StrCat("tenant \"", tenant, "\" already has ", options_.tenant_requests_max,
+                               " requests running, the limit per tenant "
+                               "(tenant_requests_max); retry"),
+                  "Retry-After: 1\r\n"},
+        AfterSend::kKeepAlive);
+    return;
+  }
+  running++;
+  connection.holds_tenant_slot = true;
   ExecutorRequest& request = connection.request;
   if (kind != ExecutorRequest::Kind::kQuery) request.Reset();
   request.kind = kind;
@@ -372,11 +505,32 @@ void HttpServer::SubmitToExecutor(Connection& connection, ExecutorRequest::Kind 
   executor_.Submit(request);
 }
 
+void HttpServer::ReleaseTenantSlot(Connection& connection) {
+  SQLOOP_CHECK(connection.holds_tenant_slot, "HttpServer: a request ran without a tenant slot");
+  connection.holds_tenant_slot = false;
+  const auto it = tenant_running_.find(connection.request.tenant);
+  SQLOOP_CHECK(it != tenant_running_.end() && it->second > 0,
+               "HttpServer: a tenant's running count is lost");
+  if (--it->second == 0) tenant_running_.erase(it);
+}
+
+void HttpServer::WriteTokenBody(absl::string_view tenant, std::string& body) const {
+  body.clear();
+  JsonWriter json(body);
+  json.BeginObject();
+  json.Key("tenant");
+  json.String(tenant);
+  json.Key("token");
+  json.String(auth_.TenantToken(tenant));
+  json.EndObject();
+}
+
 void HttpServer::OnExecutorDone(ExecutorRequest& request) {
   auto& connection = *static_cast<Connection*>(request.user_data);
   HttpServer& server = *connection.server;
   server.AssertInvariants(connection);
   SQLOOP_CHECK(connection.state == State::kRunning, "HttpServer: executor answered twice");
+  server.ReleaseTenantSlot(connection);
   if (!request.status.ok()) {
     server.RespondError(connection, ErrorFromStatus(request.status), AfterSend::kKeepAlive);
     return;
@@ -394,6 +548,11 @@ void HttpServer::OnExecutorDone(ExecutorRequest& request) {
       json.BeginObject();
       json.Key(created ? "created" : "deleted");
       json.String(request.tenant);
+      if (created && server.auth_.enabled()) {
+        // The admin hands this to the tenant: it grants queries on this tenant only.
+        json.Key("token");
+        json.String(server.auth_.TenantToken(request.tenant));
+      }
       json.EndObject();
       server.Respond(connection, created ? 201 : 200, "", AfterSend::kKeepAlive);
       return;
@@ -513,8 +672,14 @@ void HttpServer::MaybeFree(Connection& connection) {
   free_.push_back(&connection);
   open_--;
   stats_.connections_closed++;
+  if (pending_fd_ >= 0) {
+    // Invariant 1a: the client waiting for a place takes this one.
+    const int fd = pending_fd_;
+    pending_fd_ = -1;
+    Place(fd);
+  }
   // A free connection again: resume accepting if the full pool had paused it.
-  if (!accepting_ && !accept_retrying_ && !stopping_) ArmAccept();
+  MaybeArmAccept();
 }
 
 void HttpServer::TrimScratch(Connection& connection) {
@@ -586,6 +751,9 @@ void HttpServer::SubmitIo(Connection& connection) {
 }
 
 void HttpServer::CancelIo(Connection& connection) {
+  // A connection whose recv is being cancelled is on its way out: no longer one to close
+  // for room (invariant 1a).
+  SetIdle(connection, false);
   // Stop() and a deadline may both want the same op cancelled: ask the loop once.
   if (connection.io_cancel_requested) return;
   connection.io_cancel_requested = true;
@@ -596,12 +764,24 @@ void HttpServer::CancelIo(Connection& connection) {
 
 void HttpServer::Enter(Connection& connection, State state) {
   connection.state = state;
+  // Invariant 1a: idle is waiting for a request of which no byte has arrived. A connection
+  // already idle keeps its place in the list (it has been idle since it first became so).
+  SetIdle(connection, state == State::kReading && !connection.parser.in_request() &&
+                          !connection.io_cancel_requested && !connection.evicted);
   AssertInvariants(connection);
 }
 
 void HttpServer::AssertInvariants(const Connection& connection) const {
   SQLOOP_CHECK(open_ <= pool_.size(), "HttpServer: more open connections than the pool holds");
   SQLOOP_CHECK(open_ + free_.size() == pool_.size(), "HttpServer: a connection is lost");
+  SQLOOP_CHECK(idle_count_ <= open_ && (idle_count_ == 0) == (idle_head_ == nullptr),
+               "HttpServer: the idle list and its count disagree");
+  SQLOOP_CHECK(pending_fd_ < 0 || (free_.empty() && !accepting_),
+               "HttpServer: a client waits for a place while one is free or accept is armed");
+  SQLOOP_CHECK(!connection.idle || (connection.state == State::kReading && !connection.evicted),
+               "HttpServer: an idle connection is not waiting for a request");
+  SQLOOP_CHECK(!connection.holds_tenant_slot || connection.state == State::kRunning,
+               "HttpServer: a tenant slot is held outside kRunning");
   if (connection.state == State::kFree) {
     SQLOOP_CHECK(connection.fd == -1 && !connection.timer_armed,
                  "HttpServer: a free connection holds a descriptor or a timer");
@@ -694,6 +874,15 @@ void HttpServer::WriteServerStats(JsonWriter& json) const {
         {"connections_closed", stats_.connections_closed},
         {"accept_pauses", stats_.accept_pauses},
         {"accept_errors", stats_.accept_errors},
+        {"connections_idle", uint64_t{idle_count_}},
+        {"idle_closed_for_capacity", stats_.idle_closed_for_capacity},
+        {"tenant_requests_max", uint64_t{options_.tenant_requests_max}},
+        {"tenants_running", uint64_t{tenant_running_.size()}},
+        {"tenant_busy", stats_.tenant_busy},
+        {"auth_enabled", uint64_t{auth_.enabled()}},
+        {"auth_unauthenticated", auth_.stats().unauthenticated},
+        {"auth_forbidden", auth_.stats().forbidden},
+        {"auth_constant_time_compares", auth_.stats().constant_time_compares},
         {"requests", stats_.requests},
         {"timeouts", stats_.timeouts},
         {"errors", errors}}) {

@@ -16,6 +16,18 @@
 //      answer 503": it costs no descriptor, no memory and no send per refused client, and it is
 //      what examples/echo.h does, so the pattern is the same everywhere. (A client that must
 //      know quickly uses a connect timeout.)
+//   1a. Idle connections never lock a client out. A connection is idle while it waits for a
+//      request of which no byte has arrived: just accepted, or kept alive after a response. Idle
+//      connections sit in a list ordered by when they became idle. While the pool is full but
+//      some connection is idle the listener keeps accepting; a client accepted then is held
+//      (one at most, `pending_fd_`) while the oldest idle connection is closed, and takes its
+//      place. O(1) per accept. Otherwise an attacker holding connections_max idle sockets (and
+//      reconnecting before idle_timeout) would keep every real request waiting in the backlog.
+//   1b. One tenant cannot take all the executor's capacity: at most `tenant_requests_max`
+//      requests per tenant run at once; one more is answered 503 tenant_busy with Retry-After.
+//   1c. With auth enabled (`auth`, examples/http/auth.h) every route but an unknown one needs a
+//      bearer token, checked before the body is parsed and before the executor is asked, so a
+//      401 or 403 never depends on whether the tenant exists.
 //   2. Each connection has exactly two completions: `io` (the one socket operation in flight:
 //      recv, send or close) and `timer` (its deadline). No other operation is ever pending for
 //      it, and it returns to the pool only when both have come back.
@@ -47,9 +59,11 @@
 #include <string>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "examples/http/auth.h"
 #include "examples/http/executor.h"
 #include "examples/http/handler.h"
 #include "examples/http/json_writer.h"
@@ -79,6 +93,14 @@ struct HttpServerOptions {
   // client still sends, so its unread request does not turn our close into a reset that
   // destroys the response. 2 s is ample on any network that delivered the request.
   absl::Duration linger_timeout = absl::Seconds(2);
+  // Requests of one tenant running at once (invariant 1b). 64 is 1/16 of the default pool (and
+  // of the registry executor's jobs, sized to it), so a tenant that floods the host still leaves
+  // room for at least 15 others at full concurrency; and a tenant's writes are serialised by
+  // its one database writer (group commit), so more than 64 of its requests at once would only
+  // queue inside the database, holding connections, without adding throughput.
+  uint32_t tenant_requests_max = 64;
+  // Bearer-token auth (invariant 1c); off by default, required by sqloop_http.
+  AuthOptions auth;
   QueryLimits query;
 };
 
@@ -88,7 +110,9 @@ class HttpServer {
     uint64_t connections_accepted = 0;
     uint64_t connections_closed = 0;
     uint32_t connections_open_peak = 0;
-    uint64_t accept_pauses = 0;  // Times the pool was full and accepting stopped.
+    uint64_t accept_pauses = 0;             // Times the pool was full and accepting stopped.
+    uint64_t idle_closed_for_capacity = 0;  // Idle connections closed for a waiting client.
+    uint64_t tenant_busy = 0;               // Requests refused (503) at the per-tenant limit.
     uint64_t accept_errors = 0;
     uint64_t requests = 0;  // Complete requests parsed (answered or in flight).
     uint64_t timeouts = 0;  // Deadlines that expired and closed (or 408'd) a connection.
@@ -109,9 +133,13 @@ class HttpServer {
   void Stop();
 
   [[nodiscard]] const Stats& stats() const { return stats_; }
+  [[nodiscard]] const Authenticator::Stats& auth_stats() const { return auth_.stats(); }
   [[nodiscard]] uint32_t open_connections() const { return open_; }
+  [[nodiscard]] uint32_t idle_connections() const { return idle_count_; }
   // True after Stop() once every connection has closed and accept is no longer pending.
-  [[nodiscard]] bool drained() const { return stopping_ && open_ == 0 && !accepting_; }
+  [[nodiscard]] bool drained() const {
+    return stopping_ && open_ == 0 && !accepting_ && pending_fd_ < 0;
+  }
 
  private:
   // A connection's states; see the diagram in server.cc.
@@ -145,10 +173,15 @@ class HttpServer {
     bool close_done = false;           // kClosing: the close came back.
     bool continue_sent = false;        // "100 Continue" went out for the current request.
     bool request_started = false;      // The header deadline runs for the current request.
-    int64_t deadline_ns = 0;           // Absolute, on the loop clock; kNoDeadline when none.
-    int64_t timer_deadline_ns = 0;     // When the armed timer fires.
-    uint32_t filled = 0;               // Bytes in `buffer` from the last recv.
-    uint32_t parsed = 0;               // Of those, bytes the parser has consumed.
+    bool idle = false;                 // In the idle list (invariant 1a).
+    bool evicted = false;              // Closed to make room: its recv was cancelled.
+    bool holds_tenant_slot = false;    // Counted in tenant_running_ (invariant 1b).
+    Connection* idle_prev = nullptr;   // Links in the idle list, oldest first.
+    Connection* idle_next = nullptr;
+    int64_t deadline_ns = 0;        // Absolute, on the loop clock; kNoDeadline when none.
+    int64_t timer_deadline_ns = 0;  // When the armed timer fires.
+    uint32_t filled = 0;            // Bytes in `buffer` from the last recv.
+    uint32_t parsed = 0;            // Of those, bytes the parser has consumed.
     uint64_t lingered_bytes = 0;
     RequestParser parser;
     ExecutorRequest request;
@@ -164,7 +197,13 @@ class HttpServer {
   static void OnExecutorDone(ExecutorRequest& request);
 
   void ArmAccept();
+  [[nodiscard]] bool CanTakeAClient() const;
+  void MaybeArmAccept();
   void HandleAcceptError(int64_t error);
+  void Place(int fd);
+  void CloseUnserved(int fd);
+  void CloseOldestIdle();
+  void SetIdle(Connection& connection, bool idle);
   void Open(Connection& connection, int fd);
   void OnRead(Connection& connection, int64_t result);
   void OnReadTimedOut(Connection& connection);
@@ -176,6 +215,8 @@ class HttpServer {
   void RunQuery(Connection& connection, absl::string_view tenant);
   void SubmitToExecutor(Connection& connection, ExecutorRequest::Kind kind,
                         absl::string_view tenant);
+  void ReleaseTenantSlot(Connection& connection);
+  void WriteTokenBody(absl::string_view tenant, std::string& body) const;
   void WriteStatsBody(std::string& body) const;
   void WriteLoopStats(JsonWriter& json) const;
   void WriteServerStats(JsonWriter& json) const;
@@ -206,7 +247,18 @@ class HttpServer {
   bool accepting_ = false;        // `accept_` is pending.
   bool accept_retrying_ = false;  // `accept_retry_` is pending.
   bool stopping_ = false;
+  bool in_on_accept_ = false;  // OnAccept decides itself whether to accept again.
   uint32_t open_ = 0;
+  // A client accepted while the pool was full, waiting for the oldest idle connection to close
+  // (invariant 1a); -1 when none. Accept stays disarmed while one waits.
+  int pending_fd_ = -1;
+  Connection* idle_head_ = nullptr;  // The idle list (invariant 1a): oldest first.
+  Connection* idle_tail_ = nullptr;
+  uint32_t idle_count_ = 0;
+  // Requests running per tenant (invariant 1b); a tenant with none has no entry, so the map
+  // holds at most connections_max entries (reserved up front).
+  absl::flat_hash_map<std::string, uint32_t> tenant_running_;
+  Authenticator auth_;
   loop::Completion accept_;
   loop::Completion accept_retry_;
   std::vector<std::unique_ptr<Connection>> pool_;

@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "alloc/check.h"
+#include "db/request.h"
 
 namespace sqloop::examples::http {
 namespace {
@@ -293,9 +294,13 @@ absl::Status SqliteExecutor::Step(sqlite3* db, sqlite3_stmt* stmt, size_t index,
     const int rc = sqlite3_step(stmt);
     if (rc == SQLITE_DONE) break;
     if (rc == SQLITE_INTERRUPT) {
-      return absl::InvalidArgumentError(absl::StrCat(
+      // The same status the Database gives a statement over its budget, so the server maps
+      // both to one answer (422 budget_exceeded: retrying would fail again).
+      absl::Status over = absl::ResourceExhaustedError(absl::StrCat(
           where, ": interrupted after ", options_.vm_steps_max,
           " SQLite VM steps, the limit per request; narrow the query or split the work"));
+      over.SetPayload(db::kBudgetExceededPayload, absl::Cord());
+      return over;
     }
     if (rc != SQLITE_ROW) return StatusFromSqlite(rc, sqlite3_errmsg(db), where);
     if (++budget.rows > options_.rows_max) {

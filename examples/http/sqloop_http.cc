@@ -13,6 +13,14 @@
 // loop's VFS with group commit, and a write is answered once durable, without blocking the loop.
 // --executor=standin selects the plain-SQLite stand-in (examples/http/sqlite_executor.h) instead,
 // for comparison only: every statement and every commit's fsync BLOCKS THE LOOP.
+//
+// Auth (examples/http/auth.h) is required: --admin_token_file names a file holding the admin
+// token (at least 32 characters, readable by its owner only, e.g. `openssl rand -hex 32`). The
+// token never appears on the command line, where any local user could read it with `ps`. For
+// development only, --insecure_no_auth runs without auth, and is refused unless --address is a
+// loopback address (127.0.0.0/8 or ::1), so an open server is never reachable from the network.
+#include <arpa/inet.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -29,7 +37,9 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/status/status.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "examples/http/auth.h"
 #include "examples/http/registry_executor.h"
 #include "examples/http/server.h"
 #include "examples/http/shutdown_signal.h"
@@ -54,10 +64,21 @@ ABSL_FLAG(uint32_t, tenants_open_max, 256, "Tenant databases open at once (LRU b
 ABSL_FLAG(int64_t, tenant_idle_timeout_ms, 30'000,
           "Close a tenant idle this long (registry only; its memory goes back).");
 ABSL_FLAG(uint32_t, statements_max, 64, "Statements per request.");
-ABSL_FLAG(int64_t, stall_budget_ms, 0, "Report loop callbacks that run longer (0: off).");
+ABSL_FLAG(uint32_t, tenant_requests_max, 64,
+          "Requests of one tenant running at once; 503 tenant_busy beyond.");
+// 50 ms: far above any single callback of a healthy loop (a statement slice, a parse, a send),
+// and well below what a client notices, so a callback that holds every connection is reported.
+ABSL_FLAG(int64_t, stall_budget_ms, 50, "Report loop callbacks that run longer (0: off).");
+ABSL_FLAG(std::string, admin_token_file, "",
+          "File holding the admin bearer token (owner-only permissions). Required unless "
+          "--insecure_no_auth.");
+ABSL_FLAG(bool, insecure_no_auth, false,
+          "Development only: no authentication at all. Refused unless --address is loopback.");
 
 namespace {
 
+using sqloop::examples::http::Authenticator;
+using sqloop::examples::http::AuthOptions;
 using sqloop::examples::http::HttpServer;
 using sqloop::examples::http::HttpServerOptions;
 using sqloop::examples::http::QueryExecutor;
@@ -77,6 +98,82 @@ int Fail(const absl::Status& status) {
   return 1;
 }
 
+// 127.0.0.0/8 or ::1 (an IPv4-mapped loopback ::ffff:127.x.y.z too).
+bool IsLoopback(const std::string& address) {
+  in_addr v4{};
+  if (inet_pton(AF_INET, address.c_str(), &v4) == 1) return (ntohl(v4.s_addr) >> 24) == 127;
+  in6_addr v6{};
+  if (inet_pton(AF_INET6, address.c_str(), &v6) != 1) return false;
+  if (IN6_IS_ADDR_LOOPBACK(&v6)) return true;
+  return IN6_IS_ADDR_V4MAPPED(&v6) && v6.s6_addr[12] == 127;
+}
+
+// Reads the admin token: the file's content without surrounding whitespace (a trailing newline
+// from `openssl rand -hex 32 > file`). Refuses a file others may read, as ssh does a key.
+absl::StatusOr<std::string> ReadAdminToken(const std::string& path) {
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--admin_token_file=", path, ": ", std::strerror(errno)));
+  }
+  struct stat info {};
+  std::string content;
+  absl::Status status;
+  if (fstat(fd, &info) != 0 || !S_ISREG(info.st_mode)) {
+    status = absl::InvalidArgumentError(
+        absl::StrCat("--admin_token_file=", path, ": not a regular file"));
+  } else if ((info.st_mode & 077) != 0) {
+    status = absl::InvalidArgumentError(
+        absl::StrCat("--admin_token_file=", path, " may be read by group or others; chmod 600 it"));
+  } else {
+    char buffer[4096];
+    ssize_t n = 0;
+    while ((n = read(fd, buffer, sizeof(buffer))) > 0 && content.size() < 64 * 1024) {
+      content.append(buffer, static_cast<size_t>(n));
+    }
+    if (n < 0) {
+      status = absl::InvalidArgumentError(
+          absl::StrCat("--admin_token_file=", path, ": ", std::strerror(errno)));
+    }
+  }
+  close(fd);
+  if (!status.ok()) return status;
+  return std::string(absl::StripAsciiWhitespace(content));
+}
+
+// Auth from the flags: required, unless --insecure_no_auth on a loopback address.
+absl::StatusOr<AuthOptions> AuthOptionsFromFlags() {
+  const std::string path = absl::GetFlag(FLAGS_admin_token_file);
+  const std::string address = absl::GetFlag(FLAGS_address);
+  AuthOptions auth;
+  if (absl::GetFlag(FLAGS_insecure_no_auth)) {
+    if (!path.empty()) {
+      return absl::InvalidArgumentError("give --admin_token_file or --insecure_no_auth, not both");
+    }
+    if (!IsLoopback(address)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--insecure_no_auth is refused on --address=", address,
+          ": without auth anyone who reaches the port owns every tenant; it is for loopback "
+          "(127.0.0.1, ::1) only"));
+    }
+    return auth;  // Disabled.
+  }
+  if (path.empty()) {
+    return absl::InvalidArgumentError(
+        "--admin_token_file is required (a file holding at least 32 characters, e.g. from "
+        "`openssl rand -hex 32`, mode 600); for development on loopback, --insecure_no_auth");
+  }
+  absl::StatusOr<std::string> token = ReadAdminToken(path);
+  if (!token.ok()) return token.status();
+  auth.enabled = true;
+  auth.admin_token = *std::move(token);
+  if (absl::StatusOr<Authenticator> valid = Authenticator::FromOptions(auth); !valid.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--admin_token_file=", path, ": ", valid.status().message()));
+  }
+  return auth;
+}
+
 HttpServerOptions ServerOptionsFromFlags() {
   HttpServerOptions options;
   options.connections_max = absl::GetFlag(FLAGS_connections_max);
@@ -86,6 +183,7 @@ HttpServerOptions ServerOptionsFromFlags() {
   options.idle_timeout = absl::Milliseconds(absl::GetFlag(FLAGS_idle_timeout_ms));
   options.write_timeout = absl::Milliseconds(absl::GetFlag(FLAGS_write_timeout_ms));
   options.query.statements_max = absl::GetFlag(FLAGS_statements_max);
+  options.tenant_requests_max = absl::GetFlag(FLAGS_tenant_requests_max);
   return options;
 }
 
@@ -143,7 +241,13 @@ struct Stopper {
 };
 
 absl::Status Serve() {
-  // First: block the signals before anything could start a thread.
+  // Auth first: a misconfiguration is refused before anything is opened.
+  absl::StatusOr<AuthOptions> auth = AuthOptionsFromFlags();
+  if (!auth.ok()) return auth.status();
+  if (absl::GetFlag(FLAGS_tenant_requests_max) == 0) {
+    return absl::InvalidArgumentError("--tenant_requests_max must be at least 1");
+  }
+  // Block the signals before anything could start a thread.
   absl::StatusOr<int> signal_fd = ShutdownSignal::Block();
   if (!signal_fd.ok()) return signal_fd.status();
   // Sends use MSG_NOSIGNAL; this covers any write to a closed socket we did not foresee.
@@ -193,7 +297,13 @@ absl::Status Serve() {
 
   absl::Status status;
   {
-    HttpServer server(**loop, executor, *listen_fd, ServerOptionsFromFlags());
+    HttpServerOptions server_options = ServerOptionsFromFlags();
+    server_options.auth = *std::move(auth);
+    if (!server_options.auth.enabled) {
+      Log(sqloop::io::LogLevel::kWarning,
+          "--insecure_no_auth: every tenant is open to anyone who reaches this port");
+    }
+    HttpServer server(**loop, executor, *listen_fd, server_options);
     Stopper stopper;
     stopper.loop = loop->get();
     stopper.server = &server;

@@ -41,7 +41,9 @@
 //      keep-alive unless the server is stopping or closes on purpose (408, 413).
 //   3. Without EINTR/EAGAIN in the seed's fault mix (the server closes a connection whose recv
 //      or send fails), a complete request is answered unless the server stopped or crashed, or
-//      it went out on a keep-alive connection idle for over half the keep-alive timeout.
+//      it went out on a keep-alive connection idle for over half the keep-alive timeout, or
+//      the server closed an idle connection to make room for a waiting client (server.h,
+//      invariant 1a) while the request was outstanding.
 //   4. No hang: every client finishes and the host shuts down before a watchdog on the
 //      virtual clock fires (and the simulator reports a deadlock as an error by itself).
 //   5. After a graceful stop the server drained and (without EINTR/EAGAIN) answered every
@@ -471,6 +473,10 @@ class Traffic final : public http_sim::ClientDriver {
     Plan& plan = plans_[client.id()];
     if (crashed_ || plan.refused || plan.asked == plan.requests) return nullptr;
     const uint32_t sequence = plan.asked++;
+    const uint64_t capacity_closes = host_.server().stats().idle_closed_for_capacity;
+    plan.capacity_closes_baseline =
+        plan.last_answer_ns < 0 ? capacity_closes : plan.capacity_closes_at_last_next;
+    plan.capacity_closes_at_last_next = capacity_closes;
     Exchange& e = exchanges_.emplace_back();
     e.client = client.id();
     e.id = static_cast<uint32_t>(exchanges_.size());
@@ -575,6 +581,11 @@ class Traffic final : public http_sim::ClientDriver {
     uint32_t asked = 0;
     bool refused = false;         // A connect was refused: the server is gone.
     int64_t last_answer_ns = -1;  // The last keep-alive answer on the open connection.
+    // The server's idle_closed_for_capacity before the connection of the current exchange last
+    // became idle: when the exchange before it was handed out (on a keep-alive connection), or
+    // when this one was (on a fresh one). Any close for room of this connection came later.
+    uint64_t capacity_closes_baseline = 0;
+    uint64_t capacity_closes_at_last_next = 0;
   };
 
   Ask DrawAsk() {
@@ -650,6 +661,9 @@ class Traffic final : public http_sim::ClientDriver {
       return Violation(absl::StrCat(where, ": connect refused while the server was serving"));
     }
     if (!strict_network_) return;
+    // The server closed its oldest idle connection for a waiting client (server.h, invariant
+    // 1a): a connection whose request had not reached the server yet may have been the one.
+    if (host_.server().stats().idle_closed_for_capacity > plan.capacity_closes_baseline) return;
     if (e.fresh_connection) {
       return Violation(
           absl::StrCat(where, " got no answer on a fresh connection (", e.why_unanswered, ")"));
