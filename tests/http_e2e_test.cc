@@ -13,6 +13,7 @@
 #include <signal.h>
 #include <spawn.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -548,6 +549,170 @@ TEST_P(HttpEndToEndTest, SigtermClosesIdleConnectionsAndExitsZero) {
   int exit_status = -1;
   again.Stop(exit_status);
   EXPECT_EQ(exit_status, 0);
+}
+
+TEST_P(HttpEndToEndTest, EmptySqlANulInSqlAndRepeatedKeysAre400AndRunNothing) {
+  ASSERT_NO_FATAL_FAILURE(StartServer());
+  ASSERT_EQ(server_.Curl("PUT", "/v1/db/acme").status, 201);
+  // Before: an empty statement answered 200; text after an escaped NUL was dropped silently;
+  // a repeated "sql" ran the last copy.
+  ExpectError(server_.Query("acme", R"({"statements":[{"sql":""}]})"), 400, "invalid_request",
+              "\\\"sql\\\" is empty");
+  ExpectError(server_.Query("acme", R"({"statements":[{"sql":"  \n "}]})"), 400, "invalid_request",
+              "\\\"sql\\\" is empty");
+  ExpectError(server_.Query("acme", R"({"statements":[{"sql":"CREATE TABLE a(x)\u0000 junk"}]})"),
+              400, "invalid_request", "NUL character");
+  ExpectError(server_.Query("acme", R"j({"statements":[{"sql":"CREATE TABLE b(x)",)j"
+                                    R"j("sql":"CREATE TABLE c(x)"}]})j"),
+              400, "invalid_request", "\\\"sql\\\" is given twice");
+  ExpectError(server_.Query("acme", R"({"statements":[{"sql":"SELECT ?","args":[1],"args":[2]}]})"),
+              400, "invalid_request", "\\\"args\\\" is given twice");
+  // None of them ran: the tenant has no table.
+  const Response tables =
+      server_.Query("acme", R"({"statements":[{"sql":"SELECT count(*) FROM sqlite_master"}]})");
+  ASSERT_EQ(tables.status, 200) << tables.body;
+  EXPECT_EQ(JsonAt(tables.body, "/results/0/rows/0/0"), "0");
+  StopServerCleanly();
+}
+
+// A token file as an operator makes it: `openssl rand -hex 32 > file; chmod 600 file`.
+std::string WriteTokenFile(const std::string& dir, const std::string& token, mode_t mode) {
+  const std::string path = dir + "/admin_token";
+  const int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  EXPECT_GE(fd, 0);
+  const std::string content = token + "\n";
+  EXPECT_EQ(write(fd, content.data(), content.size()), static_cast<ssize_t>(content.size()));
+  close(fd);
+  EXPECT_EQ(chmod(path.c_str(), mode), 0);
+  return path;
+}
+
+std::vector<std::string> BearerHeader(const std::string& token) {
+  return {"-H", "Authorization: Bearer " + token};
+}
+
+TEST_P(HttpEndToEndTest, EveryRouteNeedsItsTokenAndRefusalsRevealNoTenant) {
+  char pattern[] = "/tmp/sqloop_http_token_XXXXXX";
+  ASSERT_NE(mkdtemp(pattern), nullptr);
+  const std::string token_dir = pattern;
+  const std::string admin = "3b9f1c0e7a5d42b8a6e0c4f19d2b7e6a";
+  ASSERT_NO_FATAL_FAILURE(
+      StartServer({"--admin_token_file=" + WriteTokenFile(token_dir, admin, 0600)}));
+  const std::string select = R"({"statements":[{"sql":"SELECT 1"}]})";
+  auto query = [&](const std::string& tenant, std::vector<std::string> auth) {
+    auth.insert(auth.end(), {"-H", "Content-Type: application/json", "--data-binary", select});
+    return server_.Curl("POST", "/v1/db/" + tenant + "/query", auth);
+  };
+
+  // Without a token: 401 with the challenge, for every route, existing tenant or not.
+  const Response no_token = server_.Curl("PUT", "/v1/db/acme");
+  ExpectError(no_token, 401, "unauthenticated", "Bearer");
+  EXPECT_TRUE(absl::StrContains(no_token.headers, "WWW-Authenticate: Bearer")) << no_token.headers;
+  ExpectError(server_.Curl("GET", "/v1/stats"), 401, "unauthenticated", "Bearer");
+  ExpectError(server_.Curl("POST", "/v1/db/acme/token"), 401, "unauthenticated", "Bearer");
+
+  // The admin creates acme and gets its token; the token route mints the same one.
+  const Response created = server_.Curl("PUT", "/v1/db/acme", BearerHeader(admin));
+  ASSERT_EQ(created.status, 201) << created.body;
+  const std::string acme_token = JsonAt(created.body, "/token");
+  ASSERT_TRUE(absl::StartsWith(acme_token, "\"acme.")) << created.body;
+  const std::string acme = acme_token.substr(1, acme_token.size() - 2);
+  const Response minted = server_.Curl("POST", "/v1/db/acme/token", BearerHeader(admin));
+  ASSERT_EQ(minted.status, 200) << minted.body;
+  EXPECT_EQ(JsonAt(minted.body, "/token"), acme_token);
+  ASSERT_EQ(server_.Curl("PUT", "/v1/db/globex", BearerHeader(admin)).status, 201);
+
+  // acme's token: its own queries only.
+  EXPECT_EQ(query("acme", BearerHeader(acme)).status, 200);
+  EXPECT_EQ(query("acme", BearerHeader(admin)).status, 200) << "the admin token works anywhere";
+  const Response other_existing = query("globex", BearerHeader(acme));
+  const Response other_missing = query("ghost", BearerHeader(acme));
+  ExpectError(other_existing, 403, "forbidden", "acme");
+  EXPECT_EQ(other_missing.status, 403);
+  // Identical but for the name the caller itself sent: nothing says globex exists.
+  std::string missing_body = other_missing.body;
+  missing_body.replace(missing_body.find("ghost"), 5, "globex");
+  EXPECT_EQ(missing_body, other_existing.body);
+  for (const auto& [method, path] :
+       {std::pair<std::string, std::string>{"POST", "/v1/db/acme/token"}, {"GET", "/v1/stats"}}) {
+    ExpectError(server_.Curl(method, path, BearerHeader(acme)), 403, "forbidden", "admin token");
+  }
+  // A tenant's token on PUT or DELETE: the same 403 for a tenant that exists and one that does
+  // not.
+  for (const std::string method : {"PUT", "DELETE"}) {
+    const Response existing = server_.Curl(method, "/v1/db/globex", BearerHeader(acme));
+    const Response missing = server_.Curl(method, "/v1/db/ghost", BearerHeader(acme));
+    ExpectError(existing, 403, "forbidden", "admin token");
+    EXPECT_EQ(existing.body, missing.body) << method;
+    EXPECT_EQ(missing.status, 403) << method;
+  }
+  // PUT and DELETE without a valid token answer alike for a tenant that exists and one that
+  // does not, and change nothing.
+  const Response delete_existing = server_.Curl("DELETE", "/v1/db/globex", BearerHeader("x.y"));
+  const Response delete_missing = server_.Curl("DELETE", "/v1/db/ghost", BearerHeader("x.y"));
+  EXPECT_EQ(delete_existing.status, 401);
+  EXPECT_EQ(delete_existing.body, delete_missing.body);
+  EXPECT_EQ(server_.Curl("PUT", "/v1/db/globex").body, server_.Curl("PUT", "/v1/db/ghost").body);
+  EXPECT_EQ(query("globex", BearerHeader(admin)).status, 200) << "globex was deleted";
+
+  // Stats need the admin token, and show the checks went through the constant-time compare.
+  const Response stats = server_.Curl("GET", "/v1/stats", BearerHeader(admin));
+  ASSERT_EQ(stats.status, 200) << stats.body;
+  EXPECT_EQ(JsonAt(stats.body, "/server/auth_enabled"), "1");
+  EXPECT_EQ(JsonAt(stats.body, "/server/auth_unauthenticated"), "7");
+  EXPECT_EQ(JsonAt(stats.body, "/server/auth_forbidden"), "8");
+  uint64_t compares = 0;
+  ASSERT_TRUE(
+      absl::SimpleAtoi(JsonAt(stats.body, "/server/auth_constant_time_compares"), &compares));
+  EXPECT_GE(compares, 15u);
+  // The executor was never asked for a refused request: only the admin's and acme's own
+  // requests reached it (2 PUTs, 3 queries).
+  EXPECT_EQ(JsonAt(stats.body, "/executor/requests"), "5") << stats.body;
+  StopServerCleanly();
+  EXPECT_EQ(std::system(("rm -rf " + token_dir).c_str()), 0);
+}
+
+// Runs sqloop_http with `flags` (stderr joined to stdout) and returns what it printed; sets
+// `exit_status`. For configurations it must refuse: it exits at once.
+std::string RunRefused(const std::vector<std::string>& flags, int& exit_status) {
+  std::string command = absl::StrCat(SQLOOP_HTTP_BINARY, " --port=0 --data_dir=/tmp/unused");
+  for (const std::string& flag : flags) absl::StrAppend(&command, " '", flag, "'");
+  int out_fd = -1;
+  const pid_t pid =
+      SpawnWithStdoutPipe({"sh", "-c", command + " 2>&1"}, ChildEnvironment(""), out_fd);
+  EXPECT_GT(pid, 0);
+  std::string output;
+  const bool ended = ReadUntil(out_fd, output, [](const std::string& text) {
+    return absl::StrContains(text, "listening on");
+  });
+  close(out_fd);
+  if (absl::StrContains(output, "listening on")) kill(pid, SIGKILL);  // Our child, by pid.
+  int status = 0;
+  waitpid(pid, &status, 0);
+  EXPECT_TRUE(ended);
+  exit_status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return output;
+}
+
+TEST(HttpProgramTest, RefusesToRunWithoutAuthExceptOnLoopbackInDevelopment) {
+  int exit_status = 0;
+  std::string out = RunRefused({}, exit_status);
+  EXPECT_EQ(exit_status, 1) << out;
+  EXPECT_TRUE(absl::StrContains(out, "--admin_token_file is required")) << out;
+  out = RunRefused({"--insecure_no_auth", "--address=0.0.0.0"}, exit_status);
+  EXPECT_EQ(exit_status, 1) << out;
+  EXPECT_TRUE(absl::StrContains(out, "refused on --address=0.0.0.0")) << out;
+  char pattern[] = "/tmp/sqloop_http_token_XXXXXX";
+  ASSERT_NE(mkdtemp(pattern), nullptr);
+  const std::string dir = pattern;
+  out = RunRefused({"--admin_token_file=" + WriteTokenFile(dir, std::string(40, 'k'), 0644)},
+                   exit_status);
+  EXPECT_EQ(exit_status, 1) << out;
+  EXPECT_TRUE(absl::StrContains(out, "chmod 600")) << out;
+  out = RunRefused({"--admin_token_file=" + WriteTokenFile(dir, "short", 0600)}, exit_status);
+  EXPECT_EQ(exit_status, 1) << out;
+  EXPECT_TRUE(absl::StrContains(out, "at least") || absl::StrContains(out, "must be 32")) << out;
+  EXPECT_EQ(std::system(("rm -rf " + dir).c_str()), 0);
 }
 
 // One keep-alive writer: inserts (writer, seq) for seq = 0, 1, ... and records every insert the
