@@ -6,6 +6,10 @@ if(TARGET sqloop_example_http)
               LIBS sqloop_example_http sqloop_test_backends)
   sqloop_test(http_registry_executor_test SOURCES http_registry_executor_test.cc
               LIBS sqloop_example_http sqloop_test_backends)
+  # The server in this process with an executor that holds requests (per-tenant limits, auth
+  # before the executor), over loopback sockets.
+  sqloop_test(http_server_test SOURCES http_server_test.cc
+              LIBS sqloop_example_http sqloop_test_backends)
   # End to end: the real program, driven by curl (Debian) and raw sockets over loopback.
   sqloop_test(http_e2e_test SOURCES http_e2e_test.cc LIBS sqloop_example_http sqloop_example_http_process Threads::Threads)
   target_compile_definitions(http_e2e_test PRIVATE
