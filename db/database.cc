@@ -142,10 +142,15 @@ bool Database::Queue::Remove(Request* r) {
 // ---- Lifecycle --------------------------------------------------------------------------------
 
 Database::Database(loop::Loop& loop, Vfs& vfs, std::string path, DatabaseOptions options)
-    : loop_(loop), vfs_(vfs), path_(std::move(path)), options_(options) {
+    : loop_(loop),
+      vfs_(vfs),
+      path_(std::move(path)),
+      options_(options),
+      slice_calls_max_(CallsFor(options.slice_vm_steps_max)) {
   pump_.callback = &Database::OnPump;
   pump_.user_data = this;
-  pump_.name = "sqloop-db-pump";
+  // All of the database's SQLite work runs in its pump, so a stall report names the database.
+  pump_.name = path_.c_str();
   writer_.owner = this;
 }
 
@@ -233,7 +238,8 @@ absl::Status Database::OpenConnection(Connection& c, bool writer) {
   if (rc != SQLITE_OK) {
     std::string why =
         vfs_.last_open_error().empty() ? sqlite3_errmsg(c.db) : vfs_.last_open_error();
-    return absl::UnavailableError(absl::StrCat("cannot open database '", path_, "': ", why));
+    return absl::UnavailableError(
+        absl::StrCat("cannot open database '", DatabaseFiles::FileNameOf(path_), "': ", why));
   }
   sqlite3_extended_result_codes(c.db, 1);
   // Defensive: no writable_schema tricks, no direct shadow-table writes; no extensions.
@@ -252,6 +258,20 @@ absl::Status Database::OpenConnection(Connection& c, bool writer) {
   sqlite3_limit(c.db, SQLITE_LIMIT_VARIABLE_NUMBER, kLimitVariableNumber);
   sqlite3_limit(c.db, SQLITE_LIMIT_TRIGGER_DEPTH, kLimitTriggerDepth);
   sqlite3_progress_handler(c.db, kProgressOpsDefault, &Database::Progress, &c);
+  return ApplyConnectionSettings(c);
+}
+
+// The settings every connection of the database shares (DatabaseOptions): a request cannot
+// change them (db/internal/sql_policy.h), so they hold on whichever connection runs it.
+absl::Status Database::ApplyConnectionSettings(Connection& c) {
+  sqlite3_db_config(c.db, SQLITE_DBCONFIG_ENABLE_FKEY, options_.foreign_keys ? 1 : 0, nullptr);
+  sqlite3_db_config(c.db, SQLITE_DBCONFIG_ENABLE_FTS3_TOKENIZER, 0, nullptr);
+  if (options_.case_sensitive_like) {
+    if (absl::Status s = RunInternal(c, "PRAGMA case_sensitive_like=1"); !s.ok()) return s;
+  }
+  if (options_.recursive_triggers) {
+    if (absl::Status s = RunInternal(c, "PRAGMA recursive_triggers=1"); !s.ok()) return s;
+  }
   return absl::OkStatus();
 }
 
@@ -286,7 +306,7 @@ absl::Status Database::RunInternal(Connection& c, const char* sql) {
   if (rc == SQLITE_OK) return absl::OkStatus();
   const int primary = rc & 0xff;
   if (primary == SQLITE_NOTADB || primary == SQLITE_CORRUPT) {
-    return absl::DataLossError(absl::StrCat("'", path_,
+    return absl::DataLossError(absl::StrCat("'", DatabaseFiles::FileNameOf(path_),
                                             "' is not a SQLite database or is "
                                             "corrupt (",
                                             message, "); restore it from a backup"));
@@ -306,7 +326,9 @@ absl::Status Database::ConfigureWriter() {
       sqlite3_step(mode) == SQLITE_ROW &&
       absl::EqualsIgnoreCase(reinterpret_cast<const char*>(sqlite3_column_text(mode, 0)), "wal");
   sqlite3_finalize(mode);
-  if (!wal) return absl::InternalError(absl::StrCat("'", path_, "' could not be put in WAL mode"));
+  if (!wal)
+    return absl::InternalError(
+        absl::StrCat("'", DatabaseFiles::FileNameOf(path_), "' could not be put in WAL mode"));
   // sqloop checkpoints itself, between groups (Checkpoint()); the hook replaces autocheckpoint.
   sqlite3_wal_hook(writer_.db, &Database::OnWalCommit, this);
   if (options_.check_at_open) {
@@ -318,14 +340,31 @@ absl::Status Database::ConfigureWriter() {
                              : sqlite3_errmsg(writer_.db);
     sqlite3_finalize(check);
     if (result != "ok") {
-      return absl::DataLossError(absl::StrCat("'", path_, "' is corrupt (quick_check: ", result,
+      return absl::DataLossError(absl::StrCat("'", DatabaseFiles::FileNameOf(path_),
+                                              "' is corrupt (quick_check: ", result,
                                               "); restore it from a backup"));
     }
   }
   return absl::OkStatus();
 }
 
+// Options that would make the database unusable are refused at open, with the one to fix.
+absl::Status Database::CheckOptions() const {
+  if (options_.readers == 0) {
+    return absl::InvalidArgumentError(
+        "DatabaseOptions::readers is 0: reads would wait for ever; use at least 1");
+  }
+  if (options_.slice_vm_steps_max == 0 || options_.request_vm_steps_max == 0 ||
+      options_.rows_per_tick == 0) {
+    return absl::InvalidArgumentError(
+        "DatabaseOptions::slice_vm_steps_max, request_vm_steps_max and rows_per_tick must be "
+        "above 0: no statement could make progress");
+  }
+  return absl::OkStatus();
+}
+
 absl::Status Database::DoOpen() {
+  if (absl::Status s = CheckOptions(); !s.ok()) return s;
   if (absl::Status s = OpenConnection(writer_, /*writer=*/true); !s.ok()) return s;
   if (absl::Status s = ConfigureWriter(); !s.ok()) return s;
   sqlite3_set_authorizer(writer_.db, &Database::Authorize, &writer_);
@@ -458,6 +497,7 @@ bool Database::Cancel(Request& request) {
 // A request's outcome is known. Failures need no fsync (nothing of theirs was committed);
 // successes wait for their epoch (durable acknowledgement).
 void Database::Finish(Request& request, absl::Status status) {
+  if (IsBudgetExceeded(status)) ++stats_.budget_exceeded;
   request.status_ = std::move(status);
   if (request.status_.ok() && request.epoch > files_->durable_epoch() &&
       !options_.ack_before_fsync_for_testing) {

@@ -82,11 +82,25 @@ inline constexpr int kSqlBytesMaxDefault = 64 * 1024;
 inline constexpr uint32_t kQueuedRequestsMaxDefault = 65536;
 // Checkpoint after this many WAL frames: SQLite's own default (wal_autocheckpoint = 1000).
 inline constexpr uint32_t kCheckpointFramesDefault = 1000;
-// Virtual machine instructions between progress-handler checks (deadline, cancellation):
-// about a microsecond of work, so a deadline is noticed promptly at negligible cost.
+// Virtual machine instructions between progress-handler checks (deadline, cancellation,
+// budgets): tens of microseconds of work, so a deadline or budget is noticed promptly at
+// negligible cost. Budgets are counted in these units.
 inline constexpr int kProgressOpsDefault = 1000;
 // SQLITE_BUSY retries of one request before it fails with Unavailable.
 inline constexpr uint8_t kBusyRetriesMax = 100;
+// Consecutive ticks on which the writer could not begin a transaction (out of memory, an I/O
+// error) before the queued writes fail with the cause instead of being retried for ever.
+inline constexpr uint8_t kBeginAttemptsMax = 3;
+// SQLite work (virtual machine steps) one request may do in one slice: one run of a write
+// statement, or a read's stepping between two yields to the loop. The loop runs nothing else
+// meanwhile, so this is the longest one statement can delay every other tenant. Scans, index
+// builds and recursive queries run at 40-100 ns per step on a current x86 core, so 1,000,000
+// steps is a few tens of milliseconds: far above any point query or small write, and it stops
+// a runaway statement (a recursive CTE without end, a full scan inside one aggregate) promptly.
+inline constexpr uint64_t kSliceVmStepsMaxDefault = 1'000'000;
+// SQLite work one request may do in all, over every slice: bounds a read that streams rows for
+// ever (each slice yields, so it would not stall the loop, but it would hold a reader).
+inline constexpr uint64_t kRequestVmStepsMaxDefault = 100'000'000;
 
 struct DatabaseOptions {
   uint32_t readers = kReadersDefault;
@@ -97,6 +111,19 @@ struct DatabaseOptions {
   int sql_bytes_max = kSqlBytesMaxDefault;
   uint32_t queued_requests_max = kQueuedRequestsMaxDefault;
   uint32_t checkpoint_frames = kCheckpointFramesDefault;
+  // Budgets of SQLite work (virtual machine steps; kSliceVmStepsMaxDefault says why). A
+  // statement over either fails alone with ResourceExhausted (IsBudgetExceeded(status) is true)
+  // and leaves nothing behind; the rest of its group commits. Request::vm_steps_max lowers or
+  // raises the total for one request; nothing raises the slice, which protects other tenants.
+  uint64_t slice_vm_steps_max = kSliceVmStepsMaxDefault;
+  uint64_t request_vm_steps_max = kRequestVmStepsMaxDefault;
+  // Connection settings that must hold on every connection of the database (the writer and
+  // every reader), so they are options rather than pragmas a request could set on one
+  // connection: SQLite's foreign key enforcement, LIKE's case sensitivity for ASCII, and
+  // recursive triggers. SQLite's defaults (all off).
+  bool foreign_keys = false;
+  bool case_sensitive_like = false;
+  bool recursive_triggers = false;
   // Run PRAGMA quick_check at open, so a corrupt file is refused before anything is written to
   // it. Costs a read of the whole file; a host that checks elsewhere may turn it off.
   bool check_at_open = true;
@@ -104,6 +131,9 @@ struct DatabaseOptions {
   // around all of the database's SQLite work. Its limit turns into SQLITE_NOMEM for this
   // database only: the request fails with ResourceExhausted and the database stays usable.
   alloc::TenantId tenant = alloc::kSharedTenant;
+  // TEST HOOK ONLY: the writer's BEGIN fails as if SQLite were out of memory, so tests reach
+  // the bounded retry of a writer that cannot begin a transaction.
+  bool fail_begin_for_testing = false;
   // NEGATIVE CONTROL ONLY: acknowledge before the covering fsync. Tests prove they catch it.
   bool ack_before_fsync_for_testing = false;
 };
@@ -116,6 +146,9 @@ struct DatabaseStats {
   uint64_t read_steps_yielded = 0;  // Times a read yielded after rows_per_tick rows.
   uint64_t acks_waited = 0;         // Acknowledgements that had to wait for an fsync.
   uint64_t checkpoints = 0;
+  uint64_t budget_exceeded = 0;   // Requests stopped by a budget of SQLite work.
+  uint64_t groups_cut_short = 0;  // Groups committed early because their slice was used.
+  uint64_t begin_failures = 0;    // Times the writer could not begin a transaction.
 };
 
 class Database {
@@ -160,6 +193,8 @@ class Database {
   [[nodiscard]] const DatabaseFiles* files() const { return files_; }
 
  private:
+  // Why the progress handler stopped a statement: SqliteError words SQLITE_INTERRUPT by it.
+  enum class Interrupt : uint8_t { kNone, kCancel, kDeadline, kSliceBudget, kRequestBudget };
   struct Connection {
     sqlite3* db = nullptr;
     Database* owner = nullptr;
@@ -169,8 +204,17 @@ class Database {
     absl::flat_hash_map<std::string, sqlite3_stmt*> internal_cache;
     Request* current = nullptr;  // The request whose statement is running.
     sqlite3_stmt* stmt = nullptr;
-    bool internal = false;         // Running sqloop's own statements: the authorizer allows.
-    const char* denied = nullptr;  // Why the authorizer refused the last statement.
+    bool internal = false;  // Running sqloop's own statements: the authorizer allows.
+    std::string denied;     // Why the authorizer refused the current request's SQL.
+    // The running request's budgets, counted in progress-handler calls (kProgressOpsDefault
+    // steps each): since its last row (bounded by the slice budget), in this slice (when it
+    // reaches the slice budget, a read yields after its next row and a group commits what it
+    // has), and in the whole request.
+    uint64_t calls_since_row = 0;
+    uint64_t calls_this_slice = 0;
+    uint64_t calls_this_request = 0;
+    uint64_t request_calls_max = 0;
+    Interrupt interrupted = Interrupt::kNone;  // Why Progress() stopped the statement.
   };
   struct Queue {
     Request* head = nullptr;
@@ -184,16 +228,27 @@ class Database {
 
   static loop::Action OnPump(loop::Loop& loop, loop::Completion& c);
   static void OnFilesChanged(void* arg);
-  static int Authorize(void* arg, int action, const char* a, const char* b, const char*,
+  static int Authorize(void* arg, int action, const char* a, const char* b, const char* schema,
                        const char*);
   static int Progress(void* arg);
   static int OnWalCommit(void* arg, sqlite3* db, const char* name, int frames);
 
   void ArmPump();
   void Pump();
+  [[nodiscard]] absl::Status CheckOptions() const;
   absl::Status DoOpen();
   absl::Status OpenConnection(Connection& c, bool writer);
   absl::Status ConfigureWriter();
+  absl::Status ApplyConnectionSettings(Connection& c);
+  // Makes `request` the one running on `c`, its budgets counted from zero.
+  void BeginRequest(Connection& c, Request& request) const;
+  [[nodiscard]] bool SliceUsed(const Connection& c) const;
+  // Budgets are counted in progress-handler calls: steps rounded up to whole calls.
+  static constexpr uint64_t CallsFor(uint64_t vm_steps) {
+    return (vm_steps + kProgressOpsDefault - 1) / kProgressOpsDefault;
+  }
+  [[nodiscard]] absl::Status BudgetExceeded(const Connection& c) const;
+  void FailBegin(int rc);
   void FinishOpen(absl::Status status);
   void Serve();
   void AckDurable();
@@ -218,7 +273,7 @@ class Database {
   absl::StatusOr<sqlite3_stmt*> Prepare(Connection& c, const Request& request);
   absl::Status Bind(sqlite3_stmt* stmt, const Request& request);
   absl::Status RunInternal(Connection& c, const char* sql);
-  absl::Status SqliteError(Connection& c, int rc, const Request* request) const;
+  [[nodiscard]] absl::Status SqliteError(const Connection& c, int rc) const;
   void Finish(Request& request, absl::Status status);
   void AwaitDurable(Request& request);
   void Deliver(Request& request);
@@ -239,11 +294,13 @@ class Database {
   bool pump_armed_ = false;
   DatabaseFiles* files_ = nullptr;
   uint64_t open_epoch_ = 0;
-  uint64_t group_epoch_ = 0;     // The last group's commit epoch.
-  uint32_t group_limit_ = 0;     // Requests per group after an overflow; 0: the option's max.
-  uint32_t wal_frames_ = 0;      // WAL frames after the last commit (sqlite3_wal_hook).
-  bool writer_blocked_ = false;  // Waiting for the write-behind buffer to drain.
-  int last_write_rc_ = 0;        // SQLite's result for the last write statement.
+  uint64_t group_epoch_ = 0;      // The last group's commit epoch.
+  uint32_t group_limit_ = 0;      // Requests per group after an overflow; 0: the option's max.
+  uint32_t wal_frames_ = 0;       // WAL frames after the last commit (sqlite3_wal_hook).
+  bool writer_blocked_ = false;   // Waiting for the write-behind buffer to drain.
+  int last_write_rc_ = 0;         // SQLite's result for the last write statement.
+  uint8_t begin_failures_ = 0;    // Consecutive ticks BEGIN failed on (kBeginAttemptsMax).
+  uint64_t slice_calls_max_ = 0;  // options_.slice_vm_steps_max in progress-handler calls.
 
   Connection writer_;
   std::vector<std::unique_ptr<Connection>> readers_;

@@ -62,6 +62,11 @@ std::string DatabaseFiles::DirectoryOf(const std::string& path) {
   return path.substr(0, slash);
 }
 
+absl::string_view DatabaseFiles::FileNameOf(absl::string_view path) {
+  const size_t slash = path.rfind('/');
+  return slash == absl::string_view::npos ? path : path.substr(slash + 1);
+}
+
 DatabaseFiles::DatabaseFiles(Vfs& vfs, loop::Loop& loop, std::string main_path)
     : vfs_(vfs), loop_(loop), main_path_(std::move(main_path)) {
   dir_path_ = DirectoryOf(main_path_);
@@ -343,7 +348,8 @@ void DatabaseFiles::FinishBarrier(PendingOp* op) {
   Release(op);
   if (fsync_error_ != 0) {
     Poison(absl::DataLossError(absl::StrCat(
-        "fsync of '", main_path_, "' (epoch ", op->epoch, ") failed: ", std::strerror(fsync_error_),
+        "fsync of '", FileNameOf(main_path_), "' (epoch ", op->epoch,
+        ") failed: ", std::strerror(fsync_error_),
         ". It is never retried (the kernel may have dropped the unsynced pages); the outcome of "
         "every write since the last durable epoch is unknown. Restart the process to recover.")));
     return;
@@ -378,7 +384,7 @@ loop::Action DatabaseFiles::OnOpDone(loop::Loop&, loop::Completion& c) {
                        : kind == OpKind::kTruncate ? "truncate"
                                                    : "unlink";
     self->Poison(absl::DataLossError(absl::StrCat(
-        "the ", what, " of the ", RoleName(role), " of '", self->main_path_,
+        "the ", what, " of the ", RoleName(role), " of '", FileNameOf(self->main_path_),
         "' failed after SQLite had moved on: ", std::strerror(static_cast<int>(-result)),
         ". The outcome of every write since the last durable epoch is unknown. Restart the "
         "process to recover.")));

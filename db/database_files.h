@@ -128,6 +128,9 @@ class DatabaseFiles {
   [[nodiscard]] const std::string& dir_path() const { return dir_path_; }
   // The directory a database file at `path` lives in ("." for a bare name).
   [[nodiscard]] static std::string DirectoryOf(const std::string& path);
+  // The last component of `path`. Messages a request's caller may see name files by it, so no
+  // error tells a tenant where the host keeps its files.
+  [[nodiscard]] static absl::string_view FileNameOf(absl::string_view path);
   // Fails every later call and drops what is queued (invariant 4); the Vfs also calls it for
   // the other databases of a directory whose fsync failed.
   void Poison(absl::Status status);

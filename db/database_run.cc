@@ -4,10 +4,12 @@
 
 #include <utility>
 
+#include "absl/strings/cord.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "alloc/check.h"
 #include "db/database.h"
+#include "db/internal/sql_policy.h"
 
 namespace sqloop::db {
 namespace {
@@ -37,22 +39,6 @@ bool ValidUtf8(absl::string_view text) {
   return true;
 }
 
-// Setting these would change durability or locking behind sqloop's back, or block the loop
-// (busy_timeout sleeps; mmap_size would bypass the VFS reads). Reading them is allowed.
-constexpr const char* kManagedPragmas[] = {
-    "journal_mode",         "synchronous",        "locking_mode",       "fullfsync",
-    "checkpoint_fullfsync", "busy_timeout",       "mmap_size",          "temp_store_directory",
-    "data_store_directory", "wal_autocheckpoint", "journal_size_limit", "secure_delete",
-    "writable_schema",      "temp_store",         "cache_spill",
-};
-
-bool IsManagedPragma(const char* name) {
-  for (const char* managed : kManagedPragmas) {
-    if (absl::EqualsIgnoreCase(name, managed)) return true;
-  }
-  return false;
-}
-
 // A whole group is retried at most this often per pump (each retry drops the request that
 // broke the transaction, so retries are bounded by the group size anyway).
 constexpr int kGroupAttemptsMax = 8;
@@ -65,63 +51,94 @@ constexpr const char* kRollbackToSavepoint = "ROLLBACK TO sqloop_request; RELEAS
 
 // ---- Authorizer and progress handler ---------------------------------------------------------
 
-int Database::Authorize(void* arg, int action, const char* a, const char* b, const char*,
+int Database::Authorize(void* arg, int action, const char* a, const char* b, const char* schema,
                         const char*) {
   auto* c = static_cast<Connection*>(arg);
   if (c->internal) return SQLITE_OK;
-  switch (action) {
-    case SQLITE_ATTACH:
-    case SQLITE_DETACH:
-      c->denied = "ATTACH and DETACH are disabled: a request may only use its own database";
-      return SQLITE_DENY;
-    case SQLITE_TRANSACTION:
-    case SQLITE_SAVEPOINT:
-      c->denied =
-          "transaction control (BEGIN, COMMIT, ROLLBACK, SAVEPOINT) is managed by sqloop: each "
-          "write request runs in its own savepoint inside a group commit";
-      return SQLITE_DENY;
-    case SQLITE_PRAGMA:
-      if (b != nullptr && IsManagedPragma(a)) {
-        c->denied =
-            "this PRAGMA changes durability or locking (journal_mode, synchronous, "
-            "locking_mode, ...), which sqloop manages (WAL, synchronous=FULL, epoch "
-            "barriers); requests may read it but not set it";
-        return SQLITE_DENY;
-      }
-      return SQLITE_OK;
-    case SQLITE_FUNCTION:
-      if (b != nullptr && absl::EqualsIgnoreCase(b, "load_extension")) {
-        c->denied = "extension loading is disabled in sqloop";
-        return SQLITE_DENY;
-      }
-      return SQLITE_OK;
-    default:
-      return SQLITE_OK;
-  }
+  return internal::AllowedForRequest(action, a, b, schema, c->denied) ? SQLITE_OK : SQLITE_DENY;
 }
 
-// Reads the backend clock (not the per-tick cache) so a long statement sees time pass.
+// Counts the running request's work against its budgets, and stops it when a budget is spent,
+// its deadline passed or it was cancelled. Reads the backend clock (not the per-tick cache) so
+// a long statement sees time pass.
 int Database::Progress(void* arg) {
   auto* c = static_cast<Connection*>(arg);
   const Request* r = c->current;
   if (r == nullptr) return 0;
-  if (r->cancel_requested_) return 1;
-  return r->deadline_ns != 0 && c->owner->loop_.backend().NowNs() >= r->deadline_ns ? 1 : 0;
+  ++c->calls_since_row;
+  ++c->calls_this_slice;
+  ++c->calls_this_request;
+  const Database& self = *c->owner;
+  if (r->cancel_requested_) {
+    c->interrupted = Interrupt::kCancel;
+  } else if (c->calls_since_row > self.slice_calls_max_) {
+    c->interrupted = Interrupt::kSliceBudget;
+  } else if (c->calls_this_request > c->request_calls_max) {
+    c->interrupted = Interrupt::kRequestBudget;
+  } else if (r->deadline_ns != 0 && self.loop_.backend().NowNs() >= r->deadline_ns) {
+    c->interrupted = Interrupt::kDeadline;
+  } else {
+    return 0;
+  }
+  return 1;
+}
+
+void Database::BeginRequest(Connection& c, Request& request) const {
+  c.current = &request;
+  c.denied.clear();
+  c.interrupted = Interrupt::kNone;
+  c.calls_since_row = 0;
+  c.calls_this_request = 0;
+  c.request_calls_max =
+      CallsFor(request.vm_steps_max != 0 ? request.vm_steps_max : options_.request_vm_steps_max);
+}
+
+bool Database::SliceUsed(const Connection& c) const {
+  return c.calls_this_slice >= slice_calls_max_;
+}
+
+absl::Status Database::BudgetExceeded(const Connection& c) const {
+  absl::Status status;
+  if (c.interrupted == Interrupt::kSliceBudget) {
+    status = absl::ResourceExhaustedError(absl::StrCat(
+        "budget exceeded: the statement ran more than ", options_.slice_vm_steps_max,
+        " SQLite steps without returning a row (DatabaseOptions::slice_vm_steps_max), and the "
+        "loop serves every other request only between steps, so it was stopped. Nothing it "
+        "wrote was kept. Make it cheaper (an index, a LIMIT, smaller batches) or raise the "
+        "budget"));
+  } else {
+    const Request& r = *c.current;
+    status = absl::ResourceExhaustedError(absl::StrCat(
+        "budget exceeded: the request ran more than ",
+        r.vm_steps_max != 0 ? r.vm_steps_max : options_.request_vm_steps_max,
+        " SQLite steps in all (Request::vm_steps_max, or DatabaseOptions::request_vm_steps_max), "
+        "so it was stopped. Nothing it wrote was kept. Make it cheaper (an index, a LIMIT, "
+        "pages of rows) or raise the budget"));
+  }
+  status.SetPayload(kBudgetExceededPayload, absl::Cord("vm_steps"));
+  return status;
 }
 
 // ---- Preparing and binding ------------------------------------------------------------------
 
-absl::Status Database::SqliteError(Connection& c, int rc, const Request* request) const {
+absl::Status Database::SqliteError(const Connection& c, int rc) const {
   const std::string message = absl::StrCat("SQLite: ", sqlite3_errmsg(c.db));
-  if (c.denied != nullptr) {
+  if (!c.denied.empty()) {
     // The authorizer refused part of the statement (SQLite reports some refusals, such as a
     // function, as a plain SQLITE_ERROR).
     return absl::PermissionDeniedError(absl::StrCat(c.denied, " (", message, ")"));
   }
   switch (rc & 0xff) {
     case SQLITE_INTERRUPT:
-      if (request != nullptr && request->cancel_requested_) {
-        return absl::CancelledError("request cancelled while its statement ran");
+      switch (c.interrupted) {
+        case Interrupt::kCancel:
+          return absl::CancelledError("request cancelled while its statement ran");
+        case Interrupt::kSliceBudget:
+        case Interrupt::kRequestBudget:
+          return BudgetExceeded(c);
+        case Interrupt::kDeadline:
+        case Interrupt::kNone:
+          break;
       }
       return absl::DeadlineExceededError(
           "request deadline passed while its statement ran; it was rolled back");
@@ -129,11 +146,27 @@ absl::Status Database::SqliteError(Connection& c, int rc, const Request* request
       return absl::PermissionDeniedError(message);
     case SQLITE_CONSTRAINT:
       return absl::FailedPreconditionError(message);
+    case SQLITE_READONLY:
+      if (&c != &writer_) {
+        // Readers are opened read-only, so SQLite itself refuses any write a read request
+        // attempts (sqlite3_stmt_readonly would also refuse harmless reads such as
+        // PRAGMA journal_mode).
+        return absl::InvalidArgumentError(absl::StrCat(
+            "a read request must not write (this statement does); submit it as a write (", message,
+            ")"));
+      }
+      return absl::InvalidArgumentError(message);
     case SQLITE_ERROR:
+      if (absl::StartsWith(sqlite3_errmsg(c.db), "cannot VACUUM")) {
+        return absl::PermissionDeniedError(absl::StrCat(
+            "VACUUM is not available to requests: it rewrites the whole file outside any "
+            "transaction, and sqloop runs every write inside a group commit (",
+            message, ")"));
+      }
+      [[fallthrough]];
     case SQLITE_TOOBIG:
     case SQLITE_RANGE:
     case SQLITE_MISMATCH:
-    case SQLITE_READONLY:
       return absl::InvalidArgumentError(message);
     case SQLITE_FULL:
       return absl::ResourceExhaustedError(message);
@@ -162,12 +195,18 @@ absl::StatusOr<sqlite3_stmt*> Database::Prepare(Connection& c, const Request& re
                                                    " bytes, over the limit of ",
                                                    options_.sql_bytes_max, " (sql_bytes_max)"));
   }
-  c.denied = nullptr;
+  c.denied.clear();
+  if (const size_t nul = request.sql.find('\0'); nul != absl::string_view::npos) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("request SQL holds a NUL character at byte ", nul,
+                     "; SQLite would ignore everything after it. Remove it (text values belong in "
+                     "parameters)"));
+  }
   sqlite3_stmt* stmt = nullptr;
   const char* tail = nullptr;
   const int rc = sqlite3_prepare_v3(c.db, request.sql.data(), static_cast<int>(request.sql.size()),
                                     SQLITE_PREPARE_PERSISTENT, &stmt, &tail);
-  if (rc != SQLITE_OK) return SqliteError(c, rc, &request);
+  if (rc != SQLITE_OK) return SqliteError(c, rc);
   if (stmt == nullptr) return absl::InvalidArgumentError("request SQL is empty (or only comments)");
   const int rest = static_cast<int>(request.sql.data() + request.sql.size() - tail);
   if (rest > 0) {
@@ -246,7 +285,9 @@ absl::Status Database::ExecuteWrite(Request& r) {
   absl::Status status = Bind(*stmt, r);
   int rc = SQLITE_DONE;
   if (status.ok()) {
-    writer_.current = &r;
+    // The budget runs from the statement's start to its end: RETURNING rows come only after
+    // the statement has done all its work, so a write cannot yield between them.
+    BeginRequest(writer_, r);
     while ((rc = sqlite3_step(*stmt)) == SQLITE_ROW) {
       DeliverRow(r, *stmt);
     }
@@ -255,7 +296,7 @@ absl::Status Database::ExecuteWrite(Request& r) {
       r.changes = sqlite3_changes64(writer_.db);
       r.last_insert_rowid = sqlite3_last_insert_rowid(writer_.db);
     } else {
-      status = SqliteError(writer_, rc, &r);
+      status = SqliteError(writer_, rc);
     }
   }
   sqlite3_reset(*stmt);
@@ -291,7 +332,9 @@ void Database::DiscardRows(Request& r) {
 }
 
 void Database::RunGroup() {
-  for (int attempt = 0; attempt < kGroupAttemptsMax && writes_.head != nullptr; ++attempt) {
+  writer_.calls_this_slice = 0;  // Retries share the slice: the tick stays bounded.
+  for (int attempt = 0;
+       attempt < kGroupAttemptsMax && writes_.head != nullptr && !SliceUsed(writer_); ++attempt) {
     group_.clear();
     if (RunGroupOnce(group_)) return;
     ++stats_.group_retries;
@@ -308,11 +351,22 @@ bool Database::RunGroupOnce(std::vector<Request*>& group) {
   // group's own syncs, so retrying the same group could only overflow again (OnOverflow).
   const bool started_idle = files_->idle();
   const uint32_t limit = group_limit_ != 0 ? group_limit_ : options_.group_requests_max;
-  if (absl::Status begin = RunInternal(writer_, "BEGIN IMMEDIATE"); !begin.ok()) {
-    ArmPump();  // SQLITE_BUSY or a transient error: try again on the next tick.
+  const int begin_rc = options_.fail_begin_for_testing ? SQLITE_NOMEM
+                       : RunInternal(writer_, "BEGIN IMMEDIATE").ok()
+                           ? SQLITE_OK
+                           : sqlite3_extended_errcode(writer_.db);
+  if (begin_rc != SQLITE_OK) {
+    FailBegin(begin_rc);
     return true;
   }
+  begin_failures_ = 0;
   while (group.size() < limit && writes_.head != nullptr) {
+    if (SliceUsed(writer_)) {
+      // The group has used its slice of the loop: commit what it has, and the rest runs as
+      // the next group, after this one's fsync.
+      ++stats_.groups_cut_short;
+      break;
+    }
     Request* r = writes_.PopFront();
     if (r->deadline_ns != 0 && loop_.now_ns() >= r->deadline_ns) {
       Finish(*r, absl::DeadlineExceededError("request deadline passed before it ran"));
@@ -352,6 +406,26 @@ bool Database::RunGroupOnce(std::vector<Request*>& group) {
     Finish(*r, std::move(status));
   }
   return Commit(group, started_idle);
+}
+
+// BEGIN failed: out of memory (the tenant's limit), an I/O error. A transient cause clears by
+// the next tick; a lasting one must not have the writer retry for ever, so after
+// kBeginAttemptsMax ticks in a row the writes queued now fail with the cause.
+void Database::FailBegin(int rc) {
+  ++stats_.begin_failures;
+  if (++begin_failures_ < kBeginAttemptsMax) {
+    ArmPump();
+    return;
+  }
+  begin_failures_ = 0;
+  writer_.denied.clear();
+  const absl::Status cause = SqliteError(writer_, rc);
+  FailQueue(writes_,
+            absl::Status(cause.code(),
+                         absl::StrCat("could not begin a write transaction on ", kBeginAttemptsMax,
+                                      " ticks in a row, so the queued writes fail "
+                                      "rather than wait (nothing was written): ",
+                                      cause.message())));
 }
 
 // The group overflowed the write-behind buffer and was rolled back. Its requests (and
@@ -433,10 +507,6 @@ void Database::StartReads() {
       }
       absl::StatusOr<sqlite3_stmt*> stmt = Prepare(*reader, *r);
       absl::Status status = stmt.status();
-      if (status.ok() && sqlite3_stmt_readonly(*stmt) == 0) {
-        status = absl::InvalidArgumentError(
-            "a read request must not write (this statement does); submit it as a write");
-      }
       if (status.ok()) status = Bind(*stmt, *r);
       if (!status.ok()) {
         if (stmt.ok()) sqlite3_clear_bindings(*stmt);
@@ -446,7 +516,7 @@ void Database::StartReads() {
       r->state_ = Request::State::kRunning;
       // Every commit this read can see closed its epoch before now: this epoch covers them.
       r->epoch = files_->epoch();
-      reader->current = r;
+      BeginRequest(*reader, *r);
       reader->stmt = *stmt;
     }
   }
@@ -462,7 +532,11 @@ void Database::StepRead(Connection& reader) {
   Request* r = reader.current;
   int rc = SQLITE_DONE;
   if (!r->cancel_requested_) {
-    for (uint32_t rows = 0; rows < options_.rows_per_tick; ++rows) {
+    // A slice ends after rows_per_tick rows, or after the first row once the slice budget is
+    // used; a single step over the budget stops the read (Progress()).
+    reader.calls_this_slice = 0;
+    for (uint32_t rows = 0; rows < options_.rows_per_tick && !SliceUsed(reader); ++rows) {
+      reader.calls_since_row = 0;
       rc = sqlite3_step(reader.stmt);
       if (rc != SQLITE_ROW) break;
       DeliverRow(*r, reader.stmt);
@@ -474,7 +548,7 @@ void Database::StepRead(Connection& reader) {
   }
   absl::Status status = r->cancel_requested_
                             ? absl::CancelledError("request cancelled while it ran")
-                            : (rc == SQLITE_DONE ? absl::OkStatus() : SqliteError(reader, rc, r));
+                            : (rc == SQLITE_DONE ? absl::OkStatus() : SqliteError(reader, rc));
   sqlite3_reset(reader.stmt);
   sqlite3_clear_bindings(reader.stmt);
   reader.current = nullptr;

@@ -891,7 +891,8 @@ void Registry::DeleteStep(Tenant& t) {
 void Registry::OnDeleteIo(Tenant& t, int64_t result) {
   if (t.delete_step <= 2 && result < 0 && result != -ENOENT) {
     FinishDelete(t, absl::UnavailableError(
-                        absl::StrCat("cannot delete '", t.delete_path, "': ", ErrnoText(result),
+                        absl::StrCat("cannot delete '", DatabaseFiles::FileNameOf(t.delete_path),
+                                     "': ", ErrnoText(result),
                                      "; the tenant may be partly deleted, send the delete again")));
     return;
   }

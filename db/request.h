@@ -110,6 +110,9 @@ struct Request {
   // Absolute deadline on the loop's clock (Loop::now_ns()); 0 means none. Checked before the
   // request starts and, through SQLite's progress handler, while its statement runs.
   int64_t deadline_ns = 0;
+  // SQLite work this request may do in all (virtual machine steps); 0 takes the database's
+  // DatabaseOptions::request_vm_steps_max. Over it, the request fails with ResourceExhausted.
+  uint64_t vm_steps_max = 0;
   // Optional: requests of one client complete in submission order.
   Client* client = nullptr;
 
@@ -127,6 +130,16 @@ struct Request {
   Request* next_ = nullptr;         // Queue link.
   Request* client_next_ = nullptr;  // Client FIFO link.
 };
+
+// A request that ran out of its budget of SQLite work (DatabaseOptions::slice_vm_steps_max or
+// request_vm_steps_max, Request::vm_steps_max) fails with ResourceExhausted carrying this
+// payload, so a host can tell "this statement is too expensive as written" (retrying it will
+// fail again) from "the host is short of something right now" (retrying later may succeed).
+inline constexpr absl::string_view kBudgetExceededPayload = "type.sqloop/budget-exceeded";
+[[nodiscard]] inline bool IsBudgetExceeded(const absl::Status& status) {
+  return status.code() == absl::StatusCode::kResourceExhausted &&
+         status.GetPayload(kBudgetExceededPayload).has_value();
+}
 
 // Requests that must complete in submission order share a Client (caller-owned, e.g. one per
 // network connection). An intrusive FIFO: no allocation.

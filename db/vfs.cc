@@ -260,12 +260,13 @@ const sqlite3_io_methods kMemoryMethods = {
 
 std::string OpenErrorMessage(const std::string& path, int64_t error) {
   if (error == -EWOULDBLOCK) {
-    return absl::StrCat("database file '", path,
+    return absl::StrCat("database file '", DatabaseFiles::FileNameOf(path),
                         "' is locked by another process: sqloop takes an exclusive lock on each "
                         "database file (one process per database). Close it in that process, or "
                         "open a copy");
   }
-  return absl::StrCat("cannot open '", path, "': ", std::strerror(static_cast<int>(-error)));
+  return absl::StrCat("cannot open '", DatabaseFiles::FileNameOf(path),
+                      "': ", std::strerror(static_cast<int>(-error)));
 }
 
 int VfsOpen(sqlite3_vfs* v, sqlite3_filename name, sqlite3_file* f, int flags, int* out_flags) {
@@ -473,9 +474,10 @@ void Vfs::Taint(const DatabaseFiles& files, bool directory) {
   for (const std::string& path : others) {
     if (DatabaseFiles* other = Find(path); other != nullptr) {
       other->Poison(absl::DataLossError(absl::StrCat(
-          "an fsync of the directory '", files.dir_path(), "' failed (", why,
+          "an fsync of the database directory failed (", why,
           "): file creations and unlinks in it may be lost, so the outcome of every write to '",
-          path, "' since its last durable epoch is unknown. Restart the process to recover.")));
+          DatabaseFiles::FileNameOf(path),
+          "' since its last durable epoch is unknown. Restart the process to recover.")));
     }
   }
 }
@@ -486,7 +488,7 @@ absl::Status Vfs::CheckNotTainted(const std::string& main_path) const {
   if (path == tainted_paths_.end() && directory == tainted_dirs_.end()) return absl::OkStatus();
   const std::string& why = path != tainted_paths_.end() ? path->second : directory->second;
   return absl::FailedPreconditionError(absl::StrCat(
-      "'", main_path,
+      "'", DatabaseFiles::FileNameOf(main_path),
       "' is not opened again in this process: an fsync or write of its files failed "
       "earlier (",
       why,

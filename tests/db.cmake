@@ -17,3 +17,5 @@ target_compile_definitions(db_crash_test PRIVATE SQLOOP_SIM_BINARY="$<TARGET_FIL
 add_dependencies(db_crash_test sqloop_sim)
 sqloop_test(db_memory_test SOURCES ${_db_tests}/db_memory_test.cc
             LIBS sqloop_db_test_support sqloop::heap_counter)
+sqloop_test(db_isolation_test SOURCES ${_db_tests}/db_isolation_test.cc
+            LIBS sqloop_db_test_support)
