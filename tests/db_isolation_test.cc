@@ -41,6 +41,38 @@ TEST_P(DatabaseTest, ARunawayStatementFailsWithItsSliceBudgetAndTheDatabaseStays
   EXPECT_EQ(Read("SELECT 1 + 1"), "2|\n");
 }
 
+TEST_P(DatabaseTest, TheStallWatchNamesTheDatabaseWhoseStatementHeldTheLoop) {
+  // The simulator's clock stands still while a callback runs: only real time shows a stall.
+  if (!GetParam().real_descriptors) GTEST_SKIP() << "virtual time does not pass in a callback";
+  std::vector<std::string> reports;
+  loop::LoopOptions options;
+  options.stall_budget = absl::Nanoseconds(1);  // Every callback is over it.
+  options.log = [&reports](io::LogLevel, absl::string_view message) {
+    reports.emplace_back(message);
+  };
+  loop::Loop watched(GetParam().make(), options);
+  absl::StatusOr<std::unique_ptr<Vfs>> vfs = Vfs::Create(watched, {});
+  ASSERT_TRUE(vfs.ok()) << vfs.status();
+  const std::string path = dir_->Path("watched.sqlite");
+  {
+    Database db(watched, **vfs, path, {});
+    absl::Status status = absl::UnknownError("never called back");
+    auto store = [](void* arg, absl::Status s) { *static_cast<absl::Status*>(arg) = std::move(s); };
+    db.Open(store, &status);
+    ASSERT_TRUE(watched.Run(loop::RunMode::kUntilDone).ok());
+    ASSERT_TRUE(status.ok()) << status;
+    db.Close(store, &status);
+    ASSERT_TRUE(watched.Run(loop::RunMode::kUntilDone).ok());
+  }
+  vfs->reset();
+  bool named = false;
+  for (const std::string& report : reports) {
+    named = named || (report.find("sqloop stall") != std::string::npos &&
+                      report.find("watched.sqlite") != std::string::npos);
+  }
+  EXPECT_TRUE(named) << "no stall report names the database; reports: " << reports.size();
+}
+
 TEST_P(DatabaseTest, AStreamingRunawayYieldsEveryTickWhileAnotherDatabaseIsServed) {
   DatabaseOptions options;
   options.request_vm_steps_max = 2'000'000;
