@@ -9,6 +9,8 @@
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "db/request.h"
+#include "examples/http/handler.h"
 #include "examples/http/registry_executor.h"
 #include "gtest/gtest.h"
 #include "loop/loop.h"
@@ -212,6 +214,25 @@ std::vector<TestBackend> RealBackends() {
     if (backend.real_descriptors) real.push_back(std::move(backend));
   }
   return real;
+}
+
+// A statement over the Database's budget of SQLite work keeps its db::IsBudgetExceeded payload
+// through the executor, also when the error is reworded with its position in a longer request,
+// so the server answers 422 budget_exceeded (retrying would fail again), not 503.
+TEST_P(RegistryExecutorTest, AStatementOverItsWorkBudgetIs422NotARetry) {
+  ASSERT_TRUE(Run(ExecutorRequest::Kind::kCreateTenant, "acme").status.ok());
+  ExecutorRequest& runaway =
+      Query("acme",
+            {Sql("SELECT 1"), Sql("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) "
+                                  "SELECT count(*) FROM c")});
+  EXPECT_EQ(runaway.status.code(), absl::StatusCode::kResourceExhausted) << runaway.status;
+  EXPECT_TRUE(db::IsBudgetExceeded(runaway.status)) << runaway.status;
+  EXPECT_NE(runaway.status.message().find("statements[1]"), absl::string_view::npos)
+      << runaway.status;
+  const HttpError answer = ErrorFromStatus(runaway.status);
+  EXPECT_EQ(answer.status, 422);
+  EXPECT_STREQ(answer.code, "budget_exceeded");
+  EXPECT_STREQ(answer.headers, "");
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, RegistryExecutorTest, ::testing::ValuesIn(RealBackends()),
