@@ -11,7 +11,8 @@
 //     message says what was misused.
 //
 // Checks stay on in release builds: a broken invariant in a storage runtime must stop the
-// process, not corrupt a database. They cost one predictable branch each.
+// process, not corrupt a database. They cost one predictable branch each; a check that would
+// cost more (a walk over a whole structure) is a SQLOOP_DCHECK, on in debug and test builds.
 //
 // It lives in `alloc/` because `alloc` is the bottom layer that every other layer may use.
 //
@@ -38,5 +39,18 @@ namespace sqloop::internal {
       ::sqloop::internal::CheckFailed(__FILE__, __LINE__, #condition, message); \
     }                                                                           \
   } while (false)
+
+// SQLOOP_DCHECK(condition, message): the same, for checks that cost more than a branch (walks
+// over whole queues, as SQLite's assert_pager_state does). On in debug and test builds, compiled
+// out where NDEBUG is defined (release builds, benchmarks). SQLOOP_DCHECK_IS_ON says which.
+#ifdef NDEBUG
+#define SQLOOP_DCHECK_IS_ON 0
+#define SQLOOP_DCHECK(condition, message) \
+  do {                                    \
+  } while (false && (condition))
+#else
+#define SQLOOP_DCHECK_IS_ON 1
+#define SQLOOP_DCHECK(condition, message) SQLOOP_CHECK(condition, message)
+#endif
 
 #endif  // SQLOOP_ALLOC_CHECK_H_

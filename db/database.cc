@@ -164,7 +164,7 @@ void Database::Open(Callback done, void* arg) {
   SQLOOP_CHECK(state_ == State::kNew, "Database::Open called twice");
   open_done_ = done;
   open_arg_ = arg;
-  state_ = State::kOpening;
+  SetState(State::kOpening);
   ArmPump();
 }
 
@@ -192,22 +192,22 @@ void Database::Pump() {
       absl::Status status = DoOpen();
       if (!status.ok()) {
         CloseConnections();
-        state_ = State::kFailed;
+        SetState(State::kFailed);
         FinishOpen(std::move(status));
         return;
       }
-      state_ = State::kOpenSyncing;
       open_epoch_ = files_->epoch();
+      SetState(State::kOpenSyncing);
       [[fallthrough]];
     }
     case State::kOpenSyncing:
       if (files_->poisoned()) {
-        state_ = State::kPoisoned;
+        SetState(State::kPoisoned);
         FinishOpen(files_->poison_status());
         return;
       }
       if (files_->durable_epoch() < open_epoch_) return;  // OnFilesChanged re-arms.
-      state_ = State::kReady;
+      SetState(State::kReady);
       FinishOpen(absl::OkStatus());
       Serve();
       return;
@@ -401,14 +401,14 @@ void Database::Close(Callback done, void* arg) {
   close_done_ = done;
   close_arg_ = arg;
   if (state_ == State::kFailed) {
-    state_ = State::kClosed;
+    SetState(State::kClosed);
     if (done != nullptr) done(arg, absl::OkStatus());
     return;
   }
   const absl::Status closing = absl::CancelledError("database is closing");
   FailQueue(writes_, closing);
   FailQueue(reads_, closing);
-  state_ = State::kClosing;
+  SetState(State::kClosing);
   ArmPump();
 }
 
@@ -432,9 +432,8 @@ void Database::FinishClose() {
   files_->SetListener(nullptr, nullptr);
   DatabaseFiles* files = files_;
   files_ = nullptr;
-  state_ = State::kClosed;
   files->Unpin();
-  AssertInvariants();
+  SetState(State::kClosed);
   if (close_done_ != nullptr) close_done_(close_arg_, result);
 }
 
@@ -462,7 +461,7 @@ absl::Status Database::Submit(Request& request) {
   request.cancel_requested_ = false;
   request.busy_retries_ = 0;
   request.rows_delivered_ = false;
-  request.state_ = Request::State::kQueued;
+  SetRequestState(request, Request::State::kQueued);
   if (Client* client = request.client; client != nullptr) {
     request.client_next_ = nullptr;
     if (client->tail_ == nullptr) {
@@ -504,12 +503,12 @@ void Database::Finish(Request& request, absl::Status status) {
     AwaitDurable(request);
     return;
   }
-  request.state_ = Request::State::kDone;
+  SetRequestState(request, Request::State::kDone);
   Deliver(request);
 }
 
 void Database::AwaitDurable(Request& request) {
-  request.state_ = Request::State::kAwaitingDurable;
+  SetRequestState(request, Request::State::kAwaitingDurable);
   awaiting_.PushBack(&request);
   ++stats_.acks_waited;
 }
@@ -536,7 +535,7 @@ void Database::AckDurable() {
   Queue still;
   while (Request* r = awaiting_.PopFront()) {
     if (r->epoch <= durable) {
-      r->state_ = Request::State::kDone;
+      SetRequestState(*r, Request::State::kDone);
       Deliver(*r);
     } else {
       still.PushBack(r);
@@ -548,17 +547,21 @@ void Database::AckDurable() {
 void Database::FailQueue(Queue& queue, const absl::Status& status) {
   while (Request* r = queue.PopFront()) {
     r->status_ = status;
-    r->state_ = Request::State::kDone;
+    SetRequestState(*r, Request::State::kDone);
     Deliver(*r);
   }
 }
 
 void Database::BecomePoisoned() {
   const absl::Status& poison = files_->poison_status();
-  if (state_ == State::kReady) state_ = State::kPoisoned;
-  while (Request* r = awaiting_.PopFront()) {
+  // Take the unacknowledged requests out first, so kPoisoned's invariant holds when it is
+  // entered, and a request submitted from one of their callbacks is already refused.
+  Queue unknown = awaiting_;
+  awaiting_ = Queue{};
+  if (state_ == State::kReady) SetState(State::kPoisoned);
+  while (Request* r = unknown.PopFront()) {
     r->status_ = OutcomeUnknown(poison);
-    r->state_ = Request::State::kDone;
+    SetRequestState(*r, Request::State::kDone);
     Deliver(*r);
   }
   FailQueue(writes_, Poisoned(poison));
@@ -609,6 +612,60 @@ int Database::OnWalCommit(void* arg, sqlite3*, const char*, int frames) {
   return SQLITE_OK;
 }
 
+void Database::SetState(State next) {
+  bool allowed = false;
+  switch (next) {
+    case State::kOpening:
+      allowed = state_ == State::kNew;
+      break;
+    case State::kOpenSyncing:
+    case State::kFailed:
+      allowed = state_ == State::kOpening;
+      break;
+    case State::kReady:
+      allowed = state_ == State::kOpenSyncing;
+      break;
+    case State::kPoisoned:
+      allowed = state_ == State::kOpenSyncing || state_ == State::kReady;
+      break;
+    case State::kClosing:
+      allowed = state_ == State::kReady || state_ == State::kPoisoned;
+      break;
+    case State::kClosed:
+      allowed = state_ == State::kClosing || state_ == State::kFailed;
+      break;
+    case State::kNew:
+      break;
+  }
+  SQLOOP_CHECK(allowed, "Database: a state transition its table does not list");
+  state_ = next;
+  AssertInvariants();
+}
+
+void Database::SetRequestState(Request& request, Request::State next) {
+  using S = Request::State;
+  const S from = request.state_;
+  bool allowed = false;
+  switch (next) {
+    case S::kQueued:
+      allowed = from == S::kIdle || from == S::kDone || from == S::kRunning;
+      break;
+    case S::kRunning:
+      allowed = from == S::kQueued;
+      break;
+    case S::kAwaitingDurable:
+      allowed = from == S::kRunning;
+      break;
+    case S::kDone:
+      allowed = from == S::kQueued || from == S::kRunning || from == S::kAwaitingDurable;
+      break;
+    case S::kIdle:
+      break;
+  }
+  SQLOOP_CHECK(allowed, "Request: a state transition its table (db/request.h) does not list");
+  request.state_ = next;
+}
+
 void Database::AssertInvariants() const {
   switch (state_) {
     case State::kNew:
@@ -619,11 +676,13 @@ void Database::AssertInvariants() const {
     case State::kOpenSyncing:
       SQLOOP_CHECK(files_ != nullptr && writer_.db != nullptr, "open without connection or files");
       SQLOOP_CHECK(files_->durable_epoch() <= files_->epoch(), "durable epoch ahead");
+#if SQLOOP_DCHECK_IS_ON
       for (const Request* r = awaiting_.head; r != nullptr; r = r->next_) {
-        SQLOOP_CHECK(r->epoch > files_->durable_epoch() || options_.ack_before_fsync_for_testing ||
-                         r == awaiting_.head,
-                     "a request waits for an epoch that is already durable");
+        SQLOOP_DCHECK(r->epoch > files_->durable_epoch() || options_.ack_before_fsync_for_testing ||
+                          r == awaiting_.head,
+                      "a request waits for an epoch that is already durable");
       }
+#endif
       break;
     case State::kPoisoned:
       SQLOOP_CHECK(awaiting_.head == nullptr, "poisoned with requests still awaiting an fsync");

@@ -16,22 +16,32 @@
 //   "outcome unknown" error, later ones with FailedPrecondition. The Vfs then refuses to open
 //   the file again in this process (Vfs::Taint): restarting the process is the way back.
 //
-// States (AssertInvariants() checks them on every transition):
+// States. Every change goes through SetState(), which refuses a transition this table does not
+// list and then checks the new state's invariants (AssertInvariants()).
 //
-//   kNew --Open--> kOpening --DoOpen ok--> kOpenSyncing --durable--> kReady --Close--> kClosing
-//                     |                        |                       |                  |
-//                     +--error--> kFailed <----+--poisoned             +--poisoned--> kPoisoned
-//                                                                                   |  Close
-//   kClosing --connections closed, files idle (FinishClose)--> kClosed <------------+
+// clang-format off
 //
-//   transition                 function      invariant in the new state
-//   kNew -> kOpening           Open          no connection yet; the pump is armed
-//   kOpening -> kOpenSyncing   DoOpen        connections open; WAL set; files pinned
-//   kOpenSyncing -> kReady     Pump          durable_epoch == epoch at open
-//   kReady -> kPoisoned        Pump          files poisoned; nothing awaits durability
-//   * -> kClosing              Close         no request is queued
-//   kClosing -> kClosed        FinishClose   no connection, files unpinned
-//   kOpening -> kFailed        DoOpen        no connection; the open callback got the error
+//   kNew --Open--> kOpening --Pump: opened--> kOpenSyncing --Pump: durable--> kReady --Close--> kClosing
+//                     |                          |                               |                |
+//                     | Pump: error              | Pump: poisoned                | BecomePoisoned | FinishClose
+//                     v                          v                               v                v
+//                  kFailed --Close--> kClosed  kPoisoned <---------------------- +             kClosed
+//                                                 |
+//                                                 +--Close--> kClosing
+//
+//   transition                  function        invariant in the new state
+//   kNew -> kOpening            Open            no connection, no files; the pump is armed
+//   kOpening -> kOpenSyncing    Pump            connections open in WAL mode; files pinned
+//   kOpening -> kFailed         Pump            no connection, no files; Open's callback got why
+//   kOpenSyncing -> kReady      Pump            the open's epoch is durable; Open's callback got OK
+//   kOpenSyncing -> kPoisoned   Pump            files poisoned; Open's callback got the poison
+//   kReady -> kPoisoned         BecomePoisoned  files poisoned; no request awaits durability
+//   kReady -> kClosing          Close           no write is queued
+//   kPoisoned -> kClosing       Close           no write is queued
+//   kFailed -> kClosed          Close           no connection, no files
+//   kClosing -> kClosed         FinishClose     no connection, no files, nothing queued or awaited
+//
+// clang-format on
 //
 // Example:
 //
@@ -278,6 +288,10 @@ class Database {
   void AwaitDurable(Request& request);
   void Deliver(Request& request);
   void FailQueue(Queue& queue, const absl::Status& status);
+  // The only writers of state_ and Request::state_: they check the transition (the tables
+  // above and in db/request.h), then the invariants.
+  void SetState(State next);
+  static void SetRequestState(Request& request, Request::State next);
   void AssertInvariants() const;
 
   loop::Loop& loop_;

@@ -308,12 +308,12 @@ absl::Status Database::ExecuteWrite(Request& r) {
 void Database::Requeue(std::vector<Request*>& group, Request* current) {
   if (current != nullptr) {
     DiscardRows(*current);
-    current->state_ = Request::State::kQueued;
+    SetRequestState(*current, Request::State::kQueued);
     writes_.PushFront(current);
   }
   for (auto it = group.rbegin(); it != group.rend(); ++it) {
     DiscardRows(**it);
-    (*it)->state_ = Request::State::kQueued;
+    SetRequestState(**it, Request::State::kQueued);
     writes_.PushFront(*it);
   }
   group.clear();
@@ -372,7 +372,7 @@ bool Database::RunGroupOnce(std::vector<Request*>& group) {
       Finish(*r, absl::DeadlineExceededError("request deadline passed before it ran"));
       continue;
     }
-    r->state_ = Request::State::kRunning;
+    SetRequestState(*r, Request::State::kRunning);
     (void)RunInternal(writer_, kSavepoint);
     absl::Status status = ExecuteWrite(*r);
     if (status.ok()) {
@@ -398,7 +398,7 @@ bool Database::RunGroupOnce(std::vector<Request*>& group) {
         r->busy_retries_ < kBusyRetriesMax) {
       ++r->busy_retries_;
       DiscardRows(*r);
-      r->state_ = Request::State::kQueued;
+      SetRequestState(*r, Request::State::kQueued);
       writes_.PushFront(r);  // Re-queued; the rest of the group commits now.
       ArmPump();
       break;
@@ -513,7 +513,7 @@ void Database::StartReads() {
         Finish(*r, std::move(status));
         continue;
       }
-      r->state_ = Request::State::kRunning;
+      SetRequestState(*r, Request::State::kRunning);
       // Every commit this read can see closed its epoch before now: this epoch covers them.
       r->epoch = files_->epoch();
       BeginRequest(*reader, *r);
@@ -556,7 +556,7 @@ void Database::StepRead(Connection& reader) {
   if ((rc & 0xff) == SQLITE_BUSY && r->busy_retries_ < kBusyRetriesMax) {
     ++r->busy_retries_;
     DiscardRows(*r);
-    r->state_ = Request::State::kQueued;
+    SetRequestState(*r, Request::State::kQueued);
     reads_.PushFront(r);
     ArmPump();
     return;

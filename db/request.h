@@ -35,7 +35,7 @@ struct sqlite3_stmt;
 namespace sqloop::db {
 
 class Database;
-struct Client;
+class Client;
 
 // Parameters a request carries without a heap allocation. Eight covers the statements of the
 // workloads we benchmark (key-value and small-row CRUD); more spill to the heap, counted as the
@@ -85,9 +85,31 @@ class Row {
   sqlite3_stmt* stmt_;
 };
 
+// A request's lifecycle. The Database owns the request from Submit until on_done, and every
+// change of state goes through Database::SetRequestState, which checks it against this table.
+//
+// clang-format off
+//
+//   kIdle/kDone --Submit--> kQueued --RunGroupOnce/StartReads--> kRunning --AwaitDurable--> kAwaitingDurable
+//                             ^  |                                  |  |                            |
+//                             |  +------- Finish, FailQueue ------+ |  +-- Finish --+               | AckDurable,
+//                             |    (cancelled, deadline, closing,  | |   (failed,   |               | BecomePoisoned
+//                             |     poisoned: it never ran)        v v    durable)  v               v
+//                             +-- Requeue, RunGroupOnce, StepRead  kDone <-----------+---------------+
+//                                 (group retried, SQLITE_BUSY)
+//
+//   transition                      function                        invariant in the new state
+//   kIdle, kDone -> kQueued         Submit                          in its kind's queue; on_done set
+//   kQueued -> kRunning             RunGroupOnce, StartReads        out of every queue; its statement steps
+//   kRunning -> kQueued             Requeue, RunGroupOnce, StepRead at its queue's front; its rows voided
+//   kRunning -> kAwaitingDurable    AwaitDurable                    succeeded; waits in awaiting_ for its epoch
+//   kQueued, kRunning -> kDone      Finish, FailQueue               its status is final; on_done ran, or waits
+//                                                                   for its client's earlier requests
+//   kAwaitingDurable -> kDone       AckDurable, BecomePoisoned      as above
+//
+// clang-format on
 struct Request {
   enum class Kind : uint8_t { kRead, kWrite };
-  // Where a request is; owned by the Database between Submit and on_done.
   enum class State : uint8_t { kIdle, kQueued, kRunning, kAwaitingDurable, kDone };
 
   using RowCallback = void (*)(Request& request, const Row& row);
@@ -121,7 +143,13 @@ struct Request {
   int64_t last_insert_rowid = 0;  // After a write that inserted.
   uint64_t epoch = 0;             // The epoch whose fsync covers what the request wrote or saw.
 
-  // ---- The Database's bookkeeping; do not touch ---------------------------------------------
+  // Where the request is in its lifecycle (the diagram above).
+  [[nodiscard]] State state() const { return state_; }
+
+ private:
+  friend class Database;
+
+  // ---- The Database's bookkeeping -------------------------------------------------------------
   State state_ = State::kIdle;
   bool cancel_requested_ = false;
   uint8_t busy_retries_ = 0;
@@ -143,7 +171,9 @@ inline constexpr absl::string_view kBudgetExceededPayload = "type.sqloop/budget-
 
 // Requests that must complete in submission order share a Client (caller-owned, e.g. one per
 // network connection). An intrusive FIFO: no allocation.
-struct Client {
+class Client {
+ private:
+  friend class Database;
   Request* head_ = nullptr;
   Request* tail_ = nullptr;
 };
