@@ -1,6 +1,8 @@
-# Run by ctest (tests/install.cmake): installs the build tree into a scratch prefix, then builds
-# and runs a consumer project against it, once through find_package and once through
-# pkg-config. Variables: BINARY_DIR, SOURCE_DIR, WORK_DIR, CXX_FLAGS, GENERATOR.
+# Run by ctest (tests/install.cmake): installs the already built tree into a scratch prefix, then
+# builds and runs a consumer program (tests/consumer/) against that prefix alone, once through
+# find_package(sqloop) + sqloop::sqloop and once through pkg-config. The program runs SQL, so a
+# package that leaves a layer (or a dependency) off the link line fails to link here.
+# Variables: BINARY_DIR, SOURCE_DIR, WORK_DIR, CXX_FLAGS, GENERATOR.
 file(REMOVE_RECURSE ${WORK_DIR})
 function(run)
   execute_process(COMMAND ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
@@ -10,14 +12,46 @@ function(run)
   message(STATUS "${out}")
 endfunction()
 
-run(${CMAKE_COMMAND} --install ${BINARY_DIR} --prefix ${WORK_DIR}/prefix)
-run(${CMAKE_COMMAND} -S ${SOURCE_DIR}/tests/consumer -B ${WORK_DIR}/build -G ${GENERATOR}
-    -DCMAKE_PREFIX_PATH=${WORK_DIR}/prefix "-DCMAKE_CXX_FLAGS=${CXX_FLAGS}")
-run(${CMAKE_COMMAND} --build ${WORK_DIR}/build)
-run(${WORK_DIR}/build/consumer)
+set(prefix ${WORK_DIR}/prefix)
+run(${CMAKE_COMMAND} --install ${BINARY_DIR} --prefix ${prefix})
 
-# pkg-config: the same program compiled from the command line.
-set(ENV{PKG_CONFIG_PATH} ${WORK_DIR}/prefix/lib/pkgconfig:${WORK_DIR}/prefix/lib/x86_64-linux-gnu/pkgconfig)
+# What the prefix must and must not hold.
+foreach(file include/sqloop/loop/loop.h include/sqloop/db/database.h share/doc/sqloop/LICENSE)
+  if(NOT EXISTS ${prefix}/${file})
+    message(FATAL_ERROR "the install lacks ${file}")
+  endif()
+endforeach()
+file(GLOB_RECURSE internal_headers RELATIVE ${prefix}/include ${prefix}/include/*)
+list(FILTER internal_headers INCLUDE REGEX "(^|/)internal/")
+if(internal_headers)
+  message(FATAL_ERROR "internal headers are installed: ${internal_headers}")
+endif()
+# The installed CMake files must name only the prefix and system paths: a path into the source
+# or build tree would work here and nowhere else.
+file(GLOB_RECURSE config_files ${prefix}/*.cmake)
+foreach(file ${config_files})
+  file(READ ${file} text)
+  foreach(tree ${SOURCE_DIR} ${BINARY_DIR})
+    string(FIND "${text}" "${tree}/" at)
+    if(NOT at EQUAL -1)
+      message(FATAL_ERROR "${file} refers to ${tree}")
+    endif()
+  endforeach()
+endforeach()
+
+# The consumer is copied out of the source tree so that nothing can resolve an include next to
+# it: every sqloop header it sees comes from the prefix.
+file(COPY ${SOURCE_DIR}/tests/consumer/ DESTINATION ${WORK_DIR}/src)
+file(MAKE_DIRECTORY ${WORK_DIR}/data_cmake ${WORK_DIR}/data_pc)
+
+run(${CMAKE_COMMAND} -S ${WORK_DIR}/src -B ${WORK_DIR}/build -G ${GENERATOR}
+    -DCMAKE_PREFIX_PATH=${prefix} "-DCMAKE_CXX_FLAGS=${CXX_FLAGS}")
+run(${CMAKE_COMMAND} --build ${WORK_DIR}/build)
+run(${WORK_DIR}/build/consumer ${WORK_DIR}/data_cmake)
+
+# pkg-config: the same program compiled from the command line, the libraries after the source
+# (they are static archives).
+set(ENV{PKG_CONFIG_PATH} ${prefix}/lib/pkgconfig:${prefix}/lib/x86_64-linux-gnu/pkgconfig)
 execute_process(COMMAND pkg-config --cflags --libs sqloop OUTPUT_VARIABLE flags
                 RESULT_VARIABLE rc OUTPUT_STRIP_TRAILING_WHITESPACE)
 if(NOT rc EQUAL 0)
@@ -25,5 +59,5 @@ if(NOT rc EQUAL 0)
 endif()
 separate_arguments(flags UNIX_COMMAND "${flags}")
 separate_arguments(extra UNIX_COMMAND "${CXX_FLAGS}")
-run(c++ ${extra} ${SOURCE_DIR}/tests/consumer/main.cc -o ${WORK_DIR}/consumer_pc ${flags})
-run(${WORK_DIR}/consumer_pc)
+run(c++ ${extra} ${WORK_DIR}/src/main.cc -o ${WORK_DIR}/consumer_pc ${flags})
+run(${WORK_DIR}/consumer_pc ${WORK_DIR}/data_pc)
