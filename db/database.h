@@ -43,6 +43,30 @@
 //
 // clang-format on
 //
+// A request's lifecycle (Request::State). The Database owns a request from Submit until
+// on_done, and every change goes through SetRequestState, which checks it against this table.
+//
+// clang-format off
+//
+//   kIdle/kDone --Submit--> kQueued --RunGroupOnce/StartReads--> kRunning --AwaitDurable--> kAwaitingDurable
+//                             ^  |                                  |  |                            |
+//                             |  +------- Finish, FailQueue ------+ |  +-- Finish --+               | AckDurable,
+//                             |    (cancelled, deadline, closing,  | |   (failed,   |               | BecomePoisoned
+//                             |     poisoned: it never ran)        v v    durable)  v               v
+//                             +-- Requeue, RunGroupOnce, StepRead  kDone <-----------+---------------+
+//                                 (group retried, SQLITE_BUSY)
+//
+//   transition                      function                        invariant in the new state
+//   kIdle, kDone -> kQueued         Submit                          in its kind's queue; on_done set
+//   kQueued -> kRunning             RunGroupOnce, StartReads        out of every queue; its statement steps
+//   kRunning -> kQueued             Requeue, RunGroupOnce, StepRead at its queue's front; its rows voided
+//   kRunning -> kAwaitingDurable    AwaitDurable                    succeeded; waits in awaiting_ for its epoch
+//   kQueued, kRunning -> kDone      Finish, FailQueue               its status is final; on_done ran, or waits
+//                                                                   for its client's earlier requests
+//   kAwaitingDurable -> kDone       AckDurable, BecomePoisoned      as above
+//
+// clang-format on
+//
 // Example:
 //
 //   sqloop::db::Database db(*loop, *vfs, "/data/tenant-42.db", {});

@@ -38,17 +38,17 @@
 //   kClosed -> kProbing            StartOpen               holds a slot; probe open in flight
 //   kWaitingSlot -> kProbing       GrantSlots->StartOpen   (as above)
 //   kProbing -> kProbeClosing      OnTenantIo              probe_fd >= 0; its close in flight
-//   kProbing -> kClosed            OnTenantIo              no slot; queued executes failed
-//   kProbeClosing -> kOpening      OnTenantIo->StartDatabase  has a Database and a memory id
+//   kProbing -> kClosed            OnTenantIo->FailOpen->AfterClosed  no slot; queued executes
+//   failed kProbeClosing -> kOpening      OnTenantIo->StartDatabase  has a Database and a memory id
 //   k(Closed|WaitingSlot) -> kOpening  StartOpen->StartDatabase  (as above, create allowed)
-//   kOpening -> kActive / kIdle    FinishOpen->ServeQueue  Database ready
-//   kOpening -> kClosed            FinishOpen              no Database, no slot, no memory id
+//   kOpening -> kActive / kIdle    OnOpened->ServeQueue    Database ready
+//   kOpening -> kClosed            OnOpened->FailOpen      no Database, no slot, no memory id
 //   kActive -> kIdle               OnRequestDone->BecomeIdle  in idle_; nothing in flight
 //   kIdle -> kActive               Submit                  not in idle_; in_flight > 0
 //   kIdle|kActive -> kClosing      StartClose              in_flight == 0; not in idle_
-//   kClosing -> kClosed            FinishClose             no Database, no slot, no memory id
-//   kClosing -> kDeleting          FinishClose->StartDelete  no Database; queue head is delete
-//   kClosing -> kOpening|kWaiting  FinishClose->RequestSlot  requests arrived while closing
+//   kClosing -> kClosed            OnClosed->AfterClosed   no Database, no slot, no memory id
+//   kClosing -> kDeleting          AfterClosed->StartDelete  no Database; queue head is delete
+//   kClosing -> kOpening|kWaiting  AfterClosed->RequestSlot  requests arrived while closing
 //   kClosed -> kDeleting           Kick->StartDelete       (as above)
 //   kDeleting -> kClosed, ...      FinishDelete            the delete request completed
 //
@@ -202,9 +202,9 @@ struct Registry::Tenant {
   CloseReason close_reason = CloseReason::kIdle;
   loop::Completion io;  // The probe's open and close; the delete's unlinks and fsync.
   int probe_fd = -1;
-  uint8_t delete_step = 0;
-  bool delete_found = false;
-  std::string delete_path;  // The path of the unlink in flight.
+  DeleteStep delete_step = DeleteStep::kUnlinkWal;
+  bool delete_found = false;  // The main file existed (its unlink succeeded).
+  std::string delete_path;    // The path of the unlink in flight.
   int64_t idle_since_ns = 0;
   TenantStats stats;
 };
@@ -862,19 +862,20 @@ loop::Action Registry::OnDeferred(loop::Loop&, loop::Completion& c) {
 void Registry::StartDelete(Tenant& t) {
   SetState(t, TenantState::kDeleting);
   deleting_++;
-  t.delete_step = 0;
+  t.delete_step = DeleteStep::kUnlinkWal;
   t.delete_found = false;
-  DeleteStep(t);
+  RunDeleteStep(t);
 }
 
-// The WAL and the journal go first: a crash in the middle leaves a main file that is still a
-// valid database (its last close checkpointed the WAL into it), never a WAL without its
-// database that a later tenant of the same name could replay. Then the directory fsync makes
-// the removal durable before the delete is acknowledged.
-void Registry::DeleteStep(Tenant& t) {
+// The delete's steps, one operation each, in this order (the DeleteStep enum): the WAL and the
+// journal go first, so a crash in the middle leaves a main file that is still a valid database
+// (its last close checkpointed the WAL into it), never a WAL without its database that a later
+// tenant of the same name could replay. Then the directory fsync makes the removal durable
+// before the delete is acknowledged.
+void Registry::RunDeleteStep(Tenant& t) {
   static constexpr absl::string_view kSuffixes[] = {"-wal", "-journal", ""};
-  if (t.delete_step < 3) {
-    t.delete_path = absl::StrCat(t.path, kSuffixes[t.delete_step]);
+  if (t.delete_step != DeleteStep::kSyncDirectory) {
+    t.delete_path = absl::StrCat(t.path, kSuffixes[static_cast<int>(t.delete_step)]);
     t.io.op = io::Op{.kind = io::OpKind::kUnlink, .fd = AT_FDCWD, .path = t.delete_path.c_str()};
     loop_.Submit(t.io);
     return;
@@ -889,15 +890,16 @@ void Registry::DeleteStep(Tenant& t) {
 }
 
 void Registry::OnDeleteIo(Tenant& t, int64_t result) {
-  if (t.delete_step <= 2 && result < 0 && result != -ENOENT) {
+  const bool unlink = t.delete_step != DeleteStep::kSyncDirectory;
+  if (unlink && result < 0 && result != -ENOENT) {
     FinishDelete(t, absl::UnavailableError(
                         absl::StrCat("cannot delete '", DatabaseFiles::FileNameOf(t.delete_path),
                                      "': ", ErrnoText(result),
                                      "; the tenant may be partly deleted, send the delete again")));
     return;
   }
-  if (t.delete_step == 2) t.delete_found = result == 0;
-  if (t.delete_step == 3) {
+  if (t.delete_step == DeleteStep::kUnlinkMain) t.delete_found = result == 0;
+  if (!unlink) {
     FinishDelete(t, result < 0 ? absl::UnavailableError(absl::StrCat(
                                      "tenant '", t.name,
                                      "' was deleted but syncing its "
@@ -907,8 +909,8 @@ void Registry::OnDeleteIo(Tenant& t, int64_t result) {
                                : absl::OkStatus());
     return;
   }
-  t.delete_step++;
-  DeleteStep(t);
+  t.delete_step = static_cast<DeleteStep>(static_cast<int>(t.delete_step) + 1);
+  RunDeleteStep(t);
 }
 
 void Registry::FinishDelete(Tenant& t, absl::Status status) {

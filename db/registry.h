@@ -296,6 +296,8 @@ class Registry {
     uint32_t size = 0;
   };
   enum class CloseReason : uint8_t { kIdle, kEvicted, kDelete, kPoisoned, kShutdown };
+  // A kDeleting tenant's sub-states, one operation each, in this order (RunDeleteStep).
+  enum class DeleteStep : uint8_t { kUnlinkWal, kUnlinkJournal, kUnlinkMain, kSyncDirectory };
 
   Registry(loop::Loop& loop, Vfs& vfs, RegistryOptions options, uint32_t open_max, int dir_fd);
 
@@ -332,7 +334,7 @@ class Registry {
 
   // Deleting.
   void StartDelete(Tenant& t);
-  void DeleteStep(Tenant& t);
+  void RunDeleteStep(Tenant& t);
   void OnDeleteIo(Tenant& t, int64_t result);
   void FinishDelete(Tenant& t, absl::Status status);
 

@@ -85,29 +85,8 @@ class Row {
   sqlite3_stmt* stmt_;
 };
 
-// A request's lifecycle. The Database owns the request from Submit until on_done, and every
-// change of state goes through Database::SetRequestState, which checks it against this table.
-//
-// clang-format off
-//
-//   kIdle/kDone --Submit--> kQueued --RunGroupOnce/StartReads--> kRunning --AwaitDurable--> kAwaitingDurable
-//                             ^  |                                  |  |                            |
-//                             |  +------- Finish, FailQueue ------+ |  +-- Finish --+               | AckDurable,
-//                             |    (cancelled, deadline, closing,  | |   (failed,   |               | BecomePoisoned
-//                             |     poisoned: it never ran)        v v    durable)  v               v
-//                             +-- Requeue, RunGroupOnce, StepRead  kDone <-----------+---------------+
-//                                 (group retried, SQLITE_BUSY)
-//
-//   transition                      function                        invariant in the new state
-//   kIdle, kDone -> kQueued         Submit                          in its kind's queue; on_done set
-//   kQueued -> kRunning             RunGroupOnce, StartReads        out of every queue; its statement steps
-//   kRunning -> kQueued             Requeue, RunGroupOnce, StepRead at its queue's front; its rows voided
-//   kRunning -> kAwaitingDurable    AwaitDurable                    succeeded; waits in awaiting_ for its epoch
-//   kQueued, kRunning -> kDone      Finish, FailQueue               its status is final; on_done ran, or waits
-//                                                                   for its client's earlier requests
-//   kAwaitingDurable -> kDone       AckDurable, BecomePoisoned      as above
-//
-// clang-format on
+// A request's lifecycle (kIdle, kQueued, kRunning, kAwaitingDurable, kDone) belongs to the
+// Database that runs it: its diagram and transition table are in db/database.h.
 struct Request {
   enum class Kind : uint8_t { kRead, kWrite };
   enum class State : uint8_t { kIdle, kQueued, kRunning, kAwaitingDurable, kDone };
