@@ -471,6 +471,9 @@ void Vfs::Taint(const DatabaseFiles& files, bool directory) {
   for (const auto& [path, other] : databases_) {
     if (other.get() != &files && other->dir_path() == files.dir_path()) others.push_back(path);
   }
+  // The hash map's order changes from process to process (Abseil seeds its hash), and each
+  // poison wakes its database: in path order, a simulated run replays the same from its seed.
+  std::sort(others.begin(), others.end());
   for (const std::string& path : others) {
     if (DatabaseFiles* other = Find(path); other != nullptr) {
       other->Poison(absl::DataLossError(absl::StrCat(
