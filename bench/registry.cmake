@@ -1,4 +1,4 @@
-# Tenant registry benchmarks (issue 6): creation bursts, reopening a scaled-to-zero tenant,
+# Tenant registry benchmarks: creation bursts, reopening a scaled-to-zero tenant,
 # memory per tenant, and requests over 10,000 tenants with a Zipf distribution.
 if(TARGET sqloop_db)
   add_executable(sqloop_bench_registry ${CMAKE_CURRENT_LIST_DIR}/registry_bench.cc)

@@ -1,4 +1,4 @@
-// Benchmarks of the tenant registry (db/registry.h, issue 6), on the loop's default backend
+// Benchmarks of the tenant registry (db/registry.h), on the loop's default backend
 // and a tmpfs directory when the machine has one (/dev/shm), so they measure the registry and
 // SQLite rather than the disk's fsync.
 //

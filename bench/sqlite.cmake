@@ -1,4 +1,4 @@
-# sqloop_bench_sqlite (issue 7, section 3): point reads and durable commits through sqloop
+# sqloop_bench_sqlite: point reads and durable commits through sqloop
 # against plain synchronous SQLite on its default VFS. See bench/sqlite/sqlite_bench.cc.
 add_executable(sqloop_bench_sqlite
   ${CMAKE_CURRENT_SOURCE_DIR}/sqlite/sqlite_bench.cc

@@ -5,7 +5,7 @@
 // requests as group commits, a few reader connections that run reads against consistent
 // snapshots, and durable acknowledgements (docs/db.md has the contract).
 //
-// Write path (group commit, ARCHITECTURE.md (I)):
+// Write path (group commit; docs/architecture.md lists the invariants):
 //   requests queue while the previous group's fsync is in flight; when it completed, the queue
 //   runs as ONE transaction, each request inside its own SAVEPOINT (a failing request is rolled
 //   back alone), and the COMMIT's barrier covers them all with one fsync. So the batch size

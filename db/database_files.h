@@ -6,7 +6,7 @@
 // locks and WAL index, and the ordered queue that implements epoch barriers. The Database layer
 // reads the epoch numbers from it and is told when an epoch becomes durable.
 //
-// Epoch barriers (docs/db.md, ARCHITECTURE.md "SQLite over the loop"):
+// Epoch barriers (docs/db.md, docs/architecture.md):
 //
 //   SQLite writes   w1 w2 | xSync | w3 w4 | xSync | w5
 //   epoch           --1-- | bar 1 | --2-- | bar 2 | -3-

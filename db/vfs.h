@@ -5,7 +5,7 @@
 // through the loop's io::Backend (io_uring, the synchronous fallback, or the simulator), and
 // commits never make the loop wait for an fsync.
 //
-// What it does, and why (ARCHITECTURE.md, "SQLite over the loop"; docs/db.md):
+// What it does, and why (docs/architecture.md, docs/db.md):
 //   * A call that needs data (xRead, and xWrite/xTruncate when nothing is queued) runs one
 //     operation with Loop::WaitForOp: other completions reaped meanwhile are queued for the
 //     loop, never dispatched inside SQLite.

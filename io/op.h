@@ -12,20 +12,21 @@
 //
 // Field use per kind (unused fields are ignored):
 //
-//   kind       fd      buffer                  length          offset  flags              result
-//   kNop       -       -                       -               -       -                  0
-//   kRead      file    out bytes               capacity        file    -                  bytes (<
-//   length only at EOF) kWrite     file    in bytes                bytes           file    - bytes
-//   (== length) kFsync     file    -                       -               -       kFsyncDatasync?
-//   0 kOpenAt    dirfd   -                       -               -       O_* flags          new fd
-//   kClose     fd      -                       -               -       -                  0
-//   kUnlink    dirfd   -                       -               -       AT_REMOVEDIR?      0
-//   kAccept    socket  sockaddr* out or null   capacity        -       SOCK_* flags       new fd
-//   kConnect   socket  const sockaddr*         address size    -       -                  0
-//   kRecv      socket  out bytes               capacity        -       MSG_* flags        bytes (0
-//   = peer closed) kSend      socket  in bytes                bytes           -       MSG_* flags
-//   bytes (== length) kPoll      fd      -                       -               -       POLL* mask
-//   revents
+// clang-format off
+//   kind      fd      buffer                 length        offset  flags             result
+//   kNop      -       -                      -             -       -                 0
+//   kRead     file    out bytes              capacity      file    -                 bytes (< length only at EOF)
+//   kWrite    file    in bytes               bytes         file    -                 bytes (== length)
+//   kFsync    file    -                      -             -       kFsyncDatasync?   0
+//   kOpenAt   dirfd   -                      -             -       O_* flags         new fd
+//   kClose    fd      -                      -             -       -                 0
+//   kUnlink   dirfd   -                      -             -       AT_REMOVEDIR?     0
+//   kAccept   socket  sockaddr* out or null  capacity      -       SOCK_* flags      new fd
+//   kConnect  socket  const sockaddr*        address size  -       -                 0
+//   kRecv     socket  out bytes              capacity      -       MSG_* flags       bytes (0 = peer closed)
+//   kSend     socket  in bytes               bytes         -       MSG_* flags       bytes (== length)
+//   kPoll     fd      -                      -             -       POLL* mask        revents
+// clang-format on
 //
 // `path` (kOpenAt, kUnlink) and `mode` (kOpenAt) complete the table. Reads and writes on files
 // and sends are resubmitted by the backend until the whole length moved (or EOF for a read):

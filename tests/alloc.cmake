@@ -1,4 +1,4 @@
-# Tests for the alloc layer (issue 4). The SQLite tests are separate binaries because
+# Tests for the alloc layer. The SQLite tests are separate binaries because
 # SQLITE_CONFIG_MALLOC must be set before any other sqlite3 use in the process.
 sqloop_test(alloc_arena_test SOURCES alloc_arena_test.cc
             LIBS sqloop::alloc sqloop::heap_counter GTest::gmock)

@@ -122,7 +122,7 @@ TEST_F(DatabaseMemoryTest, ATenantOverItsLimitFailsAloneAndRecovers) {
   EXPECT_TRUE(alloc::UnregisterTenant(*free_tenant).ok());
 }
 
-// The allocation contract of issue 5: in steady state a request, read or durable write, makes
+// The allocation contract of docs/db.md: in steady state a request, read or durable write, makes
 // no heap allocation: sqloop's own bookkeeping lives in the caller's Request and in structures
 // sized up front, and SQLite's per-statement blocks (savepoints, bit vectors, the statement
 // journal's chunk) come back from the block cache. "Steady state" means the working set no

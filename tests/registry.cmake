@@ -1,4 +1,4 @@
-# Tests of the tenant registry and the shards (db/registry.h, db/shards.h; issue 6). Included
+# Tests of the tenant registry and the shards (db/registry.h, db/shards.h). Included
 # by tests/CMakeLists.txt. Each binary is its own process, so the burst test's RLIMIT_NOFILE
 # of 1024 touches nothing else.
 if(TARGET sqloop_db)

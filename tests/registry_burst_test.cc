@@ -1,4 +1,4 @@
-// The burst (issue 6): 5,000 databases created as fast as the loop allows while other tenants
+// The burst: 5,000 databases created as fast as the loop allows while other tenants
 // keep serving requests, with RLIMIT_NOFILE at 1,024. No deadlock (the harness fails if the
 // loop goes quiet with work outstanding), no descriptor exhaustion (sampled from /proc), and
 // every created database is valid and holds what its creation wrote afterwards.

@@ -1,4 +1,4 @@
-// Scale to zero under the simulator's virtual clock (issue 6): 1,000 tenants over a simulated
+// Scale to zero under the simulator's virtual clock: 1,000 tenants over a simulated
 // day of random traffic. Idle tenants close after the idle time and reopen on demand, every
 // acknowledged write is there at the end, and once everything is idle no descriptor and no
 // tenant memory is left. The simulated day takes a few seconds: the clock jumps to the next

@@ -2,7 +2,7 @@
 // -----------------------------------------------------------------------------
 //
 // A C++20 coroutine layer over sqloop's Database, the one a coroutine user would write, for the
-// `sqloop_coro` benchmark variant. Coroutines live in bench/ only (ARCHITECTURE.md).
+// `sqloop_coro` benchmark variant. Coroutines live in bench/ only (docs/architecture.md).
 //
 //   * `Task`: a long-lived coroutine. Its frame comes from the promise's operator new, which
 //     takes it from a small free list of recycled frames: created once before the timed region

@@ -1,5 +1,5 @@
 // sqloop_bench_sqlite: sqloop against plain synchronous SQLite on its default VFS, the thing a
-// user would pick instead (issue 7, section 3; docs/overhead.md, section 3).
+// user would pick instead (docs/overhead.md, section 3).
 //
 // Groups (one iteration = one operation; every benchmark checks its own results and calls
 // SkipWithError when they are wrong, so a quick run in CI catches rot):

@@ -1,7 +1,7 @@
 // examples/http/server.h
 // -----------------------------------------------------------------------------
 //
-// SQL over HTTP for many tenants, on the sqloop loop: the host application of issue 8.
+// SQL over HTTP for many tenants, on the sqloop loop: the largest example host application.
 //
 // The server accepts on a listening socket and serves HTTP/1.1 with keep-alive through the
 // loop's socket operations (io_uring or the fallback), one explicit state machine per connection
