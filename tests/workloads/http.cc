@@ -1,8 +1,7 @@
 // The "http" workload: the SQL-over-HTTP host of examples/http (HttpServer over the
 // RegistryExecutor) on the simulator, driven by simulated HTTP clients, ended by a graceful
-// stop or a crash, and read back through HTTP by a restarted process. Issue 8 asks for exactly
-// this: the host's state machines (connections, deadlines, accept pauses, stop) covered
-// deterministically, seed by seed.
+// stop or a crash, and read back through HTTP by a restarted process. It covers the host's
+// state machines (connections, deadlines, accept pauses, stop) deterministically, seed by seed.
 //
 // A seed draws the setup (DrawSetup): 2..16 clients (tests/workloads/http_client.h), 1..4
 // tenants, a pool of 1..4 connections (so accepting pauses and clients wait in the listen
