@@ -159,6 +159,8 @@ void Loop::TakePosts() {
 }
 
 void Loop::Complete(Completion& c, int64_t result) {
+  SQLOOP_CHECK(c.state_ == Completion::State::kTimer || c.state_ == Completion::State::kPosted,
+               "Loop: a timer or post completed that was not armed");
   c.op.result = result;
   c.state_ = Completion::State::kCompleted;
   completed_.PushBack(&c.op);
@@ -207,7 +209,7 @@ absl::Status Loop::Tick(bool may_wait, uint64_t& callbacks_run) {
   absl::Status status = backend_->Tick(wait, deadline_ns, reaped);
   submitted_since_tick_ = false;
   for (io::Op* op = reaped.front(); op != nullptr; op = op->next) {
-    CompletionOf(op).state_ = Completion::State::kCompleted;  // A late Cancel is now a no-op.
+    MarkReaped(CompletionOf(op));
   }
   completed_.Splice(reaped);
   if (!status.ok()) return status;
@@ -227,7 +229,16 @@ absl::Status Loop::Tick(bool may_wait, uint64_t& callbacks_run) {
   return absl::OkStatus();
 }
 
+// A reaped op's completion is in the completed FIFO; a late Cancel is now a no-op.
+void Loop::MarkReaped(Completion& c) {
+  SQLOOP_CHECK(c.state_ == Completion::State::kInFlight,
+               "Loop: the backend handed back an op that was not in flight");
+  c.state_ = Completion::State::kCompleted;
+}
+
 void Loop::Dispatch(Completion& c) {
+  SQLOOP_CHECK(c.state_ == Completion::State::kCompleted,
+               "Loop: a completion reached the drain without completing");
   c.state_ = Completion::State::kIdle;
   pending_--;
   stats_.callbacks++;
@@ -287,7 +298,7 @@ int64_t Loop::WaitForOp(io::Op& op) {
         done = true;
         continue;
       }
-      CompletionOf(finished).state_ = Completion::State::kCompleted;
+      MarkReaped(CompletionOf(finished));
       completed_.PushBack(finished);
     }
   }

@@ -71,10 +71,23 @@ enum class RunMode : uint8_t { kNoWait, kOnce, kUntilDone };
 // A caller-owned operation. Fill `op` (for Submit), `callback` and `user_data`; the rest belongs
 // to the loop while the completion is armed.
 //
-// States (see docs/state-machines.md for the diagram and transition table):
+// States (every transition checks the state it leaves):
+//
+// clang-format off
 //   kIdle --Submit--> kInFlight --reaped--------------> kCompleted --callback--> kIdle
 //   kIdle --Timer---> kTimer ----expired or cancelled--> kCompleted
 //   kIdle --Post----> kPosted ---taken by a tick-------> kCompleted
+//
+//   transition              function                   invariant in the new state
+//   kIdle -> kInFlight      Submit                     the backend holds the op; pending counted
+//   kIdle -> kTimer         Timer                      in the timer heap at heap_index_
+//   kIdle -> kPosted        Post                       on the lock-free post stack
+//   kInFlight -> kCompleted Tick, WaitForOp            in the completed FIFO with the backend's result
+//   kTimer -> kCompleted    FireExpiredTimers, Cancel  out of the heap; result 0 or -ECANCELED
+//   kPosted -> kCompleted   TakePosts                  in the completed FIFO; result 0
+//   kCompleted -> kIdle     Dispatch                   its callback is running or has run
+// clang-format on
+//
 // The completion is kIdle while its callback runs, so the callback may submit it again for a
 // different operation, free it (after returning kDisarm), or return kRearm to repeat it.
 struct Completion {
@@ -179,6 +192,7 @@ class Loop {
   void TakePosts();
   void Complete(Completion& c, int64_t result);
   void Dispatch(Completion& c);
+  static void MarkReaped(Completion& c);
   void Rearm(Completion& c);
   [[nodiscard]] absl::Status Tick(bool may_wait, uint64_t& callbacks_run);
   [[nodiscard]] bool Idle() const;
