@@ -15,6 +15,14 @@ if(TARGET sqloop_example_http)
   target_compile_definitions(http_e2e_test PRIVATE
                              SQLOOP_HTTP_BINARY="$<TARGET_FILE:sqloop_http>")
   add_dependencies(http_e2e_test sqloop_http)
+  # Adversarial end to end: the real program attacked as a hostile tenant would (runaway
+  # queries, hostile pragmas, connection state, idle sockets, other tenants' tokens), each
+  # ending with SIGTERM and a clean exit within a bound.
+  sqloop_test(http_adversarial_test SOURCES http_adversarial_test.cc
+              LIBS sqloop_example_http sqloop_example_http_process)
+  target_compile_definitions(http_adversarial_test PRIVATE
+                             SQLOOP_HTTP_BINARY="$<TARGET_FILE:sqloop_http>")
+  add_dependencies(http_adversarial_test sqloop_http)
   # The host on the simulator (issue 8): simulated clients, stops and crashes, seed by seed.
   # The workload joins the simulator's (sqloop_sim --workload=http).
   target_sources(sqloop_sim_workloads PRIVATE ${CMAKE_CURRENT_LIST_DIR}/workloads/http.cc
