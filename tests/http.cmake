@@ -1,4 +1,4 @@
-# Tests of the SQL-over-HTTP host (examples/http/, issue 8).
+# Tests of the SQL-over-HTTP host (examples/http/).
 if(TARGET sqloop_example_http)
   sqloop_test(http_json_writer_test SOURCES http_json_writer_test.cc LIBS sqloop_example_http)
   sqloop_test(http_handler_test SOURCES http_handler_test.cc LIBS sqloop_example_http)
@@ -23,7 +23,7 @@ if(TARGET sqloop_example_http)
   target_compile_definitions(http_adversarial_test PRIVATE
                              SQLOOP_HTTP_BINARY="$<TARGET_FILE:sqloop_http>")
   add_dependencies(http_adversarial_test sqloop_http)
-  # The host on the simulator (issue 8): simulated clients, stops and crashes, seed by seed.
+  # The host on the simulator: simulated clients, stops and crashes, seed by seed.
   # The workload joins the simulator's (sqloop_sim --workload=http).
   target_sources(sqloop_sim_workloads PRIVATE ${CMAKE_CURRENT_LIST_DIR}/workloads/http.cc
                  ${CMAKE_CURRENT_LIST_DIR}/workloads/http_client.cc)

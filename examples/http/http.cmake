@@ -1,4 +1,4 @@
-# The SQL-over-HTTP host (issue 8): a library with the server and its pieces, and the program.
+# The SQL-over-HTTP host: a library with the server and its pieces, and the program.
 # http_parser (libhttp-parser-dev) ships no CMake or pkg-config file: find it by header and name.
 find_package(simdjson REQUIRED)
 # libcrypto (libssl-dev) for the bearer tokens: HMAC-SHA256 and a constant-time compare.
