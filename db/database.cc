@@ -92,53 +92,6 @@ Value Row::Get(int column) const {
   return Value::Null();
 }
 
-// ---- Queue ------------------------------------------------------------------------------------
-
-void Database::Queue::PushBack(Request* r) {
-  r->next_ = nullptr;
-  if (tail == nullptr) {
-    head = r;
-  } else {
-    tail->next_ = r;
-  }
-  tail = r;
-  ++size;
-}
-
-void Database::Queue::PushFront(Request* r) {
-  r->next_ = head;
-  head = r;
-  if (tail == nullptr) tail = r;
-  ++size;
-}
-
-Request* Database::Queue::PopFront() {
-  Request* r = head;
-  if (r == nullptr) return nullptr;
-  head = r->next_;
-  if (head == nullptr) tail = nullptr;
-  r->next_ = nullptr;
-  --size;
-  return r;
-}
-
-bool Database::Queue::Remove(Request* r) {
-  Request* previous = nullptr;
-  for (Request* it = head; it != nullptr; previous = it, it = it->next_) {
-    if (it != r) continue;
-    if (previous == nullptr) {
-      head = it->next_;
-    } else {
-      previous->next_ = it->next_;
-    }
-    if (tail == it) tail = previous;
-    it->next_ = nullptr;
-    --size;
-    return true;
-  }
-  return false;
-}
-
 // ---- Lifecycle --------------------------------------------------------------------------------
 
 Database::Database(loop::Loop& loop, Vfs& vfs, std::string path, DatabaseOptions options)
@@ -425,7 +378,7 @@ void Database::FinishClose() {
       return;
     }
   }
-  if (awaiting_.head != nullptr) return;  // OnFilesChanged re-arms.
+  if (!awaiting_.empty()) return;  // OnFilesChanged re-arms.
   if (writer_.db != nullptr) CloseConnections();
   if (!files_->idle() && !files_->poisoned()) return;
   const absl::Status result = files_->poison_status();
@@ -449,7 +402,7 @@ absl::Status Database::Submit(Request& request) {
         "database is not open (Open() has not called back "
         "with OK, or Close() was called)");
   }
-  if (writes_.size + reads_.size >= options_.queued_requests_max) {
+  if (writes_.size() + reads_.size() >= options_.queued_requests_max) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "database has ", options_.queued_requests_max,
         " requests waiting; retry after some complete (raise queued_requests_max if this is "
@@ -462,24 +415,16 @@ absl::Status Database::Submit(Request& request) {
   request.busy_retries_ = 0;
   request.rows_delivered_ = false;
   SetRequestState(request, Request::State::kQueued);
-  if (Client* client = request.client; client != nullptr) {
-    request.client_next_ = nullptr;
-    if (client->tail_ == nullptr) {
-      client->head_ = &request;
-    } else {
-      client->tail_->client_next_ = &request;
-    }
-    client->tail_ = &request;
-  }
-  (request.kind == Request::Kind::kWrite ? writes_ : reads_).PushBack(&request);
+  if (request.client != nullptr) request.client->requests_.PushBack(request);
+  (request.kind == Request::Kind::kWrite ? writes_ : reads_).PushBack(request);
   ArmPump();
   return absl::OkStatus();
 }
 
 bool Database::Cancel(Request& request) {
   if (request.state_ == Request::State::kQueued) {
-    const bool removed = writes_.Remove(&request) || reads_.Remove(&request);
-    SQLOOP_CHECK(removed, "a queued request is in neither queue");
+    Queue& queue = writes_.Contains(request) ? writes_ : reads_;
+    queue.Remove(request);  // Checks that it is there.
     Finish(request, absl::CancelledError("request cancelled before it ran"));
     return true;
   }
@@ -509,7 +454,7 @@ void Database::Finish(Request& request, absl::Status status) {
 
 void Database::AwaitDurable(Request& request) {
   SetRequestState(request, Request::State::kAwaitingDurable);
-  awaiting_.PushBack(&request);
+  awaiting_.PushBack(request);
   ++stats_.acks_waited;
 }
 
@@ -520,11 +465,9 @@ void Database::Deliver(Request& request) {
     request.on_done(request, request.status_);
     return;
   }
-  while (client->head_ != nullptr && client->head_->state_ == Request::State::kDone) {
-    Request* head = client->head_;
-    client->head_ = head->client_next_;
-    if (client->head_ == nullptr) client->tail_ = nullptr;
-    head->client_next_ = nullptr;
+  while (Request* head = client->requests_.front()) {
+    if (head->state_ != Request::State::kDone) break;
+    client->requests_.PopFront();
     head->on_done(*head, head->status_);
   }
 }
@@ -532,16 +475,20 @@ void Database::Deliver(Request& request) {
 void Database::AckDurable() {
   if (files_ == nullptr) return;
   const uint64_t durable = files_->durable_epoch();
-  Queue still;
-  while (Request* r = awaiting_.PopFront()) {
+  // Not sorted by epoch (a read that began before a group may finish after it), so filter.
+  Queue acknowledged;
+  for (Request* r = awaiting_.front(); r != nullptr;) {
+    Request* next = Queue::Next(*r);
     if (r->epoch <= durable) {
-      SetRequestState(*r, Request::State::kDone);
-      Deliver(*r);
-    } else {
-      still.PushBack(r);
+      awaiting_.Remove(*r);
+      acknowledged.PushBack(*r);
     }
+    r = next;
   }
-  awaiting_ = still;
+  while (Request* r = acknowledged.PopFront()) {
+    SetRequestState(*r, Request::State::kDone);
+    Deliver(*r);
+  }
 }
 
 void Database::FailQueue(Queue& queue, const absl::Status& status) {
@@ -556,8 +503,8 @@ void Database::BecomePoisoned() {
   const absl::Status& poison = files_->poison_status();
   // Take the unacknowledged requests out first, so kPoisoned's invariant holds when it is
   // entered, and a request submitted from one of their callbacks is already refused.
-  Queue unknown = awaiting_;
-  awaiting_ = Queue{};
+  Queue unknown;
+  while (Request* r = awaiting_.PopFront()) unknown.PushBack(*r);
   if (state_ == State::kReady) SetState(State::kPoisoned);
   while (Request* r = unknown.PopFront()) {
     r->status_ = OutcomeUnknown(poison);
@@ -581,14 +528,14 @@ void Database::Serve() {
   if (writer_blocked_ && files_->idle()) writer_blocked_ = false;
   if (!group_in_flight && !writer_blocked_) {
     if (wal_frames_ >= options_.checkpoint_frames) Checkpoint();
-    if (writes_.head != nullptr) RunGroup();
+    if (!writes_.empty()) RunGroup();
   }
   StartReads();
   StepReads();
   AckDurable();
   // Come back while any read is running or still waiting for a free reader: nothing else
   // (no completion, no fsync) may be coming to wake the database up.
-  bool more = reads_.head != nullptr;
+  bool more = !reads_.empty();
   for (auto& reader : readers_) more = more || reader->current != nullptr;
   if (more) ArmPump();
   AssertInvariants();
@@ -677,18 +624,18 @@ void Database::AssertInvariants() const {
       SQLOOP_CHECK(files_ != nullptr && writer_.db != nullptr, "open without connection or files");
       SQLOOP_CHECK(files_->durable_epoch() <= files_->epoch(), "durable epoch ahead");
 #if SQLOOP_DCHECK_IS_ON
-      for (const Request* r = awaiting_.head; r != nullptr; r = r->next_) {
+      for (const Request* r = awaiting_.front(); r != nullptr; r = Queue::Next(*r)) {
         SQLOOP_DCHECK(r->epoch > files_->durable_epoch() || options_.ack_before_fsync_for_testing ||
-                          r == awaiting_.head,
+                          r == awaiting_.front(),
                       "a request waits for an epoch that is already durable");
       }
 #endif
       break;
     case State::kPoisoned:
-      SQLOOP_CHECK(awaiting_.head == nullptr, "poisoned with requests still awaiting an fsync");
+      SQLOOP_CHECK(awaiting_.empty(), "poisoned with requests still awaiting an fsync");
       break;
     case State::kClosing:
-      SQLOOP_CHECK(writes_.head == nullptr, "closing with queued writes");
+      SQLOOP_CHECK(writes_.empty(), "closing with queued writes");
       break;
     case State::kClosed:
     case State::kFailed:

@@ -250,15 +250,9 @@ class Database {
     uint64_t request_calls_max = 0;
     Interrupt interrupted = Interrupt::kNone;  // Why Progress() stopped the statement.
   };
-  struct Queue {
-    Request* head = nullptr;
-    Request* tail = nullptr;
-    uint32_t size = 0;
-    void PushBack(Request* r);
-    void PushFront(Request* r);
-    Request* PopFront();
-    bool Remove(Request* r);
-  };
+  // The queues of requests (waiting to run, waiting for durability): FIFOs through a
+  // request's queue link.
+  using Queue = IntrusiveList<Request, &Request::queue_link_>;
 
   static loop::Action OnPump(loop::Loop& loop, loop::Completion& c);
   static void OnFilesChanged(void* arg);

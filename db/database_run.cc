@@ -309,12 +309,12 @@ void Database::Requeue(std::vector<Request*>& group, Request* current) {
   if (current != nullptr) {
     DiscardRows(*current);
     SetRequestState(*current, Request::State::kQueued);
-    writes_.PushFront(current);
+    writes_.PushFront(*current);
   }
   for (auto it = group.rbegin(); it != group.rend(); ++it) {
     DiscardRows(**it);
     SetRequestState(**it, Request::State::kQueued);
-    writes_.PushFront(*it);
+    writes_.PushFront(**it);
   }
   group.clear();
 }
@@ -333,13 +333,13 @@ void Database::DiscardRows(Request& r) {
 
 void Database::RunGroup() {
   writer_.calls_this_slice = 0;  // Retries share the slice: the tick stays bounded.
-  for (int attempt = 0;
-       attempt < kGroupAttemptsMax && writes_.head != nullptr && !SliceUsed(writer_); ++attempt) {
+  for (int attempt = 0; attempt < kGroupAttemptsMax && !writes_.empty() && !SliceUsed(writer_);
+       ++attempt) {
     group_.clear();
     if (RunGroupOnce(group_)) return;
     ++stats_.group_retries;
   }
-  if (writes_.head != nullptr) ArmPump();
+  if (!writes_.empty()) ArmPump();
 }
 
 // One transaction for the queued writes. Returns false when the transaction was lost midway
@@ -360,7 +360,7 @@ bool Database::RunGroupOnce(std::vector<Request*>& group) {
     return true;
   }
   begin_failures_ = 0;
-  while (group.size() < limit && writes_.head != nullptr) {
+  while (group.size() < limit && !writes_.empty()) {
     if (SliceUsed(writer_)) {
       // The group has used its slice of the loop: commit what it has, and the rest runs as
       // the next group, after this one's fsync.
@@ -399,7 +399,7 @@ bool Database::RunGroupOnce(std::vector<Request*>& group) {
       ++r->busy_retries_;
       DiscardRows(*r);
       SetRequestState(*r, Request::State::kQueued);
-      writes_.PushFront(r);  // Re-queued; the rest of the group commits now.
+      writes_.PushFront(*r);  // Re-queued; the rest of the group commits now.
       ArmPump();
       break;
     }
@@ -499,7 +499,7 @@ bool Database::Commit(std::vector<Request*>& group, bool started_idle) {
 
 void Database::StartReads() {
   for (auto& reader : readers_) {
-    while (reader->current == nullptr && reads_.head != nullptr) {
+    while (reader->current == nullptr && !reads_.empty()) {
       Request* r = reads_.PopFront();
       if (r->deadline_ns != 0 && loop_.now_ns() >= r->deadline_ns) {
         Finish(*r, absl::DeadlineExceededError("request deadline passed before it ran"));
@@ -557,7 +557,7 @@ void Database::StepRead(Connection& reader) {
     ++r->busy_retries_;
     DiscardRows(*r);
     SetRequestState(*r, Request::State::kQueued);
-    reads_.PushFront(r);
+    reads_.PushFront(*r);
     ArmPump();
     return;
   }

@@ -29,6 +29,7 @@
 #include "absl/container/inlined_vector.h"
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
+#include "alloc/intrusive_list.h"
 
 struct sqlite3_stmt;
 
@@ -127,6 +128,7 @@ struct Request {
 
  private:
   friend class Database;
+  friend class Client;
 
   // ---- The Database's bookkeeping -------------------------------------------------------------
   State state_ = State::kIdle;
@@ -134,8 +136,8 @@ struct Request {
   uint8_t busy_retries_ = 0;
   bool rows_delivered_ = false;  // on_row ran since the request last started.
   absl::Status status_;
-  Request* next_ = nullptr;         // Queue link.
-  Request* client_next_ = nullptr;  // Client FIFO link.
+  ListLink<Request> queue_link_;   // In one of the Database's queues.
+  ListLink<Request> client_link_;  // In its Client's FIFO.
 };
 
 // A request that ran out of its budget of SQLite work (DatabaseOptions::slice_vm_steps_max or
@@ -153,8 +155,7 @@ inline constexpr absl::string_view kBudgetExceededPayload = "type.sqloop/budget-
 class Client {
  private:
   friend class Database;
-  Request* head_ = nullptr;
-  Request* tail_ = nullptr;
+  IntrusiveList<Request, &Request::client_link_> requests_;  // Submitted, not yet delivered.
 };
 
 }  // namespace sqloop::db
