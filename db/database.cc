@@ -411,7 +411,6 @@ absl::Status Database::Submit(Request& request) {
   request.status_ = absl::OkStatus();
   request.changes = request.last_insert_rowid = 0;
   request.epoch = 0;
-  request.cancel_requested_ = false;
   request.busy_retries_ = 0;
   request.rows_delivered_ = false;
   SetRequestState(request, Request::State::kQueued);
@@ -609,8 +608,11 @@ void Database::SetRequestState(Request& request, Request::State next) {
     case S::kIdle:
       break;
   }
-  SQLOOP_CHECK(allowed, "Request: a state transition its table (db/request.h) does not list");
+  SQLOOP_CHECK(allowed, "Request: a state transition its table (db/database.h) does not list");
   request.state_ = next;
+  // A cancel asked for before Submit (while a registry opened the tenant, say) holds for the
+  // run; once done, the request starts its next run uncancelled.
+  if (next == S::kDone) request.cancel_requested_ = false;
 }
 
 void Database::AssertInvariants() const {

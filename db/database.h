@@ -302,6 +302,7 @@ class Database {
   absl::Status Bind(sqlite3_stmt* stmt, const Request& request);
   absl::Status RunInternal(Connection& c, const char* sql);
   [[nodiscard]] absl::Status SqliteError(const Connection& c, int rc) const;
+  [[nodiscard]] absl::Status RefuseBeforeRunning(const Request& r) const;
   void Finish(Request& request, absl::Status status);
   void AwaitDurable(Request& request);
   void Deliver(Request& request);

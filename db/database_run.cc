@@ -102,10 +102,10 @@ absl::Status Database::BudgetExceeded(const Connection& c) const {
   if (c.interrupted == Interrupt::kSliceBudget) {
     status = absl::ResourceExhaustedError(absl::StrCat(
         "budget exceeded: the statement ran more than ", options_.slice_vm_steps_max,
-        " SQLite steps without returning a row (DatabaseOptions::slice_vm_steps_max), and the "
-        "loop serves every other request only between steps, so it was stopped. Nothing it "
-        "wrote was kept. Make it cheaper (an index, a LIMIT, smaller batches) or raise the "
-        "budget"));
+        " SQLite steps in one slice (a read between two rows, a write from start to end; "
+        "DatabaseOptions::slice_vm_steps_max), and the loop serves every other request only "
+        "between slices, so it was stopped. Nothing it wrote was kept. Make it cheaper (an "
+        "index, a LIMIT, smaller batches) or raise the budget"));
   } else {
     const Request& r = *c.current;
     status = absl::ResourceExhaustedError(absl::StrCat(
@@ -277,6 +277,15 @@ absl::Status Database::Bind(sqlite3_stmt* stmt, const Request& request) {
   return absl::OkStatus();
 }
 
+// A request that must not start: cancelled before it ran, or past its deadline.
+absl::Status Database::RefuseBeforeRunning(const Request& r) const {
+  if (r.cancel_requested_) return absl::CancelledError("request cancelled before it ran");
+  if (r.deadline_ns != 0 && loop_.now_ns() >= r.deadline_ns) {
+    return absl::DeadlineExceededError("request deadline passed before it ran");
+  }
+  return absl::OkStatus();
+}
+
 // ---- Writes: the group commit -----------------------------------------------------------------
 
 absl::Status Database::ExecuteWrite(Request& r) {
@@ -368,8 +377,8 @@ bool Database::RunGroupOnce(std::vector<Request*>& group) {
       break;
     }
     Request* r = writes_.PopFront();
-    if (r->deadline_ns != 0 && loop_.now_ns() >= r->deadline_ns) {
-      Finish(*r, absl::DeadlineExceededError("request deadline passed before it ran"));
+    if (absl::Status refused = RefuseBeforeRunning(*r); !refused.ok()) {
+      Finish(*r, std::move(refused));
       continue;
     }
     SetRequestState(*r, Request::State::kRunning);
@@ -501,8 +510,8 @@ void Database::StartReads() {
   for (auto& reader : readers_) {
     while (reader->current == nullptr && !reads_.empty()) {
       Request* r = reads_.PopFront();
-      if (r->deadline_ns != 0 && loop_.now_ns() >= r->deadline_ns) {
-        Finish(*r, absl::DeadlineExceededError("request deadline passed before it ran"));
+      if (absl::Status refused = RefuseBeforeRunning(*r); !refused.ok()) {
+        Finish(*r, std::move(refused));
         continue;
       }
       absl::StatusOr<sqlite3_stmt*> stmt = Prepare(*reader, *r);
@@ -540,8 +549,9 @@ void Database::StepRead(Connection& reader) {
       rc = sqlite3_step(reader.stmt);
       if (rc != SQLITE_ROW) break;
       DeliverRow(*r, reader.stmt);
+      if (r->cancel_requested_) break;  // Asked from on_row: stop before the next step.
     }
-    if (rc == SQLITE_ROW) {
+    if (rc == SQLITE_ROW && !r->cancel_requested_) {
       ++stats_.read_steps_yielded;  // The snapshot stays open until the next tick.
       return;
     }

@@ -123,8 +123,14 @@ struct Request {
   int64_t last_insert_rowid = 0;  // After a write that inserted.
   uint64_t epoch = 0;             // The epoch whose fsync covers what the request wrote or saw.
 
-  // Where the request is in its lifecycle (the diagram above).
+  // Where the request is in its lifecycle (db/database.h has the diagram).
   [[nodiscard]] State state() const { return state_; }
+  // Asks the database to stop this request. A request that has not started is stopped as it
+  // would start, a running one at its next row or within kProgressOpsDefault steps; it then
+  // completes with Cancelled (a write is rolled back, alone). Too late once a write committed:
+  // it completes normally. Callable from on_row, where the Database may not be at hand, and
+  // from any loop callback; Database::Cancel also takes a queued request out at once.
+  void Cancel() { cancel_requested_ = true; }
 
  private:
   friend class Database;

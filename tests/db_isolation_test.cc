@@ -123,6 +123,45 @@ TEST_P(DatabaseTest, AStreamingRunawayYieldsEveryTickWhileAnotherDatabaseIsServe
   EXPECT_TRUE(closed.ok()) << closed;
 }
 
+TEST_P(DatabaseTest, ARequestCancelledFromItsRowCallbackStopsAtOnce) {
+  ASSERT_TRUE(OpenDb().ok());
+  struct Count {
+    int rows = 0;
+    bool done = false;
+    absl::Status status;
+  } count;
+  Request read;
+  read.kind = Request::Kind::kRead;
+  read.sql = kRunawayStream;
+  read.user_data = &count;
+  read.on_row = [](Request& r, const Row&) {
+    if (++static_cast<Count*>(r.user_data)->rows == 10) r.Cancel();  // Enough: stop it.
+  };
+  read.on_done = [](Request& r, absl::Status s) {
+    auto* c = static_cast<Count*>(r.user_data);
+    c->done = true;
+    c->status = std::move(s);
+  };
+  ASSERT_TRUE(db_->Submit(read).ok());
+  ASSERT_TRUE(loop_->Run(loop::RunMode::kUntilDone).ok());
+  ASSERT_TRUE(count.done);
+  EXPECT_EQ(count.status.code(), absl::StatusCode::kCancelled) << count.status;
+  EXPECT_EQ(count.rows, 10);
+  EXPECT_EQ(db_->stats().read_steps_yielded, 0u);  // Stopped in its first slice.
+  // Cancelled before it ran (a host stopping while the request waited): it never starts, and
+  // the next run of the same request is not cancelled.
+  read.sql = "SELECT 1";
+  read.on_row = nullptr;
+  read.Cancel();
+  ASSERT_TRUE(db_->Submit(read).ok());
+  ASSERT_TRUE(loop_->Run(loop::RunMode::kUntilDone).ok());
+  EXPECT_EQ(count.status.code(), absl::StatusCode::kCancelled) << count.status;
+  EXPECT_NE(count.status.message().find("before it ran"), std::string::npos) << count.status;
+  ASSERT_TRUE(db_->Submit(read).ok());
+  ASSERT_TRUE(loop_->Run(loop::RunMode::kUntilDone).ok());
+  EXPECT_TRUE(count.status.ok()) << count.status;
+}
+
 TEST_P(DatabaseTest, ARunawayWriteFailsAloneAndTheRestOfItsGroupCommits) {
   ASSERT_TRUE(OpenDb().ok());
   ASSERT_TRUE(Write("CREATE TABLE t(x)").ok());

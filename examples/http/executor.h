@@ -154,6 +154,10 @@ class QueryExecutor {
   [[nodiscard]] virtual std::vector<ExecutorStat> Stats() const = 0;
   // Requests submitted whose on_done has not run yet. Shutdown waits for this to reach 0.
   [[nodiscard]] virtual uint64_t in_flight() const = 0;
+  // Asks every request in flight to stop soon: each still completes (on_done runs), with
+  // Cancelled unless it had already committed. The server calls it when it stops, so a stop
+  // does not wait for long statements. An executor whose statements are short may ignore it.
+  virtual void CancelRunning() {}
 };
 
 // The longest tenant name: 64 characters keeps a file name (plus "-wal") well under NAME_MAX

@@ -226,7 +226,9 @@ HttpError ErrorFromStatus(const absl::Status& status) {
       [[fallthrough]];
     case absl::StatusCode::kUnavailable:
     case absl::StatusCode::kDeadlineExceeded:
-      // The host is short of something (open files, memory, time): the client may retry.
+    case absl::StatusCode::kCancelled:  // Stopped because the server is stopping.
+      // The host is short of something (open files, memory, time) or stopping: the client may
+      // retry, here or on another instance.
       return Error(503, "unavailable", std::move(message), "Retry-After: 1\r\n");
     case absl::StatusCode::kDataLoss:
       return Error(500, "outcome_unknown", std::move(message));

@@ -309,6 +309,7 @@ void RegistryExecutor::OnRow(db::Request& request, const db::Row& row) {
   if (++job.rows > options.rows_max) {
     job.budget_status = absl::InvalidArgumentError(
         absl::StrCat("more than ", options.rows_max, " rows in one request; page with LIMIT"));
+    request.Cancel();  // The rest would be thrown away: stop the statement instead.
     return;
   }
   std::vector<Value>& values = result.rows.emplace_back();
@@ -317,6 +318,7 @@ void RegistryExecutor::OnRow(db::Request& request, const db::Row& row) {
   if (job.bytes > options.result_bytes_max) {
     job.budget_status = absl::InvalidArgumentError(
         absl::StrCat("the result exceeds ", options.result_bytes_max, " bytes; page with LIMIT"));
+    request.Cancel();
   }
 }
 
@@ -333,7 +335,8 @@ void RegistryExecutor::OnStatementDone(db::TenantRequest& request, absl::Status 
 
 absl::Status RegistryExecutor::AfterStatement(Job& job, absl::Status status) {
   const db::TenantRequest& r = job.tenant_request;
-  if (status.ok()) status = job.budget_status;
+  // A cap of the executor's own (rows, bytes) cancelled the statement: that cap is the answer.
+  if (!job.budget_status.ok()) status = job.budget_status;
   if (!status.ok()) {
     status = MapStatus(std::move(status), *job.request);
     if (job.request->statements.size() == 1) return status;
@@ -391,6 +394,12 @@ void RegistryExecutor::Finish(Job& job, absl::Status status) {
   }
   request.status = std::move(status);
   Deliver(request);
+}
+
+void RegistryExecutor::CancelRunning() {
+  for (uint32_t i = 0; i < options_.requests_in_flight_max; ++i) {
+    if (jobs_[i].request != nullptr) jobs_[i].tenant_request.Cancel();
+  }
 }
 
 void RegistryExecutor::Release(Job& job) {

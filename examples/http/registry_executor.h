@@ -96,6 +96,9 @@ class RegistryExecutor final : public QueryExecutor {
   [[nodiscard]] absl::string_view name() const override { return "registry"; }
   [[nodiscard]] std::vector<ExecutorStat> Stats() const override;
   [[nodiscard]] uint64_t in_flight() const override { return in_flight_; }
+  // Cancels every statement of every request in flight (Request::Cancel): O(pool), once, when
+  // the host stops.
+  void CancelRunning() override;
 
   // Refuses new requests (Unavailable), closes every tenant (Registry::Shutdown), then calls
   // `done` on the loop. Call it once in_flight() is 0; destroy the executor after `done`.

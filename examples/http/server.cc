@@ -168,6 +168,9 @@ void HttpServer::Stop() {
     CloseUnserved(pending_fd_);  // A client nobody will serve now.
     pending_fd_ = -1;
   }
+  // Statements still running stop soon with Cancelled (503): a stop must not wait for a
+  // tenant's long query. Writes already committed are answered as usual.
+  executor_.CancelRunning();
   // Idle connections (waiting for a request that has not begun) close now; the rest finish.
   for (const std::unique_ptr<Connection>& connection : pool_) {
     if (connection->state == State::kReading && !connection->parser.in_request()) {
