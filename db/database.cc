@@ -25,6 +25,9 @@ constexpr int kLimitLikePatternBytes = 50'000;
 constexpr int kLimitVariableNumber = 999;  // The classic SQLite bound for ?NNN.
 constexpr int kLimitTriggerDepth = 100;
 constexpr int kLimitAttached = 0;  // ATTACH is disabled anyway.
+// Room beside a value of value_bytes_max in one row: the record header (a varint per column)
+// and a few small columns.
+constexpr int kRecordOverheadBytes = 512;
 
 absl::Status OutcomeUnknown(const absl::Status& poison) {
   return absl::UnknownError(absl::StrCat(
@@ -199,7 +202,10 @@ absl::Status Database::OpenConnection(Connection& c, bool writer) {
   sqlite3_db_config(c.db, SQLITE_DBCONFIG_DEFENSIVE, 1, nullptr);
   sqlite3_db_config(c.db, SQLITE_DBCONFIG_ENABLE_LOAD_EXTENSION, 0, nullptr);
   sqlite3_db_config(c.db, SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0, nullptr);
-  sqlite3_limit(c.db, SQLITE_LIMIT_LENGTH, options_.value_bytes_max);
+  // SQLite applies this limit to whole rows too, and a row holding one value of exactly
+  // value_bytes_max bytes is a few bytes longer: give the record its header, so the largest
+  // value a parameter may have also fits in a row (Bind refuses larger ones by name).
+  sqlite3_limit(c.db, SQLITE_LIMIT_LENGTH, options_.value_bytes_max + kRecordOverheadBytes);
   sqlite3_limit(c.db, SQLITE_LIMIT_SQL_LENGTH, options_.sql_bytes_max);
   sqlite3_limit(c.db, SQLITE_LIMIT_COLUMN, kLimitColumns);
   sqlite3_limit(c.db, SQLITE_LIMIT_EXPR_DEPTH, kLimitExprDepth);

@@ -10,34 +10,10 @@
 #include "alloc/check.h"
 #include "db/database.h"
 #include "db/internal/sql_policy.h"
+#include "db/utf8.h"
 
 namespace sqloop::db {
 namespace {
-
-// Structural UTF-8 check (lead byte, continuation bytes, no truncation): SQLite stores text as
-// given, and invalid UTF-8 in a TEXT value breaks every client that later decodes it.
-bool ValidUtf8(absl::string_view text) {
-  size_t i = 0;
-  while (i < text.size()) {
-    const auto c = static_cast<unsigned char>(text[i]);
-    size_t length = 0;
-    if (c < 0x80) {
-      length = 1;
-    } else if ((c >> 5) == 0x6) {
-      length = 2;
-    } else if ((c >> 4) == 0xe) {
-      length = 3;
-    } else if ((c >> 3) == 0x1e) {
-      length = 4;
-    }
-    if (length == 0 || i + length > text.size()) return false;
-    for (size_t k = 1; k < length; ++k) {
-      if ((static_cast<unsigned char>(text[i + k]) & 0xc0) != 0x80) return false;
-    }
-    i += length;
-  }
-  return true;
-}
 
 // A whole group is retried at most this often per pump (each retry drops the request that
 // broke the transaction, so retries are bounded by the group size anyway).
@@ -259,7 +235,7 @@ absl::Status Database::Bind(sqlite3_stmt* stmt, const Request& request) {
         rc = sqlite3_bind_double(stmt, index, v.double_value);
         break;
       case Value::Type::kText:
-        if (!ValidUtf8(v.bytes)) {
+        if (!IsValidUtf8(v.bytes)) {
           return absl::InvalidArgumentError(absl::StrCat(
               "text parameter ", index, " is not valid UTF-8; pass binary data as a blob"));
         }

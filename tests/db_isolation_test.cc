@@ -379,13 +379,49 @@ TEST_P(PolicyTest, ConnectionStateAndHostDetailsAreRefusedWithAClearError) {
   EXPECT_EQ(Read("SELECT count(*) FROM t"), "0|\n");
 }
 
+TEST_P(PolicyTest, AValueOfExactlyTheLimitIsStoredAndOneByteMoreIsRefusedByName) {
+  DatabaseOptions options;
+  options.value_bytes_max = 1000;
+  ASSERT_TRUE(OpenDb(options).ok());
+  ASSERT_TRUE(Write("CREATE TABLE t(id INTEGER PRIMARY KEY, name TEXT, data BLOB)").ok());
+  const std::string largest(1000, 'x');
+  const absl::Status stored =
+      Write("INSERT INTO t(name, data) VALUES ('a', ?)", {Value::Blob(largest)});
+  EXPECT_TRUE(stored.ok()) << stored;
+  const absl::Status over =
+      Write("INSERT INTO t(name, data) VALUES ('b', ?)", {Value::Blob(largest + "x")});
+  EXPECT_EQ(over.code(), absl::StatusCode::kInvalidArgument) << over;
+  EXPECT_NE(over.message().find("value_bytes_max"), std::string::npos) << over;
+  EXPECT_EQ(Read("SELECT count(*), max(length(data)) FROM t"), "1|1000|\n");
+}
+
+TEST_P(PolicyTest, TextMustBeValidUtf8ByTheOneRule) {
+  ASSERT_TRUE(OpenDb().ok());
+  ASSERT_TRUE(Write("CREATE TABLE t(x TEXT)").ok());
+  for (const char* valid :
+       {"plain", "caf\xC3\xA9", "\xE2\x82\xAC", "\xF0\x9F\x98\x80", "\xF4\x8F\xBF\xBF"}) {
+    EXPECT_TRUE(Write("INSERT INTO t VALUES (?)", {Value::Text(valid)}).ok()) << valid;
+  }
+  for (const char* invalid : {"\xC0\xAF",             // Overlong '/'.
+                              "\xE0\x80\xAF",         // Overlong, three bytes.
+                              "\xED\xA0\x80",         // A UTF-16 surrogate.
+                              "\xF4\x90\x80\x80",     // Above U+10FFFF.
+                              "\xF8\x88\x80\x80",     // A five-byte form.
+                              "\x80", "\xE2\x82"}) {  // Stray continuation; truncated.
+    const absl::Status status = Write("INSERT INTO t VALUES (?)", {Value::Text(invalid)});
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+    EXPECT_NE(status.message().find("not valid UTF-8"), std::string::npos) << status;
+  }
+  EXPECT_EQ(Read("SELECT count(*) FROM t"), "5|\n");
+}
+
 TEST_P(PolicyTest, ValuesOverTheLengthLimitBecomeNullInsideSqlitesOwnFunctions) {
   // Documented behaviour (docs/db.md): SQLite's printf() and format() return NULL, not an
   // error, when their result would exceed value_bytes_max.
   DatabaseOptions options;
   options.value_bytes_max = 1000;
   ASSERT_TRUE(OpenDb(options).ok());
-  EXPECT_EQ(Read("SELECT printf('%.*c', 999, 'x') IS NULL, printf('%.*c', 2000, 'x') IS NULL"),
+  EXPECT_EQ(Read("SELECT printf('%.*c', 999, 'x') IS NULL, printf('%.*c', 9000, 'x') IS NULL"),
             "0|1|\n");
 }
 

@@ -5,6 +5,7 @@
 #include <system_error>
 
 #include "alloc/check.h"
+#include "db/utf8.h"
 
 namespace sqloop::examples::http {
 namespace {
@@ -12,36 +13,6 @@ namespace {
 constexpr char kHexDigits[] = "0123456789abcdef";
 // U+FFFD REPLACEMENT CHARACTER in UTF-8: stands in for each byte of an invalid sequence.
 constexpr absl::string_view kReplacement = "\xEF\xBF\xBD";
-
-// Returns the length (2..4) of the valid UTF-8 sequence starting at `s[i]` (a byte >= 0x80),
-// or 0 if it is invalid: a stray continuation byte, an overlong form, a surrogate, a code point
-// above U+10FFFF or a truncated sequence (RFC 3629, section 4).
-size_t Utf8SequenceLength(absl::string_view s, size_t i) {
-  const auto byte = [&](size_t k) { return static_cast<unsigned char>(s[k]); };
-  const unsigned char lead = byte(i);
-  size_t length = 0;
-  unsigned char low = 0x80;  // Allowed range of the second byte.
-  unsigned char high = 0xBF;
-  if (lead >= 0xC2 && lead <= 0xDF) {
-    length = 2;
-  } else if (lead >= 0xE0 && lead <= 0xEF) {
-    length = 3;
-    if (lead == 0xE0) low = 0xA0;   // Overlong.
-    if (lead == 0xED) high = 0x9F;  // UTF-16 surrogates.
-  } else if (lead >= 0xF0 && lead <= 0xF4) {
-    length = 4;
-    if (lead == 0xF0) low = 0x90;   // Overlong.
-    if (lead == 0xF4) high = 0x8F;  // Above U+10FFFF.
-  } else {
-    return 0;
-  }
-  if (i + length > s.size()) return 0;
-  if (byte(i + 1) < low || byte(i + 1) > high) return 0;
-  for (size_t k = 2; k < length; k++) {
-    if (byte(i + k) < 0x80 || byte(i + k) > 0xBF) return 0;
-  }
-  return length;
-}
 
 void AppendControl(std::string& out, unsigned char c) {
   switch (c) {
@@ -84,7 +55,7 @@ void JsonWriter::AppendEscaped(std::string& out, absl::string_view value) {
     } else if (c < 0x80) {
       out += static_cast<char>(c);
       i++;
-    } else if (const size_t length = Utf8SequenceLength(value, i); length > 0) {
+    } else if (const size_t length = db::Utf8SequenceLength(value, i); length > 0) {
       out.append(value.data() + i, length);
       i += length;
     } else {
