@@ -257,6 +257,10 @@ TEST_P(DatabaseTest, AWriterThatCannotBeginFailsItsWritesAfterBoundedRetries) {
 
 // ---- What SQL a request may run ---------------------------------------------------------------
 
+constexpr auto kWrite = Request::Kind::kWrite;
+constexpr auto kRead = Request::Kind::kRead;
+constexpr auto kDenied = absl::StatusCode::kPermissionDenied;
+
 struct Refusal {
   Request::Kind kind;
   const char* sql;
@@ -280,9 +284,6 @@ TEST_P(PolicyTest, HostilePragmasAreRefusedAndChangeNothing) {
   ASSERT_TRUE(Write("CREATE TABLE t(x CHECK (x > 0))").ok());
   const sqlite3_int64 hard_limit = sqlite3_hard_heap_limit64(-1);
   const sqlite3_int64 soft_limit = sqlite3_soft_heap_limit64(-1);
-  constexpr auto kWrite = Request::Kind::kWrite;
-  constexpr auto kRead = Request::Kind::kRead;
-  constexpr auto kDenied = absl::StatusCode::kPermissionDenied;
   const std::vector<Refusal> cases = {
       {kWrite, "PRAGMA hard_heap_limit=100000", kDenied, "not on the list"},
       {kRead, "PRAGMA hard_heap_limit", kDenied, "not on the list"},
@@ -353,9 +354,6 @@ TEST_P(PolicyTest, SettingsThatMustHoldOnEveryConnectionAreDatabaseOptions) {
 TEST_P(PolicyTest, ConnectionStateAndHostDetailsAreRefusedWithAClearError) {
   ASSERT_TRUE(OpenDb().ok());
   ASSERT_TRUE(Write("CREATE TABLE t(x)").ok());
-  constexpr auto kWrite = Request::Kind::kWrite;
-  constexpr auto kRead = Request::Kind::kRead;
-  constexpr auto kDenied = absl::StatusCode::kPermissionDenied;
   const std::vector<Refusal> cases = {
       {kRead, "SELECT last_insert_rowid()", kDenied, "use RETURNING"},
       {kWrite, "INSERT INTO t VALUES (last_insert_rowid())", kDenied, "use RETURNING"},

@@ -38,9 +38,12 @@
 #include "examples/http/child_process.h"
 #include "gtest/gtest.h"
 #include "simdjson.h"
+#include "tests/http_json_test_util.h"
 
 namespace sqloop::examples::http {
 namespace {
+
+using sqloop::testing::JsonAt;
 
 // The longest any one receive may wait before the test gives up on the server: generous, so a
 // loaded machine never fails a correct server, and finite, so a broken one cannot hang the run.
@@ -79,17 +82,6 @@ struct Response {
   std::string body;
   bool eof = false;  // The server closed before a whole response arrived.
 };
-
-// Parses a JSON body and returns the element at `pointer` (RFC 6901) as raw JSON text.
-std::string JsonAt(const std::string& body, const std::string& pointer) {
-  simdjson::dom::parser parser;
-  simdjson::padded_string padded(body);
-  simdjson::dom::element root;
-  if (parser.parse(padded).get(root) != simdjson::SUCCESS) return "<invalid JSON: " + body + ">";
-  simdjson::dom::element found;
-  if (root.at_pointer(pointer).get(found) != simdjson::SUCCESS) return "<missing " + pointer + ">";
-  return simdjson::minify(found);
-}
 
 // {"statements":[{"sql":...},...]}, the SQL escaped for JSON.
 std::string Statements(const std::vector<std::string>& sqls) {
