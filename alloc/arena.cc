@@ -62,7 +62,7 @@ absl::StatusOr<void*> Arena::AllocateSlow(size_t size_bytes, size_t alignment) {
   SQLOOP_CHECK(cursor_ <= end_, "Arena: a fresh chunk is too small for its request");
   stats_.allocations++;
   stats_.bytes_requested += size_bytes;
-  return reinterpret_cast<void*>(aligned);
+  return PointerInCurrentChunk(aligned);
 }
 
 absl::Status Arena::AddChunk(size_t size_bytes, size_t alignment) {

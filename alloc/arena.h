@@ -119,7 +119,7 @@ class Arena {
       cursor_ = aligned + size_bytes;
       stats_.allocations++;
       stats_.bytes_requested += size_bytes;
-      return reinterpret_cast<void*>(aligned);
+      return PointerInCurrentChunk(aligned);
     }
     return AllocateSlow(size_bytes, alignment);
   }
@@ -155,6 +155,13 @@ class Arena {
 
   static uintptr_t AlignUp(uintptr_t value, size_t alignment) {
     return (value + alignment - 1) & ~static_cast<uintptr_t>(alignment - 1);
+  }
+
+  // The pointer to `address`, a byte of the current chunk. Derived from the chunk's own pointer
+  // rather than cast from the integer, so the optimizer still knows which object it points into.
+  void* PointerInCurrentChunk(uintptr_t address) const {
+    char* const chunk = reinterpret_cast<char*>(current_);
+    return chunk + (address - reinterpret_cast<uintptr_t>(chunk));
   }
 
   absl::StatusOr<void*> AllocateSlow(size_t size_bytes, size_t alignment);

@@ -52,11 +52,19 @@ bool HeapCounterCountsMalloc() { return SQLOOP_COUNT_MALLOC != 0; }
 
 #if SQLOOP_COUNT_MALLOC
 extern "C" {
+// glibc's own entry points, which the replacements below forward to: their names are glibc's,
+// reserved to the implementation, and the one way to reach the real allocator from inside it.
+// NOLINTBEGIN(bugprone-reserved-identifier)
 void* __libc_malloc(size_t size);
 void* __libc_calloc(size_t count, size_t size);
 void* __libc_realloc(void* pointer, size_t size);
 void* __libc_memalign(size_t alignment, size_t size);
 void __libc_free(void* pointer);
+// NOLINTEND(bugprone-reserved-identifier)
+
+// The replacements keep this file's parameter names: glibc's declarations name them with
+// reserved identifiers (`__size`), which this file may not copy.
+// NOLINTBEGIN(readability-inconsistent-declaration-parameter-name)
 
 void* malloc(size_t size) {
   CountAllocation(size);
@@ -90,6 +98,7 @@ int posix_memalign(void** out, size_t alignment, size_t size) {
   *out = __libc_memalign(alignment, size);
   return *out == nullptr ? ENOMEM : 0;
 }
+// NOLINTEND(readability-inconsistent-declaration-parameter-name)
 }  // extern "C"
 
 namespace {
@@ -123,8 +132,8 @@ void* operator new(size_t size) {
   return pointer;
 }
 void* operator new[](size_t size) { return operator new(size); }
-void* operator new(size_t size, const std::nothrow_t&) noexcept { return NewImpl(size); }
-void* operator new[](size_t size, const std::nothrow_t&) noexcept { return NewImpl(size); }
+void* operator new(size_t size, const std::nothrow_t& /*tag*/) noexcept { return NewImpl(size); }
+void* operator new[](size_t size, const std::nothrow_t& /*tag*/) noexcept { return NewImpl(size); }
 void* operator new(size_t size, std::align_val_t alignment) {
   void* pointer = NewAlignedImpl(size, alignment);
   if (pointer == nullptr) throw std::bad_alloc();
@@ -135,9 +144,17 @@ void* operator new[](size_t size, std::align_val_t alignment) {
 }
 void operator delete(void* pointer) noexcept { DeleteImpl(pointer); }
 void operator delete[](void* pointer) noexcept { DeleteImpl(pointer); }
-void operator delete(void* pointer, size_t) noexcept { DeleteImpl(pointer); }
-void operator delete[](void* pointer, size_t) noexcept { DeleteImpl(pointer); }
-void operator delete(void* pointer, std::align_val_t) noexcept { DeleteImpl(pointer); }
-void operator delete[](void* pointer, std::align_val_t) noexcept { DeleteImpl(pointer); }
-void operator delete(void* pointer, size_t, std::align_val_t) noexcept { DeleteImpl(pointer); }
-void operator delete[](void* pointer, size_t, std::align_val_t) noexcept { DeleteImpl(pointer); }
+void operator delete(void* pointer, size_t /*size*/) noexcept { DeleteImpl(pointer); }
+void operator delete[](void* pointer, size_t /*size*/) noexcept { DeleteImpl(pointer); }
+void operator delete(void* pointer, std::align_val_t /*alignment*/) noexcept {
+  DeleteImpl(pointer);
+}
+void operator delete[](void* pointer, std::align_val_t /*alignment*/) noexcept {
+  DeleteImpl(pointer);
+}
+void operator delete(void* pointer, size_t /*size*/, std::align_val_t /*alignment*/) noexcept {
+  DeleteImpl(pointer);
+}
+void operator delete[](void* pointer, size_t /*size*/, std::align_val_t /*alignment*/) noexcept {
+  DeleteImpl(pointer);
+}

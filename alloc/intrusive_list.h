@@ -42,8 +42,10 @@ class ListLink {
   ListLink() = default;
   // A copy of an element is in no list: copying the links would put it in its original's
   // place without the list knowing.
-  ListLink(const ListLink&) {}
-  ListLink& operator=(const ListLink&) { return *this; }
+  ListLink(const ListLink& /*other*/) {}
+  // Assigns nothing, so assigning a link to itself is as harmless as any other assignment.
+  // NOLINTNEXTLINE(bugprone-unhandled-self-assignment)
+  ListLink& operator=(const ListLink& /*other*/) { return *this; }
   ~ListLink() = default;
 
   [[nodiscard]] bool linked() const { return list_ != nullptr; }
