@@ -76,7 +76,7 @@ class FallbackBackend final : public Backend {
   };
 
   void Start(Op* op);
-  int64_t RunFileOp(Op& op);
+  static int64_t RunFileOp(Op& op);
   // Tries a socket op without blocking. Returns false if it would block.
   bool TrySocketOp(Op& op, uint32_t ready_events);
   void Park(Op* op);
@@ -157,7 +157,7 @@ int64_t FallbackBackend::RunFileOp(Op& op) {
     case OpKind::kWrite:
       return ResultOf(pwrite(op.fd, data, remaining, offset));
     case OpKind::kFsync:
-      return ResultOf((op.flags & kFsyncDatasync) ? fdatasync(op.fd) : fsync(op.fd));
+      return ResultOf((op.flags & kFsyncDatasync) != 0 ? fdatasync(op.fd) : fsync(op.fd));
     case OpKind::kOpenAt:
       return ResultOf(openat(op.fd, op.path, static_cast<int>(op.flags), op.mode));
     case OpKind::kClose:
@@ -216,9 +216,9 @@ bool FallbackBackend::TrySocketOp(Op& op, uint32_t ready_events) {
           break;
         }
         const int flags = fcntl(op.fd, F_GETFL);
-        if (!(flags & O_NONBLOCK)) fcntl(op.fd, F_SETFL, flags | O_NONBLOCK);
+        if ((flags & O_NONBLOCK) == 0) fcntl(op.fd, F_SETFL, flags | O_NONBLOCK);
         rc = ResultOf(connect(op.fd, static_cast<const sockaddr*>(op.buffer), op.length));
-        if (!(flags & O_NONBLOCK)) fcntl(op.fd, F_SETFL, flags);
+        if ((flags & O_NONBLOCK) == 0) fcntl(op.fd, F_SETFL, flags);
         if (rc == -EINPROGRESS) return false;
         break;
       }
@@ -279,7 +279,7 @@ void FallbackBackend::RetryWaiters(int fd, uint32_t ready_events) {
   Waiters& waiters = it->second;
   OpList still_waiting;
   while (Op* op = waiters.ops.PopFront()) {
-    const bool relevant = (InterestOf(*op) | EPOLLERR | EPOLLHUP) & ready_events;
+    const bool relevant = ((InterestOf(*op) | EPOLLERR | EPOLLHUP) & ready_events) != 0;
     if (relevant && TrySocketOp(*op, ready_events)) {
       parked_--;
     } else {

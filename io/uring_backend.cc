@@ -81,7 +81,7 @@ class UringBackend final : public Backend {
  private:
   io_uring_sqe* GetSqe();
   void Enqueue(Op* op);
-  void Prepare(io_uring_sqe* sqe, Op* op);
+  static void Prepare(io_uring_sqe* sqe, Op* op);
   void ArmWakeRead();
   void MoveWaitingToSq();
   absl::Status Enter(bool wait, int64_t deadline_ns);
@@ -143,7 +143,8 @@ absl::Status UringBackend::Init(const BackendOptions& options, int forced_setup_
   if (probe == nullptr) return absl::UnimplementedError("io_uring: the kernel cannot be probed");
   std::string missing;
   for (const Opcode& opcode : kRequiredOpcodes) {
-    if (!io_uring_opcode_supported(probe, opcode.code)) absl::StrAppend(&missing, " ", opcode.name);
+    if (io_uring_opcode_supported(probe, opcode.code) == 0)
+      absl::StrAppend(&missing, " ", opcode.name);
   }
   io_uring_free_probe(probe);
   if (!missing.empty()) {
@@ -232,7 +233,8 @@ void UringBackend::Prepare(io_uring_sqe* sqe, Op* op) {
       io_uring_prep_write(sqe, op->fd, data, remaining, offset);
       break;
     case OpKind::kFsync:
-      io_uring_prep_fsync(sqe, op->fd, (op->flags & kFsyncDatasync) ? IORING_FSYNC_DATASYNC : 0);
+      io_uring_prep_fsync(sqe, op->fd,
+                          (op->flags & kFsyncDatasync) != 0 ? IORING_FSYNC_DATASYNC : 0);
       break;
     case OpKind::kOpenAt:
       io_uring_prep_openat(sqe, op->fd, op->path, static_cast<int>(op->flags), op->mode);
@@ -346,7 +348,9 @@ void UringBackend::Reap(OpList& completed) {
     const uint64_t data = io_uring_cqe_get_data64(cqe);
     switch (data & kTagMask) {
       case kTagOp:
-        HandleOpCqe(reinterpret_cast<Op*>(data), cqe->res, completed);
+        // An op's tag is 0, so its user_data is the Op pointer itself: liburing's own accessor
+        // gives it back as the pointer it was.
+        HandleOpCqe(static_cast<Op*>(io_uring_cqe_get_data(cqe)), cqe->res, completed);
         break;
       case kTagCancel:
         break;  // The target op's own CQE reports the outcome.
