@@ -128,7 +128,7 @@ absl::StatusOr<std::string> ReadAdminToken(const std::string& path) {
   } else {
     char buffer[4096];
     ssize_t n = 0;
-    while ((n = read(fd, buffer, sizeof(buffer))) > 0 && content.size() < 64 * 1024) {
+    while ((n = read(fd, buffer, sizeof(buffer))) > 0 && content.size() < size_t{64} * 1024) {
       content.append(buffer, static_cast<size_t>(n));
     }
     if (n < 0) {
@@ -226,7 +226,7 @@ struct Stopper {
     poll.name = "drain poll";
     loop->Timer(poll, kDrainPoll);
   }
-  static sqloop::loop::Action OnPoll(sqloop::loop::Loop&, sqloop::loop::Completion& c) {
+  static sqloop::loop::Action OnPoll(sqloop::loop::Loop& /*loop*/, sqloop::loop::Completion& c) {
     auto& self = *static_cast<Stopper*>(c.user_data);
     if (!self.server->drained() || self.registry->in_flight() != 0) {
       return sqloop::loop::Action::kRearm;
@@ -240,19 +240,8 @@ struct Stopper {
   }
 };
 
-absl::Status Serve() {
-  // Auth first: a misconfiguration is refused before anything is opened.
-  absl::StatusOr<AuthOptions> auth = AuthOptionsFromFlags();
-  if (!auth.ok()) return auth.status();
-  if (absl::GetFlag(FLAGS_tenant_requests_max) == 0) {
-    return absl::InvalidArgumentError("--tenant_requests_max must be at least 1");
-  }
-  // Block the signals before anything could start a thread.
-  absl::StatusOr<int> signal_fd = ShutdownSignal::Block();
-  if (!signal_fd.ok()) return signal_fd.status();
-  // Sends use MSG_NOSIGNAL; this covers any write to a closed socket we did not foresee.
-  signal(SIGPIPE, SIG_IGN);
-
+// The loop the server runs on, its ring deep enough for every connection (see below).
+absl::StatusOr<std::unique_ptr<sqloop::loop::Loop>> CreateLoop() {
   sqloop::loop::LoopOptions loop_options;
   // Every open connection keeps one operation in the kernel (a receive while it waits for the
   // next request), so the ring must admit more than the connection limit, plus the listener,
@@ -261,76 +250,110 @@ absl::Status Serve() {
       loop_options.backend.in_flight_max, absl::GetFlag(FLAGS_connections_max) + 256);
   loop_options.log = &Log;
   loop_options.stall_budget = absl::Milliseconds(absl::GetFlag(FLAGS_stall_budget_ms));
-  absl::StatusOr<std::unique_ptr<sqloop::loop::Loop>> loop =
-      sqloop::loop::Loop::Create(std::move(loop_options));
-  if (!loop.ok()) return loop.status();
+  return sqloop::loop::Loop::Create(std::move(loop_options));
+}
 
+// The executor --executor names, over --data_dir: exactly one of the two is set.
+struct Executors {
+  std::unique_ptr<SqliteExecutor> standin;
+  std::unique_ptr<RegistryExecutor> registry;
+
+  QueryExecutor& get() const {
+    return standin != nullptr ? static_cast<QueryExecutor&>(*standin) : *registry;
+  }
+};
+
+absl::Status CreateExecutor(sqloop::loop::Loop& loop, Executors& executors) {
   const std::string data_dir = absl::GetFlag(FLAGS_data_dir);
   if (mkdir(data_dir.c_str(), 0755) != 0 && errno != EEXIST) {
     return absl::InvalidArgumentError(
         absl::StrCat("creating ", data_dir, ": ", std::strerror(errno)));
   }
   const std::string executor_name = absl::GetFlag(FLAGS_executor);
-  std::unique_ptr<SqliteExecutor> standin;
-  std::unique_ptr<RegistryExecutor> registry;
   if (executor_name == "standin") {
     absl::StatusOr<std::unique_ptr<SqliteExecutor>> created =
-        SqliteExecutor::Create(**loop, StandinOptionsFromFlags(data_dir));
+        SqliteExecutor::Create(loop, StandinOptionsFromFlags(data_dir));
     if (!created.ok()) return created.status();
-    standin = *std::move(created);
+    executors.standin = *std::move(created);
   } else if (executor_name == "registry") {
     absl::StatusOr<std::unique_ptr<RegistryExecutor>> created =
-        RegistryExecutor::Create(**loop, RegistryOptionsFromFlags(data_dir));
+        RegistryExecutor::Create(loop, RegistryOptionsFromFlags(data_dir));
     if (!created.ok()) return created.status();
-    registry = *std::move(created);
+    executors.registry = *std::move(created);
   } else {
     return absl::InvalidArgumentError(
         absl::StrCat("--executor=", executor_name, ": use registry or standin"));
   }
-  QueryExecutor& executor = standin != nullptr ? static_cast<QueryExecutor&>(*standin) : *registry;
+  return absl::OkStatus();
+}
 
+// Serves on `listen_fd` until a signal on `signal_fd` stops the server; returns how the
+// registry's tenants closed (OK with the standin executor). Leaves the process at once if the
+// backend itself fails.
+absl::Status RunServer(sqloop::loop::Loop& loop, Executors& executors, AuthOptions auth,
+                       int signal_fd, int listen_fd, const std::string& address, uint16_t port) {
+  HttpServerOptions server_options = ServerOptionsFromFlags();
+  server_options.auth = std::move(auth);
+  if (!server_options.auth.enabled) {
+    Log(sqloop::io::LogLevel::kWarning,
+        "--insecure_no_auth: every tenant is open to anyone who reaches this port");
+  }
+  HttpServer server(loop, executors.get(), listen_fd, server_options);
+  Stopper stopper;
+  stopper.loop = &loop;
+  stopper.server = &server;
+  stopper.registry = executors.registry.get();
+  ShutdownSignal shutdown(
+      loop, signal_fd,
+      [](void* user_data, int signal_number) {
+        Log(sqloop::io::LogLevel::kInfo,
+            absl::StrCat("signal ", signal_number, ": stopping (finishing in-flight requests)"));
+        static_cast<Stopper*>(user_data)->Start();
+      },
+      &stopper);
+  server.Start();
+  shutdown.Start();
+  std::printf("sqloop_http: listening on %s:%u (backend %s)\n", address.c_str(), port,
+              std::string(loop.backend().name()).c_str());
+  std::fflush(stdout);
+  const absl::Status status = loop.Run(sqloop::loop::RunMode::kUntilDone);
+  if (!status.ok()) {
+    // The backend itself failed: operations may still be pending and can never complete, so
+    // the destructors' checks would abort. Report and leave at once.
+    std::_Exit(Fail(status));
+  }
+  return stopper.registry_status;
+}
+
+absl::Status Serve() {
+  // 1. Auth first: a misconfiguration is refused before anything is opened.
+  absl::StatusOr<AuthOptions> auth = AuthOptionsFromFlags();
+  if (!auth.ok()) return auth.status();
+  if (absl::GetFlag(FLAGS_tenant_requests_max) == 0) {
+    return absl::InvalidArgumentError("--tenant_requests_max must be at least 1");
+  }
+  // 2. Block the signals before anything could start a thread.
+  absl::StatusOr<int> signal_fd = ShutdownSignal::Block();
+  if (!signal_fd.ok()) return signal_fd.status();
+  // Sends use MSG_NOSIGNAL; this covers any write to a closed socket we did not foresee.
+  signal(SIGPIPE, SIG_IGN);
+
+  // 3. The loop, the executor and the listener.
+  absl::StatusOr<std::unique_ptr<sqloop::loop::Loop>> loop = CreateLoop();
+  if (!loop.ok()) return loop.status();
+  Executors executors;
+  if (absl::Status created = CreateExecutor(**loop, executors); !created.ok()) return created;
   uint16_t port = 0;
   const std::string address = absl::GetFlag(FLAGS_address);
   absl::StatusOr<int> listen_fd =
       sqloop::examples::http::ListenTcp(address, absl::GetFlag(FLAGS_port), port);
   if (!listen_fd.ok()) return listen_fd.status();
 
-  absl::Status status;
-  {
-    HttpServerOptions server_options = ServerOptionsFromFlags();
-    server_options.auth = *std::move(auth);
-    if (!server_options.auth.enabled) {
-      Log(sqloop::io::LogLevel::kWarning,
-          "--insecure_no_auth: every tenant is open to anyone who reaches this port");
-    }
-    HttpServer server(**loop, executor, *listen_fd, server_options);
-    Stopper stopper;
-    stopper.loop = loop->get();
-    stopper.server = &server;
-    stopper.registry = registry.get();
-    ShutdownSignal shutdown(
-        **loop, *signal_fd,
-        [](void* user_data, int signal_number) {
-          Log(sqloop::io::LogLevel::kInfo,
-              absl::StrCat("signal ", signal_number, ": stopping (finishing in-flight requests)"));
-          static_cast<Stopper*>(user_data)->Start();
-        },
-        &stopper);
-    server.Start();
-    shutdown.Start();
-    std::printf("sqloop_http: listening on %s:%u (backend %s)\n", address.c_str(), port,
-                std::string((*loop)->backend().name()).c_str());
-    std::fflush(stdout);
-    status = (*loop)->Run(sqloop::loop::RunMode::kUntilDone);
-    if (!status.ok()) {
-      // The backend itself failed: operations may still be pending and can never complete, so
-      // the destructors' checks would abort. Report and leave at once.
-      std::_Exit(Fail(status));
-    }
-    status = stopper.registry_status;
-  }
+  // 4. Serve until a signal, then close what is left.
+  absl::Status status =
+      RunServer(**loop, executors, *std::move(auth), *signal_fd, *listen_fd, address, port);
   close(*listen_fd);
-  if (standin != nullptr) standin->CloseTenants();
+  if (executors.standin != nullptr) executors.standin->CloseTenants();
   if (!status.ok()) return status;  // The registry could not close every tenant.
   std::printf("sqloop_http: stopped cleanly\n");
   std::fflush(stdout);
