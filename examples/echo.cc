@@ -48,7 +48,7 @@ EchoServer::Connection* EchoServer::TakeFree() {
   return nullptr;
 }
 
-loop::Action EchoServer::OnAccept(loop::Loop&, loop::Completion& c) {
+loop::Action EchoServer::OnAccept(loop::Loop& /*loop*/, loop::Completion& c) {
   auto* server = static_cast<EchoServer*>(c.user_data);
   server->accepting_ = false;
   if (c.result() < 0) {
@@ -99,7 +99,7 @@ void EchoServer::Close(Connection& connection) {
   loop_.Submit(connection.c);
 }
 
-loop::Action EchoServer::OnConnection(loop::Loop&, loop::Completion& c) {
+loop::Action EchoServer::OnConnection(loop::Loop& /*loop*/, loop::Completion& c) {
   auto& connection = *static_cast<Connection*>(c.user_data);
   EchoServer& server = *connection.server;
   server.AssertInvariants(connection);

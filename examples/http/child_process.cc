@@ -8,13 +8,12 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 
-extern char** environ;
-
 namespace sqloop::examples::http {
 namespace {
 
 std::vector<char*> Pointers(std::vector<std::string>& strings) {
   std::vector<char*> pointers;
+  pointers.reserve(strings.size() + 1);
   for (std::string& s : strings) pointers.push_back(s.data());
   pointers.push_back(nullptr);
   return pointers;

@@ -42,8 +42,9 @@ absl::Status ValidateTenantName(absl::string_view name) {
     if (!allowed) {
       // Say which character, but print control and non-ASCII bytes as hex: the message is
       // echoed back to the client and must stay readable (and valid in a log line).
-      const std::string shown = c >= 0x20 && c < 0x7f ? absl::StrCat("'", std::string(1, c), "'")
-                                                      : absl::StrCat("byte 0x", absl::Hex(c));
+      const std::string shown = c >= 0x20 && c < 0x7f
+                                    ? absl::StrCat("'", std::string(1, name[i]), "'")
+                                    : absl::StrCat("byte 0x", absl::Hex(c));
       return absl::InvalidArgumentError(
           absl::StrCat("tenant name has ", shown, " at position ", i,
                        "; only lower-case letters, digits, '_' and '-' are allowed"));

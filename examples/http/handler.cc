@@ -6,6 +6,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "db/request.h"
@@ -56,7 +57,7 @@ HttpError ParseArg(simdjson::dom::element arg, const std::string& where, Value& 
       simdjson::dom::object object = arg.get_object().value_unsafe();
       std::string_view encoded;
       std::string decoded;
-      if (object.size() == 1 && !object["base64"].get_string().get(encoded) &&
+      if (object.size() == 1 && object["base64"].get_string().get(encoded) == simdjson::SUCCESS &&
           absl::Base64Unescape(Sv(encoded), &decoded)) {
         value = Value::Blob(std::move(decoded));
         return {};
@@ -73,7 +74,8 @@ HttpError ParseStatement(simdjson::dom::element element, size_t index, const Que
                          Statement& statement) {
   const std::string where = absl::StrCat("statements[", index, "]");
   simdjson::dom::object object;
-  if (element.get_object().get(object)) return InvalidRequest(where, "must be an object");
+  if (element.get_object().get(object) != simdjson::SUCCESS)
+    return InvalidRequest(where, "must be an object");
   bool has_sql = false;
   bool has_args = false;
   for (simdjson::dom::key_value_pair field : object) {
@@ -83,10 +85,10 @@ HttpError ParseStatement(simdjson::dom::element element, size_t index, const Que
       if (has_sql) return InvalidRequest(where, "\"sql\" is given twice");
       has_sql = true;
       std::string_view sql;
-      if (field.value.get_string().get(sql))
+      if (field.value.get_string().get(sql) != simdjson::SUCCESS)
         return InvalidRequest(where, "\"sql\" must be a string");
       // SQLite reads SQL up to its first NUL: the rest would be dropped without a word.
-      if (sql.find('\0') != std::string_view::npos) {
+      if (absl::StrContains(Sv(sql), '\0')) {
         return InvalidRequest(where, "the SQL contains a NUL character (\\u0000)");
       }
       if (absl::StripAsciiWhitespace(Sv(sql)).empty()) {
@@ -97,7 +99,7 @@ HttpError ParseStatement(simdjson::dom::element element, size_t index, const Que
       if (has_args) return InvalidRequest(where, "\"args\" is given twice");
       has_args = true;
       simdjson::dom::array args;
-      if (field.value.get_array().get(args))
+      if (field.value.get_array().get(args) != simdjson::SUCCESS)
         return InvalidRequest(where, "\"args\" must be an array");
       if (args.size() > limits.args_max) {
         return InvalidRequest(where, absl::StrCat("more than ", limits.args_max, " args"));
@@ -125,7 +127,7 @@ Route MatchRoute(http_method method, absl::string_view url) {
   http_parser_url parsed;
   http_parser_url_init(&parsed);
   if (http_parser_parse_url(url.data(), url.size(), 0, &parsed) != 0 ||
-      !(parsed.field_set & (1 << UF_PATH))) {
+      (parsed.field_set & (1 << UF_PATH)) == 0) {
     route.error = Error(400, "malformed_http", "the request target is not a valid path");
     return route;
   }
@@ -174,12 +176,14 @@ HttpError ParseQueryBody(simdjson::dom::parser& parser, std::string& body,
   // simdjson may read up to SIMDJSON_PADDING bytes past the end: make them ours.
   body.reserve(body.size() + simdjson::SIMDJSON_PADDING);
   simdjson::dom::element root;
-  if (const simdjson::error_code error = parser.parse(body.data(), body.size(), false).get(root)) {
+  if (const simdjson::error_code error = parser.parse(body.data(), body.size(), false).get(root);
+      error != simdjson::SUCCESS) {
     return Error(400, "malformed_json",
                  absl::StrCat("malformed JSON: ", simdjson::error_message(error)));
   }
   simdjson::dom::object object;
-  if (root.get_object().get(object)) return InvalidRequest("body", "must be a JSON object");
+  if (root.get_object().get(object) != simdjson::SUCCESS)
+    return InvalidRequest("body", "must be a JSON object");
   simdjson::dom::array list;
   bool has_statements = false;
   for (simdjson::dom::key_value_pair field : object) {
@@ -187,7 +191,8 @@ HttpError ParseQueryBody(simdjson::dom::parser& parser, std::string& body,
       return InvalidRequest("body", absl::StrCat("unexpected field \"", Sv(field.key),
                                                  "\"; the body is {\"statements\":[...]}"));
     }
-    if (field.value.get_array().get(list)) return InvalidRequest("statements", "must be an array");
+    if (field.value.get_array().get(list) != simdjson::SUCCESS)
+      return InvalidRequest("statements", "must be an array");
     has_statements = true;
   }
   if (!has_statements) return InvalidRequest("body", "\"statements\" is missing");

@@ -371,7 +371,7 @@ void RegistryExecutor::OnTenantActionDone(db::TenantRequest& request, absl::Stat
     self.StartTenantAction(job);
     return;
   }
-  self.Finish(job, self.AfterTenantAction(job, std::move(status)));
+  self.Finish(job, AfterTenantAction(job, std::move(status)));
 }
 
 absl::Status RegistryExecutor::AfterTenantAction(const Job& job, absl::Status status) {
@@ -432,7 +432,7 @@ void RegistryExecutor::Defer(ExecutorRequest& request, absl::Status status) {
   }
 }
 
-loop::Action RegistryExecutor::OnDeferred(loop::Loop&, loop::Completion& c) {
+loop::Action RegistryExecutor::OnDeferred(loop::Loop& /*loop*/, loop::Completion& c) {
   auto& self = *static_cast<RegistryExecutor*>(c.user_data);
   self.deferred_armed_ = false;
   ExecutorRequest* request = self.deferred_head_;

@@ -188,7 +188,7 @@ void HttpServer::ArmAccept() {
   loop_.Submit(accept_);
 }
 
-loop::Action HttpServer::OnAccept(loop::Loop&, loop::Completion& c) {
+loop::Action HttpServer::OnAccept(loop::Loop& /*loop*/, loop::Completion& c) {
   auto& server = *static_cast<HttpServer*>(c.user_data);
   server.accepting_ = false;
   if (c.result() < 0) {
@@ -294,7 +294,7 @@ void HttpServer::HandleAcceptError(int64_t error) {
   }
 }
 
-loop::Action HttpServer::OnAcceptRetry(loop::Loop&, loop::Completion& c) {
+loop::Action HttpServer::OnAcceptRetry(loop::Loop& /*loop*/, loop::Completion& c) {
   auto& server = *static_cast<HttpServer*>(c.user_data);
   server.accept_retrying_ = false;
   if (!server.stopping_ && !server.accepting_) server.ArmAccept();
@@ -330,7 +330,7 @@ void HttpServer::Recv(Connection& connection) {
   SubmitIo(connection);
 }
 
-loop::Action HttpServer::OnIo(loop::Loop&, loop::Completion& c) {
+loop::Action HttpServer::OnIo(loop::Loop& /*loop*/, loop::Completion& c) {
   auto& connection = *static_cast<Connection*>(c.user_data);
   HttpServer& server = *connection.server;
   server.AssertInvariants(connection);
@@ -882,7 +882,7 @@ void HttpServer::WriteServerStats(JsonWriter& json) const {
         {"tenant_requests_max", uint64_t{options_.tenant_requests_max}},
         {"tenants_running", uint64_t{tenant_running_.size()}},
         {"tenant_busy", stats_.tenant_busy},
-        {"auth_enabled", uint64_t{auth_.enabled()}},
+        {"auth_enabled", auth_.enabled() ? uint64_t{1} : uint64_t{0}},
         {"auth_unauthenticated", auth_.stats().unauthenticated},
         {"auth_forbidden", auth_.stats().forbidden},
         {"auth_constant_time_compares", auth_.stats().constant_time_compares},

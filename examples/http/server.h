@@ -159,7 +159,7 @@ class HttpServer {
   static constexpr absl::Duration kAcceptRetryDelay = absl::Milliseconds(100);
 
   struct Connection {
-    explicit Connection(HttpServer* server, RequestParser::Limits limits);
+    explicit Connection(HttpServer* owner, RequestParser::Limits limits);
 
     loop::Completion io;     // recv, send or close: what the state says.
     loop::Completion timer;  // The deadline (invariant 2).
@@ -228,12 +228,12 @@ class HttpServer {
   void Linger(Connection& connection);
   void Close(Connection& connection);
   void MaybeFree(Connection& connection);
-  void TrimScratch(Connection& connection);
+  static void TrimScratch(Connection& connection);
 
   void SubmitIo(Connection& connection);
   void CancelIo(Connection& connection);
   void SetDeadline(Connection& connection, absl::Duration timeout);
-  void ClearDeadline(Connection& connection);
+  static void ClearDeadline(Connection& connection);
   void Expire(Connection& connection);
 
   void Enter(Connection& connection, State state);

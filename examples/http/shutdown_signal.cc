@@ -52,7 +52,7 @@ void ShutdownSignal::Cancel() {
   if (watching_) loop_.Cancel(watch_);
 }
 
-loop::Action ShutdownSignal::OnReadable(loop::Loop&, loop::Completion& c) {
+loop::Action ShutdownSignal::OnReadable(loop::Loop& /*loop*/, loop::Completion& c) {
   auto& self = *static_cast<ShutdownSignal*>(c.user_data);
   self.watching_ = false;
   if (c.result() < 0) return loop::Action::kDisarm;  // -ECANCELED after Cancel().

@@ -172,7 +172,7 @@ void SqliteExecutor::Submit(ExecutorRequest& request) {
   }
 }
 
-loop::Action SqliteExecutor::OnRun(loop::Loop&, loop::Completion& c) {
+loop::Action SqliteExecutor::OnRun(loop::Loop& /*loop*/, loop::Completion& c) {
   auto& self = *static_cast<SqliteExecutor*>(c.user_data);
   self.run_armed_ = false;
   // Take the queue as it is now: requests submitted by the on_done callbacks below (a
@@ -237,7 +237,7 @@ absl::Status SqliteExecutor::Query(ExecutorRequest& request) {
     status = RunStatement(*db, request.statements[i], i, budget, request.results[i]);
   }
   if (status.ok()) status = Exec(*db, "COMMIT");
-  if (!sqlite3_get_autocommit(*db)) (void)Exec(*db, "ROLLBACK");
+  if (sqlite3_get_autocommit(*db) == 0) (void)Exec(*db, "ROLLBACK");
   if (status.code() == absl::StatusCode::kDataLoss) {
     // An I/O error (a failed fsync above all) leaves the handle's view of the file in doubt:
     // close it, so the next use reopens and lets WAL recovery decide what survived.
@@ -374,7 +374,7 @@ absl::Status SqliteExecutor::Configure(sqlite3* db) {
 }
 
 int SqliteExecutor::Authorize(void* self, int action, const char* arg1, const char* arg2,
-                              const char*, const char*) {
+                              const char* /*database*/, const char* /*trigger_or_view*/) {
   if (static_cast<SqliteExecutor*>(self)->trusted_sql_) return SQLITE_OK;
   switch (action) {
     case SQLITE_ATTACH:
@@ -429,7 +429,7 @@ absl::Status SqliteExecutor::DeleteTenant(const std::string& tenant) {
   return SyncDirectory();
 }
 
-absl::Status SqliteExecutor::SyncDirectory() {
+absl::Status SqliteExecutor::SyncDirectory() const {
   if (fsync(dir_fd_) == 0) return absl::OkStatus();
   return ErrnoStatus(errno, absl::StrCat("fsync of the data directory ", options_.data_dir));
 }

@@ -122,7 +122,7 @@ class SqliteExecutor final : public QueryExecutor {
   [[nodiscard]] absl::Status Step(sqlite3* db, sqlite3_stmt* stmt, size_t index, Budget& budget,
                                   StatementResult& result);
   [[nodiscard]] absl::Status Exec(sqlite3* db, const char* sql);
-  [[nodiscard]] absl::Status SyncDirectory();
+  [[nodiscard]] absl::Status SyncDirectory() const;
   [[nodiscard]] std::string PathOf(const std::string& tenant) const;
 
   static int Authorize(void* self, int action, const char* arg1, const char* arg2,
