@@ -130,7 +130,7 @@ void Database::ArmPump() {
   loop_.Timer(pump_, absl::ZeroDuration());
 }
 
-loop::Action Database::OnPump(loop::Loop&, loop::Completion& c) {
+loop::Action Database::OnPump(loop::Loop& /*unused*/, loop::Completion& c) {
   auto* self = static_cast<Database*>(c.user_data);
   // All of a database's SQLite work runs from its pump, so one mark here charges every byte
   // SQLite allocates for it (the VFS's calls included) to its tenant.
@@ -559,7 +559,7 @@ void Database::Checkpoint() {
       rc == SQLITE_OK ? static_cast<uint32_t>(std::max(0, log_frames - checkpointed)) : wal_frames_;
 }
 
-int Database::OnWalCommit(void* arg, sqlite3*, const char*, int frames) {
+int Database::OnWalCommit(void* arg, sqlite3* /*unused*/, const char* /*unused*/, int frames) {
   static_cast<Database*>(arg)->wal_frames_ = static_cast<uint32_t>(frames);
   return SQLITE_OK;
 }

@@ -257,7 +257,7 @@ class Database {
   static loop::Action OnPump(loop::Loop& loop, loop::Completion& c);
   static void OnFilesChanged(void* arg);
   static int Authorize(void* arg, int action, const char* a, const char* b, const char* schema,
-                       const char*);
+                       const char* /*unused*/);
   static int Progress(void* arg);
   static int OnWalCommit(void* arg, sqlite3* db, const char* name, int frames);
 
@@ -299,14 +299,14 @@ class Database {
   void CloseConnections();
 
   absl::StatusOr<sqlite3_stmt*> Prepare(Connection& c, const Request& request);
-  absl::Status Bind(sqlite3_stmt* stmt, const Request& request);
+  [[nodiscard]] absl::Status Bind(sqlite3_stmt* stmt, const Request& request) const;
   absl::Status RunInternal(Connection& c, const char* sql);
   [[nodiscard]] absl::Status SqliteError(const Connection& c, int rc) const;
   [[nodiscard]] absl::Status RefuseBeforeRunning(const Request& r) const;
   void Finish(Request& request, absl::Status status);
   void AwaitDurable(Request& request);
-  void Deliver(Request& request);
-  void FailQueue(Queue& queue, const absl::Status& status);
+  static void Deliver(Request& request);
+  static void FailQueue(Queue& queue, const absl::Status& status);
   // The only writers of state_ and Request::state_: they check the transition (the tables
   // above and in db/request.h), then the invariants.
   void SetState(State next);

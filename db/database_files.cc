@@ -357,7 +357,7 @@ void DatabaseFiles::FinishBarrier(PendingOp* op) {
   if (poison_.ok()) durable_epoch_ = std::max(durable_epoch_, op->epoch);
 }
 
-loop::Action DatabaseFiles::OnFsyncDone(loop::Loop&, loop::Completion& c) {
+loop::Action DatabaseFiles::OnFsyncDone(loop::Loop& /*unused*/, loop::Completion& c) {
   auto* self = static_cast<DatabaseFiles*>(c.user_data);
   SQLOOP_CHECK(self->fsyncs_outstanding_ > 0, "an fsync completed that was not outstanding");
   if (c.result() < 0 && self->fsync_error_ == 0) self->fsync_error_ = static_cast<int>(-c.result());
@@ -371,7 +371,7 @@ loop::Action DatabaseFiles::OnFsyncDone(loop::Loop&, loop::Completion& c) {
   return loop::Action::kDisarm;
 }
 
-loop::Action DatabaseFiles::OnOpDone(loop::Loop&, loop::Completion& c) {
+loop::Action DatabaseFiles::OnOpDone(loop::Loop& /*unused*/, loop::Completion& c) {
   auto* op = static_cast<PendingOp*>(c.user_data);
   DatabaseFiles* self = op->owner;
   const int64_t result = c.result();

@@ -28,7 +28,7 @@ constexpr const char* kRollbackToSavepoint = "ROLLBACK TO sqloop_request; RELEAS
 // ---- Authorizer and progress handler ---------------------------------------------------------
 
 int Database::Authorize(void* arg, int action, const char* a, const char* b, const char* schema,
-                        const char*) {
+                        const char* /*unused*/) {
   auto* c = static_cast<Connection*>(arg);
   if (c->internal) return SQLITE_OK;
   return internal::AllowedForRequest(action, a, b, schema, c->denied) ? SQLITE_OK : SQLITE_DENY;
@@ -206,7 +206,7 @@ absl::StatusOr<sqlite3_stmt*> Database::Prepare(Connection& c, const Request& re
   return stmt;
 }
 
-absl::Status Database::Bind(sqlite3_stmt* stmt, const Request& request) {
+absl::Status Database::Bind(sqlite3_stmt* stmt, const Request& request) const {
   const int expected = sqlite3_bind_parameter_count(stmt);
   if (static_cast<size_t>(expected) != request.params.size()) {
     return absl::InvalidArgumentError(absl::StrCat("the statement has ", expected,

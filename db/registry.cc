@@ -608,6 +608,7 @@ void Registry::StartDatabase(Tenant& t) {
   t.database->Open(&Registry::OnOpened, &t);
 }
 
+// NOLINTNEXTLINE(performance-unnecessary-value-param): the signature is Database::Callback.
 void Registry::OnOpened(void* arg, absl::Status status) {
   auto& t = *static_cast<Tenant*>(arg);
   Registry& self = *t.registry;
@@ -782,6 +783,7 @@ void Registry::StartClose(Tenant& t, CloseReason reason) {
   ArmDeferred();
 }
 
+// NOLINTNEXTLINE(performance-unnecessary-value-param): the signature is Database::Callback.
 void Registry::OnClosed(void* arg, absl::Status status) {
   auto& t = *static_cast<Tenant*>(arg);
   Registry& self = *t.registry;
@@ -835,7 +837,7 @@ void Registry::ArmDeferred() {
   loop_.Timer(deferred_, absl::ZeroDuration());
 }
 
-loop::Action Registry::OnDeferred(loop::Loop&, loop::Completion& c) {
+loop::Action Registry::OnDeferred(loop::Loop& /*unused*/, loop::Completion& c) {
   auto& self = *static_cast<Registry*>(c.user_data);
   self.deferred_armed_ = false;
   self.graveyard_.clear();
@@ -925,7 +927,7 @@ void Registry::FinishDelete(Tenant& t, absl::Status status) {
   MaybeFinishShutdown();
 }
 
-loop::Action Registry::OnTenantIo(loop::Loop&, loop::Completion& c) {
+loop::Action Registry::OnTenantIo(loop::Loop& /*unused*/, loop::Completion& c) {
   auto& t = *static_cast<Tenant*>(c.user_data);
   Registry& self = *t.registry;
   const int64_t result = c.result();
@@ -993,7 +995,7 @@ void Registry::MaybeFinishShutdown() {
   loop_.Submit(dir_close_);
 }
 
-loop::Action Registry::OnDirClosed(loop::Loop&, loop::Completion& c) {
+loop::Action Registry::OnDirClosed(loop::Loop& /*unused*/, loop::Completion& c) {
   auto& self = *static_cast<Registry*>(c.user_data);
   self.dir_fd_ = -1;
   self.shut_down_ = true;
@@ -1003,7 +1005,7 @@ loop::Action Registry::OnDirClosed(loop::Loop&, loop::Completion& c) {
 
 // ---- Statistics and invariants --------------------------------------------------------------
 
-uint64_t Registry::TenantMemory(const Tenant& t) const {
+uint64_t Registry::TenantMemory(const Tenant& t) {
   if (!t.has_memory_id) return 0;
   absl::StatusOr<alloc::ProfileCounters> counters = alloc::GetTenantCounters(t.memory_id);
   return counters.ok() ? counters->live_bytes : 0;

@@ -125,7 +125,7 @@ inline constexpr uint32_t kTenantsMaxDefault = 1u << 17;
 // known once SQLite opened it). 256 KiB is about what a freshly opened database with the
 // default three connections holds (schema, connection structures, first cache pages); see the
 // registry_memory benchmark for the measured value.
-inline constexpr uint64_t kOpenMemoryEstimateBytesDefault = 256 * 1024;
+inline constexpr uint64_t kOpenMemoryEstimateBytesDefault = uint64_t{256} * 1024;
 // The most open databases one registry will ever allow, whatever RLIMIT_NOFILE says: the
 // memory accounting has kTenantsMax ids for the whole process.
 inline constexpr uint32_t kOpenMaxLimit = 8192;
@@ -339,7 +339,7 @@ class Registry {
   void FinishDelete(Tenant& t, absl::Status status);
 
   // Memory, shutdown and checks.
-  [[nodiscard]] uint64_t TenantMemory(const Tenant& t) const;
+  [[nodiscard]] static uint64_t TenantMemory(const Tenant& t);
   [[nodiscard]] uint64_t MemoryLive(bool exclude_closing) const;
   void SetState(Tenant& t, TenantState state);
   void MaybeFinishShutdown();

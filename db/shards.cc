@@ -130,7 +130,7 @@ void Shards::ThreadMain(Shard* shard) {
   shard->loop.reset();
 }
 
-absl::StatusOr<std::unique_ptr<Shards>> Shards::Start(ShardsOptions options) {
+absl::StatusOr<std::unique_ptr<Shards>> Shards::Start(const ShardsOptions& options) {
   uint32_t n = options.shards;
   if (n == 0) n = std::max(1u, std::thread::hardware_concurrency());
   if (n > kShardsMax) {
@@ -204,7 +204,7 @@ absl::Status Shards::Submit(ShardRequest& request) {
   return absl::OkStatus();
 }
 
-loop::Action Shards::OnArrive(loop::Loop&, loop::Completion& c) {
+loop::Action Shards::OnArrive(loop::Loop& /*unused*/, loop::Completion& c) {
   auto& request = *static_cast<ShardRequest*>(c.user_data);
   auto& shard = *static_cast<Shard*>(request.shard_);
   if (absl::Status admitted = shard.registry->Submit(request); !admitted.ok()) {
@@ -229,7 +229,7 @@ void Shards::Reply(ShardRequest& request, absl::Status status) {
   request.reply_loop->Post(request.hop_);
 }
 
-loop::Action Shards::OnReply(loop::Loop&, loop::Completion& c) {
+loop::Action Shards::OnReply(loop::Loop& /*unused*/, loop::Completion& c) {
   auto& request = *static_cast<ShardRequest*>(c.user_data);
   request.on_reply(request);
   return loop::Action::kDisarm;
@@ -249,8 +249,12 @@ void Shards::Stop() {
     shard->stop.name = "shards stop";
     shard->stop.callback = [](loop::Loop&, loop::Completion& c) {
       auto& s = *static_cast<Shard*>(c.user_data);
-      s.registry->Shutdown(
-          [](void* arg, absl::Status) { static_cast<Shard*>(arg)->stopped = true; }, &s);
+      // The callback's signature is Registry::Callback's: the status comes by value.
+      // NOLINTNEXTLINE(performance-unnecessary-value-param)
+      auto stopped = [](void* arg, absl::Status /*status*/) {
+        static_cast<Shard*>(arg)->stopped = true;
+      };
+      s.registry->Shutdown(stopped, &s);
       return loop::Action::kDisarm;
     };
     shard->loop->Post(shard->stop);

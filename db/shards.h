@@ -107,7 +107,7 @@ class Shards {
  public:
   // Starts the threads; each creates its loop, Vfs and Registry on itself. Fails (and stops
   // what started) if any of them fails, with that shard's error.
-  [[nodiscard]] static absl::StatusOr<std::unique_ptr<Shards>> Start(ShardsOptions options);
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<Shards>> Start(const ShardsOptions& options);
   // Stop()s if that was not done.
   ~Shards();
   Shards(const Shards&) = delete;

@@ -94,7 +94,7 @@ int FileTruncate(sqlite3_file* f, sqlite3_int64 size) {
   return file.files->Truncate(file.role, size);
 }
 
-int FileSync(sqlite3_file* f, int) { return AsFile(f).files->Sync(); }
+int FileSync(sqlite3_file* f, int /*unused*/) { return AsFile(f).files->Sync(); }
 
 int FileSize(sqlite3_file* f, sqlite3_int64* size) {
   VfsFile& file = AsFile(f);
@@ -129,8 +129,8 @@ int FileControl(sqlite3_file* f, int op, void* arg) {
   return SQLITE_NOTFOUND;
 }
 
-int FileSectorSize(sqlite3_file*) { return kSectorBytes; }
-int FileDeviceCharacteristics(sqlite3_file*) { return kDeviceCharacteristics; }
+int FileSectorSize(sqlite3_file* /*unused*/) { return kSectorBytes; }
+int FileDeviceCharacteristics(sqlite3_file* /*unused*/) { return kDeviceCharacteristics; }
 
 int FileShmMap(sqlite3_file* f, int region, int region_bytes, int extend, void volatile** out) {
   VfsFile& file = AsFile(f);
@@ -150,9 +150,11 @@ int FileShmLock(sqlite3_file* f, int offset, int n, int flags) {
 }
 
 // One thread touches the index, but SQLite still expects a full barrier here.
-void FileShmBarrier(sqlite3_file*) { std::atomic_thread_fence(std::memory_order_seq_cst); }
+void FileShmBarrier(sqlite3_file* /*unused*/) {
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+}
 
-int FileShmUnmap(sqlite3_file* f, int) {
+int FileShmUnmap(sqlite3_file* f, int /*unused*/) {
   VfsFile& file = AsFile(f);
   if (!file.shm_attached) return SQLITE_OK;
   (void)file.files->ShmLock(file.shm_shared, file.shm_exclusive, 0, kShmLocks, SQLITE_SHM_UNLOCK);
@@ -220,19 +222,25 @@ int MemoryTruncate(sqlite3_file* f, sqlite3_int64 size) {
   return SQLITE_OK;
 }
 
-int MemorySync(sqlite3_file*, int) { return SQLITE_OK; }  // Temporary: nothing to make durable.
+int MemorySync(sqlite3_file* /*unused*/, int /*unused*/) {
+  return SQLITE_OK;
+}  // Temporary: nothing to make durable.
 
 int MemorySize(sqlite3_file* f, sqlite3_int64* size) {
   *size = static_cast<sqlite3_int64>(AsFile(f).memory->size());
   return SQLITE_OK;
 }
 
-int MemoryLock(sqlite3_file*, int) { return SQLITE_OK; }  // Private to one connection.
-int MemoryCheckReservedLock(sqlite3_file*, int* held) {
+int MemoryLock(sqlite3_file* /*unused*/, int /*unused*/) {
+  return SQLITE_OK;
+}  // Private to one connection.
+int MemoryCheckReservedLock(sqlite3_file* /*unused*/, int* held) {
   *held = 0;
   return SQLITE_OK;
 }
-int MemoryControl(sqlite3_file*, int, void*) { return SQLITE_NOTFOUND; }
+int MemoryControl(sqlite3_file* /*unused*/, int /*unused*/, void* /*unused*/) {
+  return SQLITE_NOTFOUND;
+}
 
 const sqlite3_io_methods kMemoryMethods = {
     1,
@@ -317,7 +325,7 @@ int VfsOpen(sqlite3_vfs* v, sqlite3_filename name, sqlite3_file* f, int flags, i
   return SQLITE_OK;
 }
 
-int VfsDelete(sqlite3_vfs* v, const char* path, int) {
+int VfsDelete(sqlite3_vfs* v, const char* path, int /*unused*/) {
   Vfs& vfs = AsVfs(v);
   auto [main_path, role] = Classify(path);
   if (DatabaseFiles* files = vfs.Find(main_path); files != nullptr) return files->Unlink(role);
@@ -355,7 +363,7 @@ int VfsAccess(sqlite3_vfs* v, const char* path, int flags, int* result) {
   return SQLITE_OK;
 }
 
-int VfsFullPathname(sqlite3_vfs*, const char* name, int out_bytes, char* out) {
+int VfsFullPathname(sqlite3_vfs* /*unused*/, const char* name, int out_bytes, char* out) {
   std::string full;
   if (name[0] == '/') {
     full = name;
@@ -370,16 +378,18 @@ int VfsFullPathname(sqlite3_vfs*, const char* name, int out_bytes, char* out) {
 }
 
 // Extension loading is off in every connection sqloop opens; these refuse it again.
-void* VfsDlOpen(sqlite3_vfs*, const char*) { return nullptr; }
-void VfsDlError(sqlite3_vfs*, int bytes, char* out) {
+void* VfsDlOpen(sqlite3_vfs* /*unused*/, const char* /*unused*/) { return nullptr; }
+void VfsDlError(sqlite3_vfs* /*unused*/, int bytes, char* out) {
   std::snprintf(out, static_cast<size_t>(bytes), "extension loading is disabled in sqloop");
 }
-void (*VfsDlSym(sqlite3_vfs*, void*, const char*))(void) { return nullptr; }
-void VfsDlClose(sqlite3_vfs*, void*) {}
+void (*VfsDlSym(sqlite3_vfs* /*unused*/, void* /*unused*/, const char* /*unused*/))(void) {
+  return nullptr;
+}
+void VfsDlClose(sqlite3_vfs* /*unused*/, void* /*unused*/) {}
 
 // SQLite seeds its PRNG from here (WAL salts, temp names). A fixed, documented sequence keeps
 // simulation runs reproducible; nothing in SQLite's durability depends on it being secret.
-int VfsRandomness(sqlite3_vfs*, int bytes, char* out) {
+int VfsRandomness(sqlite3_vfs* /*unused*/, int bytes, char* out) {
   uint64_t state = 0x5eed5eed5eed5eedull;
   for (int i = 0; i < bytes; ++i) {
     state = state * 6364136223846793005ull + 1442695040888963407ull;
@@ -390,10 +400,10 @@ int VfsRandomness(sqlite3_vfs*, int bytes, char* out) {
 
 // Never sleeps: the loop thread must not block. SQLite only sleeps in busy handlers (none is
 // installed) and in WAL read retries, which then simply retry at once.
-int VfsSleep(sqlite3_vfs*, int microseconds) { return microseconds; }
+int VfsSleep(sqlite3_vfs* /*unused*/, int microseconds) { return microseconds; }
 
 // Wall-clock time for SQL's date('now'); SQLite's durability never uses it.
-int VfsCurrentTimeInt64(sqlite3_vfs*, sqlite3_int64* out) {
+int VfsCurrentTimeInt64(sqlite3_vfs* /*unused*/, sqlite3_int64* out) {
   sqlite3_vfs* system = sqlite3_vfs_find(nullptr);
   return system->xCurrentTimeInt64(system, out);
 }
@@ -405,7 +415,7 @@ int VfsCurrentTime(sqlite3_vfs* v, double* out) {
   return rc;
 }
 
-int VfsGetLastError(sqlite3_vfs*, int, char*) { return 0; }
+int VfsGetLastError(sqlite3_vfs* /*unused*/, int /*unused*/, char* /*unused*/) { return 0; }
 
 }  // namespace
 
@@ -501,7 +511,9 @@ absl::Status Vfs::CheckNotTainted(const std::string& main_path) const {
 
 void Vfs::ReleaseIfUnused(DatabaseFiles* files) {
   if (!files->Releasable()) return;
-  const std::string key = files->main_path();  // Outlives the object erase destroys.
+  // A copy: erase destroys the object whose path this is.
+  // NOLINTNEXTLINE(performance-unnecessary-copy-initialization)
+  const std::string key = files->main_path();
   databases_.erase(key);
 }
 

@@ -2,6 +2,7 @@
 
 #include <sqlite3.h>
 
+#include "absl/algorithm/container.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 
@@ -56,10 +57,8 @@ const Allowed* FindAllowed(const char* name) {
 }
 
 bool IsOneOf(const char* name, std::initializer_list<const char*> names) {
-  for (const char* candidate : names) {
-    if (absl::EqualsIgnoreCase(name, candidate)) return true;
-  }
-  return false;
+  return absl::c_any_of(
+      names, [name](const char* candidate) { return absl::EqualsIgnoreCase(name, candidate); });
 }
 
 // Why a pragma is refused: the well-known ones get their own reason, the rest the rule.
