@@ -38,12 +38,13 @@
 #include "examples/http/child_process.h"
 #include "gtest/gtest.h"
 #include "simdjson.h"
-#include "tests/http_json_test_util.h"
+#include "tests/http_test_util.h"
 
 namespace sqloop::examples::http {
 namespace {
 
 using sqloop::testing::JsonAt;
+using sqloop::testing::WriteTokenFile;
 
 // The longest any one receive may wait before the test gives up on the server: generous, so a
 // loaded machine never fails a correct server, and finite, so a broken one cannot hang the run.
@@ -746,17 +747,6 @@ TEST_P(HttpAdversarialTest, IdleSocketsCannotStarveARealRequest) {
 }
 
 // ---- 6. Auth -----------------------------------------------------------------------------------
-
-// A token file as an operator makes it: `openssl rand -hex 32 > file; chmod 600 file`.
-std::string WriteTokenFile(const std::string& dir, const std::string& token) {
-  const std::string path = dir + "/admin_token";
-  const int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  EXPECT_GE(fd, 0);
-  const std::string content = token + "\n";
-  EXPECT_EQ(write(fd, content.data(), content.size()), static_cast<ssize_t>(content.size()));
-  close(fd);
-  return path;
-}
 
 // The whole response as bytes, with the tenant name the caller itself sent replaced.
 std::string Bytes(const Response& response, const std::string& tenant) {

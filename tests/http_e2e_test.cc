@@ -34,12 +34,13 @@
 #include "examples/http/child_process.h"
 #include "gtest/gtest.h"
 #include "simdjson.h"
-#include "tests/http_json_test_util.h"
+#include "tests/http_test_util.h"
 
 namespace sqloop::examples::http {
 namespace {
 
 using sqloop::testing::JsonAt;
+using sqloop::testing::WriteTokenFile;
 
 // The longest any single wait may take before the test gives up on the server: generous, so a
 // loaded machine never fails a correct server, and finite, so a broken one cannot hang the run.
@@ -565,18 +566,6 @@ TEST_P(HttpEndToEndTest, EmptySqlANulInSqlAndRepeatedKeysAre400AndRunNothing) {
   ASSERT_EQ(tables.status, 200) << tables.body;
   EXPECT_EQ(JsonAt(tables.body, "/results/0/rows/0/0"), "0");
   StopServerCleanly();
-}
-
-// A token file as an operator makes it: `openssl rand -hex 32 > file; chmod 600 file`.
-std::string WriteTokenFile(const std::string& dir, const std::string& token, mode_t mode) {
-  const std::string path = dir + "/admin_token";
-  const int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  EXPECT_GE(fd, 0);
-  const std::string content = token + "\n";
-  EXPECT_EQ(write(fd, content.data(), content.size()), static_cast<ssize_t>(content.size()));
-  close(fd);
-  EXPECT_EQ(chmod(path.c_str(), mode), 0);
-  return path;
 }
 
 std::vector<std::string> BearerHeader(const std::string& token) {
