@@ -2,8 +2,6 @@
 if(TARGET sqloop_example_http)
   sqloop_test(http_json_writer_test SOURCES http_json_writer_test.cc LIBS sqloop_example_http)
   sqloop_test(http_handler_test SOURCES http_handler_test.cc LIBS sqloop_example_http)
-  sqloop_test(http_executor_test SOURCES http_executor_test.cc
-              LIBS sqloop_example_http sqloop_test_backends)
   sqloop_test(http_registry_executor_test SOURCES http_registry_executor_test.cc
               LIBS sqloop_example_http sqloop_test_backends)
   # The server in this process with an executor that holds requests (per-tenant limits, auth

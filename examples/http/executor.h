@@ -26,12 +26,10 @@
 //   ResourceExhausted, Unavailable (short of jobs, busy)       503, with Retry-After
 //   DataLoss (fsync failed: the outcome is unknown), others    500, with the message
 //
-// Two implementations: `RegistryExecutor` (examples/http/registry_executor.h), the default, over
-// the tenant registry (db/registry.h): one registry request per statement, on_done from the
-// registry's completion; and `SqliteExecutor` (examples/http/sqlite_executor.h), a stand-in on
-// plain SQLite that blocks the loop while a statement runs. The stand-in runs a request's
-// statements as one transaction; the registry executor cannot (a registry request is one
-// statement) and commits each write on its own (see its header).
+// The implementation is `RegistryExecutor` (examples/http/registry_executor.h), over the tenant
+// registry (db/registry.h): one registry request per statement, on_done from the registry's
+// completion. A registry request is one statement, so it commits each write on its own (see its
+// header); tests implement the interface with executors that hold requests.
 //
 // Example:
 //
@@ -115,16 +113,15 @@ struct ExecutorRequest {
   // Inputs.
   Kind kind = Kind::kQuery;
   std::string tenant;  // Checked with ValidateTenantName() by the executor.
-  // kQuery only. One transaction on the stand-in only; the registry executor commits each
-  // write on its own (see "Outputs" below).
+  // kQuery only. Not one transaction: the registry executor commits each write on its own
+  // (see "Outputs" below).
   std::vector<Statement> statements;
   void (*on_done)(ExecutorRequest& request) = nullptr;
   void* user_data = nullptr;
 
-  // Outputs, valid in on_done. On error `results` is empty. What the statements before the
-  // failed one did depends on the executor: the stand-in runs them as one transaction, so none
-  // of them took effect; the registry executor commits each write on its own, so the writes
-  // before it stay committed, and its error message says how many there were.
+  // Outputs, valid in on_done. On error `results` is empty. The registry executor commits each
+  // write on its own, so the writes before a failed statement stay committed, and its error
+  // message says how many there were.
   absl::Status status;
   std::vector<StatementResult> results;
 
@@ -148,7 +145,7 @@ class QueryExecutor {
   // never calls on_done before it returns. Checks that on_done is set and the request is idle.
   virtual void Submit(ExecutorRequest& request) = 0;
 
-  // A short name for /v1/stats, e.g. "sqlite-standin".
+  // A short name for /v1/stats, e.g. "registry".
   [[nodiscard]] virtual absl::string_view name() const = 0;
   // Counters for /v1/stats.
   [[nodiscard]] virtual std::vector<ExecutorStat> Stats() const = 0;

@@ -80,7 +80,7 @@ db::Value ToDb(const Value& value) {
 
 // Copies a column out of SQLite's row buffer; returns the bytes it costs against the budget.
 uint64_t AppendColumn(const db::Row& row, int column, std::vector<Value>& out) {
-  // A value's fixed cost: the type tag and the number, as the stand-in counts it.
+  // A value's fixed cost: the type tag and the number.
   constexpr uint64_t kValueBytes = 8;
   switch (row.type(column)) {
     case db::Value::Type::kNull:

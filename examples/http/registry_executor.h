@@ -3,8 +3,7 @@
 //
 // `RegistryExecutor` is the HTTP host's QueryExecutor over the tenant registry (db/registry.h):
 // every statement runs through the loop's own VFS, with group commit and a durable
-// acknowledgement, and nothing blocks the loop. It replaces the plain-SQLite stand-in
-// (examples/http/sqlite_executor.h) as the host's default.
+// acknowledgement, and nothing blocks the loop.
 //
 // How one ExecutorRequest maps onto the registry:
 //   - kQuery: its statements run one after another, each as one registry request (one
@@ -22,12 +21,11 @@
 //     exists (AlreadyExists); NotFound is followed by the same request with create_if_missing.
 //     kDeleteTenant: a delete request (NotFound if it has no file).
 //
-// Where it differs from the stand-in, said plainly: a query's statements are NOT one
-// transaction. Each write commits on its own; a failing statement stops the ones after it,
-// and its error says how many before it committed. A read's last_insert_id is the one of the
-// latest write before it in the same request (0 if none): reads run on reader connections.
-// Rows a write returns (RETURNING) are taken back if the Database retries its group
-// (Request::on_rows_discarded), so each appears once.
+// Said plainly: a query's statements are NOT one transaction. Each write commits on its own; a
+// failing statement stops the ones after it, and its error says how many before it committed. A
+// read's last_insert_id is the one of the latest write before it in the same request (0 if none):
+// reads run on reader connections. Rows a write returns (RETURNING) are taken back if the Database
+// retries its group (Request::on_rows_discarded), so each appears once.
 //
 // Design invariants:
 //   1. on_done runs exactly once per Submit, always from a later loop callback.
@@ -74,8 +72,8 @@ struct RegistryExecutorOptions {
   db::RegistryOptions registry;
   // Jobs in the pool; a request beyond them is answered ResourceExhausted (503, retry).
   uint32_t requests_in_flight_max = kRequestsInFlightMaxDefault;
-  // Rows per request, and bytes of values per request: the same bounds, for the same reason,
-  // as the stand-in (SqliteExecutorOptions): a response is built in memory.
+  // Rows per request, and bytes of values per request: a response is built in memory, so
+  // both are bounded; over either, the statement is cancelled and the request fails.
   uint32_t rows_max = 10'000;
   uint64_t result_bytes_max = uint64_t{8} << 20;
 };

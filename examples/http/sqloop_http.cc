@@ -11,8 +11,6 @@
 //
 // The executor is the tenant registry (examples/http/registry_executor.h): statements run on the
 // loop's VFS with group commit, and a write is answered once durable, without blocking the loop.
-// --executor=standin selects the plain-SQLite stand-in (examples/http/sqlite_executor.h) instead,
-// for comparison only: every statement and every commit's fsync BLOCKS THE LOOP.
 //
 // Auth (examples/http/auth.h) is required: --admin_token_file names a file holding the admin
 // token (at least 32 characters, readable by its owner only, e.g. `openssl rand -hex 32`). The
@@ -43,7 +41,6 @@
 #include "examples/http/registry_executor.h"
 #include "examples/http/server.h"
 #include "examples/http/shutdown_signal.h"
-#include "examples/http/sqlite_executor.h"
 #include "loop/loop.h"
 
 ABSL_FLAG(std::string, address, "127.0.0.1", "Address to listen on (IPv4 or IPv6 literal).");
@@ -56,8 +53,6 @@ ABSL_FLAG(uint32_t, body_bytes_max, 1 << 20, "Request body, bytes (413 beyond)."
 ABSL_FLAG(int64_t, header_timeout_ms, 10'000, "Time for a whole request to arrive (408 beyond).");
 ABSL_FLAG(int64_t, idle_timeout_ms, 60'000, "Keep-alive wait for the next request.");
 ABSL_FLAG(int64_t, write_timeout_ms, 10'000, "Time to send one response.");
-ABSL_FLAG(std::string, executor, "registry",
-          "registry (default), or standin: plain SQLite that blocks the loop on every fsync.");
 // 256 open tenants: up to 1024 descriptors (db::kDescriptorsPerDatabase each), which fits the
 // usual 4096+ soft limit next to the connections; 0 derives it from RLIMIT_NOFILE.
 ABSL_FLAG(uint32_t, tenants_open_max, 256, "Tenant databases open at once (LRU beyond).");
@@ -81,12 +76,9 @@ using sqloop::examples::http::Authenticator;
 using sqloop::examples::http::AuthOptions;
 using sqloop::examples::http::HttpServer;
 using sqloop::examples::http::HttpServerOptions;
-using sqloop::examples::http::QueryExecutor;
 using sqloop::examples::http::RegistryExecutor;
 using sqloop::examples::http::RegistryExecutorOptions;
 using sqloop::examples::http::ShutdownSignal;
-using sqloop::examples::http::SqliteExecutor;
-using sqloop::examples::http::SqliteExecutorOptions;
 
 void Log(sqloop::io::LogLevel level, absl::string_view message) {
   std::fprintf(stderr, "sqloop_http [%s] %.*s\n", sqloop::io::LogLevelName(level),
@@ -187,13 +179,6 @@ HttpServerOptions ServerOptionsFromFlags() {
   return options;
 }
 
-SqliteExecutorOptions StandinOptionsFromFlags(const std::string& data_dir) {
-  SqliteExecutorOptions options;
-  options.data_dir = data_dir;
-  options.tenants_open_max = absl::GetFlag(FLAGS_tenants_open_max);
-  return options;
-}
-
 RegistryExecutorOptions RegistryOptionsFromFlags(const std::string& data_dir) {
   RegistryExecutorOptions options;
   options.registry.directory = data_dir;
@@ -214,7 +199,7 @@ constexpr absl::Duration kDrainPoll = absl::Milliseconds(5);
 struct Stopper {
   sqloop::loop::Loop* loop = nullptr;
   HttpServer* server = nullptr;
-  RegistryExecutor* registry = nullptr;  // Null with the stand-in.
+  RegistryExecutor* registry = nullptr;
   sqloop::loop::Completion poll;
   absl::Status registry_status;
 
@@ -253,44 +238,20 @@ absl::StatusOr<std::unique_ptr<sqloop::loop::Loop>> CreateLoop() {
   return sqloop::loop::Loop::Create(std::move(loop_options));
 }
 
-// The executor --executor names, over --data_dir: exactly one of the two is set.
-struct Executors {
-  std::unique_ptr<SqliteExecutor> standin;
-  std::unique_ptr<RegistryExecutor> registry;
-
-  QueryExecutor& get() const {
-    return standin != nullptr ? static_cast<QueryExecutor&>(*standin) : *registry;
-  }
-};
-
-absl::Status CreateExecutor(sqloop::loop::Loop& loop, Executors& executors) {
+// The tenant registry over --data_dir, created if missing.
+absl::StatusOr<std::unique_ptr<RegistryExecutor>> CreateExecutor(sqloop::loop::Loop& loop) {
   const std::string data_dir = absl::GetFlag(FLAGS_data_dir);
   if (mkdir(data_dir.c_str(), 0755) != 0 && errno != EEXIST) {
     return absl::InvalidArgumentError(
         absl::StrCat("creating ", data_dir, ": ", std::strerror(errno)));
   }
-  const std::string executor_name = absl::GetFlag(FLAGS_executor);
-  if (executor_name == "standin") {
-    absl::StatusOr<std::unique_ptr<SqliteExecutor>> created =
-        SqliteExecutor::Create(loop, StandinOptionsFromFlags(data_dir));
-    if (!created.ok()) return created.status();
-    executors.standin = *std::move(created);
-  } else if (executor_name == "registry") {
-    absl::StatusOr<std::unique_ptr<RegistryExecutor>> created =
-        RegistryExecutor::Create(loop, RegistryOptionsFromFlags(data_dir));
-    if (!created.ok()) return created.status();
-    executors.registry = *std::move(created);
-  } else {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--executor=", executor_name, ": use registry or standin"));
-  }
-  return absl::OkStatus();
+  return RegistryExecutor::Create(loop, RegistryOptionsFromFlags(data_dir));
 }
 
 // Serves on `listen_fd` until a signal on `signal_fd` stops the server; returns how the
-// registry's tenants closed (OK with the standin executor). Leaves the process at once if the
+// registry's tenants closed. Leaves the process at once if the
 // backend itself fails.
-absl::Status RunServer(sqloop::loop::Loop& loop, Executors& executors, AuthOptions auth,
+absl::Status RunServer(sqloop::loop::Loop& loop, RegistryExecutor& executor, AuthOptions auth,
                        int signal_fd, int listen_fd, const std::string& address, uint16_t port) {
   HttpServerOptions server_options = ServerOptionsFromFlags();
   server_options.auth = std::move(auth);
@@ -298,11 +259,11 @@ absl::Status RunServer(sqloop::loop::Loop& loop, Executors& executors, AuthOptio
     Log(sqloop::io::LogLevel::kWarning,
         "--insecure_no_auth: every tenant is open to anyone who reaches this port");
   }
-  HttpServer server(loop, executors.get(), listen_fd, server_options);
+  HttpServer server(loop, executor, listen_fd, server_options);
   Stopper stopper;
   stopper.loop = &loop;
   stopper.server = &server;
-  stopper.registry = executors.registry.get();
+  stopper.registry = &executor;
   ShutdownSignal shutdown(
       loop, signal_fd,
       [](void* user_data, int signal_number) {
@@ -341,8 +302,8 @@ absl::Status Serve() {
   // 3. The loop, the executor and the listener.
   absl::StatusOr<std::unique_ptr<sqloop::loop::Loop>> loop = CreateLoop();
   if (!loop.ok()) return loop.status();
-  Executors executors;
-  if (absl::Status created = CreateExecutor(**loop, executors); !created.ok()) return created;
+  absl::StatusOr<std::unique_ptr<RegistryExecutor>> executor = CreateExecutor(**loop);
+  if (!executor.ok()) return executor.status();
   uint16_t port = 0;
   const std::string address = absl::GetFlag(FLAGS_address);
   absl::StatusOr<int> listen_fd =
@@ -351,9 +312,8 @@ absl::Status Serve() {
 
   // 4. Serve until a signal, then close what is left.
   absl::Status status =
-      RunServer(**loop, executors, *std::move(auth), *signal_fd, *listen_fd, address, port);
+      RunServer(**loop, **executor, *std::move(auth), *signal_fd, *listen_fd, address, port);
   close(*listen_fd);
-  if (executors.standin != nullptr) executors.standin->CloseTenants();
   if (!status.ok()) return status;  // The registry could not close every tenant.
   std::printf("sqloop_http: stopped cleanly\n");
   std::fflush(stdout);
