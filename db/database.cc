@@ -163,6 +163,7 @@ void Database::Pump() {
         return;
       }
       if (files_->durable_epoch() < open_epoch_) return;  // OnFilesChanged re-arms.
+      RefreshSnapshots();                                 // The readers serve from the first tick.
       SetState(State::kReady);
       FinishOpen(absl::OkStatus());
       Serve();
@@ -366,6 +367,7 @@ void Database::Close(Callback done, void* arg) {
   }
   const absl::Status closing = absl::CancelledError("database is closing");
   FailQueue(writes_, closing);
+  FailQueue(held_, closing);
   FailQueue(reads_, closing);
   SetState(State::kClosing);
   ArmPump();
@@ -419,16 +421,27 @@ absl::Status Database::Submit(Request& request) {
   request.epoch = 0;
   request.busy_retries_ = 0;
   request.rows_delivered_ = false;
+  // Invariant 1: the read must see every write acknowledged so far.
+  request.snapshot_min_ = acked_epoch_;
   SetRequestState(request, Request::State::kQueued);
-  if (request.client != nullptr) request.client->requests_.PushBack(request);
-  (request.kind == Request::Kind::kWrite ? writes_ : reads_).PushBack(request);
+  Queue* queue = request.kind == Request::Kind::kWrite ? &writes_ : &reads_;
+  if (Client* client = request.client; client != nullptr) {
+    if (request.kind == Request::Kind::kWrite) {
+      ++client->writes_pending_;
+    } else if (client->writes_pending_ > 0) {
+      queue = &held_;  // Invariant 4: it starts once its client's earlier writes are acknowledged.
+      ++stats_.reads_held;
+    }
+    client->requests_.PushBack(request);
+  }
+  queue->PushBack(request);
   ArmPump();
   return absl::OkStatus();
 }
 
 bool Database::Cancel(Request& request) {
   if (request.state_ == Request::State::kQueued) {
-    Queue& queue = writes_.Contains(request) ? writes_ : reads_;
+    Queue& queue = writes_.Contains(request) ? writes_ : held_.Contains(request) ? held_ : reads_;
     queue.Remove(request);  // Checks that it is there.
     Finish(request, absl::CancelledError("request cancelled before it ran"));
     return true;
@@ -443,16 +456,22 @@ bool Database::Cancel(Request& request) {
 
 // ---- Completion -------------------------------------------------------------------------------
 
-// A request's outcome is known. Failures need no fsync (nothing of theirs was committed);
-// successes wait for their epoch (durable acknowledgement).
+// A request's outcome is known. Failures need no fsync (nothing of theirs was committed), and
+// neither does a read (its snapshot is durable); a write's success waits for its epoch to be
+// durable and visible (invariant 3), which AckDurable checks.
 void Database::Finish(Request& request, absl::Status status) {
   if (IsBudgetExceeded(status)) ++stats_.budget_exceeded;
   request.status_ = std::move(status);
-  if (request.status_.ok() && request.epoch > files_->durable_epoch() &&
-      !options_.ack_before_fsync_for_testing) {
-    AwaitDurable(request);
-    return;
+  if (request.kind == Request::Kind::kWrite && request.status_.ok()) {
+    if (!options_.ack_before_fsync_for_testing) {
+      AwaitDurable(request);
+      return;
+    }
+    acked_epoch_ = std::max(acked_epoch_, request.epoch);
   }
+  SQLOOP_DCHECK(request.kind == Request::Kind::kWrite || !request.status_.ok() ||
+                    request.epoch <= files_->durable_epoch() || options_.read_undurable_for_testing,
+                "a read answered from a snapshot that is not durable");
   SetRequestState(request, Request::State::kDone);
   Deliver(request);
 }
@@ -473,22 +492,41 @@ void Database::Deliver(Request& request) {
   while (Request* head = client->requests_.front()) {
     if (head->state_ != Request::State::kDone) break;
     client->requests_.PopFront();
+    if (head->kind == Request::Kind::kWrite) {
+      --client->writes_pending_;
+      ReleaseHeld(*client);
+    }
     head->on_done(*head, head->status_);
   }
 }
 
+// The client's held reads that no longer have a write of the client before them start now, on
+// a snapshot that holds the writes just acknowledged.
+void Database::ReleaseHeld(Client& client) {
+  using ClientQueue = decltype(client.requests_);
+  for (Request* r = client.requests_.front(); r != nullptr; r = ClientQueue::Next(*r)) {
+    if (r->kind == Request::Kind::kWrite && r->state_ != Request::State::kDone) break;
+    if (!held_.Contains(*r)) continue;
+    held_.Remove(*r);
+    r->snapshot_min_ = acked_epoch_;
+    reads_.PushBack(*r);
+    ArmPump();
+  }
+}
+
+// Acknowledges the writes whose epoch is durable and shown by a reader (invariant 3). They
+// wait in commit order, so the acknowledged ones are a prefix.
 void Database::AckDurable() {
   if (files_ == nullptr) return;
   const uint64_t durable = files_->durable_epoch();
-  // Not sorted by epoch (a read that began before a group may finish after it), so filter.
+  const bool no_reads_to_serve = state_ != State::kReady || files_->poisoned() || !pin_error_.ok();
+  const uint64_t horizon = no_reads_to_serve ? durable : std::min(durable, visible_epoch_);
   Queue acknowledged;
-  for (Request* r = awaiting_.front(); r != nullptr;) {
-    Request* next = Queue::Next(*r);
-    if (r->epoch <= durable) {
-      awaiting_.Remove(*r);
-      acknowledged.PushBack(*r);
-    }
-    r = next;
+  while (Request* r = awaiting_.front()) {
+    if (r->epoch > horizon) break;
+    awaiting_.PopFront();
+    acked_epoch_ = std::max(acked_epoch_, r->epoch);
+    acknowledged.PushBack(*r);
   }
   while (Request* r = acknowledged.PopFront()) {
     SetRequestState(*r, Request::State::kDone);
@@ -517,6 +555,7 @@ void Database::BecomePoisoned() {
     Deliver(*r);
   }
   FailQueue(writes_, Poisoned(poison));
+  FailQueue(held_, Poisoned(poison));
   FailQueue(reads_, Poisoned(poison));
 }
 
@@ -529,24 +568,35 @@ void Database::Serve() {
     AssertInvariants();
     return;
   }
+  // The last group's fsync may just have completed: readers show it, then its writes are
+  // acknowledged.
+  RefreshSnapshots();
+  AckDurable();
   const bool group_in_flight = group_epoch_ > files_->durable_epoch();
   if (writer_blocked_ && files_->idle()) writer_blocked_ = false;
   if (!group_in_flight && !writer_blocked_) {
     if (wal_frames_ >= options_.checkpoint_frames) Checkpoint();
-    if (!writes_.empty()) RunGroup();
+    if (!writes_.empty()) {
+      RunGroup();
+      RefreshSnapshots();  // Pins idle readers at the new group, to serve once it is durable.
+      AckDurable();        // A group that wrote nothing needs no fsync.
+    }
   }
-  StartReads();
-  StepReads();
-  AckDurable();
-  // Come back while any read is running or still waiting for a free reader: nothing else
-  // (no completion, no fsync) may be coming to wake the database up.
-  bool more = !reads_.empty();
-  for (auto& reader : readers_) more = more || reader->current != nullptr;
-  if (more) ArmPump();
+  const bool more_reads = ServeReads();
+  // Come back while a read is running or more could start now: nothing else (no completion,
+  // no fsync) may be coming to wake the database up. Reads that wait for a pending snapshot
+  // are woken by its fsync (OnFilesChanged).
+  if (more_reads || AnyReaderBusy()) ArmPump();
   AssertInvariants();
 }
 
+// Runs between groups, so every commit is durable. Idle readers let go of their snapshots
+// first (a snapshot on the WAL keeps SQLite from copying the frames after it and from
+// restarting the WAL) and are pinned again, at the same state, right after.
 void Database::Checkpoint() {
+  for (auto& reader : readers_) {
+    if (reader->current == nullptr) Unpin(*reader);
+  }
   int log_frames = 0;
   int checkpointed = 0;
   writer_.internal = true;
@@ -557,6 +607,7 @@ void Database::Checkpoint() {
   // A refused (backpressure) or partial checkpoint is retried after the next commit.
   wal_frames_ =
       rc == SQLITE_OK ? static_cast<uint32_t>(std::max(0, log_frames - checkpointed)) : wal_frames_;
+  RefreshSnapshots();
 }
 
 int Database::OnWalCommit(void* arg, sqlite3* /*unused*/, const char* /*unused*/, int frames) {
@@ -628,17 +679,33 @@ void Database::AssertInvariants() const {
       SQLOOP_CHECK(files_ == nullptr, "files pinned before the open finished");
       break;
     case State::kReady:
-    case State::kOpenSyncing:
+    case State::kOpenSyncing: {
       SQLOOP_CHECK(files_ != nullptr && writer_.db != nullptr, "open without connection or files");
       SQLOOP_CHECK(files_->durable_epoch() <= files_->epoch(), "durable epoch ahead");
+      SQLOOP_CHECK(acked_epoch_ <= files_->durable_epoch() || options_.ack_before_fsync_for_testing,
+                   "a write was acknowledged before it was durable");
 #if SQLOOP_DCHECK_IS_ON
+      // Reader invariants 1 and 2: running reads are on durable snapshots, and one stays
+      // pinned while a group syncs (unless no reader can be pinned at all).
+      bool serving = false;
+      for (const auto& reader : readers_) {
+        serving = serving || (reader->pinned && reader->snapshot <= files_->durable_epoch());
+        SQLOOP_DCHECK(reader->current == nullptr || options_.read_undurable_for_testing ||
+                          (reader->pinned && reader->current->epoch == reader->snapshot &&
+                           reader->snapshot <= files_->durable_epoch()),
+                      "a read runs on a snapshot that is not durable");
+      }
+      SQLOOP_DCHECK(state_ != State::kReady || serving || !pin_error_.ok(),
+                    "no reader serves a durable snapshot");
+      // AckDurable takes a prefix: writes wait in commit order.
       for (const Request* r = awaiting_.front(); r != nullptr; r = Queue::Next(*r)) {
-        SQLOOP_DCHECK(r->epoch > files_->durable_epoch() || options_.ack_before_fsync_for_testing ||
-                          r == awaiting_.front(),
-                      "a request waits for an epoch that is already durable");
+        const Request* next = Queue::Next(*r);
+        SQLOOP_DCHECK(next == nullptr || r->epoch <= next->epoch,
+                      "writes wait for durability out of commit order");
       }
 #endif
       break;
+    }
     case State::kPoisoned:
       SQLOOP_CHECK(awaiting_.empty(), "poisoned with requests still awaiting an fsync");
       break;

@@ -10,8 +10,10 @@
 //   runs as ONE transaction, each request inside its own SAVEPOINT (a failing request is rolled
 //   back alone), and the COMMIT's barrier covers them all with one fsync. So the batch size
 //   adapts to fsync latency by itself.
-// Durable acknowledgement: a request's success, and a read that saw data not yet durable, are
-//   delivered only once its covering epoch is durable (DatabaseFiles::durable_epoch()).
+// Durable acknowledgement: a write's success is delivered only once its covering epoch is
+//   durable (DatabaseFiles::durable_epoch()) and a reader shows it (below).
+// Reads run on pinned snapshots (below): a read never waits for an fsync and never sees data
+//   that is not durable.
 // fsync failure: the database is poisoned. Requests whose epoch was not durable fail with an
 //   "outcome unknown" error, later ones with FailedPrecondition. The Vfs then refuses to open
 //   the file again in this process (Vfs::Taint): restarting the process is the way back.
@@ -48,7 +50,7 @@
 //
 // clang-format off
 //
-//   kIdle/kDone --Submit--> kQueued --RunGroupOnce/StartReads--> kRunning --AwaitDurable--> kAwaitingDurable
+//   kIdle/kDone --Submit--> kQueued --RunGroupOnce/StartRead--> kRunning --AwaitDurable--> kAwaitingDurable
 //                             ^  |                                  |  |                            |
 //                             |  +------- Finish, FailQueue ------+ |  +-- Finish --+               | AckDurable,
 //                             |    (cancelled, deadline, closing,  | |   (failed,   |               | BecomePoisoned
@@ -57,8 +59,8 @@
 //                                 (group retried, SQLITE_BUSY)
 //
 //   transition                      function                        invariant in the new state
-//   kIdle, kDone -> kQueued         Submit                          in its kind's queue; on_done set
-//   kQueued -> kRunning             RunGroupOnce, StartReads        out of every queue; its statement steps
+//   kIdle, kDone -> kQueued         Submit                          in its kind's queue (or held_); on_done set
+//   kQueued -> kRunning             RunGroupOnce, StartRead         out of every queue; its statement steps
 //   kRunning -> kQueued             Requeue, RunGroupOnce, StepRead at its queue's front; its rows voided
 //   kRunning -> kAwaitingDurable    AwaitDurable                    succeeded; waits in awaiting_ for its epoch
 //   kQueued, kRunning -> kDone      Finish, FailQueue               its status is final; on_done ran, or waits
@@ -66,6 +68,47 @@
 //   kAwaitingDurable -> kDone       AckDurable, BecomePoisoned      as above
 //
 // clang-format on
+//
+// Reader snapshots. A reader connection holds an open read transaction (a "pin"): in WAL mode
+// it sees the database as of the moment that transaction began, whatever commits later. Pin()
+// begins one right after a group's COMMIT (or when no group is in flight), so a reader's
+// `snapshot` is the epoch of the group it shows, and it is durable once that epoch is. Reads go
+// only to durable snapshots; a group's fsync never holds one up.
+//
+// clang-format off
+//
+//   kUnpinned --Pin, no group in flight--------------------------------> kServing
+//   kUnpinned --Pin, a group in flight---------------------------------> kPending
+//   kServing  --Pin, a newer group (another reader keeps serving)------> kPending
+//   kPending  --the fsync of its group completes (nothing runs)--------> kServing
+//   kServing  --StartRead--> kReading --StepRead: the read is done-----> kServing
+//   kServing, kPending --Unpin (Checkpoint, a failed read), Pin fails--> kUnpinned
+//
+//   transition              function                      invariant in the new state
+//   kUnpinned -> pinned     RefreshSnapshots via Pin       read transaction open; snapshot = group_epoch_
+//   kServing -> kPending    RefreshSnapshots via Pin       another reader still serves the newest durable
+//                                                          snapshot (the one a syncing group must not take)
+//   kServing -> kReading    StartRead                      snapshot <= durable epoch, >= the read's need
+//   kReading -> kServing    StepRead                       the read is done; the snapshot is unchanged
+//   pinned -> kUnpinned     Unpin (Checkpoint, StepRead)   no read transaction
+//
+// clang-format on
+//
+// Invariants (AssertInvariants and Finish check 1 and 2):
+//   1. A read runs only on a snapshot that is durable, and at least as new as every write
+//      acknowledged before it was submitted (Request::snapshot_min_ = acked_epoch_ then).
+//   2. While a group's fsync is in flight, the newest durable snapshot stays pinned, so reads
+//      keep being answered.
+//   3. A write is acknowledged only once its epoch is durable and some reader shows it
+//      (visible_epoch_), so a read submitted after the acknowledgement finds a snapshot that
+//      holds the write without waiting. Two exceptions, where no new read is waiting to be
+//      served: a closing or poisoned database, and a reader that cannot be pinned (an I/O
+//      error, pin_error_), when reads fail with that error rather than run on an older snapshot.
+//   4. A read of a Client waits (in held_) while an earlier write of the same client is not
+//      delivered, so a client reads its own writes.
+// Checkpoints: a pinned snapshot keeps SQLite from copying WAL frames it may read and from
+// restarting the WAL, so Checkpoint() unpins the idle readers, checkpoints, and pins them again
+// at the same (durable) state; only a read that is running keeps its snapshot meanwhile.
 //
 // Example:
 //
@@ -102,6 +145,9 @@ inline constexpr uint32_t kReadersDefault = 2;
 // Rows a read steps per tick before yielding, so one big query cannot starve the loop. 64 rows
 // of a typical table is a few microseconds.
 inline constexpr uint32_t kRowsPerTickDefault = 64;
+// Reads a database starts in one tick; each runs its first slice at once, so a point read is
+// answered in the tick it starts. 256 point reads are a few hundred microseconds.
+inline constexpr uint32_t kReadsStartedPerTickMax = 256;
 // Requests in one group commit: bounds the time one transaction holds the writer and the work
 // redone if the group must be retried.
 inline constexpr uint32_t kGroupRequestsMaxDefault = 256;
@@ -170,6 +216,9 @@ struct DatabaseOptions {
   bool fail_begin_for_testing = false;
   // NEGATIVE CONTROL ONLY: acknowledge before the covering fsync. Tests prove they catch it.
   bool ack_before_fsync_for_testing = false;
+  // NEGATIVE CONTROL ONLY: reads run on the newest snapshot, durable or not, and are answered
+  // at once: they can see a group whose fsync has not completed. Tests prove they catch it.
+  bool read_undurable_for_testing = false;
 };
 
 struct DatabaseStats {
@@ -183,6 +232,9 @@ struct DatabaseStats {
   uint64_t budget_exceeded = 0;   // Requests stopped by a budget of SQLite work.
   uint64_t groups_cut_short = 0;  // Groups committed early because their slice was used.
   uint64_t begin_failures = 0;    // Times the writer could not begin a transaction.
+  uint64_t snapshot_pins = 0;     // Read transactions begun on readers (Pin).
+  uint64_t reads_held = 0;        // Client reads that waited for their client's earlier writes.
+  uint64_t reads_on_syncing = 0;  // Reads started while a group's fsync was in flight.
 };
 
 class Database {
@@ -249,6 +301,9 @@ class Database {
     uint64_t calls_this_request = 0;
     uint64_t request_calls_max = 0;
     Interrupt interrupted = Interrupt::kNone;  // Why Progress() stopped the statement.
+    // Readers: an open read transaction showing the database as of group epoch `snapshot`.
+    bool pinned = false;
+    uint64_t snapshot = 0;
   };
   // The queues of requests (waiting to run, waiting for durability): FIFOs through a
   // request's queue link.
@@ -292,8 +347,16 @@ class Database {
   static void DeliverRow(Request& r, sqlite3_stmt* stmt);
   static void DiscardRows(Request& r);
   void Checkpoint();
-  void StartReads();
-  void StepReads();
+  // Reader snapshots (the state machine above).
+  bool Pin(Connection& reader);
+  void Unpin(Connection& reader);
+  void RefreshSnapshots();
+  [[nodiscard]] Connection* ReaderFor(const Request& read);
+  [[nodiscard]] bool AnyReaderBusy() const;
+  void ReleaseHeld(Client& client);
+  // Starts and steps queued reads; returns true if more could start on the next tick.
+  bool ServeReads();
+  void StartRead(Connection& reader, Request& r);
   void StepRead(Connection& reader);
   void FinishClose();
   void CloseConnections();
@@ -305,8 +368,8 @@ class Database {
   [[nodiscard]] absl::Status RefuseBeforeRunning(const Request& r) const;
   void Finish(Request& request, absl::Status status);
   void AwaitDurable(Request& request);
-  static void Deliver(Request& request);
-  static void FailQueue(Queue& queue, const absl::Status& status);
+  void Deliver(Request& request);
+  void FailQueue(Queue& queue, const absl::Status& status);
   // The only writers of state_ and Request::state_: they check the transition (the tables
   // above and in db/request.h), then the invariants.
   void SetState(State next);
@@ -334,11 +397,15 @@ class Database {
   int last_write_rc_ = 0;         // SQLite's result for the last write statement.
   uint8_t begin_failures_ = 0;    // Consecutive ticks BEGIN failed on (kBeginAttemptsMax).
   uint64_t slice_calls_max_ = 0;  // options_.slice_vm_steps_max in progress-handler calls.
+  uint64_t visible_epoch_ = 0;    // Newest durable snapshot a reader has shown (invariant 3).
+  uint64_t acked_epoch_ = 0;      // Newest epoch of an acknowledged write (invariant 1).
+  absl::Status pin_error_;        // Why the last Pin failed; OK after one succeeds.
 
   Connection writer_;
   std::vector<std::unique_ptr<Connection>> readers_;
   Queue writes_;
   Queue reads_;
+  Queue held_;                   // Client reads behind their client's earlier writes.
   Queue awaiting_;               // Ran; waiting for their epoch to be durable.
   std::vector<Request*> group_;  // Reused: the requests of the running group.
   DatabaseStats stats_;

@@ -2,6 +2,7 @@
 // stepping reads. The lifecycle, queues and acknowledgements are in database.cc.
 #include <sqlite3.h>
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/cord.h"
@@ -480,37 +481,135 @@ bool Database::Commit(std::vector<Request*>& group, bool started_idle) {
   return true;
 }
 
-// ---- Reads ------------------------------------------------------------------------------------
+// ---- Reads: pinned snapshots --------------------------------------------------------------
 
-void Database::StartReads() {
+// Begins a read transaction on `reader` showing the writer's last commit (group_epoch_). The
+// three statements are cached, so re-pinning costs no parse and no allocation.
+bool Database::Pin(Connection& reader) {
+  SQLOOP_DCHECK(reader.current == nullptr, "Pin: a read is running on the reader");
+  Unpin(reader);
+  absl::Status status = RunInternal(reader, "BEGIN");
+  // A deferred BEGIN takes no snapshot; the first read of the database does.
+  if (status.ok()) status = RunInternal(reader, "PRAGMA schema_version");
+  if (!status.ok()) {
+    reader.denied.clear();
+    pin_error_ = SqliteError(reader, sqlite3_extended_errcode(reader.db));
+    if (sqlite3_get_autocommit(reader.db) == 0) (void)RunInternal(reader, "ROLLBACK");
+    return false;
+  }
+  reader.pinned = true;
+  reader.snapshot = group_epoch_;
+  pin_error_ = absl::OkStatus();
+  ++stats_.snapshot_pins;
+  return true;
+}
+
+void Database::Unpin(Connection& reader) {
+  if (!reader.pinned) return;
+  reader.pinned = false;
+  if (sqlite3_get_autocommit(reader.db) == 0) (void)RunInternal(reader, "COMMIT");
+}
+
+// Brings idle readers up to the writer's last commit. While that commit's fsync is in flight,
+// the reader showing the newest durable snapshot keeps it (invariant 2): the others become
+// pending and serve from the moment the fsync completes. Then records the newest durable
+// snapshot a reader shows (visible_epoch_), which lets acknowledgements up to it go out.
+void Database::RefreshSnapshots() {
+  const uint64_t durable = files_->durable_epoch();
+  const bool syncing = group_epoch_ > durable;
+  const Connection* keep = nullptr;
+  for (const auto& reader : readers_) {
+    if (reader->pinned && reader->snapshot <= durable &&
+        (keep == nullptr || reader->snapshot > keep->snapshot)) {
+      keep = reader.get();
+    }
+  }
   for (auto& reader : readers_) {
-    while (reader->current == nullptr && !reads_.empty()) {
-      Request* r = reads_.PopFront();
-      if (absl::Status refused = RefuseBeforeRunning(*r); !refused.ok()) {
-        Finish(*r, std::move(refused));
-        continue;
-      }
-      absl::StatusOr<sqlite3_stmt*> stmt = Prepare(*reader, *r);
-      absl::Status status = stmt.status();
-      if (status.ok()) status = Bind(*stmt, *r);
-      if (!status.ok()) {
-        if (stmt.ok()) sqlite3_clear_bindings(*stmt);
-        Finish(*r, std::move(status));
-        continue;
-      }
-      SetRequestState(*r, Request::State::kRunning);
-      // Every commit this read can see closed its epoch before now: this epoch covers them.
-      r->epoch = files_->epoch();
-      BeginRequest(*reader, *r);
-      reader->stmt = *stmt;
+    if (reader->current != nullptr) continue;  // Its read holds the snapshot until done.
+    if (reader->pinned && reader->snapshot == group_epoch_) continue;
+    if (syncing && reader.get() == keep) continue;
+    (void)Pin(*reader);
+  }
+  for (const auto& reader : readers_) {
+    if (reader->pinned && reader->snapshot <= durable) {
+      visible_epoch_ = std::max(visible_epoch_, reader->snapshot);
     }
   }
 }
 
-void Database::StepReads() {
+// The idle reader with the newest snapshot that `read` may run on (invariant 1), or null.
+Database::Connection* Database::ReaderFor(const Request& read) {
+  const uint64_t durable = files_->durable_epoch();
+  Connection* best = nullptr;
+  for (auto& reader : readers_) {
+    if (reader->current != nullptr || !reader->pinned) continue;
+    if (reader->snapshot < read.snapshot_min_) continue;
+    if (reader->snapshot > durable && !options_.read_undurable_for_testing) continue;
+    if (best == nullptr || reader->snapshot > best->snapshot) best = reader.get();
+  }
+  return best;
+}
+
+bool Database::AnyReaderBusy() const {
+  for (const auto& reader : readers_) {
+    if (reader->current != nullptr) return true;
+  }
+  return false;
+}
+
+// Reads that yielded take their next slice, then queued reads start in order, each on the
+// newest durable snapshot that is free, and run their first slice at once: a point read is
+// answered in the tick that starts it. At most kReadsStartedPerTickMax start per tick.
+bool Database::ServeReads() {
   for (auto& reader : readers_) {
     if (reader->current != nullptr) StepRead(*reader);
   }
+  for (uint32_t started = 0; started < kReadsStartedPerTickMax; ++started) {
+    Request* r = reads_.front();
+    if (r == nullptr) return false;
+    Connection* reader = ReaderFor(*r);
+    if (reader == nullptr) {
+      RefreshSnapshots();  // A reader freed since the last commit may be pinned now.
+      reader = ReaderFor(*r);
+    }
+    if (reader == nullptr) {
+      // No snapshot can be pinned (an I/O error), and nothing running will change that: the
+      // read fails with the cause rather than run on an older snapshot.
+      if (pin_error_.ok() || AnyReaderBusy() || group_epoch_ > files_->durable_epoch()) {
+        return false;  // A reader frees up, or the fsync completes (OnFilesChanged).
+      }
+      reads_.PopFront();
+      ++stats_.reads;
+      Finish(*r,
+             absl::Status(pin_error_.code(), absl::StrCat("could not begin a read transaction: ",
+                                                          pin_error_.message())));
+      continue;
+    }
+    reads_.PopFront();
+    StartRead(*reader, *r);
+    if (reader->current != nullptr) StepRead(*reader);
+  }
+  return !reads_.empty();
+}
+
+void Database::StartRead(Connection& reader, Request& r) {
+  if (absl::Status refused = RefuseBeforeRunning(r); !refused.ok()) {
+    Finish(r, std::move(refused));
+    return;
+  }
+  absl::StatusOr<sqlite3_stmt*> stmt = Prepare(reader, r);
+  absl::Status status = stmt.status();
+  if (status.ok()) status = Bind(*stmt, r);
+  if (!status.ok()) {
+    if (stmt.ok()) sqlite3_clear_bindings(*stmt);
+    Finish(r, std::move(status));
+    return;
+  }
+  SetRequestState(r, Request::State::kRunning);
+  if (group_epoch_ > files_->durable_epoch()) ++stats_.reads_on_syncing;
+  r.epoch = reader.snapshot;  // What the read sees is covered by this (durable) epoch.
+  BeginRequest(reader, r);
+  reader.stmt = *stmt;
 }
 
 void Database::StepRead(Connection& reader) {
@@ -528,7 +627,7 @@ void Database::StepRead(Connection& reader) {
       if (r->cancel_requested_) break;  // Asked from on_row: stop before the next step.
     }
     if (rc == SQLITE_ROW && !r->cancel_requested_) {
-      ++stats_.read_steps_yielded;  // The snapshot stays open until the next tick.
+      ++stats_.read_steps_yielded;  // The snapshot stays pinned until the read is done.
       return;
     }
   }
@@ -539,7 +638,14 @@ void Database::StepRead(Connection& reader) {
   sqlite3_clear_bindings(reader.stmt);
   reader.current = nullptr;
   reader.stmt = nullptr;
-  if ((rc & 0xff) == SQLITE_BUSY && r->busy_retries_ < kBusyRetriesMax) {
+  const int primary = rc & 0xff;
+  if (sqlite3_get_autocommit(reader.db) != 0 || primary == SQLITE_IOERR ||
+      primary == SQLITE_CORRUPT || primary == SQLITE_NOMEM) {
+    // SQLite ended the read transaction, or may have left its pager in an error state: the
+    // next read gets a fresh snapshot.
+    Unpin(reader);
+  }
+  if ((primary == SQLITE_BUSY || primary == SQLITE_LOCKED) && r->busy_retries_ < kBusyRetriesMax) {
     ++r->busy_retries_;
     DiscardRows(*r);
     SetRequestState(*r, Request::State::kQueued);

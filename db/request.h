@@ -6,9 +6,10 @@
 // (prepared once and cached per connection), its parameters, a row callback and a completion
 // callback that receives an absl::Status.
 //
-// A read runs on a reader connection against a consistent snapshot; a write runs on the
-// writer inside a group commit. Either way the completion callback is the acknowledgement:
-// success is only reported once everything the request wrote or saw is on disk (docs/db.md).
+// A read runs on a reader connection against the newest durable snapshot, so it never waits
+// for an fsync and never sees data a crash could take back; a write runs on the writer inside a
+// group commit, and its completion callback is the acknowledgement: success is only reported
+// once what it wrote is on disk (docs/db.md).
 //
 // Parameters live inline (kRequestParamsInline of them without touching the heap); text and
 // blob parameters point at caller memory, which must stay valid until `on_done` ran.
@@ -141,6 +142,7 @@ struct Request {
   bool cancel_requested_ = false;
   uint8_t busy_retries_ = 0;
   bool rows_delivered_ = false;  // on_row ran since the request last started.
+  uint64_t snapshot_min_ = 0;    // A read's oldest allowed snapshot (db/database.h).
   absl::Status status_;
   ListLink<Request> queue_link_;   // In one of the Database's queues.
   ListLink<Request> client_link_;  // In its Client's FIFO.
@@ -158,10 +160,13 @@ inline constexpr absl::string_view kBudgetExceededPayload = "type.sqloop/budget-
 
 // Requests that must complete in submission order share a Client (caller-owned, e.g. one per
 // network connection). An intrusive FIFO: no allocation.
+// A Client's reads see its earlier writes: a read submitted behind a write of the same client
+// starts once that write is acknowledged. A Client is used with one Database at a time.
 class Client {
  private:
   friend class Database;
   IntrusiveList<Request, &Request::client_link_> requests_;  // Submitted, not yet delivered.
+  uint32_t writes_pending_ = 0;                              // Writes among them.
 };
 
 }  // namespace sqloop::db

@@ -37,7 +37,18 @@ void RecordingBackend::Submit(io::Op* op) {
     op->kind = io::OpKind::kNop;  // The operation does not happen.
     break;
   }
+  if (hold_ == op->kind) {
+    held_ops_.push_back(op);
+    return;
+  }
   inner_->Submit(op);
+}
+
+void RecordingBackend::ReleaseHeld() {
+  hold_.reset();
+  std::vector<io::Op*> held;
+  held.swap(held_ops_);
+  for (io::Op* op : held) inner_->Submit(op);
 }
 
 absl::Status RecordingBackend::Tick(bool wait, int64_t deadline_ns, io::OpList& completed) {

@@ -22,6 +22,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -56,6 +57,12 @@ class RecordingBackend final : public io::Backend {
   // without running. `persistent`: that one and every later one of the kind.
   void FailNth(io::OpKind kind, uint32_t nth, int error, bool persistent = false);
   void ClearFaults() { rules_.clear(); }
+  // Submissions of `kind` from now on are held back instead of reaching the backend, so they
+  // stay in flight for as long as the test needs (an fsync the database is waiting for, say);
+  // ReleaseHeld() submits them. While any is held, run the loop with RunMode::kNoWait.
+  void Hold(io::OpKind kind) { hold_ = kind; }
+  void ReleaseHeld();
+  [[nodiscard]] size_t held() const { return held_ops_.size(); }
 
   [[nodiscard]] const std::vector<TraceEvent>& events() const { return events_; }
   [[nodiscard]] uint64_t completed_of(io::OpKind kind) const;
@@ -69,7 +76,9 @@ class RecordingBackend final : public io::Backend {
   [[nodiscard]] int64_t NowNs() override { return inner_->NowNs(); }
   void Wake() override { inner_->Wake(); }
   [[nodiscard]] int PollableFd() override { return inner_->PollableFd(); }
-  [[nodiscard]] uint32_t in_flight() const override { return inner_->in_flight(); }
+  [[nodiscard]] uint32_t in_flight() const override {
+    return inner_->in_flight() + static_cast<uint32_t>(held_ops_.size());
+  }
   [[nodiscard]] io::BackendStats stats() const override { return inner_->stats(); }
   void TraceTimerFired(int64_t deadline_ns, uint64_t sequence) override {
     inner_->TraceTimerFired(deadline_ns, sequence);
@@ -91,6 +100,8 @@ class RecordingBackend final : public io::Backend {
   std::vector<Rule> rules_;
   absl::flat_hash_map<const io::Op*, Faked> faked_;
   std::vector<TraceEvent> events_;
+  std::optional<io::OpKind> hold_;
+  std::vector<io::Op*> held_ops_;
 };
 
 // A directory for one test's databases: a fresh mkdtemp directory on real backends (removed
