@@ -565,6 +565,8 @@ void Database::Serve() {
   AckDurable();
   if (files_->poisoned()) {
     BecomePoisoned();
+    // Reads already running are on durable snapshots: they finish.
+    if (ServeReads() || AnyReaderBusy()) ArmPump();
     AssertInvariants();
     return;
   }
@@ -583,6 +585,9 @@ void Database::Serve() {
     }
   }
   const bool more_reads = ServeReads();
+  // A read that finished freed its reader, which may now show writes waiting for a reader.
+  RefreshSnapshots();
+  AckDurable();
   // Come back while a read is running or more could start now: nothing else (no completion,
   // no fsync) may be coming to wake the database up. Reads that wait for a pending snapshot
   // are woken by its fsync (OnFilesChanged).

@@ -216,6 +216,8 @@ struct DatabaseOptions {
   bool fail_begin_for_testing = false;
   // NEGATIVE CONTROL ONLY: acknowledge before the covering fsync. Tests prove they catch it.
   bool ack_before_fsync_for_testing = false;
+  // NEGATIVE CONTROL ONLY (liveness): no group commit starts after this many (0: no limit).
+  uint32_t stop_group_commits_after_for_testing = 0;
   // NEGATIVE CONTROL ONLY: reads run on the newest snapshot, durable or not, and are answered
   // at once: they can see a group whose fsync has not completed. Tests prove they catch it.
   bool read_undurable_for_testing = false;

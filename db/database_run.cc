@@ -318,6 +318,8 @@ void Database::DiscardRows(Request& r) {
 }
 
 void Database::RunGroup() {
+  const uint32_t stop_after = options_.stop_group_commits_after_for_testing;
+  if (stop_after != 0 && stats_.groups >= stop_after) return;  // Liveness negative control.
   writer_.calls_this_slice = 0;  // Retries share the slice: the tick stays bounded.
   for (int attempt = 0; attempt < kGroupAttemptsMax && !writes_.empty() && !SliceUsed(writer_);
        ++attempt) {
@@ -499,7 +501,8 @@ bool Database::Pin(Connection& reader) {
   }
   reader.pinned = true;
   reader.snapshot = group_epoch_;
-  pin_error_ = absl::OkStatus();
+  // The exception of invariants 2 and 3 ends once a reader serves a durable snapshot again.
+  if (group_epoch_ <= files_->durable_epoch()) pin_error_ = absl::OkStatus();
   ++stats_.snapshot_pins;
   return true;
 }
@@ -641,9 +644,11 @@ void Database::StepRead(Connection& reader) {
   const int primary = rc & 0xff;
   if (sqlite3_get_autocommit(reader.db) != 0 || primary == SQLITE_IOERR ||
       primary == SQLITE_CORRUPT || primary == SQLITE_NOMEM) {
-    // SQLite ended the read transaction, or may have left its pager in an error state: the
-    // next read gets a fresh snapshot.
+    // SQLite ended the read transaction (it rolls back on an I/O error, even in a read), or
+    // may have left its pager in an error state: the reader is pinned afresh. Until then it
+    // counts as a reader that could not be pinned (invariant 3's exception).
     Unpin(reader);
+    pin_error_ = status;
   }
   if ((primary == SQLITE_BUSY || primary == SQLITE_LOCKED) && r->busy_retries_ < kBusyRetriesMax) {
     ++r->busy_retries_;

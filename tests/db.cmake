@@ -19,3 +19,10 @@ sqloop_test(db_memory_test SOURCES ${_db_tests}/db_memory_test.cc
             LIBS sqloop_db_test_support sqloop::heap_counter)
 sqloop_test(db_isolation_test SOURCES ${_db_tests}/db_isolation_test.cc
             LIBS sqloop_db_test_support)
+
+# Snapshot reads: every read checked against durability and acknowledgements (sqloop_sim
+# --workload=db_reads).
+target_sources(sqloop_sim_workloads PRIVATE ${_db_tests}/workloads/db_reads.cc)
+sqloop_test(db_reads_sim_test SOURCES ${_db_tests}/db_reads_sim_test.cc LIBS sqloop_sim_workloads)
+target_compile_definitions(db_reads_sim_test PRIVATE SQLOOP_SIM_BINARY="$<TARGET_FILE:sqloop_sim>")
+add_dependencies(db_reads_sim_test sqloop_sim)

@@ -1,0 +1,398 @@
+// The "db_reads" workload: reads against concurrent group commits on the simulator, every read
+// result checked against durability and acknowledgements at the moment it is delivered.
+//
+// One process opens /data/reads.db with options drawn from the seed (readers, rows per tick,
+// checkpoint frequency, group size), creates t(id INTEGER PRIMARY KEY), and runs:
+//   * writers: closed loops, each inserting the next id (ids are handed out in submission
+//     order, one write at a time per writer), until kWrites have been submitted;
+//   * readers: closed loops of `SELECT max(id) FROM t` and, now and then, a scan of every id
+//     that runs over several ticks when rows_per_tick is small;
+//   * a session: a Client that submits a write and, without waiting, a read of that id.
+// Faults are the seed's swarm mix (I/O errors, latencies); a failed request is fine, a wrong
+// answer is not. At each successful read the checker requires, with m the newest id it saw:
+//   1. never newer than durable: the write that inserted m has a durable epoch now;
+//   2. never older than acknowledged: m >= every id acknowledged before the read was submitted;
+//   3. read-your-writes: a session read sees its session's write.
+// A watchdog in virtual time ends a run that stops making progress, naming what was pending.
+//
+// The negative control (WorkloadOptions::ack_before_fsync, here "answer before the covering
+// fsync") sets DatabaseOptions::read_undurable_for_testing: reads then run on the newest
+// snapshot, durable or not, and property 1 must catch it.
+#include <sqlite3.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "db/database.h"
+#include "db/database_files.h"
+#include "db/vfs.h"
+#include "io/sim_backend.h"
+#include "io/sim_trace.h"
+#include "loop/loop.h"
+#include "tests/sim_workload.h"
+
+namespace sqloop::testing {
+namespace {
+
+using loop::Action;
+using loop::Completion;
+using loop::Loop;
+
+constexpr char kDirectory[] = "/data";
+constexpr char kDatabasePath[] = "/data/reads.db";
+constexpr uint32_t kWrites = 160;
+constexpr uint32_t kWritersMax = 6;
+constexpr uint32_t kReadersMax = 8;
+constexpr uint32_t kSessionRounds = 12;
+// One read in this many is a full scan (several ticks when rows_per_tick is small).
+constexpr uint32_t kScanOneIn = 6;
+// A reader pauses up to this long (simulated) between reads, so reads spread over the run
+// rather than spin: about one fsync's latency.
+constexpr int64_t kThinkNsMax = 400'000;
+// Far beyond what a run takes (tens of milliseconds of simulated time with the default
+// latencies): firing means no progress.
+constexpr int64_t kWatchdogNs = 120'000'000'000;
+constexpr uint64_t kTraceRead = 0x4eadu;
+
+struct Write {
+  class Run* run = nullptr;
+  int64_t id = 0;
+  db::Request request;
+  bool acked = false;
+  bool session = false;  // Written by the session (a Client), not by a writer loop.
+};
+
+struct Reader {
+  class Run* run = nullptr;
+  db::Request request;
+  int64_t newest = 0;         // The newest id the current read saw.
+  int64_t acked_before = 0;   // The newest id acknowledged when it was submitted.
+  int64_t session_write = 0;  // For the session's read: the id it must see.
+  bool scan = false;
+  Completion think;  // The pause before its next read.
+};
+
+class Run {
+ public:
+  Run(io::SimBackend& sim, Loop& loop, db::Vfs& vfs, const db::DatabaseOptions& options)
+      : sim_(sim), loop_(loop), database_(loop, vfs, kDatabasePath, options) {
+    watchdog_.user_data = this;
+    watchdog_.callback = &Run::OnWatchdog;
+  }
+
+  void Start() {
+    loop_.Timer(watchdog_, absl::Nanoseconds(kWatchdogNs));
+    database_.Open(&Run::OnOpened, this);
+  }
+
+  [[nodiscard]] const std::string& violation() const { return violation_; }
+  [[nodiscard]] std::string Summary() const {
+    const db::DatabaseStats& s = database_.stats();
+    return absl::StrCat(writes_.size(), " writes (", acked_, " acked), ", reads_ok_,
+                        " reads checked (", scans_ok_, " scans, ", session_reads_ok_, " session), ",
+                        reads_failed_, " reads failed; groups ", s.groups, ", checkpoints ",
+                        s.checkpoints, ", pins ", s.snapshot_pins, ", reads while a group synced ",
+                        s.reads_on_syncing, ", held ", s.reads_held);
+  }
+
+ private:
+  static void OnOpened(void* arg, absl::Status status) {
+    auto* run = static_cast<Run*>(arg);
+    if (!status.ok()) return run->Finish();
+    run->create_.kind = db::Request::Kind::kWrite;
+    run->create_.sql = "CREATE TABLE t(id INTEGER PRIMARY KEY)";
+    run->create_.user_data = run;
+    run->create_.on_done = [](db::Request& r, absl::Status s) {
+      auto* self = static_cast<Run*>(r.user_data);
+      if (!s.ok()) return self->Finish();
+      self->StartTraffic();
+    };
+    if (!run->database_.Submit(run->create_).ok()) run->Finish();
+  }
+
+  void StartTraffic() {
+    const auto writers = static_cast<uint32_t>(sim_.prng().Range(1, kWritersMax));
+    const auto readers = static_cast<uint32_t>(sim_.prng().Range(1, kReadersMax));
+    readers_.resize(readers);
+    for (uint32_t i = 0; i < writers; ++i) NextWrite();
+    for (Reader& reader : readers_) {
+      reader.run = this;
+      reader.think.user_data = &reader;
+      reader.think.callback = [](Loop& /*loop*/, Completion& c) {
+        auto& self = *static_cast<Reader*>(c.user_data);
+        self.run->NextRead(self);
+        return Action::kDisarm;
+      };
+      NextRead(reader);
+    }
+    session_read_.run = this;
+    NextSession();
+  }
+
+  void NextWrite() {
+    if (writes_.size() >= kWrites || finished_) return;
+    Write& write = writes_.emplace_back();
+    write.run = this;
+    write.id = static_cast<int64_t>(writes_.size());
+    write.request.kind = db::Request::Kind::kWrite;
+    write.request.sql = "INSERT INTO t(id) VALUES (?)";
+    write.request.params = {db::Value::Int(write.id)};
+    write.request.user_data = &write;
+    write.request.on_done = &Run::OnWritten;
+    if (database_.Submit(write.request).ok()) {
+      ++pending_;
+    } else {
+      writes_.pop_back();
+      Finish();
+    }
+  }
+
+  static void OnWritten(db::Request& request, absl::Status status) {
+    auto& write = *static_cast<Write*>(request.user_data);
+    Run& run = *write.run;
+    --run.pending_;
+    if (status.ok()) {
+      write.acked = true;
+      ++run.acked_;
+      run.acked_newest_ = std::max(run.acked_newest_, write.id);
+    }
+    if (write.session) return run.NextSessionIfDone();
+    run.NextWrite();
+    run.MaybeFinish();
+  }
+
+  void NextRead(Reader& reader) {
+    if (finished_ || writes_.size() >= kWrites) return MaybeFinish();
+    reader.scan = sim_.prng().Below(kScanOneIn) == 0;
+    reader.newest = 0;
+    reader.acked_before = acked_newest_;
+    reader.session_write = 0;
+    Prime(reader, reader.scan ? "SELECT id FROM t" : "SELECT max(id) FROM t");
+    if (database_.Submit(reader.request).ok()) {
+      ++pending_;
+    } else {
+      Finish();
+    }
+  }
+
+  void Prime(Reader& reader, absl::string_view sql) {
+    reader.request.kind = db::Request::Kind::kRead;
+    reader.request.sql = sql;
+    reader.request.user_data = &reader;
+    reader.request.on_row = [](db::Request& r, const db::Row& row) {
+      auto& self = *static_cast<Reader*>(r.user_data);
+      if (row.type(0) == db::Value::Type::kInt) self.newest = std::max(self.newest, row.Int(0));
+    };
+    reader.request.on_rows_discarded = [](db::Request& r) {
+      static_cast<Reader*>(r.user_data)->newest = 0;
+    };
+    reader.request.on_done = &Run::OnRead;
+  }
+
+  static void OnRead(db::Request& request, absl::Status status) {
+    auto& reader = *static_cast<Reader*>(request.user_data);
+    Run& run = *reader.run;
+    --run.pending_;
+    if (status.ok()) {
+      run.Check(reader);
+      if (!run.violation_.empty()) run.finished_ = true;  // The verdict is in: wind down.
+    } else {
+      ++run.reads_failed_;
+    }
+    run.sim_.Trace(kTraceRead);
+    run.sim_.Trace(static_cast<uint64_t>(reader.newest));
+    if (&reader == &run.session_read_) return run.NextSessionIfDone();
+    if (run.finished_ || run.writes_.size() >= kWrites) return run.MaybeFinish();
+    run.loop_.Timer(reader.think,
+                    absl::Nanoseconds(static_cast<int64_t>(run.sim_.prng().Below(kThinkNsMax))));
+  }
+
+  // The three properties of the file comment, at the moment of delivery.
+  void Check(const Reader& reader) {
+    ++reads_ok_;
+    scans_ok_ += reader.scan ? 1 : 0;
+    const db::DatabaseFiles* files = database_.files();
+    const uint64_t durable = files != nullptr ? files->durable_epoch() : 0;
+    if (reader.newest > 0) {
+      const Write& seen = writes_[static_cast<size_t>(reader.newest - 1)];
+      if (seen.request.epoch > durable && violation_.empty()) {
+        violation_ =
+            absl::StrCat("a read saw id ", reader.newest, " of epoch ", seen.request.epoch,
+                         ", but the durable epoch was ", durable, " when the read was answered");
+      }
+    }
+    if (reader.newest < reader.acked_before && violation_.empty()) {
+      violation_ = absl::StrCat("a read saw ids up to ", reader.newest, ", but id ",
+                                reader.acked_before, " was acknowledged before it was submitted");
+    }
+    if (reader.session_write != 0) {
+      ++session_reads_ok_;
+      // Delivered after its client's write, so that write's outcome is known; a failed one
+      // wrote nothing to see.
+      const bool acked = writes_[static_cast<size_t>(reader.session_write - 1)].acked;
+      if (acked && reader.newest < reader.session_write && violation_.empty()) {
+        violation_ = absl::StrCat("a session read saw ids up to ", reader.newest,
+                                  ", not its own earlier write ", reader.session_write);
+      }
+    }
+    if (reader.request.epoch > durable && violation_.empty()) {
+      violation_ = absl::StrCat("a read was answered from epoch ", reader.request.epoch,
+                                " before it was durable (", durable, ")");
+    }
+  }
+
+  // The session: a write and, without waiting for it, a read through the same Client.
+  void NextSession() {
+    if (finished_ || session_rounds_ == kSessionRounds || writes_.size() >= kWrites) {
+      return MaybeFinish();
+    }
+    ++session_rounds_;
+    Write& write = writes_.emplace_back();
+    write.run = this;
+    write.session = true;
+    write.id = static_cast<int64_t>(writes_.size());
+    write.request.kind = db::Request::Kind::kWrite;
+    write.request.sql = "INSERT INTO t(id) VALUES (?)";
+    write.request.params = {db::Value::Int(write.id)};
+    write.request.user_data = &write;
+    write.request.on_done = &Run::OnWritten;
+    write.request.client = &session_;
+    if (!database_.Submit(write.request).ok()) return Finish();
+    ++pending_;
+    session_outstanding_ = 1;
+    session_read_.acked_before = acked_newest_;
+    session_read_.newest = 0;
+    session_read_.scan = false;
+    session_read_.session_write = write.id;
+    Prime(session_read_, "SELECT max(id) FROM t");
+    session_read_.request.client = &session_;
+    if (database_.Submit(session_read_.request).ok()) {
+      ++pending_;
+      ++session_outstanding_;
+    }
+  }
+
+  void NextSessionIfDone() {
+    if (--session_outstanding_ == 0) NextSession();
+    MaybeFinish();
+  }
+
+  // The run ends when every write was submitted (or the database refused one) and nothing is
+  // pending; a think timer that fires later finds it over.
+  void MaybeFinish() {
+    if (pending_ == 0 && (finished_ || writes_.size() >= kWrites)) Close();
+  }
+
+  void Finish() {
+    finished_ = true;
+    MaybeFinish();
+  }
+
+  void Close() {
+    if (closed_) return;
+    closed_ = true;
+    loop_.Cancel(watchdog_);
+    const db::Database::State state = database_.state();
+    if (state == db::Database::State::kReady || state == db::Database::State::kPoisoned ||
+        state == db::Database::State::kFailed) {
+      database_.Close([](void*, absl::Status) {}, nullptr);
+    }
+  }
+
+  static Action OnWatchdog(Loop& /*loop*/, Completion& c) {
+    auto* run = static_cast<Run*>(c.user_data);
+    if (c.result() == -ECANCELED) return Action::kDisarm;
+    if (run->violation_.empty()) {
+      run->violation_ = absl::StrCat("watchdog: no progress after ", kWatchdogNs / 1'000'000'000,
+                                     " s of simulated time; ", run->pending_, " requests pending; ",
+                                     run->Summary());
+    }
+    run->finished_ = true;
+    run->sim_.Crash();  // Every pending operation fails, so the requests complete and it ends.
+    run->closed_ = true;
+    const db::Database::State state = run->database_.state();
+    if (state == db::Database::State::kReady || state == db::Database::State::kPoisoned) {
+      run->database_.Close([](void*, absl::Status) {}, nullptr);
+    }
+    return Action::kDisarm;
+  }
+
+  io::SimBackend& sim_;
+  Loop& loop_;
+  db::Database database_;
+  Completion watchdog_;
+  db::Request create_;
+  std::deque<Write> writes_;  // A deque: requests never move once submitted.
+  std::vector<Reader> readers_;
+  db::Client session_;
+  Reader session_read_;
+  uint32_t session_rounds_ = 0;
+  uint32_t session_outstanding_ = 0;
+  int64_t acked_newest_ = 0;
+  uint32_t pending_ = 0;
+  uint32_t acked_ = 0;
+  uint32_t reads_ok_ = 0;
+  uint32_t scans_ok_ = 0;
+  uint32_t session_reads_ok_ = 0;
+  uint32_t reads_failed_ = 0;
+  bool finished_ = false;
+  bool closed_ = false;
+  std::string violation_;
+};
+
+// Swarm over configuration: each seed draws the options that decide which paths run.
+db::DatabaseOptions DrawOptions(io::Prng& prng, const WorkloadOptions& options) {
+  db::DatabaseOptions drawn;
+  // The negative control needs a second reader to hold the undurable snapshot it must catch.
+  drawn.readers = static_cast<uint32_t>(prng.Range(options.ack_before_fsync ? 2 : 1, 3));
+  constexpr uint32_t kRowsPerTick[] = {1, 4, 64};
+  drawn.rows_per_tick = kRowsPerTick[prng.Below(3)];
+  constexpr uint32_t kCheckpointFrames[] = {4, 32, db::kCheckpointFramesDefault};
+  drawn.checkpoint_frames = kCheckpointFrames[prng.Below(3)];
+  drawn.group_requests_max = prng.Chance(0.5) ? 4 : db::kGroupRequestsMaxDefault;
+  drawn.read_undurable_for_testing = options.ack_before_fsync;
+  return drawn;
+}
+
+WorkloadResult RunDbReads(uint64_t seed, const WorkloadOptions& options) {
+  sqlite3_test_control(SQLITE_TESTCTRL_PRNG_SEED, static_cast<int>(seed), nullptr);
+  std::unique_ptr<io::SimBackend> backend = FirstSimulator(seed, options, kDirectory);
+  io::SimBackend& sim = *backend;
+  const std::string faults = sim.DescribeFaults();
+  const db::DatabaseOptions drawn = DrawOptions(sim.prng(), options);
+  Loop loop(std::move(backend), loop::LoopOptions{});
+  absl::StatusOr<std::unique_ptr<db::Vfs>> vfs = db::Vfs::Create(loop);
+  SQLOOP_CHECK(vfs.ok(), "db_reads: the VFS could not be registered");
+  WorkloadResult result;
+  std::string summary;
+  {
+    auto run = std::make_unique<Run>(sim, loop, **vfs, drawn);
+    run->Start();
+    const absl::Status status = loop.Run(loop::RunMode::kUntilDone);
+    result.failure = !status.ok() ? absl::StrCat("run: ", status.message()) : run->violation();
+    summary = run->Summary();
+  }
+  result.ok = result.failure.empty();
+  result.summary =
+      absl::StrCat(summary, "; readers ", drawn.readers, ", rows/tick ", drawn.rows_per_tick,
+                   ", checkpoint frames ", drawn.checkpoint_frames, ", group max ",
+                   drawn.group_requests_max, "; faults: ", faults);
+  result.trace_hash = sim.trace_hash();
+  return result;
+}
+
+}  // namespace
+
+SQLOOP_REGISTER_WORKLOAD(db_reads,
+                         "reads beside group commits: never newer than durable, never older than "
+                         "acknowledged, a client reads its own writes",
+                         RunDbReads);
+
+}  // namespace sqloop::testing
