@@ -25,9 +25,18 @@
 
 namespace sqloop::internal {
 
-// Prints "file:line: check failed: condition: message" to stderr and aborts.
+// Prints "file:line: check failed: condition: message" to stderr, runs the fatal hook (if
+// set), and aborts.
 [[noreturn]] void CheckFailed(const char* file, int line, const char* condition,
                               const char* message);
+
+// Runs after a failed check has printed its message and before the process aborts. Tests set
+// one to print what replays the failure (the simulator's seed and command line). It must not
+// allocate much, and must not fail a check itself (a second failure aborts at once).
+using FatalHook = void (*)();
+// Installs `hook` (nullptr: none) and returns the previous one. Not thread-safe: set it before
+// the threads that may fail start, as test drivers do.
+FatalHook SetFatalHook(FatalHook hook);
 
 }  // namespace sqloop::internal
 

@@ -153,7 +153,12 @@ int64_t DatabaseFiles::OpenFile(FileRole role, int flags) {
     }
   }
   io::Op size_op{.kind = io::OpKind::kFileSize, .fd = static_cast<int>(fd)};
-  const int64_t size = RunNow(size_op);
+  int64_t size = RunNow(size_op);
+  if (role == FileRole::kMain && size > 0) {
+    if (const int64_t rolled = RollBackFirstTransaction(static_cast<int>(fd), size); rolled < 0) {
+      size = rolled;
+    }
+  }
   if (size < 0) {
     io::Op close_op{.kind = io::OpKind::kClose, .fd = static_cast<int>(fd)};
     (void)RunNow(close_op);
@@ -163,6 +168,65 @@ int64_t DatabaseFiles::OpenFile(FileRole role, int flags) {
   f.size_bytes = static_cast<uint64_t>(size);
   f.exists = true;
   f.known = true;
+  return 0;
+}
+
+// A new database's first transaction (the switch to WAL, which writes page 1) runs with a
+// rollback journal whose header says the database had 0 pages. A crash in it can leave page 1
+// torn beside that journal. SQLite rolls such a journal back (truncates the file to 0 pages),
+// but sqlite3BtreeOpen reads the header's vacuum flags before the rollback and writes the torn
+// values into the new page 1, so quick_check fails for ever (db_crash seed 6962). Nothing in
+// that file was ever committed: this does SQLite's own rollback first, before SQLite reads a
+// byte: truncate to 0 and make it durable, then remove the journal and make that durable. It
+// acts only where SQLite's rollback would truncate to 0: the main file not open in this process
+// (so no connection of ours owns the journal; the OS lock keeps other processes out), and a
+// journal that starts with a valid header naming 0 pages. Returns 0 or -errno; `size_bytes`
+// becomes 0 if it rolled back.
+int64_t DatabaseFiles::RollBackFirstTransaction(int main_fd, int64_t& size_bytes) {
+  // SQLite's journal header (pager.c): 8 bytes of magic, the record count, the checksum seed,
+  // the database's size in pages before the transaction (big-endian), sector and page sizes.
+  constexpr unsigned char kMagic[8] = {0xd9, 0xd5, 0x05, 0xf9, 0x20, 0xa1, 0x63, 0xd7};
+  constexpr uint32_t kHeaderBytes = 28;
+  constexpr uint32_t kInitialPagesOffset = 16;
+  const std::string& journal = file(FileRole::kJournal).path;
+  io::Op open_op{.kind = io::OpKind::kOpenAt,
+                 .fd = AT_FDCWD,
+                 .flags = O_RDONLY | O_CLOEXEC,
+                 .path = journal.c_str()};
+  const int64_t fd = RunNow(open_op);
+  if (fd < 0) return fd == -ENOENT ? 0 : fd;
+  unsigned char header[kHeaderBytes] = {};
+  io::Op read_op{.kind = io::OpKind::kRead,
+                 .fd = static_cast<int>(fd),
+                 .buffer = header,
+                 .length = kHeaderBytes};
+  const int64_t read = RunNow(read_op);
+  io::Op close_op{.kind = io::OpKind::kClose, .fd = static_cast<int>(fd)};
+  (void)RunNow(close_op);
+  if (read < 0) return read;
+  const unsigned char* pages = header + kInitialPagesOffset;
+  if (read < kHeaderBytes || std::memcmp(header, kMagic, sizeof(kMagic)) != 0 ||
+      (pages[0] | pages[1] | pages[2] | pages[3]) != 0) {
+    return 0;  // Not a first transaction's journal: SQLite's own recovery handles it.
+  }
+  io::Op truncate_op{.kind = io::OpKind::kFtruncate, .fd = main_fd, .offset = 0};
+  io::Op sync_op{.kind = io::OpKind::kFsync, .fd = main_fd};
+  io::Op unlink_op{.kind = io::OpKind::kUnlink, .fd = AT_FDCWD, .path = journal.c_str()};
+  for (io::Op* op : {&truncate_op, &sync_op, &unlink_op}) {
+    if (const int64_t result = RunNow(*op); result < 0) return result;
+  }
+  io::Op dir_op{.kind = io::OpKind::kOpenAt,
+                .fd = AT_FDCWD,
+                .flags = O_RDONLY | O_DIRECTORY | O_CLOEXEC,
+                .path = dir_path_.c_str()};
+  const int64_t dir = RunNow(dir_op);
+  if (dir < 0) return dir;
+  io::Op dir_sync{.kind = io::OpKind::kFsync, .fd = static_cast<int>(dir)};
+  const int64_t synced = RunNow(dir_sync);
+  io::Op dir_close{.kind = io::OpKind::kClose, .fd = static_cast<int>(dir)};
+  (void)RunNow(dir_close);
+  if (synced < 0) return synced;
+  size_bytes = 0;
   return 0;
 }
 

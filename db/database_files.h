@@ -184,6 +184,8 @@ class DatabaseFiles {
   void Overlay(FileRole role, char* out, uint64_t offset, uint64_t length) const;
   void Notify();
   void CloseIdleDescriptors();
+  // Rolls back a hot journal left by a database's first transaction (see the definition).
+  [[nodiscard]] int64_t RollBackFirstTransaction(int main_fd, int64_t& size_bytes);
   [[nodiscard]] int64_t RunNow(io::Op& op);
   void AssertInvariants() const;
   static loop::Action OnOpDone(loop::Loop& loop, loop::Completion& c);

@@ -90,6 +90,7 @@ void SimBackend::DrawSwarm() {
   f.short_net = maybe(kSwarmShortMax);
   f.eintr = maybe(kSwarmRetryMax);
   f.eagain = maybe(kSwarmRetryMax);
+  DrawSwarmMetadataFaults();
   const double keep = prng_.Unit();
   const double tear = prng_.Unit() * (1.0 - keep);
   const double keep_name = prng_.Unit();
@@ -99,6 +100,28 @@ void SimBackend::DrawSwarm() {
   disk_->SetCrashProbabilities(keep, tear, keep_name);
 }
 
+// Fault classes added after the first: drawn from a generator of their own, and each op draws
+// for them only while they are on, so every seed that has them off runs exactly as it did
+// before they existed (old replay commands and pinned traces hold).
+void SimBackend::DrawSwarmMetadataFaults() {
+  Prng draws(options_.seed ^ 0x3e7a'da7a'fa17'5eedULL);
+  auto maybe = [&draws](double max) {
+    const bool on = draws.Chance(0.5);
+    const uint64_t permille = draws.Below(1001);
+    return on ? max * static_cast<double>(permille) / 1000.0 : 0.0;
+  };
+  SimFaults& f = options_.faults;
+  f.meta_eio = maybe(kSwarmErrorMax);
+  f.close_eio = maybe(kSwarmErrorMax);
+}
+
+bool SimBackend::InjectMetadataError(double probability) {
+  if (probability <= 0 || !prng_.Chance(probability)) return false;
+  ++sim_stats_.injected_errors;
+  ++sim_stats_.metadata_errors;
+  return true;
+}
+
 std::string SimBackend::DescribeFaults() const {
   const SimFaults& f = options_.faults;
   const SimDiskOptions& d = disk_->options();
@@ -106,10 +129,11 @@ std::string SimBackend::DescribeFaults() const {
   std::snprintf(text, sizeof(text),
                 "read_eio=%.4f write_eio=%.4f write_enospc=%.4f fsync_eio=%.4f short_read=%.3f "
                 "short_write=%.3f short_net=%.3f eintr=%.3f eagain=%.3f crash_keep=%.3f "
-                "crash_tear=%.3f crash_keep_name=%.3f%s",
+                "crash_tear=%.3f crash_keep_name=%.3f meta_eio=%.4f close_eio=%.4f%s",
                 f.read_eio, f.write_eio, f.write_enospc, f.fsync_eio, f.short_read, f.short_write,
                 f.short_net, f.eintr, f.eagain, d.crash_keep_probability, d.crash_tear_probability,
-                d.crash_keep_name_probability, d.broken_fsync ? " BROKEN_FSYNC" : "");
+                d.crash_keep_name_probability, f.meta_eio, f.close_eio,
+                d.broken_fsync ? " BROKEN_FSYNC" : "");
   return text;
 }
 
@@ -232,9 +256,19 @@ void SimBackend::SendQueued() {
     const uint32_t slot = slot_of_.at(op);
     Flight& flight = flights_[slot];
     flight.target = Resolve(op->fd);
+    if (HangsFsync(*op)) {
+      flight.stage = Stage::kParked;  // On no socket (parked_on -1): only Crash or Cancel end it.
+      flight.parked_on = -1;
+      continue;
+    }
     const bool on_socket = flight.target.type == FdType::kSocket;
     Schedule(slot, DrawLatency(on_socket ? options_.net_latency : LatencyOf(op->kind)));
   }
+}
+
+bool SimBackend::HangsFsync(const Op& op) {
+  if (op.kind != OpKind::kFsync || options_.fsyncs_before_hang < 0) return false;
+  return fsyncs_sent_++ >= static_cast<uint64_t>(options_.fsyncs_before_hang);
 }
 
 void SimBackend::RunEvent(uint32_t slot) {
@@ -354,6 +388,7 @@ void SimBackend::Cancel(Op* op) {
     case Stage::kScheduled:
       break;  // Its heap entry goes stale with the stage change.
     case Stage::kParked: {
+      if (flight.parked_on < 0) break;  // A hung fsync (fsyncs_before_hang) waits on nothing.
       std::vector<uint32_t>& waiters = SocketAt(flight.parked_on).waiters;
       waiters.erase(std::find(waiters.begin(), waiters.end(), slot));
       break;
@@ -567,6 +602,7 @@ SimBackend::Attempt SimBackend::TryOpenAt(Flight& flight) {
     if (flight.target.type != FdType::kDirectory) return Done(-ENOTDIR);
     base = disk_->DirectoryPath(flight.target.target);
   }
+  if (InjectMetadataError(options_.faults.meta_eio)) return Done(-EIO);
   const int64_t node = disk_->Open(JoinPath(base, op.path), static_cast<int>(op.flags), op.mode);
   if (node < 0) return Done(node);
   const bool directory = disk_->IsDirectory(static_cast<uint64_t>(node));
@@ -583,10 +619,10 @@ SimBackend::Attempt SimBackend::TryClose(Flight& flight) {
   fds_[static_cast<size_t>(fd)] = FdEntry{};
   if (entry.type == FdType::kSocket) {
     CloseSocket(static_cast<int64_t>(entry.target));
-  } else {
-    disk_->Release(entry.target);
+    return Done(0);
   }
-  return Done(0);
+  disk_->Release(entry.target);
+  return Done(InjectMetadataError(options_.faults.close_eio) ? -EIO : 0);
 }
 
 SimBackend::Attempt SimBackend::TryUnlink(Flight& flight) {
@@ -599,6 +635,7 @@ SimBackend::Attempt SimBackend::TryUnlink(Flight& flight) {
     base = disk_->DirectoryPath(flight.target.target);
   }
   const bool remove_directory = (op.flags & AT_REMOVEDIR) != 0;
+  if (InjectMetadataError(options_.faults.meta_eio)) return Done(-EIO);
   return Done(disk_->Unlink(JoinPath(base, op.path), remove_directory));
 }
 
@@ -607,6 +644,7 @@ SimBackend::Attempt SimBackend::TryFtruncate(Flight& flight) {
   const FdEntry& target = flight.target;
   if (target.type == FdType::kFree) return Done(-EBADF);
   if (target.type != FdType::kFile || target.access == O_RDONLY) return Done(-EINVAL);
+  if (InjectMetadataError(options_.faults.meta_eio)) return Done(-EIO);
   return Done(disk_->Truncate(target.target, flight.op->offset));
 }
 
@@ -615,6 +653,7 @@ SimBackend::Attempt SimBackend::TryFileSize(Flight& flight) {
   const FdEntry& target = flight.target;
   if (target.type == FdType::kFree) return Done(-EBADF);
   if (target.type == FdType::kSocket) return Done(0);
+  if (InjectMetadataError(options_.faults.meta_eio)) return Done(-EIO);
   return Done(static_cast<int64_t>(disk_->SizeBytes(target.target)));
 }
 

@@ -125,6 +125,12 @@ struct SimFaults {
   double short_net = 0;     // A send or recv attempt moves only part of what it could.
   double eintr = 0;         // An attempt is interrupted (retried up to kRetriesMax).
   double eagain = 0;        // An attempt would block (retried up to kRetriesMax).
+  // Metadata operations on files fail with -EIO and change nothing: kOpenAt, kUnlink,
+  // kFtruncate and kFileSize (fstat).
+  double meta_eio = 0;
+  // A file's kClose fails with -EIO after releasing the descriptor, as Linux's close may (the
+  // descriptor is gone either way; an error there can mean lost writeback).
+  double close_eio = 0;
 };
 
 struct SimBackendOptions {
@@ -152,6 +158,10 @@ struct SimBackendOptions {
   int64_t start_ns = 1'000'000'000;
   // A waiting Tick with nothing scheduled and no deadline fails instead of waiting for Wake().
   bool hang_is_error = false;
+  // NEGATIVE CONTROL ONLY: every fsync after the first `fsyncs_before_hang` never completes
+  // (until Crash() or Cancel()), like a device that stops answering. -1: never. Tests prove with
+  // it that a workload's watchdogs end such a run with a verdict instead of hanging.
+  int64_t fsyncs_before_hang = -1;
   SimDiskOptions disk;
 };
 
@@ -162,6 +172,7 @@ struct SimStats {
   uint64_t short_transfers = 0;  // Partial attempts (resubmitted or, for recv, returned).
   uint64_t retries = 0;          // EINTR/EAGAIN attempts that were retried.
   uint64_t injected_errors = 0;  // Ops completed with an injected EIO/ENOSPC/EINTR/EAGAIN.
+  uint64_t metadata_errors = 0;  // Of those, on openat, unlink, ftruncate, fstat or close.
   uint64_t cancelled = 0;        // Ops completed with -ECANCELED by Cancel().
   uint64_t crashes = 0;
   uint64_t crash_failed_ops = 0;  // In-flight ops failed by Crash().
@@ -278,9 +289,14 @@ class SimBackend final : public Backend {
   [[nodiscard]] static Attempt ParkOn(int64_t socket) { return {Outcome::kPark, 0, socket}; }
 
   void DrawSwarm();
+  void DrawSwarmMetadataFaults();
+  // Whether a metadata op fails now (SimFaults::meta_eio, close_eio). Draws only while
+  // `probability` is above 0 (DrawSwarmMetadataFaults says why).
+  [[nodiscard]] bool InjectMetadataError(double probability);
   [[nodiscard]] int64_t DrawLatency(const SimLatency& latency);
   [[nodiscard]] const SimLatency& LatencyOf(OpKind kind) const;
   void SendQueued();
+  [[nodiscard]] bool HangsFsync(const Op& op);
   void Schedule(uint32_t slot, int64_t delay_ns);
   [[nodiscard]] bool PopDueEvent(int64_t up_to_ns, uint32_t& slot);
   [[nodiscard]] int64_t NextEventNs();
@@ -334,6 +350,7 @@ class SimBackend final : public Backend {
   OpList ready_;
   uint32_t in_flight_ = 0;
   uint64_t next_op_id_ = 0;
+  uint64_t fsyncs_sent_ = 0;  // For fsyncs_before_hang.
   uint64_t highest_completed_id_ = 0;
 
   std::vector<FdEntry> fds_;

@@ -7,6 +7,9 @@
 add_library(sqloop_sim_workloads OBJECT sim_workload.cc workloads/file_append.cc)
 target_link_libraries(sqloop_sim_workloads PUBLIC sqloop::loop sqloop::io
                       PRIVATE sqloop_warnings)
+# The replay line a failed internal check prints (ReplayOnFatal) names this build's sqloop_sim.
+target_compile_definitions(sqloop_sim_workloads PRIVATE
+                           SQLOOP_SIM_BINARY="$<TARGET_FILE:sqloop_sim>")
 
 # sqloop_sim --seed=N | --seeds=A-B: run and replay seeds.
 add_executable(sqloop_sim sqloop_sim.cc)

@@ -283,6 +283,30 @@ TEST_F(SimBackendTest, ShortTransfersAreResubmittedUntilComplete) {
   EXPECT_GT(sim.stats().resubmitted, 2u);
 }
 
+// The metadata faults: openat, unlink, ftruncate and fstat fail with -EIO and change nothing;
+// close fails with -EIO but the descriptor is gone all the same, as on Linux.
+TEST_F(SimBackendTest, MetadataFaultsFailAndChangeNothingButCloseStillReleases) {
+  SimBackend sim(Quiet());
+  const int fd = OpenFile(sim, "/f", O_CREAT | O_RDWR);
+  ASSERT_EQ(WriteAt(sim, fd, "kept", 0), 4);
+  sim.SetFaults(SimFaults{.meta_eio = 1});
+  Op create{.kind = OpKind::kOpenAt, .fd = AT_FDCWD, .flags = O_CREAT | O_RDWR, .path = "/g"};
+  EXPECT_EQ(RunOne(sim, create), -EIO);
+  EXPECT_FALSE(sim.disk().VisibleContent("/g").has_value()) << "a failed open created the file";
+  Op unlink{.kind = OpKind::kUnlink, .fd = AT_FDCWD, .path = "/f"};
+  EXPECT_EQ(RunOne(sim, unlink), -EIO);
+  Op truncate{.kind = OpKind::kFtruncate, .fd = fd, .offset = 0};
+  EXPECT_EQ(RunOne(sim, truncate), -EIO);
+  Op size{.kind = OpKind::kFileSize, .fd = fd};
+  EXPECT_EQ(RunOne(sim, size), -EIO);
+  EXPECT_EQ(sim.disk().VisibleContent("/f"), "kept") << "a failed metadata op changed the file";
+  EXPECT_EQ(sim.sim_stats().injected_errors, 4u);
+  sim.SetFaults(SimFaults{.close_eio = 1});
+  Op close{.kind = OpKind::kClose, .fd = fd};
+  EXPECT_EQ(RunOne(sim, close), -EIO);
+  EXPECT_EQ(RunOne(sim, close), -EBADF) << "the descriptor must be released despite the error";
+}
+
 TEST_F(SimBackendTest, FileOpsBehaveLikeTheirSyscalls) {
   SimBackend sim(Quiet());
   ASSERT_EQ(sim.disk().MakeDirectory("/d"), 0);

@@ -6,9 +6,15 @@
 #include <string>
 #include <utility>
 
+#include "absl/strings/str_cat.h"
 #include "alloc/check.h"
 #include "io/prng.h"
 #include "io/sim_backend.h"
+#include "loop/loop.h"
+
+#ifndef SQLOOP_SIM_BINARY
+#define SQLOOP_SIM_BINARY "sqloop_sim"
+#endif
 
 namespace sqloop::testing {
 namespace {
@@ -20,7 +26,72 @@ std::vector<Workload>& Registry() {
   return *registry;
 }
 
+// What the fatal hook prints. A fixed buffer, filled before the run: the hook runs after a
+// failed check, where allocating could fail again.
+constexpr size_t kReplayLineBytesMax = 1024;
+char replay_line[kReplayLineBytesMax] = "";
+std::string& ReplayBinary() {
+  static auto* binary = new std::string(SQLOOP_SIM_BINARY);
+  return *binary;
+}
+
+void PrintReplayLine() {
+  if (replay_line[0] != '\0') std::fprintf(stderr, "  %s\n", replay_line);
+}
+
+void SetReplayLine(absl::string_view line) {
+  const size_t size = std::min(line.size(), kReplayLineBytesMax - 1);
+  std::copy_n(line.data(), size, replay_line);
+  replay_line[size] = '\0';
+}
+
 }  // namespace
+
+void SetReplayBinary(absl::string_view binary) { ReplayBinary() = std::string(binary); }
+
+ReplayOnFatal::ReplayOnFatal(absl::string_view workload, uint64_t seed,
+                             const WorkloadOptions& options)
+    : previous_(replay_line) {
+  SetReplayLine(ReplayLine(ReplayBinary(), workload, seed, options));
+  internal::SetFatalHook(&PrintReplayLine);
+}
+
+ReplayOnFatal::~ReplayOnFatal() {
+  SetReplayLine(previous_);
+  if (previous_.empty()) internal::SetFatalHook(nullptr);
+}
+
+absl::Status RunPhase(loop::Loop& loop, absl::string_view phase, int64_t budget_ns,
+                      const std::function<std::string()>& stuck) {
+  const int64_t start_ns = loop.now_ns();
+  while (loop.pending() > 0) {
+    if (loop.now_ns() - start_ns > budget_ns) {
+      return absl::DeadlineExceededError(
+          absl::StrCat(phase, " did not finish within ", budget_ns / 1'000'000,
+                       " ms of virtual time", stuck ? absl::StrCat(": ", stuck()) : std::string(),
+                       " (", loop.pending(), " loop operations pending)"));
+    }
+    if (absl::Status status = loop.Run(loop::RunMode::kOnce); !status.ok()) {
+      return absl::Status(status.code(),
+                          absl::StrCat(phase, ": ", status.message(),
+                                       stuck ? absl::StrCat("; ", stuck()) : std::string()));
+    }
+  }
+  return absl::OkStatus();
+}
+
+void KillStuckPhase(io::SimBackend& sim, std::unique_ptr<loop::Loop>& loop) {
+  // A second of virtual time: everything in flight failed at once; only a layer that keeps
+  // re-arming work without end is still busy after it.
+  constexpr int64_t kTeardownBudgetNs = 1'000'000'000;
+  sim.Crash();
+  if (!RunPhase(*loop, "ending the stuck phase", kTeardownBudgetNs).ok()) Abandon(std::move(loop));
+}
+
+void KeepReachable(const void* object) {
+  static auto* graveyard = new std::vector<const void*>();
+  graveyard->push_back(object);
+}
 
 bool RegisterWorkload(const Workload& workload) {
   SQLOOP_CHECK(FindWorkload(workload.name) == nullptr,
@@ -54,6 +125,13 @@ std::string ReplayCommand(absl::string_view binary, absl::string_view workload, 
   if (options.broken_fsync) command += " --broken_fsync";
   if (options.ack_before_fsync) command += " --ack_before_fsync";
   if (options.crash_drops_all) command += " --crash=drop_all";
+  if (!options.swarm_config) command += " --no_swarm_config";
+  if (options.fsyncs_before_hang >= 0) {
+    command += " --fsyncs_before_hang=" + std::to_string(options.fsyncs_before_hang);
+  }
+  if (options.stall_group_commits_after != 0) {
+    command += " --stall_group_commits_after=" + std::to_string(options.stall_group_commits_after);
+  }
   return command;
 }
 
@@ -81,6 +159,7 @@ std::unique_ptr<io::SimBackend> FirstSimulator(uint64_t seed, const WorkloadOpti
   sim_options.swarm = options.swarm;
   sim_options.hang_is_error = true;
   sim_options.disk.broken_fsync = options.broken_fsync;
+  sim_options.fsyncs_before_hang = options.fsyncs_before_hang;
   auto backend = std::make_unique<io::SimBackend>(sim_options);
   if (options.crash_drops_all) backend->disk().SetCrashProbabilities(0, 0, 0);
   SQLOOP_CHECK(backend->disk().MakeDirectory(directory) == 0,
@@ -88,12 +167,13 @@ std::unique_ptr<io::SimBackend> FirstSimulator(uint64_t seed, const WorkloadOpti
   return backend;
 }
 
-std::unique_ptr<io::SimBackend> RestartedSimulator(uint64_t seed,
-                                                   std::shared_ptr<io::SimDisk> disk) {
+std::unique_ptr<io::SimBackend> RestartedSimulator(uint64_t seed, std::shared_ptr<io::SimDisk> disk,
+                                                   const WorkloadOptions& workload) {
   io::SimBackendOptions options;
   uint64_t derived = seed;
   options.seed = io::Prng::SplitMix64(derived);
   options.hang_is_error = true;
+  options.fsyncs_before_hang = workload.fsyncs_before_hang;
   return std::make_unique<io::SimBackend>(options, std::move(disk));
 }
 

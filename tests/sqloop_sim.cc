@@ -4,13 +4,17 @@
 //   sqloop_sim [--workload=NAME] --seed=N [options]      one seed: trace hash and summary
 //   sqloop_sim [--workload=NAME] --seeds=A-B [options]   sweep; stops at the first failure and
 //                                                        prints the command that replays it
-// Options: --no_swarm (no faults), --broken_fsync and --ack_before_fsync (negative controls),
-//          --crash=drop_all, --verbose (a line per seed in a sweep).
+// Options: --no_swarm (no faults), --no_swarm_config (the layer's default configuration),
+//          --broken_fsync, --ack_before_fsync, --stall_group_commits_after=N and
+//          --fsyncs_before_hang=N (negative controls), --crash=drop_all, --verbose (a line per seed
+//          in a sweep).
+// A sweep ends with how many seeds ran each rare path (WorkloadResult::paths).
 // Exit status: 0 all seeds ok, 1 a seed failed, 2 bad usage.
 #include <cinttypes>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <string>
 
 #include "absl/strings/numbers.h"
@@ -35,7 +39,9 @@ int Usage(const char* message) {
   std::fprintf(stderr,
                "sqloop_sim: %s\n"
                "usage: sqloop_sim [--workload=NAME] (--seed=N | --seeds=A-B) [--no_swarm]\n"
-               "                  [--broken_fsync] [--ack_before_fsync] [--crash=drop_all] "
+               "                  [--no_swarm_config] [--broken_fsync] [--ack_before_fsync]\n"
+               "                  [--stall_group_commits_after=N] [--fsyncs_before_hang=N]\n"
+               "                  [--crash=drop_all] "
                "[--verbose]\n"
                "       sqloop_sim --list\n",
                message);
@@ -74,6 +80,16 @@ int Parse(int argc, char** argv, Flags& flags) {
       flags.list = true;
     } else if (arg == "--no_swarm") {
       flags.options.swarm = false;
+    } else if (arg == "--no_swarm_config") {
+      flags.options.swarm_config = false;
+    } else if (Value(argc, argv, i, "--stall_group_commits_after", value)) {
+      if (!absl::SimpleAtoi(value, &flags.options.stall_group_commits_after)) {
+        return Usage("--stall_group_commits_after wants a number");
+      }
+    } else if (Value(argc, argv, i, "--fsyncs_before_hang", value)) {
+      if (!absl::SimpleAtoi(value, &flags.options.fsyncs_before_hang)) {
+        return Usage("--fsyncs_before_hang wants a number");
+      }
     } else if (arg == "--broken_fsync") {
       flags.options.broken_fsync = true;
     } else if (arg == "--ack_before_fsync") {
@@ -119,12 +135,15 @@ int Main(int argc, char** argv) {
   }
   const Workload* workload = FindWorkload(flags.workload);
   if (workload == nullptr) return Usage(("no workload named " + flags.workload).c_str());
+  SetReplayBinary(argv[0]);
   uint64_t possible = 0;
   uint64_t happened = 0;
+  std::map<std::string, uint64_t> seeds_per_path;
   for (uint64_t seed = flags.first;; ++seed) {
     const WorkloadResult result = workload->run(seed, flags.options);
     possible += result.loss_possible ? 1 : 0;
     happened += result.loss_happened ? 1 : 0;
+    for (const auto& [path, count] : result.paths) seeds_per_path[path] += count > 0 ? 1 : 0;
     if (!result.ok) {
       PrintFailure(argv[0], flags, seed, result);
       return 1;
@@ -142,6 +161,11 @@ int Main(int argc, char** argv) {
                 ")\n",
                 flags.workload.c_str(), flags.first, flags.last, flags.last - flags.first + 1,
                 possible, happened);
+    const uint64_t seeds = flags.last - flags.first + 1;
+    for (const auto& [path, count] : seeds_per_path) {
+      std::printf("  %-24s ran in %6" PRIu64 " seeds (%5.1f %%)\n", path.c_str(), count,
+                  100.0 * static_cast<double>(count) / static_cast<double>(seeds));
+    }
   }
   return 0;
 }

@@ -62,6 +62,11 @@ constexpr uint32_t kBatchesMax = 32;
 constexpr int64_t kCrashWindowNs = 60'000'000;
 // Recovery reads the log in chunks of this size.
 constexpr uint32_t kRecoveryChunkBytes = 64 * 1024;
+// Watchdogs in virtual time: the run ends at its crash (within kCrashWindowNs) and recovery
+// reads a log of at most a megabyte without faults (the phase that must make progress: every
+// read completes within this bound, or the run fails naming the stuck state). Two seconds is
+// far past both.
+constexpr int64_t kPhaseBudgetNs = 2'000'000'000;
 // Trace event the workload folds when it acknowledges a batch (the ack is what is checked).
 constexpr uint64_t kTraceAck = 0xac4;
 
@@ -465,25 +470,33 @@ struct RunOutcome {
 // use of the backend; afterwards only its recorded results are read.
 RunOutcome RunUntilCrash(std::unique_ptr<io::SimBackend> backend, AppendRun& run) {
   io::SimBackend& sim = *backend;
-  Loop loop(std::move(backend), loop::LoopOptions{});
-  run.Start(loop);
+  auto loop = std::make_unique<Loop>(std::move(backend), loop::LoopOptions{});
+  run.Start(*loop);
   RunOutcome outcome;
-  outcome.status = loop.Run(loop::RunMode::kUntilDone);
-  outcome.trace_hash = sim.trace_hash();
   outcome.faults = sim.DescribeFaults();
+  outcome.status = RunPhase(*loop, "the run phase", kPhaseBudgetNs, [&run] {
+    return std::to_string(run.written_records()) + " records written, " +
+           std::to_string(run.acked_checksums().size()) + " acknowledged";
+  });
+  if (!outcome.status.ok()) KillStuckPhase(sim, loop);
+  if (loop == nullptr) return outcome;  // Abandoned: `sim` is out of reach.
+  outcome.trace_hash = sim.trace_hash();
   outcome.disk = sim.disk().stats();
   return outcome;
 }
 
 // A new process on the same disk (RestartedSimulator) reads the log back.
-absl::Status Recover(uint64_t seed, std::shared_ptr<io::SimDisk> disk, Recovery& recovery,
-                     uint64_t& trace_hash) {
-  std::unique_ptr<io::SimBackend> backend = RestartedSimulator(seed, std::move(disk));
+absl::Status Recover(uint64_t seed, const WorkloadOptions& options,
+                     std::shared_ptr<io::SimDisk> disk, Recovery& recovery, uint64_t& trace_hash) {
+  std::unique_ptr<io::SimBackend> backend = RestartedSimulator(seed, std::move(disk), options);
   io::SimBackend& sim = *backend;
-  Loop loop(std::move(backend), loop::LoopOptions{});
-  recovery.Start(loop);
-  absl::Status status = loop.Run(loop::RunMode::kUntilDone);
-  trace_hash = sim.trace_hash();
+  auto loop = std::make_unique<Loop>(std::move(backend), loop::LoopOptions{});
+  recovery.Start(*loop);
+  absl::Status status = RunPhase(*loop, "recovery (reading the log back)", kPhaseBudgetNs, [&] {
+    return std::to_string(recovery.content().size()) + " bytes read, not done";
+  });
+  if (!status.ok()) KillStuckPhase(sim, loop);
+  if (loop != nullptr) trace_hash = sim.trace_hash();
   return status;
 }
 
@@ -515,12 +528,12 @@ WorkloadResult RunFileAppend(uint64_t seed, const WorkloadOptions& options) {
 
   Recovery recovery;
   uint64_t recovery_trace = 0;
-  const absl::Status recovered = Recover(seed, disk, recovery, recovery_trace);
+  const absl::Status recovered = Recover(seed, options, disk, recovery, recovery_trace);
   const ScanResult scan = ScanRecords(recovery.content());
 
   WorkloadResult result;
   if (!outcome.status.ok()) {
-    result.failure = "run phase: " + std::string(outcome.status.message());
+    result.failure = std::string(outcome.status.message());
   } else if (!recovered.ok() || recovery.error() != 0 || !recovery.done()) {
     result.failure = "recovery could not read the log: error " + std::to_string(recovery.error()) +
                      " " + std::string(recovered.message());

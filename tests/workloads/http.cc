@@ -146,6 +146,13 @@ constexpr uint64_t kLongThinkOneIn = 5;
 // Nothing takes this long on the virtual clock (the longest runs take seconds): a run that
 // is still going then hangs.
 constexpr int64_t kWatchdogNs = 600'000 * kMs;
+// The phases' own watchdogs (RunPhase), past the traffic's: the run phase gets a minute of
+// virtual time after kWatchdogNs to stop, drain and shut down (a stalled database or a server
+// that never drains would otherwise poll for ever); recovery, without faults, reads a few
+// tenants back in milliseconds, and must within a minute (the liveness bound of the fault-free
+// phase: its requests all complete, or the run fails naming what is stuck).
+constexpr int64_t kShutdownBudgetNs = 60'000 * kMs;
+constexpr int64_t kRecoveryBudgetNs = 60'000 * kMs;
 // How often a stopping host looks whether the server drained (sqloop_http polls as well).
 constexpr int64_t kDrainPollNs = 1 * kMs;
 // Keys are (client + 1) * kKeysPerClient + sequence: unique per run.
@@ -167,6 +174,9 @@ struct Setup {
   int64_t end_ns = 0;            // When the stop or crash comes, or, with crash_after_ack,
   uint32_t crash_after_ack = 0;  // how long after the client got this write's 200 (1-based).
   bool ack_before_fsync = false;
+  // NEGATIVE CONTROL ONLY (liveness): WorkloadOptions::stall_group_commits_after, in every
+  // process's databases.
+  uint32_t stall_group_commits_after = 0;
 };
 
 Setup DrawSetup(io::Prng& prng, bool ack_before_fsync) {
@@ -221,10 +231,20 @@ class Host {
     options.registry.open_max = setup.open_max;
     options.registry.idle_timeout = absl::Nanoseconds(setup.tenant_idle_ns);
     options.registry.database.ack_before_fsync_for_testing = setup.ack_before_fsync;
+    if (setup.stall_group_commits_after != 0) {
+      StallGroupCommitsAfter(options.registry.database, setup.stall_group_commits_after);
+    }
     // One job per connection, as sqloop_http sizes it: never a 503 for want of one.
     options.requests_in_flight_max = setup.connections_max;
-    absl::StatusOr<std::unique_ptr<RegistryExecutor>> executor =
-        RegistryExecutor::Create(loop, std::move(options));
+    // An injected metadata error (SimFaults::meta_eio) can fail the start, as it would fail a
+    // real host's; its supervisor starts it again. Eight failures in a row, at most 1 % each,
+    // do not happen.
+    constexpr int kStartAttemptsMax = 8;
+    absl::StatusOr<std::unique_ptr<RegistryExecutor>> executor;
+    for (int attempt = 0; attempt < kStartAttemptsMax; ++attempt) {
+      executor = RegistryExecutor::Create(loop, options);
+      if (executor.ok()) break;
+    }
     SQLOOP_CHECK(executor.ok(), "http workload: the registry executor could not be created");
     const int listen_fd = sim.Listen(http_sim::kPort);
     SQLOOP_CHECK(listen_fd >= 0, "http workload: the simulator refused to listen");
@@ -277,6 +297,14 @@ class Host {
   }
   [[nodiscard]] bool drained() const { return drained_; }
   [[nodiscard]] bool shut_down() const { return shut_down_; }
+  // For a watchdog's verdict: how far the host's stop got.
+  [[nodiscard]] std::string Describe() const {
+    return absl::StrCat(
+        "server open connections ", server_.open_connections(),
+        server_.drained() ? " (drained)" : " (not drained)", ", executor in flight ",
+        executor_->in_flight(), stopping_ ? ", stopping" : "", crashed_ ? ", crashed" : "",
+        executor_stopping_ ? ", registry shutting down" : "", shut_down_ ? ", shut down" : "");
+  }
   [[nodiscard]] const absl::Status& shutdown_status() const { return shutdown_status_; }
   [[nodiscard]] const HttpServer& server() const { return server_; }
   [[nodiscard]] const RegistryExecutor& executor() const { return *executor_; }
@@ -539,6 +567,16 @@ class Traffic final : public http_sim::ClientDriver {
 
   [[nodiscard]] bool halted() const override { return crashed_; }
 
+  // For a watchdog's verdict: the clients still running, and the host.
+  [[nodiscard]] std::string Stuck() const {
+    std::vector<std::string> stuck;
+    for (const std::unique_ptr<Client>& client : clients_) {
+      if (!client->done()) stuck.push_back(absl::StrCat(client->id(), ":", client->state_name()));
+    }
+    return absl::StrCat("clients [", absl::StrJoin(stuck, " "), "] are running; ",
+                        host_.Describe());
+  }
+
   // Properties 1, 4 and 5, once the loop ran out of work. Returns the first violation or "".
   [[nodiscard]] std::string CheckEnd() const {
     if (!violation_.empty()) return violation_;
@@ -612,7 +650,13 @@ class Traffic final : public http_sim::ClientDriver {
   void CheckAnswer(const Exchange& e) {
     const std::string where = absl::StrCat("exchange ", e.id, " (", http_sim::AskName(e.ask),
                                            " on ", e.tenant, ", client ", e.client, ")");
-    if (!Allowed(e)) return Violation(absl::StrCat(where, " answered ", e.status, ": ", e.body));
+    // With metadata faults, opening an unknown tenant's file may fail with EIO, so the server
+    // cannot tell whether the tenant exists: 503 "unavailable" is the honest answer there.
+    const bool unknown_unavailable =
+        e.ask == Ask::kUnknownTenant && e.status == 503 && sim_.options().faults.meta_eio > 0;
+    if (!Allowed(e) && !unknown_unavailable) {
+      return Violation(absl::StrCat(where, " answered ", e.status, ": ", e.body));
+    }
     const char* code = ExpectedCode(e);
     if (code != nullptr && ErrorCode(json_, e.body) != code) {
       return Violation(
@@ -692,15 +736,8 @@ class Traffic final : public http_sim::ClientDriver {
   static Action OnWatchdog(Loop& loop, Completion& c) {
     auto& self = *static_cast<Traffic*>(c.user_data);
     if (self.finished_) return Action::kDisarm;
-    std::vector<std::string> stuck;
-    for (const std::unique_ptr<Client>& client : self.clients_) {
-      if (!client->done()) stuck.push_back(absl::StrCat(client->id(), ":", client->state_name()));
-    }
-    self.Violation(absl::StrCat(
-        "hang: after ", loop.now_ns() / kMs, " ms of simulated time clients [",
-        absl::StrJoin(stuck, " "), "] are running; server open connections ",
-        self.host_.server().open_connections(), ", executor in flight ",
-        self.host_.executor().in_flight(), self.host_.shut_down() ? ", shut down" : ""));
+    self.Violation(
+        absl::StrCat("hang: after ", loop.now_ns() / kMs, " ms of simulated time ", self.Stuck()));
     self.crashed_ = true;  // Unwind as after a crash, so the run can end and report.
     self.host_.Crash();
     return Action::kDisarm;
@@ -740,24 +777,65 @@ class Traffic final : public http_sim::ClientDriver {
 // ---- Recovery: reading every tenant back through HTTP -------------------------------------------
 
 // The driver of the recovering process's one client: for each tenant, all rows and
-// PRAGMA integrity_check; then the host stops.
+// PRAGMA integrity_check; then the liveness phase (no faults, so the service must make
+// progress): a new tenant, its table, kLivenessWrites writes and a read of the last, each
+// answered as on a healthy server (201, 200, 200 with the value) within kLivenessBoundNs of
+// virtual time of being sent; then the host stops.
 class Verifier final : public http_sim::ClientDriver {
  public:
+  // The liveness phase's tenant: a valid name no run tenant ("t<n>") or made-up one has.
+  static constexpr char kLivenessTenant[] = "liveness";
+  static constexpr uint32_t kLivenessWrites = 4;
+  // A request of the fault-free phase is answered within this much virtual time: an fsync takes
+  // at most 5 ms, an open a few; one second is far past a healthy answer.
+  static constexpr int64_t kLivenessBoundNs = 1'000 * kMs;
+
   Verifier(Loop& loop, io::SimBackend& sim, Host& host, const std::vector<std::string>& tenants)
       : host_(host), tenants_(tenants), client_(loop, sim, *this, 0) {}
 
   void Start() { client_.Start(0); }
 
   Exchange* Next(Client&) override {
-    if (exchanges_.size() == 2 * tenants_.size()) return nullptr;
+    if (exchanges_.size() == total()) return nullptr;
     Exchange& e = exchanges_.emplace_back();
     e.id = static_cast<uint32_t>(exchanges_.size());
-    e.ask = exchanges_.size() % 2 == 1 ? Ask::kVerifyRows : Ask::kVerifyCheck;
-    e.tenant_index = static_cast<uint32_t>((exchanges_.size() - 1) / 2);
-    e.tenant = tenants_[e.tenant_index];
+    const size_t index = exchanges_.size() - 1;
+    if (index < verify_count()) {
+      e.ask = index % 2 == 0 ? Ask::kVerifyRows : Ask::kVerifyCheck;
+      e.tenant_index = static_cast<uint32_t>(index / 2);
+      e.tenant = tenants_[e.tenant_index];
+      return &e;
+    }
+    // The liveness phase: PUT, CREATE TABLE, the writes, a read of the last write.
+    const size_t step = index - verify_count();
+    e.tenant = kLivenessTenant;
+    e.tenant_known = e.table_known = step >= 2;
+    e.ask = step == 0                    ? Ask::kCreateTenant
+            : step == 1                  ? Ask::kCreateTable
+            : step < 2 + kLivenessWrites ? Ask::kWrite
+                                         : Ask::kRead;
+    e.key = static_cast<int64_t>(std::min<size_t>(step - 1, kLivenessWrites));
+    e.value = absl::StrCat("live", e.key);
     return &e;
   }
-  void Settled(Client&, Exchange&) override {}
+  void Settled(Client&, Exchange& e) override {
+    if (e.ask == Ask::kVerifyRows || e.ask == Ask::kVerifyCheck) return;
+    const int expected = e.ask == Ask::kCreateTenant ? 201 : 200;
+    if (e.outcome != Exchange::Outcome::kAnswered || e.status != expected) {
+      Violation(absl::StrCat("liveness: the fault-free ", http_sim::AskName(e.ask), " of tenant ",
+                             kLivenessTenant, " was ",
+                             e.outcome == Exchange::Outcome::kAnswered
+                                 ? absl::StrCat("answered ", e.status, ": ", e.body)
+                                 : absl::StrCat("not answered (", e.why_unanswered, ")"),
+                             ", not ", expected));
+    } else if (e.ask == Ask::kRead && !absl::StrContains(e.body, e.value)) {
+      Violation(absl::StrCat("liveness: the read of the last write returned ", e.body));
+    } else if (e.settled_ns - e.sent_ns > kLivenessBoundNs) {
+      Violation(absl::StrCat("liveness: the fault-free ", http_sim::AskName(e.ask), " took ",
+                             (e.settled_ns - e.sent_ns) / kMs, " ms of virtual time, more than ",
+                             kLivenessBoundNs / kMs));
+    }
+  }
   void Violation(const std::string& what) override {
     if (violation_.empty()) violation_ = what;
   }
@@ -768,10 +846,18 @@ class Verifier final : public http_sim::ClientDriver {
   // The answers for tenant `t`: its rows, and its integrity check.
   [[nodiscard]] const Exchange& rows(uint32_t t) const { return exchanges_[2 * size_t{t}]; }
   [[nodiscard]] const Exchange& check(uint32_t t) const { return exchanges_[2 * size_t{t} + 1]; }
-  [[nodiscard]] bool complete() const { return exchanges_.size() == 2 * tenants_.size(); }
+  [[nodiscard]] bool complete() const { return exchanges_.size() == total(); }
+  [[nodiscard]] const char* client_state() const { return client_.state_name(); }
+  [[nodiscard]] std::string progress() const {
+    return absl::StrCat("request ", exchanges_.size(), " of ", total(),
+                        exchanges_.size() > verify_count() ? " (liveness phase)" : "");
+  }
   [[nodiscard]] const std::string& violation() const { return violation_; }
 
  private:
+  [[nodiscard]] size_t verify_count() const { return 2 * tenants_.size(); }
+  [[nodiscard]] size_t total() const { return verify_count() + 3 + kLivenessWrites; }
+
   Host& host_;
   const std::vector<std::string> tenants_;
   Client client_;
@@ -902,20 +988,22 @@ struct RunReport {
   uint64_t poisonings = 0;           // Databases poisoned before any crash.
 };
 
-// The run phase. Returns false if the loop itself failed (the simulator found a deadlock):
-// then operations are still pending and nothing can be destroyed safely, so the caller leaks
-// the loop on purpose and reports.
+// The run phase, under its watchdog (RunPhase). Returns false if it did not end (the simulator
+// found a deadlock, or the host never shut down): then operations are still pending and
+// nothing can be destroyed safely, so the caller abandons the loop on purpose and reports.
 bool RunService(Loop& loop, io::SimBackend& sim, const Setup& setup, bool strict_network,
                 RunReport& report) {
   std::unique_ptr<Host> host = Host::Create(loop, sim, setup);
   report.traffic = std::make_unique<Traffic>(loop, sim, setup, strict_network, *host);
   host->Start();
   report.traffic->Start();
-  const absl::Status status = loop.Run(loop::RunMode::kUntilDone);
+  const absl::Status status =
+      RunPhase(loop, "the run phase (traffic, stop, drain, shutdown)",
+               kWatchdogNs + kShutdownBudgetNs, [&report] { return report.traffic->Stuck(); });
   if (!status.ok()) {
-    report.failure = absl::StrCat("run phase: ", status.message());
-    (void)host.release();  // Pending operations point into it.
-    (void)report.traffic.release();
+    report.failure = std::string(status.message());
+    Abandon(std::move(host));  // Pending operations point into it.
+    Abandon(std::move(report.traffic));
     return false;
   }
   report.failure = report.traffic->CheckEnd();
@@ -930,10 +1018,11 @@ bool RunService(Loop& loop, io::SimBackend& sim, const Setup& setup, bool strict
 }
 
 // The recovering process: a restarted simulator on the crashed disk, a new host, one client.
-absl::Status Recover(uint64_t seed, std::shared_ptr<io::SimDisk> disk, const Setup& setup,
+absl::Status Recover(uint64_t seed, const WorkloadOptions& options,
+                     std::shared_ptr<io::SimDisk> disk, const Setup& setup,
                      const std::vector<std::string>& tenants, std::unique_ptr<Verifier>& verifier,
                      uint64_t& trace_hash) {
-  std::unique_ptr<io::SimBackend> backend = RestartedSimulator(seed, std::move(disk));
+  std::unique_ptr<io::SimBackend> backend = RestartedSimulator(seed, std::move(disk), options);
   io::SimBackend& sim = *backend;
   auto loop = std::make_unique<Loop>(std::move(backend), loop::LoopOptions{});
   Setup restarted = setup;
@@ -942,11 +1031,17 @@ absl::Status Recover(uint64_t seed, std::shared_ptr<io::SimDisk> disk, const Set
   verifier = std::make_unique<Verifier>(*loop, sim, *host, tenants);
   host->Start();
   verifier->Start();
-  absl::Status status = loop->Run(loop::RunMode::kUntilDone);
+  Host& stopping = *host;
+  absl::Status status =
+      RunPhase(*loop, "recovery (every tenant read back through HTTP, no faults)",
+               kRecoveryBudgetNs, [&verifier, &stopping] {
+                 return absl::StrCat("the verifying client is in state ", verifier->client_state(),
+                                     " at ", verifier->progress(), "; ", stopping.Describe());
+               });
   trace_hash = sim.trace_hash();
   if (!status.ok()) {
-    (void)host.release();  // Pending operations point into them: leave them, and report.
-    (void)loop.release();
+    Abandon(std::move(host));  // Pending operations point into them: leave them, and report.
+    Abandon(std::move(loop));
     return status;
   }
   return absl::OkStatus();
@@ -989,16 +1084,17 @@ WorkloadResult RunHttp(uint64_t seed, const WorkloadOptions& options) {
   // The server closes a connection whose recv or send fails; with EINTR/EAGAIN in the mix an
   // op may exhaust its retries, so property 3 holds only without them.
   const bool strict_network = sim.options().faults.eintr == 0 && sim.options().faults.eagain == 0;
-  const Setup setup = DrawSetup(sim.prng(), options.ack_before_fsync);
+  Setup setup = DrawSetup(sim.prng(), options.ack_before_fsync);
+  setup.stall_group_commits_after = options.stall_group_commits_after;
   auto loop = std::make_unique<Loop>(std::move(backend), loop::LoopOptions{});
 
   WorkloadResult result;
   RunReport run;
   if (!RunService(*loop, sim, setup, strict_network, run)) {
-    (void)loop.release();
+    Abandon(std::move(loop));
     result.ok = false;
     result.failure = run.failure;
-    result.trace_hash = sim.trace_hash();
+    result.trace_hash = sim.trace_hash();  // Abandoned, not destroyed: `sim` is still there.
     return result;
   }
   const Traffic& traffic = *run.traffic;
@@ -1010,10 +1106,11 @@ WorkloadResult RunHttp(uint64_t seed, const WorkloadOptions& options) {
   std::unique_ptr<Verifier> verifier;
   uint64_t recovery_trace = 0;
   sqlite3_test_control(SQLITE_TESTCTRL_PRNG_SEED, static_cast<int>(seed ^ 0x5eed), nullptr);
-  const absl::Status recovery = Recover(seed, disk, setup, tenants, verifier, recovery_trace);
+  const absl::Status recovery =
+      Recover(seed, options, disk, setup, tenants, verifier, recovery_trace);
   Verdict verdict;
   if (!recovery.ok()) {
-    verdict.failure = absl::StrCat("recovery: ", recovery.message());
+    verdict.failure = std::string(recovery.message());
   } else if (!verifier->complete()) {
     verdict.failure = "recovery: the verifying client did not finish";
   } else {
@@ -1027,7 +1124,7 @@ WorkloadResult RunHttp(uint64_t seed, const WorkloadOptions& options) {
   trace.Fold(run_trace);
   trace.Fold(recovery_trace);
   result.trace_hash = trace.value();
-  if (!recovery.ok()) (void)verifier.release();
+  if (!recovery.ok()) Abandon(std::move(verifier));
   return result;
 }
 
