@@ -1,10 +1,13 @@
 #!/usr/bin/env python3
-"""Run sqloop's benchmark suite and write its report (docs/benchmarks.md).
+"""Run sqloop's benchmark suite and write its report (docs/benchmarks.md), or compare two runs.
 
 Usage:
-    bench/report.py --build-dir build/release [--quick] [--out docs/benchmarks.md]
+    bench/report.py --build-dir build/release                 # the run of record
+    bench/report.py --build-dir build/release --quick         # CI: seconds, under the build dir
+    bench/report.py --build-dir build/release --compare OLD.json   # run, then compare with OLD
+    bench/report.py --compare OLD.json NEW.json [--out FILE]  # compare two raw.json files only
 
-What it does:
+What a run does:
     1. Finds every executable named sqloop_bench_* under BUILD_DIR/bench.
     2. Lists each binary's benchmarks (--benchmark_list_tests) and runs them one at a time
        (--benchmark_filter=^name$), with Google Benchmark's JSON written to a file per
@@ -15,18 +18,37 @@ What it does:
        run hits all variants of a group alike instead of skewing one ratio.
     3. Keeps the raw JSON: BUILD_DIR/bench/results/<binary>.json (Google Benchmark's own
        format, all of that binary's runs) and raw.json (every binary merged, each benchmark
-       tagged with its "binary"), and copies raw.json next to the report
-       (docs/benchmarks/raw.json).
-    4. Writes the Markdown report with one table (and one PNG bar chart) per group, and prints
-       a short summary table.
+       tagged with its "binary" and "report_round"), copied next to the report
+       (<report without .md>/raw.json). The host name is dropped, the executable is reduced to
+       its file name, and the build and source directories become "<build>" and "<repo>", so
+       neither the JSON nor the report carries a host name or an absolute path. The context
+       gains what was measured: git_commit (short hash, "+dirty" with uncommitted changes),
+       compiler, cxx_flags and build_type.
+    4. Writes the Markdown report with one table per group (the run with the median of the
+       rounds, plus the spread: min-max over the rounds), a latency table for groups with
+       percentile counters, and PNG plots (bench/report_plots.py), and prints a short summary.
     5. Exits 1 if any benchmark reported an error (SkipWithError: "error_occurred" in the JSON)
        or a binary failed, 2 if no benchmark binary was found.
 
---quick sets --benchmark_min_time=0.01 (a double, in seconds, in Google Benchmark 1.7.1) and
-one round, so the whole suite runs in seconds in CI and every correctness check inside the
-benchmarks still runs. The default is 5 rounds at Google Benchmark's default minimum time,
-reporting for each benchmark the run with the median time (machines running this are often
-shared and noisy; the median resists outliers).
+Where it writes: a full default run (no --quick, no --filter) is the run of record and goes to
+docs/benchmarks.md and docs/benchmarks/. --quick or --filter write BUILD_DIR/benchmarks-quick.md
+and BUILD_DIR/benchmarks-quick/ instead, and --quick refuses an --out outside the build
+directory, so a quick run can never overwrite the run of record.
+
+--quick sets --benchmark_min_time=0.01 (a double, in seconds, in Google Benchmark 1.7.1), one
+round and SQLOOP_BENCH_QUICK=1 in the benchmarks' environment (the HTTP binary shortens its wrk
+runs and its idle-connection count), so the whole suite runs in under two minutes in CI and
+every correctness check inside the benchmarks still runs. The default is 5 rounds at Google
+Benchmark's default minimum time (0.5 s): about 72 benchmarks x 5 rounds at about 1.1 s each
+(calibration and process setup included), plus one round of the registry and HTTP binaries,
+so about 10 minutes on a 2-core machine.
+
+Compare mode (--compare OLD [NEW]): for every benchmark in both runs, the median of its rounds
+in each, the spread (min-max), and NEW/OLD. A change is flagged when the two spreads do not
+overlap and it exceeds NOISE_THRESHOLD (5 %); with a single round on either side the spread is
+unknown, so only changes beyond SINGLE_ROUND_THRESHOLD (25 %) are flagged. The table is
+printed and written to --out (default: compare.md beside NEW; after a run, under the build
+directory).
 
 Conventions a benchmark binary follows to plug in (nothing here is specific to one group):
     * Binary name: sqloop_bench_<anything>, built under BUILD_DIR/bench.
@@ -37,20 +59,29 @@ Conventions a benchmark binary follows to plug in (nothing here is specific to o
       dispatch/coro+syscalls is in group "dispatch+syscalls" and dispatch/coro in "dispatch".
       Results are only compared within a group.
     * Baseline: the custom context entry "baseline:<group>" names the baseline variant
-      (benchmark::AddCustomContext("baseline:dispatch", "manual"),
-      AddCustomContext("baseline:dispatch+syscalls", "manual+syscalls"),
-      AddCustomContext("baseline:alloc", "malloc")). Each row's ratio is its time divided by
-      the time of the baseline variant with the same <args>, measured in the same run (or, if
-      the baseline variant has no <args>, that one run: e.g. sqlite_write/plain_full against
-      sqlite_write/sqloop/64). A group without a baseline entry is reported without ratios.
+      (benchmark::AddCustomContext("baseline:dispatch", "manual")). Each row's ratio is its
+      value divided by the baseline variant's with the same <args>, measured in the same run
+      (or, if the baseline variant has no <args>, that one run: e.g. sqlite_write/plain_full
+      against sqlite_write/sqloop/64). A group without a baseline entry has no ratios.
+    * "metric:<group>" = "<counter>": the group measures that counter, not time (memory
+      benchmarks: "metric:http_idle" = "rss_bytes_per_connection"). Its table, ratios, plot
+      and comparison use the counter; a counter whose name contains "bytes" is shown in bytes.
+    * "floor:<group>" = "<variant>": a variant that does the group's work without what is being
+      compared (dispatch/floor: the fake I/O calls alone); every row is also shown as a
+      multiple of it (column "× floor").
     * Optional context entries: "description:<group>" (one sentence printed under the group's
-      heading: what one op is) and "compiler" (shown in the machine section; otherwise the
-      compiler is read from BUILD_DIR/CMakeCache.txt), and "plot:<group>" = "<counter>": an
-      extra line chart of that counter against the numeric <args> of each variant, with the
-      baseline as a horizontal line (e.g. commits_per_s against the number of writers).
+      heading: what one op is), "compiler" (otherwise read from BUILD_DIR/CMakeCache.txt), and
+      "plot:<group>" = "<counter>": an extra line chart of that counter against the numeric
+      <args> of each variant, with the baseline as a horizontal line.
+    * Latency counters named [<series>_]p50_us, p90_us, p99_us, p99_9_us, max_us (e.g.
+      read_p99_us) go to the group's latency table. A binary that finds the environment
+      variable SQLOOP_BENCH_LATENCY_FILE set writes its latency distribution there, one line
+      "<series> <quantile> <microseconds>" per point (overwritten by each call of the
+      benchmark function, so the measured run's remains); the report keeps it in the run as
+      "latency_cdf" and draws a CDF per group.
     * Time per op is Google Benchmark's real_time per iteration (an op is one benchmark
-      iteration; the description says what that is). Every user counter is shown as a column;
-      allocs_per_op (heap allocations per iteration, from sqloop::heap_counter) comes first.
+      iteration; the description says what that is). Every other user counter is a column;
+      allocs_per_op (heap allocations per iteration) comes first.
 """
 
 import argparse
@@ -60,6 +91,7 @@ import os
 import platform
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -67,38 +99,63 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
-# Google Benchmark's standard fields in a JSON run; every other key is a user counter.
+# Google Benchmark's standard fields in a JSON run; every other numeric key is a user counter.
 STANDARD_FIELDS = {
     "name", "family_index", "per_family_instance_index", "run_name", "run_type",
     "repetitions", "repetition_index", "threads", "iterations", "real_time", "cpu_time",
     "time_unit", "aggregate_name", "aggregate_unit", "error_occurred", "error_message",
-    "label", "binary", "report_round",
+    "label", "binary", "report_round", "latency_cdf",
 }
 # Name components Google Benchmark appends for run settings; they do not name a variant.
 SETTING_COMPONENT = re.compile(r"^(min_time:|min_warmup_time:|iterations:|repeats:|"
                                r"real_time$|process_time$|manual_time$)")
+# [<series>_]p50_us ... max_us: latency percentiles, shown in their own table.
+LATENCY_COUNTER = re.compile(r"^(?:(?P<series>[a-z]+)_)?(?P<stat>p50|p90|p99|p99_9|max)_us$")
+LATENCY_STATS = ("p50", "p90", "p99", "p99_9", "max")
+# An absolute path with at least two components that is not part of a URL or a word.
+ABSOLUTE_PATH = re.compile(r"(?<![\w.:/<>-])/(?:[\w.-]+/)+[\w.-]*")
 NS_PER_UNIT = {"ns": 1.0, "us": 1e3, "ms": 1e6, "s": 1e9}
 UNIT_LABEL = {"ns": "ns", "us": "µs", "ms": "ms", "s": "s"}
 QUICK_MIN_TIME_S = "0.01"      # Long enough to run every check, short enough for CI.
-DEFAULT_REPETITIONS = 5        # Odd, so the median is a measured run; ~1 min for dispatch.
-BENCHMARK_TIMEOUT_S = 600      # One benchmark may not take the whole 10-minute budget.
+DEFAULT_REPETITIONS = 5        # Odd, so the median is a measured run.
+BENCHMARK_TIMEOUT_S = 600      # One benchmark may not take the whole budget.
+NOISE_THRESHOLD = 0.05         # Compare: smaller changes are never flagged.
+SINGLE_ROUND_THRESHOLD = 0.25  # Compare: the bar when a side has one round (no spread known).
 REGEX_SPECIALS = set(".[]{}()*+?^$|\\")
 
+# End-to-end binaries that set up a server with 1,000 tenants, or thousands of databases, in
+# every benchmark process: one round each keeps the default suite within its budget. Their
+# spread between runs comes from the machine, not from sampling, and each run is itself long.
+SINGLE_ROUND = {"sqloop_bench_http": 1, "sqloop_bench_registry": 1}
 
-def parse_args():
+
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--build-dir", required=True, type=Path,
-                        help="CMake build directory (release build recommended)")
+    parser.add_argument("--build-dir", type=Path,
+                        help="CMake build directory (release build recommended); "
+                             "not needed to compare two files")
     parser.add_argument("--quick", action="store_true",
-                        help="tiny minimum time, one repetition: seconds, for CI")
-    parser.add_argument("--out", type=Path, default=REPO_ROOT / "docs" / "benchmarks.md",
-                        help="Markdown report to write (plots go to <out without .md>/)")
+                        help="tiny minimum time, one round: seconds, for CI; writes under "
+                             "the build directory only")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="Markdown file to write (report: plots go to <out without .md>/; "
+                             "default docs/benchmarks.md for a full run, else under the build "
+                             "directory)")
     parser.add_argument("--filter", default=None,
                         help="only run benchmarks whose name matches this Python regex")
     parser.add_argument("--repetitions", type=int, default=None,
                         help=f"interleaved rounds (default {DEFAULT_REPETITIONS}, "
                              "1 with --quick)")
-    return parser.parse_args()
+    parser.add_argument("--compare", nargs="+", type=Path, metavar="JSON",
+                        help="OLD.json: run, then compare with it; OLD.json NEW.json: only "
+                             "compare the two")
+    options = parser.parse_args(argv)
+    if options.compare and len(options.compare) > 2:
+        parser.error("--compare takes OLD.json or OLD.json NEW.json")
+    comparing_files = options.compare and len(options.compare) == 2
+    if options.build_dir is None and not comparing_files:
+        parser.error("--build-dir is required unless comparing two files")
+    return options
 
 
 # ----------------------------------------------------------------------------- running
@@ -128,15 +185,32 @@ def exact_filter(name):
     return "^" + "".join("\\" + c if c in REGEX_SPECIALS else c for c in name) + "$"
 
 
+def read_latency_file(path):
+    """{series: [[quantile, microseconds], ...]} from a SQLOOP_BENCH_LATENCY_FILE, or None."""
+    if not path.exists():
+        return None
+    series = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        words = line.split()
+        if len(words) == 3:
+            series.setdefault(words[0], []).append([float(words[1]), float(words[2])])
+    return series or None
+
+
 def run_one(binary, name, out_file, options):
     command = [str(binary), f"--benchmark_filter={exact_filter(name)}",
                f"--benchmark_out={out_file}", "--benchmark_out_format=json",
                "--benchmark_format=console", "--benchmark_color=false"]
     if options.quick:
         command.append(f"--benchmark_min_time={QUICK_MIN_TIME_S}")
-    out_file.unlink(missing_ok=True)  # Never read a previous run's result by mistake.
+    latency_file = out_file.with_suffix(".latency.txt")
+    environment = dict(os.environ, SQLOOP_BENCH_LATENCY_FILE=str(latency_file))
+    if options.quick:
+        environment["SQLOOP_BENCH_QUICK"] = "1"
+    for stale in (out_file, latency_file):
+        stale.unlink(missing_ok=True)  # Never read a previous run's result by mistake.
     try:
-        result = subprocess.run(command, capture_output=True, text=True,
+        result = subprocess.run(command, capture_output=True, text=True, env=environment,
                                 timeout=BENCHMARK_TIMEOUT_S, check=False)
     except subprocess.TimeoutExpired:
         return None, f"timed out after {BENCHMARK_TIMEOUT_S} s"
@@ -144,7 +218,12 @@ def run_one(binary, name, out_file, options):
         tail = (result.stderr or result.stdout).strip().splitlines()[-3:]
         return None, f"exit status {result.returncode}: {' | '.join(tail)}"
     with open(out_file, encoding="utf-8") as f:
-        return json.load(f), None
+        data = json.load(f)
+    cdf = read_latency_file(latency_file)
+    if cdf is not None:
+        for run in data.get("benchmarks", []):
+            run["latency_cdf"] = cdf
+    return data, None
 
 
 def run_binary(binary, results_dir, options, index, total):
@@ -192,11 +271,10 @@ def run_binary(binary, results_dir, options, index, total):
 
 
 def describe_runs(runs):
-    chosen = select_runs(runs)
-    if not chosen:
-        return "no result"
     parts = []
-    for run in chosen:
+    for run in runs:
+        if run.get("run_type") == "aggregate":
+            continue
         if run.get("error_occurred"):
             parts.append(f"ERROR: {run.get('error_message')}")
             continue
@@ -205,33 +283,107 @@ def describe_runs(runs):
         if allocs is not None:
             text += f"  allocs/op={format_number(allocs)}"
         parts.append(text)
-    return "; ".join(parts)
+    return "; ".join(parts) or "no result"
+
+
+# ----------------------------------------------------------------------------- provenance
+
+def git_commit(repo_root):
+    """The short hash of HEAD, with "+dirty" if tracked files differ from it."""
+    def git(*args):
+        return subprocess.run(["git", "-C", str(repo_root), *args], capture_output=True,
+                              text=True, timeout=30, check=False)
+    try:
+        head = git("rev-parse", "--short", "HEAD")
+        if head.returncode != 0:
+            return "unknown (not a git checkout)"
+        dirty = git("status", "--porcelain", "--untracked-files=no").stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown (git not found)"
+    return head.stdout.strip() + ("+dirty" if dirty else "")
+
+
+def read_cmake_cache(build_dir):
+    values = {}
+    cache = build_dir / "CMakeCache.txt"
+    if cache.exists():
+        for line in cache.read_text(encoding="utf-8", errors="replace").splitlines():
+            match = re.match(r"^([A-Za-z_]+):[A-Z]+=(.*)$", line)
+            if match:
+                values[match.group(1)] = match.group(2)
+    return values
+
+
+def compiler_from_cache(cache):
+    compiler = cache.get("CMAKE_CXX_COMPILER")
+    if not compiler:
+        return "unknown"
+    try:
+        first = subprocess.run([compiler, "--version"], capture_output=True, text=True,
+                               timeout=10, check=False).stdout.splitlines()
+        return first[0] if first else Path(compiler).name
+    except OSError:
+        return Path(compiler).name
+
+
+def build_flags(cache):
+    """CMAKE_CXX_FLAGS plus the flags of the build type, as the compiler sees them."""
+    build_type = cache.get("CMAKE_BUILD_TYPE", "")
+    flags = [cache.get("CMAKE_CXX_FLAGS", "")]
+    if build_type:
+        flags.append(cache.get(f"CMAKE_CXX_FLAGS_{build_type.upper()}", ""))
+    return " ".join(f for f in flags if f.strip()) or "(none)"
+
+
+def provenance(build_dir, context):
+    """What was measured, for the context of raw.json and the report's machine section."""
+    cache = read_cmake_cache(build_dir)
+    return {
+        "git_commit": git_commit(REPO_ROOT),
+        "build_type": cache.get("CMAKE_BUILD_TYPE") or "unknown (no CMakeCache.txt)",
+        "compiler": context.get("compiler") or compiler_from_cache(cache),
+        "cxx_flags": build_flags(cache),
+    }
+
+
+def scrub(value, replacements):
+    """`value` (any JSON value) with every replacement applied to every string in it."""
+    if isinstance(value, str):
+        for old, new in replacements:
+            value = value.replace(old, new)
+        return value
+    if isinstance(value, list):
+        return [scrub(v, replacements) for v in value]
+    if isinstance(value, dict):
+        return {k: scrub(v, replacements) for k, v in value.items()}
+    return value
+
+
+def scrub_document(document, build_dir):
+    """A copy of a Google Benchmark document without host name or machine-specific paths.
+
+    Drops context.host_name, keeps only the file name of context.executable, and rewrites the
+    build directory, the source tree and the home directory to placeholders in every string.
+    """
+    roots = [(str(build_dir), "<build>"), (str(REPO_ROOT), "<repo>"),
+             (str(Path.home()), "<home>")]
+    roots.sort(key=lambda pair: -len(pair[0]))  # The build dir usually sits inside the repo.
+    context = dict(document.get("context", {}))
+    context.pop("host_name", None)
+    if "executable" in context:
+        context["executable"] = Path(context["executable"]).name
+    return scrub({"context": context, "benchmarks": document.get("benchmarks", [])}, roots)
 
 
 # ----------------------------------------------------------------------------- analysis
 
-def select_runs(runs):
-    """One run per benchmark name: the one with the median real time over the rounds.
+def time_ns(run):
+    return run["real_time"] * NS_PER_UNIT.get(run.get("time_unit", "ns"), 1.0)
 
-    Taking a measured run (not an average) keeps its counters consistent with its time. A run
-    with an error always wins, so an error is never hidden. If a binary was run with
-    Google Benchmark's own repetitions, its "median" aggregate is used instead.
-    """
-    by_name = {}
-    for run in runs:
-        by_name.setdefault(run.get("run_name", run["name"]), []).append(run)
-    chosen = []
-    for candidates in by_name.values():
-        errors = [r for r in candidates if r.get("error_occurred")]
-        medians = [r for r in candidates if r.get("aggregate_name") == "median"]
-        plain = sorted((r for r in candidates if r.get("run_type") != "aggregate"), key=time_ns)
-        if errors:
-            chosen.append(errors[0])
-        elif medians:
-            chosen.append(medians[0])
-        elif plain:
-            chosen.append(plain[(len(plain) - 1) // 2])
-    return chosen
+
+def metric_value(run, metric):
+    """The value a row is measured by: time per op in ns, or the group's metric counter."""
+    return time_ns(run) if metric is None else run.get(metric)
 
 
 def split_name(run_name):
@@ -244,15 +396,97 @@ def split_name(run_name):
     return family, variant, args, family + modifier
 
 
-def time_ns(run):
-    return run["real_time"] * NS_PER_UNIT.get(run.get("time_unit", "ns"), 1.0)
+def group_of(run):
+    return split_name(run.get("run_name", run["name"]))[3]
+
+
+def select_runs(runs, metric_of=lambda run: None):
+    """{run name: (chosen run, [metric of every round])}, in first-seen order.
+
+    The chosen run is the round with the median metric: a measured run, so its counters stay
+    consistent with its time. A run with an error always wins, so an error is never hidden. If
+    a binary was run with Google Benchmark's own repetitions, its "median" aggregate is used.
+    """
+    by_name = {}
+    for run in runs:
+        by_name.setdefault(run.get("run_name", run["name"]), []).append(run)
+    chosen = {}
+    for name, candidates in by_name.items():
+        metric = metric_of(candidates[0])
+        errors = [r for r in candidates if r.get("error_occurred")]
+        medians = [r for r in candidates if r.get("aggregate_name") == "median"]
+        plain = [r for r in candidates
+                 if r.get("run_type") != "aggregate" and not r.get("error_occurred")
+                 and metric_value(r, metric) is not None]
+        plain.sort(key=lambda r: metric_value(r, metric))
+        samples = [metric_value(r, metric) for r in plain]
+        if errors:
+            chosen[name] = (errors[0], samples)
+        elif medians:
+            chosen[name] = (medians[0], samples)
+        elif plain:
+            chosen[name] = (plain[(len(plain) - 1) // 2], samples)
+    return chosen
+
+
+def merged_context(documents):
+    context = {}
+    for document in documents:
+        context.update(document.get("context", {}))
+    return context
+
+
+def build_groups(documents):
+    """{group: {"baseline", "description", "metric", "plot_counter", "rows", "counters"}}.
+
+    Each row: family, variant, args, run (the median round), samples (the metric of every
+    round, sorted), value (the metric of `run`) and ratio (against the baseline, or None).
+    """
+    contexts = merged_context(documents)
+
+    def metric_of(run):
+        return contexts.get(f"metric:{group_of(run)}")
+
+    groups = {}
+    for document in documents:
+        for name, (run, samples) in select_runs(document["benchmarks"], metric_of).items():
+            family, variant, args, group = split_name(name)
+            entry = groups.setdefault(group, {
+                "baseline": contexts.get(f"baseline:{group}"),
+                "description": contexts.get(f"description:{group}", ""),
+                "metric": contexts.get(f"metric:{group}"),
+                "floor": contexts.get(f"floor:{group}"),
+                "plot_counter": contexts.get(f"plot:{group}"),
+                "rows": []})
+            value = None if run.get("error_occurred") else metric_value(run, entry["metric"])
+            entry["rows"].append({"family": family, "variant": variant, "args": args,
+                                  "run": run, "samples": samples, "value": value})
+    for entry in groups.values():
+        add_ratios(entry)
+        entry["counters"] = counter_names(r["run"] for r in entry["rows"])
+    return groups
+
+
+def add_ratios(entry):
+    """Sets each row's "ratio" (to the baseline) and "floor_ratio" (to the floor, if any)."""
+    for key, variant in (("ratio", entry["baseline"]), ("floor_ratio", entry["floor"])):
+        reference = {}
+        for row in entry["rows"]:
+            if variant is not None and row["variant"] == variant and row["value"]:
+                reference[row["args"]] = row["value"]
+        for row in entry["rows"]:
+            base = reference.get(row["args"])
+            if base is None and set(reference) == {""}:
+                base = reference[""]  # A reference without args serves every args.
+            row[key] = row["value"] / base if base and row["value"] is not None else None
 
 
 def counter_names(runs):
     names = set()
     for run in runs:
         names.update(k for k, v in run.items()
-                     if k not in STANDARD_FIELDS and isinstance(v, (int, float)))
+                     if k not in STANDARD_FIELDS and isinstance(v, (int, float))
+                     and not isinstance(v, bool))
     ordered = sorted(names)
     if "allocs_per_op" in names:
         ordered.remove("allocs_per_op")
@@ -260,35 +494,23 @@ def counter_names(runs):
     return ordered
 
 
-def build_groups(documents):
-    """Returns {group: {"baseline": variant or None, "description": str, "rows": [...]}}."""
-    contexts = {}
-    for document in documents:
-        contexts.update(document.get("context", {}))
-    groups = {}
-    for document in documents:
-        for run in select_runs(document["benchmarks"]):
-            family, variant, args, group = split_name(run.get("run_name", run["name"]))
-            entry = groups.setdefault(group, {
-                "baseline": contexts.get(f"baseline:{group}"),
-                "description": contexts.get(f"description:{group}", ""),
-                "plot_counter": contexts.get(f"plot:{group}"),
-                "rows": []})
-            entry["rows"].append({"family": family, "variant": variant, "args": args,
-                                  "run": run})
-    for entry in groups.values():
-        baseline_ns = {}
-        for row in entry["rows"]:
-            if row["variant"] == entry["baseline"] and not row["run"].get("error_occurred"):
-                baseline_ns[row["args"]] = time_ns(row["run"])
-        for row in entry["rows"]:
-            base = baseline_ns.get(row["args"])
-            if base is None and set(baseline_ns) == {""}:
-                base = baseline_ns[""]  # A baseline without args serves every args.
-            row["ratio"] = (time_ns(row["run"]) / base
-                            if base and not row["run"].get("error_occurred") else None)
-        entry["counters"] = counter_names(r["run"] for r in entry["rows"])
-    return groups
+def latency_columns(counters):
+    """[(series, stat, counter)] for the latency counters, by series then percentile."""
+    found = []
+    for counter in counters:
+        match = LATENCY_COUNTER.match(counter)
+        if match:
+            series = match.group("series") or ""
+            found.append((series, LATENCY_STATS.index(match.group("stat")), counter))
+    found.sort()
+    return [(series, LATENCY_STATS[stat], counter) for series, stat, counter in found]
+
+
+def use_log_scale(values, span_max=20.0):
+    """True when the positive values span more than `span_max`x: a linear axis would hide
+    the small ones."""
+    positive = [v for v in values if v is not None and v > 0]
+    return len(positive) > 1 and max(positive) / min(positive) > span_max
 
 
 # ----------------------------------------------------------------------------- formatting
@@ -315,7 +537,34 @@ def format_number(value):
         return f"{value / 1e3:.4g}k"
     if float(value).is_integer():
         return str(int(value))
+    if magnitude >= 1000:
+        return f"{value:.0f}"
     return f"{value:.3g}" if magnitude < 100 else f"{value:.1f}"
+
+
+def format_bytes(value):
+    for unit, size in (("GiB", 2 ** 30), ("MiB", 2 ** 20), ("KiB", 2 ** 10)):
+        if abs(value) >= size:
+            return f"{value / size:.3g} {unit}"
+    return f"{value:.0f} B"
+
+
+def format_metric(value, metric):
+    """A metric value as text: a time for None, bytes for a *bytes* counter, else a number."""
+    if metric is None:
+        return format_time(value)
+    return format_bytes(value) if "bytes" in metric else format_number(value)
+
+
+def format_spread(samples, metric):
+    """'min–max' of the rounds, or '–' with fewer than two rounds."""
+    if len(samples) < 2:
+        return "–"
+    if metric is None:
+        unit = pick_unit(min(samples))
+        low = format_number(min(samples) / NS_PER_UNIT[unit])
+        return f"{low}–{format_time(max(samples), unit)}"
+    return f"{format_metric(min(samples), metric)}–{format_metric(max(samples), metric)}"
 
 
 def format_ratio(row, baseline):
@@ -343,29 +592,6 @@ def slug(group):
 
 # ----------------------------------------------------------------------------- machine
 
-def read_cmake_cache(build_dir):
-    values = {}
-    cache = build_dir / "CMakeCache.txt"
-    if cache.exists():
-        for line in cache.read_text(encoding="utf-8", errors="replace").splitlines():
-            match = re.match(r"^([A-Za-z_]+):[A-Z]+=(.*)$", line)
-            if match:
-                values[match.group(1)] = match.group(2)
-    return values
-
-
-def compiler_from_cache(cache):
-    compiler = cache.get("CMAKE_CXX_COMPILER")
-    if not compiler:
-        return "unknown"
-    try:
-        first = subprocess.run([compiler, "--version"], capture_output=True, text=True,
-                               timeout=10, check=False).stdout.splitlines()
-        return first[0] if first else compiler
-    except OSError:
-        return compiler
-
-
 def cpu_model():
     try:
         for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
@@ -376,17 +602,17 @@ def cpu_model():
     return platform.processor() or "unknown"
 
 
-def machine_info(build_dir, documents):
-    context = documents[0].get("context", {}) if documents else {}
-    cache = read_cmake_cache(build_dir)
+def machine_info(context):
     load = context.get("load_avg")
     return [
+        ("Commit", context.get("git_commit", "unknown")),
+        ("Compiler", context.get("compiler", "unknown")),
+        ("Flags", f"`{context.get('cxx_flags', 'unknown')}`"),
+        ("Build type", context.get("build_type", "unknown")),
         ("CPU", cpu_model()),
-        ("Cores", f"{os.cpu_count()} logical"
+        ("Cores", f"{context.get('num_cpus', os.cpu_count())} logical"
                   + (f", {context['mhz_per_cpu']} MHz" if "mhz_per_cpu" in context else "")),
         ("Kernel", f"{platform.system()} {platform.release()}"),
-        ("Compiler", context.get("compiler") or compiler_from_cache(cache)),
-        ("Build type", cache.get("CMAKE_BUILD_TYPE") or "unknown (no CMakeCache.txt)"),
         ("Date", context.get("date") or datetime.datetime.now().isoformat(timespec="seconds")),
         ("Load average at start", ", ".join(f"{x:.2f}" for x in load) if load else "unknown"),
         ("CPU frequency scaling", {True: "enabled (timings may vary)", False: "disabled"}
@@ -395,151 +621,101 @@ def machine_info(build_dir, documents):
     ]
 
 
-# ----------------------------------------------------------------------------- output
-
-def write_plots(groups, plot_dir):
-    """Writes one bar chart per group; returns ({group: png path}, note or None)."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return {}, ("matplotlib is not installed (Debian: apt-get install python3-matplotlib), "
-                    "so this report has no plots.")
-    plot_dir.mkdir(parents=True, exist_ok=True)
-    paths = {}
-    for group, entry in groups.items():
-        rows = [r for r in entry["rows"] if not r["run"].get("error_occurred")]
-        if not rows:
-            continue
-        unit = pick_unit(min(time_ns(r["run"]) for r in rows))
-        labels = [row_label(r) for r in rows]
-        values = [time_ns(r["run"]) / NS_PER_UNIT[unit] for r in rows]
-        figure, axes = plt.subplots(figsize=(7, 0.45 * len(rows) + 1.2))
-        colors = ["#4c72b0" if r["variant"] == entry["baseline"] else "#dd8452" for r in rows]
-        bars = axes.barh(labels, values, color=colors)
-        axes.invert_yaxis()
-        axes.set_xlabel(f"time per op ({UNIT_LABEL[unit]}, lower is better)")
-        axes.set_title(f"{group}: time per op"
-                       + (f" (baseline {entry['baseline']})" if entry["baseline"] else ""))
-        for bar, row in zip(bars, rows):
-            note = f" {ratio_text(row['ratio'])}" if row["ratio"] is not None else ""
-            axes.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, note,
-                      va="center", fontsize=9)
-        axes.set_xlim(0, max(values) * 1.18)
-        figure.tight_layout()
-        path = plot_dir / f"{slug(group)}.png"
-        figure.savefig(path, dpi=110)
-        plt.close(figure)
-        paths[group] = path
-        counter_path = write_counter_plot(plt, group, entry, rows, plot_dir)
-        if counter_path is not None:
-            paths[group + " " + entry["plot_counter"]] = counter_path
-    return paths, None
-
-
-def write_counter_plot(plt, group, entry, rows, plot_dir):
-    """The "plot:<group>" chart: the counter against numeric args, one line per variant."""
-    counter = entry.get("plot_counter")
-    if not counter:
-        return None
-    lines, baseline = {}, None
-    for row in rows:
-        value = row["run"].get(counter)
-        if value is None:
-            continue
-        if row["variant"] == entry["baseline"] and not row["args"]:
-            baseline = value
-        elif row["args"].isdigit():
-            lines.setdefault(row["variant"], []).append((int(row["args"]), value))
-    if not lines:
-        return None
-    figure, axes = plt.subplots(figsize=(7, 4))
-    for variant, points in lines.items():
-        points.sort()
-        axes.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=variant)
-    if baseline is not None:
-        axes.axhline(baseline, color="#4c72b0", linestyle="--",
-                     label=f"{entry['baseline']} (baseline)")
-    axes.set_xscale("log", base=2)
-    axes.set_yscale("log")
-    axes.set_xlabel("argument (e.g. concurrent writers)")
-    axes.set_ylabel(counter)
-    axes.set_title(f"{group}: {counter}")
-    axes.legend()
-    figure.tight_layout()
-    path = plot_dir / f"{slug(group)}_{slug(counter)}.png"
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
-
+# ----------------------------------------------------------------------------- report
 
 def group_table(entry):
-    counters = entry["counters"]
-    header = ["variant", "time/op", "ratio"] + counters
+    metric = entry["metric"]
+    latency = {counter for _, _, counter in latency_columns(entry["counters"])}
+    counters = [c for c in entry["counters"] if c not in latency and c != metric]
+    floor = ["× floor"] if entry["floor"] else []
+    header = ["variant", metric or "time/op", "spread (min–max)", "ratio"] + floor + counters
     lines = ["| " + " | ".join(header) + " |",
              "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
     for row in entry["rows"]:
         run = row["run"]
         if run.get("error_occurred"):
-            cells = [row_label(row), "error: " + str(run.get("error_message", "")), "error"]
-            cells += [""] * len(counters)
+            cells = [row_label(row), "error: " + str(run.get("error_message", "")), "", "error"]
+            cells += [""] * (len(floor) + len(counters))
         else:
-            cells = [row_label(row), format_time(time_ns(run)),
-                     format_ratio(row, entry["baseline"])]
+            cells = [row_label(row),
+                     format_metric(row["value"], metric) if row["value"] is not None else "",
+                     format_spread(row["samples"], metric), format_ratio(row, entry["baseline"])]
+            if floor:
+                cells.append(ratio_text(row["floor_ratio"]) if row["floor_ratio"] else "–")
             cells += [format_number(run[c]) if c in run else "" for c in counters]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
-def write_markdown(out, groups, machine, plots, plot_note, options, failures):
+def latency_table(entry):
+    """The latency percentiles (µs) of the median round, one column per series and stat."""
+    columns = latency_columns(entry["counters"])
+    if not columns:
+        return []
+    header = ["variant"] + [(f"{series} " if series else "") + stat.replace("_", ".")
+                            for series, stat, _ in columns]
+    lines = ["Latency (µs, the median round):", "",
+             "| " + " | ".join(header) + " |",
+             "|" + "|".join(["---"] + ["---:"] * len(columns)) + "|"]
+    for row in entry["rows"]:
+        if row["run"].get("error_occurred"):
+            continue
+        cells = [row_label(row)] + [format_number(row["run"][c]) if c in row["run"] else ""
+                                    for _, _, c in columns]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def write_markdown(out, groups, context, plots, plot_note, options, failures):
     lines = ["# sqloop benchmark report", "",
              "Generated by `bench/report.py`" + (" in quick mode (timings are indicative only)"
                                                  if options.quick else "")
              + "; do not edit by hand. Each ratio is against the group's baseline measured in"
              " the same run; time per op is the real (wall-clock) time of one benchmark"
              " iteration"
-             + (f", the run with the median time of {options.repetitions} interleaved rounds"
+             + (f", the run with the median time of {options.repetitions} interleaved rounds,"
+                " and the spread is the minimum and maximum over those rounds"
                 if options.repetitions > 1 else "")
              + ". Conventions and how to add a group: see the top of `bench/report.py`; what the"
              " numbers mean: `docs/overhead.md`.", "", "## Machine", "",
              "| | |", "|---|---|"]
-    lines += [f"| {key} | {value} |" for key, value in machine]
+    lines += [f"| {key} | {value} |" for key, value in machine_info(context)]
     lines.append("")
     if failures:
         lines += ["## Failures", ""] + [f"- {f}" for f in failures] + [""]
     if plot_note:
         lines += [f"> {plot_note}", ""]
     for group in sorted(groups):
-        entry = groups[group]
-        lines += [f"## {group}", ""]
-        if entry["description"]:
-            lines += [entry["description"], ""]
-        lines.append(f"Baseline: `{entry['baseline']}`." if entry["baseline"] else
-                     f"No `baseline:{group}` context entry, so no ratios.")
-        lines.append("")
-        lines += group_table(entry)
-        lines.append("")
-        if group in plots:
-            relative = os.path.relpath(plots[group], out.parent)
-            lines += [f"![{group}: time per op]({relative})", ""]
-        counter_key = f"{group} {entry.get('plot_counter')}"
-        if counter_key in plots:
-            relative = os.path.relpath(plots[counter_key], out.parent)
-            lines += [f"![{group}: {entry['plot_counter']}]({relative})", ""]
+        lines += group_section(group, groups[group], plots, out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines), encoding="utf-8")
 
 
+def group_section(group, entry, plots, out):
+    lines = [f"## {group}", ""]
+    if entry["description"]:
+        lines += [entry["description"], ""]
+    lines.append(f"Baseline: `{entry['baseline']}`." if entry["baseline"] else
+                 f"No `baseline:{group}` context entry, so no ratios.")
+    lines.append("")
+    lines += group_table(entry)
+    lines.append("")
+    lines += latency_table(entry)
+    for title, path in plots.get(group, []):
+        lines += [f"![{group}: {title}]({os.path.relpath(path, out.parent)})", ""]
+    return lines
+
+
 def print_summary(groups):
-    rows = [("group", "variant", "time/op", "ratio", "allocs/op")]
+    rows = [("group", "variant", "value", "ratio", "allocs/op")]
     for group in sorted(groups):
         entry = groups[group]
         for row in entry["rows"]:
             run = row["run"]
             failed = run.get("error_occurred")
             rows.append((group, row_label(row),
-                         "error" if failed else format_time(time_ns(run)),
+                         "error" if failed or row["value"] is None
+                         else format_metric(row["value"], entry["metric"]),
                          format_ratio(row, entry["baseline"]),
                          format_number(run["allocs_per_op"])
                          if "allocs_per_op" in run and not failed else ""))
@@ -550,6 +726,105 @@ def print_summary(groups):
                         for i, cell in enumerate(row)))
         if index == 0:
             print("  ".join("-" * w for w in widths))
+
+
+# ----------------------------------------------------------------------------- compare
+
+def run_stats(document, context):
+    """{run name: (metric, median, min, max, rounds)} over the rounds of each benchmark.
+
+    `context` says which groups measure a counter ("metric:<group>"): the newer run's, so that
+    both runs are compared by the same measure.
+    """
+    def metric_of(run):
+        return context.get(f"metric:{group_of(run)}")
+
+    stats = {}
+    for name, (run, samples) in select_runs(document.get("benchmarks", []), metric_of).items():
+        if run.get("error_occurred") or not samples:
+            continue
+        stats[name] = (metric_of(run), statistics.median(samples), min(samples), max(samples),
+                       len(samples))
+    return stats
+
+
+def is_significant(old, new):
+    """True when NEW differs from OLD by more than the noise (see the module comment)."""
+    _, old_median, old_min, old_max, old_rounds = old
+    _, new_median, new_min, new_max, new_rounds = new
+    if old_median <= 0:
+        return False
+    change = abs(new_median / old_median - 1)
+    if min(old_rounds, new_rounds) < 2:
+        return change > SINGLE_ROUND_THRESHOLD
+    return (new_min > old_max or new_max < old_min) and change > NOISE_THRESHOLD
+
+
+def compare_documents(old_document, new_document):
+    """(Markdown lines of the comparison table, number of flagged changes)."""
+    old_context, new_context = old_document.get("context", {}), new_document.get("context", {})
+    context = {**old_context, **new_context}
+    old, new = run_stats(old_document, context), run_stats(new_document, context)
+    lines = ["# sqloop benchmark comparison", "",
+             f"Old: commit {old_context.get('git_commit', 'unknown')}, "
+             f"{old_context.get('date', 'date unknown')}. "
+             f"New: commit {new_context.get('git_commit', 'unknown')}, "
+             f"{new_context.get('date', 'date unknown')}.", "",
+             "Each value is the median of the run's rounds, with the spread (min–max) beside "
+             "it. A change is flagged when the spreads do not overlap and it exceeds "
+             f"{NOISE_THRESHOLD:.0%} (with one round on either side, when it exceeds "
+             f"{SINGLE_ROUND_THRESHOLD:.0%}). Time: lower is better.", "",
+             "| benchmark | old | old spread | new | new spread | new/old | |",
+             "|---|---:|---:|---:|---:|---:|---|"]
+    flagged = 0
+    for name in [n for n in new if n in old]:
+        metric = new[name][0]
+        ratio = new[name][1] / old[name][1] if old[name][1] else float("nan")
+        mark = ""
+        if is_significant(old[name], new[name]):
+            flagged += 1
+            worse = "larger" if metric else "slower"
+            better = "smaller" if metric else "faster"
+            mark = f"**{worse if ratio > 1 else better}**"
+        cells = [name, format_metric(old[name][1], metric),
+                 format_spread([old[name][2], old[name][3]], metric) if old[name][4] > 1
+                 else "–",
+                 format_metric(new[name][1], metric),
+                 format_spread([new[name][2], new[name][3]], metric) if new[name][4] > 1
+                 else "–",
+                 ratio_text(ratio), mark]
+        lines.append("| " + " | ".join(cells) + " |")
+    only_old = [n for n in old if n not in new]
+    only_new = [n for n in new if n not in old]
+    if only_old:
+        lines += ["", "Only in the old run: " + ", ".join(f"`{n}`" for n in only_old) + "."]
+    if only_new:
+        lines += ["", "Only in the new run: " + ", ".join(f"`{n}`" for n in only_new) + "."]
+    lines += ["", f"{flagged} change(s) larger than the noise."]
+    return lines, flagged
+
+
+def write_comparison(old_path, new_path, out):
+    with open(old_path, encoding="utf-8") as f:
+        old_document = json.load(f)
+    with open(new_path, encoding="utf-8") as f:
+        new_document = json.load(f)
+    lines, _ = compare_documents(old_document, new_document)
+    text = "\n".join(lines) + "\n"
+    print(text)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text, encoding="utf-8")
+    print(f"comparison: {display_path(out)}")
+
+
+# ----------------------------------------------------------------------------- main
+
+def display_path(path):
+    """`path` relative to the working directory when it is under it (for messages)."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def reexec_with_system_python_for_matplotlib():
@@ -576,26 +851,24 @@ def reexec_with_system_python_for_matplotlib():
                  + sys.argv[1:])
 
 
-# End-to-end binaries that set up a server with 1,000 tenants, or thousands of databases, in
-# every benchmark process: one round each keeps the default suite within its 10 minutes. Their
-# spread between runs comes from the machine, not from sampling, and each run is itself long.
-SINGLE_ROUND = {"sqloop_bench_http": 1, "sqloop_bench_registry": 1}
-
-
-def main():
-    options = parse_args()
-    reexec_with_system_python_for_matplotlib()
-    if options.repetitions is None:
-        options.repetitions = 1 if options.quick else DEFAULT_REPETITIONS
-    build_dir = options.build_dir.resolve()
+def report_path(options, build_dir):
+    """Where the report goes, or None if --quick was asked to write outside the build dir."""
+    if options.out is None:
+        if options.quick or options.filter:
+            return build_dir / "benchmarks-quick.md"
+        return REPO_ROOT / "docs" / "benchmarks.md"
     out = options.out.resolve()
+    if options.quick and build_dir not in out.parents:
+        return None
+    return out
+
+
+def run_suite(options, build_dir):
+    """Runs every binary; returns (scrubbed merged document, failures) or None if none."""
     binaries = find_binaries(build_dir)
     if not binaries:
-        print(f"report.py: no sqloop_bench_* executable under {build_dir / 'bench'}; "
-              "build the suite first", file=sys.stderr)
-        return 2
+        return None
     results_dir = build_dir / "bench" / "results"
-    started = time.monotonic()
     documents, failures = [], []
     for index, binary in enumerate(binaries, 1):
         try:
@@ -606,29 +879,65 @@ def main():
             print(f"   FAILED: {error}", flush=True)
             continue
         failures += binary_failures
+        document = scrub_document(document, build_dir)
         documents.append(document)
         with open(results_dir / f"{binary.name}.json", "w", encoding="utf-8") as f:
             json.dump(document, f, indent=2)
-
-    merged = {"context": {}, "benchmarks": []}
+    merged = {"context": merged_context(documents), "benchmarks": []}
     for document in documents:
-        merged["context"].update(document["context"])
         merged["benchmarks"] += document["benchmarks"]
-    raw = results_dir / "raw.json"
+    merged["context"].update(provenance(build_dir, merged["context"]))
+    merged["context"].pop("executable", None)  # One per binary; the runs name their binary.
+    merged = scrub_document(merged, build_dir)
+    failures = [scrub(f, [(str(build_dir), "<build>"), (str(REPO_ROOT), "<repo>")])
+                for f in failures]
+    return merged, failures
+
+
+def main(argv=None):
+    options = parse_args(argv)
+    if options.compare and len(options.compare) == 2:
+        old, new = options.compare
+        out = options.out or new.parent / "compare.md"
+        write_comparison(old, new, out)
+        return 0
+    if options.repetitions is None:
+        options.repetitions = 1 if options.quick else DEFAULT_REPETITIONS
+    build_dir = options.build_dir.resolve()
+    out = report_path(options, build_dir)
+    if out is None:
+        print("report.py: --quick writes under the build directory only (so it can never "
+              f"overwrite the run of record); got --out {options.out}", file=sys.stderr)
+        return 2
+    started = time.monotonic()
+    result = run_suite(options, build_dir)
+    if result is None:
+        print(f"report.py: no sqloop_bench_* executable under {build_dir / 'bench'}; "
+              "build the suite first", file=sys.stderr)
+        return 2
+    merged, failures = result
+    raw = build_dir / "bench" / "results" / "raw.json"
     with open(raw, "w", encoding="utf-8") as f:
         json.dump(merged, f, indent=2)
     plot_dir = out.parent / out.stem
     plot_dir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(raw, plot_dir / "raw.json")
 
-    groups = build_groups(documents)
-    plots, plot_note = write_plots(groups, plot_dir)
-    write_markdown(out, groups, machine_info(build_dir, documents), plots, plot_note, options,
-                   failures)
+    # The plots live beside this file; imported here so that --compare needs no matplotlib.
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import report_plots  # pylint: disable=import-outside-toplevel
+    groups = build_groups([merged])
+    plots, plot_note = report_plots.write_plots(groups, plot_dir)
+    write_markdown(out, groups, merged["context"], plots, plot_note, options, failures)
+    for leak in sorted(set(ABSOLUTE_PATH.findall(out.read_text(encoding="utf-8")))):
+        print(f"warning: the report names an absolute path: {leak}", file=sys.stderr)
     print_summary(groups)
-    print(f"\nreport: {out}  raw JSON: {raw}  ({time.monotonic() - started:.1f} s)")
+    print(f"\nreport: {display_path(out)}  raw JSON: {display_path(raw)}  "
+          f"({time.monotonic() - started:.1f} s)")
     if plot_note:
         print(f"note: {plot_note}")
+    if options.compare:
+        write_comparison(options.compare[0], raw, build_dir / "bench" / "results" / "compare.md")
     if failures:
         print(f"\n{len(failures)} failure(s):", file=sys.stderr)
         for failure in failures:
@@ -638,4 +947,5 @@ def main():
 
 
 if __name__ == "__main__":
+    reexec_with_system_python_for_matplotlib()
     sys.exit(main())

@@ -69,11 +69,12 @@ TEST(DispatchVariantTest, NamesMatchTheBenchmarkNames) {
   EXPECT_STREQ(VariantName(Variant::kCoro), "coro");
   EXPECT_STREQ(VariantName(Variant::kCoroPool), "coro_pool");
   EXPECT_STREQ(VariantName(Variant::kCoroLarge), "coro_large");
+  EXPECT_STREQ(VariantName(Variant::kFloor), "floor");
 }
 
 INSTANTIATE_TEST_SUITE_P(AllVariants, DispatchTest,
                          Combine(Values(Variant::kManual, Variant::kCoro, Variant::kCoroPool,
-                                        Variant::kCoroLarge),
+                                        Variant::kCoroLarge, Variant::kFloor),
                                  Values(false, true)),
                          [](const TestParamInfo<DispatchTest::ParamType>& param_info) {
                            return std::string(VariantName(std::get<0>(param_info.param))) +

@@ -17,14 +17,14 @@
 namespace sqloop::bench::dispatch {
 namespace {
 
-// One connection: read a line, echo it. `kBufferBytes` is the buffer kept in the frame; only its
-// first kRequestBytesMax bytes are zeroed and used (see kLargeFrames in the header).
+// One connection: read a line, echo it. `kBufferBytes` is the buffer kept in the frame, zeroed
+// whole as the study zeroes its buffer; only its first kRequestBytesMax bytes are used.
 template <typename Frames, size_t kBufferBytes>
 Task<Frames> Serve(Context& context, FakeStream fake_stream) {
   static_assert(kBufferBytes >= kRequestBytesMax);
   AsyncStream stream(context, fake_stream);  // Registers now, unregisters when the task ends.
-  std::array<char, kBufferBytes> buffer;     // Deliberately not value-initialized: see above.
-  std::memset(buffer.data(), 0, kRequestBytesMax);
+  std::array<char, kBufferBytes> buffer;     // Zeroed below, as the study's `[0; N]`.
+  std::memset(buffer.data(), 0, kBufferBytes);
   const std::span<char> request(buffer.data(), kRequestBytesMax);
 
   size_t received_bytes = 0;

@@ -13,18 +13,21 @@
 //     `baseline:dispatch+syscalls` = `manual+syscalls`. Ratios are only taken within a group,
 //     against the baseline measured in the same run.
 //   * Time is reported per iteration (one iteration = 256 connections served) in microseconds.
-//   * Counters: allocs_per_op and bytes_per_op (heap allocations and bytes requested per
-//     iteration, from sqloop::heap_counter), frame_bytes (largest coroutine frame, pooled
-//     variants only).
-//   * Each benchmark checks the I/O call counts of its last timed iteration, then runs one more
-//     untimed iteration that records and checks every echo; any mismatch is reported with
-//     SkipWithError, which the report turns into a failing exit status.
+//   * `floor` (and `floor+syscalls`) makes the same fake I/O calls in a straight line, with no
+//     dispatch (floor.h). The context entries `floor:dispatch` and `floor:dispatch+syscalls`
+//     name it, and the report shows every variant as a multiple of it too.
+//   * Counters: allocs_per_op and bytes_per_op (operator new calls and bytes per iteration,
+//     counted in an untimed iteration by alloc_count.h, so the timed loop runs on the plain
+//     allocator), frame_bytes (largest coroutine frame, pooled variants only).
+//   * Each benchmark checks the I/O call counts of its last timed iteration, then runs untimed
+//     iterations that count allocations and record and check every echo; any mismatch is
+//     reported with SkipWithError, which the report turns into a failing exit status.
 #include <benchmark/benchmark.h>
 
 #include <cstdint>
 #include <string>
 
-#include "alloc/heap_counter.h"
+#include "bench/dispatch/alloc_count.h"
 #include "bench/dispatch/workload.h"
 
 namespace sqloop::bench::dispatch {
@@ -43,12 +46,10 @@ std::string CheckEchoes(const EchoLog& log) {
 void BM_Dispatch(benchmark::State& state, Variant variant, bool syscalls) {
   Workload workload(WorkloadOptions{variant, syscalls});
   CallCounts counts;
-  const alloc::HeapCounts before = alloc::CurrentHeapCounts();
   for (auto _ : state) {
     counts = workload.RunOnce();
     benchmark::ClobberMemory();
   }
-  const alloc::HeapCounts after = alloc::CurrentHeapCounts();
 
   if (counts != kExpectedCallCounts) {
     const std::string message =
@@ -56,6 +57,9 @@ void BM_Dispatch(benchmark::State& state, Variant variant, bool syscalls) {
     state.SkipWithError(message.c_str());
     return;
   }
+  StartCountingAllocations();  // Every iteration allocates alike: one untimed one is exact.
+  (void)workload.RunOnce();
+  const AllocationCounts allocations = StopCountingAllocations();
   EchoLog echo_log;
   workload.set_echo_log(&echo_log);
   (void)workload.RunOnce();
@@ -65,19 +69,18 @@ void BM_Dispatch(benchmark::State& state, Variant variant, bool syscalls) {
     return;
   }
 
-  const double iterations = static_cast<double>(state.iterations());
-  state.counters["allocs_per_op"] =
-      static_cast<double>(after.allocations - before.allocations) / iterations;
-  state.counters["bytes_per_op"] = static_cast<double>(after.bytes - before.bytes) / iterations;
+  state.counters["allocs_per_op"] = static_cast<double>(allocations.allocations);
+  state.counters["bytes_per_op"] = static_cast<double>(allocations.bytes);
   if (variant == Variant::kCoroPool) {
     state.counters["frame_bytes"] = static_cast<double>(workload.frame_bytes_max());
   }
 }
 
 void RegisterAll() {
-  const Variant kPlain[] = {Variant::kManual, Variant::kCoro, Variant::kCoroPool,
+  const Variant kPlain[] = {Variant::kFloor, Variant::kManual, Variant::kCoro, Variant::kCoroPool,
                             Variant::kCoroLarge};
-  const Variant kWithSyscalls[] = {Variant::kManual, Variant::kCoro, Variant::kCoroPool};
+  const Variant kWithSyscalls[] = {Variant::kFloor, Variant::kManual, Variant::kCoro,
+                                   Variant::kCoroPool};
   for (const Variant variant : kPlain) {
     const std::string name = std::string("dispatch/") + VariantName(variant);
     benchmark::RegisterBenchmark(name.c_str(), BM_Dispatch, variant, false)
@@ -90,6 +93,8 @@ void RegisterAll() {
   }
   benchmark::AddCustomContext("baseline:dispatch", "manual");
   benchmark::AddCustomContext("baseline:dispatch+syscalls", "manual+syscalls");
+  benchmark::AddCustomContext("floor:dispatch", "floor");
+  benchmark::AddCustomContext("floor:dispatch+syscalls", "floor+syscalls");
   benchmark::AddCustomContext(
       "description:dispatch",
       "One op is one iteration of the fake echo server of the Rust study "

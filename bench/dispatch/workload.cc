@@ -1,6 +1,7 @@
 #include "bench/dispatch/workload.h"
 
 #include "bench/dispatch/coro_server.h"
+#include "bench/dispatch/floor.h"
 #include "bench/dispatch/manual_server.h"
 
 namespace sqloop::bench::dispatch {
@@ -15,6 +16,8 @@ const char* VariantName(Variant variant) {
       return "coro_pool";
     case Variant::kCoroLarge:
       return "coro_large";
+    case Variant::kFloor:
+      return "floor";
   }
   return "unknown";
 }
@@ -34,6 +37,8 @@ Workload::Workload(WorkloadOptions options)
     case Variant::kCoroLarge:
       coro_ = std::make_unique<CoroServer>(&stats_, &poller_, CoroServer::Kind::kLargeFrames);
       break;
+    case Variant::kFloor:
+      break;  // RunFloor needs no server.
   }
 }
 
@@ -44,8 +49,10 @@ CallCounts Workload::RunOnce() {
   poller_.Reset();  // Same registration keys in every iteration.
   if (manual_ != nullptr) {
     manual_->Run();
-  } else {
+  } else if (coro_ != nullptr) {
     coro_->Run();
+  } else {
+    RunFloor(&stats_, &poller_);
   }
   SQLOOP_CHECK(poller_.registered() == 0, "Workload: a handle was left registered");
   return stats_.counts();

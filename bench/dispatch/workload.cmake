@@ -8,6 +8,7 @@ if(NOT TARGET sqloop_dispatch_workload)
     ${_dispatch_dir}/coro_runtime.cc
     ${_dispatch_dir}/coro_server.cc
     ${_dispatch_dir}/fake_io.cc
+    ${_dispatch_dir}/floor.cc
     ${_dispatch_dir}/manual_server.cc
     ${_dispatch_dir}/workload.cc)
   target_include_directories(sqloop_dispatch_workload PUBLIC ${PROJECT_SOURCE_DIR})

@@ -10,10 +10,11 @@
 //   kCoro       C++20 coroutines, frames from the global operator new
 //   kCoroPool   the same coroutines, frames from a preallocated pool via the promise
 //   kCoroLarge  kCoro with a 16 KiB buffer alive across suspension points in each frame
+//   kFloor      the same fake I/O calls in a straight line, no dispatch at all (floor.h)
 // each with or without `syscalls` (one failing 1-byte read() of an empty pipe per fake I/O call).
 //
 // Setup (slabs, queues, the frame pool, the pipe) happens in the constructor; RunOnce() is the
-// timed iteration and allocates nothing in kManual and kCoroPool.
+// timed iteration and allocates nothing in kManual, kCoroPool and kFloor.
 //
 // Why every variant makes exactly these calls per iteration
 // ----------------------------------------------------------
@@ -58,9 +59,9 @@ namespace sqloop::bench::dispatch {
 class ManualServer;
 class CoroServer;
 
-enum class Variant { kManual, kCoro, kCoroPool, kCoroLarge };
+enum class Variant { kManual, kCoro, kCoroPool, kCoroLarge, kFloor };
 
-// "manual", "coro", "coro_pool", "coro_large": the benchmark name's variant part.
+// "manual", "coro", "coro_pool", "coro_large", "floor": the benchmark name's variant part.
 [[nodiscard]] const char* VariantName(Variant variant);
 
 struct WorkloadOptions {
@@ -88,7 +89,7 @@ class Workload {
  private:
   IoStats stats_;
   FakePoller poller_;
-  std::unique_ptr<ManualServer> manual_;  // Exactly one of these two is set.
+  std::unique_ptr<ManualServer> manual_;  // At most one of these two is set (none: kFloor).
   std::unique_ptr<CoroServer> coro_;
 };
 

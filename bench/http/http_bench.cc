@@ -7,7 +7,8 @@
 //
 // One iteration of http/* is one wrk run; its time is wrk's duration divided by its requests
 // (time per request at 64 connections, the inverse of throughput); counters carry wrk's
-// requests per second and latency percentiles. Quick mode (SQLOOP_BENCH_QUICK=1, set by
+// requests per second and latency percentiles (p50 to max, and the distribution for the
+// report's CDF, from wrk's own histogram). Quick mode (SQLOOP_BENCH_QUICK=1, set by
 // bench/report.py --quick) shortens the runs to a second and the idle test to 1,000.
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -20,6 +21,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <iterator>
 #include <string>
 #include <vector>
 
@@ -28,6 +30,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "benchmark/benchmark.h"
 #include "examples/http/child_process.h"
 
@@ -172,8 +175,7 @@ class Server {
 
 // wrk's Lua script: a random tenant per request.
 std::string WriteScript(bool write) {
-  const std::string path =
-      absl::StrCat("/tmp/sqloop_bench_http_", write ? "write" : "read", ".lua");
+  std::string path = absl::StrCat("/tmp/sqloop_bench_http_", write ? "write" : "read", ".lua");
   std::ofstream script(path);
   script << "local tenants = " << kTenants << "\n"
          << "request = function()\n"
@@ -186,12 +188,32 @@ std::string WriteScript(bool write) {
             "{['Content-Type'] = 'application/json'}, body)\n"
          << "end\n"
          << "done = function(summary, latency, requests)\n"
-         << "  io.write(string.format('SQLOOP %d %d %d %d %d %d %d\\n', summary.requests, "
+         << "  io.write(string.format('SQLOOP %d %d %d %d %d %d %d %d\\n', summary.requests, "
             "summary.duration, summary.errors.status + summary.errors.connect + "
             "summary.errors.read + summary.errors.write + summary.errors.timeout, "
-            "latency:percentile(50), latency:percentile(99), latency.max, 0))\n"
+            "latency:percentile(50), latency:percentile(90), latency:percentile(99), "
+            "latency:percentile(99.9), latency.max))\n"
+         // The distribution for the report's CDF: the body in steps of 5 %, then the tail at
+         // 1 - 10^-(1.25, 1.5, ..., 4), as bench/sqlite/env.h's WriteLatencyFile.
+         << "  for i = 1, 18 do io.write(string.format('SQLOOPQ %.6f %d\\n', i * 0.05, "
+            "latency:percentile(i * 5))) end\n"
+         << "  for i = 5, 16 do local q = 1 - 10 ^ (-0.25 * i)\n"
+         << "    io.write(string.format('SQLOOPQ %.6f %d\\n', q, latency:percentile(q * 100)))\n"
+         << "  end\n"
+         << "  io.write(string.format('SQLOOPQ 1 %d\\n', latency.max))\n"
          << "end\n";
   return path;
+}
+
+// Copies wrk's "SQLOOPQ <quantile> <us>" lines to $SQLOOP_BENCH_LATENCY_FILE (set by
+// bench/report.py) as the "request" series of the report's CDF plot.
+void WriteLatencyFile(const std::string& wrk_output) {
+  const char* path = std::getenv("SQLOOP_BENCH_LATENCY_FILE");
+  if (path == nullptr || *path == '\0') return;
+  std::ofstream file(path, std::ios::trunc);
+  for (absl::string_view line : absl::StrSplit(wrk_output, '\n')) {
+    if (absl::ConsumePrefix(&line, "SQLOOPQ ")) file << "request " << line << "\n";
+  }
 }
 
 void Wrk(benchmark::State& state, bool write) {
@@ -213,21 +235,27 @@ void Wrk(benchmark::State& state, bool write) {
     const size_t at = output.find("SQLOOP ");
     std::vector<int64_t> values;
     if (at != std::string::npos) {
-      for (absl::string_view word : absl::StrSplit(output.substr(at + 7), ' ')) {
+      const size_t end = output.find('\n', at);
+      const std::string line = output.substr(at + 7, end == std::string::npos ? end : end - at - 7);
+      for (absl::string_view word : absl::StrSplit(line, ' ')) {
         int64_t value = 0;
         if (absl::SimpleAtoi(absl::StripAsciiWhitespace(word), &value)) values.push_back(value);
       }
     }
-    if (values.size() < 6 || values[0] == 0) return state.SkipWithError(("wrk: " + output).c_str());
+    if (values.size() < 8 || values[0] == 0) return state.SkipWithError(("wrk: " + output).c_str());
     if (values[2] != 0)
       return state.SkipWithError(absl::StrCat("wrk saw ", values[2], " errors").c_str());
     // Time per request (wrk's duration over its requests): the inverse of throughput, so the
     // ratio of writes to reads says what durability costs per request.
     state.SetIterationTime(static_cast<double>(values[1]) / 1e6 / static_cast<double>(values[0]));
-    state.counters["requests_per_second"] = static_cast<double>(values[0]) * 1e6 / values[1];
-    state.counters["p50_us"] = static_cast<double>(values[3]);
-    state.counters["p99_us"] = static_cast<double>(values[4]);
-    state.counters["max_us"] = static_cast<double>(values[5]);
+    state.counters["requests_per_second"] =
+        static_cast<double>(values[0]) * 1e6 / static_cast<double>(values[1]);
+    // values[3..7]: wrk's p50, p90, p99, p99.9 and max, as the Lua script printed them.
+    constexpr const char* kStats[] = {"p50_us", "p90_us", "p99_us", "p99_9_us", "max_us"};
+    for (size_t i = 0; i < std::size(kStats); ++i) {
+      state.counters[kStats[i]] = static_cast<double>(values[3 + i]);
+    }
+    WriteLatencyFile(output);
   }
 }
 
@@ -286,6 +314,8 @@ int main(int argc, char** argv) {
       "tenants; writes are answered only once durable");
   benchmark::AddCustomContext("description:http_idle",
                               "N open keep-alive connections, each served once");
+  // A memory benchmark: the report plots bytes per connection, not the time to open them.
+  benchmark::AddCustomContext("metric:http_idle", "rss_bytes_per_connection");
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   benchmark::RunSpecifiedBenchmarks();

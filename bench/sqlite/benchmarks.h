@@ -11,20 +11,29 @@
 namespace sqloop::bench {
 
 // sqlite_read: one point SELECT by rowid per iteration (point_read.cc).
-enum class PlainReadConfig { kDefault, kBest };
+// kInTxn: kDefault's statement stepped inside one long read transaction (SQLite's floor).
+enum class PlainReadConfig { kDefault, kBest, kInTxn };
 void PlainRead(benchmark::State& state, PlainReadConfig config);
 void SqloopRead(benchmark::State& state);
 void SqloopCoroRead(benchmark::State& state);
 
 // sqlite_write: one durable single-row INSERT per iteration (durable_write.cc). SqloopWrite's
 // argument is the number of concurrent writers.
-void PlainFullWrite(benchmark::State& state);
+// Which VFS a plain baseline runs on: the counting wrapper (counting_vfs.h) or SQLite's own
+// default VFS.
+enum class PlainVfs { kCounting, kDefault };
+void PlainFullWrite(benchmark::State& state, PlainVfs vfs);
 void SqloopWrite(benchmark::State& state);
 
 // sqlite_mixed: one operation (90% point read, 10% durable insert) per iteration (mixed.cc).
 // SqloopMixed's argument is the number of concurrent clients.
-void PlainFullMixed(benchmark::State& state);
+void PlainFullMixed(benchmark::State& state, PlainVfs vfs);
 void SqloopMixed(benchmark::State& state);
+
+// sqlite_write/pool/T and sqlite_mixed/pool/T: plain SQLite behind a pool of T threads, one
+// connection each (pool.cc). The argument is T.
+void PlainPoolWrite(benchmark::State& state);
+void PlainPoolMixed(benchmark::State& state);
 
 }  // namespace sqloop::bench
 

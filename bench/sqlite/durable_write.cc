@@ -6,6 +6,9 @@
 //   plain_full     plain SQLite, WAL, synchronous=FULL, one transaction per INSERT (autocommit),
 //                  on a counting wrapper of the default unix VFS (bench/sqlite/counting_vfs.h);
 //                  latency = the sqlite3_step of the INSERT. The baseline.
+//   plain_full_default_vfs  the same on SQLite's own default VFS, no wrapper: shows what the
+//                  wrapper costs (no fsyncs_per_commit counter, nothing counts them).
+//   pool/T         plain SQLite behind a pool of T threads (bench/sqlite/pool.cc).
 //   sqloop/N       N concurrent writers (closed loop: each writer has exactly one INSERT in
 //                  flight and submits its next one from the acknowledgement of the previous),
 //                  so sqloop's group commit batches what arrives while an fsync is in flight.
@@ -14,13 +17,15 @@
 //                  SQLite allocates per request (savepoint, bit vector...) comes from malloc.
 //
 // Counters: allocs_per_op; commits_per_s (acknowledged commits / wall time of the timed
-// region); p50_us, p99_us (latency per commit); fsyncs_per_commit (plain: xSync calls, each one
+// region); p50_us, p90_us, p99_us, p99_9_us, max_us (latency per commit, also written for the
+// report's CDF, see WriteLatencyFile); fsyncs_per_commit (plain: xSync calls, each one
 // fdatasync; sqloop: VfsStats::fsyncs, fsync operations the VFS submitted, files and
 // directory); commits_per_group (sqloop). Checks: every write acknowledged exactly once and OK,
 // and the file read back with plain SQLite afterwards holds exactly the acknowledged rows.
 #include <sqlite3.h>
 
 #include <memory>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "alloc/heap_counter.h"
@@ -36,16 +41,18 @@ namespace {
 constexpr size_t kLatencySlack = 1024;
 
 void SetWriteCounters(benchmark::State& state, alloc::HeapCounts before, uint64_t commits,
-                      int64_t elapsed_ns, Latencies& latencies, uint64_t fsyncs) {
+                      int64_t elapsed_ns, Latencies& latencies, int64_t fsyncs) {
   const auto ops = static_cast<double>(state.iterations());
   state.counters["allocs_per_op"] =
       static_cast<double>(alloc::CurrentHeapCounts().allocations - before.allocations) / ops;
   state.counters["commits_per_s"] =
       static_cast<double>(commits) / (static_cast<double>(elapsed_ns) / 1e9);
-  state.counters["p50_us"] = latencies.QuantileUs(0.50);
-  state.counters["p99_us"] = latencies.QuantileUs(0.99);
-  state.counters["fsyncs_per_commit"] =
-      static_cast<double>(fsyncs) / static_cast<double>(commits == 0 ? 1 : commits);
+  SetLatencyCounters(state, "", latencies);
+  WriteLatencyFile({{"write", &latencies}});
+  if (fsyncs >= 0) {
+    state.counters["fsyncs_per_commit"] =
+        static_cast<double>(fsyncs) / static_cast<double>(commits == 0 ? 1 : commits);
+  }
 }
 
 // ---- sqloop writers ---------------------------------------------------------------------------
@@ -96,7 +103,7 @@ void OnWriteDone(db::Request& r, absl::Status status) {
   w.in_flight = false;
   --run.in_flight;
   if (!status.ok() || r.changes != 1) {
-    Fail(run, status.ok() ? absl::InternalError("an INSERT changed != 1 row") : status);
+    Fail(run, status.ok() ? absl::InternalError("an INSERT changed != 1 row") : std::move(status));
     return;
   }
   ++run.acked;
@@ -108,10 +115,11 @@ void OnWriteDone(db::Request& r, absl::Status status) {
 
 }  // namespace
 
-void PlainFullWrite(benchmark::State& state) {
+void PlainFullWrite(benchmark::State& state, PlainVfs plain_vfs) {
   const std::string path = FreshDbPath("plain-full");
   CountingVfs& vfs = CountingVfs::Get();
-  sqlite3* db = OpenPlain(path, vfs.name(), /*no_mutex=*/false);
+  const bool counting = plain_vfs == PlainVfs::kCounting;
+  sqlite3* db = OpenPlain(path, counting ? vfs.name() : nullptr, /*no_mutex=*/false);
   sqlite3_stmt* insert = nullptr;
   if (db == nullptr || !Exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;") ||
       !Exec(db, kCreateWriteTable) ||
@@ -145,7 +153,8 @@ void PlainFullWrite(benchmark::State& state) {
   }
   const int64_t elapsed_ns = MonotonicNs() - start_ns;
   const auto commits = static_cast<uint64_t>(state.iterations()) - failures;
-  SetWriteCounters(state, before, commits, elapsed_ns, latencies, vfs.syncs() - syncs_before);
+  SetWriteCounters(state, before, commits, elapsed_ns, latencies,
+                   counting ? static_cast<int64_t>(vfs.syncs() - syncs_before) : -1);
   sqlite3_finalize(insert);
   sqlite3_close_v2(db);
   absl::Status verified = failures == 0 ? VerifyWrites(path, commits, seq_sum)
@@ -195,7 +204,7 @@ void SqloopWrite(benchmark::State& state) {
   const uint64_t commits = run.acked;
   const uint64_t fsyncs = env.vfs().stats().fsyncs - fsyncs_before;
   const uint64_t groups = env.db().stats().groups - groups_before;
-  SetWriteCounters(state, before, commits, elapsed_ns, run.latencies, fsyncs);
+  SetWriteCounters(state, before, commits, elapsed_ns, run.latencies, static_cast<int64_t>(fsyncs));
   state.counters["commits_per_group"] =
       static_cast<double>(commits) / static_cast<double>(groups == 0 ? 1 : groups);
   run.stop = true;  // Drain: the writers in flight are acknowledged, none resubmits.

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -163,6 +164,18 @@ bool Exec(sqlite3* db, const char* sql) {
   return sqlite3_exec(db, sql, nullptr, nullptr, nullptr) == SQLITE_OK;
 }
 
+bool StepPointRead(sqlite3_stmt* select, int64_t id) {
+  sqlite3_bind_int64(select, 1, id);
+  bool ok = sqlite3_step(select) == SQLITE_ROW &&
+            sqlite3_column_int64(select, 0) == ExpectedValue(id) &&
+            TextMatches(
+                id, absl::string_view(reinterpret_cast<const char*>(sqlite3_column_text(select, 1)),
+                                      static_cast<size_t>(sqlite3_column_bytes(select, 1))));
+  ok = sqlite3_step(select) == SQLITE_DONE && ok;
+  sqlite3_reset(select);
+  return ok;
+}
+
 int64_t QueryInt(sqlite3* db, const char* sql) {
   sqlite3_stmt* stmt = nullptr;
   int64_t value = -1;
@@ -195,10 +208,43 @@ int64_t MonotonicNs() {
 
 double Latencies::QuantileUs(double q) {
   if (samples_ns_.empty()) return 0;
+  if (!sorted_) {
+    std::sort(samples_ns_.begin(), samples_ns_.end());
+    sorted_ = true;
+  }
   const auto index = static_cast<size_t>(q * static_cast<double>(samples_ns_.size() - 1));
-  std::nth_element(samples_ns_.begin(), samples_ns_.begin() + static_cast<ptrdiff_t>(index),
-                   samples_ns_.end());
   return static_cast<double>(samples_ns_[index]) / 1e3;
+}
+
+void SetLatencyCounters(benchmark::State& state, absl::string_view prefix, Latencies& latencies) {
+  struct Stat {
+    const char* name;
+    double quantile;
+  };
+  static constexpr Stat kStats[] = {
+      {"p50_us", 0.50}, {"p90_us", 0.90}, {"p99_us", 0.99}, {"p99_9_us", 0.999}, {"max_us", 1.0}};
+  for (const Stat& stat : kStats) {
+    state.counters[absl::StrCat(prefix, stat.name)] = latencies.QuantileUs(stat.quantile);
+  }
+}
+
+void WriteLatencyFile(std::initializer_list<LatencySeries> series) {
+  const char* path = std::getenv("SQLOOP_BENCH_LATENCY_FILE");
+  if (path == nullptr || *path == '\0') return;
+  std::FILE* file = std::fopen(path, "w");
+  if (file == nullptr) return;  // The plot is optional; the counters carry the percentiles.
+  // The body in steps of 5 %, then the tail at 1 - 10^-(1.25, 1.5, ..., 4): p99.99 is as far
+  // from p99.9 on the report's logit axis as p90 is from p50's neighbourhood.
+  std::vector<double> quantiles;
+  for (int i = 1; i <= 18; ++i) quantiles.push_back(0.05 * i);
+  for (int i = 5; i <= 16; ++i) quantiles.push_back(1.0 - std::pow(10.0, -0.25 * i));
+  quantiles.push_back(1.0);
+  for (const LatencySeries& s : series) {
+    if (s.latencies->size() == 0) continue;
+    for (double q : quantiles)
+      std::fprintf(file, "%s %.6f %.3f\n", s.name, q, s.latencies->QuantileUs(q));
+  }
+  std::fclose(file);
 }
 
 // ---- SqloopEnv --------------------------------------------------------------------------------

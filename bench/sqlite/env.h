@@ -22,6 +22,7 @@
 #include <sqlite3.h>
 
 #include <cstdint>
+#include <initializer_list>
 #include <memory>
 #include <string>
 #include <vector>
@@ -51,6 +52,11 @@ inline constexpr const char* kCreateWriteTable =
 inline constexpr absl::string_view kPayload =
     "sqloop-bench-payload-0123456789abcdef0123456789abcdef0123456789ab";
 
+// The mixed workload (sqlite_mixed): one write in kWriteOneIn operations, and client i draws
+// its operations from Prng{kMixedSeedBase + i}, in sqloop and in every plain baseline alike.
+inline constexpr uint64_t kWriteOneIn = 10;
+inline constexpr uint64_t kMixedSeedBase = 1000;
+
 // splitmix64: a fixed, versioned generator, so every variant sees the same keys.
 struct Prng {
   uint64_t state;
@@ -63,6 +69,9 @@ struct Prng {
   // A row id of the read table, uniform in [1, kReadRows].
   int64_t NextRowId() { return 1 + static_cast<int64_t>(Next() % kReadRows); }
 };
+
+// The mixed workload's draw: true for a write (one in kWriteOneIn).
+[[nodiscard]] inline bool IsWrite(Prng& ops) { return ops.Next() % kWriteOneIn == 0; }
 
 // The values stored in row `id` of the read table; readers check what they got against them.
 [[nodiscard]] int64_t ExpectedValue(int64_t id);
@@ -82,6 +91,9 @@ void RemoveDb(const std::string& path);
 // Plain SQLite.
 [[nodiscard]] sqlite3* OpenPlain(const std::string& path, const char* vfs, bool no_mutex);
 [[nodiscard]] bool Exec(sqlite3* db, const char* sql);
+// Steps the prepared kPointSelect for row `id` and resets it: true if it returned exactly that
+// row with the values it was built with.
+[[nodiscard]] bool StepPointRead(sqlite3_stmt* select, int64_t id);
 // `SELECT <one integer>`, or -1 on error.
 [[nodiscard]] int64_t QueryInt(sqlite3* db, const char* sql);
 
@@ -91,7 +103,8 @@ void RemoveDb(const std::string& path);
 
 [[nodiscard]] int64_t MonotonicNs();
 
-// Latencies in nanoseconds; reserve before the timed region so recording never allocates.
+// Latencies in nanoseconds; reserve before the timed region so recording never allocates
+// (Add drops samples beyond the reserved capacity rather than grow).
 class Latencies {
  public:
   void Reserve(size_t n) { samples_ns_.reserve(n); }
@@ -99,12 +112,31 @@ class Latencies {
     if (samples_ns_.size() < samples_ns_.capacity()) samples_ns_.push_back(ns);
   }
   [[nodiscard]] size_t size() const { return samples_ns_.size(); }
-  // The q-quantile (0 < q < 1) in microseconds; sorts in place. 0 without samples.
+  // The q-quantile (0 <= q <= 1; 1 is the maximum) in microseconds. Sorts on first use after
+  // an Add, so call it after the timed region. 0 without samples.
   [[nodiscard]] double QuantileUs(double q);
 
  private:
   std::vector<int64_t> samples_ns_;
+  bool sorted_ = false;
 };
+
+// Sets the latency counters bench/report.py puts in its latency table: "<prefix>p50_us",
+// p90_us, p99_us, p99_9_us and max_us (prefix "" or e.g. "read_").
+void SetLatencyCounters(benchmark::State& state, absl::string_view prefix, Latencies& latencies);
+
+// One named latency distribution, for WriteLatencyFile.
+struct LatencySeries {
+  const char* name;  // "write", "read": one word.
+  Latencies* latencies;
+};
+
+// If the environment variable SQLOOP_BENCH_LATENCY_FILE names a file (bench/report.py sets
+// it), overwrites it with the distributions for the report's CDF plot: one line
+// "<series> <quantile> <microseconds>" per point, about 40 points per series, denser in the
+// tail. Call after the timed region; each call of the benchmark function overwrites the file,
+// so the measured (last) call's distribution remains.
+void WriteLatencyFile(std::initializer_list<LatencySeries> series);
 
 // A loop, a Vfs and one Database on them.
 class SqloopEnv {

@@ -6,15 +6,18 @@
 //   plain_full   plain SQLite doing the same operations one after another: one connection on
 //                the counting wrapper of the default unix VFS, WAL, synchronous=FULL, default
 //                cache, each INSERT its own transaction. The baseline.
+//   plain_full_default_vfs  the same on SQLite's own default VFS: what the wrapper costs.
 //   sqloop/N     N concurrent clients (closed loop: each has one operation in flight and starts
 //                its next one from the completion of the previous). Writes are group-committed;
 //                a read is acknowledged once everything it could have seen is durable, so a read
 //                that starts while a group's fsync is in flight waits for that fsync.
 //
-// Counters: allocs_per_op, ops_per_s, read_p50_us / read_p99_us and write_p50_us /
-// write_p99_us (submit to acknowledgement), fsyncs_per_write. Checks: every read returned its
-// row's values, every operation was acknowledged exactly once, and the file holds exactly the
-// acknowledged writes.
+//   pool/T       plain SQLite behind a pool of T threads, reads in parallel (bench/sqlite/pool.cc).
+//
+// Counters: allocs_per_op, ops_per_s, read_ and write_ p50_us, p90_us, p99_us, p99_9_us and
+// max_us (submit to acknowledgement; also written for the report's CDF), fsyncs_per_write. Checks:
+// every read returned its row's values, every operation was acknowledged exactly once, and the file
+// holds exactly the acknowledged writes.
 #include <sqlite3.h>
 
 #include <cstdlib>
@@ -29,9 +32,6 @@
 namespace sqloop::bench {
 namespace {
 
-constexpr uint64_t kClientSeedBase = 1000;
-// One write in ten operations.
-constexpr uint64_t kWriteOneIn = 10;
 constexpr size_t kLatencySlack = 1024;
 struct MixedStats {
   Latencies reads;
@@ -52,20 +52,19 @@ struct MixedStats {
 };
 
 void SetMixedCounters(benchmark::State& state, alloc::HeapCounts before, MixedStats& stats,
-                      uint64_t ops, int64_t elapsed_ns, uint64_t fsyncs) {
+                      uint64_t ops, int64_t elapsed_ns, int64_t fsyncs) {
   const auto iterations = static_cast<double>(state.iterations());
   state.counters["allocs_per_op"] =
       static_cast<double>(alloc::CurrentHeapCounts().allocations - before.allocations) / iterations;
   state.counters["ops_per_s"] = static_cast<double>(ops) / (static_cast<double>(elapsed_ns) / 1e9);
-  state.counters["read_p50_us"] = stats.reads.QuantileUs(0.50);
-  state.counters["read_p99_us"] = stats.reads.QuantileUs(0.99);
-  state.counters["write_p50_us"] = stats.writes.QuantileUs(0.50);
-  state.counters["write_p99_us"] = stats.writes.QuantileUs(0.99);
+  SetLatencyCounters(state, "read_", stats.reads);
+  SetLatencyCounters(state, "write_", stats.writes);
+  WriteLatencyFile({{"read", &stats.reads}, {"write", &stats.writes}});
   const uint64_t writes = stats.writes_acked == 0 ? 1 : stats.writes_acked;
-  state.counters["fsyncs_per_write"] = static_cast<double>(fsyncs) / static_cast<double>(writes);
+  if (fsyncs >= 0) {  // -1: nothing counted them (SQLite's own VFS).
+    state.counters["fsyncs_per_write"] = static_cast<double>(fsyncs) / static_cast<double>(writes);
+  }
 }
-
-bool IsWrite(Prng& ops) { return ops.Next() % kWriteOneIn == 0; }
 
 // ---- sqloop clients ---------------------------------------------------------------------------
 
@@ -143,7 +142,7 @@ std::unique_ptr<MixedClient[]> MakeClients(MixedRun& run, size_t count) {
   for (size_t i = 0; i < count; ++i) {
     MixedClient& c = clients[i];
     c.run = &run;
-    c.ops = Prng{kClientSeedBase + i};
+    c.ops = Prng{kMixedSeedBase + i};
     c.read.kind = db::Request::Kind::kRead;
     c.read.sql = kPointSelect;
     c.read.params.push_back(db::Value::Int(0));
@@ -162,16 +161,21 @@ std::unique_ptr<MixedClient[]> MakeClients(MixedRun& run, size_t count) {
 
 }  // namespace
 
-void PlainFullMixed(benchmark::State& state) {
+void PlainFullMixed(benchmark::State& state, PlainVfs plain_vfs) {
   const std::string path = FreshDbPath("mixed-plain");
   CountingVfs& vfs = CountingVfs::Get();
-  sqlite3* db = CopyDb(ReadDbPath(), path) ? OpenPlain(path, vfs.name(), false) : nullptr;
+  const bool counting = plain_vfs == PlainVfs::kCounting;
+  sqlite3* db = CopyDb(ReadDbPath(), path)
+                    ? OpenPlain(path, counting ? vfs.name() : nullptr, /*no_mutex=*/false)
+                    : nullptr;
   sqlite3_stmt* select = nullptr;
   sqlite3_stmt* insert = nullptr;
   if (db == nullptr || !Exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;") ||
       !Exec(db, kCreateWriteTable) ||
-      sqlite3_prepare_v3(db, kPointSelect, -1, SQLITE_PREPARE_PERSISTENT, &select, nullptr) ||
-      sqlite3_prepare_v3(db, kInsert, -1, SQLITE_PREPARE_PERSISTENT, &insert, nullptr)) {
+      sqlite3_prepare_v3(db, kPointSelect, -1, SQLITE_PREPARE_PERSISTENT, &select, nullptr) !=
+          SQLITE_OK ||
+      sqlite3_prepare_v3(db, kInsert, -1, SQLITE_PREPARE_PERSISTENT, &insert, nullptr) !=
+          SQLITE_OK) {
     state.SkipWithError("plain SQLite setup failed");
     sqlite3_close_v2(db);
     return;
@@ -180,7 +184,7 @@ void PlainFullMixed(benchmark::State& state) {
   sqlite3_bind_text(insert, 3, kPayload.data(), static_cast<int>(kPayload.size()), SQLITE_STATIC);
   MixedStats stats;
   stats.Reserve(static_cast<size_t>(state.max_iterations));
-  Prng ops{kClientSeedBase};
+  Prng ops{kMixedSeedBase};
   int64_t seq = 0;
   const uint64_t syncs_before = vfs.syncs();
   const alloc::HeapCounts before = alloc::CurrentHeapCounts();
@@ -197,21 +201,13 @@ void PlainFullMixed(benchmark::State& state) {
       stats.seq_sum += seq;
       continue;
     }
-    const int64_t id = ops.NextRowId();
-    sqlite3_bind_int64(select, 1, id);
-    bool ok = sqlite3_step(select) == SQLITE_ROW &&
-              sqlite3_column_int64(select, 0) == ExpectedValue(id) &&
-              TextMatches(id, absl::string_view(
-                                  reinterpret_cast<const char*>(sqlite3_column_text(select, 1)),
-                                  sqlite3_column_bytes(select, 1)));
-    ok = sqlite3_step(select) == SQLITE_DONE && ok;
-    sqlite3_reset(select);
+    const bool ok = StepPointRead(select, ops.NextRowId());
     stats.reads.Add(MonotonicNs() - submitted_ns);
     if (!ok) stats.Fail(absl::InternalError("a read returned a wrong row"));
   }
   const int64_t elapsed_ns = MonotonicNs() - start_ns;
   SetMixedCounters(state, before, stats, static_cast<uint64_t>(state.iterations()), elapsed_ns,
-                   vfs.syncs() - syncs_before);
+                   counting ? static_cast<int64_t>(vfs.syncs() - syncs_before) : -1);
   sqlite3_finalize(select);
   sqlite3_finalize(insert);
   sqlite3_close_v2(db);
@@ -254,7 +250,7 @@ void SqloopMixed(benchmark::State& state) {
   }
   const int64_t elapsed_ns = MonotonicNs() - start_ns;
   SetMixedCounters(state, before, run.stats, run.stats.ops, elapsed_ns,
-                   env.vfs().stats().fsyncs - fsyncs_before);
+                   static_cast<int64_t>(env.vfs().stats().fsyncs - fsyncs_before));
   run.stop = true;
   while (run.in_flight > 0 && run.stats.failures == 0) {
     if (absl::Status s = env.RunOnce(); !s.ok()) run.stats.Fail(s);

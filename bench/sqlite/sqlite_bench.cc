@@ -3,14 +3,18 @@
 //
 // Groups (one iteration = one operation; every benchmark checks its own results and calls
 // SkipWithError when they are wrong, so a quick run in CI catches rot):
-//   sqlite_read    point SELECT by rowid: plain_default (baseline), plain_best, sqloop,
+//   sqlite_read    point SELECT by rowid: plain_default (baseline), plain_in_txn (the same
+//                  inside one read transaction: SQLite's floor), plain_best, sqloop,
 //                  sqloop_coro                                       (point_read.cc)
 //   sqlite_write   durable single-row INSERT: plain_full (baseline, synchronous=FULL, one
-//                  transaction per write) against sqloop with 1, 8, 64, 256 concurrent
+//                  transaction per write) and plain_full_default_vfs (the same without the
+//                  counting VFS wrapper), pool/4 and pool/16 (plain SQLite behind a thread
+//                  pool, pool.cc), against sqloop with 1, 8, 64, 256 concurrent
 //                  writers (group commit)                             (durable_write.cc)
 //                  and sqloop_malloc/64 (64 writers, the SQLite block cache off)
-//   sqlite_mixed   90% reads / 10% durable inserts: plain_full sequentially (baseline)
-//                  against sqloop with 64 concurrent clients          (mixed.cc)
+//   sqlite_mixed   90% reads / 10% durable inserts: plain_full sequentially (baseline) and
+//                  plain_full_default_vfs, pool/4 and pool/16, against sqloop with 64 concurrent
+//                  clients (mixed.cc)
 //
 // The process installs sqloop's SQLite allocator (alloc/sqlite_memory.h) before anything else,
 // so plain SQLite and sqloop allocate through the same functions and the ratios measure the
@@ -48,10 +52,16 @@ void Register() {
   };
   add("sqlite_read/plain_default",
       [](benchmark::State& s) { PlainRead(s, PlainReadConfig::kDefault); });
+  add("sqlite_read/plain_in_txn",
+      [](benchmark::State& s) { PlainRead(s, PlainReadConfig::kInTxn); });
   add("sqlite_read/plain_best", [](benchmark::State& s) { PlainRead(s, PlainReadConfig::kBest); });
   add("sqlite_read/sqloop", &SqloopRead);
   add("sqlite_read/sqloop_coro", &SqloopCoroRead);
-  add("sqlite_write/plain_full", &PlainFullWrite);
+  add("sqlite_write/plain_full",
+      [](benchmark::State& s) { PlainFullWrite(s, PlainVfs::kCounting); });
+  add("sqlite_write/plain_full_default_vfs",
+      [](benchmark::State& s) { PlainFullWrite(s, PlainVfs::kDefault); });
+  add("sqlite_write/pool", &PlainPoolWrite)->Arg(4)->Arg(16);
   add("sqlite_write/sqloop", &SqloopWrite)->Arg(1)->Arg(8)->Arg(64)->Arg(256);
   add("sqlite_write/sqloop_malloc", [](benchmark::State& s) {
     alloc::SetSqliteBlockCacheBytesPerClass(0);
@@ -59,7 +69,11 @@ void Register() {
     SqloopWrite(s);
     alloc::SetSqliteBlockCacheBytesPerClass(alloc::kSqliteBlockCacheBytesPerClassDefault);
   })->Arg(64);
-  add("sqlite_mixed/plain_full", &PlainFullMixed);
+  add("sqlite_mixed/plain_full",
+      [](benchmark::State& s) { PlainFullMixed(s, PlainVfs::kCounting); });
+  add("sqlite_mixed/plain_full_default_vfs",
+      [](benchmark::State& s) { PlainFullMixed(s, PlainVfs::kDefault); });
+  add("sqlite_mixed/pool", &PlainPoolMixed)->Arg(4)->Arg(16);
   add("sqlite_mixed/sqloop", &SqloopMixed)->Arg(64);
 }
 
@@ -85,12 +99,15 @@ int main(int argc, char** argv) {
   benchmark::AddCustomContext(
       "description:sqlite_write",
       "one iteration = one durable single-row INSERT acknowledged (sqloop/N: N concurrent "
-      "writers, group commit); disk under $TMPDIR or /tmp");
+      "writers, group commit; pool/T: plain SQLite behind T threads, one connection each, "
+      "writes serialised by SQLite's lock); disk under $TMPDIR or /tmp");
   benchmark::AddCustomContext(
       "description:sqlite_mixed",
       "one iteration = one operation of a 90% point-read / 10% durable-insert mix "
-      "(sqloop/N: N concurrent clients)");
+      "(sqloop/N: N concurrent clients; pool/T: plain SQLite behind T threads, one "
+      "connection each, reads in parallel)");
   benchmark::AddCustomContext("plot:sqlite_write", "commits_per_s");
+  benchmark::AddCustomContext("plot:sqlite_mixed", "ops_per_s");
   benchmark::AddCustomContext("sqlite_backend", sqloop::bench::ProbeBackend());
   sqloop::bench::Register();
   benchmark::Initialize(&argc, argv);
