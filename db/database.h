@@ -50,7 +50,7 @@
 //
 // clang-format off
 //
-//   kIdle/kDone --Submit--> kQueued --RunGroupOnce/StartRead--> kRunning --AwaitDurable--> kAwaitingDurable
+//   kIdle/kDone --Submit--> kQueued --RunGroupOnce/StartRead---> kRunning --AwaitDurable--> kAwaitingDurable
 //                             ^  |                                  |  |                            |
 //                             |  +------- Finish, FailQueue ------+ |  +-- Finish --+               | AckDurable,
 //                             |    (cancelled, deadline, closing,  | |   (failed,   |               | BecomePoisoned
@@ -62,7 +62,8 @@
 //   kIdle, kDone -> kQueued         Submit                          in its kind's queue (or held_); on_done set
 //   kQueued -> kRunning             RunGroupOnce, StartRead         out of every queue; its statement steps
 //   kRunning -> kQueued             Requeue, RunGroupOnce, StepRead at its queue's front; its rows voided
-//   kRunning -> kAwaitingDurable    AwaitDurable                    succeeded; waits in awaiting_ for its epoch
+//   kRunning -> kAwaitingDurable    AwaitDurable                    a write that succeeded; waits in awaiting_ for
+//                                                                   its epoch to be durable and visible
 //   kQueued, kRunning -> kDone      Finish, FailQueue               its status is final; on_done ran, or waits
 //                                                                   for its client's earlier requests
 //   kAwaitingDurable -> kDone       AckDurable, BecomePoisoned      as above
