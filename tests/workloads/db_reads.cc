@@ -136,8 +136,8 @@ class Run {
     NextSession();
   }
 
-  void NextWrite() {
-    if (writes_.size() >= kWrites || finished_) return;
+  // The next id's INSERT (ids follow submission order).
+  Write& NewWrite() {
     Write& write = writes_.emplace_back();
     write.run = this;
     write.id = static_cast<int64_t>(writes_.size());
@@ -146,6 +146,12 @@ class Run {
     write.request.params = {db::Value::Int(write.id)};
     write.request.user_data = &write;
     write.request.on_done = &Run::OnWritten;
+    return write;
+  }
+
+  void NextWrite() {
+    if (writes_.size() >= kWrites || finished_) return;
+    Write& write = NewWrite();
     if (database_.Submit(write.request).ok()) {
       ++pending_;
     } else {
@@ -254,15 +260,8 @@ class Run {
       return MaybeFinish();
     }
     ++session_rounds_;
-    Write& write = writes_.emplace_back();
-    write.run = this;
+    Write& write = NewWrite();
     write.session = true;
-    write.id = static_cast<int64_t>(writes_.size());
-    write.request.kind = db::Request::Kind::kWrite;
-    write.request.sql = "INSERT INTO t(id) VALUES (?)";
-    write.request.params = {db::Value::Int(write.id)};
-    write.request.user_data = &write;
-    write.request.on_done = &Run::OnWritten;
     write.request.client = &session_;
     if (!database_.Submit(write.request).ok()) return Finish();
     ++pending_;
