@@ -1,10 +1,10 @@
-#include "alloc/arena.h"
+#include "sqloop/alloc/arena.h"
 
 #include <algorithm>
 #include <new>
 
 #include "absl/strings/str_format.h"
-#include "alloc/profile.h"
+#include "sqloop/alloc/profile.h"
 
 namespace sqloop::alloc {
 

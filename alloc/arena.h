@@ -40,7 +40,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "alloc/check.h"
+#include "sqloop/alloc/check.h"
 
 namespace sqloop::alloc {
 

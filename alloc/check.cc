@@ -1,4 +1,4 @@
-#include "alloc/check.h"
+#include "sqloop/alloc/check.h"
 
 #include <cstdio>
 #include <cstdlib>

@@ -4,7 +4,7 @@
 // friends for exactly this) and `operator new` forwards to malloc, so each allocation is
 // counted once whichever API made it. Under AddressSanitizer the sanitizer owns malloc, so only
 // `operator new` is counted.
-#include "alloc/heap_counter.h"
+#include "sqloop/alloc/heap_counter.h"
 
 #include <atomic>
 #include <cstdlib>

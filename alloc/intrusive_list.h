@@ -31,7 +31,7 @@
 
 #include <cstddef>
 
-#include "alloc/check.h"
+#include "sqloop/alloc/check.h"
 
 namespace sqloop {
 

@@ -1,8 +1,8 @@
-#include "alloc/pmr.h"
+#include "sqloop/alloc/pmr.h"
 
 #include <string>
 
-#include "alloc/check.h"
+#include "sqloop/alloc/check.h"
 
 namespace sqloop::alloc {
 

@@ -37,7 +37,7 @@
 #include <string>
 #include <utility>
 
-#include "alloc/arena.h"
+#include "sqloop/alloc/arena.h"
 
 namespace sqloop::alloc {
 

@@ -1,11 +1,11 @@
-#include "alloc/profile.h"
+#include "sqloop/alloc/profile.h"
 
 #include <algorithm>
 #include <array>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "alloc/check.h"
+#include "sqloop/alloc/check.h"
 
 namespace sqloop::alloc {
 namespace {

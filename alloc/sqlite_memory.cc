@@ -1,4 +1,4 @@
-#include "alloc/sqlite_memory.h"
+#include "sqloop/alloc/sqlite_memory.h"
 
 #include <sqlite3.h>
 
@@ -13,7 +13,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_format.h"
-#include "alloc/check.h"
+#include "sqloop/alloc/check.h"
 
 #if defined(__SANITIZE_ADDRESS__)
 #include <sanitizer/asan_interface.h>

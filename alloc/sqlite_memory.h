@@ -55,7 +55,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "alloc/profile.h"
+#include "sqloop/alloc/profile.h"
 
 namespace sqloop::alloc {
 

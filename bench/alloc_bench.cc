@@ -18,9 +18,9 @@
 #include <memory_resource>
 #include <vector>
 
-#include "alloc/arena.h"
-#include "alloc/check.h"
-#include "alloc/heap_counter.h"
+#include "sqloop/alloc/arena.h"
+#include "sqloop/alloc/check.h"
+#include "sqloop/alloc/heap_counter.h"
 
 namespace {
 

@@ -33,14 +33,14 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "alloc/check.h"
-#include "alloc/heap_counter.h"
-#include "alloc/sqlite_memory.h"
-#include "db/database.h"
-#include "db/registry.h"
-#include "db/vfs.h"
-#include "io/prng.h"
-#include "loop/loop.h"
+#include "sqloop/alloc/check.h"
+#include "sqloop/alloc/heap_counter.h"
+#include "sqloop/alloc/sqlite_memory.h"
+#include "sqloop/db/database.h"
+#include "sqloop/db/registry.h"
+#include "sqloop/db/vfs.h"
+#include "sqloop/io/prng.h"
+#include "sqloop/loop/loop.h"
 
 namespace {
 

@@ -1,4 +1,4 @@
-#include "db/database.h"
+#include "sqloop/db/database.h"
 
 #include <sqlite3.h>
 
@@ -9,7 +9,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "alloc/check.h"
+#include "sqloop/alloc/check.h"
 
 namespace sqloop::db {
 namespace {

@@ -129,11 +129,11 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "alloc/sqlite_memory.h"
-#include "db/database_files.h"
-#include "db/request.h"
-#include "db/vfs.h"
-#include "loop/loop.h"
+#include "sqloop/alloc/sqlite_memory.h"
+#include "sqloop/db/database_files.h"
+#include "sqloop/db/request.h"
+#include "sqloop/db/vfs.h"
+#include "sqloop/loop/loop.h"
 
 struct sqlite3;
 struct sqlite3_stmt;

@@ -1,4 +1,4 @@
-#include "db/database_files.h"
+#include "sqloop/db/database_files.h"
 
 #include <sqlite3.h>
 #include <sys/file.h>
@@ -9,8 +9,8 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "alloc/check.h"
-#include "db/vfs.h"
+#include "sqloop/alloc/check.h"
+#include "sqloop/db/vfs.h"
 
 namespace sqloop::db {
 

@@ -70,7 +70,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
-#include "loop/loop.h"
+#include "sqloop/loop/loop.h"
 
 namespace sqloop::db {
 

@@ -8,10 +8,10 @@
 #include "absl/strings/cord.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "alloc/check.h"
-#include "db/database.h"
-#include "db/internal/sql_policy.h"
-#include "db/utf8.h"
+#include "sqloop/alloc/check.h"
+#include "sqloop/db/database.h"
+#include "sqloop/db/internal/sql_policy.h"
+#include "sqloop/db/utf8.h"
 
 namespace sqloop::db {
 namespace {

@@ -53,7 +53,7 @@
 //   kDeleting -> kClosed, ...      FinishDelete            the delete request completed
 //
 // Every transition goes through SetState, which checks the new state's invariants.
-#include "db/registry.h"
+#include "sqloop/db/registry.h"
 
 #include <fcntl.h>
 #include <sys/resource.h>
@@ -65,7 +65,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "alloc/check.h"
+#include "sqloop/alloc/check.h"
 
 namespace sqloop::db {
 namespace {

@@ -72,11 +72,11 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
-#include "alloc/sqlite_memory.h"
-#include "db/database.h"
-#include "db/request.h"
-#include "db/vfs.h"
-#include "loop/loop.h"
+#include "sqloop/alloc/sqlite_memory.h"
+#include "sqloop/db/database.h"
+#include "sqloop/db/request.h"
+#include "sqloop/db/vfs.h"
+#include "sqloop/loop/loop.h"
 
 namespace sqloop::db {
 

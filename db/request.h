@@ -30,7 +30,7 @@
 #include "absl/container/inlined_vector.h"
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
-#include "alloc/intrusive_list.h"
+#include "sqloop/alloc/intrusive_list.h"
 
 struct sqlite3_stmt;
 

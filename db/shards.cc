@@ -1,4 +1,4 @@
-#include "db/shards.h"
+#include "sqloop/db/shards.h"
 
 #include <algorithm>
 #include <condition_variable>
@@ -7,7 +7,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "alloc/check.h"
+#include "sqloop/alloc/check.h"
 
 namespace sqloop::db {
 namespace {

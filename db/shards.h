@@ -53,9 +53,9 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "db/registry.h"
-#include "db/vfs.h"
-#include "loop/loop.h"
+#include "sqloop/db/registry.h"
+#include "sqloop/db/vfs.h"
+#include "sqloop/loop/loop.h"
 
 namespace sqloop::db {
 

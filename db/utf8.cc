@@ -1,4 +1,4 @@
-#include "db/utf8.h"
+#include "sqloop/db/utf8.h"
 
 namespace sqloop::db {
 

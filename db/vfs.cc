@@ -1,7 +1,7 @@
 // The sqlite3_vfs and sqlite3_io_methods glue. Each SQLite entry point translates its arguments
 // and calls DatabaseFiles (db/database_files.h), which owns the descriptors, the queue and the
 // locks; temporary files are served from memory here.
-#include "db/vfs.h"
+#include "sqloop/db/vfs.h"
 
 #include <sqlite3.h>
 #include <unistd.h>
@@ -15,7 +15,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "alloc/check.h"
+#include "sqloop/alloc/check.h"
 
 namespace sqloop::db {
 namespace {

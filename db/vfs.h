@@ -37,8 +37,8 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "db/database_files.h"
-#include "loop/loop.h"
+#include "sqloop/db/database_files.h"
+#include "sqloop/loop/loop.h"
 
 struct sqlite3_vfs;
 

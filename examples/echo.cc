@@ -9,7 +9,7 @@
 //   kClosing   close done               kFree      OnConnection
 #include "examples/echo.h"
 
-#include "alloc/check.h"
+#include "sqloop/alloc/check.h"
 
 namespace sqloop::examples {
 

@@ -23,7 +23,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "loop/loop.h"
+#include "sqloop/loop/loop.h"
 
 namespace sqloop::examples {
 

@@ -1,6 +1,6 @@
 // CreateBackend(): picks io_uring or the fallback and reports the choice; and the transfer
 // bookkeeping every backend shares.
-#include "io/backend.h"
+#include "sqloop/io/backend.h"
 
 #include <sys/stat.h>
 #include <unistd.h>
@@ -9,7 +9,7 @@
 #include <cstdlib>
 
 #include "absl/strings/str_cat.h"
-#include "io/internal/backends.h"
+#include "sqloop/io/internal/backends.h"
 
 namespace sqloop::io {
 namespace {

@@ -35,8 +35,8 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "io/log.h"
-#include "io/op.h"
+#include "sqloop/io/log.h"
+#include "sqloop/io/op.h"
 
 namespace sqloop::io {
 

@@ -21,8 +21,8 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
-#include "alloc/check.h"
-#include "io/internal/backends.h"
+#include "sqloop/alloc/check.h"
+#include "sqloop/io/internal/backends.h"
 
 namespace sqloop::io::internal {
 namespace {

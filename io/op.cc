@@ -1,6 +1,6 @@
-#include "io/op.h"
+#include "sqloop/io/op.h"
 
-#include "alloc/check.h"
+#include "sqloop/alloc/check.h"
 
 namespace sqloop::io {
 

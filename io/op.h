@@ -44,7 +44,7 @@
 #include <cstdint>
 
 #include "absl/strings/string_view.h"
-#include "alloc/check.h"
+#include "sqloop/alloc/check.h"
 
 namespace sqloop::io {
 

@@ -34,7 +34,7 @@
 #include <array>
 #include <cstdint>
 
-#include "alloc/check.h"
+#include "sqloop/alloc/check.h"
 
 namespace sqloop::io {
 

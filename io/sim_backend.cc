@@ -1,6 +1,6 @@
 // The simulator's core: clock, event heap, op lifecycle, faults, trace, and file operations.
 // Sockets are in sim_backend_net.cc.
-#include "io/sim_backend.h"
+#include "sqloop/io/sim_backend.h"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -10,9 +10,9 @@
 #include <cstdio>
 #include <utility>
 
-#include "alloc/check.h"
-#include "io/internal/backends.h"
-#include "io/sim_socket.h"
+#include "sqloop/alloc/check.h"
+#include "sqloop/io/internal/backends.h"
+#include "sqloop/io/sim_socket.h"
 
 namespace sqloop::io {
 namespace {

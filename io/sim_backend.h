@@ -94,11 +94,11 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
-#include "io/backend.h"
-#include "io/op.h"
-#include "io/prng.h"
-#include "io/sim_disk.h"
-#include "io/sim_trace.h"
+#include "sqloop/io/backend.h"
+#include "sqloop/io/op.h"
+#include "sqloop/io/prng.h"
+#include "sqloop/io/sim_disk.h"
+#include "sqloop/io/sim_trace.h"
 
 namespace sqloop::io {
 

@@ -10,9 +10,9 @@
 #include <cerrno>
 #include <cstring>
 
-#include "alloc/check.h"
-#include "io/sim_backend.h"
-#include "io/sim_socket.h"
+#include "sqloop/alloc/check.h"
+#include "sqloop/io/sim_backend.h"
+#include "sqloop/io/sim_socket.h"
 
 namespace sqloop::io {
 namespace {

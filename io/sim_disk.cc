@@ -1,4 +1,4 @@
-#include "io/sim_disk.h"
+#include "sqloop/io/sim_disk.h"
 
 #include <fcntl.h>
 
@@ -8,7 +8,7 @@
 #include <set>
 #include <utility>
 
-#include "alloc/check.h"
+#include "sqloop/alloc/check.h"
 
 namespace sqloop::io {
 namespace {

@@ -72,7 +72,7 @@
 #include <vector>
 
 #include "absl/strings/string_view.h"
-#include "io/prng.h"
+#include "sqloop/io/prng.h"
 
 namespace sqloop::io {
 

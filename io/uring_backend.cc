@@ -23,8 +23,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "alloc/check.h"
-#include "io/internal/backends.h"
+#include "sqloop/alloc/check.h"
+#include "sqloop/io/internal/backends.h"
 
 namespace sqloop::io::internal {
 namespace {

@@ -11,7 +11,7 @@
 //      only when more timers are armed at once than ever before).
 //   4. Run() is never re-entered: `running_` refuses a nested call with FailedPrecondition.
 //   5. `now_ns_` changes only at the start of a tick and after the backend's wait.
-#include "loop/loop.h"
+#include "sqloop/loop/loop.h"
 
 #include <cerrno>
 #include <cstddef>
@@ -20,7 +20,7 @@
 
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_format.h"
-#include "alloc/check.h"
+#include "sqloop/alloc/check.h"
 
 namespace sqloop::loop {
 

@@ -48,9 +48,9 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "io/backend.h"
-#include "io/log.h"
-#include "io/op.h"
+#include "sqloop/io/backend.h"
+#include "sqloop/io/log.h"
+#include "sqloop/io/op.h"
 
 namespace sqloop::loop {
 

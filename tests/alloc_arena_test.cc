@@ -3,11 +3,11 @@
 #include <cstring>
 #include <vector>
 
-#include "alloc/arena.h"
-#include "alloc/heap_counter.h"
-#include "alloc/profile.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "sqloop/alloc/arena.h"
+#include "sqloop/alloc/heap_counter.h"
+#include "sqloop/alloc/profile.h"
 
 namespace sqloop::alloc {
 namespace {

@@ -1,8 +1,8 @@
 // IntrusiveList: order, O(1) removal from anywhere, and the two misuse checks.
 #include <vector>
 
-#include "alloc/intrusive_list.h"
 #include "gtest/gtest.h"
+#include "sqloop/alloc/intrusive_list.h"
 
 namespace sqloop {
 namespace {

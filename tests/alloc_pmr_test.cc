@@ -5,10 +5,10 @@
 #include <unordered_map>
 #include <vector>
 
-#include "alloc/heap_counter.h"
-#include "alloc/pmr.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "sqloop/alloc/heap_counter.h"
+#include "sqloop/alloc/pmr.h"
 
 namespace sqloop::alloc {
 namespace {

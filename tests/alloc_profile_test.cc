@@ -2,10 +2,10 @@
 #include <vector>
 
 #include "absl/strings/str_split.h"
-#include "alloc/heap_counter.h"
-#include "alloc/profile.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "sqloop/alloc/heap_counter.h"
+#include "sqloop/alloc/profile.h"
 
 namespace sqloop::alloc {
 namespace {

@@ -8,11 +8,11 @@
 #include <string>
 #include <thread>
 
-#include "alloc/check.h"
-#include "alloc/profile.h"
-#include "alloc/sqlite_memory.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "sqloop/alloc/check.h"
+#include "sqloop/alloc/profile.h"
+#include "sqloop/alloc/sqlite_memory.h"
 
 namespace sqloop::alloc {
 namespace {

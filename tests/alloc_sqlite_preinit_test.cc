@@ -2,9 +2,9 @@
 // and not half-install. Its own binary: it initialises SQLite with the default allocator.
 #include <sqlite3.h>
 
-#include "alloc/sqlite_memory.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "sqloop/alloc/sqlite_memory.h"
 
 namespace sqloop::alloc {
 namespace {

@@ -1,5 +1,5 @@
 // Backend selection and the bookkeeping shared by the real backends.
-#include "io/backend.h"
+#include "sqloop/io/backend.h"
 
 #include <sys/socket.h>
 #include <unistd.h>
@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
-#include "io/internal/backends.h"
+#include "sqloop/io/internal/backends.h"
 
 namespace sqloop::io {
 namespace {

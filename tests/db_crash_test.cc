@@ -6,8 +6,8 @@
 #include <string>
 
 #include "absl/strings/match.h"
-#include "db/database.h"
 #include "gtest/gtest.h"
+#include "sqloop/db/database.h"
 #include "tests/sim_workload.h"
 
 namespace sqloop::testing {

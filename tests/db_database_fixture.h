@@ -22,10 +22,10 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "db/database.h"
-#include "db/vfs.h"
 #include "gtest/gtest.h"
-#include "loop/loop.h"
+#include "sqloop/db/database.h"
+#include "sqloop/db/vfs.h"
+#include "sqloop/loop/loop.h"
 #include "tests/db_test_support.h"
 
 namespace sqloop::db::testing {

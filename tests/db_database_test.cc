@@ -12,11 +12,11 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "db/database.h"
-#include "db/database_files.h"
-#include "db/vfs.h"
 #include "gtest/gtest.h"
-#include "loop/loop.h"
+#include "sqloop/db/database.h"
+#include "sqloop/db/database_files.h"
+#include "sqloop/db/vfs.h"
+#include "sqloop/loop/loop.h"
 #include "tests/db_database_fixture.h"
 #include "tests/db_test_support.h"
 

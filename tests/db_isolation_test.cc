@@ -9,8 +9,8 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "db/database.h"
 #include "gtest/gtest.h"
+#include "sqloop/db/database.h"
 #include "tests/db_database_fixture.h"
 #include "tests/db_test_support.h"
 

@@ -5,12 +5,12 @@
 #include <memory>
 #include <string>
 
-#include "alloc/heap_counter.h"
-#include "alloc/sqlite_memory.h"
-#include "db/database.h"
-#include "db/vfs.h"
 #include "gtest/gtest.h"
-#include "loop/loop.h"
+#include "sqloop/alloc/heap_counter.h"
+#include "sqloop/alloc/sqlite_memory.h"
+#include "sqloop/db/database.h"
+#include "sqloop/db/vfs.h"
+#include "sqloop/loop/loop.h"
 #include "tests/db_test_support.h"
 
 namespace sqloop::db {

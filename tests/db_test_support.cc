@@ -8,9 +8,9 @@
 #include <cstdlib>
 #include <cstring>
 
-#include "alloc/check.h"
 #include "gtest/gtest.h"
-#include "io/op.h"
+#include "sqloop/alloc/check.h"
+#include "sqloop/io/op.h"
 
 namespace sqloop::testing {
 // Every backend, the simulator included: the db layer is held to the same results on all of

@@ -28,7 +28,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "gtest/gtest.h"
-#include "io/backend.h"
+#include "sqloop/io/backend.h"
 #include "tests/test_backends.h"
 
 namespace sqloop::testing {

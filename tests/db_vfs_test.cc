@@ -11,10 +11,10 @@
 #include <string>
 #include <vector>
 
-#include "db/database_files.h"
-#include "db/vfs.h"
 #include "gtest/gtest.h"
-#include "loop/loop.h"
+#include "sqloop/db/database_files.h"
+#include "sqloop/db/vfs.h"
+#include "sqloop/loop/loop.h"
 #include "tests/db_test_support.h"
 
 namespace sqloop::db {

@@ -7,8 +7,8 @@
 #include <string>
 #include <tuple>
 
-#include "alloc/heap_counter.h"
 #include "bench/dispatch/workload.h"
+#include "sqloop/alloc/heap_counter.h"
 
 namespace sqloop::bench::dispatch {
 namespace {

@@ -6,11 +6,11 @@
 #include "absl/strings/cord.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "db/request.h"
 #include "examples/http/auth.h"
 #include "examples/http/handler.h"
 #include "examples/http/request_parser.h"
 #include "gtest/gtest.h"
+#include "sqloop/db/request.h"
 
 namespace sqloop::examples::http {
 namespace {

@@ -9,11 +9,11 @@
 #include <vector>
 
 #include "absl/strings/match.h"
-#include "db/request.h"
 #include "examples/http/handler.h"
 #include "examples/http/registry_executor.h"
 #include "gtest/gtest.h"
-#include "loop/loop.h"
+#include "sqloop/db/request.h"
+#include "sqloop/loop/loop.h"
 #include "tests/test_backends.h"
 
 namespace sqloop::examples::http {

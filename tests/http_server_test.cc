@@ -19,7 +19,7 @@
 #include "absl/strings/str_cat.h"
 #include "examples/http/server.h"
 #include "gtest/gtest.h"
-#include "loop/loop.h"
+#include "sqloop/loop/loop.h"
 #include "tests/test_backends.h"
 
 namespace sqloop::examples::http {

@@ -4,5 +4,6 @@ add_test(NAME install_consumer
                  -DSOURCE_DIR=${PROJECT_SOURCE_DIR}
                  -DWORK_DIR=${CMAKE_CURRENT_BINARY_DIR}/install_consumer
                  -DCXX_FLAGS=${CMAKE_CXX_FLAGS} -DGENERATOR=${CMAKE_GENERATOR}
+                 -DVERSION=${PROJECT_VERSION}
                  -P ${CMAKE_CURRENT_SOURCE_DIR}/install_consumer.cmake)
 set_tests_properties(install_consumer PROPERTIES TIMEOUT 600)

@@ -2,7 +2,7 @@
 # builds and runs a consumer program (tests/consumer/) against that prefix alone, once through
 # find_package(sqloop) + sqloop::sqloop and once through pkg-config. The program runs SQL, so a
 # package that leaves a layer (or a dependency) off the link line fails to link here.
-# Variables: BINARY_DIR, SOURCE_DIR, WORK_DIR, CXX_FLAGS, GENERATOR.
+# Variables: BINARY_DIR, SOURCE_DIR, WORK_DIR, CXX_FLAGS, GENERATOR, VERSION.
 file(REMOVE_RECURSE ${WORK_DIR})
 function(run)
   execute_process(COMMAND ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
@@ -16,7 +16,8 @@ set(prefix ${WORK_DIR}/prefix)
 run(${CMAKE_COMMAND} --install ${BINARY_DIR} --prefix ${prefix})
 
 # What the prefix must and must not hold.
-foreach(file include/sqloop/loop/loop.h include/sqloop/db/database.h share/doc/sqloop/LICENSE)
+foreach(file include/sqloop/loop/loop.h include/sqloop/db/database.h include/sqloop/version.h
+             share/doc/sqloop/LICENSE)
   if(NOT EXISTS ${prefix}/${file})
     message(FATAL_ERROR "the install lacks ${file}")
   endif()
@@ -45,7 +46,8 @@ file(COPY ${SOURCE_DIR}/tests/consumer/ DESTINATION ${WORK_DIR}/src)
 file(MAKE_DIRECTORY ${WORK_DIR}/data_cmake ${WORK_DIR}/data_pc)
 
 run(${CMAKE_COMMAND} -S ${WORK_DIR}/src -B ${WORK_DIR}/build -G ${GENERATOR}
-    -DCMAKE_PREFIX_PATH=${prefix} "-DCMAKE_CXX_FLAGS=${CXX_FLAGS}")
+    -DCMAKE_PREFIX_PATH=${prefix} "-DCMAKE_CXX_FLAGS=${CXX_FLAGS}"
+    -DSQLOOP_EXPECTED_VERSION=${VERSION})
 run(${CMAKE_COMMAND} --build ${WORK_DIR}/build)
 run(${WORK_DIR}/build/consumer ${WORK_DIR}/data_cmake)
 
@@ -59,5 +61,6 @@ if(NOT rc EQUAL 0)
 endif()
 separate_arguments(flags UNIX_COMMAND "${flags}")
 separate_arguments(extra UNIX_COMMAND "${CXX_FLAGS}")
-run(c++ ${extra} ${WORK_DIR}/src/main.cc -o ${WORK_DIR}/consumer_pc ${flags})
+run(c++ ${extra} -I${WORK_DIR}/src/host "-DSQLOOP_EXPECTED_VERSION_STRING=\"${VERSION}\""
+    ${WORK_DIR}/src/main.cc -o ${WORK_DIR}/consumer_pc ${flags})
 run(${WORK_DIR}/consumer_pc ${WORK_DIR}/data_pc)

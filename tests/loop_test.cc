@@ -1,5 +1,5 @@
 // The loop's behaviour, held to the same assertions on every backend (tests/test_backends.h).
-#include "loop/loop.h"
+#include "sqloop/loop/loop.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -15,8 +15,8 @@
 #include <thread>
 #include <vector>
 
-#include "alloc/heap_counter.h"
 #include "gtest/gtest.h"
+#include "sqloop/alloc/heap_counter.h"
 #include "tests/test_backends.h"
 
 namespace sqloop::loop {

@@ -16,9 +16,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "db/registry.h"
 #include "gtest/gtest.h"
-#include "io/internal/backends.h"
+#include "sqloop/db/registry.h"
+#include "sqloop/io/internal/backends.h"
 #include "tests/registry_test_util.h"
 
 namespace sqloop::db {

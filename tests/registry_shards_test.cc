@@ -13,9 +13,9 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "db/shards.h"
 #include "gtest/gtest.h"
-#include "io/prng.h"
+#include "sqloop/db/shards.h"
+#include "sqloop/io/prng.h"
 #include "tests/registry_test_util.h"
 
 namespace sqloop::db {

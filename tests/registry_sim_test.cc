@@ -9,10 +9,10 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_format.h"
-#include "db/registry.h"
 #include "gtest/gtest.h"
-#include "io/prng.h"
-#include "io/sim_backend.h"
+#include "sqloop/db/registry.h"
+#include "sqloop/io/prng.h"
+#include "sqloop/io/sim_backend.h"
 #include "tests/registry_test_util.h"
 #include "tests/sim_test_backend.h"
 

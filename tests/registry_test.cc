@@ -1,6 +1,6 @@
 // Registry: tenant names, open on first use, creation only when allowed, deletion, scale to
 // zero, and the open-slot and memory budgets, on io_uring and the fallback backend.
-#include "db/registry.h"
+#include "sqloop/db/registry.h"
 
 #include <memory>
 #include <string>
@@ -9,9 +9,9 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "alloc/sqlite_memory.h"
 #include "gtest/gtest.h"
-#include "io/internal/backends.h"
+#include "sqloop/alloc/sqlite_memory.h"
+#include "sqloop/io/internal/backends.h"
 #include "tests/registry_test_util.h"
 
 namespace sqloop::db {

@@ -32,12 +32,12 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-#include "alloc/check.h"
-#include "alloc/sqlite_memory.h"
-#include "db/registry.h"
-#include "db/vfs.h"
 #include "gtest/gtest.h"
-#include "loop/loop.h"
+#include "sqloop/alloc/check.h"
+#include "sqloop/alloc/sqlite_memory.h"
+#include "sqloop/db/registry.h"
+#include "sqloop/db/vfs.h"
+#include "sqloop/loop/loop.h"
 
 namespace sqloop::db::testing {
 

@@ -1,7 +1,7 @@
 // io/sim_backend.h through the Backend interface: virtual time, latency, reordering, every
 // injected fault, files, sockets, cancel, crash, and the trace hash. No test sleeps or looks at
 // a real clock: every time below is virtual.
-#include "io/sim_backend.h"
+#include "sqloop/io/sim_backend.h"
 
 #include <arpa/inet.h>
 #include <fcntl.h>

@@ -1,5 +1,5 @@
 // io/sim_disk.h: what is visible, what is durable, and what a crash keeps, drops and tears.
-#include "io/sim_disk.h"
+#include "sqloop/io/sim_disk.h"
 
 #include <fcntl.h>
 
@@ -9,7 +9,7 @@
 #include <string>
 
 #include "gtest/gtest.h"
-#include "io/prng.h"
+#include "sqloop/io/prng.h"
 
 namespace sqloop::io {
 namespace {

@@ -5,7 +5,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
-#include "io/prng.h"
+#include "sqloop/io/prng.h"
 
 namespace sqloop::io {
 namespace {

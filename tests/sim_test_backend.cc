@@ -2,7 +2,7 @@
 
 #include <memory>
 
-#include "io/sim_backend.h"
+#include "sqloop/io/sim_backend.h"
 
 namespace sqloop::testing {
 

@@ -20,7 +20,7 @@
 #include <cstdio>
 #include <cstdlib>
 
-#include "alloc/check.h"
+#include "sqloop/alloc/check.h"
 #include "tests/test_backends.h"
 
 namespace sqloop::testing {

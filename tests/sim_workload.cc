@@ -7,10 +7,10 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "alloc/check.h"
-#include "io/prng.h"
-#include "io/sim_backend.h"
-#include "loop/loop.h"
+#include "sqloop/alloc/check.h"
+#include "sqloop/io/prng.h"
+#include "sqloop/io/sim_backend.h"
+#include "sqloop/loop/loop.h"
 
 #ifndef SQLOOP_SIM_BINARY
 #define SQLOOP_SIM_BINARY "sqloop_sim"

@@ -14,11 +14,11 @@
 
 #include "absl/strings/match.h"
 #include "absl/time/time.h"
-#include "alloc/check.h"
-#include "db/database.h"
 #include "gtest/gtest.h"
-#include "io/sim_backend.h"
-#include "loop/loop.h"
+#include "sqloop/alloc/check.h"
+#include "sqloop/db/database.h"
+#include "sqloop/io/sim_backend.h"
+#include "sqloop/loop/loop.h"
 
 namespace sqloop::testing {
 namespace {

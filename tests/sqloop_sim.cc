@@ -19,7 +19,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/string_view.h"
-#include "io/prng.h"
+#include "sqloop/io/prng.h"
 #include "tests/sim_workload.h"
 
 namespace sqloop::testing {

@@ -1,7 +1,7 @@
 #include "tests/test_backends.h"
 
-#include "alloc/check.h"
-#include "io/internal/backends.h"
+#include "sqloop/alloc/check.h"
+#include "sqloop/io/internal/backends.h"
 #ifdef SQLOOP_HAVE_SIMULATOR
 #include "tests/sim_test_backend.h"
 #endif

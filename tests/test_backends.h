@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "io/backend.h"
+#include "sqloop/io/backend.h"
 
 namespace sqloop::testing {
 

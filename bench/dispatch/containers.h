@@ -21,7 +21,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "alloc/check.h"
+#include "sqloop/alloc/check.h"
 
 namespace sqloop::bench::dispatch {
 

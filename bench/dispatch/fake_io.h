@@ -40,8 +40,8 @@
 #include <string_view>
 #include <vector>
 
-#include "alloc/check.h"
 #include "bench/dispatch/containers.h"
+#include "sqloop/alloc/check.h"
 
 namespace sqloop::bench::dispatch {
 

@@ -25,10 +25,10 @@
 #include <string>
 #include <vector>
 
-#include "alloc/heap_counter.h"
 #include "benchmark/benchmark.h"
-#include "io/internal/backends.h"
-#include "loop/loop.h"
+#include "sqloop/alloc/heap_counter.h"
+#include "sqloop/io/internal/backends.h"
+#include "sqloop/loop/loop.h"
 
 namespace sqloop::bench {
 namespace {

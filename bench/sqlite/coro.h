@@ -36,8 +36,8 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
-#include "db/database.h"
-#include "db/request.h"
+#include "sqloop/db/database.h"
+#include "sqloop/db/request.h"
 
 namespace sqloop::bench {
 

@@ -28,10 +28,10 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "alloc/heap_counter.h"
 #include "bench/sqlite/benchmarks.h"
 #include "bench/sqlite/counting_vfs.h"
 #include "bench/sqlite/env.h"
+#include "sqloop/alloc/heap_counter.h"
 
 namespace sqloop::bench {
 namespace {

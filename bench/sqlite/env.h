@@ -30,9 +30,9 @@
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "benchmark/benchmark.h"
-#include "db/database.h"
-#include "db/vfs.h"
-#include "loop/loop.h"
+#include "sqloop/db/database.h"
+#include "sqloop/db/vfs.h"
+#include "sqloop/loop/loop.h"
 
 namespace sqloop::bench {
 

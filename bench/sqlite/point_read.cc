@@ -21,10 +21,10 @@
 #include <sqlite3.h>
 
 #include "absl/strings/str_cat.h"
-#include "alloc/heap_counter.h"
 #include "bench/sqlite/benchmarks.h"
 #include "bench/sqlite/coro.h"
 #include "bench/sqlite/env.h"
+#include "sqloop/alloc/heap_counter.h"
 
 namespace sqloop::bench {
 namespace {

@@ -28,9 +28,9 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "alloc/heap_counter.h"
 #include "bench/sqlite/benchmarks.h"
 #include "bench/sqlite/env.h"
+#include "sqloop/alloc/heap_counter.h"
 
 namespace sqloop::bench {
 namespace {

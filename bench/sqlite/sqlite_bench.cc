@@ -29,11 +29,11 @@
 #include <memory>
 #include <string>
 
-#include "alloc/check.h"
-#include "alloc/sqlite_memory.h"
 #include "bench/sqlite/benchmarks.h"
 #include "benchmark/benchmark.h"
-#include "loop/loop.h"
+#include "sqloop/alloc/check.h"
+#include "sqloop/alloc/sqlite_memory.h"
+#include "sqloop/loop/loop.h"
 
 namespace sqloop::bench {
 namespace {

@@ -1,4 +1,4 @@
-#include "db/internal/sql_policy.h"
+#include "sqloop/db/internal/sql_policy.h"
 
 #include <sqlite3.h>
 

@@ -9,8 +9,8 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "alloc/check.h"
 #include "examples/http/executor.h"
+#include "sqloop/alloc/check.h"
 
 namespace sqloop::examples::http {
 namespace {

@@ -1,7 +1,7 @@
 #include "examples/http/executor.h"
 
 #include "absl/strings/str_cat.h"
-#include "alloc/check.h"
+#include "sqloop/alloc/check.h"
 
 namespace sqloop::examples::http {
 

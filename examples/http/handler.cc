@@ -9,7 +9,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "db/request.h"
+#include "sqloop/db/request.h"
 
 namespace sqloop::examples::http {
 namespace {

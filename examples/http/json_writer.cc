@@ -4,8 +4,8 @@
 #include <cmath>
 #include <system_error>
 
-#include "alloc/check.h"
-#include "db/utf8.h"
+#include "sqloop/alloc/check.h"
+#include "sqloop/db/utf8.h"
 
 namespace sqloop::examples::http {
 namespace {

@@ -56,10 +56,10 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "db/registry.h"
-#include "db/vfs.h"
 #include "examples/http/executor.h"
-#include "loop/loop.h"
+#include "sqloop/db/registry.h"
+#include "sqloop/db/vfs.h"
+#include "sqloop/loop/loop.h"
 
 namespace sqloop::examples::http {
 

@@ -90,8 +90,8 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "alloc/check.h"
 #include "examples/http/json_writer.h"
+#include "sqloop/alloc/check.h"
 
 namespace sqloop::examples::http {
 namespace {

@@ -68,8 +68,8 @@
 #include "examples/http/handler.h"
 #include "examples/http/json_writer.h"
 #include "examples/http/request_parser.h"
-#include "loop/loop.h"
 #include "simdjson.h"
+#include "sqloop/loop/loop.h"
 
 namespace sqloop::examples::http {
 

@@ -9,7 +9,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
-#include "alloc/check.h"
+#include "sqloop/alloc/check.h"
 
 namespace sqloop::examples::http {
 

@@ -21,7 +21,7 @@
 #define SQLOOP_EXAMPLES_HTTP_SHUTDOWN_SIGNAL_H_
 
 #include "absl/status/statusor.h"
-#include "loop/loop.h"
+#include "sqloop/loop/loop.h"
 
 namespace sqloop::examples::http {
 

@@ -41,7 +41,7 @@
 #include "examples/http/registry_executor.h"
 #include "examples/http/server.h"
 #include "examples/http/shutdown_signal.h"
-#include "loop/loop.h"
+#include "sqloop/loop/loop.h"
 
 ABSL_FLAG(std::string, address, "127.0.0.1", "Address to listen on (IPv4 or IPv6 literal).");
 ABSL_FLAG(uint16_t, port, 8080, "Port to listen on; 0 picks a free one (printed on stdout).");

@@ -10,8 +10,8 @@
 #include <memory>
 
 #include "absl/status/statusor.h"
-#include "alloc/check.h"
-#include "io/backend.h"
+#include "sqloop/alloc/check.h"
+#include "sqloop/io/backend.h"
 
 namespace sqloop::io::internal {
 

@@ -14,6 +14,7 @@
 #include "sqloop/db/request.h"
 #include "sqloop/db/vfs.h"
 #include "sqloop/loop/loop.h"
+#include "sqloop/version.h"
 
 namespace {
 
@@ -111,6 +112,11 @@ int UseDatabase(sqloop::loop::Loop& loop, sqloop::db::Vfs& vfs, const std::strin
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (std::string(SQLOOP_VERSION_STRING) != SQLOOP_EXPECTED_VERSION_STRING) {
+    std::fprintf(stderr, "consumer: sqloop/version.h says %s, the package %s\n",
+                 SQLOOP_VERSION_STRING, SQLOOP_EXPECTED_VERSION_STRING);
+    return 1;
+  }
   if (argc != 2) {
     std::fprintf(stderr, "usage: consumer <scratch directory>\n");
     return 2;

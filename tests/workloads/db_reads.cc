@@ -30,12 +30,12 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
-#include "db/database.h"
-#include "db/database_files.h"
-#include "db/vfs.h"
-#include "io/sim_backend.h"
-#include "io/sim_trace.h"
-#include "loop/loop.h"
+#include "sqloop/db/database.h"
+#include "sqloop/db/database_files.h"
+#include "sqloop/db/vfs.h"
+#include "sqloop/io/sim_backend.h"
+#include "sqloop/io/sim_trace.h"
+#include "sqloop/loop/loop.h"
 #include "tests/sim_workload.h"
 
 namespace sqloop::testing {

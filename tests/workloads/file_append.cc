@@ -36,9 +36,9 @@
 #include <vector>
 
 #include "absl/time/time.h"
-#include "io/sim_backend.h"
-#include "io/sim_trace.h"
-#include "loop/loop.h"
+#include "sqloop/io/sim_backend.h"
+#include "sqloop/io/sim_trace.h"
+#include "sqloop/loop/loop.h"
 #include "tests/sim_workload.h"
 
 namespace sqloop::testing {

@@ -68,8 +68,8 @@
 #include <cstdint>
 #include <string>
 
-#include "io/sim_backend.h"
-#include "loop/loop.h"
+#include "sqloop/io/sim_backend.h"
+#include "sqloop/loop/loop.h"
 
 namespace sqloop::testing::http_sim {
 
