@@ -416,7 +416,25 @@ absl::Status Database::Submit(Request& request) {
         " requests waiting; retry after some complete (raise queued_requests_max if this is "
         "expected)"));
   }
+  if (request.kind == Request::Kind::kAuto) {
+    absl::StatusOr<Request::Kind> kind = KindOf(request);
+    if (!kind.ok()) return kind.status();
+    request.kind = *kind;
+  }
+  if (!request.batch.empty()) {
+    if (request.kind != Request::Kind::kWrite || !request.sql.empty() || !request.params.empty()) {
+      return absl::InvalidArgumentError(
+          "a batch is a write and carries its statements in `batch` alone: set kind = kWrite and "
+          "leave `sql` and `params` empty");
+    }
+    if (request.batch.size() > options_.batch_statements_max) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("the batch has ", request.batch.size(), " statements, over the limit of ",
+                       options_.batch_statements_max, " (batch_statements_max); split it"));
+    }
+  }
   request.status_ = absl::OkStatus();
+  request.batch_index_ = 0;
   request.changes = request.last_insert_rowid = 0;
   request.epoch = 0;
   request.busy_retries_ = 0;
@@ -437,6 +455,16 @@ absl::Status Database::Submit(Request& request) {
   queue->PushBack(request);
   ArmPump();
   return absl::OkStatus();
+}
+
+// What SQLite says the statement does, from the writer's cached prepare (a statement it will
+// run later is then prepared already; a read is prepared again on its reader). A batch is a
+// write whatever its statements do: it is one transaction on the writer.
+absl::StatusOr<Request::Kind> Database::KindOf(const Request& request) {
+  if (!request.batch.empty()) return Request::Kind::kWrite;
+  absl::StatusOr<sqlite3_stmt*> stmt = Prepare(writer_, request.sql);
+  if (!stmt.ok()) return stmt.status();
+  return sqlite3_stmt_readonly(*stmt) != 0 ? Request::Kind::kRead : Request::Kind::kWrite;
 }
 
 bool Database::Cancel(Request& request) {

@@ -154,6 +154,9 @@ inline constexpr uint32_t kReadsStartedPerTickMax = 256;
 inline constexpr uint32_t kGroupRequestsMaxDefault = 256;
 // Prepared statements cached per connection; the least useful are dropped beyond this.
 inline constexpr uint32_t kStatementCacheMaxDefault = 64;
+// Statements in one batch (Request::batch). A batch runs in one slice of the writer with the
+// budgets of one request, so its length is bounded like a group's.
+inline constexpr uint32_t kBatchStatementsMaxDefault = 256;
 // Largest text or blob (parameter, or value SQLite builds): 1 MiB keeps one tenant's request
 // from pinning a large share of memory; also set as SQLITE_LIMIT_LENGTH.
 inline constexpr int kValueBytesMaxDefault = 1 << 20;
@@ -188,6 +191,7 @@ struct DatabaseOptions {
   uint32_t rows_per_tick = kRowsPerTickDefault;
   uint32_t group_requests_max = kGroupRequestsMaxDefault;
   uint32_t statement_cache_max = kStatementCacheMaxDefault;
+  uint32_t batch_statements_max = kBatchStatementsMaxDefault;
   int value_bytes_max = kValueBytesMaxDefault;
   int sql_bytes_max = kSqlBytesMaxDefault;
   uint32_t queued_requests_max = kQueuedRequestsMaxDefault;
@@ -341,6 +345,10 @@ class Database {
   void BecomePoisoned();
   void RunGroup();
   bool RunGroupOnce(std::vector<Request*>& group);
+  // What a group does after one of its requests ran (RunInGroup): run the next request, commit
+  // what it has, or stop: kHandled (RunGroupOnce returns true) or kLost (returns false).
+  enum class GroupStep : uint8_t { kNext, kCommitNow, kHandled, kLost };
+  GroupStep RunInGroup(std::vector<Request*>& group, Request& r, bool started_idle);
   bool Commit(std::vector<Request*>& group, bool started_idle);
   void OnOverflow(std::vector<Request*>& group, Request* current, bool started_idle);
   absl::Status ExecuteWrite(Request& request);
@@ -364,8 +372,10 @@ class Database {
   void FinishClose();
   void CloseConnections();
 
-  absl::StatusOr<sqlite3_stmt*> Prepare(Connection& c, const Request& request);
-  [[nodiscard]] absl::Status Bind(sqlite3_stmt* stmt, const Request& request) const;
+  absl::StatusOr<sqlite3_stmt*> Prepare(Connection& c, absl::string_view sql);
+  absl::StatusOr<Request::Kind> KindOf(const Request& request);
+  [[nodiscard]] absl::Status Bind(sqlite3_stmt* stmt, absl::Span<const Value> params) const;
+  absl::Status StepWrite(Request& r, absl::string_view sql, absl::Span<const Value> params);
   absl::Status RunInternal(Connection& c, const char* sql);
   [[nodiscard]] absl::Status SqliteError(const Connection& c, int rc) const;
   [[nodiscard]] absl::Status RefuseBeforeRunning(const Request& r) const;

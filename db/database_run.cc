@@ -165,15 +165,15 @@ absl::Status Database::SqliteError(const Connection& c, int rc) const {
   }
 }
 
-absl::StatusOr<sqlite3_stmt*> Database::Prepare(Connection& c, const Request& request) {
-  if (auto it = c.cache.find(request.sql); it != c.cache.end()) return it->second;
-  if (request.sql.size() > static_cast<size_t>(options_.sql_bytes_max)) {
-    return absl::InvalidArgumentError(absl::StrCat("request SQL is ", request.sql.size(),
+absl::StatusOr<sqlite3_stmt*> Database::Prepare(Connection& c, absl::string_view sql) {
+  if (auto it = c.cache.find(sql); it != c.cache.end()) return it->second;
+  if (sql.size() > static_cast<size_t>(options_.sql_bytes_max)) {
+    return absl::InvalidArgumentError(absl::StrCat("request SQL is ", sql.size(),
                                                    " bytes, over the limit of ",
                                                    options_.sql_bytes_max, " (sql_bytes_max)"));
   }
   c.denied.clear();
-  if (const size_t nul = request.sql.find('\0'); nul != absl::string_view::npos) {
+  if (const size_t nul = sql.find('\0'); nul != absl::string_view::npos) {
     return absl::InvalidArgumentError(
         absl::StrCat("request SQL holds a NUL character at byte ", nul,
                      "; SQLite would ignore everything after it. Remove it (text values belong in "
@@ -181,11 +181,11 @@ absl::StatusOr<sqlite3_stmt*> Database::Prepare(Connection& c, const Request& re
   }
   sqlite3_stmt* stmt = nullptr;
   const char* tail = nullptr;
-  const int rc = sqlite3_prepare_v3(c.db, request.sql.data(), static_cast<int>(request.sql.size()),
+  const int rc = sqlite3_prepare_v3(c.db, sql.data(), static_cast<int>(sql.size()),
                                     SQLITE_PREPARE_PERSISTENT, &stmt, &tail);
   if (rc != SQLITE_OK) return SqliteError(c, rc);
   if (stmt == nullptr) return absl::InvalidArgumentError("request SQL is empty (or only comments)");
-  const int rest = static_cast<int>(request.sql.data() + request.sql.size() - tail);
+  const int rest = static_cast<int>(sql.data() + sql.size() - tail);
   if (rest > 0) {
     sqlite3_stmt* extra = nullptr;
     const int extra_rc = sqlite3_prepare_v2(c.db, tail, rest, &extra, nullptr);
@@ -194,28 +194,32 @@ absl::StatusOr<sqlite3_stmt*> Database::Prepare(Connection& c, const Request& re
       sqlite3_finalize(stmt);
       return absl::InvalidArgumentError(absl::StrCat(
           "request SQL holds more than one statement (the second starts at byte ",
-          request.sql.size() - static_cast<size_t>(rest), "); submit one statement per request"));
+          sql.size() - static_cast<size_t>(rest), "); submit one statement per request"));
     }
   }
   if (c.cache.size() >= options_.statement_cache_max) {
-    // Drop an arbitrary entry: O(1), and a hot statement is simply prepared again.
+    // Drop an arbitrary entry: O(1), and a hot statement is simply prepared again. Never the
+    // one running (a kAuto Submit from inside a row callback prepares on the writer while it
+    // steps): finalizing it would pull the statement out from under sqlite3_step.
     auto victim = c.cache.begin();
-    sqlite3_finalize(victim->second);
-    c.cache.erase(victim);
+    if (sqlite3_stmt_busy(victim->second) != 0) ++victim;
+    if (victim != c.cache.end()) {
+      sqlite3_finalize(victim->second);
+      c.cache.erase(victim);
+    }
   }
-  c.cache.emplace(std::string(request.sql), stmt);
+  c.cache.emplace(std::string(sql), stmt);
   return stmt;
 }
 
-absl::Status Database::Bind(sqlite3_stmt* stmt, const Request& request) const {
+absl::Status Database::Bind(sqlite3_stmt* stmt, absl::Span<const Value> params) const {
   const int expected = sqlite3_bind_parameter_count(stmt);
-  if (static_cast<size_t>(expected) != request.params.size()) {
-    return absl::InvalidArgumentError(absl::StrCat("the statement has ", expected,
-                                                   " parameters but the request gives ",
-                                                   request.params.size()));
+  if (static_cast<size_t>(expected) != params.size()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the statement has ", expected, " parameters but the request gives ", params.size()));
   }
   for (int i = 0; i < expected; ++i) {
-    const Value& v = request.params[static_cast<size_t>(i)];
+    const Value& v = params[static_cast<size_t>(i)];
     const int index = i + 1;
     const char* bytes = v.bytes.data() != nullptr ? v.bytes.data() : "";
     if ((v.type == Value::Type::kText || v.type == Value::Type::kBlob) &&
@@ -265,19 +269,56 @@ absl::Status Database::RefuseBeforeRunning(const Request& r) const {
 
 // ---- Writes: the group commit -----------------------------------------------------------------
 
+// Runs a write: its one statement, or each statement of its batch in order, stopping at the
+// first that fails (the caller rolls the request back to its savepoint, so a batch leaves all
+// or nothing). The budget covers the whole request.
 absl::Status Database::ExecuteWrite(Request& r) {
-  absl::StatusOr<sqlite3_stmt*> stmt = Prepare(writer_, r);
+  BeginRequest(writer_, r);
+  r.batch_index_ = 0;
+  absl::Status status;
+  if (r.batch.empty()) {
+    status = StepWrite(r, r.sql, r.params);
+  } else {
+    int64_t changes = 0;
+    for (Statement& statement : r.batch) {
+      status = StepWrite(r, statement.sql, statement.params);
+      if (!status.ok()) {
+        absl::Status located(status.code(), absl::StrCat("statement ", r.batch_index_ + 1, " of ",
+                                                         r.batch.size(), ": ", status.message()));
+        // Keep the payloads: IsBudgetExceeded reads one.
+        status.ForEachPayload([&located](absl::string_view type, const absl::Cord& payload) {
+          located.SetPayload(type, payload);
+        });
+        status = std::move(located);
+        break;
+      }
+      statement.changes = r.changes;
+      statement.last_insert_rowid = r.last_insert_rowid;
+      changes += r.changes;
+      ++r.batch_index_;
+    }
+    if (status.ok()) {
+      r.batch_index_ = 0;
+      r.changes = changes;
+    }
+  }
+  writer_.current = nullptr;
+  return status;
+}
+
+// Prepares, binds and steps one statement of `r` on the writer.
+absl::Status Database::StepWrite(Request& r, absl::string_view sql,
+                                 absl::Span<const Value> params) {
+  absl::StatusOr<sqlite3_stmt*> stmt = Prepare(writer_, sql);
   if (!stmt.ok()) return stmt.status();
-  absl::Status status = Bind(*stmt, r);
+  absl::Status status = Bind(*stmt, params);
   int rc = SQLITE_DONE;
   if (status.ok()) {
     // The budget runs from the statement's start to its end: RETURNING rows come only after
     // the statement has done all its work, so a write cannot yield between them.
-    BeginRequest(writer_, r);
     while ((rc = sqlite3_step(*stmt)) == SQLITE_ROW) {
       DeliverRow(r, *stmt);
     }
-    writer_.current = nullptr;
     if (rc == SQLITE_DONE) {
       r.changes = sqlite3_changes64(writer_.db);
       r.last_insert_rowid = sqlite3_last_insert_rowid(writer_.db);
@@ -355,45 +396,81 @@ bool Database::RunGroupOnce(std::vector<Request*>& group) {
       ++stats_.groups_cut_short;
       break;
     }
+    if (sqlite3_get_autocommit(writer_.db) != 0) break;  // Ended under the group: see below.
     Request* r = writes_.PopFront();
-    if (absl::Status refused = RefuseBeforeRunning(*r); !refused.ok()) {
-      Finish(*r, std::move(refused));
-      continue;
+    const GroupStep step = RunInGroup(group, *r, started_idle);
+    if (step == GroupStep::kNext) continue;
+    if (step == GroupStep::kCommitNow) break;
+    return step == GroupStep::kHandled;
+  }
+  if (sqlite3_get_autocommit(writer_.db) != 0) {
+    // SQLite ended the transaction under the group (after out of memory or an I/O error in a
+    // RELEASE), and the loop above stopped before anything ran outside it. Nothing here
+    // commits, but the group's requests are failed as "outcome unknown" rather than run again:
+    // an allocator that keeps failing would otherwise retry them for ever.
+    for (Request* done : group) {
+      Finish(*done, absl::UnknownError("the write transaction ended under this request after "
+                                       "an error; it may or may not have committed"));
     }
-    SetRequestState(*r, Request::State::kRunning);
-    (void)RunInternal(writer_, kSavepoint);
-    absl::Status status = ExecuteWrite(*r);
-    if (status.ok()) {
-      (void)RunInternal(writer_, kRelease);
-      group.push_back(r);
-      continue;
-    }
-    if (files_->backpressure() > 0) {
-      // The write-behind buffer is full: undo the group and wait for it to drain.
-      (void)RunInternal(writer_, "ROLLBACK");
-      OnOverflow(group, r, started_idle);
-      ++stats_.group_retries;
-      return true;
-    }
-    if (sqlite3_get_autocommit(writer_.db) != 0) {
-      Finish(*r, std::move(status));  // It broke the transaction; it fails alone.
-      Requeue(group, nullptr);
-      return false;
-    }
-    (void)RunInternal(writer_, kRollbackToSavepoint);
-    const int primary = last_write_rc_ & 0xff;
-    if ((primary == SQLITE_BUSY || primary == SQLITE_LOCKED) &&
-        r->busy_retries_ < kBusyRetriesMax) {
-      ++r->busy_retries_;
-      DiscardRows(*r);
-      SetRequestState(*r, Request::State::kQueued);
-      writes_.PushFront(*r);  // Re-queued; the rest of the group commits now.
-      ArmPump();
-      break;
-    }
-    Finish(*r, std::move(status));
+    group.clear();
+    return false;
   }
   return Commit(group, started_idle);
+}
+
+// Runs `r` inside the group's transaction under a savepoint of its own, and says what the
+// group does next: run the next request, commit now, or stop (the group was handled: retried
+// later, or lost and to be run again).
+Database::GroupStep Database::RunInGroup(std::vector<Request*>& group, Request& r,
+                                         bool started_idle) {
+  if (absl::Status refused = RefuseBeforeRunning(r); !refused.ok()) {
+    Finish(r, std::move(refused));
+    return GroupStep::kNext;
+  }
+  SetRequestState(r, Request::State::kRunning);
+  // The savepoint is what makes a request all or nothing inside the group (a batch's later
+  // statement failing after earlier ones wrote): a request never runs without one.
+  if (absl::Status savepoint = RunInternal(writer_, kSavepoint); !savepoint.ok()) {
+    Finish(r, std::move(savepoint));
+    return GroupStep::kNext;
+  }
+  absl::Status status = ExecuteWrite(r);
+  if (status.ok()) {
+    (void)RunInternal(writer_, kRelease);
+    group.push_back(&r);
+    return GroupStep::kNext;
+  }
+  if (files_->backpressure() > 0) {
+    // The write-behind buffer is full: undo the group and wait for it to drain.
+    (void)RunInternal(writer_, "ROLLBACK");
+    OnOverflow(group, &r, started_idle);
+    ++stats_.group_retries;
+    return GroupStep::kHandled;
+  }
+  if (sqlite3_get_autocommit(writer_.db) != 0) {
+    Finish(r, std::move(status));  // It broke the transaction; it fails alone.
+    Requeue(group, nullptr);
+    return GroupStep::kLost;
+  }
+  if (!RunInternal(writer_, kRollbackToSavepoint).ok()) {
+    // Its writes could not be undone alone (out of memory): undo the whole group, which
+    // runs again without it.
+    (void)RunInternal(writer_, "ROLLBACK");
+    Finish(r, std::move(status));
+    Requeue(group, nullptr);
+    return GroupStep::kLost;
+  }
+  const int primary = last_write_rc_ & 0xff;
+  if ((primary == SQLITE_BUSY || primary == SQLITE_LOCKED) && r.busy_retries_ < kBusyRetriesMax) {
+    ++r.busy_retries_;
+    DiscardRows(r);
+    SetRequestState(r, Request::State::kQueued);
+    writes_.PushFront(r);  // Re-queued; the rest of the group commits now.
+    ArmPump();
+    return GroupStep::kCommitNow;
+  }
+  Finish(r, std::move(status));
+  return GroupStep::kNext;
 }
 
 // BEGIN failed: out of memory (the tenant's limit), an I/O error. A transient cause clears by
@@ -600,9 +677,9 @@ void Database::StartRead(Connection& reader, Request& r) {
     Finish(r, std::move(refused));
     return;
   }
-  absl::StatusOr<sqlite3_stmt*> stmt = Prepare(reader, r);
+  absl::StatusOr<sqlite3_stmt*> stmt = Prepare(reader, r.sql);
   absl::Status status = stmt.status();
-  if (status.ok()) status = Bind(*stmt, r);
+  if (status.ok()) status = Bind(*stmt, r.params);
   if (!status.ok()) {
     if (stmt.ok()) sqlite3_clear_bindings(*stmt);
     Finish(r, std::move(status));

@@ -372,7 +372,8 @@ absl::Status Registry::Submit(TenantRequest& request) {
     Kick(t);
     return absl::OkStatus();
   }
-  if (request.sql.empty()) {  // Open-only, and it is open: done (on the loop, as promised).
+  if (request.sql.empty() &&
+      request.batch.empty()) {  // Open-only, and it is open: done (on the loop, as promised).
     request.submitted_ = true;
     if (t.state == TenantState::kIdle) {  // A use: it goes to the back of the idle line.
       Unlink(idle_, t);
@@ -648,7 +649,7 @@ void Registry::ServeQueue(Tenant& t) {
       return;
     }
     (void)Dequeue(t);
-    if (r->sql.empty()) {
+    if (r->sql.empty() && r->batch.empty()) {
       Complete(t, *r, absl::OkStatus(), /*defer=*/true);
       continue;
     }

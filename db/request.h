@@ -26,10 +26,12 @@
 #define SQLOOP_DB_REQUEST_H_
 
 #include <cstdint>
+#include <initializer_list>
 
 #include "absl/container/inlined_vector.h"
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
+#include "absl/types/span.h"
 #include "sqloop/alloc/intrusive_list.h"
 
 struct sqlite3_stmt;
@@ -87,10 +89,26 @@ class Row {
   sqlite3_stmt* stmt_;
 };
 
+// One statement of a batch (Request::batch): its SQL and parameters, filled by the caller, and
+// what it did, valid in on_done once the batch succeeded.
+struct Statement {
+  Statement() = default;
+  // NOLINTNEXTLINE(google-explicit-constructor): a batch is written as {{sql, {params}}, ...}.
+  Statement(absl::string_view sql_text, std::initializer_list<Value> values = {})
+      : sql(sql_text), params(values) {}
+
+  absl::string_view sql;  // Exactly one statement; must outlive the request.
+  absl::InlinedVector<Value, kRequestParamsInline> params;
+  int64_t changes = 0;            // Rows this statement changed.
+  int64_t last_insert_rowid = 0;  // After this statement, if it inserted.
+};
+
 // A request's lifecycle (kIdle, kQueued, kRunning, kAwaitingDurable, kDone) belongs to the
 // Database that runs it: its diagram and transition table are in db/database.h.
 struct Request {
-  enum class Kind : uint8_t { kRead, kWrite };
+  // kAuto: the Database asks SQLite (sqlite3_stmt_readonly) at Submit and sets `kind` to
+  // kRead or kWrite, for hosts that pass SQL through without knowing what it does.
+  enum class Kind : uint8_t { kRead, kWrite, kAuto };
   enum class State : uint8_t { kIdle, kQueued, kRunning, kAwaitingDurable, kDone };
 
   using RowCallback = void (*)(Request& request, const Row& row);
@@ -101,6 +119,11 @@ struct Request {
   Kind kind = Kind::kRead;
   absl::string_view sql;  // Exactly one statement; must outlive the request.
   absl::InlinedVector<Value, kRequestParamsInline> params;
+  // Optional, for a write instead of `sql` and `params`: several statements that run in order
+  // as one unit, all committed or none. The first that fails stops the batch, which fails with
+  // its error ("statement 2 of 3: ..."; batch_index() says which) and leaves nothing written.
+  // Rows of every statement go to on_row (batch_index() says whose). Caller-owned, like `sql`.
+  absl::Span<Statement> batch;
   RowCallback on_row = nullptr;  // Optional.
   // Optional: the rows `on_row` delivered so far are void and will be delivered again, because
   // the request is about to run again (its group commit was rolled back and retried, or it hit
@@ -120,12 +143,15 @@ struct Request {
   Client* client = nullptr;
 
   // ---- Results, valid in on_done ------------------------------------------------------------
-  int64_t changes = 0;            // Rows changed by a write.
+  int64_t changes = 0;            // Rows changed by a write (a batch: all its statements).
   int64_t last_insert_rowid = 0;  // After a write that inserted.
   uint64_t epoch = 0;             // The epoch whose fsync covers what the request wrote or saw.
 
   // Where the request is in its lifecycle (db/database.h has the diagram).
   [[nodiscard]] State state() const { return state_; }
+  // In on_row, the index in `batch` of the statement whose row it is; in on_done of a batch
+  // that failed in a statement, that statement's index. 0 for a single statement.
+  [[nodiscard]] uint32_t batch_index() const { return batch_index_; }
   // Asks the database to stop this request. A request that has not started is stopped as it
   // would start, a running one at its next row or within kProgressOpsDefault steps; it then
   // completes with Cancelled (a write is rolled back, alone). Too late once a write committed:
@@ -141,6 +167,7 @@ struct Request {
   State state_ = State::kIdle;
   bool cancel_requested_ = false;
   uint8_t busy_retries_ = 0;
+  uint32_t batch_index_ = 0;
   bool rows_delivered_ = false;  // on_row ran since the request last started.
   uint64_t snapshot_min_ = 0;    // A read's oldest allowed snapshot (db/database.h).
   absl::Status status_;

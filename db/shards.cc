@@ -61,6 +61,10 @@ struct Shards::Shard {
   std::condition_variable cv;
   bool started = false;
   absl::Status start_status;
+  // Set by Stop() once its Post of `stop` returned. Post wakes the loop after it published the
+  // completion, so the shard may run `stop` and finish before Post is done with the loop;
+  // the shard waits for this before it destroys its loop. (ThreadSanitizer found it.)
+  bool stop_posted = false;
 
   // Created and used on the shard's thread. `loop` is published to other threads by the
   // handshake above and only ever used by them through Post().
@@ -127,6 +131,10 @@ void Shards::ThreadMain(Shard* shard) {
   shard->registry.reset();
   shard->vfs.reset();
   SQLOOP_CHECK(shard->loop->Run(loop::RunMode::kUntilDone).ok(), "Shards: final drain failed");
+  {
+    std::unique_lock<std::mutex> lock(shard->mu);
+    shard->cv.wait(lock, [shard] { return shard->stop_posted; });
+  }
   shard->loop.reset();
 }
 
@@ -136,6 +144,11 @@ absl::StatusOr<std::unique_ptr<Shards>> Shards::Start(const ShardsOptions& optio
   if (n > kShardsMax) {
     return absl::InvalidArgumentError(
         absl::StrCat("ShardsOptions::shards is ", n, "; the limit is ", kShardsMax));
+  }
+  if (options.in_flight_max == 0) {
+    return absl::InvalidArgumentError(
+        "ShardsOptions::in_flight_max is 0, which would refuse every request; leave it at "
+        "kShardsInFlightMaxDefault or set the most requests you want queued at once");
   }
   RegistryOptions per_shard = options.registry;
   if (per_shard.open_max == 0) {
@@ -153,6 +166,7 @@ absl::StatusOr<std::unique_ptr<Shards>> Shards::Start(const ShardsOptions& optio
     per_shard.memory_bytes_max = std::max<uint64_t>(1, per_shard.memory_bytes_max / n);
   }
   std::unique_ptr<Shards> shards(new Shards());
+  shards->in_flight_max_ = options.in_flight_max;
   for (uint32_t i = 0; i < n; ++i) {
     auto shard = std::make_unique<Shard>();
     shard->owner = shards.get();
@@ -193,6 +207,14 @@ absl::Status Shards::Submit(ShardRequest& request) {
                "Shards::Submit after Stop(): submit everything before stopping");
   SQLOOP_CHECK(request.on_reply != nullptr, "Shards::Submit: on_reply is not set");
   if (absl::Status valid = ValidateTenantName(request.tenant); !valid.ok()) return valid;
+  if (!Admit()) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "Shards: ", in_flight_max_,
+        " requests are already in flight (ShardsOptions::in_flight_max); "
+        "nothing was submitted: retry after one of your requests completes, shed this one, or "
+        "raise in_flight_max"));
+  }
+  submitted_.fetch_add(1, std::memory_order_relaxed);
   Shard& shard = *shards_[ShardOf(request.tenant)];
   request.shard_ = &shard;
   request.status = absl::OkStatus();
@@ -202,6 +224,19 @@ absl::Status Shards::Submit(ShardRequest& request) {
   request.hop_.name = "shards arrive";
   shard.loop->Post(request.hop_);
   return absl::OkStatus();
+}
+
+// Takes an in-flight slot unless all in_flight_max are taken. A compare-and-swap rather than
+// fetch_add-then-undo, so a refused Submit never makes a concurrent one see a full queue.
+bool Shards::Admit() {
+  uint32_t in_flight = in_flight_.load(std::memory_order_relaxed);
+  do {
+    if (in_flight >= in_flight_max_) {
+      refused_full_.fetch_add(1, std::memory_order_relaxed);
+      return false;
+    }
+  } while (!in_flight_.compare_exchange_weak(in_flight, in_flight + 1, std::memory_order_relaxed));
+  return true;
 }
 
 loop::Action Shards::OnArrive(loop::Loop& /*unused*/, loop::Completion& c) {
@@ -218,7 +253,12 @@ void Shards::OnTenantDone(TenantRequest& request, absl::Status status) {
 }
 
 // `hop_` is idle here (its arrival callback returned long ago), so it makes the trip back.
+// The slot is given back first: once on_reply runs (or is posted) the caller may free the
+// request, submit again, or Stop() and destroy the Shards.
 void Shards::Reply(ShardRequest& request, absl::Status status) {
+  Shards& owner = *static_cast<Shard*>(request.shard_)->owner;
+  const uint32_t before = owner.in_flight_.fetch_sub(1, std::memory_order_relaxed);
+  SQLOOP_CHECK(before > 0, "Shards::Reply: more replies than admitted requests");
   request.status = std::move(status);
   if (request.reply_loop == nullptr) {
     request.on_reply(request);
@@ -258,11 +298,23 @@ void Shards::Stop() {
       return loop::Action::kDisarm;
     };
     shard->loop->Post(shard->stop);
+    std::lock_guard<std::mutex> lock(shard->mu);
+    shard->stop_posted = true;
+    shard->cv.notify_all();
   }
   for (auto& shard : shards_) {
     if (shard->thread.joinable()) shard->thread.join();
   }
   stopped_ = true;
+}
+
+ShardsAdmissionStats Shards::admission_stats() const {
+  ShardsAdmissionStats stats;
+  stats.submitted = submitted_.load(std::memory_order_relaxed);
+  stats.refused_full = refused_full_.load(std::memory_order_relaxed);
+  stats.in_flight = in_flight_.load(std::memory_order_relaxed);
+  stats.in_flight_max = in_flight_max_;
+  return stats;
 }
 
 std::vector<RegistryStats> Shards::Stats() {

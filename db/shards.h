@@ -18,6 +18,14 @@
 // hops. Row callbacks (`on_row`) run on the shard thread: copy what you need into memory the
 // request owns; it is yours to read once on_reply ran (Post orders the writes before it).
 //
+// Backpressure: at most `ShardsOptions::in_flight_max` requests are in flight at once, from
+// Submit until their reply is on its way. Submit beyond it returns ResourceExhausted at once and
+// posts nothing; it never blocks, so a host thread decides itself whether to back off, shed the
+// request or wait for one of its own. `admission_stats()` counts the refusals.
+//
+// Host threads that just want the answer use `ShardCall` (db/shard_call.h): it submits a
+// request, collects its rows into memory it owns and lets the thread Wait() for the status.
+//
 // Tenant placement: ShardOf(name, n) = JumpConsistentHash(TenantHash(name), n), where
 // TenantHash is 64-bit FNV-1a over the name's bytes. Both are written out here, so a tenant
 // lands on the same shard in every run, build and machine (std::hash and absl::Hash are
@@ -73,6 +81,12 @@ namespace sqloop::db {
 // The most shards: one loop per core, and hosts this library targets have far fewer cores.
 inline constexpr uint32_t kShardsMax = 256;
 
+// Requests in flight through Shards at once by default. Each is caller-owned, so the bound is
+// not about Shards' memory but about latency: a shard runs one writer per tenant and a few
+// readers, so a few thousand queued requests already keep every core busy, and a longer queue
+// only makes each answer later. 4096 matches the registry's waiting_opens_max.
+inline constexpr uint32_t kShardsInFlightMaxDefault = 4096;
+
 // A TenantRequest that can be submitted from any thread. Fill it as a TenantRequest (but not
 // on_tenant_done, which Shards uses) plus `on_reply` and, optionally, `reply_loop`.
 struct ShardRequest : TenantRequest {
@@ -81,6 +95,8 @@ struct ShardRequest : TenantRequest {
   // ---- Filled by the caller -----------------------------------------------------------------
   // Where on_reply runs: Post()ed to this loop (the caller's own), or, when null, called on the
   // shard's thread (then on_reply must be thread-safe: set an atomic, signal a condition).
+  // Keep a reply_loop alive until Stop() returned: Loop::Post wakes the loop just after it
+  // published the reply, so the shard thread may still be inside Post when on_reply ran.
   loop::Loop* reply_loop = nullptr;
   ReplyCallback on_reply = nullptr;
 
@@ -101,6 +117,18 @@ struct ShardsOptions {
   // "<prefix>shard<i>/", and open_max (derived from RLIMIT_NOFILE when 0) and memory_bytes_max
   // are divided evenly between the shards, so the process as a whole keeps the budgets.
   RegistryOptions registry;
+  // The most requests in flight (submitted, reply not yet sent) over all shards; Submit beyond
+  // it is refused with ResourceExhausted. Must be > 0.
+  uint32_t in_flight_max = kShardsInFlightMaxDefault;
+};
+
+// Admission counters of Submit; every field is read with a relaxed atomic load, so a snapshot
+// taken while other threads submit is only approximately consistent across fields.
+struct ShardsAdmissionStats {
+  uint64_t submitted = 0;      // Handed to a shard (each gets exactly one reply).
+  uint64_t refused_full = 0;   // Refused because in_flight_max requests were in flight.
+  uint32_t in_flight = 0;      // Submitted and not yet replied to, now.
+  uint32_t in_flight_max = 0;  // ShardsOptions::in_flight_max.
 };
 
 class Shards {
@@ -113,9 +141,10 @@ class Shards {
   Shards(const Shards&) = delete;
   Shards& operator=(const Shards&) = delete;
 
-  // Thread-safe. Validates the name (InvalidArgument, nothing posted), then hands `request` to
-  // its tenant's shard. Every other outcome, including the registry refusing it, arrives
-  // through on_reply, exactly once. Checks that Stop() has not begun.
+  // Thread-safe and never blocks. Validates the name (InvalidArgument, nothing posted), refuses
+  // the request when in_flight_max requests are in flight (ResourceExhausted, nothing posted),
+  // then hands `request` to its tenant's shard. Every other outcome, including the registry
+  // refusing it, arrives through on_reply, exactly once. Checks that Stop() has not begun.
   [[nodiscard]] absl::Status Submit(ShardRequest& request);
 
   // Shuts every registry down (admitted requests finish, tenants close) and joins the threads.
@@ -124,6 +153,8 @@ class Shards {
 
   // Blocks until every shard reported its registry's statistics; not from a shard thread.
   [[nodiscard]] std::vector<RegistryStats> Stats();
+  // Thread-safe, never blocks: Submit's admission counters.
+  [[nodiscard]] ShardsAdmissionStats admission_stats() const;
 
   [[nodiscard]] uint32_t size() const { return static_cast<uint32_t>(shards_.size()); }
   [[nodiscard]] uint32_t ShardOf(absl::string_view tenant) const {
@@ -140,7 +171,15 @@ class Shards {
   static void OnTenantDone(TenantRequest& request, absl::Status status);
   static void Reply(ShardRequest& request, absl::Status status);
 
+  [[nodiscard]] bool Admit();
+
   std::vector<std::unique_ptr<Shard>> shards_;
+  uint32_t in_flight_max_ = kShardsInFlightMaxDefault;
+  // Admission: in_flight_ goes up in Admit (a compare-and-swap that never passes the bound)
+  // and down in Reply, on the shard thread, before on_reply can free the request.
+  std::atomic<uint32_t> in_flight_{0};
+  std::atomic<uint64_t> submitted_{0};
+  std::atomic<uint64_t> refused_full_{0};
   std::atomic<bool> stopping_{false};
   bool stopped_ = false;
 };

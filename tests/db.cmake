@@ -10,7 +10,9 @@ sqloop_test(db_vfs_test SOURCES ${_db_tests}/db_vfs_test.cc LIBS sqloop_db_test_
 sqloop_test(db_database_test SOURCES ${_db_tests}/db_database_test.cc LIBS sqloop_db_test_support)
 
 # The SQLite crash workload joins the simulator's workloads (sqloop_sim --workload=db_crash).
-target_sources(sqloop_sim_workloads PRIVATE ${_db_tests}/workloads/db_crash.cc)
+target_sources(sqloop_sim_workloads PRIVATE ${_db_tests}/workloads/db_crash.cc
+               ${_db_tests}/workloads/db_crash_recovery.cc
+               ${_db_tests}/workloads/db_crash_support.cc)
 target_link_libraries(sqloop_sim_workloads PUBLIC sqloop::db)
 sqloop_test(db_crash_test SOURCES ${_db_tests}/db_crash_test.cc LIBS sqloop_sim_workloads)
 target_compile_definitions(db_crash_test PRIVATE SQLOOP_SIM_BINARY="$<TARGET_FILE:sqloop_sim>")
@@ -26,3 +28,5 @@ target_sources(sqloop_sim_workloads PRIVATE ${_db_tests}/workloads/db_reads.cc)
 sqloop_test(db_reads_sim_test SOURCES ${_db_tests}/db_reads_sim_test.cc LIBS sqloop_sim_workloads)
 target_compile_definitions(db_reads_sim_test PRIVATE SQLOOP_SIM_BINARY="$<TARGET_FILE:sqloop_sim>")
 add_dependencies(db_reads_sim_test sqloop_sim)
+# The front door (db/runtime.h) and atomic batches.
+sqloop_test(db_runtime_test SOURCES ${_db_tests}/db_runtime_test.cc LIBS sqloop_db_test_support)

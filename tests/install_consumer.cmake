@@ -43,6 +43,17 @@ endforeach()
 # The consumer is copied out of the source tree so that nothing can resolve an include next to
 # it: every sqloop header it sees comes from the prefix.
 file(COPY ${SOURCE_DIR}/tests/consumer/ DESTINATION ${WORK_DIR}/src)
+# README.md's program, exactly as written there (its first ```cpp block), built beside it.
+file(READ ${SOURCE_DIR}/README.md readme)
+string(FIND "${readme}" "```cpp\n" block_start)
+if(block_start EQUAL -1)
+  message(FATAL_ERROR "README.md has no ```cpp block")
+endif()
+math(EXPR block_start "${block_start} + 7")
+string(SUBSTRING "${readme}" ${block_start} -1 readme)
+string(FIND "${readme}" "```" block_end)
+string(SUBSTRING "${readme}" 0 ${block_end} readme_program)
+file(WRITE ${WORK_DIR}/src/readme.cc "${readme_program}")
 file(MAKE_DIRECTORY ${WORK_DIR}/data_cmake ${WORK_DIR}/data_pc)
 
 run(${CMAKE_COMMAND} -S ${WORK_DIR}/src -B ${WORK_DIR}/build -G ${GENERATOR}
@@ -50,6 +61,13 @@ run(${CMAKE_COMMAND} -S ${WORK_DIR}/src -B ${WORK_DIR}/build -G ${GENERATOR}
     -DSQLOOP_EXPECTED_VERSION=${VERSION})
 run(${CMAKE_COMMAND} --build ${WORK_DIR}/build)
 run(${WORK_DIR}/build/consumer ${WORK_DIR}/data_cmake)
+# The README's program, in a scratch directory: it prints the two rows it wrote.
+execute_process(COMMAND ${WORK_DIR}/build/readme WORKING_DIRECTORY ${WORK_DIR}/data_cmake
+                RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+if(NOT rc EQUAL 0 OR NOT out STREQUAL "1 hello\n2 world\n")
+  message(FATAL_ERROR "README.md's program failed (${rc}): '${out}'\n${err}")
+endif()
+message(STATUS "README.md's program printed: ${out}")
 
 # pkg-config: the same program compiled from the command line, the libraries after the source
 # (they are static archives).

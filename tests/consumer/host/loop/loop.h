@@ -1,3 +1,3 @@
-// The host's own loop/loop.h, on the consumer's include path. sqloop's headers include each other as
-// "sqloop/...", so this file must never be pulled in by them.
+// The host's own loop/loop.h, on the consumer's include path. sqloop's headers include each other
+// as "sqloop/...", so this file must never be pulled in by them.
 #error "a sqloop header included the host's loop/loop.h"
