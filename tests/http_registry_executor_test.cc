@@ -151,23 +151,32 @@ TEST_P(RegistryExecutorTest, SqlErrorsAreInvalidArgumentAndStopTheRequest) {
   ExecutorRequest& missing = Query("acme", {Sql("SELECT * FROM nope")});
   EXPECT_EQ(missing.status.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_TRUE(absl::StrContains(missing.status.message(), "no such table: nope")) << missing.status;
-  // Not one transaction (see the header): the write before the failure stays, the one after
-  // it never runs, and the message says so.
+  // One transaction (see the header): the statement before the failure is rolled back with
+  // it, the one after it never runs, and the message says which statement failed and that
+  // nothing was committed.
   ExecutorRequest& partial =
       Query("acme", {Sql("CREATE TABLE kv(k PRIMARY KEY)"), Sql("INSERT INTO nope VALUES (1)"),
                      Sql("INSERT INTO kv VALUES (1)")});
   EXPECT_EQ(partial.status.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_TRUE(absl::StrContains(partial.status.message(), "statements[1]")) << partial.status;
-  EXPECT_TRUE(absl::StrContains(partial.status.message(), "1 write(s) before it committed"));
+  EXPECT_TRUE(absl::StrContains(partial.status.message(), "no such table: nope")) << partial.status;
+  EXPECT_TRUE(absl::StrContains(partial.status.message(), "nothing of it was committed"));
   EXPECT_TRUE(partial.results.empty());
+  ExecutorRequest& gone = Query("acme", {Sql("SELECT count(*) FROM kv")});
+  EXPECT_TRUE(absl::StrContains(gone.status.message(), "no such table: kv")) << gone.status;
+  // The same statements without the failing one commit together.
+  ExecutorRequest& whole =
+      Query("acme", {Sql("CREATE TABLE kv(k PRIMARY KEY)"), Sql("INSERT INTO kv VALUES (1)")});
+  ASSERT_TRUE(whole.status.ok()) << whole.status;
+  ASSERT_EQ(whole.results.size(), 2u);
+  EXPECT_EQ(whole.results[1].rows_changed, 1);
   ExecutorRequest& count = Query("acme", {Sql("SELECT count(*) FROM kv")});
   ASSERT_TRUE(count.status.ok()) << count.status;
-  EXPECT_EQ(count.results[0].rows[0][0].integer(), 0);
+  EXPECT_EQ(count.results[0].rows[0][0].integer(), 1);
   // Forbidden SQL (the Database's authorizer says PermissionDenied) is the client's error too.
   EXPECT_EQ(Query("acme", {Sql("ATTACH 'x.db' AS x")}).status.code(),
             absl::StatusCode::kInvalidArgument);
   // A constraint violation is a conflict.
-  ASSERT_TRUE(Query("acme", {Sql("INSERT INTO kv VALUES (1)")}).status.ok());
   EXPECT_EQ(Query("acme", {Sql("INSERT INTO kv VALUES (1)")}).status.code(),
             absl::StatusCode::kFailedPrecondition);
 }

@@ -27,9 +27,9 @@
 //   DataLoss (fsync failed: the outcome is unknown), others    500, with the message
 //
 // The implementation is `RegistryExecutor` (examples/http/registry_executor.h), over the tenant
-// registry (db/registry.h): one registry request per statement, on_done from the registry's
-// completion. A registry request is one statement, so it commits each write on its own (see its
-// header); tests implement the interface with executors that hold requests.
+// registry (db/registry.h): one registry request per query (several statements go as one batch,
+// one transaction), on_done from the registry's completion (see its header); tests implement
+// the interface with executors that hold requests.
 //
 // Example:
 //
@@ -113,15 +113,13 @@ struct ExecutorRequest {
   // Inputs.
   Kind kind = Kind::kQuery;
   std::string tenant;  // Checked with ValidateTenantName() by the executor.
-  // kQuery only. Not one transaction: the registry executor commits each write on its own
-  // (see "Outputs" below).
+  // kQuery only. One transaction: all of them commit, or none does.
   std::vector<Statement> statements;
   void (*on_done)(ExecutorRequest& request) = nullptr;
   void* user_data = nullptr;
 
-  // Outputs, valid in on_done. On error `results` is empty. The registry executor commits each
-  // write on its own, so the writes before a failed statement stay committed, and its error
-  // message says how many there were.
+  // Outputs, valid in on_done. On error `results` is empty, nothing of the request was
+  // committed, and the message names the statement that failed (statements[i]).
   absl::Status status;
   std::vector<StatementResult> results;
 

@@ -17,13 +17,11 @@ struct RegistryExecutor::Job {
   db::TenantRequest tenant_request;
   RegistryExecutor* executor = nullptr;
   ExecutorRequest* request = nullptr;
-  size_t statement = 0;         // The statement running now.
-  size_t writes_committed = 0;  // Writes of this request acknowledged so far.
-  int64_t last_insert_id = 0;   // Of the latest write of this request.
-  uint64_t rows = 0;            // Budget: rows and bytes collected for the whole request.
+  // A query of several statements runs as one batch; the vector keeps its capacity from one
+  // request to the next, so a steady stream of batches stops allocating for it.
+  std::vector<db::Statement> batch;
+  uint64_t rows = 0;  // Budget: rows and bytes collected for the whole request.
   uint64_t bytes = 0;
-  uint64_t rows_before = 0;    // `rows` and `bytes` when the running statement started, so
-  uint64_t bytes_before = 0;   // OnRowsDiscarded can take back what it collected.
   absl::Status budget_status;  // Set by OnRow once a budget is exceeded.
   bool creating = false;       // kCreateTenant: past the probe, now creating.
   Job* next_free = nullptr;
@@ -32,34 +30,6 @@ struct RegistryExecutor::Job {
 namespace {
 
 // ---- Statements ----------------------------------------------------------------------------
-
-// The first keyword of `sql`, after blanks and SQL comments.
-absl::string_view FirstKeyword(absl::string_view sql) {
-  for (;;) {
-    sql = absl::StripLeadingAsciiWhitespace(sql);
-    if (absl::StartsWith(sql, "--")) {
-      const size_t end = sql.find('\n');
-      sql = end == absl::string_view::npos ? absl::string_view() : sql.substr(end + 1);
-    } else if (absl::StartsWith(sql, "/*")) {
-      const size_t end = sql.find("*/", 2);
-      sql = end == absl::string_view::npos ? absl::string_view() : sql.substr(end + 2);
-    } else {
-      break;
-    }
-  }
-  size_t n = 0;
-  while (n < sql.size() && absl::ascii_isalpha(static_cast<unsigned char>(sql[n]))) n++;
-  return sql.substr(0, n);
-}
-
-// See the header: these three never write, so the Database never refuses them as reads.
-db::Request::Kind KindOf(absl::string_view sql) {
-  const absl::string_view keyword = FirstKeyword(sql);
-  for (absl::string_view read : {"SELECT", "VALUES", "EXPLAIN"}) {
-    if (absl::EqualsIgnoreCase(keyword, read)) return db::Request::Kind::kRead;
-  }
-  return db::Request::Kind::kWrite;
-}
 
 db::Value ToDb(const Value& value) {
   switch (value.type()) {
@@ -104,8 +74,14 @@ uint64_t AppendColumn(const db::Row& row, int column, std::vector<Value>& out) {
 
 // Whether `status` is an error SQLite reported for a statement that ran: the Database words
 // every such error "SQLite: <sqlite3_errmsg>" (db/database_run.cc, Database::SqliteError).
+// A batch's error carries the failed statement first ("statement 2 of 3: SQLite: ...").
 bool IsSqliteError(const absl::Status& status) {
-  return absl::StartsWith(status.message(), "SQLite: ");
+  absl::string_view message = status.message();
+  if (absl::StartsWith(message, "statement ")) {
+    const size_t colon = message.find(": ");
+    if (colon != absl::string_view::npos) message.remove_prefix(colon + 2);
+  }
+  return absl::StartsWith(message, "SQLite: ");
 }
 
 // The registry's and the Database's codes, as the server's mapping (executor.h) expects them.
@@ -224,9 +200,6 @@ void RegistryExecutor::Submit(ExecutorRequest& request) {
   Job& job = *free_;
   free_ = job.next_free;
   job.request = &request;
-  job.statement = 0;
-  job.writes_committed = 0;
-  job.last_insert_id = 0;
   job.rows = job.bytes = 0;
   job.budget_status = absl::OkStatus();
   job.creating = false;
@@ -234,33 +207,45 @@ void RegistryExecutor::Submit(ExecutorRequest& request) {
   in_submit_ = true;
   if (request.kind == ExecutorRequest::Kind::kQuery) {
     request.results.resize(request.statements.size());
-    StartStatement(job);
+    StartQuery(job);
   } else {
     StartTenantAction(job);
   }
   in_submit_ = false;
 }
 
-void RegistryExecutor::StartStatement(Job& job) {
-  const Statement& statement = job.request->statements[job.statement];
+// One registry request for the whole query: a single statement as it is, its kind asked of
+// SQLite (kAuto), so a read runs on a durable snapshot; several as one batch, which the
+// Database runs as one transaction on the writer.
+void RegistryExecutor::StartQuery(Job& job) {
+  const std::vector<Statement>& statements = job.request->statements;
   db::TenantRequest& r = job.tenant_request;
   r.tenant = job.request->tenant;
   r.action = db::TenantRequest::Action::kExecute;
   r.create_if_missing = false;
-  r.kind = KindOf(statement.sql);
-  r.sql = statement.sql;
   r.params.clear();
-  for (const Value& arg : statement.args) r.params.push_back(ToDb(arg));
+  job.batch.clear();
+  if (statements.size() == 1) {
+    r.kind = db::Request::Kind::kAuto;
+    r.sql = statements[0].sql;
+    for (const Value& arg : statements[0].args) r.params.push_back(ToDb(arg));
+    r.batch = {};
+  } else {
+    r.kind = db::Request::Kind::kWrite;
+    r.sql = {};
+    for (const Statement& statement : statements) {
+      db::Statement& s = job.batch.emplace_back(statement.sql);
+      for (const Value& arg : statement.args) s.params.push_back(ToDb(arg));
+    }
+    r.batch = absl::MakeSpan(job.batch);
+  }
   r.on_row = &RegistryExecutor::OnRow;
   r.on_rows_discarded = &RegistryExecutor::OnRowsDiscarded;
-  r.on_tenant_done = &RegistryExecutor::OnStatementDone;
-  job.rows_before = job.rows;
-  job.bytes_before = job.bytes;
-  counters_.statements++;
-  (r.kind == db::Request::Kind::kRead ? counters_.reads : counters_.writes)++;
+  r.on_tenant_done = &RegistryExecutor::OnQueryDone;
+  counters_.statements += statements.size();
   if (absl::Status admitted = registry_->Submit(r); !admitted.ok()) {
     // A refusal at admission is mapped like one from the registry's callback.
-    Finish(job, AfterStatement(job, std::move(admitted)));
+    Finish(job, AfterQuery(job, std::move(admitted)));
   }
 }
 
@@ -268,8 +253,9 @@ void RegistryExecutor::StartTenantAction(Job& job) {
   db::TenantRequest& r = job.tenant_request;
   r.tenant = job.request->tenant;
   r.kind = db::Request::Kind::kWrite;
-  r.sql = {};  // kExecute with no SQL: open (and create) only.
+  r.sql = {};  // kExecute with no SQL and no batch: open (and create) only.
   r.params.clear();
+  r.batch = {};  // The job is reused: a previous query's batch must not run here.
   r.on_row = nullptr;
   r.on_rows_discarded = nullptr;
   r.on_tenant_done = &RegistryExecutor::OnTenantActionDone;
@@ -285,23 +271,23 @@ void RegistryExecutor::StartTenantAction(Job& job) {
 
 // ---- Completions -------------------------------------------------------------------------------
 
-// The Database runs the statement again (its group was retried): what it returned so far is
+// The Database runs the request again (its group was retried): what it returned so far is
 // void, and it will be returned anew. A write's RETURNING rows would otherwise appear twice.
 void RegistryExecutor::OnRowsDiscarded(db::Request& request) {
   Job& job = *static_cast<Job*>(request.user_data);
-  StatementResult& result = job.request->results[job.statement];
-  result.rows.clear();
-  result.columns.clear();
-  job.rows = job.rows_before;
-  job.bytes = job.bytes_before;
-  job.budget_status = absl::OkStatus();  // Only this statement can have set it: see OnRow.
+  for (StatementResult& result : job.request->results) {
+    result.rows.clear();
+    result.columns.clear();
+  }
+  job.rows = job.bytes = 0;
+  job.budget_status = absl::OkStatus();
 }
 
 void RegistryExecutor::OnRow(db::Request& request, const db::Row& row) {
   Job& job = *static_cast<Job*>(request.user_data);
   const RegistryExecutorOptions& options = job.executor->options_;
   if (!job.budget_status.ok()) return;  // Already over: skip the rest of the rows.
-  StatementResult& result = job.request->results[job.statement];
+  StatementResult& result = job.request->results[request.batch_index()];
   const int columns = row.size();
   if (result.columns.empty()) {
     for (int i = 0; i < columns; ++i) result.columns.emplace_back(row.ColumnName(i));
@@ -322,18 +308,13 @@ void RegistryExecutor::OnRow(db::Request& request, const db::Row& row) {
   }
 }
 
-void RegistryExecutor::OnStatementDone(db::TenantRequest& request, absl::Status status) {
+void RegistryExecutor::OnQueryDone(db::TenantRequest& request, absl::Status status) {
   Job& job = *static_cast<Job*>(request.user_data);
   RegistryExecutor& self = *job.executor;
-  status = self.AfterStatement(job, std::move(status));
-  if (!status.ok() || ++job.statement == job.request->statements.size()) {
-    self.Finish(job, std::move(status));
-    return;
-  }
-  self.StartStatement(job);  // From the registry's callback: it allows submitting again.
+  self.Finish(job, self.AfterQuery(job, std::move(status)));
 }
 
-absl::Status RegistryExecutor::AfterStatement(Job& job, absl::Status status) {
+absl::Status RegistryExecutor::AfterQuery(Job& job, absl::Status status) {
   const db::TenantRequest& r = job.tenant_request;
   // A cap of the executor's own (rows, bytes) cancelled the statement: that cap is the answer.
   if (!job.budget_status.ok()) status = job.budget_status;
@@ -341,24 +322,29 @@ absl::Status RegistryExecutor::AfterStatement(Job& job, absl::Status status) {
     status = MapStatus(std::move(status), *job.request);
     if (job.request->statements.size() == 1) return status;
     absl::Status located(status.code(),
-                         absl::StrCat("statements[", job.statement, "]: ", status.message(), " (",
-                                      job.writes_committed,
-                                      " write(s) before it committed; each write is durable on "
-                                      "its own)"));
+                         absl::StrCat("statements[", r.batch_index(), "]: ", status.message(),
+                                      " (the request is one transaction: nothing of it was "
+                                      "committed)"));
     // Keep the payloads: db::IsBudgetExceeded is one, and the server maps it to its own code.
     status.ForEachPayload([&located](absl::string_view type, const absl::Cord& payload) {
       located.SetPayload(type, payload);
     });
     return located;
   }
-  StatementResult& result = job.request->results[job.statement];
-  if (r.kind == db::Request::Kind::kWrite) {
-    job.writes_committed++;
-    job.last_insert_id = r.last_insert_rowid;
-    result.rows_changed = r.changes;
+  std::vector<StatementResult>& results = job.request->results;
+  if (job.batch.empty()) {
+    const bool write = r.kind == db::Request::Kind::kWrite;
+    (write ? counters_.writes : counters_.reads)++;
+    results[0].rows_changed = write ? r.changes : 0;
+    results[0].last_insert_id = write ? r.last_insert_rowid : 0;
+  } else {
+    counters_.writes += job.batch.size();
+    for (size_t i = 0; i < job.batch.size(); ++i) {
+      results[i].rows_changed = job.batch[i].changes;
+      results[i].last_insert_id = job.batch[i].last_insert_rowid;
+    }
   }
-  result.last_insert_id = job.last_insert_id;
-  counters_.rows_returned += result.rows.size();
+  for (const StatementResult& result : results) counters_.rows_returned += result.rows.size();
   return absl::OkStatus();
 }
 

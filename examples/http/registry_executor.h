@@ -6,26 +6,23 @@
 // acknowledgement, and nothing blocks the loop.
 //
 // How one ExecutorRequest maps onto the registry:
-//   - kQuery: its statements run one after another, each as one registry request (one
-//     db::Request: the Database takes exactly one statement per request). Statement i+1 is
-//     submitted from statement i's completion, so a read sees the writes before it.
-//   - Read or write: a statement whose first keyword (after blanks and comments) is SELECT,
-//     VALUES or EXPLAIN is a read; anything else is a write. The Database refuses a read that
-//     would write (sqlite3_stmt_readonly), and none of those three can; any statement may run
-//     as a write, only later (it waits for its group's fsync). So a WITH ... SELECT is a write:
-//     correct, just not on a reader.
-//   - A write is answered once durable: the Database acknowledges only then.
+//   - kQuery with one statement: one registry request of kind kAuto, so the Database asks
+//     SQLite (sqlite3_stmt_readonly) whether it writes: a read runs on a durable snapshot and
+//     never waits for an fsync, a write is answered once durable. Nothing guesses from keywords.
+//   - kQuery with several statements: one registry request carrying them as a batch
+//     (db::Request::batch): one transaction on the writer, all committed or none, answered once
+//     durable. Its reads see its own earlier writes. A failing statement fails the request,
+//     names the statement (statements[i]) and leaves nothing written.
 //   - Column names come from db::Row::ColumnName with the first row, so a statement that
-//     returns no row reports no columns.
+//     returns no row reports no columns; a row's statement is Request::batch_index().
 //   - kCreateTenant: an open-only request without create_if_missing first: OK means the tenant
 //     exists (AlreadyExists); NotFound is followed by the same request with create_if_missing.
 //     kDeleteTenant: a delete request (NotFound if it has no file).
 //
-// Said plainly: a query's statements are NOT one transaction. Each write commits on its own; a
-// failing statement stops the ones after it, and its error says how many before it committed. A
-// read's last_insert_id is the one of the latest write before it in the same request (0 if none):
-// reads run on reader connections. Rows a write returns (RETURNING) are taken back if the Database
-// retries its group (Request::on_rows_discarded), so each appears once.
+// Rows a write returns (RETURNING) are taken back if the Database retries its group
+// (Request::on_rows_discarded), so each appears once. last_insert_id is SQLite's
+// sqlite3_last_insert_rowid() after the statement (connection-wide, as SQLite defines it); 0
+// after a single read.
 //
 // Design invariants:
 //   1. on_done runs exactly once per Submit, always from a later loop callback.
@@ -112,18 +109,18 @@ class RegistryExecutor final : public QueryExecutor {
   RegistryExecutor(loop::Loop& loop, RegistryExecutorOptions options, std::unique_ptr<db::Vfs> vfs,
                    std::unique_ptr<db::Registry> registry);
 
-  void StartStatement(Job& job);
+  void StartQuery(Job& job);
   void StartTenantAction(Job& job);
   void Finish(Job& job, absl::Status status);
   void Defer(ExecutorRequest& request, absl::Status status);
   void Deliver(ExecutorRequest& request);
   void Release(Job& job);
-  [[nodiscard]] absl::Status AfterStatement(Job& job, absl::Status status);
+  [[nodiscard]] absl::Status AfterQuery(Job& job, absl::Status status);
   [[nodiscard]] static absl::Status AfterTenantAction(const Job& job, absl::Status status);
 
   static void OnRow(db::Request& request, const db::Row& row);
   static void OnRowsDiscarded(db::Request& request);
-  static void OnStatementDone(db::TenantRequest& request, absl::Status status);
+  static void OnQueryDone(db::TenantRequest& request, absl::Status status);
   static void OnTenantActionDone(db::TenantRequest& request, absl::Status status);
   static loop::Action OnDeferred(loop::Loop& loop, loop::Completion& c);
 
