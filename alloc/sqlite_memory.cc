@@ -41,6 +41,22 @@ TenantSlot g_slots[kTenantsMax];
 
 thread_local TenantId t_current_tenant = kSharedTenant;
 
+// FailSqliteAllocationForTesting: the tenant and how many of its allocations are left until the
+// one that fails (0: disarmed). One relaxed load on the allocation path while disarmed.
+std::atomic<uint32_t> g_fail_tenant{kSharedTenant};
+std::atomic<uint64_t> g_fail_countdown{0};
+std::atomic<uint64_t> g_failures_injected{0};
+
+// Whether this allocation for `tenant` is the armed one (SQLite's own OOM tests do the same
+// with a countdown in its malloc hooks: fail the Nth allocation, then go on).
+bool InjectedFailure(TenantId tenant) {
+  if (g_fail_countdown.load(std::memory_order_relaxed) == 0) return false;
+  if (tenant != g_fail_tenant.load(std::memory_order_relaxed)) return false;
+  if (g_fail_countdown.fetch_sub(1, std::memory_order_relaxed) != 1) return false;
+  g_failures_injected.fetch_add(1, std::memory_order_relaxed);
+  return true;
+}
+
 // Precedes every block SQLite gets. 16 bytes keeps the block at malloc's 16-byte alignment.
 struct BlockHeader {
   uint32_t size_bytes;  // Rounded size charged to the owner, what xSize reports.
@@ -252,7 +268,7 @@ void* SqliteMalloc(int size_bytes) {
   TenantSlot& slot = g_slots[tenant];
   SQLOOP_CHECK(slot.registered.load(std::memory_order_relaxed) != 0,
                "sqlite_memory: the current tenant was unregistered inside its ScopedTenant");
-  if (!Charge(slot, rounded_bytes)) return nullptr;
+  if (InjectedFailure(tenant) || !Charge(slot, rounded_bytes)) return nullptr;
   uint32_t size_class = kDirectBlock;
   void* block = ObtainBlock(rounded_bytes + kBlockHeaderBytes, size_class);
   if (block == nullptr) {
@@ -305,7 +321,10 @@ void* SqliteRealloc(void* pointer, int size_bytes) {
   TenantSlot& slot = g_slots[header->tenant];
   const uint32_t old_bytes = header->size_bytes;
   const auto new_bytes = static_cast<uint32_t>(RoundUp(size_bytes));
-  if (new_bytes > old_bytes && !Charge(slot, new_bytes - old_bytes)) return nullptr;
+  if (new_bytes > old_bytes &&
+      (InjectedFailure(header->tenant) || !Charge(slot, new_bytes - old_bytes))) {
+    return nullptr;
+  }
   BlockHeader* resized = ResizeBlock(header, new_bytes + kBlockHeaderBytes);
   if (resized == nullptr) {
     if (new_bytes > old_bytes) Uncharge(slot, new_bytes - old_bytes);
@@ -500,6 +519,16 @@ SqliteBlockCacheStats GetSqliteBlockCacheStats() { return t_cache.stats; }
 void ReleaseSqliteBlockCache() { DrainThreadCache(); }
 
 TenantId CurrentTenant() { return t_current_tenant; }
+
+void FailSqliteAllocationForTesting(TenantId tenant, uint64_t nth) {
+  g_fail_countdown.store(0, std::memory_order_relaxed);
+  g_fail_tenant.store(tenant, std::memory_order_relaxed);
+  g_fail_countdown.store(nth, std::memory_order_relaxed);
+}
+
+uint64_t SqliteAllocationFailuresInjected() {
+  return g_failures_injected.load(std::memory_order_relaxed);
+}
 
 ScopedTenant::ScopedTenant(TenantId tenant) : previous_(t_current_tenant) {
   SQLOOP_CHECK(IsRegistered(tenant) || tenant == kSharedTenant,

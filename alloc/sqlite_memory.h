@@ -129,6 +129,15 @@ void ReleaseSqliteBlockCache();
 // The tenant that SQLite allocations on this thread are charged to right now.
 [[nodiscard]] TenantId CurrentTenant();
 
+// TEST HOOK (the simulator's out-of-memory faults): the `nth` allocation charged to `tenant`
+// from now on (a malloc, or a realloc that grows) returns NULL as if the tenant were over its
+// limit, once; 0 disarms. Invariant 3 then holds as for a real limit. Process-wide, not for
+// concurrent use by two tests.
+void FailSqliteAllocationForTesting(TenantId tenant, uint64_t nth);
+
+// How many allocations FailSqliteAllocationForTesting has failed in this process.
+[[nodiscard]] uint64_t SqliteAllocationFailuresInjected();
+
 // Marks `tenant` as current on this thread for the scope's lifetime and restores the previous
 // one after, so scopes nest. Marking an unregistered tenant is a programmer error.
 class ScopedTenant {

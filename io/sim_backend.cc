@@ -28,6 +28,17 @@ constexpr double kSwarmShortMax = 0.5;
 // EINTR/EAGAIN: at 0.3, exhausting kRetriesMax (9 in a row) happens about once in 50,000 ops,
 // rare enough not to swamp runs yet reachable by a sweep.
 constexpr double kSwarmRetryMax = 0.3;
+// A device that breaks for good: at most 0.2% per write or fsync attempt, so in the seeds that
+// draw it the device often breaks in the middle of a run of a few hundred writes, and often
+// not at all.
+constexpr double kSwarmDeviceFailureMax = 0.002;
+// Network: a reset in at most 1 % of attempts (a run makes a few hundred), lost segments in at
+// most 2 % (each costs up to 200 ms); a partition of up to 100 ms starting in the first 100 ms,
+// the span of a typical http run, so it lands before, in and after the traffic.
+constexpr double kSwarmNetResetMax = 0.01;
+constexpr double kSwarmNetDropMax = 0.02;
+constexpr uint64_t kSwarmPartitionStartMaxNs = 100'000'000;
+constexpr uint64_t kSwarmPartitionMaxNs = 100'000'000;
 
 // Orders the event heap as a min-heap on (due_ns, sequence).
 struct Later {
@@ -113,6 +124,29 @@ void SimBackend::DrawSwarmMetadataFaults() {
   SimFaults& f = options_.faults;
   f.meta_eio = maybe(kSwarmErrorMax);
   f.close_eio = maybe(kSwarmErrorMax);
+  // Drawn after the two above from the same generator, so their values stay what they were.
+  f.device_failure = maybe(kSwarmDeviceFailureMax);
+  f.net_reset = maybe(kSwarmNetResetMax);
+  f.net_drop = maybe(kSwarmNetDropMax);
+  const bool partition = draws.Chance(0.5);
+  const auto partition_start_ns = static_cast<int64_t>(draws.Below(kSwarmPartitionStartMaxNs));
+  const auto partition_ns = static_cast<int64_t>(draws.Range(1, kSwarmPartitionMaxNs));
+  if (partition) {
+    f.partition_start_ns = partition_start_ns;
+    f.partition_ns = partition_ns;
+  }
+}
+
+bool SimBackend::DeviceFails() {
+  if (!device_failed_) {
+    const double probability = options_.faults.device_failure;
+    if (probability <= 0 || !prng_.Chance(probability)) return false;
+    device_failed_ = true;
+    ++sim_stats_.device_failures;
+  }
+  ++sim_stats_.injected_errors;
+  ++sim_stats_.persistent_errors;
+  return true;
 }
 
 bool SimBackend::InjectMetadataError(double probability) {
@@ -125,14 +159,17 @@ bool SimBackend::InjectMetadataError(double probability) {
 std::string SimBackend::DescribeFaults() const {
   const SimFaults& f = options_.faults;
   const SimDiskOptions& d = disk_->options();
-  char text[400];
+  char text[600];
   std::snprintf(text, sizeof(text),
                 "read_eio=%.4f write_eio=%.4f write_enospc=%.4f fsync_eio=%.4f short_read=%.3f "
                 "short_write=%.3f short_net=%.3f eintr=%.3f eagain=%.3f crash_keep=%.3f "
-                "crash_tear=%.3f crash_keep_name=%.3f meta_eio=%.4f close_eio=%.4f%s",
+                "crash_tear=%.3f crash_keep_name=%.3f meta_eio=%.4f close_eio=%.4f "
+                "device_failure=%.4f net_reset=%.4f net_drop=%.4f partition=%lld+%lldms%s",
                 f.read_eio, f.write_eio, f.write_enospc, f.fsync_eio, f.short_read, f.short_write,
                 f.short_net, f.eintr, f.eagain, d.crash_keep_probability, d.crash_tear_probability,
-                d.crash_keep_name_probability, f.meta_eio, f.close_eio,
+                d.crash_keep_name_probability, f.meta_eio, f.close_eio, f.device_failure,
+                f.net_reset, f.net_drop, static_cast<long long>(f.partition_start_ns / 1'000'000),
+                static_cast<long long>(f.partition_ns / 1'000'000),
                 d.broken_fsync ? " BROKEN_FSYNC" : "");
   return text;
 }
@@ -276,6 +313,7 @@ void SimBackend::RunEvent(uint32_t slot) {
   Flight& flight = flights_[slot];
   bool decided = false;
   Attempt attempt = TryRetryable(flight, decided);
+  if (!decided) decided = InjectNetFault(flight, attempt);
   if (!decided) {
     switch (flight.op->kind) {
       case OpKind::kNop:
@@ -308,7 +346,9 @@ void SimBackend::RunEvent(uint32_t slot) {
     case Outcome::kAgain: {
       ++stats_.resubmitted;
       const bool on_socket = flight.target.type == FdType::kSocket;
-      Schedule(slot, DrawLatency(on_socket ? options_.net_latency : LatencyOf(flight.op->kind)));
+      Schedule(slot, attempt.delay_ns >= 0 ? attempt.delay_ns
+                                           : DrawLatency(on_socket ? options_.net_latency
+                                                                   : LatencyOf(flight.op->kind)));
       break;
     }
     case Outcome::kPark:
@@ -480,6 +520,7 @@ void SimBackend::Crash() {
   sockets_.clear();
   listeners_.clear();
   fds_.assign(3, FdEntry{});
+  device_failed_ = false;  // Power cycled: the device answers again.
   disk_->Crash(prng_);
   // What the crash decided is part of the run: fold its tallies (cumulative, fixed-width).
   const SimDiskStats& disk = disk_->stats();
@@ -564,6 +605,7 @@ SimBackend::Attempt SimBackend::TryWrite(Flight& flight) {
   const FdEntry& target = flight.target;
   if (target.type == FdType::kSocket) return TrySend(flight);
   if (target.type != FdType::kFile || target.access == O_RDONLY) return Done(-EBADF);
+  if (DeviceFails()) return Done(-EIO);
   const bool eio = prng_.Chance(options_.faults.write_eio);
   const bool enospc = prng_.Chance(options_.faults.write_enospc);
   if (eio || enospc) {
@@ -585,6 +627,10 @@ SimBackend::Attempt SimBackend::TryFsync(Flight& flight) {
   const FdEntry& target = flight.target;
   if (target.type == FdType::kSocket) return Done(-EINVAL);
   if (target.type == FdType::kFree) return Done(-EBADF);
+  if (target.type == FdType::kFile && DeviceFails()) {
+    disk_->FailSync(target.target);
+    return Done(-EIO);
+  }
   if (prng_.Chance(options_.faults.fsync_eio)) {
     ++sim_stats_.injected_errors;
     disk_->FailSync(target.target);

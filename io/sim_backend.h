@@ -131,6 +131,23 @@ struct SimFaults {
   // A file's kClose fails with -EIO after releasing the descriptor, as Linux's close may (the
   // descriptor is gone either way; an error there can mean lost writeback).
   double close_eio = 0;
+  // A device that keeps failing: per file write or fsync attempt, the chance that the device
+  // breaks; from then on every file write and fsync fails with -EIO (an fsync also loses the
+  // file's unsynced writes, SimDisk::FailSync) until Crash(), as a disk that has dropped off
+  // the bus does. Reads still work: the page cache keeps answering them.
+  double device_failure = 0;
+  // Network faults, per attempt of a send, recv or connect on a socket. TCP neither loses nor
+  // reorders bytes within a connection, so what reaches the program is: a reset (the
+  // connection dies at both ends, unread bytes lost, every op then fails with -ECONNRESET);
+  // a lost segment, which the sender's retransmission timeout repairs (the attempt waits
+  // `net_retransmit_latency` more); and a partition, during which nothing crosses the network
+  // until it heals (below). Reordering across connections comes from the latencies.
+  double net_reset = 0;
+  double net_drop = 0;
+  // A partition: from `partition_start_ns` after the backend's start, for `partition_ns`, every
+  // network attempt waits until it heals. 0: none.
+  int64_t partition_start_ns = 0;
+  int64_t partition_ns = 0;
 };
 
 struct SimBackendOptions {
@@ -147,6 +164,9 @@ struct SimBackendOptions {
   // together finish together in the next Tick (loop tests rely on it). Give it a range to use
   // nops as cheap reordering fodder.
   SimLatency nop_latency{.min_ns = 0, .max_ns = 0};
+  // The wait a lost segment costs (SimFaults::net_drop): Linux's minimum retransmission
+  // timeout is 200 ms; loopback RTTs make it that, the range gives a few doublings below it.
+  SimLatency net_retransmit_latency{.min_ns = 10'000'000, .max_ns = 200'000'000};
   SimFaults faults;
   // Swarm mode: `faults` and the disk's crash probabilities are drawn from the seed (each
   // fault is off for about half the seeds), so a sweep explores different mixes of faults.
@@ -167,13 +187,18 @@ struct SimBackendOptions {
 
 // What the simulator did, for tests and sqloop_sim's summary.
 struct SimStats {
-  uint64_t events = 0;           // Attempts executed.
-  uint64_t reordered = 0;        // Completions handed back before an earlier submission's.
-  uint64_t short_transfers = 0;  // Partial attempts (resubmitted or, for recv, returned).
-  uint64_t retries = 0;          // EINTR/EAGAIN attempts that were retried.
-  uint64_t injected_errors = 0;  // Ops completed with an injected EIO/ENOSPC/EINTR/EAGAIN.
-  uint64_t metadata_errors = 0;  // Of those, on openat, unlink, ftruncate, fstat or close.
-  uint64_t cancelled = 0;        // Ops completed with -ECANCELED by Cancel().
+  uint64_t events = 0;             // Attempts executed.
+  uint64_t reordered = 0;          // Completions handed back before an earlier submission's.
+  uint64_t short_transfers = 0;    // Partial attempts (resubmitted or, for recv, returned).
+  uint64_t retries = 0;            // EINTR/EAGAIN attempts that were retried.
+  uint64_t injected_errors = 0;    // Ops completed with an injected EIO/ENOSPC/EINTR/EAGAIN.
+  uint64_t metadata_errors = 0;    // Of those, on openat, unlink, ftruncate, fstat or close.
+  uint64_t device_failures = 0;    // Times the device broke for good (SimFaults::device_failure).
+  uint64_t persistent_errors = 0;  // Of the injected errors, those of the broken device.
+  uint64_t net_resets = 0;         // Connections reset (SimFaults::net_reset).
+  uint64_t net_drops = 0;          // Network attempts delayed by a retransmission.
+  uint64_t net_partitioned = 0;    // Network attempts held back by a partition.
+  uint64_t cancelled = 0;          // Ops completed with -ECANCELED by Cancel().
   uint64_t crashes = 0;
   uint64_t crash_failed_ops = 0;  // In-flight ops failed by Crash().
 };
@@ -282,17 +307,28 @@ class SimBackend final : public Backend {
   struct Attempt {
     Outcome outcome = Outcome::kDone;
     int64_t result = 0;
-    int64_t socket = -1;  // kPark: the socket to wait on.
+    int64_t socket = -1;    // kPark: the socket to wait on.
+    int64_t delay_ns = -1;  // kAgain: the wait before the next attempt; -1: a drawn latency.
   };
-  [[nodiscard]] static Attempt Done(int64_t result) { return {Outcome::kDone, result, -1}; }
-  [[nodiscard]] static Attempt Again() { return {Outcome::kAgain, 0, -1}; }
-  [[nodiscard]] static Attempt ParkOn(int64_t socket) { return {Outcome::kPark, 0, socket}; }
+  [[nodiscard]] static Attempt Done(int64_t result) { return {Outcome::kDone, result, -1, -1}; }
+  [[nodiscard]] static Attempt Again() { return {Outcome::kAgain, 0, -1, -1}; }
+  [[nodiscard]] static Attempt AgainAfter(int64_t delay_ns) {
+    return {Outcome::kAgain, 0, -1, delay_ns};
+  }
+  [[nodiscard]] static Attempt ParkOn(int64_t socket) { return {Outcome::kPark, 0, socket, -1}; }
 
   void DrawSwarm();
   void DrawSwarmMetadataFaults();
   // Whether a metadata op fails now (SimFaults::meta_eio, close_eio). Draws only while
   // `probability` is above 0 (DrawSwarmMetadataFaults says why).
   [[nodiscard]] bool InjectMetadataError(double probability);
+  // Whether a file write or fsync fails because the device is broken (SimFaults::
+  // device_failure), breaking it first if the draw says so. Draws only while it is on.
+  [[nodiscard]] bool DeviceFails();
+  // Network faults (SimFaults::net_*, partition_*) for a send, recv or connect attempt: true
+  // with `attempt` set when one strikes. Draws only while each is on.
+  [[nodiscard]] bool InjectNetFault(Flight& flight, Attempt& attempt);
+  void ResetConnection(int64_t socket);
   [[nodiscard]] int64_t DrawLatency(const SimLatency& latency);
   [[nodiscard]] const SimLatency& LatencyOf(OpKind kind) const;
   void SendQueued();
@@ -352,6 +388,7 @@ class SimBackend final : public Backend {
   uint64_t next_op_id_ = 0;
   uint64_t fsyncs_sent_ = 0;  // For fsyncs_before_hang.
   uint64_t highest_completed_id_ = 0;
+  bool device_failed_ = false;  // SimFaults::device_failure struck; cleared by Crash().
 
   std::vector<FdEntry> fds_;
   std::vector<std::unique_ptr<sim::Socket>> sockets_;  // Index = socket id; never reused.

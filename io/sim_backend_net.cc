@@ -113,6 +113,50 @@ void SimBackend::CloseSocket(int64_t index) {
   WakeWaiters(index);
 }
 
+// Both ends die at once, as when a RST arrives: unread bytes are gone, and every op on either
+// end fails with -ECONNRESET from now on.
+void SimBackend::ResetConnection(int64_t socket_index) {
+  const int64_t peer = SocketAt(socket_index).peer;
+  for (const int64_t index : {socket_index, peer}) {
+    sim::Socket& s = SocketAt(index);
+    s.reset = true;
+    s.peer_closed = true;
+    s.inbox.clear();
+  }
+  WakeWaiters(socket_index);  // Wakes the peer's waiters too.
+}
+
+bool SimBackend::InjectNetFault(Flight& flight, Attempt& attempt) {
+  if (flight.target.type != FdType::kSocket) return false;
+  const OpKind kind = flight.op->kind;
+  const bool transfer = kind == OpKind::kSend || kind == OpKind::kRecv || kind == OpKind::kRead ||
+                        kind == OpKind::kWrite;
+  if (!transfer && kind != OpKind::kConnect) return false;
+  const SimFaults& f = options_.faults;
+  const int64_t heal_ns = options_.start_ns + f.partition_start_ns + f.partition_ns;
+  if (f.partition_ns > 0 && now_ns_ >= options_.start_ns + f.partition_start_ns &&
+      now_ns_ < heal_ns) {
+    ++sim_stats_.net_partitioned;
+    attempt = AgainAfter(heal_ns - now_ns_);  // TCP retransmits once the path is back.
+    return true;
+  }
+  if (f.net_drop > 0 && prng_.Chance(f.net_drop)) {
+    ++sim_stats_.net_drops;
+    attempt = AgainAfter(DrawLatency(options_.net_retransmit_latency));
+    return true;
+  }
+  const auto index = static_cast<int64_t>(flight.target.target);
+  if (!transfer || f.net_reset <= 0 || SocketAt(index).state != sim::Socket::State::kConnected ||
+      SocketAt(index).reset || !prng_.Chance(f.net_reset)) {
+    return false;
+  }
+  ++sim_stats_.net_resets;
+  ++sim_stats_.injected_errors;
+  ResetConnection(index);
+  attempt = Done(-ECONNRESET);
+  return true;
+}
+
 SimBackend::Attempt SimBackend::TryConnect(Flight& flight) {
   if (flight.target.type != FdType::kSocket) {
     return Done(flight.target.type == FdType::kFree ? -EBADF : -ENOTSOCK);
@@ -180,6 +224,7 @@ SimBackend::Attempt SimBackend::TryRecv(Flight& flight) {
   sim::Socket& s = SocketAt(index);
   if (s.state == sim::Socket::State::kClosed) return Done(-EBADF);
   if (s.state != sim::Socket::State::kConnected) return Done(-ENOTCONN);
+  if (s.reset) return Done(-ECONNRESET);
   Op& op = *flight.op;
   if (s.inbox.empty()) {
     if (s.peer_closed || op.length == 0) return Done(0);
@@ -203,6 +248,7 @@ SimBackend::Attempt SimBackend::TrySend(Flight& flight) {
   sim::Socket& s = SocketAt(index);
   if (s.state == sim::Socket::State::kClosed) return Done(-EBADF);
   if (s.state != sim::Socket::State::kConnected) return Done(-ENOTCONN);
+  if (s.reset) return Done(-ECONNRESET);
   if (s.peer_closed) return Done(-EPIPE);
   Op& op = *flight.op;
   if (op.transferred == op.length) return Done(op.length);
@@ -225,6 +271,7 @@ uint32_t SimBackend::SocketEvents(int64_t index) const {
   if (s.state == sim::Socket::State::kListening && !s.backlog.empty())
     events |= POLLIN | POLLRDNORM;
   if (s.state != sim::Socket::State::kConnected) return events;
+  if (s.reset) return events | POLLERR | POLLHUP;
   if (!s.inbox.empty() || s.peer_closed) events |= POLLIN | POLLRDNORM;
   if (s.peer_closed) return events | POLLHUP;
   const sim::Socket& peer = *sockets_[static_cast<size_t>(s.peer)];

@@ -414,6 +414,17 @@ void SimDisk::Crash(Prng& prng) {
   AssertInvariants();
 }
 
+bool SimDisk::CorruptDurable(absl::string_view path, uint64_t offset, uint8_t mask) {
+  std::optional<uint64_t> id = Lookup(path);
+  if (!id.has_value()) return false;
+  Node& node = nodes_.at(*id);
+  if (node.directory || !node.pending.empty() || node.diverged) return false;
+  if (offset >= node.durable.size() || node.visible.size() != node.durable.size()) return false;
+  node.durable[offset] = static_cast<char>(node.durable[offset] ^ mask);
+  node.visible[offset] = node.durable[offset];
+  return true;
+}
+
 std::optional<std::string> SimDisk::VisibleContent(absl::string_view path) const {
   std::optional<uint64_t> id = Lookup(path);
   if (!id.has_value()) return std::nullopt;

@@ -160,6 +160,13 @@ class SimDisk {
   // Afterwards visible == durable everywhere and nothing is pending.
   void Crash(Prng& prng);
 
+  // Bit rot: XORs `mask` into the byte at `offset` of the file at `path`, in its durable bytes
+  // and its visible ones alike, as a medium that decays under data already synced. Only for a
+  // file with nothing pending (after a crash, before the next process writes), so invariant 1
+  // holds. Returns false, changing nothing, if there is no such file, it has pending
+  // operations, or `offset` is past its durable end.
+  [[nodiscard]] bool CorruptDurable(absl::string_view path, uint64_t offset, uint8_t mask);
+
   // ---- Inspection (tests and crash oracles) ---------------------------------------------------
 
   // The visible bytes of the file at `path`, or nullopt if no such visible file.

@@ -30,6 +30,7 @@ struct Socket {
   uint16_t port = 0;         // Listening port, or the local (ephemeral) port once connected.
   int64_t peer = -1;         // The other end's socket index while connected.
   bool peer_closed = false;  // The peer's descriptor is closed: EOF after `inbox`, EPIPE on send.
+  bool reset = false;        // The connection was reset (SimFaults::net_reset): ECONNRESET.
   std::string inbox;         // Bytes received and not yet read, oldest first.
   std::deque<int64_t> backlog;    // kListening: connected sockets not yet accepted.
   std::vector<uint32_t> waiters;  // Flight slots parked until this socket changes.

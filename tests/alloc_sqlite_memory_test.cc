@@ -190,6 +190,31 @@ TEST(SqliteMemoryTest, TenantOverItsLimitGetsNomemAndRecovers) {
   EXPECT_TRUE(UnregisterTenant(neighbour).ok());
 }
 
+// The simulator's out-of-memory hook: exactly the Nth allocation of the armed tenant fails,
+// once; another tenant's allocations neither fail nor count; the statement gets SQLITE_NOMEM,
+// the connection stays usable, and nothing leaks.
+TEST(SqliteMemoryTest, TheArmedAllocationFailsOnceAndTheConnectionRecovers) {
+  const TenantId armed = Register("armed");
+  const TenantId other = Register("other");
+  sqlite3* armed_db = Open(armed);
+  sqlite3* other_db = Open(other);
+  ASSERT_EQ(Exec(armed, armed_db, "CREATE TABLE t(v BLOB)"), SQLITE_OK);
+  ASSERT_EQ(Exec(other, other_db, "CREATE TABLE t(v BLOB)"), SQLITE_OK);
+  const uint64_t injected_before = SqliteAllocationFailuresInjected();
+  FailSqliteAllocationForTesting(armed, 1);
+  EXPECT_EQ(Exec(other, other_db, "INSERT INTO t VALUES(randomblob(100))"), SQLITE_OK);
+  EXPECT_EQ(Exec(armed, armed_db, "INSERT INTO t VALUES(randomblob(100))"), SQLITE_NOMEM);
+  EXPECT_EQ(SqliteAllocationFailuresInjected(), injected_before + 1);
+  EXPECT_EQ(Exec(armed, armed_db, "INSERT INTO t VALUES(randomblob(100))"), SQLITE_OK);
+  EXPECT_EQ(QueryInt(armed, armed_db, "SELECT count(*) FROM t"), 1);
+  FailSqliteAllocationForTesting(armed, 0);
+  Close(armed, armed_db);
+  Close(other, other_db);
+  EXPECT_EQ(LiveBytes(armed), 0u) << "the failed statement leaked";
+  EXPECT_TRUE(UnregisterTenant(armed).ok());
+  EXPECT_TRUE(UnregisterTenant(other).ok());
+}
+
 TEST(SqliteMemoryTest, ReallocIsChargedToTheOwner) {
   const TenantId owner = Register("realloc-owner", 4096);
   const TenantId other = Register("realloc-other");

@@ -307,6 +307,67 @@ TEST_F(SimBackendTest, MetadataFaultsFailAndChangeNothingButCloseStillReleases) 
   EXPECT_EQ(RunOne(sim, close), -EBADF) << "the descriptor must be released despite the error";
 }
 
+// A device that keeps failing: once it breaks, every file write and fsync fails (an fsync also
+// loses the unsynced writes), reads still work, and only a crash (a power cycle) ends it.
+TEST_F(SimBackendTest, ABrokenDeviceFailsEveryWriteAndFsyncUntilTheCrash) {
+  SimBackend sim(Quiet());
+  const int fd = OpenFile(sim, "/f", O_CREAT | O_RDWR);
+  ASSERT_EQ(WriteAt(sim, fd, "kept", 0), 4);
+  sim.SetFaults(SimFaults{.device_failure = 1});
+  EXPECT_EQ(WriteAt(sim, fd, "x", 4), -EIO);
+  sim.SetFaults(SimFaults{});  // Off again: the device stays broken all the same.
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(WriteAt(sim, fd, "x", 4), -EIO);
+  Op sync{.kind = OpKind::kFsync, .fd = fd};
+  EXPECT_EQ(RunOne(sim, sync), -EIO);
+  char byte = 0;
+  Op read{.kind = OpKind::kRead, .fd = fd, .buffer = &byte, .length = 1, .offset = 0};
+  EXPECT_EQ(RunOne(sim, read), 1) << "reads still work on a broken device";
+  EXPECT_EQ(sim.sim_stats().device_failures, 1u);
+  EXPECT_EQ(sim.sim_stats().persistent_errors, 7u);
+  sim.Crash();
+  const int again = OpenFile(sim, "/f", O_CREAT | O_RDWR);
+  EXPECT_EQ(WriteAt(sim, again, "y", 0), 1) << "a power cycle brings the device back";
+}
+
+// A reset kills both ends at once: the op that met it and every later op on either end fail
+// with -ECONNRESET, unread bytes are gone, and poll reports the error.
+TEST_F(SimBackendTest, AResetConnectionFailsBothEnds) {
+  SimBackend sim(Quiet());
+  int fds[2];
+  sim.SocketPair(fds);
+  char bytes[4] = {'a', 'b', 'c', 'd'};
+  Op first{.kind = OpKind::kSend, .fd = fds[0], .buffer = bytes, .length = 4};
+  ASSERT_EQ(RunOne(sim, first), 4);
+  sim.SetFaults(SimFaults{.net_reset = 1});
+  Op send{.kind = OpKind::kSend, .fd = fds[0], .buffer = bytes, .length = 4};
+  EXPECT_EQ(RunOne(sim, send), -ECONNRESET);
+  sim.SetFaults(SimFaults{});
+  Op recv{.kind = OpKind::kRecv, .fd = fds[1], .buffer = bytes, .length = 4};
+  EXPECT_EQ(RunOne(sim, recv), -ECONNRESET) << "the unread bytes must be lost with the reset";
+  Op poll{.kind = OpKind::kPoll, .fd = fds[0], .flags = POLLIN};
+  EXPECT_NE(RunOne(sim, poll) & POLLERR, 0);
+  EXPECT_EQ(sim.sim_stats().net_resets, 1u);
+}
+
+// A partition holds every network attempt until it heals; it loses and reorders nothing.
+TEST_F(SimBackendTest, APartitionDelaysButLosesNothing) {
+  SimBackendOptions options = Quiet();
+  options.faults.partition_start_ns = 0;
+  options.faults.partition_ns = 50'000'000;
+  SimBackend sim(options);
+  int fds[2];
+  sim.SocketPair(fds);
+  char bytes[3] = {'x', 'y', 'z'};
+  Op send{.kind = OpKind::kSend, .fd = fds[0], .buffer = bytes, .length = 3};
+  EXPECT_EQ(RunOne(sim, send), 3);
+  EXPECT_GE(sim.NowNs(), options.start_ns + 50'000'000) << "the send crossed a partition";
+  EXPECT_GT(sim.sim_stats().net_partitioned, 0u);
+  char back[3] = {};
+  Op recv{.kind = OpKind::kRecv, .fd = fds[1], .buffer = back, .length = 3};
+  EXPECT_EQ(RunOne(sim, recv), 3);
+  EXPECT_EQ(std::string(back, 3), "xyz");
+}
+
 TEST_F(SimBackendTest, FileOpsBehaveLikeTheirSyscalls) {
   SimBackend sim(Quiet());
   ASSERT_EQ(sim.disk().MakeDirectory("/d"), 0);

@@ -285,6 +285,25 @@ TEST_F(SimDiskTest, AnUnlinkedFileGoesAwayWithItsLastReferenceOnceTheRemovalIsDu
   EXPECT_EQ(disk.Read(node, &byte, 1, 0), -EBADF);
 }
 
+// Bit rot in synced data: the flipped byte is in the durable bytes and the visible ones, and
+// stays under later synced writes; a file with pending writes, or an offset past the end, is
+// refused.
+TEST_F(SimDiskTest, CorruptDurableFlipsASyncedByteForGood) {
+  SimDisk disk;
+  const uint64_t node = DurableFile(disk, "abc");
+  EXPECT_FALSE(disk.CorruptDurable("/d/f", 3, 0xff)) << "past the durable end";
+  EXPECT_FALSE(disk.CorruptDurable("/d/nothing", 0, 0xff));
+  ASSERT_TRUE(disk.CorruptDurable("/d/f", 1, 0x03));
+  EXPECT_EQ(disk.DurableContent("/d/f"), "aac");
+  EXPECT_EQ(disk.VisibleContent("/d/f"), "aac");
+  ASSERT_EQ(disk.Write(node, "z", 1, 0), 1);
+  EXPECT_FALSE(disk.CorruptDurable("/d/f", 0, 0xff)) << "a file with pending writes";
+  ASSERT_EQ(disk.Sync(node), 0);
+  EXPECT_EQ(disk.DurableContent("/d/f"), "zac") << "the flip stays under later writes";
+  disk.AssertInvariants();
+  disk.Release(node);
+}
+
 TEST_F(SimDiskTest, CrashesAreAFunctionOfTheSeed) {
   auto run = [](uint64_t seed) {
     SimDisk disk;  // Default probabilities: keep, tear and drop all possible.

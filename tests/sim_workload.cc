@@ -132,6 +132,7 @@ std::string ReplayCommand(absl::string_view binary, absl::string_view workload, 
   if (options.stall_group_commits_after != 0) {
     command += " --stall_group_commits_after=" + std::to_string(options.stall_group_commits_after);
   }
+  if (options.corrupt_payload) command += " --corrupt_payload";
   return command;
 }
 

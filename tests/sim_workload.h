@@ -73,6 +73,11 @@ struct WorkloadOptions {
   // many never complete (SimBackendOptions::fsyncs_before_hang); -1: never. The run must end
   // with a verdict that names the stuck phase, never hang.
   int64_t fsyncs_before_hang = -1;
+  // NEGATIVE CONTROL ONLY (corruption): between the crash and the restart, flip a byte inside
+  // an acknowledged value in the durable database file, a corruption no SQLite check can see,
+  // so a corrupted page is served as good data. The checker must catch the wrong answer.
+  // db_crash only.
+  bool corrupt_payload = false;
 };
 
 struct WorkloadResult {
@@ -87,6 +92,9 @@ struct WorkloadResult {
   // How often each rare path ran in this run, by name (e.g. "checkpoint" -> 3): a sweep counts
   // the seeds where each ran, and a test asserts each runs in a set share of seeds.
   std::map<std::string, uint64_t> paths;
+  // Acknowledged transactions (or records, or writes) the checker found intact after recovery:
+  // the long sweep's "acknowledged transactions checked".
+  uint64_t acked_checked = 0;
 };
 
 using WorkloadFunction = WorkloadResult (*)(uint64_t seed, const WorkloadOptions& options);

@@ -5,7 +5,7 @@
 //   sqloop_sim [--workload=NAME] --seeds=A-B [options]   sweep; stops at the first failure and
 //                                                        prints the command that replays it
 // Options: --no_swarm (no faults), --no_swarm_config (the layer's default configuration),
-//          --broken_fsync, --ack_before_fsync, --stall_group_commits_after=N and
+//          --broken_fsync, --ack_before_fsync, --corrupt_payload, --stall_group_commits_after=N and
 //          --fsyncs_before_hang=N (negative controls), --crash=drop_all, --verbose (a line per seed
 //          in a sweep).
 // A sweep ends with how many seeds ran each rare path (WorkloadResult::paths).
@@ -17,6 +17,7 @@
 #include <map>
 #include <string>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/string_view.h"
 #include "sqloop/io/prng.h"
@@ -30,6 +31,7 @@ struct Flags {
   bool list = false;
   bool sweep = false;
   bool verbose = false;
+  bool keep_going = false;  // A sweep goes on past failures and counts them (the long sweep).
   uint64_t first = 0;
   uint64_t last = 0;
   WorkloadOptions options;
@@ -41,8 +43,8 @@ int Usage(const char* message) {
                "usage: sqloop_sim [--workload=NAME] (--seed=N | --seeds=A-B) [--no_swarm]\n"
                "                  [--no_swarm_config] [--broken_fsync] [--ack_before_fsync]\n"
                "                  [--stall_group_commits_after=N] [--fsyncs_before_hang=N]\n"
-               "                  [--crash=drop_all] "
-               "[--verbose]\n"
+               "                  [--corrupt_payload] [--crash=drop_all] "
+               "[--verbose] [--keep_going]\n"
                "       sqloop_sim --list\n",
                message);
   return 2;
@@ -92,8 +94,12 @@ int Parse(int argc, char** argv, Flags& flags) {
       }
     } else if (arg == "--broken_fsync") {
       flags.options.broken_fsync = true;
+    } else if (arg == "--corrupt_payload") {
+      flags.options.corrupt_payload = true;
     } else if (arg == "--ack_before_fsync") {
       flags.options.ack_before_fsync = true;
+    } else if (arg == "--keep_going") {
+      flags.keep_going = true;
     } else if (arg == "--verbose") {
       flags.verbose = true;
     } else if (Value(argc, argv, i, "--workload", value)) {
@@ -115,6 +121,13 @@ int Parse(int argc, char** argv, Flags& flags) {
   if (!flags.list && !seeded) return Usage("give --seed=N or --seeds=A-B");
   return 0;
 }
+
+// What a --keep_going sweep counts of its failing seeds.
+struct Failures {
+  uint64_t seeds = 0;
+  uint64_t losses = 0;     // An acknowledged write, record or transaction was lost.
+  uint64_t integrity = 0;  // PRAGMA integrity_check did not say "ok".
+};
 
 void PrintFailure(const char* binary, const Flags& flags, uint64_t seed,
                   const WorkloadResult& result) {
@@ -139,16 +152,25 @@ int Main(int argc, char** argv) {
   uint64_t possible = 0;
   uint64_t happened = 0;
   std::map<std::string, uint64_t> seeds_per_path;
+  std::map<std::string, uint64_t> runs_per_path;  // Total count over the sweep.
+  uint64_t acked_checked = 0;
+  Failures failures;
   for (uint64_t seed = flags.first;; ++seed) {
     const WorkloadResult result = workload->run(seed, flags.options);
     possible += result.loss_possible ? 1 : 0;
     happened += result.loss_happened ? 1 : 0;
-    for (const auto& [path, count] : result.paths) seeds_per_path[path] += count > 0 ? 1 : 0;
+    acked_checked += result.acked_checked;
+    for (const auto& [path, count] : result.paths) {
+      seeds_per_path[path] += count > 0 ? 1 : 0;
+      runs_per_path[path] += count;
+    }
     if (!result.ok) {
       PrintFailure(argv[0], flags, seed, result);
-      return 1;
-    }
-    if (!flags.sweep || flags.verbose) {
+      if (!flags.keep_going) return 1;
+      ++failures.seeds;
+      failures.losses += absl::StrContains(result.failure, " is lost") ? 1 : 0;
+      failures.integrity += absl::StrContains(result.failure, "integrity_check") ? 1 : 0;
+    } else if (!flags.sweep || flags.verbose) {
       std::printf("ok workload=%s seed=%" PRIu64 " prng=v%u trace=%016" PRIx64 "\n  %s\n",
                   flags.workload.c_str(), seed, io::kPrngVersion, result.trace_hash,
                   result.summary.c_str());
@@ -156,18 +178,24 @@ int Main(int argc, char** argv) {
     if (seed == flags.last) break;
   }
   if (flags.sweep) {
+    std::printf("%s", failures.seeds == 0 ? "" : "NOT ");
     std::printf("ok workload=%s seeds=%" PRIu64 "-%" PRIu64 " (%" PRIu64
                 " seeds; acknowledged data at risk at the crash in %" PRIu64 ", lost in %" PRIu64
                 ")\n",
                 flags.workload.c_str(), flags.first, flags.last, flags.last - flags.first + 1,
                 possible, happened);
     const uint64_t seeds = flags.last - flags.first + 1;
+    std::printf("  failed seeds: %" PRIu64 " (acknowledged data lost: %" PRIu64
+                ", integrity_check failed: %" PRIu64 ")\n",
+                failures.seeds, failures.losses, failures.integrity);
+    std::printf("  acknowledged and checked after recovery: %" PRIu64 "\n", acked_checked);
     for (const auto& [path, count] : seeds_per_path) {
-      std::printf("  %-24s ran in %6" PRIu64 " seeds (%5.1f %%)\n", path.c_str(), count,
-                  100.0 * static_cast<double>(count) / static_cast<double>(seeds));
+      std::printf("  %-26s ran in %6" PRIu64 " seeds (%5.1f %%), %" PRIu64 " times\n", path.c_str(),
+                  count, 100.0 * static_cast<double>(count) / static_cast<double>(seeds),
+                  runs_per_path[path]);
     }
   }
-  return 0;
+  return failures.seeds == 0 ? 0 : 1;
 }
 
 }  // namespace

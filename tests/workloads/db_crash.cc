@@ -2,11 +2,14 @@
 // recovered by a new process, and checked against everything that was acknowledged.
 //
 // Run phase (one process): open /data/tenant.db, create the table, then rounds of concurrent
-// write requests. Each request is one transaction: a single INSERT of 1..4 rows tagged with the
-// transaction's id. About one in eight deliberately reuses the key of an acknowledged row, so it
-// must fail and leave nothing. A crash timer fires at a uniform time in the crash window:
-// the simulator drops the process (every pending op fails, the disk keeps, drops or tears each
-// unsynced write) and the database is closed.
+// write requests. Each request is one transaction of 1..4 rows tagged with the transaction's id:
+// a single INSERT of them all, or (about one in four, drawn from a generator of its own so the
+// seed's other draws do not move) a batch (db::Request::batch) of one single-row INSERT each.
+// About one in eight deliberately reuses the key of an acknowledged row, so it must fail and
+// leave nothing: a batch reuses it in its last statement, after the others have written, so a
+// batch that is not all or nothing leaves a torn transaction for the checker to find. A crash timer
+// fires at a uniform time in the crash window: the simulator drops the process (every pending op
+// fails, the disk keeps, drops or tears each unsynced write) and the database is closed.
 //
 //   kOpening --open ok--> kCreating --ack--> kRound --all of the round done--> kRound | kClosing
 //   any failure to open or create ------------------------------------------------> kClosing
@@ -45,7 +48,6 @@
 #include <memory>
 #include <optional>
 #include <string>
-#include <type_traits>
 #include <vector>
 
 #include "absl/strings/match.h"
@@ -59,16 +61,28 @@
 #include "sqloop/io/sim_trace.h"
 #include "sqloop/loop/loop.h"
 #include "tests/sim_workload.h"
+#include "tests/workloads/db_crash_recovery.h"
+#include "tests/workloads/db_crash_support.h"
 
 namespace sqloop::testing {
 namespace {
 
+using db_crash::CloseRecovered;
+using db_crash::Config;
+using db_crash::DrawConfig;
+using db_crash::FaultPlan;
+using db_crash::kDatabasePath;
+using db_crash::kLivenessBudgetNs;
+using db_crash::kTeardownBudgetNs;
+using db_crash::LivenessStuck;
+using db_crash::MemoryTenant;
+using db_crash::Recovered;
+using db_crash::StateName;
 using loop::Action;
 using loop::Completion;
 using loop::Loop;
 
 constexpr char kDirectory[] = "/data";
-constexpr char kDatabasePath[] = "/data/tenant.db";
 constexpr char kCreateSql[] = "CREATE TABLE t(k INTEGER PRIMARY KEY, txn INTEGER NOT NULL, v TEXT)";
 // Rounds per run and requests per round: a few hundred transactions, enough for group commits
 // of many sizes, while 500 seeds stay within seconds in a debug build.
@@ -79,6 +93,9 @@ constexpr uint32_t kRowsPerTransactionMax = 4;
 constexpr uint32_t kValueBytesMax = 600;
 // One request in this many reuses an acknowledged key and must fail.
 constexpr uint32_t kConflictOneIn = 8;
+// One transaction in this many is a batch of single-row statements.
+constexpr uint32_t kBatchOneIn = 4;
+constexpr char kOneRowSql[] = "INSERT INTO t(k, txn, v) VALUES (?,?,?)";
 // The crash comes at a uniform time in [0, 40 ms] of simulated time: a run with the default
 // latencies takes about that long, so crashes land before, during and after the work.
 constexpr int64_t kCrashWindowNs = 40'000'000;
@@ -88,103 +105,6 @@ constexpr uint64_t kTraceAck = 0xdbac;
 // seconds is far past both (and a loop spinning 1 µs ticks reaches it in a few real seconds):
 // only a stuck phase reaches it.
 constexpr int64_t kRunBudgetNs = 2'000'000'000;
-constexpr int64_t kRecoveryBudgetNs = 2'000'000'000;
-// The liveness bound: every write of the fault-free liveness phase is acknowledged, and read
-// back, within this much virtual time of its submission. The slowest fsync takes 5 ms
-// (SimBackendOptions::fsync_latency); a round is a group or a few, plus a checkpoint; one
-// second is a hundred times that.
-constexpr int64_t kLivenessBudgetNs = 1'000'000'000;
-// Liveness rounds, and writes per round (each its own transaction).
-constexpr uint32_t kLivenessRounds = 3;
-constexpr uint32_t kLivenessWritesPerRoundMax = 8;
-// Ending a phase whose watchdog fired (a crash, then closing) gets this much virtual time
-// before its objects are abandoned.
-constexpr int64_t kTeardownBudgetNs = 1'000'000'000;
-
-// The configuration one seed runs with.
-struct Config {
-  db::DatabaseOptions database;
-  db::VfsOptions vfs;
-  std::string text;  // For the summary: what differs from the defaults.
-};
-
-// Draws the configuration from its own generator (seeded from the run's seed), so the
-// simulator's stream of latencies, faults and crash fates is the same with or without it. Each
-// setting keeps its default in about half the seeds, as SimBackend's swarm does with faults.
-Config DrawConfig(uint64_t seed, const WorkloadOptions& options) {
-  Config config;
-  db::DatabaseOptions& database = config.database;
-  database.ack_before_fsync_for_testing = options.ack_before_fsync;
-  if (options.stall_group_commits_after != 0) {
-    StallGroupCommitsAfter(database, options.stall_group_commits_after);
-    absl::StrAppend(&config.text, " stall_after=", options.stall_group_commits_after);
-  }
-  if (!options.swarm_config) return config;
-  io::Prng prng(seed ^ 0xc0f1'9c0f'19c0'f19cULL);
-  auto draw = [&prng, &config](const char* name, auto& field, uint64_t min, uint64_t max) {
-    if (!prng.Chance(0.5)) return;
-    field = static_cast<std::remove_reference_t<decltype(field)>>(prng.Range(min, max));
-    absl::StrAppend(&config.text, " ", name, "=", field);
-  };
-  // A checkpoint every few frames: each round's group writes several (values up to 600 bytes).
-  draw("checkpoint_frames", database.checkpoint_frames, 2, 16);
-  // Rounds of up to 12 requests then take several groups (multi-group rounds).
-  draw("group_requests_max", database.group_requests_max, 1, 6);
-  draw("readers", database.readers, 1, 4);
-  // db_crash runs about six distinct statements: one or two slots means evictions.
-  draw("statement_cache_max", database.statement_cache_max, 1, 3);
-  // Recovery reads every row: a few rows per tick makes it yield many times.
-  draw("rows_per_tick", database.rows_per_tick, 1, 8);
-  // Not below a round's requests (kRequestsPerRoundMax) plus the liveness phase's, so Submit
-  // refusing work stays a run-phase event (the round simply has fewer transactions).
-  draw("queued_requests_max", database.queued_requests_max, 4, 16);
-  // A write-behind buffer of a few WAL frames (4 KiB pages): a group's frames, or a
-  // checkpoint's pages, overflow it. Not below what one transaction of this workload needs
-  // right after a checkpoint (a few frames of 4,120 bytes), which the Database refuses outright
-  // rather than hold back; nor below 16 operations, under which even the open's switch to WAL
-  // is refused (SQLITE_FULL at open, for good).
-  draw("held_bytes_max", config.vfs.held_bytes_max, 12 * 1024, 20 * 1024);
-  draw("held_ops_max", config.vfs.held_ops_max, 16, 48);
-  return config;
-}
-
-const char* StateName(db::Database::State state) {
-  switch (state) {
-    case db::Database::State::kNew:
-      return "new";
-    case db::Database::State::kOpening:
-      return "opening";
-    case db::Database::State::kOpenSyncing:
-      return "open-syncing";
-    case db::Database::State::kReady:
-      return "ready";
-    case db::Database::State::kPoisoned:
-      return "poisoned";
-    case db::Database::State::kClosing:
-      return "closing";
-    case db::Database::State::kClosed:
-      return "closed";
-    case db::Database::State::kFailed:
-      return "failed";
-  }
-  return "?";
-}
-
-const char* StateName(db::Request::State state) {
-  switch (state) {
-    case db::Request::State::kIdle:
-      return "idle";
-    case db::Request::State::kQueued:
-      return "queued";
-    case db::Request::State::kRunning:
-      return "running";
-    case db::Request::State::kAwaitingDurable:
-      return "awaiting durability";
-    case db::Request::State::kDone:
-      return "done";
-  }
-  return "?";
-}
 
 struct Transaction {
   enum class Outcome : uint8_t { kNotSubmitted, kPending, kAcked, kFailed, kUnknown };
@@ -194,6 +114,7 @@ struct Transaction {
   std::vector<int64_t> keys;
   std::vector<std::string> values;
   std::string sql;
+  std::vector<db::Statement> batch;  // Empty unless the transaction is a batch.
   db::Request request;
   Outcome outcome = Outcome::kNotSubmitted;
   std::string failure;
@@ -201,8 +122,10 @@ struct Transaction {
 
 class Run {
  public:
-  Run(io::SimBackend& sim, Loop& loop, db::Vfs& vfs, const db::DatabaseOptions& options)
-      : sim_(sim),
+  Run(io::SimBackend& sim, Loop& loop, db::Vfs& vfs, const db::DatabaseOptions& options,
+      uint64_t seed)
+      : batch_prng_(seed ^ 0xba7c4),
+        sim_(sim),
         loop_(loop),
         vfs_(vfs),
         database_(loop, vfs, kDatabasePath, options),
@@ -226,6 +149,12 @@ class Run {
   [[nodiscard]] bool table_acked() const { return table_acked_; }
   [[nodiscard]] const db::Database& database() const { return database_; }
   [[nodiscard]] uint32_t refused() const { return refused_; }
+  [[nodiscard]] uint32_t batches() const { return batches_; }
+  [[nodiscard]] uint32_t batch_conflicts() const { return batch_conflicts_; }
+  // The out-of-memory fault: its tenant, and the transactions acknowledged after it struck
+  // (the database stayed usable).
+  void set_memory(const MemoryTenant* memory) { memory_ = memory; }
+  [[nodiscard]] uint32_t acked_after_oom() const { return acked_after_oom_; }
   // Databases poisoned by an injected fsync failure (not by the crash).
   [[nodiscard]] uint64_t injected_poisonings() const {
     return state_ == State::kCrashed ? poisonings_before_crash_ : vfs_.stats().poisonings;
@@ -292,9 +221,11 @@ class Run {
     txn.id = transactions_.size();
     txn.conflict = !acked_keys_.empty() && sim_.prng().Below(kConflictOneIn) == 0;
     const auto rows = static_cast<uint32_t>(sim_.prng().Range(1, kRowsPerTransactionMax));
+    const bool batch = batch_prng_.Below(kBatchOneIn) == 0;
+    const uint32_t conflict_row = batch ? rows - 1 : 0;
     txn.sql = "INSERT INTO t(k, txn, v) VALUES ";
     for (uint32_t row = 0; row < rows; ++row) {
-      const int64_t key = txn.conflict && row == 0
+      const int64_t key = txn.conflict && row == conflict_row
                               ? acked_keys_[sim_.prng().Below(acked_keys_.size())]
                               : next_key_++;
       std::string value(sim_.prng().Range(1, kValueBytesMax), '\0');
@@ -305,11 +236,19 @@ class Run {
     }
     db::Request& request = txn.request;
     request.kind = db::Request::Kind::kWrite;
-    request.sql = txn.sql;
     for (size_t row = 0; row < txn.keys.size(); ++row) {
-      request.params.push_back(db::Value::Int(txn.keys[row]));
-      request.params.push_back(db::Value::Int(static_cast<int64_t>(txn.id)));
-      request.params.push_back(db::Value::Text(txn.values[row]));
+      auto& params = batch ? txn.batch.emplace_back(kOneRowSql).params : request.params;
+      params.push_back(db::Value::Int(txn.keys[row]));
+      params.push_back(db::Value::Int(static_cast<int64_t>(txn.id)));
+      params.push_back(db::Value::Text(txn.values[row]));
+    }
+    if (batch) {
+      request.batch = absl::MakeSpan(txn.batch);
+      ++batches_;
+      // The failing statement comes after others that wrote: all must be rolled back.
+      if (txn.conflict && rows > 1) ++batch_conflicts_;
+    } else {
+      request.sql = txn.sql;
     }
     request.user_data = &txn;
     request.on_done = &Run::OnWritten;
@@ -330,6 +269,7 @@ class Run {
     Run& run = *txn.run;
     if (status.ok()) {
       txn.outcome = Transaction::Outcome::kAcked;
+      if (run.memory_ != nullptr && run.memory_->injected() > 0) ++run.acked_after_oom_;
       run.CheckDurable(request);
       // A database closing after the crash may still deliver a write: one whose fsync finished
       // before the crash (in the crash's tick, its callback not yet run), or that waited only
@@ -398,6 +338,7 @@ class Run {
 
   static void OnClosed(void* /*arg*/, absl::Status /*status*/) {}
 
+  io::Prng batch_prng_;
   io::SimBackend& sim_;
   Loop& loop_;
   db::Vfs& vfs_;
@@ -414,236 +355,50 @@ class Run {
   uint32_t rounds_ = 0;
   uint32_t in_round_ = 0;
   uint32_t refused_ = 0;
+  uint32_t batches_ = 0;
+  uint32_t batch_conflicts_ = 0;
+  const MemoryTenant* memory_ = nullptr;
+  uint32_t acked_after_oom_ = 0;
   uint64_t poisonings_before_crash_ = 0;
   bool loss_possible_ = false;
   std::string violation_;
 };
 
-// What recovery read back: rows by key, and integrity_check's answer; then the liveness phase.
-struct Recovered {
-  absl::Status open;
-  absl::Status read;
-  std::map<int64_t, std::pair<int64_t, std::string>> rows;  // key -> (txn, value)
-  std::string integrity;
-  db::Request select;
-  db::Request check;
-  db::Database* database = nullptr;
-  loop::Loop* loop = nullptr;
-  io::Prng* prng = nullptr;
-  uint32_t live_writes_max = kLivenessWritesPerRoundMax;  // Within queued_requests_max.
-  int pending = 0;
-  bool closing = false;
-  // The liveness phase: rounds of writes, then a count of what they wrote.
-  db::Request live_table;
-  std::deque<db::Request> live_writes;  // A deque: requests never move once submitted.
-  std::vector<std::string> live_sql;
-  db::Request live_count;
-  int64_t live_counted = -1;
-  uint32_t live_round = 0;
-  uint32_t live_acked = 0;
-  int64_t live_started_ns = 0;
-  int64_t live_finished_ns = 0;  // 0 while the liveness phase runs.
-  std::string liveness;          // The first liveness violation; empty when it held.
-  db::DatabaseStats stats;       // The recovery database's, at close.
-};
-
-void CloseRecovered(Recovered& recovered) {
-  if (recovered.closing) return;
-  recovered.closing = true;
-  recovered.stats = recovered.database->stats();
-  recovered.database->Close([](void*, absl::Status) {}, nullptr);
-}
-
-void LivenessFailed(Recovered& recovered, std::string why) {
-  if (recovered.liveness.empty()) recovered.liveness = std::move(why);
-  CloseRecovered(recovered);
-}
-
-void OnRow(db::Request& request, const db::Row& row) {
-  auto& recovered = *static_cast<Recovered*>(request.user_data);
-  if (&request == &recovered.check) {
-    absl::StrAppend(&recovered.integrity, recovered.integrity.empty() ? "" : "; ", row.Text(0));
-    return;
-  }
-  if (&request == &recovered.live_count) {
-    recovered.live_counted = row.Int(0);
-    return;
-  }
-  recovered.rows[row.Int(0)] = {row.Int(1), std::string(row.Text(2))};
-}
-
-void SubmitLive(Recovered& recovered, db::Request& request) {
-  request.user_data = &recovered;
-  absl::Status submitted = recovered.database->Submit(request);
-  if (!submitted.ok()) {
-    LivenessFailed(recovered, absl::StrCat("the fault-free database refused a liveness request: ",
-                                           submitted.message()));
-  }
-}
-
-void OnLiveDone(db::Request& request, absl::Status status);
-
-// The next liveness round: a few writes, each its own transaction; after the last round, a
-// read of what they wrote.
-void NextLiveRound(Recovered& recovered) {
-  if (recovered.closing) return;
-  if (recovered.live_round == kLivenessRounds) {
-    recovered.live_count.kind = db::Request::Kind::kRead;
-    recovered.live_count.sql = "SELECT count(*) FROM live";
-    recovered.live_count.on_row = &OnRow;
-    recovered.live_count.on_done = &OnLiveDone;
-    return SubmitLive(recovered, recovered.live_count);
-  }
-  ++recovered.live_round;
-  const auto count = static_cast<uint32_t>(recovered.prng->Range(1, recovered.live_writes_max));
-  recovered.pending = static_cast<int>(count);
-  for (uint32_t i = 0; i < count && !recovered.closing; ++i) {
-    db::Request& write = recovered.live_writes.emplace_back();
-    write.kind = db::Request::Kind::kWrite;
-    write.sql = "INSERT INTO live(v) VALUES (?)";
-    write.params.push_back(db::Value::Int(static_cast<int64_t>(recovered.live_writes.size())));
-    write.on_done = &OnLiveDone;
-    SubmitLive(recovered, write);
-  }
-}
-
-void OnLiveDone(db::Request& request, absl::Status status) {
-  auto& recovered = *static_cast<Recovered*>(request.user_data);
-  if (!status.ok()) {
-    return LivenessFailed(
-        recovered, absl::StrCat("a liveness request failed without faults: ", status.message()));
-  }
-  if (&request == &recovered.live_count) {
-    recovered.live_finished_ns = recovered.loop->now_ns();
-    if (recovered.live_counted != static_cast<int64_t>(recovered.live_acked)) {
-      LivenessFailed(recovered,
-                     absl::StrCat("the liveness phase acknowledged ", recovered.live_acked,
-                                  " writes but reads back ", recovered.live_counted));
+// A database whose synced bytes were corrupted (FaultPlan::corrupt) may be refused, at open or
+// by a read, with DataLoss, or reported by integrity_check; nothing else. Every row a read
+// delivered before the refusal must still be right: corruption is never served as good data.
+// Returns the violation, "" for a proper refusal, or nullopt if nothing noticed the corruption
+// (then the whole checker runs: an unnoticed flip must have changed no answer).
+std::optional<std::string> CheckCorruptionRefused(const Run& run, const Recovered& recovered) {
+  if (absl::IsDataLoss(recovered.open)) return "";
+  const bool refused =
+      absl::IsDataLoss(recovered.read) || (recovered.read.ok() && recovered.integrity != "ok");
+  if (!refused) return std::nullopt;
+  for (const auto& [key, row] : recovered.rows) {
+    const auto txn_id = static_cast<uint64_t>(row.first);
+    const bool known = txn_id >= 1 && txn_id <= run.transactions().size();
+    const Transaction* txn = known ? &run.transactions()[txn_id - 1] : nullptr;
+    bool right = txn != nullptr && (txn->outcome == Transaction::Outcome::kAcked ||
+                                    txn->outcome == Transaction::Outcome::kUnknown);
+    bool found = false;
+    for (size_t i = 0; right && i < txn->keys.size(); ++i) {
+      if (txn->keys[i] != key) continue;
+      found = true;
+      right = txn->values[i] == row.second;
     }
-    return CloseRecovered(recovered);
+    if (!right || !found)
+      return absl::StrCat("a corrupted database served a wrong row (key ", key, ")");
   }
-  if (&request != &recovered.live_table) ++recovered.live_acked;
-  if (&request == &recovered.live_table || --recovered.pending == 0) NextLiveRound(recovered);
-}
-
-void StartLiveness(Recovered& recovered) {
-  recovered.live_started_ns = recovered.loop->now_ns();
-  recovered.live_table.kind = db::Request::Kind::kWrite;
-  recovered.live_table.sql = "CREATE TABLE live(k INTEGER PRIMARY KEY, v INTEGER)";
-  recovered.live_table.on_done = &OnLiveDone;
-  SubmitLive(recovered, recovered.live_table);
-}
-
-// For the watchdog: the liveness requests that are not done, and their states.
-std::string LivenessStuck(const Recovered& recovered) {
-  std::string text = absl::StrCat(
-      "database ", recovered.database != nullptr ? StateName(recovered.database->state()) : "gone",
-      ", liveness round ", recovered.live_round, " of ", kLivenessRounds, ", ",
-      recovered.live_acked, " writes acked");
-  const auto busy = [](const db::Request& request) {
-    return request.state() != db::Request::State::kIdle &&
-           request.state() != db::Request::State::kDone;
-  };
-  if (busy(recovered.live_table)) {
-    absl::StrAppend(&text, "; CREATE TABLE live ", StateName(recovered.live_table.state()));
-  }
-  for (size_t i = 0; i < recovered.live_writes.size(); ++i) {
-    const db::Request& write = recovered.live_writes[i];
-    if (busy(write))
-      absl::StrAppend(&text, "; liveness write ", i + 1, " ", StateName(write.state()));
-  }
-  if (busy(recovered.live_count)) {
-    absl::StrAppend(&text, "; liveness read ", StateName(recovered.live_count.state()));
-  }
-  return text;
-}
-
-void OnRecoveredRead(db::Request& request, absl::Status status) {
-  auto& recovered = *static_cast<Recovered*>(request.user_data);
-  if (!status.ok() && recovered.read.ok()) recovered.read = status;
-  if (--recovered.pending == 0) StartLiveness(recovered);
-}
-
-void OnRecoveryOpened(void* arg, absl::Status status) {
-  auto& recovered = *static_cast<Recovered*>(arg);
-  recovered.open = status;
-  if (!status.ok()) return;
-  for (db::Request* request : {&recovered.select, &recovered.check}) {
-    request->kind = db::Request::Kind::kRead;
-    request->user_data = &recovered;
-    request->on_row = &OnRow;
-    request->on_done = &OnRecoveredRead;
-  }
-  recovered.select.sql = "SELECT k, txn, v FROM t ORDER BY k";
-  recovered.check.sql = "PRAGMA integrity_check";
-  for (db::Request* request : {&recovered.select, &recovered.check}) {
-    absl::Status submitted = recovered.database->Submit(*request);
-    if (submitted.ok()) {
-      ++recovered.pending;
-    } else if (recovered.read.ok()) {
-      recovered.read = submitted;
-    }
-  }
-  if (recovered.pending == 0) CloseRecovered(recovered);
-}
-
-// A new process on the crashed disk (RestartedSimulator) opens the database, reads it back,
-// and runs the liveness phase, all under a watchdog.
-absl::Status Recover(uint64_t seed, const WorkloadOptions& options,
-                     std::shared_ptr<io::SimDisk> disk, const Config& config, Recovered& recovered,
-                     uint64_t& trace_hash) {
-  std::unique_ptr<io::SimBackend> backend = RestartedSimulator(seed, std::move(disk), options);
-  io::SimBackend& sim = *backend;
-  auto loop = std::make_unique<Loop>(std::move(backend), loop::LoopOptions{});
-  absl::StatusOr<std::unique_ptr<db::Vfs>> vfs = db::Vfs::Create(*loop, config.vfs);
-  if (!vfs.ok()) return vfs.status();
-  db::DatabaseOptions database_options = config.database;
-  // The run phase's negative control only.
-  database_options.ack_before_fsync_for_testing = false;
-  auto database = std::make_unique<db::Database>(*loop, **vfs, kDatabasePath, database_options);
-  recovered.database = database.get();
-  recovered.loop = loop.get();
-  recovered.prng = &sim.prng();
-  recovered.live_writes_max = std::max<uint32_t>(
-      1, std::min(kLivenessWritesPerRoundMax, database_options.queued_requests_max - 1));
-  database->Open(&OnRecoveryOpened, &recovered);
-  absl::Status status = RunPhase(*loop, "the recovery and liveness phase", kRecoveryBudgetNs,
-                                 [&recovered] { return LivenessStuck(recovered); });
-  const auto ended = [&database] {
-    return database->state() == db::Database::State::kClosed ||
-           database->state() == db::Database::State::kFailed;
-  };
-  if (status.ok() && !ended()) {
-    status = absl::DeadlineExceededError(
-        absl::StrCat("the recovery and liveness phase stopped with nothing in flight, its "
-                     "requests not done: ",
-                     LivenessStuck(recovered)));
-  }
-  if (!status.ok()) {
-    // Watchdog: end the process (ops in flight fail), close, and give up after a bound.
-    sim.Crash();
-    const db::Database::State state = database->state();
-    if (state == db::Database::State::kReady || state == db::Database::State::kPoisoned ||
-        state == db::Database::State::kFailed) {
-      CloseRecovered(recovered);
-    }
-    if (!RunPhase(*loop, "closing after the watchdog", kTeardownBudgetNs).ok() || !ended()) {
-      recovered.database = nullptr;
-      Abandon(std::move(database));
-      Abandon(std::move(*vfs));
-      Abandon(std::move(loop));
-      return status;
-    }
-  }
-  recovered.database = nullptr;
-  database.reset();
-  status.Update(loop->Run(loop::RunMode::kUntilDone));
-  trace_hash = sim.trace_hash();
-  return status;
+  return "";
 }
 
 // The checker (see the file comment). Returns the first violation, or "".
-std::string Check(const Run& run, const Recovered& recovered) {
+std::string Check(const Run& run, const Recovered& recovered, bool corrupted) {
+  if (corrupted) {
+    if (std::optional<std::string> refused = CheckCorruptionRefused(run, recovered)) {
+      return *refused;
+    }
+  }
   if (!recovered.open.ok())
     return absl::StrCat("recovery could not open: ", recovered.open.message());
   const bool no_table =
@@ -728,9 +483,13 @@ std::map<std::string, uint64_t> RarePaths(const Run& run, const db::VfsStats& vf
       {"multi_group_round", ran.groups > run.rounds() + 1 ? 1 : 0},
       {"read_yield", ran.read_steps_yielded + rec.read_steps_yielded},
       {"submit_refused", run.refused()},
+      {"batch", run.batches()},
+      {"batch_conflict", run.batch_conflicts()},
       {"fsync_failed", run.injected_poisonings()},
       // An injected error on openat, unlink, ftruncate, fstat or close (SimFaults::meta_eio).
       {"metadata_fault", sim.metadata_errors},
+      // The device broke for good (SimFaults::device_failure) and failed writes and fsyncs.
+      {"persistent_eio", sim.persistent_errors},
   };
 }
 
@@ -750,11 +509,91 @@ absl::Status RunRunPhase(std::unique_ptr<Loop>& loop, std::unique_ptr<db::Vfs>& 
   return status;
 }
 
+// Every recovering process of a run: FaultPlan::recovery_crashes processes that crash while
+// they recover, then the one whose reads the checker judges (`last`). Each process's trace is
+// folded into `trace`; a run without recovery crashes folds exactly what it did before they
+// existed.
+absl::Status RecoverAll(uint64_t seed, const WorkloadOptions& options,
+                        const std::shared_ptr<io::SimDisk>& disk, const Config& config,
+                        const FaultPlan& plan, Recovered& last, io::TraceHash& trace,
+                        uint32_t& struck_open) {
+  for (uint32_t i = 0; i < plan.recovery_crashes; ++i) {
+    Recovered crashed;
+    uint64_t crashed_trace = 0;
+    const uint64_t process_seed = seed ^ (0x2ec0'7e12'c4a5'11edULL * (i + 1));
+    sqlite3_test_control(SQLITE_TESTCTRL_PRNG_SEED, static_cast<int>(process_seed ^ 0x5eed),
+                         nullptr);
+    absl::Status status = Recover(process_seed, options, disk, config, crashed, crashed_trace,
+                                  plan.recovery_crash_ns[i]);
+    trace.Fold(crashed_trace);
+    if (!status.ok()) return status;
+    struck_open += crashed.crash_struck_open ? 1 : 0;
+  }
+  uint64_t last_trace = 0;
+  sqlite3_test_control(SQLITE_TESTCTRL_PRNG_SEED, static_cast<int>(seed ^ 0x5eed), nullptr);
+  absl::Status status = Recover(seed, options, disk, config, last, last_trace);
+  trace.Fold(last_trace);
+  return status;
+}
+
+// The values of acknowledged transactions, in order: what the payload corruption (the
+// negative control) looks for in the durable file.
+std::vector<const std::string*> AckedValues(const Run& run) {
+  std::vector<const std::string*> values;
+  for (const Transaction& txn : run.transactions()) {
+    if (txn.outcome != Transaction::Outcome::kAcked) continue;
+    for (const std::string& value : txn.values) values.push_back(&value);
+  }
+  return values;
+}
+
+// What happened between the run and the end, for the checker and the figures.
+struct Aftermath {
+  uint64_t oom_injected = 0;    // SQLite allocations failed by the fault.
+  uint64_t corrupted_page = 0;  // The page CorruptStructure flipped; 0: none.
+  bool payload_corrupted = false;
+  uint32_t recovery_struck_open = 0;
+  std::string leak;  // A tenant that still owned SQLite memory after its database closed.
+};
+
+// The run's verdict (first failure wins) and its figures.
+void Judge(const Run& run, const Recovered& recovered, const Aftermath& after,
+           const FaultPlan& plan, WorkloadResult& result) {
+  const bool detected = after.corrupted_page != 0 &&
+                        (absl::IsDataLoss(recovered.open) || absl::IsDataLoss(recovered.read) ||
+                         (recovered.read.ok() && recovered.integrity != "ok"));
+  if (result.failure.empty()) result.failure = run.violation();
+  if (result.failure.empty()) result.failure = after.leak;
+  if (result.failure.empty()) result.failure = Check(run, recovered, after.corrupted_page != 0);
+  result.ok = result.failure.empty();
+  for (const Transaction& txn : run.transactions()) {
+    result.acked_checked += txn.outcome == Transaction::Outcome::kAcked && !detected ? 1 : 0;
+  }
+  result.paths["sqlite_oom"] = after.oom_injected;
+  result.paths["oom_then_acked"] = after.oom_injected > 0 ? run.acked_after_oom() : 0;
+  result.paths["corruption"] = after.corrupted_page != 0 ? 1 : 0;
+  result.paths["corruption_detected"] = detected ? 1 : 0;
+  result.paths["recovery_crash"] = plan.recovery_crashes;
+  result.paths["recovery_crash_while_open"] = after.recovery_struck_open;
+  if (after.payload_corrupted) result.paths["payload_corrupted"] = 1;
+}
+
 WorkloadResult RunDbCrash(uint64_t seed, const WorkloadOptions& options) {
+  // First: the accounting allocator can only be installed before SQLite initialises.
+  MemoryTenant memory;
   // SQLite's own generator (WAL salts, temp names) is process-wide: seed it from the run's seed
   // so a run does not depend on the runs before it in the same process.
   sqlite3_test_control(SQLITE_TESTCTRL_PRNG_SEED, static_cast<int>(seed), nullptr);
-  const Config config = DrawConfig(seed, options);
+  Config config = DrawConfig(seed, options);
+  if (memory.active()) config.database.tenant = memory.id();
+  const FaultPlan plan = db_crash::DrawFaultPlan(seed, options);
+  if (plan.oom_nth != 0) {
+    // Which allocation is the Nth depends on every SQLite call before it, and a full statement
+    // cache evicts an arbitrary entry (the first in a hash map's order, which follows the
+    // process's address layout), so with evictions the same seed would fail a different
+    // allocation from one process to the next. The default cache holds every statement.
+    config.database.statement_cache_max = db::DatabaseOptions{}.statement_cache_max;
+  }
   std::unique_ptr<io::SimBackend> backend = FirstSimulator(seed, options, kDirectory);
   std::shared_ptr<io::SimDisk> disk = backend->shared_disk();
   io::SimBackend& sim = *backend;
@@ -763,39 +602,49 @@ WorkloadResult RunDbCrash(uint64_t seed, const WorkloadOptions& options) {
   auto loop = std::make_unique<Loop>(std::move(backend), loop::LoopOptions{});
   absl::StatusOr<std::unique_ptr<db::Vfs>> vfs = db::Vfs::Create(*loop, config.vfs);
   SQLOOP_CHECK(vfs.ok(), "db_crash: the VFS could not be registered");
-  auto run = std::make_unique<Run>(sim, *loop, **vfs, config.database);
+  auto run = std::make_unique<Run>(sim, *loop, **vfs, config.database, seed);
+  run->set_memory(&memory);
+  memory.FailAllocation(plan.oom_nth);
   run->Start();
   const absl::Status status = RunRunPhase(loop, *vfs, run);
+  memory.FailAllocation(0);
   if (run == nullptr) {  // Abandoned: the run could not even be closed.
     result.ok = false;
     result.failure = std::string(status.message());
     result.summary = absl::StrCat("abandoned after the run phase's watchdog; faults: ", faults);
     return result;
   }
+  Aftermath after;
+  after.oom_injected = memory.injected();
+  if (memory.live_bytes() != 0) {
+    after.leak = absl::StrCat("the closed database still owns ", memory.live_bytes(),
+                              " bytes of SQLite memory (a leak)");
+  }
   const uint64_t run_trace = sim.trace_hash();
   const db::VfsStats vfs_stats = (*vfs)->stats();
   const io::SimStats sim_stats = sim.sim_stats();
-
+  if (plan.corrupt)
+    after.corrupted_page = db_crash::CorruptStructure(*disk, kDatabasePath, plan.corrupt_draw);
+  if (plan.corrupt_payload) {
+    after.payload_corrupted = db_crash::CorruptPayload(*disk, kDatabasePath, AckedValues(*run));
+  }
   Recovered recovered;
-  uint64_t recovery_trace = 0;
-  sqlite3_test_control(SQLITE_TESTCTRL_PRNG_SEED, static_cast<int>(seed ^ 0x5eed), nullptr);
-  const absl::Status recovery = Recover(seed, options, disk, config, recovered, recovery_trace);
+  io::TraceHash trace;
+  trace.Fold(run_trace);
+  const absl::Status recovery =
+      RecoverAll(seed, options, disk, config, plan, recovered, trace, after.recovery_struck_open);
   if (!status.ok()) {
     result.failure = std::string(status.message());
   } else if (!recovery.ok()) {
     result.failure = std::string(recovery.message());
-  } else {
-    result.failure = run->violation().empty() ? Check(*run, recovered) : run->violation();
   }
-  result.ok = result.failure.empty();
+  result.paths = RarePaths(*run, vfs_stats, sim_stats, recovered);
+  Judge(*run, recovered, after, plan, result);
   result.loss_possible = run->loss_possible();
   result.loss_happened = !result.ok && result.loss_possible;
   result.summary = Summarize(*run, recovered, faults);
   if (!config.text.empty()) absl::StrAppend(&result.summary, "; config:", config.text);
-  result.paths = RarePaths(*run, vfs_stats, sim_stats, recovered);
-  io::TraceHash trace;
-  trace.Fold(run_trace);
-  trace.Fold(recovery_trace);
+  if (!plan.text.empty()) absl::StrAppend(&result.summary, "; above the disk:", plan.text);
   result.trace_hash = trace.value();
   return result;
 }

@@ -305,13 +305,30 @@ class Run {
     }
   }
 
+  // For the watchdog's verdict: the requests not done, with their states (db::Request::State
+  // numbers: 1 queued, 2 running, 3 awaiting durability).
+  std::string StuckStates() const {
+    std::string text;
+    const auto add = [&text](const char* what, const db::Request& request) {
+      const db::Request::State state = request.state();
+      if (state == db::Request::State::kIdle || state == db::Request::State::kDone) return;
+      absl::StrAppend(&text, text.empty() ? "" : ", ", what, " ", static_cast<int>(state));
+    };
+    for (const Write& write : writes_) add("write", write.request);
+    for (const Reader& reader : readers_) add("read", reader.request);
+    add("session read", session_read_.request);
+    add("create", create_);
+    return text;
+  }
+
   static Action OnWatchdog(Loop& /*loop*/, Completion& c) {
     auto* run = static_cast<Run*>(c.user_data);
     if (c.result() == -ECANCELED) return Action::kDisarm;
     if (run->violation_.empty()) {
-      run->violation_ = absl::StrCat("watchdog: no progress after ", kWatchdogNs / 1'000'000'000,
-                                     " s of simulated time; ", run->pending_, " requests pending; ",
-                                     run->Summary());
+      run->violation_ = absl::StrCat(
+          "watchdog: no progress after ", kWatchdogNs / 1'000'000'000, " s of simulated time; ",
+          run->pending_, " requests pending (", run->StuckStates(), "); database state ",
+          static_cast<int>(run->database_.state()), "; ", run->Summary());
     }
     run->finished_ = true;
     run->sim_.Crash();  // Every pending operation fails, so the requests complete and it ends.

@@ -542,6 +542,7 @@ WorkloadResult RunFileAppend(uint64_t seed, const WorkloadOptions& options) {
     if (result.failure.empty()) result.failure = run.durability_violation();
   }
   result.ok = result.failure.empty();
+  if (result.ok) result.acked_checked = run.acked_checksums().size();
   io::TraceHash trace;
   trace.Fold(outcome.trace_hash);
   trace.Fold(recovery_trace);
