@@ -41,7 +41,8 @@ runs and its idle-connection count), so the whole suite runs in under two minute
 every correctness check inside the benchmarks still runs. The default is 5 rounds at Google
 Benchmark's default minimum time (0.5 s): about 72 benchmarks x 5 rounds at about 1.1 s each
 (calibration and process setup included), plus one round of the registry and HTTP binaries,
-so about 10 minutes on a 2-core machine.
+so about 10 minutes on a 2-core machine, plus one round of the load curves' ~60 one-second
+steps (sqloop_bench_load, about 2.5 minutes with the drain past saturation).
 
 Compare mode (--compare OLD [NEW]): for every benchmark in both runs, the median of its rounds
 in each, the spread (min-max), and NEW/OLD. A change is flagged when the two spreads do not
@@ -73,6 +74,12 @@ Conventions a benchmark binary follows to plug in (nothing here is specific to o
       heading: what one op is), "compiler" (otherwise read from BUILD_DIR/CMakeCache.txt), and
       "plot:<group>" = "<counter>": an extra line chart of that counter against the numeric
       <args> of each variant, with the baseline as a horizontal line.
+    * "load:<group>" = "<throughput counter>": the group is a latency-against-offered-load
+      curve (sqloop_bench_load). Each variant is one system, its numeric <args> the offered rate
+      per second (or the counter offered_per_s), and each run carries the achieved throughput
+      counter, p50_us, p99_us, p99_9_us and the share "unserved". Instead of the time table
+      the report shows where each system saturated (load_summary) and every step, and plots p50
+      and p99 against the achieved throughput, one line per system (report_plots.load_chart).
     * Latency counters named [<series>_]p50_us, p90_us, p99_us, p99_9_us, max_us (e.g.
       read_p99_us) go to the group's latency table. A binary that finds the environment
       variable SQLOOP_BENCH_LATENCY_FILE set writes its latency distribution there, one line
@@ -126,7 +133,14 @@ REGEX_SPECIALS = set(".[]{}()*+?^$|\\")
 # End-to-end binaries that set up a server with 1,000 tenants, or thousands of databases, in
 # every benchmark process: one round each keeps the default suite within its budget. Their
 # spread between runs comes from the machine, not from sampling, and each run is itself long.
-SINGLE_ROUND = {"sqloop_bench_http": 1, "sqloop_bench_registry": 1}
+# The load curves (sqloop_bench_load) take one round too: each of their ~60 steps is a fixed
+# one-second schedule, and a curve of neighbouring steps shows its own noise.
+SINGLE_ROUND = {"sqloop_bench_http": 1, "sqloop_bench_registry": 1, "sqloop_bench_load": 1}
+# Load curves: a step is sustained when it achieved at least this share of the offered rate,
+# left no request unserved, and kept its p99 within P99_GROWTH_MAX times the variant's p99 at
+# its lowest step (beyond that, queueing has taken over: "p99 explodes").
+SUSTAINED_FRACTION = 0.9
+P99_GROWTH_MAX = 10.0
 
 
 def parse_args(argv=None):
@@ -171,9 +185,19 @@ def find_binaries(build_dir):
     return found
 
 
-def list_benchmarks(binary):
+def benchmark_environment(options, **extra):
+    """The environment of a benchmark process: SQLOOP_BENCH_QUICK=1 with --quick (a binary may
+    register fewer benchmarks then, e.g. two steps per load curve, so listing sees it too)."""
+    environment = dict(os.environ, **extra)
+    if options.quick:
+        environment["SQLOOP_BENCH_QUICK"] = "1"
+    return environment
+
+
+def list_benchmarks(binary, options):
     result = subprocess.run([str(binary), "--benchmark_list_tests=true"], capture_output=True,
-                            text=True, timeout=BENCHMARK_TIMEOUT_S, check=False)
+                            text=True, timeout=BENCHMARK_TIMEOUT_S, check=False,
+                            env=benchmark_environment(options))
     if result.returncode != 0:
         raise RuntimeError(f"{binary.name} --benchmark_list_tests failed: "
                            f"{result.stderr.strip()[-500:]}")
@@ -204,9 +228,7 @@ def run_one(binary, name, out_file, options):
     if options.quick:
         command.append(f"--benchmark_min_time={QUICK_MIN_TIME_S}")
     latency_file = out_file.with_suffix(".latency.txt")
-    environment = dict(os.environ, SQLOOP_BENCH_LATENCY_FILE=str(latency_file))
-    if options.quick:
-        environment["SQLOOP_BENCH_QUICK"] = "1"
+    environment = benchmark_environment(options, SQLOOP_BENCH_LATENCY_FILE=str(latency_file))
     for stale in (out_file, latency_file):
         stale.unlink(missing_ok=True)  # Never read a previous run's result by mistake.
     try:
@@ -231,7 +253,7 @@ def run_binary(binary, results_dir, options, index, total):
 
     Returns (one JSON document in Google Benchmark's format with every run, failures).
     """
-    names = [n for n in list_benchmarks(binary)
+    names = [n for n in list_benchmarks(binary, options)
              if options.filter is None or re.search(options.filter, n)]
     rounds = min(options.repetitions, SINGLE_ROUND.get(binary.name, options.repetitions))
     print(f"== [{index}/{total}] {binary.name}: {len(names)} benchmarks x {rounds} round(s)",
@@ -457,12 +479,17 @@ def build_groups(documents):
                 "metric": contexts.get(f"metric:{group}"),
                 "floor": contexts.get(f"floor:{group}"),
                 "plot_counter": contexts.get(f"plot:{group}"),
+                "load": contexts.get(f"load:{group}"),
                 "rows": []})
             value = None if run.get("error_occurred") else metric_value(run, entry["metric"])
             entry["rows"].append({"family": family, "variant": variant, "args": args,
                                   "run": run, "samples": samples, "value": value})
     for entry in groups.values():
-        add_ratios(entry)
+        if entry["load"]:  # Steps of different systems share no args: no ratio per row.
+            for row in entry["rows"]:
+                row["ratio"] = row["floor_ratio"] = None
+        else:
+            add_ratios(entry)
         entry["counters"] = counter_names(r["run"] for r in entry["rows"])
     return groups
 
@@ -511,6 +538,59 @@ def use_log_scale(values, span_max=20.0):
     the small ones."""
     positive = [v for v in values if v is not None and v > 0]
     return len(positive) > 1 and max(positive) / min(positive) > span_max
+
+
+def load_curves(entry):
+    """{variant: [step]} of a load group, each variant's steps by offered rate.
+
+    A step: offered and achieved (per second), p50, p99, p99_9 (µs), unserved (a fraction) and
+    sustained (see SUSTAINED_FRACTION). Rows with an error or without the counters are left out.
+    """
+    throughput = entry.get("load") or "achieved_per_s"
+    curves = {}
+    for row in entry["rows"]:
+        run = row["run"]
+        if run.get("error_occurred") or throughput not in run or "p99_us" not in run:
+            continue
+        offered = run.get("offered_per_s")
+        if offered is None and row["args"].isdigit():
+            offered = float(row["args"])
+        if offered is None:
+            continue
+        curves.setdefault(row["variant"], []).append({
+            "offered": offered, "achieved": run[throughput], "p50": run.get("p50_us"),
+            "p99": run["p99_us"], "p99_9": run.get("p99_9_us"),
+            "unserved": run.get("unserved", 0.0)})
+    for steps in curves.values():
+        steps.sort(key=lambda step: step["offered"])
+        p99_floor = steps[0]["p99"]
+        for step in steps:
+            step["sustained"] = (step["achieved"] >= SUSTAINED_FRACTION * step["offered"]
+                                 and step["unserved"] == 0
+                                 and step["p99"] <= P99_GROWTH_MAX * p99_floor)
+    return curves
+
+
+def load_summary(curves, baseline):
+    """[(variant, sustained offered rate or None, its p99, max achieved, ratio to baseline's)].
+
+    A variant's sustained rate is its highest sustained step (None if it sustained none): where
+    it saturated. A lower step may have failed (one round of one second: a disk stall shows),
+    which the steps table marks. Max achieved is its capacity.
+    """
+    capacity = {variant: max(step["achieved"] for step in steps)
+                for variant, steps in curves.items()}
+    summary = []
+    for variant, steps in curves.items():
+        sustained = None
+        for step in steps:
+            if step["sustained"]:
+                sustained = step
+        base = capacity.get(baseline)
+        summary.append((variant, sustained["offered"] if sustained else None,
+                        sustained["p99"] if sustained else None, capacity[variant],
+                        capacity[variant] / base if base else None))
+    return summary
 
 
 # ----------------------------------------------------------------------------- formatting
@@ -666,6 +746,36 @@ def latency_table(entry):
     return lines + [""]
 
 
+def load_tables(entry):
+    """A load group's summary (where each variant saturated) and its steps, as Markdown."""
+    curves = load_curves(entry)
+    if not curves:
+        return []
+    lines = [f"Saturation: a step is sustained when it achieved at least {SUSTAINED_FRACTION:.0%}"
+             " of the offered rate, left nothing unserved and kept p99 within "
+             f"{P99_GROWTH_MAX:g}× the variant's p99 at its lowest step. One round.", "",
+             "| variant | sustained up to (offered/s) | p99 there (µs) | max achieved/s | "
+             "max achieved vs baseline |", "|---|---:|---:|---:|---:|"]
+    for variant, sustained, p99, capacity, ratio in load_summary(curves, entry["baseline"]):
+        label = variant + (" (baseline)" if variant == entry["baseline"] else "")
+        lines.append(f"| {label} | {format_number(sustained) if sustained else 'none'} | "
+                     f"{format_number(p99) if p99 is not None else '–'} | "
+                     f"{format_number(capacity)} | {ratio_text(ratio) if ratio else '–'} |")
+    lines += ["", "Steps (latency in µs from each request's intended start; unserved: share of "
+              "the scheduled requests never issued, counted in the percentiles with the time "
+              "they had waited when the step ended):", "",
+              "| variant | offered/s | achieved/s | p50 | p99 | p99.9 | unserved | sustained |",
+              "|---|---:|---:|---:|---:|---:|---:|---|"]
+    for variant, steps in curves.items():
+        for step in steps:
+            cells = [variant, format_number(step["offered"]), format_number(step["achieved"]),
+                     format_number(step["p50"]), format_number(step["p99"]),
+                     format_number(step["p99_9"]) if step["p99_9"] is not None else "",
+                     f"{step['unserved']:.1%}", "yes" if step["sustained"] else "**no**"]
+            lines.append("| " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def write_markdown(out, groups, context, plots, plot_note, options, failures):
     lines = ["# sqloop benchmark report", "",
              "Generated by `bench/report.py`" + (" in quick mode (timings are indicative only)"
@@ -698,9 +808,12 @@ def group_section(group, entry, plots, out):
     lines.append(f"Baseline: `{entry['baseline']}`." if entry["baseline"] else
                  f"No `baseline:{group}` context entry, so no ratios.")
     lines.append("")
-    lines += group_table(entry)
-    lines.append("")
-    lines += latency_table(entry)
+    if entry.get("load"):  # A load curve: its steps, not a time per op, are the result.
+        lines += load_tables(entry)
+    else:
+        lines += group_table(entry)
+        lines.append("")
+        lines += latency_table(entry)
     for title, path in plots.get(group, []):
         lines += [f"![{group}: {title}]({os.path.relpath(path, out.parent)})", ""]
     return lines

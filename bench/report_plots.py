@@ -9,7 +9,9 @@ Per group, from the groups bench/report.py builds:
     * the "plot:<group>" chart: that counter against the numeric args of each variant;
     * a latency CDF when the runs carry "latency_cdf" (one panel per series, e.g. read and
       write): latency on a log x axis against the fraction of operations at or below it, on a
-      logit y axis so that p50, p90, p99 and p99.9 are equally far apart.
+      logit y axis so that p50, p90, p99 and p99.9 are equally far apart;
+    * for a load group ("load:<group>", see bench/report.py) only the load chart: p50 and p99
+      against the achieved throughput, one colour per system, both axes logarithmic.
 
 matplotlib is optional: without it write_plots returns no plots and a note saying so.
 """
@@ -38,9 +40,12 @@ def write_plots(groups, plot_dir):
         rows = [r for r in entry["rows"] if r["value"] is not None]
         if not rows:
             continue
-        found = [bar_chart(plt, group, entry, rows, plot_dir),
-                 counter_chart(plt, group, entry, rows, plot_dir),
-                 cdf_chart(plt, group, entry, rows, plot_dir)]
+        if entry.get("load"):
+            found = [load_chart(plt, group, entry, plot_dir)]
+        else:
+            found = [bar_chart(plt, group, entry, rows, plot_dir),
+                     counter_chart(plt, group, entry, rows, plot_dir),
+                     cdf_chart(plt, group, entry, rows, plot_dir)]
         plots[group] = [item for item in found if item is not None]
     return plots, None
 
@@ -196,3 +201,52 @@ def cdf_chart(plt, group, entry, rows, plot_dir):
     # One legend, outside the last panel, so that it never hides a curve.
     panels[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
     return ("latency CDF", save(plt, figure, plot_dir / f"{report.slug(group)}_cdf.png"))
+
+
+def load_chart(plt, group, entry, plot_dir):
+    """p50 (dashed, circles) and p99 (solid, squares) against achieved throughput per system.
+
+    Both axes are logarithmic: the offered rates double from step to step, and latencies run
+    from a read's microseconds to seconds of queueing past saturation. A curve that turns back
+    to the left (achieved falls while latency climbs) is a system past its saturation point.
+    """
+    from matplotlib import ticker  # pylint: disable=import-outside-toplevel
+    from matplotlib.lines import Line2D  # pylint: disable=import-outside-toplevel
+    curves = report.load_curves(entry)
+    if not curves:
+        return None
+    figure, axes = plt.subplots(figsize=(8.5, 5))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    handles = []
+    for index, (variant, steps) in enumerate(curves.items()):
+        is_baseline = variant == entry["baseline"]
+        color = colors[index % len(colors)]
+        achieved = [step["achieved"] for step in steps]
+        axes.plot(achieved, [step["p99"] for step in steps], color=color, marker="s",
+                  markersize=4, linewidth=2.2 if is_baseline else 1.6)
+        axes.plot(achieved, [step["p50"] for step in steps], color=color, marker="o",
+                  markersize=3, linestyle="--", linewidth=1)
+        handles.append(Line2D([], [], color=color, linewidth=2,
+                              label=variant + (" (baseline)" if is_baseline else "")))
+    handles += [Line2D([], [], color="#555555", marker="s", linewidth=1.6, label="p99"),
+                Line2D([], [], color="#555555", marker="o", linestyle="--", linewidth=1,
+                       label="p50")]
+    axes.set_xscale("log")
+    axes.set_yscale("log")
+    axes.xaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
+    axes.yaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: time_label(value)))
+    axes.set_xlabel("achieved throughput (requests/s, log scale)")
+    axes.set_ylabel("latency from intended start (log scale)")
+    axes.set_title(f"{group}: latency against load (open loop; one point per offered rate)",
+                   fontsize=10)
+    axes.grid(alpha=0.3, which="both")
+    axes.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
+    return ("latency against load", save(plt, figure, plot_dir / f"{report.slug(group)}.png"))
+
+
+def time_label(value_us):
+    """A latency axis tick: 100 µs, 10 ms, 1 s (a decade axis in µs reads badly as 1e+06)."""
+    for unit, size in (("s", 1e6), ("ms", 1e3)):
+        if value_us >= size:
+            return f"{value_us / size:g} {unit}"
+    return f"{value_us:g} µs"

@@ -5,7 +5,11 @@ add_executable(sqloop_bench_sqlite
   ${CMAKE_CURRENT_SOURCE_DIR}/sqlite/point_read.cc
   ${CMAKE_CURRENT_SOURCE_DIR}/sqlite/durable_write.cc
   ${CMAKE_CURRENT_SOURCE_DIR}/sqlite/mixed.cc
+  ${CMAKE_CURRENT_SOURCE_DIR}/sqlite/transfer.cc
   ${CMAKE_CURRENT_SOURCE_DIR}/sqlite/pool.cc
+  ${CMAKE_CURRENT_SOURCE_DIR}/sqlite/futures.cc
+  ${CMAKE_CURRENT_SOURCE_DIR}/sqlite/executor.cc
+  ${CMAKE_CURRENT_SOURCE_DIR}/sqlite/plain_conn.cc
   ${CMAKE_CURRENT_SOURCE_DIR}/sqlite/env.cc
   ${CMAKE_CURRENT_SOURCE_DIR}/sqlite/counting_vfs.cc)
 target_include_directories(sqloop_bench_sqlite PRIVATE ${PROJECT_SOURCE_DIR})

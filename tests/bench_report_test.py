@@ -4,7 +4,9 @@
 On two small fixture runs (tests/fixtures/bench_report_old.json and bench_report_new.json,
 each in the format report.py writes as raw.json, rounds included): compare mode flags exactly
 the changes larger than the noise; the log-scale choice; the report and raw.json carry no host
-name and no absolute path; --quick cannot write outside the build directory.
+name and no absolute path; --quick cannot write outside the build directory. On a small load
+curve built here: which steps count as sustained, where each system saturated, and that a load
+group gets its own tables and only the latency-against-load plot.
 
 Usage: bench_report_test.py [unittest options]   (registered with ctest: tests/bench_report.cmake)
 """
@@ -189,6 +191,97 @@ class OutputLocationTest(unittest.TestCase):
         full = report.parse_args(["--build-dir", str(build)])
         self.assertEqual(report.report_path(full, build),
                          report.REPO_ROOT / "docs" / "benchmarks.md")
+
+
+def load_run(system, offered, achieved, p50, p99, unserved=0.0):
+    """One step of a load curve, as sqloop_bench_load writes it (one round)."""
+    name = f"load_write/{system}/{offered}/iterations:1/manual_time"
+    return {"name": name, "run_name": name, "run_type": "iteration", "iterations": 1,
+            "real_time": 1e9 / achieved, "time_unit": "ns", "offered_per_s": float(offered),
+            "achieved_per_s": achieved, "p50_us": p50, "p99_us": p99, "p99_9_us": p99 * 1.5,
+            "unserved": unserved, "binary": "sqloop_bench_load", "report_round": 1}
+
+
+LOAD_DOCUMENT = {
+    "context": {"baseline:load_write": "plain", "load:load_write": "achieved_per_s",
+                "description:load_write": "open loop"},
+    "benchmarks": [
+        # Listed out of order: the curves are sorted by offered rate.
+        load_run("sqloop", 4000, 3990, 400, 5000),
+        load_run("sqloop", 1000, 999, 300, 4000),
+        load_run("sqloop", 2000, 1995, 350, 4500),
+        load_run("sqloop", 8000, 7900, 500, 90000),     # Keeps up, but p99 grew 22x: saturated.
+        load_run("sqloop", 16000, 9000, 9e4, 9e5, 0.4),
+        load_run("plain", 1000, 950, 900, 9000),
+        load_run("plain", 2000, 1000, 9e4, 4e5, 0.3),   # Achieved half the offered rate.
+        load_run("plain", 4000, 990, 2e5, 8e5, 0.7),
+        load_run("pool4", 1000, 999, 80, 900, 0.001),   # Something left unserved already.
+        load_run("pool4", 2000, 700, 9e4, 9e5, 0.5),
+        load_run("pool16", 1000, 999, 80, 900),
+        load_run("pool16", 2000, 1500, 90, 1000),       # A stall in one step...
+        load_run("pool16", 4000, 3999, 95, 1200),       # ...does not hide the next one.
+        load_run("pool16", 8000, 4000, 9e4, 9e5, 0.5),
+    ]}
+
+
+class LoadCurveTest(unittest.TestCase):
+    def setUp(self):
+        self.entry = report.build_groups([LOAD_DOCUMENT])["load_write"]
+        self.curves = report.load_curves(self.entry)
+
+    def test_steps_are_sorted_and_judged(self):
+        sqloop = self.curves["sqloop"]
+        self.assertEqual([step["offered"] for step in sqloop], [1000, 2000, 4000, 8000, 16000])
+        self.assertEqual([step["sustained"] for step in sqloop], [True, True, True, False, False])
+        self.assertEqual([step["sustained"] for step in self.curves["plain"]],
+                         [True, False, False])
+        self.assertFalse(self.curves["pool4"][0]["sustained"])  # 0.1 % unserved.
+
+    def test_summary_says_where_each_system_saturated(self):
+        summary = {row[0]: row[1:] for row in report.load_summary(self.curves, "plain")}
+        self.assertEqual(summary["sqloop"][:3], (4000, 5000, 9000))
+        self.assertAlmostEqual(summary["sqloop"][3], 9000 / 1000)
+        self.assertEqual(summary["plain"], (1000, 9000, 1000, 1.0))
+        self.assertEqual(summary["pool4"][:2], (None, None))  # Not even its lowest step.
+        self.assertEqual(summary["pool16"][:2], (4000, 1200))  # Its highest sustained step.
+
+    def test_load_group_gets_its_own_tables(self):
+        lines = report.group_section("load_write", self.entry, {}, Path("/tmp/x.md"))
+        text = "\n".join(lines)
+        self.assertNotIn("time/op", text)
+        self.assertIn("| sqloop | 4000 | 5000 | 9000 | 9.00× |", text)
+        self.assertIn("| plain (baseline) | 1000 | 9000 | 1000 | 1.00× |", text)
+        self.assertIn("| pool4 | none | – |", text)
+        self.assertIn("| sqloop | 8000 | 7900 | 500 | 90k | 135k | 0.0% | **no** |", text)
+
+    def test_a_non_load_group_has_no_curves(self):
+        groups = report.build_groups([load(NEW)])
+        self.assertIsNone(groups["sqlite_write"]["load"])
+
+    def test_only_the_load_chart_is_drawn(self):
+        import report_plots  # pylint: disable=import-outside-toplevel
+        with tempfile.TemporaryDirectory() as tmp:
+            plots, note = report_plots.write_plots({"load_write": self.entry}, Path(tmp))
+            if note:
+                self.skipTest(note)  # matplotlib is optional.
+            self.assertEqual([(title, path.name) for title, path in plots["load_write"]],
+                             [("latency against load", "load_write.png")])
+            self.assertGreater((Path(tmp) / "load_write.png").stat().st_size, 0)
+
+
+class LoadPlotLabelTest(unittest.TestCase):
+    def test_latency_ticks_name_their_unit(self):
+        import report_plots  # pylint: disable=import-outside-toplevel
+        self.assertEqual([report_plots.time_label(v) for v in (100, 1e4, 1e6, 2.5e6)],
+                         ["100 µs", "10 ms", "1 s", "2.5 s"])
+
+
+class QuickEnvironmentTest(unittest.TestCase):
+    def test_quick_reaches_the_listing_too(self):
+        quick = report.parse_args(["--build-dir", "unused", "--quick"])
+        self.assertEqual(report.benchmark_environment(quick)["SQLOOP_BENCH_QUICK"], "1")
+        full = report.parse_args(["--build-dir", "unused"])
+        self.assertNotIn("SQLOOP_BENCH_QUICK", report.benchmark_environment(full, X="1"))
 
 
 if __name__ == "__main__":

@@ -35,6 +35,14 @@ void SqloopMixed(benchmark::State& state);
 void PlainPoolWrite(benchmark::State& state);
 void PlainPoolMixed(benchmark::State& state);
 
+// sqlite_mixed/futures/T: plain SQLite behind an executor of T threads returning a std::future
+// per operation, 64 operations in flight (futures.cc). The argument is T.
+void FuturesMixed(benchmark::State& state);
+
+// transfer.cc: a durable two-statement transaction (debit and credit) per iteration.
+void PlainFullTransfer(benchmark::State& state);
+void SqloopTransfer(benchmark::State& state);
+
 }  // namespace sqloop::bench
 
 #endif  // SQLOOP_BENCH_SQLITE_BENCHMARKS_H_

@@ -13,6 +13,8 @@
 //                that starts while a group's fsync is in flight waits for that fsync.
 //
 //   pool/T       plain SQLite behind a pool of T threads, reads in parallel (bench/sqlite/pool.cc).
+//   futures/T    plain SQLite behind an executor of T threads returning a std::future per
+//                operation, 64 in flight from one caller (bench/sqlite/futures.cc).
 //
 // Counters: allocs_per_op, ops_per_s, read_ and write_ p50_us, p90_us, p99_us, p99_9_us and
 // max_us (submit to acknowledgement; also written for the report's CDF), fsyncs_per_write. Checks:

@@ -13,8 +13,11 @@
 //                  writers (group commit)                             (durable_write.cc)
 //                  and sqloop_malloc/64 (64 writers, the SQLite block cache off)
 //   sqlite_mixed   90% reads / 10% durable inserts: plain_full sequentially (baseline) and
-//                  plain_full_default_vfs, pool/4 and pool/16, against sqloop with 64 concurrent
-//                  clients (mixed.cc)
+//                  plain_full_default_vfs, pool/4 and pool/16, futures/4 (plain SQLite behind
+//                  an executor returning a std::future per operation, futures.cc), against
+//                  sqloop with 64 concurrent clients (mixed.cc)
+//   sqlite_transfer  a durable two-statement transaction (debit, credit): plain_full (baseline,
+//                  BEGIN ... COMMIT) against sqloop/64, each transfer one batch (transfer.cc)
 //
 // The process installs sqloop's SQLite allocator (alloc/sqlite_memory.h) before anything else,
 // so plain SQLite and sqloop allocate through the same functions and the ratios measure the
@@ -74,7 +77,10 @@ void Register() {
   add("sqlite_mixed/plain_full_default_vfs",
       [](benchmark::State& s) { PlainFullMixed(s, PlainVfs::kDefault); });
   add("sqlite_mixed/pool", &PlainPoolMixed)->Arg(4)->Arg(16);
+  add("sqlite_mixed/futures", &FuturesMixed)->Arg(4);
   add("sqlite_mixed/sqloop", &SqloopMixed)->Arg(64);
+  add("sqlite_transfer/plain_full", &PlainFullTransfer);
+  add("sqlite_transfer/sqloop", &SqloopTransfer)->Arg(64);
 }
 
 // The backend a default loop gets here: "io_uring", or "fallback (<why>)".
@@ -92,6 +98,7 @@ int main(int argc, char** argv) {
   benchmark::AddCustomContext("baseline:sqlite_read", "plain_default");
   benchmark::AddCustomContext("baseline:sqlite_write", "plain_full");
   benchmark::AddCustomContext("baseline:sqlite_mixed", "plain_full");
+  benchmark::AddCustomContext("baseline:sqlite_transfer", "plain_full");
   benchmark::AddCustomContext(
       "description:sqlite_read",
       "one iteration = one point SELECT by rowid (prepared) on a 100,000-row table, "
@@ -105,8 +112,15 @@ int main(int argc, char** argv) {
       "description:sqlite_mixed",
       "one iteration = one operation of a 90% point-read / 10% durable-insert mix "
       "(sqloop/N: N concurrent clients; pool/T: plain SQLite behind T threads, one "
-      "connection each, reads in parallel)");
+      "connection each, reads in parallel; futures/T: the same behind an executor of T threads "
+      "returning a std::future per operation, 64 in flight, results taken in order)");
+  benchmark::AddCustomContext(
+      "description:sqlite_transfer",
+      "one iteration = one durable transfer between two of 1,024 accounts (two UPDATEs, all or "
+      "nothing) acknowledged; plain_full: BEGIN IMMEDIATE ... COMMIT, synchronous=FULL; "
+      "sqloop/N: N concurrent clients, each transfer one batch request, group commit");
   benchmark::AddCustomContext("plot:sqlite_write", "commits_per_s");
+  benchmark::AddCustomContext("plot:sqlite_transfer", "commits_per_s");
   benchmark::AddCustomContext("plot:sqlite_mixed", "ops_per_s");
   benchmark::AddCustomContext("sqlite_backend", sqloop::bench::ProbeBackend());
   sqloop::bench::Register();
