@@ -15,6 +15,7 @@
 
 #include <cerrno>
 #include <cstddef>
+#include <thread>
 #include <type_traits>
 #include <utility>
 
@@ -56,6 +57,8 @@ Loop::Loop(std::unique_ptr<io::Backend> backend, LoopOptions options)
 }
 
 Loop::~Loop() {
+  // A thread whose post already ran may still be inside Post, about to wake the backend.
+  while (posts_returning_.load(std::memory_order_acquire) != 0) std::this_thread::yield();
   SQLOOP_CHECK(pending_ == 0 && posts_in_flight_.load() == 0 && backend_->in_flight() == 0,
                "Loop destroyed with operations, timers or posts pending: cancel them and run "
                "the loop until their callbacks have run before destroying it");
@@ -120,6 +123,9 @@ void Loop::Post(Completion& c) {
   SQLOOP_CHECK(c.state_ == Completion::State::kIdle,
                "Loop::Post: the completion is still pending; wait for its callback");
   SQLOOP_CHECK(c.callback != nullptr, "Loop::Post: the completion has no callback");
+  // Counted before `c` is published, so whoever sees its callback run also sees this Post
+  // as still returning (the release of the exchange below orders it).
+  posts_returning_.fetch_add(1, std::memory_order_relaxed);
   c.kind_ = Completion::Kind::kPost;
   c.state_ = Completion::State::kPosted;
   c.op.result = 0;
@@ -132,6 +138,7 @@ void Loop::Post(Completion& c) {
   // Only the post that finds the stack empty wakes the loop: the loop empties the stack in
   // one exchange, so the first post after that is always the one that wakes it again.
   if (head == nullptr) backend_->Wake();
+  posts_returning_.fetch_sub(1, std::memory_order_release);
 }
 
 void Loop::TakePosts() {

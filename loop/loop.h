@@ -161,7 +161,10 @@ class Loop {
   // only waits for its callback. Checks that `c` was submitted.
   void Cancel(Completion& c);
   // Thread-safe: completes `c` (result 0) on the loop's thread during a coming tick, waking the
-  // loop if it sleeps. The one entry point that may be called from any thread.
+  // loop if it sleeps. The one entry point that may be called from any thread. Its callback
+  // may run before Post has returned (Post wakes the loop after publishing `c`), so the loop
+  // may even be destroyed from that callback's aftermath: ~Loop waits for a Post still
+  // returning, a few instructions, before it frees the backend Post wakes.
   void Post(Completion& c);
 
   // For code that must finish one operation before it returns to a synchronous caller (the
@@ -215,6 +218,7 @@ class Loop {
   uint64_t pending_ = 0;
   uint64_t sequence_ = 0;
   std::atomic<uint64_t> posts_in_flight_{0};
+  std::atomic<uint32_t> posts_returning_{0};  // Post calls between their start and return.
   bool running_ = false;
   bool submitted_since_tick_ = false;
   Completion* running_callback_ = nullptr;
