@@ -365,7 +365,19 @@ void Database::RunGroup() {
   for (int attempt = 0; attempt < kGroupAttemptsMax && !writes_.empty() && !SliceUsed(writer_);
        ++attempt) {
     group_.clear();
-    if (RunGroupOnce(group_)) return;
+    if (RunGroupOnce(group_)) {
+      // Writes left in the queue wait for this group's fsync (OnFilesChanged re-arms the pump)
+      // or for the write-behind buffer to drain (writer_blocked_). A group that failed (a
+      // COMMIT that hit an I/O error or a full disk, as every one does on a device that broke
+      // for good) or committed without writing leaves neither in flight, and nothing else
+      // would wake the database: those writes would stay queued for ever (db_reads seed 5323).
+      // They run on the next tick; a group that fails fails the writes it took, so the queue
+      // drains and each write completes, with the error if the device keeps failing.
+      if (!writes_.empty() && group_epoch_ <= files_->durable_epoch() && !writer_blocked_) {
+        ArmPump();
+      }
+      return;
+    }
     ++stats_.group_retries;
   }
   if (!writes_.empty()) ArmPump();

@@ -39,7 +39,8 @@
 //   kWaitingSlot -> kProbing       GrantSlots->StartOpen   (as above)
 //   kProbing -> kProbeClosing      OnTenantIo              probe_fd >= 0; its close in flight
 //   kProbing -> kClosed            OnTenantIo->FailOpen->AfterClosed  no slot; queued executes
-//   failed kProbeClosing -> kOpening      OnTenantIo->StartDatabase  has a Database and a memory id
+//   failed (ENOENT: those in front of the first create_if_missing, which reopens and creates)
+//   kProbeClosing -> kOpening      OnTenantIo->StartDatabase  has a Database and a memory id
 //   k(Closed|WaitingSlot) -> kOpening  StartOpen->StartDatabase  (as above, create allowed)
 //   kOpening -> kActive / kIdle    OnOpened->ServeQueue    Database ready
 //   kOpening -> kClosed            OnOpened->FailOpen      no Database, no slot, no memory id
@@ -551,6 +552,15 @@ void Registry::FailQueue(Tenant& t, const absl::Status& status) {
   }
 }
 
+// As FailQueue, but stops also at the first execute that may create the tenant: a probe's
+// NotFound answers only the requests that may not.
+void Registry::FailQueueBeforeCreate(Tenant& t, const absl::Status& status) {
+  while (t.queue_head != nullptr && t.queue_head->action == TenantRequest::Action::kExecute &&
+         !t.queue_head->create_if_missing) {
+    Complete(t, *Dequeue(t), status, /*defer=*/true);
+  }
+}
+
 // ---- Opening --------------------------------------------------------------------------------
 
 void Registry::RequestSlot(Tenant& t) {
@@ -934,14 +944,23 @@ loop::Action Registry::OnTenantIo(loop::Loop& /*unused*/, loop::Completion& c) {
   const int64_t result = c.result();
   switch (t.state) {
     case TenantState::kProbing:
+      if (result == -ENOENT) {
+        // The probe ran for the requests queued when it started, none of which may create the
+        // tenant. One that may (create_if_missing) can have joined the queue since: an HTTP
+        // create probes first and sends its create only after its own probe said NotFound, so
+        // two clients creating the same tenant meet here (http seed 5486). The NotFound answers
+        // the requests in front of it; it and those behind it stay queued, and AfterClosed
+        // reopens the tenant for them, creating it (StartOpen).
+        self.FailQueueBeforeCreate(
+            t, absl::NotFoundError(absl::StrCat("tenant '", t.name,
+                                                "' does not exist; send the request with "
+                                                "create_if_missing to create it")));
+        self.FailOpen(t, absl::OkStatus());
+        return loop::Action::kDisarm;
+      }
       if (result < 0) {
-        self.FailOpen(
-            t, result == -ENOENT
-                   ? absl::NotFoundError(absl::StrCat("tenant '", t.name,
-                                                      "' does not exist; send the request "
-                                                      "with create_if_missing to create it"))
-                   : absl::UnavailableError(
-                         absl::StrCat("cannot open tenant '", t.name, "': ", ErrnoText(result))));
+        self.FailOpen(t, absl::UnavailableError(absl::StrCat("cannot open tenant '", t.name,
+                                                             "': ", ErrnoText(result))));
         return loop::Action::kDisarm;
       }
       t.probe_fd = static_cast<int>(result);

@@ -311,6 +311,7 @@ class Registry {
   void ServeQueue(Tenant& t);
   void Complete(Tenant& t, TenantRequest& request, absl::Status status, bool defer);
   void FailQueue(Tenant& t, const absl::Status& status);
+  void FailQueueBeforeCreate(Tenant& t, const absl::Status& status);
 
   // Slots and opening.
   void TakeSlot(Tenant& t);

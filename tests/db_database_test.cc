@@ -471,6 +471,31 @@ TEST_P(DatabaseTest, WriteEnospcFailsTheGroupCleanlyAndTheDatabaseStaysUsable) {
   EXPECT_EQ(Read("SELECT group_concat(x) FROM t"), "'1,3'|\n");
 }
 
+// A device that broke for good fails every write: each group's COMMIT fails, nothing is
+// poisoned (no fsync ran) and no fsync is in flight to wake the database for the writes behind
+// the group. They must run as the next groups and fail, not stay queued (db_reads seed 5323).
+TEST_P(DatabaseTest, WritesQueuedBehindAFailedGroupAllComplete) {
+  DatabaseOptions options;
+  options.group_requests_max = 1;
+  ASSERT_TRUE(OpenDb(options).ok());
+  ASSERT_TRUE(Write("CREATE TABLE t(x)").ok());
+  trace_->FailNth(io::OpKind::kWrite, 1, EIO, /*persistent=*/true);
+  Probe writes[3];
+  for (Probe& p : writes) {
+    Prime(p, Request::Kind::kWrite, "INSERT INTO t VALUES (1)");
+    ASSERT_TRUE(db_->Submit(p.request).ok());
+  }
+  ASSERT_TRUE(loop_->Run(loop::RunMode::kUntilDone).ok());
+  for (const Probe& p : writes) {
+    ASSERT_TRUE(p.done) << "a write stayed queued behind a failed group";
+    EXPECT_EQ(p.status.code(), absl::StatusCode::kUnavailable) << p.status;
+    EXPECT_NE(p.status.message().find("nothing was committed"), std::string::npos) << p.status;
+  }
+  trace_->ClearFaults();
+  ASSERT_TRUE(Write("INSERT INTO t VALUES (2)").ok());
+  EXPECT_EQ(Read("SELECT group_concat(x) FROM t"), "'2'|\n");
+}
+
 TEST_P(DatabaseTest, ReadEioFailsTheReadOnly) {
   ASSERT_TRUE(OpenDb().ok());
   ASSERT_TRUE(Write("CREATE TABLE t(x)").ok());

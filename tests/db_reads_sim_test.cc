@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <string>
 
+#include "absl/strings/match.h"
 #include "gtest/gtest.h"
 #include "tests/sim_workload.h"
 
@@ -42,6 +43,21 @@ TEST(DbReadsTest, SameSeedSameTrace) {
     ASSERT_EQ(first.trace_hash, second.trace_hash) << "nondeterministic: " << Replay(seed, options);
     ASSERT_EQ(first.summary, second.summary) << Replay(seed, options);
   }
+}
+
+// Seed 5323: the device broke for good (SimFaults::device_failure), so every group's COMMIT
+// failed with an I/O error, without poisoning the database (no fsync ran). The group failed its
+// writes, and nothing was in flight to wake the database for the two writes queued behind it:
+// they stayed queued until the watchdog fired. Database::RunGroup now runs them as the next
+// group when no fsync will wake it, and they fail with the I/O error.
+TEST(DbReadsTest, Seed5323WritesQueuedBehindAGroupTheBrokenDeviceFailedComplete) {
+  const WorkloadOptions options;
+  const WorkloadResult result = DbReads().run(5323, options);
+  EXPECT_TRUE(result.ok) << result.failure << "\n  " << result.summary << "\n  "
+                         << Replay(5323, options);
+  // Still the run that found it: the device broke, and writes failed after it did.
+  EXPECT_FALSE(absl::StrContains(result.summary, "device_failure=0.0000")) << result.summary;
+  EXPECT_TRUE(absl::StartsWith(result.summary, "160 writes (142 acked)")) << result.summary;
 }
 
 // The negative control: reads on the newest snapshot, durable or not, are answered before the

@@ -67,6 +67,22 @@ TEST(HttpSimTest, WithoutFaultsEverySeedPasses) {
   }
 }
 
+// Seeds 5486 (no device or network fault), 6411, 6907 and 8963 (device failure) answered a
+// PUT of a tenant 404: two clients created the same tenant at once, and the executor's create
+// probes first (open without create) and sends its create only after its probe said NotFound.
+// One client's create joined the tenant's queue while the other's probe was in flight, and the
+// probe's NotFound failed it too. The registry now answers with a probe's NotFound only the
+// requests that may not create the tenant (RegistryTest.ACreateQueuedBehindAProbeCreatesThe
+// Tenant).
+TEST(HttpSimTest, SeedsWhereTwoClientsCreateTheSameTenantAnswer201Or409) {
+  const WorkloadOptions options;
+  for (const uint64_t seed : {5486, 6411, 6907, 8963}) {
+    const WorkloadResult result = Http().run(seed, options);
+    EXPECT_TRUE(result.ok) << result.failure << "\n  " << result.summary << "\n  "
+                           << Replay(seed, options);
+  }
+}
+
 // Determinism: two runs of a seed give the same trace and the same summary. (sqloop_sim in a
 // new process gives the same trace too: nothing depends on addresses or hash-map order.)
 TEST(HttpSimTest, SameSeedSameTrace) {

@@ -194,6 +194,28 @@ TEST_P(RegistryTest, CreatesOnlyWhenTheRequestAllowsIt) {
   EXPECT_EQ(h->registry().GetTenantStats("never").status().code(), absl::StatusCode::kNotFound);
 }
 
+// A create that arrives while another request's probe is in flight (two HTTP clients creating
+// the same tenant: each probes first) is not answered by the probe's NotFound: the probe
+// answers the requests in front of it, and the tenant is then created for it and for the
+// requests behind it (http seed 5486 answered such a create 404).
+TEST_P(RegistryTest, ACreateQueuedBehindAProbeCreatesTheTenant) {
+  auto h = Make(Options());
+  Call probe("race", "", /*create=*/false);
+  Call create("race", "", /*create=*/true);
+  Call read("race", "SELECT count(*) FROM sqlite_master", /*create=*/false, Request::Kind::kRead);
+  ASSERT_TRUE(h->registry().Submit(probe).ok());
+  EXPECT_EQ(h->registry().GetTenantStats("race")->state, TenantState::kProbing);
+  ASSERT_TRUE(h->registry().Submit(create).ok());
+  ASSERT_TRUE(h->registry().Submit(read).ok());
+  h->RunUntil([&] { return probe.done && create.done && read.done; });
+  EXPECT_EQ(probe.result.code(), absl::StatusCode::kNotFound) << probe.result;
+  EXPECT_TRUE(create.result.ok()) << create.result;
+  EXPECT_TRUE(read.result.ok()) << read.result;
+  EXPECT_EQ(read.rows, "0\n");
+  EXPECT_TRUE(dir_.Exists("race.db"));
+  EXPECT_EQ(h->registry().stats().creations, 1u);
+}
+
 TEST_P(RegistryTest, RequestsQueuedWhileOpeningRunInOrder) {
   auto h = Make(Options());
   std::vector<std::unique_ptr<Call>> calls;
