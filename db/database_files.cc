@@ -128,20 +128,12 @@ int64_t DatabaseFiles::OpenFile(FileRole role, int flags) {
     f.exists = true;
     return 0;
   }
-  // Open without O_CREAT first: only a file we create needs its directory synced.
-  const int base = (flags & ~(O_CREAT | O_EXCL)) | O_CLOEXEC;
   io::Op open_op{.kind = io::OpKind::kOpenAt,
                  .fd = AT_FDCWD,
-                 .flags = static_cast<uint32_t>(base),
+                 .flags = static_cast<uint32_t>((flags & ~O_EXCL) | O_CLOEXEC),
                  .path = f.path.c_str(),
                  .mode = 0644};
-  int64_t fd = RunNow(open_op);
-  if (fd == -ENOENT && (flags & O_CREAT) != 0) {
-    io::Op create_op = open_op;
-    create_op.flags = static_cast<uint32_t>(base | O_CREAT);
-    fd = RunNow(create_op);
-    if (fd >= 0) f.needs_dir_sync = true;
-  }
+  const int64_t fd = RunNow(open_op);
   if (fd < 0) return fd;
   if (role == FileRole::kMain && vfs_.os_lock()) {
     // One process per database file: an exclusive, non-blocking flock on the descriptor.
@@ -168,6 +160,14 @@ int64_t DatabaseFiles::OpenFile(FileRole role, int flags) {
   f.size_bytes = static_cast<uint64_t>(size);
   f.exists = true;
   f.known = true;
+  // The file's name is durable only once a directory fsync of ours covers it, also when the
+  // file was already there: an earlier DatabaseFiles of this process (an open that failed after
+  // SQLite created the WAL, a database closed before its first barrier) or a process that died
+  // may have created it and never synced the directory, and nothing tells such a file from one
+  // whose name is durable. Writes acknowledged in it were lost with its name in a crash (http
+  // seeds 1269, 2853 and 4746). So the first barrier after an open syncs the directory too, as
+  // SQLite's unix VFS does for every journal and WAL it opens with SQLITE_OPEN_CREATE.
+  f.needs_dir_sync = true;
   return 0;
 }
 
