@@ -17,7 +17,8 @@
 //                  an executor returning a std::future per operation, futures.cc), against
 //                  sqloop with 64 concurrent clients (mixed.cc)
 //   sqlite_transfer  a durable two-statement transaction (debit, credit): plain_full (baseline,
-//                  BEGIN ... COMMIT) against sqloop/64, each transfer one batch (transfer.cc)
+//                  BEGIN ... COMMIT) against sqloop/1, /8 and /64, each transfer one batch
+//                  (transfer.cc)
 //
 // The process installs sqloop's SQLite allocator (alloc/sqlite_memory.h) before anything else,
 // so plain SQLite and sqloop allocate through the same functions and the ratios measure the
@@ -80,7 +81,7 @@ void Register() {
   add("sqlite_mixed/futures", &FuturesMixed)->Arg(4);
   add("sqlite_mixed/sqloop", &SqloopMixed)->Arg(64);
   add("sqlite_transfer/plain_full", &PlainFullTransfer);
-  add("sqlite_transfer/sqloop", &SqloopTransfer)->Arg(64);
+  add("sqlite_transfer/sqloop", &SqloopTransfer)->Arg(1)->Arg(8)->Arg(64);
 }
 
 // The backend a default loop gets here: "io_uring", or "fallback (<why>)".
