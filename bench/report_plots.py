@@ -16,6 +16,8 @@ Per group, from the groups bench/report.py builds:
 matplotlib is optional: without it write_plots returns no plots and a note saying so.
 """
 
+import math
+
 import report
 
 BASELINE_COLOR = "#4c72b0"
@@ -174,27 +176,32 @@ def cdf_chart(plt, group, entry, rows, plot_dir):
     figure, panels = plt.subplots(1, len(series_names),
                                   figsize=(5.5 * len(series_names) + 2, 4.2), squeeze=False)
     for axes, name in zip(panels[0], series_names):
+        lowest, highest = math.inf, 0.0
         for row in rows:
             points = [(us, q) for q, us in row["run"].get("latency_cdf", {}).get(name, [])
                       if 0 < q < 1 and us > 0]
             if not points:
                 continue
             points.sort()
+            lowest, highest = min(lowest, points[0][0]), max(highest, points[-1][0])
             is_baseline = row["variant"] == entry["baseline"]
             axes.plot([p[0] for p in points], [p[1] for p in points],
                       label=report.row_label(row) + (" (baseline)" if is_baseline else ""),
                       linestyle="--" if is_baseline else "-",
                       linewidth=2 if is_baseline else 1.3)
         axes.set_xscale("log")
-        # Ticks at 1, 2 and 5 of each decade, labelled plainly: a panel spanning less than a
-        # decade would otherwise have no labelled tick at all.
-        axes.xaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-        axes.xaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
+        # Ticks at 1, 2 and 5 of each decade when the panel spans a few decades (one spanning
+        # less than a decade would otherwise have no labelled tick at all), at each decade
+        # when it spans more, so that the labels never run into each other.
+        wide = highest > 0 and highest / lowest > 1000
+        subs = (1.0,) if wide else (1.0, 2.0, 5.0)
+        axes.xaxis.set_major_locator(ticker.LogLocator(base=10, subs=subs))
+        axes.xaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: time_label(value)))
         axes.set_yscale("logit")
         axes.set_yticks(CDF_TICKS)
         axes.set_yticklabels([f"p{q * 100:g}" for q in CDF_TICKS])
         axes.minorticks_off()
-        axes.set_xlabel(f"{name} latency (µs, log scale)")
+        axes.set_xlabel(f"{name} latency (log scale)")
         axes.set_ylabel("fraction of operations at or below")
         axes.set_title(f"{group}: {name} latency CDF", fontsize=10)
         axes.grid(alpha=0.3, which="both")
