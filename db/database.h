@@ -50,18 +50,18 @@
 //
 // clang-format off
 //
-//   kIdle/kDone --Submit--> kQueued --RunGroupOnce/StartRead---> kRunning --AwaitDurable--> kAwaitingDurable
+//   kIdle/kDone --Submit--> kQueued --RunInGroup/StartRead-----> kRunning --AwaitDurable--> kAwaitingDurable
 //                             ^  |                                  |  |                            |
 //                             |  +------- Finish, FailQueue ------+ |  +-- Finish --+               | AckDurable,
 //                             |    (cancelled, deadline, closing,  | |   (failed,   |               | BecomePoisoned
 //                             |     poisoned: it never ran)        v v    durable)  v               v
-//                             +-- Requeue, RunGroupOnce, StepRead  kDone <-----------+---------------+
+//                             +-- Requeue, RunInGroup, StepRead    kDone <-----------+---------------+
 //                                 (group retried, SQLITE_BUSY)
 //
 //   transition                      function                        invariant in the new state
 //   kIdle, kDone -> kQueued         Submit                          in its kind's queue (or held_); on_done set
-//   kQueued -> kRunning             RunGroupOnce, StartRead         out of every queue; its statement steps
-//   kRunning -> kQueued             Requeue, RunGroupOnce, StepRead at its queue's front; its rows voided
+//   kQueued -> kRunning             RunInGroup, StartRead           out of every queue; its statement steps
+//   kRunning -> kQueued             Requeue, RunInGroup, StepRead   at its queue's front; its rows voided
 //   kRunning -> kAwaitingDurable    AwaitDurable                    a write that succeeded; waits in awaiting_ for
 //                                                                   its epoch to be durable and visible
 //   kQueued, kRunning -> kDone      Finish, FailQueue               its status is final; on_done ran, or waits
