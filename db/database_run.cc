@@ -283,13 +283,8 @@ absl::Status Database::ExecuteWrite(Request& r) {
     for (Statement& statement : r.batch) {
       status = StepWrite(r, statement.sql, statement.params);
       if (!status.ok()) {
-        absl::Status located(status.code(), absl::StrCat("statement ", r.batch_index_ + 1, " of ",
-                                                         r.batch.size(), ": ", status.message()));
-        // Keep the payloads: IsBudgetExceeded reads one.
-        status.ForEachPayload([&located](absl::string_view type, const absl::Cord& payload) {
-          located.SetPayload(type, payload);
-        });
-        status = std::move(located);
+        status = Reworded(status, absl::StrCat("statement ", r.batch_index_ + 1, " of ",
+                                               r.batch.size(), ": ", status.message()));
         break;
       }
       statement.changes = r.changes;

@@ -30,6 +30,7 @@
 
 #include "absl/container/inlined_vector.h"
 #include "absl/status/status.h"
+#include "absl/strings/cord.h"
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
 #include "sqloop/alloc/intrusive_list.h"
@@ -183,6 +184,16 @@ inline constexpr absl::string_view kBudgetExceededPayload = "type.sqloop/budget-
 [[nodiscard]] inline bool IsBudgetExceeded(const absl::Status& status) {
   return status.code() == absl::StatusCode::kResourceExhausted &&
          status.GetPayload(kBudgetExceededPayload).has_value();
+}
+
+// `status` with its message replaced, its code and payloads kept: for an error reworded with
+// where it happened ("statement 2 of 3: ..."), which must stay IsBudgetExceeded if it was.
+[[nodiscard]] inline absl::Status Reworded(const absl::Status& status, absl::string_view message) {
+  absl::Status reworded(status.code(), message);
+  status.ForEachPayload([&reworded](absl::string_view type, const absl::Cord& payload) {
+    reworded.SetPayload(type, payload);
+  });
+  return reworded;
 }
 
 // Requests that must complete in submission order share a Client (caller-owned, e.g. one per

@@ -321,15 +321,11 @@ absl::Status RegistryExecutor::AfterQuery(Job& job, absl::Status status) {
   if (!status.ok()) {
     status = MapStatus(std::move(status), *job.request);
     if (job.request->statements.size() == 1) return status;
-    absl::Status located(status.code(),
-                         absl::StrCat("statements[", r.batch_index(), "]: ", status.message(),
-                                      " (the request is one transaction: nothing of it was "
-                                      "committed)"));
-    // Keep the payloads: db::IsBudgetExceeded is one, and the server maps it to its own code.
-    status.ForEachPayload([&located](absl::string_view type, const absl::Cord& payload) {
-      located.SetPayload(type, payload);
-    });
-    return located;
+    // Reworded keeps the payloads: db::IsBudgetExceeded is one, mapped to the server's own code.
+    return db::Reworded(status,
+                        absl::StrCat("statements[", r.batch_index(), "]: ", status.message(),
+                                     " (the request is one transaction: nothing of it "
+                                     "was committed)"));
   }
   std::vector<StatementResult>& results = job.request->results;
   if (job.batch.empty()) {
