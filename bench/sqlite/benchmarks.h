@@ -6,7 +6,11 @@
 #ifndef SQLOOP_BENCH_SQLITE_BENCHMARKS_H_
 #define SQLOOP_BENCH_SQLITE_BENCHMARKS_H_
 
+#include <cstdint>
+
+#include "bench/sqlite/env.h"
 #include "benchmark/benchmark.h"
+#include "sqloop/alloc/heap_counter.h"
 
 namespace sqloop::bench {
 
@@ -24,6 +28,11 @@ void SqloopCoroRead(benchmark::State& state);
 enum class PlainVfs { kCounting, kDefault };
 void PlainFullWrite(benchmark::State& state, PlainVfs vfs);
 void SqloopWrite(benchmark::State& state);
+// The durable-commit counters of sqlite_write and sqlite_transfer: allocs_per_op (since
+// `before`), commits_per_s, the latency percentiles (and the report's CDF file), and
+// fsyncs_per_commit unless `fsyncs` is negative (nothing counted them).
+void SetWriteCounters(benchmark::State& state, alloc::HeapCounts before, uint64_t commits,
+                      int64_t elapsed_ns, Latencies& latencies, int64_t fsyncs);
 
 // sqlite_mixed: one operation (90% point read, 10% durable insert) per iteration (mixed.cc).
 // SqloopMixed's argument is the number of concurrent clients.

@@ -40,21 +40,6 @@ namespace {
 // ends are acknowledged while draining (and not recorded).
 constexpr size_t kLatencySlack = 1024;
 
-void SetWriteCounters(benchmark::State& state, alloc::HeapCounts before, uint64_t commits,
-                      int64_t elapsed_ns, Latencies& latencies, int64_t fsyncs) {
-  const auto ops = static_cast<double>(state.iterations());
-  state.counters["allocs_per_op"] =
-      static_cast<double>(alloc::CurrentHeapCounts().allocations - before.allocations) / ops;
-  state.counters["commits_per_s"] =
-      static_cast<double>(commits) / (static_cast<double>(elapsed_ns) / 1e9);
-  SetLatencyCounters(state, "", latencies);
-  WriteLatencyFile({{"write", &latencies}});
-  if (fsyncs >= 0) {
-    state.counters["fsyncs_per_commit"] =
-        static_cast<double>(fsyncs) / static_cast<double>(commits == 0 ? 1 : commits);
-  }
-}
-
 // ---- sqloop writers ---------------------------------------------------------------------------
 
 struct WriteRun;
@@ -114,6 +99,21 @@ void OnWriteDone(db::Request& r, absl::Status status) {
 }
 
 }  // namespace
+
+void SetWriteCounters(benchmark::State& state, alloc::HeapCounts before, uint64_t commits,
+                      int64_t elapsed_ns, Latencies& latencies, int64_t fsyncs) {
+  const auto ops = static_cast<double>(state.iterations());
+  state.counters["allocs_per_op"] =
+      static_cast<double>(alloc::CurrentHeapCounts().allocations - before.allocations) / ops;
+  state.counters["commits_per_s"] =
+      static_cast<double>(commits) / (static_cast<double>(elapsed_ns) / 1e9);
+  SetLatencyCounters(state, "", latencies);
+  WriteLatencyFile({{"write", &latencies}});
+  if (fsyncs >= 0) {
+    state.counters["fsyncs_per_commit"] =
+        static_cast<double>(fsyncs) / static_cast<double>(commits == 0 ? 1 : commits);
+  }
+}
 
 void PlainFullWrite(benchmark::State& state, PlainVfs plain_vfs) {
   const std::string path = FreshDbPath("plain-full");

@@ -94,19 +94,6 @@ absl::Status VerifyAccounts(const std::string& path, const Expected& expected) {
   return status;
 }
 
-void SetTransferCounters(benchmark::State& state, alloc::HeapCounts before, uint64_t commits,
-                         int64_t elapsed_ns, Latencies& latencies, int64_t fsyncs) {
-  const auto ops = static_cast<double>(state.iterations());
-  state.counters["allocs_per_op"] =
-      static_cast<double>(alloc::CurrentHeapCounts().allocations - before.allocations) / ops;
-  state.counters["commits_per_s"] =
-      static_cast<double>(commits) / (static_cast<double>(elapsed_ns) / 1e9);
-  SetLatencyCounters(state, "", latencies);
-  WriteLatencyFile({{"write", &latencies}});
-  state.counters["fsyncs_per_commit"] =
-      static_cast<double>(fsyncs) / static_cast<double>(commits == 0 ? 1 : commits);
-}
-
 // ---- sqloop clients ---------------------------------------------------------------------------
 
 struct TransferRun;
@@ -243,8 +230,8 @@ void PlainFullTransfer(benchmark::State& state) {
   }
   const int64_t elapsed_ns = MonotonicNs() - start_ns;
   const auto commits = static_cast<uint64_t>(state.iterations()) - failures;
-  SetTransferCounters(state, before, commits, elapsed_ns, latencies,
-                      static_cast<int64_t>(vfs.syncs() - syncs_before));
+  SetWriteCounters(state, before, commits, elapsed_ns, latencies,
+                   static_cast<int64_t>(vfs.syncs() - syncs_before));
   transfer.Finalize();
   sqlite3_close_v2(db);
   absl::Status verified = failures == 0 ? VerifyAccounts(path, expected)
@@ -290,8 +277,8 @@ void SqloopTransfer(benchmark::State& state) {
     }
   }
   const int64_t elapsed_ns = MonotonicNs() - start_ns;
-  SetTransferCounters(state, before, run.acked, elapsed_ns, run.latencies,
-                      static_cast<int64_t>(env.vfs().stats().fsyncs - fsyncs_before));
+  SetWriteCounters(state, before, run.acked, elapsed_ns, run.latencies,
+                   static_cast<int64_t>(env.vfs().stats().fsyncs - fsyncs_before));
   run.stop = true;  // Drain: the transfers in flight are acknowledged, none resubmits.
   while (run.in_flight > 0 && run.failures == 0) {
     if (absl::Status s = env.RunOnce(); !s.ok()) Fail(run, s);
