@@ -36,6 +36,7 @@ const char* NameOf(const Completion& c) {
   if (c.name != nullptr) return c.name;
   if (c.kind_ == Completion::Kind::kTimer) return "timer";
   if (c.kind_ == Completion::Kind::kPost) return "post";
+  if (c.kind_ == Completion::Kind::kNextTick) return "next tick";
   return io::OpKindName(c.op.kind).data();
 }
 
@@ -139,6 +140,17 @@ void Loop::Post(Completion& c) {
   // one exchange, so the first post after that is always the one that wakes it again.
   if (head == nullptr) backend_->Wake();
   posts_returning_.fetch_sub(1, std::memory_order_release);
+}
+
+void Loop::NextTick(Completion& c) {
+  SQLOOP_CHECK(c.state_ == Completion::State::kIdle,
+               "Loop::NextTick: the completion is still pending; wait for its callback");
+  SQLOOP_CHECK(c.callback != nullptr, "Loop::NextTick: the completion has no callback");
+  c.kind_ = Completion::Kind::kNextTick;
+  c.op.result = 0;
+  c.state_ = Completion::State::kCompleted;
+  pending_++;
+  completed_.PushBack(&c.op);
 }
 
 void Loop::TakePosts() {
@@ -283,6 +295,9 @@ void Loop::Rearm(Completion& c) {
       break;
     case Completion::Kind::kTimer:
       ArmTimer(c);
+      break;
+    case Completion::Kind::kNextTick:
+      NextTick(c);
       break;
     case Completion::Kind::kPost:
       SQLOOP_CHECK(false, "a posted completion cannot be re-armed; Post() it again");

@@ -77,11 +77,13 @@ enum class RunMode : uint8_t { kNoWait, kOnce, kUntilDone };
 //   kIdle --Submit--> kInFlight --reaped--------------> kCompleted --callback--> kIdle
 //   kIdle --Timer---> kTimer ----expired or cancelled--> kCompleted
 //   kIdle --Post----> kPosted ---taken by a tick-------> kCompleted
+//   kIdle --NextTick--------------------------------------> kCompleted
 //
 //   transition              function                   invariant in the new state
 //   kIdle -> kInFlight      Submit                     the backend holds the op; pending counted
 //   kIdle -> kTimer         Timer                      in the timer heap at heap_index_
 //   kIdle -> kPosted        Post                       on the lock-free post stack
+//   kIdle -> kCompleted     NextTick                   in the completed FIFO; result 0
 //   kInFlight -> kCompleted Tick, WaitForOp            in the completed FIFO with the backend's result
 //   kTimer -> kCompleted    FireExpiredTimers, Cancel  out of the heap; result 0 or -ECANCELED
 //   kPosted -> kCompleted   TakePosts                  in the completed FIFO; result 0
@@ -92,7 +94,7 @@ enum class RunMode : uint8_t { kNoWait, kOnce, kUntilDone };
 // different operation, free it (after returning kDisarm), or return kRearm to repeat it.
 struct Completion {
   enum class State : uint8_t { kIdle, kInFlight, kTimer, kPosted, kCompleted };
-  enum class Kind : uint8_t { kIo, kTimer, kPost };
+  enum class Kind : uint8_t { kIo, kTimer, kPost, kNextTick };
 
   io::Op op;  // First member: the loop maps an io::Op* back to its Completion.
   Callback callback = nullptr;
@@ -166,6 +168,12 @@ class Loop {
   // may even be destroyed from that callback's aftermath: ~Loop waits for a Post still
   // returning, a few instructions, before it frees the backend Post wakes.
   void Post(Completion& c);
+  // Completes `c` (result 0) straight onto the completed FIFO: its callback runs in the next
+  // drain, after every callback already completed, and never from inside this call. The
+  // next-tick operation ("run this soon, outside the current call stack"): no clock read, no
+  // timer heap. Called from a callback, `c` runs in the following tick, so a completion that
+  // keeps asking for the next tick cannot starve the others. Cancel leaves it to run.
+  void NextTick(Completion& c);
 
   // For code that must finish one operation before it returns to a synchronous caller (the
   // SQLite VFS: xRead must return with the data). Submits `op` (caller-owned, idle) straight to

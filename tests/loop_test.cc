@@ -110,6 +110,41 @@ TEST_P(LoopTest, TimerRearmsUntilItsCallbackDisarms) {
   EXPECT_EQ(fired, 5);
 }
 
+// NextTick completes straight onto the FIFO: in call order, never inside the call, and a
+// completion that asks again from its own callback runs once per tick, so it cannot starve
+// the other callbacks of that tick.
+TEST_P(LoopTest, NextTickRunsInOrderOncePerTickAndNeverInsideTheCall) {
+  auto loop = MakeLoop();
+  std::vector<int> order;
+  std::vector<Probe> probes(3);
+  for (int i = 0; i < 3; i++) {
+    probes[i].id = i;
+    probes[i].order = &order;
+    loop->NextTick(probes[i].c);
+  }
+  EXPECT_TRUE(order.empty());
+  EXPECT_EQ(loop->pending(), 3u);
+  EXPECT_EQ(loop->NextTimeoutMs(), 0);
+
+  struct Again {
+    Completion c;
+    std::vector<uint64_t> ticks;
+  } again;
+  again.c.user_data = &again;
+  again.c.callback = [](Loop& l, Completion& self) {
+    auto* a = static_cast<Again*>(self.user_data);
+    a->ticks.push_back(l.stats().ticks);
+    return a->ticks.size() < 4 ? Action::kRearm : Action::kDisarm;
+  };
+  loop->NextTick(again.c);
+  ASSERT_TRUE(loop->Run(RunMode::kUntilDone).ok());
+  EXPECT_EQ(order, (std::vector<int>{0, 1, 2}));
+  ASSERT_EQ(again.ticks.size(), 4u);
+  for (size_t i = 1; i < again.ticks.size(); i++) EXPECT_EQ(again.ticks[i], again.ticks[i - 1] + 1);
+  EXPECT_EQ(loop->stats().timer_heap_growths, 0u);
+  EXPECT_EQ(loop->pending(), 0u);
+}
+
 TEST_P(LoopTest, CancelledTimerCompletesOnceWithECANCELED) {
   auto loop = MakeLoop();
   Probe timer;
