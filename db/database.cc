@@ -10,24 +10,10 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "sqloop/alloc/check.h"
+#include "sqloop/db/internal/connection.h"
 
 namespace sqloop::db {
 namespace {
-
-// sqlite3_limit values for request connections. Each is far above what a reasonable statement
-// needs and far below what lets one request exhaust a shared host.
-constexpr int kLimitColumns = 2000;         // SQLite's default; wide tables are a schema smell.
-constexpr int kLimitExprDepth = 1000;       // SQLite's default; bounds parser recursion.
-constexpr int kLimitCompoundSelect = 100;   // Hundreds of UNIONs are a generated-SQL bug.
-constexpr int kLimitVdbeOps = 250'000'000;  // Interpreted program size bound.
-constexpr int kLimitFunctionArgs = 100;
-constexpr int kLimitLikePatternBytes = 50'000;
-constexpr int kLimitVariableNumber = 999;  // The classic SQLite bound for ?NNN.
-constexpr int kLimitTriggerDepth = 100;
-constexpr int kLimitAttached = 0;  // ATTACH is disabled anyway.
-// Room beside a value of value_bytes_max in one row: the record header (a varint per column)
-// and a few small columns.
-constexpr int kRecordOverheadBytes = 512;
 
 absl::Status OutcomeUnknown(const absl::Status& poison) {
   return absl::UnknownError(absl::StrCat(
@@ -102,12 +88,12 @@ Database::Database(loop::Loop& loop, Vfs& vfs, std::string path, DatabaseOptions
       vfs_(vfs),
       path_(std::move(path)),
       options_(options),
-      slice_calls_max_(CallsFor(options.slice_vm_steps_max)) {
+      writer_(std::make_unique<Connection>(loop, options_, /*writer=*/true,
+                                           std::string(DatabaseFiles::FileNameOf(path_)))) {
   pump_.callback = &Database::OnPump;
   pump_.user_data = this;
   // All of the database's SQLite work runs in its pump, so a stall report names the database.
   pump_.name = path_.c_str();
-  writer_.owner = this;
 }
 
 Database::~Database() {
@@ -127,7 +113,7 @@ void Database::Open(Callback done, void* arg) {
 void Database::ArmPump() {
   if (pump_armed_) return;
   pump_armed_ = true;
-  loop_.Timer(pump_, absl::ZeroDuration());
+  loop_.NextTick(pump_);
 }
 
 loop::Action Database::OnPump(loop::Loop& /*unused*/, loop::Completion& c) {
@@ -187,91 +173,15 @@ void Database::FinishOpen(absl::Status status) {
   if (open_done_ != nullptr) open_done_(open_arg_, std::move(status));
 }
 
-absl::Status Database::OpenConnection(Connection& c, bool writer) {
-  c.owner = this;
-  const int flags = writer ? SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE : SQLITE_OPEN_READONLY;
+absl::Status Database::OpenConnection(Connection& c) {
   vfs_.set_last_open_error("");
-  int rc = sqlite3_open_v2(path_.c_str(), &c.db, flags | SQLITE_OPEN_EXRESCODE, vfs_.name());
-  if (rc != SQLITE_OK) {
+  if (c.Open(path_.c_str(), vfs_.name()) != SQLITE_OK) {
     std::string why =
-        vfs_.last_open_error().empty() ? sqlite3_errmsg(c.db) : vfs_.last_open_error();
+        vfs_.last_open_error().empty() ? sqlite3_errmsg(c.db()) : vfs_.last_open_error();
     return absl::UnavailableError(
         absl::StrCat("cannot open database '", DatabaseFiles::FileNameOf(path_), "': ", why));
   }
-  sqlite3_extended_result_codes(c.db, 1);
-  // Defensive: no writable_schema tricks, no direct shadow-table writes; no extensions.
-  sqlite3_db_config(c.db, SQLITE_DBCONFIG_DEFENSIVE, 1, nullptr);
-  sqlite3_db_config(c.db, SQLITE_DBCONFIG_ENABLE_LOAD_EXTENSION, 0, nullptr);
-  sqlite3_db_config(c.db, SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0, nullptr);
-  // SQLite applies this limit to whole rows too, and a row holding one value of exactly
-  // value_bytes_max bytes is a few bytes longer: give the record its header, so the largest
-  // value a parameter may have also fits in a row (Bind refuses larger ones by name).
-  sqlite3_limit(c.db, SQLITE_LIMIT_LENGTH, options_.value_bytes_max + kRecordOverheadBytes);
-  sqlite3_limit(c.db, SQLITE_LIMIT_SQL_LENGTH, options_.sql_bytes_max);
-  sqlite3_limit(c.db, SQLITE_LIMIT_COLUMN, kLimitColumns);
-  sqlite3_limit(c.db, SQLITE_LIMIT_EXPR_DEPTH, kLimitExprDepth);
-  sqlite3_limit(c.db, SQLITE_LIMIT_COMPOUND_SELECT, kLimitCompoundSelect);
-  sqlite3_limit(c.db, SQLITE_LIMIT_VDBE_OP, kLimitVdbeOps);
-  sqlite3_limit(c.db, SQLITE_LIMIT_FUNCTION_ARG, kLimitFunctionArgs);
-  sqlite3_limit(c.db, SQLITE_LIMIT_ATTACHED, kLimitAttached);
-  sqlite3_limit(c.db, SQLITE_LIMIT_LIKE_PATTERN_LENGTH, kLimitLikePatternBytes);
-  sqlite3_limit(c.db, SQLITE_LIMIT_VARIABLE_NUMBER, kLimitVariableNumber);
-  sqlite3_limit(c.db, SQLITE_LIMIT_TRIGGER_DEPTH, kLimitTriggerDepth);
-  sqlite3_progress_handler(c.db, kProgressOpsDefault, &Database::Progress, &c);
-  return ApplyConnectionSettings(c);
-}
-
-// The settings every connection of the database shares (DatabaseOptions): a request cannot
-// change them (db/internal/sql_policy.h), so they hold on whichever connection runs it.
-absl::Status Database::ApplyConnectionSettings(Connection& c) {
-  sqlite3_db_config(c.db, SQLITE_DBCONFIG_ENABLE_FKEY, options_.foreign_keys ? 1 : 0, nullptr);
-  sqlite3_db_config(c.db, SQLITE_DBCONFIG_ENABLE_FTS3_TOKENIZER, 0, nullptr);
-  if (options_.case_sensitive_like) {
-    if (absl::Status s = RunInternal(c, "PRAGMA case_sensitive_like=1"); !s.ok()) return s;
-  }
-  if (options_.recursive_triggers) {
-    if (absl::Status s = RunInternal(c, "PRAGMA recursive_triggers=1"); !s.ok()) return s;
-  }
-  return absl::OkStatus();
-}
-
-absl::Status Database::RunInternal(Connection& c, const char* sql) {
-  // One statement: step a cached prepared copy (no parse, no allocation after the first run).
-  // Several (setup, rollback-and-release): sqlite3_exec, which only runs off the hot path.
-  const bool single = std::strchr(sql, ';') == nullptr;
-  c.internal = true;  // Also while stepping: a schema change re-prepares through the authorizer.
-  int rc = SQLITE_OK;
-  std::string message;
-  if (single) {
-    sqlite3_stmt*& stmt = c.internal_cache[absl::string_view(sql)];
-    if (stmt == nullptr) {
-      rc = sqlite3_prepare_v3(c.db, sql, -1, SQLITE_PREPARE_PERSISTENT, &stmt, nullptr);
-    }
-    if (rc == SQLITE_OK) {
-      rc = sqlite3_step(stmt);
-      if (rc == SQLITE_DONE || rc == SQLITE_ROW) rc = SQLITE_OK;
-      if (rc != SQLITE_OK) message = sqlite3_errmsg(c.db);
-      sqlite3_reset(stmt);
-    } else {
-      message = sqlite3_errmsg(c.db);
-      c.internal_cache.erase(absl::string_view(sql));
-    }
-  } else {
-    char* error = nullptr;
-    rc = sqlite3_exec(c.db, sql, nullptr, nullptr, &error);
-    if (rc != SQLITE_OK) message = error != nullptr ? error : sqlite3_errstr(rc);
-    sqlite3_free(error);
-  }
-  c.internal = false;
-  if (rc == SQLITE_OK) return absl::OkStatus();
-  const int primary = rc & 0xff;
-  if (primary == SQLITE_NOTADB || primary == SQLITE_CORRUPT) {
-    return absl::DataLossError(absl::StrCat("'", DatabaseFiles::FileNameOf(path_),
-                                            "' is not a SQLite database or is "
-                                            "corrupt (",
-                                            message, "); restore it from a backup"));
-  }
-  return absl::InternalError(absl::StrCat(sql, ": ", message));
+  return c.Configure();
 }
 
 absl::Status Database::ConfigureWriter() {
@@ -279,9 +189,9 @@ absl::Status Database::ConfigureWriter() {
   // Debian's SQLite turns it on, which doubles the writes of every delete.
   const char* kSetup =
       "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA secure_delete=OFF;";
-  if (absl::Status s = RunInternal(writer_, kSetup); !s.ok()) return s;
+  if (absl::Status s = writer_->RunInternal(kSetup); !s.ok()) return s;
   sqlite3_stmt* mode = nullptr;
-  sqlite3_prepare_v2(writer_.db, "PRAGMA journal_mode", -1, &mode, nullptr);
+  sqlite3_prepare_v2(writer_->db(), "PRAGMA journal_mode", -1, &mode, nullptr);
   const bool wal =
       sqlite3_step(mode) == SQLITE_ROW &&
       absl::EqualsIgnoreCase(reinterpret_cast<const char*>(sqlite3_column_text(mode, 0)), "wal");
@@ -290,14 +200,14 @@ absl::Status Database::ConfigureWriter() {
     return absl::InternalError(
         absl::StrCat("'", DatabaseFiles::FileNameOf(path_), "' could not be put in WAL mode"));
   // sqloop checkpoints itself, between groups (Checkpoint()); the hook replaces autocheckpoint.
-  sqlite3_wal_hook(writer_.db, &Database::OnWalCommit, this);
+  sqlite3_wal_hook(writer_->db(), &Database::OnWalCommit, this);
   if (options_.check_at_open) {
     sqlite3_stmt* check = nullptr;
-    sqlite3_prepare_v2(writer_.db, "PRAGMA quick_check", -1, &check, nullptr);
+    sqlite3_prepare_v2(writer_->db(), "PRAGMA quick_check", -1, &check, nullptr);
     const int rc = sqlite3_step(check);
     std::string result = rc == SQLITE_ROW
                              ? reinterpret_cast<const char*>(sqlite3_column_text(check, 0))
-                             : sqlite3_errmsg(writer_.db);
+                             : sqlite3_errmsg(writer_->db());
     sqlite3_finalize(check);
     if (result != "ok") {
       return absl::DataLossError(absl::StrCat("'", DatabaseFiles::FileNameOf(path_),
@@ -325,15 +235,16 @@ absl::Status Database::CheckOptions() const {
 
 absl::Status Database::DoOpen() {
   if (absl::Status s = CheckOptions(); !s.ok()) return s;
-  if (absl::Status s = OpenConnection(writer_, /*writer=*/true); !s.ok()) return s;
+  if (absl::Status s = OpenConnection(*writer_); !s.ok()) return s;
   if (absl::Status s = ConfigureWriter(); !s.ok()) return s;
-  sqlite3_set_authorizer(writer_.db, &Database::Authorize, &writer_);
+  writer_->RestrictToRequests();
   for (uint32_t i = 0; i < options_.readers; ++i) {
-    readers_.push_back(std::make_unique<Connection>());
-    if (absl::Status s = OpenConnection(*readers_.back(), /*writer=*/false); !s.ok()) return s;
-    sqlite3_set_authorizer(readers_.back()->db, &Database::Authorize, readers_.back().get());
+    readers_.push_back(std::make_unique<Connection>(loop_, options_, /*writer=*/false,
+                                                    std::string(DatabaseFiles::FileNameOf(path_))));
+    if (absl::Status s = OpenConnection(*readers_.back()); !s.ok()) return s;
+    readers_.back()->RestrictToRequests();
   }
-  files_ = vfs_.Find(sqlite3_db_filename(writer_.db, "main"));
+  files_ = vfs_.Find(sqlite3_db_filename(writer_->db(), "main"));
   SQLOOP_CHECK(files_ != nullptr, "the VFS has no files for a database it just opened");
   files_->Pin();
   files_->SetListener(&Database::OnFilesChanged, this);
@@ -342,17 +253,8 @@ absl::Status Database::DoOpen() {
 }
 
 void Database::CloseConnections() {
-  auto close = [](Connection& c) {
-    for (auto& [sql, stmt] : c.cache) sqlite3_finalize(stmt);
-    c.cache.clear();
-    for (auto& [sql, stmt] : c.internal_cache) sqlite3_finalize(stmt);
-    c.internal_cache.clear();
-    if (c.db != nullptr) sqlite3_close_v2(c.db);
-    c.db = nullptr;
-  };
-  for (auto& reader : readers_) close(*reader);
   readers_.clear();
-  close(writer_);
+  writer_->Close();
 }
 
 void Database::Close(Callback done, void* arg) {
@@ -380,14 +282,14 @@ void Database::FinishClose() {
   AckDurable();
   if (files_->poisoned()) BecomePoisoned();
   for (auto& reader : readers_) {
-    if (reader->current != nullptr) {
+    if (reader->current() != nullptr) {
       StepRead(*reader);
       ArmPump();
       return;
     }
   }
   if (!awaiting_.empty()) return;  // OnFilesChanged re-arms.
-  if (writer_.db != nullptr) CloseConnections();
+  if (writer_->db() != nullptr) CloseConnections();
   if (!files_->idle() && !files_->poisoned()) return;
   const absl::Status result = files_->poison_status();
   files_->SetListener(nullptr, nullptr);
@@ -462,7 +364,7 @@ absl::Status Database::Submit(Request& request) {
 // write whatever its statements do: it is one transaction on the writer.
 absl::StatusOr<Request::Kind> Database::KindOf(const Request& request) {
   if (!request.batch.empty()) return Request::Kind::kWrite;
-  absl::StatusOr<sqlite3_stmt*> stmt = Prepare(writer_, request.sql);
+  absl::StatusOr<sqlite3_stmt*> stmt = writer_->Prepare(request.sql);
   if (!stmt.ok()) return stmt.status();
   return sqlite3_stmt_readonly(*stmt) != 0 ? Request::Kind::kRead : Request::Kind::kWrite;
 }
@@ -628,14 +530,11 @@ void Database::Serve() {
 // restarting the WAL) and are pinned again, at the same state, right after.
 void Database::Checkpoint() {
   for (auto& reader : readers_) {
-    if (reader->current == nullptr) Unpin(*reader);
+    if (reader->current() == nullptr) Unpin(*reader);
   }
   int log_frames = 0;
   int checkpointed = 0;
-  writer_.internal = true;
-  const int rc = sqlite3_wal_checkpoint_v2(writer_.db, "main", SQLITE_CHECKPOINT_PASSIVE,
-                                           &log_frames, &checkpointed);
-  writer_.internal = false;
+  const int rc = writer_->Checkpoint(&log_frames, &checkpointed);
   ++stats_.checkpoints;
   // A refused (backpressure) or partial checkpoint is retried after the next commit.
   wal_frames_ =
@@ -713,7 +612,8 @@ void Database::AssertInvariants() const {
       break;
     case State::kReady:
     case State::kOpenSyncing: {
-      SQLOOP_CHECK(files_ != nullptr && writer_.db != nullptr, "open without connection or files");
+      SQLOOP_CHECK(files_ != nullptr && writer_->db() != nullptr,
+                   "open without connection or files");
       SQLOOP_CHECK(files_->durable_epoch() <= files_->epoch(), "durable epoch ahead");
       SQLOOP_CHECK(acked_epoch_ <= files_->durable_epoch() || options_.ack_before_fsync_for_testing,
                    "a write was acknowledged before it was durable");
@@ -723,8 +623,8 @@ void Database::AssertInvariants() const {
       bool serving = false;
       for (const auto& reader : readers_) {
         serving = serving || (reader->pinned && reader->snapshot <= files_->durable_epoch());
-        SQLOOP_DCHECK(reader->current == nullptr || options_.read_undurable_for_testing ||
-                          (reader->pinned && reader->current->epoch == reader->snapshot &&
+        SQLOOP_DCHECK(reader->current() == nullptr || options_.read_undurable_for_testing ||
+                          (reader->pinned && reader->current()->epoch == reader->snapshot &&
                            reader->snapshot <= files_->durable_epoch()),
                       "a read runs on a snapshot that is not durable");
       }
@@ -747,7 +647,7 @@ void Database::AssertInvariants() const {
       break;
     case State::kClosed:
     case State::kFailed:
-      SQLOOP_CHECK(files_ == nullptr && writer_.db == nullptr && readers_.empty(),
+      SQLOOP_CHECK(files_ == nullptr && writer_->db() == nullptr && readers_.empty(),
                    "closed with connections or files left");
       break;
   }

@@ -139,6 +139,9 @@ struct sqlite3;
 struct sqlite3_stmt;
 
 namespace sqloop::db {
+namespace internal {
+class Connection;
+}  // namespace internal
 
 // Reader connections: two lets a long scan and point reads proceed together; each costs a page
 // cache, so a host with thousands of tenants keeps this small.
@@ -286,58 +289,21 @@ class Database {
   [[nodiscard]] const DatabaseFiles* files() const { return files_; }
 
  private:
-  // Why the progress handler stopped a statement: SqliteError words SQLITE_INTERRUPT by it.
-  enum class Interrupt : uint8_t { kNone, kCancel, kDeadline, kSliceBudget, kRequestBudget };
-  struct Connection {
-    sqlite3* db = nullptr;
-    Database* owner = nullptr;
-    absl::flat_hash_map<std::string, sqlite3_stmt*> cache;
-    // sqloop's own single statements (BEGIN, SAVEPOINT, RELEASE, COMMIT...), prepared once:
-    // re-parsing them per request was most of a group commit's CPU and allocations.
-    absl::flat_hash_map<std::string, sqlite3_stmt*> internal_cache;
-    Request* current = nullptr;  // The request whose statement is running.
-    sqlite3_stmt* stmt = nullptr;
-    bool internal = false;  // Running sqloop's own statements: the authorizer allows.
-    std::string denied;     // Why the authorizer refused the current request's SQL.
-    // The running request's budgets, counted in progress-handler calls (kProgressOpsDefault
-    // steps each): since its last row (bounded by the slice budget), in this slice (when it
-    // reaches the slice budget, a read yields after its next row and a group commits what it
-    // has), and in the whole request.
-    uint64_t calls_since_row = 0;
-    uint64_t calls_this_slice = 0;
-    uint64_t calls_this_request = 0;
-    uint64_t request_calls_max = 0;
-    Interrupt interrupted = Interrupt::kNone;  // Why Progress() stopped the statement.
-    // Readers: an open read transaction showing the database as of group epoch `snapshot`.
-    bool pinned = false;
-    uint64_t snapshot = 0;
-  };
+  using Connection = internal::Connection;
   // The queues of requests (waiting to run, waiting for durability): FIFOs through a
   // request's queue link.
   using Queue = IntrusiveList<Request, &Request::queue_link_>;
 
   static loop::Action OnPump(loop::Loop& loop, loop::Completion& c);
   static void OnFilesChanged(void* arg);
-  static int Authorize(void* arg, int action, const char* a, const char* b, const char* schema,
-                       const char* /*unused*/);
-  static int Progress(void* arg);
   static int OnWalCommit(void* arg, sqlite3* db, const char* name, int frames);
 
   void ArmPump();
   void Pump();
   [[nodiscard]] absl::Status CheckOptions() const;
   absl::Status DoOpen();
-  absl::Status OpenConnection(Connection& c, bool writer);
+  absl::Status OpenConnection(Connection& c);
   absl::Status ConfigureWriter();
-  absl::Status ApplyConnectionSettings(Connection& c);
-  // Makes `request` the one running on `c`, its budgets counted from zero.
-  void BeginRequest(Connection& c, Request& request) const;
-  [[nodiscard]] bool SliceUsed(const Connection& c) const;
-  // Budgets are counted in progress-handler calls: steps rounded up to whole calls.
-  static constexpr uint64_t CallsFor(uint64_t vm_steps) {
-    return (vm_steps + kProgressOpsDefault - 1) / kProgressOpsDefault;
-  }
-  [[nodiscard]] absl::Status BudgetExceeded(const Connection& c) const;
   void FailBegin(int rc);
   void FinishOpen(absl::Status status);
   void Serve();
@@ -372,12 +338,8 @@ class Database {
   void FinishClose();
   void CloseConnections();
 
-  absl::StatusOr<sqlite3_stmt*> Prepare(Connection& c, absl::string_view sql);
   absl::StatusOr<Request::Kind> KindOf(const Request& request);
-  [[nodiscard]] absl::Status Bind(sqlite3_stmt* stmt, absl::Span<const Value> params) const;
   absl::Status StepWrite(Request& r, absl::string_view sql, absl::Span<const Value> params);
-  absl::Status RunInternal(Connection& c, const char* sql);
-  [[nodiscard]] absl::Status SqliteError(const Connection& c, int rc) const;
   [[nodiscard]] absl::Status RefuseBeforeRunning(const Request& r) const;
   void Finish(Request& request, absl::Status status);
   void AwaitDurable(Request& request);
@@ -403,18 +365,17 @@ class Database {
   bool pump_armed_ = false;
   DatabaseFiles* files_ = nullptr;
   uint64_t open_epoch_ = 0;
-  uint64_t group_epoch_ = 0;      // The last group's commit epoch.
-  uint32_t group_limit_ = 0;      // Requests per group after an overflow; 0: the option's max.
-  uint32_t wal_frames_ = 0;       // WAL frames after the last commit (sqlite3_wal_hook).
-  bool writer_blocked_ = false;   // Waiting for the write-behind buffer to drain.
-  int last_write_rc_ = 0;         // SQLite's result for the last write statement.
-  uint8_t begin_failures_ = 0;    // Consecutive ticks BEGIN failed on (kBeginAttemptsMax).
-  uint64_t slice_calls_max_ = 0;  // options_.slice_vm_steps_max in progress-handler calls.
-  uint64_t visible_epoch_ = 0;    // Newest durable snapshot a reader has shown (invariant 3).
-  uint64_t acked_epoch_ = 0;      // Newest epoch of an acknowledged write (invariant 1).
-  absl::Status pin_error_;        // Why the last Pin failed; OK after one succeeds.
+  uint64_t group_epoch_ = 0;     // The last group's commit epoch.
+  uint32_t group_limit_ = 0;     // Requests per group after an overflow; 0: the option's max.
+  uint32_t wal_frames_ = 0;      // WAL frames after the last commit (sqlite3_wal_hook).
+  bool writer_blocked_ = false;  // Waiting for the write-behind buffer to drain.
+  int last_write_rc_ = 0;        // SQLite's result for the last write statement.
+  uint8_t begin_failures_ = 0;   // Consecutive ticks BEGIN failed on (kBeginAttemptsMax).
+  uint64_t visible_epoch_ = 0;   // Newest durable snapshot a reader has shown (invariant 3).
+  uint64_t acked_epoch_ = 0;     // Newest epoch of an acknowledged write (invariant 1).
+  absl::Status pin_error_;       // Why the last Pin failed; OK after one succeeds.
 
-  Connection writer_;
+  std::unique_ptr<Connection> writer_;
   std::vector<std::unique_ptr<Connection>> readers_;
   Queue writes_;
   Queue reads_;

@@ -5,13 +5,10 @@
 #include <algorithm>
 #include <utility>
 
-#include "absl/strings/cord.h"
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "sqloop/alloc/check.h"
 #include "sqloop/db/database.h"
-#include "sqloop/db/internal/sql_policy.h"
-#include "sqloop/db/utf8.h"
+#include "sqloop/db/internal/connection.h"
 
 namespace sqloop::db {
 namespace {
@@ -25,238 +22,6 @@ constexpr const char* kRelease = "RELEASE sqloop_request";
 constexpr const char* kRollbackToSavepoint = "ROLLBACK TO sqloop_request; RELEASE sqloop_request";
 
 }  // namespace
-
-// ---- Authorizer and progress handler ---------------------------------------------------------
-
-int Database::Authorize(void* arg, int action, const char* a, const char* b, const char* schema,
-                        const char* /*unused*/) {
-  auto* c = static_cast<Connection*>(arg);
-  if (c->internal) return SQLITE_OK;
-  return internal::AllowedForRequest(action, a, b, schema, c->denied) ? SQLITE_OK : SQLITE_DENY;
-}
-
-// Counts the running request's work against its budgets, and stops it when a budget is spent,
-// its deadline passed or it was cancelled. Reads the backend clock (not the per-tick cache) so
-// a long statement sees time pass.
-int Database::Progress(void* arg) {
-  auto* c = static_cast<Connection*>(arg);
-  const Request* r = c->current;
-  if (r == nullptr) return 0;
-  ++c->calls_since_row;
-  ++c->calls_this_slice;
-  ++c->calls_this_request;
-  const Database& self = *c->owner;
-  if (r->cancel_requested_) {
-    c->interrupted = Interrupt::kCancel;
-  } else if (c->calls_since_row > self.slice_calls_max_) {
-    c->interrupted = Interrupt::kSliceBudget;
-  } else if (c->calls_this_request > c->request_calls_max) {
-    c->interrupted = Interrupt::kRequestBudget;
-  } else if (r->deadline_ns != 0 && self.loop_.backend().NowNs() >= r->deadline_ns) {
-    c->interrupted = Interrupt::kDeadline;
-  } else {
-    return 0;
-  }
-  return 1;
-}
-
-void Database::BeginRequest(Connection& c, Request& request) const {
-  c.current = &request;
-  c.denied.clear();
-  c.interrupted = Interrupt::kNone;
-  c.calls_since_row = 0;
-  c.calls_this_request = 0;
-  c.request_calls_max =
-      CallsFor(request.vm_steps_max != 0 ? request.vm_steps_max : options_.request_vm_steps_max);
-}
-
-bool Database::SliceUsed(const Connection& c) const {
-  return c.calls_this_slice >= slice_calls_max_;
-}
-
-absl::Status Database::BudgetExceeded(const Connection& c) const {
-  absl::Status status;
-  if (c.interrupted == Interrupt::kSliceBudget) {
-    status = absl::ResourceExhaustedError(absl::StrCat(
-        "budget exceeded: the statement ran more than ", options_.slice_vm_steps_max,
-        " SQLite steps in one slice (a read between two rows, a write from start to end; "
-        "DatabaseOptions::slice_vm_steps_max), and the loop serves every other request only "
-        "between slices, so it was stopped. Nothing it wrote was kept. Make it cheaper (an "
-        "index, a LIMIT, smaller batches) or raise the budget"));
-  } else {
-    const Request& r = *c.current;
-    status = absl::ResourceExhaustedError(absl::StrCat(
-        "budget exceeded: the request ran more than ",
-        r.vm_steps_max != 0 ? r.vm_steps_max : options_.request_vm_steps_max,
-        " SQLite steps in all (Request::vm_steps_max, or DatabaseOptions::request_vm_steps_max), "
-        "so it was stopped. Nothing it wrote was kept. Make it cheaper (an index, a LIMIT, "
-        "pages of rows) or raise the budget"));
-  }
-  status.SetPayload(kBudgetExceededPayload, absl::Cord("vm_steps"));
-  return status;
-}
-
-// ---- Preparing and binding ------------------------------------------------------------------
-
-absl::Status Database::SqliteError(const Connection& c, int rc) const {
-  const std::string message = absl::StrCat("SQLite: ", sqlite3_errmsg(c.db));
-  if (!c.denied.empty()) {
-    // The authorizer refused part of the statement (SQLite reports some refusals, such as a
-    // function, as a plain SQLITE_ERROR).
-    return absl::PermissionDeniedError(absl::StrCat(c.denied, " (", message, ")"));
-  }
-  switch (rc & 0xff) {
-    case SQLITE_INTERRUPT:
-      switch (c.interrupted) {
-        case Interrupt::kCancel:
-          return absl::CancelledError("request cancelled while its statement ran");
-        case Interrupt::kSliceBudget:
-        case Interrupt::kRequestBudget:
-          return BudgetExceeded(c);
-        case Interrupt::kDeadline:
-        case Interrupt::kNone:
-          break;
-      }
-      return absl::DeadlineExceededError(
-          "request deadline passed while its statement ran; it was rolled back");
-    case SQLITE_AUTH:
-      return absl::PermissionDeniedError(message);
-    case SQLITE_CONSTRAINT:
-      return absl::FailedPreconditionError(message);
-    case SQLITE_READONLY:
-      if (&c != &writer_) {
-        // Readers are opened read-only, so SQLite itself refuses any write a read request
-        // attempts (sqlite3_stmt_readonly would also refuse harmless reads such as
-        // PRAGMA journal_mode).
-        return absl::InvalidArgumentError(absl::StrCat(
-            "a read request must not write (this statement does); submit it as a write (", message,
-            ")"));
-      }
-      return absl::InvalidArgumentError(message);
-    case SQLITE_ERROR:
-      if (absl::StartsWith(sqlite3_errmsg(c.db), "cannot VACUUM")) {
-        return absl::PermissionDeniedError(absl::StrCat(
-            "VACUUM is not available to requests: it rewrites the whole file outside any "
-            "transaction, and sqloop runs every write inside a group commit (",
-            message, ")"));
-      }
-      [[fallthrough]];
-    case SQLITE_TOOBIG:
-    case SQLITE_RANGE:
-    case SQLITE_MISMATCH:
-      return absl::InvalidArgumentError(message);
-    case SQLITE_FULL:
-      return absl::ResourceExhaustedError(message);
-    case SQLITE_NOMEM:
-      return absl::ResourceExhaustedError(absl::StrCat(
-          message,
-          " (the database's memory limit, DatabaseOptions::tenant, or the process ran "
-          "out; the request changed nothing: raise the limit or retry when load drops)"));
-    case SQLITE_BUSY:
-    case SQLITE_LOCKED:
-      return absl::UnavailableError(message);
-    case SQLITE_CORRUPT:
-    case SQLITE_NOTADB:
-      return absl::DataLossError(message);
-    case SQLITE_IOERR:
-      return absl::UnavailableError(absl::StrCat("I/O error: ", message));
-    default:
-      return absl::InternalError(message);
-  }
-}
-
-absl::StatusOr<sqlite3_stmt*> Database::Prepare(Connection& c, absl::string_view sql) {
-  if (auto it = c.cache.find(sql); it != c.cache.end()) return it->second;
-  if (sql.size() > static_cast<size_t>(options_.sql_bytes_max)) {
-    return absl::InvalidArgumentError(absl::StrCat("request SQL is ", sql.size(),
-                                                   " bytes, over the limit of ",
-                                                   options_.sql_bytes_max, " (sql_bytes_max)"));
-  }
-  c.denied.clear();
-  if (const size_t nul = sql.find('\0'); nul != absl::string_view::npos) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("request SQL holds a NUL character at byte ", nul,
-                     "; SQLite would ignore everything after it. Remove it (text values belong in "
-                     "parameters)"));
-  }
-  sqlite3_stmt* stmt = nullptr;
-  const char* tail = nullptr;
-  const int rc = sqlite3_prepare_v3(c.db, sql.data(), static_cast<int>(sql.size()),
-                                    SQLITE_PREPARE_PERSISTENT, &stmt, &tail);
-  if (rc != SQLITE_OK) return SqliteError(c, rc);
-  if (stmt == nullptr) return absl::InvalidArgumentError("request SQL is empty (or only comments)");
-  const int rest = static_cast<int>(sql.data() + sql.size() - tail);
-  if (rest > 0) {
-    sqlite3_stmt* extra = nullptr;
-    const int extra_rc = sqlite3_prepare_v2(c.db, tail, rest, &extra, nullptr);
-    sqlite3_finalize(extra);
-    if (extra_rc != SQLITE_OK || extra != nullptr) {
-      sqlite3_finalize(stmt);
-      return absl::InvalidArgumentError(absl::StrCat(
-          "request SQL holds more than one statement (the second starts at byte ",
-          sql.size() - static_cast<size_t>(rest), "); submit one statement per request"));
-    }
-  }
-  if (c.cache.size() >= options_.statement_cache_max) {
-    // Drop an arbitrary entry: O(1), and a hot statement is simply prepared again. Never the
-    // one running (a kAuto Submit from inside a row callback prepares on the writer while it
-    // steps): finalizing it would pull the statement out from under sqlite3_step.
-    auto victim = c.cache.begin();
-    if (sqlite3_stmt_busy(victim->second) != 0) ++victim;
-    if (victim != c.cache.end()) {
-      sqlite3_finalize(victim->second);
-      c.cache.erase(victim);
-    }
-  }
-  c.cache.emplace(std::string(sql), stmt);
-  return stmt;
-}
-
-absl::Status Database::Bind(sqlite3_stmt* stmt, absl::Span<const Value> params) const {
-  const int expected = sqlite3_bind_parameter_count(stmt);
-  if (static_cast<size_t>(expected) != params.size()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "the statement has ", expected, " parameters but the request gives ", params.size()));
-  }
-  for (int i = 0; i < expected; ++i) {
-    const Value& v = params[static_cast<size_t>(i)];
-    const int index = i + 1;
-    const char* bytes = v.bytes.data() != nullptr ? v.bytes.data() : "";
-    if ((v.type == Value::Type::kText || v.type == Value::Type::kBlob) &&
-        v.bytes.size() > static_cast<size_t>(options_.value_bytes_max)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("parameter ", index, " is ", v.bytes.size(), " bytes, over the limit of ",
-                       options_.value_bytes_max, " (value_bytes_max)"));
-    }
-    int rc = SQLITE_OK;
-    switch (v.type) {
-      case Value::Type::kNull:
-        rc = sqlite3_bind_null(stmt, index);
-        break;
-      case Value::Type::kInt:
-        rc = sqlite3_bind_int64(stmt, index, v.int_value);
-        break;
-      case Value::Type::kDouble:
-        rc = sqlite3_bind_double(stmt, index, v.double_value);
-        break;
-      case Value::Type::kText:
-        if (!IsValidUtf8(v.bytes)) {
-          return absl::InvalidArgumentError(absl::StrCat(
-              "text parameter ", index, " is not valid UTF-8; pass binary data as a blob"));
-        }
-        rc = sqlite3_bind_text64(stmt, index, bytes, v.bytes.size(), SQLITE_STATIC, SQLITE_UTF8);
-        break;
-      case Value::Type::kBlob:
-        rc = sqlite3_bind_blob64(stmt, index, bytes, v.bytes.size(), SQLITE_STATIC);
-        break;
-      default:
-        return absl::InvalidArgumentError(
-            absl::StrCat("parameter ", index, " has an unknown value type"));
-    }
-    if (rc != SQLITE_OK) return absl::InvalidArgumentError(sqlite3_errstr(rc));
-  }
-  return absl::OkStatus();
-}
 
 // A request that must not start: cancelled before it ran, or past its deadline.
 absl::Status Database::RefuseBeforeRunning(const Request& r) const {
@@ -273,7 +38,7 @@ absl::Status Database::RefuseBeforeRunning(const Request& r) const {
 // first that fails (the caller rolls the request back to its savepoint, so a batch leaves all
 // or nothing). The budget covers the whole request.
 absl::Status Database::ExecuteWrite(Request& r) {
-  BeginRequest(writer_, r);
+  writer_->BeginRequest(r);
   r.batch_index_ = 0;
   absl::Status status;
   if (r.batch.empty()) {
@@ -297,16 +62,16 @@ absl::Status Database::ExecuteWrite(Request& r) {
       r.changes = changes;
     }
   }
-  writer_.current = nullptr;
+  writer_->EndRequest();
   return status;
 }
 
 // Prepares, binds and steps one statement of `r` on the writer.
 absl::Status Database::StepWrite(Request& r, absl::string_view sql,
                                  absl::Span<const Value> params) {
-  absl::StatusOr<sqlite3_stmt*> stmt = Prepare(writer_, sql);
+  absl::StatusOr<sqlite3_stmt*> stmt = writer_->Prepare(sql);
   if (!stmt.ok()) return stmt.status();
-  absl::Status status = Bind(*stmt, params);
+  absl::Status status = writer_->Bind(*stmt, params);
   int rc = SQLITE_DONE;
   if (status.ok()) {
     // The budget runs from the statement's start to its end: RETURNING rows come only after
@@ -315,10 +80,10 @@ absl::Status Database::StepWrite(Request& r, absl::string_view sql,
       DeliverRow(r, *stmt);
     }
     if (rc == SQLITE_DONE) {
-      r.changes = sqlite3_changes64(writer_.db);
-      r.last_insert_rowid = sqlite3_last_insert_rowid(writer_.db);
+      r.changes = sqlite3_changes64(writer_->db());
+      r.last_insert_rowid = sqlite3_last_insert_rowid(writer_->db());
     } else {
-      status = SqliteError(writer_, rc);
+      status = writer_->Error(rc);
     }
   }
   sqlite3_reset(*stmt);
@@ -356,8 +121,8 @@ void Database::DiscardRows(Request& r) {
 void Database::RunGroup() {
   const uint32_t stop_after = options_.stop_group_commits_after_for_testing;
   if (stop_after != 0 && stats_.groups >= stop_after) return;  // Liveness negative control.
-  writer_.calls_this_slice = 0;  // Retries share the slice: the tick stays bounded.
-  for (int attempt = 0; attempt < kGroupAttemptsMax && !writes_.empty() && !SliceUsed(writer_);
+  writer_->BeginSlice();  // Retries share the slice: the tick stays bounded.
+  for (int attempt = 0; attempt < kGroupAttemptsMax && !writes_.empty() && !writer_->SliceUsed();
        ++attempt) {
     group_.clear();
     if (RunGroupOnce(group_)) {
@@ -388,29 +153,29 @@ bool Database::RunGroupOnce(std::vector<Request*>& group) {
   const bool started_idle = files_->idle();
   const uint32_t limit = group_limit_ != 0 ? group_limit_ : options_.group_requests_max;
   const int begin_rc = options_.fail_begin_for_testing ? SQLITE_NOMEM
-                       : RunInternal(writer_, "BEGIN IMMEDIATE").ok()
+                       : writer_->RunInternal("BEGIN IMMEDIATE").ok()
                            ? SQLITE_OK
-                           : sqlite3_extended_errcode(writer_.db);
+                           : sqlite3_extended_errcode(writer_->db());
   if (begin_rc != SQLITE_OK) {
     FailBegin(begin_rc);
     return true;
   }
   begin_failures_ = 0;
   while (group.size() < limit && !writes_.empty()) {
-    if (SliceUsed(writer_)) {
+    if (writer_->SliceUsed()) {
       // The group has used its slice of the loop: commit what it has, and the rest runs as
       // the next group, after this one's fsync.
       ++stats_.groups_cut_short;
       break;
     }
-    if (sqlite3_get_autocommit(writer_.db) != 0) break;  // Ended under the group: see below.
+    if (sqlite3_get_autocommit(writer_->db()) != 0) break;  // Ended under the group: see below.
     Request* r = writes_.PopFront();
     const GroupStep step = RunInGroup(group, *r, started_idle);
     if (step == GroupStep::kNext) continue;
     if (step == GroupStep::kCommitNow) break;
     return step == GroupStep::kHandled;
   }
-  if (sqlite3_get_autocommit(writer_.db) != 0) {
+  if (sqlite3_get_autocommit(writer_->db()) != 0) {
     // SQLite ended the transaction under the group (after out of memory or an I/O error in a
     // RELEASE), and the loop above stopped before anything ran outside it. Nothing here
     // commits, but the group's requests are failed as "outcome unknown" rather than run again:
@@ -437,32 +202,32 @@ Database::GroupStep Database::RunInGroup(std::vector<Request*>& group, Request& 
   SetRequestState(r, Request::State::kRunning);
   // The savepoint is what makes a request all or nothing inside the group (a batch's later
   // statement failing after earlier ones wrote): a request never runs without one.
-  if (absl::Status savepoint = RunInternal(writer_, kSavepoint); !savepoint.ok()) {
+  if (absl::Status savepoint = writer_->RunInternal(kSavepoint); !savepoint.ok()) {
     Finish(r, std::move(savepoint));
     return GroupStep::kNext;
   }
   absl::Status status = ExecuteWrite(r);
   if (status.ok()) {
-    (void)RunInternal(writer_, kRelease);
+    (void)writer_->RunInternal(kRelease);
     group.push_back(&r);
     return GroupStep::kNext;
   }
   if (files_->backpressure() > 0) {
     // The write-behind buffer is full: undo the group and wait for it to drain.
-    (void)RunInternal(writer_, "ROLLBACK");
+    (void)writer_->RunInternal("ROLLBACK");
     OnOverflow(group, &r, started_idle);
     ++stats_.group_retries;
     return GroupStep::kHandled;
   }
-  if (sqlite3_get_autocommit(writer_.db) != 0) {
+  if (sqlite3_get_autocommit(writer_->db()) != 0) {
     Finish(r, std::move(status));  // It broke the transaction; it fails alone.
     Requeue(group, nullptr);
     return GroupStep::kLost;
   }
-  if (!RunInternal(writer_, kRollbackToSavepoint).ok()) {
+  if (!writer_->RunInternal(kRollbackToSavepoint).ok()) {
     // Its writes could not be undone alone (out of memory): undo the whole group, which
     // runs again without it.
-    (void)RunInternal(writer_, "ROLLBACK");
+    (void)writer_->RunInternal("ROLLBACK");
     Finish(r, std::move(status));
     Requeue(group, nullptr);
     return GroupStep::kLost;
@@ -490,8 +255,8 @@ void Database::FailBegin(int rc) {
     return;
   }
   begin_failures_ = 0;
-  writer_.denied.clear();
-  const absl::Status cause = SqliteError(writer_, rc);
+  writer_->ClearDenied();
+  const absl::Status cause = writer_->Error(rc);
   FailQueue(writes_,
             absl::Status(cause.code(),
                          absl::StrCat("could not begin a write transaction on ", kBeginAttemptsMax,
@@ -526,9 +291,9 @@ void Database::OnOverflow(std::vector<Request*>& group, Request* current, bool s
 }
 
 bool Database::Commit(std::vector<Request*>& group, bool started_idle) {
-  if (absl::Status commit = RunInternal(writer_, "COMMIT"); !commit.ok()) {
-    const int rc = sqlite3_extended_errcode(writer_.db);
-    (void)RunInternal(writer_, "ROLLBACK");
+  if (absl::Status commit = writer_->RunInternal("COMMIT"); !commit.ok()) {
+    const int rc = sqlite3_extended_errcode(writer_->db());
+    (void)writer_->RunInternal("ROLLBACK");
     if (files_->backpressure() > 0 && !files_->poisoned()) {
       if (!group.empty()) OnOverflow(group, nullptr, started_idle);
       ++stats_.group_retries;
@@ -572,15 +337,15 @@ bool Database::Commit(std::vector<Request*>& group, bool started_idle) {
 // Begins a read transaction on `reader` showing the writer's last commit (group_epoch_). The
 // three statements are cached, so re-pinning costs no parse and no allocation.
 bool Database::Pin(Connection& reader) {
-  SQLOOP_DCHECK(reader.current == nullptr, "Pin: a read is running on the reader");
+  SQLOOP_DCHECK(reader.current() == nullptr, "Pin: a read is running on the reader");
   Unpin(reader);
-  absl::Status status = RunInternal(reader, "BEGIN");
+  absl::Status status = reader.RunInternal("BEGIN");
   // A deferred BEGIN takes no snapshot; the first read of the database does.
-  if (status.ok()) status = RunInternal(reader, "PRAGMA schema_version");
+  if (status.ok()) status = reader.RunInternal("PRAGMA schema_version");
   if (!status.ok()) {
-    reader.denied.clear();
-    pin_error_ = SqliteError(reader, sqlite3_extended_errcode(reader.db));
-    if (sqlite3_get_autocommit(reader.db) == 0) (void)RunInternal(reader, "ROLLBACK");
+    reader.ClearDenied();
+    pin_error_ = reader.Error(sqlite3_extended_errcode(reader.db()));
+    if (sqlite3_get_autocommit(reader.db()) == 0) (void)reader.RunInternal("ROLLBACK");
     return false;
   }
   reader.pinned = true;
@@ -594,7 +359,7 @@ bool Database::Pin(Connection& reader) {
 void Database::Unpin(Connection& reader) {
   if (!reader.pinned) return;
   reader.pinned = false;
-  if (sqlite3_get_autocommit(reader.db) == 0) (void)RunInternal(reader, "COMMIT");
+  if (sqlite3_get_autocommit(reader.db()) == 0) (void)reader.RunInternal("COMMIT");
 }
 
 // Brings idle readers up to the writer's last commit. While that commit's fsync is in flight,
@@ -612,7 +377,7 @@ void Database::RefreshSnapshots() {
     }
   }
   for (auto& reader : readers_) {
-    if (reader->current != nullptr) continue;  // Its read holds the snapshot until done.
+    if (reader->current() != nullptr) continue;  // Its read holds the snapshot until done.
     if (reader->pinned && reader->snapshot == group_epoch_) continue;
     if (syncing && reader.get() == keep) continue;
     (void)Pin(*reader);
@@ -629,7 +394,7 @@ Database::Connection* Database::ReaderFor(const Request& read) {
   const uint64_t durable = files_->durable_epoch();
   Connection* best = nullptr;
   for (auto& reader : readers_) {
-    if (reader->current != nullptr || !reader->pinned) continue;
+    if (reader->current() != nullptr || !reader->pinned) continue;
     if (reader->snapshot < read.snapshot_min_) continue;
     if (reader->snapshot > durable && !options_.read_undurable_for_testing) continue;
     if (best == nullptr || reader->snapshot > best->snapshot) best = reader.get();
@@ -639,7 +404,7 @@ Database::Connection* Database::ReaderFor(const Request& read) {
 
 bool Database::AnyReaderBusy() const {
   for (const auto& reader : readers_) {
-    if (reader->current != nullptr) return true;
+    if (reader->current() != nullptr) return true;
   }
   return false;
 }
@@ -649,7 +414,7 @@ bool Database::AnyReaderBusy() const {
 // answered in the tick that starts it. At most kReadsStartedPerTickMax start per tick.
 bool Database::ServeReads() {
   for (auto& reader : readers_) {
-    if (reader->current != nullptr) StepRead(*reader);
+    if (reader->current() != nullptr) StepRead(*reader);
   }
   for (uint32_t started = 0; started < kReadsStartedPerTickMax; ++started) {
     Request* r = reads_.front();
@@ -674,7 +439,7 @@ bool Database::ServeReads() {
     }
     reads_.PopFront();
     StartRead(*reader, *r);
-    if (reader->current != nullptr) StepRead(*reader);
+    if (reader->current() != nullptr) StepRead(*reader);
   }
   return !reads_.empty();
 }
@@ -684,9 +449,9 @@ void Database::StartRead(Connection& reader, Request& r) {
     Finish(r, std::move(refused));
     return;
   }
-  absl::StatusOr<sqlite3_stmt*> stmt = Prepare(reader, r.sql);
+  absl::StatusOr<sqlite3_stmt*> stmt = reader.Prepare(r.sql);
   absl::Status status = stmt.status();
-  if (status.ok()) status = Bind(*stmt, r.params);
+  if (status.ok()) status = reader.Bind(*stmt, r.params);
   if (!status.ok()) {
     if (stmt.ok()) sqlite3_clear_bindings(*stmt);
     Finish(r, std::move(status));
@@ -695,22 +460,22 @@ void Database::StartRead(Connection& reader, Request& r) {
   SetRequestState(r, Request::State::kRunning);
   if (group_epoch_ > files_->durable_epoch()) ++stats_.reads_on_syncing;
   r.epoch = reader.snapshot;  // What the read sees is covered by this (durable) epoch.
-  BeginRequest(reader, r);
-  reader.stmt = *stmt;
+  reader.BeginRequest(r);
+  reader.read_stmt = *stmt;
 }
 
 void Database::StepRead(Connection& reader) {
-  Request* r = reader.current;
+  Request* r = reader.current();
   int rc = SQLITE_DONE;
   if (!r->cancel_requested_) {
     // A slice ends after rows_per_tick rows, or after the first row once the slice budget is
     // used; a single step over the budget stops the read (Progress()).
-    reader.calls_this_slice = 0;
-    for (uint32_t rows = 0; rows < options_.rows_per_tick && !SliceUsed(reader); ++rows) {
-      reader.calls_since_row = 0;
-      rc = sqlite3_step(reader.stmt);
+    reader.BeginSlice();
+    for (uint32_t rows = 0; rows < options_.rows_per_tick && !reader.SliceUsed(); ++rows) {
+      reader.BeginRow();
+      rc = sqlite3_step(reader.read_stmt);
       if (rc != SQLITE_ROW) break;
-      DeliverRow(*r, reader.stmt);
+      DeliverRow(*r, reader.read_stmt);
       if (r->cancel_requested_) break;  // Asked from on_row: stop before the next step.
     }
     if (rc == SQLITE_ROW && !r->cancel_requested_) {
@@ -720,13 +485,13 @@ void Database::StepRead(Connection& reader) {
   }
   absl::Status status = r->cancel_requested_
                             ? absl::CancelledError("request cancelled while it ran")
-                            : (rc == SQLITE_DONE ? absl::OkStatus() : SqliteError(reader, rc));
-  sqlite3_reset(reader.stmt);
-  sqlite3_clear_bindings(reader.stmt);
-  reader.current = nullptr;
-  reader.stmt = nullptr;
+                            : (rc == SQLITE_DONE ? absl::OkStatus() : reader.Error(rc));
+  sqlite3_reset(reader.read_stmt);
+  sqlite3_clear_bindings(reader.read_stmt);
+  reader.EndRequest();
+  reader.read_stmt = nullptr;
   const int primary = rc & 0xff;
-  if (sqlite3_get_autocommit(reader.db) != 0 || primary == SQLITE_IOERR ||
+  if (sqlite3_get_autocommit(reader.db()) != 0 || primary == SQLITE_IOERR ||
       primary == SQLITE_CORRUPT || primary == SQLITE_NOMEM) {
     // SQLite ended the read transaction (it rolls back on an I/O error, even in a read), or
     // may have left its pager in an error state: the reader is pinned afresh. Until then it

@@ -159,6 +159,8 @@ struct Request {
   // it completes normally. Callable from on_row, where the Database may not be at hand, and
   // from any loop callback; Database::Cancel also takes a queued request out at once.
   void Cancel() { cancel_requested_ = true; }
+  // Whether Cancel() was asked for and the request has not completed since.
+  [[nodiscard]] bool cancel_requested() const { return cancel_requested_; }
 
  private:
   friend class Database;
