@@ -504,9 +504,11 @@ void Database::Serve() {
   // acknowledged.
   RefreshSnapshots();
   AckDurable();
-  const bool group_in_flight = group_epoch_ > files_->durable_epoch();
-  if (writer_blocked_ && files_->idle()) writer_blocked_ = false;
-  if (!group_in_flight && !writer_blocked_) {
+  if (writer_state_ == WriterState::kSyncing && group_epoch_ <= files_->durable_epoch()) {
+    SetWriterState(WriterState::kIdle);
+  }
+  if (writer_state_ == WriterState::kBlocked && files_->idle()) SetWriterState(WriterState::kIdle);
+  if (writer_state_ == WriterState::kIdle) {
     if (wal_frames_ >= options_.checkpoint_frames) Checkpoint();
     if (!writes_.empty()) {
       RunGroup();
@@ -575,6 +577,33 @@ void Database::SetState(State next) {
   SQLOOP_CHECK(allowed, "Database: a state transition its table does not list");
   state_ = next;
   AssertInvariants();
+}
+
+void Database::SetWriterState(WriterState next) {
+  using W = WriterState;
+  const W from = writer_state_;
+  const bool allowed = next == W::kIdle       ? from != W::kIdle
+                       : next == W::kGrouping ? from == W::kIdle
+                                              : from == W::kGrouping;
+  SQLOOP_CHECK(allowed, "Database: a group commit transition its table does not list");
+  writer_state_ = next;
+  switch (next) {
+    case W::kGrouping:
+      SQLOOP_CHECK(sqlite3_get_autocommit(writer_->db()) == 0 && group_.empty(),
+                   "a group started without its transaction, or with requests of another");
+      break;
+    case W::kSyncing:
+      SQLOOP_CHECK(group_.empty() && group_epoch_ > files_->durable_epoch(),
+                   "a group syncs whose epoch is already durable, or it kept its requests");
+      break;
+    case W::kBlocked:
+      SQLOOP_CHECK(group_.empty() && files_->backpressure() > 0,
+                   "the writer blocked without a refused write, or kept its requests");
+      break;
+    case W::kIdle:
+      SQLOOP_CHECK(group_.empty(), "the writer went idle with requests in its group");
+      break;
+  }
 }
 
 void Database::SetRequestState(Request& request, Request::State next) {

@@ -70,6 +70,35 @@
 //
 // clang-format on
 //
+// The group commit (WriterState): where the writer is between groups. A group runs inside one
+// pump, from BEGIN to COMMIT, so kGrouping never outlives the call that entered it; the states
+// that wait are kSyncing (for the group's fsync) and kBlocked (for the write-behind buffer).
+// Every change goes through SetWriterState, which checks it against this table and then the
+// new state's invariants.
+//
+// clang-format off
+//
+//   kIdle --RunGroupOnce: BEGIN--> kGrouping --Commit: an epoch to sync--> kSyncing --Serve: durable--> kIdle
+//                                    |   |
+//                                    |   +--OnOverflow: buffer full, rolled back--> kBlocked --Serve: drained--> kIdle
+//                                    +--Commit (nothing to sync, failed), RunInGroup, RunGroupOnce (lost)--> kIdle
+//
+//   transition              function                          invariant in the new state
+//   kIdle -> kGrouping      RunGroupOnce                      a write transaction is open; the group is empty
+//   kGrouping -> kSyncing   Commit                            committed; the group's epoch is not durable yet
+//   kGrouping -> kBlocked   OnOverflow                        rolled back; the write-behind buffer refused a write
+//   kGrouping -> kIdle      Commit, RunInGroup, RunGroupOnce  no transaction of ours is open; the group is empty
+//   kSyncing -> kIdle       Serve                             the group's epoch is durable
+//   kBlocked -> kIdle       Serve                             the write-behind queue drained
+//
+// clang-format on
+//
+// Outside kGrouping the group (group_) is empty. Only kIdle starts a group, so groups commit one
+// after another and the next starts once the previous one's fsync completed. Its data:
+// group_epoch_ (the last group's commit epoch), group_limit_ (requests per group after an
+// overflow of the group's own making, 0 otherwise), begin_failures_ (ticks in a row BEGIN
+// failed on).
+//
 // Reader snapshots. A reader connection holds an open read transaction (a "pin"): in WAL mode
 // it sees the database as of the moment that transaction began, whatever commits later. Pin()
 // begins one right after a group's COMMIT (or when no group is in flight), so a reader's
@@ -290,6 +319,8 @@ class Database {
 
  private:
   using Connection = internal::Connection;
+  // The group commit's states (the table above).
+  enum class WriterState : uint8_t { kIdle, kGrouping, kSyncing, kBlocked };
   // The queues of requests (waiting to run, waiting for durability): FIFOs through a
   // request's queue link.
   using Queue = IntrusiveList<Request, &Request::queue_link_>;
@@ -348,6 +379,7 @@ class Database {
   // The only writers of state_ and Request::state_: they check the transition (the tables
   // above and in db/request.h), then the invariants.
   void SetState(State next);
+  void SetWriterState(WriterState next);
   static void SetRequestState(Request& request, Request::State next);
   void AssertInvariants() const;
 
@@ -365,15 +397,15 @@ class Database {
   bool pump_armed_ = false;
   DatabaseFiles* files_ = nullptr;
   uint64_t open_epoch_ = 0;
-  uint64_t group_epoch_ = 0;     // The last group's commit epoch.
-  uint32_t group_limit_ = 0;     // Requests per group after an overflow; 0: the option's max.
-  uint32_t wal_frames_ = 0;      // WAL frames after the last commit (sqlite3_wal_hook).
-  bool writer_blocked_ = false;  // Waiting for the write-behind buffer to drain.
-  int last_write_rc_ = 0;        // SQLite's result for the last write statement.
-  uint8_t begin_failures_ = 0;   // Consecutive ticks BEGIN failed on (kBeginAttemptsMax).
-  uint64_t visible_epoch_ = 0;   // Newest durable snapshot a reader has shown (invariant 3).
-  uint64_t acked_epoch_ = 0;     // Newest epoch of an acknowledged write (invariant 1).
-  absl::Status pin_error_;       // Why the last Pin failed; OK after one succeeds.
+  uint64_t group_epoch_ = 0;  // The last group's commit epoch.
+  uint32_t group_limit_ = 0;  // Requests per group after an overflow; 0: the option's max.
+  uint32_t wal_frames_ = 0;   // WAL frames after the last commit (sqlite3_wal_hook).
+  WriterState writer_state_ = WriterState::kIdle;
+  int last_write_rc_ = 0;       // SQLite's result for the last write statement.
+  uint8_t begin_failures_ = 0;  // Consecutive ticks BEGIN failed on (kBeginAttemptsMax).
+  uint64_t visible_epoch_ = 0;  // Newest durable snapshot a reader has shown (invariant 3).
+  uint64_t acked_epoch_ = 0;    // Newest epoch of an acknowledged write (invariant 1).
+  absl::Status pin_error_;      // Why the last Pin failed; OK after one succeeds.
 
   std::unique_ptr<Connection> writer_;
   std::vector<std::unique_ptr<Connection>> readers_;

@@ -127,13 +127,13 @@ void Database::RunGroup() {
     group_.clear();
     if (RunGroupOnce(group_)) {
       // Writes left in the queue wait for this group's fsync (OnFilesChanged re-arms the pump)
-      // or for the write-behind buffer to drain (writer_blocked_). A group that failed (a
+      // or for the write-behind buffer to drain (kBlocked). A group that failed (a
       // COMMIT that hit an I/O error or a full disk, as every one does on a device that broke
       // for good) or committed without writing leaves neither in flight, and nothing else
       // would wake the database: those writes would stay queued for ever (db_reads seed 5323).
       // They run on the next tick; a group that fails fails the writes it took, so the queue
       // drains and each write completes, with the error if the device keeps failing.
-      if (!writes_.empty() && group_epoch_ <= files_->durable_epoch() && !writer_blocked_) {
+      if (!writes_.empty() && writer_state_ == WriterState::kIdle) {
         ArmPump();
       }
       return;
@@ -161,6 +161,7 @@ bool Database::RunGroupOnce(std::vector<Request*>& group) {
     return true;
   }
   begin_failures_ = 0;
+  SetWriterState(WriterState::kGrouping);
   while (group.size() < limit && !writes_.empty()) {
     if (writer_->SliceUsed()) {
       // The group has used its slice of the loop: commit what it has, and the rest runs as
@@ -185,6 +186,7 @@ bool Database::RunGroupOnce(std::vector<Request*>& group) {
                                        "an error; it may or may not have committed"));
     }
     group.clear();
+    SetWriterState(WriterState::kIdle);
     return false;
   }
   return Commit(group, started_idle);
@@ -222,6 +224,7 @@ Database::GroupStep Database::RunInGroup(std::vector<Request*>& group, Request& 
   if (sqlite3_get_autocommit(writer_->db()) != 0) {
     Finish(r, std::move(status));  // It broke the transaction; it fails alone.
     Requeue(group, nullptr);
+    SetWriterState(WriterState::kIdle);
     return GroupStep::kLost;
   }
   if (!writer_->RunInternal(kRollbackToSavepoint).ok()) {
@@ -230,6 +233,7 @@ Database::GroupStep Database::RunInGroup(std::vector<Request*>& group, Request& 
     (void)writer_->RunInternal("ROLLBACK");
     Finish(r, std::move(status));
     Requeue(group, nullptr);
+    SetWriterState(WriterState::kIdle);
     return GroupStep::kLost;
   }
   const int primary = last_write_rc_ & 0xff;
@@ -272,15 +276,16 @@ void Database::FailBegin(int rc) {
 // transaction is held behind that sync. The same group would overflow again for ever, so the
 // next attempt takes half as many requests, and a request that overflows alone fails.
 void Database::OnOverflow(std::vector<Request*>& group, Request* current, bool started_idle) {
-  writer_blocked_ = true;
   const size_t requests = group.size() + (current != nullptr ? 1 : 0);
   if (!started_idle || requests > 1) {
     if (started_idle) group_limit_ = static_cast<uint32_t>(requests / 2);
     Requeue(group, current);
+    SetWriterState(WriterState::kBlocked);
     return;
   }
   Request* alone = current != nullptr ? current : group.front();
   group.clear();
+  SetWriterState(WriterState::kBlocked);
   Finish(*alone,
          absl::ResourceExhaustedError(absl::StrCat(
              "the write needs more than the write-behind buffer holds (VfsOptions::"
@@ -295,7 +300,11 @@ bool Database::Commit(std::vector<Request*>& group, bool started_idle) {
     const int rc = sqlite3_extended_errcode(writer_->db());
     (void)writer_->RunInternal("ROLLBACK");
     if (files_->backpressure() > 0 && !files_->poisoned()) {
-      if (!group.empty()) OnOverflow(group, nullptr, started_idle);
+      if (group.empty()) {
+        SetWriterState(WriterState::kIdle);
+      } else {
+        OnOverflow(group, nullptr, started_idle);
+      }
       ++stats_.group_retries;
       return true;
     }
@@ -309,6 +318,7 @@ bool Database::Commit(std::vector<Request*>& group, bool started_idle) {
                                            "I/O error; nothing was committed: ", commit.message()));
       for (Request* r : group) Finish(*r, failed);
       group.clear();
+      SetWriterState(WriterState::kIdle);
       return true;
     }
     for (Request* r : group) {
@@ -318,6 +328,7 @@ bool Database::Commit(std::vector<Request*>& group, bool started_idle) {
                      "database and read back to find out")));
     }
     group.clear();
+    SetWriterState(WriterState::kIdle);
     return true;
   }
   group_epoch_ = files_->epoch();
@@ -329,6 +340,9 @@ bool Database::Commit(std::vector<Request*>& group, bool started_idle) {
     Finish(*r, absl::OkStatus());
   }
   group.clear();
+  // A group that wrote nothing closed no epoch: it has nothing to wait for.
+  SetWriterState(group_epoch_ > files_->durable_epoch() ? WriterState::kSyncing
+                                                        : WriterState::kIdle);
   return true;
 }
 
