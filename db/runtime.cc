@@ -3,12 +3,12 @@
 #include <sys/stat.h>
 
 #include <cerrno>
-#include <cstring>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "sqloop/alloc/check.h"
 #include "sqloop/alloc/sqlite_memory.h"
+#include "sqloop/io/errno_status.h"
 
 namespace sqloop::db {
 
@@ -41,8 +41,8 @@ absl::StatusOr<std::unique_ptr<Runtime>> Runtime::Create(RuntimeOptions options)
   if (absl::Status memory = alloc::InstallSqliteMemory(); !memory.ok()) return memory;
   // One level, as mkdir(1) without -p: a missing parent is more likely a typo than a wish.
   if (mkdir(options.directory.c_str(), 0755) != 0 && errno != EEXIST) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "cannot create the directory ", options.directory, ": ", std::strerror(errno)));
+    return io::ErrnoStatus(absl::StatusCode::kFailedPrecondition, errno,
+                           absl::StrCat("cannot create the directory ", options.directory));
   }
   std::unique_ptr<Runtime> runtime(new Runtime());
   runtime->directory_ = options.directory;

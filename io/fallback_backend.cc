@@ -22,6 +22,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "sqloop/alloc/check.h"
+#include "sqloop/io/errno_status.h"
 #include "sqloop/io/internal/backends.h"
 
 namespace sqloop::io::internal {
@@ -102,14 +103,14 @@ FallbackBackend::~FallbackBackend() {
 
 absl::Status FallbackBackend::Init() {
   epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
-  if (epoll_fd_ < 0) return absl::ErrnoToStatus(errno, "fallback backend: epoll_create1");
+  if (epoll_fd_ < 0) return ErrnoStatus(errno, "fallback backend: epoll_create1");
   wake_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  if (wake_fd_ < 0) return absl::ErrnoToStatus(errno, "fallback backend: eventfd");
+  if (wake_fd_ < 0) return ErrnoStatus(errno, "fallback backend: eventfd");
   epoll_event event{};
   event.events = EPOLLIN;
   event.data.fd = wake_fd_;
   if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, wake_fd_, &event) != 0) {
-    return absl::ErrnoToStatus(errno, "fallback backend: registering the wake eventfd");
+    return ErrnoStatus(errno, "fallback backend: registering the wake eventfd");
   }
   return absl::OkStatus();
 }
@@ -305,7 +306,7 @@ absl::Status FallbackBackend::Wait(bool wait, int64_t deadline_ns) {
   const int count = epoll_wait(epoll_fd_, events, kEpollEventsMax, timeout_ms);
   if (count < 0) {
     if (errno == EINTR) return absl::OkStatus();
-    return absl::ErrnoToStatus(errno, "fallback backend: epoll_wait");
+    return ErrnoStatus(errno, "fallback backend: epoll_wait");
   }
   for (int i = 0; i < count; i++) {
     if (events[i].data.fd == wake_fd_) {

@@ -18,12 +18,12 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <cstring>
 #include <ctime>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "sqloop/alloc/check.h"
+#include "sqloop/io/errno_status.h"
 #include "sqloop/io/internal/backends.h"
 
 namespace sqloop::io::internal {
@@ -114,8 +114,8 @@ UringBackend::~UringBackend() {
 }
 
 absl::Status SetupError(int error) {
-  const std::string message = absl::StrFormat(
-      "io_uring setup failed: %s (errno %d)%s", std::strerror(error), error,
+  const std::string message = absl::StrCat(
+      "io_uring setup failed: ", ErrnoText(error),
       error == EPERM || error == EACCES
           ? "; io_uring is disabled (sysctl kernel.io_uring_disabled, or a container's seccomp "
             "policy). Use the fallback backend (BackendKind::kFallback or SQLOOP_BACKEND=fallback)"
@@ -334,7 +334,7 @@ absl::Status UringBackend::Enter(bool wait, int64_t deadline_ns) {
   // -ETIME: the deadline passed; -EINTR: a signal. Both are normal ends of a wait.
   if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY) {
     return absl::InternalError(
-        absl::StrCat("io_uring_enter failed: ", std::strerror(-rc), "; the ring is unusable"));
+        absl::StrCat("io_uring_enter failed: ", ErrnoText(rc), "; the ring is unusable"));
   }
   return absl::OkStatus();
 }

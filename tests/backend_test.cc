@@ -10,10 +10,23 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "sqloop/io/errno_status.h"
 #include "sqloop/io/internal/backends.h"
 
 namespace sqloop::io {
 namespace {
+
+// Every layer words an errno the same way, whether it holds errno or an op's -errno.
+TEST(ErrnoStatusTest, AnErrnoAndAnOpsNegativeResultReadTheSame) {
+  EXPECT_EQ(ErrnoText(ENOENT), ErrnoText(-ENOENT));
+  EXPECT_NE(ErrnoText(ENOENT).find("(errno 2)"), std::string::npos) << ErrnoText(ENOENT);
+  const absl::Status missing = ErrnoStatus(-ENOENT, "opening '/x.db'");
+  EXPECT_EQ(missing.code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(missing.message(), "opening '/x.db': " + ErrnoText(ENOENT));
+  EXPECT_EQ(ErrnoStatus(ENOSPC, "write").code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(ErrnoStatus(absl::StatusCode::kFailedPrecondition, EACCES, "mkdir").code(),
+            absl::StatusCode::kFailedPrecondition);
+}
 
 struct Logged {
   std::vector<std::string> lines;

@@ -4,8 +4,9 @@
 A transition table is a comment block that starts with a header line such as
 
     //   transition        function        invariant in the new state
+    //   state   event   next   made by
 
-(the second column may also be called "made by"), followed by one row per transition. Each
+(the function column may also be called "made by"), followed by one row per transition. Each
 name in a row's function column ("OnOpened->ServeQueue", "RunEvent/Finish", "Finish, FailQueue")
 must be called or defined in the code (not the comments) of the table's own unit: the files of
 its directory whose names start with the table file's stem (db/registry.cc: registry.h and
@@ -19,7 +20,8 @@ import re
 import sys
 
 DIRS = ["alloc", "io", "loop", "db", "db/internal", "examples", "examples/http"]
-HEADER = re.compile(r"^(\s*//\s+)transition(\s+)(function|made by)(\s+)\S")
+HEADER = re.compile(
+    r"^(\s*//\s+)(?:transition|state\s+event\s+next)(\s+)(function|made by)(\s*)(\S|$)")
 NAME = re.compile(r"\b([A-Z][A-Za-z0-9_]*)\b")
 
 
@@ -84,6 +86,12 @@ def self_test():
         "//\n")
     rows = list(tables(sample))
     assert rows == [(2, ["Open", "Pump"]), (3, ["Gone", "Close"])], rows
+    four_columns = (
+        "//   state   event          next    made by\n"
+        "//   kA      it arrived     kB      OnRead -> Parse\n"
+        "//           or it did not          Retry\n")
+    rows = list(tables(four_columns))
+    assert rows == [(2, ["OnRead", "Parse"]), (3, ["Retry"])], rows
     # The negative control: a unit whose table names a function it lacks is reported.
     import tempfile
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,9 +1,6 @@
 add_library(sqloop_test_backends STATIC test_backends.cc)
 target_link_libraries(sqloop_test_backends PUBLIC sqloop::io PRIVATE sqloop_warnings)
-if(EXISTS ${CMAKE_CURRENT_SOURCE_DIR}/sim_test_backend.cc)
-  target_sources(sqloop_test_backends PRIVATE sim_test_backend.cc)
-  target_compile_definitions(sqloop_test_backends PRIVATE SQLOOP_HAVE_SIMULATOR=1)
-endif()
+target_sources(sqloop_test_backends PRIVATE sim_test_backend.cc)
 
 sqloop_test(loop_test SOURCES loop_test.cc
             LIBS sqloop::loop sqloop_test_backends sqloop::heap_counter Threads::Threads)

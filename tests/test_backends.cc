@@ -2,9 +2,7 @@
 
 #include "sqloop/alloc/check.h"
 #include "sqloop/io/internal/backends.h"
-#ifdef SQLOOP_HAVE_SIMULATOR
 #include "tests/sim_test_backend.h"
-#endif
 
 namespace sqloop::testing {
 namespace {
@@ -22,9 +20,7 @@ std::vector<TestBackend> AllTestBackends() {
       {"io_uring", true, [] { return MakeOrDie(io::internal::CreateUringBackend({}, 0)); }});
   backends.push_back(
       {"fallback", true, [] { return MakeOrDie(io::internal::CreateFallbackBackend({})); }});
-#ifdef SQLOOP_HAVE_SIMULATOR
   backends.push_back(SimulatorTestBackend());
-#endif
   return backends;
 }
 

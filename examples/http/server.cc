@@ -85,13 +85,13 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <cstring>
 #include <limits>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "examples/http/json_writer.h"
 #include "sqloop/alloc/check.h"
+#include "sqloop/io/errno_status.h"
 
 namespace sqloop::examples::http {
 namespace {
@@ -925,7 +925,7 @@ absl::StatusOr<int> ListenTcp(absl::string_view address, uint16_t port, uint16_t
   }
   // Blocking on purpose: io_uring supplies the asynchrony (docs/architecture.md).
   const int fd = socket(storage.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return absl::InternalError(absl::StrCat("socket: ", std::strerror(errno)));
+  if (fd < 0) return io::ErrnoStatus(absl::StatusCode::kInternal, errno, "socket");
   const int one = 1;
   setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
   if (bind(fd, reinterpret_cast<sockaddr*>(&storage), size) != 0 ||
@@ -933,8 +933,8 @@ absl::StatusOr<int> ListenTcp(absl::string_view address, uint16_t port, uint16_t
       getsockname(fd, reinterpret_cast<sockaddr*>(&storage), &size) != 0) {
     const int error = errno;
     close(fd);
-    return absl::UnavailableError(
-        absl::StrCat("listening on ", host, ":", port, ": ", std::strerror(error)));
+    return io::ErrnoStatus(absl::StatusCode::kUnavailable, error,
+                           absl::StrCat("listening on ", host, ":", port));
   }
   bound_port = ntohs(storage.ss_family == AF_INET ? v4->sin_port : v6->sin6_port);
   return fd;

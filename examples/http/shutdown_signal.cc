@@ -6,10 +6,10 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <cstring>
 
 #include "absl/strings/str_cat.h"
 #include "sqloop/alloc/check.h"
+#include "sqloop/io/errno_status.h"
 
 namespace sqloop::examples::http {
 
@@ -19,12 +19,12 @@ absl::StatusOr<int> ShutdownSignal::Block() {
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGTERM);
   if (const int error = pthread_sigmask(SIG_BLOCK, &signals, nullptr); error != 0) {
-    return absl::InternalError(absl::StrCat("pthread_sigmask: ", std::strerror(error)));
+    return sqloop::io::ErrnoStatus(absl::StatusCode::kInternal, error, "pthread_sigmask");
   }
   // Non-blocking: the fd is read only after poll said it is readable, and a read that finds
   // nothing must not stop the loop.
   const int fd = signalfd(-1, &signals, SFD_CLOEXEC | SFD_NONBLOCK);
-  if (fd < 0) return absl::InternalError(absl::StrCat("signalfd: ", std::strerror(errno)));
+  if (fd < 0) return sqloop::io::ErrnoStatus(absl::StatusCode::kInternal, errno, "signalfd");
   return fd;
 }
 

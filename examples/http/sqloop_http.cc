@@ -28,7 +28,6 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <memory>
 #include <string>
 
@@ -41,6 +40,7 @@
 #include "examples/http/registry_executor.h"
 #include "examples/http/server.h"
 #include "examples/http/shutdown_signal.h"
+#include "sqloop/io/errno_status.h"
 #include "sqloop/loop/loop.h"
 
 ABSL_FLAG(std::string, address, "127.0.0.1", "Address to listen on (IPv4 or IPv6 literal).");
@@ -105,8 +105,8 @@ bool IsLoopback(const std::string& address) {
 absl::StatusOr<std::string> ReadAdminToken(const std::string& path) {
   const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--admin_token_file=", path, ": ", std::strerror(errno)));
+    return sqloop::io::ErrnoStatus(absl::StatusCode::kInvalidArgument, errno,
+                                   absl::StrCat("--admin_token_file=", path));
   }
   struct stat info {};
   std::string content;
@@ -124,8 +124,8 @@ absl::StatusOr<std::string> ReadAdminToken(const std::string& path) {
       content.append(buffer, static_cast<size_t>(n));
     }
     if (n < 0) {
-      status = absl::InvalidArgumentError(
-          absl::StrCat("--admin_token_file=", path, ": ", std::strerror(errno)));
+      status = sqloop::io::ErrnoStatus(absl::StatusCode::kInvalidArgument, errno,
+                                       absl::StrCat("--admin_token_file=", path));
     }
   }
   close(fd);
@@ -242,8 +242,8 @@ absl::StatusOr<std::unique_ptr<sqloop::loop::Loop>> CreateLoop() {
 absl::StatusOr<std::unique_ptr<RegistryExecutor>> CreateExecutor(sqloop::loop::Loop& loop) {
   const std::string data_dir = absl::GetFlag(FLAGS_data_dir);
   if (mkdir(data_dir.c_str(), 0755) != 0 && errno != EEXIST) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("creating ", data_dir, ": ", std::strerror(errno)));
+    return sqloop::io::ErrnoStatus(absl::StatusCode::kInvalidArgument, errno,
+                                   absl::StrCat("creating ", data_dir));
   }
   return RegistryExecutor::Create(loop, RegistryOptionsFromFlags(data_dir));
 }
