@@ -84,23 +84,6 @@ std::string Printable(char c) {
   return absl::StrFormat("\\x%02x", byte);
 }
 
-// Database gains a `tenant` option (alloc::TenantId) that it marks around its SQLite calls;
-// until it has one, the registry cannot attribute memory per tenant and says so.
-template <typename Options>
-constexpr bool kOptionsHaveTenant = requires(Options o) {
-  o.tenant = alloc::TenantId{};
-};
-
-template <typename Options>
-void AttachTenant(Options& options, alloc::TenantId id) {
-  if constexpr (kOptionsHaveTenant<Options>) {
-    options.tenant = id;
-  } else {
-    (void)options;
-    (void)id;
-  }
-}
-
 std::string ErrnoText(int64_t result) { return std::strerror(static_cast<int>(-result)); }
 
 // The soft limit on descriptors; "unlimited" (and an unreadable limit) as UINT64_MAX.
@@ -211,8 +194,6 @@ struct Registry::Tenant {
 };
 
 // ---- Creation and destruction ---------------------------------------------------------------
-
-bool Registry::memory_per_tenant() { return kOptionsHaveTenant<DatabaseOptions>; }
 
 absl::StatusOr<std::unique_ptr<Registry>> Registry::Create(loop::Loop& loop, Vfs& vfs,
                                                            RegistryOptions options) {
@@ -599,7 +580,9 @@ void Registry::StartOpen(Tenant& t) {
 
 void Registry::StartDatabase(Tenant& t) {
   DatabaseOptions database_options = options_.database;
-  if (alloc::SqliteMemoryInstalled() && memory_per_tenant()) {
+  if (alloc::SqliteMemoryInstalled()) {
+    // Every SQLite byte of the tenant is charged to its own accounting tenant, which the
+    // Database marks around its SQLite calls.
     absl::StatusOr<alloc::TenantId> id = alloc::RegisterTenant(
         absl::StrCat(options_.memory_name_prefix, t.name), options_.tenant_memory_bytes_max);
     if (!id.ok()) {
@@ -610,7 +593,7 @@ void Registry::StartDatabase(Tenant& t) {
     }
     t.memory_id = *id;
     t.has_memory_id = true;
-    AttachTenant(database_options, t.memory_id);
+    database_options.tenant = t.memory_id;
   }
   t.database = std::make_unique<Database>(loop_, vfs_, t.path, database_options);
   t.stats.opens++;
@@ -695,11 +678,9 @@ void Registry::EvictForMemory() {
   uint64_t live = MemoryLive(/*exclude_closing=*/true);
   while (live > options_.memory_bytes_max && idle_.head != nullptr) {
     Tenant& victim = *idle_.head;
-    const uint64_t freed = memory_per_tenant() ? TenantMemory(victim) : 0;
+    const uint64_t freed = TenantMemory(victim);
     StartClose(victim, CloseReason::kEvicted);
     live = live > freed ? live - freed : 0;
-    if (!memory_per_tenant()) live = MemoryLive(/*exclude_closing=*/true);
-    if (!memory_per_tenant()) break;  // The shared bucket only drops once the close is done.
   }
 }
 
@@ -1031,23 +1012,18 @@ uint64_t Registry::TenantMemory(const Tenant& t) {
   return counters.ok() ? counters->live_bytes : 0;
 }
 
-// Per tenant when Database marks its tenant; otherwise the process-wide unattributed bucket,
-// which is this registry's memory only when it is the process's one registry. A tenant whose
+// The open tenants' own bytes (each is charged to its accounting tenant). A tenant whose
 // open has not finished is charged at least `open_memory_estimate_bytes`: its real cost only
 // shows once SQLite has opened it, and without the estimate a burst of opens would all pass
 // the budget check at once.
 uint64_t Registry::MemoryLive(bool exclude_closing) const {
   uint64_t total = 0;
-  if (alloc::SqliteMemoryInstalled() && !memory_per_tenant()) {
-    absl::StatusOr<alloc::ProfileCounters> shared = alloc::GetTenantCounters(alloc::kSharedTenant);
-    total = shared.ok() ? shared->live_bytes : 0;
-  }
   for (const Tenant* t = open_.head; t != nullptr; t = t->open_next) {
     if (exclude_closing && t->state == TenantState::kClosing) continue;
     const bool opening = t->state == TenantState::kProbing ||
                          t->state == TenantState::kProbeClosing ||
                          t->state == TenantState::kOpening;
-    const uint64_t known = memory_per_tenant() ? TenantMemory(*t) : 0;
+    const uint64_t known = TenantMemory(*t);
     total += opening ? std::max(known, options_.open_memory_estimate_bytes) : known;
   }
   return total;

@@ -283,10 +283,6 @@ class Registry {
   [[nodiscard]] uint32_t open_max() const { return open_max_; }
   // The file of a tenant: `<directory>/<tenant>.db`.
   [[nodiscard]] std::string PathOf(absl::string_view tenant) const;
-  // Whether per-tenant memory is exact: true when Database marks its tenant around its SQLite
-  // calls (DatabaseOptions::tenant). Otherwise memory is measured on the process-wide
-  // "shared" bucket, which is exact only with one registry per process.
-  [[nodiscard]] static bool memory_per_tenant();
 
  private:
   struct Tenant;
