@@ -71,9 +71,10 @@
 //     and its sub-machine (TenantDelete) is started right after the transition.
 //   kProbing, kProbeClosing: a slot, no database, nothing in flight.
 //   kOpening, kClosing: a slot and a database, nothing in flight.
-//   kActive: a slot and a database; in no list but the open one.
+//   kActive: a slot and a database.
 //   kIdle: a slot and a database, nothing in flight or queued; in the idle list.
-//   Every state: at most open_max slots held; the queue within tenant_queue_max.
+//   Every state: at most open_max slots held; the queue within tenant_queue_max; in none of
+//     the policy's state lists (idle, waiting, closed) unless kIdle, kWaitingSlot or kClosed.
 #include "sqloop/db/registry.h"
 
 #include <fcntl.h>
@@ -760,7 +761,8 @@ void Registry::AssertInvariants(const Tenant& t) const {
       break;
     case TenantState::kProbing:
     case TenantState::kProbeClosing:
-      SQLOOP_CHECK(t.holds_slot() && !has_db, "Registry: probing without a slot");
+      SQLOOP_CHECK(t.holds_slot() && !has_db && t.in_flight == 0,
+                   "Registry: probing without a slot, or with a database or requests");
       break;
     case TenantState::kOpening:
     case TenantState::kClosing:
