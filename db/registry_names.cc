@@ -1,11 +1,10 @@
 // Tenant names and state names (declared in db/registry.h): pure functions, apart from the
 // lifecycle so that they can be read, and called from any thread, on their own.
-#include "sqloop/db/registry.h"
-
 #include <string>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "sqloop/db/registry.h"
 
 namespace sqloop::db {
 namespace {
