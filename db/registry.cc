@@ -1,5 +1,9 @@
-// The Registry: a tenant's lifecycle as a state machine on the loop.
+// The Registry: a tenant's lifecycle as a state machine on the loop. What the lifecycle may do
+// (who opens, who waits, who is evicted or forgotten) is the policy's decision
+// (db/internal/tenant_policy.h); how a deleted tenant's files go is the delete sub-machine
+// (db/internal/tenant_delete.h). This file carries out the transitions.
 //
+// clang-format off
 //                       Submit: no slot, nothing evictable yet
 //             +------------------------------------------------> kWaitingSlot
 //             |                                                       |
@@ -33,220 +37,79 @@
 //      +<--------------------------------------------------------------------+
 //                              unlinked (or NotFound), directory synced
 //
-//   transition                     made by                 invariant in the new state
-//   kClosed -> kWaitingSlot        RequestSlot             in waiting_; no slot; queue non-empty
-//   kClosed -> kProbing            StartOpen               holds a slot; probe open in flight
-//   kWaitingSlot -> kProbing       GrantSlots->StartOpen   (as above)
-//   kProbing -> kProbeClosing      OnTenantIo              probe_fd >= 0; its close in flight
-//   kProbing -> kClosed            OnTenantIo->FailOpen->AfterClosed  no slot; queued executes
-//   failed (ENOENT: those in front of the first create_if_missing, which reopens and creates)
-//   kProbeClosing -> kOpening      OnTenantIo->StartDatabase  has a Database and a memory id
-//   k(Closed|WaitingSlot) -> kOpening  StartOpen->StartDatabase  (as above, create allowed)
-//   kOpening -> kActive / kIdle    OnOpened->ServeQueue    Database ready
-//   kOpening -> kClosed            OnOpened->FailOpen      no Database, no slot, no memory id
-//   kActive -> kIdle               OnRequestDone->BecomeIdle  in idle_; nothing in flight
-//   kIdle -> kActive               Submit                  not in idle_; in_flight > 0
-//   kIdle|kActive -> kClosing      StartClose              in_flight == 0; not in idle_
-//   kClosing -> kClosed            OnClosed->AfterClosed   no Database, no slot, no memory id
-//   kClosing -> kDeleting          AfterClosed->StartDelete  no Database; queue head is delete
-//   kClosing -> kOpening|kWaiting  AfterClosed->RequestSlot  requests arrived while closing
-//   kClosed -> kDeleting           Kick->StartDelete       (as above)
-//   kDeleting -> kClosed, ...      FinishDelete            the delete request completed
+//   transition                  function                    invariant in the new state
+//   kClosed -> kWaitingSlot     Kick->RequestSlot           in the waiting FIFO; no slot
+//   kClosed -> kProbing         RequestSlot->StartOpen      holds a slot; the probe open in flight
+//   kClosed -> kOpening         StartOpen->StartDatabase    holds a slot, a database, a memory id
+//   kWaitingSlot -> kProbing    GrantSlots->StartOpen       (as from kClosed)
+//   kWaitingSlot -> kOpening    GrantSlots->StartOpen       (as from kClosed)
+//   kWaitingSlot -> kClosed     Shutdown                    its queued executes failed
+//   kProbing -> kProbeClosing   OnTenantIo->OnProbed        a slot; the probe's close in flight
+//   kProbing -> kClosed         OnProbed->FailOpen          no slot; the requests in front of the
+//                                                           first create_if_missing one failed
+//   kProbeClosing -> kOpening   OnTenantIo->StartDatabase   holds a slot, a database, a memory id
+//   kOpening -> kActive         OnOpened                    the database is ready
+//   kOpening -> kClosed         OnOpened->FailOpen          no database, slot or memory id
+//   kOpening -> kClosing        OnOpened->StartClose        (poisoned) as below
+//   kActive -> kIdle            ServeQueue->BecomeIdle      in the idle list; no request at all
+//   kActive -> kIdle            OnRequestDone->BecomeIdle   (as above)
+//   kIdle -> kActive            Submit->SubmitToOpen        not in the idle list; in flight > 0
+//   kIdle -> kClosing           StartClose                  slot and database; nothing in flight;
+//                                                           the close runs on the next tick
+//   kActive -> kClosing         OnRequestDone->StartClose   (as above: poisoned, delete, shutdown)
+//   kClosing -> kClosed         OnClosed->AfterClosed       no database, slot or memory id
+//   kClosing -> kDeleting       AfterClosed->StartDelete    as kClosed; a delete at the queue head
+//   kClosing -> kWaitingSlot    AfterClosed->RequestSlot    requests arrived while it closed
+//   kClosed -> kDeleting        Kick->StartDelete           (as from kClosing)
+//   kDeleting -> kClosed        OnTenantIo->FinishDelete    the delete request completed
+// clang-format on
 //
-// Every transition goes through SetState, which checks the new state's invariants.
+// Invariants per state, checked by AssertInvariants on every transition (SetState is the only
+// writer of Tenant::state):
+//   kClosed, kWaitingSlot, kDeleting: no database, no memory id, no slot, nothing in flight;
+//     kWaitingSlot is in the policy's waiting FIFO; kDeleting has a delete at its queue head,
+//     and its sub-machine (TenantDelete) is started right after the transition.
+//   kProbing, kProbeClosing: a slot, no database, nothing in flight.
+//   kOpening, kClosing: a slot and a database, nothing in flight.
+//   kActive: a slot and a database.
+//   kIdle: a slot and a database, nothing in flight or queued; in the idle list.
+//   Every state: at most open_max slots held; the queue within tenant_queue_max; in none of
+//     the policy's state lists (idle, waiting, closed) unless kIdle, kWaitingSlot or kClosed.
 #include "sqloop/db/registry.h"
 
 #include <fcntl.h>
-#include <sys/resource.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <optional>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
 #include "sqloop/alloc/check.h"
+#include "sqloop/db/internal/tenant.h"
+#include "sqloop/db/internal/tenant_policy.h"
 
 namespace sqloop::db {
 namespace {
+
+using internal::CloseReason;
+using internal::TenantPolicy;
 
 // The file of a tenant is `<directory>/<name>` + this. The journal and WAL add "-journal" and
 // "-wal" (SQLite's names), which the delete removes too.
 constexpr absl::string_view kFileSuffix = ".db";
 
-bool IsLowerOrDigit(char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); }
-
-// A byte as a reader can see it in an error message: 'a', or \x0a for a control byte.
-std::string Printable(char c) {
-  const auto byte = static_cast<unsigned char>(c);
-  if (byte >= 0x20 && byte < 0x7f) return absl::StrCat("'", std::string(1, c), "'");
-  return absl::StrFormat("\\x%02x", byte);
-}
-
-// Database gains a `tenant` option (alloc::TenantId) that it marks around its SQLite calls;
-// until it has one, the registry cannot attribute memory per tenant and says so.
-template <typename Options>
-constexpr bool kOptionsHaveTenant = requires(Options o) {
-  o.tenant = alloc::TenantId{};
-};
-
-template <typename Options>
-void AttachTenant(Options& options, alloc::TenantId id) {
-  if constexpr (kOptionsHaveTenant<Options>) {
-    options.tenant = id;
-  } else {
-    (void)options;
-    (void)id;
-  }
-}
-
 std::string ErrnoText(int64_t result) { return std::strerror(static_cast<int>(-result)); }
-
-// The soft limit on descriptors; "unlimited" (and an unreadable limit) as UINT64_MAX.
-uint64_t DescriptorLimit() {
-  rlimit limit{};
-  if (getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY) return UINT64_MAX;
-  return limit.rlim_cur;
-}
 
 }  // namespace
 
-uint32_t DescriptorBoundOpenMax(uint32_t reserved) {
-  const uint64_t descriptors = DescriptorLimit();
-  if (descriptors < uint64_t{reserved} + kDescriptorsPerDatabase) return 0;
-  return static_cast<uint32_t>(
-      std::min<uint64_t>((descriptors - reserved) / kDescriptorsPerDatabase, kOpenMaxLimit));
-}
-
-absl::Status ValidateTenantName(absl::string_view name) {
-  if (name.empty()) {
-    return absl::InvalidArgumentError(
-        "tenant name is empty; use 1 to 64 characters of [a-z0-9_-], starting with a letter or "
-        "digit");
-  }
-  if (name.size() > kTenantNameBytesMax) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("tenant name is %d bytes long; the limit is %d (characters [a-z0-9_-])",
-                        name.size(), kTenantNameBytesMax));
-  }
-  for (size_t i = 0; i < name.size(); ++i) {
-    const char c = name[i];
-    if (IsLowerOrDigit(c)) continue;
-    if (i > 0 && (c == '_' || c == '-')) continue;
-    const char* why = "";
-    if (c == '/' || c == '\\') {
-      why = " (a path separator: tenant names are file names, not paths)";
-    } else if (c == '.') {
-      why = " ('.' is refused so that no name can be '..' or a hidden file)";
-    } else if (c >= 'A' && c <= 'Z') {
-      why = " (uppercase is refused so names cannot alias on case-insensitive file systems)";
-    } else if (c == '_' || c == '-') {
-      why = " (a name must start with a lowercase letter or a digit)";
-    }
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "tenant name has an invalid byte %s at position %d%s; allowed: [a-z0-9] first, then "
-        "[a-z0-9_-], at most %d bytes",
-        Printable(c), i, why, kTenantNameBytesMax));
-  }
-  return absl::OkStatus();
-}
-
-absl::string_view TenantStateName(TenantState state) {
-  switch (state) {
-    case TenantState::kClosed:
-      return "closed";
-    case TenantState::kWaitingSlot:
-      return "waiting_slot";
-    case TenantState::kProbing:
-      return "probing";
-    case TenantState::kProbeClosing:
-      return "probe_closing";
-    case TenantState::kOpening:
-      return "opening";
-    case TenantState::kActive:
-      return "active";
-    case TenantState::kIdle:
-      return "idle";
-    case TenantState::kClosing:
-      return "closing";
-    case TenantState::kDeleting:
-      return "deleting";
-  }
-  return "unknown";
-}
-
-// ---- The tenant entry -----------------------------------------------------------------------
-
-struct Registry::Tenant {
-  Registry* registry = nullptr;
-  std::string name;
-  std::string path;
-  TenantState state = TenantState::kClosed;
-  std::unique_ptr<Database> database;
-  alloc::TenantId memory_id = alloc::kSharedTenant;
-  bool has_memory_id = false;
-  bool holds_slot = false;
-  uint32_t in_flight = 0;  // Requests submitted to the Database and not done.
-  // The tenant's queue: requests that arrived while it could not take them (not open yet,
-  // closing, or behind a delete). FIFO, intrusive through TenantRequest::tenant_next_.
-  TenantRequest* queue_head = nullptr;
-  TenantRequest* queue_tail = nullptr;
-  uint32_t queue_size = 0;
-  // Link in exactly one of idle_, closed_ or waiting_ (which one follows from `state`).
-  TenantList* list = nullptr;
-  Tenant* prev = nullptr;
-  Tenant* next = nullptr;
-  // Link in open_ while holding a slot.
-  Tenant* open_prev = nullptr;
-  Tenant* open_next = nullptr;
-  CloseReason close_reason = CloseReason::kIdle;
-  loop::Completion io;  // The probe's open and close; the delete's unlinks and fsync.
-  int probe_fd = -1;
-  DeleteStep delete_step = DeleteStep::kUnlinkWal;
-  bool delete_found = false;  // The main file existed (its unlink succeeded).
-  std::string delete_path;    // The path of the unlink in flight.
-  int64_t idle_since_ns = 0;
-  TenantStats stats;
-};
-
 // ---- Creation and destruction ---------------------------------------------------------------
-
-bool Registry::memory_per_tenant() { return kOptionsHaveTenant<DatabaseOptions>; }
 
 absl::StatusOr<std::unique_ptr<Registry>> Registry::Create(loop::Loop& loop, Vfs& vfs,
                                                            RegistryOptions options) {
-  if (options.directory.empty()) {
-    return absl::InvalidArgumentError(
-        "RegistryOptions::directory is empty; name the directory "
-        "that holds the tenants' databases");
-  }
-  if (options.idle_timeout <= absl::ZeroDuration()) {
-    return absl::InvalidArgumentError("RegistryOptions::idle_timeout must be positive");
-  }
-  if (options.memory_bytes_max > 0 && !alloc::SqliteMemoryInstalled()) {
-    return absl::FailedPreconditionError(
-        "RegistryOptions::memory_bytes_max needs SQLite's memory accounting: call "
-        "alloc::InstallSqliteMemory() at startup, before any other SQLite use");
-  }
-  const uint64_t descriptors = DescriptorLimit();
-  uint64_t open_max = options.open_max;
-  if (open_max == 0) {
-    open_max = DescriptorBoundOpenMax(options.descriptors_reserved);
-    if (open_max == 0) {
-      return absl::ResourceExhaustedError(absl::StrFormat(
-          "RLIMIT_NOFILE is %d, too low to open even one database after reserving %d "
-          "descriptors; raise it (ulimit -n) or lower descriptors_reserved",
-          descriptors, options.descriptors_reserved));
-    }
-  } else if (open_max > kOpenMaxLimit ||
-             open_max * kDescriptorsPerDatabase + options.descriptors_reserved > descriptors) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "open_max %d needs up to %d descriptors plus %d reserved, but RLIMIT_NOFILE is %d "
-        "(and the registry allows at most %d); lower open_max or raise the limit (ulimit -n)",
-        open_max, open_max * kDescriptorsPerDatabase, options.descriptors_reserved, descriptors,
-        kOpenMaxLimit));
-  }
+  absl::StatusOr<uint32_t> open_max = TenantPolicy::CheckOptions(options);
+  if (!open_max.ok()) return open_max.status();
   io::Op dir_op{.kind = io::OpKind::kOpenAt,
                 .fd = AT_FDCWD,
                 .flags = O_RDONLY | O_DIRECTORY | O_CLOEXEC,
@@ -257,8 +120,8 @@ absl::StatusOr<std::unique_ptr<Registry>> Registry::Create(loop::Loop& loop, Vfs
                                             options.directory, "': ", ErrnoText(dir_fd),
                                             "; create it before starting the registry"));
   }
-  return std::unique_ptr<Registry>(new Registry(
-      loop, vfs, std::move(options), static_cast<uint32_t>(open_max), static_cast<int>(dir_fd)));
+  return std::unique_ptr<Registry>(
+      new Registry(loop, vfs, std::move(options), *open_max, static_cast<int>(dir_fd)));
 }
 
 Registry::Registry(loop::Loop& loop, Vfs& vfs, RegistryOptions options, uint32_t open_max,
@@ -268,7 +131,7 @@ Registry::Registry(loop::Loop& loop, Vfs& vfs, RegistryOptions options, uint32_t
       options_(std::move(options)),
       open_max_(open_max),
       dir_fd_(dir_fd),
-      idle_timeout_ns_(absl::ToInt64Nanoseconds(options_.idle_timeout)) {
+      policy_(std::make_unique<TenantPolicy>(options_, open_max)) {
   sweeper_.callback = &Registry::OnSweep;
   sweeper_.user_data = this;
   sweeper_.name = "registry idle sweep";
@@ -289,56 +152,6 @@ Registry::~Registry() {
 
 std::string Registry::PathOf(absl::string_view tenant) const {
   return absl::StrCat(options_.directory, "/", tenant, kFileSuffix);
-}
-
-// ---- Intrusive lists ------------------------------------------------------------------------
-
-void Registry::PushBack(TenantList& list, Tenant& t) {
-  SQLOOP_CHECK(t.list == nullptr, "Registry: a tenant is already in a list");
-  t.list = &list;
-  t.prev = list.tail;
-  t.next = nullptr;
-  if (list.tail == nullptr) {
-    list.head = &t;
-  } else {
-    list.tail->next = &t;
-  }
-  list.tail = &t;
-  ++list.size;
-}
-
-void Registry::Unlink(TenantList& list, Tenant& t) {
-  SQLOOP_CHECK(t.list == &list, "Registry: the tenant is not in this list");
-  (t.prev == nullptr ? list.head : t.prev->next) = t.next;
-  (t.next == nullptr ? list.tail : t.next->prev) = t.prev;
-  t.prev = t.next = nullptr;
-  t.list = nullptr;
-  --list.size;
-}
-
-void Registry::TakeSlot(Tenant& t) {
-  SQLOOP_CHECK(!t.holds_slot, "Registry: a tenant took a second slot");
-  t.holds_slot = true;
-  t.open_prev = open_.tail;
-  t.open_next = nullptr;
-  if (open_.tail == nullptr) {
-    open_.head = &t;
-  } else {
-    open_.tail->open_next = &t;
-  }
-  open_.tail = &t;
-  ++open_.size;
-  stats_.open_high_water = std::max(stats_.open_high_water, open_.size);
-  SQLOOP_CHECK(open_.size <= open_max_, "Registry: more tenants open than open_max");
-}
-
-void Registry::ReleaseSlot(Tenant& t) {
-  SQLOOP_CHECK(t.holds_slot, "Registry: releasing a slot the tenant does not hold");
-  (t.open_prev == nullptr ? open_.head : t.open_prev->open_next) = t.open_next;
-  (t.open_next == nullptr ? open_.tail : t.open_next->open_prev) = t.open_prev;
-  t.open_prev = t.open_next = nullptr;
-  t.holds_slot = false;
-  --open_.size;
 }
 
 // ---- Admission ------------------------------------------------------------------------------
@@ -366,21 +179,22 @@ absl::Status Registry::Submit(TenantRequest& request) {
   request.tenant_ = &t;
   request.tenant_status_ = absl::OkStatus();
   const bool direct = (t.state == TenantState::kActive || t.state == TenantState::kIdle) &&
-                      t.queue_head == nullptr && request.action == TenantRequest::Action::kExecute;
-  if (!direct) {
+                      t.queue.empty() && request.action == TenantRequest::Action::kExecute;
+  if (direct) return SubmitToOpen(t, request);
+  request.submitted_ = true;
+  t.queue.PushBack(request);
+  Kick(t);
+  return absl::OkStatus();
+}
+
+// The common case: an execute for an open tenant with nothing queued goes straight to its
+// Database.
+absl::Status Registry::SubmitToOpen(Tenant& t, TenantRequest& request) {
+  if (request.sql.empty() && request.batch.empty()) {
+    // Open-only, and it is open: done (on the loop, as promised). A use: the tenant goes to
+    // the back of the idle line.
     request.submitted_ = true;
-    Enqueue(t, request);
-    Kick(t);
-    return absl::OkStatus();
-  }
-  if (request.sql.empty() &&
-      request.batch.empty()) {  // Open-only, and it is open: done (on the loop, as promised).
-    request.submitted_ = true;
-    if (t.state == TenantState::kIdle) {  // A use: it goes to the back of the idle line.
-      Unlink(idle_, t);
-      t.idle_since_ns = loop_.now_ns();
-      PushBack(idle_, t);
-    }
+    if (t.state == TenantState::kIdle) policy_->TouchIdle(t, loop_.now_ns());
     Complete(t, request, absl::OkStatus(), /*defer=*/true);
     return absl::OkStatus();
   }
@@ -394,7 +208,7 @@ absl::Status Registry::Submit(TenantRequest& request) {
   request.submitted_ = true;
   t.in_flight++;
   if (t.state == TenantState::kIdle) {
-    Unlink(idle_, t);
+    policy_->RemoveIdle(t);
     SetState(t, TenantState::kActive);
   }
   return absl::OkStatus();
@@ -408,27 +222,17 @@ absl::StatusOr<Registry::Tenant*> Registry::Admit(const TenantRequest& request) 
   const bool needs_slot = request.action == TenantRequest::Action::kExecute &&
                           (t == nullptr || t->state == TenantState::kClosed);
   if (needs_slot) {
-    if (absl::Status room = CheckRoomForOpen(); !room.ok()) return room;
+    if (absl::Status room = policy_->CheckRoomForOpen(); !room.ok()) return room;
   }
   if (t != nullptr) {
-    if (t->queue_size >= options_.tenant_queue_max) {
-      return absl::ResourceExhaustedError(absl::StrFormat(
-          "tenant '%s' has %d requests waiting for it to open or close; retry after some "
-          "complete (raise tenant_queue_max if bursts this large are expected)",
-          t->name, t->queue_size));
-    }
+    if (absl::Status room = policy_->CheckRoomInQueue(*t); !room.ok()) return room;
     return t;
   }
-  if (tenants_.size() >= options_.tenants_max) {
-    if (closed_.head == nullptr) {
-      return absl::ResourceExhaustedError(absl::StrFormat(
-          "registry tracks %d tenants and none is closed; retry later or raise tenants_max",
-          tenants_.size()));
-    }
-    Tenant& forget = *closed_.head;  // Least recently closed: its statistics are the oldest.
-    Unlink(closed_, forget);
+  absl::StatusOr<Tenant*> forget = policy_->EntryToForget(tenants_.size());
+  if (!forget.ok()) return forget.status();
+  if (*forget != nullptr) {
     stats_.forgotten++;
-    tenants_.erase(forget.name);
+    tenants_.erase((*forget)->name);
   }
   auto entry = std::make_unique<Tenant>();
   entry->registry = this;
@@ -439,56 +243,8 @@ absl::StatusOr<Registry::Tenant*> Registry::Admit(const TenantRequest& request) 
   entry->io.name = "registry tenant io";
   t = entry.get();
   tenants_.emplace(t->name, std::move(entry));
-  PushBack(closed_, *t);
+  policy_->AddClosed(*t);
   return t;
-}
-
-absl::Status Registry::CheckRoomForOpen() const {
-  if (waiting_.size == 0 && HasRoom()) return absl::OkStatus();
-  // Relief is coming if an idle tenant can be evicted or a close already under way frees a
-  // slot that no earlier waiter has claimed.
-  const bool relief = idle_.size > 0 || closing_ > waiting_.size;
-  if (options_.when_full == WhenFull::kFail && !relief) {
-    return absl::ResourceExhaustedError(absl::StrFormat(
-        "registry has %d of %d databases open (SQLite memory %d of %d bytes, 0 = no budget) "
-        "and none is idle; retry later, or raise open_max / memory_bytes_max",
-        open_.size, open_max_, MemoryLive(/*exclude_closing=*/false), options_.memory_bytes_max));
-  }
-  if (waiting_.size >= options_.waiting_opens_max) {
-    return absl::ResourceExhaustedError(absl::StrFormat(
-        "registry has %d tenants waiting for one of its %d open slots (the limit of "
-        "waiting_opens_max); retry later, or raise open_max or waiting_opens_max",
-        waiting_.size, open_max_));
-  }
-  return absl::OkStatus();
-}
-
-bool Registry::HasRoom() const {
-  if (open_.size >= open_max_) return false;
-  // One tenant may always open, so a budget smaller than one database cannot deadlock.
-  if (options_.memory_bytes_max == 0 || open_.size == 0) return true;
-  return MemoryLive(/*exclude_closing=*/false) < options_.memory_bytes_max;
-}
-
-void Registry::Enqueue(Tenant& t, TenantRequest& request) {
-  request.tenant_next_ = nullptr;
-  if (t.queue_tail == nullptr) {
-    t.queue_head = &request;
-  } else {
-    t.queue_tail->tenant_next_ = &request;
-  }
-  t.queue_tail = &request;
-  t.queue_size++;
-}
-
-TenantRequest* Registry::Dequeue(Tenant& t) {
-  TenantRequest* r = t.queue_head;
-  if (r == nullptr) return nullptr;
-  t.queue_head = r->tenant_next_;
-  if (t.queue_head == nullptr) t.queue_tail = nullptr;
-  r->tenant_next_ = nullptr;
-  t.queue_size--;
-  return r;
 }
 
 // Moves a tenant whose queue just gained a request towards serving it. States that are in the
@@ -496,8 +252,8 @@ TenantRequest* Registry::Dequeue(Tenant& t) {
 void Registry::Kick(Tenant& t) {
   switch (t.state) {
     case TenantState::kClosed:
-      Unlink(closed_, t);
-      if (t.queue_head->action == TenantRequest::Action::kDelete) {
+      policy_->RemoveClosed(t);
+      if (t.queue.front()->action == TenantRequest::Action::kDelete) {
         StartDelete(t);
       } else {
         RequestSlot(t);
@@ -535,49 +291,43 @@ void Registry::Complete(Tenant& t, TenantRequest& request, absl::Status status, 
     return;
   }
   request.tenant_status_ = std::move(status);
-  request.tenant_next_ = nullptr;
-  if (deferred_tail_ == nullptr) {
-    deferred_head_ = &request;
-  } else {
-    deferred_tail_->tenant_next_ = &request;
-  }
-  deferred_tail_ = &request;
+  deferred_requests_.PushBack(request);
   ArmDeferred();
 }
 
 // Fails the queued executes in front of the first queued delete (which still runs).
 void Registry::FailQueue(Tenant& t, const absl::Status& status) {
-  while (t.queue_head != nullptr && t.queue_head->action == TenantRequest::Action::kExecute) {
-    Complete(t, *Dequeue(t), status, /*defer=*/true);
+  while (!t.queue.empty() && t.queue.front()->action == TenantRequest::Action::kExecute) {
+    Complete(t, *t.queue.PopFront(), status, /*defer=*/true);
   }
 }
 
 // As FailQueue, but stops also at the first execute that may create the tenant: a probe's
 // NotFound answers only the requests that may not.
 void Registry::FailQueueBeforeCreate(Tenant& t, const absl::Status& status) {
-  while (t.queue_head != nullptr && t.queue_head->action == TenantRequest::Action::kExecute &&
-         !t.queue_head->create_if_missing) {
-    Complete(t, *Dequeue(t), status, /*defer=*/true);
+  while (!t.queue.empty() && t.queue.front()->action == TenantRequest::Action::kExecute &&
+         !t.queue.front()->create_if_missing) {
+    Complete(t, *t.queue.PopFront(), status, /*defer=*/true);
   }
 }
 
 // ---- Opening --------------------------------------------------------------------------------
 
 void Registry::RequestSlot(Tenant& t) {
-  if (waiting_.size == 0 && HasRoom()) {
+  if (policy_->MayOpenNow()) {
     StartOpen(t);
     return;
   }
+  policy_->Wait(t);
   SetState(t, TenantState::kWaitingSlot);
-  PushBack(waiting_, t);
   stats_.slot_waits++;
   EvictForWaiters();
 }
 
 void Registry::StartOpen(Tenant& t) {
-  TakeSlot(t);
+  policy_->TakeSlot(t);
   bool create = false;
-  for (TenantRequest* r = t.queue_head; r != nullptr; r = r->tenant_next_) {
+  for (TenantRequest* r = t.queue.front(); r != nullptr; r = Tenant::Queue::Next(*r)) {
     if (r->action == TenantRequest::Action::kDelete) break;
     create = create || r->create_if_missing;
   }
@@ -597,9 +347,39 @@ void Registry::StartOpen(Tenant& t) {
   loop_.Submit(t.io);
 }
 
+// The probe's open returned: a descriptor (the file exists; close it and open the database),
+// ENOENT (NotFound) or another error.
+void Registry::OnProbed(Tenant& t, int64_t result) {
+  if (result == -ENOENT) {
+    // The probe ran for the requests queued when it started, none of which may create the
+    // tenant. One that may (create_if_missing) can have joined the queue since: an HTTP create
+    // probes first and sends its create only after its own probe said NotFound, so two clients
+    // creating the same tenant meet here. The NotFound answers the requests in front of it;
+    // it and those behind it stay queued, and AfterClosed reopens the tenant for them,
+    // creating it (StartOpen).
+    FailQueueBeforeCreate(t, absl::NotFoundError(absl::StrCat(
+                                 "tenant '", t.name,
+                                 "' does not exist; send the request with create_if_missing to "
+                                 "create it")));
+    FailOpen(t, absl::OkStatus());
+    return;
+  }
+  if (result < 0) {
+    FailOpen(t, absl::UnavailableError(
+                    absl::StrCat("cannot open tenant '", t.name, "': ", ErrnoText(result))));
+    return;
+  }
+  t.probe_fd = static_cast<int>(result);
+  SetState(t, TenantState::kProbeClosing);
+  t.io.op = io::Op{.kind = io::OpKind::kClose, .fd = t.probe_fd};
+  loop_.Submit(t.io);
+}
+
 void Registry::StartDatabase(Tenant& t) {
   DatabaseOptions database_options = options_.database;
-  if (alloc::SqliteMemoryInstalled() && memory_per_tenant()) {
+  if (alloc::SqliteMemoryInstalled()) {
+    // Every SQLite byte of the tenant is charged to its own accounting tenant, which the
+    // Database marks around its SQLite calls.
     absl::StatusOr<alloc::TenantId> id = alloc::RegisterTenant(
         absl::StrCat(options_.memory_name_prefix, t.name), options_.tenant_memory_bytes_max);
     if (!id.ok()) {
@@ -610,7 +390,7 @@ void Registry::StartDatabase(Tenant& t) {
     }
     t.memory_id = *id;
     t.has_memory_id = true;
-    AttachTenant(database_options, t.memory_id);
+    database_options.tenant = t.memory_id;
   }
   t.database = std::make_unique<Database>(loop_, vfs_, t.path, database_options);
   t.stats.opens++;
@@ -645,7 +425,7 @@ void Registry::OnOpened(void* arg, absl::Status status) {
 void Registry::FailOpen(Tenant& t, const absl::Status& status) {
   if (!status.ok()) FailQueue(t, status);
   UnregisterMemory(t);
-  ReleaseSlot(t);
+  policy_->ReleaseSlot(t);
   AfterClosed(t);
   GrantSlots();
 }
@@ -653,12 +433,12 @@ void Registry::FailOpen(Tenant& t, const absl::Status& status) {
 // Submits the queue to the ready Database, stopping at a delete (which needs the tenant
 // closed first).
 void Registry::ServeQueue(Tenant& t) {
-  while (TenantRequest* r = t.queue_head) {
+  while (TenantRequest* r = t.queue.front()) {
     if (r->action == TenantRequest::Action::kDelete) {
       if (t.in_flight == 0) StartClose(t, CloseReason::kDelete);
       return;
     }
-    (void)Dequeue(t);
+    t.queue.Remove(*r);
     if (r->sql.empty() && r->batch.empty()) {
       Complete(t, *r, absl::OkStatus(), /*defer=*/true);
       continue;
@@ -673,34 +453,18 @@ void Registry::ServeQueue(Tenant& t) {
 }
 
 void Registry::GrantSlots() {
-  while (waiting_.head != nullptr && HasRoom()) {
-    Tenant& t = *waiting_.head;
-    Unlink(waiting_, t);
-    StartOpen(t);
-  }
+  while (Tenant* t = policy_->Grant()) StartOpen(*t);
   EvictForWaiters();
 }
 
-// Evicts least recently used idle tenants until the closes under way cover the waiters.
-// LRU because the tenant idle the longest is the least likely to be used soon and the next
-// to go anyway; its idle-since order is kept by the idle list at O(1) per request.
+// The policy picks the victims (least recently used idle tenants); closing them is ours.
 void Registry::EvictForWaiters() {
-  while (waiting_.size > closing_ && idle_.head != nullptr) {
-    StartClose(*idle_.head, CloseReason::kEvicted);
-  }
+  while (Tenant* victim = policy_->WaiterVictim()) StartClose(*victim, CloseReason::kEvicted);
 }
 
 void Registry::EvictForMemory() {
-  if (options_.memory_bytes_max == 0) return;
-  uint64_t live = MemoryLive(/*exclude_closing=*/true);
-  while (live > options_.memory_bytes_max && idle_.head != nullptr) {
-    Tenant& victim = *idle_.head;
-    const uint64_t freed = memory_per_tenant() ? TenantMemory(victim) : 0;
-    StartClose(victim, CloseReason::kEvicted);
-    live = live > freed ? live - freed : 0;
-    if (!memory_per_tenant()) live = MemoryLive(/*exclude_closing=*/true);
-    if (!memory_per_tenant()) break;  // The shared bucket only drops once the close is done.
-  }
+  policy_->ChooseMemoryVictims(
+      [this](Tenant& victim) { StartClose(victim, CloseReason::kEvicted); });
 }
 
 // ---- Requests -------------------------------------------------------------------------------
@@ -710,7 +474,7 @@ void Registry::EvictForMemory() {
 // queued for a slot, evicted in between.
 void Registry::OnRequestDone(Request& request, absl::Status status) {
   auto& r = static_cast<TenantRequest&>(request);
-  auto& t = *static_cast<Tenant*>(r.tenant_);
+  Tenant& t = *r.tenant_;
   Registry& self = *t.registry;
   SQLOOP_CHECK(t.in_flight > 0, "Registry: a request finished that was not in flight");
   t.in_flight--;
@@ -718,7 +482,7 @@ void Registry::OnRequestDone(Request& request, absl::Status status) {
   if (t.in_flight != 0 || t.state != TenantState::kActive) return;
   if (t.database->state() == Database::State::kPoisoned) {
     self.StartClose(t, CloseReason::kPoisoned);
-  } else if (t.queue_head != nullptr) {
+  } else if (!t.queue.empty()) {
     self.ServeQueue(t);  // A delete is waiting.
   } else {
     self.BecomeIdle(t);
@@ -732,9 +496,8 @@ void Registry::BecomeIdle(Tenant& t) {
     StartClose(t, CloseReason::kShutdown);
     return;
   }
-  t.idle_since_ns = loop_.now_ns();
+  policy_->AddIdle(t, loop_.now_ns());
   SetState(t, TenantState::kIdle);
-  PushBack(idle_, t);
   EvictForMemory();
   EvictForWaiters();
   ArmSweeper();
@@ -744,23 +507,20 @@ void Registry::BecomeIdle(Tenant& t) {
 // to the idle list, whose head is therefore always the earliest deadline: a request costs no
 // timer operation at all, and the timer fires once per idle close (or per head that woke up).
 void Registry::ArmSweeper() {
-  if (sweeper_armed_ || idle_.head == nullptr || shutting_down_) return;
-  const int64_t deadline_ns = idle_.head->idle_since_ns + idle_timeout_ns_;
-  sweeper_armed_ = true;
+  if (sweeper_.state() != loop::Completion::State::kIdle || shutting_down_) return;
+  const int64_t deadline_ns = policy_->NextIdleDeadlineNs();
+  if (deadline_ns < 0) return;
   loop_.Timer(sweeper_, absl::Nanoseconds(std::max<int64_t>(0, deadline_ns - loop_.now_ns())));
 }
 
 loop::Action Registry::OnSweep(loop::Loop& loop, loop::Completion& c) {
   auto& self = *static_cast<Registry*>(c.user_data);
-  self.sweeper_armed_ = false;
   if (c.result() == -ECANCELED || self.shutting_down_) {
     self.MaybeFinishShutdown();
     return loop::Action::kDisarm;
   }
-  const int64_t now_ns = loop.now_ns();
-  while (self.idle_.head != nullptr &&
-         self.idle_.head->idle_since_ns + self.idle_timeout_ns_ <= now_ns) {
-    self.StartClose(*self.idle_.head, CloseReason::kIdle);
+  while (Tenant* t = self.policy_->ExpiredIdle(loop.now_ns())) {
+    self.StartClose(*t, CloseReason::kIdle);
   }
   self.ArmSweeper();
   return loop::Action::kDisarm;
@@ -768,8 +528,8 @@ loop::Action Registry::OnSweep(loop::Loop& loop, loop::Completion& c) {
 
 uint32_t Registry::CloseIdleTenants() {
   uint32_t closed = 0;
-  while (idle_.head != nullptr) {
-    StartClose(*idle_.head, CloseReason::kIdle);
+  while (Tenant* t = policy_->OldestIdle()) {
+    StartClose(*t, CloseReason::kIdle);
     ++closed;
   }
   return closed;
@@ -777,7 +537,7 @@ uint32_t Registry::CloseIdleTenants() {
 
 void Registry::StartClose(Tenant& t, CloseReason reason) {
   SQLOOP_CHECK(t.in_flight == 0, "Registry: closing a tenant with requests in flight");
-  if (t.state == TenantState::kIdle) Unlink(idle_, t);
+  if (t.state == TenantState::kIdle) policy_->RemoveIdle(t);
   t.close_reason = reason;
   if (reason == CloseReason::kIdle) {
     t.stats.idle_closes++;
@@ -786,12 +546,11 @@ void Registry::StartClose(Tenant& t, CloseReason reason) {
     t.stats.evictions++;
     stats_.evictions++;
   }
-  closing_++;
   SetState(t, TenantState::kClosing);
-  // Database::Close runs on the next tick, never inside one of that database's own callbacks
-  // (a request's on_done is where a tenant usually goes idle and may be evicted at once).
-  PushBack(to_close_, t);
-  ArmDeferred();
+  // Database::Close runs on the next tick (OnTenantIo), never inside one of that database's
+  // own callbacks (a request's on_done is where a tenant usually goes idle and may be evicted
+  // at once).
+  loop_.NextTick(t.io);
 }
 
 // NOLINTNEXTLINE(performance-unnecessary-value-param): the signature is Database::Callback.
@@ -800,10 +559,9 @@ void Registry::OnClosed(void* arg, absl::Status status) {
   Registry& self = *t.registry;
   // A poisoned database reports its poison here; its requests already heard about it.
   (void)status;
-  self.closing_--;
   self.Bury(std::move(t.database));
   self.UnregisterMemory(t);
-  self.ReleaseSlot(t);
+  self.policy_->ReleaseSlot(t);
   // Requests that arrived while it closed reopen it (behind earlier waiters, if any).
   self.AfterClosed(t);
   self.GrantSlots();
@@ -813,12 +571,12 @@ void Registry::OnClosed(void* arg, absl::Status status) {
 // A tenant that holds nothing any more: run its queued delete, queue it for a slot if requests
 // are waiting, or rest in kClosed.
 void Registry::AfterClosed(Tenant& t) {
-  if (t.queue_head == nullptr) {
+  if (t.queue.empty()) {
+    policy_->AddClosed(t);
     SetState(t, TenantState::kClosed);
-    PushBack(closed_, t);
     return;
   }
-  if (t.queue_head->action == TenantRequest::Action::kDelete) {
+  if (t.queue.front()->action == TenantRequest::Action::kDelete) {
     StartDelete(t);
     return;
   }
@@ -843,28 +601,18 @@ void Registry::Bury(std::unique_ptr<Database> database) {
 }
 
 void Registry::ArmDeferred() {
-  if (deferred_armed_) return;
-  deferred_armed_ = true;
-  loop_.Timer(deferred_, absl::ZeroDuration());
+  if (deferred_.state() != loop::Completion::State::kIdle) return;
+  loop_.NextTick(deferred_);
 }
 
 loop::Action Registry::OnDeferred(loop::Loop& /*unused*/, loop::Completion& c) {
   auto& self = *static_cast<Registry*>(c.user_data);
-  self.deferred_armed_ = false;
   self.graveyard_.clear();
-  while (Tenant* t = self.to_close_.head) {
-    Unlink(self.to_close_, *t);
-    t->database->Close(&Registry::OnClosed, t);
-  }
   // Deliver what is on the list now; what these callbacks add goes out on the next tick.
-  TenantRequest* r = self.deferred_head_;
-  self.deferred_head_ = self.deferred_tail_ = nullptr;
-  while (r != nullptr) {
-    TenantRequest* next = r->tenant_next_;
-    r->tenant_next_ = nullptr;
-    r->submitted_ = false;
-    r->on_tenant_done(*r, std::move(r->tenant_status_));
-    r = next;
+  for (size_t n = self.deferred_requests_.size(); n > 0; --n) {
+    TenantRequest& r = *self.deferred_requests_.PopFront();
+    r.submitted_ = false;
+    r.on_tenant_done(r, std::move(r.tenant_status_));
   }
   self.MaybeFinishShutdown();
   return loop::Action::kDisarm;
@@ -874,62 +622,12 @@ loop::Action Registry::OnDeferred(loop::Loop& /*unused*/, loop::Completion& c) {
 
 void Registry::StartDelete(Tenant& t) {
   SetState(t, TenantState::kDeleting);
-  deleting_++;
-  t.delete_step = DeleteStep::kUnlinkWal;
-  t.delete_found = false;
-  RunDeleteStep(t);
-}
-
-// The delete's steps, one operation each, in this order (the DeleteStep enum): the WAL and the
-// journal go first, so a crash in the middle leaves a main file that is still a valid database
-// (its last close checkpointed the WAL into it), never a WAL without its database that a later
-// tenant of the same name could replay. Then the directory fsync makes the removal durable
-// before the delete is acknowledged.
-void Registry::RunDeleteStep(Tenant& t) {
-  static constexpr absl::string_view kSuffixes[] = {"-wal", "-journal", ""};
-  if (t.delete_step != DeleteStep::kSyncDirectory) {
-    t.delete_path = absl::StrCat(t.path, kSuffixes[static_cast<int>(t.delete_step)]);
-    t.io.op = io::Op{.kind = io::OpKind::kUnlink, .fd = AT_FDCWD, .path = t.delete_path.c_str()};
-    loop_.Submit(t.io);
-    return;
-  }
-  if (!t.delete_found) {
-    FinishDelete(t, absl::NotFoundError(absl::StrCat(
-                        "tenant '", t.name, "' does not exist; there is nothing to delete")));
-    return;
-  }
-  t.io.op = io::Op{.kind = io::OpKind::kFsync, .fd = dir_fd_};
-  loop_.Submit(t.io);
-}
-
-void Registry::OnDeleteIo(Tenant& t, int64_t result) {
-  const bool unlink = t.delete_step != DeleteStep::kSyncDirectory;
-  if (unlink && result < 0 && result != -ENOENT) {
-    FinishDelete(t, absl::UnavailableError(
-                        absl::StrCat("cannot delete '", DatabaseFiles::FileNameOf(t.delete_path),
-                                     "': ", ErrnoText(result),
-                                     "; the tenant may be partly deleted, send the delete again")));
-    return;
-  }
-  if (t.delete_step == DeleteStep::kUnlinkMain) t.delete_found = result == 0;
-  if (!unlink) {
-    FinishDelete(t, result < 0 ? absl::UnavailableError(absl::StrCat(
-                                     "tenant '", t.name,
-                                     "' was deleted but syncing its "
-                                     "directory failed (",
-                                     ErrnoText(result),
-                                     "); after a crash it may reappear, send the delete again"))
-                               : absl::OkStatus());
-    return;
-  }
-  t.delete_step = static_cast<DeleteStep>(static_cast<int>(t.delete_step) + 1);
-  RunDeleteStep(t);
+  t.deletion.Start(loop_, t.io, dir_fd_, t.path, t.name);
 }
 
 void Registry::FinishDelete(Tenant& t, absl::Status status) {
-  deleting_--;
   if (status.ok()) stats_.deletes++;
-  TenantRequest* request = Dequeue(t);
+  TenantRequest* request = t.queue.PopFront();
   SQLOOP_CHECK(request != nullptr && request->action == TenantRequest::Action::kDelete,
                "Registry: a delete finished without a delete at the queue head");
   Complete(t, *request, std::move(status), /*defer=*/true);
@@ -938,42 +636,27 @@ void Registry::FinishDelete(Tenant& t, absl::Status status) {
   MaybeFinishShutdown();
 }
 
+// The tenant's one completion, told apart by its state: the probe's open and close, the
+// close's next tick, and the delete's operations.
 loop::Action Registry::OnTenantIo(loop::Loop& /*unused*/, loop::Completion& c) {
   auto& t = *static_cast<Tenant*>(c.user_data);
   Registry& self = *t.registry;
   const int64_t result = c.result();
   switch (t.state) {
     case TenantState::kProbing:
-      if (result == -ENOENT) {
-        // The probe ran for the requests queued when it started, none of which may create the
-        // tenant. One that may (create_if_missing) can have joined the queue since: an HTTP
-        // create probes first and sends its create only after its own probe said NotFound, so
-        // two clients creating the same tenant meet here (http seed 5486). The NotFound answers
-        // the requests in front of it; it and those behind it stay queued, and AfterClosed
-        // reopens the tenant for them, creating it (StartOpen).
-        self.FailQueueBeforeCreate(
-            t, absl::NotFoundError(absl::StrCat("tenant '", t.name,
-                                                "' does not exist; send the request with "
-                                                "create_if_missing to create it")));
-        self.FailOpen(t, absl::OkStatus());
-        return loop::Action::kDisarm;
-      }
-      if (result < 0) {
-        self.FailOpen(t, absl::UnavailableError(absl::StrCat("cannot open tenant '", t.name,
-                                                             "': ", ErrnoText(result))));
-        return loop::Action::kDisarm;
-      }
-      t.probe_fd = static_cast<int>(result);
-      self.SetState(t, TenantState::kProbeClosing);
-      t.io.op = io::Op{.kind = io::OpKind::kClose, .fd = t.probe_fd};
-      self.loop_.Submit(t.io);
+      self.OnProbed(t, result);
       return loop::Action::kDisarm;
     case TenantState::kProbeClosing:
       t.probe_fd = -1;
       self.StartDatabase(t);
       return loop::Action::kDisarm;
+    case TenantState::kClosing:
+      t.database->Close(&Registry::OnClosed, &t);
+      return loop::Action::kDisarm;
     case TenantState::kDeleting:
-      self.OnDeleteIo(t, result);
+      if (std::optional<absl::Status> outcome = t.deletion.OnIo(result)) {
+        self.FinishDelete(t, *std::move(outcome));
+      }
       return loop::Action::kDisarm;
     default:
       break;
@@ -991,23 +674,22 @@ void Registry::Shutdown(Callback done, void* arg) {
   shutdown_arg_ = arg;
   const absl::Status closing = absl::UnavailableError(
       "registry is shutting down; the request did not run, send it to the next instance");
-  while (waiting_.head != nullptr) {
-    Tenant& t = *waiting_.head;
-    Unlink(waiting_, t);
-    FailQueue(t, closing);
-    SetState(t, TenantState::kClosed);
-    AfterClosed(t);  // A queued delete still runs.
+  while (Tenant* t = policy_->PopWaiting()) {
+    FailQueue(*t, closing);
+    SetState(*t, TenantState::kClosed);
+    AfterClosed(*t);  // A queued delete still runs.
   }
   CloseIdleTenants();
-  if (sweeper_armed_) loop_.Cancel(sweeper_);
+  if (sweeper_.state() != loop::Completion::State::kIdle) loop_.Cancel(sweeper_);
   ArmDeferred();  // Finishes the shutdown on the loop even if nothing was open.
 }
 
 void Registry::MaybeFinishShutdown() {
   if (!shutting_down_ || dir_closing_ || shut_down_) return;
-  if (open_.size != 0 || waiting_.size != 0 || deleting_ != 0) return;
-  if (sweeper_armed_ || deferred_armed_ || deferred_head_ != nullptr || !graveyard_.empty() ||
-      to_close_.head != nullptr) {
+  if (policy_->open() != 0 || policy_->waiting() != 0 || deleting_ != 0) return;
+  if (sweeper_.state() != loop::Completion::State::kIdle ||
+      deferred_.state() != loop::Completion::State::kIdle || !deferred_requests_.empty() ||
+      !graveyard_.empty()) {
     return;
   }
   dir_closing_ = true;
@@ -1025,42 +707,15 @@ loop::Action Registry::OnDirClosed(loop::Loop& /*unused*/, loop::Completion& c) 
 
 // ---- Statistics and invariants --------------------------------------------------------------
 
-uint64_t Registry::TenantMemory(const Tenant& t) {
-  if (!t.has_memory_id) return 0;
-  absl::StatusOr<alloc::ProfileCounters> counters = alloc::GetTenantCounters(t.memory_id);
-  return counters.ok() ? counters->live_bytes : 0;
-}
-
-// Per tenant when Database marks its tenant; otherwise the process-wide unattributed bucket,
-// which is this registry's memory only when it is the process's one registry. A tenant whose
-// open has not finished is charged at least `open_memory_estimate_bytes`: its real cost only
-// shows once SQLite has opened it, and without the estimate a burst of opens would all pass
-// the budget check at once.
-uint64_t Registry::MemoryLive(bool exclude_closing) const {
-  uint64_t total = 0;
-  if (alloc::SqliteMemoryInstalled() && !memory_per_tenant()) {
-    absl::StatusOr<alloc::ProfileCounters> shared = alloc::GetTenantCounters(alloc::kSharedTenant);
-    total = shared.ok() ? shared->live_bytes : 0;
-  }
-  for (const Tenant* t = open_.head; t != nullptr; t = t->open_next) {
-    if (exclude_closing && t->state == TenantState::kClosing) continue;
-    const bool opening = t->state == TenantState::kProbing ||
-                         t->state == TenantState::kProbeClosing ||
-                         t->state == TenantState::kOpening;
-    const uint64_t known = memory_per_tenant() ? TenantMemory(*t) : 0;
-    total += opening ? std::max(known, options_.open_memory_estimate_bytes) : known;
-  }
-  return total;
-}
-
 RegistryStats Registry::stats() const {
   RegistryStats stats = stats_;
   stats.tenants = static_cast<uint32_t>(tenants_.size());
-  stats.open = open_.size;
+  stats.open = policy_->open();
   stats.active = active_;
-  stats.idle = idle_.size;
-  stats.waiting = waiting_.size;
-  stats.memory_bytes = MemoryLive(/*exclude_closing=*/false);
+  stats.idle = policy_->idle();
+  stats.waiting = policy_->waiting();
+  stats.open_high_water = policy_->open_high_water();
+  stats.memory_bytes = policy_->MemoryLive(/*exclude_closing=*/false);
   return stats;
 }
 
@@ -1072,13 +727,19 @@ absl::StatusOr<TenantStats> Registry::GetTenantStats(absl::string_view tenant) c
   }
   TenantStats stats = it->second->stats;
   stats.state = it->second->state;
-  stats.memory_bytes = TenantMemory(*it->second);
+  stats.memory_bytes = TenantPolicy::TenantMemory(*it->second);
   return stats;
 }
 
+// The one writer of Tenant::state. Keeps the counts that follow from states (active tenants,
+// deletes and closes under way) and checks the new state's invariants.
 void Registry::SetState(Tenant& t, TenantState state) {
   if (t.state == TenantState::kActive) active_--;
+  if (t.state == TenantState::kDeleting) deleting_--;
+  if (t.state == TenantState::kClosing) policy_->CloseFinished();
   if (state == TenantState::kActive) active_++;
+  if (state == TenantState::kDeleting) deleting_++;
+  if (state == TenantState::kClosing) policy_->CloseStarted();
   t.state = state;
   AssertInvariants(t);
 }
@@ -1089,30 +750,39 @@ void Registry::AssertInvariants(const Tenant& t) const {
     case TenantState::kClosed:
     case TenantState::kWaitingSlot:
     case TenantState::kDeleting:
-      SQLOOP_CHECK(!has_db && !t.has_memory_id && t.in_flight == 0,
-                   "Registry: a closed tenant holds a database, memory or requests");
-      SQLOOP_CHECK(t.state != TenantState::kDeleting || t.queue_head != nullptr,
-                   "Registry: deleting without a delete request");
+      SQLOOP_CHECK(!has_db && !t.has_memory_id && !t.holds_slot() && t.in_flight == 0,
+                   "Registry: a closed tenant holds a database, memory, a slot or requests");
+      SQLOOP_CHECK(t.state != TenantState::kWaitingSlot || policy_->IsWaiting(t),
+                   "Registry: waiting for a slot outside the waiting FIFO");
+      SQLOOP_CHECK(
+          t.state != TenantState::kDeleting ||
+              (!t.queue.empty() && t.deletion.state() == internal::TenantDelete::State::kIdle),
+          "Registry: deleting without a delete request, or with a delete running");
       break;
     case TenantState::kProbing:
     case TenantState::kProbeClosing:
-      SQLOOP_CHECK(t.holds_slot && !has_db, "Registry: probing without a slot");
+      SQLOOP_CHECK(t.holds_slot() && !has_db && t.in_flight == 0,
+                   "Registry: probing without a slot, or with a database or requests");
       break;
     case TenantState::kOpening:
     case TenantState::kClosing:
-      SQLOOP_CHECK(t.holds_slot && has_db && t.in_flight == 0,
+      SQLOOP_CHECK(t.holds_slot() && has_db && t.in_flight == 0,
                    "Registry: opening or closing without a database, or with requests");
       break;
     case TenantState::kActive:
-      SQLOOP_CHECK(t.holds_slot && has_db, "Registry: active without a database");
+      SQLOOP_CHECK(t.holds_slot() && has_db, "Registry: active without a database");
       break;
     case TenantState::kIdle:
-      SQLOOP_CHECK(t.holds_slot && has_db && t.in_flight == 0 && t.queue_head == nullptr,
+      SQLOOP_CHECK(t.holds_slot() && has_db && t.in_flight == 0 && t.queue.empty(),
                    "Registry: idle with work, or without a database");
+      SQLOOP_CHECK(policy_->IsIdle(t), "Registry: idle outside the idle list");
       break;
   }
-  SQLOOP_CHECK(open_.size <= open_max_, "Registry: more tenants open than open_max");
-  SQLOOP_CHECK(t.queue_size <= options_.tenant_queue_max, "Registry: tenant queue overfull");
+  const bool listed = t.state == TenantState::kIdle || t.state == TenantState::kWaitingSlot ||
+                      t.state == TenantState::kClosed;
+  SQLOOP_CHECK(listed || !t.state_link.linked(), "Registry: a busy tenant is in a state list");
+  SQLOOP_CHECK(policy_->open() <= open_max_, "Registry: more tenants open than open_max");
+  SQLOOP_CHECK(t.queue.size() <= options_.tenant_queue_max, "Registry: tenant queue overfull");
 }
 
 }  // namespace sqloop::db

@@ -72,6 +72,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "sqloop/alloc/intrusive_list.h"
 #include "sqloop/alloc/sqlite_memory.h"
 #include "sqloop/db/database.h"
 #include "sqloop/db/request.h"
@@ -79,6 +80,13 @@
 #include "sqloop/loop/loop.h"
 
 namespace sqloop::db {
+
+class Registry;
+namespace internal {
+struct Tenant;                     // db/internal/tenant.h
+class TenantPolicy;                // db/internal/tenant_policy.h
+enum class CloseReason : uint8_t;  // db/internal/tenant.h
+}  // namespace internal
 
 // ---- Tenant names ---------------------------------------------------------------------------
 
@@ -190,10 +198,14 @@ struct TenantRequest : Request {
   bool create_if_missing = false;
   TenantDoneCallback on_tenant_done = nullptr;
 
-  // ---- The Registry's bookkeeping; do not touch ---------------------------------------------
-  void* tenant_ = nullptr;                // The registry's entry for the tenant.
-  TenantRequest* tenant_next_ = nullptr;  // Link in the tenant's queue or the deferred list.
-  absl::Status tenant_status_;            // The outcome, while on the deferred list.
+ private:
+  friend class Registry;
+  friend struct internal::Tenant;
+
+  // ---- The Registry's bookkeeping -------------------------------------------------------------
+  internal::Tenant* tenant_ = nullptr;   // The registry's entry for the tenant.
+  ListLink<TenantRequest> tenant_link_;  // In the tenant's queue or the deferred list.
+  absl::Status tenant_status_;           // The outcome, while on the deferred list.
   bool submitted_ = false;
 };
 
@@ -283,30 +295,16 @@ class Registry {
   [[nodiscard]] uint32_t open_max() const { return open_max_; }
   // The file of a tenant: `<directory>/<tenant>.db`.
   [[nodiscard]] std::string PathOf(absl::string_view tenant) const;
-  // Whether per-tenant memory is exact: true when Database marks its tenant around its SQLite
-  // calls (DatabaseOptions::tenant). Otherwise memory is measured on the process-wide
-  // "shared" bucket, which is exact only with one registry per process.
-  [[nodiscard]] static bool memory_per_tenant();
 
  private:
-  struct Tenant;
-  struct TenantList {
-    Tenant* head = nullptr;
-    Tenant* tail = nullptr;
-    uint32_t size = 0;
-  };
-  enum class CloseReason : uint8_t { kIdle, kEvicted, kDelete, kPoisoned, kShutdown };
-  // A kDeleting tenant's sub-states, one operation each, in this order (RunDeleteStep).
-  enum class DeleteStep : uint8_t { kUnlinkWal, kUnlinkJournal, kUnlinkMain, kSyncDirectory };
+  using Tenant = internal::Tenant;
+  using DeferredList = IntrusiveList<TenantRequest, &TenantRequest::tenant_link_>;
 
   Registry(loop::Loop& loop, Vfs& vfs, RegistryOptions options, uint32_t open_max, int dir_fd);
 
   // Admission and queues.
   absl::StatusOr<Tenant*> Admit(const TenantRequest& request);
-  [[nodiscard]] absl::Status CheckRoomForOpen() const;
-  [[nodiscard]] bool HasRoom() const;
-  static void Enqueue(Tenant& t, TenantRequest& request);
-  static TenantRequest* Dequeue(Tenant& t);
+  absl::Status SubmitToOpen(Tenant& t, TenantRequest& request);
   void Kick(Tenant& t);
   void ServeQueue(Tenant& t);
   void Complete(Tenant& t, TenantRequest& request, absl::Status status, bool defer);
@@ -314,40 +312,32 @@ class Registry {
   void FailQueueBeforeCreate(Tenant& t, const absl::Status& status);
 
   // Slots and opening.
-  void TakeSlot(Tenant& t);
-  void ReleaseSlot(Tenant& t);
   void RequestSlot(Tenant& t);
   void GrantSlots();
   void EvictForWaiters();
   void EvictForMemory();
   void StartOpen(Tenant& t);
   void StartDatabase(Tenant& t);
+  void OnProbed(Tenant& t, int64_t result);
   void FailOpen(Tenant& t, const absl::Status& status);
 
   // Idleness and closing.
   void BecomeIdle(Tenant& t);
   void ArmSweeper();
-  void StartClose(Tenant& t, CloseReason reason);
+  void StartClose(Tenant& t, internal::CloseReason reason);
   void AfterClosed(Tenant& t);
   void UnregisterMemory(Tenant& t);
   void Bury(std::unique_ptr<Database> database);
   void ArmDeferred();
 
-  // Deleting.
+  // Deleting (the files themselves: db/internal/tenant_delete.h).
   void StartDelete(Tenant& t);
-  void RunDeleteStep(Tenant& t);
-  void OnDeleteIo(Tenant& t, int64_t result);
   void FinishDelete(Tenant& t, absl::Status status);
 
-  // Memory, shutdown and checks.
-  [[nodiscard]] static uint64_t TenantMemory(const Tenant& t);
-  [[nodiscard]] uint64_t MemoryLive(bool exclude_closing) const;
+  // Shutdown and checks.
   void SetState(Tenant& t, TenantState state);
   void MaybeFinishShutdown();
   void AssertInvariants(const Tenant& t) const;
-
-  static void PushBack(TenantList& list, Tenant& t);
-  static void Unlink(TenantList& list, Tenant& t);
 
   // Callbacks.
   static loop::Action OnTenantIo(loop::Loop& loop, loop::Completion& c);
@@ -363,26 +353,18 @@ class Registry {
   RegistryOptions options_;
   uint32_t open_max_;
   int dir_fd_;  // The tenants' directory, kept open for the fsync after a delete.
-  int64_t idle_timeout_ns_;
 
   absl::flat_hash_map<std::string, std::unique_ptr<Tenant>> tenants_;
-  TenantList idle_;        // kIdle tenants, least recently used first.
-  TenantList closed_;      // kClosed tenants, least recently closed first (forgotten first).
-  TenantList waiting_;     // kWaitingSlot tenants, first come first served.
-  TenantList to_close_;    // kClosing tenants whose Database::Close runs on the next tick.
-  TenantList open_;        // Tenants holding a slot (linked through open_prev/open_next).
-  uint32_t closing_ = 0;   // Tenants in kClosing.
+  // Who may open, who waits, who is evicted or forgotten; owns the lists of tenants.
+  std::unique_ptr<internal::TenantPolicy> policy_;
   uint32_t active_ = 0;    // Tenants in kActive.
   uint32_t deleting_ = 0;  // Tenants in kDeleting.
 
-  loop::Completion sweeper_;  // The one idle timer (see ArmSweeper).
-  bool sweeper_armed_ = false;
-  // A zero timer for work that must not run where it was decided: completing requests that
-  // did not come from a Database, starting closes, and freeing closed Database objects.
+  loop::Completion sweeper_;  // The one idle timer (see ArmSweeper); armed unless kIdle.
+  // A next tick for work that must not run where it was decided: completing requests that did
+  // not come from a Database, and freeing closed Database objects. Armed unless kIdle.
   loop::Completion deferred_;
-  bool deferred_armed_ = false;
-  TenantRequest* deferred_head_ = nullptr;
-  TenantRequest* deferred_tail_ = nullptr;
+  DeferredList deferred_requests_;
   std::vector<std::unique_ptr<Database>> graveyard_;
   loop::Completion dir_close_;  // Closes dir_fd_ at the end of Shutdown.
   bool dir_closing_ = false;

@@ -1,0 +1,66 @@
+// db/internal/tenant.h
+// -----------------------------------------------------------------------------
+//
+// `Tenant`: the Registry's entry for one tenant, shared by the lifecycle (db/registry.cc, the
+// only writer of `state`) and the policy (db/internal/tenant_policy.h, which owns the lists
+// the entry is linked into). One per tenant the registry knows, open or remembered closed.
+//
+// An entry is in at most one list through `state_link` (which one follows from its state: the
+// idle LRU when kIdle, the waiting FIFO when kWaitingSlot, the closed LRU when resting in
+// kClosed) and in the open list through `slot_link` while it holds an open slot.
+//
+// Internal: not installed; only db/registry.cc and db/internal/ include it.
+#ifndef SQLOOP_DB_INTERNAL_TENANT_H_
+#define SQLOOP_DB_INTERNAL_TENANT_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "sqloop/alloc/intrusive_list.h"
+#include "sqloop/alloc/sqlite_memory.h"
+#include "sqloop/db/database.h"
+#include "sqloop/db/internal/tenant_delete.h"
+#include "sqloop/db/registry.h"
+#include "sqloop/loop/loop.h"
+
+namespace sqloop::db::internal {
+
+// Why a tenant is being closed; counted in its statistics.
+enum class CloseReason : uint8_t { kIdle, kEvicted, kDelete, kPoisoned, kShutdown };
+
+struct Tenant {
+  // Requests that arrived while the tenant could not take them (not open yet, closing, or
+  // behind a delete), in submission order.
+  using Queue = IntrusiveList<TenantRequest, &TenantRequest::tenant_link_>;
+
+  Registry* registry = nullptr;
+  std::string name;
+  std::string path;
+  TenantState state = TenantState::kClosed;
+  std::unique_ptr<Database> database;
+  alloc::TenantId memory_id = alloc::kSharedTenant;
+  bool has_memory_id = false;
+  uint32_t in_flight = 0;  // Requests submitted to the Database and not done.
+  Queue queue;
+  ListLink<Tenant> state_link;  // In the idle, waiting or closed list (see above).
+  ListLink<Tenant> slot_link;   // In the open list while holding a slot.
+  CloseReason close_reason = CloseReason::kIdle;
+  // The probe's open and close, the close's next tick, the delete's unlinks and fsync: one at a
+  // time, told apart by `state`.
+  loop::Completion io;
+  int probe_fd = -1;
+  TenantDelete deletion;  // The kDeleting sub-machine.
+  int64_t idle_since_ns = 0;
+  TenantStats stats;
+
+  [[nodiscard]] bool holds_slot() const { return slot_link.linked(); }
+};
+
+// The lists of tenants, by the link they use.
+using TenantList = IntrusiveList<Tenant, &Tenant::state_link>;
+using SlotList = IntrusiveList<Tenant, &Tenant::slot_link>;
+
+}  // namespace sqloop::db::internal
+
+#endif  // SQLOOP_DB_INTERNAL_TENANT_H_

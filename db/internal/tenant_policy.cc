@@ -1,0 +1,218 @@
+// The Registry's admission, eviction and forgetting policy (db/internal/tenant_policy.h).
+#include "sqloop/db/internal/tenant_policy.h"
+
+#include <sys/resource.h>
+
+#include <algorithm>
+
+#include "absl/strings/str_format.h"
+#include "sqloop/alloc/check.h"
+
+namespace sqloop::db {
+namespace {
+
+// The soft limit on descriptors; "unlimited" (and an unreadable limit) as UINT64_MAX.
+uint64_t DescriptorLimit() {
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY) return UINT64_MAX;
+  return limit.rlim_cur;
+}
+
+}  // namespace
+
+// Declared in db/registry.h; defined here, next to the check that uses it.
+uint32_t DescriptorBoundOpenMax(uint32_t reserved) {
+  const uint64_t descriptors = DescriptorLimit();
+  if (descriptors < uint64_t{reserved} + kDescriptorsPerDatabase) return 0;
+  return static_cast<uint32_t>(
+      std::min<uint64_t>((descriptors - reserved) / kDescriptorsPerDatabase, kOpenMaxLimit));
+}
+
+namespace internal {
+
+absl::StatusOr<uint32_t> TenantPolicy::CheckOptions(const RegistryOptions& options) {
+  if (options.directory.empty()) {
+    return absl::InvalidArgumentError(
+        "RegistryOptions::directory is empty; name the directory "
+        "that holds the tenants' databases");
+  }
+  if (options.idle_timeout <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("RegistryOptions::idle_timeout must be positive");
+  }
+  if (options.memory_bytes_max > 0 && !alloc::SqliteMemoryInstalled()) {
+    return absl::FailedPreconditionError(
+        "RegistryOptions::memory_bytes_max needs SQLite's memory accounting: call "
+        "alloc::InstallSqliteMemory() at startup, before any other SQLite use");
+  }
+  return OpenMax(options);
+}
+
+absl::StatusOr<uint32_t> TenantPolicy::OpenMax(const RegistryOptions& options) {
+  const uint64_t descriptors = DescriptorLimit();
+  const uint64_t open_max = options.open_max;
+  if (open_max == 0) {
+    const uint32_t derived = DescriptorBoundOpenMax(options.descriptors_reserved);
+    if (derived == 0) {
+      return absl::ResourceExhaustedError(absl::StrFormat(
+          "RLIMIT_NOFILE is %d, too low to open even one database after reserving %d "
+          "descriptors; raise it (ulimit -n) or lower descriptors_reserved",
+          descriptors, options.descriptors_reserved));
+    }
+    return derived;
+  }
+  if (open_max > kOpenMaxLimit ||
+      open_max * kDescriptorsPerDatabase + options.descriptors_reserved > descriptors) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "open_max %d needs up to %d descriptors plus %d reserved, but RLIMIT_NOFILE is %d "
+        "(and the registry allows at most %d); lower open_max or raise the limit (ulimit -n)",
+        open_max, open_max * kDescriptorsPerDatabase, options.descriptors_reserved, descriptors,
+        kOpenMaxLimit));
+  }
+  return static_cast<uint32_t>(open_max);
+}
+
+TenantPolicy::TenantPolicy(const RegistryOptions& options, uint32_t open_max)
+    : options_(options),
+      open_max_(open_max),
+      idle_timeout_ns_(absl::ToInt64Nanoseconds(options.idle_timeout)) {}
+
+// ---- Admission ------------------------------------------------------------------------------
+
+absl::Status TenantPolicy::CheckRoomForOpen() const {
+  if (MayOpenNow()) return absl::OkStatus();
+  // Relief is coming if an idle tenant can be evicted or a close already under way frees a
+  // slot that no earlier waiter has claimed.
+  const bool relief = !idle_.empty() || closing_ > waiting_.size();
+  if (options_.when_full == WhenFull::kFail && !relief) {
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "registry has %d of %d databases open (SQLite memory %d of %d bytes, 0 = no budget) "
+        "and none is idle; retry later, or raise open_max / memory_bytes_max",
+        open_.size(), open_max_, MemoryLive(/*exclude_closing=*/false), options_.memory_bytes_max));
+  }
+  if (waiting_.size() >= options_.waiting_opens_max) {
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "registry has %d tenants waiting for one of its %d open slots (the limit of "
+        "waiting_opens_max); retry later, or raise open_max or waiting_opens_max",
+        waiting_.size(), open_max_));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status TenantPolicy::CheckRoomInQueue(const Tenant& t) const {
+  if (t.queue.size() < options_.tenant_queue_max) return absl::OkStatus();
+  return absl::ResourceExhaustedError(absl::StrFormat(
+      "tenant '%s' has %d requests waiting for it to open or close; retry after some "
+      "complete (raise tenant_queue_max if bursts this large are expected)",
+      t.name, t.queue.size()));
+}
+
+bool TenantPolicy::HasRoom() const {
+  if (open_.size() >= open_max_) return false;
+  // One tenant may always open, so a budget smaller than one database cannot deadlock.
+  if (options_.memory_bytes_max == 0 || open_.empty()) return true;
+  return MemoryLive(/*exclude_closing=*/false) < options_.memory_bytes_max;
+}
+
+// ---- Slots and the waiting FIFO -------------------------------------------------------------
+
+void TenantPolicy::TakeSlot(Tenant& t) {
+  SQLOOP_CHECK(!t.holds_slot(), "TenantPolicy: a tenant took a second slot");
+  open_.PushBack(t);
+  open_high_water_ = std::max(open_high_water_, open());
+  SQLOOP_CHECK(open_.size() <= open_max_, "TenantPolicy: more tenants open than open_max");
+}
+
+void TenantPolicy::ReleaseSlot(Tenant& t) {
+  SQLOOP_CHECK(t.holds_slot(), "TenantPolicy: releasing a slot the tenant does not hold");
+  open_.Remove(t);
+}
+
+Tenant* TenantPolicy::Grant() {
+  if (waiting_.empty() || !HasRoom()) return nullptr;
+  return waiting_.PopFront();
+}
+
+// ---- Idle tenants and eviction --------------------------------------------------------------
+
+void TenantPolicy::AddIdle(Tenant& t, int64_t now_ns) {
+  t.idle_since_ns = now_ns;
+  idle_.PushBack(t);
+}
+
+void TenantPolicy::TouchIdle(Tenant& t, int64_t now_ns) {
+  idle_.Remove(t);
+  AddIdle(t, now_ns);
+}
+
+// Least recently used, because the tenant idle the longest is the least likely to be used soon
+// and the next to go anyway; the idle list keeps that order at O(1) per request. One victim
+// per waiter not yet covered by a close under way, so nothing is evicted twice over.
+Tenant* TenantPolicy::WaiterVictim() const {
+  return waiting_.size() > closing_ ? idle_.front() : nullptr;
+}
+
+void TenantPolicy::ChooseMemoryVictims(absl::FunctionRef<void(Tenant&)> evict) {
+  if (options_.memory_bytes_max == 0) return;
+  uint64_t live = MemoryLive(/*exclude_closing=*/true);
+  while (live > options_.memory_bytes_max && !idle_.empty()) {
+    Tenant& victim = *idle_.front();
+    const uint64_t freed = TenantMemory(victim);
+    evict(victim);
+    SQLOOP_CHECK(!idle_.Contains(victim), "TenantPolicy: an evicted tenant is still idle");
+    live = live > freed ? live - freed : 0;
+  }
+}
+
+Tenant* TenantPolicy::ExpiredIdle(int64_t now_ns) const {
+  const int64_t deadline_ns = NextIdleDeadlineNs();
+  return deadline_ns >= 0 && deadline_ns <= now_ns ? idle_.front() : nullptr;
+}
+
+int64_t TenantPolicy::NextIdleDeadlineNs() const {
+  if (idle_.empty()) return -1;
+  return idle_.front()->idle_since_ns + idle_timeout_ns_;
+}
+
+// ---- Closes under way and closed entries ----------------------------------------------------
+
+void TenantPolicy::CloseFinished() {
+  SQLOOP_CHECK(closing_ > 0, "TenantPolicy: a close finished that was not under way");
+  closing_--;
+}
+
+absl::StatusOr<Tenant*> TenantPolicy::EntryToForget(size_t entries) {
+  if (entries < options_.tenants_max) return nullptr;
+  if (closed_.empty()) {
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "registry tracks %d tenants and none is closed; retry later or raise tenants_max",
+        entries));
+  }
+  return closed_.PopFront();  // Least recently closed: its statistics are the oldest.
+}
+
+// ---- Memory ---------------------------------------------------------------------------------
+
+uint64_t TenantPolicy::TenantMemory(const Tenant& t) {
+  if (!t.has_memory_id) return 0;
+  absl::StatusOr<alloc::ProfileCounters> counters = alloc::GetTenantCounters(t.memory_id);
+  return counters.ok() ? counters->live_bytes : 0;
+}
+
+// A tenant whose open has not finished is charged at least open_memory_estimate_bytes: its
+// real cost only shows once SQLite has opened it, and without the estimate a burst of opens
+// would all pass the budget check at once.
+uint64_t TenantPolicy::MemoryLive(bool exclude_closing) const {
+  uint64_t total = 0;
+  for (const Tenant* t = open_.front(); t != nullptr; t = SlotList::Next(*t)) {
+    if (exclude_closing && t->state == TenantState::kClosing) continue;
+    const bool opening = t->state == TenantState::kProbing ||
+                         t->state == TenantState::kProbeClosing ||
+                         t->state == TenantState::kOpening;
+    const uint64_t known = TenantMemory(*t);
+    total += opening ? std::max(known, options_.open_memory_estimate_bytes) : known;
+  }
+  return total;
+}
+
+}  // namespace internal
+}  // namespace sqloop::db

@@ -1,0 +1,143 @@
+// db/internal/tenant_policy.h
+// -----------------------------------------------------------------------------
+//
+// `TenantPolicy` decides who may open, who waits, who is evicted and who is forgotten; the
+// Registry's lifecycle (db/registry.cc) carries the decisions out. It owns the lists that the
+// decisions read, and the Registry tells it of each change:
+//
+//   - open slots: the tenants holding one (at most open_max), and its high-water mark;
+//   - the waiting FIFO: tenants that asked for a slot when none was free, first come first
+//     served, at most waiting_opens_max;
+//   - the idle LRU: open tenants with nothing to do, ordered by idle-since time, so its head is
+//     both the next idle deadline (the one sweeper timer) and the eviction victim;
+//   - the closed LRU: entries remembered for their statistics, forgotten oldest first beyond
+//     tenants_max;
+//   - the closes under way, which count as slots about to free.
+//
+// Budgets (docs/multitenancy.md has the table): open_max, bounded by the descriptors of
+// RLIMIT_NOFILE (`CheckOptions`); memory_bytes_max over the SQLite memory of the open tenants
+// (`MemoryLive`, with an estimate for tenants still opening); waiting_opens_max and
+// tenant_queue_max. Every check here changes nothing, so a refused request leaves no trace.
+//
+// The policy never starts or stops anything itself: a choice is returned (`Grant`,
+// `WaiterVictim`, `ExpiredIdle`) or handed to a callback (`ChooseMemoryVictims`), and the
+// Registry makes the transition, which takes the tenant out of the list it was chosen from.
+//
+// Internal: the Registry is the only user.
+#ifndef SQLOOP_DB_INTERNAL_TENANT_POLICY_H_
+#define SQLOOP_DB_INTERNAL_TENANT_POLICY_H_
+
+#include <cstdint>
+
+#include "absl/functional/function_ref.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "sqloop/db/internal/tenant.h"
+#include "sqloop/db/registry.h"
+
+namespace sqloop::db::internal {
+
+class TenantPolicy {
+ public:
+  // Checks the options that are budgets or limits (the directory's existence is the
+  // Registry's to check) and returns open_max: as given if the descriptor limit allows it,
+  // derived from that limit when 0. Errors say which option to change.
+  [[nodiscard]] static absl::StatusOr<uint32_t> CheckOptions(const RegistryOptions& options);
+
+  // `options` must outlive the policy; `open_max` comes from CheckOptions.
+  TenantPolicy(const RegistryOptions& options, uint32_t open_max);
+  TenantPolicy(const TenantPolicy&) = delete;
+  TenantPolicy& operator=(const TenantPolicy&) = delete;
+
+  // ---- Admission ----------------------------------------------------------------------------
+
+  // Whether a closed tenant may ask for a slot: OK if it can open now or wait; otherwise
+  // ResourceExhausted (when_full == kFail with no relief coming, or the waiting FIFO full).
+  [[nodiscard]] absl::Status CheckRoomForOpen() const;
+  // ResourceExhausted if `t`'s queue is at tenant_queue_max.
+  [[nodiscard]] absl::Status CheckRoomInQueue(const Tenant& t) const;
+  // A slot is free (and the memory budget allows another open) and no one waits ahead.
+  [[nodiscard]] bool MayOpenNow() const { return waiting_.empty() && HasRoom(); }
+
+  // ---- Slots and the waiting FIFO -----------------------------------------------------------
+
+  void TakeSlot(Tenant& t);
+  void ReleaseSlot(Tenant& t);
+  void Wait(Tenant& t) { waiting_.PushBack(t); }
+  // The head of the waiting FIFO, taken out of it, when there is room for it; else null.
+  [[nodiscard]] Tenant* Grant();
+  // The head of the waiting FIFO, taken out of it whatever the room (shutdown); else null.
+  [[nodiscard]] Tenant* PopWaiting() { return waiting_.PopFront(); }
+  [[nodiscard]] bool IsWaiting(const Tenant& t) const { return waiting_.Contains(t); }
+
+  // ---- Idle tenants and eviction ------------------------------------------------------------
+
+  // `t` became idle at `now_ns`: it goes to the back of the LRU (its deadline is the latest).
+  void AddIdle(Tenant& t, int64_t now_ns);
+  void RemoveIdle(Tenant& t) { idle_.Remove(t); }
+  // A use that keeps `t` idle (an open-only request): back of the line, deadline renewed.
+  void TouchIdle(Tenant& t, int64_t now_ns);
+  [[nodiscard]] bool IsIdle(const Tenant& t) const { return idle_.Contains(t); }
+  // The least recently used idle tenant, or null.
+  [[nodiscard]] Tenant* OldestIdle() const { return idle_.front(); }
+  // The idle tenant to evict for the waiters, or null once the closes under way cover them.
+  [[nodiscard]] Tenant* WaiterVictim() const;
+  // Calls `evict` on idle tenants, least recently used first, until the open tenants' memory
+  // (counting what the evicted ones will free) fits memory_bytes_max. `evict` must start the
+  // tenant's close, which takes it out of the idle list.
+  void ChooseMemoryVictims(absl::FunctionRef<void(Tenant&)> evict);
+  // The oldest idle tenant if its idle_timeout has passed at `now_ns`, or null.
+  [[nodiscard]] Tenant* ExpiredIdle(int64_t now_ns) const;
+  // When the oldest idle tenant's idle_timeout runs out; -1 when none is idle.
+  [[nodiscard]] int64_t NextIdleDeadlineNs() const;
+
+  // ---- Closes under way ---------------------------------------------------------------------
+
+  void CloseStarted() { closing_++; }
+  void CloseFinished();
+
+  // ---- Closed entries -----------------------------------------------------------------------
+
+  void AddClosed(Tenant& t) { closed_.PushBack(t); }
+  void RemoveClosed(Tenant& t) { closed_.Remove(t); }
+  // The entry to forget to make room for a new one when the table holds `entries`: null if
+  // there is room; the least recently closed (taken out of the list) if not; an error if none
+  // is closed.
+  [[nodiscard]] absl::StatusOr<Tenant*> EntryToForget(size_t entries);
+
+  // ---- Memory -------------------------------------------------------------------------------
+
+  // The SQLite bytes `t` holds now (0 without an accounting tenant).
+  [[nodiscard]] static uint64_t TenantMemory(const Tenant& t);
+  // The SQLite bytes of the open tenants, each one still opening counted at least
+  // open_memory_estimate_bytes; without the closing ones if `exclude_closing`. O(open).
+  [[nodiscard]] uint64_t MemoryLive(bool exclude_closing) const;
+
+  // ---- Counts -------------------------------------------------------------------------------
+
+  [[nodiscard]] uint32_t open() const { return static_cast<uint32_t>(open_.size()); }
+  [[nodiscard]] uint32_t open_high_water() const { return open_high_water_; }
+  [[nodiscard]] uint32_t idle() const { return static_cast<uint32_t>(idle_.size()); }
+  [[nodiscard]] uint32_t waiting() const { return static_cast<uint32_t>(waiting_.size()); }
+  [[nodiscard]] uint32_t open_max() const { return open_max_; }
+
+ private:
+  // The open_max part of CheckOptions.
+  [[nodiscard]] static absl::StatusOr<uint32_t> OpenMax(const RegistryOptions& options);
+  // A slot is free and the memory budget allows one more open tenant.
+  [[nodiscard]] bool HasRoom() const;
+
+  const RegistryOptions& options_;
+  const uint32_t open_max_;
+  int64_t idle_timeout_ns_;
+  SlotList open_;         // Tenants holding a slot.
+  TenantList waiting_;    // kWaitingSlot tenants, first come first served.
+  TenantList idle_;       // kIdle tenants, least recently used (and earliest deadline) first.
+  TenantList closed_;     // Resting kClosed tenants, least recently closed first.
+  uint32_t closing_ = 0;  // Tenants in kClosing: slots that are about to free.
+  uint32_t open_high_water_ = 0;
+};
+
+}  // namespace sqloop::db::internal
+
+#endif  // SQLOOP_DB_INTERNAL_TENANT_POLICY_H_
