@@ -81,7 +81,6 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <cstring>
 #include <optional>
 #include <utility>
 
@@ -89,6 +88,7 @@
 #include "sqloop/alloc/check.h"
 #include "sqloop/db/internal/tenant.h"
 #include "sqloop/db/internal/tenant_policy.h"
+#include "sqloop/io/errno_status.h"
 
 namespace sqloop::db {
 namespace {
@@ -99,8 +99,6 @@ using internal::TenantPolicy;
 // The file of a tenant is `<directory>/<name>` + this. The journal and WAL add "-journal" and
 // "-wal" (SQLite's names), which the delete removes too.
 constexpr absl::string_view kFileSuffix = ".db";
-
-std::string ErrnoText(int64_t result) { return std::strerror(static_cast<int>(-result)); }
 
 }  // namespace
 
@@ -117,7 +115,7 @@ absl::StatusOr<std::unique_ptr<Registry>> Registry::Create(loop::Loop& loop, Vfs
   const int64_t dir_fd = loop.WaitForOp(dir_op);
   if (dir_fd < 0) {
     return absl::NotFoundError(absl::StrCat("cannot open the tenants' directory '",
-                                            options.directory, "': ", ErrnoText(dir_fd),
+                                            options.directory, "': ", io::ErrnoText(dir_fd),
                                             "; create it before starting the registry"));
   }
   return std::unique_ptr<Registry>(
@@ -366,7 +364,7 @@ void Registry::OnProbed(Tenant& t, int64_t result) {
   }
   if (result < 0) {
     FailOpen(t, absl::UnavailableError(
-                    absl::StrCat("cannot open tenant '", t.name, "': ", ErrnoText(result))));
+                    absl::StrCat("cannot open tenant '", t.name, "': ", io::ErrnoText(result))));
     return;
   }
   t.probe_fd = static_cast<int>(result);

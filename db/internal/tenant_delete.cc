@@ -5,17 +5,15 @@
 #include <fcntl.h>
 
 #include <cerrno>
-#include <cstring>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "sqloop/alloc/check.h"
 #include "sqloop/db/database_files.h"
+#include "sqloop/io/errno_status.h"
 
 namespace sqloop::db::internal {
 namespace {
-
-std::string ErrnoText(int64_t result) { return std::strerror(static_cast<int>(-result)); }
 
 // What each unlink state appends to the tenant's path: SQLite's names for the WAL and the
 // rollback journal, then the database file itself.
@@ -65,8 +63,8 @@ std::optional<absl::Status> TenantDelete::OnIo(int64_t result) {
     case State::kUnlinkMain:
       if (result < 0 && result != -ENOENT) {
         return Finish(absl::UnavailableError(absl::StrCat(
-            "cannot delete '", DatabaseFiles::FileNameOf(path_in_flight_), "': ", ErrnoText(result),
-            "; the tenant may be partly deleted, send the delete again")));
+            "cannot delete '", DatabaseFiles::FileNameOf(path_in_flight_), "': ",
+            io::ErrnoText(result), "; the tenant may be partly deleted, send the delete again")));
       }
       if (state_ == State::kUnlinkWal) {
         Advance(State::kUnlinkJournal);
@@ -84,7 +82,7 @@ std::optional<absl::Status> TenantDelete::OnIo(int64_t result) {
       if (result < 0) {
         return Finish(absl::UnavailableError(
             absl::StrCat("tenant '", name_, "' was deleted but syncing its directory failed (",
-                         ErrnoText(result),
+                         io::ErrnoText(result),
                          "); after a crash it may reappear, send the delete "
                          "again")));
       }
