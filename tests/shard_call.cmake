@@ -1,9 +1,7 @@
 # Host threads and Shards: the bounded in-flight queue and the ShardCall handle
 # (db/shard_call.h). tests/run also builds and runs this one binary under ThreadSanitizer.
-if(TARGET sqloop_db)
-  sqloop_test(shard_call_test SOURCES ${CMAKE_CURRENT_LIST_DIR}/shard_call_test.cc
-              LIBS sqloop::db sqloop::io Threads::Threads)
-endif()
+sqloop_test(shard_call_test SOURCES shard_call_test.cc
+            LIBS sqloop::db sqloop::io Threads::Threads)
 # The example of docs/embedding.md, "From host threads", run as written: four writer threads
 # and a reader thread with its own loop; each tenant must hold exactly the 100 rows written.
 if(TARGET host_threads)
