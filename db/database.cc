@@ -10,6 +10,9 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "sqloop/alloc/check.h"
+#include "sqloop/db/internal/database_files.h"
+#include "sqloop/db/internal/file_names.h"
+#include "sqloop/db/internal/vfs_core.h"
 
 namespace sqloop::db {
 namespace {
@@ -152,18 +155,18 @@ void Database::Pump() {
         FinishOpen(std::move(status));
         return;
       }
-      open_epoch_ = files_->epoch();
+      open_epoch_ = files_->queue().epoch();
       SetState(State::kOpenSyncing);
       [[fallthrough]];
     }
     case State::kOpenSyncing:
-      if (files_->poisoned()) {
+      if (files_->queue().poisoned()) {
         SetState(State::kPoisoned);
-        FinishOpen(files_->poison_status());
+        FinishOpen(files_->queue().poison_status());
         return;
       }
-      if (files_->durable_epoch() < open_epoch_) return;  // OnFilesChanged re-arms.
-      RefreshSnapshots();                                 // The readers serve from the first tick.
+      if (files_->queue().durable_epoch() < open_epoch_) return;  // OnFilesChanged re-arms.
+      RefreshSnapshots();  // The readers serve from the first tick.
       SetState(State::kReady);
       FinishOpen(absl::OkStatus());
       Serve();
@@ -190,13 +193,13 @@ void Database::FinishOpen(absl::Status status) {
 absl::Status Database::OpenConnection(Connection& c, bool writer) {
   c.owner = this;
   const int flags = writer ? SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE : SQLITE_OPEN_READONLY;
-  vfs_.set_last_open_error("");
+  internal::VfsCore::Of(vfs_).set_last_open_error("");
   int rc = sqlite3_open_v2(path_.c_str(), &c.db, flags | SQLITE_OPEN_EXRESCODE, vfs_.name());
   if (rc != SQLITE_OK) {
     std::string why =
         vfs_.last_open_error().empty() ? sqlite3_errmsg(c.db) : vfs_.last_open_error();
     return absl::UnavailableError(
-        absl::StrCat("cannot open database '", DatabaseFiles::FileNameOf(path_), "': ", why));
+        absl::StrCat("cannot open database '", internal::FileNameOf(path_), "': ", why));
   }
   sqlite3_extended_result_codes(c.db, 1);
   // Defensive: no writable_schema tricks, no direct shadow-table writes; no extensions.
@@ -266,7 +269,7 @@ absl::Status Database::RunInternal(Connection& c, const char* sql) {
   if (rc == SQLITE_OK) return absl::OkStatus();
   const int primary = rc & 0xff;
   if (primary == SQLITE_NOTADB || primary == SQLITE_CORRUPT) {
-    return absl::DataLossError(absl::StrCat("'", DatabaseFiles::FileNameOf(path_),
+    return absl::DataLossError(absl::StrCat("'", internal::FileNameOf(path_),
                                             "' is not a SQLite database or is "
                                             "corrupt (",
                                             message, "); restore it from a backup"));
@@ -288,7 +291,7 @@ absl::Status Database::ConfigureWriter() {
   sqlite3_finalize(mode);
   if (!wal)
     return absl::InternalError(
-        absl::StrCat("'", DatabaseFiles::FileNameOf(path_), "' could not be put in WAL mode"));
+        absl::StrCat("'", internal::FileNameOf(path_), "' could not be put in WAL mode"));
   // sqloop checkpoints itself, between groups (Checkpoint()); the hook replaces autocheckpoint.
   sqlite3_wal_hook(writer_.db, &Database::OnWalCommit, this);
   if (options_.check_at_open) {
@@ -300,7 +303,7 @@ absl::Status Database::ConfigureWriter() {
                              : sqlite3_errmsg(writer_.db);
     sqlite3_finalize(check);
     if (result != "ok") {
-      return absl::DataLossError(absl::StrCat("'", DatabaseFiles::FileNameOf(path_),
+      return absl::DataLossError(absl::StrCat("'", internal::FileNameOf(path_),
                                               "' is corrupt (quick_check: ", result,
                                               "); restore it from a backup"));
     }
@@ -333,12 +336,18 @@ absl::Status Database::DoOpen() {
     if (absl::Status s = OpenConnection(*readers_.back(), /*writer=*/false); !s.ok()) return s;
     sqlite3_set_authorizer(readers_.back()->db, &Database::Authorize, readers_.back().get());
   }
-  files_ = vfs_.Find(sqlite3_db_filename(writer_.db, "main"));
+  files_ = internal::VfsCore::Of(vfs_).Find(sqlite3_db_filename(writer_.db, "main"));
   SQLOOP_CHECK(files_ != nullptr, "the VFS has no files for a database it just opened");
   files_->Pin();
-  files_->SetListener(&Database::OnFilesChanged, this);
-  group_epoch_ = files_->epoch();
+  files_->queue().SetListener(&Database::OnFilesChanged, this);
+  group_epoch_ = files_->queue().epoch();
   return absl::OkStatus();
+}
+
+uint64_t Database::epoch() const { return files_ != nullptr ? files_->queue().epoch() : 0; }
+
+uint64_t Database::durable_epoch() const {
+  return files_ != nullptr ? files_->queue().durable_epoch() : 0;
 }
 
 void Database::CloseConnections() {
@@ -378,7 +387,7 @@ void Database::Close(Callback done, void* arg) {
 // files to be durable and idle before reporting.
 void Database::FinishClose() {
   AckDurable();
-  if (files_->poisoned()) BecomePoisoned();
+  if (files_->queue().poisoned()) BecomePoisoned();
   for (auto& reader : readers_) {
     if (reader->current != nullptr) {
       StepRead(*reader);
@@ -388,10 +397,10 @@ void Database::FinishClose() {
   }
   if (!awaiting_.empty()) return;  // OnFilesChanged re-arms.
   if (writer_.db != nullptr) CloseConnections();
-  if (!files_->idle() && !files_->poisoned()) return;
-  const absl::Status result = files_->poison_status();
-  files_->SetListener(nullptr, nullptr);
-  DatabaseFiles* files = files_;
+  if (!files_->queue().idle() && !files_->queue().poisoned()) return;
+  const absl::Status result = files_->queue().poison_status();
+  files_->queue().SetListener(nullptr, nullptr);
+  internal::DatabaseFiles* files = files_;
   files_ = nullptr;
   files->Unpin();
   SetState(State::kClosed);
@@ -404,7 +413,7 @@ absl::Status Database::Submit(Request& request) {
   SQLOOP_CHECK(request.state_ == Request::State::kIdle || request.state_ == Request::State::kDone,
                "Database::Submit: the request is already submitted; wait for on_done");
   SQLOOP_CHECK(request.on_done != nullptr, "Database::Submit: the request has no on_done");
-  if (state_ == State::kPoisoned) return Poisoned(files_->poison_status());
+  if (state_ == State::kPoisoned) return Poisoned(files_->queue().poison_status());
   if (state_ != State::kReady) {
     return absl::FailedPreconditionError(
         "database is not open (Open() has not called back "
@@ -498,7 +507,8 @@ void Database::Finish(Request& request, absl::Status status) {
     acked_epoch_ = std::max(acked_epoch_, request.epoch);
   }
   SQLOOP_DCHECK(request.kind == Request::Kind::kWrite || !request.status_.ok() ||
-                    request.epoch <= files_->durable_epoch() || options_.read_undurable_for_testing,
+                    request.epoch <= files_->queue().durable_epoch() ||
+                    options_.read_undurable_for_testing,
                 "a read answered from a snapshot that is not durable");
   SetRequestState(request, Request::State::kDone);
   Deliver(request);
@@ -546,8 +556,9 @@ void Database::ReleaseHeld(Client& client) {
 // wait in commit order, so the acknowledged ones are a prefix.
 void Database::AckDurable() {
   if (files_ == nullptr) return;
-  const uint64_t durable = files_->durable_epoch();
-  const bool no_reads_to_serve = state_ != State::kReady || files_->poisoned() || !pin_error_.ok();
+  const uint64_t durable = files_->queue().durable_epoch();
+  const bool no_reads_to_serve =
+      state_ != State::kReady || files_->queue().poisoned() || !pin_error_.ok();
   const uint64_t horizon = no_reads_to_serve ? durable : std::min(durable, visible_epoch_);
   Queue acknowledged;
   while (Request* r = awaiting_.front()) {
@@ -571,7 +582,7 @@ void Database::FailQueue(Queue& queue, const absl::Status& status) {
 }
 
 void Database::BecomePoisoned() {
-  const absl::Status& poison = files_->poison_status();
+  const absl::Status& poison = files_->queue().poison_status();
   // Take the unacknowledged requests out first, so kPoisoned's invariant holds when it is
   // entered, and a request submitted from one of their callbacks is already refused.
   Queue unknown;
@@ -591,7 +602,7 @@ void Database::BecomePoisoned() {
 
 void Database::Serve() {
   AckDurable();
-  if (files_->poisoned()) {
+  if (files_->queue().poisoned()) {
     BecomePoisoned();
     // Reads already running are on durable snapshots: they finish.
     if (ServeReads() || AnyReaderBusy()) ArmPump();
@@ -602,8 +613,8 @@ void Database::Serve() {
   // acknowledged.
   RefreshSnapshots();
   AckDurable();
-  const bool group_in_flight = group_epoch_ > files_->durable_epoch();
-  if (writer_blocked_ && files_->idle()) writer_blocked_ = false;
+  const bool group_in_flight = group_epoch_ > files_->queue().durable_epoch();
+  if (writer_blocked_ && files_->queue().idle()) writer_blocked_ = false;
   if (!group_in_flight && !writer_blocked_) {
     if (wal_frames_ >= options_.checkpoint_frames) Checkpoint();
     if (!writes_.empty()) {
@@ -714,18 +725,21 @@ void Database::AssertInvariants() const {
     case State::kReady:
     case State::kOpenSyncing: {
       SQLOOP_CHECK(files_ != nullptr && writer_.db != nullptr, "open without connection or files");
-      SQLOOP_CHECK(files_->durable_epoch() <= files_->epoch(), "durable epoch ahead");
-      SQLOOP_CHECK(acked_epoch_ <= files_->durable_epoch() || options_.ack_before_fsync_for_testing,
-                   "a write was acknowledged before it was durable");
+      SQLOOP_CHECK(files_->queue().durable_epoch() <= files_->queue().epoch(),
+                   "durable epoch ahead");
+      SQLOOP_CHECK(
+          acked_epoch_ <= files_->queue().durable_epoch() || options_.ack_before_fsync_for_testing,
+          "a write was acknowledged before it was durable");
 #if SQLOOP_DCHECK_IS_ON
       // Reader invariants 1 and 2: running reads are on durable snapshots, and one stays
       // pinned while a group syncs (unless no reader can be pinned at all).
       bool serving = false;
       for (const auto& reader : readers_) {
-        serving = serving || (reader->pinned && reader->snapshot <= files_->durable_epoch());
+        serving =
+            serving || (reader->pinned && reader->snapshot <= files_->queue().durable_epoch());
         SQLOOP_DCHECK(reader->current == nullptr || options_.read_undurable_for_testing ||
                           (reader->pinned && reader->current->epoch == reader->snapshot &&
-                           reader->snapshot <= files_->durable_epoch()),
+                           reader->snapshot <= files_->queue().durable_epoch()),
                       "a read runs on a snapshot that is not durable");
       }
       SQLOOP_DCHECK(state_ != State::kReady || serving || !pin_error_.ok(),

@@ -67,6 +67,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "sqloop/alloc/check.h"
+#include "sqloop/db/internal/file_names.h"
 
 namespace sqloop::db {
 namespace {
@@ -387,7 +388,7 @@ absl::Status Registry::Submit(TenantRequest& request) {
   if (absl::Status admitted = t.database->Submit(request); !admitted.ok()) {
     stats_.rejected++;
     if (t.database->state() == Database::State::kPoisoned && t.in_flight == 0) {
-      StartClose(t, CloseReason::kPoisoned);  // Its reopen is refused (Vfs::Taint).
+      StartClose(t, CloseReason::kPoisoned);  // Its reopen is refused (VfsContext::Taint).
     }
     return admitted;
   }
@@ -905,10 +906,10 @@ void Registry::RunDeleteStep(Tenant& t) {
 void Registry::OnDeleteIo(Tenant& t, int64_t result) {
   const bool unlink = t.delete_step != DeleteStep::kSyncDirectory;
   if (unlink && result < 0 && result != -ENOENT) {
-    FinishDelete(t, absl::UnavailableError(
-                        absl::StrCat("cannot delete '", DatabaseFiles::FileNameOf(t.delete_path),
-                                     "': ", ErrnoText(result),
-                                     "; the tenant may be partly deleted, send the delete again")));
+    FinishDelete(
+        t, absl::UnavailableError(absl::StrCat(
+               "cannot delete '", internal::FileNameOf(t.delete_path), "': ", ErrnoText(result),
+               "; the tenant may be partly deleted, send the delete again")));
     return;
   }
   if (t.delete_step == DeleteStep::kUnlinkMain) t.delete_found = result == 0;
