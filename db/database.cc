@@ -11,6 +11,9 @@
 #include "absl/strings/str_cat.h"
 #include "sqloop/alloc/check.h"
 #include "sqloop/db/internal/connection.h"
+#include "sqloop/db/internal/database_files.h"
+#include "sqloop/db/internal/file_names.h"
+#include "sqloop/db/internal/vfs_core.h"
 
 namespace sqloop::db {
 namespace {
@@ -89,7 +92,7 @@ Database::Database(loop::Loop& loop, Vfs& vfs, std::string path, DatabaseOptions
       path_(std::move(path)),
       options_(options),
       writer_(std::make_unique<Connection>(loop, options_, /*writer=*/true,
-                                           std::string(DatabaseFiles::FileNameOf(path_)))) {
+                                           std::string(internal::FileNameOf(path_)))) {
   pump_.callback = &Database::OnPump;
   pump_.user_data = this;
   // All of the database's SQLite work runs in its pump, so a stall report names the database.
@@ -138,18 +141,18 @@ void Database::Pump() {
         FinishOpen(std::move(status));
         return;
       }
-      open_epoch_ = files_->epoch();
+      open_epoch_ = files_->queue().epoch();
       SetState(State::kOpenSyncing);
       [[fallthrough]];
     }
     case State::kOpenSyncing:
-      if (files_->poisoned()) {
+      if (files_->queue().poisoned()) {
         SetState(State::kPoisoned);
-        FinishOpen(files_->poison_status());
+        FinishOpen(files_->queue().poison_status());
         return;
       }
-      if (files_->durable_epoch() < open_epoch_) return;  // OnFilesChanged re-arms.
-      RefreshSnapshots();                                 // The readers serve from the first tick.
+      if (files_->queue().durable_epoch() < open_epoch_) return;  // OnFilesChanged re-arms.
+      RefreshSnapshots();  // The readers serve from the first tick.
       SetState(State::kReady);
       FinishOpen(absl::OkStatus());
       Serve();
@@ -174,12 +177,12 @@ void Database::FinishOpen(absl::Status status) {
 }
 
 absl::Status Database::OpenConnection(Connection& c) {
-  vfs_.set_last_open_error("");
+  internal::VfsCore::Of(vfs_).set_last_open_error("");
   if (c.Open(path_.c_str(), vfs_.name()) != SQLITE_OK) {
     std::string why =
         vfs_.last_open_error().empty() ? sqlite3_errmsg(c.db()) : vfs_.last_open_error();
     return absl::UnavailableError(
-        absl::StrCat("cannot open database '", DatabaseFiles::FileNameOf(path_), "': ", why));
+        absl::StrCat("cannot open database '", internal::FileNameOf(path_), "': ", why));
   }
   return c.Configure();
 }
@@ -198,7 +201,7 @@ absl::Status Database::ConfigureWriter() {
   sqlite3_finalize(mode);
   if (!wal)
     return absl::InternalError(
-        absl::StrCat("'", DatabaseFiles::FileNameOf(path_), "' could not be put in WAL mode"));
+        absl::StrCat("'", internal::FileNameOf(path_), "' could not be put in WAL mode"));
   // sqloop checkpoints itself, between groups (Checkpoint()); the hook replaces autocheckpoint.
   sqlite3_wal_hook(writer_->db(), &Database::OnWalCommit, this);
   if (options_.check_at_open) {
@@ -210,7 +213,7 @@ absl::Status Database::ConfigureWriter() {
                              : sqlite3_errmsg(writer_->db());
     sqlite3_finalize(check);
     if (result != "ok") {
-      return absl::DataLossError(absl::StrCat("'", DatabaseFiles::FileNameOf(path_),
+      return absl::DataLossError(absl::StrCat("'", internal::FileNameOf(path_),
                                               "' is corrupt (quick_check: ", result,
                                               "); restore it from a backup"));
     }
@@ -240,16 +243,22 @@ absl::Status Database::DoOpen() {
   writer_->RestrictToRequests();
   for (uint32_t i = 0; i < options_.readers; ++i) {
     readers_.push_back(std::make_unique<Connection>(loop_, options_, /*writer=*/false,
-                                                    std::string(DatabaseFiles::FileNameOf(path_))));
+                                                    std::string(internal::FileNameOf(path_))));
     if (absl::Status s = OpenConnection(*readers_.back()); !s.ok()) return s;
     readers_.back()->RestrictToRequests();
   }
-  files_ = vfs_.Find(sqlite3_db_filename(writer_->db(), "main"));
+  files_ = internal::VfsCore::Of(vfs_).Find(sqlite3_db_filename(writer_->db(), "main"));
   SQLOOP_CHECK(files_ != nullptr, "the VFS has no files for a database it just opened");
   files_->Pin();
-  files_->SetListener(&Database::OnFilesChanged, this);
-  group_epoch_ = files_->epoch();
+  files_->queue().SetListener(&Database::OnFilesChanged, this);
+  group_epoch_ = files_->queue().epoch();
   return absl::OkStatus();
+}
+
+uint64_t Database::epoch() const { return files_ != nullptr ? files_->queue().epoch() : 0; }
+
+uint64_t Database::durable_epoch() const {
+  return files_ != nullptr ? files_->queue().durable_epoch() : 0;
 }
 
 void Database::CloseConnections() {
@@ -280,7 +289,7 @@ void Database::Close(Callback done, void* arg) {
 // files to be durable and idle before reporting.
 void Database::FinishClose() {
   AckDurable();
-  if (files_->poisoned()) BecomePoisoned();
+  if (files_->queue().poisoned()) BecomePoisoned();
   for (auto& reader : readers_) {
     if (reader->current() != nullptr) {
       StepRead(*reader);
@@ -290,10 +299,10 @@ void Database::FinishClose() {
   }
   if (!awaiting_.empty()) return;  // OnFilesChanged re-arms.
   if (writer_->db() != nullptr) CloseConnections();
-  if (!files_->idle() && !files_->poisoned()) return;
-  const absl::Status result = files_->poison_status();
-  files_->SetListener(nullptr, nullptr);
-  DatabaseFiles* files = files_;
+  if (!files_->queue().idle() && !files_->queue().poisoned()) return;
+  const absl::Status result = files_->queue().poison_status();
+  files_->queue().SetListener(nullptr, nullptr);
+  internal::DatabaseFiles* files = files_;
   files_ = nullptr;
   files->Unpin();
   SetState(State::kClosed);
@@ -306,7 +315,7 @@ absl::Status Database::Submit(Request& request) {
   SQLOOP_CHECK(request.state_ == Request::State::kIdle || request.state_ == Request::State::kDone,
                "Database::Submit: the request is already submitted; wait for on_done");
   SQLOOP_CHECK(request.on_done != nullptr, "Database::Submit: the request has no on_done");
-  if (state_ == State::kPoisoned) return Poisoned(files_->poison_status());
+  if (state_ == State::kPoisoned) return Poisoned(files_->queue().poison_status());
   if (state_ != State::kReady) {
     return absl::FailedPreconditionError(
         "database is not open (Open() has not called back "
@@ -400,7 +409,8 @@ void Database::Finish(Request& request, absl::Status status) {
     acked_epoch_ = std::max(acked_epoch_, request.epoch);
   }
   SQLOOP_DCHECK(request.kind == Request::Kind::kWrite || !request.status_.ok() ||
-                    request.epoch <= files_->durable_epoch() || options_.read_undurable_for_testing,
+                    request.epoch <= files_->queue().durable_epoch() ||
+                    options_.read_undurable_for_testing,
                 "a read answered from a snapshot that is not durable");
   SetRequestState(request, Request::State::kDone);
   Deliver(request);
@@ -448,8 +458,9 @@ void Database::ReleaseHeld(Client& client) {
 // wait in commit order, so the acknowledged ones are a prefix.
 void Database::AckDurable() {
   if (files_ == nullptr) return;
-  const uint64_t durable = files_->durable_epoch();
-  const bool no_reads_to_serve = state_ != State::kReady || files_->poisoned() || !pin_error_.ok();
+  const uint64_t durable = files_->queue().durable_epoch();
+  const bool no_reads_to_serve =
+      state_ != State::kReady || files_->queue().poisoned() || !pin_error_.ok();
   const uint64_t horizon = no_reads_to_serve ? durable : std::min(durable, visible_epoch_);
   Queue acknowledged;
   while (Request* r = awaiting_.front()) {
@@ -473,7 +484,7 @@ void Database::FailQueue(Queue& queue, const absl::Status& status) {
 }
 
 void Database::BecomePoisoned() {
-  const absl::Status& poison = files_->poison_status();
+  const absl::Status& poison = files_->queue().poison_status();
   // Take the unacknowledged requests out first, so kPoisoned's invariant holds when it is
   // entered, and a request submitted from one of their callbacks is already refused.
   Queue unknown;
@@ -493,7 +504,7 @@ void Database::BecomePoisoned() {
 
 void Database::Serve() {
   AckDurable();
-  if (files_->poisoned()) {
+  if (files_->queue().poisoned()) {
     BecomePoisoned();
     // Reads already running are on durable snapshots: they finish.
     if (ServeReads() || AnyReaderBusy()) ArmPump();
@@ -504,10 +515,11 @@ void Database::Serve() {
   // acknowledged.
   RefreshSnapshots();
   AckDurable();
-  if (writer_state_ == WriterState::kSyncing && group_epoch_ <= files_->durable_epoch()) {
+  if (writer_state_ == WriterState::kSyncing && group_epoch_ <= files_->queue().durable_epoch()) {
     SetWriterState(WriterState::kIdle);
   }
-  if (writer_state_ == WriterState::kBlocked && files_->idle()) SetWriterState(WriterState::kIdle);
+  if (writer_state_ == WriterState::kBlocked && files_->queue().idle())
+    SetWriterState(WriterState::kIdle);
   if (writer_state_ == WriterState::kIdle) {
     if (wal_frames_ >= options_.checkpoint_frames) Checkpoint();
     if (!writes_.empty()) {
@@ -593,11 +605,11 @@ void Database::SetWriterState(WriterState next) {
                    "a group started without its transaction, or with requests of another");
       break;
     case W::kSyncing:
-      SQLOOP_CHECK(group_.empty() && group_epoch_ > files_->durable_epoch(),
+      SQLOOP_CHECK(group_.empty() && group_epoch_ > files_->queue().durable_epoch(),
                    "a group syncs whose epoch is already durable, or it kept its requests");
       break;
     case W::kBlocked:
-      SQLOOP_CHECK(group_.empty() && files_->backpressure() > 0,
+      SQLOOP_CHECK(group_.empty() && files_->queue().backpressure() > 0,
                    "the writer blocked without a refused write, or kept its requests");
       break;
     case W::kIdle:
@@ -643,18 +655,21 @@ void Database::AssertInvariants() const {
     case State::kOpenSyncing: {
       SQLOOP_CHECK(files_ != nullptr && writer_->db() != nullptr,
                    "open without connection or files");
-      SQLOOP_CHECK(files_->durable_epoch() <= files_->epoch(), "durable epoch ahead");
-      SQLOOP_CHECK(acked_epoch_ <= files_->durable_epoch() || options_.ack_before_fsync_for_testing,
-                   "a write was acknowledged before it was durable");
+      SQLOOP_CHECK(files_->queue().durable_epoch() <= files_->queue().epoch(),
+                   "durable epoch ahead");
+      SQLOOP_CHECK(
+          acked_epoch_ <= files_->queue().durable_epoch() || options_.ack_before_fsync_for_testing,
+          "a write was acknowledged before it was durable");
 #if SQLOOP_DCHECK_IS_ON
       // Reader invariants 1 and 2: running reads are on durable snapshots, and one stays
       // pinned while a group syncs (unless no reader can be pinned at all).
       bool serving = false;
       for (const auto& reader : readers_) {
-        serving = serving || (reader->pinned && reader->snapshot <= files_->durable_epoch());
+        serving =
+            serving || (reader->pinned && reader->snapshot <= files_->queue().durable_epoch());
         SQLOOP_DCHECK(reader->current() == nullptr || options_.read_undurable_for_testing ||
                           (reader->pinned && reader->current()->epoch == reader->snapshot &&
-                           reader->snapshot <= files_->durable_epoch()),
+                           reader->snapshot <= files_->queue().durable_epoch()),
                       "a read runs on a snapshot that is not durable");
       }
       SQLOOP_DCHECK(state_ != State::kReady || serving || !pin_error_.ok(),

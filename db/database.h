@@ -11,12 +11,13 @@
 //   back alone), and the COMMIT's barrier covers them all with one fsync. So the batch size
 //   adapts to fsync latency by itself.
 // Durable acknowledgement: a write's success is delivered only once its covering epoch is
-//   durable (DatabaseFiles::durable_epoch()) and a reader shows it (below).
+//   durable (durable_epoch()) and a reader shows it (below).
 // Reads run on pinned snapshots (below): a read never waits for an fsync and never sees data
 //   that is not durable.
 // fsync failure: the database is poisoned. Requests whose epoch was not durable fail with an
 //   "outcome unknown" error, later ones with FailedPrecondition. The Vfs then refuses to open
-//   the file again in this process (Vfs::Taint): restarting the process is the way back.
+//   the file again in this process (the path is tainted): restarting the process is the way
+//   back.
 //
 // States. Every change goes through SetState(), which refuses a transition this table does not
 // list and then checks the new state's invariants (AssertInvariants()).
@@ -159,7 +160,6 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "sqloop/alloc/sqlite_memory.h"
-#include "sqloop/db/database_files.h"
 #include "sqloop/db/request.h"
 #include "sqloop/db/vfs.h"
 #include "sqloop/loop/loop.h"
@@ -170,6 +170,10 @@ struct sqlite3_stmt;
 namespace sqloop::db {
 namespace internal {
 class Connection;
+}  // namespace internal
+
+namespace internal {
+class DatabaseFiles;  // db/internal/database_files.h: not part of the API.
 }  // namespace internal
 
 // Reader connections: two lets a long scan and point reads proceed together; each costs a page
@@ -314,8 +318,14 @@ class Database {
 
   [[nodiscard]] State state() const { return state_; }
   [[nodiscard]] const DatabaseStats& stats() const { return stats_; }
-  // The VFS state of this database (epochs); null before open and after close.
-  [[nodiscard]] const DatabaseFiles* files() const { return files_; }
+  // The epochs of this database's files (docs/db.md, "Epoch barriers"): the last one a barrier
+  // closed, and the last one on disk (every epoch up to it is durable). Both 0 while the database
+  // holds no files (holds_files() is false).
+  [[nodiscard]] uint64_t epoch() const;
+  [[nodiscard]] uint64_t durable_epoch() const;
+  // Whether the database holds its files: from the end of a successful Open() until Close()
+  // (which first waits for every epoch to be durable) calls back.
+  [[nodiscard]] bool holds_files() const { return files_ != nullptr; }
 
  private:
   using Connection = internal::Connection;
@@ -395,7 +405,7 @@ class Database {
 
   loop::Completion pump_;
   bool pump_armed_ = false;
-  DatabaseFiles* files_ = nullptr;
+  internal::DatabaseFiles* files_ = nullptr;  // Pinned while held (db/internal/).
   uint64_t open_epoch_ = 0;
   uint64_t group_epoch_ = 0;  // The last group's commit epoch.
   uint32_t group_limit_ = 0;  // Requests per group after an overflow; 0: the option's max.

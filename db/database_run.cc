@@ -9,6 +9,7 @@
 #include "sqloop/alloc/check.h"
 #include "sqloop/db/database.h"
 #include "sqloop/db/internal/connection.h"
+#include "sqloop/db/internal/database_files.h"
 
 namespace sqloop::db {
 namespace {
@@ -147,10 +148,10 @@ void Database::RunGroup() {
 // (an interrupt or I/O error rolled it back): the requests that had succeeded are queued again
 // and the caller runs a new group.
 bool Database::RunGroupOnce(std::vector<Request*>& group) {
-  files_->ClearBackpressure();
+  files_->queue().ClearBackpressure();
   // Nothing of ours in flight: an overflow of the write-behind buffer now comes from the
   // group's own syncs, so retrying the same group could only overflow again (OnOverflow).
-  const bool started_idle = files_->idle();
+  const bool started_idle = files_->queue().idle();
   const uint32_t limit = group_limit_ != 0 ? group_limit_ : options_.group_requests_max;
   const int begin_rc = options_.fail_begin_for_testing ? SQLITE_NOMEM
                        : writer_->RunInternal("BEGIN IMMEDIATE").ok()
@@ -214,7 +215,7 @@ Database::GroupStep Database::RunInGroup(std::vector<Request*>& group, Request& 
     group.push_back(&r);
     return GroupStep::kNext;
   }
-  if (files_->backpressure() > 0) {
+  if (files_->queue().backpressure() > 0) {
     // The write-behind buffer is full: undo the group and wait for it to drain.
     (void)writer_->RunInternal("ROLLBACK");
     OnOverflow(group, &r, started_idle);
@@ -299,7 +300,7 @@ bool Database::Commit(std::vector<Request*>& group, bool started_idle) {
   if (absl::Status commit = writer_->RunInternal("COMMIT"); !commit.ok()) {
     const int rc = sqlite3_extended_errcode(writer_->db());
     (void)writer_->RunInternal("ROLLBACK");
-    if (files_->backpressure() > 0 && !files_->poisoned()) {
+    if (files_->queue().backpressure() > 0 && !files_->queue().poisoned()) {
       if (group.empty()) {
         SetWriterState(WriterState::kIdle);
       } else {
@@ -308,7 +309,7 @@ bool Database::Commit(std::vector<Request*>& group, bool started_idle) {
       ++stats_.group_retries;
       return true;
     }
-    if (!files_->poisoned()) {
+    if (!files_->queue().poisoned()) {
       // SQLite saw the error from a direct write (ENOSPC, EIO) before the commit frame was
       // synced, so the group is rolled back and WAL recovery will not replay it: known failure.
       const absl::Status failed =
@@ -331,7 +332,7 @@ bool Database::Commit(std::vector<Request*>& group, bool started_idle) {
     SetWriterState(WriterState::kIdle);
     return true;
   }
-  group_epoch_ = files_->epoch();
+  group_epoch_ = files_->queue().epoch();
   group_limit_ = 0;
   ++stats_.groups;
   stats_.group_requests += group.size();
@@ -341,8 +342,8 @@ bool Database::Commit(std::vector<Request*>& group, bool started_idle) {
   }
   group.clear();
   // A group that wrote nothing closed no epoch: it has nothing to wait for.
-  SetWriterState(group_epoch_ > files_->durable_epoch() ? WriterState::kSyncing
-                                                        : WriterState::kIdle);
+  SetWriterState(group_epoch_ > files_->queue().durable_epoch() ? WriterState::kSyncing
+                                                                : WriterState::kIdle);
   return true;
 }
 
@@ -365,7 +366,7 @@ bool Database::Pin(Connection& reader) {
   reader.pinned = true;
   reader.snapshot = group_epoch_;
   // The exception of invariants 2 and 3 ends once a reader serves a durable snapshot again.
-  if (group_epoch_ <= files_->durable_epoch()) pin_error_ = absl::OkStatus();
+  if (group_epoch_ <= files_->queue().durable_epoch()) pin_error_ = absl::OkStatus();
   ++stats_.snapshot_pins;
   return true;
 }
@@ -381,7 +382,7 @@ void Database::Unpin(Connection& reader) {
 // pending and serve from the moment the fsync completes. Then records the newest durable
 // snapshot a reader shows (visible_epoch_), which lets acknowledgements up to it go out.
 void Database::RefreshSnapshots() {
-  const uint64_t durable = files_->durable_epoch();
+  const uint64_t durable = files_->queue().durable_epoch();
   const bool syncing = group_epoch_ > durable;
   const Connection* keep = nullptr;
   for (const auto& reader : readers_) {
@@ -405,7 +406,7 @@ void Database::RefreshSnapshots() {
 
 // The idle reader with the newest snapshot that `read` may run on (invariant 1), or null.
 Database::Connection* Database::ReaderFor(const Request& read) {
-  const uint64_t durable = files_->durable_epoch();
+  const uint64_t durable = files_->queue().durable_epoch();
   Connection* best = nullptr;
   for (auto& reader : readers_) {
     if (reader->current() != nullptr || !reader->pinned) continue;
@@ -441,7 +442,7 @@ bool Database::ServeReads() {
     if (reader == nullptr) {
       // No snapshot can be pinned (an I/O error), and nothing running will change that: the
       // read fails with the cause rather than run on an older snapshot.
-      if (pin_error_.ok() || AnyReaderBusy() || group_epoch_ > files_->durable_epoch()) {
+      if (pin_error_.ok() || AnyReaderBusy() || group_epoch_ > files_->queue().durable_epoch()) {
         return false;  // A reader frees up, or the fsync completes (OnFilesChanged).
       }
       reads_.PopFront();
@@ -472,7 +473,7 @@ void Database::StartRead(Connection& reader, Request& r) {
     return;
   }
   SetRequestState(r, Request::State::kRunning);
-  if (group_epoch_ > files_->durable_epoch()) ++stats_.reads_on_syncing;
+  if (group_epoch_ > files_->queue().durable_epoch()) ++stats_.reads_on_syncing;
   r.epoch = reader.snapshot;  // What the read sees is covered by this (durable) epoch.
   reader.BeginRequest(r);
   reader.read_stmt = *stmt;

@@ -199,7 +199,7 @@ absl::Status Registry::SubmitToOpen(Tenant& t, TenantRequest& request) {
   if (absl::Status admitted = t.database->Submit(request); !admitted.ok()) {
     stats_.rejected++;
     if (t.database->state() == Database::State::kPoisoned && t.in_flight == 0) {
-      StartClose(t, CloseReason::kPoisoned);  // Its reopen is refused (Vfs::Taint).
+      StartClose(t, CloseReason::kPoisoned);  // Its reopen is refused (VfsContext::Taint).
     }
     return admitted;
   }

@@ -1,6 +1,7 @@
 // The sqlite3_vfs and sqlite3_io_methods glue. Each SQLite entry point translates its arguments
-// and calls DatabaseFiles (db/database_files.h), which owns the descriptors, the queue and the
-// locks; temporary files are served from memory here.
+// and calls one part of the database's DatabaseFiles (db/internal/database_files.h): its
+// FileTable (descriptors), its EpochQueue (data calls and barriers) or its LockTable (locks and
+// the WAL index). Temporary files are served from memory here.
 #include "sqloop/db/vfs.h"
 
 #include <sqlite3.h>
@@ -16,9 +17,19 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "sqloop/alloc/check.h"
+#include "sqloop/db/internal/database_files.h"
+#include "sqloop/db/internal/file_names.h"
+#include "sqloop/db/internal/vfs_core.h"
 
 namespace sqloop::db {
 namespace {
+
+using internal::DatabaseFiles;
+using internal::FileNameOf;
+using internal::FileRole;
+using internal::kShmLocks;
+using internal::SharedFile;
+using internal::VfsCore;
 
 // Longest path SQLite may hand us. 1024 is PATH_MAX's usual order of magnitude and far above
 // the tenant paths a host builds.
@@ -41,7 +52,7 @@ std::atomic<uint64_t> next_vfs_id{1};
 // A connection's handle on one file. SQLite allocates szOsFile bytes; we construct in place.
 struct VfsFile {
   sqlite3_file base;  // First member: SQLite casts between the two.
-  Vfs* vfs = nullptr;
+  VfsCore* vfs = nullptr;
   DatabaseFiles* files = nullptr;  // Null for a temporary file.
   FileRole role = FileRole::kMain;
   int lock_level = SQLITE_LOCK_NONE;
@@ -52,7 +63,7 @@ struct VfsFile {
 };
 
 VfsFile& AsFile(sqlite3_file* f) { return *reinterpret_cast<VfsFile*>(f); }
-Vfs& AsVfs(sqlite3_vfs* v) { return *static_cast<Vfs*>(v->pAppData); }
+VfsCore& AsVfs(sqlite3_vfs* v) { return *static_cast<VfsCore*>(v->pAppData); }
 
 // The database a journal or WAL path belongs to, and the role of the path.
 std::pair<std::string, FileRole> Classify(absl::string_view path) {
@@ -70,10 +81,12 @@ std::pair<std::string, FileRole> Classify(absl::string_view path) {
 int FileClose(sqlite3_file* f) {
   VfsFile& file = AsFile(f);
   DatabaseFiles* files = file.files;
-  if (file.shm_attached) files->ShmDetach();
-  if (file.role == FileRole::kMain) files->Unlock(&file, file.lock_level, SQLITE_LOCK_NONE);
+  if (file.shm_attached) files->locks().ShmDetach();
+  if (file.role == FileRole::kMain) {
+    files->locks().Unlock(&file, file.lock_level, SQLITE_LOCK_NONE);
+  }
   files->CloseHandle(file.role);
-  Vfs* vfs = file.vfs;
+  VfsCore* vfs = file.vfs;
   file.~VfsFile();
   vfs->ReleaseIfUnused(files);
   return SQLITE_OK;
@@ -81,41 +94,41 @@ int FileClose(sqlite3_file* f) {
 
 int FileRead(sqlite3_file* f, void* buffer, int amount, sqlite3_int64 offset) {
   VfsFile& file = AsFile(f);
-  return file.files->Read(file.role, buffer, amount, offset);
+  return file.files->queue().Read(file.role, buffer, amount, offset);
 }
 
 int FileWrite(sqlite3_file* f, const void* buffer, int amount, sqlite3_int64 offset) {
   VfsFile& file = AsFile(f);
-  return file.files->Write(file.role, buffer, amount, offset);
+  return file.files->queue().Write(file.role, buffer, amount, offset);
 }
 
 int FileTruncate(sqlite3_file* f, sqlite3_int64 size) {
   VfsFile& file = AsFile(f);
-  return file.files->Truncate(file.role, size);
+  return file.files->queue().Truncate(file.role, size);
 }
 
-int FileSync(sqlite3_file* f, int /*unused*/) { return AsFile(f).files->Sync(); }
+int FileSync(sqlite3_file* f, int /*unused*/) { return AsFile(f).files->queue().Sync(); }
 
 int FileSize(sqlite3_file* f, sqlite3_int64* size) {
   VfsFile& file = AsFile(f);
-  *size = static_cast<sqlite3_int64>(file.files->file(file.role).size_bytes);
+  *size = static_cast<sqlite3_int64>(file.files->table().file(file.role).size_bytes);
   return SQLITE_OK;
 }
 
 int FileLock(sqlite3_file* f, int level) {
   VfsFile& file = AsFile(f);
   if (file.role != FileRole::kMain) return SQLITE_OK;
-  return file.files->Lock(&file, file.lock_level, level);
+  return file.files->locks().Lock(&file, file.lock_level, level);
 }
 
 int FileUnlock(sqlite3_file* f, int level) {
   VfsFile& file = AsFile(f);
-  if (file.role == FileRole::kMain) file.files->Unlock(&file, file.lock_level, level);
+  if (file.role == FileRole::kMain) file.files->locks().Unlock(&file, file.lock_level, level);
   return SQLITE_OK;
 }
 
 int FileCheckReservedLock(sqlite3_file* f, int* held) {
-  *held = AsFile(f).files->ReservedHeld() ? 1 : 0;
+  *held = AsFile(f).files->locks().ReservedHeld() ? 1 : 0;
   return SQLITE_OK;
 }
 
@@ -135,18 +148,18 @@ int FileDeviceCharacteristics(sqlite3_file* /*unused*/) { return kDeviceCharacte
 int FileShmMap(sqlite3_file* f, int region, int region_bytes, int extend, void volatile** out) {
   VfsFile& file = AsFile(f);
   if (!file.shm_attached) {
-    file.files->ShmAttach();
+    file.files->locks().ShmAttach();
     file.shm_attached = true;
   }
   void* mapped = nullptr;
-  const int rc = file.files->ShmMap(region, region_bytes, extend != 0, &mapped);
+  const int rc = file.files->locks().ShmMap(region, region_bytes, extend != 0, &mapped);
   *out = mapped;
   return rc;
 }
 
 int FileShmLock(sqlite3_file* f, int offset, int n, int flags) {
   VfsFile& file = AsFile(f);
-  return file.files->ShmLock(file.shm_shared, file.shm_exclusive, offset, n, flags);
+  return file.files->locks().ShmLock(file.shm_shared, file.shm_exclusive, offset, n, flags);
 }
 
 // One thread touches the index, but SQLite still expects a full barrier here.
@@ -157,8 +170,9 @@ void FileShmBarrier(sqlite3_file* /*unused*/) {
 int FileShmUnmap(sqlite3_file* f, int /*unused*/) {
   VfsFile& file = AsFile(f);
   if (!file.shm_attached) return SQLITE_OK;
-  (void)file.files->ShmLock(file.shm_shared, file.shm_exclusive, 0, kShmLocks, SQLITE_SHM_UNLOCK);
-  file.files->ShmDetach();
+  (void)file.files->locks().ShmLock(file.shm_shared, file.shm_exclusive, 0, kShmLocks,
+                                    SQLITE_SHM_UNLOCK);
+  file.files->locks().ShmDetach();
   file.shm_attached = false;
   return SQLITE_OK;
 }
@@ -210,7 +224,7 @@ int MemoryRead(sqlite3_file* f, void* buffer, int amount, sqlite3_int64 offset) 
 int MemoryWrite(sqlite3_file* f, const void* buffer, int amount, sqlite3_int64 offset) {
   VfsFile& file = AsFile(f);
   const auto end = static_cast<uint64_t>(offset) + static_cast<uint64_t>(amount);
-  if (end > file.vfs->options().temp_file_bytes_max) return SQLITE_FULL;
+  if (end > file.vfs->context().options().temp_file_bytes_max) return SQLITE_FULL;
   if (file.memory->size() < end) file.memory->resize(end);
   std::memcpy(file.memory->data() + offset, buffer, static_cast<size_t>(amount));
   return SQLITE_OK;
@@ -268,17 +282,17 @@ const sqlite3_io_methods kMemoryMethods = {
 
 std::string OpenErrorMessage(const std::string& path, int64_t error) {
   if (error == -EWOULDBLOCK) {
-    return absl::StrCat("database file '", DatabaseFiles::FileNameOf(path),
+    return absl::StrCat("database file '", FileNameOf(path),
                         "' is locked by another process: sqloop takes an exclusive lock on each "
                         "database file (one process per database). Close it in that process, or "
                         "open a copy");
   }
-  return absl::StrCat("cannot open '", DatabaseFiles::FileNameOf(path),
+  return absl::StrCat("cannot open '", FileNameOf(path),
                       "': ", std::strerror(static_cast<int>(-error)));
 }
 
 int VfsOpen(sqlite3_vfs* v, sqlite3_filename name, sqlite3_file* f, int flags, int* out_flags) {
-  Vfs& vfs = AsVfs(v);
+  VfsCore& vfs = AsVfs(v);
   auto* file = new (f) VfsFile{};
   file->base.pMethods = nullptr;
   file->vfs = &vfs;
@@ -293,14 +307,15 @@ int VfsOpen(sqlite3_vfs* v, sqlite3_filename name, sqlite3_file* f, int flags, i
   auto [main_path, role] = Classify(name);
   if (kind == SQLITE_OPEN_MAIN_DB) role = FileRole::kMain;
   if (vfs.Find(main_path) == nullptr) {
-    if (absl::Status tainted = vfs.CheckNotTainted(main_path); !tainted.ok()) {
+    if (absl::Status tainted = vfs.context().CheckNotTainted(main_path); !tainted.ok()) {
       vfs.set_last_open_error(std::string(tainted.message()));
       return SQLITE_CANTOPEN;
     }
   }
   DatabaseFiles& files = vfs.Acquire(main_path);
-  DatabaseFiles::SharedFile& shared = files.file(role);
-  if (shared.known && !shared.exists && !files.idle() && !files.ReviveUnlinked(role)) {
+  SharedFile& shared = files.table().file(role);
+  if (shared.known && !shared.exists && !files.queue().idle() &&
+      !files.queue().ReviveUnlinked(role)) {
     // An unlink of this very file is in flight; creating it now could let that unlink delete
     // the new file. SQLite reports the busy open; the Database layer retries it.
     vfs.ReleaseIfUnused(&files);
@@ -308,9 +323,9 @@ int VfsOpen(sqlite3_vfs* v, sqlite3_filename name, sqlite3_file* f, int flags, i
   }
   int open_flags = O_RDWR;
   if ((flags & SQLITE_OPEN_CREATE) != 0) open_flags |= O_CREAT;
-  int64_t rc = files.OpenFile(role, open_flags);
+  int64_t rc = files.table().Open(role, open_flags);
   if ((rc == -EACCES || rc == -EROFS) && (flags & SQLITE_OPEN_READONLY) != 0) {
-    rc = files.OpenFile(role, O_RDONLY);
+    rc = files.table().Open(role, O_RDONLY);
   }
   if (rc < 0) {
     vfs.set_last_open_error(OpenErrorMessage(shared.path, rc));
@@ -326,11 +341,13 @@ int VfsOpen(sqlite3_vfs* v, sqlite3_filename name, sqlite3_file* f, int flags, i
 }
 
 int VfsDelete(sqlite3_vfs* v, const char* path, int /*unused*/) {
-  Vfs& vfs = AsVfs(v);
+  VfsCore& vfs = AsVfs(v);
   auto [main_path, role] = Classify(path);
-  if (DatabaseFiles* files = vfs.Find(main_path); files != nullptr) return files->Unlink(role);
+  if (DatabaseFiles* files = vfs.Find(main_path); files != nullptr) {
+    return files->queue().Unlink(role);
+  }
   io::Op op{.kind = io::OpKind::kUnlink, .fd = AT_FDCWD, .path = path};
-  const int64_t result = vfs.loop().WaitForOp(op);
+  const int64_t result = vfs.context().loop().WaitForOp(op);
   if (result == -ENOENT) return SQLITE_IOERR_DELETE_NOENT;
   return result < 0 ? SQLITE_IOERR_DELETE : SQLITE_OK;
 }
@@ -338,10 +355,10 @@ int VfsDelete(sqlite3_vfs* v, const char* path, int /*unused*/) {
 // EXISTS means "exists and is not empty", as in SQLite's unix VFS: an empty journal or WAL is
 // no journal or WAL.
 int VfsAccess(sqlite3_vfs* v, const char* path, int flags, int* result) {
-  Vfs& vfs = AsVfs(v);
+  VfsCore& vfs = AsVfs(v);
   auto [main_path, role] = Classify(path);
   if (DatabaseFiles* files = vfs.Find(main_path); files != nullptr) {
-    const DatabaseFiles::SharedFile& f = files->file(role);
+    const SharedFile& f = files->table().file(role);
     if (f.known) {
       *result = f.exists && (flags != SQLITE_ACCESS_EXISTS || f.size_bytes > 0) ? 1 : 0;
       return SQLITE_OK;
@@ -349,15 +366,16 @@ int VfsAccess(sqlite3_vfs* v, const char* path, int flags, int* result) {
   }
   io::Op open_op{
       .kind = io::OpKind::kOpenAt, .fd = AT_FDCWD, .flags = O_RDONLY | O_CLOEXEC, .path = path};
-  const int64_t fd = vfs.loop().WaitForOp(open_op);
+  loop::Loop& loop = vfs.context().loop();
+  const int64_t fd = loop.WaitForOp(open_op);
   if (fd < 0) {
     *result = 0;
     return fd == -ENOENT || fd == -EACCES ? SQLITE_OK : SQLITE_IOERR_ACCESS;
   }
   io::Op size_op{.kind = io::OpKind::kFileSize, .fd = static_cast<int>(fd)};
-  const int64_t size = vfs.loop().WaitForOp(size_op);
+  const int64_t size = loop.WaitForOp(size_op);
   io::Op close_op{.kind = io::OpKind::kClose, .fd = static_cast<int>(fd)};
-  (void)vfs.loop().WaitForOp(close_op);
+  (void)loop.WaitForOp(close_op);
   if (size < 0) return SQLITE_IOERR_ACCESS;
   *result = flags != SQLITE_ACCESS_EXISTS || size > 0 ? 1 : 0;
   return SQLITE_OK;
@@ -431,13 +449,15 @@ absl::StatusOr<std::unique_ptr<Vfs>> Vfs::Create(loop::Loop& loop, VfsOptions op
 }
 
 Vfs::Vfs(loop::Loop& loop, VfsOptions options, std::string name)
-    : loop_(loop), options_(options), name_(std::move(name)), vfs_(new sqlite3_vfs{}) {
+    : name_(std::move(name)),
+      vfs_(new sqlite3_vfs{}),
+      core_(std::make_unique<VfsCore>(loop, options)) {
   sqlite3_vfs& v = *vfs_;
   v.iVersion = 2;
   v.szOsFile = sizeof(VfsFile);
   v.mxPathname = kPathBytesMax;
   v.zName = name_.c_str();
-  v.pAppData = this;
+  v.pAppData = core_.get();
   v.xOpen = &VfsOpen;
   v.xDelete = &VfsDelete;
   v.xAccess = &VfsAccess;
@@ -454,67 +474,15 @@ Vfs::Vfs(loop::Loop& loop, VfsOptions options, std::string name)
 }
 
 Vfs::~Vfs() {
-  SQLOOP_CHECK(databases_.empty(),
+  SQLOOP_CHECK(!core_->has_databases(),
                "Vfs destroyed while databases are open or their files are still in flight; close "
                "every Database and run the loop until Close() called back");
   sqlite3_vfs_unregister(vfs_.get());
 }
 
-DatabaseFiles* Vfs::Find(absl::string_view main_path) {
-  auto it = databases_.find(main_path);
-  return it == databases_.end() ? nullptr : it->second.get();
-}
-
-DatabaseFiles& Vfs::Acquire(const std::string& main_path) {
-  auto [it, inserted] = databases_.try_emplace(main_path);
-  if (inserted) it->second = std::make_unique<DatabaseFiles>(*this, loop_, main_path);
-  return *it->second;
-}
-
-void Vfs::Taint(const DatabaseFiles& files, bool directory) {
-  const std::string why(files.poison_status().message());
-  tainted_paths_.try_emplace(files.main_path(), why);
-  if (!directory || !tainted_dirs_.try_emplace(files.dir_path(), why).second) return;
-  // Poison the directory's other databases. Collect first: poisoning notifies their owners,
-  // which may release files (and so change databases_).
-  std::vector<std::string> others;
-  for (const auto& [path, other] : databases_) {
-    if (other.get() != &files && other->dir_path() == files.dir_path()) others.push_back(path);
-  }
-  // The hash map's order changes from process to process (Abseil seeds its hash), and each
-  // poison wakes its database: in path order, a simulated run replays the same from its seed.
-  std::sort(others.begin(), others.end());
-  for (const std::string& path : others) {
-    if (DatabaseFiles* other = Find(path); other != nullptr) {
-      other->Poison(absl::DataLossError(absl::StrCat(
-          "an fsync of the database directory failed (", why,
-          "): file creations and unlinks in it may be lost, so the outcome of every write to '",
-          DatabaseFiles::FileNameOf(path),
-          "' since its last durable epoch is unknown. Restart the process to recover.")));
-    }
-  }
-}
-
-absl::Status Vfs::CheckNotTainted(const std::string& main_path) const {
-  auto path = tainted_paths_.find(main_path);
-  auto directory = tainted_dirs_.find(DatabaseFiles::DirectoryOf(main_path));
-  if (path == tainted_paths_.end() && directory == tainted_dirs_.end()) return absl::OkStatus();
-  const std::string& why = path != tainted_paths_.end() ? path->second : directory->second;
-  return absl::FailedPreconditionError(absl::StrCat(
-      "'", DatabaseFiles::FileNameOf(main_path),
-      "' is not opened again in this process: an fsync or write of its files failed "
-      "earlier (",
-      why,
-      "), so what this process would read may not be on disk, and writes acknowledged on top "
-      "of it could be lost. Restart the process: it recovers from what is durable"));
-}
-
-void Vfs::ReleaseIfUnused(DatabaseFiles* files) {
-  if (!files->Releasable()) return;
-  // A copy: erase destroys the object whose path this is.
-  // NOLINTNEXTLINE(performance-unnecessary-copy-initialization)
-  const std::string key = files->main_path();
-  databases_.erase(key);
-}
+const std::string& Vfs::last_open_error() const { return core_->last_open_error(); }
+const VfsStats& Vfs::stats() const { return core_->context().stats(); }
+const VfsOptions& Vfs::options() const { return core_->context().options(); }
+loop::Loop& Vfs::loop() { return core_->context().loop(); }
 
 }  // namespace sqloop::db

@@ -10,11 +10,15 @@
 //     operation with Loop::WaitForOp: other completions reaped meanwhile are queued for the
 //     loop, never dispatched inside SQLite.
 //   * xSync closes an epoch with a barrier whose fsync runs asynchronously; writes after it are
-//     held until it completed (see db/database_files.h for the queue and its invariants).
+//     held until it completed (the queue and its invariants: db/internal/epoch_queue.h).
 //   * The VFS owns its files: one descriptor per file per process, an exclusive flock on the
 //     database file (a second process gets a clear error), the locks between the process's
 //     connections and the WAL index in process memory (no -shm file is ever created).
 //   * Temporary files (sorts, statement journals, temp tables) live in memory, bounded.
+//   * A failed fsync or write-behind write is never retried: the database is poisoned, and this
+//     Vfs refuses to open its path again (a failed directory fsync: every database in that
+//     directory), because this process may read bytes that are not on disk. A new process (a
+//     new Vfs) recovers from what is durable; last_open_error() says so.
 //
 // Use one Vfs per loop; open connections on it with sqlite3_open_v2(..., vfs.name()).
 // Database (db/database.h) does that for you.
@@ -33,11 +37,7 @@
 #include <memory>
 #include <string>
 
-#include "absl/container/flat_hash_map.h"
-#include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "absl/strings/string_view.h"
-#include "sqloop/db/database_files.h"
 #include "sqloop/loop/loop.h"
 
 struct sqlite3_vfs;
@@ -82,6 +82,10 @@ struct VfsStats {
   uint64_t poisonings = 0;
 };
 
+namespace internal {
+class VfsCore;  // db/internal/vfs_core.h: not part of the API.
+}  // namespace internal
+
 class Vfs {
  public:
   // Registers a VFS named "sqloop-<n>" (unique in the process), not as the default.
@@ -95,46 +99,23 @@ class Vfs {
 
   // The name to pass to sqlite3_open_v2.
   [[nodiscard]] const char* name() const { return name_.c_str(); }
-  // The files of the database at `main_path` (as sqlite3_db_filename reports it), or nullptr
-  // if no connection has it open.
-  [[nodiscard]] DatabaseFiles* Find(absl::string_view main_path);
   // Why the last xOpen failed, in words for a user ("... is locked by another process ...").
-  [[nodiscard]] const std::string& last_open_error() const { return last_open_error_; }
-  [[nodiscard]] const VfsStats& stats() const { return stats_; }
-  [[nodiscard]] const VfsOptions& options() const { return options_; }
-  [[nodiscard]] loop::Loop& loop() { return loop_; }
-  [[nodiscard]] bool os_lock() const { return options_.os_lock; }
-
-  // For DatabaseFiles and the sqlite3_vfs glue.
-  [[nodiscard]] VfsStats& mutable_stats() { return stats_; }
-  [[nodiscard]] DatabaseFiles& Acquire(const std::string& main_path);
-  void ReleaseIfUnused(DatabaseFiles* files);
-
-  // After a failed fsync or write-behind write, what the files hold in this process (the
-  // kernel's page cache) may differ from what is on disk, and a later fsync cannot tell: Linux
-  // marks the failed pages clean. Reopening such a database in this process would read bytes
-  // that may not exist on disk and acknowledge new writes on top of them, which a crash then
-  // takes back. So the files' path is tainted for the Vfs's lifetime and opening it again is
-  // refused; a new process (a new Vfs) recovers from what is durable. A failed fsync of a
-  // directory taints the directory: every database in it is poisoned and refused, because
-  // their file creations and unlinks there may be lost too.
-  void Taint(const DatabaseFiles& files, bool directory);
-  // Why `main_path` may not be opened (OK if it may).
-  [[nodiscard]] absl::Status CheckNotTainted(const std::string& main_path) const;
-  void set_last_open_error(std::string error) { last_open_error_ = std::move(error); }
+  [[nodiscard]] const std::string& last_open_error() const;
+  [[nodiscard]] const VfsStats& stats() const;
+  [[nodiscard]] const VfsOptions& options() const;
+  [[nodiscard]] loop::Loop& loop();
+  [[nodiscard]] bool os_lock() const { return options().os_lock; }
 
  private:
+  // The project's own code (the Database, the VFS glue, tests) reaches the files through
+  // internal::VfsCore::Of(vfs).
+  friend class internal::VfsCore;
+
   Vfs(loop::Loop& loop, VfsOptions options, std::string name);
 
-  loop::Loop& loop_;
-  VfsOptions options_;
   std::string name_;
   std::unique_ptr<sqlite3_vfs> vfs_;
-  absl::flat_hash_map<std::string, std::unique_ptr<DatabaseFiles>> databases_;
-  absl::flat_hash_map<std::string, std::string> tainted_paths_;  // main path -> why.
-  absl::flat_hash_map<std::string, std::string> tainted_dirs_;   // directory -> why.
-  std::string last_open_error_;
-  VfsStats stats_;
+  std::unique_ptr<internal::VfsCore> core_;
 };
 
 }  // namespace sqloop::db

@@ -79,7 +79,7 @@ TEST(DbCrashTest, EveryAcknowledgedTransactionSurvivesEveryCrash) {
 // page 1: page 1 was torn beside a hot journal saying the file had 0 pages. SQLite read the
 // torn header's vacuum flags before rolling the journal back and wrote them into the new page
 // 1, so quick_check failed on every later open. The VFS now rolls such a journal back before
-// SQLite reads anything (DatabaseFiles::RollBackFirstTransaction): recovery opens an empty
+// SQLite reads anything (FileTable::RollBackFirstTransaction): recovery opens an empty
 // database, and the liveness phase writes to it. Pinned with and without the drawn
 // configuration (without it, it is the run the issue found).
 TEST(DbCrashTest, Seed6962ACrashInANewDatabasesFirstTransactionLeavesAUsableDatabase) {

@@ -14,7 +14,9 @@
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "sqloop/db/database.h"
-#include "sqloop/db/database_files.h"
+#include "sqloop/db/internal/database_files.h"
+#include "sqloop/db/internal/file_names.h"
+#include "sqloop/db/internal/vfs_core.h"
 #include "sqloop/db/vfs.h"
 #include "sqloop/io/sim_backend.h"
 #include "sqloop/loop/loop.h"
@@ -327,7 +329,7 @@ TEST_P(SnapshotReadTest, ReadsAreAnsweredFromTheDurableStateWhileAGroupsFsyncIsI
   for (const Probe& read : reads) {
     EXPECT_TRUE(read.status.ok()) << read.status;
     EXPECT_EQ(read.rows, "1|1|\n") << "a read saw the group whose fsync is in flight";
-    EXPECT_LE(read.request.epoch, db_->files()->durable_epoch());
+    EXPECT_LE(read.request.epoch, db_->durable_epoch());
   }
   trace_->ReleaseHeld();
   ASSERT_TRUE(loop_->Run(loop::RunMode::kUntilDone).ok());
@@ -433,7 +435,8 @@ TEST_P(DatabaseTest, FsyncEioPoisonsWithOutcomeUnknownAndKeepsAcknowledgedData) 
 TEST_P(DatabaseTest, AFailedDirectoryFsyncPoisonsEveryDatabaseInTheDirectory) {
   ASSERT_TRUE(OpenDb().ok());
   ASSERT_TRUE(Write("CREATE TABLE t(x)").ok());
-  DatabaseFiles* files = vfs_->Find(path_);
+  internal::VfsCore& core = internal::VfsCore::Of(*vfs_);
+  internal::DatabaseFiles* files = core.Find(path_);
   ASSERT_NE(files, nullptr);
   auto other =
       std::make_unique<Database>(*loop_, *vfs_, dir_->Path("other.sqlite"), DatabaseOptions{});
@@ -442,12 +445,13 @@ TEST_P(DatabaseTest, AFailedDirectoryFsyncPoisonsEveryDatabaseInTheDirectory) {
               &opened);
   ASSERT_TRUE(loop_->Run(loop::RunMode::kUntilDone).ok());
   ASSERT_TRUE(opened.ok()) << opened;
-  ASSERT_NE(vfs_->Find(dir_->Path("other.sqlite")), nullptr);
+  ASSERT_NE(core.Find(dir_->Path("other.sqlite")), nullptr);
   // The directory fsync of the first database's files stands for any directory fsync failing.
-  files->Poison(absl::DataLossError("test: fsync of the directory failed"));
-  vfs_->Taint(*files, /*directory=*/true);
-  EXPECT_TRUE(vfs_->Find(dir_->Path("other.sqlite"))->poisoned());
-  EXPECT_FALSE(vfs_->CheckNotTainted(dir_->Path("third.sqlite")).ok())
+  files->queue().Poison(absl::DataLossError("test: fsync of the directory failed"));
+  core.context().Taint(files->main_path(), files->table().dir_path(),
+                       files->queue().poison_status().message(), /*directory=*/true);
+  EXPECT_TRUE(core.Find(dir_->Path("other.sqlite"))->queue().poisoned());
+  EXPECT_FALSE(core.context().CheckNotTainted(dir_->Path("third.sqlite")).ok())
       << "a new database in that directory is refused too";
   absl::Status closed = absl::UnknownError("close never called back");
   other->Close([](void* arg, absl::Status s) { *static_cast<absl::Status*>(arg) = std::move(s); },
@@ -466,7 +470,7 @@ TEST_P(DatabaseTest, AWriteInAFileFoundAtOpenWaitsForItsNameToBeDurable) {
   ASSERT_TRUE(Write("CREATE TABLE t(x)").ok());
   ASSERT_TRUE(CloseDb().ok());  // SQLite checkpoints and removes the WAL.
   // Make that removal durable, then create the WAL again without syncing the directory.
-  const std::string dir = DatabaseFiles::DirectoryOf(path_);
+  const std::string dir = internal::DirectoryOf(path_);
   io::Op open_dir{.kind = io::OpKind::kOpenAt,
                   .fd = AT_FDCWD,
                   .flags = O_RDONLY | O_DIRECTORY | O_CLOEXEC,

@@ -12,7 +12,8 @@
 #include <vector>
 
 #include "gtest/gtest.h"
-#include "sqloop/db/database_files.h"
+#include "sqloop/db/internal/database_files.h"
+#include "sqloop/db/internal/vfs_core.h"
 #include "sqloop/db/vfs.h"
 #include "sqloop/loop/loop.h"
 #include "tests/db_test_support.h"
@@ -79,10 +80,11 @@ class VfsTest : public ::testing::TestWithParam<TestBackend> {
     return out;
   }
   void Drain() { ASSERT_TRUE(loop_->Run(loop::RunMode::kUntilDone).ok()); }
-  DatabaseFiles& Files() {
-    DatabaseFiles* files = vfs_->Find(path_);
+  // The epoch queue of the database at path_ (its files must be open).
+  internal::EpochQueue& Queue() {
+    internal::DatabaseFiles* files = internal::VfsCore::Of(*vfs_).Find(path_);
     EXPECT_NE(files, nullptr);
-    return *files;
+    return files->queue();
   }
 
   RecordingBackend* trace_ = nullptr;
@@ -105,10 +107,10 @@ TEST_P(VfsTest, CrudRoundTripsAndBecomesDurable) {
   EXPECT_EQ(QueryText("SELECT count(*), sum(score) FROM t"), "40|1170.0|\n");
   EXPECT_EQ(QueryText("SELECT name FROM t WHERE id IN (1, 2)"), "n0|\nN1|\n");
   // Commits returned before their fsyncs completed; the loop finishes them.
-  EXPECT_LT(Files().durable_epoch(), Files().epoch());
+  EXPECT_LT(Queue().durable_epoch(), Queue().epoch());
   Drain();
-  EXPECT_EQ(Files().durable_epoch(), Files().epoch());
-  EXPECT_FALSE(Files().poisoned());
+  EXPECT_EQ(Queue().durable_epoch(), Queue().epoch());
+  EXPECT_FALSE(Queue().poisoned());
   EXPECT_EQ(QueryText("PRAGMA integrity_check"), "ok|\n");
   EXPECT_GT(vfs_->stats().fsyncs, 0u);
 }
@@ -123,7 +125,8 @@ TEST_P(VfsTest, NoShmFileAndReopenSeesData) {
   }
   Close();
   Drain();
-  EXPECT_EQ(vfs_->Find(path_), nullptr) << "files released after the last close";
+  EXPECT_EQ(internal::VfsCore::Of(*vfs_).Find(path_), nullptr)
+      << "files released after the last close";
   Open();
   EXPECT_EQ(QueryText("SELECT sum(x) FROM t"), "6|\n");
 }
@@ -134,17 +137,17 @@ TEST_P(VfsTest, WritesAfterBarrierAreHeldUntilItsFsyncCompleted) {
   Drain();
   // One commit: its WAL fsync is now in flight (the loop has not run).
   Exec("INSERT INTO t VALUES (1)");
-  DatabaseFiles& files = Files();
-  ASSERT_EQ(files.durable_epoch() + 1, files.epoch());
+  internal::EpochQueue& queue = Queue();
+  ASSERT_EQ(queue.durable_epoch() + 1, queue.epoch());
   const uint64_t held_before = vfs_->stats().held_writes;
   // The next commit's writes are issued while the barrier is in flight: held, yet visible.
   Exec("INSERT INTO t VALUES (2)");
   EXPECT_GT(vfs_->stats().held_writes, held_before);
-  EXPECT_GT(files.held_bytes(), 0u);
+  EXPECT_GT(queue.held_bytes(), 0u);
   EXPECT_EQ(QueryText("SELECT group_concat(x) FROM t"), "1,2|\n");
   Drain();
-  EXPECT_EQ(files.held_bytes(), 0u);
-  EXPECT_EQ(files.durable_epoch(), files.epoch());
+  EXPECT_EQ(queue.held_bytes(), 0u);
+  EXPECT_EQ(queue.durable_epoch(), queue.epoch());
   // On the trace: no write was submitted between an fsync's submission and its completion
   // (every held write waited for the barrier before it).
   const std::vector<TraceEvent>& events = trace_->events();
@@ -187,8 +190,8 @@ TEST_P(VfsTest, FullBufferRefusesWritesUntilItDrains) {
                    nullptr, nullptr, &error);
   sqlite3_free(error);
   EXPECT_EQ(big, SQLITE_FULL);
-  EXPECT_GT(Files().backpressure(), 0u);
-  EXPECT_LE(Files().held_bytes(), options.held_bytes_max);
+  EXPECT_GT(Queue().backpressure(), 0u);
+  EXPECT_LE(Queue().held_bytes(), options.held_bytes_max);
   Drain();
   // Drained: the same transaction fits now (nothing is queued, so writes go straight through).
   Exec(
@@ -207,11 +210,11 @@ TEST_P(VfsTest, FsyncFailurePoisonsAndIsNeverRetried) {
   trace_->FailNth(io::OpKind::kFsync, 1, EIO);
   Exec("INSERT INTO t VALUES (1)");
   Drain();
-  DatabaseFiles& files = Files();
-  EXPECT_TRUE(files.poisoned());
-  EXPECT_LT(files.durable_epoch(), files.epoch());
-  EXPECT_NE(files.poison_status().message().find("never retried"), std::string::npos)
-      << files.poison_status();
+  internal::EpochQueue& queue = Queue();
+  EXPECT_TRUE(queue.poisoned());
+  EXPECT_LT(queue.durable_epoch(), queue.epoch());
+  EXPECT_NE(queue.poison_status().message().find("never retried"), std::string::npos)
+      << queue.poison_status();
   EXPECT_EQ(trace_->submitted_of(io::OpKind::kFsync), fsyncs_before + 1) << "no retry";
   char* error = nullptr;
   EXPECT_NE(sqlite3_exec(db_, "INSERT INTO t VALUES (2)", nullptr, nullptr, &error), SQLITE_OK);

@@ -59,7 +59,7 @@ TEST(HttpSimTest, EverySeedAnswersAsDocumentedAndKeepsEveryAcknowledgedWrite) {
 // Seeds 1269 and 4746 lost an acknowledged write and 2853 an acknowledged table: a metadata
 // error failed a tenant's open after SQLite had created its WAL, the next open found the WAL
 // and synced only the file, and the crash dropped the WAL's name (the directory was never
-// synced). Every open now syncs the directory at its first barrier (DatabaseFiles::OpenFile;
+// synced). Every open now syncs the directory at its first barrier (FileTable::Open;
 // DatabaseTest.AWriteInAFileFoundAtOpenWaitsForItsNameToBeDurable holds the mechanism). That
 // extra fsync changes the seeds' runs, so these pin the seeds, not the runs that found it.
 TEST(HttpSimTest, Seeds1269And2853And4746KeepEveryAcknowledgedWrite) {

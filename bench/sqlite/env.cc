@@ -324,8 +324,7 @@ absl::Status SqloopEnv::RunOnce() {
     return absl::InternalError(absl::StrCat(
         "stuck: the loop has nothing pending but requests are still waiting (database: ",
         db_->stats().groups, " groups, ", db_->stats().reads, " reads, ", db_->stats().acks_waited,
-        " acks waited; files epoch ", db_->files()->epoch(), ", durable ",
-        db_->files()->durable_epoch(), ")"));
+        " acks waited; files epoch ", db_->epoch(), ", durable ", db_->durable_epoch(), ")"));
   }
   return loop_->Run(loop::RunMode::kOnce);
 }

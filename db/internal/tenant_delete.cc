@@ -9,7 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "sqloop/alloc/check.h"
-#include "sqloop/db/database_files.h"
+#include "sqloop/db/internal/file_names.h"
 #include "sqloop/io/errno_status.h"
 
 namespace sqloop::db::internal {
@@ -63,8 +63,8 @@ std::optional<absl::Status> TenantDelete::OnIo(int64_t result) {
     case State::kUnlinkMain:
       if (result < 0 && result != -ENOENT) {
         return Finish(absl::UnavailableError(absl::StrCat(
-            "cannot delete '", DatabaseFiles::FileNameOf(path_in_flight_), "': ",
-            io::ErrnoText(result), "; the tenant may be partly deleted, send the delete again")));
+            "cannot delete '", FileNameOf(path_in_flight_), "': ", io::ErrnoText(result),
+            "; the tenant may be partly deleted, send the delete again")));
       }
       if (state_ == State::kUnlinkWal) {
         Advance(State::kUnlinkJournal);

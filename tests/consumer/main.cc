@@ -81,8 +81,8 @@ int UseDatabase(sqloop::loop::Loop& loop, sqloop::db::Vfs& vfs, const std::strin
   Outcome inserted;
   if (absl::Status s = RunToDone(loop, db, insert, inserted); !s.ok()) return Fail("insert", s);
   // An acknowledged write is on disk: the fsync of the epoch covering it has completed.
-  if (insert.changes != 1 || insert.epoch == 0 || db.files() == nullptr ||
-      db.files()->durable_epoch() < insert.epoch) {
+  if (insert.changes != 1 || insert.epoch == 0 || !db.holds_files() ||
+      db.durable_epoch() < insert.epoch) {
     std::fprintf(stderr, "consumer: insert acknowledged but not durable (changes %lld)\n",
                  static_cast<long long>(insert.changes));
     return 1;

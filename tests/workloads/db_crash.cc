@@ -54,7 +54,6 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "sqloop/db/database.h"
-#include "sqloop/db/database_files.h"
 #include "sqloop/db/vfs.h"
 #include "sqloop/io/prng.h"
 #include "sqloop/io/sim_backend.h"
@@ -290,8 +289,7 @@ class Run {
 
   // The durable-acknowledgement invariant, checked at the moment of the acknowledgement.
   void CheckDurable(const db::Request& request) {
-    const db::DatabaseFiles* files = database_.files();
-    const bool durable = files != nullptr && files->durable_epoch() >= request.epoch;
+    const bool durable = database_.holds_files() && database_.durable_epoch() >= request.epoch;
     if (!durable && !ack_before_fsync_ && violation_.empty()) {
       violation_ = absl::StrCat("a write was acknowledged in epoch ", request.epoch,
                                 " before that epoch was durable");
@@ -302,13 +300,14 @@ class Run {
     auto* run = static_cast<Run*>(c.user_data);
     // Oracle: an acknowledged write whose epoch is not durable can only survive by luck.
     // A closed database (no files) waited for everything to be durable: nothing is at risk.
-    const db::DatabaseFiles* files = run->database_.files();
-    if (files != nullptr && run->table_acked_ && run->create_.epoch > files->durable_epoch()) {
+    const db::Database& database = run->database_;
+    const bool holds_files = database.holds_files();
+    if (holds_files && run->table_acked_ && run->create_.epoch > database.durable_epoch()) {
       run->loss_possible_ = true;  // The acknowledged CREATE TABLE itself.
     }
     for (const Transaction& txn : run->transactions_) {
-      if (files != nullptr && txn.outcome == Transaction::Outcome::kAcked &&
-          txn.request.epoch > files->durable_epoch()) {
+      if (holds_files && txn.outcome == Transaction::Outcome::kAcked &&
+          txn.request.epoch > database.durable_epoch()) {
         run->loss_possible_ = true;
       }
     }

@@ -31,7 +31,6 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "sqloop/db/database.h"
-#include "sqloop/db/database_files.h"
 #include "sqloop/db/vfs.h"
 #include "sqloop/io/sim_backend.h"
 #include "sqloop/io/sim_trace.h"
@@ -224,8 +223,7 @@ class Run {
   void Check(const Reader& reader) {
     ++reads_ok_;
     scans_ok_ += reader.scan ? 1 : 0;
-    const db::DatabaseFiles* files = database_.files();
-    const uint64_t durable = files != nullptr ? files->durable_epoch() : 0;
+    const uint64_t durable = database_.durable_epoch();  // 0 if it holds no files.
     if (reader.newest > 0) {
       const Write& seen = writes_[static_cast<size_t>(reader.newest - 1)];
       if (seen.request.epoch > durable && violation_.empty()) {

@@ -1,15 +1,16 @@
-// db/database_files.h
+// db/internal/epoch_queue.h
 // -----------------------------------------------------------------------------
 //
-// `DatabaseFiles` is the VFS's state for one database: the main file, its rollback journal and
-// its WAL (one descriptor each, shared by every connection of the process), the in-process
-// locks and WAL index, and the ordered queue that implements epoch barriers. The Database layer
-// reads the epoch numbers from it and is told when an epoch becomes durable.
+// `EpochQueue` is the durability core of one database: the ordered write-behind queue that
+// implements epoch barriers, the epoch numbers, and the poison. The Database layer reads the
+// epoch numbers from it and is told (through its listener) when an epoch becomes durable.
 //
 // Epoch barriers (docs/db.md, docs/architecture.md):
 //
+// clang-format off
 //   SQLite writes   w1 w2 | xSync | w3 w4 | xSync | w5
 //   epoch           --1-- | bar 1 | --2-- | bar 2 | -3-
+// clang-format on
 //
 // Every xSync closes the current epoch with a barrier: an fsync of each file written since the
 // previous barrier. The fsync is submitted with loop::Loop::Submit and xSync returns at once.
@@ -29,17 +30,18 @@
 //   3. Barriers complete in order, so `durable_epoch()` only grows and every epoch up to it
 //      is on disk.
 //   4. A failure of anything submitted asynchronously (a held write, a barrier's fsync) is
-//      never retried: the files are poisoned, queued operations are dropped, and every later
-//      call fails, and the Vfs refuses to open the files again in this process (Vfs::Taint):
-//      only a new process, reading what the disk really has, recovers.
+//      never retried: the queue is poisoned, queued operations are dropped, every later call
+//      fails, and the path is tainted (VfsContext::Taint), so this process refuses to open the
+//      files again: only a new process, reading what the disk really has, recovers.
 //   5. Held bytes never exceed the configured maximum: a write that does not fit is refused
 //      with SQLITE_FULL and counted as backpressure; the Database layer waits for the queue
 //      to drain and runs the refused requests again.
-//   6. A descriptor is closed only when no operation on it is queued or in flight, so the
-//      kernel (or the simulator) never sees a stale or reused descriptor.
+//   6. A descriptor (FileTable) is closed only when no operation on it is queued or in flight,
+//      so the kernel (or the simulator) never sees a stale or reused descriptor.
 //
 // Queue states of an operation (`PendingOp`):
 //
+// clang-format off
 //   Push --> kQueued --Advance--> kInFlight --OnOpDone--> (freed)
 //               |                                 \--error--> Poison (queue dropped)
 //               +--Poison--> (freed)
@@ -49,62 +51,42 @@
 //   kQueued -> kInFlight    Advance      rule 1 allows it
 //   kInFlight -> freed      OnOpDone     the backend handed it back (a barrier: all its fsyncs)
 //   kQueued -> freed        Poison       an earlier asynchronous operation failed
+// clang-format on
 //
-// DatabaseFiles are created and owned by `Vfs`; a Database holds a pin on its own.
+// Internal: DatabaseFiles owns one per database, over its FileTable.
 //
-// Example (the Database layer):
+// Example (the VFS glue, then the Database layer):
 //
-//   DatabaseFiles* files = vfs.Find(path);
-//   files->Pin();
-//   files->SetListener(&OnFilesChanged, this);
-//   ... run a transaction; its COMMIT closed epoch files->epoch() ...
-//   if (files->durable_epoch() >= commit_epoch) Acknowledge();
-#ifndef SQLOOP_DB_DATABASE_FILES_H_
-#define SQLOOP_DB_DATABASE_FILES_H_
+//   int rc = queue.Write(FileRole::kWal, page, page_bytes, offset);  // held if a barrier is
+//   rc = queue.Sync();                                               // queued: closes an epoch
+//   ... the Database's COMMIT closed epoch queue.epoch() ...
+//   if (queue.durable_epoch() >= commit_epoch) Acknowledge();
+#ifndef SQLOOP_DB_INTERNAL_EPOCH_QUEUE_H_
+#define SQLOOP_DB_INTERNAL_EPOCH_QUEUE_H_
 
 #include <array>
 #include <cstdint>
 #include <memory>
-#include <string>
 #include <vector>
 
 #include "absl/status/status.h"
-#include "absl/strings/string_view.h"
+#include "sqloop/db/internal/file_table.h"
+#include "sqloop/db/internal/vfs_context.h"
 #include "sqloop/loop/loop.h"
 
-namespace sqloop::db {
+namespace sqloop::db::internal {
 
-class Vfs;
-
-// The files of one database. kCount is the number of roles.
-enum class FileRole : uint8_t { kMain = 0, kJournal = 1, kWal = 2, kCount = 3 };
-inline constexpr int kFileRoles = static_cast<int>(FileRole::kCount);
-
-// SQLite's shared-memory lock slots (SQLITE_SHM_NLOCK).
-inline constexpr int kShmLocks = 8;
-
-class DatabaseFiles {
+class EpochQueue {
  public:
-  // Called on the loop thread when `durable_epoch()` advanced, the files were poisoned, or the
-  // write-behind queue drained. Must not call into SQLite (it may run inside a VFS call).
+  // Called on the loop thread when `durable_epoch()` advanced, the queue was poisoned, or it
+  // drained. Must not call into SQLite (it may run inside a VFS call).
   using Listener = void (*)(void* arg);
 
-  // One file (main, journal or WAL) as SQLite sees it: the queue's effects included.
-  struct SharedFile {
-    std::string path;
-    int fd = -1;
-    uint32_t opens = 0;           // sqlite3_file handles open on it.
-    bool known = false;           // `exists` is authoritative (opened or unlinked by us).
-    bool exists = false;          // SQLite's view: false once an unlink is queued.
-    bool dirty = false;           // Written since the last barrier that synced it.
-    bool needs_dir_sync = false;  // Opened (or created) since the directory was last synced.
-    uint64_t size_bytes = 0;      // SQLite's view of the size.
-  };
-
-  DatabaseFiles(Vfs& vfs, loop::Loop& loop, std::string main_path);
-  ~DatabaseFiles();
-  DatabaseFiles(const DatabaseFiles&) = delete;
-  DatabaseFiles& operator=(const DatabaseFiles&) = delete;
+  EpochQueue(VfsContext& context, FileTable& files);
+  // Checks that nothing is queued or in flight.
+  ~EpochQueue();
+  EpochQueue(const EpochQueue&) = delete;
+  EpochQueue& operator=(const EpochQueue&) = delete;
 
   // ---- For the Database layer ---------------------------------------------------------------
   // Barriers issued so far: the number of the last closed epoch.
@@ -112,7 +94,7 @@ class DatabaseFiles {
   // Every epoch up to this one is on disk.
   [[nodiscard]] uint64_t durable_epoch() const { return durable_epoch_; }
   [[nodiscard]] bool poisoned() const { return !poison_.ok(); }
-  // Why the files were poisoned (OK if they are not).
+  // Why the queue was poisoned (OK if it is not).
   [[nodiscard]] const absl::Status& poison_status() const { return poison_; }
   // Bytes of writes queued or in flight (the write-behind buffer).
   [[nodiscard]] uint64_t held_bytes() const { return held_bytes_; }
@@ -121,25 +103,15 @@ class DatabaseFiles {
   [[nodiscard]] uint64_t backpressure() const { return backpressure_; }
   void ClearBackpressure() { backpressure_ = 0; }
   void SetListener(Listener listener, void* arg);
-  // Keeps the files (and descriptors) alive while no SQLite connection has them open.
-  void Pin() { ++pins_; }
-  void Unpin();
-  [[nodiscard]] const std::string& main_path() const { return main_path_; }
-  [[nodiscard]] const std::string& dir_path() const { return dir_path_; }
-  // The directory a database file at `path` lives in ("." for a bare name).
-  [[nodiscard]] static std::string DirectoryOf(const std::string& path);
-  // The last component of `path`. Messages a request's caller may see name files by it, so no
-  // error tells a tenant where the host keeps its files.
-  [[nodiscard]] static absl::string_view FileNameOf(absl::string_view path);
   // Fails every later call and drops what is queued (invariant 4); the Vfs also calls it for
   // the other databases of a directory whose fsync failed.
   void Poison(absl::Status status);
 
-  // ---- For the VFS ---------------------------------------------------------------------------
-  [[nodiscard]] SharedFile& file(FileRole role) { return files_[static_cast<int>(role)]; }
-  // Opens the role's descriptor if it is not open (flags as open(2)). Returns 0 or -errno.
-  [[nodiscard]] int64_t OpenFile(FileRole role, int flags);
-  void CloseHandle(FileRole role);
+  // ---- For DatabaseFiles and the VFS glue ----------------------------------------------------
+  // Nothing queued, nothing in flight, no listener running: the owner may be destroyed.
+  [[nodiscard]] bool quiet() const {
+    return head_ == nullptr && fsyncs_outstanding_ == 0 && !notifying_;
+  }
   // SQLite's data calls. Return an SQLite result code.
   [[nodiscard]] int Read(FileRole role, void* buffer, int amount, int64_t offset);
   [[nodiscard]] int Write(FileRole role, const void* buffer, int amount, int64_t offset);
@@ -150,20 +122,8 @@ class DatabaseFiles {
   // becomes a truncate to zero, which is the same empty file from SQLite's point of view.
   // False if the unlink already started (the caller reports SQLITE_BUSY).
   [[nodiscard]] bool ReviveUnlinked(FileRole role);
-  // Whether nothing keeps this object alive any more (the Vfs then destroys it).
-  [[nodiscard]] bool Releasable() const;
-
-  // In-process locks of the main file (SQLITE_LOCK_*), per sqlite3_file `owner`.
-  [[nodiscard]] int Lock(const void* owner, int& level, int wanted);
-  void Unlock(const void* owner, int& level, int wanted);
-  [[nodiscard]] bool ReservedHeld() const { return reserved_ != nullptr; }
-
-  // The WAL index, in process memory.
-  [[nodiscard]] int ShmMap(int region, int region_bytes, bool extend, void** out);
-  [[nodiscard]] int ShmLock(uint8_t& shared_mask, uint8_t& exclusive_mask, int offset, int n,
-                            int flags);
-  void ShmAttach() { ++shm_users_; }
-  void ShmDetach();
+  // Invariant 6: closes the descriptors no handle uses, if nothing is queued or in flight.
+  void CloseIdleDescriptors();
 
  private:
   struct PendingOp;
@@ -178,25 +138,20 @@ class DatabaseFiles {
   void Start(PendingOp* op);
   void StartBarrier(PendingOp* op);
   void FinishBarrier(PendingOp* op);
+  // Invariant 5: counts a refused operation and returns SQLITE_FULL.
+  [[nodiscard]] int RefuseForBackpressure();
   [[nodiscard]] bool Overlaps(FileRole role, uint64_t offset, uint64_t length) const;
   [[nodiscard]] bool CoveredByPending(FileRole role, char* out, uint64_t offset,
                                       uint64_t length) const;
   void Overlay(FileRole role, char* out, uint64_t offset, uint64_t length) const;
   void Notify();
-  void CloseIdleDescriptors();
-  // Rolls back a hot journal left by a database's first transaction (see the definition).
-  [[nodiscard]] int64_t RollBackFirstTransaction(int main_fd, int64_t& size_bytes);
-  [[nodiscard]] int64_t RunNow(io::Op& op);
   void AssertInvariants() const;
   static loop::Action OnOpDone(loop::Loop& loop, loop::Completion& c);
   static loop::Action OnFsyncDone(loop::Loop& loop, loop::Completion& c);
 
-  Vfs& vfs_;
+  VfsContext& context_;
   loop::Loop& loop_;
-  std::string main_path_;
-  std::string dir_path_;
-  std::array<SharedFile, kFileRoles> files_;
-  int dir_fd_ = -1;
+  FileTable& files_;
 
   // The queue (intrusive, doubly linked) and the free list of reusable operations.
   PendingOp* head_ = nullptr;
@@ -219,23 +174,9 @@ class DatabaseFiles {
   bool dir_fsync_failed_ = false;  // The directory's fsync was among those that failed.
   Listener listener_ = nullptr;
   void* listener_arg_ = nullptr;
-  uint32_t pins_ = 0;
   bool notifying_ = false;
-
-  // Locks (SQLITE_LOCK_*): holders by owner; SHARED is a count.
-  uint32_t shared_ = 0;
-  const void* reserved_ = nullptr;
-  const void* pending_ = nullptr;
-  const void* exclusive_ = nullptr;
-
-  // The WAL index: regions of SQLite's chosen size, zero-filled on creation.
-  std::vector<std::unique_ptr<char[]>> shm_regions_;
-  int shm_region_bytes_ = 0;
-  uint32_t shm_users_ = 0;
-  std::array<uint16_t, kShmLocks> shm_shared_{};
-  std::array<bool, kShmLocks> shm_exclusive_{};
 };
 
-}  // namespace sqloop::db
+}  // namespace sqloop::db::internal
 
-#endif  // SQLOOP_DB_DATABASE_FILES_H_
+#endif  // SQLOOP_DB_INTERNAL_EPOCH_QUEUE_H_

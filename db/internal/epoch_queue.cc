@@ -1,0 +1,517 @@
+#include "sqloop/db/internal/epoch_queue.h"
+
+#include <fcntl.h>
+#include <sqlite3.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "sqloop/alloc/check.h"
+#include "sqloop/db/internal/file_names.h"
+
+namespace sqloop::db::internal {
+
+// An operation SQLite issued while the queue was not empty (or a barrier). Reused through the
+// free list, and its `data` keeps its capacity, so a warmed-up database does not allocate.
+struct EpochQueue::PendingOp {
+  loop::Completion c;  // Writes, truncates and unlinks; barriers use EpochQueue::fsyncs_.
+  EpochQueue* owner = nullptr;
+  OpState state = OpState::kFree;
+  OpKind kind = OpKind::kWrite;
+  FileRole role = FileRole::kMain;
+  bool fence = false;         // A write overlapping an earlier queued write: waits for it.
+  bool dir_sync = false;      // Barrier: also fsync the directory.
+  uint8_t sync_mask = 0;      // Barrier: bit per FileRole to fsync.
+  uint64_t offset = 0;        // Write: file offset. Truncate: the new size.
+  uint64_t length = 0;        // Write: bytes in `data`.
+  uint64_t epoch = 0;         // Barrier: the epoch it closes.
+  std::vector<char> data;     // Write: a copy of SQLite's buffer.
+  PendingOp* prev = nullptr;  // Queue links (`next` also links the free list).
+  PendingOp* next = nullptr;
+};
+
+namespace {
+
+constexpr int kDirIndex = kFileRoles;  // fsyncs_ slot of the directory.
+// A held write's buffer is never smaller than SQLite's default page, the size of most writes.
+constexpr uint64_t kHeldBufferMinBytes = 4096;
+
+}  // namespace
+
+EpochQueue::EpochQueue(VfsContext& context, FileTable& files)
+    : context_(context), loop_(context.loop()), files_(files) {
+  for (loop::Completion& c : fsyncs_) {
+    c.callback = &EpochQueue::OnFsyncDone;
+    c.user_data = this;
+    c.name = "sqloop-db-fsync";
+  }
+}
+
+EpochQueue::~EpochQueue() {
+  SQLOOP_CHECK(head_ == nullptr && fsyncs_outstanding_ == 0,
+               "DatabaseFiles destroyed with operations in flight; run the loop until the "
+               "database is closed");
+}
+
+void EpochQueue::SetListener(Listener listener, void* arg) {
+  listener_ = listener;
+  listener_arg_ = arg;
+}
+
+void EpochQueue::CloseIdleDescriptors() {
+  if (head_ != nullptr || fsyncs_outstanding_ != 0) return;
+  files_.CloseIdle();
+}
+
+// ---- The queue --------------------------------------------------------------------------------
+
+EpochQueue::PendingOp* EpochQueue::TakeOp() {
+  PendingOp* op = free_;
+  if (op != nullptr) {
+    free_ = op->next;
+  } else {
+    ops_.push_back(std::make_unique<PendingOp>());
+    op = ops_.back().get();
+    op->owner = this;
+    op->c.callback = &EpochQueue::OnOpDone;
+    op->c.user_data = op;
+    op->c.name = "sqloop-db-write-behind";
+  }
+  op->next = op->prev = nullptr;
+  op->fence = op->dir_sync = false;
+  op->sync_mask = 0;
+  op->offset = op->length = op->epoch = 0;
+  op->state = OpState::kQueued;
+  return op;
+}
+
+void EpochQueue::Push(PendingOp* op) {
+  op->prev = tail_;
+  op->next = nullptr;
+  if (tail_ != nullptr) {
+    tail_->next = op;
+  } else {
+    head_ = op;
+  }
+  tail_ = op;
+  ++queued_ops_;
+  if (op->kind == OpKind::kWrite) held_bytes_ += op->length;
+}
+
+void EpochQueue::Remove(PendingOp* op) {
+  if (op->prev != nullptr) {
+    op->prev->next = op->next;
+  } else {
+    head_ = op->next;
+  }
+  if (op->next != nullptr) {
+    op->next->prev = op->prev;
+  } else {
+    tail_ = op->prev;
+  }
+  --queued_ops_;
+  if (op->kind == OpKind::kWrite) held_bytes_ -= op->length;
+}
+
+void EpochQueue::Release(PendingOp* op) {
+  op->state = OpState::kFree;
+  op->prev = nullptr;
+  op->next = free_;
+  free_ = op;
+}
+
+bool EpochQueue::Overlaps(FileRole role, uint64_t offset, uint64_t length) const {
+  for (const PendingOp* op = tail_; op != nullptr; op = op->prev) {
+    if (op->kind != OpKind::kWrite) return false;  // Everything before it finishes first.
+    if (op->role == role && op->offset < offset + length && offset < op->offset + op->length) {
+      return true;
+    }
+  }
+  return false;
+}
+
+// Invariant 1, applied from the head: start what may start, stop at the first op that must
+// wait. A barrier with nothing to sync finishes inline, so the scan restarts after it.
+void EpochQueue::Advance() {
+  for (bool restart = true; restart && poison_.ok();) {
+    restart = false;
+    for (PendingOp* op = head_; op != nullptr; op = op->next) {
+      const bool ordering = op->kind != OpKind::kWrite;
+      if (op->state == OpState::kInFlight) {
+        if (ordering) return;
+        continue;
+      }
+      if ((ordering || op->fence) && op != head_) return;
+      if (op->kind == OpKind::kBarrier) {
+        StartBarrier(op);
+        restart = barrier_ == nullptr;  // Finished inline.
+        break;
+      }
+      Start(op);
+      if (ordering) return;
+    }
+  }
+  AssertInvariants();
+}
+
+void EpochQueue::Start(PendingOp* op) {
+  SharedFile& f = files_.file(op->role);
+  io::Op& io_op = op->c.op;
+  io_op = io::Op{};
+  io_op.fd = f.fd;
+  switch (op->kind) {
+    case OpKind::kWrite:
+      io_op.kind = io::OpKind::kWrite;
+      io_op.buffer = op->data.data();
+      io_op.length = static_cast<uint32_t>(op->length);
+      io_op.offset = op->offset;
+      break;
+    case OpKind::kTruncate:
+      io_op.kind = io::OpKind::kFtruncate;
+      io_op.offset = op->offset;
+      break;
+    case OpKind::kUnlink:
+      files_.CloseIfUnused(op->role);
+      io_op.kind = io::OpKind::kUnlink;
+      io_op.fd = AT_FDCWD;
+      io_op.path = f.path.c_str();
+      break;
+    case OpKind::kBarrier:
+      SQLOOP_CHECK(false, "barriers start through StartBarrier");
+      break;
+  }
+  op->state = OpState::kInFlight;
+  loop_.Submit(op->c);
+}
+
+void EpochQueue::StartBarrier(PendingOp* op) {
+  SQLOOP_CHECK(barrier_ == nullptr, "two barriers in flight");
+  barrier_ = op;
+  op->state = OpState::kInFlight;
+  fsync_error_ = 0;
+  context_.stats().barriers++;
+  int dir_fd = -1;
+  if (op->dir_sync) {
+    const int64_t fd = files_.DirectoryFd();
+    if (fd < 0) fsync_error_ = static_cast<int>(-fd);
+    dir_fd = fd < 0 ? -1 : static_cast<int>(fd);
+  }
+  for (int i = 0; i <= kFileRoles; ++i) {
+    const bool wanted = i == kDirIndex ? op->dir_sync : (op->sync_mask & (1u << i)) != 0;
+    const int fd = i == kDirIndex ? dir_fd : files_.file(static_cast<FileRole>(i)).fd;
+    if (!wanted || fd < 0) continue;
+    loop::Completion& c = fsyncs_[i];
+    c.op = io::Op{
+        .kind = io::OpKind::kFsync, .fd = fd, .flags = i == kDirIndex ? 0u : io::kFsyncDatasync};
+    ++fsyncs_outstanding_;
+    context_.stats().fsyncs++;
+    loop_.Submit(c);
+  }
+  if (fsyncs_outstanding_ == 0) FinishBarrier(op);
+}
+
+void EpochQueue::FinishBarrier(PendingOp* op) {
+  SQLOOP_CHECK(op == barrier_ && fsyncs_outstanding_ == 0, "FinishBarrier out of order");
+  barrier_ = nullptr;
+  Remove(op);
+  Release(op);
+  if (fsync_error_ != 0) {
+    Poison(absl::DataLossError(absl::StrCat(
+        "fsync of '", FileNameOf(files_.main_path()), "' (epoch ", op->epoch,
+        ") failed: ", std::strerror(fsync_error_),
+        ". It is never retried (the kernel may have dropped the unsynced pages); the outcome of "
+        "every write since the last durable epoch is unknown. Restart the process to recover.")));
+    return;
+  }
+  if (poison_.ok()) durable_epoch_ = std::max(durable_epoch_, op->epoch);
+}
+
+loop::Action EpochQueue::OnFsyncDone(loop::Loop& /*unused*/, loop::Completion& c) {
+  auto* self = static_cast<EpochQueue*>(c.user_data);
+  SQLOOP_CHECK(self->fsyncs_outstanding_ > 0, "an fsync completed that was not outstanding");
+  if (c.result() < 0 && self->fsync_error_ == 0) self->fsync_error_ = static_cast<int>(-c.result());
+  if (c.result() < 0 && &c == &self->fsyncs_[kDirIndex]) self->dir_fsync_failed_ = true;
+  if (--self->fsyncs_outstanding_ != 0) return loop::Action::kDisarm;
+  if (self->barrier_ != nullptr) self->FinishBarrier(self->barrier_);
+  self->Advance();
+  if (self->head_ == nullptr) self->CloseIdleDescriptors();
+  self->Notify();
+  // May destroy this queue (with its database's files): nothing touches it afterwards.
+  self->context_.ReleaseIfUnused(self->files_.main_path());
+  return loop::Action::kDisarm;
+}
+
+loop::Action EpochQueue::OnOpDone(loop::Loop& /*unused*/, loop::Completion& c) {
+  auto* op = static_cast<PendingOp*>(c.user_data);
+  EpochQueue* self = op->owner;
+  const int64_t result = c.result();
+  const OpKind kind = op->kind;
+  const FileRole role = op->role;
+  self->Remove(op);
+  self->Release(op);
+  if (result < 0 && self->poison_.ok()) {
+    const char* what = kind == OpKind::kWrite      ? "write-behind write"
+                       : kind == OpKind::kTruncate ? "truncate"
+                                                   : "unlink";
+    self->Poison(absl::DataLossError(absl::StrCat(
+        "the ", what, " of the ", RoleName(role), " of '", FileNameOf(self->files_.main_path()),
+        "' failed after SQLite had moved on: ", std::strerror(static_cast<int>(-result)),
+        ". The outcome of every write since the last durable epoch is unknown. Restart the "
+        "process to recover.")));
+  }
+  self->Advance();
+  if (self->head_ == nullptr) {
+    self->CloseIdleDescriptors();
+    self->Notify();
+  }
+  // May destroy this queue (with its database's files): nothing touches it afterwards.
+  self->context_.ReleaseIfUnused(self->files_.main_path());
+  return loop::Action::kDisarm;
+}
+
+// Invariant 4: drop everything queued; what is in flight comes back and is released.
+void EpochQueue::Poison(absl::Status status) {
+  if (!poison_.ok()) return;
+  poison_ = std::move(status);
+  context_.stats().poisonings++;
+  context_.Taint(files_.main_path(), files_.dir_path(), poison_.message(), dir_fsync_failed_);
+  for (PendingOp* op = head_; op != nullptr;) {
+    PendingOp* next = op->next;
+    if (op->state == OpState::kQueued) {
+      Remove(op);
+      Release(op);
+    }
+    op = next;
+  }
+  Notify();
+}
+
+void EpochQueue::Notify() {
+  if (listener_ == nullptr || notifying_) return;
+  notifying_ = true;
+  listener_(listener_arg_);
+  notifying_ = false;
+}
+
+void EpochQueue::AssertInvariants() const {
+  uint64_t bytes = 0;
+  uint32_t count = 0;
+  bool behind_ordering_point = false;
+  for (const PendingOp* op = head_; op != nullptr; op = op->next) {
+    SQLOOP_CHECK(op->state != OpState::kFree, "a free operation is in the queue");
+    // Invariant 1: nothing runs behind an ordering point that has not completed.
+    SQLOOP_CHECK(!(behind_ordering_point && op->state == OpState::kInFlight),
+                 "an operation started behind an unfinished barrier, truncate or unlink");
+    if (op->kind != OpKind::kWrite) behind_ordering_point = true;
+    if (op->kind == OpKind::kWrite) bytes += op->length;
+    ++count;
+  }
+  SQLOOP_CHECK(bytes == held_bytes_ && count == queued_ops_, "queue accounting is off");
+  SQLOOP_CHECK(held_bytes_ <= context_.options().held_bytes_max, "held bytes above the limit");
+  SQLOOP_CHECK(durable_epoch_ <= epoch_, "durable epoch ahead of the issued epochs");
+}
+
+// ---- SQLite's data calls ----------------------------------------------------------------------
+
+int EpochQueue::RefuseForBackpressure() {
+  ++backpressure_;
+  context_.stats().backpressure++;
+  return SQLITE_FULL;
+}
+
+int EpochQueue::Write(FileRole role, const void* buffer, int amount, int64_t offset) {
+  if (!poison_.ok()) return SQLITE_IOERR_WRITE;
+  SharedFile& f = files_.file(role);
+  const auto start = static_cast<uint64_t>(offset);
+  const auto length = static_cast<uint64_t>(amount);
+  if (head_ == nullptr) {
+    // Invariant 2: nothing to wait for, so SQLite gets the outcome of this very write.
+    io::Op op{.kind = io::OpKind::kWrite,
+              .fd = f.fd,
+              .buffer = const_cast<void*>(buffer),
+              .length = static_cast<uint32_t>(amount),
+              .offset = start};
+    const int64_t result = RunNow(loop_, op);
+    context_.stats().direct_writes++;
+    if (result == -ENOSPC || result == -EDQUOT) return SQLITE_FULL;
+    if (result < 0) return SQLITE_IOERR_WRITE;
+  } else {
+    const VfsOptions& options = context_.options();
+    if (held_bytes_ + length > options.held_bytes_max || queued_ops_ >= options.held_ops_max) {
+      // Invariant 5: refuse rather than grow; the Database layer turns this into backpressure.
+      return RefuseForBackpressure();
+    }
+    PendingOp* op = TakeOp();
+    op->kind = OpKind::kWrite;
+    op->role = role;
+    op->offset = start;
+    op->length = length;
+    const char* bytes = static_cast<const char*>(buffer);
+    // Recycled ops keep their buffers. Growing one to a whole page on its first use, even for a
+    // 24-byte frame header, means a warm database never grows one again: no allocation.
+    if (op->data.capacity() < length) op->data.reserve(std::max(length, kHeldBufferMinBytes));
+    op->data.assign(bytes, bytes + amount);
+    op->fence = Overlaps(role, start, length);
+    Push(op);
+    context_.stats().held_writes++;
+    Advance();
+  }
+  f.dirty = true;
+  f.size_bytes = std::max(f.size_bytes, start + length);
+  return SQLITE_OK;
+}
+
+int EpochQueue::Truncate(FileRole role, int64_t size_bytes) {
+  if (!poison_.ok()) return SQLITE_IOERR_TRUNCATE;
+  SharedFile& f = files_.file(role);
+  const auto size = static_cast<uint64_t>(size_bytes);
+  if (head_ == nullptr) {
+    io::Op op{.kind = io::OpKind::kFtruncate, .fd = f.fd, .offset = size};
+    if (RunNow(loop_, op) < 0) return SQLITE_IOERR_TRUNCATE;
+  } else {
+    if (queued_ops_ >= context_.options().held_ops_max) {
+      return RefuseForBackpressure();
+    }
+    PendingOp* op = TakeOp();
+    op->kind = OpKind::kTruncate;
+    op->role = role;
+    op->offset = size;
+    Push(op);
+    Advance();
+  }
+  f.dirty = true;
+  f.size_bytes = size;
+  return SQLITE_OK;
+}
+
+int EpochQueue::Sync() {
+  if (!poison_.ok()) return SQLITE_IOERR_FSYNC;
+  if (queued_ops_ >= context_.options().held_ops_max) {
+    return RefuseForBackpressure();
+  }
+  PendingOp* op = TakeOp();
+  op->kind = OpKind::kBarrier;
+  op->epoch = ++epoch_;
+  for (int i = 0; i < kFileRoles; ++i) {
+    SharedFile& f = files_.file(static_cast<FileRole>(i));
+    if (!f.dirty && !f.needs_dir_sync) continue;
+    if (f.dirty) op->sync_mask |= static_cast<uint8_t>(1u << i);
+    op->dir_sync = op->dir_sync || f.needs_dir_sync;
+    f.dirty = false;
+    f.needs_dir_sync = false;
+  }
+  Push(op);
+  Advance();
+  return SQLITE_OK;
+}
+
+int EpochQueue::Unlink(FileRole role) {
+  SharedFile& f = files_.file(role);
+  if (!poison_.ok()) return SQLITE_IOERR_DELETE;
+  if (!f.exists && f.fd < 0 && head_ == nullptr) {
+    io::Op op{.kind = io::OpKind::kUnlink, .fd = AT_FDCWD, .path = f.path.c_str()};
+    const int64_t result = RunNow(loop_, op);
+    if (result == -ENOENT) return SQLITE_IOERR_DELETE_NOENT;
+    return result < 0 ? SQLITE_IOERR_DELETE : SQLITE_OK;
+  }
+  if (head_ == nullptr) {
+    files_.CloseIfUnused(role);
+    io::Op op{.kind = io::OpKind::kUnlink, .fd = AT_FDCWD, .path = f.path.c_str()};
+    const int64_t result = RunNow(loop_, op);
+    if (result < 0 && result != -ENOENT) return SQLITE_IOERR_DELETE;
+  } else {
+    PendingOp* op = TakeOp();
+    op->kind = OpKind::kUnlink;
+    op->role = role;
+    Push(op);
+    Advance();
+  }
+  f.exists = false;
+  f.known = true;
+  f.dirty = false;
+  f.size_bytes = 0;
+  return SQLITE_OK;
+}
+
+bool EpochQueue::ReviveUnlinked(FileRole role) {
+  for (PendingOp* op = tail_; op != nullptr; op = op->prev) {
+    if (op->role != role || op->kind != OpKind::kUnlink) continue;
+    if (op->state != OpState::kQueued) return false;
+    op->kind = OpKind::kTruncate;
+    op->offset = 0;
+    SharedFile& f = files_.file(role);
+    f.exists = true;
+    f.size_bytes = 0;
+    return true;
+  }
+  return false;
+}
+
+// The newest queued write that covers the whole range answers the read without the disk, as
+// long as nothing newer touches the range.
+bool EpochQueue::CoveredByPending(FileRole role, char* out, uint64_t offset,
+                                  uint64_t length) const {
+  const uint64_t end = offset + length;
+  for (const PendingOp* op = tail_; op != nullptr; op = op->prev) {
+    if (op->role != role || op->kind == OpKind::kBarrier) continue;
+    if (op->kind != OpKind::kWrite) return false;
+    if (op->offset >= end || offset >= op->offset + op->length) continue;
+    if (op->offset > offset || op->offset + op->length < end) return false;
+    std::memcpy(out, op->data.data() + (offset - op->offset), length);
+    return true;
+  }
+  return false;
+}
+
+// Applies every queued or in-flight write and truncate of `role`, oldest first, to bytes read
+// from the disk, so a read sees exactly what SQLite wrote.
+void EpochQueue::Overlay(FileRole role, char* out, uint64_t offset, uint64_t length) const {
+  const uint64_t end = offset + length;
+  for (const PendingOp* op = head_; op != nullptr; op = op->next) {
+    if (op->role != role) continue;
+    if (op->kind == OpKind::kWrite) {
+      const uint64_t from = std::max(offset, op->offset);
+      const uint64_t to = std::min(end, op->offset + op->length);
+      if (from < to)
+        std::memcpy(out + (from - offset), op->data.data() + (from - op->offset), to - from);
+    } else if (op->kind == OpKind::kTruncate && op->offset < end) {
+      const uint64_t from = std::max(offset, op->offset);
+      std::memset(out + (from - offset), 0, end - from);
+    }
+  }
+}
+
+int EpochQueue::Read(FileRole role, void* buffer, int amount, int64_t offset) {
+  if (!poison_.ok()) return SQLITE_IOERR_READ;
+  SharedFile& f = files_.file(role);
+  char* out = static_cast<char*>(buffer);
+  const auto start = static_cast<uint64_t>(offset);
+  const auto wanted = static_cast<uint64_t>(amount);
+  const uint64_t available = f.size_bytes > start ? std::min(wanted, f.size_bytes - start) : 0;
+  context_.stats().reads++;
+  if (available > 0 && CoveredByPending(role, out, start, available)) {
+    context_.stats().reads_from_held++;
+  } else if (available > 0) {
+    io::Op op{.kind = io::OpKind::kRead,
+              .fd = f.fd,
+              .buffer = out,
+              .length = static_cast<uint32_t>(available),
+              .offset = start};
+    const int64_t got = RunNow(loop_, op);
+    if (got < 0) return SQLITE_IOERR_READ;
+    // Bytes the disk does not have yet are zeros unless a queued write supplies them.
+    std::memset(out + got, 0, available - static_cast<uint64_t>(got));
+    Overlay(role, out, start, available);
+  }
+  if (available < wanted) {
+    // SQLite's contract: zero-fill what is past the end and say the read was short.
+    std::memset(out + available, 0, wanted - available);
+    return SQLITE_IOERR_SHORT_READ;
+  }
+  return SQLITE_OK;
+}
+
+}  // namespace sqloop::db::internal

@@ -1,0 +1,112 @@
+// db/internal/file_table.h
+// -----------------------------------------------------------------------------
+//
+// `FileTable` holds the descriptors of one database: the main file, its rollback journal and
+// its WAL, one descriptor each, shared by every connection of the process, plus the directory's
+// (opened for the first barrier that syncs it). It opens them (with an exclusive flock on the
+// main file: one process per database), knows SQLite's view of each file (exists, size, written
+// since the last barrier), and closes them. What is queued on them is the epoch queue's business
+// (db/internal/epoch_queue.h), which decides when a descriptor may be closed (its invariant 6).
+//
+// Design invariants:
+//   1. One descriptor per file per process, opened once, however many connections open it.
+//   2. The main file stays open while the table is pinned (a Database exists), so the process
+//      keeps its flock for as long as the Database does.
+//   3. A file opened (or created) here is marked `needs_dir_sync` until a barrier syncs the
+//      directory: its name is durable only then.
+//
+// Internal: DatabaseFiles owns one; the epoch queue and the VFS glue use it.
+//
+// Example:
+//
+//   FileTable table(loop, "/data/t.db", /*os_lock=*/true);
+//   if (int64_t rc = table.Open(FileRole::kMain, O_RDWR | O_CREAT); rc < 0) return rc;
+//   ++table.file(FileRole::kMain).opens;  // A connection's handle.
+#ifndef SQLOOP_DB_INTERNAL_FILE_TABLE_H_
+#define SQLOOP_DB_INTERNAL_FILE_TABLE_H_
+
+#include <array>
+#include <cstdint>
+#include <string>
+
+#include "sqloop/io/op.h"
+#include "sqloop/loop/loop.h"
+
+namespace sqloop::db::internal {
+
+// The files of one database. kCount is the number of roles.
+enum class FileRole : uint8_t { kMain = 0, kJournal = 1, kWal = 2, kCount = 3 };
+inline constexpr int kFileRoles = static_cast<int>(FileRole::kCount);
+
+// "database file", "rollback journal" or "WAL": how messages name a role.
+[[nodiscard]] const char* RoleName(FileRole role);
+
+// Runs `op` to completion with Loop::WaitForOp (other completions are queued for the loop, no
+// callback runs). Returns its result: >= 0, or -errno.
+[[nodiscard]] int64_t RunNow(loop::Loop& loop, io::Op& op);
+
+// One file (main, journal or WAL) as SQLite sees it: the epoch queue's effects included.
+struct SharedFile {
+  std::string path;
+  int fd = -1;
+  uint32_t opens = 0;           // sqlite3_file handles open on it.
+  bool known = false;           // `exists` is authoritative (opened or unlinked by us).
+  bool exists = false;          // SQLite's view: false once an unlink is queued.
+  bool dirty = false;           // Written since the last barrier that synced it.
+  bool needs_dir_sync = false;  // Opened (or created) since the directory was last synced.
+  uint64_t size_bytes = 0;      // SQLite's view of the size.
+};
+
+class FileTable {
+ public:
+  // `os_lock`: take an exclusive flock on the main file (VfsOptions::os_lock).
+  FileTable(loop::Loop& loop, std::string main_path, bool os_lock);
+  // Closes every descriptor still open.
+  ~FileTable();
+  FileTable(const FileTable&) = delete;
+  FileTable& operator=(const FileTable&) = delete;
+
+  [[nodiscard]] const std::string& main_path() const { return main_path_; }
+  [[nodiscard]] const std::string& dir_path() const { return dir_path_; }
+  [[nodiscard]] SharedFile& file(FileRole role) { return files_[static_cast<int>(role)]; }
+  [[nodiscard]] const SharedFile& file(FileRole role) const {
+    return files_[static_cast<int>(role)];
+  }
+  // Whether no sqlite3_file handle has any of the files open.
+  [[nodiscard]] bool unused() const;
+
+  // Opens the role's descriptor if it is not open (flags as open(2)). Returns 0 or -errno
+  // (-EWOULDBLOCK: another process holds the main file's flock).
+  [[nodiscard]] int64_t Open(FileRole role, int flags);
+  // A handle on `role` was closed. The descriptor stays open: see CloseIdle.
+  void CloseHandle(FileRole role);
+  // Closes the role's descriptor if no handle has it open (before the file is unlinked).
+  void CloseIfUnused(FileRole role);
+  // Closes every descriptor no handle has open, except the main file's while pinned. Only when
+  // nothing is queued on them (the epoch queue's invariant 6 is the caller's to keep).
+  void CloseIdle();
+  // The directory's descriptor, opened the first time it is needed: >= 0, or -errno.
+  [[nodiscard]] int64_t DirectoryFd();
+
+  // Keeps the main file (and so the flock) open while no SQLite connection has it open.
+  void Pin() { ++pins_; }
+  void Unpin();
+  [[nodiscard]] bool pinned() const { return pins_ != 0; }
+
+ private:
+  // Rolls back a hot journal left by a database's first transaction (see the definition).
+  [[nodiscard]] int64_t RollBackFirstTransaction(int main_fd, int64_t& size_bytes);
+  void CloseDescriptor(int& fd);
+
+  loop::Loop& loop_;
+  const std::string main_path_;
+  const std::string dir_path_;
+  const bool os_lock_;
+  std::array<SharedFile, kFileRoles> files_;
+  int dir_fd_ = -1;
+  uint32_t pins_ = 0;
+};
+
+}  // namespace sqloop::db::internal
+
+#endif  // SQLOOP_DB_INTERNAL_FILE_TABLE_H_

@@ -1,0 +1,36 @@
+#include "sqloop/db/internal/vfs_context.h"
+
+#include "absl/strings/str_cat.h"
+#include "sqloop/alloc/check.h"
+#include "sqloop/db/internal/file_names.h"
+
+namespace sqloop::db::internal {
+
+void VfsContext::ReleaseIfUnused(const std::string& main_path) const {
+  SQLOOP_CHECK(hooks_.release_if_unused != nullptr, "VfsContext used before the Vfs set its hooks");
+  hooks_.release_if_unused(hooks_.owner, main_path);
+}
+
+void VfsContext::Taint(const std::string& main_path, const std::string& dir_path,
+                       absl::string_view why, bool directory) {
+  tainted_paths_.try_emplace(main_path, why);
+  if (!directory || !tainted_dirs_.try_emplace(dir_path, why).second) return;
+  SQLOOP_CHECK(hooks_.poison_directory != nullptr, "VfsContext used before the Vfs set its hooks");
+  hooks_.poison_directory(hooks_.owner, main_path, dir_path, std::string(why));
+}
+
+absl::Status VfsContext::CheckNotTainted(const std::string& main_path) const {
+  auto path = tainted_paths_.find(main_path);
+  auto directory = tainted_dirs_.find(DirectoryOf(main_path));
+  if (path == tainted_paths_.end() && directory == tainted_dirs_.end()) return absl::OkStatus();
+  const std::string& why = path != tainted_paths_.end() ? path->second : directory->second;
+  return absl::FailedPreconditionError(absl::StrCat(
+      "'", FileNameOf(main_path),
+      "' is not opened again in this process: an fsync or write of its files failed "
+      "earlier (",
+      why,
+      "), so what this process would read may not be on disk, and writes acknowledged on top "
+      "of it could be lost. Restart the process: it recovers from what is durable"));
+}
+
+}  // namespace sqloop::db::internal

@@ -1,0 +1,96 @@
+// db/internal/vfs_context.h
+// -----------------------------------------------------------------------------
+//
+// `VfsContext` is what every database's files share with the Vfs that owns them: the loop, the
+// options, the counters, and the taint table (the paths and directories this process refuses
+// to open again). The files units reference it; it references none of them, so dependencies
+// point one way:
+//
+// clang-format off
+//   Vfs (db/vfs.h) --owns--> VfsCore --owns--> DatabaseFiles --owns--> FileTable  (descriptors)
+//                               |                   |          +-----> EpochQueue (durability)
+//                               |                   |          +-----> LockTable  (locks, shm)
+//                               +--owns--> VfsContext <-- DatabaseFiles, EpochQueue
+// clang-format on
+//
+// Two things only the owner of every database's files can do are asked of it through the hooks
+// the Vfs installs (function pointers, so no unit below the Vfs includes it): destroy one
+// database's files once nothing uses them, and poison the other databases of a directory whose
+// fsync failed.
+//
+// Internal: the VFS and its files are the only users (and tests, which poke at the taint table).
+//
+// Example (an epoch queue whose barrier failed):
+//
+//   context.stats().poisonings++;
+//   context.Taint(main_path, dir_path, poison.message(), /*directory=*/dir_fsync_failed);
+//   ... drop the queue, tell the Database ...
+//   context.ReleaseIfUnused(main_path);
+#ifndef SQLOOP_DB_INTERNAL_VFS_CONTEXT_H_
+#define SQLOOP_DB_INTERNAL_VFS_CONTEXT_H_
+
+#include <string>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+#include "sqloop/db/vfs.h"
+#include "sqloop/loop/loop.h"
+
+namespace sqloop::db::internal {
+
+class VfsContext {
+ public:
+  // What the files ask of the Vfs that owns them. Both run synchronously, inside the call that
+  // asks, so the order of events is the same as if the files called the owner directly.
+  struct Hooks {
+    void* owner = nullptr;
+    // The files of `main_path` may have become unused: the owner destroys them if nothing keeps
+    // them alive any more (after this returns, the caller must not touch them).
+    void (*release_if_unused)(void* owner, const std::string& main_path) = nullptr;
+    // A directory was newly tainted: the owner poisons every database in `dir_path` other than
+    // `main_path`, with `why` in the message.
+    void (*poison_directory)(void* owner, const std::string& main_path, const std::string& dir_path,
+                             const std::string& why) = nullptr;
+  };
+
+  VfsContext(loop::Loop& loop, VfsOptions options) : loop_(loop), options_(options) {}
+  VfsContext(const VfsContext&) = delete;
+  VfsContext& operator=(const VfsContext&) = delete;
+
+  [[nodiscard]] loop::Loop& loop() { return loop_; }
+  [[nodiscard]] const VfsOptions& options() const { return options_; }
+  [[nodiscard]] const VfsStats& stats() const { return stats_; }
+  [[nodiscard]] VfsStats& stats() { return stats_; }
+  // Set once, by the Vfs, before any file is opened.
+  void set_hooks(Hooks hooks) { hooks_ = hooks; }
+
+  // See Hooks::release_if_unused.
+  void ReleaseIfUnused(const std::string& main_path) const;
+
+  // After a failed fsync or write-behind write, what the files hold in this process (the
+  // kernel's page cache) may differ from what is on disk, and a later fsync cannot tell: Linux
+  // marks the failed pages clean. Reopening such a database in this process would read bytes
+  // that may not exist on disk and acknowledge new writes on top of them, which a crash then
+  // takes back. So the files' path is tainted for the Vfs's lifetime and opening it again is
+  // refused; a new process (a new Vfs) recovers from what is durable. A failed fsync of a
+  // directory (`directory`) taints the directory: every database in it is poisoned (through
+  // Hooks::poison_directory) and refused, because their file creations and unlinks there may
+  // be lost too.
+  void Taint(const std::string& main_path, const std::string& dir_path, absl::string_view why,
+             bool directory);
+  // Why `main_path` may not be opened (OK if it may).
+  [[nodiscard]] absl::Status CheckNotTainted(const std::string& main_path) const;
+
+ private:
+  loop::Loop& loop_;
+  const VfsOptions options_;
+  VfsStats stats_;
+  Hooks hooks_;
+  absl::flat_hash_map<std::string, std::string> tainted_paths_;  // main path -> why.
+  absl::flat_hash_map<std::string, std::string> tainted_dirs_;   // directory -> why.
+};
+
+}  // namespace sqloop::db::internal
+
+#endif  // SQLOOP_DB_INTERNAL_VFS_CONTEXT_H_
