@@ -102,7 +102,8 @@ Database::Database(loop::Loop& loop, Vfs& vfs, std::string path, DatabaseOptions
 Database::~Database() {
   SQLOOP_CHECK(state_ == State::kNew || state_ == State::kClosed || state_ == State::kFailed,
                "Database destroyed while open; Close() it and run the loop until it called back");
-  SQLOOP_CHECK(!pump_armed_, "Database destroyed with its pump armed");
+  SQLOOP_CHECK(pump_.state() == loop::Completion::State::kIdle,
+               "Database destroyed with its pump armed");
 }
 
 void Database::Open(Callback done, void* arg) {
@@ -113,9 +114,10 @@ void Database::Open(Callback done, void* arg) {
   ArmPump();
 }
 
+// The pump runs in the next drain; asking again before it ran changes nothing. While it runs
+// its completion is idle again, so a pump that asks re-arms for the next tick.
 void Database::ArmPump() {
-  if (pump_armed_) return;
-  pump_armed_ = true;
+  if (pump_.state() != loop::Completion::State::kIdle) return;
   loop_.NextTick(pump_);
 }
 
@@ -124,7 +126,6 @@ loop::Action Database::OnPump(loop::Loop& /*unused*/, loop::Completion& c) {
   // All of a database's SQLite work runs from its pump, so one mark here charges every byte
   // SQLite allocates for it (the VFS's calls included) to its tenant.
   alloc::ScopedTenant tenant(self->options_.tenant);
-  self->pump_armed_ = false;
   self->Pump();
   return loop::Action::kDisarm;
 }

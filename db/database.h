@@ -367,7 +367,7 @@ class Database {
   void Checkpoint();
   // Reader snapshots (the state machine above).
   bool Pin(Connection& reader);
-  void Unpin(Connection& reader);
+  static void Unpin(Connection& reader);
   void RefreshSnapshots();
   [[nodiscard]] Connection* ReaderFor(const Request& read);
   [[nodiscard]] bool AnyReaderBusy() const;
@@ -404,7 +404,6 @@ class Database {
   void* close_arg_ = nullptr;
 
   loop::Completion pump_;
-  bool pump_armed_ = false;
   internal::DatabaseFiles* files_ = nullptr;  // Pinned while held (db/internal/).
   uint64_t open_epoch_ = 0;
   uint64_t group_epoch_ = 0;  // The last group's commit epoch.
