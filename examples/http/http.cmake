@@ -14,6 +14,7 @@ add_library(sqloop_example_http STATIC
   ${CMAKE_CURRENT_LIST_DIR}/registry_executor.cc
   ${CMAKE_CURRENT_LIST_DIR}/request_parser.cc
   ${CMAKE_CURRENT_LIST_DIR}/server.cc
+  ${CMAKE_CURRENT_LIST_DIR}/server_answers.cc
   ${CMAKE_CURRENT_LIST_DIR}/shutdown_signal.cc)
 target_include_directories(sqloop_example_http SYSTEM PUBLIC ${SQLOOP_HTTP_PARSER_INCLUDE_DIR})
 target_link_libraries(sqloop_example_http

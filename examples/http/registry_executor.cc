@@ -408,15 +408,12 @@ void RegistryExecutor::Defer(ExecutorRequest& request, absl::Status status) {
     deferred_tail_->next = &request;
   }
   deferred_tail_ = &request;
-  if (!deferred_armed_) {
-    deferred_armed_ = true;
-    loop_.Timer(deferred_, absl::ZeroDuration());
-  }
+  // Asking again before the delivery ran changes nothing; while it runs, deferred_ is idle again.
+  if (deferred_.state() == loop::Completion::State::kIdle) loop_.NextTick(deferred_);
 }
 
 loop::Action RegistryExecutor::OnDeferred(loop::Loop& /*loop*/, loop::Completion& c) {
   auto& self = *static_cast<RegistryExecutor*>(c.user_data);
-  self.deferred_armed_ = false;
   ExecutorRequest* request = self.deferred_head_;
   self.deferred_head_ = self.deferred_tail_ = nullptr;
   while (request != nullptr) {

@@ -140,10 +140,9 @@ class RegistryExecutor final : public QueryExecutor {
   std::unique_ptr<db::Registry> registry_;  // Destroyed before vfs_.
   std::unique_ptr<Job[]> jobs_;
   Job* free_ = nullptr;
-  // Answers that did not come from the registry (refusals), delivered by a zero timer so
-  // on_done never runs inside Submit. Linked through ExecutorRequest::next.
+  // Answers that did not come from the registry (refusals), delivered in the loop's next tick
+  // so on_done never runs inside Submit. Linked through ExecutorRequest::next.
   loop::Completion deferred_;
-  bool deferred_armed_ = false;
   ExecutorRequest* deferred_head_ = nullptr;
   ExecutorRequest* deferred_tail_ = nullptr;
   uint64_t in_flight_ = 0;
