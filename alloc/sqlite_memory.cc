@@ -33,6 +33,8 @@ struct alignas(64) TenantSlot {
   std::atomic<uint64_t> failures{0};
   std::atomic<uint64_t> limit_bytes{0};
   std::atomic<uint32_t> registered{0};
+  // The group whose live bytes also carry this tenant's (RegisterTenant); kSharedTenant: none.
+  std::atomic<TenantId> group{kSharedTenant};
 };
 static_assert(sizeof(TenantSlot) == 64, "one cache line per tenant");
 
@@ -239,8 +241,8 @@ void RaisePeak(TenantSlot& slot, uint64_t live_bytes) {
   }
 }
 
-// Adds `size_bytes` to the tenant's live bytes unless that crosses its limit.
-bool Charge(TenantSlot& slot, uint64_t size_bytes) {
+// Adds `size_bytes` to one slot's live bytes unless that crosses its limit.
+bool ChargeSlot(TenantSlot& slot, uint64_t size_bytes) {
   const uint64_t live =
       slot.live_bytes.fetch_add(size_bytes, std::memory_order_relaxed) + size_bytes;
   if (live > slot.limit_bytes.load(std::memory_order_relaxed)) {
@@ -252,8 +254,22 @@ bool Charge(TenantSlot& slot, uint64_t size_bytes) {
   return true;
 }
 
+// Adds `size_bytes` to the tenant's live bytes and its group's, unless that crosses either
+// limit; then neither changes.
+bool Charge(TenantSlot& slot, uint64_t size_bytes) {
+  if (!ChargeSlot(slot, size_bytes)) return false;
+  const TenantId group = slot.group.load(std::memory_order_relaxed);
+  if (group == kSharedTenant || ChargeSlot(g_slots[group], size_bytes)) return true;
+  slot.live_bytes.fetch_sub(size_bytes, std::memory_order_relaxed);
+  slot.failures.fetch_add(1, std::memory_order_relaxed);
+  return false;
+}
+
 void Uncharge(TenantSlot& slot, uint64_t size_bytes) {
   slot.live_bytes.fetch_sub(size_bytes, std::memory_order_relaxed);
+  const TenantId group = slot.group.load(std::memory_order_relaxed);
+  if (group != kSharedTenant)
+    g_slots[group].live_bytes.fetch_sub(size_bytes, std::memory_order_relaxed);
 }
 
 int RoundUp(int size_bytes) {
@@ -359,6 +375,8 @@ struct Registry {
   TenantId next_unused = kSharedTenant + 1;
   std::vector<TenantId> free_ids;
   std::vector<std::string> names;  // Indexed by TenantId; empty for free slots.
+  std::vector<uint32_t> members;   // Indexed by TenantId: tenants registered in its group.
+  std::vector<bool> is_group;      // Indexed by TenantId: a tenant was ever registered in it.
   absl::flat_hash_map<std::string, TenantId> ids_by_name;
 };
 
@@ -389,8 +407,9 @@ ProfileCounters Snapshot(const TenantSlot& slot) {
   return counters;
 }
 
-void ActivateSlot(TenantId tenant, uint64_t limit_bytes) {
+void ActivateSlot(TenantId tenant, uint64_t limit_bytes, TenantId group) {
   TenantSlot& slot = g_slots[tenant];
+  slot.group.store(group, std::memory_order_relaxed);
   slot.peak_live_bytes.store(0, std::memory_order_relaxed);
   slot.allocations.store(0, std::memory_order_relaxed);
   slot.frees.store(0, std::memory_order_relaxed);
@@ -406,8 +425,10 @@ absl::Status InstallSqliteMemory() {
   Registry& registry = GetRegistry();
   std::lock_guard<std::mutex> lock(registry.mu);
   if (registry.installed) return absl::OkStatus();
-  ActivateSlot(kSharedTenant, kTenantNoLimit);
+  ActivateSlot(kSharedTenant, kTenantNoLimit, kSharedTenant);
   if (registry.names.empty()) registry.names.emplace_back("shared");
+  registry.members.resize(registry.names.size());
+  registry.is_group.resize(registry.names.size());
   registry.ids_by_name.try_emplace("shared", kSharedTenant);
   const int config_rc = sqlite3_config(SQLITE_CONFIG_MALLOC, &kMethods);
   if (config_rc != SQLITE_OK) {
@@ -435,13 +456,22 @@ bool SqliteMemoryInstalled() {
   return registry.installed;
 }
 
-absl::StatusOr<TenantId> RegisterTenant(absl::string_view name, uint64_t limit_bytes) {
+absl::StatusOr<TenantId> RegisterTenant(absl::string_view name, uint64_t limit_bytes,
+                                        TenantId group) {
   Registry& registry = GetRegistry();
   std::lock_guard<std::mutex> lock(registry.mu);
   if (name == "shared" || registry.ids_by_name.contains(name)) {
     return absl::AlreadyExistsError(absl::StrFormat(
         "RegisterTenant: a tenant named '%s' is already registered; tenant names must be unique",
         name));
+  }
+  if (group != kSharedTenant) {
+    if (absl::Status status = CheckTenant(group, "RegisterTenant"); !status.ok()) return status;
+    if (g_slots[group].group.load(std::memory_order_relaxed) != kSharedTenant) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "RegisterTenant('%s'): group '%s' is itself in a group; groups do not nest", name,
+          registry.names[group]));
+    }
   }
   TenantId tenant;
   if (!registry.free_ids.empty()) {
@@ -455,10 +485,19 @@ absl::StatusOr<TenantId> RegisterTenant(absl::string_view name, uint64_t limit_b
         "databases are closed, or raise kTenantsMax",
         name, kTenantsMax));
   }
-  if (registry.names.size() <= tenant) registry.names.resize(tenant + 1);
+  if (registry.names.size() <= tenant) {
+    registry.names.resize(tenant + 1);
+    registry.members.resize(tenant + 1);
+    registry.is_group.resize(tenant + 1);
+  }
   registry.names[tenant] = std::string(name);
   registry.ids_by_name.emplace(std::string(name), tenant);
-  ActivateSlot(tenant, limit_bytes);
+  registry.is_group[tenant] = false;
+  if (group != kSharedTenant) {
+    registry.members[group]++;
+    registry.is_group[group] = true;
+  }
+  ActivateSlot(tenant, limit_bytes, group);
   return tenant;
 }
 
@@ -470,6 +509,12 @@ absl::Status UnregisterTenant(TenantId tenant) {
   }
   if (absl::Status status = CheckTenant(tenant, "UnregisterTenant"); !status.ok()) return status;
   TenantSlot& slot = g_slots[tenant];
+  if (registry.members[tenant] != 0) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "UnregisterTenant('%s'): %d tenants are still registered in this group; unregister "
+        "them first",
+        registry.names[tenant], registry.members[tenant]));
+  }
   const uint64_t live_bytes = slot.live_bytes.load(std::memory_order_relaxed);
   if (live_bytes != 0) {
     return absl::FailedPreconditionError(absl::StrFormat(
@@ -478,6 +523,8 @@ absl::Status UnregisterTenant(TenantId tenant) {
         registry.names[tenant], live_bytes));
   }
   slot.registered.store(0, std::memory_order_release);
+  const TenantId group = slot.group.load(std::memory_order_relaxed);
+  if (group != kSharedTenant) registry.members[group]--;
   registry.ids_by_name.erase(registry.names[tenant]);
   registry.names[tenant].clear();
   registry.free_ids.push_back(tenant);
@@ -505,7 +552,8 @@ void ExportSqliteMemoryProfile(AllocationProfile* profile) {
   Registry& registry = GetRegistry();
   std::lock_guard<std::mutex> lock(registry.mu);
   for (TenantId tenant = 0; tenant < registry.names.size(); ++tenant) {
-    if (!IsRegistered(tenant)) continue;
+    // A group's bytes are its members': exporting it too would count them twice.
+    if (!IsRegistered(tenant) || registry.is_group[tenant]) continue;
     profile->Set(profile->Tenant(registry.names[tenant]), Snapshot(g_slots[tenant]));
   }
 }

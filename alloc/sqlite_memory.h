@@ -85,12 +85,19 @@ inline constexpr uint64_t kTenantNoLimit = UINT64_MAX;
 // Registers a tenant named `name` (unique among registered tenants; "shared" is taken) whose
 // live SQLite bytes may not exceed `limit_bytes`. Fails with `AlreadyExists` for a duplicate
 // name and `ResourceExhausted` when `kTenantsMax` tenants are registered.
+//
+// With a `group` (a registered tenant that is in no group itself), every byte charged to the
+// new tenant is charged to the group too: the group's live_bytes and peak_live_bytes are those
+// of its members together (plus its own, if SQLite ever runs for it), kept as allocations
+// happen, so a host reads the total of many tenants in O(1); its limit caps them together.
+// Its other counters are its own only.
 [[nodiscard]] absl::StatusOr<TenantId> RegisterTenant(absl::string_view name,
-                                                      uint64_t limit_bytes = kTenantNoLimit);
+                                                      uint64_t limit_bytes = kTenantNoLimit,
+                                                      TenantId group = kSharedTenant);
 
 // Frees the tenant's id for reuse. Fails with `FailedPrecondition` while the tenant still owns
-// SQLite memory (close its connections first) and `InvalidArgument` for an unknown id or the
-// shared tenant.
+// SQLite memory (close its connections first) or, for a group, still has members, and
+// `InvalidArgument` for an unknown id or the shared tenant.
 [[nodiscard]] absl::Status UnregisterTenant(TenantId tenant);
 
 // Changes a tenant's limit. Lowering it below the live bytes frees nothing; it refuses the
@@ -101,7 +108,8 @@ inline constexpr uint64_t kTenantNoLimit = UINT64_MAX;
 [[nodiscard]] absl::StatusOr<ProfileCounters> GetTenantCounters(TenantId tenant);
 
 // Copies every registered tenant's counters (and the shared bucket's) into `profile` as
-// tenant entries named after the tenants.
+// tenant entries named after the tenants. Groups are left out: their bytes are their
+// members'.
 void ExportSqliteMemoryProfile(AllocationProfile* profile);
 
 // Bytes of freed blocks the block cache keeps per size class and thread (invariant 7) by

@@ -329,6 +329,54 @@ TEST(SqliteMemoryTest, ExportsTenantsIntoTheProfile) {
   EXPECT_TRUE(UnregisterTenant(tenant).ok());
 }
 
+// A group's live bytes are its members' together, kept as they allocate and free (a registry
+// reads its total without walking its tenants); its limit caps them together; it cannot go
+// while it has members, and the profile leaves it out so no byte is counted twice.
+TEST(SqliteMemoryTest, AGroupCarriesItsMembersBytesAndCapsThemTogether) {
+  const TenantId group = Register("group");
+  absl::StatusOr<TenantId> first = RegisterTenant("member-1", kTenantNoLimit, group);
+  absl::StatusOr<TenantId> second = RegisterTenant("member-2", kTenantNoLimit, group);
+  ASSERT_TRUE(first.ok() && second.ok());
+  EXPECT_EQ(RegisterTenant("nested", kTenantNoLimit, *first).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(RegisterTenant("orphan", kTenantNoLimit, 12345).status().code(),
+            absl::StatusCode::kInvalidArgument);
+
+  sqlite3* a = Open(*first);
+  sqlite3* b = Open(*second);
+  ASSERT_EQ(Exec(*first, a, "CREATE TABLE t(v); INSERT INTO t VALUES(randomblob(100000))"),
+            SQLITE_OK);
+  EXPECT_GT(LiveBytes(*first), LiveBytes(*second));
+  EXPECT_EQ(LiveBytes(group), LiveBytes(*first) + LiveBytes(*second));
+
+  // The group's limit refuses a member's allocation even though the member has no limit, and
+  // neither counter keeps the refused bytes.
+  const uint64_t member_before = LiveBytes(*second);
+  ASSERT_TRUE(SetTenantLimit(group, LiveBytes(group) + 4096).ok());
+  EXPECT_EQ(Exec(*second, b, "CREATE TABLE t(v); INSERT INTO t VALUES(randomblob(100000))"),
+            SQLITE_NOMEM);
+  EXPECT_GT(Counters(*second).failures, 0u);
+  EXPECT_EQ(LiveBytes(group), LiveBytes(*first) + LiveBytes(*second));
+  ASSERT_TRUE(SetTenantLimit(group, kTenantNoLimit).ok());
+  EXPECT_LE(LiveBytes(*second), member_before + 4096);
+
+  AllocationProfile profile;
+  ExportSqliteMemoryProfile(&profile);
+  EXPECT_THAT(profile.ToTable(), HasSubstr("member-1"));
+  EXPECT_THAT(profile.ToTable(), ::testing::Not(HasSubstr("group")));
+
+  const absl::Status refused = UnregisterTenant(group);
+  EXPECT_EQ(refused.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(refused.message(), HasSubstr("still registered in this group"));
+  Close(*first, a);
+  Close(*second, b);
+  EXPECT_EQ(LiveBytes(group), 0u);
+  EXPECT_GT(Counters(group).peak_live_bytes, 100000u);
+  EXPECT_TRUE(UnregisterTenant(*first).ok());
+  EXPECT_TRUE(UnregisterTenant(*second).ok());
+  EXPECT_TRUE(UnregisterTenant(group).ok());
+}
+
 // ---- The block cache (invariant 7) ------------------------------------------------------------
 // Its lists and counters are per thread, so each test that depends on their exact state runs
 // its body on a fresh thread.
