@@ -85,6 +85,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "sqloop/alloc/check.h"
 #include "sqloop/db/internal/tenant.h"
 #include "sqloop/db/internal/tenant_policy.h"
@@ -378,8 +379,14 @@ void Registry::StartDatabase(Tenant& t) {
   if (alloc::SqliteMemoryInstalled()) {
     // Every SQLite byte of the tenant is charged to its own accounting tenant, which the
     // Database marks around its SQLite calls.
-    absl::StatusOr<alloc::TenantId> id = alloc::RegisterTenant(
-        absl::StrCat(options_.memory_name_prefix, t.name), options_.tenant_memory_bytes_max);
+    // The group is the registry's total (TenantPolicy::MemoryLive), named after the registry's
+    // address: unique while it lives, whatever the prefix.
+    absl::StatusOr<alloc::TenantId> group =
+        policy_->MemoryGroup(absl::StrFormat("%sregistry@%p", options_.memory_name_prefix, this));
+    absl::StatusOr<alloc::TenantId> id =
+        group.ok() ? alloc::RegisterTenant(absl::StrCat(options_.memory_name_prefix, t.name),
+                                           options_.tenant_memory_bytes_max, *group)
+                   : group;
     if (!id.ok()) {
       FailOpen(t,
                absl::Status(id.status().code(), absl::StrCat("cannot account tenant '", t.name,
@@ -734,10 +741,9 @@ absl::StatusOr<TenantStats> Registry::GetTenantStats(absl::string_view tenant) c
 void Registry::SetState(Tenant& t, TenantState state) {
   if (t.state == TenantState::kActive) active_--;
   if (t.state == TenantState::kDeleting) deleting_--;
-  if (t.state == TenantState::kClosing) policy_->CloseFinished();
   if (state == TenantState::kActive) active_++;
   if (state == TenantState::kDeleting) deleting_++;
-  if (state == TenantState::kClosing) policy_->CloseStarted();
+  policy_->StateChanged(t, t.state, state);
   t.state = state;
   AssertInvariants(t);
 }

@@ -288,6 +288,12 @@ TEST_P(RegistryTest, IdleTenantsScaleToZeroAndReopenOnDemand) {
   }
   EXPECT_GT(h->registry().stats().open, 0u);
   EXPECT_GT(CountOpenFds(), fds_registry);
+  // The registry's memory total, kept by the allocator as its tenants allocate (no walk), is
+  // exactly the sum of what each open tenant holds.
+  uint64_t sum = 0;
+  for (const std::string& name : names) sum += h->registry().GetTenantStats(name)->memory_bytes;
+  EXPECT_GT(sum, 0u);
+  EXPECT_EQ(h->registry().stats().memory_bytes, sum);
   // The loop waits on its idle timer; nothing else is pending.
   h->RunUntil([&] { return h->registry().stats().open == 0; });
   const RegistryStats stats = h->registry().stats();

@@ -45,6 +45,9 @@ struct Tenant {
   Queue queue;
   ListLink<Tenant> state_link;  // In the idle, waiting or closed list (see above).
   ListLink<Tenant> slot_link;   // In the open list while holding a slot.
+  // In the policy's transit list while opening or closing: the tenants whose memory is
+  // counted other than as its live bytes (TenantPolicy::MemoryLive).
+  ListLink<Tenant> transit_link;
   CloseReason close_reason = CloseReason::kIdle;
   // The probe's open and close, the close's next tick, the delete's unlinks and fsync: one at a
   // time, told apart by `state`.
@@ -60,6 +63,7 @@ struct Tenant {
 // The lists of tenants, by the link they use.
 using TenantList = IntrusiveList<Tenant, &Tenant::state_link>;
 using SlotList = IntrusiveList<Tenant, &Tenant::slot_link>;
+using TransitList = IntrusiveList<Tenant, &Tenant::transit_link>;
 
 }  // namespace sqloop::db::internal
 

@@ -175,9 +175,22 @@ int64_t TenantPolicy::NextIdleDeadlineNs() const {
 
 // ---- Closes under way and closed entries ----------------------------------------------------
 
-void TenantPolicy::CloseFinished() {
-  SQLOOP_CHECK(closing_ > 0, "TenantPolicy: a close finished that was not under way");
-  closing_--;
+namespace {
+bool Opening(TenantState state) {
+  return state == TenantState::kProbing || state == TenantState::kProbeClosing ||
+         state == TenantState::kOpening;
+}
+bool InTransit(TenantState state) { return Opening(state) || state == TenantState::kClosing; }
+}  // namespace
+
+void TenantPolicy::StateChanged(Tenant& t, TenantState from, TenantState to) {
+  if (from == TenantState::kClosing) {
+    SQLOOP_CHECK(closing_ > 0, "TenantPolicy: a close finished that was not under way");
+    closing_--;
+  }
+  if (to == TenantState::kClosing) closing_++;
+  if (InTransit(from) && !InTransit(to)) transit_.Remove(t);
+  if (!InTransit(from) && InTransit(to)) transit_.PushBack(t);
 }
 
 absl::StatusOr<Tenant*> TenantPolicy::EntryToForget(size_t entries) {
@@ -198,18 +211,35 @@ uint64_t TenantPolicy::TenantMemory(const Tenant& t) {
   return counters.ok() ? counters->live_bytes : 0;
 }
 
+absl::StatusOr<alloc::TenantId> TenantPolicy::MemoryGroup(absl::string_view name) {
+  if (memory_group_ != alloc::kSharedTenant) return memory_group_;
+  absl::StatusOr<alloc::TenantId> group = alloc::RegisterTenant(name);
+  if (group.ok()) memory_group_ = *group;
+  return group;
+}
+
+TenantPolicy::~TenantPolicy() {
+  // Fails only if a tenant's bytes leaked (its id could not be unregistered either); the
+  // group's id then stays registered with it, counted where that leak was.
+  if (memory_group_ != alloc::kSharedTenant) alloc::UnregisterTenant(memory_group_).IgnoreError();
+}
+
 // A tenant whose open has not finished is charged at least open_memory_estimate_bytes: its
 // real cost only shows once SQLite has opened it, and without the estimate a burst of opens
 // would all pass the budget check at once.
 uint64_t TenantPolicy::MemoryLive(bool exclude_closing) const {
   uint64_t total = 0;
-  for (const Tenant* t = open_.front(); t != nullptr; t = SlotList::Next(*t)) {
-    if (exclude_closing && t->state == TenantState::kClosing) continue;
-    const bool opening = t->state == TenantState::kProbing ||
-                         t->state == TenantState::kProbeClosing ||
-                         t->state == TenantState::kOpening;
+  if (memory_group_ != alloc::kSharedTenant) {
+    absl::StatusOr<alloc::ProfileCounters> group = alloc::GetTenantCounters(memory_group_);
+    if (group.ok()) total = group->live_bytes;
+  }
+  for (const Tenant* t = transit_.front(); t != nullptr; t = TransitList::Next(*t)) {
     const uint64_t known = TenantMemory(*t);
-    total += opening ? std::max(known, options_.open_memory_estimate_bytes) : known;
+    if (Opening(t->state)) {
+      total += std::max(known, options_.open_memory_estimate_bytes) - known;
+    } else if (exclude_closing) {
+      total -= std::min(known, total);
+    }
   }
   return total;
 }

@@ -19,6 +19,12 @@
 // (`MemoryLive`, with an estimate for tenants still opening); waiting_opens_max and
 // tenant_queue_max. Every check here changes nothing, so a refused request leaves no trace.
 //
+// The memory total costs no walk over the open tenants: every tenant's accounting id is in the
+// policy's accounting group (alloc::RegisterTenant), whose live bytes the allocator keeps as
+// the sum of its members'. Only the tenants in transit (opening, charged at least an estimate;
+// closing, left out when counting what eviction must free) are looked at one by one, and there
+// are only as many as opens and closes under way.
+//
 // The policy never starts or stops anything itself: a choice is returned (`Grant`,
 // `WaiterVictim`, `ExpiredIdle`) or handed to a callback (`ChooseMemoryVictims`), and the
 // Registry makes the transition, which takes the tenant out of the list it was chosen from.
@@ -46,6 +52,7 @@ class TenantPolicy {
 
   // `options` must outlive the policy; `open_max` comes from CheckOptions.
   TenantPolicy(const RegistryOptions& options, uint32_t open_max);
+  ~TenantPolicy();
   TenantPolicy(const TenantPolicy&) = delete;
   TenantPolicy& operator=(const TenantPolicy&) = delete;
 
@@ -91,10 +98,11 @@ class TenantPolicy {
   // When the oldest idle tenant's idle_timeout runs out; -1 when none is idle.
   [[nodiscard]] int64_t NextIdleDeadlineNs() const;
 
-  // ---- Closes under way ---------------------------------------------------------------------
+  // ---- Opens and closes under way -----------------------------------------------------------
 
-  void CloseStarted() { closing_++; }
-  void CloseFinished();
+  // Told of every change of a tenant's state (Registry::SetState): keeps the tenants in
+  // transit and the count of closes under way.
+  void StateChanged(Tenant& t, TenantState from, TenantState to);
 
   // ---- Closed entries -----------------------------------------------------------------------
 
@@ -107,10 +115,15 @@ class TenantPolicy {
 
   // ---- Memory -------------------------------------------------------------------------------
 
+  // The accounting group every tenant's accounting id is registered in (created on the first
+  // call, named `name`, unique in the process; unregistered with the policy).
+  [[nodiscard]] absl::StatusOr<alloc::TenantId> MemoryGroup(absl::string_view name);
   // The SQLite bytes `t` holds now (0 without an accounting tenant).
   [[nodiscard]] static uint64_t TenantMemory(const Tenant& t);
-  // The SQLite bytes of the open tenants, each one still opening counted at least
-  // open_memory_estimate_bytes; without the closing ones if `exclude_closing`. O(open).
+  // The SQLite bytes of the registry's tenants, each one still opening counted at least
+  // open_memory_estimate_bytes; without the closing ones if `exclude_closing`. O(tenants in
+  // transit), not O(open). A tenant whose accounting id could not be unregistered (its bytes
+  // leaked) stays counted: the bytes are still held.
   [[nodiscard]] uint64_t MemoryLive(bool exclude_closing) const;
 
   // ---- Counts -------------------------------------------------------------------------------
@@ -134,7 +147,9 @@ class TenantPolicy {
   TenantList waiting_;    // kWaitingSlot tenants, first come first served.
   TenantList idle_;       // kIdle tenants, least recently used (and earliest deadline) first.
   TenantList closed_;     // Resting kClosed tenants, least recently closed first.
+  TransitList transit_;   // kProbing, kProbeClosing, kOpening and kClosing tenants.
   uint32_t closing_ = 0;  // Tenants in kClosing: slots that are about to free.
+  alloc::TenantId memory_group_ = alloc::kSharedTenant;  // kSharedTenant until MemoryGroup.
   uint32_t open_high_water_ = 0;
 };
 
