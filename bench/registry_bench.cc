@@ -16,6 +16,11 @@
 //                              over 10,000 tenants drawn from a Zipf(1) distribution (a fixed,
 //                              seeded generator), with open_max 128: the popular tenants stay
 //                              open, the tail reopens. The tenants are created once, before.
+//   registry_budget/none       baseline: 256 point reads, 64 in flight, Zipf(1) over 200
+//                              tenants that are all open (open_max 240, opened before timing),
+//                              with no memory budget.
+//   registry_budget/unreached  the same with a memory budget (memory_bytes_max) far above what
+//                              the tenants use: what checking the budget costs a request.
 //
 // allocs_per_op counts heap allocations per op (sqloop::heap_counter). Opening a database
 // allocates (SQLite's connections and caches): the claim is only that a request to an open
@@ -55,6 +60,7 @@ constexpr int kBurst = 64;
 constexpr int kZipfTenants = 10000;
 constexpr int kZipfBatch = 256;
 constexpr int kZipfWindow = 64;
+constexpr int kBudgetTenants = 200;  // All open at once (open_max 240).
 constexpr int kMemoryTenants = 100;
 constexpr int kMemoryRows = 200;
 
@@ -86,7 +92,7 @@ class Scratch {
 
 // Loop + Vfs + Registry.
 struct Host {
-  explicit Host(const std::string& directory, uint32_t open_max) {
+  Host(const std::string& directory, uint32_t open_max, uint64_t memory_bytes_max = 0) {
     auto created = sqloop::loop::Loop::Create({});
     SQLOOP_CHECK(created.ok(), "bench: loop");
     loop = *std::move(created);
@@ -98,6 +104,7 @@ struct Host {
     options.open_max = open_max;
     options.idle_timeout = absl::Hours(1);  // Benchmarks close tenants explicitly.
     options.waiting_opens_max = 1 << 16;
+    options.memory_bytes_max = memory_bytes_max;
     auto r = Registry::Create(*loop, *vfs, options);
     SQLOOP_CHECK(r.ok(), "bench: registry");
     registry = *std::move(r);
@@ -356,8 +363,9 @@ const std::string& ZipfDirectory() {
   return scratch.path();
 }
 
-void RunZipf(benchmark::State& state, int tenants) {
-  Host host(ZipfDirectory(), /*open_max=*/128);
+void RunZipf(benchmark::State& state, int tenants, uint32_t open_max = 128,
+             uint64_t memory_bytes_max = 0) {
+  Host host(ZipfDirectory(), open_max, memory_bytes_max);
   const Zipf zipf(tenants);
   sqloop::io::Prng prng(/*seed=*/20240601);
   std::vector<std::string> names(static_cast<size_t>(tenants));
@@ -377,6 +385,18 @@ void RunZipf(benchmark::State& state, int tenants) {
   };
   // Requests are re-issued as they complete while the batch has some left.
   for (Counted& r : window) r.Prime(&completed);
+  if (static_cast<uint32_t>(tenants) <= open_max) {
+    // Every tenant fits: open them all first, so the timing sees requests to open tenants.
+    std::vector<Counted> warm(static_cast<size_t>(tenants));
+    int warmed = 0;
+    for (int i = 0; i < tenants; ++i) {
+      Counted& r = warm[static_cast<size_t>(i)];
+      r.tenant = names[static_cast<size_t>(i)];
+      r.Prime(&warmed);
+      SQLOOP_CHECK(host.registry->Submit(r).ok(), "bench: warm up");
+    }
+    host.RunUntil([&] { return warmed == tenants; });
+  }
   const sqloop::alloc::HeapCounts before = sqloop::alloc::CurrentHeapCounts();
   for (auto _ : state) {
     batch_end += kZipfBatch;
@@ -401,6 +421,10 @@ void RunZipf(benchmark::State& state, int tenants) {
 
 void BM_ZipfOne(benchmark::State& state) { RunZipf(state, 1); }
 void BM_Zipf(benchmark::State& state) { RunZipf(state, kZipfTenants); }
+void BM_BudgetNone(benchmark::State& state) { RunZipf(state, kBudgetTenants, 240); }
+void BM_BudgetUnreached(benchmark::State& state) {
+  RunZipf(state, kBudgetTenants, 240, /*memory_bytes_max=*/uint64_t{1} << 40);
+}
 
 BENCHMARK(BM_CreateDatabase)->Name("registry_create/database")->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_CreateRegistry)->Name("registry_create/registry")->Unit(benchmark::kMillisecond);
@@ -409,6 +433,8 @@ BENCHMARK(BM_ReopenClosed)->Name("registry_reopen/closed")->Unit(benchmark::kMic
 BENCHMARK(BM_Memory)->Name("registry_memory/tenants")->Iterations(1)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_ZipfOne)->Name("registry_zipf/one_tenant")->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Zipf)->Name("registry_zipf/10000")->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_BudgetNone)->Name("registry_budget/none")->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_BudgetUnreached)->Name("registry_budget/unreached")->Unit(benchmark::kMillisecond);
 
 }  // namespace
 
@@ -422,6 +448,10 @@ int main(int argc, char** argv) {
   benchmark::AddCustomContext("description:registry_reopen",
                               "one op = one point read; 'closed' reopens a scaled-to-zero tenant");
   benchmark::AddCustomContext("baseline:registry_zipf", "one_tenant");
+  benchmark::AddCustomContext("baseline:registry_budget", "none");
+  benchmark::AddCustomContext("description:registry_budget",
+                              "one op = 256 reads, 64 in flight, over 200 open tenants; "
+                              "'unreached' has a memory budget it never reaches");
   benchmark::AddCustomContext("description:registry_zipf",
                               "one op = 256 reads, 64 in flight, over Zipf(1)-drawn tenants");
   // A memory benchmark: the report plots bytes per tenant, not the time the measurement took.

@@ -1,4 +1,5 @@
-# Tests of the SQL-over-HTTP host (examples/http/).
+# Tests of the SQL-over-HTTP host (examples/http/), when the examples are built
+# (SQLOOP_BUILD_EXAMPLES, on by default).
 if(TARGET sqloop_example_http)
   sqloop_test(http_json_writer_test SOURCES http_json_writer_test.cc LIBS sqloop_example_http)
   sqloop_test(http_handler_test SOURCES http_handler_test.cc LIBS sqloop_example_http)
