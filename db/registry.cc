@@ -189,6 +189,7 @@ absl::Status Registry::Submit(TenantRequest& request) {
 // The common case: an execute for an open tenant with nothing queued goes straight to its
 // Database.
 absl::Status Registry::SubmitToOpen(Tenant& t, TenantRequest& request) {
+  TenantPolicy::Used(t);
   if (request.sql.empty() && request.batch.empty()) {
     // Open-only, and it is open: done (on the loop, as promised). A use: the tenant goes to
     // the back of the idle line.
@@ -462,7 +463,7 @@ void Registry::GrantSlots() {
   EvictForWaiters();
 }
 
-// The policy picks the victims (least recently used idle tenants); closing them is ours.
+// The policy picks the victims (idle tenants, by SIEVE); closing them is ours.
 void Registry::EvictForWaiters() {
   while (Tenant* victim = policy_->WaiterVictim()) StartClose(*victim, CloseReason::kEvicted);
 }

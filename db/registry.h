@@ -28,8 +28,9 @@
 //   5. An idle tenant (open, nothing in flight, nothing queued) is closed after `idle_timeout`
 //      of the loop's clock; a closed tenant holds no descriptor, no connection, no SQLite
 //      memory (its accounting tenant is unregistered, which checks that it is at zero).
-//   6. Eviction closes only idle tenants, least recently used first; a request in flight is
-//      never cancelled to make room.
+//   6. Eviction closes only idle tenants, chosen by SIEVE (a tenant used again since it opened
+//      outlives one used once; db/internal/tenant_policy.h); a request in flight is never
+//      cancelled to make room.
 //   7. Nothing here blocks the loop: every file operation of the registry itself (checking
 //      that a file exists, deleting one, syncing the directory) is a loop operation.
 //
@@ -149,6 +150,12 @@ enum class WhenFull : uint8_t {
   kFail,  // Fail at once with ResourceExhausted, so the client can back off.
 };
 
+// Which idle tenant is evicted to make room (db/internal/tenant_policy.h has both).
+enum class Eviction : uint8_t {
+  kSieve,  // A tenant used again since it opened outlives one used once. The default.
+  kLru,    // The tenant idle the longest: the baseline the registry_zipf benchmark compares to.
+};
+
 struct RegistryOptions {
   // Where the tenants' files live. Must exist; the registry never creates directories.
   std::string directory;
@@ -167,6 +174,7 @@ struct RegistryOptions {
   // out-of-memory error and the tenant stays usable.
   uint64_t tenant_memory_bytes_max = alloc::kTenantNoLimit;
   WhenFull when_full = WhenFull::kWait;
+  Eviction eviction = Eviction::kSieve;
   uint32_t waiting_opens_max = kWaitingOpensMaxDefault;
   uint32_t tenant_queue_max = kTenantQueueMaxDefault;
   uint32_t tenants_max = kTenantsMaxDefault;

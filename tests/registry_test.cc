@@ -338,7 +338,7 @@ TEST_P(RegistryTest, FullOpenBudgetFailsFastWhenConfiguredAndChangesNothing) {
   EXPECT_FALSE(dir_.Exists("c.db"));
   EXPECT_EQ(h->registry().GetTenantStats("c").status().code(), absl::StatusCode::kNotFound);
 
-  // Now a and b are idle; using b makes a the least recently used, which c evicts.
+  // Now a and b are idle; b is used again, a is not, so c evicts a (under LRU and SIEVE).
   Call use_b("b", "SELECT 1", false, Request::Kind::kRead);
   ASSERT_TRUE(h->Do(use_b).ok()) << use_b.result;
   ASSERT_TRUE(h->Do(c).ok()) << c.result;
@@ -346,6 +346,46 @@ TEST_P(RegistryTest, FullOpenBudgetFailsFastWhenConfiguredAndChangesNothing) {
   EXPECT_EQ(stats.evictions, 1u);
   EXPECT_EQ(stats.open_high_water, 2u);
   EXPECT_EQ(h->registry().GetTenantStats("a")->state, TenantState::kClosed);
+  EXPECT_EQ(h->registry().GetTenantStats("a")->evictions, 1u);
+  EXPECT_EQ(h->registry().GetTenantStats("b")->state, TenantState::kIdle);
+}
+
+// Where SIEVE and LRU part: a was used again before b opened, so a has been idle the longest,
+// and LRU would evict it; SIEVE keeps a (used twice) and evicts b (used once since it opened).
+TEST_P(RegistryTest, EvictionKeepsATenantUsedAgainOverOneUsedOnce) {
+  RegistryOptions options = Options();
+  options.open_max = 2;
+  auto h = Make(options);
+  Call a("a", "CREATE TABLE t(x)", true);
+  ASSERT_TRUE(h->Do(a).ok()) << a.result;
+  Call use_a("a", "SELECT 1", false, Request::Kind::kRead);
+  ASSERT_TRUE(h->Do(use_a).ok()) << use_a.result;
+  Call b("b", "CREATE TABLE t(x)", true);
+  ASSERT_TRUE(h->Do(b).ok()) << b.result;
+  ASSERT_EQ(h->registry().stats().idle, 2u);
+  Call c("c", "CREATE TABLE t(x)", true);
+  ASSERT_TRUE(h->Do(c).ok()) << c.result;
+  EXPECT_EQ(h->registry().stats().evictions, 1u);
+  EXPECT_EQ(h->registry().GetTenantStats("b")->evictions, 1u);
+  EXPECT_EQ(h->registry().GetTenantStats("b")->state, TenantState::kClosed);
+  EXPECT_EQ(h->registry().GetTenantStats("a")->state, TenantState::kIdle);
+  EXPECT_EQ(h->registry().GetTenantStats("a")->opens, 1u);
+}
+
+// The same steps under Eviction::kLru (the benchmark's baseline) evict a, idle the longest.
+TEST_P(RegistryTest, LruEvictionTakesTheTenantIdleTheLongest) {
+  RegistryOptions options = Options();
+  options.open_max = 2;
+  options.eviction = Eviction::kLru;
+  auto h = Make(options);
+  Call a("a", "CREATE TABLE t(x)", true);
+  ASSERT_TRUE(h->Do(a).ok()) << a.result;
+  Call use_a("a", "SELECT 1", false, Request::Kind::kRead);
+  ASSERT_TRUE(h->Do(use_a).ok()) << use_a.result;
+  Call b("b", "CREATE TABLE t(x)", true);
+  ASSERT_TRUE(h->Do(b).ok()) << b.result;
+  Call c("c", "CREATE TABLE t(x)", true);
+  ASSERT_TRUE(h->Do(c).ok()) << c.result;
   EXPECT_EQ(h->registry().GetTenantStats("a")->evictions, 1u);
   EXPECT_EQ(h->registry().GetTenantStats("b")->state, TenantState::kIdle);
 }

@@ -55,6 +55,9 @@ struct Tenant {
   int probe_fd = -1;
   TenantDelete deletion;  // The kDeleting sub-machine.
   int64_t idle_since_ns = 0;
+  // SIEVE's bit: a request reached the tenant while it was open since the eviction hand last
+  // passed it (TenantPolicy::Used, NextVictim).
+  bool visited = false;
   TenantStats stats;
 
   [[nodiscard]] bool holds_slot() const { return slot_link.linked(); }

@@ -124,7 +124,9 @@ void TenantPolicy::TakeSlot(Tenant& t) {
 
 void TenantPolicy::ReleaseSlot(Tenant& t) {
   SQLOOP_CHECK(t.holds_slot(), "TenantPolicy: releasing a slot the tenant does not hold");
+  if (hand_ == &t) hand_ = SlotList::Next(t);
   open_.Remove(t);
+  t.visited = false;
 }
 
 Tenant* TenantPolicy::Grant() {
@@ -144,22 +146,40 @@ void TenantPolicy::TouchIdle(Tenant& t, int64_t now_ns) {
   AddIdle(t, now_ns);
 }
 
-// Least recently used, because the tenant idle the longest is the least likely to be used soon
-// and the next to go anyway; the idle list keeps that order at O(1) per request. One victim
-// per waiter not yet covered by a close under way, so nothing is evicted twice over.
-Tenant* TenantPolicy::WaiterVictim() const {
-  return waiting_.size() > closing_ ? idle_.front() : nullptr;
-}
+// One victim per waiter not yet covered by a close under way, so nothing is evicted twice over.
+Tenant* TenantPolicy::WaiterVictim() { return waiting_.size() > closing_ ? NextVictim() : nullptr; }
 
 void TenantPolicy::ChooseMemoryVictims(absl::FunctionRef<void(Tenant&)> evict) {
   if (options_.memory_bytes_max == 0) return;
   uint64_t live = MemoryLive(/*exclude_closing=*/true);
-  while (live > options_.memory_bytes_max && !idle_.empty()) {
-    Tenant& victim = *idle_.front();
-    const uint64_t freed = TenantMemory(victim);
-    evict(victim);
-    SQLOOP_CHECK(!idle_.Contains(victim), "TenantPolicy: an evicted tenant is still idle");
+  while (live > options_.memory_bytes_max) {
+    Tenant* victim = NextVictim();
+    if (victim == nullptr) return;
+    const uint64_t freed = TenantMemory(*victim);
+    evict(*victim);
+    SQLOOP_CHECK(!idle_.Contains(*victim), "TenantPolicy: an evicted tenant is still idle");
     live = live > freed ? live - freed : 0;
+  }
+}
+
+// Two rounds at most: the first clears the bit of every idle tenant it passes, so the second
+// stops at one. The victim keeps its slot until its close finishes; the hand moves past it.
+Tenant* TenantPolicy::NextVictim() {
+  if (idle_.empty()) return nullptr;
+  if (options_.eviction == Eviction::kLru) return idle_.front();
+  Tenant* t = hand_ != nullptr ? hand_ : open_.front();
+  for (size_t steps = 0;; ++steps) {
+    SQLOOP_CHECK(steps <= 2 * open_.size(), "TenantPolicy: the hand found no idle tenant");
+    Tenant* next = SlotList::Next(*t);
+    if (next == nullptr) next = open_.front();
+    if (t->state == TenantState::kIdle) {
+      if (!t->visited) {
+        hand_ = next == t ? nullptr : next;
+        return t;
+      }
+      t->visited = false;
+    }
+    t = next;
   }
 }
 
