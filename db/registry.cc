@@ -173,7 +173,7 @@ absl::Status Registry::Submit(TenantRequest& request) {
     return found.status();
   }
   Tenant& t = **found;
-  request.on_done = &Registry::OnRequestDone;
+  request.layer_done_ = &Registry::OnRequestDone;
   request.tenant_ = &t;
   request.tenant_status_ = absl::OkStatus();
   const bool direct = (t.state == TenantState::kActive || t.state == TenantState::kIdle) &&
@@ -546,8 +546,8 @@ void Registry::StartClose(Tenant& t, CloseReason reason) {
   }
   SetState(t, TenantState::kClosing);
   // Database::Close runs on the next tick (OnTenantIo), never inside one of that database's
-  // own callbacks (a request's on_done is where a tenant usually goes idle and may be evicted
-  // at once).
+  // own callbacks (a request's completion, OnRequestDone, is where a tenant usually goes idle
+  // and may be evicted at once).
   loop_.NextTick(t.io);
 }
 

@@ -179,8 +179,8 @@ struct RegistryOptions {
 
 // A request for one tenant. It IS a `Request` (fill kind, sql, params, on_row, user_data and
 // deadline_ns as for Database::Submit), plus the tenant and what to do with it. Caller-owned:
-// keep it alive and untouched from Submit until on_tenant_done ran. Do not set `on_done`:
-// the registry uses it.
+// keep it alive and untouched from Submit until on_tenant_done ran. Its `on_done` is not used:
+// the Database finishes the Request through a private hook the registry sets at Submit.
 //
 // kExecute with an empty `sql` only makes sure the tenant is open (creating it if allowed):
 // that is how a host creates a database without running a statement.
