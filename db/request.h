@@ -108,6 +108,10 @@ struct Statement {
 
 // A request's lifecycle (kIdle, kQueued, kRunning, kAwaitingDurable, kDone) belongs to the
 // Database that runs it: its diagram and transition table are in db/database.h.
+//
+// TenantRequest (db/registry.h) builds on a Request as a private base and re-exports every
+// public member except on_done (it has its own, which receives the TenantRequest): a member
+// added here is re-exported there too.
 struct Request {
   // kAuto: the Database asks SQLite (sqlite3_stmt_readonly) at Submit and sets `kind` to
   // kRead or kWrite, for hosts that pass SQL through without knowing what it does.

@@ -241,7 +241,7 @@ void RegistryExecutor::StartQuery(Job& job) {
   }
   r.on_row = &RegistryExecutor::OnRow;
   r.on_rows_discarded = &RegistryExecutor::OnRowsDiscarded;
-  r.on_tenant_done = &RegistryExecutor::OnQueryDone;
+  r.on_done = &RegistryExecutor::OnQueryDone;
   counters_.statements += statements.size();
   if (absl::Status admitted = registry_->Submit(r); !admitted.ok()) {
     // A refusal at admission is mapped like one from the registry's callback.
@@ -258,7 +258,7 @@ void RegistryExecutor::StartTenantAction(Job& job) {
   r.batch = {};  // The job is reused: a previous query's batch must not run here.
   r.on_row = nullptr;
   r.on_rows_discarded = nullptr;
-  r.on_tenant_done = &RegistryExecutor::OnTenantActionDone;
+  r.on_done = &RegistryExecutor::OnTenantActionDone;
   const bool create = job.request->kind == ExecutorRequest::Kind::kCreateTenant;
   r.action = create ? db::TenantRequest::Action::kExecute : db::TenantRequest::Action::kDelete;
   // A create first probes (open without create): only a NotFound lets it create, so an
