@@ -142,7 +142,7 @@ struct Counted : TenantRequest {
   std::string name;
   void Prime(int* counter) {
     completed = counter;
-    on_tenant_done = [](TenantRequest& r, absl::Status status) {
+    on_done = [](TenantRequest& r, absl::Status status) {
       static_cast<Counted&>(r).busy = false;
       if (!status.ok())
         std::fprintf(stderr, "%s: %s\n", std::string(r.tenant).c_str(), status.ToString().c_str());

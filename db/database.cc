@@ -315,7 +315,8 @@ void Database::FinishClose() {
 absl::Status Database::Submit(Request& request) {
   SQLOOP_CHECK(request.state_ == Request::State::kIdle || request.state_ == Request::State::kDone,
                "Database::Submit: the request is already submitted; wait for on_done");
-  SQLOOP_CHECK(request.on_done != nullptr, "Database::Submit: the request has no on_done");
+  SQLOOP_CHECK(request.on_done != nullptr || request.layer_done_ != nullptr,
+               "Database::Submit: the request has no on_done");
   if (state_ == State::kPoisoned) return Poisoned(files_->queue().poison_status());
   if (state_ != State::kReady) {
     return absl::FailedPreconditionError(
@@ -423,11 +424,12 @@ void Database::AwaitDurable(Request& request) {
   ++stats_.acks_waited;
 }
 
-// Runs on_done now, or, for a client, for every finished request at the head of its FIFO.
+// Runs on_done (or the layer's hook, Request::CallDone) now, or, for a client, for every
+// finished request at the head of its FIFO.
 void Database::Deliver(Request& request) {
   Client* client = request.client;
   if (client == nullptr) {
-    request.on_done(request, request.status_);
+    request.CallDone(request.status_);
     return;
   }
   while (Request* head = client->requests_.front()) {
@@ -437,7 +439,7 @@ void Database::Deliver(Request& request) {
       --client->writes_pending_;
       ReleaseHeld(*client);
     }
-    head->on_done(*head, head->status_);
+    head->CallDone(head->status_);
   }
 }
 

@@ -157,9 +157,9 @@ std::string Registry::PathOf(absl::string_view tenant) const {
 
 absl::Status Registry::Submit(TenantRequest& request) {
   SQLOOP_CHECK(!request.submitted_,
-               "Registry::Submit: the request is already submitted; wait "
-               "for on_tenant_done");
-  SQLOOP_CHECK(request.on_tenant_done != nullptr, "Registry::Submit: on_tenant_done is not set");
+               "Registry::Submit: the request is already submitted; wait for on_done");
+  SQLOOP_CHECK(request.on_done != nullptr || request.tenant_layer_done_ != nullptr,
+               "Registry::Submit: on_done is not set");
   if (shutting_down_) {
     stats_.rejected++;
     return absl::FailedPreconditionError("registry is shutting down and takes no requests");
@@ -174,7 +174,7 @@ absl::Status Registry::Submit(TenantRequest& request) {
     return found.status();
   }
   Tenant& t = **found;
-  request.on_done = &Registry::OnRequestDone;
+  static_cast<Request&>(request).layer_done_ = &Registry::OnRequestDone;
   request.tenant_ = &t;
   request.tenant_status_ = absl::OkStatus();
   const bool direct = (t.state == TenantState::kActive || t.state == TenantState::kIdle) &&
@@ -287,7 +287,7 @@ void Registry::Complete(Tenant& t, TenantRequest& request, absl::Status status, 
   request.tenant_ = nullptr;
   if (!defer) {
     request.submitted_ = false;
-    request.on_tenant_done(request, std::move(status));
+    request.CallTenantDone(std::move(status));
     return;
   }
   request.tenant_status_ = std::move(status);
@@ -479,7 +479,7 @@ void Registry::EvictForMemory() {
 // shape of a session) keeps its tenant active instead of seeing it go idle and, with waiters
 // queued for a slot, evicted in between.
 void Registry::OnRequestDone(Request& request, absl::Status status) {
-  auto& r = static_cast<TenantRequest&>(request);
+  TenantRequest& r = TenantRequest::Of(request);
   Tenant& t = *r.tenant_;
   Registry& self = *t.registry;
   SQLOOP_CHECK(t.in_flight > 0, "Registry: a request finished that was not in flight");
@@ -554,8 +554,8 @@ void Registry::StartClose(Tenant& t, CloseReason reason) {
   }
   SetState(t, TenantState::kClosing);
   // Database::Close runs on the next tick (OnTenantIo), never inside one of that database's
-  // own callbacks (a request's on_done is where a tenant usually goes idle and may be evicted
-  // at once).
+  // own callbacks (a request's completion, OnRequestDone, is where a tenant usually goes idle
+  // and may be evicted at once).
   loop_.NextTick(t.io);
 }
 
@@ -618,7 +618,7 @@ loop::Action Registry::OnDeferred(loop::Loop& /*unused*/, loop::Completion& c) {
   for (size_t n = self.deferred_requests_.size(); n > 0; --n) {
     TenantRequest& r = *self.deferred_requests_.PopFront();
     r.submitted_ = false;
-    r.on_tenant_done(r, std::move(r.tenant_status_));
+    r.CallTenantDone(std::move(r.tenant_status_));
   }
   self.MaybeFinishShutdown();
   return loop::Action::kDisarm;

@@ -22,7 +22,7 @@
 //      request for a tenant whose file does not exist fails with NotFound and creates nothing.
 //   3. At most `open_max` tenants hold a database (or a descriptor) at once, and each holds at
 //      most kDescriptorsPerDatabase descriptors, so the registry never exhausts descriptors.
-//   4. Each request completes exactly once: `on_tenant_done` runs on the loop, or Submit
+//   4. Each request completes exactly once: its `on_done` runs on the loop, or Submit
 //      returns an error and nothing runs. Requests of one tenant reach its Database in
 //      submission order (from there the Database's rules apply; a Client orders completions).
 //   5. An idle tenant (open, nothing in flight, nothing queued) is closed after `idle_timeout`
@@ -56,8 +56,8 @@
 //   request.create_if_missing = true;
 //   request.kind = sqloop::db::Request::Kind::kWrite;
 //   request.sql = "CREATE TABLE IF NOT EXISTS kv(k TEXT PRIMARY KEY, v)";
-//   request.on_tenant_done = [](sqloop::db::TenantRequest& r, absl::Status status) { ... };
-//   absl::Status admitted = (*registry)->Submit(request);  // on_tenant_done runs later
+//   request.on_done = [](sqloop::db::TenantRequest& r, absl::Status status) { ... };
+//   absl::Status admitted = (*registry)->Submit(request);  // on_done runs later
 //   ... loop->Run(...) ...
 //   (*registry)->Shutdown([](void*, absl::Status) { ... }, nullptr);
 #ifndef SQLOOP_DB_REGISTRY_H_
@@ -66,6 +66,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
@@ -185,30 +186,89 @@ struct RegistryOptions {
   DatabaseOptions database;
 };
 
-// A request for one tenant. It IS a `Request` (fill kind, sql, params, on_row, user_data and
-// deadline_ns as for Database::Submit), plus the tenant and what to do with it. Caller-owned:
-// keep it alive and untouched from Submit until on_tenant_done ran. Do not set `on_done`:
-// the registry uses it.
+// A request for one tenant: a `Request` (fill kind, sql, params, batch, on_row, user_data and
+// deadline_ns as for Database::Submit), plus the tenant, what to do with it, and its own
+// `on_done`, which receives the TenantRequest. Caller-owned: keep it alive and untouched from
+// Submit until on_done ran.
+//
+// The Request is a private base: a TenantRequest is not a Request to its users, so there is
+// exactly one completion callback to set. Every other public member of Request is re-exported
+// here. The Database finishes the Request through a private hook the registry sets at Submit,
+// and the registry then calls on_done; nothing but the caller writes on_done. A row callback
+// receives the Request: `TenantRequest::Of(request)` is the TenantRequest around it.
 //
 // kExecute with an empty `sql` only makes sure the tenant is open (creating it if allowed):
 // that is how a host creates a database without running a statement.
-struct TenantRequest : Request {
+struct TenantRequest : private Request {
+  // The base's own name, public again: a private base's injected name would otherwise make
+  // `Request` inaccessible in types derived from this one.
+  using Request = ::sqloop::db::Request;
+
   enum class Action : uint8_t {
     kExecute,  // Run `sql` (or nothing) against the tenant's database.
     kDelete,   // Close the tenant and delete its files. NotFound if it has none.
   };
-  using TenantDoneCallback = void (*)(TenantRequest& request, absl::Status status);
+  using DoneCallback = void (*)(TenantRequest& request, absl::Status status);
+
+  // The Request's public members (see db/request.h for each).
+  using Request::batch;
+  using Request::batch_index;
+  using Request::Cancel;
+  using Request::cancel_requested;
+  using Request::changes;
+  using Request::client;
+  using Request::deadline_ns;
+  using Request::DiscardCallback;
+  using Request::epoch;
+  using Request::Kind;
+  using Request::kind;
+  using Request::last_insert_rowid;
+  using Request::on_row;
+  using Request::on_rows_discarded;
+  using Request::params;
+  using Request::RowCallback;
+  using Request::sql;
+  using Request::State;
+  using Request::state;
+  using Request::user_data;
+  using Request::vm_steps_max;
+
+  // The TenantRequest whose Request `request` is: in on_row and on_rows_discarded of a
+  // TenantRequest (or of a type built on one, such as ShardRequest), that is the request the
+  // caller submitted. `request` must be such a Request.
+  [[nodiscard]] static TenantRequest& Of(Request& request) {
+    return static_cast<TenantRequest&>(request);
+  }
 
   // ---- Filled by the caller -----------------------------------------------------------------
   absl::string_view tenant;  // Must outlive the request.
   Action action = Action::kExecute;
   // Create the database file if it does not exist. Without it, a missing tenant is NotFound.
   bool create_if_missing = false;
-  TenantDoneCallback on_tenant_done = nullptr;
+  // Required: the request is done (or failed) with this status; runs exactly once per
+  // admitted Submit, on the registry's loop. Set only by the caller.
+  DoneCallback on_done = nullptr;
 
  private:
   friend class Registry;
+  friend class Shards;  // Sets tenant_layer_done_.
   friend struct internal::Tenant;
+
+  // Called by the registry when the request is done: the layer's hook if one is set, else the
+  // caller's on_done.
+  void CallTenantDone(absl::Status status) {
+    if (tenant_layer_done_ != nullptr) {
+      tenant_layer_done_(*this, std::move(status));
+      return;
+    }
+    on_done(*this, std::move(status));
+  }
+
+  // ---- A layer's hook ---------------------------------------------------------------------------
+  // Set by a layer that builds its own request type on this one (Shards, at Submit, for a
+  // ShardRequest): the registry calls it instead of on_done, and the layer finishes its own
+  // request through that request's on_done. Null for a TenantRequest submitted directly.
+  DoneCallback tenant_layer_done_ = nullptr;
 
   // ---- The Registry's bookkeeping -------------------------------------------------------------
   internal::Tenant* tenant_ = nullptr;   // The registry's entry for the tenant.
@@ -259,7 +319,7 @@ struct RegistryStats {
   uint64_t idle_closes = 0;
   uint64_t evictions = 0;
   uint64_t deletes = 0;
-  uint64_t requests = 0;  // Completed through on_tenant_done.
+  uint64_t requests = 0;  // Completed through on_done.
   uint64_t requests_failed = 0;
   uint64_t rejected = 0;      // Submit refused (invalid name, budget, queue full).
   uint64_t slot_waits = 0;    // Tenants that had to wait for a slot.
@@ -281,11 +341,11 @@ class Registry {
   Registry(const Registry&) = delete;
   Registry& operator=(const Registry&) = delete;
 
-  // Admits `request` (idle, with tenant and on_tenant_done set). Returns an error and runs
-  // nothing for: an invalid name (InvalidArgument), no room (ResourceExhausted: the tenant's
-  // queue, the waiting FIFO, the tenant table, or when_full == kFail with no slot), a database
-  // that refused it at once (its Submit error), or a registry that is shutting down
-  // (FailedPrecondition). Otherwise on_tenant_done runs later, exactly once, on the loop.
+  // Admits `request` (idle, with tenant and on_done set). Returns an error and runs nothing
+  // for: an invalid name (InvalidArgument), no room (ResourceExhausted: the tenant's queue, the
+  // waiting FIFO, the tenant table, or when_full == kFail with no slot), a database that
+  // refused it at once (its Submit error), or a registry that is shutting down
+  // (FailedPrecondition). Otherwise on_done runs later, exactly once, on the loop.
   [[nodiscard]] absl::Status Submit(TenantRequest& request);
 
   // Starts closing every idle tenant now (memory pressure, tests, benchmarks). Returns how

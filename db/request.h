@@ -27,6 +27,7 @@
 
 #include <cstdint>
 #include <initializer_list>
+#include <utility>
 
 #include "absl/container/inlined_vector.h"
 #include "absl/status/status.h"
@@ -41,6 +42,7 @@ namespace sqloop::db {
 
 class Database;
 class Client;
+class Registry;
 
 // Parameters a request carries without a heap allocation. Eight covers the statements of the
 // workloads we benchmark (key-value and small-row CRUD); more spill to the heap, counted as the
@@ -106,6 +108,10 @@ struct Statement {
 
 // A request's lifecycle (kIdle, kQueued, kRunning, kAwaitingDurable, kDone) belongs to the
 // Database that runs it: its diagram and transition table are in db/database.h.
+//
+// TenantRequest (db/registry.h) builds on a Request as a private base and re-exports every
+// public member except on_done (it has its own, which receives the TenantRequest): a member
+// added here is re-exported there too.
 struct Request {
   // kAuto: the Database asks SQLite (sqlite3_stmt_readonly) at Submit and sets `kind` to
   // kRead or kWrite, for hosts that pass SQL through without knowing what it does.
@@ -132,6 +138,9 @@ struct Request {
   // it collected here; without it such a caller sees those rows twice. Never called after
   // on_done, and never for a request that has not delivered a row.
   DiscardCallback on_rows_discarded = nullptr;
+  // Required: the request is done, with this status; runs exactly once per admitted Submit, on
+  // the loop. Set only by the caller: a layer that runs a Request for its own request type
+  // (the Registry under a TenantRequest) finishes through a private hook and leaves it alone.
   DoneCallback on_done = nullptr;
   void* user_data = nullptr;
   // Absolute deadline on the loop's clock (Loop::now_ns()); 0 means none. Checked before the
@@ -165,6 +174,25 @@ struct Request {
  private:
   friend class Database;
   friend class Client;
+  friend class Registry;  // Sets layer_done_.
+
+  using LayerDoneCallback = void (*)(Request& request, absl::Status status);
+
+  // Called by the Database when the request is done: the layer's hook if one is set, else the
+  // caller's on_done.
+  void CallDone(absl::Status status) {
+    if (layer_done_ != nullptr) {
+      layer_done_(*this, std::move(status));
+      return;
+    }
+    on_done(*this, std::move(status));
+  }
+
+  // ---- A layer's hook ---------------------------------------------------------------------------
+  // Set by a layer that embeds this Request in its own request type (the Registry, at Submit,
+  // for a TenantRequest): the Database calls it instead of on_done, and the layer then finishes
+  // its own request through that request's on_done. Null for a Request submitted directly.
+  LayerDoneCallback layer_done_ = nullptr;
 
   // ---- The Database's bookkeeping -------------------------------------------------------------
   State state_ = State::kIdle;

@@ -120,7 +120,7 @@ absl::StatusOr<Result> Runtime::RunToDone(TenantRequest& request, Result& result
   request.on_rows_discarded = [](Request& r) {
     static_cast<Outcome*>(r.user_data)->result->Clear();
   };
-  request.on_tenant_done = [](TenantRequest& r, absl::Status status) {
+  request.on_done = [](TenantRequest& r, absl::Status status) {
     auto* out = static_cast<Outcome*>(r.user_data);
     out->done = true;
     out->status = std::move(status);

@@ -4,8 +4,9 @@
 //   1. state_ changes only in SetState, under mu_, and kDone is signalled under mu_: the owner
 //      may free the call as soon as it sees kDone, so the shard thread touches nothing of the
 //      call after it released mu_ in OnReply.
-//   2. rows_ and rows_overflowed_ are written only on the shard thread while kInFlight, and
-//      read only by the owner once kDone (the mutex orders the two).
+//   2. rows_, rows_overflowed_ and status_ are written only on the shard thread while
+//      kInFlight (status_ also by Start, before anything is posted), and read only by the owner
+//      once kDone (the mutex orders the two).
 //   3. At most rows_max_ rows are kept; one more cancels the request (Request::Cancel).
 #include "sqloop/db/shard_call.h"
 
@@ -29,8 +30,8 @@ absl::Status ShardCall::Start(Shards& shards) {
   SQLOOP_CHECK(request_.on_row == nullptr || request_.on_row == &ShardCall::OnRow,
                "ShardCall::Start: request().on_row is set; the call collects the rows itself "
                "(read them from rows()), or use a ShardRequest for your own callbacks");
-  SQLOOP_CHECK(request_.on_reply == nullptr || request_.on_reply == &ShardCall::OnReply,
-               "ShardCall::Start: request().on_reply is set; use Wait(), or a ShardRequest");
+  SQLOOP_CHECK(request_.on_done == nullptr || request_.on_done == &ShardCall::OnReply,
+               "ShardCall::Start: request().on_done is set; use Wait(), or a ShardRequest");
   SQLOOP_CHECK(request_.on_rows_discarded == nullptr ||
                    request_.on_rows_discarded == &ShardCall::OnRowsDiscarded,
                "ShardCall::Start: request().on_rows_discarded is set; the call handles it");
@@ -39,7 +40,7 @@ absl::Status ShardCall::Start(Shards& shards) {
                "shard thread and waited for with Wait()");
   request_.on_row = &ShardCall::OnRow;
   request_.on_rows_discarded = &ShardCall::OnRowsDiscarded;
-  request_.on_reply = &ShardCall::OnReply;
+  request_.on_done = &ShardCall::OnReply;
   rows_.clear();
   rows_overflowed_ = false;
   {
@@ -50,7 +51,7 @@ absl::Status ShardCall::Start(Shards& shards) {
   absl::Status admitted = shards.Submit(request_);
   if (!admitted.ok()) {
     std::lock_guard<std::mutex> lock(mu_);
-    request_.status = admitted;
+    status_ = admitted;
     SetState(State::kDone);
   }
   return admitted;
@@ -60,7 +61,7 @@ absl::Status ShardCall::Wait() {
   std::unique_lock<std::mutex> lock(mu_);
   SQLOOP_CHECK(state_ != State::kIdle, "ShardCall::Wait before Start: nothing to wait for");
   done_.wait(lock, [this] { return state_ == State::kDone; });
-  return request_.status;
+  return status_;
 }
 
 bool ShardCall::WaitWithTimeout(absl::Duration timeout) {
@@ -84,7 +85,7 @@ ShardCall::State ShardCall::state() const {
 
 const absl::Status& ShardCall::status() const {
   CheckDone();
-  return request_.status;
+  return status_;
 }
 
 const std::vector<OwnedRow>& ShardCall::rows() const {
@@ -106,7 +107,7 @@ void ShardCall::SetState(State state) {
 // ---- On the shard thread ----------------------------------------------------------------------
 
 void ShardCall::OnRow(Request& request, const Row& row) {
-  ShardCall& call = *static_cast<Hop&>(request).call;
+  ShardCall& call = *static_cast<Hop&>(ShardRequest::Of(request)).call;
   if (call.rows_.size() >= call.rows_max_) {
     call.rows_overflowed_ = true;
     request.Cancel();
@@ -125,16 +126,17 @@ void ShardCall::OnRow(Request& request, const Row& row) {
 
 // The request runs again (a retried group commit, SQLITE_BUSY) and delivers its rows anew.
 void ShardCall::OnRowsDiscarded(Request& request) {
-  ShardCall& call = *static_cast<Hop&>(request).call;
+  ShardCall& call = *static_cast<Hop&>(ShardRequest::Of(request)).call;
   call.rows_.clear();
   call.rows_overflowed_ = false;
 }
 
-void ShardCall::OnReply(ShardRequest& request) {
+void ShardCall::OnReply(ShardRequest& request, absl::Status status) {
   ShardCall& call = *static_cast<Hop&>(request).call;
+  call.status_ = std::move(status);
   if (call.rows_overflowed_) {
-    const bool committed = request.status.ok();
-    request.status = absl::ResourceExhaustedError(absl::StrCat(
+    const bool committed = call.status_.ok();
+    call.status_ = absl::ResourceExhaustedError(absl::StrCat(
         "ShardCall: the request returned more than rows_max (", call.rows_max_, ") rows; ",
         committed ? "the write committed, but the rows beyond the limit were dropped"
                   : "it was cancelled",

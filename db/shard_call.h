@@ -9,7 +9,7 @@
 //
 // When to use it: a host thread that is not an event loop (a request handler of a threaded
 // server, a batch job, a test). A host thread that runs its own sqloop Loop uses the callback
-// path instead: a `ShardRequest` with `reply_loop` set to its loop, whose on_reply then runs
+// path instead: a `ShardRequest` with `reply_loop` set to its loop, whose on_done then runs
 // on that thread without blocking anyone (docs/embedding.md, "From host threads").
 //
 // Threads: Start, Wait, WaitWithTimeout, Ready and the accessors are called from the host
@@ -88,7 +88,7 @@ class ShardCall {
 
   // What to run: fill it as a ShardRequest before Start and leave it alone until the call is
   // done; read its results (changes, last_insert_rowid, batch statements) after. Its callbacks
-  // (on_row, on_rows_discarded, on_reply) and reply_loop belong to the call: Start checks that
+  // (on_row, on_rows_discarded, on_done) and reply_loop belong to the call: Start checks that
   // they are unset (or still the call's own, from an earlier use).
   [[nodiscard]] ShardRequest& request() { return request_; }
   [[nodiscard]] const ShardRequest& request() const { return request_; }
@@ -117,14 +117,14 @@ class ShardCall {
   [[nodiscard]] State state() const;
 
  private:
-  // The request with a way back to its call: on_row and on_reply receive the request only.
+  // The request with a way back to its call: on_row and on_done receive the request only.
   struct Hop : ShardRequest {
     ShardCall* call = nullptr;
   };
 
   static void OnRow(Request& request, const Row& row);
   static void OnRowsDiscarded(Request& request);
-  static void OnReply(ShardRequest& request);
+  static void OnReply(ShardRequest& request, absl::Status status);
   void SetState(State state);  // Holds mu_.
   void CheckDone() const;
 
@@ -135,6 +135,7 @@ class ShardCall {
   // publishes the kDone state orders these writes before the reads.
   std::vector<OwnedRow> rows_;
   bool rows_overflowed_ = false;
+  absl::Status status_;  // The request's outcome (or Submit's refusal).
 
   mutable std::mutex mu_;
   std::condition_variable done_;

@@ -205,7 +205,7 @@ Shards::~Shards() {
 absl::Status Shards::Submit(ShardRequest& request) {
   SQLOOP_CHECK(!stopping_.load(std::memory_order_acquire),
                "Shards::Submit after Stop(): submit everything before stopping");
-  SQLOOP_CHECK(request.on_reply != nullptr, "Shards::Submit: on_reply is not set");
+  SQLOOP_CHECK(request.on_done != nullptr, "Shards::Submit: on_done is not set");
   if (absl::Status valid = ValidateTenantName(request.tenant); !valid.ok()) return valid;
   if (!Admit()) {
     return absl::ResourceExhaustedError(absl::StrCat(
@@ -217,8 +217,8 @@ absl::Status Shards::Submit(ShardRequest& request) {
   submitted_.fetch_add(1, std::memory_order_relaxed);
   Shard& shard = *shards_[ShardOf(request.tenant)];
   request.shard_ = &shard;
-  request.status = absl::OkStatus();
-  request.on_tenant_done = &Shards::OnTenantDone;
+  request.reply_status_ = absl::OkStatus();
+  request.tenant_layer_done_ = &Shards::OnTenantDone;
   request.hop_.callback = &Shards::OnArrive;
   request.hop_.user_data = &request;
   request.hop_.name = "shards arrive";
@@ -253,17 +253,17 @@ void Shards::OnTenantDone(TenantRequest& request, absl::Status status) {
 }
 
 // `hop_` is idle here (its arrival callback returned long ago), so it makes the trip back.
-// The slot is given back first: once on_reply runs (or is posted) the caller may free the
+// The slot is given back first: once on_done runs (or is posted) the caller may free the
 // request, submit again, or Stop() and destroy the Shards.
 void Shards::Reply(ShardRequest& request, absl::Status status) {
   Shards& owner = *static_cast<Shard*>(request.shard_)->owner;
   const uint32_t before = owner.in_flight_.fetch_sub(1, std::memory_order_relaxed);
   SQLOOP_CHECK(before > 0, "Shards::Reply: more replies than admitted requests");
-  request.status = std::move(status);
   if (request.reply_loop == nullptr) {
-    request.on_reply(request);
+    request.on_done(request, std::move(status));
     return;
   }
+  request.reply_status_ = std::move(status);
   request.hop_.callback = &Shards::OnReply;
   request.hop_.name = "shards reply";
   request.reply_loop->Post(request.hop_);
@@ -271,7 +271,7 @@ void Shards::Reply(ShardRequest& request, absl::Status status) {
 
 loop::Action Shards::OnReply(loop::Loop& /*unused*/, loop::Completion& c) {
   auto& request = *static_cast<ShardRequest*>(c.user_data);
-  request.on_reply(request);
+  request.on_done(request, std::move(request.reply_status_));
   return loop::Action::kDisarm;
 }
 

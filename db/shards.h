@@ -11,12 +11,12 @@
 //   caller thread                      shard thread (ShardOf(tenant))
 //   Submit(r) --Post(r.hop_)---------> OnArrive: Registry::Submit(r)
 //                                        ... the tenant's database runs it ...
-//   on_reply(r) <--Post(r.hop_)------- OnTenantDone: r.status = outcome
+//   on_done(r, s) <--Post(r.hop_)----- OnTenantDone: Reply(r, s)
 //   (on r.reply_loop's thread; or on the shard thread when reply_loop is null)
 //
 // The `ShardRequest` is caller-owned and carries its own `loop::Completion`, which makes both
 // hops. Row callbacks (`on_row`) run on the shard thread: copy what you need into memory the
-// request owns; it is yours to read once on_reply ran (Post orders the writes before it).
+// request owns; it is yours to read once on_done ran (Post orders the writes before it).
 //
 // Backpressure: at most `ShardsOptions::in_flight_max` requests are in flight at once, from
 // Submit until their reply is on its way. Submit beyond it returns ResourceExhausted at once and
@@ -41,12 +41,12 @@
 //   auto shards = sqloop::db::Shards::Start(std::move(options));
 //   if (!shards.ok()) return shards.status();
 //
-//   sqloop::db::ShardRequest request;     // caller-owned, lives until on_reply
+//   sqloop::db::ShardRequest request;     // caller-owned, lives until on_done
 //   request.tenant = "acme";
 //   request.kind = sqloop::db::Request::Kind::kRead;
 //   request.sql = "SELECT count(*) FROM orders";
-//   request.on_reply = [](sqloop::db::ShardRequest& r) { /* r.status */ };
-//   request.reply_loop = my_loop;          // or nullptr: on_reply runs on the shard thread
+//   request.on_done = [](sqloop::db::ShardRequest& r, absl::Status status) { ... };
+//   request.reply_loop = my_loop;          // or nullptr: on_done runs on the shard thread
 //   absl::Status admitted = (*shards)->Submit(request);
 //   ...
 //   (*shards)->Stop();                      // closes every tenant, joins the threads
@@ -87,25 +87,72 @@ inline constexpr uint32_t kShardsMax = 256;
 // only makes each answer later. 4096 matches the registry's waiting_opens_max.
 inline constexpr uint32_t kShardsInFlightMaxDefault = 4096;
 
-// A TenantRequest that can be submitted from any thread. Fill it as a TenantRequest (but not
-// on_tenant_done, which Shards uses) plus `on_reply` and, optionally, `reply_loop`.
-struct ShardRequest : TenantRequest {
-  using ReplyCallback = void (*)(ShardRequest& request);
+// A TenantRequest that can be submitted from any thread: fill it as a TenantRequest (tenant,
+// action, create_if_missing and the Request's fields), plus its own `on_done`, which receives
+// the ShardRequest, and, optionally, `reply_loop`.
+//
+// The TenantRequest is a private base, as the Request is one of TenantRequest, so there is
+// exactly one completion callback to set; every other public member is re-exported. Shards
+// finishes the TenantRequest through its private hook and then calls on_done. A row callback
+// receives the Request: `ShardRequest::Of(request)` is the ShardRequest around it.
+struct ShardRequest : private TenantRequest {
+  // The base names, public again (see TenantRequest's `using Request`).
+  using Request = ::sqloop::db::Request;
+  using TenantRequest = ::sqloop::db::TenantRequest;
+
+  using DoneCallback = void (*)(ShardRequest& request, absl::Status status);
+
+  // The TenantRequest's public members (see db/registry.h and db/request.h for each).
+  using TenantRequest::Action;
+  using TenantRequest::action;
+  using TenantRequest::batch;
+  using TenantRequest::batch_index;
+  using TenantRequest::Cancel;
+  using TenantRequest::cancel_requested;
+  using TenantRequest::changes;
+  using TenantRequest::client;
+  using TenantRequest::create_if_missing;
+  using TenantRequest::deadline_ns;
+  using TenantRequest::DiscardCallback;
+  using TenantRequest::epoch;
+  using TenantRequest::Kind;
+  using TenantRequest::kind;
+  using TenantRequest::last_insert_rowid;
+  using TenantRequest::on_row;
+  using TenantRequest::on_rows_discarded;
+  using TenantRequest::params;
+  using TenantRequest::RowCallback;
+  using TenantRequest::sql;
+  using TenantRequest::State;
+  using TenantRequest::state;
+  using TenantRequest::tenant;
+  using TenantRequest::user_data;
+  using TenantRequest::vm_steps_max;
+
+  // The ShardRequest whose Request `request` is: in on_row and on_rows_discarded of a
+  // ShardRequest, that is the request the caller submitted. `request` must be such a Request.
+  [[nodiscard]] static ShardRequest& Of(Request& request) {
+    return static_cast<ShardRequest&>(TenantRequest::Of(request));
+  }
 
   // ---- Filled by the caller -----------------------------------------------------------------
-  // Where on_reply runs: Post()ed to this loop (the caller's own), or, when null, called on the
-  // shard's thread (then on_reply must be thread-safe: set an atomic, signal a condition).
+  // Where on_done runs: Post()ed to this loop (the caller's own), or, when null, called on the
+  // shard's thread (then on_done must be thread-safe: set an atomic, signal a condition).
   // Keep a reply_loop alive until Stop() returned: Loop::Post wakes the loop just after it
-  // published the reply, so the shard thread may still be inside Post when on_reply ran.
+  // published the reply, so the shard thread may still be inside Post when on_done ran.
   loop::Loop* reply_loop = nullptr;
-  ReplyCallback on_reply = nullptr;
+  // Required: the request is done (or failed, or was refused by its shard's registry) with this
+  // status; runs exactly once per admitted Submit, where reply_loop says. Set only by the
+  // caller. The request's results are valid in it (Post orders the shard's writes before it).
+  DoneCallback on_done = nullptr;
 
-  // ---- Result, valid in on_reply ------------------------------------------------------------
-  absl::Status status;
+ private:
+  friend class Shards;
 
-  // ---- Shards' bookkeeping; do not touch ----------------------------------------------------
+  // ---- Shards' bookkeeping --------------------------------------------------------------------
   loop::Completion hop_;  // Posted to the shard, then back to reply_loop.
   void* shard_ = nullptr;
+  absl::Status reply_status_;  // The outcome, while the reply is posted to reply_loop.
 };
 
 struct ShardsOptions {
@@ -144,7 +191,7 @@ class Shards {
   // Thread-safe and never blocks. Validates the name (InvalidArgument, nothing posted), refuses
   // the request when in_flight_max requests are in flight (ResourceExhausted, nothing posted),
   // then hands `request` to its tenant's shard. Every other outcome, including the registry
-  // refusing it, arrives through on_reply, exactly once. Checks that Stop() has not begun.
+  // refusing it, arrives through on_done, exactly once. Checks that Stop() has not begun.
   [[nodiscard]] absl::Status Submit(ShardRequest& request);
 
   // Shuts every registry down (admitted requests finish, tenants close) and joins the threads.
@@ -176,7 +223,7 @@ class Shards {
   std::vector<std::unique_ptr<Shard>> shards_;
   uint32_t in_flight_max_ = kShardsInFlightMaxDefault;
   // Admission: in_flight_ goes up in Admit (a compare-and-swap that never passes the bound)
-  // and down in Reply, on the shard thread, before on_reply can free the request.
+  // and down in Reply, on the shard thread, before on_done can free the request.
   std::atomic<uint32_t> in_flight_{0};
   std::atomic<uint64_t> submitted_{0};
   std::atomic<uint64_t> refused_full_{0};

@@ -1,6 +1,6 @@
 // examples/host_threads.cc: SQL from plain host threads through Shards (docs/embedding.md,
 // "From host threads"). Four threads insert rows with ShardCall (submit, then Wait), a
-// fifth thread runs its own Loop and gets its answers through on_reply on that loop. A full
+// fifth thread runs its own Loop and gets its answers through on_done on that loop. A full
 // queue (ResourceExhausted from Start) is an error the caller sees at once, never a block.
 //
 //   host_threads [directory]      (default: a fresh directory under $TMPDIR or /tmp)
@@ -14,6 +14,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -53,11 +54,12 @@ void Writer(sqloop::db::Shards& shards, int thread, absl::Status& result) {
 }
 
 // A host thread with its own event loop: asks every tenant for its count, and the answers
-// come back through on_reply, run by this thread's loop.
+// come back through on_done, run by this thread's loop.
 absl::Status Reader(sqloop::db::Shards& shards, std::unique_ptr<sqloop::loop::Loop>& loop) {
   struct Count : ShardRequest {
     int64_t rows = -1;
     bool replied = false;
+    absl::Status status;
   };
   Count counts[2];
   for (int t = 0; t < 2; ++t) {
@@ -65,10 +67,12 @@ absl::Status Reader(sqloop::db::Shards& shards, std::unique_ptr<sqloop::loop::Lo
     counts[t].sql = "SELECT count(*) FROM events";
     counts[t].reply_loop = loop.get();
     counts[t].on_row = [](Request& r, const sqloop::db::Row& row) {  // A shard thread.
-      static_cast<Count&>(r).rows = row.Int(0);
+      static_cast<Count&>(ShardRequest::Of(r)).rows = row.Int(0);
     };
-    counts[t].on_reply = [](ShardRequest& r) {  // This thread, inside loop->Run().
-      static_cast<Count&>(r).replied = true;
+    counts[t].on_done = [](ShardRequest& r, absl::Status status) {  // This thread, in Run().
+      auto& count = static_cast<Count&>(r);
+      count.replied = true;
+      count.status = std::move(status);
     };
     if (absl::Status s = shards.Submit(counts[t]); !s.ok()) return s;
   }

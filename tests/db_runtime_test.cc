@@ -141,7 +141,7 @@ TEST_F(RuntimeTest, AFailedBatchInAGroupUndoesOnlyItself) {
   for (TenantRequest* r : {&before, &batch, &after}) {
     r->tenant = "bank";
     r->kind = Request::Kind::kWrite;
-    r->on_tenant_done = on_done;
+    r->on_done = on_done;
   }
   before.sql = "INSERT INTO account VALUES (4, 4)";
   after.sql = "INSERT INTO account VALUES (5, 5)";
@@ -179,9 +179,7 @@ TEST_F(RuntimeTest, RowsOfABatchSayWhichStatementReturnedThem) {
     static_cast<std::vector<std::pair<uint32_t, int64_t>>*>(r.user_data)
         ->emplace_back(r.batch_index(), row.Int(0));
   };
-  request.on_tenant_done = [](TenantRequest&, absl::Status status) {
-    EXPECT_TRUE(status.ok()) << status;
-  };
+  request.on_done = [](TenantRequest&, absl::Status status) { EXPECT_TRUE(status.ok()) << status; };
   ASSERT_TRUE(runtime_->Submit(request).ok());
   for (int ticks = 0; request.state() != Request::State::kDone; ++ticks) {
     ASSERT_TRUE(runtime_->Run(loop::RunMode::kOnce).ok());
@@ -196,7 +194,7 @@ TEST_F(RuntimeTest, MalformedBatchesAreRefusedAtSubmit) {
   std::array<Statement, 1> one{{{"INSERT INTO t VALUES (1)"}}};
   TenantRequest request;
   request.tenant = "db";
-  request.on_tenant_done = [](TenantRequest&, absl::Status) {};
+  request.on_done = [](TenantRequest&, absl::Status) {};
   request.batch = absl::MakeSpan(one);
   request.kind = Request::Kind::kRead;
   EXPECT_EQ(runtime_->Submit(request).code(), absl::StatusCode::kInvalidArgument);
@@ -222,7 +220,7 @@ TEST_F(RuntimeTest, ExecFromInsideALoopCallbackIsRefusedNotRunReentrantly) {
   request.tenant = "db";
   request.sql = "SELECT 1";
   request.user_data = &probe;
-  request.on_tenant_done = [](TenantRequest& r, absl::Status) {
+  request.on_done = [](TenantRequest& r, absl::Status) {
     auto* p = static_cast<Probe*>(r.user_data);
     p->ran = true;
     p->status = p->runtime->Exec("db", "INSERT INTO t VALUES (1)").status();

@@ -6,8 +6,10 @@
 #include <cstdlib>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/strings/match.h"
 #include "examples/http/handler.h"
 #include "examples/http/registry_executor.h"
@@ -27,6 +29,11 @@ struct Answer {
   int calls = 0;
   uint64_t fsyncs_at_answer = 0;
   const RegistryExecutor* executor = nullptr;
+};
+
+// A request that keeps the status its on_done received, for the test to read afterwards.
+struct Answered : ExecutorRequest {
+  absl::Status status;
 };
 
 class RegistryExecutorTest : public ::testing::TestWithParam<TestBackend> {
@@ -54,15 +61,17 @@ class RegistryExecutorTest : public ::testing::TestWithParam<TestBackend> {
   }
 
   // Submits and runs the loop until the answer arrives; checks it never arrives inline.
-  ExecutorRequest& Run(ExecutorRequest::Kind kind, const std::string& tenant,
-                       std::vector<Statement> statements = {}) {
+  Answered& Run(ExecutorRequest::Kind kind, const std::string& tenant,
+                std::vector<Statement> statements = {}) {
     request_.Reset();
     request_.kind = kind;
     request_.tenant = tenant;
     request_.statements = std::move(statements);
     answer_ = Answer{.executor = executor_.get()};
     request_.user_data = &answer_;
-    request_.on_done = [](ExecutorRequest& r) {
+    request_.status = absl::UnknownError("on_done has not run");
+    request_.on_done = [](ExecutorRequest& r, absl::Status status) {
+      static_cast<Answered&>(r).status = std::move(status);
       auto& a = *static_cast<Answer*>(r.user_data);
       a.calls++;
       a.fsyncs_at_answer = a.executor->vfs_stats().fsyncs;
@@ -76,7 +85,7 @@ class RegistryExecutorTest : public ::testing::TestWithParam<TestBackend> {
     EXPECT_EQ(executor_->in_flight(), 0u);
     return request_;
   }
-  ExecutorRequest& Query(const std::string& tenant, std::vector<Statement> statements) {
+  Answered& Query(const std::string& tenant, std::vector<Statement> statements) {
     return Run(ExecutorRequest::Kind::kQuery, tenant, std::move(statements));
   }
   bool FileExists(const std::string& tenant) const {
@@ -86,7 +95,7 @@ class RegistryExecutorTest : public ::testing::TestWithParam<TestBackend> {
   std::string dir_;
   std::unique_ptr<loop::Loop> loop_;
   std::unique_ptr<RegistryExecutor> executor_;
-  ExecutorRequest request_;
+  Answered request_;
   Answer answer_;
 };
 
@@ -97,7 +106,7 @@ TEST_P(RegistryExecutorTest, CreateWriteReadBackDelete) {
   EXPECT_EQ(Run(ExecutorRequest::Kind::kCreateTenant, "acme").status.code(),
             absl::StatusCode::kAlreadyExists);
 
-  ExecutorRequest& write = Query(
+  Answered& write = Query(
       "acme",
       {Sql("CREATE TABLE t(id INTEGER PRIMARY KEY, name TEXT, score REAL, b BLOB)"),
        {.sql = "INSERT INTO t(name, score, b) VALUES (?, ?, ?), (?, ?, ?)",
@@ -108,7 +117,7 @@ TEST_P(RegistryExecutorTest, CreateWriteReadBackDelete) {
   EXPECT_EQ(write.results[1].rows_changed, 2);
   EXPECT_EQ(write.results[1].last_insert_id, 2);
 
-  ExecutorRequest& read = Query("acme", {Sql("  -- a comment\n SELECT * FROM t ORDER BY id")});
+  Answered& read = Query("acme", {Sql("  -- a comment\n SELECT * FROM t ORDER BY id")});
   ASSERT_TRUE(read.status.ok()) << read.status;
   ASSERT_EQ(read.results.size(), 1u);
   EXPECT_EQ(read.results[0].columns, (std::vector<std::string>{"id", "name", "score", "b"}));
@@ -128,7 +137,7 @@ TEST_P(RegistryExecutorTest, CreateWriteReadBackDelete) {
 }
 
 TEST_P(RegistryExecutorTest, AnUnknownTenantIsNotFoundAndNothingIsCreated) {
-  ExecutorRequest& r = Query("ghost", {Sql("SELECT 1")});
+  Answered& r = Query("ghost", {Sql("SELECT 1")});
   EXPECT_EQ(r.status.code(), absl::StatusCode::kNotFound);
   EXPECT_TRUE(absl::StrContains(r.status.message(), "\"ghost\" does not exist")) << r.status;
   EXPECT_TRUE(r.results.empty());
@@ -148,13 +157,13 @@ TEST_P(RegistryExecutorTest, InvalidNamesAreRefusedBeforeTheRegistry) {
 
 TEST_P(RegistryExecutorTest, SqlErrorsAreInvalidArgumentAndStopTheRequest) {
   ASSERT_TRUE(Run(ExecutorRequest::Kind::kCreateTenant, "acme").status.ok());
-  ExecutorRequest& missing = Query("acme", {Sql("SELECT * FROM nope")});
+  Answered& missing = Query("acme", {Sql("SELECT * FROM nope")});
   EXPECT_EQ(missing.status.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_TRUE(absl::StrContains(missing.status.message(), "no such table: nope")) << missing.status;
   // One transaction (see the header): the statement before the failure is rolled back with
   // it, the one after it never runs, and the message says which statement failed and that
   // nothing was committed.
-  ExecutorRequest& partial =
+  Answered& partial =
       Query("acme", {Sql("CREATE TABLE kv(k PRIMARY KEY)"), Sql("INSERT INTO nope VALUES (1)"),
                      Sql("INSERT INTO kv VALUES (1)")});
   EXPECT_EQ(partial.status.code(), absl::StatusCode::kInvalidArgument);
@@ -162,15 +171,15 @@ TEST_P(RegistryExecutorTest, SqlErrorsAreInvalidArgumentAndStopTheRequest) {
   EXPECT_TRUE(absl::StrContains(partial.status.message(), "no such table: nope")) << partial.status;
   EXPECT_TRUE(absl::StrContains(partial.status.message(), "nothing of it was committed"));
   EXPECT_TRUE(partial.results.empty());
-  ExecutorRequest& gone = Query("acme", {Sql("SELECT count(*) FROM kv")});
+  Answered& gone = Query("acme", {Sql("SELECT count(*) FROM kv")});
   EXPECT_TRUE(absl::StrContains(gone.status.message(), "no such table: kv")) << gone.status;
   // The same statements without the failing one commit together.
-  ExecutorRequest& whole =
+  Answered& whole =
       Query("acme", {Sql("CREATE TABLE kv(k PRIMARY KEY)"), Sql("INSERT INTO kv VALUES (1)")});
   ASSERT_TRUE(whole.status.ok()) << whole.status;
   ASSERT_EQ(whole.results.size(), 2u);
   EXPECT_EQ(whole.results[1].rows_changed, 1);
-  ExecutorRequest& count = Query("acme", {Sql("SELECT count(*) FROM kv")});
+  Answered& count = Query("acme", {Sql("SELECT count(*) FROM kv")});
   ASSERT_TRUE(count.status.ok()) << count.status;
   EXPECT_EQ(count.results[0].rows[0][0].integer(), 1);
   // Forbidden SQL (the Database's authorizer says PermissionDenied) is the client's error too.
@@ -185,7 +194,7 @@ TEST_P(RegistryExecutorTest, AWriteIsAnsweredAfterItsFsyncAndReadsSeeEarlierStat
   ASSERT_TRUE(Run(ExecutorRequest::Kind::kCreateTenant, "acme").status.ok());
   ASSERT_TRUE(Query("acme", {Sql("CREATE TABLE kv(k, v)")}).status.ok());
   const uint64_t fsyncs_before = executor_->vfs_stats().fsyncs;
-  ExecutorRequest& r =
+  Answered& r =
       Query("acme",
             {{.sql = "INSERT INTO kv VALUES (?, ?)", .args = {Value::Text("a"), Value::Integer(1)}},
              Sql("SELECT v FROM kv WHERE k = 'a'"),
@@ -230,7 +239,7 @@ std::vector<TestBackend> RealBackends() {
 // so the server answers 422 budget_exceeded (retrying would fail again), not 503.
 TEST_P(RegistryExecutorTest, AStatementOverItsWorkBudgetIs422NotARetry) {
   ASSERT_TRUE(Run(ExecutorRequest::Kind::kCreateTenant, "acme").status.ok());
-  ExecutorRequest& runaway =
+  Answered& runaway =
       Query("acme",
             {Sql("SELECT 1"), Sql("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) "
                                   "SELECT count(*) FROM c")});

@@ -45,9 +45,8 @@ class HoldingExecutor final : public QueryExecutor {
     std::vector<ExecutorRequest*> answering;
     answering.swap(held);
     for (ExecutorRequest* request : answering) {
-      request->status = absl::OkStatus();
       request->results.assign(request->statements.size(), StatementResult{});
-      request->on_done(*request);
+      request->on_done(*request, absl::OkStatus());
     }
   }
 

@@ -98,6 +98,7 @@ struct BlockingClient {
 struct ClientRequest : ShardRequest {
   BlockingClient* client = nullptr;
   std::atomic<int> replies{0};
+  absl::Status status;  // on_done's, written before the reply is counted.
 };
 
 // One client thread: a window of kWindow caller-owned requests writing (client, seq) rows to
@@ -111,6 +112,7 @@ void RunClient(Shards& shards, int client, std::vector<int>& written, std::atomi
   struct Slot : ShardRequest {
     std::string tenant_name;
     bool replied = false;
+    absl::Status status;
     int* outstanding = nullptr;
   };
   std::vector<Slot> slots(kWindow);
@@ -127,9 +129,10 @@ void RunClient(Shards& shards, int client, std::vector<int>& written, std::atomi
     slot.replied = false;
     slot.outstanding = &outstanding;
     slot.reply_loop = loop->get();
-    slot.on_reply = [](ShardRequest& r) {
+    slot.on_done = [](ShardRequest& r, absl::Status status) {
       auto& s = static_cast<Slot&>(r);
       s.replied = true;
+      s.status = std::move(status);
       --*s.outstanding;
     };
     written[tenant]++;
@@ -151,7 +154,7 @@ void RunClient(Shards& shards, int client, std::vector<int>& written, std::atomi
       }
     }
   }
-  // A reply posted twice would leave the loop with work, or fire on_reply again.
+  // A reply posted twice would leave the loop with work, or fire on_done again.
   ASSERT_TRUE((*loop)->Run(loop::RunMode::kNoWait).ok());
   for (Slot& slot : slots) duplicates += slot.replied ? 1 : 0;
 }
@@ -176,8 +179,9 @@ class ShardsTest : public ::testing::Test {
     BlockingClient client;
     request.client = &client;
     request.reply_loop = nullptr;
-    request.on_reply = [](ShardRequest& r) {
+    request.on_done = [](ShardRequest& r, absl::Status status) {
       auto& c = static_cast<ClientRequest&>(r);
+      c.status = std::move(status);
       c.replies.fetch_add(1);
       std::lock_guard<std::mutex> lock(c.client->mu);
       c.client->replies++;
@@ -199,7 +203,7 @@ class ShardsTest : public ::testing::Test {
     read.kind = Request::Kind::kRead;
     read.sql = "SELECT client, count(*) FROM log GROUP BY client";
     read.on_row = [](Request& r, const Row& row) {
-      static_cast<Counter&>(r).per_client[static_cast<size_t>(row.Int(0))] =
+      static_cast<Counter&>(ShardRequest::Of(r)).per_client[static_cast<size_t>(row.Int(0))] =
           static_cast<int>(row.Int(1));
     };
     ASSERT_TRUE(RunBlocking(read).ok()) << read.status;
@@ -216,7 +220,9 @@ class ShardsTest : public ::testing::Test {
 TEST_F(ShardsTest, InvalidNameIsRefusedBeforeAnyHandOff) {
   ClientRequest request;
   request.tenant = "../x";
-  request.on_reply = [](ShardRequest&) { ADD_FAILURE() << "replied to a refused request"; };
+  request.on_done = [](ShardRequest&, absl::Status) {
+    ADD_FAILURE() << "replied to a refused request";
+  };
   EXPECT_EQ(shards_->Submit(request).code(), absl::StatusCode::kInvalidArgument);
   EXPECT_TRUE(dir_.Files().empty());
 }

@@ -114,7 +114,7 @@ struct Call : TenantRequest {
   }
   void Prime() {
     on_row = [](Request& r, const Row& row) {
-      auto& call = static_cast<Call&>(r);
+      auto& call = static_cast<Call&>(TenantRequest::Of(r));
       for (int i = 0; i < row.size(); ++i) {
         if (i > 0) call.rows += "|";
         const Value v = row.Get(i);
@@ -123,9 +123,9 @@ struct Call : TenantRequest {
       }
       call.rows += "\n";
     };
-    on_tenant_done = [](TenantRequest& r, absl::Status status) {
+    on_done = [](TenantRequest& r, absl::Status status) {
       auto& call = static_cast<Call&>(r);
-      EXPECT_FALSE(call.done) << "on_tenant_done ran twice for " << call.tenant;
+      EXPECT_FALSE(call.done) << "on_done ran twice for " << call.tenant;
       call.done = true;
       call.completions++;
       call.result = std::move(status);
@@ -143,7 +143,7 @@ struct Call : TenantRequest {
   int completions = 0;
   absl::Status result = absl::UnknownError("not done");
   std::string rows;
-  std::function<void(Call&)> then;  // Runs inside on_tenant_done.
+  std::function<void(Call&)> then;  // Runs inside on_done.
 };
 
 // A loop, a Vfs and a Registry, torn down in order.

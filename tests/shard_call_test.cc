@@ -52,14 +52,14 @@ struct Gate : ShardRequest {
     kind = Request::Kind::kRead;
     sql = "SELECT 1";
     on_row = [](Request& r, const Row& /*row*/) {  // The shard thread.
-      auto& gate = static_cast<Gate&>(r);
+      auto& gate = static_cast<Gate&>(ShardRequest::Of(r));
       std::unique_lock<std::mutex> lock(gate.mu);
       gate.entered = true;
       gate.cv.notify_all();
       // Bounded, so a test that failed before opening it still ends.
       gate.cv.wait_for(lock, absl::ToChronoSeconds(kWaitMax), [&] { return gate.open; });
     };
-    on_reply = [](ShardRequest& r) {  // The shard thread.
+    on_done = [](ShardRequest& r, absl::Status /*status*/) {  // The shard thread.
       auto& gate = static_cast<Gate&>(r);
       std::lock_guard<std::mutex> lock(gate.mu);
       gate.replied = true;
@@ -321,6 +321,7 @@ class HostThread {
     int64_t seq = 0;
     int64_t count = -1;
     int replies = 0;
+    absl::Status status;  // on_done's.
     bool admitted = false;
   };
 
@@ -379,10 +380,11 @@ class HostThread {
       s.replies = 0;
       s.reply_loop = loop_.get();
       s.on_row = [](Request& r, const Row& row) {  // The shard thread.
-        static_cast<Slot&>(r).count = row.Int(0);
+        static_cast<Slot&>(ShardRequest::Of(r)).count = row.Int(0);
       };
-      s.on_reply = [](ShardRequest& r) {  // This host thread, from its loop.
+      s.on_done = [](ShardRequest& r, absl::Status status) {  // This host thread, from its loop.
         auto& slot = static_cast<Slot&>(r);
+        slot.status = std::move(status);
         slot.replies++;
         slot.host->outstanding_--;
       };

@@ -22,11 +22,10 @@ const std::string& Value::bytes() const {
 }
 
 void ExecutorRequest::Reset() {
-  SQLOOP_CHECK(next == nullptr, "ExecutorRequest::Reset: the request is still queued");
+  SQLOOP_CHECK(next_ == nullptr, "ExecutorRequest::Reset: the request is still queued");
   kind = Kind::kQuery;
   tenant.clear();
   statements.clear();
-  status = absl::OkStatus();
   results.clear();
 }
 

@@ -6,8 +6,8 @@
 //
 // The server never touches SQLite itself. It fills a caller-owned `ExecutorRequest`, hands it to
 // `QueryExecutor::Submit()` from one of its loop callbacks, and carries on; the executor answers
-// later, on the loop's thread, by calling `request.on_done(request)`. Two rules make that safe
-// on a single-threaded loop:
+// later, on the loop's thread, by calling `request.on_done(request, status)`. Two rules make
+// that safe on a single-threaded loop:
 //
 //   1. Submit() never calls on_done from inside itself: the answer always arrives from a later
 //      loop callback, so the server's state machine is never re-entered mid-transition.
@@ -15,8 +15,8 @@
 //      untouched from Submit() until on_done has run. The executor never copies or frees it.
 //
 // Results come back in the request: per statement its column names, rows of SQLite values (the
-// five storage classes), rows changed and last insert id; or a non-OK `status` whose code the
-// server maps to HTTP (see `ErrorFromStatus()` in examples/http/handler.h):
+// five storage classes), rows changed and last insert id; or on_done's status is not OK, and
+// its code the server maps to HTTP (see `ErrorFromStatus()` in examples/http/handler.h):
 //
 //   InvalidArgument (bad SQL, wrong argument count, ...)      400
 //   NotFound (no such tenant)                                  404
@@ -40,9 +40,11 @@
 //   request.statements.push_back({.sql = "SELECT ?1 + 1", .args = {Value::Integer(41)}});
 //   Pending pending;
 //   request.user_data = &pending;
-//   request.on_done = [](ExecutorRequest& r) { static_cast<Pending*>(r.user_data)->done = true; };
+//   request.on_done = [](ExecutorRequest& r, absl::Status status) {
+//     static_cast<Pending*>(r.user_data)->done = true;  // status.ok(): r.results is filled
+//   };
 //   executor.Submit(request);
-//   // ... the loop runs; on_done sees r.status and r.results[0].rows[0][0].integer() == 42.
+//   // ... the loop runs; on_done sees an OK status and r.results[0].rows[0][0].integer() == 42.
 #ifndef SQLOOP_EXAMPLES_HTTP_EXECUTOR_H_
 #define SQLOOP_EXAMPLES_HTTP_EXECUTOR_H_
 
@@ -109,24 +111,31 @@ struct StatementResult {
 // connection that sends similar requests stops allocating for them.
 struct ExecutorRequest {
   enum class Kind : uint8_t { kQuery, kCreateTenant, kDeleteTenant };
+  using DoneCallback = void (*)(ExecutorRequest& request, absl::Status status);
 
   // Inputs.
   Kind kind = Kind::kQuery;
   std::string tenant;  // Checked with ValidateTenantName() by the executor.
   // kQuery only. One transaction: all of them commit, or none does.
   std::vector<Statement> statements;
-  void (*on_done)(ExecutorRequest& request) = nullptr;
+  // Required: the request is done with this status (the file comment maps its codes). Set only
+  // by the caller; the executor calls it exactly once per Submit.
+  DoneCallback on_done = nullptr;
   void* user_data = nullptr;
 
   // Outputs, valid in on_done. On error `results` is empty, nothing of the request was
-  // committed, and the message names the statement that failed (statements[i]).
-  absl::Status status;
+  // committed, and the status's message names the statement that failed (statements[i]).
   std::vector<StatementResult> results;
 
-  // The executor's link while the request is queued inside it; null when idle.
-  ExecutorRequest* next = nullptr;
-
   void Reset();
+
+ private:
+  friend class RegistryExecutor;
+
+  // ---- RegistryExecutor's bookkeeping ---------------------------------------------------------
+  // Its link while the request is inside it, null when idle: Reset and Submit check it.
+  ExecutorRequest* next_ = nullptr;
+  absl::Status status_;  // The answer, while its delivery waits for a later tick.
 };
 
 // A figure an executor reports on /v1/stats, e.g. {"tenants_open", 3}.

@@ -174,7 +174,7 @@ void RegistryExecutor::Shutdown(ShutdownCallback done, void* arg) {
 
 void RegistryExecutor::Submit(ExecutorRequest& request) {
   SQLOOP_CHECK(request.on_done != nullptr, "RegistryExecutor::Submit: on_done is not set");
-  SQLOOP_CHECK(request.next == nullptr && &request != deferred_tail_,
+  SQLOOP_CHECK(request.next_ == nullptr && &request != deferred_tail_,
                "RegistryExecutor::Submit: the request is already in flight");
   in_flight_++;
   counters_.requests++;
@@ -203,7 +203,7 @@ void RegistryExecutor::Submit(ExecutorRequest& request) {
   job.rows = job.bytes = 0;
   job.budget_status = absl::OkStatus();
   job.creating = false;
-  request.next = &request;  // In a job: not idle (Reset and Submit check it).
+  request.next_ = &request;  // In a job: not idle (Reset and Submit check it).
   in_submit_ = true;
   if (request.kind == ExecutorRequest::Kind::kQuery) {
     request.results.resize(request.statements.size());
@@ -241,7 +241,7 @@ void RegistryExecutor::StartQuery(Job& job) {
   }
   r.on_row = &RegistryExecutor::OnRow;
   r.on_rows_discarded = &RegistryExecutor::OnRowsDiscarded;
-  r.on_tenant_done = &RegistryExecutor::OnQueryDone;
+  r.on_done = &RegistryExecutor::OnQueryDone;
   counters_.statements += statements.size();
   if (absl::Status admitted = registry_->Submit(r); !admitted.ok()) {
     // A refusal at admission is mapped like one from the registry's callback.
@@ -258,7 +258,7 @@ void RegistryExecutor::StartTenantAction(Job& job) {
   r.batch = {};  // The job is reused: a previous query's batch must not run here.
   r.on_row = nullptr;
   r.on_rows_discarded = nullptr;
-  r.on_tenant_done = &RegistryExecutor::OnTenantActionDone;
+  r.on_done = &RegistryExecutor::OnTenantActionDone;
   const bool create = job.request->kind == ExecutorRequest::Kind::kCreateTenant;
   r.action = create ? db::TenantRequest::Action::kExecute : db::TenantRequest::Action::kDelete;
   // A create first probes (open without create): only a NotFound lets it create, so an
@@ -369,13 +369,12 @@ absl::Status RegistryExecutor::AfterTenantAction(const Job& job, absl::Status st
 void RegistryExecutor::Finish(Job& job, absl::Status status) {
   ExecutorRequest& request = *job.request;
   Release(job);
-  request.next = nullptr;
+  request.next_ = nullptr;
   if (in_submit_) {
     Defer(request, std::move(status));
     return;
   }
-  request.status = std::move(status);
-  Deliver(request);
+  Deliver(request, std::move(status));
 }
 
 void RegistryExecutor::CancelRunning() {
@@ -390,22 +389,22 @@ void RegistryExecutor::Release(Job& job) {
   free_ = &job;
 }
 
-void RegistryExecutor::Deliver(ExecutorRequest& request) {
-  if (!request.status.ok()) {
+void RegistryExecutor::Deliver(ExecutorRequest& request, absl::Status status) {
+  if (!status.ok()) {
     counters_.errors++;
     request.results.clear();
   }
   in_flight_--;
-  request.on_done(request);  // May Submit again, or reuse the request.
+  request.on_done(request, std::move(status));  // May Submit again, or reuse the request.
 }
 
 void RegistryExecutor::Defer(ExecutorRequest& request, absl::Status status) {
-  request.status = std::move(status);
-  request.next = nullptr;
+  request.status_ = std::move(status);
+  request.next_ = nullptr;
   if (deferred_tail_ == nullptr) {
     deferred_head_ = &request;
   } else {
-    deferred_tail_->next = &request;
+    deferred_tail_->next_ = &request;
   }
   deferred_tail_ = &request;
   // Asking again before the delivery ran changes nothing; while it runs, deferred_ is idle again.
@@ -417,9 +416,9 @@ loop::Action RegistryExecutor::OnDeferred(loop::Loop& /*loop*/, loop::Completion
   ExecutorRequest* request = self.deferred_head_;
   self.deferred_head_ = self.deferred_tail_ = nullptr;
   while (request != nullptr) {
-    ExecutorRequest* next = request->next;
-    request->next = nullptr;
-    self.Deliver(*request);
+    ExecutorRequest* next = request->next_;
+    request->next_ = nullptr;
+    self.Deliver(*request, std::move(request->status_));
     request = next;
   }
   return loop::Action::kDisarm;

@@ -113,7 +113,7 @@ class RegistryExecutor final : public QueryExecutor {
   void StartTenantAction(Job& job);
   void Finish(Job& job, absl::Status status);
   void Defer(ExecutorRequest& request, absl::Status status);
-  void Deliver(ExecutorRequest& request);
+  void Deliver(ExecutorRequest& request, absl::Status status);
   void Release(Job& job);
   [[nodiscard]] absl::Status AfterQuery(Job& job, absl::Status status);
   [[nodiscard]] static absl::Status AfterTenantAction(const Job& job, absl::Status status);
@@ -141,7 +141,8 @@ class RegistryExecutor final : public QueryExecutor {
   std::unique_ptr<Job[]> jobs_;
   Job* free_ = nullptr;
   // Answers that did not come from the registry (refusals), delivered in the loop's next tick
-  // so on_done never runs inside Submit. Linked through ExecutorRequest::next.
+  // so on_done never runs inside Submit. Linked through ExecutorRequest::next_, each with its
+  // answer in ExecutorRequest::status_.
   loop::Completion deferred_;
   ExecutorRequest* deferred_head_ = nullptr;
   ExecutorRequest* deferred_tail_ = nullptr;

@@ -194,7 +194,7 @@ class HttpServer {
   static loop::Action OnAcceptRetry(loop::Loop& loop, loop::Completion& c);
   static loop::Action OnIo(loop::Loop& loop, loop::Completion& c);
   static loop::Action OnTimer(loop::Loop& loop, loop::Completion& c);
-  static void OnExecutorDone(ExecutorRequest& request);
+  static void OnExecutorDone(ExecutorRequest& request, absl::Status status);
 
   void ArmAccept();
   [[nodiscard]] bool CanTakeAClient() const;

@@ -117,14 +117,15 @@ void HttpServer::WriteTokenBody(absl::string_view tenant, std::string& body) con
   json.EndObject();
 }
 
-void HttpServer::OnExecutorDone(ExecutorRequest& request) {
+// NOLINTNEXTLINE(performance-unnecessary-value-param): the signature is ExecutorRequest's.
+void HttpServer::OnExecutorDone(ExecutorRequest& request, absl::Status status) {
   auto& connection = *static_cast<Connection*>(request.user_data);
   HttpServer& server = *connection.server;
   server.AssertInvariants(connection);
   SQLOOP_CHECK(connection.state == State::kRunning, "HttpServer: executor answered twice");
   server.ReleaseTenantSlot(connection);
-  if (!request.status.ok()) {
-    server.RespondError(connection, ErrorFromStatus(request.status), AfterSend::kKeepAlive);
+  if (!status.ok()) {
+    server.RespondError(connection, ErrorFromStatus(status), AfterSend::kKeepAlive);
     return;
   }
   switch (request.kind) {
