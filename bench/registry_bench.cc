@@ -10,7 +10,8 @@
 //   registry_reopen/closed     one request to a tenant that scaled to zero: reopen + request.
 //   registry_reopen/open       baseline: the same request to the tenant while it is open.
 //   registry_memory/tenants    counters only: SQLite bytes and resident bytes per idle and per
-//                              active open tenant, and per closed tenant (0 is the claim).
+//                              active open tenant, and per closed tenant (0 is the claim), and
+//                              the heap bytes a closed tenant's entry in the table keeps.
 //   registry_zipf/one_tenant   baseline: 256 point reads, 64 in flight, all to one tenant.
 //   registry_zipf/10000        256 point reads, 64 in flight,
 //                              over 10,000 tenants drawn from a Zipf(1) distribution (a fixed,
@@ -29,6 +30,7 @@
 // allocates (SQLite's connections and caches): the claim is only that a request to an open
 // tenant allocates nothing in the registry itself.
 #include <benchmark/benchmark.h>
+#include <malloc.h>
 #include <sqlite3.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -268,6 +270,11 @@ int64_t ResidentBytes() {
 void BM_Memory(benchmark::State& state) {
   Scratch scratch;
   Host host(scratch.path(), /*open_max=*/kMemoryTenants + 8);
+  // The heap a closed tenant leaves behind is its entry in the registry's table: live heap
+  // bytes (glibc's count) before any tenant against after all are closed, with the SQLite
+  // block cache emptied both times so it does not count.
+  sqloop::alloc::ReleaseSqliteBlockCache();
+  const size_t heap_before = mallinfo2().uordblks;
   std::vector<Counted> requests(kMemoryTenants);
   int completed = 0;
   auto run_all = [&](const char* sql, Request::Kind kind) {
@@ -292,6 +299,10 @@ void BM_Memory(benchmark::State& state) {
   run_all(fill.c_str(), Request::Kind::kWrite);
   host.registry->CloseIdleTenants();
   host.RunUntil([&] { return host.registry->stats().open == 0; });
+  sqloop::alloc::ReleaseSqliteBlockCache();
+  const double closed_entry_heap =
+      (static_cast<double>(mallinfo2().uordblks) - static_cast<double>(heap_before)) /
+      kMemoryTenants;
   double idle_sqlite = 0, idle_rss = 0, active_sqlite = 0, active_rss = 0, closed_sqlite = 0;
   for (auto _ : state) {
     const int64_t sqlite_closed = sqlite3_memory_used();
@@ -311,6 +322,7 @@ void BM_Memory(benchmark::State& state) {
   state.counters["active_tenant_sqlite_bytes"] = active_sqlite;
   state.counters["active_tenant_rss_bytes"] = active_rss;
   state.counters["closed_tenant_sqlite_bytes"] = closed_sqlite;
+  state.counters["closed_tenant_heap_bytes"] = closed_entry_heap;
 }
 
 // ---- Zipf -------------------------------------------------------------------------------------

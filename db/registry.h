@@ -10,8 +10,9 @@
 // When to use it: a host that serves thousands of small databases (one per customer, per
 // user, per document) from one process. For one database, use `Database` directly.
 //
-// What a tenant costs: closed, nothing but its ~200-byte entry in the tenant table (kept for
-// its statistics, forgotten least-recently-closed first beyond `tenants_max`). Open, a
+// What a tenant costs: closed, nothing but its entry in the tenant table (kept for its
+// statistics, forgotten least-recently-closed first beyond `tenants_max`; the registry_memory
+// benchmark's closed_tenant_heap_bytes measures it). Open, a
 // `Database` (a writer and `database.readers` reader connections, their page caches and
 // statement caches) and at most `kDescriptorsPerDatabase` file descriptors.
 //
@@ -128,8 +129,9 @@ inline constexpr uint32_t kWaitingOpensMaxDefault = 4096;
 // Requests queued per tenant while it opens or closes: 1024 covers a burst from many clients
 // of one tenant during its open (a few milliseconds), and bounds what one tenant can pin.
 inline constexpr uint32_t kTenantQueueMaxDefault = 1024;
-// Tenant entries kept (open ones plus closed ones remembered for their statistics): ~200 bytes
-// each, so 131072 entries are ~26 MiB at most. Closed entries are forgotten oldest first.
+// Tenant entries kept (open ones plus closed ones remembered for their statistics). What one
+// costs is measured (registry_memory's closed_tenant_heap_bytes): lower this where 131072 of
+// them is too much memory. Closed entries are forgotten oldest first.
 inline constexpr uint32_t kTenantsMaxDefault = 1u << 17;
 // The memory budget charges a tenant that is still opening this much (its real cost is only
 // known once SQLite opened it). 256 KiB is about what a freshly opened database with the
