@@ -438,6 +438,11 @@ absl::Status InstallSqliteMemory() {
         "other sqlite3_* function (first thing in main, before opening a database)",
         sqlite3_errstr(config_rc)));
   }
+  // No up-front page-cache allocation per connection: by default each connection takes room
+  // for SQLITE_DEFAULT_PCACHE_INITSZ pages (about 80 KiB) at its first read, used or not, and
+  // keeps it until it closes. Pages then come one at a time, and go back to the block cache.
+  const int pagecache_rc = sqlite3_config(SQLITE_CONFIG_PAGECACHE, nullptr, 0, 0);
+  SQLOOP_CHECK(pagecache_rc == SQLITE_OK, "InstallSqliteMemory: SQLITE_CONFIG_PAGECACHE refused");
   // Initialise now, outside any tenant, so SQLite's global state is charged to "shared"
   // rather than to whichever tenant happens to open the first database.
   const ScopedTenant shared(kSharedTenant);

@@ -77,6 +77,10 @@ inline constexpr uint64_t kTenantNoLimit = UINT64_MAX;
 // Installs the accounting allocator with `sqlite3_config(SQLITE_CONFIG_MALLOC)` and calls
 // `sqlite3_initialize()`. Idempotent. Fails with `absl::FailedPreconditionError` when SQLite
 // was initialised before the first call (its allocator can then no longer be replaced).
+// It also turns off SQLite's up-front page-cache allocation per connection
+// (`SQLITE_CONFIG_PAGECACHE` with no memory and 0 lines), so an open connection holds only
+// the pages it has read: an idle tenant's three connections would otherwise hold room for 60
+// pages between them whether they read them or not.
 [[nodiscard]] absl::Status InstallSqliteMemory();
 
 // True once `InstallSqliteMemory()` has succeeded in this process.
