@@ -10,7 +10,8 @@
 //   registry_reopen/closed     one request to a tenant that scaled to zero: reopen + request.
 //   registry_reopen/open       baseline: the same request to the tenant while it is open.
 //   registry_memory/tenants    counters only: SQLite bytes and resident bytes per idle and per
-//                              active open tenant, and per closed tenant (0 is the claim), and
+//                              active open tenant, per active tenant once trimmed
+//                              (idle_trim_after), and per closed tenant (0 is the claim), and
 //                              the heap bytes a closed tenant's entry in the table keeps.
 //   registry_zipf/one_tenant   baseline: 256 point reads, 64 in flight, all to one tenant.
 //   registry_zipf/10000        256 point reads, 64 in flight,
@@ -304,6 +305,7 @@ void BM_Memory(benchmark::State& state) {
       (static_cast<double>(mallinfo2().uordblks) - static_cast<double>(heap_before)) /
       kMemoryTenants;
   double idle_sqlite = 0, idle_rss = 0, active_sqlite = 0, active_rss = 0, closed_sqlite = 0;
+  double trimmed_sqlite = 0;
   for (auto _ : state) {
     const int64_t sqlite_closed = sqlite3_memory_used();
     const int64_t rss_closed = ResidentBytes();
@@ -313,6 +315,9 @@ void BM_Memory(benchmark::State& state) {
     run_all("SELECT sum(length(v)) FROM t", Request::Kind::kRead);  // Whole table cached.
     active_sqlite = static_cast<double>(sqlite3_memory_used() - sqlite_closed) / kMemoryTenants;
     active_rss = static_cast<double>(ResidentBytes() - rss_closed) / kMemoryTenants;
+    // What idle_trim_after leaves of an active tenant once it has been idle that long.
+    SQLOOP_CHECK(host.registry->TrimIdleTenants() == kMemoryTenants, "bench: trim");
+    trimmed_sqlite = static_cast<double>(sqlite3_memory_used() - sqlite_closed) / kMemoryTenants;
     host.registry->CloseIdleTenants();
     host.RunUntil([&] { return host.registry->stats().open == 0; });
     closed_sqlite = static_cast<double>(sqlite3_memory_used() - sqlite_closed) / kMemoryTenants;
@@ -322,6 +327,7 @@ void BM_Memory(benchmark::State& state) {
   state.counters["active_tenant_sqlite_bytes"] = active_sqlite;
   state.counters["active_tenant_rss_bytes"] = active_rss;
   state.counters["closed_tenant_sqlite_bytes"] = closed_sqlite;
+  state.counters["trimmed_tenant_sqlite_bytes"] = trimmed_sqlite;
   state.counters["closed_tenant_heap_bytes"] = closed_entry_heap;
 }
 

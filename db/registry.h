@@ -122,6 +122,8 @@ inline constexpr uint32_t kDescriptorsReservedDefault = 64;
 // A host that sets no limit still gets a bound: 30 s idle keeps a tenant that is used every
 // few seconds warm while an abandoned one gives its memory back within a minute.
 inline constexpr absl::Duration kIdleTimeoutDefault = absl::Seconds(30);
+// An idle tenant gives its page caches back after this long (RegistryOptions::idle_trim_after).
+inline constexpr absl::Duration kIdleTrimAfterDefault = absl::Seconds(1);
 // Tenants that may wait for an open slot at once. A wait is one list link in the tenant entry,
 // but a longer queue only adds latency: past 4096 waiters the host is overloaded and the
 // client should hear so (ResourceExhausted) rather than wait.
@@ -164,6 +166,10 @@ struct RegistryOptions {
   std::string directory;
   // Close a tenant that had nothing to do for this long (on the loop's clock). Must be > 0.
   absl::Duration idle_timeout = kIdleTimeoutDefault;
+  // Trim a tenant that had nothing to do for this long: its connections give back the cached
+  // pages they do not need (Database::ReleaseMemory), so an idle open tenant costs little
+  // more than its schema. Its next reads fetch those pages again. InfiniteDuration: never.
+  absl::Duration idle_trim_after = kIdleTrimAfterDefault;
   // The most tenants holding a database at once. 0: derive it from the process's soft
   // RLIMIT_NOFILE: (limit - descriptors_reserved) / kDescriptorsPerDatabase.
   uint32_t open_max = 0;
@@ -301,6 +307,7 @@ struct TenantStats {
   uint64_t creations = 0;    // Opens that were allowed to create (and found no file).
   uint64_t idle_closes = 0;  // Closed after idle_timeout.
   uint64_t evictions = 0;    // Closed early to make room for another tenant.
+  uint64_t trims = 0;        // Page caches given back after idle_trim_after (or TrimIdleTenants).
   uint64_t requests = 0;     // Requests completed (any outcome).
   uint64_t requests_failed = 0;
   uint64_t memory_bytes = 0;  // SQLite bytes held now (0 when closed).
@@ -320,6 +327,7 @@ struct RegistryStats {
   uint64_t open_failures = 0;
   uint64_t idle_closes = 0;
   uint64_t evictions = 0;
+  uint64_t trims = 0;
   uint64_t deletes = 0;
   uint64_t requests = 0;  // Completed through on_done.
   uint64_t requests_failed = 0;
@@ -353,6 +361,9 @@ class Registry {
   // Starts closing every idle tenant now (memory pressure, tests, benchmarks). Returns how
   // many. Their next request reopens them, as after the idle timeout.
   uint32_t CloseIdleTenants();
+  // Trims every idle tenant not trimmed since it went idle, now, as idle_trim_after would
+  // (memory pressure, tests, benchmarks). Returns how many.
+  uint32_t TrimIdleTenants();
 
   // Refuses new requests, lets admitted ones finish, closes every tenant, stops the idle timer,
   // then calls `done` on the loop. The registry may be destroyed after that.
@@ -395,6 +406,7 @@ class Registry {
   void BecomeIdle(Tenant& t);
   void ArmSweeper();
   void StartClose(Tenant& t, internal::CloseReason reason);
+  void Trim(Tenant& t);
   void AfterClosed(Tenant& t);
   void UnregisterMemory(Tenant& t);
   void Bury(std::unique_ptr<Database> database);
@@ -430,7 +442,8 @@ class Registry {
   uint32_t active_ = 0;    // Tenants in kActive.
   uint32_t deleting_ = 0;  // Tenants in kDeleting.
 
-  loop::Completion sweeper_;  // The one idle timer (see ArmSweeper); armed unless kIdle.
+  loop::Completion sweeper_;         // The one idle timer (see ArmSweeper); armed unless kIdle.
+  int64_t sweeper_deadline_ns_ = 0;  // When the armed sweeper fires.
   // A next tick for work that must not run where it was decided: completing requests that did
   // not come from a Database, and freeing closed Database objects. Armed unless kIdle.
   loop::Completion deferred_;

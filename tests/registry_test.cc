@@ -474,6 +474,81 @@ TEST_P(RegistryTest, MoreConcurrentReadsThanReaders) {
   for (const auto& r : reads) EXPECT_EQ(r->rows, "0\n") << r->result;
 }
 
+// ---- Trimming idle tenants --------------------------------------------------------------------
+
+// A tenant idle for idle_trim_after gives back its cached pages and stays open: its memory falls,
+// its next read is answered from the same open database with the same data.
+TEST_P(RegistryTest, AnIdleTenantGivesBackItsPageCachesAndStaysOpen) {
+  RegistryOptions options = Options();
+  options.idle_timeout = absl::Hours(1);
+  options.idle_trim_after = absl::Milliseconds(1);
+  auto h = Make(options);
+  Call create("big", "CREATE TABLE t(v TEXT)", true);
+  ASSERT_TRUE(h->Do(create).ok()) << create.result;
+  Call fill("big",
+            "WITH RECURSIVE s(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM s WHERE x < 2000) "
+            "INSERT INTO t(v) SELECT printf('%0200d', x) FROM s",
+            false);
+  ASSERT_TRUE(h->Do(fill).ok()) << fill.result;
+  Call scan("big", "SELECT count(*), sum(length(v)) FROM t", false, Request::Kind::kRead);
+  ASSERT_TRUE(h->Do(scan).ok()) << scan.result;
+  EXPECT_EQ(scan.rows, "2000|400000\n");
+  const uint64_t cached = h->registry().GetTenantStats("big")->memory_bytes;
+  ASSERT_TRUE(h->RunUntil([&] { return h->registry().stats().trims > 0; }));
+  const TenantStats trimmed = *h->registry().GetTenantStats("big");
+  EXPECT_EQ(trimmed.trims, 1u);
+  EXPECT_EQ(trimmed.state, TenantState::kIdle);
+  EXPECT_LT(trimmed.memory_bytes + 100 * 1024, cached) << "the trim freed under 100 KiB";
+  ASSERT_TRUE(h->Do(scan).ok()) << scan.result;
+  EXPECT_EQ(scan.rows, "2000|400000\n");
+  EXPECT_EQ(h->registry().GetTenantStats("big")->opens, 1u);
+}
+
+// Once every idle tenant is trimmed the timer waits for the oldest one's close, far off; a tenant
+// that goes idle later must still be trimmed on time, so the timer is moved earlier for it.
+TEST_P(RegistryTest, ATrimDueBeforeTheArmedCloseMovesTheTimerEarlier) {
+  RegistryOptions options = Options();
+  options.idle_timeout = absl::Seconds(10);  // Only reached if the timer is not moved.
+  options.idle_trim_after = absl::Milliseconds(1);
+  auto h = Make(options);
+  Call a("a", "CREATE TABLE t(v)", true);
+  ASSERT_TRUE(h->Do(a).ok()) << a.result;
+  ASSERT_TRUE(h->RunUntil([&] { return h->registry().stats().trims == 1; }));
+  Call b("b", "CREATE TABLE t(v)", true);
+  ASSERT_TRUE(h->Do(b).ok()) << b.result;
+  ASSERT_TRUE(h->RunUntil(
+      [&] { return h->registry().stats().trims == 2 || h->registry().stats().idle_closes > 0; }));
+  EXPECT_EQ(h->registry().stats().trims, 2u);
+  EXPECT_EQ(h->registry().stats().idle_closes, 0u) << "b was trimmed only when a closed";
+  EXPECT_EQ(h->registry().GetTenantStats("b")->trims, 1u);
+}
+
+// TrimIdleTenants trims at once, even with trimming on a timer turned off, each tenant once.
+TEST_P(RegistryTest, TrimIdleTenantsTrimsEachIdleTenantOnce) {
+  RegistryOptions options = Options();
+  options.idle_trim_after = absl::InfiniteDuration();
+  auto h = Make(options);
+  for (const char* name : {"t0", "t1", "t2"}) {
+    Call create(name, "CREATE TABLE t(v)", true);
+    ASSERT_TRUE(h->Do(create).ok()) << create.result;
+  }
+  EXPECT_EQ(h->registry().TrimIdleTenants(), 3u);
+  EXPECT_EQ(h->registry().TrimIdleTenants(), 0u);
+  EXPECT_EQ(h->registry().stats().trims, 3u);
+  Call use("t1", "SELECT 1", false, Request::Kind::kRead);
+  ASSERT_TRUE(h->Do(use).ok()) << use.result;
+  EXPECT_EQ(h->registry().TrimIdleTenants(), 1u);  // t1 went idle again.
+}
+
+TEST_P(RegistryTest, ANegativeTrimDelayIsRefused) {
+  RegistryOptions options = Options();
+  options.idle_trim_after = absl::Milliseconds(-1);
+  RegistryHarness refused(GetParam().make(), options);
+  EXPECT_EQ(refused.create_status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(refused.create_status().message(), "idle_trim_after"))
+      << refused.create_status();
+}
+
 INSTANTIATE_TEST_SUITE_P(Backends, RegistryTest,
                          ::testing::Values(Backend{"io_uring", &MakeUring},
                                            Backend{"fallback", &MakeFallback}),

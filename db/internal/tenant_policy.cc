@@ -39,6 +39,10 @@ absl::StatusOr<uint32_t> TenantPolicy::CheckOptions(const RegistryOptions& optio
   if (options.idle_timeout <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("RegistryOptions::idle_timeout must be positive");
   }
+  if (options.idle_trim_after < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        "RegistryOptions::idle_trim_after must be 0 or more (InfiniteDuration: never trim)");
+  }
   if (options.memory_bytes_max > 0 && !alloc::SqliteMemoryInstalled()) {
     return absl::FailedPreconditionError(
         "RegistryOptions::memory_bytes_max needs SQLite's memory accounting: call "
@@ -74,7 +78,10 @@ absl::StatusOr<uint32_t> TenantPolicy::OpenMax(const RegistryOptions& options) {
 TenantPolicy::TenantPolicy(const RegistryOptions& options, uint32_t open_max)
     : options_(options),
       open_max_(open_max),
-      idle_timeout_ns_(absl::ToInt64Nanoseconds(options.idle_timeout)) {}
+      idle_timeout_ns_(absl::ToInt64Nanoseconds(options.idle_timeout)),
+      idle_trim_after_ns_(options.idle_trim_after == absl::InfiniteDuration()
+                              ? -1
+                              : absl::ToInt64Nanoseconds(options.idle_trim_after)) {}
 
 // ---- Admission ------------------------------------------------------------------------------
 
@@ -139,11 +146,27 @@ Tenant* TenantPolicy::Grant() {
 void TenantPolicy::AddIdle(Tenant& t, int64_t now_ns) {
   t.idle_since_ns = now_ns;
   idle_.PushBack(t);
+  if (trim_next_ == nullptr) trim_next_ = &t;  // Every tenant ahead of it is trimmed.
+}
+
+void TenantPolicy::RemoveIdle(Tenant& t) {
+  if (trim_next_ == &t) trim_next_ = TenantList::Next(t);
+  idle_.Remove(t);
 }
 
 void TenantPolicy::TouchIdle(Tenant& t, int64_t now_ns) {
-  idle_.Remove(t);
+  RemoveIdle(t);
   AddIdle(t, now_ns);
+}
+
+Tenant* TenantPolicy::TrimDue(int64_t now_ns) {
+  Tenant* t = trim_next_;
+  if (t == nullptr) return nullptr;
+  if (now_ns >= 0 && (idle_trim_after_ns_ < 0 || t->idle_since_ns + idle_trim_after_ns_ > now_ns)) {
+    return nullptr;
+  }
+  trim_next_ = TenantList::Next(*t);
+  return t;
 }
 
 // One victim per waiter not yet covered by a close under way, so nothing is evicted twice over.
@@ -184,13 +207,15 @@ Tenant* TenantPolicy::NextVictim() {
 }
 
 Tenant* TenantPolicy::ExpiredIdle(int64_t now_ns) const {
-  const int64_t deadline_ns = NextIdleDeadlineNs();
-  return deadline_ns >= 0 && deadline_ns <= now_ns ? idle_.front() : nullptr;
+  if (idle_.empty()) return nullptr;
+  return idle_.front()->idle_since_ns + idle_timeout_ns_ <= now_ns ? idle_.front() : nullptr;
 }
 
 int64_t TenantPolicy::NextIdleDeadlineNs() const {
   if (idle_.empty()) return -1;
-  return idle_.front()->idle_since_ns + idle_timeout_ns_;
+  const int64_t close_ns = idle_.front()->idle_since_ns + idle_timeout_ns_;
+  if (trim_next_ == nullptr || idle_trim_after_ns_ < 0) return close_ns;
+  return std::min(close_ns, trim_next_->idle_since_ns + idle_trim_after_ns_);
 }
 
 // ---- Closes under way and closed entries ----------------------------------------------------

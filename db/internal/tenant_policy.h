@@ -10,7 +10,8 @@
 //   - the waiting FIFO: tenants that asked for a slot when none was free, first come first
 //     served, at most waiting_opens_max;
 //   - the idle list: open tenants with nothing to do, ordered by idle-since time, so its head
-//     is the next idle deadline (the one sweeper timer);
+//     is the next idle deadline (the one sweeper timer), and a cursor into it: the first idle
+//     tenant not yet trimmed (every one before it was), whose trim is the other deadline;
 //   - the closed LRU: entries remembered for their statistics, forgotten oldest first beyond
 //     tenants_max;
 //   - the closes under way, which count as slots about to free.
@@ -91,7 +92,7 @@ class TenantPolicy {
 
   // `t` became idle at `now_ns`: it goes to the back of the LRU (its deadline is the latest).
   void AddIdle(Tenant& t, int64_t now_ns);
-  void RemoveIdle(Tenant& t) { idle_.Remove(t); }
+  void RemoveIdle(Tenant& t);
   // A use that keeps `t` idle (an open-only request): back of the line, deadline renewed.
   void TouchIdle(Tenant& t, int64_t now_ns);
   // A request reached `t` while it was open: SIEVE's bit.
@@ -108,7 +109,11 @@ class TenantPolicy {
   void ChooseMemoryVictims(absl::FunctionRef<void(Tenant&)> evict);
   // The oldest idle tenant if its idle_timeout has passed at `now_ns`, or null.
   [[nodiscard]] Tenant* ExpiredIdle(int64_t now_ns) const;
-  // When the oldest idle tenant's idle_timeout runs out; -1 when none is idle.
+  // The first idle tenant not yet trimmed, taken past, if its idle_trim_after has passed at
+  // `now_ns` (or whatever its time if `now_ns` is -1); else null. The caller trims it.
+  [[nodiscard]] Tenant* TrimDue(int64_t now_ns);
+  // The sweeper's next deadline: the oldest idle tenant's close or the next trim, whichever
+  // comes first; -1 when none is idle.
   [[nodiscard]] int64_t NextIdleDeadlineNs() const;
 
   // ---- Opens and closes under way -----------------------------------------------------------
@@ -158,13 +163,15 @@ class TenantPolicy {
   const RegistryOptions& options_;
   const uint32_t open_max_;
   int64_t idle_timeout_ns_;
-  SlotList open_;           // Tenants holding a slot, oldest opened first.
-  Tenant* hand_ = nullptr;  // SIEVE's hand: in open_, or null for its front.
-  TenantList waiting_;      // kWaitingSlot tenants, first come first served.
-  TenantList idle_;         // kIdle tenants, idle the longest (earliest deadline) first.
-  TenantList closed_;       // Resting kClosed tenants, least recently closed first.
-  TransitList transit_;     // kProbing, kProbeClosing, kOpening and kClosing tenants.
-  uint32_t closing_ = 0;    // Tenants in kClosing: slots that are about to free.
+  SlotList open_;                // Tenants holding a slot, oldest opened first.
+  Tenant* hand_ = nullptr;       // SIEVE's hand: in open_, or null for its front.
+  TenantList waiting_;           // kWaitingSlot tenants, first come first served.
+  TenantList idle_;              // kIdle tenants, idle the longest (earliest deadline) first.
+  Tenant* trim_next_ = nullptr;  // In idle_: the first not yet trimmed; null if none.
+  int64_t idle_trim_after_ns_;   // -1: never.
+  TenantList closed_;            // Resting kClosed tenants, least recently closed first.
+  TransitList transit_;          // kProbing, kProbeClosing, kOpening and kClosing tenants.
+  uint32_t closing_ = 0;         // Tenants in kClosing: slots that are about to free.
   alloc::TenantId memory_group_ = alloc::kSharedTenant;  // kSharedTenant until MemoryGroup.
   uint32_t open_high_water_ = 0;
 };
