@@ -9,8 +9,11 @@
 //   plain_full_default_vfs  the same on SQLite's own default VFS: what the wrapper costs.
 //   sqloop/N     N concurrent clients (closed loop: each has one operation in flight and starts
 //                its next one from the completion of the previous). Writes are group-committed;
-//                a read is acknowledged once everything it could have seen is durable, so a read
-//                that starts while a group's fsync is in flight waits for that fsync.
+//                reads run on the newest durable snapshot and never wait for an fsync. sqloop/1
+//                is like plain_full, one operation at a time, so its latencies compare with the
+//                baseline's like for like; with N clients an operation's latency also holds the
+//                time it waits behind the other N - 1 on the one loop (Little's law: latency is
+//                about N times the time per operation), which no single-client run pays.
 //
 //   pool/T       plain SQLite behind a pool of T threads, reads in parallel (bench/sqlite/pool.cc).
 //   futures/T    plain SQLite behind an executor of T threads returning a std::future per

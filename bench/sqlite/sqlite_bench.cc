@@ -15,7 +15,7 @@
 //   sqlite_mixed   90% reads / 10% durable inserts: plain_full sequentially (baseline) and
 //                  plain_full_default_vfs, pool/4 and pool/16, futures/4 (plain SQLite behind
 //                  an executor returning a std::future per operation, futures.cc), against
-//                  sqloop with 64 concurrent clients (mixed.cc)
+//                  sqloop with 1 and 64 concurrent clients (mixed.cc)
 //   sqlite_transfer  a durable two-statement transaction (debit, credit): plain_full (baseline,
 //                  BEGIN ... COMMIT) against sqloop/1, /8 and /64, each transfer one batch
 //                  (transfer.cc)
@@ -79,7 +79,7 @@ void Register() {
       [](benchmark::State& s) { PlainFullMixed(s, PlainVfs::kDefault); });
   add("sqlite_mixed/pool", &PlainPoolMixed)->Arg(4)->Arg(16);
   add("sqlite_mixed/futures", &FuturesMixed)->Arg(4);
-  add("sqlite_mixed/sqloop", &SqloopMixed)->Arg(64);
+  add("sqlite_mixed/sqloop", &SqloopMixed)->Arg(1)->Arg(64);
   add("sqlite_transfer/plain_full", &PlainFullTransfer);
   add("sqlite_transfer/sqloop", &SqloopTransfer)->Arg(1)->Arg(8)->Arg(64);
 }
