@@ -72,6 +72,8 @@ class IntrusiveList {
   [[nodiscard]] T* back() const { return tail_; }
   // The element after `element` in this list, or null; for walking the list.
   [[nodiscard]] static T* Next(const T& element) { return (element.*Link).next_; }
+  // The element before `element` in this list, or null; for walking it from the back.
+  [[nodiscard]] static T* Prev(const T& element) { return (element.*Link).prev_; }
   [[nodiscard]] bool Contains(const T& element) const { return (element.*Link).list_ == this; }
 
   void PushBack(T& element) {

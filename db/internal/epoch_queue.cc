@@ -16,23 +16,6 @@ namespace sqloop::db::internal {
 
 // An operation SQLite issued while the queue was not empty (or a barrier). Reused through the
 // free list, and its `data` keeps its capacity, so a warmed-up database does not allocate.
-struct EpochQueue::PendingOp {
-  loop::Completion c;  // Writes, truncates and unlinks; barriers use EpochQueue::fsyncs_.
-  EpochQueue* owner = nullptr;
-  OpState state = OpState::kFree;
-  OpKind kind = OpKind::kWrite;
-  FileRole role = FileRole::kMain;
-  bool fence = false;         // A write overlapping an earlier queued write: waits for it.
-  bool dir_sync = false;      // Barrier: also fsync the directory.
-  uint8_t sync_mask = 0;      // Barrier: bit per FileRole to fsync.
-  uint64_t offset = 0;        // Write: file offset. Truncate: the new size.
-  uint64_t length = 0;        // Write: bytes in `data`.
-  uint64_t epoch = 0;         // Barrier: the epoch it closes.
-  std::vector<char> data;     // Write: a copy of SQLite's buffer.
-  PendingOp* prev = nullptr;  // Queue links (`next` also links the free list).
-  PendingOp* next = nullptr;
-};
-
 namespace {
 
 constexpr int kDirIndex = kFileRoles;  // fsyncs_ slot of the directory.
@@ -51,7 +34,7 @@ EpochQueue::EpochQueue(VfsContext& context, FileTable& files)
 }
 
 EpochQueue::~EpochQueue() {
-  SQLOOP_CHECK(head_ == nullptr && fsyncs_outstanding_ == 0,
+  SQLOOP_CHECK(queue_.empty() && fsyncs_outstanding_ == 0,
                "DatabaseFiles destroyed with operations in flight; run the loop until the "
                "database is closed");
 }
@@ -62,17 +45,15 @@ void EpochQueue::SetListener(Listener listener, void* arg) {
 }
 
 void EpochQueue::CloseIdleDescriptors() {
-  if (head_ != nullptr || fsyncs_outstanding_ != 0) return;
+  if (!queue_.empty() || fsyncs_outstanding_ != 0) return;
   files_.CloseIdle();
 }
 
 // ---- The queue --------------------------------------------------------------------------------
 
 EpochQueue::PendingOp* EpochQueue::TakeOp() {
-  PendingOp* op = free_;
-  if (op != nullptr) {
-    free_ = op->next;
-  } else {
+  PendingOp* op = free_.PopFront();
+  if (op == nullptr) {
     ops_.push_back(std::make_unique<PendingOp>());
     op = ops_.back().get();
     op->owner = this;
@@ -80,7 +61,6 @@ EpochQueue::PendingOp* EpochQueue::TakeOp() {
     op->c.user_data = op;
     op->c.name = "sqloop-db-write-behind";
   }
-  op->next = op->prev = nullptr;
   op->fence = op->dir_sync = false;
   op->sync_mask = 0;
   op->offset = op->length = op->epoch = 0;
@@ -89,42 +69,24 @@ EpochQueue::PendingOp* EpochQueue::TakeOp() {
 }
 
 void EpochQueue::Push(PendingOp* op) {
-  op->prev = tail_;
-  op->next = nullptr;
-  if (tail_ != nullptr) {
-    tail_->next = op;
-  } else {
-    head_ = op;
-  }
-  tail_ = op;
+  queue_.PushBack(*op);
   ++queued_ops_;
   if (op->kind == OpKind::kWrite) held_bytes_ += op->length;
 }
 
 void EpochQueue::Remove(PendingOp* op) {
-  if (op->prev != nullptr) {
-    op->prev->next = op->next;
-  } else {
-    head_ = op->next;
-  }
-  if (op->next != nullptr) {
-    op->next->prev = op->prev;
-  } else {
-    tail_ = op->prev;
-  }
+  queue_.Remove(*op);
   --queued_ops_;
   if (op->kind == OpKind::kWrite) held_bytes_ -= op->length;
 }
 
 void EpochQueue::Release(PendingOp* op) {
   op->state = OpState::kFree;
-  op->prev = nullptr;
-  op->next = free_;
-  free_ = op;
+  free_.PushFront(*op);  // A stack: the op used last, whose buffer fits, is reused first.
 }
 
 bool EpochQueue::Overlaps(FileRole role, uint64_t offset, uint64_t length) const {
-  for (const PendingOp* op = tail_; op != nullptr; op = op->prev) {
+  for (const PendingOp* op = queue_.back(); op != nullptr; op = OpList::Prev(*op)) {
     if (op->kind != OpKind::kWrite) return false;  // Everything before it finishes first.
     if (op->role == role && op->offset < offset + length && offset < op->offset + op->length) {
       return true;
@@ -138,13 +100,13 @@ bool EpochQueue::Overlaps(FileRole role, uint64_t offset, uint64_t length) const
 void EpochQueue::Advance() {
   for (bool restart = true; restart && poison_.ok();) {
     restart = false;
-    for (PendingOp* op = head_; op != nullptr; op = op->next) {
+    for (PendingOp* op = queue_.front(); op != nullptr; op = OpList::Next(*op)) {
       const bool ordering = op->kind != OpKind::kWrite;
       if (op->state == OpState::kInFlight) {
         if (ordering) return;
         continue;
       }
-      if ((ordering || op->fence) && op != head_) return;
+      if ((ordering || op->fence) && op != queue_.front()) return;
       if (op->kind == OpKind::kBarrier) {
         StartBarrier(op);
         restart = barrier_ == nullptr;  // Finished inline.
@@ -237,7 +199,7 @@ loop::Action EpochQueue::OnFsyncDone(loop::Loop& /*unused*/, loop::Completion& c
   if (--self->fsyncs_outstanding_ != 0) return loop::Action::kDisarm;
   if (self->barrier_ != nullptr) self->FinishBarrier(self->barrier_);
   self->Advance();
-  if (self->head_ == nullptr) self->CloseIdleDescriptors();
+  if (self->queue_.empty()) self->CloseIdleDescriptors();
   self->Notify();
   // May destroy this queue (with its database's files): nothing touches it afterwards.
   self->context_.ReleaseIfUnused(self->files_.main_path());
@@ -263,7 +225,7 @@ loop::Action EpochQueue::OnOpDone(loop::Loop& /*unused*/, loop::Completion& c) {
         "process to recover.")));
   }
   self->Advance();
-  if (self->head_ == nullptr) {
+  if (self->queue_.empty()) {
     self->CloseIdleDescriptors();
     self->Notify();
   }
@@ -278,8 +240,8 @@ void EpochQueue::Poison(absl::Status status) {
   poison_ = std::move(status);
   context_.stats().poisonings++;
   context_.Taint(files_.main_path(), files_.dir_path(), poison_.message(), dir_fsync_failed_);
-  for (PendingOp* op = head_; op != nullptr;) {
-    PendingOp* next = op->next;
+  for (PendingOp* op = queue_.front(); op != nullptr;) {
+    PendingOp* next = OpList::Next(*op);
     if (op->state == OpState::kQueued) {
       Remove(op);
       Release(op);
@@ -300,7 +262,7 @@ void EpochQueue::AssertInvariants() const {
   uint64_t bytes = 0;
   uint32_t count = 0;
   bool behind_ordering_point = false;
-  for (const PendingOp* op = head_; op != nullptr; op = op->next) {
+  for (const PendingOp* op = queue_.front(); op != nullptr; op = OpList::Next(*op)) {
     SQLOOP_CHECK(op->state != OpState::kFree, "a free operation is in the queue");
     // Invariant 1: nothing runs behind an ordering point that has not completed.
     SQLOOP_CHECK(!(behind_ordering_point && op->state == OpState::kInFlight),
@@ -327,7 +289,7 @@ int EpochQueue::Write(FileRole role, const void* buffer, int amount, int64_t off
   SharedFile& f = files_.file(role);
   const auto start = static_cast<uint64_t>(offset);
   const auto length = static_cast<uint64_t>(amount);
-  if (head_ == nullptr) {
+  if (queue_.empty()) {
     // Invariant 2: nothing to wait for, so SQLite gets the outcome of this very write.
     io::Op op{.kind = io::OpKind::kWrite,
               .fd = f.fd,
@@ -368,7 +330,7 @@ int EpochQueue::Truncate(FileRole role, int64_t size_bytes) {
   if (!poison_.ok()) return SQLITE_IOERR_TRUNCATE;
   SharedFile& f = files_.file(role);
   const auto size = static_cast<uint64_t>(size_bytes);
-  if (head_ == nullptr) {
+  if (queue_.empty()) {
     io::Op op{.kind = io::OpKind::kFtruncate, .fd = f.fd, .offset = size};
     if (RunNow(loop_, op) < 0) return SQLITE_IOERR_TRUNCATE;
   } else {
@@ -411,13 +373,13 @@ int EpochQueue::Sync() {
 int EpochQueue::Unlink(FileRole role) {
   SharedFile& f = files_.file(role);
   if (!poison_.ok()) return SQLITE_IOERR_DELETE;
-  if (!f.exists && f.fd < 0 && head_ == nullptr) {
+  if (!f.exists && f.fd < 0 && queue_.empty()) {
     io::Op op{.kind = io::OpKind::kUnlink, .fd = AT_FDCWD, .path = f.path.c_str()};
     const int64_t result = RunNow(loop_, op);
     if (result == -ENOENT) return SQLITE_IOERR_DELETE_NOENT;
     return result < 0 ? SQLITE_IOERR_DELETE : SQLITE_OK;
   }
-  if (head_ == nullptr) {
+  if (queue_.empty()) {
     files_.CloseIfUnused(role);
     io::Op op{.kind = io::OpKind::kUnlink, .fd = AT_FDCWD, .path = f.path.c_str()};
     const int64_t result = RunNow(loop_, op);
@@ -437,7 +399,7 @@ int EpochQueue::Unlink(FileRole role) {
 }
 
 bool EpochQueue::ReviveUnlinked(FileRole role) {
-  for (PendingOp* op = tail_; op != nullptr; op = op->prev) {
+  for (PendingOp* op = queue_.back(); op != nullptr; op = OpList::Prev(*op)) {
     if (op->role != role || op->kind != OpKind::kUnlink) continue;
     if (op->state != OpState::kQueued) return false;
     op->kind = OpKind::kTruncate;
@@ -455,7 +417,7 @@ bool EpochQueue::ReviveUnlinked(FileRole role) {
 bool EpochQueue::CoveredByPending(FileRole role, char* out, uint64_t offset,
                                   uint64_t length) const {
   const uint64_t end = offset + length;
-  for (const PendingOp* op = tail_; op != nullptr; op = op->prev) {
+  for (const PendingOp* op = queue_.back(); op != nullptr; op = OpList::Prev(*op)) {
     if (op->role != role || op->kind == OpKind::kBarrier) continue;
     if (op->kind != OpKind::kWrite) return false;
     if (op->offset >= end || offset >= op->offset + op->length) continue;
@@ -470,7 +432,7 @@ bool EpochQueue::CoveredByPending(FileRole role, char* out, uint64_t offset,
 // from the disk, so a read sees exactly what SQLite wrote.
 void EpochQueue::Overlay(FileRole role, char* out, uint64_t offset, uint64_t length) const {
   const uint64_t end = offset + length;
-  for (const PendingOp* op = head_; op != nullptr; op = op->next) {
+  for (const PendingOp* op = queue_.front(); op != nullptr; op = OpList::Next(*op)) {
     if (op->role != role) continue;
     if (op->kind == OpKind::kWrite) {
       const uint64_t from = std::max(offset, op->offset);

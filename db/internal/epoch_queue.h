@@ -70,6 +70,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "sqloop/alloc/intrusive_list.h"
 #include "sqloop/db/internal/file_table.h"
 #include "sqloop/db/internal/vfs_context.h"
 #include "sqloop/loop/loop.h"
@@ -98,7 +99,7 @@ class EpochQueue {
   [[nodiscard]] const absl::Status& poison_status() const { return poison_; }
   // Bytes of writes queued or in flight (the write-behind buffer).
   [[nodiscard]] uint64_t held_bytes() const { return held_bytes_; }
-  [[nodiscard]] bool idle() const { return head_ == nullptr; }
+  [[nodiscard]] bool idle() const { return queue_.empty(); }
   // Writes refused because the buffer was full, since the last ClearBackpressure().
   [[nodiscard]] uint64_t backpressure() const { return backpressure_; }
   void ClearBackpressure() { backpressure_ = 0; }
@@ -110,7 +111,7 @@ class EpochQueue {
   // ---- For DatabaseFiles and the VFS glue ----------------------------------------------------
   // Nothing queued, nothing in flight, no listener running: the owner may be destroyed.
   [[nodiscard]] bool quiet() const {
-    return head_ == nullptr && fsyncs_outstanding_ == 0 && !notifying_;
+    return queue_.empty() && fsyncs_outstanding_ == 0 && !notifying_;
   }
   // SQLite's data calls. Return an SQLite result code.
   [[nodiscard]] int Read(FileRole role, void* buffer, int amount, int64_t offset);
@@ -126,9 +127,24 @@ class EpochQueue {
   void CloseIdleDescriptors();
 
  private:
-  struct PendingOp;
   enum class OpState : uint8_t { kFree, kQueued, kInFlight };
   enum class OpKind : uint8_t { kWrite, kTruncate, kUnlink, kBarrier };
+  struct PendingOp {
+    loop::Completion c;  // Writes, truncates and unlinks; barriers use EpochQueue::fsyncs_.
+    EpochQueue* owner = nullptr;
+    OpState state = OpState::kFree;
+    OpKind kind = OpKind::kWrite;
+    FileRole role = FileRole::kMain;
+    bool fence = false;        // A write overlapping an earlier queued write: waits for it.
+    bool dir_sync = false;     // Barrier: also fsync the directory.
+    uint8_t sync_mask = 0;     // Barrier: bit per FileRole to fsync.
+    uint64_t offset = 0;       // Write: file offset. Truncate: the new size.
+    uint64_t length = 0;       // Write: bytes in `data`.
+    uint64_t epoch = 0;        // Barrier: the epoch it closes.
+    std::vector<char> data;    // Write: a copy of SQLite's buffer.
+    ListLink<PendingOp> link;  // In the queue or in the free list.
+  };
+  using OpList = IntrusiveList<PendingOp, &PendingOp::link>;
 
   [[nodiscard]] PendingOp* TakeOp();
   void Push(PendingOp* op);
@@ -153,10 +169,9 @@ class EpochQueue {
   loop::Loop& loop_;
   FileTable& files_;
 
-  // The queue (intrusive, doubly linked) and the free list of reusable operations.
-  PendingOp* head_ = nullptr;
-  PendingOp* tail_ = nullptr;
-  PendingOp* free_ = nullptr;
+  // The queue, oldest first, and the free list of reusable operations.
+  OpList queue_;
+  OpList free_;
   std::vector<std::unique_ptr<PendingOp>> ops_;  // Every PendingOp ever made; reused.
   uint32_t queued_ops_ = 0;
   uint64_t held_bytes_ = 0;
