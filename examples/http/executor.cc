@@ -22,7 +22,7 @@ const std::string& Value::bytes() const {
 }
 
 void ExecutorRequest::Reset() {
-  SQLOOP_CHECK(next_ == nullptr, "ExecutorRequest::Reset: the request is still queued");
+  SQLOOP_CHECK(!busy_, "ExecutorRequest::Reset: the request is still in an executor");
   kind = Kind::kQuery;
   tenant.clear();
   statements.clear();

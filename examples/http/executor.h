@@ -56,6 +56,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
+#include "sqloop/alloc/intrusive_list.h"
 
 namespace sqloop::examples::http {
 
@@ -133,9 +134,9 @@ struct ExecutorRequest {
   friend class RegistryExecutor;
 
   // ---- RegistryExecutor's bookkeeping ---------------------------------------------------------
-  // Its link while the request is inside it, null when idle: Reset and Submit check it.
-  ExecutorRequest* next_ = nullptr;
-  absl::Status status_;  // The answer, while its delivery waits for a later tick.
+  bool busy_ = false;               // Submitted, on_done not run yet: Reset and Submit check it.
+  ListLink<ExecutorRequest> link_;  // In the deferred list, while its answer waits for a tick.
+  absl::Status status_;             // That answer.
 };
 
 // A figure an executor reports on /v1/stats, e.g. {"tenants_open", 3}.

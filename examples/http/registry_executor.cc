@@ -174,8 +174,8 @@ void RegistryExecutor::Shutdown(ShutdownCallback done, void* arg) {
 
 void RegistryExecutor::Submit(ExecutorRequest& request) {
   SQLOOP_CHECK(request.on_done != nullptr, "RegistryExecutor::Submit: on_done is not set");
-  SQLOOP_CHECK(request.next_ == nullptr && &request != deferred_tail_,
-               "RegistryExecutor::Submit: the request is already in flight");
+  SQLOOP_CHECK(!request.busy_, "RegistryExecutor::Submit: the request is already in flight");
+  request.busy_ = true;
   in_flight_++;
   counters_.requests++;
   request.results.clear();
@@ -203,7 +203,6 @@ void RegistryExecutor::Submit(ExecutorRequest& request) {
   job.rows = job.bytes = 0;
   job.budget_status = absl::OkStatus();
   job.creating = false;
-  request.next_ = &request;  // In a job: not idle (Reset and Submit check it).
   in_submit_ = true;
   if (request.kind == ExecutorRequest::Kind::kQuery) {
     request.results.resize(request.statements.size());
@@ -369,7 +368,6 @@ absl::Status RegistryExecutor::AfterTenantAction(const Job& job, absl::Status st
 void RegistryExecutor::Finish(Job& job, absl::Status status) {
   ExecutorRequest& request = *job.request;
   Release(job);
-  request.next_ = nullptr;
   if (in_submit_) {
     Defer(request, std::move(status));
     return;
@@ -395,31 +393,24 @@ void RegistryExecutor::Deliver(ExecutorRequest& request, absl::Status status) {
     request.results.clear();
   }
   in_flight_--;
+  request.busy_ = false;
   request.on_done(request, std::move(status));  // May Submit again, or reuse the request.
 }
 
 void RegistryExecutor::Defer(ExecutorRequest& request, absl::Status status) {
   request.status_ = std::move(status);
-  request.next_ = nullptr;
-  if (deferred_tail_ == nullptr) {
-    deferred_head_ = &request;
-  } else {
-    deferred_tail_->next_ = &request;
-  }
-  deferred_tail_ = &request;
+  deferred_list_.PushBack(request);
   // Asking again before the delivery ran changes nothing; while it runs, deferred_ is idle again.
   if (deferred_.state() == loop::Completion::State::kIdle) loop_.NextTick(deferred_);
 }
 
 loop::Action RegistryExecutor::OnDeferred(loop::Loop& /*loop*/, loop::Completion& c) {
   auto& self = *static_cast<RegistryExecutor*>(c.user_data);
-  ExecutorRequest* request = self.deferred_head_;
-  self.deferred_head_ = self.deferred_tail_ = nullptr;
-  while (request != nullptr) {
-    ExecutorRequest* next = request->next_;
-    request->next_ = nullptr;
-    self.Deliver(*request, std::move(request->status_));
-    request = next;
+  // Only what was deferred before this tick: an answer deferred by one of these on_done calls
+  // waits for the next tick, as Defer asked.
+  for (size_t n = self.deferred_list_.size(); n > 0; --n) {
+    ExecutorRequest& request = *self.deferred_list_.PopFront();
+    self.Deliver(request, std::move(request.status_));
   }
   return loop::Action::kDisarm;
 }

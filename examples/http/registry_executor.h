@@ -141,11 +141,10 @@ class RegistryExecutor final : public QueryExecutor {
   std::unique_ptr<Job[]> jobs_;
   Job* free_ = nullptr;
   // Answers that did not come from the registry (refusals), delivered in the loop's next tick
-  // so on_done never runs inside Submit. Linked through ExecutorRequest::next_, each with its
+  // so on_done never runs inside Submit. Linked through ExecutorRequest::link_, each with its
   // answer in ExecutorRequest::status_.
   loop::Completion deferred_;
-  ExecutorRequest* deferred_head_ = nullptr;
-  ExecutorRequest* deferred_tail_ = nullptr;
+  IntrusiveList<ExecutorRequest, &ExecutorRequest::link_> deferred_list_;
   uint64_t in_flight_ = 0;
   bool in_submit_ = false;  // Finish defers: on_done must not run inside Submit.
   bool shutting_down_ = false;

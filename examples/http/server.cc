@@ -53,7 +53,7 @@
 //   kClosing    close done and the timer's callback ran     kFree       MaybeFree
 //
 // Invariants per state (AssertInvariants runs on every transition and every callback):
-//   all            idle_count_ <= open_ <= connections_max; a client is held (pending_fd_) only
+//   all            idle_.size() <= open_ <= connections_max; a client is held (pending_fd_) only
 //                  while no connection is free and accept is not armed.
 //   all but kFree  fd >= 0; parsed <= filled <= kReadBufferBytes.
 //   kFree          fd == -1; no timer pending; not idle; no tenant slot.
@@ -213,7 +213,7 @@ loop::Action HttpServer::OnAccept(loop::Loop& /*loop*/, loop::Completion& c) {
 }
 
 bool HttpServer::CanTakeAClient() const {
-  return !stopping_ && pending_fd_ < 0 && (!free_.empty() || idle_count_ > 0);
+  return !stopping_ && pending_fd_ < 0 && (!free_.empty() || !idle_.empty());
 }
 
 void HttpServer::MaybeArmAccept() {
@@ -232,7 +232,7 @@ void HttpServer::Place(int fd) {
   // connection once that one has closed (MaybeFree); if none is idle any more (it received a
   // request since accept was armed), of the first connection to close.
   pending_fd_ = fd;
-  if (idle_count_ > 0) CloseOldestIdle();
+  if (!idle_.empty()) CloseOldestIdle();
 }
 
 void HttpServer::CloseUnserved(int fd) {
@@ -244,7 +244,7 @@ void HttpServer::CloseUnserved(int fd) {
 }
 
 void HttpServer::CloseOldestIdle() {
-  Connection& oldest = *idle_head_;
+  Connection& oldest = *idle_.front();
   SQLOOP_CHECK(oldest.idle && oldest.state == State::kReading,
                "HttpServer: the idle list holds a connection that is not idle");
   stats_.idle_closed_for_capacity++;
@@ -261,20 +261,11 @@ void HttpServer::SetIdle(Connection& connection, bool idle) {
   if (connection.idle == idle) return;
   connection.idle = idle;
   if (idle) {
-    connection.idle_prev = idle_tail_;
-    connection.idle_next = nullptr;
-    (idle_tail_ != nullptr ? idle_tail_->idle_next : idle_head_) = &connection;
-    idle_tail_ = &connection;
-    idle_count_++;
+    idle_.PushBack(connection);
     MaybeArmAccept();  // A full pool of busy connections has something to give up again.
     return;
   }
-  (connection.idle_prev != nullptr ? connection.idle_prev->idle_next : idle_head_) =
-      connection.idle_next;
-  (connection.idle_next != nullptr ? connection.idle_next->idle_prev : idle_tail_) =
-      connection.idle_prev;
-  connection.idle_prev = connection.idle_next = nullptr;
-  idle_count_--;
+  idle_.Remove(connection);
 }
 
 void HttpServer::HandleAcceptError(int64_t error) {
@@ -640,8 +631,9 @@ void HttpServer::Enter(Connection& connection, State state) {
 void HttpServer::AssertInvariants(const Connection& connection) const {
   SQLOOP_CHECK(open_ <= pool_.size(), "HttpServer: more open connections than the pool holds");
   SQLOOP_CHECK(open_ + free_.size() == pool_.size(), "HttpServer: a connection is lost");
-  SQLOOP_CHECK(idle_count_ <= open_ && (idle_count_ == 0) == (idle_head_ == nullptr),
-               "HttpServer: the idle list and its count disagree");
+  SQLOOP_CHECK(idle_.size() <= open_, "HttpServer: more idle connections than open ones");
+  SQLOOP_CHECK(connection.idle == idle_.Contains(connection),
+               "HttpServer: a connection's idle flag and the idle list disagree");
   SQLOOP_CHECK(pending_fd_ < 0 || (free_.empty() && !accepting_),
                "HttpServer: a client waits for a place while one is free or accept is armed");
   SQLOOP_CHECK(!connection.idle || (connection.state == State::kReading && !connection.evicted),

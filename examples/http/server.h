@@ -69,6 +69,7 @@
 #include "examples/http/json_writer.h"
 #include "examples/http/request_parser.h"
 #include "simdjson.h"
+#include "sqloop/alloc/intrusive_list.h"
 #include "sqloop/loop/loop.h"
 
 namespace sqloop::examples::http {
@@ -135,7 +136,7 @@ class HttpServer {
   [[nodiscard]] const Stats& stats() const { return stats_; }
   [[nodiscard]] const Authenticator::Stats& auth_stats() const { return auth_.stats(); }
   [[nodiscard]] uint32_t open_connections() const { return open_; }
-  [[nodiscard]] uint32_t idle_connections() const { return idle_count_; }
+  [[nodiscard]] uint32_t idle_connections() const { return static_cast<uint32_t>(idle_.size()); }
   // True after Stop() once every connection has closed and accept is no longer pending.
   [[nodiscard]] bool drained() const {
     return stopping_ && open_ == 0 && !accepting_ && pending_fd_ < 0;
@@ -176,12 +177,11 @@ class HttpServer {
     bool idle = false;                 // In the idle list (invariant 1a).
     bool evicted = false;              // Closed to make room: its recv was cancelled.
     bool holds_tenant_slot = false;    // Counted in tenant_running_ (invariant 1b).
-    Connection* idle_prev = nullptr;   // Links in the idle list, oldest first.
-    Connection* idle_next = nullptr;
-    int64_t deadline_ns = 0;        // Absolute, on the loop clock; kNoDeadline when none.
-    int64_t timer_deadline_ns = 0;  // When the armed timer fires.
-    uint32_t filled = 0;            // Bytes in `buffer` from the last recv.
-    uint32_t parsed = 0;            // Of those, bytes the parser has consumed.
+    ListLink<Connection> idle_link;    // In the idle list, oldest first.
+    int64_t deadline_ns = 0;           // Absolute, on the loop clock; kNoDeadline when none.
+    int64_t timer_deadline_ns = 0;     // When the armed timer fires.
+    uint32_t filled = 0;               // Bytes in `buffer` from the last recv.
+    uint32_t parsed = 0;               // Of those, bytes the parser has consumed.
     uint64_t lingered_bytes = 0;
     RequestParser parser;
     ExecutorRequest request;
@@ -252,9 +252,7 @@ class HttpServer {
   // A client accepted while the pool was full, waiting for the oldest idle connection to close
   // (invariant 1a); -1 when none. Accept stays disarmed while one waits.
   int pending_fd_ = -1;
-  Connection* idle_head_ = nullptr;  // The idle list (invariant 1a): oldest first.
-  Connection* idle_tail_ = nullptr;
-  uint32_t idle_count_ = 0;
+  IntrusiveList<Connection, &Connection::idle_link> idle_;  // Invariant 1a: oldest first.
   // Requests running per tenant (invariant 1b); a tenant with none has no entry, so the map
   // holds at most connections_max entries (reserved up front).
   absl::flat_hash_map<std::string, uint32_t> tenant_running_;

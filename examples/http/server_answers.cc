@@ -218,7 +218,7 @@ void HttpServer::WriteServerStats(JsonWriter& json) const {
         {"connections_closed", stats_.connections_closed},
         {"accept_pauses", stats_.accept_pauses},
         {"accept_errors", stats_.accept_errors},
-        {"connections_idle", uint64_t{idle_count_}},
+        {"connections_idle", uint64_t{idle_.size()}},
         {"idle_closed_for_capacity", stats_.idle_closed_for_capacity},
         {"tenant_requests_max", uint64_t{options_.tenant_requests_max}},
         {"tenants_running", uint64_t{tenant_running_.size()}},
