@@ -268,8 +268,9 @@ bool Charge(TenantSlot& slot, uint64_t size_bytes) {
 void Uncharge(TenantSlot& slot, uint64_t size_bytes) {
   slot.live_bytes.fetch_sub(size_bytes, std::memory_order_relaxed);
   const TenantId group = slot.group.load(std::memory_order_relaxed);
-  if (group != kSharedTenant)
+  if (group != kSharedTenant) {
     g_slots[group].live_bytes.fetch_sub(size_bytes, std::memory_order_relaxed);
+  }
 }
 
 int RoundUp(int size_bytes) {

@@ -542,27 +542,16 @@ void Database::Serve() {
   AssertInvariants();
 }
 
+void Database::ReleaseMemory() {
+  if (state_ != State::kReady && state_ != State::kPoisoned) return;
+  alloc::ScopedTenant tenant(options_.tenant);
+  sqlite3_db_release_memory(writer_->db());
+  for (auto& reader : readers_) sqlite3_db_release_memory(reader->db());
+}
+
 // Runs between groups, so every commit is durable. Idle readers let go of their snapshots
 // first (a snapshot on the WAL keeps SQLite from copying the frames after it and from
 // restarting the WAL) and are pinned again, at the same state, right after.
-int64_t Database::ReleaseMemory() {
-  if (state_ != State::kReady && state_ != State::kPoisoned) return 0;
-  alloc::ScopedTenant tenant(options_.tenant);
-  // The tenant's own count when it has one: the process's total moves with other threads too.
-  const auto used = [this]() -> int64_t {
-    absl::StatusOr<alloc::ProfileCounters> counters = alloc::GetTenantCounters(options_.tenant);
-    return options_.tenant != alloc::kSharedTenant && counters.ok()
-               ? static_cast<int64_t>(counters->live_bytes)
-               : sqlite3_memory_used();
-  };
-  const int64_t before = used();
-  sqlite3_db_release_memory(writer_->db());
-  for (auto& reader : readers_) {
-    if (reader != nullptr && reader->db() != nullptr) sqlite3_db_release_memory(reader->db());
-  }
-  return before - used();
-}
-
 void Database::Checkpoint() {
   for (auto& reader : readers_) {
     if (reader->current() == nullptr) Unpin(*reader);

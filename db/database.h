@@ -318,8 +318,9 @@ class Database {
   // Gives back the cached pages no statement and no pinned snapshot holds, on every connection
   // (sqlite3_db_release_memory), charged to the database's tenant. Its next reads fetch those
   // pages again. For a host trimming a database it expects to stay idle (the registry's
-  // idle_trim_after); a no-op unless the database is open. Returns the SQLite bytes freed.
-  int64_t ReleaseMemory();
+  // idle_trim_after); a no-op unless the database is open. What it freed shows in the tenant's
+  // accounting (alloc::GetTenantCounters).
+  void ReleaseMemory();
 
   [[nodiscard]] State state() const { return state_; }
   [[nodiscard]] const DatabaseStats& stats() const { return stats_; }

@@ -206,15 +206,18 @@ Tenant* TenantPolicy::NextVictim() {
   }
 }
 
+int64_t TenantPolicy::CloseDeadlineNs() const {
+  return idle_.empty() ? -1 : idle_.front()->idle_since_ns + idle_timeout_ns_;
+}
+
 Tenant* TenantPolicy::ExpiredIdle(int64_t now_ns) const {
-  if (idle_.empty()) return nullptr;
-  return idle_.front()->idle_since_ns + idle_timeout_ns_ <= now_ns ? idle_.front() : nullptr;
+  const int64_t deadline_ns = CloseDeadlineNs();
+  return deadline_ns >= 0 && deadline_ns <= now_ns ? idle_.front() : nullptr;
 }
 
 int64_t TenantPolicy::NextIdleDeadlineNs() const {
-  if (idle_.empty()) return -1;
-  const int64_t close_ns = idle_.front()->idle_since_ns + idle_timeout_ns_;
-  if (trim_next_ == nullptr || idle_trim_after_ns_ < 0) return close_ns;
+  const int64_t close_ns = CloseDeadlineNs();
+  if (close_ns < 0 || trim_next_ == nullptr || idle_trim_after_ns_ < 0) return close_ns;
   return std::min(close_ns, trim_next_->idle_since_ns + idle_trim_after_ns_);
 }
 

@@ -157,6 +157,8 @@ class TenantPolicy {
   [[nodiscard]] static absl::StatusOr<uint32_t> OpenMax(const RegistryOptions& options);
   // A slot is free and the memory budget allows one more open tenant.
   [[nodiscard]] bool HasRoom() const;
+  // When the oldest idle tenant's idle_timeout runs out; -1 when none is idle.
+  [[nodiscard]] int64_t CloseDeadlineNs() const;
   // SIEVE: the next idle tenant without its bit, from the hand on; null when none is idle.
   [[nodiscard]] Tenant* NextVictim();
 
