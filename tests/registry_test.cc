@@ -129,6 +129,27 @@ class RegistryTest : public ::testing::TestWithParam<Backend> {
     return harness;
   }
 
+  // Where SIEVE and LRU part, with open_max 2: a opens and is used again, then b opens, then c
+  // needs one of them closed. a has been idle the longest, so LRU evicts it; SIEVE keeps a (used
+  // again since it opened) and evicts b (used once). Returns the harness after c is served.
+  std::unique_ptr<RegistryHarness> OpenAUsedTwiceBOnceThenC(Eviction eviction) {
+    RegistryOptions options = Options();
+    options.open_max = 2;
+    options.eviction = eviction;
+    auto h = Make(options);
+    Call a("a", "CREATE TABLE t(x)", true);
+    EXPECT_TRUE(h->Do(a).ok()) << a.result;
+    Call use_a("a", "SELECT 1", false, Request::Kind::kRead);
+    EXPECT_TRUE(h->Do(use_a).ok()) << use_a.result;
+    Call b("b", "CREATE TABLE t(x)", true);
+    EXPECT_TRUE(h->Do(b).ok()) << b.result;
+    EXPECT_EQ(h->registry().stats().idle, 2u);
+    Call c("c", "CREATE TABLE t(x)", true);
+    EXPECT_TRUE(h->Do(c).ok()) << c.result;
+    EXPECT_EQ(h->registry().stats().evictions, 1u);
+    return h;
+  }
+
   TempDir dir_;
   static inline int serial_ = 0;
 };
@@ -350,22 +371,9 @@ TEST_P(RegistryTest, FullOpenBudgetFailsFastWhenConfiguredAndChangesNothing) {
   EXPECT_EQ(h->registry().GetTenantStats("b")->state, TenantState::kIdle);
 }
 
-// Where SIEVE and LRU part: a was used again before b opened, so a has been idle the longest,
-// and LRU would evict it; SIEVE keeps a (used twice) and evicts b (used once since it opened).
+// SIEVE and LRU on the same steps (OpenAUsedTwiceBOnceThenC).
 TEST_P(RegistryTest, EvictionKeepsATenantUsedAgainOverOneUsedOnce) {
-  RegistryOptions options = Options();
-  options.open_max = 2;
-  auto h = Make(options);
-  Call a("a", "CREATE TABLE t(x)", true);
-  ASSERT_TRUE(h->Do(a).ok()) << a.result;
-  Call use_a("a", "SELECT 1", false, Request::Kind::kRead);
-  ASSERT_TRUE(h->Do(use_a).ok()) << use_a.result;
-  Call b("b", "CREATE TABLE t(x)", true);
-  ASSERT_TRUE(h->Do(b).ok()) << b.result;
-  ASSERT_EQ(h->registry().stats().idle, 2u);
-  Call c("c", "CREATE TABLE t(x)", true);
-  ASSERT_TRUE(h->Do(c).ok()) << c.result;
-  EXPECT_EQ(h->registry().stats().evictions, 1u);
+  auto h = OpenAUsedTwiceBOnceThenC(Eviction::kSieve);
   EXPECT_EQ(h->registry().GetTenantStats("b")->evictions, 1u);
   EXPECT_EQ(h->registry().GetTenantStats("b")->state, TenantState::kClosed);
   EXPECT_EQ(h->registry().GetTenantStats("a")->state, TenantState::kIdle);
@@ -374,18 +382,7 @@ TEST_P(RegistryTest, EvictionKeepsATenantUsedAgainOverOneUsedOnce) {
 
 // The same steps under Eviction::kLru (the benchmark's baseline) evict a, idle the longest.
 TEST_P(RegistryTest, LruEvictionTakesTheTenantIdleTheLongest) {
-  RegistryOptions options = Options();
-  options.open_max = 2;
-  options.eviction = Eviction::kLru;
-  auto h = Make(options);
-  Call a("a", "CREATE TABLE t(x)", true);
-  ASSERT_TRUE(h->Do(a).ok()) << a.result;
-  Call use_a("a", "SELECT 1", false, Request::Kind::kRead);
-  ASSERT_TRUE(h->Do(use_a).ok()) << use_a.result;
-  Call b("b", "CREATE TABLE t(x)", true);
-  ASSERT_TRUE(h->Do(b).ok()) << b.result;
-  Call c("c", "CREATE TABLE t(x)", true);
-  ASSERT_TRUE(h->Do(c).ok()) << c.result;
+  auto h = OpenAUsedTwiceBOnceThenC(Eviction::kLru);
   EXPECT_EQ(h->registry().GetTenantStats("a")->evictions, 1u);
   EXPECT_EQ(h->registry().GetTenantStats("b")->state, TenantState::kIdle);
 }
