@@ -3,6 +3,7 @@
 add_executable(sqloop_bench_sqlite
   ${CMAKE_CURRENT_SOURCE_DIR}/sqlite/sqlite_bench.cc
   ${CMAKE_CURRENT_SOURCE_DIR}/sqlite/point_read.cc
+  ${CMAKE_CURRENT_SOURCE_DIR}/sqlite/cold_read.cc
   ${CMAKE_CURRENT_SOURCE_DIR}/sqlite/durable_write.cc
   ${CMAKE_CURRENT_SOURCE_DIR}/sqlite/mixed.cc
   ${CMAKE_CURRENT_SOURCE_DIR}/sqlite/transfer.cc

@@ -21,6 +21,12 @@ void PlainRead(benchmark::State& state, PlainReadConfig config);
 void SqloopRead(benchmark::State& state);
 void SqloopCoroRead(benchmark::State& state);
 
+// sqlite_read_cold: one point SELECT of a random row per iteration, SQLite's and the OS's page
+// caches dropped every few hundred reads (cold_read.cc). SqloopColdRead's argument is the
+// number of reads in flight.
+void PlainColdRead(benchmark::State& state);
+void SqloopColdRead(benchmark::State& state);
+
 // sqlite_write: one durable single-row INSERT per iteration (durable_write.cc). SqloopWrite's
 // argument is the number of concurrent writers.
 // Which VFS a plain baseline runs on: the counting wrapper (counting_vfs.h) or SQLite's own

@@ -75,30 +75,7 @@ void WarmPageCache(const std::string& path) {
 
 std::string BuildReadDb() {
   std::string path = BenchDir() + "/read.db";
-  sqlite3* db = OpenPlain(path, nullptr, /*no_mutex=*/true);
-  bool ok =
-      db != nullptr && Exec(db, "PRAGMA journal_mode=WAL") &&
-      Exec(db, "CREATE TABLE t(id INTEGER PRIMARY KEY, v INTEGER NOT NULL, s TEXT NOT NULL)") &&
-      Exec(db, "BEGIN");
-  sqlite3_stmt* insert = nullptr;
-  ok = ok && sqlite3_prepare_v2(db, "INSERT INTO t(id, v, s) VALUES (?, ?, ?)", -1, &insert,
-                                nullptr) == SQLITE_OK;
-  char text[kTextBytes];
-  for (int64_t id = 1; ok && id <= kReadRows; ++id) {
-    FormatText(id, text);
-    sqlite3_bind_int64(insert, 1, id);
-    sqlite3_bind_int64(insert, 2, ExpectedValue(id));
-    sqlite3_bind_text(insert, 3, text, static_cast<int>(kTextBytes), SQLITE_TRANSIENT);
-    ok = sqlite3_step(insert) == SQLITE_DONE && sqlite3_reset(insert) == SQLITE_OK;
-  }
-  sqlite3_finalize(insert);
-  ok = ok && Exec(db, "COMMIT") && Exec(db, "PRAGMA wal_checkpoint(TRUNCATE)") &&
-       QueryInt(db, "SELECT count(*) FROM t") == kReadRows;
-  sqlite3_close_v2(db);
-  if (!ok) {
-    std::fprintf(stderr, "sqloop_bench_sqlite: building %s failed\n", path.c_str());
-    std::abort();
-  }
+  BuildReadTable(path, kReadRows);
   WarmPageCache(path);
   return path;
 }
@@ -123,6 +100,33 @@ const std::string& BenchDir() {
 const std::string& ReadDbPath() {
   static const std::string path = BuildReadDb();
   return path;
+}
+
+void BuildReadTable(const std::string& path, int64_t rows) {
+  sqlite3* db = OpenPlain(path, nullptr, /*no_mutex=*/true);
+  bool ok =
+      db != nullptr && Exec(db, "PRAGMA journal_mode=WAL") &&
+      Exec(db, "CREATE TABLE t(id INTEGER PRIMARY KEY, v INTEGER NOT NULL, s TEXT NOT NULL)") &&
+      Exec(db, "BEGIN");
+  sqlite3_stmt* insert = nullptr;
+  ok = ok && sqlite3_prepare_v2(db, "INSERT INTO t(id, v, s) VALUES (?, ?, ?)", -1, &insert,
+                                nullptr) == SQLITE_OK;
+  char text[kTextBytes];
+  for (int64_t id = 1; ok && id <= rows; ++id) {
+    FormatText(id, text);
+    sqlite3_bind_int64(insert, 1, id);
+    sqlite3_bind_int64(insert, 2, ExpectedValue(id));
+    sqlite3_bind_text(insert, 3, text, static_cast<int>(kTextBytes), SQLITE_TRANSIENT);
+    ok = sqlite3_step(insert) == SQLITE_DONE && sqlite3_reset(insert) == SQLITE_OK;
+  }
+  sqlite3_finalize(insert);
+  ok = ok && Exec(db, "COMMIT") && Exec(db, "PRAGMA wal_checkpoint(TRUNCATE)") &&
+       QueryInt(db, "SELECT count(*) FROM t") == rows;
+  sqlite3_close_v2(db);
+  if (!ok) {
+    std::fprintf(stderr, "sqloop_bench_sqlite: building %s failed\n", path.c_str());
+    std::abort();
+  }
 }
 
 std::string FreshDbPath(absl::string_view stem) {

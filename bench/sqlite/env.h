@@ -3,7 +3,8 @@
 //
 // What every benchmark of sqloop_bench_sqlite shares:
 //   * the scratch directory on disk (under $TMPDIR or /tmp, removed at exit) and the databases
-//     in it: the 100,000-row table the point reads hit, created once per process;
+//     in it: the 100,000-row table the point reads hit, created once per process
+//     (BuildReadTable makes tables of its shape and other sizes);
 //   * a fixed, seeded generator (splitmix64) for keys and the read/write mix, so every variant
 //     runs the same sequence of operations;
 //   * `SqloopEnv`: a loop on io_uring (or the fallback, which it says), a Vfs and an open
@@ -81,6 +82,10 @@ struct Prng {
 [[nodiscard]] const std::string& BenchDir();
 // The read table's database (WAL mode, checkpointed, page cache warmed); built once.
 [[nodiscard]] const std::string& ReadDbPath();
+// Creates `path` holding the read table's shape with rows 1..`rows` (the values
+// ExpectedValue and TextMatches check), in WAL mode and checkpointed into the main file, so no
+// -wal is left; aborts on error. ReadDbPath's table is one of kReadRows rows.
+void BuildReadTable(const std::string& path, int64_t rows);
 // A fresh path in BenchDir() (no file yet): "<dir>/<stem>-<n>.db".
 [[nodiscard]] std::string FreshDbPath(absl::string_view stem);
 // Copies a checkpointed database file (no -wal) to `to`; false on error.

@@ -6,6 +6,9 @@
 //   sqlite_read    point SELECT by rowid: plain_default (baseline), plain_in_txn (the same
 //                  inside one read transaction: SQLite's floor), plain_best, sqloop,
 //                  sqloop_coro                                       (point_read.cc)
+//   sqlite_read_cold  the same SELECT of a random row of a 64 MiB table with SQLite's and the
+//                  OS's page caches dropped every 256 reads: plain (baseline, one read at a
+//                  time) against sqloop with 1 and 64 reads in flight    (cold_read.cc)
 //   sqlite_write   durable single-row INSERT: plain_full (baseline, synchronous=FULL, one
 //                  transaction per write) and plain_full_default_vfs (the same without the
 //                  counting VFS wrapper), pool/4 and pool/16 (plain SQLite behind a thread
@@ -61,6 +64,8 @@ void Register() {
   add("sqlite_read/plain_best", [](benchmark::State& s) { PlainRead(s, PlainReadConfig::kBest); });
   add("sqlite_read/sqloop", &SqloopRead);
   add("sqlite_read/sqloop_coro", &SqloopCoroRead);
+  add("sqlite_read_cold/plain", &PlainColdRead);
+  add("sqlite_read_cold/sqloop", &SqloopColdRead)->Arg(1)->Arg(64);
   add("sqlite_write/plain_full",
       [](benchmark::State& s) { PlainFullWrite(s, PlainVfs::kCounting); });
   add("sqlite_write/plain_full_default_vfs",
@@ -97,6 +102,7 @@ std::string ProbeBackend() {
 int main(int argc, char** argv) {
   SQLOOP_CHECK(sqloop::alloc::InstallSqliteMemory().ok(), "bench: install SQLite's allocator");
   benchmark::AddCustomContext("baseline:sqlite_read", "plain_default");
+  benchmark::AddCustomContext("baseline:sqlite_read_cold", "plain");
   benchmark::AddCustomContext("baseline:sqlite_write", "plain_full");
   benchmark::AddCustomContext("baseline:sqlite_mixed", "plain_full");
   benchmark::AddCustomContext("baseline:sqlite_transfer", "plain_full");
@@ -104,6 +110,11 @@ int main(int argc, char** argv) {
       "description:sqlite_read",
       "one iteration = one point SELECT by rowid (prepared) on a 100,000-row table, "
       "page cache warm");
+  benchmark::AddCustomContext(
+      "description:sqlite_read_cold",
+      "one iteration = one point SELECT by rowid (prepared) of a random row of a 64 MiB table "
+      "(8 MiB in quick mode), SQLite's page cache and the OS page cache dropped every 256 reads "
+      "(sqloop/N: N reads in flight)");
   benchmark::AddCustomContext(
       "description:sqlite_write",
       "one iteration = one durable single-row INSERT acknowledged (sqloop/N: N concurrent "

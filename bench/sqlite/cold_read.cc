@@ -1,0 +1,386 @@
+// sqlite_read_cold: one point SELECT by rowid (prepared, one row of ~50 bytes) of a random row
+// per iteration, with cold caches. The table has the shape of the sqlite_read table but its own
+// file, ColdDbPath(): about 64 MiB (kColdRows; 8 MiB under SQLOOP_BENCH_QUICK), built once per
+// process and checkpointed into the main file, so uniformly random reads mostly miss. Every
+// kReadsPerDrop iterations, with the timing paused, both caches are dropped: the OS page cache of
+// the database file and its -wal (posix_fadvise DONTNEED through descriptors of our own; the
+// pages are clean, so no root is needed) and SQLite's own page cache (sqlite3_db_release_memory;
+// for sqloop Database::ReleaseMemory, every connection). So each batch starts from the disk and
+// warms only the pages it touches itself: the upper levels of the b-tree, not the leaves. Keys
+// come from one seeded sequence in submission order, and each read is checked against the values
+// the row was built with.
+//
+//   plain      plain SQLite, default unix VFS, WAL, autocommit, default cache (2 MB), one
+//              connection, one blocking read at a time. The baseline.
+//   sqloop/N   a db::Database (kColdReaders readers) on SqloopEnv with N reads in flight (closed
+//              loop: N caller-owned requests, each resubmitted with the next key from its
+//              on_done). Latency = Submit to on_done, so at N = 64 it also holds the wait behind
+//              the other reads (Little's law), as in sqlite_mixed.
+//
+// The benchmark drives sqloop's loop itself: Run(kNoWait) ticks, each timed, and Run(kOnce)
+// only after a tick that found nothing ready (a tick that may sleep in the kernel, whose wait is
+// not work, so it is not timed). tick_max_us is the longest of the timed ticks: the longest the
+// loop's thread was busy and deaf to everything else, a timer or another tenant's request.
+// Today the VFS answers every page read with Loop::WaitForOp inside the tick, so a tick holds
+// every disk read of the reads it starts, and the loop never sleeps. A tick starts up to
+// kReadsStartedPerTickMax reads, including those submitted from on_done during the tick, so
+// even sqloop/1 runs that many reads, one after another, in one tick. Once reads no longer
+// block the loop, the work a kOnce tick does after its wait falls outside tick_max_us. For
+// plain, tick_max_us is the longest read: its thread is blocked throughout, and a loop
+// embedding plain SQLite would be too.
+//
+// The timed region starts exactly one read per iteration, so every variant counts as many reads
+// as iterations. Counters, per read: allocs_per_op (process-wide: the heap counter is linked for
+// every variant alike, as in sqlite_read), reads_per_s (reads / wall time of the timed region,
+// the drops excluded), p50_us ... max_us (also written for the report's CDF), tick_max_us,
+// file_reads_per_op (plain: SQLite's cache misses; sqloop: VfsStats::reads) and, for sqloop,
+// waited_ops_per_op (LoopStats::waited_ops: I/O run through WaitForOp, blocking the loop).
+#include <fcntl.h>
+#include <sqlite3.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "bench/sqlite/benchmarks.h"
+#include "bench/sqlite/env.h"
+#include "sqloop/alloc/heap_counter.h"
+
+namespace sqloop::bench {
+namespace {
+
+constexpr uint64_t kKeySeed = 42;
+// The warm-up's keys (preparing the statement on the reader), apart from the measured ones.
+constexpr uint64_t kWarmUpSeed = 43;
+// Rows at ~50 bytes each: about 64 MiB, 32 times SQLite's default cache, so after a drop the
+// b-tree's 16,000 leaves stay almost all cold for a whole batch.
+constexpr int64_t kColdRows = 1'300'000;
+// Under SQLOOP_BENCH_QUICK (CI): about 8 MiB, still 4 times the default cache, built in a
+// fraction of a second.
+constexpr int64_t kColdRowsQuick = 160'000;
+// Reads between two drops: a batch reads about 1.6 % of the leaves (few hits between its reads)
+// and is long enough that pausing the timing (two clock reads and the drop) is small beside it.
+constexpr uint64_t kReadsPerDrop = 256;
+// Readers of the sqloop Database: the default. Today a point read runs to its end inside the
+// tick that starts it, so the first idle reader takes every read and more readers would only
+// add page caches to drop; a value to revisit once reads wait for the disk off the loop.
+constexpr uint32_t kColdReaders = db::kReadersDefault;
+
+bool Quick() {
+  const char* quick = std::getenv("SQLOOP_BENCH_QUICK");
+  return quick != nullptr && *quick != '\0' && *quick != '0';
+}
+
+int64_t ColdRows() {
+  static const int64_t rows = Quick() ? kColdRowsQuick : kColdRows;
+  return rows;
+}
+
+const std::string& ColdDbPath() {
+  static const std::string path = [] {
+    std::string p = BenchDir() + "/cold.db";
+    BuildReadTable(p, ColdRows());
+    return p;
+  }();
+  return path;
+}
+
+int64_t NextColdRowId(Prng& keys) {
+  return 1 + static_cast<int64_t>(keys.Next() % static_cast<uint64_t>(ColdRows()));
+}
+
+int64_t CacheMisses(sqlite3* db) {
+  int current = 0;
+  int highwater = 0;
+  sqlite3_db_status(db, SQLITE_DBSTATUS_CACHE_MISS, &current, &highwater, /*resetFlg=*/0);
+  return current;
+}
+
+// Descriptors of the database file and its -wal (when it exists), opened only to tell the
+// kernel to drop their pages, so the drop works whatever VFS reads the files.
+class OsCacheDropper {
+ public:
+  explicit OsCacheDropper(const std::string& path)
+      : db_fd_(open(path.c_str(), O_RDONLY | O_CLOEXEC)),
+        wal_fd_(open((path + "-wal").c_str(), O_RDONLY | O_CLOEXEC)) {}
+  ~OsCacheDropper() {
+    if (db_fd_ >= 0) close(db_fd_);
+    if (wal_fd_ >= 0) close(wal_fd_);
+  }
+  OsCacheDropper(const OsCacheDropper&) = delete;
+  OsCacheDropper& operator=(const OsCacheDropper&) = delete;
+
+  // Drops the files' clean pages from the OS page cache.
+  [[nodiscard]] absl::Status Drop() const {
+    if (db_fd_ < 0) return absl::InternalError("cannot open the database file to drop its pages");
+    for (int fd : {db_fd_, wal_fd_}) {
+      if (fd < 0) continue;
+      if (int rc = posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED); rc != 0) {
+        return absl::InternalError(absl::StrCat("posix_fadvise(DONTNEED): ", std::strerror(rc)));
+      }
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  int db_fd_;
+  int wal_fd_;
+};
+
+struct ColdStats {
+  Latencies latencies;
+  int64_t tick_max_ns = 0;
+  int64_t paused_ns = 0;  // Spent dropping caches, kept out of reads_per_s.
+  uint64_t reads = 0;     // Completed and checked.
+  uint64_t failures = 0;
+  absl::Status first_failure;
+
+  void Fail(absl::Status status) {
+    if (failures++ == 0) first_failure = std::move(status);
+  }
+};
+
+// Makes the coming reads cold with the timing paused: SQLite's pages through `release`, then
+// the OS's. Returns how long it took (also added to stats.paused_ns).
+template <typename Release>
+int64_t DropCaches(benchmark::State& state, const OsCacheDropper& files, ColdStats& stats,
+                   Release release) {
+  state.PauseTiming();
+  const int64_t start_ns = MonotonicNs();
+  release();
+  if (absl::Status dropped = files.Drop(); !dropped.ok()) stats.Fail(std::move(dropped));
+  const int64_t took_ns = MonotonicNs() - start_ns;
+  stats.paused_ns += took_ns;
+  state.ResumeTiming();
+  return took_ns;
+}
+
+void SetColdCounters(benchmark::State& state, alloc::HeapCounts before, ColdStats& stats,
+                     int64_t elapsed_ns, uint64_t file_reads) {
+  const auto reads = static_cast<double>(std::max<uint64_t>(stats.reads, 1));
+  const auto active_s = static_cast<double>(elapsed_ns - stats.paused_ns) / 1e9;
+  state.counters["allocs_per_op"] =
+      static_cast<double>(alloc::CurrentHeapCounts().allocations - before.allocations) / reads;
+  state.counters["reads_per_s"] = static_cast<double>(stats.reads) / active_s;
+  state.counters["tick_max_us"] = static_cast<double>(stats.tick_max_ns) / 1e3;
+  state.counters["file_reads_per_op"] = static_cast<double>(file_reads) / reads;
+  SetLatencyCounters(state, "", stats.latencies);
+  WriteLatencyFile({{"read", &stats.latencies}});
+}
+
+void ReportFailures(benchmark::State& state, const ColdStats& stats) {
+  if (stats.failures == 0) return;
+  state.SkipWithError(
+      absl::StrCat(stats.failures, " failure(s), first: ", stats.first_failure.ToString()).c_str());
+}
+
+// ---- sqloop readers ---------------------------------------------------------------------------
+
+struct ColdRun;
+
+struct ColdReader {
+  db::Request read;
+  ColdRun* run = nullptr;
+  int64_t submitted_ns = 0;
+  int rows = 0;
+  bool values_ok = false;
+  bool in_flight = false;
+};
+
+struct ColdRun {
+  db::Database* db = nullptr;
+  Prng keys{kKeySeed};
+  ColdStats stats;
+  bool record = false;  // Latencies are recorded in the timed region only.
+  // Reads started, and how many may be: the timed region starts exactly one per iteration, so
+  // its time per iteration is its time per read even though a tick completes many reads.
+  uint64_t started = 0;
+  uint64_t limit = 0;
+  uint64_t in_flight = 0;
+};
+
+void StartColdRead(ColdReader& c) {
+  ++c.run->started;
+  c.read.params[0].int_value = NextColdRowId(c.run->keys);
+  c.rows = 0;
+  c.values_ok = false;
+  c.submitted_ns = MonotonicNs();
+  c.in_flight = true;
+  ++c.run->in_flight;
+  if (absl::Status admitted = c.run->db->Submit(c.read); !admitted.ok()) {
+    c.in_flight = false;
+    --c.run->in_flight;
+    c.run->stats.Fail(std::move(admitted));
+  }
+}
+
+void OnColdRow(db::Request& r, const db::Row& row) {
+  auto& c = *static_cast<ColdReader*>(r.user_data);
+  const int64_t id = r.params[0].int_value;
+  ++c.rows;
+  c.values_ok = row.Int(0) == ExpectedValue(id) && TextMatches(id, row.Text(1));
+}
+
+void OnColdDone(db::Request& r, absl::Status status) {
+  auto& c = *static_cast<ColdReader*>(r.user_data);
+  ColdRun& run = *c.run;
+  if (!c.in_flight) return run.stats.Fail(absl::InternalError("acknowledged twice"));
+  c.in_flight = false;
+  --run.in_flight;
+  if (!status.ok()) return run.stats.Fail(std::move(status));
+  if (c.rows != 1 || !c.values_ok) {
+    return run.stats.Fail(absl::InternalError("a read returned a wrong row"));
+  }
+  ++run.stats.reads;
+  if (run.record) run.stats.latencies.Add(MonotonicNs() - c.submitted_ns);
+  if (run.started < run.limit) StartColdRead(c);
+}
+
+std::unique_ptr<ColdReader[]> MakeReaders(ColdRun& run, size_t count) {
+  auto readers = std::make_unique<ColdReader[]>(count);
+  for (size_t i = 0; i < count; ++i) {
+    ColdReader& c = readers[i];
+    c.run = &run;
+    c.read.kind = db::Request::Kind::kRead;
+    c.read.sql = kPointSelect;
+    c.read.params.push_back(db::Value::Int(0));
+    c.read.user_data = &c;
+    c.read.on_row = &OnColdRow;
+    c.read.on_done = &OnColdDone;
+  }
+  return readers;
+}
+
+// One turn of the loop: a tick that never sleeps, timed; after one that found nothing ready, a
+// tick that may sleep until something is (untimed: see the file comment).
+void Turn(SqloopEnv& env, ColdStats& stats) {
+  loop::Loop& loop = env.loop();
+  const uint64_t callbacks_before = loop.stats().callbacks;
+  const int64_t start_ns = MonotonicNs();
+  absl::Status status = loop.Run(loop::RunMode::kNoWait);
+  stats.tick_max_ns = std::max(stats.tick_max_ns, MonotonicNs() - start_ns);
+  if (status.ok() && loop.stats().callbacks == callbacks_before) status = env.RunOnce();
+  if (!status.ok()) stats.Fail(std::move(status));
+}
+
+// Starts `limit` reads in all, at most `count` at a time (one per reader).
+void Begin(ColdRun& run, ColdReader* readers, size_t count, uint64_t limit) {
+  run.started = 0;
+  run.limit = limit;
+  for (size_t i = 0; i < count && run.started < run.limit; ++i) StartColdRead(readers[i]);
+}
+
+// Runs the loop until no read is in flight; with `stop`, starting no new one.
+void RunToEnd(SqloopEnv& env, ColdRun& run, bool stop) {
+  if (stop) run.limit = run.started;
+  while (run.in_flight > 0 && run.stats.failures == 0) Turn(env, run.stats);
+}
+
+// Untimed: kReadsPerDrop reads with keys of their own, so each reader that serves reads has
+// prepared the statement; then what the warm-up counted is reset.
+void WarmUp(SqloopEnv& env, ColdRun& run, ColdReader* readers, size_t count) {
+  run.keys = Prng{kWarmUpSeed};
+  Begin(run, readers, count, kReadsPerDrop);
+  RunToEnd(env, run, /*stop=*/false);
+  run.keys = Prng{kKeySeed};
+  run.stats.reads = 0;
+  run.stats.tick_max_ns = 0;
+}
+
+}  // namespace
+
+void PlainColdRead(benchmark::State& state) {
+  sqlite3* db = OpenPlain(ColdDbPath(), nullptr, /*no_mutex=*/false);
+  sqlite3_stmt* select = nullptr;
+  if (db == nullptr || !Exec(db, "PRAGMA journal_mode=WAL;") ||
+      sqlite3_prepare_v3(db, kPointSelect, -1, SQLITE_PREPARE_PERSISTENT, &select, nullptr) !=
+          SQLITE_OK) {
+    state.SkipWithError("plain SQLite setup failed");
+    sqlite3_close_v2(db);
+    return;
+  }
+  ColdStats stats;
+  Prng warm_up{kWarmUpSeed};
+  for (uint64_t i = 0; i < kReadsPerDrop && stats.failures == 0; ++i) {
+    const int64_t id = NextColdRowId(warm_up);
+    if (!StepPointRead(select, id)) stats.Fail(absl::InternalError("a warm-up read was wrong"));
+  }
+  const OsCacheDropper files(ColdDbPath());  // After the open: the -wal exists now.
+  stats.latencies.Reserve(static_cast<size_t>(state.max_iterations));
+  Prng keys{kKeySeed};
+  const int64_t misses_before = CacheMisses(db);
+  const alloc::HeapCounts before = alloc::CurrentHeapCounts();
+  const int64_t start_ns = MonotonicNs();
+  for (auto _ : state) {
+    if (stats.reads % kReadsPerDrop == 0) {
+      DropCaches(state, files, stats, [db] { sqlite3_db_release_memory(db); });
+    }
+    const int64_t id = NextColdRowId(keys);
+    const int64_t submitted_ns = MonotonicNs();
+    const bool ok = StepPointRead(select, id);
+    const int64_t took_ns = MonotonicNs() - submitted_ns;
+    stats.latencies.Add(took_ns);
+    stats.tick_max_ns = std::max(stats.tick_max_ns, took_ns);
+    ++stats.reads;
+    if (!ok) stats.Fail(absl::InternalError(absl::StrCat("the read of row ", id, " was wrong")));
+  }
+  const int64_t elapsed_ns = MonotonicNs() - start_ns;
+  SetColdCounters(state, before, stats, elapsed_ns,
+                  static_cast<uint64_t>(CacheMisses(db) - misses_before));
+  sqlite3_finalize(select);
+  sqlite3_close_v2(db);
+  ReportFailures(state, stats);
+}
+
+void SqloopColdRead(benchmark::State& state) {
+  const auto count = static_cast<size_t>(state.range(0));
+  SqloopEnv env;
+  db::DatabaseOptions options;
+  options.readers = kColdReaders;
+  // The check reads the whole file, page by page through WaitForOp, cold after the previous
+  // run's drops: seconds per call of this function, for a file this process has just built.
+  options.check_at_open = false;
+  if (absl::Status opened = env.Open(ColdDbPath(), options); !opened.ok()) {
+    state.SkipWithError(absl::StrCat("sqloop open failed: ", opened.ToString()).c_str());
+    return;
+  }
+  LabelBackend(state, env.backend_name());
+  ColdRun run;
+  run.db = &env.db();
+  run.stats.latencies.Reserve(static_cast<size_t>(state.max_iterations));
+  std::unique_ptr<ColdReader[]> readers = MakeReaders(run, count);
+  WarmUp(env, run, readers.get(), count);
+  const OsCacheDropper files(ColdDbPath());
+  run.record = true;
+  const uint64_t file_reads_before = env.vfs().stats().reads;
+  const uint64_t waited_before = env.loop().stats().waited_ops;
+  const alloc::HeapCounts before = alloc::CurrentHeapCounts();
+  const int64_t start_ns = MonotonicNs();
+  Begin(run, readers.get(), count, static_cast<uint64_t>(state.max_iterations));
+  uint64_t target = 0;
+  for (auto _ : state) {
+    if (target++ % kReadsPerDrop == 0) {
+      const int64_t paused_ns =
+          DropCaches(state, files, run.stats, [&env] { env.db().ReleaseMemory(); });
+      // The reads in flight did not wait for the drop: keep it out of their latency.
+      for (size_t i = 0; i < count; ++i) readers[i].submitted_ns += paused_ns;
+    }
+    while (run.stats.reads < target && run.stats.failures == 0) Turn(env, run.stats);
+  }
+  const int64_t elapsed_ns = MonotonicNs() - start_ns;
+  SetColdCounters(state, before, run.stats, elapsed_ns,
+                  env.vfs().stats().reads - file_reads_before);
+  state.counters["waited_ops_per_op"] =
+      static_cast<double>(env.loop().stats().waited_ops - waited_before) /
+      static_cast<double>(std::max<uint64_t>(run.stats.reads, 1));
+  RunToEnd(env, run, /*stop=*/true);  // Reads are left in flight only after a failure.
+  if (absl::Status closed = env.Close(); !closed.ok()) run.stats.Fail(std::move(closed));
+  ReportFailures(state, run.stats);
+}
+
+}  // namespace sqloop::bench
