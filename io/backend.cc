@@ -3,6 +3,7 @@
 #include "sqloop/io/backend.h"
 
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -66,6 +67,15 @@ int64_t RunMetadataOp(const Op& op) {
   }
   struct stat status {};
   return fstat(op.fd, &status) == 0 ? static_cast<int64_t>(status.st_size) : -errno;
+}
+
+int64_t ReadIfCachedPosix(int fd, void* buffer, uint32_t length, uint64_t offset) {
+  iovec vec{.iov_base = buffer, .iov_len = length};
+  for (;;) {
+    const ssize_t got = preadv2(fd, &vec, 1, static_cast<off_t>(offset), RWF_NOWAIT);
+    if (got >= 0) return got;
+    if (errno != EINTR) return -errno;
+  }
 }
 
 }  // namespace internal

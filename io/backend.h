@@ -16,6 +16,8 @@
 //      finished, in which case it comes back with its real result. Never twice.
 //   5. Time is monotonic nanoseconds from NowNs(); nothing in the loop reads another clock.
 //   6. Only Wake() is thread-safe. Everything else runs on the loop's thread.
+//   7. ReadIfCached() never waits for a device: it answers from memory (the kernel's page
+//      cache, or the simulator's model of it) or says the bytes are not there.
 //
 // Example:
 //
@@ -88,6 +90,16 @@ class Backend {
   // A descriptor that becomes readable when a Tick() would find completions or a Wake(), for
   // hosts that embed the loop in their own poll/epoll loop. -1 if the backend has none.
   [[nodiscard]] virtual int PollableFd() = 0;
+
+  // Reads up to `length` bytes of the file `fd` at `offset` only if they are in memory (the
+  // page cache), synchronously and without waiting for the device (contract item 7). Returns
+  // the bytes read: fewer than asked where the next byte is not in memory or at end of file
+  // (0 at or past the end); -EAGAIN if the byte at `offset` is not in memory; -EOPNOTSUPP if
+  // the file system cannot tell (tmpfs), when the caller must read another way; or -errno.
+  // For code that must answer at once if it can (the SQLite VFS's reads) and otherwise fetch
+  // the bytes with an ordinary kRead and try again: a kRead brings them into memory.
+  [[nodiscard]] virtual int64_t ReadIfCached(int fd, void* buffer, uint32_t length,
+                                             uint64_t offset) = 0;
 
   // Ops submitted and not yet handed back.
   [[nodiscard]] virtual uint32_t in_flight() const = 0;

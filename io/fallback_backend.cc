@@ -66,6 +66,9 @@ class FallbackBackend final : public Backend {
   absl::Status Tick(bool wait, int64_t deadline_ns, OpList& completed) override;
   int64_t NowNs() override { return MonotonicNowNs(); }
   void Wake() override;
+  int64_t ReadIfCached(int fd, void* buffer, uint32_t length, uint64_t offset) override {
+    return internal::ReadIfCachedPosix(fd, buffer, length, offset);
+  }
   int PollableFd() override { return epoll_fd_; }
   uint32_t in_flight() const override { return in_flight_; }
   BackendStats stats() const override { return stats_; }

@@ -38,6 +38,9 @@ constexpr double kSwarmDeviceFailureMax = 0.002;
 constexpr double kSwarmNetResetMax = 0.01;
 constexpr double kSwarmNetDropMax = 0.02;
 constexpr uint64_t kSwarmPartitionStartMaxNs = 100'000'000;
+// Page-cache evictions: at most 20 % of probes find their bytes gone, often enough that reads
+// restart several times, rarely enough that a read reaches its restart limit only in a sweep.
+constexpr double kSwarmCacheMissMax = 0.2;
 constexpr uint64_t kSwarmPartitionMaxNs = 100'000'000;
 
 // Orders the event heap as a min-heap on (due_ns, sequence).
@@ -135,6 +138,7 @@ void SimBackend::DrawSwarmMetadataFaults() {
     f.partition_start_ns = partition_start_ns;
     f.partition_ns = partition_ns;
   }
+  f.cache_miss = maybe(kSwarmCacheMissMax);
 }
 
 bool SimBackend::DeviceFails() {
@@ -159,18 +163,19 @@ bool SimBackend::InjectMetadataError(double probability) {
 std::string SimBackend::DescribeFaults() const {
   const SimFaults& f = options_.faults;
   const SimDiskOptions& d = disk_->options();
-  char text[600];
-  std::snprintf(text, sizeof(text),
-                "read_eio=%.4f write_eio=%.4f write_enospc=%.4f fsync_eio=%.4f short_read=%.3f "
-                "short_write=%.3f short_net=%.3f eintr=%.3f eagain=%.3f crash_keep=%.3f "
-                "crash_tear=%.3f crash_keep_name=%.3f meta_eio=%.4f close_eio=%.4f "
-                "device_failure=%.4f net_reset=%.4f net_drop=%.4f partition=%lld+%lldms%s",
-                f.read_eio, f.write_eio, f.write_enospc, f.fsync_eio, f.short_read, f.short_write,
-                f.short_net, f.eintr, f.eagain, d.crash_keep_probability, d.crash_tear_probability,
-                d.crash_keep_name_probability, f.meta_eio, f.close_eio, f.device_failure,
-                f.net_reset, f.net_drop, static_cast<long long>(f.partition_start_ns / 1'000'000),
-                static_cast<long long>(f.partition_ns / 1'000'000),
-                d.broken_fsync ? " BROKEN_FSYNC" : "");
+  char text[640];
+  std::snprintf(
+      text, sizeof(text),
+      "read_eio=%.4f write_eio=%.4f write_enospc=%.4f fsync_eio=%.4f short_read=%.3f "
+      "short_write=%.3f short_net=%.3f eintr=%.3f eagain=%.3f crash_keep=%.3f "
+      "crash_tear=%.3f crash_keep_name=%.3f meta_eio=%.4f close_eio=%.4f "
+      "device_failure=%.4f net_reset=%.4f net_drop=%.4f partition=%lld+%lldms cache_miss=%.3f%s",
+      f.read_eio, f.write_eio, f.write_enospc, f.fsync_eio, f.short_read, f.short_write,
+      f.short_net, f.eintr, f.eagain, d.crash_keep_probability, d.crash_tear_probability,
+      d.crash_keep_name_probability, f.meta_eio, f.close_eio, f.device_failure, f.net_reset,
+      f.net_drop, static_cast<long long>(f.partition_start_ns / 1'000'000),
+      static_cast<long long>(f.partition_ns / 1'000'000), f.cache_miss,
+      d.broken_fsync ? " BROKEN_FSYNC" : "");
   return text;
 }
 
@@ -550,6 +555,19 @@ SimBackend::FdEntry SimBackend::Resolve(int fd) const {
 }
 
 // ---- File operations --------------------------------------------------------------------------
+
+int64_t SimBackend::ReadIfCached(int fd, void* buffer, uint32_t length, uint64_t offset) {
+  const FdEntry target = Resolve(fd);
+  if (target.type == FdType::kDirectory) return -EISDIR;
+  if (target.type != FdType::kFile || target.access == O_WRONLY) return -EBADF;
+  int64_t got = disk_->ReadCached(target.target, buffer, length, offset);
+  // Draws only while the fault is on, so seeds without it keep their stream.
+  if (got > 0 && options_.faults.cache_miss > 0 && prng_.Chance(options_.faults.cache_miss)) {
+    got = -EAGAIN;
+  }
+  if (got == -EAGAIN) ++sim_stats_.cache_misses;
+  return got;
+}
 
 SimBackend::Attempt SimBackend::TryFile(Flight& flight) {
   switch (flight.op->kind) {

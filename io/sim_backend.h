@@ -121,10 +121,13 @@ struct SimFaults {
   double write_enospc = 0;  // kWrite fails with -ENOSPC (nothing written by that attempt).
   double fsync_eio = 0;     // kFsync fails with -EIO and the file's unsynced writes are lost.
   double short_read = 0;    // A file read attempt moves only part of what it could.
-  double short_write = 0;   // A file write attempt moves only part.
-  double short_net = 0;     // A send or recv attempt moves only part of what it could.
-  double eintr = 0;         // An attempt is interrupted (retried up to kRetriesMax).
-  double eagain = 0;        // An attempt would block (retried up to kRetriesMax).
+  // ReadIfCached finds the bytes gone from the page cache (evicted under memory pressure) and
+  // answers -EAGAIN, so a reader must fetch them again.
+  double cache_miss = 0;
+  double short_write = 0;  // A file write attempt moves only part.
+  double short_net = 0;    // A send or recv attempt moves only part of what it could.
+  double eintr = 0;        // An attempt is interrupted (retried up to kRetriesMax).
+  double eagain = 0;       // An attempt would block (retried up to kRetriesMax).
   // Metadata operations on files fail with -EIO and change nothing: kOpenAt, kUnlink,
   // kFtruncate and kFileSize (fstat).
   double meta_eio = 0;
@@ -192,6 +195,7 @@ struct SimStats {
   uint64_t short_transfers = 0;    // Partial attempts (resubmitted or, for recv, returned).
   uint64_t retries = 0;            // EINTR/EAGAIN attempts that were retried.
   uint64_t injected_errors = 0;    // Ops completed with an injected EIO/ENOSPC/EINTR/EAGAIN.
+  uint64_t cache_misses = 0;       // ReadIfCached answers -EAGAIN (not cached, or injected).
   uint64_t metadata_errors = 0;    // Of those, on openat, unlink, ftruncate, fstat or close.
   uint64_t device_failures = 0;    // Times the device broke for good (SimFaults::device_failure).
   uint64_t persistent_errors = 0;  // Of the injected errors, those of the broken device.
@@ -245,6 +249,9 @@ class SimBackend final : public Backend {
   void Wake() override;
   // The simulator has no descriptor to poll: everything happens inside Tick().
   [[nodiscard]] int PollableFd() override { return -1; }
+  // From the disk's page-cache model (io/sim_disk.h); costs no virtual time.
+  [[nodiscard]] int64_t ReadIfCached(int fd, void* buffer, uint32_t length,
+                                     uint64_t offset) override;
   [[nodiscard]] uint32_t in_flight() const override { return in_flight_; }
   [[nodiscard]] BackendStats stats() const override { return stats_; }
   // The loop reports each timer firing; folded into the trace like any event.

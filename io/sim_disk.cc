@@ -215,13 +215,43 @@ std::string SimDisk::DirectoryPath(uint64_t node) const {
 }
 
 int64_t SimDisk::Read(uint64_t node, void* buffer, uint32_t length, uint64_t offset) {
-  const Node* n = Find(node);
+  Node* n = Find(node);
   if (n == nullptr) return -EBADF;
   if (n->directory) return -EISDIR;
   if (length == 0 || offset >= n->visible.size()) return 0;
   const uint64_t count = std::min<uint64_t>(length, n->visible.size() - offset);
   std::memcpy(buffer, n->visible.data() + offset, count);
+  Cache(*n, offset, count);
   return static_cast<int64_t>(count);
+}
+
+void SimDisk::Cache(Node& node, uint64_t offset, uint64_t length) {
+  if (length == 0) return;
+  const uint64_t last = (offset + length - 1) / kSimPageBytes;
+  if (node.cached.size() <= last) node.cached.resize(last + 1, false);
+  for (uint64_t page = offset / kSimPageBytes; page <= last; ++page) node.cached[page] = true;
+}
+
+int64_t SimDisk::ReadCached(uint64_t node, void* buffer, uint32_t length, uint64_t offset) const {
+  const Node* n = Find(node);
+  if (n == nullptr) return -EBADF;
+  if (n->directory) return -EISDIR;
+  if (length == 0 || offset >= n->visible.size()) return 0;
+  const uint64_t end = std::min<uint64_t>(offset + length, n->visible.size());
+  uint64_t reach = offset;  // The end of the cached run that starts at `offset`.
+  while (reach < end) {
+    const uint64_t page = reach / kSimPageBytes;
+    if (page >= n->cached.size() || !n->cached[page]) break;
+    reach = (page + 1) * kSimPageBytes;
+  }
+  if (reach == offset) return -EAGAIN;
+  const uint64_t count = std::min(reach, end) - offset;
+  std::memcpy(buffer, n->visible.data() + offset, count);
+  return static_cast<int64_t>(count);
+}
+
+void SimDisk::DropCaches() {
+  for (auto& [id, node] : nodes_) node.cached.clear();
 }
 
 int SimDisk::ResizeVisible(Node& node, uint64_t size_bytes) {
@@ -251,6 +281,7 @@ int64_t SimDisk::Write(uint64_t node, const void* buffer, uint32_t length, uint6
     if (resized < 0) return resized;
   }
   std::memcpy(n->visible.data() + offset, buffer, length);
+  Cache(*n, offset, length);
   n->pending.push_back(PendingOp{.truncate = false,
                                  .offset = offset,
                                  .data = std::string(static_cast<const char*>(buffer), length)});
@@ -396,6 +427,7 @@ void SimDisk::Crash(Prng& prng) {
   ++stats_.crashes;
   for (auto& [id, node] : nodes_) {
     node.references = 0;
+    node.cached.clear();  // A new boot: nothing is in memory.
     if (!node.directory) CrashFile(node, prng);
   }
   CrashNames(prng);

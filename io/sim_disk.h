@@ -24,6 +24,12 @@
 //     receives garbage. Pending name changes are each kept or dropped. Nodes no name reaches
 //     are gone; unlinked-but-open files are gone.
 //
+// The page cache: the kernel keeps file pages in memory once they were read or written, and a
+// read of a page that is not there waits for the device. The disk models that per 4 KiB page
+// (kSimPageBytes): Read and Write bring pages in, DropCaches() and Crash() (a new boot) empty
+// it, and ReadCached answers only from pages that are in, as preadv2(RWF_NOWAIT) does. The
+// simulator's kRead latency is the device's; ReadCached costs no virtual time.
+//
 // Invariants (AssertInvariants() checks them; it runs after every crash and in the tests, not
 // after every write, because replaying a file's pending list is O(file size)):
 //   1. visible == durable with every pending operation applied in order (files), except for a
@@ -79,6 +85,8 @@ namespace sqloop::io {
 // Torn writes are decided per 512-byte sector: the atomic write unit of the disks SQLite
 // assumes by default (SQLITE_DEFAULT_SECTOR_SIZE) and the logical sector of most devices.
 inline constexpr uint64_t kSimSectorBytes = 512;
+// The page cache's unit: the page size of the machines sqloop runs on.
+inline constexpr uint64_t kSimPageBytes = 4096;
 
 struct SimDiskOptions {
   // Crash fate of each pending write or truncate: kept with `crash_keep_probability`, else
@@ -154,6 +162,16 @@ class SimDisk {
   void FailSync(uint64_t node);
   [[nodiscard]] uint64_t SizeBytes(uint64_t node) const;
 
+  // ---- Page cache ---------------------------------------------------------------------------
+
+  // Copies visible bytes at `offset` from the pages in the cache only: up to `length`, fewer
+  // where the next page is not in the cache or at end of file (0 at or past the end). -EAGAIN
+  // if the page holding `offset` is not in the cache; -EBADF/-EISDIR as Read.
+  [[nodiscard]] int64_t ReadCached(uint64_t node, void* buffer, uint32_t length,
+                                   uint64_t offset) const;
+  // Empties the page cache (echo 1 > /proc/sys/vm/drop_caches, or memory pressure).
+  void DropCaches();
+
   // ---- Crash --------------------------------------------------------------------------------
 
   // Power loss: references are gone, and each pending operation gets its fate from `prng`.
@@ -205,13 +223,15 @@ class SimDisk {
     std::vector<PendingOp> pending;  // Files only.
     std::vector<NameOp> name_ops;    // Directories only, in the order they happened.
     uint32_t references = 0;
-    bool diverged = false;  // FailSync lost writes that are still visible (invariant 1).
+    bool diverged = false;     // FailSync lost writes that are still visible (invariant 1).
+    std::vector<bool> cached;  // Per kSimPageBytes page: in the page cache.
   };
 
   [[nodiscard]] Node* Find(uint64_t node);
   [[nodiscard]] const Node* Find(uint64_t node) const;
   [[nodiscard]] int64_t Create(const std::string& path, uint64_t parent, bool directory);
   [[nodiscard]] int ResizeVisible(Node& node, uint64_t size_bytes);
+  static void Cache(Node& node, uint64_t offset, uint64_t length);
   void RecordName(uint64_t parent, bool create, const std::string& path, uint64_t node);
   // Whether a name (visible, durable, or a pending change a crash might keep) reaches `id`.
   [[nodiscard]] bool Reachable(uint64_t id, const Node& node) const;

@@ -2,6 +2,7 @@
 #include "sqloop/loop/loop.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/epoll.h>
@@ -17,6 +18,7 @@
 
 #include "gtest/gtest.h"
 #include "sqloop/alloc/heap_counter.h"
+#include "sqloop/io/sim_backend.h"
 #include "tests/test_backends.h"
 
 namespace sqloop::loop {
@@ -511,6 +513,52 @@ TEST_P(LoopTest, FileSizeAndTruncateGoThroughTheBackend) {
   io::Op read{.kind = io::OpKind::kRead, .fd = fd, .buffer = back, .length = sizeof(back)};
   EXPECT_EQ(loop->WaitForOp(read), 4096);  // A read past the end stops at EOF.
   close(fd);
+}
+
+// Contract item 7: ReadIfCached answers from memory only. Bytes just written are in the page
+// cache; once evicted (fadvise DONTNEED of clean pages; the simulator's DropCaches) they are
+// not (-EAGAIN); past the end there is nothing (0); and an ordinary kRead brings them back.
+TEST_P(LoopTest, ReadIfCachedAnswersFromMemoryOnly) {
+  auto loop = MakeLoop();
+  int fd = -1;
+  if (GetParam().real_descriptors) {
+    char path[] = "/tmp/sqloop_loop_test_XXXXXX";
+    fd = mkstemp(path);
+    ASSERT_GE(fd, 0);
+    unlink(path);
+  } else {
+    io::Op open{.kind = io::OpKind::kOpenAt,
+                .fd = AT_FDCWD,
+                .flags = O_CREAT | O_RDWR,
+                .path = "/cached",
+                .mode = 0644};
+    fd = static_cast<int>(loop->WaitForOp(open));
+    ASSERT_GE(fd, 0);
+  }
+  char data[3 * 4096];
+  std::memset(data, 'c', sizeof(data));
+  io::Op write{.kind = io::OpKind::kWrite, .fd = fd, .buffer = data, .length = sizeof(data)};
+  ASSERT_EQ(loop->WaitForOp(write), static_cast<int64_t>(sizeof(data)));
+  char back[sizeof(data)] = {};
+  const int64_t cached = loop->backend().ReadIfCached(fd, back, sizeof(back), 0);
+  if (cached == -EOPNOTSUPP) GTEST_SKIP() << "/tmp cannot say what is in memory (tmpfs)";
+  ASSERT_EQ(cached, static_cast<int64_t>(sizeof(data)));
+  EXPECT_EQ(std::memcmp(back, data, sizeof(data)), 0);
+  EXPECT_EQ(loop->backend().ReadIfCached(fd, back, 100, sizeof(data)), 0) << "past the end";
+
+  io::Op sync{.kind = io::OpKind::kFsync, .fd = fd};
+  ASSERT_EQ(loop->WaitForOp(sync), 0);
+  if (GetParam().real_descriptors) {
+    ASSERT_EQ(posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED), 0);
+  } else {
+    static_cast<io::SimBackend&>(loop->backend()).disk().DropCaches();
+  }
+  EXPECT_EQ(loop->backend().ReadIfCached(fd, back, sizeof(back), 4096), -EAGAIN);
+  io::Op read{.kind = io::OpKind::kRead, .fd = fd, .buffer = back, .length = 4096, .offset = 4096};
+  ASSERT_EQ(loop->WaitForOp(read), 4096);
+  EXPECT_EQ(loop->backend().ReadIfCached(fd, back, 4096, 4096), 4096) << "the read brought it in";
+  io::Op done{.kind = io::OpKind::kClose, .fd = fd};
+  EXPECT_EQ(loop->WaitForOp(done), 0);
 }
 
 using LoopDeathTest = LoopTest;

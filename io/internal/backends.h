@@ -73,6 +73,9 @@ inline void ResetForSubmit(Op& op) {
 // Runs kFtruncate or kFileSize as a plain syscall; returns the op's result (>= 0 or -errno).
 [[nodiscard]] int64_t RunMetadataOp(const Op& op);
 
+// Backend::ReadIfCached for a real descriptor: preadv2 with RWF_NOWAIT, retried on EINTR.
+[[nodiscard]] int64_t ReadIfCachedPosix(int fd, void* buffer, uint32_t length, uint64_t offset);
+
 [[nodiscard]] inline bool IsMetadataOp(OpKind kind) {
   return kind == OpKind::kFtruncate || kind == OpKind::kFileSize;
 }
