@@ -26,14 +26,14 @@ absl::Status OutcomeUnknown(const absl::Status& poison) {
       poison.message()));
 }
 
-absl::Status Poisoned(const absl::Status& poison) {
+}  // namespace
+
+absl::Status Database::Poisoned(const absl::Status& poison) {
   return absl::FailedPreconditionError(absl::StrCat(
       "database is poisoned after a failed fsync and accepts no requests; restart the process to "
       "recover from what is durable (this process will not open it again). Cause: ",
       poison.message()));
 }
-
-}  // namespace
 
 // ---- Row --------------------------------------------------------------------------------------
 
@@ -298,7 +298,8 @@ void Database::FinishClose() {
       return;
     }
   }
-  if (!awaiting_.empty()) return;  // OnFilesChanged re-arms.
+  if (!awaiting_.empty()) return;      // OnFilesChanged re-arms.
+  if (fetches_in_flight_ > 0) return;  // FetchDone re-arms.
   if (writer_->db() != nullptr) CloseConnections();
   if (!files_->queue().idle() && !files_->queue().poisoned()) return;
   const absl::Status result = files_->queue().poison_status();
@@ -351,6 +352,7 @@ absl::Status Database::Submit(Request& request) {
   request.changes = request.last_insert_rowid = 0;
   request.epoch = 0;
   request.busy_retries_ = 0;
+  request.restarts_ = 0;
   request.rows_delivered_ = false;
   // Invariant 1: the read must see every write acknowledged so far.
   request.snapshot_min_ = acked_epoch_;
@@ -387,8 +389,9 @@ bool Database::Cancel(Request& request) {
     Finish(request, absl::CancelledError("request cancelled before it ran"));
     return true;
   }
-  if (request.state_ == Request::State::kRunning && request.kind == Request::Kind::kRead) {
-    request.cancel_requested_ = true;  // The next StepRead stops it.
+  if ((request.state_ == Request::State::kRunning || request.state_ == Request::State::kFetching) &&
+      request.kind == Request::Kind::kRead) {
+    request.cancel_requested_ = true;  // The next StepRead, or its fetch's end, stops it.
     ArmPump();
     return true;
   }
@@ -634,16 +637,20 @@ void Database::SetRequestState(Request& request, Request::State next) {
   bool allowed = false;
   switch (next) {
     case S::kQueued:
-      allowed = from == S::kIdle || from == S::kDone || from == S::kRunning;
+      allowed = from == S::kIdle || from == S::kDone || from == S::kRunning || from == S::kFetching;
       break;
     case S::kRunning:
       allowed = from == S::kQueued;
+      break;
+    case S::kFetching:
+      allowed = from == S::kRunning && request.kind == Request::Kind::kRead;
       break;
     case S::kAwaitingDurable:
       allowed = from == S::kRunning;
       break;
     case S::kDone:
-      allowed = from == S::kQueued || from == S::kRunning || from == S::kAwaitingDurable;
+      allowed = from == S::kQueued || from == S::kRunning || from == S::kFetching ||
+                from == S::kAwaitingDurable;
       break;
     case S::kIdle:
       break;
@@ -701,8 +708,9 @@ void Database::AssertInvariants() const {
       break;
     case State::kClosed:
     case State::kFailed:
-      SQLOOP_CHECK(files_ == nullptr && writer_->db() == nullptr && readers_.empty(),
-                   "closed with connections or files left");
+      SQLOOP_CHECK(files_ == nullptr && writer_->db() == nullptr && readers_.empty() &&
+                       fetches_in_flight_ == 0,
+                   "closed with connections, files or fetches left");
       break;
   }
 }

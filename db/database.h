@@ -52,21 +52,28 @@
 // clang-format off
 //
 //   kIdle/kDone --Submit--> kQueued --RunInGroup/StartRead-----> kRunning --AwaitDurable--> kAwaitingDurable
-//                             ^  |                                  |  |                            |
-//                             |  +------- Finish, FailQueue ------+ |  +-- Finish --+               | AckDurable,
-//                             |    (cancelled, deadline, closing,  | |   (failed,   |               | BecomePoisoned
-//                             |     poisoned: it never ran)        v v    durable)  v               v
-//                             +-- Requeue, RunInGroup, StepRead    kDone <-----------+---------------+
-//                                 (group retried, SQLITE_BUSY)
+//                           ^ ^  |                                  |  |                            |
+//                           | |  +------- Finish, FailQueue ------+ |  +-- Finish --+               | AckDurable,
+//                           | |    (cancelled, deadline, closing,  | |   (failed,   |               | BecomePoisoned
+//                           | |     poisoned: it never ran)        v v    durable)  v               v
+//                           | +-- Requeue, RunInGroup, StepRead    kDone <-----------+---------------+
+//                           |     (group retried, SQLITE_BUSY)       ^
+//                           |                                        | FetchDone (failed, cancelled,
+//                           +-- FetchDone (in memory) -- kFetching --+  closing, poisoned)
+//                                                           ^
+//                                   StepRead (a miss) ------+  (from kRunning; its rows voided)
 //
 //   transition                      function                        invariant in the new state
 //   kIdle, kDone -> kQueued         Submit                          in its kind's queue (or held_); on_done set
 //   kQueued -> kRunning             RunInGroup, StartRead           out of every queue; its statement steps
 //   kRunning -> kQueued             Requeue, RunInGroup, StepRead   at its queue's front; its rows voided
+//   kRunning -> kFetching           StepRead via RestartRead        a read on no reader; its rows voided; one
+//                                                                   fetch of what it missed is in flight
+//   kFetching -> kQueued            FetchDone                       at the read queue's front
 //   kRunning -> kAwaitingDurable    AwaitDurable                    a write that succeeded; waits in awaiting_ for
 //                                                                   its epoch to be durable and visible
-//   kQueued, kRunning -> kDone      Finish, FailQueue               its status is final; on_done ran, or waits
-//                                                                   for its client's earlier requests
+//   kQueued, kRunning, kFetching    Finish, FailQueue, FetchDone    its status is final; on_done ran, or waits
+//     -> kDone                                                      for its client's earlier requests
 //   kAwaitingDurable -> kDone       AckDurable, BecomePoisoned      as above
 //
 // clang-format on
@@ -137,6 +144,19 @@
 //      error, pin_error_), when reads fail with that error rather than run on an older snapshot.
 //   4. A read of a Client waits (in held_) while an earlier write of the same client is not
 //      delivered, so a client reads its own writes.
+// Reads never wait for the disk. While a reader steps a statement, the VFS answers its reads
+// only from memory (queued writes, the page cache: EpochQueue::set_reads_nowait). Bytes that
+// are not there stop the statement (SQLite sees SQLITE_INTERRUPT, which ends a read-only
+// statement without ending its read transaction, so the reader stays pinned), and RestartRead
+// voids the rows it delivered, frees the reader for other reads, and fetches a window around
+// the miss with an ordinary asynchronous read (kFetchWindowBytes, doubling after a few
+// restarts of the same read, so a cold scan needs few). Once the window is in the page cache
+// (FetchDone) the read runs again from the start, on whichever reader serves a snapshot it may
+// see (invariant 1): a statement touching k cold regions restarts at most k times, and one
+// that restarts kReadRestartsMax times fails with Unavailable rather than loop. A failed fetch
+// fails the read alone with Unavailable; the database stays usable. What still waits: the
+// writer's reads, Pin's, and the statements a connection runs at open.
+//
 // Checkpoints: a pinned snapshot keeps SQLite from copying WAL frames it may read and from
 // restarting the WAL, so Checkpoint() unpins the idle readers, checkpoints, and pins them again
 // at the same (durable) state; only a read that is running keeps its snapshot meanwhile.
@@ -170,10 +190,8 @@ struct sqlite3_stmt;
 namespace sqloop::db {
 namespace internal {
 class Connection;
-}  // namespace internal
-
-namespace internal {
 class DatabaseFiles;  // db/internal/database_files.h: not part of the API.
+struct ReadMiss;      // db/internal/epoch_queue.h.
 }  // namespace internal
 
 // Reader connections: two lets a long scan and point reads proceed together; each costs a page
@@ -206,6 +224,17 @@ inline constexpr uint32_t kCheckpointFramesDefault = 1000;
 // budgets): tens of microseconds of work, so a deadline or budget is noticed promptly at
 // negligible cost. Budgets are counted in these units.
 inline constexpr int kProgressOpsDefault = 1000;
+// Restarts of one read after it stopped on bytes that were not in memory, before it fails with
+// Unavailable. A point read stops at most once per level of its B-tree (3 or 4 on a large
+// table); a cold scan once per fetch window, and windows grow to kFetchWindowBytesMax, so 32
+// restarts read in over 300 MiB. Reaching it means the page cache does not keep what the
+// read needs (the machine is short of memory).
+inline constexpr uint8_t kReadRestartsMax = 32;
+// The first window fetched around a miss: 32 KiB brings in a page's neighbours (B-tree
+// siblings, overflow pages) for the price of one device read. It doubles from a read's fifth
+// restart on, up to kFetchWindowBytesMax.
+inline constexpr uint64_t kFetchWindowBytes = 32 * 1024;
+inline constexpr uint64_t kFetchWindowBytesMax = uint64_t{16} << 20;
 // SQLITE_BUSY retries of one request before it fails with Unavailable.
 inline constexpr uint8_t kBusyRetriesMax = 100;
 // Consecutive ticks on which the writer could not begin a transaction (out of memory, an I/O
@@ -278,6 +307,8 @@ struct DatabaseStats {
   uint64_t snapshot_pins = 0;     // Read transactions begun on readers (Pin).
   uint64_t reads_held = 0;        // Client reads that waited for their client's earlier writes.
   uint64_t reads_on_syncing = 0;  // Reads started while a group's fsync was in flight.
+  uint64_t read_restarts = 0;     // Reads stopped on bytes not in memory, fetched, run again.
+  uint64_t fetched_bytes = 0;     // Bytes those fetches read in.
 };
 
 class Database {
@@ -384,6 +415,17 @@ class Database {
   void StepRead(Connection& reader);
   void FinishClose();
   void CloseConnections();
+  // Misses (the section above): a fetch of one window for one read, reused through a free list.
+  struct Fetch {
+    loop::Completion c;
+    Database* db = nullptr;
+    Request* request = nullptr;
+    uint64_t end = 0;  // The window's end; c.op reads the next part of it.
+  };
+  void RestartRead(Connection& reader, Request& r, const internal::ReadMiss& miss);
+  void StartFetch(Request& r, const internal::ReadMiss& miss);
+  static loop::Action OnFetched(loop::Loop& loop, loop::Completion& c);
+  loop::Action FetchDone(Fetch& fetch);
 
   absl::StatusOr<Request::Kind> KindOf(const Request& request);
   absl::Status StepWrite(Request& r, absl::string_view sql, absl::Span<const Value> params);
@@ -392,6 +434,8 @@ class Database {
   void AwaitDurable(Request& request);
   void Deliver(Request& request);
   void FailQueue(Queue& queue, const absl::Status& status);
+  // What a request refused or failed by a poisoned database is told.
+  [[nodiscard]] static absl::Status Poisoned(const absl::Status& poison);
   // The only writers of state_ and Request::state_: they check the transition (the tables
   // above and in db/request.h), then the invariants.
   void SetState(State next);
@@ -429,6 +473,9 @@ class Database {
   Queue held_;                   // Client reads behind their client's earlier writes.
   Queue awaiting_;               // Ran; waiting for their epoch to be durable.
   std::vector<Request*> group_;  // Reused: the requests of the running group.
+  std::vector<std::unique_ptr<Fetch>> fetches_;  // Every Fetch made; reused.
+  std::vector<Fetch*> free_fetches_;
+  uint32_t fetches_in_flight_ = 0;
   DatabaseStats stats_;
 };
 

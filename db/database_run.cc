@@ -486,15 +486,23 @@ void Database::StepRead(Connection& reader) {
     // A slice ends after rows_per_tick rows, or after the first row once the slice budget is
     // used; a single step over the budget stops the read (Progress()).
     reader.BeginSlice();
+    internal::EpochQueue& queue = files_->queue();
     for (uint32_t rows = 0; rows < options_.rows_per_tick && !reader.SliceUsed(); ++rows) {
       reader.BeginRow();
+      queue.set_reads_nowait(true);  // Data not in memory stops the statement (RestartRead).
       rc = sqlite3_step(reader.read_stmt);
+      queue.set_reads_nowait(false);
       if (rc != SQLITE_ROW) break;
       DeliverRow(*r, reader.read_stmt);
       if (r->cancel_requested_) break;  // Asked from on_row: stop before the next step.
     }
     if (rc == SQLITE_ROW && !r->cancel_requested_) {
       ++stats_.read_steps_yielded;  // The snapshot stays pinned until the read is done.
+      return;
+    }
+    internal::ReadMiss miss;
+    if (queue.TakeMiss(miss) && (rc & 0xff) == SQLITE_INTERRUPT && !r->cancel_requested_) {
+      RestartRead(reader, *r, miss);
       return;
     }
   }

@@ -106,8 +106,8 @@ struct Statement {
   int64_t last_insert_rowid = 0;  // After this statement, if it inserted.
 };
 
-// A request's lifecycle (kIdle, kQueued, kRunning, kAwaitingDurable, kDone) belongs to the
-// Database that runs it: its diagram and transition table are in db/database.h.
+// A request's lifecycle (kIdle, kQueued, kRunning, kFetching, kAwaitingDurable, kDone) belongs
+// to the Database that runs it: its diagram and transition table are in db/database.h.
 //
 // TenantRequest (db/registry.h) builds on a Request as a private base and re-exports every
 // public member except on_done (it has its own, which receives the TenantRequest): a member
@@ -116,7 +116,9 @@ struct Request {
   // kAuto: the Database asks SQLite (sqlite3_stmt_readonly) at Submit and sets `kind` to
   // kRead or kWrite, for hosts that pass SQL through without knowing what it does.
   enum class Kind : uint8_t { kRead, kWrite, kAuto };
-  enum class State : uint8_t { kIdle, kQueued, kRunning, kAwaitingDurable, kDone };
+  // kFetching: a read that stopped on bytes that were not in memory, waiting for them to be
+  // read in before it runs again.
+  enum class State : uint8_t { kIdle, kQueued, kRunning, kFetching, kAwaitingDurable, kDone };
 
   using RowCallback = void (*)(Request& request, const Row& row);
   using DoneCallback = void (*)(Request& request, absl::Status status);
@@ -133,10 +135,11 @@ struct Request {
   absl::Span<Statement> batch;
   RowCallback on_row = nullptr;  // Optional.
   // Optional: the rows `on_row` delivered so far are void and will be delivered again, because
-  // the request is about to run again (its group commit was rolled back and retried, or it hit
-  // SQLITE_BUSY). A caller that collects rows, a write's RETURNING rows above all, drops what
-  // it collected here; without it such a caller sees those rows twice. Never called after
-  // on_done, and never for a request that has not delivered a row.
+  // the request is about to run again (its group commit was rolled back and retried, it hit
+  // SQLITE_BUSY, or a read stopped on data that was not in memory). A caller that collects rows, a
+  // write's RETURNING rows above all, drops what it collected here; without it such a caller sees
+  // those rows twice. Never called after on_done, and never for a request that has not delivered a
+  // row.
   DiscardCallback on_rows_discarded = nullptr;
   // Required: the request is done, with this status; runs exactly once per admitted Submit, on
   // the loop. Set only by the caller: a layer that runs a Request for its own request type
@@ -198,6 +201,7 @@ struct Request {
   State state_ = State::kIdle;
   bool cancel_requested_ = false;
   uint8_t busy_retries_ = 0;
+  uint8_t restarts_ = 0;  // Times a read stopped on bytes not in memory (kReadRestartsMax).
   uint32_t batch_index_ = 0;
   bool rows_delivered_ = false;  // on_row ran since the request last started.
   uint64_t snapshot_min_ = 0;    // A read's oldest allowed snapshot (db/database.h).

@@ -74,11 +74,15 @@ struct VfsOptions {
 struct VfsStats {
   uint64_t reads = 0;
   uint64_t reads_from_held = 0;  // Answered entirely by a queued write.
-  uint64_t direct_writes = 0;    // Run at once (nothing queued).
-  uint64_t held_writes = 0;      // Queued behind a barrier.
-  uint64_t barriers = 0;         // Barriers started (one per xSync).
-  uint64_t fsyncs = 0;           // fsync operations submitted (files and directories).
-  uint64_t backpressure = 0;     // Writes refused because the buffer was full.
+  // Reads from the disk through Loop::WaitForOp: the writer's, those at open, and a reader's
+  // on a file system that cannot say what is in memory (tmpfs).
+  uint64_t reads_waited = 0;
+  uint64_t cache_misses = 0;   // A reader's read stopped: the bytes were not in memory.
+  uint64_t direct_writes = 0;  // Run at once (nothing queued).
+  uint64_t held_writes = 0;    // Queued behind a barrier.
+  uint64_t barriers = 0;       // Barriers started (one per xSync).
+  uint64_t fsyncs = 0;         // fsync operations submitted (files and directories).
+  uint64_t backpressure = 0;   // Writes refused because the buffer was full.
   uint64_t poisonings = 0;
 };
 

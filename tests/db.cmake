@@ -23,6 +23,8 @@ sqloop_test(db_memory_test SOURCES ${_db_tests}/db_memory_test.cc
             LIBS sqloop_db_test_support sqloop::heap_counter)
 sqloop_test(db_isolation_test SOURCES ${_db_tests}/db_isolation_test.cc
             LIBS sqloop_db_test_support)
+sqloop_test(db_cold_read_test SOURCES ${_db_tests}/db_cold_read_test.cc
+            LIBS sqloop_db_test_support)
 
 # Snapshot reads: every read checked against durability and acknowledgements (sqloop_sim
 # --workload=db_reads).

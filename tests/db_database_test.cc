@@ -549,11 +549,14 @@ TEST_P(DatabaseTest, ReadEioFailsTheReadOnly) {
   DatabaseOptions options;
   options.check_at_open = false;
   ASSERT_TRUE(OpenDb(options).ok());
+  // The table's page is not in memory, and reading it in fails.
+  trace_->MissProbes(1);
   trace_->FailNth(io::OpKind::kRead, 1, EIO, /*persistent=*/true);
   std::string rows;
   absl::Status failed = Run(Request::Kind::kRead, "SELECT * FROM t", {}, &rows);
   EXPECT_EQ(failed.code(), absl::StatusCode::kUnavailable) << failed;
-  EXPECT_NE(failed.message().find("I/O error"), std::string::npos) << failed;
+  EXPECT_NE(failed.message().find("Input/output error"), std::string::npos) << failed;
+  EXPECT_EQ(db_->stats().read_restarts, 1U) << "the read did not stop on the missing page";
   trace_->ClearFaults();
   EXPECT_EQ(Read("SELECT * FROM t"), "1|\n");
 }

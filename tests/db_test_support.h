@@ -20,6 +20,7 @@
 #ifndef SQLOOP_TESTS_DB_TEST_SUPPORT_H_
 #define SQLOOP_TESTS_DB_TEST_SUPPORT_H_
 
+#include <cerrno>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -76,6 +77,17 @@ class RecordingBackend final : public io::Backend {
   [[nodiscard]] int64_t NowNs() override { return inner_->NowNs(); }
   void Wake() override { inner_->Wake(); }
   [[nodiscard]] int PollableFd() override { return inner_->PollableFd(); }
+  // The inner backend's answer, unless the next `n` probes were told to miss (MissProbes).
+  [[nodiscard]] int64_t ReadIfCached(int fd, void* buffer, uint32_t length,
+                                     uint64_t offset) override {
+    if (probes_to_miss_ > 0) {
+      --probes_to_miss_;
+      return -EAGAIN;
+    }
+    return inner_->ReadIfCached(fd, buffer, length, offset);
+  }
+  // The next `n` ReadIfCached calls answer -EAGAIN: bytes evicted from the page cache.
+  void MissProbes(uint32_t n) { probes_to_miss_ = n; }
   [[nodiscard]] uint32_t in_flight() const override {
     return inner_->in_flight() + static_cast<uint32_t>(held_ops_.size());
   }
@@ -102,6 +114,7 @@ class RecordingBackend final : public io::Backend {
   std::vector<TraceEvent> events_;
   std::optional<io::OpKind> hold_;
   std::vector<io::Op*> held_ops_;
+  uint32_t probes_to_miss_ = 0;
 };
 
 // A directory for one test's databases: a fresh mkdtemp directory on real backends (removed

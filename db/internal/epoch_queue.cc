@@ -446,6 +446,44 @@ void EpochQueue::Overlay(FileRole role, char* out, uint64_t offset, uint64_t len
   }
 }
 
+int64_t EpochQueue::ReadFile(const SharedFile& f, char* out, uint64_t length, uint64_t start) {
+  if (reads_nowait_) {
+    uint64_t done = 0;
+    while (done < length) {
+      const int64_t got = loop_.backend().ReadIfCached(
+          f.fd, out + done, static_cast<uint32_t>(length - done), start + done);
+      if (got == 0) return static_cast<int64_t>(done);  // End of what the disk has.
+      if (got == -EAGAIN) {
+        context_.stats().cache_misses++;
+        missed_ = true;
+        miss_ = ReadMiss{.fd = f.fd,
+                         .offset = start + done,
+                         .length = length - done,
+                         .file_bytes = f.size_bytes};
+        return got;
+      }
+      if (got == -EOPNOTSUPP) break;  // The file system cannot tell: read it all, waiting.
+      if (got < 0) return got;
+      done += static_cast<uint64_t>(got);
+    }
+    if (done == length) return static_cast<int64_t>(done);
+  }
+  context_.stats().reads_waited++;
+  io::Op op{.kind = io::OpKind::kRead,
+            .fd = f.fd,
+            .buffer = out,
+            .length = static_cast<uint32_t>(length),
+            .offset = start};
+  return RunNow(loop_, op);
+}
+
+bool EpochQueue::TakeMiss(ReadMiss& miss) {
+  if (!missed_) return false;
+  missed_ = false;
+  miss = miss_;
+  return true;
+}
+
 int EpochQueue::Read(FileRole role, void* buffer, int amount, int64_t offset) {
   if (!poison_.ok()) return SQLITE_IOERR_READ;
   SharedFile& f = files_.file(role);
@@ -457,12 +495,8 @@ int EpochQueue::Read(FileRole role, void* buffer, int amount, int64_t offset) {
   if (available > 0 && CoveredByPending(role, out, start, available)) {
     context_.stats().reads_from_held++;
   } else if (available > 0) {
-    io::Op op{.kind = io::OpKind::kRead,
-              .fd = f.fd,
-              .buffer = out,
-              .length = static_cast<uint32_t>(available),
-              .offset = start};
-    const int64_t got = RunNow(loop_, op);
+    const int64_t got = ReadFile(f, out, available, start);
+    if (got == -EAGAIN && missed_) return SQLITE_INTERRUPT;  // Stops the statement, not the loop.
     if (got < 0) return SQLITE_IOERR_READ;
     // Bytes the disk does not have yet are zeros unless a queued write supplies them.
     std::memset(out + got, 0, available - static_cast<uint64_t>(got));

@@ -77,6 +77,15 @@
 
 namespace sqloop::db::internal {
 
+// Bytes a read in no-wait mode needed that were not in memory: [offset, offset + length) of
+// the descriptor `fd`, whose file SQLite sees as `file_bytes` long (EpochQueue::TakeMiss).
+struct ReadMiss {
+  int fd = -1;
+  uint64_t offset = 0;
+  uint64_t length = 0;
+  uint64_t file_bytes = 0;
+};
+
 class EpochQueue {
  public:
   // Called on the loop thread when `durable_epoch()` advanced, the queue was poisoned, or it
@@ -104,6 +113,15 @@ class EpochQueue {
   [[nodiscard]] uint64_t backpressure() const { return backpressure_; }
   void ClearBackpressure() { backpressure_ = 0; }
   void SetListener(Listener listener, void* arg);
+
+  // While on, Read never waits for the disk: it answers from the queued writes and from the
+  // page cache (Backend::ReadIfCached), and where bytes are in neither it remembers them
+  // (TakeMiss) and fails with SQLITE_INTERRUPT, which stops a read-only statement without
+  // ending its read transaction. The Database turns it on while a reader steps a statement.
+  // A file system that cannot tell what is in memory (tmpfs) is read as before, waiting.
+  void set_reads_nowait(bool on) { reads_nowait_ = on; }
+  // The miss since the last call, if any; forgotten once taken.
+  [[nodiscard]] bool TakeMiss(ReadMiss& miss);
   // Fails every later call and drops what is queued (invariant 4); the Vfs also calls it for
   // the other databases of a directory whose fsync failed.
   void Poison(absl::Status status);
@@ -160,6 +178,9 @@ class EpochQueue {
   [[nodiscard]] bool CoveredByPending(FileRole role, char* out, uint64_t offset,
                                       uint64_t length) const;
   void Overlay(FileRole role, char* out, uint64_t offset, uint64_t length) const;
+  // Reads [start, start + length) of `f` from the disk: through the page cache only in no-wait
+  // mode (-EAGAIN, with miss_ set, where it cannot), else with Loop::WaitForOp. Bytes read.
+  [[nodiscard]] int64_t ReadFile(const SharedFile& f, char* out, uint64_t length, uint64_t start);
   void Notify();
   void AssertInvariants() const;
   static loop::Action OnOpDone(loop::Loop& loop, loop::Completion& c);
@@ -190,6 +211,9 @@ class EpochQueue {
   Listener listener_ = nullptr;
   void* listener_arg_ = nullptr;
   bool notifying_ = false;
+  bool reads_nowait_ = false;
+  bool missed_ = false;  // miss_ holds a miss not taken yet.
+  ReadMiss miss_;
 };
 
 }  // namespace sqloop::db::internal

@@ -33,4 +33,9 @@ absl::Status VfsContext::CheckNotTainted(const std::string& main_path) const {
       "of it could be lost. Restart the process: it recovers from what is durable"));
 }
 
+char* VfsContext::fetch_sink() {
+  if (fetch_sink_ == nullptr) fetch_sink_ = std::make_unique_for_overwrite<char[]>(kFetchSinkBytes);
+  return fetch_sink_.get();
+}
+
 }  // namespace sqloop::db::internal

@@ -29,6 +29,7 @@
 #ifndef SQLOOP_DB_INTERNAL_VFS_CONTEXT_H_
 #define SQLOOP_DB_INTERNAL_VFS_CONTEXT_H_
 
+#include <memory>
 #include <string>
 
 #include "absl/container/flat_hash_map.h"
@@ -82,6 +83,13 @@ class VfsContext {
   // Why `main_path` may not be opened (OK if it may).
   [[nodiscard]] absl::Status CheckNotTainted(const std::string& main_path) const;
 
+  // Bytes of the fetch sink.
+  static constexpr uint32_t kFetchSinkBytes = 1 << 20;
+  // Where reads that only bring file pages into memory put their bytes (a Database fetching
+  // what a reader missed): one buffer for every database of the Vfs, written by any number of
+  // fetches at once and never read. Allocated at the first use, kept until the Vfs goes.
+  [[nodiscard]] char* fetch_sink();
+
  private:
   loop::Loop& loop_;
   const VfsOptions options_;
@@ -89,6 +97,7 @@ class VfsContext {
   Hooks hooks_;
   absl::flat_hash_map<std::string, std::string> tainted_paths_;  // main path -> why.
   absl::flat_hash_map<std::string, std::string> tainted_dirs_;   // directory -> why.
+  std::unique_ptr<char[]> fetch_sink_;
 };
 
 }  // namespace sqloop::db::internal

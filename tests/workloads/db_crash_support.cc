@@ -107,6 +107,8 @@ const char* StateName(db::Request::State state) {
       return "queued";
     case db::Request::State::kRunning:
       return "running";
+    case db::Request::State::kFetching:
+      return "fetching";
     case db::Request::State::kAwaitingDurable:
       return "awaiting durability";
     case db::Request::State::kDone:

@@ -98,7 +98,8 @@ class Run {
                         " reads checked (", scans_ok_, " scans, ", session_reads_ok_, " session), ",
                         reads_failed_, " reads failed; groups ", s.groups, ", checkpoints ",
                         s.checkpoints, ", pins ", s.snapshot_pins, ", reads while a group synced ",
-                        s.reads_on_syncing, ", held ", s.reads_held);
+                        s.reads_on_syncing, ", held ", s.reads_held, ", restarts ",
+                        s.read_restarts);
   }
 
  private:

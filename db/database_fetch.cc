@@ -1,0 +1,121 @@
+// Database: reads that stop on data not in memory, fetch it, and run again (the "Reads never
+// wait for the disk" section of db/database.h).
+#include <sqlite3.h>
+
+#include <algorithm>
+#include <memory>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "sqloop/db/database.h"
+#include "sqloop/db/internal/connection.h"
+#include "sqloop/db/internal/database_files.h"
+#include "sqloop/db/internal/vfs_core.h"
+#include "sqloop/io/errno_status.h"
+
+namespace sqloop::db {
+
+// The reader's statement stopped on `miss`: the read gives its reader back, voids its rows and
+// waits, out of every queue, for one fetch. The reader keeps its snapshot for the next read.
+void Database::RestartRead(Connection& reader, Request& r, const internal::ReadMiss& miss) {
+  sqlite3_reset(reader.read_stmt);
+  sqlite3_clear_bindings(reader.read_stmt);
+  reader.EndRequest();
+  reader.read_stmt = nullptr;
+  // SQLITE_INTERRUPT ends a read-only statement and leaves its read transaction open; should
+  // SQLite have ended the transaction anyway, the reader is pinned afresh.
+  if (sqlite3_get_autocommit(reader.db()) != 0) Unpin(reader);
+  DiscardRows(r);
+  if (r.restarts_ >= kReadRestartsMax) {
+    ++stats_.reads;
+    Finish(r, absl::UnavailableError(absl::StrCat(
+                  "the read stopped ", kReadRestartsMax,
+                  " times on data that was not in memory, although each time it was read in: "
+                  "the page cache does not keep what this read needs (is the machine short of "
+                  "memory?). Retry later, or read less in one statement")));
+    return;
+  }
+  ++r.restarts_;
+  ++stats_.read_restarts;
+  SetRequestState(r, Request::State::kFetching);
+  StartFetch(r, miss);
+}
+
+// Reads a window around the miss into the Vfs's sink, which only brings it into the page cache.
+// The window is kFetchWindowBytes, doubling from the read's fifth restart on (a scan), aligned to
+// its size so that a scan's next miss falls in the next window; it ends at what SQLite sees of
+// the file, and always holds the missed bytes.
+void Database::StartFetch(Request& r, const internal::ReadMiss& miss) {
+  if (free_fetches_.empty()) {
+    auto made = std::make_unique<Fetch>();
+    made->db = this;
+    made->c.callback = &Database::OnFetched;
+    made->c.user_data = made.get();
+    free_fetches_.push_back(made.get());
+    fetches_.push_back(std::move(made));
+  }
+  Fetch& fetch = *free_fetches_.back();
+  free_fetches_.pop_back();
+  const uint32_t doublings = r.restarts_ > 4 ? std::min(r.restarts_ - 4, 16) : 0;
+  const uint64_t window = std::min(kFetchWindowBytes << doublings, kFetchWindowBytesMax);
+  const uint64_t start = miss.offset / window * window;
+  fetch.request = &r;
+  fetch.end = std::max(std::min(start + window, miss.file_bytes), miss.offset + miss.length);
+  internal::VfsContext& context = internal::VfsCore::Of(vfs_).context();
+  fetch.c.op = io::Op{.kind = io::OpKind::kRead,
+                      .fd = miss.fd,
+                      .buffer = context.fetch_sink(),
+                      .length = static_cast<uint32_t>(std::min<uint64_t>(
+                          fetch.end - start, internal::VfsContext::kFetchSinkBytes)),
+                      .offset = start};
+  ++fetches_in_flight_;
+  loop_.Submit(fetch.c);
+}
+
+loop::Action Database::OnFetched(loop::Loop& /*loop*/, loop::Completion& c) {
+  auto* fetch = static_cast<Fetch*>(c.user_data);
+  return fetch->db->FetchDone(*fetch);
+}
+
+// One part of the window is in memory: read the next part, or requeue the read to run again.
+loop::Action Database::FetchDone(Fetch& fetch) {
+  io::Op& op = fetch.c.op;
+  Request& r = *fetch.request;
+  const int64_t result = fetch.c.result();
+  if (result > 0) stats_.fetched_bytes += static_cast<uint64_t>(result);
+  const uint64_t next = op.offset + static_cast<uint64_t>(std::max<int64_t>(result, 0));
+  if (result > 0 && next < fetch.end && !r.cancel_requested_ && state_ == State::kReady) {
+    op.offset = next;
+    op.length = static_cast<uint32_t>(
+        std::min<uint64_t>(fetch.end - next, internal::VfsContext::kFetchSinkBytes));
+    return loop::Action::kRearm;
+  }
+  --fetches_in_flight_;
+  fetch.request = nullptr;
+  free_fetches_.push_back(&fetch);
+  absl::Status status;
+  if (result < 0) {
+    status = io::ErrnoStatus(
+        absl::StatusCode::kUnavailable, result,
+        absl::StrCat("reading '", path_,
+                     "' (or its WAL) to answer this read failed; the database stays usable, "
+                     "retry the read"));
+  } else if (r.cancel_requested_) {
+    status = absl::CancelledError("request cancelled while it ran");
+  } else if (state_ == State::kClosing) {
+    status = absl::CancelledError("database is closing");
+  } else if (state_ == State::kPoisoned) {
+    status = Poisoned(files_->queue().poison_status());
+  }
+  if (status.ok()) {
+    SetRequestState(r, Request::State::kQueued);
+    reads_.PushFront(r);
+  } else {
+    ++stats_.reads;
+    Finish(r, std::move(status));
+  }
+  ArmPump();
+  return loop::Action::kDisarm;
+}
+
+}  // namespace sqloop::db

@@ -1,0 +1,216 @@
+// Reads of data that is not in memory (db/database.h, "Reads never wait for the disk"): they
+// stop, fetch what they missed asynchronously and run again, so the loop never waits for the
+// disk on a read; each one is checked against the rows it must return, on every backend.
+#include <fcntl.h>
+#include <sys/statfs.h>
+#include <unistd.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "gtest/gtest.h"
+#include "sqloop/db/database.h"
+#include "sqloop/io/sim_backend.h"
+#include "tests/db_database_fixture.h"
+#include "tests/db_test_support.h"
+
+namespace sqloop::db::testing {
+namespace {
+
+using sqloop::testing::BackendParamName;
+using sqloop::testing::DbTestBackends;
+
+// 3,000 rows of ~120 bytes: about 90 pages, so a scan crosses many pages and a point read
+// walks a B-tree of two levels.
+constexpr int kRows = 3000;
+constexpr const char* kFill =
+    "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000) "
+    "INSERT INTO t SELECT i, printf('%0120d', i) FROM n";
+constexpr const char* kScan = "SELECT count(*), sum(length(s)), sum(id) FROM t";
+const std::string kScanRows =
+    absl::StrCat(kRows, "|", kRows * 120, "|", kRows*(kRows + 1) / 2, "|\n");
+
+class ColdReadTest : public DatabaseTest {
+ protected:
+  bool simulated() const { return GetParam().name == "simulator"; }
+
+  // The table, written and checkpointed into the main file by a close, then opened again.
+  void CreateTable(DatabaseOptions options = {}) {
+    ASSERT_TRUE(OpenDb(options).ok());
+    ASSERT_TRUE(Write("CREATE TABLE t(id INTEGER PRIMARY KEY, s TEXT)").ok());
+    ASSERT_TRUE(Write(kFill).ok());
+    ASSERT_TRUE(CloseDb().ok());
+    ASSERT_TRUE(OpenDb(options).ok());
+  }
+
+  // Evicts the database's files from the page cache (the simulator's model, or the kernel's:
+  // POSIX_FADV_DONTNEED drops clean pages) and SQLite's caches of them.
+  void MakeCold() {
+    if (simulated()) {
+      static_cast<io::SimBackend&>(trace_->inner()).disk().DropCaches();
+    } else {
+      for (const std::string& file : {path_, path_ + "-wal"}) {
+        const int fd = open(file.c_str(), O_RDONLY | O_CLOEXEC);
+        if (fd < 0) continue;
+        ASSERT_EQ(posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED), 0);
+        close(fd);
+      }
+    }
+    db_->ReleaseMemory();
+  }
+
+  // A file system that cannot say what is in memory (tmpfs answers preadv2(RWF_NOWAIT) with
+  // EOPNOTSUPP) is read the old way, waiting; these tests are about the others.
+  bool OnTmpfs() const {
+    struct statfs fs {};
+    constexpr long kTmpfsMagic = 0x01021994;
+    return !simulated() && statfs(dir_->Path("").c_str(), &fs) == 0 && fs.f_type == kTmpfsMagic;
+  }
+};
+
+TEST_P(ColdReadTest, ReadsOfDataNotInMemoryNeverMakeTheLoopWait) {
+  if (OnTmpfs()) GTEST_SKIP() << "the scratch directory is on tmpfs";
+  CreateTable();
+  MakeCold();
+  const uint64_t waited = loop_->stats().waited_ops;
+  EXPECT_EQ(Read(kScan), kScanRows);
+  for (int id : {1, 777, 1500, 2999}) {
+    EXPECT_EQ(Read("SELECT length(s), substr(s, 117) FROM t WHERE id = ?", {Value::Int(id)}),
+              absl::StrCat("120|'", absl::StrFormat("%04d", id), "'|\n"));
+  }
+  EXPECT_EQ(loop_->stats().waited_ops, waited) << "a read waited for the disk on the loop";
+  EXPECT_GE(db_->stats().read_restarts, 1U) << "nothing was cold: the test proves nothing";
+  EXPECT_GT(db_->stats().fetched_bytes, 0U);
+}
+
+// A scan that delivered rows and then stops on a page not in memory: its rows are voided
+// (on_rows_discarded) and delivered again, once each, in the run that completes.
+TEST_P(ColdReadTest, AReadThatStopsOnAMissVoidsItsRowsAndRunsAgain) {
+  DatabaseOptions options;
+  options.rows_per_tick = 7;  // The scan yields, so a miss can come after delivered rows.
+  CreateTable(options);
+  Probe p;
+  Prime(p, Request::Kind::kRead, "SELECT id FROM t");
+  ASSERT_TRUE(db_->Submit(p.request).ok());
+  while (p.rows.empty() && !p.done) ASSERT_TRUE(loop_->Run(loop::RunMode::kOnce).ok());
+  ASSERT_FALSE(p.done);
+  // The pages after the scan's current one leave SQLite's cache, and the next read of one
+  // finds it gone from the page cache too (kernel readahead would bring a real file's back).
+  db_->ReleaseMemory();
+  trace_->MissProbes(1);
+  ASSERT_TRUE(loop_->Run(loop::RunMode::kUntilDone).ok());
+  ASSERT_TRUE(p.done);
+  ASSERT_TRUE(p.status.ok()) << p.status;
+  std::string expected;
+  for (int id = 1; id <= kRows; ++id) absl::StrAppend(&expected, id, "|\n");
+  EXPECT_EQ(p.rows, expected);
+  EXPECT_EQ(p.discards, 1) << "no miss came after a delivered row";
+  EXPECT_EQ(db_->stats().read_restarts, 1U);
+}
+
+// The page cache never keeps what the read needs: it fails with Unavailable after a bounded
+// number of restarts instead of looping, and the database stays usable.
+TEST_P(ColdReadTest, AReadThatKeepsMissingFailsAfterBoundedRestarts) {
+  CreateTable();
+  MakeCold();
+  trace_->MissProbes(1'000'000);
+  std::string rows;
+  const absl::Status failed = Run(Request::Kind::kRead, kScan, {}, &rows);
+  EXPECT_EQ(failed.code(), absl::StatusCode::kUnavailable) << failed;
+  EXPECT_NE(failed.message().find("not in memory"), std::string::npos) << failed;
+  EXPECT_EQ(db_->stats().read_restarts, kReadRestartsMax);
+  trace_->MissProbes(0);
+  EXPECT_EQ(Read(kScan), kScanRows);
+}
+
+// Cancel and Close reach a read while its fetch is in flight.
+TEST_P(ColdReadTest, CancelAndCloseStopAReadWhoseFetchIsInFlight) {
+  CreateTable();
+  trace_->MissProbes(1);
+  db_->ReleaseMemory();
+  Probe cancelled;
+  Prime(cancelled, Request::Kind::kRead, kScan);
+  ASSERT_TRUE(db_->Submit(cancelled.request).ok());
+  while (cancelled.request.state() != Request::State::kFetching && !cancelled.done) {
+    ASSERT_TRUE(loop_->Run(loop::RunMode::kOnce).ok());
+  }
+  ASSERT_EQ(cancelled.request.state(), Request::State::kFetching);
+  EXPECT_TRUE(db_->Cancel(cancelled.request));
+  ASSERT_TRUE(loop_->Run(loop::RunMode::kUntilDone).ok());
+  EXPECT_EQ(cancelled.status.code(), absl::StatusCode::kCancelled) << cancelled.status;
+
+  trace_->MissProbes(1);
+  db_->ReleaseMemory();
+  Probe closed;
+  Prime(closed, Request::Kind::kRead, kScan);
+  ASSERT_TRUE(db_->Submit(closed.request).ok());
+  while (closed.request.state() != Request::State::kFetching && !closed.done) {
+    ASSERT_TRUE(loop_->Run(loop::RunMode::kOnce).ok());
+  }
+  ASSERT_EQ(closed.request.state(), Request::State::kFetching);
+  EXPECT_TRUE(CloseDb().ok());
+  EXPECT_TRUE(closed.done);
+  EXPECT_EQ(closed.status.code(), absl::StatusCode::kCancelled) << closed.status;
+}
+
+// Two databases on one loop: while the cold one's read waits for its fetch, the hot one's
+// reads are answered. Before reads could stop on a miss, the cold read held the loop inside
+// SQLite until its data came in, so no hot read could finish first.
+TEST_P(ColdReadTest, TheLoopServesAHotDatabaseWhileAColdOneFetches) {
+  if (OnTmpfs()) GTEST_SKIP() << "the scratch directory is on tmpfs";
+  CreateTable();
+  Database hot(*loop_, *vfs_, dir_->Path("hot.sqlite"), {});
+  absl::Status opened = absl::UnknownError("open never called back");
+  hot.Open([](void* arg, absl::Status s) { *static_cast<absl::Status*>(arg) = std::move(s); },
+           &opened);
+  ASSERT_TRUE(loop_->Run(loop::RunMode::kUntilDone).ok());
+  ASSERT_TRUE(opened.ok()) << opened;
+  auto run_on_hot = [&](Request::Kind kind, const char* sql) {
+    Probe p;
+    Prime(p, kind, sql);
+    EXPECT_TRUE(hot.Submit(p.request).ok());
+    EXPECT_TRUE(loop_->Run(loop::RunMode::kUntilDone).ok());
+    EXPECT_TRUE(p.status.ok()) << p.status;
+  };
+  run_on_hot(Request::Kind::kWrite, "CREATE TABLE h(x)");
+  run_on_hot(Request::Kind::kWrite, "INSERT INTO h VALUES (42)");
+  MakeCold();  // Both databases' files leave the page cache...
+  run_on_hot(Request::Kind::kRead, "SELECT x FROM h");  // ... and the hot one reads its back.
+  const uint64_t waited = loop_->stats().waited_ops;
+
+  Probe cold;
+  Prime(cold, Request::Kind::kRead, kScan);
+  ASSERT_TRUE(db_->Submit(cold.request).ok());
+  while (cold.request.state() != Request::State::kFetching && !cold.done) {
+    ASSERT_TRUE(loop_->Run(loop::RunMode::kOnce).ok());
+  }
+  ASSERT_EQ(cold.request.state(), Request::State::kFetching) << "the cold read did not miss";
+  int hot_reads = 0;
+  while (!cold.done && hot_reads < 1000) {
+    Probe p;
+    Prime(p, Request::Kind::kRead, "SELECT x FROM h");
+    ASSERT_TRUE(hot.Submit(p.request).ok());
+    while (!p.done) ASSERT_TRUE(loop_->Run(loop::RunMode::kOnce).ok());
+    EXPECT_EQ(p.rows, "42|\n");
+    if (!cold.done) ++hot_reads;
+  }
+  EXPECT_GE(hot_reads, 1) << "no hot read finished while the cold read fetched";
+  ASSERT_TRUE(loop_->Run(loop::RunMode::kUntilDone).ok());
+  EXPECT_TRUE(cold.status.ok()) << cold.status;
+  EXPECT_EQ(cold.rows, kScanRows);
+  EXPECT_EQ(loop_->stats().waited_ops, waited) << "a read waited for the disk on the loop";
+  absl::Status closed = absl::UnknownError("close never called back");
+  hot.Close([](void* arg, absl::Status s) { *static_cast<absl::Status*>(arg) = std::move(s); },
+            &closed);
+  ASSERT_TRUE(loop_->Run(loop::RunMode::kUntilDone).ok());
+  EXPECT_TRUE(closed.ok()) << closed;
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, ColdReadTest, ::testing::ValuesIn(DbTestBackends()),
+                         BackendParamName);
+
+}  // namespace
+}  // namespace sqloop::db::testing
