@@ -395,6 +395,12 @@ int UringBackend::PollableFd() {
     SQLOOP_CHECK(notify_fd_ >= 0, "io_uring: eventfd for PollableFd failed");
     const int rc = io_uring_register_eventfd(&ring_, notify_fd_);
     SQLOOP_CHECK(rc == 0, "io_uring: registering the notification eventfd failed");
+    // Completions posted before the eventfd was registered never signal it: a host waiting on
+    // it for them would wait for ever. Signal them now.
+    if (io_uring_cq_ready(&ring_) > 0) {
+      const uint64_t one = 1;
+      [[maybe_unused]] const ssize_t written = write(notify_fd_, &one, sizeof(one));
+    }
   }
   return notify_fd_;
 }

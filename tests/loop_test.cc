@@ -336,6 +336,34 @@ TEST_P(LoopTest, PostsFromOneThreadRunInPostingOrder) {
   EXPECT_TRUE(std::is_sorted(order.begin(), order.end()));
 }
 
+// A host that asks for the descriptor only once work is in flight (the first time it has to
+// wait) still hears of completions that arrived before it asked. The io_uring backend registers
+// its eventfd on the first fd() call, and a completion already posted then never signalled it:
+// the host's wait never ended (sqlite_read_cold hung so).
+TEST_P(LoopTest, ADescriptorAskedForLateStillSignalsEarlierCompletions) {
+  if (!GetParam().real_descriptors) GTEST_SKIP() << kNeedsRealDescriptors;
+  auto loop = MakeLoop();
+  int fds[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), 0);
+  char byte = 0;
+  Probe receive;
+  receive.c.op = io::Op{.kind = io::OpKind::kRecv, .fd = fds[0], .buffer = &byte, .length = 1};
+  loop->Submit(receive.c);
+  ASSERT_TRUE(loop->Run(RunMode::kNoWait).ok());  // The receive is in the kernel now.
+  ASSERT_EQ(receive.calls, 0);
+  ASSERT_EQ(write(fds[1], "x", 1), 1);  // It completes, before anyone asked for fd().
+  pollfd ready{.fd = loop->fd(), .events = POLLIN, .revents = 0};
+  int count = 0;
+  do {
+    count = poll(&ready, 1, /*timeout_ms=*/10'000);  // A bound on failure, not a wait for time.
+  } while (count < 0 && errno == EINTR);
+  EXPECT_EQ(count, 1) << "the descriptor never said the receive had completed";
+  while (receive.calls == 0) ASSERT_TRUE(loop->Run(RunMode::kOnce).ok());
+  EXPECT_EQ(receive.result, 1);
+  close(fds[0]);
+  close(fds[1]);
+}
+
 TEST_P(LoopTest, HostEpollLoopDrivesTheLoopThroughItsDescriptor) {
   if (!GetParam().real_descriptors) GTEST_SKIP() << kNeedsRealDescriptors;
   auto loop = MakeLoop();
