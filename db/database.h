@@ -203,6 +203,11 @@ inline constexpr uint32_t kRowsPerTickDefault = 64;
 // Reads a database starts in one tick; each runs its first slice at once, so a point read is
 // answered in the tick it starts. 256 point reads are a few hundred microseconds.
 inline constexpr uint32_t kReadsStartedPerTickMax = 256;
+// ... and no more once the tick has run this long (the loop's clock, read every
+// kReadsPerClockRead starts): a burst of reads that all missed the page cache and run again
+// together cannot hold the loop for milliseconds. 250 us is a few dozen point reads.
+inline constexpr int64_t kReadsTickBudgetNs = 250'000;
+inline constexpr uint32_t kReadsPerClockRead = 8;
 // Requests in one group commit: bounds the time one transaction holds the writer and the work
 // redone if the group must be retried.
 inline constexpr uint32_t kGroupRequestsMaxDefault = 256;
@@ -256,6 +261,8 @@ inline constexpr uint64_t kRequestVmStepsMaxDefault = 100'000'000;
 struct DatabaseOptions {
   uint32_t readers = kReadersDefault;
   uint32_t rows_per_tick = kRowsPerTickDefault;
+  // Reads stop starting in a tick once it has run this long (kReadsTickBudgetNs says why).
+  int64_t read_tick_budget_ns = kReadsTickBudgetNs;
   uint32_t group_requests_max = kGroupRequestsMaxDefault;
   uint32_t statement_cache_max = kStatementCacheMaxDefault;
   uint32_t batch_statements_max = kBatchStatementsMaxDefault;
@@ -303,14 +310,15 @@ struct DatabaseStats {
   uint64_t read_steps_yielded = 0;  // Times a read yielded after rows_per_tick rows.
   uint64_t acks_waited = 0;         // Acknowledgements that had to wait for an fsync.
   uint64_t checkpoints = 0;
-  uint64_t budget_exceeded = 0;   // Requests stopped by a budget of SQLite work.
-  uint64_t groups_cut_short = 0;  // Groups committed early because their slice was used.
-  uint64_t begin_failures = 0;    // Times the writer could not begin a transaction.
-  uint64_t snapshot_pins = 0;     // Read transactions begun on readers (Pin).
-  uint64_t reads_held = 0;        // Client reads that waited for their client's earlier writes.
-  uint64_t reads_on_syncing = 0;  // Reads started while a group's fsync was in flight.
-  uint64_t read_restarts = 0;     // Reads stopped on bytes not in memory, fetched, run again.
-  uint64_t fetched_bytes = 0;     // Bytes those fetches read in.
+  uint64_t budget_exceeded = 0;       // Requests stopped by a budget of SQLite work.
+  uint64_t groups_cut_short = 0;      // Groups committed early because their slice was used.
+  uint64_t begin_failures = 0;        // Times the writer could not begin a transaction.
+  uint64_t snapshot_pins = 0;         // Read transactions begun on readers (Pin).
+  uint64_t reads_held = 0;            // Client reads that waited for their client's earlier writes.
+  uint64_t reads_on_syncing = 0;      // Reads started while a group's fsync was in flight.
+  uint64_t read_restarts = 0;         // Reads stopped on bytes not in memory, fetched, run again.
+  uint64_t fetched_bytes = 0;         // Bytes those fetches read in.
+  uint64_t read_ticks_cut_short = 0;  // Ticks that left reads to the next (read_tick_budget_ns).
 };
 
 class Database {

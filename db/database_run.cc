@@ -426,7 +426,8 @@ bool Database::AnyReaderBusy() const {
 
 // Reads that yielded take their next slice, then queued reads start in order, each on the
 // newest durable snapshot that is free, and run their first slice at once: a point read is
-// answered in the tick that starts it. At most kReadsStartedPerTickMax start per tick.
+// answered in the tick that starts it. At most kReadsStartedPerTickMax start per tick, and
+// none once the tick is read_tick_budget_ns old.
 bool Database::ServeReads() {
   for (auto& reader : readers_) {
     if (reader->current() != nullptr) StepRead(*reader);
@@ -434,6 +435,11 @@ bool Database::ServeReads() {
   for (uint32_t started = 0; started < kReadsStartedPerTickMax; ++started) {
     Request* r = reads_.front();
     if (r == nullptr) return false;
+    if (started % kReadsPerClockRead == kReadsPerClockRead - 1 &&
+        loop_.backend().NowNs() - loop_.now_ns() >= options_.read_tick_budget_ns) {
+      ++stats_.read_ticks_cut_short;
+      return true;  // The rest start on the next tick.
+    }
     Connection* reader = ReaderFor(*r);
     if (reader == nullptr) {
       RefreshSnapshots();  // A reader freed since the last commit may be pinned now.

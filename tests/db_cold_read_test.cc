@@ -5,9 +5,11 @@
 #include <sys/statfs.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -207,6 +209,36 @@ TEST_P(ColdReadTest, TheLoopServesAHotDatabaseWhileAColdOneFetches) {
             &closed);
   ASSERT_TRUE(loop_->Run(loop::RunMode::kUntilDone).ok());
   EXPECT_TRUE(closed.ok()) << closed;
+}
+
+// Reads stop starting once the tick has used its budget, and the rest start on the next
+// ticks: with a budget of zero, every eighth start yields. Each read still gets its row.
+TEST_P(ColdReadTest, ABurstOfReadsIsSpreadOverTicksOnceTheBudgetIsUsed) {
+  for (const int64_t budget : {kReadsTickBudgetNs, int64_t{0}}) {
+    DatabaseOptions options;
+    options.read_tick_budget_ns = budget;
+    path_ = dir_->Path(absl::StrCat("budget-", budget, ".sqlite"));
+    CreateTable(options);
+    constexpr int kReads = 40;
+    std::vector<Probe> reads(kReads);
+    std::vector<uint64_t> ticks;
+    for (int i = 0; i < kReads; ++i) {
+      Prime(reads[i], Request::Kind::kRead, "SELECT id FROM t WHERE id = ?", {Value::Int(i + 1)});
+      ASSERT_TRUE(db_->Submit(reads[i].request).ok());
+    }
+    while (std::any_of(reads.begin(), reads.end(), [](const Probe& p) { return !p.done; })) {
+      ASSERT_TRUE(loop_->Run(loop::RunMode::kOnce).ok());
+      ticks.push_back(loop_->stats().ticks);
+    }
+    for (int i = 0; i < kReads; ++i) EXPECT_EQ(reads[i].rows, absl::StrCat(i + 1, "|\n"));
+    if (budget == 0) {
+      EXPECT_GE(db_->stats().read_ticks_cut_short, uint64_t{kReads / 8});
+      EXPECT_GE(ticks.size(), size_t{kReads / 8}) << "the reads did not wait for later ticks";
+    } else if (simulated()) {
+      EXPECT_EQ(db_->stats().read_ticks_cut_short, 0U) << "virtual time stands still in a tick";
+    }
+    ASSERT_TRUE(CloseDb().ok());
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, ColdReadTest, ::testing::ValuesIn(DbTestBackends()),
