@@ -240,7 +240,7 @@ inline constexpr uint8_t kReadRestartsMax = 32;
 // plain SQLite's and the page alone kept up with it: random point reads gain nothing from a
 // page's neighbours. The window doubles from a read's fifth restart on (a scan), up to
 // kFetchWindowBytesMax.
-inline constexpr uint64_t kFetchWindowBytes = 4 * 1024;
+inline constexpr uint64_t kFetchWindowBytes = uint64_t{4} * 1024;
 inline constexpr uint64_t kFetchWindowBytesMax = uint64_t{16} << 20;
 // SQLITE_BUSY retries of one request before it fails with Unavailable.
 inline constexpr uint8_t kBusyRetriesMax = 100;
