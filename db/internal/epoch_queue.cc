@@ -496,7 +496,9 @@ int EpochQueue::Read(FileRole role, void* buffer, int amount, int64_t offset) {
     context_.stats().reads_from_held++;
   } else if (available > 0) {
     const int64_t got = ReadFile(f, out, available, start);
-    if (got == -EAGAIN && missed_) return SQLITE_INTERRUPT;  // Stops the statement, not the loop.
+    if (got == -EAGAIN && reads_nowait_ && missed_) {
+      return SQLITE_INTERRUPT;  // Stops the statement, not the loop.
+    }
     if (got < 0) return SQLITE_IOERR_READ;
     // Bytes the disk does not have yet are zeros unless a queued write supplies them.
     std::memset(out + got, 0, available - static_cast<uint64_t>(got));

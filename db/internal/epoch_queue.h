@@ -119,7 +119,11 @@ class EpochQueue {
   // (TakeMiss) and fails with SQLITE_INTERRUPT, which stops a read-only statement without
   // ending its read transaction. The Database turns it on while a reader steps a statement.
   // A file system that cannot tell what is in memory (tmpfs) is read as before, waiting.
-  void set_reads_nowait(bool on) { reads_nowait_ = on; }
+  // Turning it on forgets a miss not taken (one SQLite recovered from by itself).
+  void set_reads_nowait(bool on) {
+    reads_nowait_ = on;
+    if (on) missed_ = false;
+  }
   // The miss since the last call, if any; forgotten once taken.
   [[nodiscard]] bool TakeMiss(ReadMiss& miss);
   // Fails every later call and drops what is queued (invariant 4); the Vfs also calls it for
