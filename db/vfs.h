@@ -6,9 +6,12 @@
 // commits never make the loop wait for an fsync.
 //
 // What it does, and why (docs/architecture.md, docs/db.md):
-//   * A call that needs data (xRead, and xWrite/xTruncate when nothing is queued) runs one
-//     operation with Loop::WaitForOp: other completions reaped meanwhile are queued for the
-//     loop, never dispatched inside SQLite.
+//   * A reader's xRead is answered from memory only (the queued writes, then the page cache
+//     through Backend::ReadIfCached): data that is not there stops the statement with
+//     SQLITE_INTERRUPT, and the Database fetches it asynchronously and runs the read again.
+//   * Other calls that need data (the writer's xRead and those at open, and xWrite/xTruncate
+//     when nothing is queued) run one operation with Loop::WaitForOp: other completions
+//     reaped meanwhile are queued for the loop, never dispatched inside SQLite.
 //   * xSync closes an epoch with a barrier whose fsync runs asynchronously; writes after it are
 //     held until it completed (the queue and its invariants: db/internal/epoch_queue.h).
 //   * The VFS owns its files: one descriptor per file per process, an exclusive flock on the
