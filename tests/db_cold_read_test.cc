@@ -64,6 +64,14 @@ class ColdReadTest : public DatabaseTest {
     db_->ReleaseMemory();
   }
 
+  // Submits `p` and runs the loop until it waits for a fetch (or, if it never missed, is done).
+  void SubmitUntilFetching(Probe& p) {
+    ASSERT_TRUE(db_->Submit(p.request).ok());
+    while (p.request.state() != Request::State::kFetching && !p.done) {
+      ASSERT_TRUE(loop_->Run(loop::RunMode::kOnce).ok());
+    }
+  }
+
   // A file system that cannot say what is in memory (tmpfs answers preadv2(RWF_NOWAIT) with
   // EOPNOTSUPP) is read the old way, waiting; these tests are about the others.
   bool OnTmpfs() const {
@@ -135,10 +143,7 @@ TEST_P(ColdReadTest, CancelAndCloseStopAReadWhoseFetchIsInFlight) {
   db_->ReleaseMemory();
   Probe cancelled;
   Prime(cancelled, Request::Kind::kRead, kScan);
-  ASSERT_TRUE(db_->Submit(cancelled.request).ok());
-  while (cancelled.request.state() != Request::State::kFetching && !cancelled.done) {
-    ASSERT_TRUE(loop_->Run(loop::RunMode::kOnce).ok());
-  }
+  SubmitUntilFetching(cancelled);
   ASSERT_EQ(cancelled.request.state(), Request::State::kFetching);
   EXPECT_TRUE(db_->Cancel(cancelled.request));
   ASSERT_TRUE(loop_->Run(loop::RunMode::kUntilDone).ok());
@@ -148,10 +153,7 @@ TEST_P(ColdReadTest, CancelAndCloseStopAReadWhoseFetchIsInFlight) {
   db_->ReleaseMemory();
   Probe closed;
   Prime(closed, Request::Kind::kRead, kScan);
-  ASSERT_TRUE(db_->Submit(closed.request).ok());
-  while (closed.request.state() != Request::State::kFetching && !closed.done) {
-    ASSERT_TRUE(loop_->Run(loop::RunMode::kOnce).ok());
-  }
+  SubmitUntilFetching(closed);
   ASSERT_EQ(closed.request.state(), Request::State::kFetching);
   EXPECT_TRUE(CloseDb().ok());
   EXPECT_TRUE(closed.done);
@@ -185,10 +187,7 @@ TEST_P(ColdReadTest, TheLoopServesAHotDatabaseWhileAColdOneFetches) {
 
   Probe cold;
   Prime(cold, Request::Kind::kRead, kScan);
-  ASSERT_TRUE(db_->Submit(cold.request).ok());
-  while (cold.request.state() != Request::State::kFetching && !cold.done) {
-    ASSERT_TRUE(loop_->Run(loop::RunMode::kOnce).ok());
-  }
+  SubmitUntilFetching(cold);
   ASSERT_EQ(cold.request.state(), Request::State::kFetching) << "the cold read did not miss";
   int hot_reads = 0;
   while (!cold.done && hot_reads < 1000) {

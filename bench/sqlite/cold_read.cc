@@ -40,7 +40,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -70,13 +69,8 @@ constexpr uint64_t kReadsPerDrop = 256;
 // its fetch is in flight, so two readers keep 64 reads' fetches going.
 constexpr uint32_t kColdReaders = db::kReadersDefault;
 
-bool Quick() {
-  const char* quick = std::getenv("SQLOOP_BENCH_QUICK");
-  return quick != nullptr && *quick != '\0' && *quick != '0';
-}
-
 int64_t ColdRows() {
-  static const int64_t rows = Quick() ? kColdRowsQuick : kColdRows;
+  static const int64_t rows = QuickMode() ? kColdRowsQuick : kColdRows;
   return rows;
 }
 
@@ -91,13 +85,6 @@ const std::string& ColdDbPath() {
 
 int64_t NextColdRowId(Prng& keys) {
   return 1 + static_cast<int64_t>(keys.Next() % static_cast<uint64_t>(ColdRows()));
-}
-
-int64_t CacheMisses(sqlite3* db) {
-  int current = 0;
-  int highwater = 0;
-  sqlite3_db_status(db, SQLITE_DBSTATUS_CACHE_MISS, &current, &highwater, /*resetFlg=*/0);
-  return current;
 }
 
 // Descriptors of the database file and its -wal (when it exists), opened only to tell the

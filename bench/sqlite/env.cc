@@ -204,6 +204,18 @@ absl::Status VerifyWrites(const std::string& path, uint64_t rows, int64_t seq_su
   return absl::OkStatus();
 }
 
+int64_t CacheMisses(sqlite3* db) {
+  int current = 0;
+  int highwater = 0;
+  sqlite3_db_status(db, SQLITE_DBSTATUS_CACHE_MISS, &current, &highwater, /*resetFlg=*/0);
+  return current;
+}
+
+bool QuickMode() {
+  const char* quick = std::getenv("SQLOOP_BENCH_QUICK");
+  return quick != nullptr && *quick != '\0' && *quick != '0';
+}
+
 int64_t MonotonicNs() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(
              std::chrono::steady_clock::now().time_since_epoch())

@@ -107,6 +107,10 @@ void RemoveDb(const std::string& path);
 [[nodiscard]] absl::Status VerifyWrites(const std::string& path, uint64_t rows, int64_t seq_sum);
 
 [[nodiscard]] int64_t MonotonicNs();
+// Pages the connection's cache missed so far (SQLITE_DBSTATUS_CACHE_MISS).
+[[nodiscard]] int64_t CacheMisses(sqlite3* db);
+// Whether SQLOOP_BENCH_QUICK asks for a short run (CI): set, and neither empty nor "0".
+[[nodiscard]] bool QuickMode();
 
 // Latencies in nanoseconds; reserve before the timed region so recording never allocates
 // (Add drops samples beyond the reserved capacity rather than grow).

@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cstdlib>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -19,11 +18,6 @@ namespace {
 constexpr int64_t kStepNs = 1'000'000'000;
 // Under SQLOOP_BENCH_QUICK (CI): long enough for every check to run on a few requests.
 constexpr int64_t kQuickStepNs = 40'000'000;
-
-bool Quick() {
-  const char* quick = std::getenv("SQLOOP_BENCH_QUICK");
-  return quick != nullptr && *quick != '\0' && *quick != '0';
-}
 
 // The results of a step, from done_ns, computed after the drivers joined.
 struct StepResult {
@@ -66,7 +60,7 @@ void LoadRun::Fail(const std::string& message) {
 
 void PrepareRun(benchmark::State& state, Workload workload, LoadRun& run) {
   const auto rate_per_s = static_cast<double>(state.range(0));
-  const int64_t step_ns = Quick() ? kQuickStepNs : kStepNs;
+  const int64_t step_ns = QuickMode() ? kQuickStepNs : kStepNs;
   run.workload = workload;
   run.schedule.interval_ns = 1e9 / rate_per_s;
   run.schedule.count =

@@ -18,10 +18,10 @@
 // Under SQLOOP_BENCH_QUICK (CI) each system runs only its lowest and highest step, briefly.
 #include <sys/prctl.h>
 
-#include <cstdlib>
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "bench/sqlite/env.h"
 #include "bench/sqlite/load.h"
 #include "benchmark/benchmark.h"
 #include "sqloop/alloc/check.h"
@@ -45,17 +45,12 @@ constexpr Ladder kPlainWrite{125, 5};    // 125 ... 2,000/s
 constexpr Ladder kSqloopMixed{1000, 8};  // 1,000 ... 128,000/s
 constexpr Ladder kPlainMixed{500, 6};    // 500 ... 16,000/s
 
-bool Quick() {
-  const char* quick = std::getenv("SQLOOP_BENCH_QUICK");
-  return quick != nullptr && *quick != '\0' && *quick != '0';
-}
-
 template <typename Function>
 void Add(const char* workload, const char* system, Ladder ladder, Function function) {
   benchmark::internal::Benchmark* b =
       benchmark::RegisterBenchmark(absl::StrCat("load_", workload, "/", system).c_str(), function);
   for (int step = 0; step < ladder.steps; ++step) {
-    if (Quick() && step != 0 && step != ladder.steps - 1) continue;
+    if (QuickMode() && step != 0 && step != ladder.steps - 1) continue;
     b->Arg(ladder.lowest_per_s << step);
   }
   b->Iterations(1)->UseManualTime();

@@ -59,13 +59,6 @@ void SetCounters(benchmark::State& state, alloc::HeapCounts before, uint64_t fil
   state.counters["enters_per_op"] = static_cast<double>(enters) / ops;
 }
 
-int64_t CacheMisses(sqlite3* db) {
-  int current = 0;
-  int highwater = 0;
-  sqlite3_db_status(db, SQLITE_DBSTATUS_CACHE_MISS, &current, &highwater, /*resetFlg=*/0);
-  return current;
-}
-
 // ---- sqloop: scanning through a request (warm-up) ---------------------------------------------
 
 struct ScanResult {
