@@ -3,6 +3,7 @@
 #include "sqloop/io/backend.h"
 
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -69,11 +70,31 @@ int64_t RunMetadataOp(const Op& op) {
   return fstat(op.fd, &status) == 0 ? static_cast<int64_t>(status.st_size) : -errno;
 }
 
+namespace {
+
+// tmpfs and ramfs keep a file's bytes in memory only (tmpfs may swap; a swapped page is the
+// one read here that can wait). Linux answers RWF_NOWAIT on them with EOPNOTSUPP.
+bool InMemoryFileSystem(int fd) {
+  constexpr int64_t kTmpfsMagic = 0x01021994;
+  constexpr int64_t kRamfsMagic = 0x858458f6;
+  struct statfs fs {};
+  if (fstatfs(fd, &fs) != 0) return false;
+  const auto type = static_cast<int64_t>(fs.f_type);
+  return type == kTmpfsMagic || type == kRamfsMagic;
+}
+
+}  // namespace
+
 int64_t ReadIfCachedPosix(int fd, void* buffer, uint32_t length, uint64_t offset) {
   iovec vec{.iov_base = buffer, .iov_len = length};
+  int flags = RWF_NOWAIT;
   for (;;) {
-    const ssize_t got = preadv2(fd, &vec, 1, static_cast<off_t>(offset), RWF_NOWAIT);
+    const ssize_t got = preadv2(fd, &vec, 1, static_cast<off_t>(offset), flags);
     if (got >= 0) return got;
+    if (errno == EOPNOTSUPP && flags != 0 && InMemoryFileSystem(fd)) {
+      flags = 0;  // The file is memory: a plain read cannot wait for a device.
+      continue;
+    }
     if (errno != EINTR) return -errno;
   }
 }

@@ -95,7 +95,8 @@ class Backend {
   // page cache), synchronously and without waiting for the device (contract item 7). Returns
   // the bytes read: fewer than asked where the next byte is not in memory or at end of file
   // (0 at or past the end); -EAGAIN if the byte at `offset` is not in memory; -EOPNOTSUPP if
-  // the file system cannot tell (tmpfs), when the caller must read another way; or -errno.
+  // the file system cannot tell, when the caller must read another way; or -errno. A file on
+  // tmpfs or ramfs is memory, so it is read (the kernel cannot say for those).
   // For code that must answer at once if it can (the SQLite VFS's reads) and otherwise fetch
   // the bytes with an ordinary kRead and try again: a kRead brings them into memory.
   [[nodiscard]] virtual int64_t ReadIfCached(int fd, void* buffer, uint32_t length,

@@ -7,6 +7,7 @@
 #include <poll.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/statfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -603,6 +604,29 @@ TEST_P(LoopTest, ReadIfCachedAnswersFromMemoryOnly) {
       << "the read brought it in";
   io::Op done{.kind = io::OpKind::kClose, .fd = fd};
   EXPECT_EQ(loop->WaitForOp(done), 0);
+}
+
+// tmpfs answers RWF_NOWAIT with EOPNOTSUPP, yet its files are memory: ReadIfCached reads them
+// instead of sending the caller to the device path.
+TEST_P(LoopTest, ReadIfCachedReadsAFileOnTmpfs) {
+  if (!GetParam().real_descriptors) GTEST_SKIP() << "the simulator has no file systems";
+  struct statfs fs {};
+  constexpr long kTmpfsMagic = 0x01021994;
+  if (statfs("/dev/shm", &fs) != 0 || fs.f_type != kTmpfsMagic) {
+    GTEST_SKIP() << "/dev/shm is not tmpfs here";
+  }
+  auto loop = MakeLoop();
+  char path[] = "/dev/shm/sqloop_loop_test_XXXXXX";
+  const int fd = mkstemp(path);
+  ASSERT_GE(fd, 0);
+  unlink(path);
+  const std::string data(8192, 't');
+  ASSERT_EQ(pwrite(fd, data.data(), data.size(), 0), static_cast<ssize_t>(data.size()));
+  std::string back(data.size(), '\0');
+  EXPECT_EQ(loop->backend().ReadIfCached(fd, back.data(), 4096, 4096), 4096);
+  EXPECT_EQ(back.substr(0, 4096), data.substr(4096));
+  EXPECT_EQ(loop->backend().ReadIfCached(fd, back.data(), 100, data.size()), 0) << "past the end";
+  close(fd);
 }
 
 using LoopDeathTest = LoopTest;
