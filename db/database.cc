@@ -190,9 +190,13 @@ absl::Status Database::OpenConnection(Connection& c) {
 
 absl::Status Database::ConfigureWriter() {
   // WAL and full durability are what the epoch barriers assume; secure_delete off because
-  // Debian's SQLite turns it on, which doubles the writes of every delete.
+  // Debian's SQLite turns it on, which doubles the writes of every delete. The VFS keeps the
+  // WAL across close (SQLITE_FCNTL_PERSIST_WAL); a journal_size_limit is what makes SQLite
+  // truncate it to 0 bytes at close, and the limit (64 MiB, far above what the checkpoints
+  // let the WAL grow to) also takes back the space after an unusually large transaction.
   const char* kSetup =
-      "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA secure_delete=OFF;";
+      "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA secure_delete=OFF; "
+      "PRAGMA journal_size_limit=67108864;";
   if (absl::Status s = writer_->RunInternal(kSetup); !s.ok()) return s;
   sqlite3_stmt* mode = nullptr;
   sqlite3_prepare_v2(writer_->db(), "PRAGMA journal_mode", -1, &mode, nullptr);
@@ -286,7 +290,7 @@ void Database::Close(Callback done, void* arg) {
 }
 
 // kClosing: wait for running reads and unacknowledged requests, close the connections (the
-// writer's close checkpoints and queues the WAL's unlink behind barriers), then wait for the
+// writer's close checkpoints and queues the WAL's truncation behind barriers), then wait for the
 // files to be durable and idle before reporting.
 void Database::FinishClose() {
   AckDurable();

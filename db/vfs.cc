@@ -133,10 +133,21 @@ int FileCheckReservedLock(sqlite3_file* f, int* held) {
 }
 
 int FileControl(sqlite3_file* f, int op, void* arg) {
-  (void)f;
   if (op == SQLITE_FCNTL_HAS_MOVED) {
     // The VFS owns the file; nobody renames it under us.
     *static_cast<int*>(arg) = 0;
+    return SQLITE_OK;
+  }
+  if (op == SQLITE_FCNTL_PERSIST_WAL) {
+    // A WAL kept across close is truncated there instead of unlinked, so a reopen creates no
+    // inode and a close deletes none. A negative value asks; 0 or 1 sets.
+    bool& persist = AsFile(f).files->table().persist_wal();
+    int& value = *static_cast<int*>(arg);
+    if (value < 0) {
+      value = persist ? 1 : 0;
+    } else {
+      persist = value != 0;
+    }
     return SQLITE_OK;
   }
   return SQLITE_NOTFOUND;
@@ -357,7 +368,8 @@ int VfsDelete(sqlite3_vfs* v, const char* path, int /*unused*/) {
 int VfsAccess(sqlite3_vfs* v, const char* path, int flags, int* result) {
   VfsCore& vfs = AsVfs(v);
   auto [main_path, role] = Classify(path);
-  if (DatabaseFiles* files = vfs.Find(main_path); files != nullptr) {
+  DatabaseFiles* files = vfs.Find(main_path);
+  if (files != nullptr) {
     const SharedFile& f = files->table().file(role);
     if (f.known) {
       *result = f.exists && (flags != SQLITE_ACCESS_EXISTS || f.size_bytes > 0) ? 1 : 0;
@@ -370,6 +382,15 @@ int VfsAccess(sqlite3_vfs* v, const char* path, int flags, int* result) {
   const int64_t fd = loop.WaitForOp(open_op);
   if (fd < 0) {
     *result = 0;
+    if (fd == -ENOENT && files != nullptr) {
+      // Only this process creates the database's files (one process per database), so the
+      // answer holds until the VFS itself opens the file: every connection's later checks for
+      // a hot journal or a WAL are answered without a system call.
+      SharedFile& f = files->table().file(role);
+      f.known = true;
+      f.exists = false;
+      f.size_bytes = 0;
+    }
     return fd == -ENOENT || fd == -EACCES ? SQLITE_OK : SQLITE_IOERR_ACCESS;
   }
   io::Op size_op{.kind = io::OpKind::kFileSize, .fd = static_cast<int>(fd)};

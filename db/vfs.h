@@ -77,10 +77,11 @@ struct VfsOptions {
 struct VfsStats {
   uint64_t reads = 0;
   uint64_t reads_from_held = 0;  // Answered entirely by a queued write.
-  // Reads from the disk through Loop::WaitForOp: the writer's, those at open, and a reader's
-  // on a file system that cannot say what is in memory (tmpfs).
+  // Reads from the disk through Loop::WaitForOp: those of the writer and of an open that
+  // missed the page cache, and any read on a file system that cannot say what is in memory.
   uint64_t reads_waited = 0;
-  uint64_t cache_misses = 0;   // A reader's read stopped: the bytes were not in memory.
+  // Reads whose bytes were not in memory: a reader's stops its statement, the others wait.
+  uint64_t cache_misses = 0;
   uint64_t direct_writes = 0;  // Run at once (nothing queued).
   uint64_t held_writes = 0;    // Queued behind a barrier.
   uint64_t barriers = 0;       // Barriers started (one per xSync).

@@ -468,8 +468,11 @@ TEST_P(DatabaseTest, AFailedDirectoryFsyncPoisonsEveryDatabaseInTheDirectory) {
 TEST_P(DatabaseTest, AWriteInAFileFoundAtOpenWaitsForItsNameToBeDurable) {
   ASSERT_TRUE(OpenDb().ok());
   ASSERT_TRUE(Write("CREATE TABLE t(x)").ok());
-  ASSERT_TRUE(CloseDb().ok());  // SQLite checkpoints and removes the WAL.
-  // Make that removal durable, then create the WAL again without syncing the directory.
+  ASSERT_TRUE(CloseDb().ok());  // SQLite checkpoints and keeps the WAL, empty.
+  // Remove the WAL and make that durable, then create it again without syncing the directory.
+  const std::string wal = path_ + "-wal";
+  io::Op unlink_wal{.kind = io::OpKind::kUnlink, .fd = AT_FDCWD, .path = wal.c_str()};
+  ASSERT_EQ(loop_->WaitForOp(unlink_wal), 0);
   const std::string dir = internal::DirectoryOf(path_);
   io::Op open_dir{.kind = io::OpKind::kOpenAt,
                   .fd = AT_FDCWD,
@@ -481,7 +484,6 @@ TEST_P(DatabaseTest, AWriteInAFileFoundAtOpenWaitsForItsNameToBeDurable) {
   ASSERT_EQ(loop_->WaitForOp(sync_dir), 0);
   io::Op close_dir{.kind = io::OpKind::kClose, .fd = static_cast<int>(dir_fd)};
   (void)loop_->WaitForOp(close_dir);
-  const std::string wal = path_ + "-wal";
   io::Op create_wal{.kind = io::OpKind::kOpenAt,
                     .fd = AT_FDCWD,
                     .flags = O_RDWR | O_CREAT | O_CLOEXEC,
@@ -783,6 +785,29 @@ TEST_P(DatabaseTest, DeadlinesAndCancellation) {
 }
 
 // ---- Interoperability ---------------------------------------------------------------------
+
+// The VFS keeps the WAL across close (SQLITE_FCNTL_PERSIST_WAL), emptied by the close's
+// checkpoint, so closing deletes no file and reopening creates none; the data is in the main
+// file and a reopen reads it.
+TEST_P(DatabaseTest, ACloseLeavesAnEmptyWalForTheNextOpen) {
+  ASSERT_TRUE(OpenDb().ok());
+  ASSERT_TRUE(Write("CREATE TABLE t(x)").ok());
+  for (int i = 0; i < 20; ++i) ASSERT_TRUE(Write("INSERT INTO t VALUES (randomblob(3000))").ok());
+  ASSERT_TRUE(CloseDb().ok());
+  const std::string wal = path_ + "-wal";
+  io::Op open_wal{.kind = io::OpKind::kOpenAt,
+                  .fd = AT_FDCWD,
+                  .flags = O_RDONLY | O_CLOEXEC,
+                  .path = wal.c_str()};
+  const int64_t wal_fd = loop_->WaitForOp(open_wal);
+  ASSERT_GE(wal_fd, 0) << "the close removed the WAL: " << wal_fd;
+  io::Op size{.kind = io::OpKind::kFileSize, .fd = static_cast<int>(wal_fd)};
+  EXPECT_EQ(loop_->WaitForOp(size), 0) << "the close's checkpoint left frames in the WAL";
+  io::Op close_wal{.kind = io::OpKind::kClose, .fd = static_cast<int>(wal_fd)};
+  (void)loop_->WaitForOp(close_wal);
+  ASSERT_TRUE(OpenDb().ok());
+  EXPECT_EQ(Read("SELECT count(*), sum(length(x)) FROM t"), "20|60000|\n");
+}
 
 TEST_P(DatabaseTest, StockSqliteShellReadsWhatSqloopWrote) {
   if (!GetParam().real_descriptors) GTEST_SKIP() << "the shell reads the host's file system";

@@ -240,12 +240,15 @@ TEST_P(VfsTest, ReadErrorIsReported) {
   Exec("CREATE TABLE t(x); INSERT INTO t VALUES (1)");
   Drain();
   Close();
-  Open();  // Cold cache: the next query reads the file.
+  Open();
+  // Nothing is in memory, so the next query reads the device, and the device fails.
+  trace_->MissProbes(1000);
   trace_->FailNth(io::OpKind::kRead, 1, EIO, /*persistent=*/true);
   char* error = nullptr;
   EXPECT_EQ(sqlite3_exec(db_, "SELECT * FROM t", nullptr, nullptr, &error) & 0xff, SQLITE_IOERR);
   sqlite3_free(error);
   trace_->ClearFaults();
+  trace_->MissProbes(0);
 }
 
 TEST_P(VfsTest, SecondOpenerOfTheFileGetsAClearError) {

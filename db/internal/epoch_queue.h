@@ -143,7 +143,8 @@ class EpochQueue {
   [[nodiscard]] int Unlink(FileRole role);
   // SQLite opens a file whose unlink is still queued (close, then reopen at once): the unlink
   // becomes a truncate to zero, which is the same empty file from SQLite's point of view.
-  // False if the unlink already started (the caller reports SQLITE_BUSY).
+  // False if the unlink already started (the caller reports SQLITE_BUSY); true also when no
+  // unlink of the file is queued (it was found absent, not removed by us).
   [[nodiscard]] bool ReviveUnlinked(FileRole role);
   // Invariant 6: closes the descriptors no handle uses, if nothing is queued or in flight.
   void CloseIdleDescriptors();

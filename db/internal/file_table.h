@@ -93,6 +93,10 @@ class FileTable {
   void Unpin();
   [[nodiscard]] bool pinned() const { return pins_ != 0; }
 
+  // SQLITE_FCNTL_PERSIST_WAL: whether SQLite keeps the WAL at close (truncated to 0 bytes when
+  // journal_size_limit is set) instead of deleting it. On unless a connection turns it off.
+  [[nodiscard]] bool& persist_wal() { return persist_wal_; }
+
  private:
   // Rolls back a hot journal left by a database's first transaction (see the definition).
   [[nodiscard]] int64_t RollBackFirstTransaction(int main_fd, int64_t& size_bytes);
@@ -105,6 +109,7 @@ class FileTable {
   std::array<SharedFile, kFileRoles> files_;
   int dir_fd_ = -1;
   uint32_t pins_ = 0;
+  bool persist_wal_ = true;
 };
 
 }  // namespace sqloop::db::internal
