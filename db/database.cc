@@ -246,17 +246,21 @@ absl::Status Database::DoOpen() {
   if (absl::Status s = OpenConnection(*writer_); !s.ok()) return s;
   if (absl::Status s = ConfigureWriter(); !s.ok()) return s;
   writer_->RestrictToRequests();
-  for (uint32_t i = 0; i < options_.readers; ++i) {
-    readers_.push_back(std::make_unique<Connection>(loop_, options_, /*writer=*/false,
-                                                    std::string(internal::FileNameOf(path_))));
-    if (absl::Status s = OpenConnection(*readers_.back()); !s.ok()) return s;
-    readers_.back()->RestrictToRequests();
-  }
+  if (absl::Status s = OpenReader(); !s.ok()) return s;  // The others open on demand.
   files_ = internal::VfsCore::Of(vfs_).Find(sqlite3_db_filename(writer_->db(), "main"));
   SQLOOP_CHECK(files_ != nullptr, "the VFS has no files for a database it just opened");
   files_->Pin();
   files_->queue().SetListener(&Database::OnFilesChanged, this);
   group_epoch_ = files_->queue().epoch();
+  return absl::OkStatus();
+}
+
+absl::Status Database::OpenReader() {
+  auto reader = std::make_unique<Connection>(loop_, options_, /*writer=*/false,
+                                             std::string(internal::FileNameOf(path_)));
+  if (absl::Status s = OpenConnection(*reader); !s.ok()) return s;
+  reader->RestrictToRequests();
+  readers_.push_back(std::move(reader));
   return absl::OkStatus();
 }
 
@@ -553,6 +557,12 @@ void Database::ReleaseMemory() {
   if (state_ != State::kReady && state_ != State::kPoisoned) return;
   alloc::ScopedTenant tenant(options_.tenant);
   sqlite3_db_release_memory(writer_->db());
+  // Readers beyond the first are closed (their schema and page cache go with them) and
+  // reopened when reads find every open reader busy again.
+  while (readers_.size() > 1 && readers_.back()->current() == nullptr) {
+    Unpin(*readers_.back());
+    readers_.pop_back();
+  }
   for (auto& reader : readers_) sqlite3_db_release_memory(reader->db());
 }
 
@@ -693,7 +703,8 @@ void Database::AssertInvariants() const {
                            reader->snapshot <= files_->queue().durable_epoch()),
                       "a read runs on a snapshot that is not durable");
       }
-      SQLOOP_DCHECK(state_ != State::kReady || serving || !pin_error_.ok(),
+      SQLOOP_DCHECK(state_ != State::kReady || serving || !pin_error_.ok() ||
+                        options_.read_undurable_for_testing,
                     "no reader serves a durable snapshot");
       // AckDurable takes a prefix: writes wait in commit order.
       for (const Request* r = awaiting_.front(); r != nullptr; r = Queue::Next(*r)) {

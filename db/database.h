@@ -144,6 +144,12 @@
 //      error, pin_error_), when reads fail with that error rather than run on an older snapshot.
 //   4. A read of a Client waits (in held_) while an earlier write of the same client is not
 //      delivered, so a client reads its own writes.
+// Readers open on demand: the first at open, another (AddReaderIfAllBusy, up to
+// DatabaseOptions::readers) when a read finds every open reader running a read; it starts
+// kUnpinned and RefreshSnapshots pins it. ReleaseMemory closes the idle readers beyond the
+// first, so an idle database keeps two connections. The first reader is never closed while the
+// database is open: invariant 3 needs a reader to show each acknowledged write.
+//
 // Reads never wait for the disk. While a reader steps a statement, the VFS answers its reads
 // only from memory (queued writes, the page cache: EpochQueue::set_reads_nowait). Bytes that
 // are not there stop the statement (SQLite sees SQLITE_INTERRUPT, which ends a read-only
@@ -194,8 +200,9 @@ class DatabaseFiles;  // db/internal/database_files.h: not part of the API.
 struct ReadMiss;      // db/internal/epoch_queue.h.
 }  // namespace internal
 
-// Reader connections: two lets a long scan and point reads proceed together; each costs a page
-// cache, so a host with thousands of tenants keeps this small.
+// Reader connections at most: two lets a long scan and point reads proceed together; each costs
+// a page cache and a copy of the schema. The first opens with the database, the others when a
+// read finds every open reader busy, and ReleaseMemory closes those again.
 inline constexpr uint32_t kReadersDefault = 2;
 // Rows a read steps per tick before yielding, so one big query cannot starve the loop. 64 rows
 // of a typical table is a few microseconds.
@@ -319,6 +326,7 @@ struct DatabaseStats {
   uint64_t read_restarts = 0;         // Reads stopped on bytes not in memory, fetched, run again.
   uint64_t fetched_bytes = 0;         // Bytes those fetches read in.
   uint64_t read_ticks_cut_short = 0;  // Ticks that left reads to the next (read_tick_budget_ns).
+  uint64_t readers_opened = 0;        // Reader connections opened after the first (on demand).
 };
 
 class Database {
@@ -357,11 +365,13 @@ class Database {
   // database was poisoned).
   void Close(Callback done, void* arg);
   // Gives back the cached pages no statement and no pinned snapshot holds, on every connection
-  // (sqlite3_db_release_memory), charged to the database's tenant. Its next reads fetch those
-  // pages again. For a host trimming a database it expects to stay idle (the registry's
-  // idle_trim_after); a no-op unless the database is open. What it freed shows in the tenant's
-  // accounting (alloc::GetTenantCounters).
+  // (sqlite3_db_release_memory), and closes the idle readers beyond the first, charged to the
+  // database's tenant. Its next reads fetch those pages again. For a host trimming a database
+  // it expects to stay idle (the registry's idle_trim_after); a no-op unless the database is
+  // open. What it freed shows in the tenant's accounting (alloc::GetTenantCounters).
   void ReleaseMemory();
+  // Reader connections open now: 1 up to DatabaseOptions::readers.
+  [[nodiscard]] size_t readers_open() const { return readers_.size(); }
 
   [[nodiscard]] State state() const { return state_; }
   [[nodiscard]] const DatabaseStats& stats() const { return stats_; }
@@ -417,6 +427,9 @@ class Database {
   static void Unpin(Connection& reader);
   void RefreshSnapshots();
   [[nodiscard]] Connection* ReaderFor(const Request& read);
+  // Opens one more reader if every open reader runs a read and the options allow another.
+  bool AddReaderIfAllBusy();
+  [[nodiscard]] absl::Status OpenReader();
   [[nodiscard]] bool AnyReaderBusy() const;
   void ReleaseHeld(Client& client);
   // Starts and steps queued reads; returns true if more could start on the next tick.

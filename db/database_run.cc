@@ -394,7 +394,7 @@ void Database::RefreshSnapshots() {
   for (auto& reader : readers_) {
     if (reader->current() != nullptr) continue;  // Its read holds the snapshot until done.
     if (reader->pinned && reader->snapshot == group_epoch_) continue;
-    if (syncing && reader.get() == keep) continue;
+    if (syncing && reader.get() == keep && !options_.read_undurable_for_testing) continue;
     (void)Pin(*reader);
   }
   for (const auto& reader : readers_) {
@@ -415,6 +415,18 @@ Database::Connection* Database::ReaderFor(const Request& read) {
     if (best == nullptr || reader->snapshot > best->snapshot) best = reader.get();
   }
   return best;
+}
+
+bool Database::AddReaderIfAllBusy() {
+  if (readers_.size() >= options_.readers) return false;
+  for (const auto& reader : readers_) {
+    if (reader->current() == nullptr) return false;
+  }
+  // A reader that cannot be opened (memory, an I/O error) is no failure of any read: the
+  // reads wait for the readers that are open.
+  if (!OpenReader().ok()) return false;
+  ++stats_.readers_opened;
+  return true;
 }
 
 bool Database::AnyReaderBusy() const {
@@ -442,7 +454,9 @@ bool Database::ServeReads() {
     }
     Connection* reader = ReaderFor(*r);
     if (reader == nullptr) {
-      RefreshSnapshots();  // A reader freed since the last commit may be pinned now.
+      // A reader freed since the last commit may be pinned now, or one more may be opened.
+      (void)AddReaderIfAllBusy();
+      RefreshSnapshots();
       reader = ReaderFor(*r);
     }
     if (reader == nullptr) {

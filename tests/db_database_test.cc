@@ -704,6 +704,7 @@ TEST_P(DatabaseTest, LongReadsAreSteppedAndDoNotBlockPointReads) {
   scan.order = point.order = &order;
   scan.name = "scan";
   point.name = "point";
+  EXPECT_EQ(db_->readers_open(), 1u) << "the second reader opens when a read needs it";
   ASSERT_TRUE(db_->Submit(scan.request).ok());
   ASSERT_TRUE(db_->Submit(point.request).ok());
   ASSERT_TRUE(loop_->Run(loop::RunMode::kUntilDone).ok());
@@ -711,6 +712,33 @@ TEST_P(DatabaseTest, LongReadsAreSteppedAndDoNotBlockPointReads) {
   EXPECT_EQ(order, (std::vector<std::string>{"point", "scan"}));
   EXPECT_GE(db_->stats().read_steps_yielded, 99u);
   EXPECT_EQ(point.rows, "7|\n");
+  EXPECT_EQ(db_->readers_open(), 2u);
+  EXPECT_EQ(db_->stats().readers_opened, 1u);
+}
+
+// A database opens one reader; a read that finds it busy opens the next (up to
+// DatabaseOptions::readers), and ReleaseMemory closes the idle ones beyond the first (what
+// that gives back is measured in db_memory_test). Reads after that still answer.
+TEST_P(DatabaseTest, ReadersOpenOnDemandAndATrimClosesTheExtraOnes) {
+  DatabaseOptions options;
+  options.rows_per_tick = 1;
+  options.readers = 3;
+  ASSERT_TRUE(OpenDb(options).ok());
+  ASSERT_TRUE(Write("CREATE TABLE t(x)").ok());
+  ASSERT_TRUE(Write("INSERT INTO t VALUES (1), (2), (3)").ok());
+  EXPECT_EQ(db_->readers_open(), 1u);
+  std::vector<Probe> scans(5);
+  for (Probe& scan : scans) {
+    Prime(scan, Request::Kind::kRead, "SELECT x FROM t");
+    ASSERT_TRUE(db_->Submit(scan.request).ok());
+  }
+  ASSERT_TRUE(loop_->Run(loop::RunMode::kUntilDone).ok());
+  for (const Probe& scan : scans) EXPECT_EQ(scan.rows, "1|\n2|\n3|\n");
+  EXPECT_EQ(db_->readers_open(), 3u) << "five scans stepping one row a tick need every reader";
+  EXPECT_EQ(db_->stats().readers_opened, 2u);
+  db_->ReleaseMemory();
+  EXPECT_EQ(db_->readers_open(), 1u);
+  EXPECT_EQ(Read("SELECT sum(x) FROM t"), "6|\n");
 }
 
 // More reads than reader connections, with nothing else in flight: the queued ones must still
