@@ -135,6 +135,10 @@ void Database::OnFilesChanged(void* arg) { static_cast<Database*>(arg)->ArmPump(
 void Database::Pump() {
   switch (state_) {
     case State::kOpening: {
+      if (!internal::VfsCore::Of(vfs_).context().MayOpenOrCloseNow()) {
+        ArmPump();  // This tick has opened enough.
+        return;
+      }
       absl::Status status = DoOpen();
       if (!status.ok()) {
         CloseConnections();
@@ -308,7 +312,13 @@ void Database::FinishClose() {
   }
   if (!awaiting_.empty()) return;      // OnFilesChanged re-arms.
   if (fetches_in_flight_ > 0) return;  // FetchDone re-arms.
-  if (writer_->db() != nullptr) CloseConnections();
+  if (writer_->db() != nullptr) {
+    if (!internal::VfsCore::Of(vfs_).context().MayOpenOrCloseNow()) {
+      ArmPump();  // This tick has closed enough.
+      return;
+    }
+    CloseConnections();
+  }
   if (!files_->queue().idle() && !files_->queue().poisoned()) return;
   const absl::Status result = files_->queue().poison_status();
   files_->queue().SetListener(nullptr, nullptr);

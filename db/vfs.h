@@ -59,6 +59,11 @@ inline constexpr uint64_t kTempFileBytesMaxDefault = uint64_t{64} << 20;
 // The WAL index of one database: 32 MiB indexes 16 million WAL frames, far past any WAL that
 // checkpoints normally; beyond it SQLite gets SQLITE_IOERR_SHMSIZE rather than unbounded memory.
 inline constexpr uint64_t kWalIndexBytesMaxDefault = uint64_t{32} << 20;
+// Opening or closing a database runs SQLite synchronously (its files, the schema, the close's
+// checkpoint): a few hundred microseconds each. The databases of one Vfs start no more of them
+// in a tick once the tick has run this long, so a burst of hundreds of opens is spread over
+// ticks instead of stopping the loop for one long tick; the first of each tick always runs.
+inline constexpr int64_t kOpenTickBudgetNsDefault = 1'000'000;
 // SQLite's sector size: 4096 is what SQLite's own unix VFS reports and the atomic unit of
 // modern devices; with POWERSAFE_OVERWRITE it only affects WAL frame padding.
 inline constexpr int kSectorBytes = 4096;
@@ -71,6 +76,8 @@ struct VfsOptions {
   // Take an exclusive flock on each database file. Turned off automatically on a backend
   // without real descriptors (the simulator), where there is no other process.
   bool os_lock = true;
+  // See kOpenTickBudgetNsDefault. 0: one open or close per tick.
+  int64_t open_tick_budget_ns = kOpenTickBudgetNsDefault;
 };
 
 // Counters since creation, for tests and benchmarks.
@@ -88,6 +95,7 @@ struct VfsStats {
   uint64_t fsyncs = 0;         // fsync operations submitted (files and directories).
   uint64_t backpressure = 0;   // Writes refused because the buffer was full.
   uint64_t poisonings = 0;
+  uint64_t opens_deferred = 0;  // Opens and closes moved to a later tick (open_tick_budget_ns).
 };
 
 namespace internal {

@@ -4,7 +4,9 @@
 #include <sqlite3.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstdint>
 #include <cstdio>
 #include <functional>
 #include <memory>
@@ -685,6 +687,83 @@ TEST_P(DatabaseTest, CorruptDatabaseIsRefusedAtOpen) {
   absl::Status s = OpenDb();
   EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << s;
   EXPECT_NE(s.message().find("corrupt"), std::string::npos) << s;
+}
+
+// ---- Bursts of opens and closes ----------------------------------------------------------------
+
+// Opens `count` databases next to the fixture's at once and runs the loop one tick at a time
+// until every one called back; returns the longest time a tick spent running callbacks, on the
+// backend's clock (virtual time on the simulator), and checks that every open succeeded.
+int64_t OpenBurst(loop::Loop& loop, Vfs& vfs, const std::string& dir, int count,
+                  std::vector<std::unique_ptr<Database>>& dbs) {
+  std::vector<absl::Status> results(count, absl::UnknownError("open never called back"));
+  for (int i = 0; i < count; ++i) {
+    dbs.push_back(std::make_unique<Database>(loop, vfs, absl::StrCat(dir, "/burst", i, ".db")));
+    dbs.back()->Open(
+        [](void* arg, absl::Status s) { *static_cast<absl::Status*>(arg) = std::move(s); },
+        &results[i]);
+  }
+  int64_t longest = 0;
+  auto all_called_back = [&] {
+    for (const absl::Status& r : results) {
+      if (r.code() == absl::StatusCode::kUnknown) return false;
+    }
+    return true;
+  };
+  while (!all_called_back()) {
+    EXPECT_TRUE(loop.Run(loop::RunMode::kOnce).ok());
+    // The tick's work: from the clock reading after its wait to now.
+    longest = std::max(longest, loop.backend().NowNs() - loop.now_ns());
+  }
+  for (const absl::Status& r : results) EXPECT_TRUE(r.ok()) << r;
+  return longest;
+}
+
+void CloseAll(loop::Loop& loop, std::vector<std::unique_ptr<Database>>& dbs) {
+  for (auto& db : dbs) db->Close(nullptr, nullptr);
+  EXPECT_TRUE(loop.Run(loop::RunMode::kUntilDone).ok());
+  for (auto& db : dbs) EXPECT_EQ(db->state(), Database::State::kClosed);
+  dbs.clear();
+}
+
+// With a budget of 0 a tick opens (or closes) one database: a burst of 12 takes 12 ticks at
+// least, and both the opens and the closes were deferred.
+TEST_P(DatabaseTest, ABurstOfOpensAndClosesIsSpreadOverTicks) {
+  MakeVfs(VfsOptions{.open_tick_budget_ns = 0});
+  const std::string dir = internal::DirectoryOf(path_);
+  std::vector<std::unique_ptr<Database>> dbs;
+  const uint64_t ticks = loop_->stats().ticks;
+  (void)OpenBurst(*loop_, *vfs_, dir, 12, dbs);
+  EXPECT_GE(loop_->stats().ticks - ticks, 12u);
+  const uint64_t deferred_opens = vfs_->stats().opens_deferred;
+  EXPECT_GE(deferred_opens, 11u) << "every open after a tick's first waits for a later tick";
+  CloseAll(*loop_, dbs);
+  EXPECT_GE(vfs_->stats().opens_deferred - deferred_opens, 11u) << "so does every close";
+}
+
+// On the simulator, where an open's I/O takes virtual time: a burst of 48 opens keeps every
+// tick within the budget plus the one open that crosses it, while without the budget one tick
+// runs them all.
+TEST_P(DatabaseTest, ABurstOfOpensKeepsTicksWithinTheBudgetInVirtualTime) {
+  if (GetParam().real_descriptors) GTEST_SKIP() << "a bound on time is checked in virtual time";
+  const std::string dir = internal::DirectoryOf(path_);
+  std::vector<std::unique_ptr<Database>> dbs;
+  MakeVfs(VfsOptions{.open_tick_budget_ns = INT64_MAX});
+  const int64_t one_open = OpenBurst(*loop_, *vfs_, dir, 1, dbs);
+  CloseAll(*loop_, dbs);
+  ASSERT_GT(one_open, 0) << "an open takes no virtual time: the test would prove nothing";
+  const int64_t unbounded = OpenBurst(*loop_, *vfs_, dir, 48, dbs);
+  CloseAll(*loop_, dbs);
+  MakeVfs(VfsOptions{});
+  const int64_t paced = OpenBurst(*loop_, *vfs_, dir, 48, dbs);
+  CloseAll(*loop_, dbs);
+  const int64_t bound = kOpenTickBudgetNsDefault + 2 * one_open;
+  EXPECT_GT(unbounded, bound) << "without the budget the burst must overrun it";
+  EXPECT_LE(paced, bound) << "one open: " << one_open << " ns; without the budget: " << unbounded;
+  EXPECT_GT(vfs_->stats().opens_deferred, 0u);
+  std::printf("longest tick: one open %lld ns, 48 unpaced %lld ns, 48 paced %lld ns\n",
+              static_cast<long long>(one_open), static_cast<long long>(unbounded),
+              static_cast<long long>(paced));
 }
 
 // ---- Reads, ordering, deadlines, cancellation ------------------------------------------------

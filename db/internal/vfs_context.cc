@@ -33,6 +33,17 @@ absl::Status VfsContext::CheckNotTainted(const std::string& main_path) const {
       "of it could be lost. Restart the process: it recovers from what is durable"));
 }
 
+bool VfsContext::MayOpenOrCloseNow() {
+  const uint64_t tick = loop_.stats().ticks;
+  if (tick != open_tick_) {
+    open_tick_ = tick;
+    return true;
+  }
+  if (loop_.backend().NowNs() - loop_.now_ns() < options_.open_tick_budget_ns) return true;
+  ++stats_.opens_deferred;
+  return false;
+}
+
 char* VfsContext::fetch_sink() {
   if (fetch_sink_ == nullptr) fetch_sink_ = std::make_unique_for_overwrite<char[]>(kFetchSinkBytes);
   return fetch_sink_.get();

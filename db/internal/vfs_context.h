@@ -29,6 +29,7 @@
 #ifndef SQLOOP_DB_INTERNAL_VFS_CONTEXT_H_
 #define SQLOOP_DB_INTERNAL_VFS_CONTEXT_H_
 
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -83,6 +84,11 @@ class VfsContext {
   // Why `main_path` may not be opened (OK if it may).
   [[nodiscard]] absl::Status CheckNotTainted(const std::string& main_path) const;
 
+  // Whether a database may open or close now (VfsOptions::open_tick_budget_ns): yes for the
+  // first of a tick, then while the tick is younger than the budget. A "no" counts in
+  // VfsStats::opens_deferred; the caller tries again on the next tick.
+  [[nodiscard]] bool MayOpenOrCloseNow();
+
   // Bytes of the fetch sink.
   static constexpr uint32_t kFetchSinkBytes = 1 << 20;
   // Where reads that only bring file pages into memory put their bytes (a Database fetching
@@ -98,6 +104,7 @@ class VfsContext {
   absl::flat_hash_map<std::string, std::string> tainted_paths_;  // main path -> why.
   absl::flat_hash_map<std::string, std::string> tainted_dirs_;   // directory -> why.
   std::unique_ptr<char[]> fetch_sink_;
+  uint64_t open_tick_ = UINT64_MAX;  // The loop tick of the last open or close.
 };
 
 }  // namespace sqloop::db::internal
