@@ -1,6 +1,7 @@
 #include "sqloop/db/database.h"
 
 #include <sqlite3.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <cstring>
@@ -213,20 +214,51 @@ absl::Status Database::ConfigureWriter() {
         absl::StrCat("'", internal::FileNameOf(path_), "' could not be put in WAL mode"));
   // sqloop checkpoints itself, between groups (Checkpoint()); the hook replaces autocheckpoint.
   sqlite3_wal_hook(writer_->db(), &Database::OnWalCommit, this);
-  if (options_.check_at_open) {
-    sqlite3_stmt* check = nullptr;
-    sqlite3_prepare_v2(writer_->db(), "PRAGMA quick_check", -1, &check, nullptr);
-    const int rc = sqlite3_step(check);
-    std::string result = rc == SQLITE_ROW
-                             ? reinterpret_cast<const char*>(sqlite3_column_text(check, 0))
-                             : sqlite3_errmsg(writer_->db());
-    sqlite3_finalize(check);
-    if (result != "ok") {
-      return absl::DataLossError(absl::StrCat("'", internal::FileNameOf(path_),
-                                              "' is corrupt (quick_check: ", result,
-                                              "); restore it from a backup"));
-    }
+  return absl::OkStatus();
+}
+
+// The main file's identity and last change as the OS reports them, and both files' sizes as
+// the VFS sees them (VfsContext::RememberChecked).
+internal::FileFingerprint Database::Fingerprint(internal::DatabaseFiles& files) const {
+  const internal::SharedFile& main = files.table().file(internal::FileRole::kMain);
+  internal::FileFingerprint fingerprint{
+      .main_bytes = main.size_bytes,
+      .wal_bytes = files.table().file(internal::FileRole::kWal).size_bytes};
+  struct stat status {};
+  if (loop_.backend().name() != "simulator" && fstat(main.fd, &status) == 0) {
+    fingerprint.device = status.st_dev;
+    fingerprint.inode = status.st_ino;
+    fingerprint.modified_ns = status.st_mtim.tv_sec * 1'000'000'000 + status.st_mtim.tv_nsec;
+    fingerprint.changed_ns = status.st_ctim.tv_sec * 1'000'000'000 + status.st_ctim.tv_nsec;
   }
+  return fingerprint;
+}
+
+// quick_check reads the whole file, so it runs at a database's first open in this Vfs and
+// again only if the files changed since this Vfs closed them after a check: a reopen of a
+// scaled-to-zero tenant costs the same whatever its size.
+absl::Status Database::CheckAtOpen(internal::DatabaseFiles& files) {
+  if (!options_.check_at_open) return absl::OkStatus();
+  internal::VfsContext& context = internal::VfsCore::Of(vfs_).context();
+  if (context.TakeUnchangedSinceChecked(files.main_path(), Fingerprint(files))) {
+    ++stats_.integrity_checks_skipped;
+    checked_ = true;
+    return absl::OkStatus();
+  }
+  ++stats_.integrity_checks;
+  sqlite3_stmt* check = nullptr;
+  sqlite3_prepare_v2(writer_->db(), "PRAGMA quick_check", -1, &check, nullptr);
+  const int rc = sqlite3_step(check);
+  std::string result = rc == SQLITE_ROW
+                           ? reinterpret_cast<const char*>(sqlite3_column_text(check, 0))
+                           : sqlite3_errmsg(writer_->db());
+  sqlite3_finalize(check);
+  if (result != "ok") {
+    return absl::DataLossError(absl::StrCat("'", internal::FileNameOf(path_),
+                                            "' is corrupt (quick_check: ", result,
+                                            "); restore it from a backup"));
+  }
+  checked_ = true;
   return absl::OkStatus();
 }
 
@@ -250,9 +282,12 @@ absl::Status Database::DoOpen() {
   if (absl::Status s = OpenConnection(*writer_); !s.ok()) return s;
   if (absl::Status s = ConfigureWriter(); !s.ok()) return s;
   writer_->RestrictToRequests();
+  internal::DatabaseFiles* files =
+      internal::VfsCore::Of(vfs_).Find(sqlite3_db_filename(writer_->db(), "main"));
+  SQLOOP_CHECK(files != nullptr, "the VFS has no files for a database it just opened");
+  if (absl::Status s = CheckAtOpen(*files); !s.ok()) return s;
   if (absl::Status s = OpenReader(); !s.ok()) return s;  // The others open on demand.
-  files_ = internal::VfsCore::Of(vfs_).Find(sqlite3_db_filename(writer_->db(), "main"));
-  SQLOOP_CHECK(files_ != nullptr, "the VFS has no files for a database it just opened");
+  files_ = files;
   files_->Pin();
   files_->queue().SetListener(&Database::OnFilesChanged, this);
   group_epoch_ = files_->queue().epoch();
@@ -321,6 +356,10 @@ void Database::FinishClose() {
   }
   if (!files_->queue().idle() && !files_->queue().poisoned()) return;
   const absl::Status result = files_->queue().poison_status();
+  if (checked_ && result.ok()) {
+    internal::VfsCore::Of(vfs_).context().RememberChecked(files_->main_path(),
+                                                          Fingerprint(*files_));
+  }
   files_->queue().SetListener(nullptr, nullptr);
   internal::DatabaseFiles* files = files_;
   files_ = nullptr;

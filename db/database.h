@@ -197,6 +197,7 @@ namespace sqloop::db {
 namespace internal {
 class Connection;
 class DatabaseFiles;  // db/internal/database_files.h: not part of the API.
+struct FileFingerprint;  // db/internal/vfs_context.h.
 struct ReadMiss;      // db/internal/epoch_queue.h.
 }  // namespace internal
 
@@ -291,7 +292,10 @@ struct DatabaseOptions {
   bool case_sensitive_like = false;
   bool recursive_triggers = false;
   // Run PRAGMA quick_check at open, so a corrupt file is refused before anything is written to
-  // it. Costs a read of the whole file; a host that checks elsewhere may turn it off.
+  // it. Costs a read of the whole file, so it runs at the first open of the file in this Vfs
+  // and again only if the file changed since this Vfs closed it after a check (the size, the
+  // inode, the modification and change times, and an empty WAL); a host that checks elsewhere
+  // may turn it off.
   bool check_at_open = true;
   // The tenant every SQLite byte of this database is charged to (alloc/sqlite_memory.h), marked
   // around all of the database's SQLite work. Its limit turns into SQLITE_NOMEM for this
@@ -327,6 +331,9 @@ struct DatabaseStats {
   uint64_t fetched_bytes = 0;         // Bytes those fetches read in.
   uint64_t read_ticks_cut_short = 0;  // Ticks that left reads to the next (read_tick_budget_ns).
   uint64_t readers_opened = 0;        // Reader connections opened after the first (on demand).
+  uint64_t integrity_checks = 0;      // quick_check runs at open (check_at_open).
+  // Opens that skipped it: the files were unchanged since this Vfs closed them after a check.
+  uint64_t integrity_checks_skipped = 0;
 };
 
 class Database {
@@ -430,6 +437,8 @@ class Database {
   // Opens one more reader if every open reader runs a read and the options allow another.
   bool AddReaderIfAllBusy();
   [[nodiscard]] absl::Status OpenReader();
+  [[nodiscard]] absl::Status CheckAtOpen(internal::DatabaseFiles& files);
+  [[nodiscard]] internal::FileFingerprint Fingerprint(internal::DatabaseFiles& files) const;
   [[nodiscard]] bool AnyReaderBusy() const;
   void ReleaseHeld(Client& client);
   // Starts and steps queued reads; returns true if more could start on the next tick.
@@ -479,6 +488,7 @@ class Database {
   loop::Completion pump_;
   internal::DatabaseFiles* files_ = nullptr;  // Pinned while held (db/internal/).
   uint64_t open_epoch_ = 0;
+  bool checked_ = false;  // The integrity check passed at open (or held from the last close).
   uint64_t group_epoch_ = 0;  // The last group's commit epoch.
   uint32_t group_limit_ = 0;  // Requests per group after an overflow; 0: the option's max.
   uint32_t wal_frames_ = 0;   // WAL frames after the last commit (sqlite3_wal_hook).

@@ -1,6 +1,7 @@
 // Database: requests, group commit, durable acknowledgements, fault handling and bad input, on
 // every backend (tests/db_test_support.h).
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <sqlite3.h>
 #include <unistd.h>
 
@@ -8,6 +9,7 @@
 #include <cerrno>
 #include <cstdint>
 #include <cstdio>
+#include <ctime>
 #include <functional>
 #include <memory>
 #include <string>
@@ -687,6 +689,45 @@ TEST_P(DatabaseTest, CorruptDatabaseIsRefusedAtOpen) {
   absl::Status s = OpenDb();
   EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << s;
   EXPECT_NE(s.message().find("corrupt"), std::string::npos) << s;
+}
+
+// quick_check reads the whole file, so it runs at the first open in a Vfs and again only when
+// the files changed since that Vfs closed them after a check. A reopen of the unchanged file
+// skips it; a file changed behind the Vfs's back (corrupted, with new timestamps) is checked
+// and refused; a new Vfs (a restarted process) checks again.
+TEST_P(DatabaseTest, TheIntegrityCheckRunsAgainOnlyWhenTheFileChanged) {
+  ASSERT_TRUE(OpenDb().ok());
+  EXPECT_EQ(db_->stats().integrity_checks, 1u);
+  ASSERT_TRUE(Write("CREATE TABLE t(x)").ok());
+  ASSERT_TRUE(Write("WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < "
+                    "2000) INSERT INTO t SELECT randomblob(200) FROM c")
+                  .ok());
+  ASSERT_TRUE(CloseDb().ok());
+  ASSERT_TRUE(OpenDb().ok());
+  EXPECT_EQ(db_->stats().integrity_checks, 0u);
+  EXPECT_EQ(db_->stats().integrity_checks_skipped, 1u) << "the file is as this Vfs left it";
+  EXPECT_EQ(Read("SELECT count(*) FROM t"), "2000|\n");
+  ASSERT_TRUE(CloseDb().ok());
+  if (GetParam().real_descriptors) {
+    // Overwrite the middle of page 3 (a b-tree page of t) and give the file new timestamps:
+    // the size and the inode stay.
+    const int fd = ::open(path_.c_str(), O_WRONLY);
+    ASSERT_GE(fd, 0);
+    const std::string junk(2048, '\x7f');
+    ASSERT_EQ(::pwrite(fd, junk.data(), junk.size(), 2 * 4096 + 8), 2048);
+    const timespec an_hour_ago[2] = {{.tv_sec = time(nullptr) - 3600, .tv_nsec = 0},
+                                     {.tv_sec = time(nullptr) - 3600, .tv_nsec = 0}};
+    ASSERT_EQ(::futimens(fd, an_hour_ago), 0);
+    ::close(fd);
+    absl::Status s = OpenDb();
+    EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << s;
+    EXPECT_EQ(db_->stats().integrity_checks, 1u);
+    return;
+  }
+  MakeVfs();  // A restarted process knows nothing of earlier checks.
+  ASSERT_TRUE(OpenDb().ok());
+  EXPECT_EQ(db_->stats().integrity_checks, 1u);
+  EXPECT_EQ(db_->stats().integrity_checks_skipped, 0u);
 }
 
 // ---- Bursts of opens and closes ----------------------------------------------------------------

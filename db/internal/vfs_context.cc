@@ -14,6 +14,7 @@ void VfsContext::ReleaseIfUnused(const std::string& main_path) const {
 void VfsContext::Taint(const std::string& main_path, const std::string& dir_path,
                        absl::string_view why, bool directory) {
   tainted_paths_.try_emplace(main_path, why);
+  checked_.erase(main_path);
   if (!directory || !tainted_dirs_.try_emplace(dir_path, why).second) return;
   SQLOOP_CHECK(hooks_.poison_directory != nullptr, "VfsContext used before the Vfs set its hooks");
   hooks_.poison_directory(hooks_.owner, main_path, dir_path, std::string(why));
@@ -42,6 +43,20 @@ bool VfsContext::MayOpenOrCloseNow() {
   if (loop_.backend().NowNs() - loop_.now_ns() < options_.open_tick_budget_ns) return true;
   ++stats_.opens_deferred;
   return false;
+}
+
+void VfsContext::RememberChecked(const std::string& main_path,
+                                 const FileFingerprint& fingerprint) {
+  checked_.insert_or_assign(main_path, fingerprint);
+}
+
+bool VfsContext::TakeUnchangedSinceChecked(const std::string& main_path,
+                                           const FileFingerprint& fingerprint) {
+  auto it = checked_.find(main_path);
+  if (it == checked_.end()) return false;
+  const bool unchanged = it->second == fingerprint;
+  checked_.erase(it);
+  return unchanged;
 }
 
 char* VfsContext::fetch_sink() {

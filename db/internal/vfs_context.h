@@ -41,6 +41,19 @@
 
 namespace sqloop::db::internal {
 
+// What the OS says about a database file when it is closed: any write by anyone changes the
+// size, the modification or the change time (and a replaced file the device or inode). On the
+// simulator (no real descriptors, one process) only the sizes are known.
+struct FileFingerprint {
+  uint64_t device = 0;
+  uint64_t inode = 0;
+  uint64_t main_bytes = 0;
+  int64_t modified_ns = 0;
+  int64_t changed_ns = 0;
+  uint64_t wal_bytes = 0;
+  friend bool operator==(const FileFingerprint&, const FileFingerprint&) = default;
+};
+
 class VfsContext {
  public:
   // What the files ask of the Vfs that owns them. Both run synchronously, inside the call that
@@ -89,6 +102,15 @@ class VfsContext {
   // VfsStats::opens_deferred; the caller tries again on the next tick.
   [[nodiscard]] bool MayOpenOrCloseNow();
 
+  // A database passed its integrity check (or was unchanged since one) and was closed cleanly
+  // with this fingerprint. A later open of the same path that finds the same fingerprint may
+  // skip the check: nobody changed a byte since the check, SQLite's own writes aside.
+  void RememberChecked(const std::string& main_path, const FileFingerprint& fingerprint);
+  // Whether `main_path` was closed with exactly this fingerprint since its last check. Forgets
+  // the entry either way: the check holds for one reopen, which records it again at close.
+  [[nodiscard]] bool TakeUnchangedSinceChecked(const std::string& main_path,
+                                               const FileFingerprint& fingerprint);
+
   // Bytes of the fetch sink.
   static constexpr uint32_t kFetchSinkBytes = 1 << 20;
   // Where reads that only bring file pages into memory put their bytes (a Database fetching
@@ -103,6 +125,7 @@ class VfsContext {
   Hooks hooks_;
   absl::flat_hash_map<std::string, std::string> tainted_paths_;  // main path -> why.
   absl::flat_hash_map<std::string, std::string> tainted_dirs_;   // directory -> why.
+  absl::flat_hash_map<std::string, FileFingerprint> checked_;     // main path -> at close.
   std::unique_ptr<char[]> fetch_sink_;
   uint64_t open_tick_ = UINT64_MAX;  // The loop tick of the last open or close.
 };
