@@ -196,9 +196,9 @@ struct sqlite3_stmt;
 namespace sqloop::db {
 namespace internal {
 class Connection;
-class DatabaseFiles;  // db/internal/database_files.h: not part of the API.
+class DatabaseFiles;     // db/internal/database_files.h: not part of the API.
 struct FileFingerprint;  // db/internal/vfs_context.h.
-struct ReadMiss;      // db/internal/epoch_queue.h.
+struct ReadMiss;         // db/internal/epoch_queue.h.
 }  // namespace internal
 
 // Reader connections at most: two lets a long scan and point reads proceed together; each costs
@@ -488,7 +488,7 @@ class Database {
   loop::Completion pump_;
   internal::DatabaseFiles* files_ = nullptr;  // Pinned while held (db/internal/).
   uint64_t open_epoch_ = 0;
-  bool checked_ = false;  // The integrity check passed at open (or held from the last close).
+  bool checked_ = false;      // The integrity check passed at open (or held from the last close).
   uint64_t group_epoch_ = 0;  // The last group's commit epoch.
   uint32_t group_limit_ = 0;  // Requests per group after an overflow; 0: the option's max.
   uint32_t wal_frames_ = 0;   // WAL frames after the last commit (sqlite3_wal_hook).

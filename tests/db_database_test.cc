@@ -1,8 +1,8 @@
 // Database: requests, group commit, durable acknowledgements, fault handling and bad input, on
 // every backend (tests/db_test_support.h).
 #include <fcntl.h>
-#include <sys/stat.h>
 #include <sqlite3.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>

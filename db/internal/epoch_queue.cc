@@ -458,10 +458,8 @@ int64_t EpochQueue::ReadFile(const SharedFile& f, char* out, uint64_t length, ui
       context_.stats().cache_misses++;
       if (!reads_nowait_) break;
       missed_ = true;
-      miss_ = ReadMiss{.fd = f.fd,
-                       .offset = start + done,
-                       .length = length - done,
-                       .file_bytes = f.size_bytes};
+      miss_ = ReadMiss{
+          .fd = f.fd, .offset = start + done, .length = length - done, .file_bytes = f.size_bytes};
       return got;
     }
     if (got < 0) return got;

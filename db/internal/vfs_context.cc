@@ -45,8 +45,7 @@ bool VfsContext::MayOpenOrCloseNow() {
   return false;
 }
 
-void VfsContext::RememberChecked(const std::string& main_path,
-                                 const FileFingerprint& fingerprint) {
+void VfsContext::RememberChecked(const std::string& main_path, const FileFingerprint& fingerprint) {
   checked_.insert_or_assign(main_path, fingerprint);
 }
 

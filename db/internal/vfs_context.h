@@ -125,7 +125,7 @@ class VfsContext {
   Hooks hooks_;
   absl::flat_hash_map<std::string, std::string> tainted_paths_;  // main path -> why.
   absl::flat_hash_map<std::string, std::string> tainted_dirs_;   // directory -> why.
-  absl::flat_hash_map<std::string, FileFingerprint> checked_;     // main path -> at close.
+  absl::flat_hash_map<std::string, FileFingerprint> checked_;    // main path -> at close.
   std::unique_ptr<char[]> fetch_sink_;
   uint64_t open_tick_ = UINT64_MAX;  // The loop tick of the last open or close.
 };
