@@ -7,7 +7,19 @@
 //                              burst waits and evicts); one op = 64 creations.
 //   registry_create/database   baseline: the same 64 databases created with bare Database
 //                              objects (open, then close), no registry.
+//   registry_burst/paced       5,000 tenants created at once with RLIMIT_NOFILE lowered to
+//                              1,024 (open_max derived from it: 240), one op = the whole
+//                              burst; tick_max_us is the longest a loop tick ran callbacks
+//                              and ticks_over_10ms how many ran longer than 10 ms. 500 in
+//                              quick mode.
+//   registry_burst/unpaced     baseline: the same with VfsOptions::open_tick_budget_ns
+//                              unbounded, so a tick runs every open it was granted.
 //   registry_reopen/closed     one request to a tenant that scaled to zero: reopen + request.
+//   registry_reopen/closed_1gb the same for a 1 GiB tenant (16 MiB in quick mode) under
+//                              $TMPDIR, written once before the timing; first_open_ms is its
+//                              first open (which runs the integrity check over the whole file).
+//   registry_reopen/closed_40kb  its like-for-like: a 40 KB tenant written the same way, in
+//                              the same directory: the reopen's cost should not grow with size.
 //   registry_reopen/open       baseline: the same request to the tenant while it is open.
 //   registry_memory/tenants    counters only: SQLite bytes and resident bytes per idle and per
 //                              active open tenant, per active tenant once trimmed
@@ -19,6 +31,8 @@
 //                              seeded generator), with open_max 128: the popular tenants stay
 //                              open, the tail reopens. The tenants are created once, before.
 //                              Eviction is SIEVE, the registry's default.
+//   registry_zipf/100000       the same over 100,000 tenants (created once, like the 10,000;
+//                              skipped in quick mode).
 //   registry_zipf/10000_lru    the same trace with least-recently-used eviction: what SIEVE
 //                              saves in opens per request (opens_per_request) and time.
 //   registry_budget/none       baseline: 256 point reads, 64 in flight, Zipf(1) over 200
@@ -33,9 +47,12 @@
 #include <benchmark/benchmark.h>
 #include <malloc.h>
 #include <sqlite3.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <climits>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
@@ -44,6 +61,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "bench/sqlite/env.h"
 #include "sqloop/alloc/check.h"
 #include "sqloop/alloc/heap_counter.h"
 #include "sqloop/alloc/sqlite_memory.h"
@@ -64,11 +82,19 @@ using sqloop::db::TenantRequest;
 // enough that quick mode (--benchmark_min_time=0.01) runs a few ops.
 constexpr int kBurst = 64;
 constexpr int kZipfTenants = 10000;
+constexpr int kZipfTenantsLarge = 100000;
+constexpr int kBurstCreations = 5000;
+constexpr int kBurstCreationsQuick = 500;
+constexpr rlim_t kBurstDescriptors = 1024;
 constexpr int kZipfBatch = 256;
 constexpr int kZipfWindow = 64;
 constexpr int kBudgetTenants = 200;  // All open at once (open_max 240).
 constexpr int kMemoryTenants = 100;
 constexpr int kMemoryRows = 200;
+// The large tenant of registry_reopen/closed_1gb (16 MiB in quick mode).
+constexpr int64_t kLargeTenantBytes = int64_t{1} << 30;
+constexpr int64_t kSmallTenantBytes = 40000;  // Its like on the same file system.
+constexpr int64_t kLargeTenantBytesQuick = int64_t{16} << 20;
 
 const bool kInstalled = [] {
   SQLOOP_CHECK(sqloop::alloc::InstallSqliteMemory().ok(), "bench: install SQLite accounting");
@@ -78,9 +104,10 @@ const bool kInstalled = [] {
 // A scratch directory for one benchmark, removed with its files.
 class Scratch {
  public:
-  Scratch() {
+  // `base`: the directory to make it in; tmpfs (/dev/shm) when the machine has one by default.
+  explicit Scratch(const char* base = nullptr) {
     struct stat st {};
-    const char* base = stat("/dev/shm", &st) == 0 ? "/dev/shm" : "/tmp";
+    if (base == nullptr) base = stat("/dev/shm", &st) == 0 ? "/dev/shm" : "/tmp";
     std::string pattern = absl::StrCat(base, "/sqloop-bench-registry-XXXXXX");
     SQLOOP_CHECK(mkdtemp(pattern.data()) != nullptr, "bench: mkdtemp");
     path_ = pattern;
@@ -99,11 +126,12 @@ class Scratch {
 // Loop + Vfs + Registry.
 struct Host {
   Host(const std::string& directory, uint32_t open_max, uint64_t memory_bytes_max = 0,
-       sqloop::db::Eviction eviction = sqloop::db::Eviction::kSieve) {
+       sqloop::db::Eviction eviction = sqloop::db::Eviction::kSieve,
+       sqloop::db::VfsOptions vfs_options = {}) {
     auto created = sqloop::loop::Loop::Create({});
     SQLOOP_CHECK(created.ok(), "bench: loop");
     loop = *std::move(created);
-    auto v = sqloop::db::Vfs::Create(*loop);
+    auto v = sqloop::db::Vfs::Create(*loop, vfs_options);
     SQLOOP_CHECK(v.ok(), "bench: vfs");
     vfs = *std::move(v);
     RegistryOptions options;
@@ -221,10 +249,83 @@ void BM_CreateDatabase(benchmark::State& state) {
   SQLOOP_CHECK(loop->Run(sqloop::loop::RunMode::kUntilDone).ok(), "run");
 }
 
+// ---- The creation burst -----------------------------------------------------------------------
+
+// Every tenant of the burst is submitted at once; the registry opens up to open_max of them
+// and queues the rest. A tick's busy time runs from the clock reading after its wait to the
+// end of its callbacks (the same clock the open budget reads).
+void RunBurst(benchmark::State& state, int64_t open_tick_budget_ns) {
+  rlimit saved{};
+  SQLOOP_CHECK(getrlimit(RLIMIT_NOFILE, &saved) == 0, "bench: getrlimit");
+  rlimit low = saved;
+  low.rlim_cur = std::min(kBurstDescriptors, saved.rlim_max);
+  SQLOOP_CHECK(setrlimit(RLIMIT_NOFILE, &low) == 0, "bench: setrlimit");
+  const int creations = sqloop::bench::QuickMode() ? kBurstCreationsQuick : kBurstCreations;
+  int64_t tick_max_ns = 0;
+  int64_t ticks_over_10ms = 0;
+  uint32_t open_max = 0;
+  for (auto _ : state) {
+    Scratch scratch;
+    Host host(scratch.path(), /*open_max=*/0, 0, sqloop::db::Eviction::kSieve,
+              sqloop::db::VfsOptions{.open_tick_budget_ns = open_tick_budget_ns});
+    open_max = host.registry->stats().open_max;
+    std::vector<Counted> requests(static_cast<size_t>(creations));
+    int completed = 0;
+    for (int i = 0; i < creations; ++i) {
+      Counted& r = requests[static_cast<size_t>(i)];
+      r.name = absl::StrFormat("b%05d", i);
+      r.tenant = r.name;
+      r.create_if_missing = true;
+      r.sql = "CREATE TABLE t(x)";
+      r.kind = Request::Kind::kWrite;
+      r.Prime(&completed);
+      SQLOOP_CHECK(host.registry->Submit(r).ok(), "bench: submit");
+    }
+    while (completed < creations) {
+      SQLOOP_CHECK(host.loop->pending() > 0, "bench: the loop went quiet with work outstanding");
+      SQLOOP_CHECK(host.loop->Run(sqloop::loop::RunMode::kOnce).ok(), "bench: loop failed");
+      const int64_t busy = host.loop->backend().NowNs() - host.loop->now_ns();
+      tick_max_ns = std::max(tick_max_ns, busy);
+      ticks_over_10ms += busy > 10'000'000 ? 1 : 0;
+    }
+  }
+  SQLOOP_CHECK(setrlimit(RLIMIT_NOFILE, &saved) == 0, "bench: restore the descriptor limit");
+  state.SetItemsProcessed(state.iterations() * creations);
+  state.counters["tick_max_us"] = static_cast<double>(tick_max_ns) / 1e3;
+  state.counters["ticks_over_10ms"] = static_cast<double>(ticks_over_10ms);
+  state.counters["open_max"] = open_max;
+  state.counters["creations"] = creations;
+}
+
+void BM_BurstPaced(benchmark::State& state) {
+  RunBurst(state, sqloop::db::kOpenTickBudgetNsDefault);
+}
+void BM_BurstUnpaced(benchmark::State& state) { RunBurst(state, INT64_MAX); }
+
 // ---- Reopen -----------------------------------------------------------------------------------
 
-void RunReopen(benchmark::State& state, bool close_between) {
-  Scratch scratch;
+// Writes `<directory>/reopen.db` with stock SQLite: table kv holding `bytes` of 4,000-byte
+// blobs. Fast (no journal, no sync); the registry turns on WAL at its first open.
+void FillTenant(const std::string& directory, int64_t bytes) {
+  sqlite3* db = nullptr;
+  SQLOOP_CHECK(sqlite3_open((directory + "/reopen.db").c_str(), &db) == SQLITE_OK, "bench: fill");
+  const std::string sql = absl::StrCat(
+      "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; "
+      "CREATE TABLE kv(k INTEGER PRIMARY KEY, v BLOB); "
+      "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < ",
+      bytes / 4000, ") INSERT INTO kv(v) SELECT randomblob(4000) FROM c;");
+  SQLOOP_CHECK(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr) == SQLITE_OK,
+               "bench: fill the large tenant");
+  sqlite3_close(db);
+}
+
+// `fill_bytes` 0: a tenant created through the registry, one empty table, on tmpfs. Otherwise
+// a tenant of that size under $TMPDIR, opened once (and checked) before the timing.
+void RunReopen(benchmark::State& state, bool close_between, int64_t fill_bytes = 0) {
+  const char* tmpdir = std::getenv("TMPDIR");
+  const char* disk = tmpdir != nullptr && *tmpdir != '\0' ? tmpdir : "/tmp";
+  Scratch scratch(fill_bytes > 0 ? disk : nullptr);
+  if (fill_bytes > 0) FillTenant(scratch.path(), fill_bytes);
   Host host(scratch.path(), /*open_max=*/8);
   int completed = 0;
   Counted request;
@@ -232,10 +333,13 @@ void RunReopen(benchmark::State& state, bool close_between) {
   request.tenant = request.name;
   request.create_if_missing = true;
   request.kind = Request::Kind::kWrite;
-  request.sql = "CREATE TABLE kv(k INTEGER PRIMARY KEY, v TEXT)";
+  request.sql = "CREATE TABLE IF NOT EXISTS kv(k INTEGER PRIMARY KEY, v TEXT)";
   request.Prime(&completed);
+  const int64_t first_open_start = host.loop->backend().NowNs();
   SQLOOP_CHECK(host.registry->Submit(request).ok(), "bench: create");
   host.RunUntil([&] { return completed == 1; });
+  state.counters["first_open_ms"] =
+      static_cast<double>(host.loop->backend().NowNs() - first_open_start) / 1e6;
   request.kind = Request::Kind::kRead;
   request.sql = "SELECT v FROM kv WHERE k = 1";
   const sqloop::alloc::HeapCounts before = sqloop::alloc::CurrentHeapCounts();
@@ -254,6 +358,13 @@ void RunReopen(benchmark::State& state, bool close_between) {
 }
 
 void BM_ReopenClosed(benchmark::State& state) { RunReopen(state, /*close_between=*/true); }
+void BM_ReopenClosedSmall(benchmark::State& state) {
+  RunReopen(state, /*close_between=*/true, kSmallTenantBytes);
+}
+void BM_ReopenClosedLarge(benchmark::State& state) {
+  RunReopen(state, /*close_between=*/true,
+            sqloop::bench::QuickMode() ? kLargeTenantBytesQuick : kLargeTenantBytes);
+}
 void BM_ReopenOpen(benchmark::State& state) { RunReopen(state, /*close_between=*/false); }
 
 // ---- Memory -----------------------------------------------------------------------------------
@@ -363,33 +474,37 @@ class Zipf {
 
 std::string ZipfName(int i) { return absl::StrFormat("z%05d", i); }
 
-// The 10,000 tenants exist before the Zipf benchmarks run (created once per process, outside
-// the timing), so they measure serving, evicting and reopening rather than creating.
-const std::string& ZipfDirectory() {
+// The Zipf benchmarks' tenants exist before they run (created once per process, outside the
+// timing, the first `tenants` of one directory), so they measure serving, evicting and
+// reopening rather than creating.
+const std::string& ZipfDirectory(int tenants) {
   static Scratch scratch;  // Removed at exit.
-  static const bool created = [] {
-    Host host(scratch.path(), /*open_max=*/240);
-    std::vector<Counted> creates(kZipfTenants);
+  static int created = 0;
+  if (created >= tenants) return scratch.path();
+  Host host(scratch.path(), /*open_max=*/240);
+  constexpr int kChunk = 10000;  // Within the registry's queue of waiting opens.
+  std::vector<Counted> creates(kChunk);
+  while (created < tenants) {
+    const int chunk = std::min(kChunk, tenants - created);
     int completed = 0;
-    for (int i = 0; i < kZipfTenants; ++i) {
+    for (int i = 0; i < chunk; ++i) {
       Counted& r = creates[static_cast<size_t>(i)];
-      r.name = ZipfName(i);
+      r.name = ZipfName(created + i);
       r.tenant = r.name;
       r.create_if_missing = true;
       r.Prime(&completed);
       SQLOOP_CHECK(host.registry->Submit(r).ok(), "bench: create zipf tenant");
     }
-    host.RunUntil([&] { return completed == kZipfTenants; });
-    return true;
-  }();
-  SQLOOP_CHECK(created, "bench: zipf tenants");
+    host.RunUntil([&] { return completed == chunk; });
+    created += chunk;
+  }
   return scratch.path();
 }
 
 void RunZipf(benchmark::State& state, int tenants, uint32_t open_max = 128,
              uint64_t memory_bytes_max = 0,
              sqloop::db::Eviction eviction = sqloop::db::Eviction::kSieve) {
-  Host host(ZipfDirectory(), open_max, memory_bytes_max, eviction);
+  Host host(ZipfDirectory(tenants), open_max, memory_bytes_max, eviction);
   const Zipf zipf(tenants);
   sqloop::io::Prng prng(/*seed=*/20240601);
   std::vector<std::string> names(static_cast<size_t>(tenants));
@@ -445,6 +560,8 @@ void RunZipf(benchmark::State& state, int tenants, uint32_t open_max = 128,
 
 void BM_ZipfOne(benchmark::State& state) { RunZipf(state, 1); }
 void BM_Zipf(benchmark::State& state) { RunZipf(state, kZipfTenants); }
+// Registered in main outside quick mode: creating 100,000 tenants takes most of a minute.
+void BM_ZipfLarge(benchmark::State& state) { RunZipf(state, kZipfTenantsLarge); }
 void BM_ZipfLru(benchmark::State& state) {
   RunZipf(state, kZipfTenants, 128, 0, sqloop::db::Eviction::kLru);
 }
@@ -455,8 +572,18 @@ void BM_BudgetUnreached(benchmark::State& state) {
 
 BENCHMARK(BM_CreateDatabase)->Name("registry_create/database")->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_CreateRegistry)->Name("registry_create/registry")->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_BurstPaced)
+    ->Name("registry_burst/paced")
+    ->Iterations(1)
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_BurstUnpaced)
+    ->Name("registry_burst/unpaced")
+    ->Iterations(1)
+    ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_ReopenOpen)->Name("registry_reopen/open")->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_ReopenClosed)->Name("registry_reopen/closed")->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_ReopenClosedSmall)->Name("registry_reopen/closed_40kb")->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_ReopenClosedLarge)->Name("registry_reopen/closed_1gb")->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_Memory)->Name("registry_memory/tenants")->Iterations(1)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_ZipfOne)->Name("registry_zipf/one_tenant")->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Zipf)->Name("registry_zipf/10000")->Unit(benchmark::kMillisecond);
@@ -468,10 +595,19 @@ BENCHMARK(BM_BudgetUnreached)->Name("registry_budget/unreached")->Unit(benchmark
 
 int main(int argc, char** argv) {
   benchmark::Initialize(&argc, argv);
+  if (!sqloop::bench::QuickMode()) {
+    benchmark::RegisterBenchmark("registry_zipf/100000", BM_ZipfLarge)
+        ->Unit(benchmark::kMillisecond);
+  }
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   benchmark::AddCustomContext("baseline:registry_create", "database");
   benchmark::AddCustomContext("description:registry_create",
                               "one op = 64 databases created (opened, then closed or evicted)");
+  benchmark::AddCustomContext("baseline:registry_burst", "unpaced");
+  benchmark::AddCustomContext(
+      "description:registry_burst",
+      "one op = 5,000 tenants created at once at RLIMIT_NOFILE 1,024; tick_max_us is the "
+      "longest tick");
   benchmark::AddCustomContext("baseline:registry_reopen", "open");
   benchmark::AddCustomContext("description:registry_reopen",
                               "one op = one point read; 'closed' reopens a scaled-to-zero tenant");
