@@ -395,6 +395,11 @@ int EpochQueue::Unlink(FileRole role) {
   f.known = true;
   f.dirty = false;
   f.size_bytes = 0;
+  // Invariant 7: the removal is durable only once the directory is synced. SQLite deletes a
+  // rollback journal to commit (a new database's first transaction, the switch to WAL): if a
+  // crash undid that unlink, the journal would roll the commit back (the main file truncated to
+  // 0 pages) and SQLite would then discard the WAL, with every acknowledged write in it.
+  f.needs_dir_sync = true;
   return SQLITE_OK;
 }
 

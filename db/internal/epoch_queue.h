@@ -38,6 +38,8 @@
 //      to drain and runs the refused requests again.
 //   6. A descriptor (FileTable) is closed only when no operation on it is queued or in flight,
 //      so the kernel (or the simulator) never sees a stale or reused descriptor.
+//   7. An unlink marks the directory for the next barrier's fsync (SharedFile::needs_dir_sync),
+//      as an open does: no epoch that follows an unlink is durable before the unlink is.
 //
 // Queue states of an operation (`PendingOp`):
 //

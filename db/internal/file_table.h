@@ -53,7 +53,7 @@ struct SharedFile {
   bool known = false;           // `exists` is authoritative (opened or unlinked by us).
   bool exists = false;          // SQLite's view: false once an unlink is queued.
   bool dirty = false;           // Written since the last barrier that synced it.
-  bool needs_dir_sync = false;  // Opened (or created) since the directory was last synced.
+  bool needs_dir_sync = false;  // Opened, created or unlinked since the directory was synced.
   uint64_t size_bytes = 0;      // SQLite's view of the size.
 };
 
