@@ -97,7 +97,6 @@ class ColdReadTest : public DatabaseTest {
     return out;
   }
 
-
   // Submits `p` and runs the loop until it waits for a fetch (or, if it never missed, is done).
   void SubmitUntilFetching(Probe& p) {
     ASSERT_TRUE(db_->Submit(p.request).ok());
