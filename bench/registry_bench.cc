@@ -322,9 +322,7 @@ void FillTenant(const std::string& directory, int64_t bytes) {
 // `fill_bytes` 0: a tenant created through the registry, one empty table, on tmpfs. Otherwise
 // a tenant of that size under $TMPDIR, opened once (and checked) before the timing.
 void RunReopen(benchmark::State& state, bool close_between, int64_t fill_bytes = 0) {
-  const char* tmpdir = std::getenv("TMPDIR");
-  const char* disk = tmpdir != nullptr && *tmpdir != '\0' ? tmpdir : "/tmp";
-  Scratch scratch(fill_bytes > 0 ? disk : nullptr);
+  Scratch scratch(fill_bytes > 0 ? sqloop::bench::BenchDir().c_str() : nullptr);
   if (fill_bytes > 0) FillTenant(scratch.path(), fill_bytes);
   Host host(scratch.path(), /*open_max=*/8);
   int completed = 0;

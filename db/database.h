@@ -120,7 +120,7 @@
 //   kServing  --Pin, a newer group (another reader keeps serving)------> kPending
 //   kPending  --the fsync of its group completes (nothing runs)--------> kServing
 //   kServing  --StartRead--> kReading --StepRead: the read is done-----> kServing
-//   kServing, kPending --Unpin (Checkpoint, a failed read), Pin fails--> kUnpinned
+//   kServing, kPending --Unpin (Checkpoint, a failed read, a trim), Pin fails--> kUnpinned
 //
 //   transition              function                      invariant in the new state
 //   kUnpinned -> pinned     RefreshSnapshots via Pin       read transaction open; snapshot = group_epoch_
@@ -128,7 +128,8 @@
 //                                                          snapshot (the one a syncing group must not take)
 //   kServing -> kReading    StartRead                      snapshot <= durable epoch, >= the read's need
 //   kReading -> kServing    StepRead                       the read is done; the snapshot is unchanged
-//   pinned -> kUnpinned     Unpin (Checkpoint, StepRead)   no read transaction
+//   pinned -> kUnpinned     Unpin (Checkpoint, StepRead,       no read transaction (ReleaseMemory then
+//                           ReleaseMemory)                 closes the connection)
 //
 // clang-format on
 //
@@ -435,7 +436,7 @@ class Database {
   void RefreshSnapshots();
   [[nodiscard]] Connection* ReaderFor(const Request& read);
   // Opens one more reader if every open reader runs a read and the options allow another.
-  bool AddReaderIfAllBusy();
+  void AddReaderIfAllBusy();
   [[nodiscard]] absl::Status OpenReader();
   [[nodiscard]] absl::Status CheckAtOpen(internal::DatabaseFiles& files);
   [[nodiscard]] internal::FileFingerprint Fingerprint(internal::DatabaseFiles& files) const;

@@ -417,16 +417,14 @@ Database::Connection* Database::ReaderFor(const Request& read) {
   return best;
 }
 
-bool Database::AddReaderIfAllBusy() {
-  if (readers_.size() >= options_.readers) return false;
+void Database::AddReaderIfAllBusy() {
+  if (readers_.size() >= options_.readers) return;
   for (const auto& reader : readers_) {
-    if (reader->current() == nullptr) return false;
+    if (reader->current() == nullptr) return;
   }
   // A reader that cannot be opened (memory, an I/O error) is no failure of any read: the
   // reads wait for the readers that are open.
-  if (!OpenReader().ok()) return false;
-  ++stats_.readers_opened;
-  return true;
+  if (OpenReader().ok()) ++stats_.readers_opened;
 }
 
 bool Database::AnyReaderBusy() const {
@@ -455,7 +453,7 @@ bool Database::ServeReads() {
     Connection* reader = ReaderFor(*r);
     if (reader == nullptr) {
       // A reader freed since the last commit may be pinned now, or one more may be opened.
-      (void)AddReaderIfAllBusy();
+      AddReaderIfAllBusy();
       RefreshSnapshots();
       reader = ReaderFor(*r);
     }

@@ -2,6 +2,7 @@
 // bookkeeping every backend shares.
 #include "sqloop/io/backend.h"
 
+#include <linux/magic.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/uio.h>
@@ -75,12 +76,8 @@ namespace {
 // tmpfs and ramfs keep a file's bytes in memory only (tmpfs may swap; a swapped page is the
 // one read here that can wait). Linux answers RWF_NOWAIT on them with EOPNOTSUPP.
 bool InMemoryFileSystem(int fd) {
-  constexpr int64_t kTmpfsMagic = 0x01021994;
-  constexpr int64_t kRamfsMagic = 0x858458f6;
   struct statfs fs {};
-  if (fstatfs(fd, &fs) != 0) return false;
-  const auto type = static_cast<int64_t>(fs.f_type);
-  return type == kTmpfsMagic || type == kRamfsMagic;
+  return fstatfs(fd, &fs) == 0 && (fs.f_type == TMPFS_MAGIC || fs.f_type == RAMFS_MAGIC);
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 // stop, fetch what they missed asynchronously and run again, so the loop never waits for the
 // disk on a read; each one is checked against the rows it must return, on every backend.
 #include <fcntl.h>
+#include <linux/magic.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
@@ -109,8 +110,7 @@ class ColdReadTest : public DatabaseTest {
   // EOPNOTSUPP) is read the old way, waiting; these tests are about the others.
   bool OnTmpfs() const {
     struct statfs fs {};
-    constexpr long kTmpfsMagic = 0x01021994;
-    return !simulated() && statfs(dir_->Path("").c_str(), &fs) == 0 && fs.f_type == kTmpfsMagic;
+    return !simulated() && statfs(dir_->Path("").c_str(), &fs) == 0 && fs.f_type == TMPFS_MAGIC;
   }
 };
 

@@ -3,6 +3,7 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <linux/magic.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/epoll.h>
@@ -611,8 +612,7 @@ TEST_P(LoopTest, ReadIfCachedAnswersFromMemoryOnly) {
 TEST_P(LoopTest, ReadIfCachedReadsAFileOnTmpfs) {
   if (!GetParam().real_descriptors) GTEST_SKIP() << "the simulator has no file systems";
   struct statfs fs {};
-  constexpr long kTmpfsMagic = 0x01021994;
-  if (statfs("/dev/shm", &fs) != 0 || fs.f_type != kTmpfsMagic) {
+  if (statfs("/dev/shm", &fs) != 0 || fs.f_type != TMPFS_MAGIC) {
     GTEST_SKIP() << "/dev/shm is not tmpfs here";
   }
   auto loop = MakeLoop();
