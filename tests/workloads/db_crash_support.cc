@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 #include "sqloop/io/prng.h"
 #include "sqloop/io/sim_disk.h"
 
@@ -32,6 +33,10 @@ constexpr uint8_t kPayloadMask = 0x03;
 // page 1's b-tree header follows the 100-byte file header.
 constexpr uint64_t kHeaderBytes = 100;
 constexpr uint64_t kPageSizeOffset = 16;
+constexpr absl::string_view kMagic("SQLite format 3\0", 16);
+// A WAL's header is 32 bytes; the page size is the big-endian 32-bit number at offset 8.
+constexpr uint64_t kWalHeaderBytes = 32;
+constexpr uint64_t kWalPageSizeOffset = 8;
 // The shortest value the payload corruption looks for: a shorter one may occur by chance.
 constexpr size_t kPayloadNeedleBytesMin = 12;
 
@@ -150,13 +155,42 @@ FaultPlan DrawFaultPlan(uint64_t seed, const WorkloadOptions& options) {
   return plan;
 }
 
+namespace {
+
+// A page size SQLite accepts: a power of two from 512 to 65536.
+bool ValidPageBytes(uint64_t bytes) {
+  return bytes >= 512 && bytes <= 65536 && (bytes & (bytes - 1)) == 0;
+}
+
+// The page size of the database whose durable main file is `main`: from its header, or, when
+// page 1 was torn by a crash in a checkpoint (SQLite then reads page 1 from the WAL), from the
+// WAL's header. 0 if neither holds one: no page boundary is known.
+uint64_t DurablePageBytes(const io::SimDisk& disk, const char* path, const std::string& main) {
+  if (main.size() > kHeaderBytes && absl::string_view(main).substr(0, kMagic.size()) == kMagic) {
+    const auto high = static_cast<uint8_t>(main[kPageSizeOffset]);
+    const auto low = static_cast<uint8_t>(main[kPageSizeOffset + 1]);
+    const uint64_t bytes = high == 0 && low == 1 ? 65536 : (uint64_t{high} << 8 | low);
+    return ValidPageBytes(bytes) ? bytes : 0;
+  }
+  const std::optional<std::string> wal = disk.DurableContent(absl::StrCat(path, "-wal"));
+  if (!wal.has_value() || wal->size() < kWalHeaderBytes) return 0;
+  uint64_t bytes = 0;
+  for (uint64_t i = 0; i < 4; ++i) {
+    bytes = bytes << 8 | static_cast<uint8_t>((*wal)[kWalPageSizeOffset + i]);
+  }
+  return ValidPageBytes(bytes) ? bytes : 0;
+}
+
+}  // namespace
+
 uint64_t CorruptStructure(io::SimDisk& disk, const char* path, uint64_t draw) {
   const std::optional<std::string> durable = disk.DurableContent(path);
-  if (!durable.has_value() || durable->size() <= kHeaderBytes) return 0;
-  const auto high = static_cast<uint8_t>((*durable)[kPageSizeOffset]);
-  const auto low = static_cast<uint8_t>((*durable)[kPageSizeOffset + 1]);
-  const uint64_t page_bytes = high == 0 && low == 1 ? 65536 : (uint64_t{high} << 8 | low);
-  if (page_bytes < 512) return 0;  // Not a database header: the first page was never synced.
+  if (!durable.has_value()) return 0;
+  // Without a known page size the flip could land in a row's payload, which SQLite cannot
+  // tell from data (it keeps no checksums): that is the payload corruption's negative control,
+  // not a structural fault.
+  const uint64_t page_bytes = DurablePageBytes(disk, path, *durable);
+  if (page_bytes == 0) return 0;
   const uint64_t pages = durable->size() / page_bytes;
   if (pages == 0) return 0;
   const uint64_t page = 1 + draw % pages;
