@@ -47,7 +47,9 @@ Connection::~Connection() { Close(); }
 
 int Connection::Open(const char* path, const char* vfs_name) {
   const int flags = writer_ ? SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE : SQLITE_OPEN_READONLY;
-  return sqlite3_open_v2(path, &db_, flags | SQLITE_OPEN_EXRESCODE, vfs_name);
+  // A connection lives on its loop's thread and is never touched from another, so it needs no
+  // mutex of its own: SQLite's serialized mode would lock and unlock one around every call.
+  return sqlite3_open_v2(path, &db_, flags | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_EXRESCODE, vfs_name);
 }
 
 absl::Status Connection::Configure() {

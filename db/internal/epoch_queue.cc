@@ -506,7 +506,9 @@ int EpochQueue::Read(FileRole role, void* buffer, int amount, int64_t offset) {
     }
     if (got < 0) return SQLITE_IOERR_READ;
     // Bytes the disk does not have yet are zeros unless a queued write supplies them.
-    std::memset(out + got, 0, available - static_cast<uint64_t>(got));
+    if (static_cast<uint64_t>(got) < available) {
+      std::memset(out + got, 0, available - static_cast<uint64_t>(got));
+    }
     Overlay(role, out, start, available);
   }
   if (available < wanted) {
