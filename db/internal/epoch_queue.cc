@@ -181,21 +181,28 @@ void EpochQueue::FinishBarrier(PendingOp* op) {
   Remove(op);
   Release(op);
   if (fsync_error_ != 0) {
-    Poison(absl::DataLossError(absl::StrCat(
-        "fsync of '", FileNameOf(files_.main_path()), "' (epoch ", op->epoch,
-        ") failed: ", std::strerror(fsync_error_),
-        ". It is never retried (the kernel may have dropped the unsynced pages); the outcome of "
-        "every write since the last durable epoch is unknown. Restart the process to recover.")));
+    Poison(FsyncFailed(op->epoch));
     return;
   }
   if (poison_.ok()) durable_epoch_ = std::max(durable_epoch_, op->epoch);
+}
+
+absl::Status EpochQueue::FsyncFailed(uint64_t epoch) const {
+  return absl::DataLossError(absl::StrCat(
+      "fsync of '", FileNameOf(files_.main_path()), "' (epoch ", epoch,
+      ") failed: ", std::strerror(fsync_error_),
+      ". It is never retried (the kernel may have dropped the unsynced pages); the outcome of "
+      "every write since the last durable epoch is unknown. Restart the process to recover."));
 }
 
 loop::Action EpochQueue::OnFsyncDone(loop::Loop& /*unused*/, loop::Completion& c) {
   auto* self = static_cast<EpochQueue*>(c.user_data);
   SQLOOP_CHECK(self->fsyncs_outstanding_ > 0, "an fsync completed that was not outstanding");
   if (c.result() < 0 && self->fsync_error_ == 0) self->fsync_error_ = static_cast<int>(-c.result());
-  if (c.result() < 0 && &c == &self->fsyncs_[kDirIndex]) self->dir_fsync_failed_ = true;
+  if (c.result() < 0 && &c == &self->fsyncs_[kDirIndex]) {
+    self->dir_fsync_failed_ = true;
+    self->Poison(self->FsyncFailed(self->barrier_->epoch));  // Invariant 8: now, not when done.
+  }
   if (--self->fsyncs_outstanding_ != 0) return loop::Action::kDisarm;
   if (self->barrier_ != nullptr) self->FinishBarrier(self->barrier_);
   self->Advance();
@@ -236,7 +243,14 @@ loop::Action EpochQueue::OnOpDone(loop::Loop& /*unused*/, loop::Completion& c) {
 
 // Invariant 4: drop everything queued; what is in flight comes back and is released.
 void EpochQueue::Poison(absl::Status status) {
-  if (!poison_.ok()) return;
+  if (!poison_.ok()) {
+    // Poisoned already (a write-behind write failed, say): a directory fsync failing after that
+    // still taints the directory (invariant 8).
+    if (dir_fsync_failed_) {
+      context_.Taint(files_.main_path(), files_.dir_path(), poison_.message(), true);
+    }
+    return;
+  }
   poison_ = std::move(status);
   context_.stats().poisonings++;
   context_.Taint(files_.main_path(), files_.dir_path(), poison_.message(), dir_fsync_failed_);

@@ -40,6 +40,10 @@
 //      so the kernel (or the simulator) never sees a stale or reused descriptor.
 //   7. An unlink marks the directory for the next barrier's fsync (SharedFile::needs_dir_sync),
 //      as an open does: no epoch that follows an unlink is durable before the unlink is.
+//   8. A failed fsync of the directory poisons this queue and taints the directory the moment
+//      its completion arrives, before any other completion runs. It may have dropped the
+//      pending creations and unlinks of every database in the directory, and another database's
+//      barrier completing next would otherwise call an epoch durable whose file name is lost.
 //
 // Queue states of an operation (`PendingOp`):
 //
@@ -179,6 +183,8 @@ class EpochQueue {
   void Start(PendingOp* op);
   void StartBarrier(PendingOp* op);
   void FinishBarrier(PendingOp* op);
+  // The poison of a barrier whose fsync failed with fsync_error_.
+  [[nodiscard]] absl::Status FsyncFailed(uint64_t epoch) const;
   // Invariant 5: counts a refused operation and returns SQLITE_FULL.
   [[nodiscard]] int RefuseForBackpressure();
   [[nodiscard]] bool Overlaps(FileRole role, uint64_t offset, uint64_t length) const;
