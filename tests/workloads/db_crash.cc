@@ -52,6 +52,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/time/time.h"
 #include "sqloop/db/database.h"
 #include "sqloop/db/vfs.h"
@@ -391,6 +392,21 @@ std::optional<std::string> CheckCorruptionRefused(const Run& run, const Recovere
   return "";
 }
 
+// How a recovered value differs from the one acknowledged: enough to tell a torn write from a
+// flipped byte from a stale row.
+std::string Difference(const std::string& expected, int64_t got_txn, const std::string& got) {
+  size_t at = 0;
+  while (at < expected.size() && at < got.size() && expected[at] == got[at]) ++at;
+  std::string text = absl::StrCat("expected ", expected.size(), " bytes, got ", got.size(),
+                                  " bytes of transaction ", got_txn);
+  if (at < expected.size() && at < got.size()) {
+    absl::StrAppend(&text, absl::StrFormat(", first difference at byte %d: 0x%02x became 0x%02x",
+                                           at, static_cast<unsigned char>(expected[at]),
+                                           static_cast<unsigned char>(got[at])));
+  }
+  return text;
+}
+
 // The checker (see the file comment). Returns the first violation, or "".
 std::string Check(const Run& run, const Recovered& recovered, bool corrupted) {
   if (corrupted) {
@@ -442,7 +458,11 @@ std::string Check(const Run& run, const Recovered& recovered, bool corrupted) {
       auto it = recovered.rows.find(txn.keys[i]);
       if (it == recovered.rows.end() || it->second.first != static_cast<int64_t>(txn.id) ||
           it->second.second != txn.values[i]) {
-        return absl::StrCat("transaction ", txn.id, " came back with other contents");
+        return absl::StrCat("transaction ", txn.id, " came back with other contents: key ",
+                            txn.keys[i], ": ",
+                            it == recovered.rows.end()
+                                ? std::string("missing")
+                                : Difference(txn.values[i], it->second.first, it->second.second));
       }
     }
     rows_per_txn.erase(static_cast<int64_t>(txn.id));
