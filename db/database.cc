@@ -1,19 +1,17 @@
 #include "sqloop/db/database.h"
 
 #include <sqlite3.h>
-#include <sys/stat.h>
 
 #include <algorithm>
-#include <cstring>
+#include <memory>
 #include <utility>
 
-#include "absl/strings/ascii.h"
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "sqloop/alloc/check.h"
 #include "sqloop/db/internal/connection.h"
 #include "sqloop/db/internal/database_files.h"
 #include "sqloop/db/internal/file_names.h"
+#include "sqloop/db/internal/file_preopen.h"  // Complete for preopen_'s destructor.
 #include "sqloop/db/internal/vfs_core.h"
 
 namespace sqloop::db {
@@ -136,15 +134,17 @@ void Database::OnFilesChanged(void* arg) { static_cast<Database*>(arg)->ArmPump(
 void Database::Pump() {
   switch (state_) {
     case State::kOpening: {
+      if (!files_ready_) {
+        StartPreopen();  // OnPreopened re-arms.
+        return;
+      }
       if (!internal::VfsCore::Of(vfs_).context().MayOpenOrCloseNow()) {
         ArmPump();  // This tick has opened enough.
         return;
       }
       absl::Status status = DoOpen();
       if (!status.ok()) {
-        CloseConnections();
-        SetState(State::kFailed);
-        FinishOpen(std::move(status));
+        FailOpen(std::move(status));
         return;
       }
       open_epoch_ = files_->queue().epoch();
@@ -175,132 +175,6 @@ void Database::Pump() {
     case State::kFailed:
       return;
   }
-}
-
-void Database::FinishOpen(absl::Status status) {
-  AssertInvariants();
-  if (open_done_ != nullptr) open_done_(open_arg_, std::move(status));
-}
-
-absl::Status Database::OpenConnection(Connection& c) {
-  internal::VfsCore::Of(vfs_).set_last_open_error("");
-  if (c.Open(path_.c_str(), vfs_.name()) != SQLITE_OK) {
-    std::string why =
-        vfs_.last_open_error().empty() ? sqlite3_errmsg(c.db()) : vfs_.last_open_error();
-    return absl::UnavailableError(
-        absl::StrCat("cannot open database '", internal::FileNameOf(path_), "': ", why));
-  }
-  return c.Configure();
-}
-
-absl::Status Database::ConfigureWriter() {
-  // WAL and full durability are what the epoch barriers assume; secure_delete off because
-  // Debian's SQLite turns it on, which doubles the writes of every delete. The VFS keeps the
-  // WAL across close (SQLITE_FCNTL_PERSIST_WAL); a journal_size_limit is what makes SQLite
-  // truncate it to 0 bytes at close, and the limit (64 MiB, far above what the checkpoints
-  // let the WAL grow to) also takes back the space after an unusually large transaction.
-  const char* kSetup =
-      "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA secure_delete=OFF; "
-      "PRAGMA journal_size_limit=67108864;";
-  if (absl::Status s = writer_->RunInternal(kSetup); !s.ok()) return s;
-  sqlite3_stmt* mode = nullptr;
-  sqlite3_prepare_v2(writer_->db(), "PRAGMA journal_mode", -1, &mode, nullptr);
-  const bool wal =
-      sqlite3_step(mode) == SQLITE_ROW &&
-      absl::EqualsIgnoreCase(reinterpret_cast<const char*>(sqlite3_column_text(mode, 0)), "wal");
-  sqlite3_finalize(mode);
-  if (!wal)
-    return absl::InternalError(
-        absl::StrCat("'", internal::FileNameOf(path_), "' could not be put in WAL mode"));
-  // sqloop checkpoints itself, between groups (Checkpoint()); the hook replaces autocheckpoint.
-  sqlite3_wal_hook(writer_->db(), &Database::OnWalCommit, this);
-  return absl::OkStatus();
-}
-
-// The main file's identity and last change as the OS reports them, and both files' sizes as
-// the VFS sees them (VfsContext::RememberChecked).
-internal::FileFingerprint Database::Fingerprint(internal::DatabaseFiles& files) const {
-  const internal::SharedFile& main = files.table().file(internal::FileRole::kMain);
-  internal::FileFingerprint fingerprint{
-      .main_bytes = main.size_bytes,
-      .wal_bytes = files.table().file(internal::FileRole::kWal).size_bytes};
-  struct stat status {};
-  if (loop_.backend().name() != "simulator" && fstat(main.fd, &status) == 0) {
-    fingerprint.device = status.st_dev;
-    fingerprint.inode = status.st_ino;
-    fingerprint.modified_ns = status.st_mtim.tv_sec * 1'000'000'000 + status.st_mtim.tv_nsec;
-    fingerprint.changed_ns = status.st_ctim.tv_sec * 1'000'000'000 + status.st_ctim.tv_nsec;
-  }
-  return fingerprint;
-}
-
-// quick_check reads the whole file, so it runs at a database's first open in this Vfs and
-// again only if the files changed since this Vfs closed them after a check: a reopen of a
-// scaled-to-zero tenant costs the same whatever its size.
-absl::Status Database::CheckAtOpen(internal::DatabaseFiles& files) {
-  if (!options_.check_at_open) return absl::OkStatus();
-  internal::VfsContext& context = internal::VfsCore::Of(vfs_).context();
-  if (context.TakeUnchangedSinceChecked(files.main_path(), Fingerprint(files))) {
-    ++stats_.integrity_checks_skipped;
-    checked_ = true;
-    return absl::OkStatus();
-  }
-  ++stats_.integrity_checks;
-  sqlite3_stmt* check = nullptr;
-  sqlite3_prepare_v2(writer_->db(), "PRAGMA quick_check", -1, &check, nullptr);
-  const int rc = sqlite3_step(check);
-  std::string result = rc == SQLITE_ROW
-                           ? reinterpret_cast<const char*>(sqlite3_column_text(check, 0))
-                           : sqlite3_errmsg(writer_->db());
-  sqlite3_finalize(check);
-  if (result != "ok") {
-    return absl::DataLossError(absl::StrCat("'", internal::FileNameOf(path_),
-                                            "' is corrupt (quick_check: ", result,
-                                            "); restore it from a backup"));
-  }
-  checked_ = true;
-  return absl::OkStatus();
-}
-
-// Options that would make the database unusable are refused at open, with the one to fix.
-absl::Status Database::CheckOptions() const {
-  if (options_.readers == 0) {
-    return absl::InvalidArgumentError(
-        "DatabaseOptions::readers is 0: reads would wait for ever; use at least 1");
-  }
-  if (options_.slice_vm_steps_max == 0 || options_.request_vm_steps_max == 0 ||
-      options_.rows_per_tick == 0) {
-    return absl::InvalidArgumentError(
-        "DatabaseOptions::slice_vm_steps_max, request_vm_steps_max and rows_per_tick must be "
-        "above 0: no statement could make progress");
-  }
-  return absl::OkStatus();
-}
-
-absl::Status Database::DoOpen() {
-  if (absl::Status s = CheckOptions(); !s.ok()) return s;
-  if (absl::Status s = OpenConnection(*writer_); !s.ok()) return s;
-  if (absl::Status s = ConfigureWriter(); !s.ok()) return s;
-  writer_->RestrictToRequests();
-  internal::DatabaseFiles* files =
-      internal::VfsCore::Of(vfs_).Find(sqlite3_db_filename(writer_->db(), "main"));
-  SQLOOP_CHECK(files != nullptr, "the VFS has no files for a database it just opened");
-  if (absl::Status s = CheckAtOpen(*files); !s.ok()) return s;
-  if (absl::Status s = OpenReader(); !s.ok()) return s;  // The others open on demand.
-  files_ = files;
-  files_->Pin();
-  files_->queue().SetListener(&Database::OnFilesChanged, this);
-  group_epoch_ = files_->queue().epoch();
-  return absl::OkStatus();
-}
-
-absl::Status Database::OpenReader() {
-  auto reader = std::make_unique<Connection>(loop_, options_, /*writer=*/false,
-                                             std::string(internal::FileNameOf(path_)));
-  if (absl::Status s = OpenConnection(*reader); !s.ok()) return s;
-  reader->RestrictToRequests();
-  readers_.push_back(std::move(reader));
-  return absl::OkStatus();
 }
 
 uint64_t Database::epoch() const { return files_ != nullptr ? files_->queue().epoch() : 0; }
@@ -729,7 +603,7 @@ void Database::AssertInvariants() const {
   switch (state_) {
     case State::kNew:
     case State::kOpening:
-      SQLOOP_CHECK(files_ == nullptr, "files pinned before the open finished");
+      SQLOOP_CHECK(files_ == nullptr, "files taken over before the open finished");
       break;
     case State::kReady:
     case State::kOpenSyncing: {
@@ -772,8 +646,8 @@ void Database::AssertInvariants() const {
       break;
     case State::kClosed:
     case State::kFailed:
-      SQLOOP_CHECK(files_ == nullptr && writer_->db() == nullptr && readers_.empty() &&
-                       fetches_in_flight_ == 0,
+      SQLOOP_CHECK(files_ == nullptr && preopened_ == nullptr && writer_->db() == nullptr &&
+                       readers_.empty() && fetches_in_flight_ == 0,
                    "closed with connections, files or fetches left");
       break;
   }

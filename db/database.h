@@ -35,7 +35,7 @@
 //   transition                  function        invariant in the new state
 //   kNew -> kOpening            Open            no connection, no files; the pump is armed
 //   kOpening -> kOpenSyncing    Pump            connections open in WAL mode; files pinned
-//   kOpening -> kFailed         Pump            no connection, no files; Open's callback got why
+//   kOpening -> kFailed         Pump, OnPreopened  no connection, no files; Open's callback got why
 //   kOpenSyncing -> kReady      Pump            the open's epoch is durable; Open's callback got OK
 //   kOpenSyncing -> kPoisoned   Pump            files poisoned; Open's callback got the poison
 //   kReady -> kPoisoned         BecomePoisoned  files poisoned; no request awaits durability
@@ -45,6 +45,11 @@
 //   kClosing -> kClosed         FinishClose     no connection, no files, nothing queued or awaited
 //
 // clang-format on
+//
+// kOpening has two steps. First the files' descriptors are opened through the loop
+// (internal::FilePreopen, StartPreopen; the files are pinned meanwhile in preopened_), so
+// SQLite's xOpen finds them and waits for nothing; then, once the tick's open budget allows
+// (VfsOptions::open_tick_budget_ns), DoOpen opens the connections.
 //
 // A request's lifecycle (Request::State). The Database owns a request from Submit until
 // on_done, and every change goes through SetRequestState, which checks it against this table.
@@ -198,6 +203,7 @@ namespace sqloop::db {
 namespace internal {
 class Connection;
 class DatabaseFiles;     // db/internal/database_files.h: not part of the API.
+class FilePreopen;       // db/internal/file_preopen.h.
 struct FileFingerprint;  // db/internal/vfs_context.h.
 struct ReadMiss;         // db/internal/epoch_queue.h.
 }  // namespace internal
@@ -438,6 +444,9 @@ class Database {
   // Opens one more reader if every open reader runs a read and the options allow another.
   void AddReaderIfAllBusy();
   [[nodiscard]] absl::Status OpenReader();
+  void StartPreopen();
+  static void OnPreopened(void* arg);
+  void FailOpen(absl::Status status);
   [[nodiscard]] absl::Status CheckAtOpen(internal::DatabaseFiles& files);
   [[nodiscard]] internal::FileFingerprint Fingerprint(internal::DatabaseFiles& files) const;
   [[nodiscard]] bool AnyReaderBusy() const;
@@ -488,6 +497,10 @@ class Database {
 
   loop::Completion pump_;
   internal::DatabaseFiles* files_ = nullptr;  // Pinned while held (db/internal/).
+  // kOpening: the files being opened through the loop, pinned until DoOpen takes them over.
+  std::unique_ptr<internal::FilePreopen> preopen_;
+  internal::DatabaseFiles* preopened_ = nullptr;
+  bool files_ready_ = false;
   uint64_t open_epoch_ = 0;
   bool checked_ = false;      // The integrity check passed at open (or held from the last close).
   uint64_t group_epoch_ = 0;  // The last group's commit epoch.

@@ -27,6 +27,8 @@ namespace {
 using internal::DatabaseFiles;
 using internal::FileNameOf;
 using internal::FileRole;
+using internal::FileTable;
+using internal::FullPathOf;
 using internal::kShmLocks;
 using internal::SharedFile;
 using internal::VfsCore;
@@ -291,17 +293,6 @@ const sqlite3_io_methods kMemoryMethods = {
 
 // ---- The VFS ----------------------------------------------------------------------------------
 
-std::string OpenErrorMessage(const std::string& path, int64_t error) {
-  if (error == -EWOULDBLOCK) {
-    return absl::StrCat("database file '", FileNameOf(path),
-                        "' is locked by another process: sqloop takes an exclusive lock on each "
-                        "database file (one process per database). Close it in that process, or "
-                        "open a copy");
-  }
-  return absl::StrCat("cannot open '", FileNameOf(path),
-                      "': ", std::strerror(static_cast<int>(-error)));
-}
-
 int VfsOpen(sqlite3_vfs* v, sqlite3_filename name, sqlite3_file* f, int flags, int* out_flags) {
   VfsCore& vfs = AsVfs(v);
   auto* file = new (f) VfsFile{};
@@ -339,7 +330,7 @@ int VfsOpen(sqlite3_vfs* v, sqlite3_filename name, sqlite3_file* f, int flags, i
     rc = files.table().Open(role, O_RDONLY);
   }
   if (rc < 0) {
-    vfs.set_last_open_error(OpenErrorMessage(shared.path, rc));
+    vfs.set_last_open_error(FileTable::OpenErrorMessage(shared.path, rc));
     vfs.ReleaseIfUnused(&files);
     return SQLITE_CANTOPEN;
   }
@@ -403,15 +394,8 @@ int VfsAccess(sqlite3_vfs* v, const char* path, int flags, int* result) {
 }
 
 int VfsFullPathname(sqlite3_vfs* /*unused*/, const char* name, int out_bytes, char* out) {
-  std::string full;
-  if (name[0] == '/') {
-    full = name;
-  } else {
-    char cwd[kPathBytesMax];
-    if (getcwd(cwd, sizeof(cwd)) == nullptr) return SQLITE_CANTOPEN;
-    full = absl::StrCat(cwd, "/", name);
-  }
-  if (full.size() + 1 > static_cast<size_t>(out_bytes)) return SQLITE_CANTOPEN;
+  const std::string full = FullPathOf(name);
+  if (full.empty() || full.size() + 1 > static_cast<size_t>(out_bytes)) return SQLITE_CANTOPEN;
   std::memcpy(out, full.c_str(), full.size() + 1);
   return SQLITE_OK;
 }

@@ -75,25 +75,6 @@ TEST(DbCrashTest, EveryAcknowledgedTransactionSurvivesEveryCrash) {
   }
 }
 
-// Seed 6962 crashed while a new database's first transaction (the switch to WAL) was writing
-// page 1: page 1 was torn beside a hot journal saying the file had 0 pages. SQLite read the
-// torn header's vacuum flags before rolling the journal back and wrote them into the new page
-// 1, so quick_check failed on every later open. The VFS now rolls such a journal back before
-// SQLite reads anything (FileTable::RollBackFirstTransaction): recovery opens an empty
-// database, and the liveness phase writes to it. Pinned with and without the drawn
-// configuration (without it, it is the run the issue found).
-TEST(DbCrashTest, Seed6962ACrashInANewDatabasesFirstTransactionLeavesAUsableDatabase) {
-  for (const bool swarm_config : {true, false}) {
-    const WorkloadOptions options{.swarm_config = swarm_config};
-    const WorkloadResult result = DbCrash().run(6962, options);
-    EXPECT_TRUE(result.ok) << result.failure << "\n  " << result.summary << "\n  "
-                           << Replay(6962, options);
-    // Still the run that found it: the crash came before anything was acknowledged.
-    EXPECT_TRUE(absl::StartsWith(result.summary, "0 transactions in 0 rounds")) << result.summary;
-    EXPECT_TRUE(absl::StrContains(result.summary, "; crashed;")) << result.summary;
-  }
-}
-
 // The liveness negative control: a database that stops starting group commits after the third
 // must fail the fault-free liveness phase on every seed, with the stuck requests named
 // (DatabaseOptions::stop_group_commits_after_for_testing).

@@ -1,5 +1,11 @@
 #include "sqloop/db/internal/file_names.h"
 
+#include <unistd.h>
+
+#include <climits>
+
+#include "absl/strings/str_cat.h"
+
 namespace sqloop::db::internal {
 
 std::string DirectoryOf(const std::string& path) {
@@ -7,6 +13,13 @@ std::string DirectoryOf(const std::string& path) {
   if (slash == std::string::npos) return ".";
   if (slash == 0) return "/";
   return path.substr(0, slash);
+}
+
+std::string FullPathOf(const std::string& path) {
+  if (!path.empty() && path[0] == '/') return path;
+  char cwd[PATH_MAX];
+  if (getcwd(cwd, sizeof(cwd)) == nullptr) return "";
+  return absl::StrCat(cwd, "/", path);
 }
 
 absl::string_view FileNameOf(absl::string_view path) {

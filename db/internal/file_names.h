@@ -1,8 +1,9 @@
 // db/internal/file_names.h
 // -----------------------------------------------------------------------------
 //
-// The two path functions the VFS and the Database share: the directory a database file lives
-// in (whose fsync makes its files' names durable), and the name a message may show.
+// The path functions the VFS and the Database share: a database's full path (the key of its
+// files), the directory it lives in (whose fsync makes its files' names durable), and the name
+// a message may show.
 //
 // Internal: the VFS, the Database and the registry are the only users.
 //
@@ -22,6 +23,10 @@ namespace sqloop::db::internal {
 // The directory a database file at `path` lives in ("." for a bare name, "/" for a file in the
 // root).
 [[nodiscard]] std::string DirectoryOf(const std::string& path);
+
+// `path` made absolute against the working directory, as the VFS's xFullPathname names a
+// database (the key of its files); empty if the working directory cannot be read.
+[[nodiscard]] std::string FullPathOf(const std::string& path);
 
 // The last component of `path`. Messages a request's caller may see name files by it, so no
 // error tells a tenant where the host keeps its files.

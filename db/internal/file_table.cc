@@ -8,6 +8,7 @@
 #include <cstring>
 #include <utility>
 
+#include "absl/strings/str_cat.h"
 #include "sqloop/alloc/check.h"
 #include "sqloop/db/internal/file_names.h"
 
@@ -78,28 +79,46 @@ int64_t FileTable::Open(FileRole role, int flags) {
                  .mode = 0644};
   const int64_t fd = RunNow(loop_, open_op);
   if (fd < 0) return fd;
-  if (role == FileRole::kMain && os_lock_) {
-    // One process per database file: an exclusive, non-blocking flock on the descriptor.
-    if (flock(static_cast<int>(fd), LOCK_EX | LOCK_NB) != 0) {
-      const int error = errno;
-      io::Op close_op{.kind = io::OpKind::kClose, .fd = static_cast<int>(fd)};
-      (void)RunNow(loop_, close_op);
-      return error == EWOULDBLOCK ? -EWOULDBLOCK : -error;
-    }
+  if (role == FileRole::kMain) {
+    if (const int64_t locked = LockMain(static_cast<int>(fd)); locked < 0) return locked;
   }
   io::Op size_op{.kind = io::OpKind::kFileSize, .fd = static_cast<int>(fd)};
-  int64_t size = RunNow(loop_, size_op);
+  return Adopt(role, static_cast<int>(fd), RunNow(loop_, size_op));
+}
+
+std::string FileTable::OpenErrorMessage(const std::string& path, int64_t error) {
+  if (error == -EWOULDBLOCK) {
+    return absl::StrCat("database file '", FileNameOf(path),
+                        "' is locked by another process: sqloop takes an exclusive lock on each "
+                        "database file (one process per database). Close it in that process, or "
+                        "open a copy");
+  }
+  return absl::StrCat("cannot open '", FileNameOf(path),
+                      "': ", std::strerror(static_cast<int>(-error)));
+}
+
+int64_t FileTable::LockMain(int fd) {
+  if (!os_lock_) return 0;
+  // One process per database file: an exclusive, non-blocking flock on the descriptor.
+  if (flock(fd, LOCK_EX | LOCK_NB) == 0) return 0;
+  const int error = errno;
+  io::Op close_op{.kind = io::OpKind::kClose, .fd = fd};
+  (void)RunNow(loop_, close_op);
+  return error == EWOULDBLOCK ? -EWOULDBLOCK : -error;
+}
+
+int64_t FileTable::Adopt(FileRole role, int fd, int64_t size) {
+  SharedFile& f = file(role);
+  SQLOOP_CHECK(f.fd < 0, "FileTable::Adopt: the role already has a descriptor");
   if (role == FileRole::kMain && size > 0) {
-    if (const int64_t rolled = RollBackFirstTransaction(static_cast<int>(fd), size); rolled < 0) {
-      size = rolled;
-    }
+    if (const int64_t rolled = RollBackFirstTransaction(fd, size); rolled < 0) size = rolled;
   }
   if (size < 0) {
-    io::Op close_op{.kind = io::OpKind::kClose, .fd = static_cast<int>(fd)};
+    io::Op close_op{.kind = io::OpKind::kClose, .fd = fd};
     (void)RunNow(loop_, close_op);
     return size;
   }
-  f.fd = static_cast<int>(fd);
+  f.fd = fd;
   f.size_bytes = static_cast<uint64_t>(size);
   f.exists = true;
   f.known = true;
@@ -132,12 +151,15 @@ int64_t FileTable::RollBackFirstTransaction(int main_fd, int64_t& size_bytes) {
   constexpr unsigned char kMagic[8] = {0xd9, 0xd5, 0x05, 0xf9, 0x20, 0xa1, 0x63, 0xd7};
   constexpr uint32_t kHeaderBytes = 28;
   constexpr uint32_t kInitialPagesOffset = 16;
-  const std::string& journal = file(FileRole::kJournal).path;
+  const SharedFile& journal_file = file(FileRole::kJournal);
+  if (journal_file.known && !journal_file.exists) return 0;  // Found absent already.
+  const std::string& journal = journal_file.path;
   io::Op open_op{.kind = io::OpKind::kOpenAt,
                  .fd = AT_FDCWD,
                  .flags = O_RDONLY | O_CLOEXEC,
                  .path = journal.c_str()};
   const int64_t fd = RunNow(loop_, open_op);
+  if (fd == -ENOENT) MarkAbsent(FileRole::kJournal);
   if (fd < 0) return fd == -ENOENT ? 0 : fd;
   unsigned char header[kHeaderBytes] = {};
   io::Op read_op{.kind = io::OpKind::kRead,

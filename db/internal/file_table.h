@@ -75,9 +75,25 @@ class FileTable {
   // Whether no sqlite3_file handle has any of the files open.
   [[nodiscard]] bool unused() const;
 
+  // What a failed open of `path` (-errno, as Open returns) means, in words for a user.
+  [[nodiscard]] static std::string OpenErrorMessage(const std::string& path, int64_t error);
   // Opens the role's descriptor if it is not open (flags as open(2)). Returns 0 or -errno
   // (-EWOULDBLOCK: another process holds the main file's flock).
   [[nodiscard]] int64_t Open(FileRole role, int flags);
+  // For a caller that opened the file itself, through the loop (FilePreopen): LockMain takes
+  // the main file's flock (0, or -errno, the descriptor closed: -EWOULDBLOCK if another
+  // process holds it); Adopt takes `fd`, opened for `role` (the main file locked), whose size
+  // (or -errno) is `size`, as Open would have: 0, or -errno with the descriptor closed.
+  [[nodiscard]] int64_t LockMain(int fd);
+  [[nodiscard]] int64_t Adopt(FileRole role, int fd, int64_t size);
+  // Records that `role` does not exist (found absent by the caller; only this process creates
+  // a database's files).
+  void MarkAbsent(FileRole role) {
+    SharedFile& f = file(role);
+    f.known = true;
+    f.exists = false;
+    f.size_bytes = 0;
+  }
   // A handle on `role` was closed. The descriptor stays open: see CloseIdle.
   void CloseHandle(FileRole role);
   // Closes the role's descriptor if no handle has it open (before the file is unlinked).

@@ -1,0 +1,150 @@
+#include "sqloop/db/internal/file_preopen.h"
+
+#include <fcntl.h>
+
+#include <cerrno>
+#include <utility>
+
+#include "sqloop/alloc/check.h"
+#include "sqloop/db/internal/file_table.h"
+
+namespace sqloop::db::internal {
+
+void FilePreopen::Start(loop::Loop& loop, DatabaseFiles& files, Callback done, void* arg) {
+  SQLOOP_CHECK(state_ == State::kIdle, "FilePreopen::Start: already running");
+  loop_ = &loop;
+  files_ = &files;
+  done_ = done;
+  arg_ = arg;
+  status_ = absl::OkStatus();
+  io_.callback = &FilePreopen::OnIo;
+  io_.user_data = this;
+  io_.name = "preopen";
+  // Invariant 3: files still open from an earlier Database need nothing.
+  Advance(files.table().file(FileRole::kMain).fd >= 0 ? State::kIdle : State::kOpenMain);
+}
+
+void FilePreopen::Submit(io::Op op) {
+  io_.op = op;
+  loop_->Submit(io_);
+}
+
+void FilePreopen::Advance(State next) {
+  FileTable& table = files_->table();
+  state_ = next;
+  switch (next) {
+    case State::kIdle:
+      Finish(absl::OkStatus());
+      return;
+    case State::kOpenMain:
+      Submit({.kind = io::OpKind::kOpenAt,
+              .fd = AT_FDCWD,
+              .flags = O_RDWR | O_CREAT | O_CLOEXEC,
+              .path = table.file(FileRole::kMain).path.c_str(),
+              .mode = 0644});
+      return;
+    case State::kSizeMain:
+    case State::kSizeWal:
+      Submit({.kind = io::OpKind::kFileSize, .fd = fd_});
+      return;
+    case State::kProbeJournal:
+      Submit({.kind = io::OpKind::kOpenAt,
+              .fd = AT_FDCWD,
+              .flags = O_RDONLY | O_CLOEXEC,
+              .path = table.file(FileRole::kJournal).path.c_str()});
+      return;
+    case State::kOpenWal:
+      if (table.file(FileRole::kWal).fd >= 0) {
+        Advance(State::kIdle);
+        return;
+      }
+      Submit({.kind = io::OpKind::kOpenAt,
+              .fd = AT_FDCWD,
+              .flags = O_RDWR | O_CREAT | O_CLOEXEC,
+              .path = table.file(FileRole::kWal).path.c_str(),
+              .mode = 0644});
+      return;
+  }
+}
+
+loop::Action FilePreopen::OnIo(loop::Loop& /*unused*/, loop::Completion& c) {
+  auto& self = *static_cast<FilePreopen*>(c.user_data);
+  const int64_t failed = self.Take(c.result());
+  if (failed < 0) {
+    const std::string& path = self.files_->table().file(FileRole::kMain).path;
+    self.Finish(absl::UnavailableError(FileTable::OpenErrorMessage(path, failed)));
+  }
+  return loop::Action::kDisarm;
+}
+
+// Takes the result of the operation in flight and moves on. Returns 0, or -errno if the
+// preopen failed (a descriptor not yet adopted is closed).
+int64_t FilePreopen::Take(int64_t result) {
+  FileTable& table = files_->table();
+  switch (state_) {
+    case State::kOpenMain:
+      if (result < 0) return result;
+      fd_ = static_cast<int>(result);
+      if (const int64_t locked = table.LockMain(fd_); locked < 0) {
+        fd_ = -1;  // LockMain closed it.
+        return locked;
+      }
+      Advance(State::kSizeMain);
+      return 0;
+    case State::kSizeMain:
+      if (result < 0) break;
+      main_bytes_ = result;
+      Advance(State::kProbeJournal);
+      return 0;
+    case State::kProbeJournal: {
+      if (result >= 0) {
+        // A journal is there: SQLite's own recovery (and Adopt's check) read it the usual way.
+        io::Op close_op{.kind = io::OpKind::kClose, .fd = static_cast<int>(result)};
+        (void)RunNow(*loop_, close_op);
+      } else if (result == -ENOENT) {
+        table.MarkAbsent(FileRole::kJournal);
+      } else {
+        break;
+      }
+      const int main_fd = fd_;
+      fd_ = -1;
+      if (const int64_t adopted = table.Adopt(FileRole::kMain, main_fd, main_bytes_); adopted < 0) {
+        return adopted;
+      }
+      Advance(State::kOpenWal);
+      return 0;
+    }
+    case State::kOpenWal:
+      if (result < 0) return result;
+      fd_ = static_cast<int>(result);
+      Advance(State::kSizeWal);
+      return 0;
+    case State::kSizeWal: {
+      if (result < 0) break;
+      const int wal_fd = fd_;
+      fd_ = -1;
+      if (const int64_t adopted = table.Adopt(FileRole::kWal, wal_fd, result); adopted < 0) {
+        return adopted;
+      }
+      Advance(State::kIdle);
+      return 0;
+    }
+    case State::kIdle:
+      SQLOOP_CHECK(false, "FilePreopen: a completion with nothing in flight");
+  }
+  // A failure with a descriptor of ours still open.
+  io::Op close_op{.kind = io::OpKind::kClose, .fd = fd_};
+  (void)RunNow(*loop_, close_op);
+  fd_ = -1;
+  return result;
+}
+
+void FilePreopen::Finish(absl::Status status) {
+  state_ = State::kIdle;
+  status_ = std::move(status);
+  Callback done = done_;
+  done_ = nullptr;
+  if (done != nullptr) done(arg_);
+}
+
+}  // namespace sqloop::db::internal
