@@ -21,6 +21,11 @@ void PlainRead(benchmark::State& state, PlainReadConfig config);
 void SqloopRead(benchmark::State& state);
 void SqloopCoroRead(benchmark::State& state);
 
+// sqlite_request: one prepared SELECT ?1 per iteration, which touches no table (point_read.cc):
+// what a request costs beyond SQLite's own work.
+void PlainRequest(benchmark::State& state);
+void SqloopRequest(benchmark::State& state);
+
 // sqlite_read_cold: one point SELECT of a random row per iteration, SQLite's and the OS's page
 // caches dropped every few hundred reads (cold_read.cc). SqloopColdRead's argument is the
 // number of reads in flight.

@@ -249,3 +249,84 @@ void SqloopCoroRead(benchmark::State& state) {
 }
 
 }  // namespace sqloop::bench
+
+// ---- sqlite_request: what a request costs beyond SQLite's own work --------------------------
+
+namespace sqloop::bench {
+namespace {
+
+// Touches no table, so what SQLite does per iteration is bind, one step and reset.
+constexpr const char* kTrivialSelect = "SELECT ?1";
+
+void CheckEcho(void* ctx, const db::Row& row) {
+  auto* result = static_cast<ReadResult*>(ctx);
+  ++result->rows;
+  result->values_ok = row.Int(0) == result->id;
+}
+
+}  // namespace
+
+void PlainRequest(benchmark::State& state) {
+  // No mutex: sqloop's connections have none either (a connection stays on its loop's thread).
+  sqlite3* db = OpenPlain(ReadDbPath(), nullptr, /*no_mutex=*/true);
+  sqlite3_stmt* stmt = nullptr;
+  if (db == nullptr || sqlite3_prepare_v3(db, kTrivialSelect, -1, SQLITE_PREPARE_PERSISTENT, &stmt,
+                                          nullptr) != SQLITE_OK) {
+    state.SkipWithError("plain SQLite setup failed");
+    sqlite3_close_v2(db);
+    return;
+  }
+  Prng keys{kKeySeed};
+  uint64_t bad = 0;
+  const alloc::HeapCounts before = alloc::CurrentHeapCounts();
+  for (auto _ : state) {
+    const int64_t id = keys.NextRowId();
+    sqlite3_bind_int64(stmt, 1, id);
+    const bool ok = sqlite3_step(stmt) == SQLITE_ROW && sqlite3_column_int64(stmt, 0) == id &&
+                    sqlite3_step(stmt) == SQLITE_DONE;
+    sqlite3_reset(stmt);
+    bad += ok ? 0 : 1;
+  }
+  SetCounters(state, before, 0, 0);
+  sqlite3_finalize(stmt);
+  sqlite3_close_v2(db);
+  if (bad != 0) state.SkipWithError(absl::StrCat(bad, " requests were answered wrong").c_str());
+}
+
+void SqloopRequest(benchmark::State& state) {
+  SqloopEnv env;
+  if (!OpenSqloop(state, env)) return;
+  ReadResult result;
+  db::Request request;
+  request.kind = db::Request::Kind::kRead;
+  request.sql = kTrivialSelect;
+  request.params.push_back(db::Value::Int(0));
+  request.user_data = &result;
+  request.on_row = [](db::Request& r, const db::Row& row) { CheckEcho(r.user_data, row); };
+  request.on_done = [](db::Request& r, absl::Status status) {
+    auto* out = static_cast<ReadResult*>(r.user_data);
+    out->status = std::move(status);
+    out->done = true;
+  };
+  Prng keys{kKeySeed};
+  uint64_t bad = 0;
+  const uint64_t enters_before = env.loop().backend().stats().enter_calls;
+  const alloc::HeapCounts before = alloc::CurrentHeapCounts();
+  for (auto _ : state) {
+    result.id = keys.NextRowId();
+    result.rows = 0;
+    result.done = false;
+    request.params[0].int_value = result.id;
+    absl::Status admitted = env.db().Submit(request);
+    if (admitted.ok()) admitted = env.RunUntil(result.done);
+    if (!admitted.ok()) result.status = admitted;
+    bad += ReadOk(result) ? 0 : 1;
+  }
+  SetCounters(state, before, 0, env.loop().backend().stats().enter_calls - enters_before);
+  if (absl::Status closed = env.Close(); !closed.ok()) {
+    state.SkipWithError(absl::StrCat("close: ", closed.ToString()).c_str());
+  }
+  if (bad != 0) state.SkipWithError(absl::StrCat(bad, " requests failed or were wrong").c_str());
+}
+
+}  // namespace sqloop::bench

@@ -6,6 +6,8 @@
 //   sqlite_read    point SELECT by rowid: plain_default (baseline), plain_in_txn (the same
 //                  inside one read transaction: SQLite's floor), plain_best, sqloop,
 //                  sqloop_coro                                       (point_read.cc)
+//   sqlite_request  a prepared SELECT ?1 that touches no table: plain (baseline) against
+//                  sqloop, what a request costs beyond SQLite's own work  (point_read.cc)
 //   sqlite_read_cold  the same SELECT of a random row of a 64 MiB table with SQLite's and the
 //                  OS's page caches dropped every 256 reads: plain (baseline, one read at a
 //                  time) against sqloop with 1 and 64 reads in flight    (cold_read.cc)
@@ -64,6 +66,8 @@ void Register() {
   add("sqlite_read/plain_best", [](benchmark::State& s) { PlainRead(s, PlainReadConfig::kBest); });
   add("sqlite_read/sqloop", &SqloopRead);
   add("sqlite_read/sqloop_coro", &SqloopCoroRead);
+  add("sqlite_request/plain", &PlainRequest);
+  add("sqlite_request/sqloop", &SqloopRequest);
   add("sqlite_read_cold/plain", &PlainColdRead);
   add("sqlite_read_cold/sqloop", &SqloopColdRead)->Arg(1)->Arg(64);
   add("sqlite_write/plain_full",
@@ -102,6 +106,7 @@ std::string ProbeBackend() {
 int main(int argc, char** argv) {
   SQLOOP_CHECK(sqloop::alloc::InstallSqliteMemory().ok(), "bench: install SQLite's allocator");
   benchmark::AddCustomContext("baseline:sqlite_read", "plain_default");
+  benchmark::AddCustomContext("baseline:sqlite_request", "plain");
   benchmark::AddCustomContext("baseline:sqlite_read_cold", "plain");
   benchmark::AddCustomContext("baseline:sqlite_write", "plain_full");
   benchmark::AddCustomContext("baseline:sqlite_mixed", "plain_full");
@@ -110,6 +115,10 @@ int main(int argc, char** argv) {
       "description:sqlite_read",
       "one iteration = one point SELECT by rowid (prepared) on a 100,000-row table, "
       "page cache warm");
+  benchmark::AddCustomContext(
+      "description:sqlite_request",
+      "one iteration = one prepared SELECT ?1, which touches no table: bind, step and reset, "
+      "alone (plain, a connection without a mutex) or as a request through db::Database (sqloop)");
   benchmark::AddCustomContext(
       "description:sqlite_read_cold",
       "one iteration = one point SELECT by rowid (prepared) of a random row of a 64 MiB table "
