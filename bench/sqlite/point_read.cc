@@ -32,13 +32,14 @@ namespace {
 constexpr uint64_t kKeySeed = 42;
 constexpr const char* kScan = "SELECT count(s) FROM t";
 
-// What a read saw; filled by the row callback.
+// What a read saw; filled by the row callback, `check` (CheckRow unless set).
 struct ReadResult {
   int64_t id = 0;
   int rows = 0;
   bool values_ok = false;
   bool done = false;
   absl::Status status;
+  void (*check)(void* ctx, const db::Row& row) = nullptr;
 };
 
 void CheckRow(void* ctx, const db::Row& row) {
@@ -184,16 +185,23 @@ void PlainRead(benchmark::State& state, PlainReadConfig config) {
   if (bad != 0) state.SkipWithError(absl::StrCat(bad, " reads returned wrong rows").c_str());
 }
 
-void SqloopRead(benchmark::State& state) {
-  SqloopEnv env;
-  if (!OpenSqloop(state, env)) return;
+namespace {
+
+// One request per iteration through `env`'s Database: `sql` with the iteration's key as its one
+// parameter, each row checked by `check`; `what` names the requests in the error. Shared by
+// sqlite_read/sqloop and sqlite_request/sqloop.
+void TimeSqloopRequests(benchmark::State& state, SqloopEnv& env, const char* sql,
+                        void (*check)(void* ctx, const db::Row& row), const char* what) {
   ReadResult result;
+  result.check = check;
   db::Request read;
   read.kind = db::Request::Kind::kRead;
-  read.sql = kPointSelect;
+  read.sql = sql;
   read.params.push_back(db::Value::Int(0));
   read.user_data = &result;
-  read.on_row = [](db::Request& r, const db::Row& row) { CheckRow(r.user_data, row); };
+  read.on_row = [](db::Request& r, const db::Row& row) {
+    static_cast<ReadResult*>(r.user_data)->check(r.user_data, row);
+  };
   read.on_done = [](db::Request& r, absl::Status status) {
     auto* out = static_cast<ReadResult*>(r.user_data);
     out->status = std::move(status);
@@ -219,7 +227,15 @@ void SqloopRead(benchmark::State& state) {
   if (absl::Status closed = env.Close(); !closed.ok()) {
     state.SkipWithError(absl::StrCat("close: ", closed.ToString()).c_str());
   }
-  if (bad != 0) state.SkipWithError(absl::StrCat(bad, " reads failed or were wrong").c_str());
+  if (bad != 0) state.SkipWithError(absl::StrCat(bad, " ", what, " failed or were wrong").c_str());
+}
+
+}  // namespace
+
+void SqloopRead(benchmark::State& state) {
+  SqloopEnv env;
+  if (!OpenSqloop(state, env)) return;
+  TimeSqloopRequests(state, env, kPointSelect, &CheckRow, "reads");
 }
 
 void SqloopCoroRead(benchmark::State& state) {
@@ -296,37 +312,7 @@ void PlainRequest(benchmark::State& state) {
 void SqloopRequest(benchmark::State& state) {
   SqloopEnv env;
   if (!OpenSqloop(state, env)) return;
-  ReadResult result;
-  db::Request request;
-  request.kind = db::Request::Kind::kRead;
-  request.sql = kTrivialSelect;
-  request.params.push_back(db::Value::Int(0));
-  request.user_data = &result;
-  request.on_row = [](db::Request& r, const db::Row& row) { CheckEcho(r.user_data, row); };
-  request.on_done = [](db::Request& r, absl::Status status) {
-    auto* out = static_cast<ReadResult*>(r.user_data);
-    out->status = std::move(status);
-    out->done = true;
-  };
-  Prng keys{kKeySeed};
-  uint64_t bad = 0;
-  const uint64_t enters_before = env.loop().backend().stats().enter_calls;
-  const alloc::HeapCounts before = alloc::CurrentHeapCounts();
-  for (auto _ : state) {
-    result.id = keys.NextRowId();
-    result.rows = 0;
-    result.done = false;
-    request.params[0].int_value = result.id;
-    absl::Status admitted = env.db().Submit(request);
-    if (admitted.ok()) admitted = env.RunUntil(result.done);
-    if (!admitted.ok()) result.status = admitted;
-    bad += ReadOk(result) ? 0 : 1;
-  }
-  SetCounters(state, before, 0, env.loop().backend().stats().enter_calls - enters_before);
-  if (absl::Status closed = env.Close(); !closed.ok()) {
-    state.SkipWithError(absl::StrCat("close: ", closed.ToString()).c_str());
-  }
-  if (bad != 0) state.SkipWithError(absl::StrCat(bad, " requests failed or were wrong").c_str());
+  TimeSqloopRequests(state, env, kTrivialSelect, &CheckEcho, "requests");
 }
 
 }  // namespace sqloop::bench
