@@ -99,44 +99,41 @@ int64_t FilePreopen::Take(int64_t result) {
     case State::kProbeJournal: {
       if (result >= 0) {
         // A journal is there: SQLite's own recovery (and Adopt's check) read it the usual way.
-        io::Op close_op{.kind = io::OpKind::kClose, .fd = static_cast<int>(result)};
-        (void)RunNow(*loop_, close_op);
+        int journal_fd = static_cast<int>(result);
+        table.CloseDescriptor(journal_fd);
       } else if (result == -ENOENT) {
         table.MarkAbsent(FileRole::kJournal);
       } else {
         break;
       }
-      const int main_fd = fd_;
-      fd_ = -1;
-      if (const int64_t adopted = table.Adopt(FileRole::kMain, main_fd, main_bytes_); adopted < 0) {
-        return adopted;
-      }
-      Advance(State::kOpenWal);
-      return 0;
+      return AdoptAndAdvance(FileRole::kMain, main_bytes_, State::kOpenWal);
     }
     case State::kOpenWal:
       if (result < 0) return result;
       fd_ = static_cast<int>(result);
       Advance(State::kSizeWal);
       return 0;
-    case State::kSizeWal: {
+    case State::kSizeWal:
       if (result < 0) break;
-      const int wal_fd = fd_;
-      fd_ = -1;
-      if (const int64_t adopted = table.Adopt(FileRole::kWal, wal_fd, result); adopted < 0) {
-        return adopted;
-      }
-      Advance(State::kIdle);
-      return 0;
-    }
+      return AdoptAndAdvance(FileRole::kWal, result, State::kIdle);
     case State::kIdle:
       SQLOOP_CHECK(false, "FilePreopen: a completion with nothing in flight");
   }
   // A failure with a descriptor of ours still open.
-  io::Op close_op{.kind = io::OpKind::kClose, .fd = fd_};
-  (void)RunNow(*loop_, close_op);
-  fd_ = -1;
+  table.CloseDescriptor(fd_);
   return result;
+}
+
+// Hands the descriptor just opened and sized to the FileTable, then moves to `next`. Returns 0,
+// or Adopt's -errno (Adopt closed the descriptor).
+int64_t FilePreopen::AdoptAndAdvance(FileRole role, int64_t size_bytes, State next) {
+  const int fd = fd_;
+  fd_ = -1;
+  if (const int64_t adopted = files_->table().Adopt(role, fd, size_bytes); adopted < 0) {
+    return adopted;
+  }
+  Advance(next);
+  return 0;
 }
 
 void FilePreopen::Finish(absl::Status status) {

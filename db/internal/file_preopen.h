@@ -20,14 +20,14 @@
 //                        +-------------+--------------+----------------+------------+--------+
 //                                     an operation failed: the error, every descriptor closed
 //
-//   transition                        function       invariant in the new state
-//   kIdle -> kOpenMain                Start          the main file's open is in flight
-//   kOpenMain -> kSizeMain            OnIo->Advance  the main file is open and locked
-//   kSizeMain -> kProbeJournal        OnIo->Advance  its size is known; the journal's open is in flight
-//   kProbeJournal -> kOpenWal         OnIo->Advance  the main file is adopted; the journal is known
-//   kOpenWal -> kSizeWal              OnIo->Advance  the WAL is open
-//   kSizeWal -> kIdle                 OnIo->Finish   every file adopted; status() OK
-//   any -> kIdle                      OnIo->Finish   status() says why; what was adopted stays
+//   transition                  function               invariant in the new state
+//   kIdle -> kOpenMain          Start                  the main file's open is in flight
+//   kOpenMain -> kSizeMain      OnIo->Advance          the main file is open and locked
+//   kSizeMain -> kProbeJournal  OnIo->Advance          its size is known; the journal's open is in flight
+//   kProbeJournal -> kOpenWal   OnIo->AdoptAndAdvance  the main file is adopted; the journal is known
+//   kOpenWal -> kSizeWal        OnIo->Advance          the WAL is open
+//   kSizeWal -> kIdle           OnIo->AdoptAndAdvance  every file adopted; status() OK
+//   any -> kIdle                OnIo->Finish           status() says why; what was adopted stays
 // clang-format on
 //
 // Internal: Database (db/database.cc) is the only user. The DatabaseFiles must stay pinned from
@@ -67,6 +67,7 @@ class FilePreopen {
   void Finish(absl::Status status);
   void Submit(io::Op op);
   [[nodiscard]] int64_t Take(int64_t result);
+  [[nodiscard]] int64_t AdoptAndAdvance(FileRole role, int64_t size_bytes, State next);
 
   loop::Loop* loop_ = nullptr;
   DatabaseFiles* files_ = nullptr;

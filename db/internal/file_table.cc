@@ -102,8 +102,7 @@ int64_t FileTable::LockMain(int fd) {
   // One process per database file: an exclusive, non-blocking flock on the descriptor.
   if (flock(fd, LOCK_EX | LOCK_NB) == 0) return 0;
   const int error = errno;
-  io::Op close_op{.kind = io::OpKind::kClose, .fd = fd};
-  (void)RunNow(loop_, close_op);
+  CloseDescriptor(fd);
   return error == EWOULDBLOCK ? -EWOULDBLOCK : -error;
 }
 
@@ -114,8 +113,7 @@ int64_t FileTable::Adopt(FileRole role, int fd, int64_t size) {
     if (const int64_t rolled = RollBackFirstTransaction(fd, size); rolled < 0) size = rolled;
   }
   if (size < 0) {
-    io::Op close_op{.kind = io::OpKind::kClose, .fd = fd};
-    (void)RunNow(loop_, close_op);
+    CloseDescriptor(fd);
     return size;
   }
   f.fd = fd;

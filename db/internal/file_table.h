@@ -112,11 +112,12 @@ class FileTable {
   // SQLITE_FCNTL_PERSIST_WAL: whether SQLite keeps the WAL at close (truncated to 0 bytes when
   // journal_size_limit is set) instead of deleting it. On unless a connection turns it off.
   [[nodiscard]] bool& persist_wal() { return persist_wal_; }
+  // Closes `fd` (through the loop) and sets it to -1.
+  void CloseDescriptor(int& fd);
 
  private:
   // Rolls back a hot journal left by a database's first transaction (see the definition).
   [[nodiscard]] int64_t RollBackFirstTransaction(int main_fd, int64_t& size_bytes);
-  void CloseDescriptor(int& fd);
 
   loop::Loop& loop_;
   const std::string main_path_;
