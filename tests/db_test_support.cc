@@ -27,8 +27,8 @@ void RecordingBackend::FailNth(io::OpKind kind, uint32_t nth, int error, bool pe
 }
 
 void RecordingBackend::Submit(io::Op* op) {
-  events_.push_back(
-      TraceEvent{TraceEvent::Type::kSubmit, op->kind, op->fd, op->offset, op->length, 0, op});
+  events_.push_back(TraceEvent{TraceEvent::Type::kSubmit, op->kind, op->fd, op->offset, op->length,
+                               0, op->flags, op});
   for (Rule& rule : rules_) {
     if (rule.kind != op->kind || rule.countdown == 0) continue;
     if (--rule.countdown != 0) continue;
@@ -61,7 +61,7 @@ absl::Status RecordingBackend::Tick(bool wait, int64_t deadline_ns, io::OpList& 
       faked_.erase(it);
     }
     events_.push_back(TraceEvent{TraceEvent::Type::kComplete, op->kind, op->fd, op->offset,
-                                 op->length, op->result, op});
+                                 op->length, op->result, op->flags, op});
     completed.PushBack(op);
   }
   return status;

@@ -47,6 +47,7 @@ struct TraceEvent {
   uint64_t offset;
   uint32_t length;
   int64_t result;  // kComplete only.
+  uint32_t flags;  // The op's flags (O_* for kOpenAt).
   const io::Op* op;
 };
 

@@ -37,11 +37,8 @@ void FilePreopen::Advance(State next) {
       Finish(absl::OkStatus());
       return;
     case State::kOpenMain:
-      Submit({.kind = io::OpKind::kOpenAt,
-              .fd = AT_FDCWD,
-              .flags = O_RDWR | O_CREAT | O_CLOEXEC,
-              .path = table.file(FileRole::kMain).path.c_str(),
-              .mode = 0644});
+      create_ = false;
+      SubmitOpen(FileRole::kMain);
       return;
     case State::kSizeMain:
     case State::kSizeWal:
@@ -58,13 +55,29 @@ void FilePreopen::Advance(State next) {
         Advance(State::kIdle);
         return;
       }
-      Submit({.kind = io::OpKind::kOpenAt,
-              .fd = AT_FDCWD,
-              .flags = O_RDWR | O_CREAT | O_CLOEXEC,
-              .path = table.file(FileRole::kWal).path.c_str(),
-              .mode = 0644});
+      create_ = false;
+      SubmitOpen(FileRole::kWal);
       return;
   }
+}
+
+// Invariant 4: the first open of a role asks without O_CREAT, and only an ENOENT retries with
+// it. io_uring runs an open that may create a file on a kernel worker thread, never inline, and
+// a reopen finds both files there.
+void FilePreopen::SubmitOpen(FileRole role) {
+  Submit({.kind = io::OpKind::kOpenAt,
+          .fd = AT_FDCWD,
+          .flags = static_cast<uint32_t>(O_RDWR | O_CLOEXEC | (create_ ? O_CREAT : 0)),
+          .path = files_->table().file(role).path.c_str(),
+          .mode = 0644});
+}
+
+// An ENOENT from the open without O_CREAT: asks again, creating the file. Returns true if it did.
+bool FilePreopen::RetryCreating(int64_t result, FileRole role) {
+  if (result != -ENOENT || create_) return false;
+  create_ = true;
+  SubmitOpen(role);
+  return true;
 }
 
 loop::Action FilePreopen::OnIo(loop::Loop& /*unused*/, loop::Completion& c) {
@@ -83,6 +96,7 @@ int64_t FilePreopen::Take(int64_t result) {
   FileTable& table = files_->table();
   switch (state_) {
     case State::kOpenMain:
+      if (RetryCreating(result, FileRole::kMain)) return 0;
       if (result < 0) return result;
       fd_ = static_cast<int>(result);
       if (const int64_t locked = table.LockMain(fd_); locked < 0) {
@@ -109,6 +123,7 @@ int64_t FilePreopen::Take(int64_t result) {
       return AdoptAndAdvance(FileRole::kMain, main_bytes_, State::kOpenWal);
     }
     case State::kOpenWal:
+      if (RetryCreating(result, FileRole::kWal)) return 0;
       if (result < 0) return result;
       fd_ = static_cast<int>(result);
       Advance(State::kSizeWal);

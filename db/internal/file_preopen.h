@@ -13,6 +13,9 @@
 //      first transaction's journal needs no system call when there is none (the usual case).
 //   3. A role that already has a descriptor (the files are still open from an earlier
 //      Database on the same path) is skipped.
+//   4. A file is opened without O_CREAT first and created only if that says ENOENT: io_uring
+//      never runs an open that may create inline (it hands it to a kernel worker thread), and
+//      at a reopen both files exist. A state keeps its name while it retries.
 //
 // clang-format off
 //   kIdle --Start--> kOpenMain --> kSizeMain --> kProbeJournal --> kOpenWal --> kSizeWal --> kIdle
@@ -22,9 +25,11 @@
 //
 //   transition                  function               invariant in the new state
 //   kIdle -> kOpenMain          Start                  the main file's open is in flight
+//   kOpenMain -> kOpenMain      OnIo->RetryCreating    ENOENT: the open with O_CREAT is in flight
 //   kOpenMain -> kSizeMain      OnIo->Advance          the main file is open and locked
 //   kSizeMain -> kProbeJournal  OnIo->Advance          its size is known; the journal's open is in flight
 //   kProbeJournal -> kOpenWal   OnIo->AdoptAndAdvance  the main file is adopted; the journal is known
+//   kOpenWal -> kOpenWal        OnIo->RetryCreating    ENOENT: the open with O_CREAT is in flight
 //   kOpenWal -> kSizeWal        OnIo->Advance          the WAL is open
 //   kSizeWal -> kIdle           OnIo->AdoptAndAdvance  every file adopted; status() OK
 //   any -> kIdle                OnIo->Finish           status() says why; what was adopted stays
@@ -66,6 +71,8 @@ class FilePreopen {
   void Advance(State next);
   void Finish(absl::Status status);
   void Submit(io::Op op);
+  void SubmitOpen(FileRole role);
+  [[nodiscard]] bool RetryCreating(int64_t result, FileRole role);
   [[nodiscard]] int64_t Take(int64_t result);
   [[nodiscard]] int64_t AdoptAndAdvance(FileRole role, int64_t size_bytes, State next);
 
@@ -76,6 +83,7 @@ class FilePreopen {
   loop::Completion io_;
   State state_ = State::kIdle;
   int fd_ = -1;             // Opened by kOpenMain or kOpenWal, not yet adopted.
+  bool create_ = false;     // The open in flight has O_CREAT (invariant 4).
   int64_t main_bytes_ = 0;  // The main file's size, from kSizeMain.
   absl::Status status_;
 };
