@@ -177,6 +177,8 @@ void Database::Pump() {
   }
 }
 
+bool Database::writer_open() const { return writer_->db() != nullptr; }
+
 uint64_t Database::epoch() const { return files_ != nullptr ? files_->queue().epoch() : 0; }
 
 uint64_t Database::durable_epoch() const {
@@ -221,7 +223,7 @@ void Database::FinishClose() {
   }
   if (!awaiting_.empty()) return;      // OnFilesChanged re-arms.
   if (fetches_in_flight_ > 0) return;  // FetchDone re-arms.
-  if (writer_->db() != nullptr) {
+  if (writer_->db() != nullptr || !readers_.empty()) {
     if (!internal::VfsCore::Of(vfs_).context().MayOpenOrCloseNow()) {
       ArmPump();  // This tick has closed enough.
       return;
@@ -308,7 +310,10 @@ absl::Status Database::Submit(Request& request) {
 // write whatever its statements do: it is one transaction on the writer.
 absl::StatusOr<Request::Kind> Database::KindOf(const Request& request) {
   if (!request.batch.empty()) return Request::Kind::kWrite;
-  absl::StatusOr<sqlite3_stmt*> stmt = writer_->Prepare(request.sql);
+  // Before the writer opens (MayDeferWriter) nothing was written, so the first reader knows the
+  // same schema.
+  Connection& c = writer_->db() != nullptr ? *writer_ : *readers_.front();
+  absl::StatusOr<sqlite3_stmt*> stmt = c.Prepare(request.sql);
   if (!stmt.ok()) return stmt.status();
   return sqlite3_stmt_readonly(*stmt) != 0 ? Request::Kind::kRead : Request::Kind::kWrite;
 }
@@ -458,8 +463,8 @@ void Database::Serve() {
   if (writer_state_ == WriterState::kBlocked && files_->queue().idle())
     SetWriterState(WriterState::kIdle);
   if (writer_state_ == WriterState::kIdle) {
-    if (wal_frames_ >= options_.checkpoint_frames) Checkpoint();
-    if (!writes_.empty()) {
+    if (writer_->db() != nullptr && wal_frames_ >= options_.checkpoint_frames) Checkpoint();
+    if (!writes_.empty() && WriterReady()) {
       RunGroup();
       RefreshSnapshots();  // Pins idle readers at the new group, to serve once it is durable.
       AckDurable();        // A group that wrote nothing needs no fsync.
@@ -479,7 +484,7 @@ void Database::Serve() {
 void Database::ReleaseMemory() {
   if (state_ != State::kReady && state_ != State::kPoisoned) return;
   alloc::ScopedTenant tenant(options_.tenant);
-  sqlite3_db_release_memory(writer_->db());
+  if (writer_->db() != nullptr) sqlite3_db_release_memory(writer_->db());
   // Readers beyond the first are closed (their schema and page cache go with them) and
   // reopened when reads find every open reader busy again.
   while (readers_.size() > 1 && readers_.back()->current() == nullptr) {
@@ -607,8 +612,7 @@ void Database::AssertInvariants() const {
       break;
     case State::kReady:
     case State::kOpenSyncing: {
-      SQLOOP_CHECK(files_ != nullptr && writer_->db() != nullptr,
-                   "open without connection or files");
+      SQLOOP_CHECK(files_ != nullptr && !readers_.empty(), "open without a reader or files");
       SQLOOP_CHECK(files_->queue().durable_epoch() <= files_->queue().epoch(),
                    "durable epoch ahead");
       SQLOOP_CHECK(

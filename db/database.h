@@ -34,7 +34,7 @@
 //
 //   transition                  function        invariant in the new state
 //   kNew -> kOpening            Open            no connection, no files; the pump is armed
-//   kOpening -> kOpenSyncing    Pump            connections open in WAL mode; files pinned
+//   kOpening -> kOpenSyncing    Pump            a reader open, the file in WAL mode; files pinned
 //   kOpening -> kFailed         Pump, OnPreopened  no connection, no files; Open's callback got why
 //   kOpenSyncing -> kReady      Pump            the open's epoch is durable; Open's callback got OK
 //   kOpenSyncing -> kPoisoned   Pump            files poisoned; Open's callback got the poison
@@ -50,6 +50,14 @@
 // (internal::FilePreopen, StartPreopen; the files are pinned meanwhile in preopened_), so
 // SQLite's xOpen finds them and waits for nothing; then, once the tick's open budget allows
 // (VfsOptions::open_tick_budget_ns), DoOpen opens the connections.
+//
+// The writer opens on demand. When opening it would change nothing on disk (the integrity check
+// is skipped, the main file is in WAL mode already and no rollback journal is there:
+// MayDeferWriter), DoOpen opens only the first reader, and the writer opens when a write is
+// about to run (WriterReady, under the same open budget; if it cannot open, the writes waiting
+// fail with why and reads go on). A tenant reopened to be read pays one connection and one parse
+// of the schema instead of two. Until the writer opens, nothing is written, so the first reader
+// classifies kAuto requests (KindOf) against the same schema the writer would see.
 //
 // A request's lifecycle (Request::State). The Database owns a request from Submit until
 // on_done, and every change goes through SetRequestState, which checks it against this table.
@@ -341,6 +349,8 @@ struct DatabaseStats {
   uint64_t integrity_checks = 0;      // quick_check runs at open (check_at_open).
   // Opens that skipped it: the files were unchanged since this Vfs closed them after a check.
   uint64_t integrity_checks_skipped = 0;
+  uint64_t writer_opens_deferred = 0;  // Opens that left the writer closed (MayDeferWriter).
+  uint64_t writers_opened_late = 0;    // ... and opened it later, for a write.
 };
 
 class Database {
@@ -386,6 +396,8 @@ class Database {
   void ReleaseMemory();
   // Reader connections open now: 1 up to DatabaseOptions::readers.
   [[nodiscard]] size_t readers_open() const { return readers_.size(); }
+  // Whether the writer connection is open (it opens at the first write after a reopen).
+  [[nodiscard]] bool writer_open() const;
 
   [[nodiscard]] State state() const { return state_; }
   [[nodiscard]] const DatabaseStats& stats() const { return stats_; }
@@ -447,7 +459,11 @@ class Database {
   void StartPreopen();
   static void OnPreopened(void* arg);
   void FailOpen(absl::Status status);
-  [[nodiscard]] absl::Status CheckAtOpen(internal::DatabaseFiles& files);
+  [[nodiscard]] bool NeedsCheck(internal::DatabaseFiles& files);
+  [[nodiscard]] absl::Status RunCheck();
+  [[nodiscard]] bool MayDeferWriter(internal::DatabaseFiles& files) const;
+  [[nodiscard]] absl::Status OpenWriter();
+  [[nodiscard]] bool WriterReady();
   [[nodiscard]] internal::FileFingerprint Fingerprint(internal::DatabaseFiles& files) const;
   [[nodiscard]] bool AnyReaderBusy() const;
   void ReleaseHeld(Client& client);

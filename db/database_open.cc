@@ -125,15 +125,19 @@ internal::FileFingerprint Database::Fingerprint(internal::DatabaseFiles& files) 
 
 // quick_check reads the whole file, so it runs at a database's first open in this Vfs and
 // again only if the files changed since this Vfs closed them after a check: a reopen of a
-// scaled-to-zero tenant costs the same whatever its size.
-absl::Status Database::CheckAtOpen(internal::DatabaseFiles& files) {
-  if (!options_.check_at_open) return absl::OkStatus();
+// scaled-to-zero tenant costs the same whatever its size. Returns whether it must run.
+bool Database::NeedsCheck(internal::DatabaseFiles& files) {
+  if (!options_.check_at_open) return false;
   internal::VfsContext& context = internal::VfsCore::Of(vfs_).context();
   if (context.TakeUnchangedSinceChecked(files.main_path(), Fingerprint(files))) {
     ++stats_.integrity_checks_skipped;
     checked_ = true;
-    return absl::OkStatus();
+    return false;
   }
+  return true;
+}
+
+absl::Status Database::RunCheck() {
   ++stats_.integrity_checks;
   sqlite3_stmt* check = nullptr;
   sqlite3_prepare_v2(writer_->db(), "PRAGMA quick_check", -1, &check, nullptr);
@@ -149,6 +153,45 @@ absl::Status Database::CheckAtOpen(internal::DatabaseFiles& files) {
   }
   checked_ = true;
   return absl::OkStatus();
+}
+
+// The writer may wait for the first write when opening it would change nothing on disk: the
+// main file is in WAL mode already (header bytes 18 and 19 are 2) and no rollback journal is
+// there for SQLite to roll back. The header comes from the page cache only: a miss, like any
+// doubt, opens the writer now.
+bool Database::MayDeferWriter(internal::DatabaseFiles& files) const {
+  const internal::SharedFile& journal = files.table().file(internal::FileRole::kJournal);
+  const internal::SharedFile& main = files.table().file(internal::FileRole::kMain);
+  if (!journal.known || journal.exists || main.fd < 0 || main.size_bytes < 100) return false;
+  unsigned char header[20];
+  if (loop_.backend().ReadIfCached(main.fd, header, sizeof header, 0) != sizeof header) {
+    return false;
+  }
+  return header[18] == 2 && header[19] == 2;
+}
+
+absl::Status Database::OpenWriter() {
+  if (absl::Status s = OpenConnection(*writer_); !s.ok()) return s;
+  if (absl::Status s = ConfigureWriter(); !s.ok()) return s;
+  writer_->RestrictToRequests();
+  return absl::OkStatus();
+}
+
+// The writer opens on demand (MayDeferWriter) when writes wait for it, within the tick's open
+// budget. If it cannot open, the writes waiting fail with why; reads go on.
+bool Database::WriterReady() {
+  if (writer_->db() != nullptr) return true;
+  if (!internal::VfsCore::Of(vfs_).context().MayOpenOrCloseNow()) {
+    ArmPump();  // This tick has opened enough.
+    return false;
+  }
+  if (absl::Status s = OpenWriter(); !s.ok()) {
+    writer_->Close();
+    FailQueue(writes_, s);
+    return false;
+  }
+  ++stats_.writers_opened_late;
+  return true;
 }
 
 // Options that would make the database unusable are refused at open, with the one to fix.
@@ -167,16 +210,21 @@ absl::Status Database::CheckOptions() const {
 }
 
 absl::Status Database::DoOpen() {
-  if (absl::Status s = OpenConnection(*writer_); !s.ok()) return s;
-  if (absl::Status s = ConfigureWriter(); !s.ok()) return s;
-  writer_->RestrictToRequests();
-  internal::DatabaseFiles* files =
-      internal::VfsCore::Of(vfs_).Find(sqlite3_db_filename(writer_->db(), "main"));
-  SQLOOP_CHECK(files != nullptr && files == preopened_,
-               "the VFS has other files for a database than those opened for it");
-  if (absl::Status s = CheckAtOpen(*files); !s.ok()) return s;
+  internal::DatabaseFiles& files = *preopened_;
+  const bool check = NeedsCheck(files);
+  if (!check && MayDeferWriter(files)) {
+    ++stats_.writer_opens_deferred;
+  } else {
+    if (absl::Status s = OpenWriter(); !s.ok()) return s;
+    if (check) {
+      if (absl::Status s = RunCheck(); !s.ok()) return s;
+    }
+  }
   if (absl::Status s = OpenReader(); !s.ok()) return s;  // The others open on demand.
-  files_ = files;                                        // Takes over preopened_'s pin.
+  SQLOOP_CHECK(internal::VfsCore::Of(vfs_).Find(
+                   sqlite3_db_filename(readers_.front()->db(), "main")) == preopened_,
+               "the VFS has other files for a database than those opened for it");
+  files_ = preopened_;  // Takes over preopened_'s pin.
   preopened_ = nullptr;
   files_->queue().SetListener(&Database::OnFilesChanged, this);
   group_epoch_ = files_->queue().epoch();

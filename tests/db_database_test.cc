@@ -815,6 +815,34 @@ TEST_P(DatabaseTest, AReopenMakesTheLoopWaitForNothing) {
   EXPECT_GE(opens, 2) << "the main file and the WAL open through the loop";
 }
 
+// A reopen whose files need no check, in WAL mode with no journal, opens only a reader: a
+// tenant reopened to be read pays one connection. The first write opens the writer, and
+// kAuto requests are classified before it does.
+TEST_P(DatabaseTest, AReopenOpensTheWriterAtTheFirstWrite) {
+  ASSERT_TRUE(OpenDb().ok());
+  EXPECT_TRUE(db_->writer_open()) << "a new database opens its writer (it sets WAL mode)";
+  EXPECT_EQ(db_->stats().writer_opens_deferred, 0u);
+  ASSERT_TRUE(Write("CREATE TABLE t(x)").ok());
+  ASSERT_TRUE(Write("INSERT INTO t VALUES (1)").ok());
+  ASSERT_TRUE(CloseDb().ok());
+  ASSERT_TRUE(OpenDb().ok());
+  EXPECT_EQ(db_->stats().integrity_checks_skipped, 1u);
+  EXPECT_EQ(db_->stats().writer_opens_deferred, 1u);
+  EXPECT_FALSE(db_->writer_open());
+  EXPECT_EQ(Read("SELECT sum(x) FROM t"), "1|\n");
+  EXPECT_EQ(Run(Request::Kind::kAuto, "SELECT count(*) FROM t"), absl::OkStatus());
+  EXPECT_FALSE(db_->writer_open()) << "reads opened the writer";
+  EXPECT_TRUE(Run(Request::Kind::kAuto, "INSERT INTO t VALUES (2)").ok());
+  EXPECT_TRUE(db_->writer_open());
+  EXPECT_EQ(db_->stats().writers_opened_late, 1u);
+  EXPECT_EQ(Read("SELECT sum(x) FROM t"), "3|\n");
+  ASSERT_TRUE(CloseDb().ok());
+  // What the late writer wrote is in the file, for a new Vfs (a restarted process) too.
+  ASSERT_NO_FATAL_FAILURE(MakeVfs());
+  ASSERT_TRUE(OpenDb().ok());
+  EXPECT_EQ(Read("SELECT sum(x) FROM t"), "3|\n");
+}
+
 // ---- Bursts of opens and closes ----------------------------------------------------------------
 
 // Opens `count` databases named `stem`0.db... at once and runs the loop one tick at a time

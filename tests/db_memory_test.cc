@@ -127,6 +127,47 @@ TEST_F(DatabaseMemoryTest, ATenantOverItsLimitFailsAloneAndRecovers) {
 // sized up front, and SQLite's per-statement blocks (savepoints, bit vectors, the statement
 // journal's chunk) come back from the block cache. "Steady state" means the working set no
 // longer grows: here 64 keys updated and read over and over, across WAL checkpoints.
+// A reopen leaves the writer closed until the first write (Database::MayDeferWriter). When
+// it cannot open then (its tenant's limit refuses the memory), the writes waiting for it fail
+// with why, reads go on, and the next write opens it.
+TEST_F(DatabaseMemoryTest, AWriterThatCannotOpenLateFailsTheWritesAndNotTheReads) {
+  auto tenant = alloc::RegisterTenant("late-writer");
+  ASSERT_TRUE(tenant.ok());
+  auto db = Open("late.db", *tenant);
+  ASSERT_TRUE(Write(*db, "CREATE TABLE t(x)").ok());
+  Close(*db);
+  db = Open("late.db", *tenant);
+  ASSERT_FALSE(db->writer_open());
+  auto count = [&] {
+    Request request;
+    request.kind = Request::Kind::kRead;
+    request.sql = "SELECT count(*) FROM t";
+    int64_t rows = -1;
+    request.user_data = &rows;
+    request.on_row = [](Request& r, const Row& row) {
+      *static_cast<int64_t*>(r.user_data) = row.Int(0);
+    };
+    request.on_done = [](Request& /*unused*/, absl::Status s) { EXPECT_TRUE(s.ok()) << s; };
+    EXPECT_TRUE(db->Submit(request).ok());
+    EXPECT_TRUE(loop_->Run(loop::RunMode::kUntilDone).ok());
+    return rows;
+  };
+  ASSERT_TRUE(alloc::SetTenantLimit(*tenant, LiveBytes(*tenant) + 512).ok());
+  const absl::Status failed = Write(*db, "INSERT INTO t VALUES (1)");
+  ASSERT_TRUE(alloc::SetTenantLimit(*tenant, alloc::kTenantNoLimit).ok());
+  EXPECT_EQ(failed.code(), absl::StatusCode::kUnavailable) << failed;
+  EXPECT_NE(failed.message().find("cannot open database"), std::string::npos) << failed;
+  EXPECT_FALSE(db->writer_open());
+  EXPECT_EQ(count(), 0);
+  EXPECT_TRUE(Write(*db, "INSERT INTO t VALUES (1)").ok());
+  EXPECT_TRUE(db->writer_open());
+  EXPECT_EQ(db->stats().writers_opened_late, 1u);
+  EXPECT_EQ(count(), 1);
+  Close(*db);
+  db.reset();
+  EXPECT_TRUE(alloc::UnregisterTenant(*tenant).ok());
+}
+
 TEST_F(DatabaseMemoryTest, WarmRequestsMakeNoHeapAllocations) {
   constexpr int kKeys = 64;
   DatabaseOptions options;
