@@ -82,14 +82,18 @@ bool InMemoryFileSystem(int fd) {
 
 }  // namespace
 
-int64_t ReadIfCachedPosix(int fd, void* buffer, uint32_t length, uint64_t offset) {
+int64_t PosixCachedReads::Read(int fd, void* buffer, uint32_t length, uint64_t offset) {
   iovec vec{.iov_base = buffer, .iov_len = length};
-  int flags = RWF_NOWAIT;
+  const bool memory =
+      fd >= 0 && static_cast<size_t>(fd) < memory_.size() && memory_[static_cast<size_t>(fd)];
+  int flags = memory ? 0 : RWF_NOWAIT;
   for (;;) {
     const ssize_t got = preadv2(fd, &vec, 1, static_cast<off_t>(offset), flags);
     if (got >= 0) return got;
     if (errno == EOPNOTSUPP && flags != 0 && InMemoryFileSystem(fd)) {
       flags = 0;  // The file is memory: a plain read cannot wait for a device.
+      if (static_cast<size_t>(fd) >= memory_.size()) memory_.resize(static_cast<size_t>(fd) + 1);
+      memory_[static_cast<size_t>(fd)] = true;
       continue;
     }
     if (errno != EINTR) return -errno;

@@ -67,7 +67,7 @@ class FallbackBackend final : public Backend {
   int64_t NowNs() override { return MonotonicNowNs(); }
   void Wake() override;
   int64_t ReadIfCached(int fd, void* buffer, uint32_t length, uint64_t offset) override {
-    return internal::ReadIfCachedPosix(fd, buffer, length, offset);
+    return cached_reads_.Read(fd, buffer, length, offset);
   }
   int PollableFd() override { return epoll_fd_; }
   uint32_t in_flight() const override { return in_flight_; }
@@ -97,6 +97,7 @@ class FallbackBackend final : public Backend {
   OpList finished_;
   absl::flat_hash_map<int, Waiters> waiters_;
   BackendStats stats_;
+  internal::PosixCachedReads cached_reads_;
 };
 
 FallbackBackend::~FallbackBackend() {
@@ -144,6 +145,7 @@ void FallbackBackend::Cancel(Op* op) {
 }
 
 void FallbackBackend::Finish(Op* op) {
+  cached_reads_.Observe(*op);
   in_flight_--;
   stats_.completed++;
   finished_.PushBack(op);

@@ -75,7 +75,7 @@ class UringBackend final : public Backend {
   int64_t NowNs() override { return MonotonicNowNs(); }
   void Wake() override;
   int64_t ReadIfCached(int fd, void* buffer, uint32_t length, uint64_t offset) override {
-    return internal::ReadIfCachedPosix(fd, buffer, length, offset);
+    return cached_reads_.Read(fd, buffer, length, offset);
   }
   int PollableFd() override;
   uint32_t in_flight() const override { return in_flight_; }
@@ -108,6 +108,7 @@ class UringBackend final : public Backend {
   LogHook log_;
   bool warned_ring_full_ = false;
   BackendStats stats_;
+  internal::PosixCachedReads cached_reads_;
 };
 
 UringBackend::~UringBackend() {
@@ -379,6 +380,7 @@ void UringBackend::HandleOpCqe(Op* op, int32_t res, OpList& completed) {
     Enqueue(op);  // The remainder of a short transfer, or a retry after -EINTR/-EAGAIN.
     return;
   }
+  cached_reads_.Observe(*op);
   in_flight_--;
   stats_.completed++;
   completed.PushBack(op);

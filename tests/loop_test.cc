@@ -18,6 +18,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "sqloop/alloc/heap_counter.h"
 #include "sqloop/io/sim_backend.h"
@@ -627,6 +628,60 @@ TEST_P(LoopTest, ReadIfCachedReadsAFileOnTmpfs) {
   EXPECT_EQ(back.substr(0, 4096), data.substr(4096));
   EXPECT_EQ(loop->backend().ReadIfCached(fd, back.data(), 100, data.size()), 0) << "past the end";
   close(fd);
+}
+
+// The backend remembers a tmpfs descriptor after its first read and reads it plainly from then
+// on. Closed through the loop, its number may be reused by a file on a disk: that one must be
+// asked again, so a page that is not in memory is -EAGAIN, not a read that waits for the disk.
+TEST_P(LoopTest, ReadIfCachedAsksAgainWhenADescriptorNumberIsReused) {
+  if (!GetParam().real_descriptors) GTEST_SKIP() << "the simulator has no file systems";
+  struct statfs fs {};
+  if (statfs("/dev/shm", &fs) != 0 || fs.f_type != TMPFS_MAGIC) {
+    GTEST_SKIP() << "/dev/shm is not tmpfs here";
+  }
+  if (statfs("/var/tmp", &fs) != 0 || fs.f_type == TMPFS_MAGIC || fs.f_type == RAMFS_MAGIC) {
+    GTEST_SKIP() << "/var/tmp is in memory here";
+  }
+  auto loop = MakeLoop();
+  auto open_file = [&](const std::string& path) {
+    io::Op open{.kind = io::OpKind::kOpenAt,
+                .fd = AT_FDCWD,
+                .flags = O_CREAT | O_RDWR | O_CLOEXEC,
+                .path = path.c_str(),
+                .mode = 0600};
+    return static_cast<int>(loop->WaitForOp(open));
+  };
+  const std::string memory_path = absl::StrCat("/dev/shm/sqloop_reuse_", getpid());
+  const int memory_fd = open_file(memory_path);
+  ASSERT_GE(memory_fd, 0);
+  unlink(memory_path.c_str());
+  constexpr uint32_t kPage = 4096;
+  constexpr uint32_t kPages = 64;
+  std::vector<char> data(kPage * kPages, 'r');
+  ASSERT_EQ(pwrite(memory_fd, data.data(), data.size(), 0), static_cast<ssize_t>(data.size()));
+  std::vector<char> back(data.size());
+  ASSERT_EQ(loop->backend().ReadIfCached(memory_fd, back.data(), kPage, 0), kPage);
+  ASSERT_EQ(loop->backend().ReadIfCached(memory_fd, back.data(), kPage, 0), kPage);
+  io::Op close_memory{.kind = io::OpKind::kClose, .fd = memory_fd};
+  ASSERT_EQ(loop->WaitForOp(close_memory), 0);
+
+  const std::string disk_path = absl::StrCat("/var/tmp/sqloop_reuse_", getpid());
+  const int disk_fd = open_file(disk_path);
+  ASSERT_GE(disk_fd, 0);
+  unlink(disk_path.c_str());
+  if (disk_fd != memory_fd) GTEST_SKIP() << "the descriptor number was not reused";
+  ASSERT_EQ(pwrite(disk_fd, data.data(), data.size(), 0), static_cast<ssize_t>(data.size()));
+  ASSERT_EQ(fsync(disk_fd), 0);
+  bool missed = false;
+  for (int attempt = 0; attempt < 8 && !missed; ++attempt) {
+    ASSERT_EQ(posix_fadvise(disk_fd, 0, 0, POSIX_FADV_DONTNEED), 0);
+    for (uint64_t offset = 0; offset < data.size() && !missed; offset += kPage) {
+      missed = loop->backend().ReadIfCached(disk_fd, back.data(), kPage, offset) == -EAGAIN;
+    }
+  }
+  EXPECT_TRUE(missed) << "every page of the disk file was read: it was taken for tmpfs";
+  io::Op close_disk{.kind = io::OpKind::kClose, .fd = disk_fd};
+  EXPECT_EQ(loop->WaitForOp(close_disk), 0);
 }
 
 using LoopDeathTest = LoopTest;
