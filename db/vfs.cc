@@ -381,6 +381,7 @@ int VfsAccess(sqlite3_vfs* v, const char* path, int flags, int* result) {
       f.known = true;
       f.exists = false;
       f.size_bytes = 0;
+      f.allocated_bytes = 0;
     }
     return fd == -ENOENT || fd == -EACCES ? SQLITE_OK : SQLITE_IOERR_ACCESS;
   }

@@ -95,6 +95,18 @@ bool EpochQueue::Overlaps(FileRole role, uint64_t offset, uint64_t length) const
   return false;
 }
 
+// Invariant 2: a write may run at once beside what is queued when nothing queued orders it
+// (only writes are queued) and none of them overlaps it.
+bool EpochQueue::MayWriteNow(FileRole role, uint64_t offset, uint64_t length) const {
+  for (const PendingOp* op = queue_.front(); op != nullptr; op = OpList::Next(*op)) {
+    if (op->kind != OpKind::kWrite) return false;
+    if (op->role == role && op->offset < offset + length && offset < op->offset + op->length) {
+      return false;
+    }
+  }
+  return true;
+}
+
 // Invariant 1, applied from the head: start what may start, stop at the first op that must
 // wait. A barrier with nothing to sync finishes inline, so the scan restarts after it.
 void EpochQueue::Advance() {
@@ -294,6 +306,7 @@ void EpochQueue::AssertInvariants() const {
 
 int EpochQueue::RefuseForBackpressure() {
   ++backpressure_;
+  write_behind_paused_ = true;
   context_.stats().backpressure++;
   return SQLITE_FULL;
 }
@@ -303,8 +316,13 @@ int EpochQueue::Write(FileRole role, const void* buffer, int amount, int64_t off
   SharedFile& f = files_.file(role);
   const auto start = static_cast<uint64_t>(offset);
   const auto length = static_cast<uint64_t>(amount);
-  if (queue_.empty()) {
-    // Invariant 2: nothing to wait for, so SQLite gets the outcome of this very write.
+  const VfsOptions& options = context_.options();
+  const bool fits =
+      held_bytes_ + length <= options.held_bytes_max && queued_ops_ < options.held_ops_max;
+  const bool behind = fits && !write_behind_paused_ && start + length <= f.allocated_bytes;
+  if (!behind && MayWriteNow(role, start, length)) {
+    // Invariant 2: a write that allocates runs at once, so SQLite gets its outcome (ENOSPC);
+    // so does one the write-behind buffer has no room for, when nothing orders it.
     io::Op op{.kind = io::OpKind::kWrite,
               .fd = f.fd,
               .buffer = const_cast<void*>(buffer),
@@ -314,9 +332,9 @@ int EpochQueue::Write(FileRole role, const void* buffer, int amount, int64_t off
     context_.stats().direct_writes++;
     if (result == -ENOSPC || result == -EDQUOT) return SQLITE_FULL;
     if (result < 0) return SQLITE_IOERR_WRITE;
+    f.allocated_bytes = std::max(f.allocated_bytes, start + length);
   } else {
-    const VfsOptions& options = context_.options();
-    if (held_bytes_ + length > options.held_bytes_max || queued_ops_ >= options.held_ops_max) {
+    if (!fits) {
       // Invariant 5: refuse rather than grow; the Database layer turns this into backpressure.
       return RefuseForBackpressure();
     }
@@ -360,6 +378,7 @@ int EpochQueue::Truncate(FileRole role, int64_t size_bytes) {
   }
   f.dirty = true;
   f.size_bytes = size;
+  f.allocated_bytes = std::min(f.allocated_bytes, size);
   return SQLITE_OK;
 }
 
@@ -371,6 +390,7 @@ int EpochQueue::Sync() {
   PendingOp* op = TakeOp();
   op->kind = OpKind::kBarrier;
   op->epoch = ++epoch_;
+  write_behind_paused_ = false;  // The transaction the refusal rolled back committed again.
   for (int i = 0; i < kFileRoles; ++i) {
     SharedFile& f = files_.file(static_cast<FileRole>(i));
     if (!f.dirty && !f.needs_dir_sync) continue;
@@ -409,6 +429,7 @@ int EpochQueue::Unlink(FileRole role) {
   f.known = true;
   f.dirty = false;
   f.size_bytes = 0;
+  f.allocated_bytes = 0;
   // Invariant 7: the removal is durable only once the directory is synced. SQLite deletes a
   // rollback journal to commit (a new database's first transaction, the switch to WAL): if a
   // crash undid that unlink, the journal would roll the commit back (the main file truncated to
@@ -426,6 +447,7 @@ bool EpochQueue::ReviveUnlinked(FileRole role) {
     SharedFile& f = files_.file(role);
     f.exists = true;
     f.size_bytes = 0;
+    f.allocated_bytes = 0;
     return true;
   }
   return true;

@@ -24,9 +24,16 @@
 //   1. The queue is ordered. A barrier, truncate or unlink starts only when everything before it
 //      completed, and nothing after it starts before it completed. Writes between two such
 //      points run concurrently unless they overlap an earlier queued write (then they wait).
-//   2. When the queue is empty a write, truncate or unlink runs at once through
-//      Loop::WaitForOp, so SQLite sees its error (ENOSPC becomes SQLITE_FULL) and the
-//      database stays usable.
+//   2. A write that reaches beyond the bytes the file is known to hold on disk
+//      (SharedFile::allocated_bytes) runs at once through Loop::WaitForOp when only writes are
+//      queued and none overlaps it, and a truncate or unlink when nothing is queued, so SQLite
+//      sees its error (ENOSPC becomes SQLITE_FULL) and the database stays usable. A write
+//      inside those bytes allocates nothing and is queued (and so submitted at once,
+//      asynchronously) like one behind a barrier: the loop does not wait for it, unless the
+//      write-behind buffer is full (invariant 5) or refused a write since the last barrier;
+//      then it runs at once if it may. A buffered write can wait for milliseconds (a page under
+//      writeback, the file system's journal commit); the WAL, rewritten from its start after each
+//      checkpoint, is written this way in steady state. Its failure poisons (invariant 4).
 //   3. Barriers complete in order, so `durable_epoch()` only grows and every epoch up to it
 //      is on disk.
 //   4. A failure of anything submitted asynchronously (a held write, a barrier's fsync) is
@@ -188,6 +195,7 @@ class EpochQueue {
   // Invariant 5: counts a refused operation and returns SQLITE_FULL.
   [[nodiscard]] int RefuseForBackpressure();
   [[nodiscard]] bool Overlaps(FileRole role, uint64_t offset, uint64_t length) const;
+  [[nodiscard]] bool MayWriteNow(FileRole role, uint64_t offset, uint64_t length) const;
   [[nodiscard]] bool CoveredByPending(FileRole role, char* out, uint64_t offset,
                                       uint64_t length) const;
   void Overlay(FileRole role, char* out, uint64_t offset, uint64_t length) const;
@@ -210,6 +218,10 @@ class EpochQueue {
   uint32_t queued_ops_ = 0;
   uint64_t held_bytes_ = 0;
   uint64_t backpressure_ = 0;
+  // Invariant 2: after a refusal, writes run at once where they may (as they did when the
+  // write-behind buffer was first filled) until the next barrier, so the transaction the
+  // refusal rolled back makes progress when it runs again.
+  bool write_behind_paused_ = false;
 
   // The barrier in flight: one fsync completion per file and one for the directory.
   std::array<loop::Completion, kFileRoles + 1> fsyncs_{};

@@ -118,6 +118,7 @@ int64_t FileTable::Adopt(FileRole role, int fd, int64_t size) {
   }
   f.fd = fd;
   f.size_bytes = static_cast<uint64_t>(size);
+  f.allocated_bytes = f.size_bytes;
   f.exists = true;
   f.known = true;
   // Invariant 3. The file's name is durable only once a directory fsync of ours covers it, also

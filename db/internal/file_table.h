@@ -55,6 +55,10 @@ struct SharedFile {
   bool dirty = false;           // Written since the last barrier that synced it.
   bool needs_dir_sync = false;  // Opened, created or unlinked since the directory was synced.
   uint64_t size_bytes = 0;      // SQLite's view of the size.
+  // Bytes the disk holds for the file for certain: its size when opened, raised by each write
+  // that ran at once, lowered by truncates. Overwriting them allocates nothing, so such a write
+  // may run behind (EpochQueue invariant 2).
+  uint64_t allocated_bytes = 0;
 };
 
 class FileTable {
@@ -93,6 +97,7 @@ class FileTable {
     f.known = true;
     f.exists = false;
     f.size_bytes = 0;
+    f.allocated_bytes = 0;
   }
   // A handle on `role` was closed. The descriptor stays open: see CloseIdle.
   void CloseHandle(FileRole role);
