@@ -48,7 +48,7 @@ void SetWriteCounters(benchmark::State& state, alloc::HeapCounts before, uint64_
 // sqlite_mixed: one operation (90% point read, 10% durable insert) per iteration (mixed.cc).
 // SqloopMixed's argument is the number of concurrent clients.
 void PlainFullMixed(benchmark::State& state, PlainVfs vfs);
-void SqloopMixed(benchmark::State& state);
+void SqloopMixed(benchmark::State& state, bool paced);
 
 // sqlite_write/pool/T and sqlite_mixed/pool/T: plain SQLite behind a pool of T threads, one
 // connection each (pool.cc). The argument is T.

@@ -14,6 +14,11 @@
 //                baseline's like for like; with N clients an operation's latency also holds the
 //                time it waits behind the other N - 1 on the one loop (Little's law: latency is
 //                about N times the time per operation), which no single-client run pays.
+//   sqloop_paced/N  N clients whose operations arrive at an offered rate (kPacedOpsPerSecond
+//                in all, exponential gaps per client, seeded) instead of back to back: the
+//                latency of a loop that is busy but not saturated. An operation that arrives
+//                while its client's previous one is still in flight starts when that one ends,
+//                and its latency counts from its arrival (no coordinated omission).
 //
 //   pool/T       plain SQLite behind a pool of T threads, reads in parallel (bench/sqlite/pool.cc).
 //   futures/T    plain SQLite behind an executor of T threads returning a std::future per
@@ -25,6 +30,7 @@
 // holds exactly the acknowledged writes.
 #include <sqlite3.h>
 
+#include <cmath>
 #include <cstdlib>
 #include <memory>
 
@@ -38,6 +44,11 @@ namespace sqloop::bench {
 namespace {
 
 constexpr size_t kLatencySlack = 1024;
+// sqloop_paced: the offered load, all clients together: about a quarter of what sqloop/64
+// sustains back to back on the machine of the run of record, so the loop is busy but has room
+// (at twice this rate it fell behind, with the fsyncs' kernel work on the same two cores).
+constexpr int64_t kPacedOpsPerSecond = 50'000;
+constexpr uint64_t kArrivalSeedOffset = 1'000'000;
 struct MixedStats {
   Latencies reads;
   Latencies writes;
@@ -80,7 +91,10 @@ struct MixedClient {
   db::Request write;
   MixedRun* run = nullptr;
   Prng ops{0};
-  int64_t submitted_ns = 0;
+  Prng arrivals{0};              // Paced runs: the gaps between this client's arrivals.
+  loop::Completion arrival;      // Paced runs: fires when the next operation arrives.
+  bool arrival_pending = false;  // ... and is armed.
+  int64_t submitted_ns = 0;      // When the operation in flight arrived.
   int rows = 0;
   bool values_ok = false;
   bool in_flight = false;
@@ -88,12 +102,15 @@ struct MixedClient {
 
 struct MixedRun {
   db::Database* db = nullptr;
+  loop::Loop* loop = nullptr;
+  int64_t mean_gap_ns = 0;  // Paced runs: per client; 0: closed loop.
   MixedStats stats;
   bool stop = false;
   uint64_t in_flight = 0;
 };
 
-void StartNext(MixedClient& c) {
+// Starts the client's next operation, which arrived at `arrived_ns`.
+void StartNext(MixedClient& c, int64_t arrived_ns) {
   db::Request& request = IsWrite(c.ops) ? c.write : c.read;
   if (&request == &c.write) {
     ++c.write.params[1].int_value;
@@ -102,7 +119,7 @@ void StartNext(MixedClient& c) {
     c.rows = 0;
     c.values_ok = false;
   }
-  c.submitted_ns = MonotonicNs();
+  c.submitted_ns = arrived_ns;
   c.in_flight = true;
   ++c.run->in_flight;
   if (absl::Status admitted = c.run->db->Submit(request); !admitted.ok()) {
@@ -110,6 +127,26 @@ void StartNext(MixedClient& c) {
     --c.run->in_flight;
     c.run->stats.Fail(std::move(admitted));
   }
+}
+
+loop::Action OnArrival(loop::Loop& /*unused*/, loop::Completion& completion) {
+  auto& c = *static_cast<MixedClient*>(completion.user_data);
+  c.arrival_pending = false;
+  if (completion.result() == 0 && !c.run->stop) StartNext(c, MonotonicNs());
+  return loop::Action::kDisarm;
+}
+
+// Paced runs: the client's next operation arrives an exponential gap after `previous_ns`; it
+// starts then, or at once if that time has passed (its latency still counts from then).
+void ScheduleNext(MixedClient& c, int64_t previous_ns) {
+  const double uniform = static_cast<double>(c.arrivals.Next() >> 11) * 0x1.0p-53;
+  const auto gap =
+      static_cast<int64_t>(-static_cast<double>(c.run->mean_gap_ns) * std::log1p(-uniform));
+  const int64_t arrives_ns = previous_ns + gap;
+  const int64_t now_ns = MonotonicNs();
+  if (arrives_ns <= now_ns) return StartNext(c, arrives_ns);
+  c.arrival_pending = true;
+  c.run->loop->Timer(c.arrival, absl::Nanoseconds(arrives_ns - now_ns));
 }
 
 // Both requests of a client end here; `r` says which one it was.
@@ -132,7 +169,8 @@ void OnMixedDone(db::Request& r, absl::Status status) {
   }
   if (run.stop) return;
   (write ? run.stats.writes : run.stats.reads).Add(MonotonicNs() - c.submitted_ns);
-  StartNext(c);
+  if (run.mean_gap_ns == 0) return StartNext(c, MonotonicNs());
+  ScheduleNext(c, c.submitted_ns);
 }
 
 void OnMixedRow(db::Request& r, const db::Row& row) {
@@ -148,6 +186,10 @@ std::unique_ptr<MixedClient[]> MakeClients(MixedRun& run, size_t count) {
     MixedClient& c = clients[i];
     c.run = &run;
     c.ops = Prng{kMixedSeedBase + i};
+    c.arrivals = Prng{kMixedSeedBase + kArrivalSeedOffset + i};
+    c.arrival.callback = &OnArrival;
+    c.arrival.user_data = &c;
+    c.arrival.name = "arrival";
     c.read.kind = db::Request::Kind::kRead;
     c.read.sql = kPointSelect;
     c.read.params.push_back(db::Value::Int(0));
@@ -225,7 +267,7 @@ void PlainFullMixed(benchmark::State& state, PlainVfs plain_vfs) {
   if (stats.failures != 0) state.SkipWithError(stats.first_failure.ToString().c_str());
 }
 
-void SqloopMixed(benchmark::State& state) {
+void SqloopMixed(benchmark::State& state, bool paced) {
   const auto client_count = static_cast<size_t>(state.range(0));
   const std::string path = FreshDbPath("mixed-sqloop");
   SqloopEnv env;
@@ -240,12 +282,24 @@ void SqloopMixed(benchmark::State& state) {
   LabelBackend(state, env.backend_name());
   MixedRun run;
   run.db = &env.db();
+  run.loop = &env.loop();
+  if (paced) {
+    run.mean_gap_ns = static_cast<int64_t>(1e9 * static_cast<double>(client_count) /
+                                           static_cast<double>(kPacedOpsPerSecond));
+    state.counters["offered_ops_per_s"] = static_cast<double>(kPacedOpsPerSecond);
+  }
   run.stats.Reserve(static_cast<size_t>(state.max_iterations) + kLatencySlack);
   std::unique_ptr<MixedClient[]> clients = MakeClients(run, client_count);
   const uint64_t fsyncs_before = env.vfs().stats().fsyncs;
   const alloc::HeapCounts before = alloc::CurrentHeapCounts();
   const int64_t start_ns = MonotonicNs();
-  for (size_t i = 0; i < client_count; ++i) StartNext(clients[i]);
+  for (size_t i = 0; i < client_count; ++i) {
+    if (paced) {
+      ScheduleNext(clients[i], start_ns);
+    } else {
+      StartNext(clients[i], MonotonicNs());
+    }
+  }
   uint64_t target = 0;
   for (auto _ : state) {
     ++target;
@@ -257,7 +311,16 @@ void SqloopMixed(benchmark::State& state) {
   SetMixedCounters(state, before, run.stats, run.stats.ops, elapsed_ns,
                    static_cast<int64_t>(env.vfs().stats().fsyncs - fsyncs_before));
   run.stop = true;
-  while (run.in_flight > 0 && run.stats.failures == 0) {
+  for (size_t i = 0; i < client_count; ++i) {
+    if (clients[i].arrival_pending) env.loop().Cancel(clients[i].arrival);
+  }
+  auto arrivals_pending = [&] {
+    for (size_t i = 0; i < client_count; ++i) {
+      if (clients[i].arrival_pending) return true;
+    }
+    return false;
+  };
+  while ((run.in_flight > 0 || arrivals_pending()) && run.stats.failures == 0) {
     if (absl::Status s = env.RunOnce(); !s.ok()) run.stats.Fail(s);
   }
   if (absl::Status closed = env.Close(); !closed.ok()) run.stats.Fail(closed);

@@ -88,7 +88,12 @@ void Register() {
       [](benchmark::State& s) { PlainFullMixed(s, PlainVfs::kDefault); });
   add("sqlite_mixed/pool", &PlainPoolMixed)->Arg(4)->Arg(16);
   add("sqlite_mixed/futures", &FuturesMixed)->Arg(4);
-  add("sqlite_mixed/sqloop", &SqloopMixed)->Arg(1)->Arg(64);
+  add("sqlite_mixed/sqloop", [](benchmark::State& s) { SqloopMixed(s, /*paced=*/false); })
+      ->Arg(1)
+      ->Arg(64);
+  add("sqlite_mixed/sqloop_paced", [](benchmark::State& s) {
+    SqloopMixed(s, /*paced=*/true);
+  })->Arg(64);
   add("sqlite_transfer/plain_full", &PlainFullTransfer);
   add("sqlite_transfer/sqloop", &SqloopTransfer)->Arg(1)->Arg(8)->Arg(64);
 }
@@ -134,7 +139,9 @@ int main(int argc, char** argv) {
       "one iteration = one operation of a 90% point-read / 10% durable-insert mix "
       "(sqloop/N: N concurrent clients; pool/T: plain SQLite behind T threads, one "
       "connection each, reads in parallel; futures/T: the same behind an executor of T threads "
-      "returning a std::future per operation, 64 in flight, results taken in order)");
+      "returning a std::future per operation, 64 in flight, results taken in order; "
+      "sqloop_paced/N: N clients whose operations arrive at 50,000 per second in all, "
+      "latency counted from each arrival)");
   benchmark::AddCustomContext(
       "description:sqlite_transfer",
       "one iteration = one durable transfer between two of 1,024 accounts (two UPDATEs, all or "
