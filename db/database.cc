@@ -223,7 +223,7 @@ void Database::FinishClose() {
   }
   if (!awaiting_.empty()) return;      // OnFilesChanged re-arms.
   if (fetches_in_flight_ > 0) return;  // FetchDone re-arms.
-  if (writer_->db() != nullptr || !readers_.empty()) {
+  if (writer_open() || !readers_.empty()) {
     if (!internal::VfsCore::Of(vfs_).context().MayOpenOrCloseNow()) {
       ArmPump();  // This tick has closed enough.
       return;
@@ -312,7 +312,7 @@ absl::StatusOr<Request::Kind> Database::KindOf(const Request& request) {
   if (!request.batch.empty()) return Request::Kind::kWrite;
   // Before the writer opens (MayDeferWriter) nothing was written, so the first reader knows the
   // same schema.
-  Connection& c = writer_->db() != nullptr ? *writer_ : *readers_.front();
+  Connection& c = writer_open() ? *writer_ : *readers_.front();
   absl::StatusOr<sqlite3_stmt*> stmt = c.Prepare(request.sql);
   if (!stmt.ok()) return stmt.status();
   return sqlite3_stmt_readonly(*stmt) != 0 ? Request::Kind::kRead : Request::Kind::kWrite;
@@ -463,7 +463,7 @@ void Database::Serve() {
   if (writer_state_ == WriterState::kBlocked && files_->queue().idle())
     SetWriterState(WriterState::kIdle);
   if (writer_state_ == WriterState::kIdle) {
-    if (writer_->db() != nullptr && wal_frames_ >= options_.checkpoint_frames) Checkpoint();
+    if (writer_open() && wal_frames_ >= options_.checkpoint_frames) Checkpoint();
     if (!writes_.empty() && WriterReady()) {
       RunGroup();
       RefreshSnapshots();  // Pins idle readers at the new group, to serve once it is durable.
@@ -484,7 +484,7 @@ void Database::Serve() {
 void Database::ReleaseMemory() {
   if (state_ != State::kReady && state_ != State::kPoisoned) return;
   alloc::ScopedTenant tenant(options_.tenant);
-  if (writer_->db() != nullptr) sqlite3_db_release_memory(writer_->db());
+  if (writer_open()) sqlite3_db_release_memory(writer_->db());
   // Readers beyond the first are closed (their schema and page cache go with them) and
   // reopened when reads find every open reader busy again.
   while (readers_.size() > 1 && readers_.back()->current() == nullptr) {

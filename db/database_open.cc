@@ -180,7 +180,7 @@ absl::Status Database::OpenWriter() {
 // The writer opens on demand (MayDeferWriter) when writes wait for it, within the tick's open
 // budget. If it cannot open, the writes waiting fail with why; reads go on.
 bool Database::WriterReady() {
-  if (writer_->db() != nullptr) return true;
+  if (writer_open()) return true;
   if (!internal::VfsCore::Of(vfs_).context().MayOpenOrCloseNow()) {
     ArmPump();  // This tick has opened enough.
     return false;

@@ -85,12 +85,16 @@ void EpochQueue::Release(PendingOp* op) {
   free_.PushFront(*op);  // A stack: the op used last, whose buffer fits, is reused first.
 }
 
+// Whether the queued write `op` touches bytes [offset, offset + length) of `role`.
+bool EpochQueue::WriteOverlaps(const PendingOp& op, FileRole role, uint64_t offset,
+                               uint64_t length) {
+  return op.role == role && op.offset < offset + length && offset < op.offset + op.length;
+}
+
 bool EpochQueue::Overlaps(FileRole role, uint64_t offset, uint64_t length) const {
   for (const PendingOp* op = queue_.back(); op != nullptr; op = OpList::Prev(*op)) {
     if (op->kind != OpKind::kWrite) return false;  // Everything before it finishes first.
-    if (op->role == role && op->offset < offset + length && offset < op->offset + op->length) {
-      return true;
-    }
+    if (WriteOverlaps(*op, role, offset, length)) return true;
   }
   return false;
 }
@@ -99,10 +103,7 @@ bool EpochQueue::Overlaps(FileRole role, uint64_t offset, uint64_t length) const
 // (only writes are queued) and none of them overlaps it.
 bool EpochQueue::MayWriteNow(FileRole role, uint64_t offset, uint64_t length) const {
   for (const PendingOp* op = queue_.front(); op != nullptr; op = OpList::Next(*op)) {
-    if (op->kind != OpKind::kWrite) return false;
-    if (op->role == role && op->offset < offset + length && offset < op->offset + op->length) {
-      return false;
-    }
+    if (op->kind != OpKind::kWrite || WriteOverlaps(*op, role, offset, length)) return false;
   }
   return true;
 }

@@ -194,6 +194,8 @@ class EpochQueue {
   [[nodiscard]] absl::Status FsyncFailed(uint64_t epoch) const;
   // Invariant 5: counts a refused operation and returns SQLITE_FULL.
   [[nodiscard]] int RefuseForBackpressure();
+  [[nodiscard]] static bool WriteOverlaps(const PendingOp& op, FileRole role, uint64_t offset,
+                                          uint64_t length);
   [[nodiscard]] bool Overlaps(FileRole role, uint64_t offset, uint64_t length) const;
   [[nodiscard]] bool MayWriteNow(FileRole role, uint64_t offset, uint64_t length) const;
   [[nodiscard]] bool CoveredByPending(FileRole role, char* out, uint64_t offset,
