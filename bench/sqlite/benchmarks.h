@@ -49,6 +49,11 @@ void SetWriteCounters(benchmark::State& state, alloc::HeapCounts before, uint64_
 // SqloopMixed's argument is the number of concurrent clients.
 void PlainFullMixed(benchmark::State& state, PlainVfs vfs);
 void SqloopMixed(benchmark::State& state, bool paced);
+// sqlite_mixed/plain_paced: sqloop_paced's arrivals served by plain SQLite, reads on the
+// benchmark's thread and writes on a second thread (mixed.cc). idle_paced: the same with reads
+// that do nothing, so their latency is only how late the machine lets the thread run.
+enum class PacedReads { kPoint, kNone };
+void PlainPacedMixed(benchmark::State& state, PacedReads reads);
 
 // sqlite_write/pool/T and sqlite_mixed/pool/T: plain SQLite behind a pool of T threads, one
 // connection each (pool.cc). The argument is T.

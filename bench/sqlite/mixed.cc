@@ -19,6 +19,9 @@
 //                latency of a loop that is busy but not saturated. An operation that arrives
 //                while its client's previous one is still in flight starts when that one ends,
 //                and its latency counts from its arrival (no coordinated omission).
+//   plain_paced  sqloop_paced's arrivals served by plain SQLite on two threads: reads on the
+//                benchmark's thread, writes group-committed on a second one (see below).
+//   idle_paced   the same with reads that do nothing: the machine's own lateness.
 //
 //   pool/T       plain SQLite behind a pool of T threads, reads in parallel (bench/sqlite/pool.cc).
 //   futures/T    plain SQLite behind an executor of T threads returning a std::future per
@@ -29,11 +32,17 @@
 // every read returned its row's values, every operation was acknowledged exactly once, and the file
 // holds exactly the acknowledged writes.
 #include <sqlite3.h>
+#include <sys/prctl.h>
+#include <time.h>
 
+#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <memory>
+#include <thread>
+#include <vector>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "bench/sqlite/benchmarks.h"
 #include "bench/sqlite/counting_vfs.h"
@@ -264,6 +273,176 @@ void PlainFullMixed(benchmark::State& state, PlainVfs plain_vfs) {
     }
   }
   RemoveDb(path);
+  if (stats.failures != 0) state.SkipWithError(stats.first_failure.ToString().c_str());
+}
+
+// plain_paced: the arrivals of sqloop_paced/64 (the same offered rate, all clients' streams
+// merged into one), served by plain SQLite on two threads, each with its own connection on the
+// counting VFS (WAL, synchronous=FULL). The benchmark's thread is the dispatcher and the reader:
+// it waits for each operation's arrival, runs a read itself and hands a write to the writer
+// thread. The writer commits what has arrived as one transaction (BEGIN IMMEDIATE, the INSERTs,
+// COMMIT), so it group-commits as sqloop does and keeps up with the offered writes; a write is
+// acknowledged when its transaction's COMMIT returned. Latency counts from the arrival.
+// idle_paced: the same, but a read does nothing: its latency is how late the machine let the
+// thread run while the writer's fsyncs were in flight, the floor under any read on one thread.
+namespace {
+struct PlainPacedWriter {
+  // `published` counts the writes handed over; kDone is set once no more will come.
+  static constexpr size_t kDone = size_t{1} << 63;
+  sqlite3_stmt* begin = nullptr;
+  sqlite3_stmt* insert = nullptr;
+  sqlite3_stmt* commit = nullptr;
+  std::vector<int64_t> arrivals_ns;  // One slot per write, written before `published` counts it.
+  std::atomic<size_t> published{0};
+  MixedStats stats;
+  int64_t seq = 0;
+
+  static bool Step(sqlite3_stmt* statement) {
+    const int rc = sqlite3_step(statement);
+    sqlite3_reset(statement);
+    return rc == SQLITE_DONE;
+  }
+
+  // Commits writes [from, to) as one transaction.
+  void Commit(size_t from, size_t to) {
+    const int64_t first_seq = seq + 1;
+    bool ok = Step(begin);
+    for (size_t i = from; ok && i < to; ++i) {
+      sqlite3_bind_int64(insert, 2, ++seq);
+      ok = Step(insert);
+    }
+    ok = ok && Step(commit);
+    if (!ok) return stats.Fail(absl::InternalError("a group of INSERTs failed"));
+    const int64_t done_ns = MonotonicNs();
+    for (size_t i = from; i < to; ++i) stats.writes.Add(done_ns - arrivals_ns[i]);
+    stats.writes_acked += to - from;
+    stats.seq_sum += (first_seq + seq) * (seq - first_seq + 1) / 2;
+  }
+
+  void Run() {
+    size_t next = 0;
+    while (true) {
+      const size_t seen = published.load(std::memory_order_acquire);
+      if (next < (seen & ~kDone)) {
+        Commit(next, seen & ~kDone);
+        next = seen & ~kDone;
+        continue;
+      }
+      if ((seen & kDone) != 0) return;
+      published.wait(seen, std::memory_order_acquire);
+    }
+  }
+};
+
+// Waits until CLOCK_MONOTONIC reaches `ns`: sleeps while the wait is long enough to be worth a
+// wake-up, and spins for the rest, so the reader is never late and leaves its core when idle.
+void WaitUntil(int64_t ns) {
+  constexpr int64_t kSpinNs = 20'000;
+  if (ns - MonotonicNs() > 2 * kSpinNs) {
+    const int64_t wake_ns = ns - kSpinNs;
+    const timespec until{.tv_sec = wake_ns / 1'000'000'000, .tv_nsec = wake_ns % 1'000'000'000};
+    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &until, nullptr) == EINTR) {
+    }
+  }
+  while (MonotonicNs() < ns) {
+  }
+}
+
+// plain_paced's connections: a reader and a writer on the counting VFS, their statements
+// prepared. Closes them and removes the files when it goes.
+struct PlainPacedDb {
+  std::string path = FreshDbPath("mixed-plain-paced");
+  sqlite3* reader = nullptr;
+  sqlite3* writer = nullptr;
+  sqlite3_stmt* select = nullptr;
+
+  bool Open(PlainPacedWriter& w) {
+    const char* vfs = CountingVfs::Get().name();
+    if (!CopyDb(ReadDbPath(), path)) return false;
+    reader = OpenPlain(path, vfs, /*no_mutex=*/false);
+    writer = OpenPlain(path, vfs, /*no_mutex=*/false);
+    auto prepare = [](sqlite3* db, const char* sql, sqlite3_stmt** statement) {
+      return sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, statement, nullptr) ==
+             SQLITE_OK;
+    };
+    if (reader == nullptr || writer == nullptr ||
+        !Exec(writer, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;") ||
+        !Exec(writer, kCreateWriteTable) || !prepare(reader, kPointSelect, &select) ||
+        !prepare(writer, kInsert, &w.insert) || !prepare(writer, "BEGIN IMMEDIATE", &w.begin) ||
+        !prepare(writer, "COMMIT", &w.commit)) {
+      return false;
+    }
+    sqlite3_bind_int64(w.insert, 1, 0);
+    sqlite3_bind_text(w.insert, 3, kPayload.data(), static_cast<int>(kPayload.size()),
+                      SQLITE_STATIC);
+    return true;
+  }
+  void Close(PlainPacedWriter& w) {
+    for (sqlite3_stmt* statement : {select, w.insert, w.begin, w.commit}) {
+      sqlite3_finalize(statement);
+    }
+    sqlite3_close_v2(reader);
+    sqlite3_close_v2(writer);
+    RemoveDb(path);
+  }
+};
+
+}  // namespace
+
+void PlainPacedMixed(benchmark::State& state, PacedReads reads) {
+  PlainPacedWriter w;
+  PlainPacedDb db;
+  const bool ready = db.Open(w);
+  absl::Cleanup close = [&] { db.Close(w); };
+  if (!ready) return state.SkipWithError("plain SQLite setup failed");
+  MixedStats stats;
+  stats.Reserve(static_cast<size_t>(state.max_iterations));
+  w.stats.Reserve(static_cast<size_t>(state.max_iterations));
+  w.arrivals_ns.resize(static_cast<size_t>(state.max_iterations));
+  Prng ops{kMixedSeedBase};
+  Prng arrivals{kMixedSeedBase + kArrivalSeedOffset};
+  const double mean_gap_ns = 1e9 / static_cast<double>(kPacedOpsPerSecond);
+  state.counters["offered_ops_per_s"] = static_cast<double>(kPacedOpsPerSecond);
+  std::thread writer_thread([&w] { w.Run(); });
+  // The loop's timers are hrtimers without slack; the reader's sleeps get none either.
+  const int slack_before = prctl(PR_GET_TIMERSLACK);
+  prctl(PR_SET_TIMERSLACK, 1);
+  const uint64_t syncs_before = CountingVfs::Get().syncs();
+  const alloc::HeapCounts before = alloc::CurrentHeapCounts();
+  const int64_t start_ns = MonotonicNs();
+  int64_t arrives_ns = start_ns;
+  size_t writes = 0;
+  for (auto _ : state) {
+    const double uniform = static_cast<double>(arrivals.Next() >> 11) * 0x1.0p-53;
+    arrives_ns += static_cast<int64_t>(-mean_gap_ns * std::log1p(-uniform));
+    WaitUntil(arrives_ns);
+    if (IsWrite(ops)) {
+      w.arrivals_ns[writes++] = arrives_ns;
+      w.published.store(writes, std::memory_order_release);
+      w.published.notify_one();
+      continue;
+    }
+    const int64_t id = ops.NextRowId();
+    const bool ok = reads == PacedReads::kNone || StepPointRead(db.select, id);
+    stats.reads.Add(MonotonicNs() - arrives_ns);
+    if (!ok) stats.Fail(absl::InternalError("a read returned a wrong row"));
+  }
+  prctl(PR_SET_TIMERSLACK, slack_before);
+  w.published.store(writes | PlainPacedWriter::kDone, std::memory_order_release);
+  w.published.notify_one();
+  writer_thread.join();
+  const int64_t elapsed_ns = MonotonicNs() - start_ns;
+  stats.writes = std::move(w.stats.writes);
+  stats.writes_acked = w.stats.writes_acked;
+  stats.seq_sum = w.stats.seq_sum;
+  if (w.stats.failures != 0) stats.Fail(w.stats.first_failure);
+  SetMixedCounters(state, before, stats, static_cast<uint64_t>(state.iterations()), elapsed_ns,
+                   static_cast<int64_t>(CountingVfs::Get().syncs() - syncs_before));
+  if (stats.failures == 0) {
+    if (absl::Status s = VerifyWrites(db.path, stats.writes_acked, stats.seq_sum); !s.ok()) {
+      stats.Fail(s);
+    }
+  }
   if (stats.failures != 0) state.SkipWithError(stats.first_failure.ToString().c_str());
 }
 

@@ -86,6 +86,10 @@ void Register() {
       [](benchmark::State& s) { PlainFullMixed(s, PlainVfs::kCounting); });
   add("sqlite_mixed/plain_full_default_vfs",
       [](benchmark::State& s) { PlainFullMixed(s, PlainVfs::kDefault); });
+  add("sqlite_mixed/plain_paced",
+      [](benchmark::State& s) { PlainPacedMixed(s, PacedReads::kPoint); });
+  add("sqlite_mixed/idle_paced",
+      [](benchmark::State& s) { PlainPacedMixed(s, PacedReads::kNone); });
   add("sqlite_mixed/pool", &PlainPoolMixed)->Arg(4)->Arg(16);
   add("sqlite_mixed/futures", &FuturesMixed)->Arg(4);
   add("sqlite_mixed/sqloop", [](benchmark::State& s) { SqloopMixed(s, /*paced=*/false); })
@@ -141,7 +145,9 @@ int main(int argc, char** argv) {
       "connection each, reads in parallel; futures/T: the same behind an executor of T threads "
       "returning a std::future per operation, 64 in flight, results taken in order; "
       "sqloop_paced/N: N clients whose operations arrive at 50,000 per second in all, "
-      "latency counted from each arrival)");
+      "latency counted from each arrival; plain_paced: the same arrivals served by plain SQLite, "
+      "reads on one thread, writes group-committed on another; idle_paced: the same with reads "
+      "that do nothing, how late the machine lets a thread run)");
   benchmark::AddCustomContext(
       "description:sqlite_transfer",
       "one iteration = one durable transfer between two of 1,024 accounts (two UPDATEs, all or "
