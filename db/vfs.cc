@@ -444,6 +444,11 @@ int VfsGetLastError(sqlite3_vfs* /*unused*/, int /*unused*/, char* /*unused*/) {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Vfs>> Vfs::Create(loop::Loop& loop, VfsOptions options) {
+  if (options.wal_reserve_bytes > kWalReserveBytesDefault) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("VfsOptions::wal_reserve_bytes is ", options.wal_reserve_bytes,
+                     "; it may be at most ", kWalReserveBytesDefault, " (0 turns it off)"));
+  }
   if (loop.backend().name() == "simulator") options.os_lock = false;
   const uint64_t id = next_vfs_id.fetch_add(1, std::memory_order_relaxed);
   std::unique_ptr<Vfs> vfs(new Vfs(loop, options, absl::StrCat("sqloop-", id)));

@@ -64,6 +64,11 @@ inline constexpr uint64_t kWalIndexBytesMaxDefault = uint64_t{32} << 20;
 // in a tick once the tick has run this long, so a burst of hundreds of opens is spread over
 // ticks instead of stopping the loop for one long tick; the first of each tick always runs.
 inline constexpr int64_t kOpenTickBudgetNsDefault = 1'000'000;
+// The WAL is kept allocated ahead of SQLite by this many bytes of zeros written past its end
+// (EpochQueue invariant 9), so the writes of a growing WAL allocate nothing and go behind
+// instead of stopping the loop: one write of 256 KiB per 32 frames or so of growth, once per
+// WAL (SQLite rewrites it from its start after a checkpoint and keeps the file).
+inline constexpr uint32_t kWalReserveBytesDefault = 256 * 1024;
 // SQLite's sector size: 4096 is what SQLite's own unix VFS reports and the atomic unit of
 // modern devices; with POWERSAFE_OVERWRITE it only affects WAL frame padding.
 inline constexpr int kSectorBytes = 4096;
@@ -78,6 +83,9 @@ struct VfsOptions {
   bool os_lock = true;
   // See kOpenTickBudgetNsDefault. 0: one open or close per tick.
   int64_t open_tick_budget_ns = kOpenTickBudgetNsDefault;
+  // See kWalReserveBytesDefault (at most that). 0: no reserve; every write that grows the WAL
+  // runs at once, so a full disk always fails the statement (SQLITE_FULL).
+  uint32_t wal_reserve_bytes = kWalReserveBytesDefault;
 };
 
 // Counters since creation, for tests and benchmarks.
@@ -95,6 +103,8 @@ struct VfsStats {
   uint64_t fsyncs = 0;         // fsync operations submitted (files and directories).
   uint64_t backpressure = 0;   // Writes refused because the buffer was full.
   uint64_t poisonings = 0;
+  uint64_t wal_reserves = 0;          // Reserves of the WAL submitted (zeros past its end).
+  uint64_t wal_reserve_failures = 0;  // ... that failed (the disk is full): nothing poisoned.
   uint64_t opens_deferred = 0;  // Opens and closes moved to a later tick (open_tick_budget_ns).
 };
 

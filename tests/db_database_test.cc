@@ -141,18 +141,23 @@ TEST_P(DatabaseTest, FailingRequestInAGroupFailsAlone) {
 
 // ---- Group commit and the durable-ack invariant ----------------------------------------------
 
-// Checks on the trace, at the moment of an acknowledgement, that every write the backend
-// completed so far was followed by a completed fsync of the same descriptor submitted after
-// that write completed. That is "no acknowledgement before its covering fsync", checked
+// Checks on the trace, at the moment of an acknowledgement, that every write the backend was
+// given so far completed and was followed by a completed fsync of the same descriptor submitted
+// after that write completed. That is "no acknowledgement before its covering fsync", checked
 // independently of the database's own epoch bookkeeping.
 bool EverythingWrittenIsSynced(const std::vector<TraceEvent>& events, std::string* why) {
   absl::flat_hash_map<int, size_t> last_write;  // fd -> index of its last completed write.
   absl::flat_hash_map<const io::Op*, size_t> fsync_submitted;
   absl::flat_hash_map<int, size_t> synced_upto;  // fd -> submission index of a completed fsync.
+  absl::flat_hash_map<const io::Op*, int> writes_in_flight;  // Submitted, not completed: op -> fd.
   for (size_t i = 0; i < events.size(); ++i) {
     const TraceEvent& e = events[i];
-    if (e.kind == io::OpKind::kWrite && e.type == TraceEvent::Type::kComplete && e.result >= 0) {
-      last_write[e.fd] = i;
+    if (e.kind == io::OpKind::kWrite && e.type == TraceEvent::Type::kSubmit) {
+      writes_in_flight[e.op] = e.fd;
+    }
+    if (e.kind == io::OpKind::kWrite && e.type == TraceEvent::Type::kComplete) {
+      writes_in_flight.erase(e.op);
+      if (e.result >= 0) last_write[e.fd] = i;
     }
     if (e.kind == io::OpKind::kFsync && e.type == TraceEvent::Type::kSubmit) {
       fsync_submitted[e.op] = i;
@@ -160,6 +165,11 @@ bool EverythingWrittenIsSynced(const std::vector<TraceEvent>& events, std::strin
     if (e.kind == io::OpKind::kFsync && e.type == TraceEvent::Type::kComplete && e.result == 0) {
       synced_upto[e.fd] = std::max(synced_upto[e.fd], fsync_submitted[e.op]);
     }
+  }
+  if (!writes_in_flight.empty()) {
+    *why = absl::StrCat("fd ", writes_in_flight.begin()->second,
+                        ": a write submitted before the acknowledgement has not completed");
+    return false;
   }
   for (const auto& [fd, index] : last_write) {
     if (synced_upto[fd] < index) {
@@ -564,7 +574,12 @@ TEST_P(DatabaseTest, ACrashInANewDatabasesFirstTransactionLeavesAnEmptyUsableDat
   EXPECT_EQ(Read("SELECT sum(x) FROM t"), "3|\n");
 }
 
+// Without a reserve (EpochQueue invariant 9) every write that grows the WAL runs at once, so a
+// full disk fails the statement.
 TEST_P(DatabaseTest, WriteEnospcFailsTheGroupCleanlyAndTheDatabaseStaysUsable) {
+  VfsOptions vfs_options;
+  vfs_options.wal_reserve_bytes = 0;
+  ASSERT_NO_FATAL_FAILURE(MakeVfs(vfs_options));
   ASSERT_TRUE(OpenDb().ok());
   ASSERT_TRUE(Write("CREATE TABLE t(x)").ok());
   ASSERT_TRUE(Write("INSERT INTO t VALUES (1)").ok());
@@ -584,6 +599,9 @@ TEST_P(DatabaseTest, WriteEnospcFailsTheGroupCleanlyAndTheDatabaseStaysUsable) {
 // poisoned (no fsync ran) and no fsync is in flight to wake the database for the writes behind
 // the group. They must run as the next groups and fail, not stay queued (db_reads seed 5323).
 TEST_P(DatabaseTest, WritesQueuedBehindAFailedGroupAllComplete) {
+  VfsOptions vfs_options;
+  vfs_options.wal_reserve_bytes = 0;  // The WAL's writes run at once and fail the group.
+  ASSERT_NO_FATAL_FAILURE(MakeVfs(vfs_options));
   DatabaseOptions options;
   options.group_requests_max = 1;
   ASSERT_TRUE(OpenDb(options).ok());
@@ -864,6 +882,57 @@ TEST_P(DatabaseTest, WritesOverBytesTheDiskHoldsDoNotMakeTheLoopWait) {
   EXPECT_EQ(loop_->stats().waited_ops, waited) << "a write over the restarted WAL waited";
   EXPECT_GT(vfs_->stats().held_writes, held);
   EXPECT_EQ(Read("SELECT count(*), sum(x) FROM t"), "21|290|\n");
+}
+
+// While the WAL grows, it is reserved ahead with zeros at each barrier (EpochQueue invariant 9),
+// so after the first group its writes allocate nothing, go behind and make the loop wait for
+// nothing. The zeros past the last frame are harmless: a new process recovers every row.
+TEST_P(DatabaseTest, AGrowingWalIsReservedAheadAndItsWritesDoNotMakeTheLoopWait) {
+  ASSERT_TRUE(OpenDb().ok());
+  ASSERT_TRUE(Write("CREATE TABLE t(x, pad)").ok());
+  ASSERT_GE(vfs_->stats().wal_reserves, 1u) << "the first group reserved nothing";
+  const VfsStats before = vfs_->stats();
+  const uint64_t waited = loop_->stats().waited_ops;
+  constexpr int kWrites = 100;  // About 100 frames of 4 KiB: the WAL grows past two reserves.
+  for (int i = 0; i < kWrites; ++i) {
+    ASSERT_TRUE(Write("INSERT INTO t VALUES (?, zeroblob(2000))", {Value::Int(i)}).ok());
+  }
+  EXPECT_EQ(db_->stats().checkpoints, 0u) << "a checkpoint restarted the WAL: nothing grew";
+  EXPECT_GE(vfs_->stats().wal_reserves, before.wal_reserves + 2) << "the reserve did not keep up";
+  EXPECT_EQ(vfs_->stats().direct_writes, before.direct_writes) << "a write ran at once";
+  EXPECT_EQ(loop_->stats().waited_ops, waited) << "the loop waited for a write";
+  EXPECT_GE(vfs_->stats().held_writes, before.held_writes + kWrites);
+  EXPECT_EQ(vfs_->stats().poisonings, 0u);
+  ASSERT_TRUE(CloseDb().ok());
+  ASSERT_NO_FATAL_FAILURE(MakeVfs());  // A new process: WAL recovery reads past the last frame.
+  ASSERT_TRUE(OpenDb().ok());
+  EXPECT_EQ(Read("SELECT count(*), sum(x) FROM t"), "100|4950|\n");
+}
+
+// A reserve the disk refuses (it is full) fails nothing: no request sees it and the database is
+// not poisoned. The WAL's writes past what is allocated then run at once again, so a full disk
+// reaches the statement, and once such a write succeeded the reserves resume.
+TEST_P(DatabaseTest, AReserveTheDiskRefusesPoisonsNothing) {
+  ASSERT_TRUE(OpenDb().ok());
+  ASSERT_TRUE(Write("CREATE TABLE t(x, pad)").ok());
+  trace_->FailNth(io::OpKind::kWrite, 1, ENOSPC, /*persistent=*/false, kWalReserveBytesDefault);
+  int i = 0;
+  auto write_until = [&](auto done) {
+    for (int bound = i + 200; i < bound && !done(); ++i) {
+      ASSERT_TRUE(Write("INSERT INTO t VALUES (?, zeroblob(2000))", {Value::Int(i)}).ok());
+    }
+    ASSERT_TRUE(done()) << "not reached within 200 writes";
+  };
+  ASSERT_NO_FATAL_FAILURE(write_until([&] { return vfs_->stats().wal_reserve_failures == 1; }));
+  EXPECT_EQ(db_->state(), Database::State::kReady);
+  EXPECT_EQ(vfs_->stats().poisonings, 0u);
+  const VfsStats refused = vfs_->stats();
+  ASSERT_NO_FATAL_FAILURE(
+      write_until([&] { return vfs_->stats().direct_writes > refused.direct_writes; }));
+  ASSERT_NO_FATAL_FAILURE(
+      write_until([&] { return vfs_->stats().wal_reserves > refused.wal_reserves; }));
+  EXPECT_EQ(vfs_->stats().wal_reserve_failures, 1u);
+  EXPECT_EQ(Read("SELECT count(*) FROM t"), absl::StrCat(i, "|\n"));
 }
 
 // ---- Bursts of opens and closes ----------------------------------------------------------------

@@ -21,9 +21,10 @@ std::string BackendParamName(const ::testing::TestParamInfo<TestBackend>& info) 
   return info.param.name;
 }
 
-void RecordingBackend::FailNth(io::OpKind kind, uint32_t nth, int error, bool persistent) {
+void RecordingBackend::FailNth(io::OpKind kind, uint32_t nth, int error, bool persistent,
+                               uint32_t length) {
   SQLOOP_CHECK(nth >= 1, "FailNth counts from 1");
-  rules_.push_back(Rule{kind, nth, error, persistent});
+  rules_.push_back(Rule{kind, nth, error, persistent, length});
 }
 
 void RecordingBackend::Submit(io::Op* op) {
@@ -31,6 +32,7 @@ void RecordingBackend::Submit(io::Op* op) {
                                0, op->flags, op});
   for (Rule& rule : rules_) {
     if (rule.kind != op->kind || rule.countdown == 0) continue;
+    if (rule.length != 0 && rule.length != op->length) continue;
     if (--rule.countdown != 0) continue;
     if (rule.persistent) rule.countdown = 1;
     faked_[op] = Faked{op->kind, rule.error};

@@ -56,8 +56,10 @@ class RecordingBackend final : public io::Backend {
   explicit RecordingBackend(std::unique_ptr<io::Backend> inner) : inner_(std::move(inner)) {}
 
   // The `nth` (1-based, counted from now) submission of `kind` completes with -`error`
-  // without running. `persistent`: that one and every later one of the kind.
-  void FailNth(io::OpKind kind, uint32_t nth, int error, bool persistent = false);
+  // without running. `persistent`: that one and every later one of the kind. `length`: if not
+  // 0, only submissions of exactly that many bytes count.
+  void FailNth(io::OpKind kind, uint32_t nth, int error, bool persistent = false,
+               uint32_t length = 0);
   void ClearFaults() { rules_.clear(); }
   // Submissions of `kind` from now on are held back instead of reaching the backend, so they
   // stay in flight for as long as the test needs (an fsync the database is waiting for, say);
@@ -103,6 +105,7 @@ class RecordingBackend final : public io::Backend {
     uint32_t countdown;
     int error;
     bool persistent;
+    uint32_t length;
   };
   struct Faked {
     io::OpKind kind;

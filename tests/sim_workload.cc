@@ -133,6 +133,9 @@ std::string ReplayCommand(absl::string_view binary, absl::string_view workload, 
     command += " --stall_group_commits_after=" + std::to_string(options.stall_group_commits_after);
   }
   if (options.corrupt_payload) command += " --corrupt_payload";
+  if (options.wal_reserve_bytes >= 0) {
+    command += " --wal_reserve_bytes=" + std::to_string(options.wal_reserve_bytes);
+  }
   return command;
 }
 

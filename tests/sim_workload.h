@@ -78,6 +78,9 @@ struct WorkloadOptions {
   // so a corrupted page is served as good data. The checker must catch the wrong answer.
   // db_crash only.
   bool corrupt_payload = false;
+  // The VFS's WAL reserve (VfsOptions::wal_reserve_bytes) for every seed; -1: drawn from the
+  // seed where the workload draws it (db_reads; db_crash with swarm_config), else the default.
+  int64_t wal_reserve_bytes = -1;
 };
 
 struct WorkloadResult {

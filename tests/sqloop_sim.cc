@@ -6,8 +6,8 @@
 //                                                        prints the command that replays it
 // Options: --no_swarm (no faults), --no_swarm_config (the layer's default configuration),
 //          --broken_fsync, --ack_before_fsync, --corrupt_payload, --stall_group_commits_after=N and
-//          --fsyncs_before_hang=N (negative controls), --crash=drop_all, --verbose (a line per seed
-//          in a sweep).
+//          --fsyncs_before_hang=N (negative controls), --crash=drop_all, --wal_reserve_bytes=N
+//          (the VFS's WAL reserve for every seed), --verbose (a line per seed in a sweep).
 // A sweep ends with how many seeds ran each rare path (WorkloadResult::paths).
 // Exit status: 0 all seeds ok, 1 a seed failed, 2 bad usage.
 #include <cinttypes>
@@ -43,8 +43,8 @@ int Usage(const char* message) {
                "usage: sqloop_sim [--workload=NAME] (--seed=N | --seeds=A-B) [--no_swarm]\n"
                "                  [--no_swarm_config] [--broken_fsync] [--ack_before_fsync]\n"
                "                  [--stall_group_commits_after=N] [--fsyncs_before_hang=N]\n"
-               "                  [--corrupt_payload] [--crash=drop_all] "
-               "[--verbose] [--keep_going]\n"
+               "                  [--corrupt_payload] [--crash=drop_all] [--wal_reserve_bytes=N]\n"
+               "                  [--verbose] [--keep_going]\n"
                "       sqloop_sim --list\n",
                message);
   return 2;
@@ -87,6 +87,11 @@ int Parse(int argc, char** argv, Flags& flags) {
     } else if (Value(argc, argv, i, "--stall_group_commits_after", value)) {
       if (!absl::SimpleAtoi(value, &flags.options.stall_group_commits_after)) {
         return Usage("--stall_group_commits_after wants a number");
+      }
+    } else if (Value(argc, argv, i, "--wal_reserve_bytes", value)) {
+      if (!absl::SimpleAtoi(value, &flags.options.wal_reserve_bytes) ||
+          flags.options.wal_reserve_bytes < 0) {
+        return Usage("--wal_reserve_bytes wants a number of bytes");
       }
     } else if (Value(argc, argv, i, "--fsyncs_before_hang", value)) {
       if (!absl::SimpleAtoi(value, &flags.options.fsyncs_before_hang)) {

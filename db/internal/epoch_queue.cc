@@ -21,6 +21,8 @@ namespace {
 constexpr int kDirIndex = kFileRoles;  // fsyncs_ slot of the directory.
 // A held write's buffer is never smaller than SQLite's default page, the size of most writes.
 constexpr uint64_t kHeldBufferMinBytes = 4096;
+// What a reserve writes (invariant 9); the backends only read it.
+alignas(4096) const char kReserveZeros[kWalReserveBytesDefault] = {};
 
 }  // namespace
 
@@ -93,7 +95,7 @@ bool EpochQueue::WriteOverlaps(const PendingOp& op, FileRole role, uint64_t offs
 
 bool EpochQueue::Overlaps(FileRole role, uint64_t offset, uint64_t length) const {
   for (const PendingOp* op = queue_.back(); op != nullptr; op = OpList::Prev(*op)) {
-    if (op->kind != OpKind::kWrite) return false;  // Everything before it finishes first.
+    if (Ordering(op->kind)) return false;  // Everything before it finishes first.
     if (WriteOverlaps(*op, role, offset, length)) return true;
   }
   return false;
@@ -103,7 +105,7 @@ bool EpochQueue::Overlaps(FileRole role, uint64_t offset, uint64_t length) const
 // (only writes are queued) and none of them overlaps it.
 bool EpochQueue::MayWriteNow(FileRole role, uint64_t offset, uint64_t length) const {
   for (const PendingOp* op = queue_.front(); op != nullptr; op = OpList::Next(*op)) {
-    if (op->kind != OpKind::kWrite || WriteOverlaps(*op, role, offset, length)) return false;
+    if (Ordering(op->kind) || WriteOverlaps(*op, role, offset, length)) return false;
   }
   return true;
 }
@@ -114,7 +116,7 @@ void EpochQueue::Advance() {
   for (bool restart = true; restart && poison_.ok();) {
     restart = false;
     for (PendingOp* op = queue_.front(); op != nullptr; op = OpList::Next(*op)) {
-      const bool ordering = op->kind != OpKind::kWrite;
+      const bool ordering = Ordering(op->kind);
       if (op->state == OpState::kInFlight) {
         if (ordering) return;
         continue;
@@ -141,6 +143,12 @@ void EpochQueue::Start(PendingOp* op) {
     case OpKind::kWrite:
       io_op.kind = io::OpKind::kWrite;
       io_op.buffer = op->data.data();
+      io_op.length = static_cast<uint32_t>(op->length);
+      io_op.offset = op->offset;
+      break;
+    case OpKind::kReserve:
+      io_op.kind = io::OpKind::kWrite;
+      io_op.buffer = const_cast<char*>(kReserveZeros);
       io_op.length = static_cast<uint32_t>(op->length);
       io_op.offset = op->offset;
       break;
@@ -232,9 +240,10 @@ loop::Action EpochQueue::OnOpDone(loop::Loop& /*unused*/, loop::Completion& c) {
   const int64_t result = c.result();
   const OpKind kind = op->kind;
   const FileRole role = op->role;
+  if (kind == OpKind::kReserve) FinishReserve(*self, *op, result);
   self->Remove(op);
   self->Release(op);
-  if (result < 0 && self->poison_.ok()) {
+  if (result < 0 && kind != OpKind::kReserve && self->poison_.ok()) {
     const char* what = kind == OpKind::kWrite      ? "write-behind write"
                        : kind == OpKind::kTruncate ? "truncate"
                                                    : "unlink";
@@ -334,6 +343,7 @@ int EpochQueue::Write(FileRole role, const void* buffer, int amount, int64_t off
     if (result == -ENOSPC || result == -EDQUOT) return SQLITE_FULL;
     if (result < 0) return SQLITE_IOERR_WRITE;
     f.allocated_bytes = std::max(f.allocated_bytes, start + length);
+    reserve_failed_ = false;  // Invariant 9: the disk had room again.
   } else {
     if (!fits) {
       // Invariant 5: refuse rather than grow; the Database layer turns this into backpressure.
@@ -363,6 +373,7 @@ int EpochQueue::Truncate(FileRole role, int64_t size_bytes) {
   if (!poison_.ok()) return SQLITE_IOERR_TRUNCATE;
   SharedFile& f = files_.file(role);
   const auto size = static_cast<uint64_t>(size_bytes);
+  ++shape_changes_;
   if (queue_.empty()) {
     io::Op op{.kind = io::OpKind::kFtruncate, .fd = f.fd, .offset = size};
     if (RunNow(loop_, op) < 0) return SQLITE_IOERR_TRUNCATE;
@@ -383,11 +394,41 @@ int EpochQueue::Truncate(FileRole role, int64_t size_bytes) {
   return SQLITE_OK;
 }
 
+void EpochQueue::ReserveWal() {
+  const uint64_t reserve = context_.options().wal_reserve_bytes;
+  SharedFile& f = files_.file(FileRole::kWal);
+  if (reserve == 0 || reserve_failed_ || !f.dirty || f.fd < 0 ||
+      f.size_bytes + reserve / 2 <= f.allocated_bytes ||
+      queued_ops_ + 2 > context_.options().held_ops_max) {
+    return;
+  }
+  PendingOp* op = TakeOp();
+  op->kind = OpKind::kReserve;
+  op->role = FileRole::kWal;
+  op->offset = std::max(f.size_bytes, f.allocated_bytes);
+  op->length = reserve;
+  op->epoch = shape_changes_;
+  Push(op);
+  context_.stats().wal_reserves++;
+}
+
+void EpochQueue::FinishReserve(EpochQueue& queue, const PendingOp& op, int64_t result) {
+  if (result < 0) {
+    queue.reserve_failed_ = true;
+    queue.context_.stats().wal_reserve_failures++;
+    return;
+  }
+  if (op.epoch != queue.shape_changes_) return;
+  SharedFile& f = queue.files_.file(op.role);
+  f.allocated_bytes = std::max(f.allocated_bytes, op.offset + static_cast<uint64_t>(result));
+}
+
 int EpochQueue::Sync() {
   if (!poison_.ok()) return SQLITE_IOERR_FSYNC;
   if (queued_ops_ >= context_.options().held_ops_max) {
     return RefuseForBackpressure();
   }
+  ReserveWal();
   PendingOp* op = TakeOp();
   op->kind = OpKind::kBarrier;
   op->epoch = ++epoch_;
@@ -408,6 +449,7 @@ int EpochQueue::Sync() {
 int EpochQueue::Unlink(FileRole role) {
   SharedFile& f = files_.file(role);
   if (!poison_.ok()) return SQLITE_IOERR_DELETE;
+  ++shape_changes_;
   if (!f.exists && f.fd < 0 && queue_.empty()) {
     io::Op op{.kind = io::OpKind::kUnlink, .fd = AT_FDCWD, .path = f.path.c_str()};
     const int64_t result = RunNow(loop_, op);
@@ -445,6 +487,7 @@ bool EpochQueue::ReviveUnlinked(FileRole role) {
     if (op->state != OpState::kQueued) return false;
     op->kind = OpKind::kTruncate;
     op->offset = 0;
+    ++shape_changes_;
     SharedFile& f = files_.file(role);
     f.exists = true;
     f.size_bytes = 0;
@@ -460,7 +503,7 @@ bool EpochQueue::CoveredByPending(FileRole role, char* out, uint64_t offset,
                                   uint64_t length) const {
   const uint64_t end = offset + length;
   for (const PendingOp* op = queue_.back(); op != nullptr; op = OpList::Prev(*op)) {
-    if (op->role != role || op->kind == OpKind::kBarrier) continue;
+    if (op->role != role || op->kind == OpKind::kBarrier || op->kind == OpKind::kReserve) continue;
     if (op->kind != OpKind::kWrite) return false;
     if (op->offset >= end || offset >= op->offset + op->length) continue;
     if (op->offset > offset || op->offset + op->length < end) return false;

@@ -33,7 +33,8 @@
 //      write-behind buffer is full (invariant 5) or refused a write since the last barrier;
 //      then it runs at once if it may. A buffered write can wait for milliseconds (a page under
 //      writeback, the file system's journal commit); the WAL, rewritten from its start after each
-//      checkpoint, is written this way in steady state. Its failure poisons (invariant 4).
+//      checkpoint and reserved ahead while it grows (invariant 9), is written this way. Its
+//      failure poisons (invariant 4).
 //   3. Barriers complete in order, so `durable_epoch()` only grows and every epoch up to it
 //      is on disk.
 //   4. A failure of anything submitted asynchronously (a held write, a barrier's fsync) is
@@ -51,6 +52,15 @@
 //      its completion arrives, before any other completion runs. It may have dropped the
 //      pending creations and unlinks of every database in the directory, and another database's
 //      barrier completing next would otherwise call an epoch durable whose file name is lost.
+//   9. The WAL is reserved ahead. At a barrier that syncs it, when fewer than half of
+//      VfsOptions::wal_reserve_bytes remain between the end SQLite sees and allocated_bytes, a
+//      reserve (a write of that many zeros from the later of the two) is queued before the
+//      barrier, so it is done and covered by the fsync when the next group writes. It lies past
+//      every byte SQLite wrote: reads, the size SQLite sees and the write-behind buffer ignore it.
+//      Its success raises allocated_bytes unless a truncate or unlink was queued after it; its
+//      failure (a full disk) poisons nothing and stops reserves until a write that grows a file
+//      succeeds again. Zeros past the last frame are what SQLite's WAL recovery stops at (a frame
+//      whose salt does not match the header's), so a crash at any point leaves a valid WAL.
 //
 // Queue states of an operation (`PendingOp`):
 //
@@ -164,7 +174,7 @@ class EpochQueue {
 
  private:
   enum class OpState : uint8_t { kFree, kQueued, kInFlight };
-  enum class OpKind : uint8_t { kWrite, kTruncate, kUnlink, kBarrier };
+  enum class OpKind : uint8_t { kWrite, kReserve, kTruncate, kUnlink, kBarrier };
   struct PendingOp {
     loop::Completion c;  // Writes, truncates and unlinks; barriers use EpochQueue::fsyncs_.
     EpochQueue* owner = nullptr;
@@ -176,7 +186,7 @@ class EpochQueue {
     uint8_t sync_mask = 0;     // Barrier: bit per FileRole to fsync.
     uint64_t offset = 0;       // Write: file offset. Truncate: the new size.
     uint64_t length = 0;       // Write: bytes in `data`.
-    uint64_t epoch = 0;        // Barrier: the epoch it closes.
+    uint64_t epoch = 0;        // Barrier: the epoch it closes. Reserve: shape_changes_.
     std::vector<char> data;    // Write: a copy of SQLite's buffer.
     ListLink<PendingOp> link;  // In the queue or in the free list.
   };
@@ -194,6 +204,13 @@ class EpochQueue {
   [[nodiscard]] absl::Status FsyncFailed(uint64_t epoch) const;
   // Invariant 5: counts a refused operation and returns SQLITE_FULL.
   [[nodiscard]] int RefuseForBackpressure();
+  // Whether the op orders the queue (invariant 1): everything but writes and reserves.
+  [[nodiscard]] static bool Ordering(OpKind kind) {
+    return kind != OpKind::kWrite && kind != OpKind::kReserve;
+  }
+  // Invariant 9, called by Sync before it queues its barrier.
+  void ReserveWal();
+  static void FinishReserve(EpochQueue& queue, const PendingOp& op, int64_t result);
   [[nodiscard]] static bool WriteOverlaps(const PendingOp& op, FileRole role, uint64_t offset,
                                           uint64_t length);
   [[nodiscard]] bool Overlaps(FileRole role, uint64_t offset, uint64_t length) const;
@@ -224,6 +241,10 @@ class EpochQueue {
   // write-behind buffer was first filled) until the next barrier, so the transaction the
   // refusal rolled back makes progress when it runs again.
   bool write_behind_paused_ = false;
+  // Invariant 9: truncates and unlinks queued so far (a reserve that completes after one no
+  // longer says what the disk holds), and whether the last reserve failed.
+  uint64_t shape_changes_ = 0;
+  bool reserve_failed_ = false;
 
   // The barrier in flight: one fsync completion per file and one for the directory.
   std::array<loop::Completion, kFileRoles + 1> fsyncs_{};

@@ -53,6 +53,10 @@ Config DrawConfig(uint64_t seed, const WorkloadOptions& options) {
     StallGroupCommitsAfter(database, options.stall_group_commits_after);
     absl::StrAppend(&config.text, " stall_after=", options.stall_group_commits_after);
   }
+  if (options.wal_reserve_bytes >= 0) {
+    config.vfs.wal_reserve_bytes = static_cast<uint32_t>(options.wal_reserve_bytes);
+    absl::StrAppend(&config.text, " wal_reserve_bytes=", options.wal_reserve_bytes, " (fixed)");
+  }
   if (!options.swarm_config) return config;
   io::Prng prng(seed ^ 0xc0f1'9c0f'19c0'f19cULL);
   auto draw = [&prng, &config](const char* name, auto& field, uint64_t min, uint64_t max) {
@@ -79,6 +83,11 @@ Config DrawConfig(uint64_t seed, const WorkloadOptions& options) {
   // is refused (SQLITE_FULL at open, for good).
   draw("held_bytes_max", config.vfs.held_bytes_max, 12 * 1024, 20 * 1024);
   draw("held_ops_max", config.vfs.held_ops_max, 16, 48);
+  // Without a reserve the growing WAL's writes run at once; with a small one they run behind
+  // and the reserve's own write is one more operation in the queue, often.
+  if (options.wal_reserve_bytes < 0) {
+    draw("wal_reserve_bytes", config.vfs.wal_reserve_bytes, 0, 16 * 1024);
+  }
   return config;
 }
 

@@ -382,8 +382,17 @@ WorkloadResult RunDbReads(uint64_t seed, const WorkloadOptions& options) {
   io::SimBackend& sim = *backend;
   const std::string faults = sim.DescribeFaults();
   const db::DatabaseOptions drawn = DrawOptions(sim.prng(), options);
+  // From a generator of its own, so the simulator's stream is the same either way: half the
+  // seeds grow the WAL without a reserve (its writes run at once, a failed one fails a group),
+  // half with one (they run behind, a failed one poisons).
+  db::VfsOptions vfs_options;
+  if (options.wal_reserve_bytes >= 0) {
+    vfs_options.wal_reserve_bytes = static_cast<uint32_t>(options.wal_reserve_bytes);
+  } else if (io::Prng(seed ^ 0x7e5e'47e5'e47e'5e47ULL).Chance(0.5)) {
+    vfs_options.wal_reserve_bytes = 0;
+  }
   Loop loop(std::move(backend), loop::LoopOptions{});
-  absl::StatusOr<std::unique_ptr<db::Vfs>> vfs = db::Vfs::Create(loop);
+  absl::StatusOr<std::unique_ptr<db::Vfs>> vfs = db::Vfs::Create(loop, vfs_options);
   SQLOOP_CHECK(vfs.ok(), "db_reads: the VFS could not be registered");
   WorkloadResult result;
   std::string summary;
@@ -395,10 +404,10 @@ WorkloadResult RunDbReads(uint64_t seed, const WorkloadOptions& options) {
     summary = run->Summary();
   }
   result.ok = result.failure.empty();
-  result.summary =
-      absl::StrCat(summary, "; readers ", drawn.readers, ", rows/tick ", drawn.rows_per_tick,
-                   ", checkpoint frames ", drawn.checkpoint_frames, ", group max ",
-                   drawn.group_requests_max, "; faults: ", faults);
+  result.summary = absl::StrCat(
+      summary, "; readers ", drawn.readers, ", rows/tick ", drawn.rows_per_tick,
+      ", checkpoint frames ", drawn.checkpoint_frames, ", group max ", drawn.group_requests_max,
+      ", WAL reserve ", vfs_options.wal_reserve_bytes, "; faults: ", faults);
   result.trace_hash = sim.trace_hash();
   return result;
 }
