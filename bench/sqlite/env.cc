@@ -274,11 +274,12 @@ SqloopEnv::~SqloopEnv() {
   }
 }
 
-absl::Status SqloopEnv::Open(const std::string& path, db::DatabaseOptions options) {
+absl::Status SqloopEnv::Open(const std::string& path, db::DatabaseOptions options,
+                             db::VfsOptions vfs_options) {
   absl::StatusOr<std::unique_ptr<loop::Loop>> created = loop::Loop::Create(loop::LoopOptions{});
   if (!created.ok()) return created.status();
   loop_ = *std::move(created);
-  absl::StatusOr<std::unique_ptr<db::Vfs>> vfs = db::Vfs::Create(*loop_);
+  absl::StatusOr<std::unique_ptr<db::Vfs>> vfs = db::Vfs::Create(*loop_, vfs_options);
   if (!vfs.ok()) return vfs.status();
   vfs_ = *std::move(vfs);
   db_ = std::make_unique<db::Database>(*loop_, *vfs_, path, options);

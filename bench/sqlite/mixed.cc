@@ -19,6 +19,8 @@
 //                latency of a loop that is busy but not saturated. An operation that arrives
 //                while its client's previous one is still in flight starts when that one ends,
 //                and its latency counts from its arrival (no coordinated omission).
+//   sqloop_paced_no_reserve/N  the same without the WAL reserve (VfsOptions::wal_reserve_bytes
+//                0): the writes that grow the WAL run at once, with the loop waiting for each.
 //   plain_paced  sqloop_paced's arrivals served by plain SQLite on two threads: reads on the
 //                benchmark's thread, writes group-committed on a second one (see below).
 //   idle_paced   the same with reads that do nothing: the machine's own lateness.
@@ -448,12 +450,12 @@ void PlainPacedMixed(benchmark::State& state, PacedReads reads) {
   if (stats.failures != 0) state.SkipWithError(stats.first_failure.ToString().c_str());
 }
 
-void SqloopMixed(benchmark::State& state, bool paced) {
+void SqloopMixed(benchmark::State& state, bool paced, db::VfsOptions vfs_options) {
   const auto client_count = static_cast<size_t>(state.range(0));
   const std::string path = FreshDbPath("mixed-sqloop");
   SqloopEnv env;
   absl::Status status = CopyDb(ReadDbPath(), path)
-                            ? env.Open(path, db::DatabaseOptions{})
+                            ? env.Open(path, db::DatabaseOptions{}, vfs_options)
                             : absl::InternalError("copying the read database failed");
   if (status.ok()) status = env.Execute(kCreateWriteTable);
   if (!status.ok()) {
