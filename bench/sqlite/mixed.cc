@@ -107,6 +107,7 @@ struct MixedClient {
   Prng arrivals{0};              // Paced runs: the gaps between this client's arrivals.
   loop::Completion arrival;      // Paced runs: fires when the next operation arrives.
   bool arrival_pending = false;  // ... and is armed.
+  int64_t arrives_ns = 0;        // ... and when the operation it starts arrives.
   int64_t submitted_ns = 0;      // When the operation in flight arrived.
   int rows = 0;
   bool values_ok = false;
@@ -145,7 +146,8 @@ void StartNext(MixedClient& c, int64_t arrived_ns) {
 loop::Action OnArrival(loop::Loop& /*unused*/, loop::Completion& completion) {
   auto& c = *static_cast<MixedClient*>(completion.user_data);
   c.arrival_pending = false;
-  if (completion.result() == 0 && !c.run->stop) StartNext(c, MonotonicNs());
+  // Latency counts from the arrival, not from when the loop got round to the timer.
+  if (completion.result() == 0 && !c.run->stop) StartNext(c, c.arrives_ns);
   return loop::Action::kDisarm;
 }
 
@@ -159,6 +161,7 @@ void ScheduleNext(MixedClient& c, int64_t previous_ns) {
   const int64_t now_ns = MonotonicNs();
   if (arrives_ns <= now_ns) return StartNext(c, arrives_ns);
   c.arrival_pending = true;
+  c.arrives_ns = arrives_ns;
   c.run->loop->Timer(c.arrival, absl::Nanoseconds(arrives_ns - now_ns));
 }
 
