@@ -377,11 +377,7 @@ int VfsAccess(sqlite3_vfs* v, const char* path, int flags, int* result) {
       // Only this process creates the database's files (one process per database), so the
       // answer holds until the VFS itself opens the file: every connection's later checks for
       // a hot journal or a WAL are answered without a system call.
-      SharedFile& f = files->table().file(role);
-      f.known = true;
-      f.exists = false;
-      f.size_bytes = 0;
-      f.allocated_bytes = 0;
+      files->table().MarkAbsent(role);
     }
     return fd == -ENOENT || fd == -EACCES ? SQLITE_OK : SQLITE_IOERR_ACCESS;
   }

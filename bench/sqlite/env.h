@@ -22,6 +22,7 @@
 
 #include <sqlite3.h>
 
+#include <cmath>
 #include <cstdint>
 #include <initializer_list>
 #include <memory>
@@ -69,6 +70,11 @@ struct Prng {
   }
   // A row id of the read table, uniform in [1, kReadRows].
   int64_t NextRowId() { return 1 + static_cast<int64_t>(Next() % kReadRows); }
+  // A gap between arrivals of a Poisson process whose mean gap is `mean_ns`: exponential.
+  int64_t NextGapNs(double mean_ns) {
+    const double uniform = static_cast<double>(Next() >> 11) * 0x1.0p-53;
+    return static_cast<int64_t>(-mean_ns * std::log1p(-uniform));
+  }
 };
 
 // The mixed workload's draw: true for a write (one in kWriteOneIn).

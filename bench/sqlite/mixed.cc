@@ -40,7 +40,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <cmath>
 #include <cstdlib>
 #include <memory>
 #include <thread>
@@ -154,10 +153,8 @@ loop::Action OnArrival(loop::Loop& /*unused*/, loop::Completion& completion) {
 // Paced runs: the client's next operation arrives an exponential gap after `previous_ns`; it
 // starts then, or at once if that time has passed (its latency still counts from then).
 void ScheduleNext(MixedClient& c, int64_t previous_ns) {
-  const double uniform = static_cast<double>(c.arrivals.Next() >> 11) * 0x1.0p-53;
-  const auto gap =
-      static_cast<int64_t>(-static_cast<double>(c.run->mean_gap_ns) * std::log1p(-uniform));
-  const int64_t arrives_ns = previous_ns + gap;
+  const int64_t arrives_ns =
+      previous_ns + c.arrivals.NextGapNs(static_cast<double>(c.run->mean_gap_ns));
   const int64_t now_ns = MonotonicNs();
   if (arrives_ns <= now_ns) return StartNext(c, arrives_ns);
   c.arrival_pending = true;
@@ -420,8 +417,7 @@ void PlainPacedMixed(benchmark::State& state, PacedReads reads) {
   int64_t arrives_ns = start_ns;
   size_t writes = 0;
   for (auto _ : state) {
-    const double uniform = static_cast<double>(arrivals.Next() >> 11) * 0x1.0p-53;
-    arrives_ns += static_cast<int64_t>(-mean_gap_ns * std::log1p(-uniform));
+    arrives_ns += arrivals.NextGapNs(mean_gap_ns);
     WaitUntil(arrives_ns);
     if (IsWrite(ops)) {
       w.arrivals_ns[writes++] = arrives_ns;

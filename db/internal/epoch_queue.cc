@@ -240,7 +240,7 @@ loop::Action EpochQueue::OnOpDone(loop::Loop& /*unused*/, loop::Completion& c) {
   const int64_t result = c.result();
   const OpKind kind = op->kind;
   const FileRole role = op->role;
-  if (kind == OpKind::kReserve) FinishReserve(*self, *op, result);
+  if (kind == OpKind::kReserve) self->FinishReserve(*op, result);
   self->Remove(op);
   self->Release(op);
   if (result < 0 && kind != OpKind::kReserve && self->poison_.ok()) {
@@ -412,14 +412,14 @@ void EpochQueue::ReserveWal() {
   context_.stats().wal_reserves++;
 }
 
-void EpochQueue::FinishReserve(EpochQueue& queue, const PendingOp& op, int64_t result) {
+void EpochQueue::FinishReserve(const PendingOp& op, int64_t result) {
   if (result < 0) {
-    queue.reserve_failed_ = true;
-    queue.context_.stats().wal_reserve_failures++;
+    reserve_failed_ = true;
+    context_.stats().wal_reserve_failures++;
     return;
   }
-  if (op.epoch != queue.shape_changes_) return;
-  SharedFile& f = queue.files_.file(op.role);
+  if (op.epoch != shape_changes_) return;
+  SharedFile& f = files_.file(op.role);
   f.allocated_bytes = std::max(f.allocated_bytes, op.offset + static_cast<uint64_t>(result));
 }
 

@@ -176,7 +176,7 @@ class EpochQueue {
   enum class OpState : uint8_t { kFree, kQueued, kInFlight };
   enum class OpKind : uint8_t { kWrite, kReserve, kTruncate, kUnlink, kBarrier };
   struct PendingOp {
-    loop::Completion c;  // Writes, truncates and unlinks; barriers use EpochQueue::fsyncs_.
+    loop::Completion c;  // Writes, reserves, truncates, unlinks; barriers use fsyncs_.
     EpochQueue* owner = nullptr;
     OpState state = OpState::kFree;
     OpKind kind = OpKind::kWrite;
@@ -184,8 +184,8 @@ class EpochQueue {
     bool fence = false;        // A write overlapping an earlier queued write: waits for it.
     bool dir_sync = false;     // Barrier: also fsync the directory.
     uint8_t sync_mask = 0;     // Barrier: bit per FileRole to fsync.
-    uint64_t offset = 0;       // Write: file offset. Truncate: the new size.
-    uint64_t length = 0;       // Write: bytes in `data`.
+    uint64_t offset = 0;       // Write, reserve: file offset. Truncate: the new size.
+    uint64_t length = 0;       // Write: bytes in `data`. Reserve: zeros to write.
     uint64_t epoch = 0;        // Barrier: the epoch it closes. Reserve: shape_changes_.
     std::vector<char> data;    // Write: a copy of SQLite's buffer.
     ListLink<PendingOp> link;  // In the queue or in the free list.
@@ -210,7 +210,7 @@ class EpochQueue {
   }
   // Invariant 9, called by Sync before it queues its barrier.
   void ReserveWal();
-  static void FinishReserve(EpochQueue& queue, const PendingOp& op, int64_t result);
+  void FinishReserve(const PendingOp& op, int64_t result);
   [[nodiscard]] static bool WriteOverlaps(const PendingOp& op, FileRole role, uint64_t offset,
                                           uint64_t length);
   [[nodiscard]] bool Overlaps(FileRole role, uint64_t offset, uint64_t length) const;
