@@ -3,6 +3,7 @@
 #include <sqlite3.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <memory>
 #include <string>
 #include <utility>
@@ -106,13 +107,15 @@ absl::Status Database::ConfigureWriter() {
   return absl::OkStatus();
 }
 
-// The main file's identity and last change as the OS reports them, and both files' sizes as
-// the VFS sees them (VfsContext::RememberChecked).
+// The main file's identity and last change as the OS reports them, and both files' sizes on
+// disk (VfsContext::RememberChecked): a reserve (EpochQueue invariants 9 and 10) may have left
+// zeros past the size SQLite sees, which the next open finds in the file's size.
 internal::FileFingerprint Database::Fingerprint(internal::DatabaseFiles& files) const {
   const internal::SharedFile& main = files.table().file(internal::FileRole::kMain);
+  const internal::SharedFile& wal = files.table().file(internal::FileRole::kWal);
   internal::FileFingerprint fingerprint{
-      .main_bytes = main.size_bytes,
-      .wal_bytes = files.table().file(internal::FileRole::kWal).size_bytes};
+      .main_bytes = std::max(main.size_bytes, main.allocated_bytes),
+      .wal_bytes = std::max(wal.size_bytes, wal.allocated_bytes)};
   struct stat status {};
   if (loop_.backend().name() != "simulator" && fstat(main.fd, &status) == 0) {
     fingerprint.device = status.st_dev;

@@ -83,8 +83,9 @@ struct VfsOptions {
   bool os_lock = true;
   // See kOpenTickBudgetNsDefault. 0: one open or close per tick.
   int64_t open_tick_budget_ns = kOpenTickBudgetNsDefault;
-  // See kWalReserveBytesDefault (at most that). 0: no reserve; every write that grows the WAL
-  // runs at once, so a full disk always fails the statement (SQLITE_FULL).
+  // See kWalReserveBytesDefault (at most that). Also bounds one reserve of the main file ahead
+  // of a checkpoint that grows it (EpochQueue invariant 10). 0: no reserves; every write that
+  // grows a file runs at once, so a full disk always fails the statement (SQLITE_FULL).
   uint32_t wal_reserve_bytes = kWalReserveBytesDefault;
 };
 
@@ -103,9 +104,10 @@ struct VfsStats {
   uint64_t fsyncs = 0;         // fsync operations submitted (files and directories).
   uint64_t backpressure = 0;   // Writes refused because the buffer was full.
   uint64_t poisonings = 0;
-  uint64_t wal_reserves = 0;          // Reserves of the WAL submitted (zeros past its end).
-  uint64_t wal_reserve_failures = 0;  // ... that failed (the disk is full): nothing poisoned.
-  uint64_t opens_deferred = 0;  // Opens and closes moved to a later tick (open_tick_budget_ns).
+  uint64_t wal_reserves = 0;      // Reserves of the WAL submitted (zeros past its end).
+  uint64_t main_reserves = 0;     // ... of the main file, ahead of a checkpoint that grows it.
+  uint64_t reserve_failures = 0;  // Reserves that failed (the disk is full): nothing poisoned.
+  uint64_t opens_deferred = 0;    // Opens and closes moved to a later tick (open_tick_budget_ns).
 };
 
 namespace internal {

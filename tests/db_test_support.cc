@@ -10,9 +10,16 @@
 
 #include "gtest/gtest.h"
 #include "sqloop/alloc/check.h"
+#include "sqloop/db/internal/epoch_queue.h"
 #include "sqloop/io/op.h"
 
 namespace sqloop::testing {
+namespace {
+bool IsReserve(const io::Op& op) {
+  return op.kind == io::OpKind::kWrite && op.buffer == db::internal::kReserveZeros;
+}
+}  // namespace
+
 // Every backend, the simulator included: the db layer is held to the same results on all of
 // them (the simulator implements every op the VFS uses).
 std::vector<TestBackend> DbTestBackends() { return AllTestBackends(); }
@@ -29,7 +36,7 @@ void RecordingBackend::FailNth(io::OpKind kind, uint32_t nth, int error, bool pe
 
 void RecordingBackend::Submit(io::Op* op) {
   events_.push_back(TraceEvent{TraceEvent::Type::kSubmit, op->kind, op->fd, op->offset, op->length,
-                               0, op->flags, op});
+                               0, op->flags, op, IsReserve(*op)});
   for (Rule& rule : rules_) {
     if (rule.kind != op->kind || rule.countdown == 0) continue;
     if (rule.length != 0 && rule.length != op->length) continue;
@@ -63,7 +70,7 @@ absl::Status RecordingBackend::Tick(bool wait, int64_t deadline_ns, io::OpList& 
       faked_.erase(it);
     }
     events_.push_back(TraceEvent{TraceEvent::Type::kComplete, op->kind, op->fd, op->offset,
-                                 op->length, op->result, op->flags, op});
+                                 op->length, op->result, op->flags, op, IsReserve(*op)});
     completed.PushBack(op);
   }
   return status;

@@ -49,6 +49,7 @@ struct TraceEvent {
   int64_t result;  // kComplete only.
   uint32_t flags;  // The op's flags (O_* for kOpenAt).
   const io::Op* op;
+  bool reserve = false;  // A write of the VFS's reserve zeros (internal::kReserveZeros).
 };
 
 class RecordingBackend final : public io::Backend {

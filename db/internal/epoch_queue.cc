@@ -21,10 +21,10 @@ namespace {
 constexpr int kDirIndex = kFileRoles;  // fsyncs_ slot of the directory.
 // A held write's buffer is never smaller than SQLite's default page, the size of most writes.
 constexpr uint64_t kHeldBufferMinBytes = 4096;
-// What a reserve writes (invariant 9); the backends only read it.
-alignas(4096) const char kReserveZeros[kWalReserveBytesDefault] = {};
 
 }  // namespace
+
+alignas(4096) const char kReserveZeros[kWalReserveBytesDefault] = {};
 
 EpochQueue::EpochQueue(VfsContext& context, FileTable& files)
     : context_(context), loop_(context.loop()), files_(files) {
@@ -303,7 +303,7 @@ void EpochQueue::AssertInvariants() const {
     // Invariant 1: nothing runs behind an ordering point that has not completed.
     SQLOOP_CHECK(!(behind_ordering_point && op->state == OpState::kInFlight),
                  "an operation started behind an unfinished barrier, truncate or unlink");
-    if (op->kind != OpKind::kWrite) behind_ordering_point = true;
+    if (Ordering(op->kind)) behind_ordering_point = true;
     if (op->kind == OpKind::kWrite) bytes += op->length;
     ++count;
   }
@@ -325,6 +325,7 @@ int EpochQueue::Write(FileRole role, const void* buffer, int amount, int64_t off
   if (!poison_.ok()) return SQLITE_IOERR_WRITE;
   SharedFile& f = files_.file(role);
   const auto start = static_cast<uint64_t>(offset);
+  if (role == FileRole::kWal) NoteWalWrite(buffer, amount, start);
   const auto length = static_cast<uint64_t>(amount);
   const VfsOptions& options = context_.options();
   const bool fits =
@@ -373,6 +374,11 @@ int EpochQueue::Truncate(FileRole role, int64_t size_bytes) {
   if (!poison_.ok()) return SQLITE_IOERR_TRUNCATE;
   SharedFile& f = files_.file(role);
   const auto size = static_cast<uint64_t>(size_bytes);
+  // Invariant 10: SQLite truncates the main file to its pages after every full checkpoint;
+  // when that is the size it already sees, the truncate would only cut the reserve.
+  if (role == FileRole::kMain && size == f.size_bytes && f.allocated_bytes > size) {
+    return SQLITE_OK;
+  }
   ++shape_changes_;
   if (queue_.empty()) {
     io::Op op{.kind = io::OpKind::kFtruncate, .fd = f.fd, .offset = size};
@@ -394,28 +400,78 @@ int EpochQueue::Truncate(FileRole role, int64_t size_bytes) {
   return SQLITE_OK;
 }
 
+// Queues a reserve of `length` zeros at `offset` of `role`'s file if a barrier still fits after.
+bool EpochQueue::QueueReserve(FileRole role, uint64_t offset, uint64_t length) {
+  if (queued_ops_ + 2 > context_.options().held_ops_max) return false;
+  PendingOp* op = TakeOp();
+  op->kind = OpKind::kReserve;
+  op->role = role;
+  op->offset = offset;
+  op->length = length;
+  op->epoch = shape_changes_;
+  Push(op);
+  return true;
+}
+
 void EpochQueue::ReserveWal() {
   const uint64_t reserve = context_.options().wal_reserve_bytes;
   SharedFile& f = files_.file(FileRole::kWal);
   if (reserve == 0 || reserve_failed_ || !f.dirty || f.fd < 0 ||
-      f.size_bytes + reserve / 2 <= f.allocated_bytes ||
-      queued_ops_ + 2 > context_.options().held_ops_max) {
+      f.size_bytes + reserve / 2 <= f.allocated_bytes) {
     return;
   }
-  PendingOp* op = TakeOp();
-  op->kind = OpKind::kReserve;
-  op->role = FileRole::kWal;
-  op->offset = std::max(f.size_bytes, f.allocated_bytes);
-  op->length = reserve;
-  op->epoch = shape_changes_;
-  Push(op);
-  context_.stats().wal_reserves++;
+  if (QueueReserve(FileRole::kWal, std::max(f.size_bytes, f.allocated_bytes), reserve)) {
+    context_.stats().wal_reserves++;
+  }
+}
+
+// SQLite's WAL format (wal.c): each frame is a 24-byte header, written by itself, then the page;
+// bytes 4-7 (big-endian) of a commit frame's header are the database's size in pages after the
+// commit. So when the commit frame's page is written, its length times that count is the size
+// the main file will have once a checkpoint copied the WAL back.
+void EpochQueue::NoteWalWrite(const void* buffer, int amount, uint64_t offset) {
+  constexpr uint64_t kWalHeaderBytes = 32;
+  constexpr int kFrameHeaderBytes = 24;
+  if (amount == kFrameHeaderBytes && offset >= kWalHeaderBytes) {
+    const auto* pages = static_cast<const unsigned char*>(buffer) + 4;
+    commit_pages_ = uint32_t{pages[0]} << 24 | uint32_t{pages[1]} << 16 | uint32_t{pages[2]} << 8 |
+                    uint32_t{pages[3]};
+    commit_page_offset_ = offset + kFrameHeaderBytes;
+  } else if (commit_pages_ != 0 && offset == commit_page_offset_) {
+    main_bytes_after_checkpoint_ = uint64_t{commit_pages_} * static_cast<uint64_t>(amount);
+    commit_pages_ = 0;
+  }
+}
+
+void EpochQueue::ReserveMain() {
+  const uint64_t reserve = context_.options().wal_reserve_bytes;
+  SharedFile& f = files_.file(FileRole::kMain);
+  // SQLite's own bound on what a checkpoint may grow the file to (walCheckpoint calls more
+  // corrupt): the file, plus the WAL, plus the pending-byte page. A misread frame costs nothing.
+  constexpr uint64_t kPendingBytePageMax = 65536;
+  const uint64_t wal_bytes = files_.file(FileRole::kWal).size_bytes;
+  const uint64_t target =
+      std::min(main_bytes_after_checkpoint_, f.size_bytes + wal_bytes + kPendingBytePageMax);
+  const uint64_t from = std::max(f.size_bytes, f.allocated_bytes);
+  // Only at a commit's barrier (the WAL is dirty), well before the checkpoint: at the
+  // checkpoint's own first barrier it would come too late, and queue the checkpoint's writes
+  // behind a barrier that syncs the main file.
+  if (reserve == 0 || reserve_failed_ || f.fd < 0 || target <= from ||
+      !files_.file(FileRole::kWal).dirty) {
+    return;
+  }
+  // A little past the target, so a database that keeps growing is not reserved at every
+  // group: an eighth of the file (a small tenant's file stays small), at most the reserve.
+  const uint64_t slack = std::min<uint64_t>(reserve, target / 8);
+  if (QueueReserve(FileRole::kMain, from, std::min<uint64_t>(target + slack - from, reserve))) {
+    context_.stats().main_reserves++;
+  }
 }
 
 void EpochQueue::FinishReserve(const PendingOp& op, int64_t result) {
   if (result < 0) {
     reserve_failed_ = true;
-    context_.stats().wal_reserve_failures++;
+    context_.stats().reserve_failures++;
     return;
   }
   if (op.epoch != shape_changes_) return;
@@ -429,6 +485,7 @@ int EpochQueue::Sync() {
     return RefuseForBackpressure();
   }
   ReserveWal();
+  ReserveMain();
   PendingOp* op = TakeOp();
   op->kind = OpKind::kBarrier;
   op->epoch = ++epoch_;

@@ -61,6 +61,18 @@
 //      failure (a full disk) poisons nothing and stops reserves until a write that grows a file
 //      succeeds again. Zeros past the last frame are what SQLite's WAL recovery stops at (a frame
 //      whose salt does not match the header's), so a crash at any point leaves a valid WAL.
+//  10. The main file is reserved ahead of the checkpoint that grows it. SQLite writes each WAL
+//      frame's 24-byte header by itself, and a commit frame's header holds the database's size
+//      in pages after the commit; times the length of the page written next, that is the size
+//      the main file reaches once a checkpoint copied the WAL back. At a barrier, when that size
+//      is past the bytes the main file holds on disk, a reserve of zeros up to it and an eighth
+//      of it further (at most wal_reserve_bytes in all) is queued before the barrier, which
+//      also syncs the main file, so the checkpoint's writes there allocate nothing and go
+//      behind. The zeros lie past every page the database uses: SQLite takes the database's
+//      size from its header (or the WAL), not from the file's, so a file longer than its pages
+//      is valid (SQLite's own unix VFS makes one with a chunk size). A truncate of the main
+//      file to the size SQLite already sees (SQLite's, after each full checkpoint) is skipped
+//      while a reserve lies past it. Success and failure are as for the WAL's reserve.
 //
 // Queue states of an operation (`PendingOp`):
 //
@@ -99,6 +111,10 @@
 #include "sqloop/loop/loop.h"
 
 namespace sqloop::db::internal {
+
+// What a reserve writes (invariants 9 and 10): zeros, which carry no data, so no barrier needs
+// to cover them. The backends only read it.
+extern const char kReserveZeros[kWalReserveBytesDefault];
 
 // Bytes a read in no-wait mode needed that were not in memory: [offset, offset + length) of
 // the descriptor `fd`, whose file SQLite sees as `file_bytes` long (EpochQueue::TakeMiss).
@@ -209,7 +225,10 @@ class EpochQueue {
     return kind != OpKind::kWrite && kind != OpKind::kReserve;
   }
   // Invariant 9, called by Sync before it queues its barrier.
+  [[nodiscard]] bool QueueReserve(FileRole role, uint64_t offset, uint64_t length);
   void ReserveWal();
+  void ReserveMain();
+  void NoteWalWrite(const void* buffer, int amount, uint64_t offset);
   void FinishReserve(const PendingOp& op, int64_t result);
   [[nodiscard]] static bool WriteOverlaps(const PendingOp& op, FileRole role, uint64_t offset,
                                           uint64_t length);
@@ -245,6 +264,11 @@ class EpochQueue {
   // longer says what the disk holds), and whether the last reserve failed.
   uint64_t shape_changes_ = 0;
   bool reserve_failed_ = false;
+  // Invariant 10: the main file's size after the next checkpoint, from the newest commit frame
+  // (0 until one was written), and that frame's page count while its page is still to come.
+  uint64_t main_bytes_after_checkpoint_ = 0;
+  uint32_t commit_pages_ = 0;
+  uint64_t commit_page_offset_ = 0;
 
   // The barrier in flight: one fsync completion per file and one for the directory.
   std::array<loop::Completion, kFileRoles + 1> fsyncs_{};
