@@ -10,9 +10,11 @@
 //      intrusively; the timer heap is a vector reserved up front (it grows, counted in stats,
 //      only when more timers are armed at once than ever before).
 //   4. Run() is never re-entered: `running_` refuses a nested call with FailedPrecondition.
-//   5. `now_ns_` changes only at the start of a tick and after the backend's wait.
+//   5. `now_ns_` changes only at the start of a tick and after the backend's wait (or the poll
+//      that replaced it).
 #include "sqloop/loop/loop.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstddef>
 #include <thread>
@@ -54,6 +56,10 @@ Loop::Loop(std::unique_ptr<io::Backend> backend, LoopOptions options)
   SQLOOP_CHECK(backend_ != nullptr, "Loop: a backend is required");
   timers_.reserve(options_.timers_reserved);
   stall_budget_ns_ = absl::ToInt64Nanoseconds(options_.stall_budget);
+  // Virtual time moves only when the simulator is asked to wait: polling it would never end.
+  if (backend_->name() != "simulator") {
+    poll_ns_ = std::max<int64_t>(0, absl::ToInt64Nanoseconds(options_.poll_before_wait));
+  }
   now_ns_ = backend_->NowNs();
 }
 
@@ -213,6 +219,25 @@ absl::Status Loop::Run(RunMode mode) {
   }
 }
 
+// Ticks the backend without blocking until it hands back an op, a post arrives, the first
+// timer is due (`deadline_ns`) or poll_ns_ passed; `found` says whether the first three ended it.
+absl::Status Loop::Poll(int64_t deadline_ns, io::OpList& reaped, bool& found) {
+  stats_.polls++;
+  const int64_t start_ns = backend_->NowNs();
+  const int64_t end_ns = deadline_ns == io::kNoDeadline
+                             ? start_ns + poll_ns_
+                             : std::min(start_ns + poll_ns_, deadline_ns);
+  for (int64_t now_ns = start_ns;; now_ns = backend_->NowNs()) {
+    if (deadline_ns != io::kNoDeadline && now_ns >= deadline_ns) break;
+    if (!reaped.empty() || posts_.load(std::memory_order_relaxed) != nullptr) break;
+    if (now_ns >= end_ns) return absl::OkStatus();
+    if (absl::Status s = backend_->Tick(/*wait=*/false, deadline_ns, reaped); !s.ok()) return s;
+  }
+  found = true;
+  stats_.polls_found++;
+  return absl::OkStatus();
+}
+
 bool Loop::Idle() const {
   return pending_ == 0 && posts_in_flight_.load(std::memory_order_relaxed) == 0;
 }
@@ -222,10 +247,18 @@ absl::Status Loop::Tick(bool may_wait, uint64_t& callbacks_run) {
   now_ns_ = backend_->NowNs();
   TakePosts();
   FireExpiredTimers();
-  const bool wait = may_wait && completed_.empty();
+  bool wait = may_wait && completed_.empty();
   const int64_t deadline_ns = timers_.empty() ? io::kNoDeadline : timers_.front()->deadline_ns_;
   io::OpList reaped;
-  absl::Status status = backend_->Tick(wait, deadline_ns, reaped);
+  bool polled = false;
+  absl::Status status = absl::OkStatus();
+  if (wait && poll_ns_ > 0) {
+    status = Poll(deadline_ns, reaped, polled);
+    wait = !polled;
+  }
+  if (status.ok()) status = backend_->Tick(wait, deadline_ns, reaped);
+  if (wait) stats_.blocking_ticks++;
+  wait = wait || polled;
   submitted_since_tick_ = false;
   for (io::Op* op = reaped.front(); op != nullptr; op = op->next) {
     MarkReaped(CompletionOf(op));

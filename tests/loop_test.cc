@@ -102,6 +102,35 @@ TEST_P(LoopTest, TimersFireByDeadlineThenSubmissionOrder) {
   for (const Probe& probe : probes) EXPECT_EQ(probe.result, 0);
 }
 
+// With poll_before_wait a tick polls the backend instead of blocking, so a timer that falls
+// due within the window and a completion both run without a blocking wait (and its wake-up).
+// Without it the same timer blocks. The simulator's virtual clock ignores the option.
+TEST_P(LoopTest, PollingBeforeWaitRunsTimersAndCompletionsWithoutBlocking) {
+  auto run_both = [](Loop& loop) {
+    Probe timer;
+    Probe nop;
+    loop.Timer(timer.c, absl::Milliseconds(1));
+    EXPECT_TRUE(loop.Run(RunMode::kUntilDone).ok());
+    nop.c.op.kind = io::OpKind::kNop;
+    loop.Submit(nop.c);
+    EXPECT_TRUE(loop.Run(RunMode::kUntilDone).ok());
+    EXPECT_EQ(timer.calls + nop.calls, 2);
+  };
+  auto blocking = MakeLoop();
+  run_both(*blocking);
+  EXPECT_GT(blocking->stats().blocking_ticks, 0u) << "the control never blocked";
+  LoopOptions options;
+  options.poll_before_wait = absl::Seconds(10);  // Far longer than the timer: it ends the poll.
+  auto polling = MakeLoop(options);
+  run_both(*polling);
+  if (GetParam().name == "simulator") {
+    EXPECT_EQ(polling->stats().polls, 0u);
+    return;
+  }
+  EXPECT_EQ(polling->stats().blocking_ticks, 0u) << "a tick blocked although polling found work";
+  EXPECT_GE(polling->stats().polls_found, 2u);
+}
+
 TEST_P(LoopTest, TimerRearmsUntilItsCallbackDisarms) {
   auto loop = MakeLoop();
   int fired = 0;
