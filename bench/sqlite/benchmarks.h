@@ -48,7 +48,12 @@ void SetWriteCounters(benchmark::State& state, alloc::HeapCounts before, uint64_
 // sqlite_mixed: one operation (90% point read, 10% durable insert) per iteration (mixed.cc).
 // SqloopMixed's argument is the number of concurrent clients.
 void PlainFullMixed(benchmark::State& state, PlainVfs vfs);
-void SqloopMixed(benchmark::State& state, bool paced, db::VfsOptions vfs_options = {});
+void SqloopMixed(benchmark::State& state, bool paced, db::VfsOptions vfs_options = {},
+                 loop::LoopOptions loop_options = {});
+// sqloop_paced_poll: the loop polls this long before it blocks (LoopOptions::poll_before_wait).
+// Operations arrive every 20 us on average, so the loop seldom sleeps and, like plain_paced's
+// spinning reader, seldom pays a wake-up; it pays in CPU instead.
+inline constexpr absl::Duration kPacedPoll = absl::Microseconds(50);
 // sqlite_mixed/plain_paced: sqloop_paced's arrivals served by plain SQLite, reads on the
 // benchmark's thread and writes on a second thread (mixed.cc). idle_paced: the same with reads
 // that do nothing, so their latency is only how late the machine lets the thread run.

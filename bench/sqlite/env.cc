@@ -275,8 +275,8 @@ SqloopEnv::~SqloopEnv() {
 }
 
 absl::Status SqloopEnv::Open(const std::string& path, db::DatabaseOptions options,
-                             db::VfsOptions vfs_options) {
-  absl::StatusOr<std::unique_ptr<loop::Loop>> created = loop::Loop::Create(loop::LoopOptions{});
+                             db::VfsOptions vfs_options, loop::LoopOptions loop_options) {
+  absl::StatusOr<std::unique_ptr<loop::Loop>> created = loop::Loop::Create(std::move(loop_options));
   if (!created.ok()) return created.status();
   loop_ = *std::move(created);
   absl::StatusOr<std::unique_ptr<db::Vfs>> vfs = db::Vfs::Create(*loop_, vfs_options);

@@ -164,7 +164,8 @@ class SqloopEnv {
   // Creates the loop (io_uring, or the fallback if the ring cannot be set up) and the Vfs, and
   // opens the database, running the loop until Open called back.
   [[nodiscard]] absl::Status Open(const std::string& path, db::DatabaseOptions options,
-                                  db::VfsOptions vfs_options = {});
+                                  db::VfsOptions vfs_options = {},
+                                  loop::LoopOptions loop_options = {});
   // Closes the database (running the loop until Close called back).
   [[nodiscard]] absl::Status Close();
   // Runs one write request (e.g. CREATE TABLE) to its acknowledgement.

@@ -15,12 +15,17 @@
 //                time it waits behind the other N - 1 on the one loop (Little's law: latency is
 //                about N times the time per operation), which no single-client run pays.
 //   sqloop_paced/N  N clients whose operations arrive at an offered rate (kPacedOpsPerSecond
-//                in all, exponential gaps per client, seeded) instead of back to back: the
-//                latency of a loop that is busy but not saturated. An operation that arrives
-//                while its client's previous one is still in flight starts when that one ends,
-//                and its latency counts from its arrival (no coordinated omission).
-//   sqloop_paced_no_reserve/N  the same without the WAL reserve (VfsOptions::wal_reserve_bytes
-//                0): the writes that grow the WAL run at once, with the loop waiting for each.
+//                in all, exponential gaps, seeded) instead of back to back: the latency of a
+//                loop that is busy but not saturated. A client's reads and writes are two
+//                lanes, each its own Poisson stream, as in plain_paced no read waits behind a
+//                write. An operation that arrives while its lane's previous one is still in
+//                flight starts when that one ends, and its latency counts from its arrival (no
+//                coordinated omission).
+//   sqloop_paced_no_reserve/N  the same without the reserves (VfsOptions::wal_reserve_bytes
+//                0): the writes that grow the WAL or the main file run at once, with the loop
+//                waiting for each.
+//   sqloop_paced_poll/N  the same with the loop polling for kPacedPoll before it blocks
+//                (LoopOptions::poll_before_wait), so an arrival's timer costs no wake-up.
 //   plain_paced  sqloop_paced's arrivals served by plain SQLite on two threads: reads on the
 //                benchmark's thread, writes group-committed on a second one (see below).
 //   idle_paced   the same with reads that do nothing: the machine's own lateness.
@@ -98,10 +103,16 @@ void SetMixedCounters(benchmark::State& state, alloc::HeapCounts before, MixedSt
 
 struct MixedRun;
 
+// What a client runs: the mix (closed-loop runs), or only reads or only writes (a paced run's
+// lanes: a read never waits behind a write of the same client, as no read of plain_paced does).
+enum class Lane : uint8_t { kMixed, kReads, kWrites };
+
 struct MixedClient {
   db::Request read;
   db::Request write;
   MixedRun* run = nullptr;
+  Lane lane = Lane::kMixed;
+  int64_t mean_gap_ns = 0;  // Paced runs: between this client's arrivals; 0: closed loop.
   Prng ops{0};
   Prng arrivals{0};              // Paced runs: the gaps between this client's arrivals.
   loop::Completion arrival;      // Paced runs: fires when the next operation arrives.
@@ -116,7 +127,6 @@ struct MixedClient {
 struct MixedRun {
   db::Database* db = nullptr;
   loop::Loop* loop = nullptr;
-  int64_t mean_gap_ns = 0;  // Paced runs: per client; 0: closed loop.
   MixedStats stats;
   bool stop = false;
   uint64_t in_flight = 0;
@@ -124,7 +134,8 @@ struct MixedRun {
 
 // Starts the client's next operation, which arrived at `arrived_ns`.
 void StartNext(MixedClient& c, int64_t arrived_ns) {
-  db::Request& request = IsWrite(c.ops) ? c.write : c.read;
+  const bool write = c.lane == Lane::kMixed ? IsWrite(c.ops) : c.lane == Lane::kWrites;
+  db::Request& request = write ? c.write : c.read;
   if (&request == &c.write) {
     ++c.write.params[1].int_value;
   } else {
@@ -153,8 +164,7 @@ loop::Action OnArrival(loop::Loop& /*unused*/, loop::Completion& completion) {
 // Paced runs: the client's next operation arrives an exponential gap after `previous_ns`; it
 // starts then, or at once if that time has passed (its latency still counts from then).
 void ScheduleNext(MixedClient& c, int64_t previous_ns) {
-  const int64_t arrives_ns =
-      previous_ns + c.arrivals.NextGapNs(static_cast<double>(c.run->mean_gap_ns));
+  const int64_t arrives_ns = previous_ns + c.arrivals.NextGapNs(static_cast<double>(c.mean_gap_ns));
   const int64_t now_ns = MonotonicNs();
   if (arrives_ns <= now_ns) return StartNext(c, arrives_ns);
   c.arrival_pending = true;
@@ -182,7 +192,7 @@ void OnMixedDone(db::Request& r, absl::Status status) {
   }
   if (run.stop) return;
   (write ? run.stats.writes : run.stats.reads).Add(MonotonicNs() - c.submitted_ns);
-  if (run.mean_gap_ns == 0) return StartNext(c, MonotonicNs());
+  if (c.mean_gap_ns == 0) return StartNext(c, MonotonicNs());
   ScheduleNext(c, c.submitted_ns);
 }
 
@@ -449,13 +459,15 @@ void PlainPacedMixed(benchmark::State& state, PacedReads reads) {
   if (stats.failures != 0) state.SkipWithError(stats.first_failure.ToString().c_str());
 }
 
-void SqloopMixed(benchmark::State& state, bool paced, db::VfsOptions vfs_options) {
+void SqloopMixed(benchmark::State& state, bool paced, db::VfsOptions vfs_options,
+                 loop::LoopOptions loop_options) {
   const auto client_count = static_cast<size_t>(state.range(0));
   const std::string path = FreshDbPath("mixed-sqloop");
   SqloopEnv env;
-  absl::Status status = CopyDb(ReadDbPath(), path)
-                            ? env.Open(path, db::DatabaseOptions{}, vfs_options)
-                            : absl::InternalError("copying the read database failed");
+  absl::Status status =
+      CopyDb(ReadDbPath(), path)
+          ? env.Open(path, db::DatabaseOptions{}, vfs_options, std::move(loop_options))
+          : absl::InternalError("copying the read database failed");
   if (status.ok()) status = env.Execute(kCreateWriteTable);
   if (!status.ok()) {
     state.SkipWithError(absl::StrCat("sqloop setup failed: ", status.ToString()).c_str());
@@ -465,18 +477,28 @@ void SqloopMixed(benchmark::State& state, bool paced, db::VfsOptions vfs_options
   MixedRun run;
   run.db = &env.db();
   run.loop = &env.loop();
+  run.stats.Reserve(static_cast<size_t>(state.max_iterations) + kLatencySlack);
+  // A paced client is two lanes, its reads and its writes, each a Poisson stream (the split of
+  // the client's stream by kind), so together they offer kPacedOpsPerSecond.
+  const size_t lanes = paced ? 2 * client_count : client_count;
+  std::unique_ptr<MixedClient[]> clients = MakeClients(run, lanes);
   if (paced) {
-    run.mean_gap_ns = static_cast<int64_t>(1e9 * static_cast<double>(client_count) /
-                                           static_cast<double>(kPacedOpsPerSecond));
+    const double client_gap_ns =
+        1e9 * static_cast<double>(client_count) / static_cast<double>(kPacedOpsPerSecond);
+    const double write_share = 1.0 / static_cast<double>(kWriteOneIn);
+    for (size_t i = 0; i < lanes; ++i) {
+      const bool writes = i >= client_count;
+      clients[i].lane = writes ? Lane::kWrites : Lane::kReads;
+      clients[i].mean_gap_ns =
+          static_cast<int64_t>(client_gap_ns / (writes ? write_share : 1.0 - write_share));
+    }
     state.counters["offered_ops_per_s"] = static_cast<double>(kPacedOpsPerSecond);
   }
-  run.stats.Reserve(static_cast<size_t>(state.max_iterations) + kLatencySlack);
-  std::unique_ptr<MixedClient[]> clients = MakeClients(run, client_count);
   const uint64_t fsyncs_before = env.vfs().stats().fsyncs;
   const uint64_t waited_before = env.loop().stats().waited_ops;
   const alloc::HeapCounts before = alloc::CurrentHeapCounts();
   const int64_t start_ns = MonotonicNs();
-  for (size_t i = 0; i < client_count; ++i) {
+  for (size_t i = 0; i < lanes; ++i) {
     if (paced) {
       ScheduleNext(clients[i], start_ns);
     } else {
@@ -499,11 +521,11 @@ void SqloopMixed(benchmark::State& state, bool paced, db::VfsOptions vfs_options
       static_cast<double>(env.loop().stats().waited_ops - waited_before) /
       static_cast<double>(std::max<uint64_t>(run.stats.ops, 1));
   run.stop = true;
-  for (size_t i = 0; i < client_count; ++i) {
+  for (size_t i = 0; i < lanes; ++i) {
     if (clients[i].arrival_pending) env.loop().Cancel(clients[i].arrival);
   }
   auto arrivals_pending = [&] {
-    for (size_t i = 0; i < client_count; ++i) {
+    for (size_t i = 0; i < lanes; ++i) {
       if (clients[i].arrival_pending) return true;
     }
     return false;

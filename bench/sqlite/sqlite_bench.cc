@@ -101,6 +101,11 @@ void Register() {
   add("sqlite_mixed/sqloop_paced_no_reserve", [](benchmark::State& s) {
     SqloopMixed(s, /*paced=*/true, db::VfsOptions{.wal_reserve_bytes = 0});
   })->Arg(64);
+  add("sqlite_mixed/sqloop_paced_poll", [](benchmark::State& s) {
+    loop::LoopOptions polling;
+    polling.poll_before_wait = kPacedPoll;
+    SqloopMixed(s, /*paced=*/true, {}, std::move(polling));
+  })->Arg(64);
   add("sqlite_transfer/plain_full", &PlainFullTransfer);
   add("sqlite_transfer/sqloop", &SqloopTransfer)->Arg(1)->Arg(8)->Arg(64);
 }
@@ -148,8 +153,9 @@ int main(int argc, char** argv) {
       "connection each, reads in parallel; futures/T: the same behind an executor of T threads "
       "returning a std::future per operation, 64 in flight, results taken in order; "
       "sqloop_paced/N: N clients whose operations arrive at 50,000 per second in all, "
-      "latency counted from each arrival; sqloop_paced_no_reserve/N: the same without the WAL "
-      "reserve; plain_paced: the same arrivals served by plain SQLite, "
+      "latency counted from each arrival; sqloop_paced_no_reserve/N: the same without the "
+      "reserves of growing files; sqloop_paced_poll/N: the same with the loop polling 50 us "
+      "before it blocks; plain_paced: the same arrivals served by plain SQLite, "
       "reads on one thread, writes group-committed on another; idle_paced: the same with reads "
       "that do nothing, how late the machine lets a thread run)");
   benchmark::AddCustomContext(
