@@ -3,6 +3,8 @@
 //
 //   http/read         wrk POSTs a point SELECT to a random tenant (the baseline)
 //   http/write        wrk POSTs a single-row INSERT to a random tenant, answered only once durable
+//   http/mixed        both at once: one wrk reading on 56 connections, another writing on 8;
+//                     the latency counters are the reads' (write_p99_us the writes')
 //   http_idle/10000   10,000 open keep-alive connections: the server's memory and descriptors
 //
 // One iteration of http/* is one wrk run; its time is wrk's duration divided by its requests
@@ -18,6 +20,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -44,6 +47,8 @@ using examples::http::SpawnWithStdoutPipe;
 constexpr int kTenants = 1000;
 constexpr int kWaitSeconds = 60;  // Bound on any wait for the server or wrk.
 constexpr int kIdleConnections = 10'000;
+// http/mixed: the connections that read; the other 8 of the 64 write.
+constexpr int kMixedReadConnections = 56;
 // Both sides of 10,000 connections plus 1,000 tenants' files, with room to spare.
 constexpr rlim_t kDescriptorsWanted = 32'768;
 
@@ -216,46 +221,114 @@ void WriteLatencyFile(const std::string& wrk_output) {
   }
 }
 
+// One wrk run's summary, as the Lua script printed it.
+struct WrkResult {
+  int64_t requests = 0;
+  int64_t duration_us = 0;
+  int64_t errors = 0;
+  int64_t latency_us[5] = {};  // p50, p90, p99, p99.9, max.
+  std::string output;
+  std::string error;  // Why there is no result, if there is none.
+};
+
+constexpr const char* kLatencyCounters[] = {"p50_us", "p90_us", "p99_us", "p99_9_us", "max_us"};
+
+pid_t SpawnWrk(const std::string& script, int connections, const std::string& url, int& out) {
+  const int seconds = Quick() ? 1 : 5;
+  return SpawnWithStdoutPipe(
+      {"wrk", connections > 8 ? "-t2" : "-t1", absl::StrCat("-c", connections),
+       absl::StrCat("-d", seconds, "s"), "-s", script, url},
+      ChildEnvironment(""), out);
+}
+
+WrkResult FinishWrk(pid_t pid, int out) {
+  WrkResult result;
+  if (pid < 0) {
+    result.error = "wrk is not installed (apt-get install wrk)";
+    return result;
+  }
+  ReadUntil(
+      out, result.output, [](const std::string&) { return false; },
+      (Quick() ? 1 : 5) + kWaitSeconds);
+  close(out);
+  waitpid(pid, nullptr, 0);
+  const size_t at = result.output.find("SQLOOP ");
+  std::vector<int64_t> values;
+  if (at != std::string::npos) {
+    const size_t end = result.output.find('\n', at);
+    const std::string line =
+        result.output.substr(at + 7, end == std::string::npos ? end : end - at - 7);
+    for (absl::string_view word : absl::StrSplit(line, ' ')) {
+      int64_t value = 0;
+      if (absl::SimpleAtoi(absl::StripAsciiWhitespace(word), &value)) values.push_back(value);
+    }
+  }
+  if (values.size() < 8 || values[0] == 0) {
+    result.error = "wrk: " + result.output;
+    return result;
+  }
+  result.requests = values[0];
+  result.duration_us = values[1];
+  result.errors = values[2];
+  for (size_t i = 0; i < std::size(result.latency_us); ++i) result.latency_us[i] = values[3 + i];
+  if (result.errors != 0) result.error = absl::StrCat("wrk saw ", result.errors, " errors");
+  return result;
+}
+
 void Wrk(benchmark::State& state, bool write) {
   Server& server = Server::Get();
   if (!server.error().empty()) return state.SkipWithError(server.error().c_str());
   const std::string script = WriteScript(write);
-  const int seconds = Quick() ? 1 : 5;
   for (auto _ : state) {
     int out = -1;
-    const pid_t pid = SpawnWithStdoutPipe(
-        {"wrk", "-t2", "-c64", absl::StrCat("-d", seconds, "s"), "-s", script, server.Url()},
-        ChildEnvironment(""), out);
-    std::string output;
-    if (pid < 0) return state.SkipWithError("wrk is not installed (apt-get install wrk)");
-    ReadUntil(
-        out, output, [](const std::string&) { return false; }, seconds + kWaitSeconds);
-    close(out);
-    waitpid(pid, nullptr, 0);
-    const size_t at = output.find("SQLOOP ");
-    std::vector<int64_t> values;
-    if (at != std::string::npos) {
-      const size_t end = output.find('\n', at);
-      const std::string line = output.substr(at + 7, end == std::string::npos ? end : end - at - 7);
-      for (absl::string_view word : absl::StrSplit(line, ' ')) {
-        int64_t value = 0;
-        if (absl::SimpleAtoi(absl::StripAsciiWhitespace(word), &value)) values.push_back(value);
-      }
-    }
-    if (values.size() < 8 || values[0] == 0) return state.SkipWithError(("wrk: " + output).c_str());
-    if (values[2] != 0)
-      return state.SkipWithError(absl::StrCat("wrk saw ", values[2], " errors").c_str());
+    const pid_t pid = SpawnWrk(script, 64, server.Url(), out);
+    const WrkResult result = FinishWrk(pid, out);
+    if (!result.error.empty()) return state.SkipWithError(result.error.c_str());
     // Time per request (wrk's duration over its requests): the inverse of throughput, so the
     // ratio of writes to reads says what durability costs per request.
-    state.SetIterationTime(static_cast<double>(values[1]) / 1e6 / static_cast<double>(values[0]));
+    state.SetIterationTime(static_cast<double>(result.duration_us) / 1e6 /
+                           static_cast<double>(result.requests));
     state.counters["requests_per_second"] =
-        static_cast<double>(values[0]) * 1e6 / static_cast<double>(values[1]);
-    // values[3..7]: wrk's p50, p90, p99, p99.9 and max, as the Lua script printed them.
-    constexpr const char* kStats[] = {"p50_us", "p90_us", "p99_us", "p99_9_us", "max_us"};
-    for (size_t i = 0; i < std::size(kStats); ++i) {
-      state.counters[kStats[i]] = static_cast<double>(values[3 + i]);
+        static_cast<double>(result.requests) * 1e6 / static_cast<double>(result.duration_us);
+    for (size_t i = 0; i < std::size(kLatencyCounters); ++i) {
+      state.counters[kLatencyCounters[i]] = static_cast<double>(result.latency_us[i]);
     }
-    WriteLatencyFile(output);
+    WriteLatencyFile(result.output);
+  }
+}
+
+// http/mixed: reads and durable writes at once, from two wrk processes on 56 and 8 of the 64
+// connections (wrk's script cannot time two kinds of request apart). The latency counters are
+// the reads': a read never waits for a group's fsync, whatever the writes do. The time per
+// request is over both.
+void WrkMixed(benchmark::State& state) {
+  Server& server = Server::Get();
+  if (!server.error().empty()) return state.SkipWithError(server.error().c_str());
+  const std::string read_script = WriteScript(false);
+  const std::string write_script = WriteScript(true);
+  for (auto _ : state) {
+    int read_out = -1;
+    int write_out = -1;
+    const pid_t reader = SpawnWrk(read_script, kMixedReadConnections, server.Url(), read_out);
+    const pid_t writer =
+        SpawnWrk(write_script, 64 - kMixedReadConnections, server.Url(), write_out);
+    const WrkResult reads = FinishWrk(reader, read_out);
+    const WrkResult writes = FinishWrk(writer, write_out);
+    for (const WrkResult* r : {&reads, &writes}) {
+      if (!r->error.empty()) return state.SkipWithError(r->error.c_str());
+    }
+    const int64_t requests = reads.requests + writes.requests;
+    const int64_t duration_us = std::max(reads.duration_us, writes.duration_us);
+    state.SetIterationTime(static_cast<double>(duration_us) / 1e6 / static_cast<double>(requests));
+    state.counters["requests_per_second"] =
+        static_cast<double>(requests) * 1e6 / static_cast<double>(duration_us);
+    state.counters["write_share"] =
+        static_cast<double>(writes.requests) / static_cast<double>(requests);
+    for (size_t i = 0; i < std::size(kLatencyCounters); ++i) {
+      state.counters[kLatencyCounters[i]] = static_cast<double>(reads.latency_us[i]);
+    }
+    state.counters["write_p99_us"] = static_cast<double>(writes.latency_us[2]);
+    WriteLatencyFile(reads.output);
   }
 }
 
@@ -301,6 +374,7 @@ void IdleConnections(benchmark::State& state) {
 
 BENCHMARK_CAPTURE(Wrk, read, false)->Name("http/read")->UseManualTime()->Iterations(1);
 BENCHMARK_CAPTURE(Wrk, write, true)->Name("http/write")->UseManualTime()->Iterations(1);
+BENCHMARK(WrkMixed)->Name("http/mixed")->UseManualTime()->Iterations(1);
 BENCHMARK(IdleConnections)->Name("http_idle")->Arg(kIdleConnections)->Iterations(1);
 
 }  // namespace
@@ -311,7 +385,8 @@ int main(int argc, char** argv) {
   benchmark::AddCustomContext(
       "description:http",
       "time per request over one wrk run (2 threads, 64 connections) of POSTs to 1,000 "
-      "tenants; writes are answered only once durable");
+      "tenants; writes are answered only once durable; mixed: one wrk reading on 56 "
+      "connections and one writing on 8 at once, latencies of the reads");
   benchmark::AddCustomContext("description:http_idle",
                               "N open keep-alive connections, each served once");
   // A memory benchmark: the report plots bytes per connection, not the time to open them.

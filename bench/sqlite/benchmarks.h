@@ -54,6 +54,8 @@ void SqloopMixed(benchmark::State& state, bool paced, db::VfsOptions vfs_options
 // Operations arrive every 20 us on average, so the loop seldom sleeps and, like plain_paced's
 // spinning reader, seldom pays a wake-up; it pays in CPU instead.
 inline constexpr absl::Duration kPacedPoll = absl::Microseconds(50);
+// The paced variants' minimum time per round, in seconds (sqlite_bench.cc says why).
+inline constexpr double kPacedMinTimeS = 3.0;
 // sqlite_mixed/plain_paced: sqloop_paced's arrivals served by plain SQLite, reads on the
 // benchmark's thread and writes on a second thread (mixed.cc). idle_paced: the same with reads
 // that do nothing, so their latency is only how late the machine lets the thread run.
