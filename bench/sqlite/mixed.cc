@@ -326,7 +326,11 @@ struct PlainPacedWriter {
       ok = Step(insert);
     }
     ok = ok && Step(commit);
-    if (!ok) return stats.Fail(absl::InternalError("a group of INSERTs failed"));
+    if (!ok) {
+      sqlite3* db = sqlite3_db_handle(insert);
+      return stats.Fail(absl::InternalError(absl::StrCat(
+          "a group of INSERTs failed: ", sqlite3_errstr(sqlite3_extended_errcode(db)))));
+    }
     const int64_t done_ns = MonotonicNs();
     for (size_t i = from; i < to; ++i) stats.writes.Add(done_ns - arrivals_ns[i]);
     stats.writes_acked += to - from;
@@ -365,6 +369,7 @@ void WaitUntil(int64_t ns) {
 // plain_paced's connections: a reader and a writer on the counting VFS, their statements
 // prepared. Closes them and removes the files when it goes.
 struct PlainPacedDb {
+  static constexpr int kBusyTimeoutMs = 5000;
   std::string path = FreshDbPath("mixed-plain-paced");
   sqlite3* reader = nullptr;
   sqlite3* writer = nullptr;
@@ -379,8 +384,11 @@ struct PlainPacedDb {
       return sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, statement, nullptr) ==
              SQLITE_OK;
     };
-    if (reader == nullptr || writer == nullptr ||
-        !Exec(writer, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;") ||
+    if (reader == nullptr || writer == nullptr) return false;
+    // Two connections on one file: a lock the other holds for a moment (a checkpoint, the WAL
+    // restarting) is waited for, as any plain SQLite user with two connections sets it up.
+    for (sqlite3* db : {reader, writer}) sqlite3_busy_timeout(db, kBusyTimeoutMs);
+    if (!Exec(writer, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;") ||
         !Exec(writer, kCreateWriteTable) || !prepare(reader, kPointSelect, &select) ||
         !prepare(writer, kInsert, &w.insert) || !prepare(writer, "BEGIN IMMEDIATE", &w.begin) ||
         !prepare(writer, "COMMIT", &w.commit)) {
