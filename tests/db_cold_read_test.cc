@@ -134,15 +134,21 @@ class ColdReadTest : public DatabaseTest {
 TEST_P(ColdReadTest, ReadsOfDataNotInMemoryNeverMakeTheLoopWait) {
   if (OnTmpfs()) GTEST_SKIP() << "the scratch directory is on tmpfs";
   CreateTable();
-  MakeCold();
-  const uint64_t waited = loop_->stats().waited_ops;
-  EXPECT_EQ(Read(kScan), kScanRows);
-  for (int id : {1, 777, 1500, 2999}) {
-    EXPECT_EQ(Read("SELECT length(s), substr(s, 117) FROM t WHERE id = ?", {Value::Int(id)}),
-              absl::StrCat("120|'", absl::StrFormat("%04d", id), "'|\n"));
+  // DONTNEED is advice, and the kernel's readahead for the connection's first (waiting) read
+  // may bring back what the test needs cold: make it cold again until a read found it so.
+  uint64_t waited = 0;
+  for (int attempt = 0; attempt < 5 && db_->stats().read_restarts == 0; ++attempt) {
+    MakeCold();
+    const uint64_t before = loop_->stats().waited_ops;
+    EXPECT_EQ(Read(kScan), kScanRows);
+    for (int id : {1, 777, 1500, 2999}) {
+      EXPECT_EQ(Read("SELECT length(s), substr(s, 117) FROM t WHERE id = ?", {Value::Int(id)}),
+                absl::StrCat("120|'", absl::StrFormat("%04d", id), "'|\n"));
+    }
+    waited += loop_->stats().waited_ops - before;
   }
-  EXPECT_EQ(loop_->stats().waited_ops, waited) << "a read waited for the disk on the loop";
-  EXPECT_GE(db_->stats().read_restarts, 1U) << "nothing was cold: the test proves nothing";
+  EXPECT_EQ(waited, 0U) << "a read waited for the disk on the loop";
+  EXPECT_GE(db_->stats().read_restarts, 1U) << "nothing was cold in 5 tries: it proves nothing";
   EXPECT_GT(db_->stats().fetched_bytes, 0U);
 }
 
