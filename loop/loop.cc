@@ -224,9 +224,7 @@ absl::Status Loop::Run(RunMode mode) {
 absl::Status Loop::Poll(int64_t deadline_ns, io::OpList& reaped, bool& found) {
   stats_.polls++;
   const int64_t start_ns = backend_->NowNs();
-  const int64_t end_ns = deadline_ns == io::kNoDeadline
-                             ? start_ns + poll_ns_
-                             : std::min(start_ns + poll_ns_, deadline_ns);
+  const int64_t end_ns = start_ns + poll_ns_;
   for (int64_t now_ns = start_ns;; now_ns = backend_->NowNs()) {
     if (deadline_ns != io::kNoDeadline && now_ns >= deadline_ns) break;
     if (!reaped.empty() || posts_.load(std::memory_order_relaxed) != nullptr) break;
@@ -247,18 +245,16 @@ absl::Status Loop::Tick(bool may_wait, uint64_t& callbacks_run) {
   now_ns_ = backend_->NowNs();
   TakePosts();
   FireExpiredTimers();
-  bool wait = may_wait && completed_.empty();
+  // A tick that may wait polls first if asked to, and blocks only if the poll found nothing.
+  const bool wait = may_wait && completed_.empty();
   const int64_t deadline_ns = timers_.empty() ? io::kNoDeadline : timers_.front()->deadline_ns_;
   io::OpList reaped;
   bool polled = false;
   absl::Status status = absl::OkStatus();
-  if (wait && poll_ns_ > 0) {
-    status = Poll(deadline_ns, reaped, polled);
-    wait = !polled;
-  }
-  if (status.ok()) status = backend_->Tick(wait, deadline_ns, reaped);
-  if (wait) stats_.blocking_ticks++;
-  wait = wait || polled;
+  if (wait && poll_ns_ > 0) status = Poll(deadline_ns, reaped, polled);
+  const bool block = wait && !polled;
+  if (status.ok()) status = backend_->Tick(block, deadline_ns, reaped);
+  if (block) stats_.blocking_ticks++;
   submitted_since_tick_ = false;
   for (io::Op* op = reaped.front(); op != nullptr; op = op->next) {
     MarkReaped(CompletionOf(op));

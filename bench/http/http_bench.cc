@@ -53,6 +53,7 @@ constexpr int kMixedReadConnections = 56;
 constexpr rlim_t kDescriptorsWanted = 32'768;
 
 bool Quick() { return std::getenv("SQLOOP_BENCH_QUICK") != nullptr; }
+int WrkSeconds() { return Quick() ? 1 : 5; }
 
 // One blocking keep-alive request; returns the status code (0 on failure).
 int Request(int fd, const std::string& method, const std::string& path, const std::string& body) {
@@ -234,10 +235,9 @@ struct WrkResult {
 constexpr const char* kLatencyCounters[] = {"p50_us", "p90_us", "p99_us", "p99_9_us", "max_us"};
 
 pid_t SpawnWrk(const std::string& script, int connections, const std::string& url, int& out) {
-  const int seconds = Quick() ? 1 : 5;
   return SpawnWithStdoutPipe(
       {"wrk", connections > 8 ? "-t2" : "-t1", absl::StrCat("-c", connections),
-       absl::StrCat("-d", seconds, "s"), "-s", script, url},
+       absl::StrCat("-d", WrkSeconds(), "s"), "-s", script, url},
       ChildEnvironment(""), out);
 }
 
@@ -248,8 +248,7 @@ WrkResult FinishWrk(pid_t pid, int out) {
     return result;
   }
   ReadUntil(
-      out, result.output, [](const std::string&) { return false; },
-      (Quick() ? 1 : 5) + kWaitSeconds);
+      out, result.output, [](const std::string&) { return false; }, WrkSeconds() + kWaitSeconds);
   close(out);
   waitpid(pid, nullptr, 0);
   const size_t at = result.output.find("SQLOOP ");

@@ -449,15 +449,14 @@ void EpochQueue::ReserveMain() {
   // SQLite's own bound on what a checkpoint may grow the file to (walCheckpoint calls more
   // corrupt): the file, plus the WAL, plus the pending-byte page. A misread frame costs nothing.
   constexpr uint64_t kPendingBytePageMax = 65536;
-  const uint64_t wal_bytes = files_.file(FileRole::kWal).size_bytes;
+  const SharedFile& wal = files_.file(FileRole::kWal);
   const uint64_t target =
-      std::min(main_bytes_after_checkpoint_, f.size_bytes + wal_bytes + kPendingBytePageMax);
+      std::min(main_bytes_after_checkpoint_, f.size_bytes + wal.size_bytes + kPendingBytePageMax);
   const uint64_t from = std::max(f.size_bytes, f.allocated_bytes);
   // Only at a commit's barrier (the WAL is dirty), well before the checkpoint: at the
   // checkpoint's own first barrier it would come too late, and queue the checkpoint's writes
   // behind a barrier that syncs the main file.
-  if (reserve == 0 || reserve_failed_ || f.fd < 0 || target <= from ||
-      !files_.file(FileRole::kWal).dirty) {
+  if (reserve == 0 || reserve_failed_ || f.fd < 0 || target <= from || !wal.dirty) {
     return;
   }
   // A little past the target, so a database that keeps growing is not reserved at every

@@ -66,13 +66,14 @@
 //      in pages after the commit; times the length of the page written next, that is the size
 //      the main file reaches once a checkpoint copied the WAL back. At a barrier, when that size
 //      is past the bytes the main file holds on disk, a reserve of zeros up to it and an eighth
-//      of it further (at most wal_reserve_bytes in all) is queued before the barrier, which
-//      also syncs the main file, so the checkpoint's writes there allocate nothing and go
-//      behind. The zeros lie past every page the database uses: SQLite takes the database's
-//      size from its header (or the WAL), not from the file's, so a file longer than its pages
-//      is valid (SQLite's own unix VFS makes one with a chunk size). A truncate of the main
-//      file to the size SQLite already sees (SQLite's, after each full checkpoint) is skipped
-//      while a reserve lies past it. Success and failure are as for the WAL's reserve.
+//      of it further (at most wal_reserve_bytes in all) is queued before the barrier (zeros
+//      carry no data: the barrier does not sync the main file for them), so the checkpoint's
+//      writes there allocate nothing and go behind. The zeros lie past every page the database
+//      uses: SQLite takes the database's size from its header (or the WAL), not from the file's, so
+//      a file longer than its pages is valid (SQLite's own unix VFS makes one with a chunk size). A
+//      truncate of the main file to the size SQLite already sees (SQLite's, after each full
+//      checkpoint) is skipped while a reserve lies past it. Success and failure are as for the
+//      WAL's reserve.
 //
 // Queue states of an operation (`PendingOp`):
 //
@@ -224,7 +225,7 @@ class EpochQueue {
   [[nodiscard]] static bool Ordering(OpKind kind) {
     return kind != OpKind::kWrite && kind != OpKind::kReserve;
   }
-  // Invariant 9, called by Sync before it queues its barrier.
+  // Invariants 9 and 10, called by Sync before it queues its barrier.
   [[nodiscard]] bool QueueReserve(FileRole role, uint64_t offset, uint64_t length);
   void ReserveWal();
   void ReserveMain();
