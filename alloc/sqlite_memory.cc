@@ -444,6 +444,10 @@ absl::Status InstallSqliteMemory() {
   // keeps it until it closes. Pages then come one at a time, and go back to the block cache.
   const int pagecache_rc = sqlite3_config(SQLITE_CONFIG_PAGECACHE, nullptr, 0, 0);
   SQLOOP_CHECK(pagecache_rc == SQLITE_OK, "InstallSqliteMemory: SQLITE_CONFIG_PAGECACHE refused");
+  // SQLite's own statistics take a process-wide mutex around every allocation and free, to
+  // count what the tenants' counters already count (SqliteLiveBytes).
+  const int memstatus_rc = sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+  SQLOOP_CHECK(memstatus_rc == SQLITE_OK, "InstallSqliteMemory: SQLITE_CONFIG_MEMSTATUS refused");
   // Initialise now, outside any tenant, so SQLite's global state is charged to "shared"
   // rather than to whichever tenant happens to open the first database.
   const ScopedTenant shared(kSharedTenant);
@@ -562,6 +566,17 @@ void ExportSqliteMemoryProfile(AllocationProfile* profile) {
     if (!IsRegistered(tenant) || registry.is_group[tenant]) continue;
     profile->Set(profile->Tenant(registry.names[tenant]), Snapshot(g_slots[tenant]));
   }
+}
+
+uint64_t SqliteLiveBytes() {
+  Registry& registry = GetRegistry();
+  std::lock_guard<std::mutex> lock(registry.mu);
+  uint64_t live_bytes = 0;
+  for (TenantId tenant = 0; tenant < registry.names.size(); ++tenant) {
+    if (!IsRegistered(tenant) || registry.is_group[tenant]) continue;
+    live_bytes += g_slots[tenant].live_bytes.load(std::memory_order_relaxed);
+  }
+  return live_bytes;
 }
 
 void SetSqliteBlockCacheBytesPerClass(uint32_t bytes) {

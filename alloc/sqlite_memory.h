@@ -80,7 +80,11 @@ inline constexpr uint64_t kTenantNoLimit = UINT64_MAX;
 // It also turns off SQLite's up-front page-cache allocation per connection
 // (`SQLITE_CONFIG_PAGECACHE` with no memory and 0 lines), so an open connection holds only
 // the pages it has read: an idle tenant's three connections would otherwise hold room for 60
-// pages between them whether they read them or not.
+// pages between them whether they read them or not. And it turns off SQLite's own memory
+// statistics (`SQLITE_CONFIG_MEMSTATUS`), which lock a process-wide mutex around every
+// allocation to count what the tenants' counters count already: `sqlite3_memory_used()` then
+// says 0 (use `SqliteLiveBytes()`), and SQLite's soft and hard heap limits do nothing (use
+// `SetTenantLimit()`).
 [[nodiscard]] absl::Status InstallSqliteMemory();
 
 // True once `InstallSqliteMemory()` has succeeded in this process.
@@ -115,6 +119,10 @@ inline constexpr uint64_t kTenantNoLimit = UINT64_MAX;
 // tenant entries named after the tenants. Groups are left out: their bytes are their
 // members'.
 void ExportSqliteMemoryProfile(AllocationProfile* profile);
+
+// The live bytes of every registered tenant, the shared one included: SQLite's heap in the
+// whole process (what `sqlite3_memory_used()` says when SQLite keeps its own statistics).
+[[nodiscard]] uint64_t SqliteLiveBytes();
 
 // Bytes of freed blocks the block cache keeps per size class and thread (invariant 7) by
 // default: 64 KiB holds thousands of the small blocks a statement's savepoints, bit vectors and

@@ -377,6 +377,9 @@ int64_t ResidentBytes() {
   return static_cast<int64_t>(resident) * sysconf(_SC_PAGESIZE);
 }
 
+// SQLite's heap in this process (the accounting allocator's count: SQLite's own is off).
+int64_t LiveBytes() { return static_cast<int64_t>(sqloop::alloc::SqliteLiveBytes()); }
+
 void BM_Memory(benchmark::State& state) {
   Scratch scratch;
   Host host(scratch.path(), /*open_max=*/kMemoryTenants + 8);
@@ -416,20 +419,20 @@ void BM_Memory(benchmark::State& state) {
   double idle_sqlite = 0, idle_rss = 0, active_sqlite = 0, active_rss = 0, closed_sqlite = 0;
   double trimmed_sqlite = 0;
   for (auto _ : state) {
-    const int64_t sqlite_closed = sqlite3_memory_used();
+    const int64_t sqlite_closed = LiveBytes();
     const int64_t rss_closed = ResidentBytes();
     run_all("SELECT 1", Request::Kind::kRead);  // Open, schema loaded, nothing cached.
-    idle_sqlite = static_cast<double>(sqlite3_memory_used() - sqlite_closed) / kMemoryTenants;
+    idle_sqlite = static_cast<double>(LiveBytes() - sqlite_closed) / kMemoryTenants;
     idle_rss = static_cast<double>(ResidentBytes() - rss_closed) / kMemoryTenants;
     run_all("SELECT sum(length(v)) FROM t", Request::Kind::kRead);  // Whole table cached.
-    active_sqlite = static_cast<double>(sqlite3_memory_used() - sqlite_closed) / kMemoryTenants;
+    active_sqlite = static_cast<double>(LiveBytes() - sqlite_closed) / kMemoryTenants;
     active_rss = static_cast<double>(ResidentBytes() - rss_closed) / kMemoryTenants;
     // What idle_trim_after leaves of an active tenant once it has been idle that long.
     SQLOOP_CHECK(host.registry->TrimIdleTenants() == kMemoryTenants, "bench: trim");
-    trimmed_sqlite = static_cast<double>(sqlite3_memory_used() - sqlite_closed) / kMemoryTenants;
+    trimmed_sqlite = static_cast<double>(LiveBytes() - sqlite_closed) / kMemoryTenants;
     host.registry->CloseIdleTenants();
     host.RunUntil([&] { return host.registry->stats().open == 0; });
-    closed_sqlite = static_cast<double>(sqlite3_memory_used() - sqlite_closed) / kMemoryTenants;
+    closed_sqlite = static_cast<double>(LiveBytes() - sqlite_closed) / kMemoryTenants;
   }
   state.counters["idle_tenant_sqlite_bytes"] = idle_sqlite;
   state.counters["idle_tenant_rss_bytes"] = idle_rss;
