@@ -158,7 +158,8 @@ void Database::Pump() {
         return;
       }
       if (files_->queue().durable_epoch() < open_epoch_) return;  // OnFilesChanged re-arms.
-      RefreshSnapshots();  // The readers serve from the first tick.
+      RefreshSnapshots();          // The readers serve from the first tick.
+      files_->table().DropHead();  // SQLite has read what it reads at open.
       SetState(State::kReady);
       FinishOpen(absl::OkStatus());
       Serve();

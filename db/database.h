@@ -46,9 +46,10 @@
 //
 // clang-format on
 //
-// kOpening has two steps. First the files' descriptors are opened through the loop
-// (internal::FilePreopen, StartPreopen; the files are pinned meanwhile in preopened_), so
-// SQLite's xOpen finds them and waits for nothing; then, once the tick's open budget allows
+// kOpening has two steps. First the files' descriptors are opened and the main file's head
+// read through the loop (internal::FilePreopen, StartPreopen; the files are pinned meanwhile in
+// preopened_), so SQLite's xOpen finds them and its first reads wait for nothing (the head is
+// dropped on reaching kReady); then, once the tick's open budget allows
 // (VfsOptions::open_tick_budget_ns), DoOpen opens the connections.
 //
 // The writer opens on demand. When opening it would change nothing on disk (the integrity check

@@ -61,6 +61,7 @@ void Database::FailOpen(absl::Status status) {
   if (preopened_ != nullptr) {
     internal::DatabaseFiles* files = preopened_;
     preopened_ = nullptr;
+    files->table().DropHead();
     files->Unpin();  // May destroy them.
   }
   SetState(State::kFailed);
@@ -160,14 +161,15 @@ absl::Status Database::RunCheck() {
 
 // The writer may wait for the first write when opening it would change nothing on disk: the
 // main file is in WAL mode already (header bytes 18 and 19 are 2) and no rollback journal is
-// there for SQLite to roll back. The header comes from the page cache only: a miss, like any
-// doubt, opens the writer now.
+// there for SQLite to roll back. The header comes from the head FilePreopen read, or else from
+// the page cache only: a miss, like any doubt, opens the writer now.
 bool Database::MayDeferWriter(internal::DatabaseFiles& files) const {
   const internal::SharedFile& journal = files.table().file(internal::FileRole::kJournal);
   const internal::SharedFile& main = files.table().file(internal::FileRole::kMain);
   if (!journal.known || journal.exists || main.fd < 0 || main.size_bytes < 100) return false;
   unsigned char header[20];
-  if (loop_.backend().ReadIfCached(main.fd, header, sizeof header, 0) != sizeof header) {
+  if (!files.table().ReadHead(reinterpret_cast<char*>(header), sizeof header, 0) &&
+      loop_.backend().ReadIfCached(main.fd, header, sizeof header, 0) != sizeof header) {
     return false;
   }
   return header[18] == 2 && header[19] == 2;

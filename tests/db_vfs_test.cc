@@ -13,6 +13,7 @@
 
 #include "gtest/gtest.h"
 #include "sqloop/db/internal/database_files.h"
+#include "sqloop/db/internal/file_table.h"
 #include "sqloop/db/internal/vfs_core.h"
 #include "sqloop/db/vfs.h"
 #include "sqloop/loop/loop.h"
@@ -219,6 +220,52 @@ TEST_P(VfsTest, FsyncFailurePoisonsAndIsNeverRetried) {
   char* error = nullptr;
   EXPECT_NE(sqlite3_exec(db_, "INSERT INTO t VALUES (2)", nullptr, nullptr, &error), SQLITE_OK);
   sqlite3_free(error);
+}
+
+// FileTable invariant 4: the head (the main file's first bytes, read ahead of an open) answers
+// reads only until the main file is written; a checkpoint that copies a new page 1 from the WAL
+// drops it, and what is read after is the new page 1.
+TEST_P(VfsTest, AWriteToTheMainFileDropsTheHead) {
+  Open();
+  Exec("CREATE TABLE t(x)");
+  Exec("PRAGMA wal_checkpoint(TRUNCATE)");
+  Drain();
+  internal::FileTable& table = internal::VfsCore::Of(*vfs_).Find(path_)->table();
+  const auto head_bytes = static_cast<uint32_t>(table.file(internal::FileRole::kMain).size_bytes);
+  ASSERT_GE(head_bytes, 100u);
+  io::Op read{.kind = io::OpKind::kRead,
+              .fd = table.file(internal::FileRole::kMain).fd,
+              .buffer = table.PrepareHead(head_bytes),
+              .length = head_bytes,
+              .offset = 0};
+  ASSERT_EQ(internal::RunNow(*loop_, read), static_cast<int64_t>(head_bytes));
+  table.KeepHead(head_bytes);
+  // A second connection reads page 1 afresh (db_ keeps the files open): from the head.
+  auto schema_of_a_new_connection = [&] {
+    sqlite3* other = nullptr;
+    EXPECT_EQ(sqlite3_open_v2(path_.c_str(), &other, SQLITE_OPEN_READWRITE, vfs_->name()),
+              SQLITE_OK);
+    std::string names;
+    sqlite3_stmt* stmt = nullptr;
+    EXPECT_EQ(sqlite3_prepare_v2(other, "SELECT name FROM sqlite_schema", -1, &stmt, nullptr),
+              SQLITE_OK);
+    while (sqlite3_step(stmt) == SQLITE_ROW) {
+      names += reinterpret_cast<const char*>(sqlite3_column_text(stmt, 0));
+      names += ";";
+    }
+    sqlite3_finalize(stmt);
+    sqlite3_close(other);
+    return names;
+  };
+  const uint64_t from_head = vfs_->stats().reads_from_head;
+  EXPECT_EQ(schema_of_a_new_connection(), "t;");
+  EXPECT_GT(vfs_->stats().reads_from_head, from_head) << "the head answered nothing";
+  Exec("CREATE TABLE u(y)");                // A new page 1, in the WAL.
+  Exec("PRAGMA wal_checkpoint(TRUNCATE)");  // Copied into the main file.
+  Drain();
+  char byte = 0;
+  EXPECT_FALSE(table.ReadHead(&byte, 1, 0)) << "the head outlived a write of the main file";
+  EXPECT_EQ(schema_of_a_new_connection(), "t;u;");
 }
 
 TEST_P(VfsTest, ShortReadZeroFillsPastTheEnd) {

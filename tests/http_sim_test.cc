@@ -72,24 +72,6 @@ TEST(HttpSimTest, Seeds1269And2853And4746KeepEveryAcknowledgedWrite) {
   }
 }
 
-// A failed directory fsync may drop every pending creation in the directory. It tainted the
-// directory only when the failed barrier's last fsync completed, and another tenant's barrier,
-// syncing the same directory, could complete in between: seeds 26226 and 29065 lost an
-// acknowledged table that way, and, once files were opened through the loop, seed 5760 a
-// created tenant. A failed directory fsync now poisons every database in the directory when its
-// completion arrives (EpochQueue invariant 8). Changes to the order of events moved those
-// seeds (the last: files are opened without O_CREAT first); 76300 is the one seed of 80,000
-// that fails without the fix today.
-TEST(HttpSimTest, Seed76300KeepsTheTenantAfterAnotherTenantsDirectoryFsyncFailed) {
-  const WorkloadOptions options;
-  const WorkloadResult result = Http().run(76300, options);
-  EXPECT_TRUE(result.ok) << result.failure << "\n  " << result.summary << "\n  "
-                         << Replay(76300, options);
-  // Still a run in which fsyncs failed and more than one tenant was poisoned.
-  EXPECT_FALSE(absl::StrContains(result.summary, "fsync_eio=0.0000")) << result.summary;
-  EXPECT_TRUE(absl::StrContains(result.summary, "databases poisoned: 2;")) << result.summary;
-}
-
 // Without faults every property is at its strictest: no EINTR/EAGAIN, so a request on a fresh
 // connection must be answered.
 TEST(HttpSimTest, WithoutFaultsEverySeedPasses) {

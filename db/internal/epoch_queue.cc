@@ -326,6 +326,7 @@ int EpochQueue::Write(FileRole role, const void* buffer, int amount, int64_t off
   SharedFile& f = files_.file(role);
   const auto start = static_cast<uint64_t>(offset);
   if (role == FileRole::kWal) NoteWalWrite(buffer, amount, start);
+  if (role == FileRole::kMain) files_.DropHead();  // FileTable invariant 4.
   const auto length = static_cast<uint64_t>(amount);
   const VfsOptions& options = context_.options();
   const bool fits =
@@ -379,6 +380,7 @@ int EpochQueue::Truncate(FileRole role, int64_t size_bytes) {
   if (role == FileRole::kMain && size == f.size_bytes && f.allocated_bytes > size) {
     return SQLITE_OK;
   }
+  if (role == FileRole::kMain) files_.DropHead();  // FileTable invariant 4.
   ++shape_changes_;
   if (queue_.empty()) {
     io::Op op{.kind = io::OpKind::kFtruncate, .fd = f.fd, .offset = size};
@@ -635,6 +637,8 @@ int EpochQueue::Read(FileRole role, void* buffer, int amount, int64_t offset) {
   context_.stats().reads++;
   if (available > 0 && CoveredByPending(role, out, start, available)) {
     context_.stats().reads_from_held++;
+  } else if (available > 0 && role == FileRole::kMain && files_.ReadHead(out, available, start)) {
+    context_.stats().reads_from_head++;
   } else if (available > 0) {
     const int64_t got = ReadFile(f, out, available, start);
     if (got == -EAGAIN && reads_nowait_ && missed_) {

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <utility>
 
@@ -17,20 +18,22 @@ void FilePreopen::Start(loop::Loop& loop, DatabaseFiles& files, Callback done, v
   done_ = done;
   arg_ = arg;
   status_ = absl::OkStatus();
-  io_.callback = &FilePreopen::OnIo;
-  io_.user_data = this;
-  io_.name = "preopen";
+  for (loop::Completion* c : {&io_, &journal_, &head_}) {
+    c->callback = &FilePreopen::OnIo;
+    c->user_data = this;
+    c->name = "preopen";
+  }
   // Invariant 3: files still open from an earlier Database need nothing.
   Advance(files.table().file(FileRole::kMain).fd >= 0 ? State::kIdle : State::kOpenMain);
 }
 
-void FilePreopen::Submit(io::Op op) {
-  io_.op = op;
-  loop_->Submit(io_);
+void FilePreopen::Submit(loop::Completion& c, io::Op op) {
+  c.op = op;
+  ++in_flight_;
+  loop_->Submit(c);
 }
 
 void FilePreopen::Advance(State next) {
-  FileTable& table = files_->table();
   state_ = next;
   switch (next) {
     case State::kIdle:
@@ -42,34 +45,49 @@ void FilePreopen::Advance(State next) {
       return;
     case State::kSizeMain:
     case State::kSizeWal:
-      Submit({.kind = io::OpKind::kFileSize, .fd = fd_});
+      Submit(io_, {.kind = io::OpKind::kFileSize, .fd = fd_});
       return;
-    case State::kProbeJournal:
-      Submit({.kind = io::OpKind::kOpenAt,
-              .fd = AT_FDCWD,
-              .flags = O_RDONLY | O_CLOEXEC,
-              .path = table.file(FileRole::kJournal).path.c_str()});
+    case State::kOpenRest:
+      StartRest();
       return;
-    case State::kOpenWal:
-      if (table.file(FileRole::kWal).fd >= 0) {
-        Advance(State::kIdle);
-        return;
-      }
-      create_ = false;
+    case State::kCreateWal:
+      create_ = true;
       SubmitOpen(FileRole::kWal);
       return;
   }
 }
 
-// Invariant 4: the first open of a role asks without O_CREAT, and only an ENOENT retries with
-// it. io_uring runs an open that may create a file on a kernel worker thread, never inline, and
-// a reopen finds both files there.
+// Invariant 2: the journal's probe, the WAL's open and the head's read, all at once.
+void FilePreopen::StartRest() {
+  FileTable& table = files_->table();
+  Submit(journal_, {.kind = io::OpKind::kOpenAt,
+                    .fd = AT_FDCWD,
+                    .flags = O_RDONLY | O_CLOEXEC,
+                    .path = table.file(FileRole::kJournal).path.c_str()});
+  open_wal_ = table.file(FileRole::kWal).fd < 0;
+  if (open_wal_) {
+    create_ = false;
+    SubmitOpen(FileRole::kWal);
+  }
+  head_bytes_ = static_cast<uint32_t>(std::min<int64_t>(main_bytes_, kHeadBytesMax));
+  if (head_bytes_ > 0) {
+    Submit(head_, {.kind = io::OpKind::kRead,
+                   .fd = fd_,
+                   .buffer = table.PrepareHead(head_bytes_),
+                   .length = head_bytes_,
+                   .offset = 0});
+  }
+}
+
+// Invariant 4: the first open of a role asks without O_CREAT, and only an ENOENT asks again
+// with it. io_uring runs an open that may create a file on a kernel worker thread, never
+// inline, and a reopen finds both files there.
 void FilePreopen::SubmitOpen(FileRole role) {
-  Submit({.kind = io::OpKind::kOpenAt,
-          .fd = AT_FDCWD,
-          .flags = static_cast<uint32_t>(O_RDWR | O_CLOEXEC | (create_ ? O_CREAT : 0)),
-          .path = files_->table().file(role).path.c_str(),
-          .mode = 0644});
+  Submit(io_, {.kind = io::OpKind::kOpenAt,
+               .fd = AT_FDCWD,
+               .flags = static_cast<uint32_t>(O_RDWR | O_CLOEXEC | (create_ ? O_CREAT : 0)),
+               .path = files_->table().file(role).path.c_str(),
+               .mode = 0644});
 }
 
 // An ENOENT from the open without O_CREAT: asks again, creating the file. Returns true if it did.
@@ -82,7 +100,9 @@ bool FilePreopen::RetryCreating(int64_t result, FileRole role) {
 
 loop::Action FilePreopen::OnIo(loop::Loop& /*unused*/, loop::Completion& c) {
   auto& self = *static_cast<FilePreopen*>(c.user_data);
-  const int64_t failed = self.Take(c.result());
+  // Invariant 5: a state ends when its last operation completes.
+  if (--self.in_flight_ > 0) return loop::Action::kDisarm;
+  const int64_t failed = self.state_ == State::kOpenRest ? self.TakeRest() : self.Take(c.result());
   if (failed < 0) {
     const std::string& path = self.files_->table().file(FileRole::kMain).path;
     self.Finish(absl::UnavailableError(FileTable::OpenErrorMessage(path, failed)));
@@ -90,7 +110,7 @@ loop::Action FilePreopen::OnIo(loop::Loop& /*unused*/, loop::Completion& c) {
   return loop::Action::kDisarm;
 }
 
-// Takes the result of the operation in flight and moves on. Returns 0, or -errno if the
+// Takes the result of the one operation of the state and moves on. Returns 0, or -errno if the
 // preopen failed (a descriptor not yet adopted is closed).
 int64_t FilePreopen::Take(int64_t result) {
   FileTable& table = files_->table();
@@ -108,22 +128,9 @@ int64_t FilePreopen::Take(int64_t result) {
     case State::kSizeMain:
       if (result < 0) break;
       main_bytes_ = result;
-      Advance(State::kProbeJournal);
+      Advance(State::kOpenRest);
       return 0;
-    case State::kProbeJournal: {
-      if (result >= 0) {
-        // A journal is there: SQLite's own recovery (and Adopt's check) read it the usual way.
-        int journal_fd = static_cast<int>(result);
-        table.CloseDescriptor(journal_fd);
-      } else if (result == -ENOENT) {
-        table.MarkAbsent(FileRole::kJournal);
-      } else {
-        break;
-      }
-      return AdoptAndAdvance(FileRole::kMain, main_bytes_, State::kOpenWal);
-    }
-    case State::kOpenWal:
-      if (RetryCreating(result, FileRole::kWal)) return 0;
+    case State::kCreateWal:
       if (result < 0) return result;
       fd_ = static_cast<int>(result);
       Advance(State::kSizeWal);
@@ -131,12 +138,61 @@ int64_t FilePreopen::Take(int64_t result) {
     case State::kSizeWal:
       if (result < 0) break;
       return AdoptAndAdvance(FileRole::kWal, result, State::kIdle);
+    case State::kOpenRest:
     case State::kIdle:
       SQLOOP_CHECK(false, "FilePreopen: a completion with nothing in flight");
   }
   // A failure with a descriptor of ours still open.
   table.CloseDescriptor(fd_);
   return result;
+}
+
+// kOpenRest's three operations are done: the journal known, the main file adopted, the head
+// kept if the file still has it, then the WAL. Returns 0, or -errno (every descriptor not
+// adopted closed).
+int64_t FilePreopen::TakeRest() {
+  FileTable& table = files_->table();
+  const int64_t journal = journal_.result();
+  const int64_t wal = open_wal_ ? io_.result() : 0;
+  int wal_fd = open_wal_ && wal >= 0 ? static_cast<int>(wal) : -1;
+  int64_t failed = 0;
+  if (journal >= 0) {
+    // A journal is there: SQLite's own recovery (and Adopt's check) read it the usual way.
+    int journal_fd = static_cast<int>(journal);
+    table.CloseDescriptor(journal_fd);
+  } else if (journal == -ENOENT) {
+    table.MarkAbsent(FileRole::kJournal);
+  } else {
+    failed = journal;
+    table.CloseDescriptor(fd_);
+  }
+  if (failed == 0) {
+    const int main_fd = fd_;
+    fd_ = -1;
+    failed = table.Adopt(FileRole::kMain, main_fd, main_bytes_);  // Closes it if it fails.
+  }
+  // FileTable invariant 4: Adopt may have rolled back a first transaction (emptied the file).
+  if (failed == 0 && head_bytes_ > 0 && head_.result() == head_bytes_ &&
+      table.file(FileRole::kMain).size_bytes >= head_bytes_) {
+    table.KeepHead(head_bytes_);
+  } else {
+    table.DropHead();
+  }
+  if (failed < 0) {
+    if (wal_fd >= 0) table.CloseDescriptor(wal_fd);
+    return failed;
+  }
+  if (!open_wal_) {
+    Advance(State::kIdle);
+  } else if (wal == -ENOENT) {
+    Advance(State::kCreateWal);
+  } else if (wal < 0) {
+    return wal;
+  } else {
+    fd_ = wal_fd;
+    Advance(State::kSizeWal);
+  }
+  return 0;
 }
 
 // Hands the descriptor just opened and sized to the FileTable, then moves to `next`. Returns 0,
@@ -153,6 +209,7 @@ int64_t FilePreopen::AdoptAndAdvance(FileRole role, int64_t size_bytes, State ne
 
 void FilePreopen::Finish(absl::Status status) {
   state_ = State::kIdle;
+  if (!status.ok()) files_->table().DropHead();
   status_ = std::move(status);
   Callback done = done_;
   done_ = nullptr;

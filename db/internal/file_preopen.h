@@ -5,32 +5,39 @@
 // sub-machine a Database runs at the start of `kOpening`. SQLite's xOpen must return with a
 // descriptor, so without it every open (and the checks for a hot journal) waited for the
 // device inside the loop; with it they are ordinary loop operations, and xOpen then finds the
-// descriptors in the FileTable. One operation per state, on its own completion:
+// descriptors in the FileTable.
 //
 //   1. The main file is opened (created if missing) and locked before anything else is
 //      looked at, as FileTable::Open does: another process's database is never touched.
-//   2. The journal is probed before the main file is adopted, so FileTable::Adopt's check for a
-//      first transaction's journal needs no system call when there is none (the usual case).
+//   2. Then three operations run at once (kOpenRest): the journal's probe, the WAL's open and
+//      the read of the main file's first page (its head: what SQLite reads at open, kept in the
+//      FileTable until the Database is open, so a cold reopen does not wait and a warm one
+//      makes no system call for it). The main file is adopted only once the journal is known,
+//      so FileTable::Adopt's check for a first transaction's journal needs no system call when
+//      there is none (the usual case), and the head is kept only if the file still has it then.
 //   3. A role that already has a descriptor (the files are still open from an earlier
-//      Database on the same path) is skipped.
+//      Database on the same path) is skipped; so is the whole preopen if the main file is open.
 //   4. A file is opened without O_CREAT first and created only if that says ENOENT: io_uring
 //      never runs an open that may create inline (it hands it to a kernel worker thread), and
-//      at a reopen both files exist. A state keeps its name while it retries.
+//      at a reopen both files exist. kOpenMain retries in place; the WAL goes to kCreateWal.
+//   5. Each state's operations all complete before the next state (or the end): a failure
+//      waits for the operations still in flight, then closes every descriptor not adopted.
 //
 // clang-format off
-//   kIdle --Start--> kOpenMain --> kSizeMain --> kProbeJournal --> kOpenWal --> kSizeWal --> kIdle
-//                        |             |              |                |            |        ^
-//                        +-------------+--------------+----------------+------------+--------+
+//   kIdle --Start--> kOpenMain --> kSizeMain --> kOpenRest ----------------> kSizeWal --> kIdle
+//                        |             |            |   \--> kCreateWal --/     |        ^
+//                        +-------------+------------+------------+--------------+--------+
 //                                     an operation failed: the error, every descriptor closed
 //
 //   transition                  function               invariant in the new state
 //   kIdle -> kOpenMain          Start                  the main file's open is in flight
 //   kOpenMain -> kOpenMain      OnIo->RetryCreating    ENOENT: the open with O_CREAT is in flight
 //   kOpenMain -> kSizeMain      OnIo->Advance          the main file is open and locked
-//   kSizeMain -> kProbeJournal  OnIo->Advance          its size is known; the journal's open is in flight
-//   kProbeJournal -> kOpenWal   OnIo->AdoptAndAdvance  the main file is adopted; the journal is known
-//   kOpenWal -> kOpenWal        OnIo->RetryCreating    ENOENT: the open with O_CREAT is in flight
-//   kOpenWal -> kSizeWal        OnIo->Advance          the WAL is open
+//   kSizeMain -> kOpenRest      OnIo->Advance          invariant 2's three are in flight
+//   kOpenRest -> kSizeWal       OnIo->TakeRest         all three done; main adopted, head kept
+//   kOpenRest -> kCreateWal     OnIo->TakeRest         the same; no WAL: its create is in flight
+//   kCreateWal -> kSizeWal      OnIo->Advance          the WAL is open
+//   kOpenRest -> kIdle          OnIo->TakeRest         the WAL had a descriptor; status() OK
 //   kSizeWal -> kIdle           OnIo->AdoptAndAdvance  every file adopted; status() OK
 //   any -> kIdle                OnIo->Finish           status() says why; what was adopted stays
 // clang-format on
@@ -50,7 +57,10 @@ namespace sqloop::db::internal {
 
 class FilePreopen {
  public:
-  enum class State : uint8_t { kIdle, kOpenMain, kSizeMain, kProbeJournal, kOpenWal, kSizeWal };
+  enum class State : uint8_t { kIdle, kOpenMain, kSizeMain, kOpenRest, kCreateWal, kSizeWal };
+  // The most of the main file read ahead: the first page of a database with the default page
+  // size (a larger page is read by SQLite as usual).
+  static constexpr uint32_t kHeadBytesMax = 4096;
   using Callback = void (*)(void* arg);
 
   FilePreopen() = default;
@@ -67,24 +77,31 @@ class FilePreopen {
 
  private:
   static loop::Action OnIo(loop::Loop& loop, loop::Completion& c);
-  // Moves to the next state that has work, submitting its operation, or finishes.
+  // Moves to the next state that has work, submitting its operations, or finishes.
   void Advance(State next);
+  void StartRest();
   void Finish(absl::Status status);
-  void Submit(io::Op op);
+  void Submit(loop::Completion& c, io::Op op);
   void SubmitOpen(FileRole role);
   [[nodiscard]] bool RetryCreating(int64_t result, FileRole role);
   [[nodiscard]] int64_t Take(int64_t result);
+  [[nodiscard]] int64_t TakeRest();
   [[nodiscard]] int64_t AdoptAndAdvance(FileRole role, int64_t size_bytes, State next);
 
   loop::Loop* loop_ = nullptr;
   DatabaseFiles* files_ = nullptr;
   Callback done_ = nullptr;
   void* arg_ = nullptr;
-  loop::Completion io_;
+  loop::Completion io_;       // The main file's and the WAL's operations.
+  loop::Completion journal_;  // kOpenRest: the journal's probe.
+  loop::Completion head_;     // kOpenRest: the head's read.
+  int in_flight_ = 0;         // Operations of this state not completed yet (invariant 5).
   State state_ = State::kIdle;
-  int fd_ = -1;             // Opened by kOpenMain or kOpenWal, not yet adopted.
-  bool create_ = false;     // The open in flight has O_CREAT (invariant 4).
-  int64_t main_bytes_ = 0;  // The main file's size, from kSizeMain.
+  int fd_ = -1;              // Opened by kOpenMain, kOpenRest or kCreateWal, not yet adopted.
+  bool create_ = false;      // The open in flight has O_CREAT (invariant 4).
+  bool open_wal_ = false;    // kOpenRest opens the WAL (it has no descriptor).
+  uint32_t head_bytes_ = 0;  // kOpenRest reads this much of the main file (0: none).
+  int64_t main_bytes_ = 0;   // The main file's size, from kSizeMain.
   absl::Status status_;
 };
 

@@ -56,6 +56,23 @@ void FileTable::CloseDescriptor(int& fd) {
   fd = -1;
 }
 
+char* FileTable::PrepareHead(uint32_t bytes) {
+  head_bytes_ = 0;
+  head_ = std::make_unique_for_overwrite<char[]>(bytes);
+  return head_.get();
+}
+
+void FileTable::DropHead() {
+  head_bytes_ = 0;
+  head_.reset();
+}
+
+bool FileTable::ReadHead(char* out, uint64_t length, uint64_t start) const {
+  if (start >= head_bytes_ || length > head_bytes_ - start) return false;
+  std::memcpy(out, head_.get() + start, length);
+  return true;
+}
+
 bool FileTable::unused() const {
   return std::all_of(files_.begin(), files_.end(),
                      [](const SharedFile& f) { return f.opens == 0; });

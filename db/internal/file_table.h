@@ -14,6 +14,8 @@
 //      keeps its flock for as long as the Database does.
 //   3. A file opened (or created) here is marked `needs_dir_sync` until a barrier syncs the
 //      directory: its name is durable only then.
+//   4. The head (the main file's first bytes, read ahead of an open) is kept only while it
+//      equals the file: any write or truncate of the main file drops it first.
 //
 // Internal: DatabaseFiles owns one; the epoch queue and the VFS glue use it.
 //
@@ -27,6 +29,7 @@
 
 #include <array>
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include "sqloop/io/op.h"
@@ -120,6 +123,17 @@ class FileTable {
   // Closes `fd` (through the loop) and sets it to -1.
   void CloseDescriptor(int& fd);
 
+  // The main file's first bytes, read through the loop before SQLite opens it (FilePreopen),
+  // so the reads of an open (the header, page 1 twice, the writer's check) cost no system
+  // call and never wait. Invariant 4: while kept, they are the file's bytes, since nothing has
+  // been written to or truncated from the main file since they were read (EpochQueue drops
+  // them first); the Database drops them once it is open.
+  [[nodiscard]] char* PrepareHead(uint32_t bytes);  // A buffer for the read, not kept yet.
+  void KeepHead(uint32_t bytes) { head_bytes_ = bytes; }
+  void DropHead();
+  // Copies [start, start + length) of the main file from the head, if the head holds it all.
+  [[nodiscard]] bool ReadHead(char* out, uint64_t length, uint64_t start) const;
+
  private:
   // Rolls back a hot journal left by a database's first transaction (see the definition).
   [[nodiscard]] int64_t RollBackFirstTransaction(int main_fd, int64_t& size_bytes);
@@ -130,6 +144,8 @@ class FileTable {
   const bool os_lock_;
   std::array<SharedFile, kFileRoles> files_;
   int dir_fd_ = -1;
+  std::unique_ptr<char[]> head_;
+  uint32_t head_bytes_ = 0;  // Of head_, kept (invariant 4); 0: none.
   uint32_t pins_ = 0;
   bool persist_wal_ = true;
 };
