@@ -40,7 +40,8 @@ round and SQLOOP_BENCH_QUICK=1 in the benchmarks' environment (the HTTP binary s
 runs and its idle-connection count), so the whole suite runs in under two minutes in CI and
 every correctness check inside the benchmarks still runs. The default is 5 rounds at Google
 Benchmark's default minimum time (0.5 s): about 72 benchmarks x 5 rounds at about 1.1 s each
-(calibration and process setup included), plus one round of the registry and HTTP binaries,
+(calibration and process setup included; the registry's long ones run once), plus one round
+of the HTTP binary,
 so about 10 minutes on a 2-core machine, plus one round of the load curves' ~60 one-second
 steps (sqloop_bench_load, about 2.5 minutes with the drain past saturation).
 
@@ -130,12 +131,17 @@ NOISE_THRESHOLD = 0.05         # Compare: smaller changes are never flagged.
 SINGLE_ROUND_THRESHOLD = 0.25  # Compare: the bar when a side has one round (no spread known).
 REGEX_SPECIALS = set(".[]{}()*+?^$|\\")
 
-# End-to-end binaries that set up a server with 1,000 tenants, or thousands of databases, in
-# every benchmark process: one round each keeps the default suite within its budget. Their
-# spread between runs comes from the machine, not from sampling, and each run is itself long.
-# The load curves (sqloop_bench_load) take one round too: each of their ~60 steps is a fixed
-# one-second schedule, and a curve of neighbouring steps shows its own noise.
-SINGLE_ROUND = {"sqloop_bench_http": 1, "sqloop_bench_registry": 1, "sqloop_bench_load": 1}
+# End-to-end binaries that set up a server with 1,000 tenants in every benchmark process: one
+# round each keeps the default suite within its budget. Their spread between runs comes from
+# the machine, not from sampling, and each run is itself long. The load curves
+# (sqloop_bench_load) take one round too: each of their ~60 steps is a fixed one-second
+# schedule, and a curve of neighbouring steps shows its own noise.
+SINGLE_ROUND = {"sqloop_bench_http": 1, "sqloop_bench_load": 1}
+# Benchmarks of other binaries that run one round for the same reason: each process creates
+# thousands of databases, 100,000 tenants or a 1 GiB file. The registry's others are short and
+# take every round: a reopen is a single sample's worth of noise on a shared machine.
+SINGLE_ROUND_BENCHMARKS = re.compile(
+    r"^(registry_burst/|registry_reopen/closed_1gb|registry_zipf/100000|registry_memory/)")
 # Load curves: a step is sustained when it achieved at least this share of the offered rate,
 # left no request unserved, and kept its p99 within P99_GROWTH_MAX times the variant's p99 at
 # its lowest step (beyond that, queueing has taken over: "p99 explodes").
@@ -267,6 +273,8 @@ def run_binary(binary, results_dir, options, index, total):
         for position, name in enumerate(names, 1):
             if name in failed_names:
                 continue  # Reported once; a broken benchmark is not worth re-running.
+            if round_index > 1 and SINGLE_ROUND_BENCHMARKS.match(name):
+                continue
             started = time.monotonic()
             out_file = run_dir / f"{position:03d}.round{round_index}.json"
             data, error = run_one(binary, name, out_file, options)
@@ -422,6 +430,15 @@ def group_of(run):
     return split_name(run.get("run_name", run["name"]))[3]
 
 
+def rounds_of(runs):
+    """{run name: [every measured round without an error]}, in first-seen order."""
+    by_name = {}
+    for run in runs:
+        if run.get("run_type") != "aggregate" and not run.get("error_occurred"):
+            by_name.setdefault(run.get("run_name", run["name"]), []).append(run)
+    return by_name
+
+
 def select_runs(runs, metric_of=lambda run: None):
     """{run name: (chosen run, [metric of every round])}, in first-seen order.
 
@@ -471,6 +488,7 @@ def build_groups(documents):
 
     groups = {}
     for document in documents:
+        rounds = rounds_of(document["benchmarks"])
         for name, (run, samples) in select_runs(document["benchmarks"], metric_of).items():
             family, variant, args, group = split_name(name)
             entry = groups.setdefault(group, {
@@ -483,7 +501,8 @@ def build_groups(documents):
                 "rows": []})
             value = None if run.get("error_occurred") else metric_value(run, entry["metric"])
             entry["rows"].append({"family": family, "variant": variant, "args": args,
-                                  "run": run, "samples": samples, "value": value})
+                                  "run": run, "samples": samples, "value": value,
+                                  "rounds": rounds.get(name, [run])})
     for entry in groups.values():
         if entry["load"]:  # Steps of different systems share no args: no ratio per row.
             for row in entry["rows"]:
@@ -727,21 +746,32 @@ def group_table(entry):
     return lines
 
 
+def median_over_rounds(row, counter):
+    """The median of `counter` over the row's rounds (the chosen run's value if it has one)."""
+    values = sorted(r[counter] for r in row.get("rounds", [row["run"]]) if counter in r)
+    return values[(len(values) - 1) // 2] if values else None
+
+
 def latency_table(entry):
-    """The latency percentiles (µs) of the median round, one column per series and stat."""
+    """The latency percentiles (µs), each the median over the rounds: one column per series and
+    stat. Not the percentiles of the round with the median time: a paced variant's time per
+    operation is its arrival rate in every round, so that round would be any round, and one
+    stall of the machine in it would stand for the whole run."""
     columns = latency_columns(entry["counters"])
     if not columns:
         return []
     header = ["variant"] + [(f"{series} " if series else "") + stat.replace("_", ".")
                             for series, stat, _ in columns]
-    lines = ["Latency (µs, the median round):", "",
+    lines = ["Latency (µs, each percentile the median of its value over the rounds):", "",
              "| " + " | ".join(header) + " |",
              "|" + "|".join(["---"] + ["---:"] * len(columns)) + "|"]
     for row in entry["rows"]:
         if row["run"].get("error_occurred"):
             continue
-        cells = [row_label(row)] + [format_number(row["run"][c]) if c in row["run"] else ""
-                                    for _, _, c in columns]
+        cells = [row_label(row)]
+        for _, _, counter in columns:
+            value = median_over_rounds(row, counter)
+            cells.append(format_number(value) if value is not None else "")
         lines.append("| " + " | ".join(cells) + " |")
     return lines + [""]
 
