@@ -477,6 +477,50 @@ TEST_P(DatabaseTest, AFailedDirectoryFsyncPoisonsEveryDatabaseInTheDirectory) {
   EXPECT_FALSE(closed.ok()) << "its close reports the poison";
 }
 
+// EpochQueue invariant 8: a failed directory fsync poisons every database in the directory
+// when its completion arrives, not when its barrier's last fsync does. Another database's
+// barrier, syncing the same directory meanwhile, could otherwise acknowledge a write whose
+// file creation the failed fsync may have dropped (http seeds 26226, 29065, 5760 and 76300
+// lost an acknowledged table or tenant that way). Here the barrier's WAL fsync is held in
+// flight while its directory fsync fails: the other database is poisoned before it completes.
+TEST_P(DatabaseTest, AFailedDirectoryFsyncPoisonsTheOthersBeforeItsBarrierEnds) {
+  ASSERT_TRUE(OpenDb().ok());
+  ASSERT_TRUE(Write("CREATE TABLE t(x)").ok());
+  internal::VfsCore& core = internal::VfsCore::Of(*vfs_);
+  auto other =
+      std::make_unique<Database>(*loop_, *vfs_, dir_->Path("other.sqlite"), DatabaseOptions{});
+  absl::Status opened = absl::UnknownError("open never called back");
+  other->Open([](void* arg, absl::Status s) { *static_cast<absl::Status*>(arg) = std::move(s); },
+              &opened);
+  ASSERT_TRUE(loop_->Run(loop::RunMode::kUntilDone).ok());
+  ASSERT_TRUE(opened.ok()) << opened;
+  internal::DatabaseFiles* files = core.Find(path_);
+  ASSERT_NE(files, nullptr);
+  // The next barrier syncs the directory too (as after an open), and that fsync fails.
+  files->table().file(internal::FileRole::kWal).needs_dir_sync = true;
+  const int64_t dir_fd = files->table().DirectoryFd();
+  ASSERT_GE(dir_fd, 0);
+  trace_->FailNth(io::OpKind::kFsync, 1, EIO, false, 0, static_cast<int>(dir_fd));
+  trace_->Hold(io::OpKind::kFsync);
+  Probe write;
+  Prime(write, Request::Kind::kWrite, "INSERT INTO t VALUES (1)");
+  ASSERT_TRUE(db_->Submit(write.request).ok());
+  internal::EpochQueue& others = core.Find(dir_->Path("other.sqlite"))->queue();
+  ASSERT_TRUE(RunWithoutWaitingUntil(*loop_, [&] { return others.poisoned(); }))
+      << "the other database was not poisoned while the barrier's WAL fsync was in flight";
+  EXPECT_GT(trace_->held(), 0u) << "the barrier's other fsync must still be in flight";
+  EXPECT_FALSE(write.done) << "the write must not be acknowledged";
+  trace_->ReleaseHeld();
+  ASSERT_TRUE(loop_->Run(loop::RunMode::kUntilDone).ok());
+  EXPECT_TRUE(write.done);
+  EXPECT_FALSE(write.status.ok()) << "a write in a barrier whose directory fsync failed";
+  absl::Status closed = absl::UnknownError("close never called back");
+  other->Close([](void* arg, absl::Status s) { *static_cast<absl::Status*>(arg) = std::move(s); },
+               &closed);
+  ASSERT_TRUE(loop_->Run(loop::RunMode::kUntilDone).ok());
+  EXPECT_FALSE(closed.ok()) << "its close reports the poison";
+}
+
 // A file found at open may have been created without its directory being synced: by an open
 // of this process that failed after SQLite had created the WAL (a metadata error), or by a
 // process that died. Its name is durable only once the directory is synced, so writes

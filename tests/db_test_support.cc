@@ -29,9 +29,9 @@ std::string BackendParamName(const ::testing::TestParamInfo<TestBackend>& info) 
 }
 
 void RecordingBackend::FailNth(io::OpKind kind, uint32_t nth, int error, bool persistent,
-                               uint32_t length) {
+                               uint32_t length, int fd) {
   SQLOOP_CHECK(nth >= 1, "FailNth counts from 1");
-  rules_.push_back(Rule{kind, nth, error, persistent, length});
+  rules_.push_back(Rule{kind, nth, error, persistent, length, fd});
 }
 
 void RecordingBackend::Submit(io::Op* op) {
@@ -40,6 +40,7 @@ void RecordingBackend::Submit(io::Op* op) {
   for (Rule& rule : rules_) {
     if (rule.kind != op->kind || rule.countdown == 0) continue;
     if (rule.length != 0 && rule.length != op->length) continue;
+    if (rule.fd != -1 && rule.fd != op->fd) continue;
     if (--rule.countdown != 0) continue;
     if (rule.persistent) rule.countdown = 1;
     faked_[op] = Faked{op->kind, rule.error};

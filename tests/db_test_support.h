@@ -58,9 +58,9 @@ class RecordingBackend final : public io::Backend {
 
   // The `nth` (1-based, counted from now) submission of `kind` completes with -`error`
   // without running. `persistent`: that one and every later one of the kind. `length`: if not
-  // 0, only submissions of exactly that many bytes count.
+  // 0, only submissions of exactly that many bytes count; `fd`: if not -1, only those on it.
   void FailNth(io::OpKind kind, uint32_t nth, int error, bool persistent = false,
-               uint32_t length = 0);
+               uint32_t length = 0, int fd = -1);
   void ClearFaults() { rules_.clear(); }
   // Submissions of `kind` from now on are held back instead of reaching the backend, so they
   // stay in flight for as long as the test needs (an fsync the database is waiting for, say);
@@ -107,6 +107,7 @@ class RecordingBackend final : public io::Backend {
     int error;
     bool persistent;
     uint32_t length;
+    int fd;
   };
   struct Faked {
     io::OpKind kind;
