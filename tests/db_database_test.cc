@@ -446,6 +446,17 @@ TEST_P(DatabaseTest, FsyncEioPoisonsWithOutcomeUnknownAndKeepsAcknowledgedData) 
   EXPECT_TRUE(rows == "1|\n" || rows == "1|\n2|\n") << rows;  // 2's outcome was unknown.
 }
 
+// Opens a second database (beside path_'s, on the same loop and Vfs); null if it failed.
+std::unique_ptr<Database> OpenOther(loop::Loop& loop, Vfs& vfs, const std::string& path) {
+  auto other = std::make_unique<Database>(loop, vfs, path, DatabaseOptions{});
+  absl::Status opened = absl::UnknownError("open never called back");
+  other->Open([](void* arg, absl::Status s) { *static_cast<absl::Status*>(arg) = std::move(s); },
+              &opened);
+  EXPECT_TRUE(loop.Run(loop::RunMode::kUntilDone).ok());
+  EXPECT_TRUE(opened.ok()) << opened;
+  return opened.ok() ? std::move(other) : nullptr;
+}
+
 // A failed fsync of the directory may lose file creations and unlinks of every database in it:
 // all of them are poisoned, including one whose own fsyncs never failed, and none is opened
 // again in this process.
@@ -455,13 +466,8 @@ TEST_P(DatabaseTest, AFailedDirectoryFsyncPoisonsEveryDatabaseInTheDirectory) {
   internal::VfsCore& core = internal::VfsCore::Of(*vfs_);
   internal::DatabaseFiles* files = core.Find(path_);
   ASSERT_NE(files, nullptr);
-  auto other =
-      std::make_unique<Database>(*loop_, *vfs_, dir_->Path("other.sqlite"), DatabaseOptions{});
-  absl::Status opened = absl::UnknownError("open never called back");
-  other->Open([](void* arg, absl::Status s) { *static_cast<absl::Status*>(arg) = std::move(s); },
-              &opened);
-  ASSERT_TRUE(loop_->Run(loop::RunMode::kUntilDone).ok());
-  ASSERT_TRUE(opened.ok()) << opened;
+  std::unique_ptr<Database> other = OpenOther(*loop_, *vfs_, dir_->Path("other.sqlite"));
+  ASSERT_NE(other, nullptr);
   ASSERT_NE(core.Find(dir_->Path("other.sqlite")), nullptr);
   // The directory fsync of the first database's files stands for any directory fsync failing.
   files->queue().Poison(absl::DataLossError("test: fsync of the directory failed"));
@@ -487,13 +493,8 @@ TEST_P(DatabaseTest, AFailedDirectoryFsyncPoisonsTheOthersBeforeItsBarrierEnds) 
   ASSERT_TRUE(OpenDb().ok());
   ASSERT_TRUE(Write("CREATE TABLE t(x)").ok());
   internal::VfsCore& core = internal::VfsCore::Of(*vfs_);
-  auto other =
-      std::make_unique<Database>(*loop_, *vfs_, dir_->Path("other.sqlite"), DatabaseOptions{});
-  absl::Status opened = absl::UnknownError("open never called back");
-  other->Open([](void* arg, absl::Status s) { *static_cast<absl::Status*>(arg) = std::move(s); },
-              &opened);
-  ASSERT_TRUE(loop_->Run(loop::RunMode::kUntilDone).ok());
-  ASSERT_TRUE(opened.ok()) << opened;
+  std::unique_ptr<Database> other = OpenOther(*loop_, *vfs_, dir_->Path("other.sqlite"));
+  ASSERT_NE(other, nullptr);
   internal::DatabaseFiles* files = core.Find(path_);
   ASSERT_NE(files, nullptr);
   // The next barrier syncs the directory too (as after an open), and that fsync fails.
