@@ -420,6 +420,17 @@ void ActivateSlot(TenantId tenant, uint64_t limit_bytes, TenantId group) {
   slot.registered.store(1, std::memory_order_release);
 }
 
+// Calls `visit(tenant, name)` for every registered tenant except groups, under the registry's
+// lock: a group's bytes are its members', so counting it too would count them twice.
+template <typename Visit>
+void ForEachTenantOutsideGroups(Visit visit) {
+  Registry& registry = GetRegistry();
+  std::lock_guard<std::mutex> lock(registry.mu);
+  for (TenantId tenant = 0; tenant < registry.names.size(); ++tenant) {
+    if (IsRegistered(tenant) && !registry.is_group[tenant]) visit(tenant, registry.names[tenant]);
+  }
+}
+
 }  // namespace
 
 absl::Status InstallSqliteMemory() {
@@ -559,23 +570,16 @@ absl::StatusOr<ProfileCounters> GetTenantCounters(TenantId tenant) {
 }
 
 void ExportSqliteMemoryProfile(AllocationProfile* profile) {
-  Registry& registry = GetRegistry();
-  std::lock_guard<std::mutex> lock(registry.mu);
-  for (TenantId tenant = 0; tenant < registry.names.size(); ++tenant) {
-    // A group's bytes are its members': exporting it too would count them twice.
-    if (!IsRegistered(tenant) || registry.is_group[tenant]) continue;
-    profile->Set(profile->Tenant(registry.names[tenant]), Snapshot(g_slots[tenant]));
-  }
+  ForEachTenantOutsideGroups([&](TenantId tenant, const std::string& name) {
+    profile->Set(profile->Tenant(name), Snapshot(g_slots[tenant]));
+  });
 }
 
 uint64_t SqliteLiveBytes() {
-  Registry& registry = GetRegistry();
-  std::lock_guard<std::mutex> lock(registry.mu);
   uint64_t live_bytes = 0;
-  for (TenantId tenant = 0; tenant < registry.names.size(); ++tenant) {
-    if (!IsRegistered(tenant) || registry.is_group[tenant]) continue;
+  ForEachTenantOutsideGroups([&](TenantId tenant, const std::string& /*name*/) {
     live_bytes += g_slots[tenant].live_bytes.load(std::memory_order_relaxed);
-  }
+  });
   return live_bytes;
 }
 

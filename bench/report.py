@@ -430,13 +430,23 @@ def group_of(run):
     return split_name(run.get("run_name", run["name"]))[3]
 
 
-def rounds_of(runs):
-    """{run name: [every measured round without an error]}, in first-seen order."""
+def by_run_name(runs):
+    """{run name: [its runs]}, in first-seen order."""
     by_name = {}
     for run in runs:
-        if run.get("run_type") != "aggregate" and not run.get("error_occurred"):
-            by_name.setdefault(run.get("run_name", run["name"]), []).append(run)
+        by_name.setdefault(run.get("run_name", run["name"]), []).append(run)
     return by_name
+
+
+def measured(run):
+    """Whether `run` is a round that measured something: not an aggregate, not an error."""
+    return run.get("run_type") != "aggregate" and not run.get("error_occurred")
+
+
+def rounds_of(runs):
+    """{run name: [every measured round]}, in first-seen order."""
+    return {name: [r for r in candidates if measured(r)]
+            for name, candidates in by_run_name(runs).items()}
 
 
 def select_runs(runs, metric_of=lambda run: None):
@@ -446,17 +456,13 @@ def select_runs(runs, metric_of=lambda run: None):
     consistent with its time. A run with an error always wins, so an error is never hidden. If
     a binary was run with Google Benchmark's own repetitions, its "median" aggregate is used.
     """
-    by_name = {}
-    for run in runs:
-        by_name.setdefault(run.get("run_name", run["name"]), []).append(run)
     chosen = {}
-    for name, candidates in by_name.items():
+    for name, candidates in by_run_name(runs).items():
         metric = metric_of(candidates[0])
         errors = [r for r in candidates if r.get("error_occurred")]
         medians = [r for r in candidates if r.get("aggregate_name") == "median"]
         plain = [r for r in candidates
-                 if r.get("run_type") != "aggregate" and not r.get("error_occurred")
-                 and metric_value(r, metric) is not None]
+                 if measured(r) and metric_value(r, metric) is not None]
         plain.sort(key=lambda r: metric_value(r, metric))
         samples = [metric_value(r, metric) for r in plain]
         if errors:
@@ -747,8 +753,9 @@ def group_table(entry):
 
 
 def median_over_rounds(row, counter):
-    """The median of `counter` over the row's rounds (the chosen run's value if it has one)."""
-    values = sorted(r[counter] for r in row.get("rounds", [row["run"]]) if counter in r)
+    """The median of `counter` over the row's rounds that have it (the lower one of two), or
+    None."""
+    values = sorted(r[counter] for r in row["rounds"] if counter in r)
     return values[(len(values) - 1) // 2] if values else None
 
 
