@@ -586,7 +586,7 @@ void Database::SetRequestState(Request& request, Request::State next) {
       allowed = from == S::kQueued;
       break;
     case S::kFetching:
-      allowed = from == S::kRunning && request.kind == Request::Kind::kRead;
+      allowed = (from == S::kRunning || from == S::kQueued) && request.kind == Request::Kind::kRead;
       break;
     case S::kAwaitingDurable:
       allowed = from == S::kRunning;

@@ -75,14 +75,15 @@
 //                           |                                        | FetchDone (failed, cancelled,
 //                           +-- FetchDone (in memory) -- kFetching --+  closing, poisoned)
 //                                                           ^
-//                                   StepRead (a miss) ------+  (from kRunning; its rows voided)
+//                         StepRead, StartRead (a miss) -----+  (from kRunning, its rows voided; or
+//                                                               from kQueued, in the schema's parse)
 //
 //   transition                      function                        invariant in the new state
 //   kIdle, kDone -> kQueued         Submit                          in its kind's queue (or held_); on_done set
 //   kQueued -> kRunning             RunInGroup, StartRead           out of every queue; its statement steps
 //   kRunning -> kQueued             Requeue, RunInGroup, StepRead   at its queue's front; its rows voided
 //   kRunning -> kFetching           StepRead via RestartRead        a read on no reader; its rows voided; one
-//                                                                   fetch of what it missed is in flight
+//   kQueued -> kFetching            StartRead via RestartRead       fetch of what it missed is in flight
 //   kFetching -> kQueued            FetchDone                       at the read queue's front
 //   kRunning -> kAwaitingDurable    AwaitDurable                    a write that succeeded; waits in awaiting_ for
 //                                                                   its epoch to be durable and visible
@@ -175,8 +176,11 @@
 // (FetchDone) the read runs again from the start, on whichever reader serves a snapshot it may
 // see (invariant 1): a statement touching k cold regions restarts at most k times, and one
 // that restarts kReadRestartsMax times fails with Unavailable rather than loop. A failed fetch
-// fails the read alone with Unavailable; the database stays usable. What still waits: the
-// writer's reads, Pin's, and the statements a connection runs at open.
+// fails the read alone with Unavailable; the database stays usable. A read's prepare runs the
+// same way: when it parses the schema (the first read after an open, or after a schema change)
+// the schema's pages are read from memory only, and a miss restarts the read before it ran
+// (kQueued -> kFetching). What still waits: the writer's reads (its parse of the schema
+// included), Pin's, and the statements a connection runs at open.
 //
 // Checkpoints: a pinned snapshot keeps SQLite from copying WAL frames it may read and from
 // restarting the WAL, so Checkpoint() unpins the idle readers, checkpoints, and pins them again

@@ -15,15 +15,19 @@
 
 namespace sqloop::db {
 
-// The reader's statement stopped on `miss`: the read gives its reader back, voids its rows and
-// waits, out of every queue, for one fetch. The reader keeps its snapshot for the next read.
+// The read stopped on `miss`, in its statement's steps (kRunning) or in the parse of the schema
+// its prepare needed (kQueued, off every queue): the read gives its reader back, voids its rows
+// and waits, out of every queue, for one fetch. The reader keeps its snapshot for the next read.
 void Database::RestartRead(Connection& reader, Request& r, const internal::ReadMiss& miss) {
-  sqlite3_reset(reader.read_stmt);
-  sqlite3_clear_bindings(reader.read_stmt);
-  reader.EndRequest();
-  reader.read_stmt = nullptr;
-  // SQLITE_INTERRUPT ends a read-only statement and leaves its read transaction open; should
-  // SQLite have ended the transaction anyway, the reader is pinned afresh.
+  if (reader.current() == &r) {
+    sqlite3_reset(reader.read_stmt);
+    sqlite3_clear_bindings(reader.read_stmt);
+    reader.EndRequest();
+    reader.read_stmt = nullptr;
+  }
+  // SQLITE_INTERRUPT ends a read-only statement, or the schema's parse, and leaves the read
+  // transaction open; should SQLite have ended the transaction anyway, the reader is pinned
+  // afresh.
   if (sqlite3_get_autocommit(reader.db()) != 0) Unpin(reader);
   DiscardRows(r);
   if (r.restarts_ >= kReadRestartsMax) {

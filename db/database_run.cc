@@ -482,7 +482,16 @@ void Database::StartRead(Connection& reader, Request& r) {
     Finish(r, std::move(refused));
     return;
   }
+  // A first parse of the schema (after an open, or a schema change) reads it as a statement
+  // reads its pages: what is not in memory stops the parse, which runs again once it is.
+  internal::EpochQueue& queue = files_->queue();
+  queue.set_reads_nowait(true);
   absl::StatusOr<sqlite3_stmt*> stmt = reader.Prepare(r.sql);
+  queue.set_reads_nowait(false);
+  if (internal::ReadMiss miss; queue.TakeMiss(miss) && !stmt.ok()) {
+    RestartRead(reader, r, miss);
+    return;
+  }
   absl::Status status = stmt.status();
   if (status.ok()) status = reader.Bind(*stmt, r.params);
   if (!status.ok()) {
