@@ -180,7 +180,8 @@
 // same way: when it parses the schema (the first read after an open, or after a schema change)
 // the schema's pages are read from memory only, and a miss restarts the read before it ran
 // (kQueued -> kFetching). What still waits: the writer's reads (its parse of the schema
-// included), Pin's, and the statements a connection runs at open.
+// included), a kAuto request's classification in Submit (KindOf prepares it, and may parse the
+// schema), Pin's, and the statements a connection runs at open.
 //
 // Checkpoints: a pinned snapshot keeps SQLite from copying WAL frames it may read and from
 // restarting the WAL, so Checkpoint() unpins the idle readers, checkpoints, and pins them again
