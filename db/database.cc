@@ -552,6 +552,7 @@ void Database::SetWriterState(WriterState next) {
   const W from = writer_state_;
   const bool allowed = next == W::kIdle       ? from != W::kIdle
                        : next == W::kGrouping ? from == W::kIdle
+                       : next == W::kFetching ? from == W::kGrouping || from == W::kIdle
                                               : from == W::kGrouping;
   SQLOOP_CHECK(allowed, "Database: a group commit transition its table does not list");
   writer_state_ = next;
@@ -567,6 +568,12 @@ void Database::SetWriterState(WriterState next) {
     case W::kBlocked:
       SQLOOP_CHECK(group_.empty() && files_->queue().backpressure() > 0,
                    "the writer blocked without a refused write, or kept its requests");
+      break;
+    case W::kFetching:
+      SQLOOP_CHECK(
+          group_.empty() && sqlite3_get_autocommit(writer_->db()) != 0 && fetches_in_flight_ > 0,
+          "the writer waits for a fetch with a transaction open, its requests kept or "
+          "no fetch in flight");
       break;
     case W::kIdle:
       SQLOOP_CHECK(group_.empty(), "the writer went idle with requests in its group");

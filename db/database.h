@@ -102,22 +102,36 @@
 // clang-format off
 //
 //   kIdle --RunGroupOnce: BEGIN--> kGrouping --Commit: an epoch to sync--> kSyncing --Serve: durable--> kIdle
-//                                    |   |
-//                                    |   +--OnOverflow: buffer full, rolled back--> kBlocked --Serve: drained--> kIdle
+//     |                              |   |   |
+//     |                              |   |   +--OnOverflow: buffer full, rolled back--> kBlocked --Serve: drained--> kIdle
+//     |                              |   +--RestartGroup: a miss, rolled back--+
+//     +--RunGroupOnce: BEGIN missed----------------------------------------------+--> kFetching --FetchDone--> kIdle
 //                                    +--Commit (nothing to sync, failed), RunInGroup, RunGroupOnce (lost)--> kIdle
 //
 //   transition              function                          invariant in the new state
 //   kIdle -> kGrouping      RunGroupOnce                      a write transaction is open; the group is empty
 //   kGrouping -> kSyncing   Commit                            committed; the group's epoch is not durable yet
 //   kGrouping -> kBlocked   OnOverflow                        rolled back; the write-behind buffer refused a write
+//   kGrouping -> kFetching  RunInGroup via RestartGroup       no transaction open; the group's requests queued
+//   kIdle -> kFetching      RunGroupOnce                      again, in order; one fetch of what it missed in flight
 //   kGrouping -> kIdle      Commit, RunInGroup, RunGroupOnce  no transaction of ours is open; the group is empty
 //   kSyncing -> kIdle       Serve                             the group's epoch is durable
 //   kBlocked -> kIdle       Serve                             the write-behind queue drained
+//   kFetching -> kIdle      FetchDone                         what the group missed is in memory, or its fetch
+//                                                             failed (group_fetch_error_)
 //
 // clang-format on
 //
 // Outside kGrouping the group (group_) is empty. Only kIdle starts a group, so groups commit one
-// after another and the next starts once the previous one's fsync completed. Its data:
+// after another and the next starts once the previous one's fsync completed. The writer reads
+// from memory only, as a reader does (below): BEGIN's read of page 1, and each statement's
+// prepare and steps. A miss stops the statement; SQLite rolls a write transaction back when a
+// statement that writes is interrupted, and RestartGroup rolls back what is left, queues the
+// group's requests again in their order and waits in kFetching for one fetch of the missed
+// window. The request whose statement missed counts the restart: at kRestartsMax, or when it
+// misses again after the fetch for its group failed, it fails alone with Unavailable (nothing
+// of it written) and the others run. BEGIN's misses count in begin_restarts_; past
+// kRestartsMax in a row, or after a failed fetch, BEGIN reads by waiting. Its data:
 // group_epoch_ (the last group's commit epoch), group_limit_ (requests per group after an
 // overflow of the group's own making, 0 otherwise), begin_failures_ (ticks in a row BEGIN
 // failed on).
@@ -175,13 +189,14 @@
 // restarts of the same read, so a cold scan needs few). Once the window is in the page cache
 // (FetchDone) the read runs again from the start, on whichever reader serves a snapshot it may
 // see (invariant 1): a statement touching k cold regions restarts at most k times, and one
-// that restarts kReadRestartsMax times fails with Unavailable rather than loop. A failed fetch
+// that restarts kRestartsMax times fails with Unavailable rather than loop. A failed fetch
 // fails the read alone with Unavailable; the database stays usable. A read's prepare runs the
 // same way: when it parses the schema (the first read after an open, or after a schema change)
 // the schema's pages are read from memory only, and a miss restarts the read before it ran
-// (kQueued -> kFetching). What still waits: the writer's reads (its parse of the schema
-// included), a kAuto request's classification in Submit (KindOf prepares it, and may parse the
-// schema), Pin's, and the statements a connection runs at open.
+// (kQueued -> kFetching). The writer's groups restart the same way (above). What still waits:
+// a kAuto request's classification in Submit (KindOf prepares it, and may parse the schema),
+// Pin's reads, the checkpoint's, and the statements a connection runs at open (the writer's
+// parse of the schema when it opens at the first write among them).
 //
 // Checkpoints: a pinned snapshot keeps SQLite from copying WAL frames it may read and from
 // restarting the WAL, so Checkpoint() unpins the idle readers, checkpoints, and pins them again
@@ -258,12 +273,13 @@ inline constexpr uint32_t kCheckpointFramesDefault = 1000;
 // budgets): tens of microseconds of work, so a deadline or budget is noticed promptly at
 // negligible cost. Budgets are counted in these units.
 inline constexpr int kProgressOpsDefault = 1000;
-// Restarts of one read after it stopped on bytes that were not in memory, before it fails with
-// Unavailable. A point read stops at most once per level of its B-tree that is cold (3 or 4 on
-// a large table); a cold scan once per fetch window, and windows grow to kFetchWindowBytesMax,
-// so 32 restarts read in about 290 MiB. Reaching it means the page cache does not keep what
-// the read needs (the machine is short of memory).
-inline constexpr uint8_t kReadRestartsMax = 32;
+// Restarts of one request (a read, or the write whose statement stopped its group) after it
+// stopped on bytes that were not in memory, before it fails with Unavailable. A point read or
+// write stops at most once per level of its B-tree that is cold (3 or 4 on a large table); a
+// cold scan once per fetch window, and windows grow to kFetchWindowBytesMax, so 32 restarts
+// read in about 290 MiB. Reaching it means the page cache does not keep what the request needs
+// (the machine is short of memory).
+inline constexpr uint8_t kRestartsMax = 32;
 // The first window fetched around a miss: one page of 4 KiB, the missed page alone. In
 // sqlite_read_cold a 32 KiB window made cold point reads at one in flight clearly slower than
 // plain SQLite's and the page alone kept up with it: random point reads gain nothing from a
@@ -349,6 +365,7 @@ struct DatabaseStats {
   uint64_t reads_held = 0;            // Client reads that waited for their client's earlier writes.
   uint64_t reads_on_syncing = 0;      // Reads started while a group's fsync was in flight.
   uint64_t read_restarts = 0;         // Reads stopped on bytes not in memory, fetched, run again.
+  uint64_t group_restarts = 0;        // Groups (and BEGINs) the same way, rolled back first.
   uint64_t fetched_bytes = 0;         // Bytes those fetches read in.
   uint64_t read_ticks_cut_short = 0;  // Ticks that left reads to the next (read_tick_budget_ns).
   uint64_t readers_opened = 0;        // Reader connections opened after the first (on demand).
@@ -419,7 +436,7 @@ class Database {
  private:
   using Connection = internal::Connection;
   // The group commit's states (the table above).
-  enum class WriterState : uint8_t { kIdle, kGrouping, kSyncing, kBlocked };
+  enum class WriterState : uint8_t { kIdle, kGrouping, kSyncing, kBlocked, kFetching };
   // The queues of requests (waiting to run, waiting for durability): FIFOs through a
   // request's queue link.
   using Queue = IntrusiveList<Request, &Request::queue_link_>;
@@ -479,7 +496,8 @@ class Database {
   void StepRead(Connection& reader);
   void FinishClose();
   void CloseConnections();
-  // Misses (the section above): a fetch of one window for one read, reused through a free list.
+  // Misses (the section above): a fetch of one window for one read, or for the writer's group
+  // (`request` null), reused through a free list.
   struct Fetch {
     loop::Completion c;
     Database* db = nullptr;
@@ -487,7 +505,8 @@ class Database {
     uint64_t end = 0;  // The window's end; c.op reads the next part of it.
   };
   void RestartRead(Connection& reader, Request& r, const internal::ReadMiss& miss);
-  void StartFetch(Request& r, const internal::ReadMiss& miss);
+  void RestartGroup(std::vector<Request*>& group, Request& r, const internal::ReadMiss& miss);
+  void StartFetch(Request* r, uint8_t restarts, const internal::ReadMiss& miss);
   static loop::Action OnFetched(loop::Loop& loop, loop::Completion& c);
   loop::Action FetchDone(Fetch& fetch);
 
@@ -529,11 +548,13 @@ class Database {
   uint32_t group_limit_ = 0;  // Requests per group after an overflow; 0: the option's max.
   uint32_t wal_frames_ = 0;   // WAL frames after the last commit (sqlite3_wal_hook).
   WriterState writer_state_ = WriterState::kIdle;
-  int last_write_rc_ = 0;       // SQLite's result for the last write statement.
-  uint8_t begin_failures_ = 0;  // Consecutive ticks BEGIN failed on (kBeginAttemptsMax).
-  uint64_t visible_epoch_ = 0;  // Newest durable snapshot a reader has shown (invariant 3).
-  uint64_t acked_epoch_ = 0;    // Newest epoch of an acknowledged write (invariant 1).
-  absl::Status pin_error_;      // Why the last Pin failed; OK after one succeeds.
+  int last_write_rc_ = 0;           // SQLite's result for the last write statement.
+  uint8_t begin_failures_ = 0;      // Consecutive ticks BEGIN failed on (kBeginAttemptsMax).
+  uint8_t begin_restarts_ = 0;      // Consecutive BEGINs that missed (kRestartsMax).
+  uint64_t visible_epoch_ = 0;      // Newest durable snapshot a reader has shown (invariant 3).
+  uint64_t acked_epoch_ = 0;        // Newest epoch of an acknowledged write (invariant 1).
+  absl::Status pin_error_;          // Why the last Pin failed; OK after one succeeds.
+  absl::Status group_fetch_error_;  // Why the writer's last fetch failed (RestartGroup).
 
   std::unique_ptr<Connection> writer_;
   std::vector<std::unique_ptr<Connection>> readers_;

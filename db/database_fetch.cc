@@ -1,5 +1,5 @@
-// Database: reads that stop on data not in memory, fetch it, and run again (the "Reads never
-// wait for the disk" section of db/database.h).
+// Database: reads and write groups that stop on data not in memory, fetch it, and run again
+// (the "Reads never wait for the disk" section of db/database.h).
 #include <sqlite3.h>
 
 #include <algorithm>
@@ -30,10 +30,10 @@ void Database::RestartRead(Connection& reader, Request& r, const internal::ReadM
   // afresh.
   if (sqlite3_get_autocommit(reader.db()) != 0) Unpin(reader);
   DiscardRows(r);
-  if (r.restarts_ >= kReadRestartsMax) {
+  if (r.restarts_ >= kRestartsMax) {
     ++stats_.reads;
     Finish(r, absl::UnavailableError(absl::StrCat(
-                  "the read stopped ", kReadRestartsMax,
+                  "the read stopped ", kRestartsMax,
                   " times on data that was not in memory, although each time it was read in: "
                   "the page cache does not keep what this read needs (is the machine short of "
                   "memory?). Retry later, or read less in one statement")));
@@ -42,14 +42,46 @@ void Database::RestartRead(Connection& reader, Request& r, const internal::ReadM
   ++r.restarts_;
   ++stats_.read_restarts;
   SetRequestState(r, Request::State::kFetching);
-  StartFetch(r, miss);
+  StartFetch(&r, r.restarts_, miss);
+}
+
+// The statement of `r`, in the group, stopped on `miss` (its steps, or its prepare's parse of
+// the schema). SQLite has rolled the transaction back, or the group does it now: every request
+// of the group goes back to the queue's front in its order, and the writer waits for one fetch
+// (kFetching) before the group runs again. A write counts the restarts it caused, bounded as a
+// read's; it fails alone, the rest of the group going on, at the bound or when it misses again
+// after the fetch for its last miss failed.
+void Database::RestartGroup(std::vector<Request*>& group, Request& r,
+                            const internal::ReadMiss& miss) {
+  if (sqlite3_get_autocommit(writer_->db()) == 0) (void)writer_->RunInternal("ROLLBACK");
+  absl::Status failed;
+  if (!group_fetch_error_.ok()) {
+    failed = std::exchange(group_fetch_error_, absl::OkStatus());
+  } else if (r.restarts_ >= kRestartsMax) {
+    failed = absl::UnavailableError(absl::StrCat(
+        "the write stopped ", kRestartsMax,
+        " times on data that was not in memory, although each time it was read in: the page "
+        "cache does not keep what this write needs (is the machine short of memory?); nothing "
+        "was written. Retry later, or write less in one request"));
+  }
+  if (!failed.ok()) {
+    Finish(r, std::move(failed));
+    Requeue(group, nullptr);
+    SetWriterState(WriterState::kIdle);
+    return;
+  }
+  ++r.restarts_;
+  ++stats_.group_restarts;
+  Requeue(group, &r);
+  StartFetch(nullptr, r.restarts_, miss);
+  SetWriterState(WriterState::kFetching);
 }
 
 // Reads a window around the miss into the Vfs's sink, which only brings it into the page cache.
 // The window is kFetchWindowBytes, doubling from the read's fifth restart on (a scan), aligned to
 // its size so that a scan's next miss falls in the next window; it ends at what SQLite sees of
 // the file, and always holds the missed bytes.
-void Database::StartFetch(Request& r, const internal::ReadMiss& miss) {
+void Database::StartFetch(Request* r, uint8_t restarts, const internal::ReadMiss& miss) {
   if (free_fetches_.empty()) {
     auto made = std::make_unique<Fetch>();
     made->db = this;
@@ -60,10 +92,10 @@ void Database::StartFetch(Request& r, const internal::ReadMiss& miss) {
   }
   Fetch& fetch = *free_fetches_.back();
   free_fetches_.pop_back();
-  const uint32_t doublings = r.restarts_ > 4 ? std::min(r.restarts_ - 4, 16) : 0;
+  const uint32_t doublings = restarts > 4 ? std::min(restarts - 4, 16) : 0;
   const uint64_t window = std::min(kFetchWindowBytes << doublings, kFetchWindowBytesMax);
   const uint64_t start = miss.offset / window * window;
-  fetch.request = &r;
+  fetch.request = r;
   fetch.end = std::max(std::min(start + window, miss.file_bytes), miss.offset + miss.length);
   internal::VfsContext& context = internal::VfsCore::Of(vfs_).context();
   fetch.c.op = io::Op{.kind = io::OpKind::kRead,
@@ -81,14 +113,16 @@ loop::Action Database::OnFetched(loop::Loop& /*loop*/, loop::Completion& c) {
   return fetch->db->FetchDone(*fetch);
 }
 
-// One part of the window is in memory: read the next part, or requeue the read to run again.
+// One part of the window is in memory: read the next part, or requeue the read to run again
+// (the writer's group: let it run again).
 loop::Action Database::FetchDone(Fetch& fetch) {
   io::Op& op = fetch.c.op;
-  Request& r = *fetch.request;
+  Request* r = fetch.request;
   const int64_t result = fetch.c.result();
   if (result > 0) stats_.fetched_bytes += static_cast<uint64_t>(result);
   const uint64_t next = op.offset + static_cast<uint64_t>(std::max<int64_t>(result, 0));
-  if (result > 0 && next < fetch.end && !r.cancel_requested_ && state_ == State::kReady) {
+  if (result > 0 && next < fetch.end && (r == nullptr || !r->cancel_requested_) &&
+      state_ == State::kReady) {
     op.offset = next;
     op.length = static_cast<uint32_t>(
         std::min<uint64_t>(fetch.end - next, internal::VfsContext::kFetchSinkBytes));
@@ -101,24 +135,32 @@ loop::Action Database::FetchDone(Fetch& fetch) {
   if (result < 0) {
     status = io::ErrnoStatus(
         absl::StatusCode::kUnavailable, result,
-        absl::StrCat("reading '", path_,
-                     "' (or its WAL) to answer this read failed; the database stays usable, "
-                     "retry the read"));
-  } else if (r.cancel_requested_) {
-    status = absl::CancelledError("request cancelled while it ran");
-  } else if (state_ == State::kClosing) {
-    status = absl::CancelledError("database is closing");
-  } else if (state_ == State::kPoisoned) {
-    status = Poisoned(files_->queue().poison_status());
-  }
-  if (status.ok()) {
-    SetRequestState(r, Request::State::kQueued);
-    reads_.PushFront(r);
-  } else {
-    ++stats_.reads;
-    Finish(r, std::move(status));
+        absl::StrCat("reading '", path_, "' (or its WAL) to answer this ",
+                     r == nullptr ? "write failed; nothing was written" : "read failed",
+                     "; the database stays usable, retry the ", r == nullptr ? "write" : "read"));
   }
   ArmPump();
+  if (r == nullptr) {
+    group_fetch_error_ = std::move(status);  // The write that missed fails if it misses again.
+    SetWriterState(WriterState::kIdle);
+    return loop::Action::kDisarm;
+  }
+  if (status.ok()) {
+    if (r->cancel_requested_) {
+      status = absl::CancelledError("request cancelled while it ran");
+    } else if (state_ == State::kClosing) {
+      status = absl::CancelledError("database is closing");
+    } else if (state_ == State::kPoisoned) {
+      status = Poisoned(files_->queue().poison_status());
+    }
+  }
+  if (status.ok()) {
+    SetRequestState(*r, Request::State::kQueued);
+    reads_.PushFront(*r);
+  } else {
+    ++stats_.reads;
+    Finish(*r, std::move(status));
+  }
   return loop::Action::kDisarm;
 }
 

@@ -70,16 +70,25 @@ absl::Status Database::ExecuteWrite(Request& r) {
 // Prepares, binds and steps one statement of `r` on the writer.
 absl::Status Database::StepWrite(Request& r, absl::string_view sql,
                                  absl::Span<const Value> params) {
+  // Its reads come from memory only, as a read's do: a miss stops the statement, and with it
+  // the group (RestartGroup).
+  internal::EpochQueue& queue = files_->queue();
+  queue.set_reads_nowait(true);
   absl::StatusOr<sqlite3_stmt*> stmt = writer_->Prepare(sql);
+  queue.set_reads_nowait(false);
   if (!stmt.ok()) return stmt.status();
   absl::Status status = writer_->Bind(*stmt, params);
   int rc = SQLITE_DONE;
   if (status.ok()) {
     // The budget runs from the statement's start to its end: RETURNING rows come only after
     // the statement has done all its work, so a write cannot yield between them.
+    queue.set_reads_nowait(true);
     while ((rc = sqlite3_step(*stmt)) == SQLITE_ROW) {
+      queue.set_reads_nowait(false);
       DeliverRow(r, *stmt);
+      queue.set_reads_nowait(true);
     }
+    queue.set_reads_nowait(false);
     if (rc == SQLITE_DONE) {
       r.changes = sqlite3_changes64(writer_->db());
       r.last_insert_rowid = sqlite3_last_insert_rowid(writer_->db());
@@ -153,15 +162,30 @@ bool Database::RunGroupOnce(std::vector<Request*>& group) {
   // group's own syncs, so retrying the same group could only overflow again (OnOverflow).
   const bool started_idle = files_->queue().idle();
   const uint32_t limit = group_limit_ != 0 ? group_limit_ : options_.group_requests_max;
+  // BEGIN reads page 1 when the writer's cache lost it (ReleaseMemory): from memory only, as
+  // the statements do, unless it missed kRestartsMax times in a row or the writer's last fetch
+  // failed (then it waits, and a failure is BEGIN's: FailBegin).
+  internal::EpochQueue& queue = files_->queue();
+  queue.set_reads_nowait(begin_restarts_ < kRestartsMax && group_fetch_error_.ok());
   const int begin_rc = options_.fail_begin_for_testing ? SQLITE_NOMEM
                        : writer_->RunInternal("BEGIN IMMEDIATE").ok()
                            ? SQLITE_OK
                            : sqlite3_extended_errcode(writer_->db());
+  queue.set_reads_nowait(false);
+  if (internal::ReadMiss miss; queue.TakeMiss(miss) && begin_rc != SQLITE_OK) {
+    ++begin_restarts_;
+    ++stats_.group_restarts;
+    StartFetch(nullptr, begin_restarts_, miss);
+    SetWriterState(WriterState::kFetching);
+    return true;
+  }
   if (begin_rc != SQLITE_OK) {
+    group_fetch_error_ = absl::OkStatus();  // BEGIN's own error says it.
     FailBegin(begin_rc);
     return true;
   }
   begin_failures_ = 0;
+  begin_restarts_ = 0;
   SetWriterState(WriterState::kGrouping);
   while (group.size() < limit && !writes_.empty()) {
     if (writer_->SliceUsed()) {
@@ -214,6 +238,10 @@ Database::GroupStep Database::RunInGroup(std::vector<Request*>& group, Request& 
     (void)writer_->RunInternal(kRelease);
     group.push_back(&r);
     return GroupStep::kNext;
+  }
+  if (internal::ReadMiss miss; files_->queue().TakeMiss(miss)) {
+    RestartGroup(group, r, miss);
+    return GroupStep::kHandled;
   }
   if (files_->queue().backpressure() > 0) {
     // The write-behind buffer is full: undo the group and wait for it to drain.
@@ -297,6 +325,7 @@ void Database::OnOverflow(std::vector<Request*>& group, Request* current, bool s
 }
 
 bool Database::Commit(std::vector<Request*>& group, bool started_idle) {
+  group_fetch_error_ = absl::OkStatus();  // The group ran without missing again.
   if (absl::Status commit = writer_->RunInternal("COMMIT"); !commit.ok()) {
     const int rc = sqlite3_extended_errcode(writer_->db());
     (void)writer_->RunInternal("ROLLBACK");

@@ -201,7 +201,7 @@ struct Request {
   State state_ = State::kIdle;
   bool cancel_requested_ = false;
   uint8_t busy_retries_ = 0;
-  uint8_t restarts_ = 0;  // Times a read stopped on bytes not in memory (kReadRestartsMax).
+  uint8_t restarts_ = 0;  // Times it stopped on bytes not in memory (kRestartsMax).
   uint32_t batch_index_ = 0;
   bool rows_delivered_ = false;  // on_row ran since the request last started.
   uint64_t snapshot_min_ = 0;    // A read's oldest allowed snapshot (db/database.h).

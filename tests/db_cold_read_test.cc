@@ -39,6 +39,12 @@ constexpr const char* kScan = "SELECT count(*), sum(length(s)), sum(id) FROM t";
 const std::string kScanRows =
     absl::StrCat(kRows, "|", kRows * 120, "|", kRows*(kRows + 1) / 2, "|\n");
 
+// Tries at making a database cold before a test forces a miss: POSIX_FADV_DONTNEED is advice,
+// and the kernel sometimes keeps (or reads ahead) every page a test needs cold. The last try
+// also tells the first probe to miss (RecordingBackend::MissProbes), so the path under test
+// runs for sure; the simulator's page cache needs no help.
+constexpr int kColdAttempts = 5;
+
 class ColdReadTest : public DatabaseTest {
  protected:
   bool simulated() const { return GetParam().name == "simulator"; }
@@ -142,8 +148,9 @@ TEST_P(ColdReadTest, ReadsOfDataNotInMemoryNeverMakeTheLoopWait) {
   // DONTNEED is advice, and the kernel's readahead for the connection's first (waiting) read
   // may bring back what the test needs cold: make it cold again until a read found it so.
   uint64_t waited = 0;
-  for (int attempt = 0; attempt < 5 && db_->stats().read_restarts == 0; ++attempt) {
+  for (int attempt = 0; attempt < kColdAttempts && db_->stats().read_restarts == 0; ++attempt) {
     MakeCold();
+    if (attempt == kColdAttempts - 1) trace_->MissProbes(1);  // The kernel kept it all.
     const uint64_t before = loop_->stats().waited_ops;
     EXPECT_EQ(Read(kScan), kScanRows);
     for (int id : {1, 777, 1500, 2999}) {
@@ -153,7 +160,7 @@ TEST_P(ColdReadTest, ReadsOfDataNotInMemoryNeverMakeTheLoopWait) {
     waited += loop_->stats().waited_ops - before;
   }
   EXPECT_EQ(waited, 0U) << "a read waited for the disk on the loop";
-  EXPECT_GE(db_->stats().read_restarts, 1U) << "nothing was cold in 5 tries: it proves nothing";
+  EXPECT_GE(db_->stats().read_restarts, 1U) << "no read stopped: it proves nothing";
   EXPECT_GT(db_->stats().fetched_bytes, 0U);
 }
 
@@ -181,9 +188,11 @@ TEST_P(ColdReadTest, AReopenOfAColdDatabaseMakesTheLoopWaitForNothing) {
 }
 
 // A reopen of a database whose schema is larger than page 1 (the head), with the pages past
-// page 1 out of memory (on a real file system page 1 stays in: the head's read would start the
-// kernel's readahead, which brings a small schema back): the first read's prepare stops on
-// the schema's pages and restarts as a statement does. Nothing waits.
+// page 1 out of memory: the first read's prepare stops on the schema's pages and restarts as a
+// statement does. Nothing waits. On a real file system the kernel's readahead may bring a small
+// schema back before the read (the head's read can start it), so the first probe after the
+// open is also told to miss: it is the prepare's, which parses the schema before the statement
+// reads anything.
 TEST_P(ColdReadTest, AReopenOfADatabaseWithItsSchemaOutOfMemoryMakesTheLoopWaitForNothing) {
   if (OnTmpfs()) GTEST_SKIP() << "the scratch directory is on tmpfs";
   ASSERT_TRUE(OpenDb().ok());
@@ -195,22 +204,92 @@ TEST_P(ColdReadTest, AReopenOfADatabaseWithItsSchemaOutOfMemoryMakesTheLoopWaitF
                                       i))
                     .ok());
   }
-  constexpr const char* kInsert =
-      "INSERT INTO table_with_a_long_name_39(id, first_column) VALUES (7, 'x')";
-  ASSERT_TRUE(Write(kInsert).ok());
-  uint64_t restarts = 0;
+  ASSERT_TRUE(
+      Write("INSERT INTO table_with_a_long_name_39(id, first_column) VALUES (7, 'x')").ok());
+  ASSERT_TRUE(CloseDb().ok());
+  EvictFiles(/*from=*/4096);
+  const uint64_t before = loop_->stats().waited_ops;
+  ASSERT_TRUE(OpenDb().ok());
+  trace_->MissProbes(1);
+  EXPECT_EQ(Read("SELECT first_column FROM table_with_a_long_name_39 WHERE id = 7"), "'x'|\n");
+  EXPECT_GE(db_->stats().read_restarts, 1U) << "the read never stopped";
+  EXPECT_EQ(loop_->stats().waited_ops - before, 0U)
+      << "a reopen waited for the disk on the loop to read the schema";
+}
+
+// Writes whose pages are not in memory: the group stops at the miss, is rolled back, and runs
+// again once the page is read in, its writes in their order, so no read of a write waits for
+// the disk on the loop. (A write may still wait for other things: the directory's descriptor
+// at the first barrier, a WAL growing past its reserve.) Every write is checked, and so is the
+// order they completed in.
+TEST_P(ColdReadTest, WritesToDataNotInMemoryNeverMakeTheLoopWait) {
+  if (OnTmpfs()) GTEST_SKIP() << "the scratch directory is on tmpfs";
+  CreateTable();
+  // The writer opens (after a reopen it waits for the first write) and the WAL has its reserve:
+  // what is left to wait for is what the writes read.
+  ASSERT_TRUE(Write("UPDATE t SET s = s WHERE id = 2").ok());
+  constexpr int kIds[] = {1, 777, 1500, 2999};
   uint64_t waited = 0;
-  for (int attempt = 0; attempt < 5 && restarts == 0; ++attempt) {
-    ASSERT_TRUE(CloseDb().ok());
-    EvictFiles(/*from=*/4096);
-    const uint64_t before = loop_->stats().waited_ops;
-    ASSERT_TRUE(OpenDb().ok());
-    EXPECT_EQ(Read("SELECT first_column FROM table_with_a_long_name_39 WHERE id = 7"), "'x'|\n");
-    waited += loop_->stats().waited_ops - before;
-    restarts += db_->stats().read_restarts;
+  for (int attempt = 0; attempt < kColdAttempts && db_->stats().group_restarts == 0; ++attempt) {
+    MakeCold();
+    if (attempt == kColdAttempts - 1) trace_->MissProbes(1);  // The kernel kept it all.
+    const uint64_t before = vfs_->stats().reads_waited;
+    std::vector<std::string> order;
+    Probe writes[std::size(kIds)];
+    for (size_t i = 0; i < std::size(kIds); ++i) {
+      Prime(writes[i], Request::Kind::kWrite, "UPDATE t SET s = ? || substr(s, 9) WHERE id = ?",
+            {Value::Text(absl::StrFormat("try%05d", attempt)), Value::Int(kIds[i])});
+      writes[i].order = &order;
+      writes[i].name = absl::StrCat(kIds[i]);
+      ASSERT_TRUE(db_->Submit(writes[i].request).ok());
+    }
+    ASSERT_TRUE(loop_->Run(loop::RunMode::kUntilDone).ok());
+    waited += vfs_->stats().reads_waited - before;
+    for (const Probe& w : writes) {
+      ASSERT_TRUE(w.done);
+      EXPECT_TRUE(w.status.ok()) << w.status;
+      EXPECT_EQ(w.request.changes, 1);
+    }
+    EXPECT_EQ(order, (std::vector<std::string>{"1", "777", "1500", "2999"}));
+    for (int id : kIds) {
+      EXPECT_EQ(Read("SELECT substr(s, 1, 8), length(s) FROM t WHERE id = ?", {Value::Int(id)}),
+                absl::StrFormat("'try%05d'|120|\n", attempt));
+    }
   }
-  EXPECT_GE(restarts, 1U) << "no read stopped on the schema in 5 tries: it proves nothing";
-  EXPECT_EQ(waited, 0U) << "a reopen waited for the disk on the loop to read the schema";
+  EXPECT_GE(db_->stats().group_restarts, 1U) << "no group stopped: it proves nothing";
+  EXPECT_EQ(waited, 0U) << "a write's read waited for the disk on the loop";
+  EXPECT_EQ(Read(kScan), kScanRows);
+}
+
+// A write whose page the cache never keeps fails with Unavailable after a bounded number of
+// restarts, nothing of it written; a write whose fetch fails fails with the I/O error. The
+// database stays usable after both.
+TEST_P(ColdReadTest, AWriteThatKeepsMissingOrWhoseFetchFailsFailsAloneAndNothingIsWritten) {
+  CreateTable();
+  MakeCold();
+  trace_->MissProbes(1'000'000);
+  const absl::Status kept_missing = Write("UPDATE t SET s = 'lost' WHERE id = 1500");
+  EXPECT_EQ(kept_missing.code(), absl::StatusCode::kUnavailable) << kept_missing;
+  EXPECT_NE(kept_missing.message().find("not in memory"), std::string::npos) << kept_missing;
+  EXPECT_GE(db_->stats().group_restarts, kRestartsMax);  // And BEGIN's, of the writer's open.
+  trace_->MissProbes(0);
+
+  MakeCold();
+  // Page 1 back in the writer's cache, so that it is the statement's fetch that fails.
+  ASSERT_TRUE(Write("UPDATE t SET s = s WHERE id = 2").ok());
+  const uint64_t restarts = db_->stats().group_restarts;
+  trace_->MissProbes(1'000'000);
+  trace_->FailNth(io::OpKind::kRead, 1, EIO, /*persistent=*/true);
+  const absl::Status fetch_failed = Write("UPDATE t SET s = 'lost' WHERE id = 1500");
+  EXPECT_EQ(fetch_failed.code(), absl::StatusCode::kUnavailable) << fetch_failed;
+  EXPECT_NE(fetch_failed.message().find("Input/output error"), std::string::npos) << fetch_failed;
+  EXPECT_EQ(db_->stats().group_restarts, restarts + 1) << "the failed fetch was retried";
+  trace_->ClearFaults();
+  trace_->MissProbes(0);
+
+  EXPECT_EQ(Read("SELECT count(*) FROM t WHERE s = 'lost'"), "0|\n");
+  ASSERT_TRUE(Write("UPDATE t SET s = 'kept' WHERE id = 1500").ok());
+  EXPECT_EQ(Read("SELECT s FROM t WHERE id = 1500"), "'kept'|\n");
 }
 
 // A scan that delivered rows and then stops on a page not in memory: its rows are voided
@@ -248,7 +327,7 @@ TEST_P(ColdReadTest, AReadThatKeepsMissingFailsAfterBoundedRestarts) {
   const absl::Status failed = Run(Request::Kind::kRead, kScan, {}, &rows);
   EXPECT_EQ(failed.code(), absl::StatusCode::kUnavailable) << failed;
   EXPECT_NE(failed.message().find("not in memory"), std::string::npos) << failed;
-  EXPECT_EQ(db_->stats().read_restarts, kReadRestartsMax);
+  EXPECT_EQ(db_->stats().read_restarts, kRestartsMax);
   trace_->MissProbes(0);
   EXPECT_EQ(Read(kScan), kScanRows);
 }
@@ -302,6 +381,9 @@ TEST_P(ColdReadTest, TheLoopServesAHotDatabaseWhileAColdOneFetches) {
   run_on_hot(Request::Kind::kRead, "SELECT x FROM h");  // ... and the hot one reads its back.
   const uint64_t waited = loop_->stats().waited_ops;
 
+  // DONTNEED is advice and readahead may bring pages back: the cold read's first probes are
+  // also told to miss, so it fetches (at least three times, so over several ticks) for sure.
+  trace_->MissProbes(3);
   Probe cold;
   Prime(cold, Request::Kind::kRead, kScan);
   SubmitUntilFetching(cold);
@@ -320,6 +402,60 @@ TEST_P(ColdReadTest, TheLoopServesAHotDatabaseWhileAColdOneFetches) {
   EXPECT_TRUE(cold.status.ok()) << cold.status;
   EXPECT_EQ(cold.rows, kScanRows);
   EXPECT_EQ(loop_->stats().waited_ops, waited) << "a read waited for the disk on the loop";
+  absl::Status closed = absl::UnknownError("close never called back");
+  hot.Close([](void* arg, absl::Status s) { *static_cast<absl::Status*>(arg) = std::move(s); },
+            &closed);
+  ASSERT_TRUE(loop_->Run(loop::RunMode::kUntilDone).ok());
+  EXPECT_TRUE(closed.ok()) << closed;
+}
+
+// The same for a write: while the cold database's group waits for its fetch (the writer in
+// kFetching, the write queued again), the hot database's reads and writes keep completing, in
+// virtual time on the simulator, whose device takes its latency for the fetch (a real device
+// may answer within the tick, which would prove nothing).
+TEST_P(ColdReadTest, TheLoopServesAHotDatabaseWhileAColdOnesWriteFetches) {
+  if (!simulated()) GTEST_SKIP() << "needs the simulator's device latency";
+  CreateTable();
+  ASSERT_TRUE(Write("UPDATE t SET s = s WHERE id = 2").ok());  // The writer is open.
+  Database hot(*loop_, *vfs_, dir_->Path("hot.sqlite"), {});
+  absl::Status opened = absl::UnknownError("open never called back");
+  hot.Open([](void* arg, absl::Status s) { *static_cast<absl::Status*>(arg) = std::move(s); },
+           &opened);
+  ASSERT_TRUE(loop_->Run(loop::RunMode::kUntilDone).ok());
+  ASSERT_TRUE(opened.ok()) << opened;
+  auto run_on_hot = [&](Request::Kind kind, const char* sql, const char* rows) {
+    Probe p;
+    Prime(p, kind, sql);
+    ASSERT_TRUE(hot.Submit(p.request).ok());
+    while (!p.done) ASSERT_TRUE(loop_->Run(loop::RunMode::kOnce).ok());
+    EXPECT_TRUE(p.status.ok()) << p.status;
+    EXPECT_EQ(p.rows, rows);
+  };
+  run_on_hot(Request::Kind::kWrite, "CREATE TABLE h(x)", "");
+  MakeCold();  // The cold database's files leave the page cache, the hot one's too...
+  run_on_hot(Request::Kind::kWrite, "INSERT INTO h VALUES (42)", "");  // ... and come back.
+  const uint64_t reads_waited = vfs_->stats().reads_waited;
+  const int64_t started_ns = loop_->now_ns();
+
+  Probe cold;
+  Prime(cold, Request::Kind::kWrite, "UPDATE t SET s = 'warm' WHERE id = 1500");
+  ASSERT_TRUE(db_->Submit(cold.request).ok());
+  while (db_->stats().group_restarts == 0 && !cold.done) {
+    ASSERT_TRUE(loop_->Run(loop::RunMode::kOnce).ok());
+  }
+  ASSERT_FALSE(cold.done) << "the cold write did not miss";
+  int hot_requests = 0;
+  while (!cold.done && hot_requests < 1000) {
+    run_on_hot(Request::Kind::kRead, "SELECT x FROM h LIMIT 1", "42|\n");
+    run_on_hot(Request::Kind::kWrite, "UPDATE h SET x = 42", "");
+    if (!cold.done) hot_requests += 2;
+  }
+  EXPECT_GE(hot_requests, 2) << "nothing of the hot database finished while the cold write fetched";
+  ASSERT_TRUE(loop_->Run(loop::RunMode::kUntilDone).ok());
+  EXPECT_TRUE(cold.status.ok()) << cold.status;
+  EXPECT_EQ(Read("SELECT s FROM t WHERE id = 1500"), "'warm'|\n");
+  EXPECT_GT(loop_->now_ns(), started_ns);
+  EXPECT_EQ(vfs_->stats().reads_waited, reads_waited) << "a write's read waited on the loop";
   absl::Status closed = absl::UnknownError("close never called back");
   hot.Close([](void* arg, absl::Status s) { *static_cast<absl::Status*>(arg) = std::move(s); },
             &closed);

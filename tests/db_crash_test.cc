@@ -45,6 +45,9 @@ TEST(DbCrashTest, EveryAcknowledgedTransactionSurvivesEveryCrash) {
       {"batch_conflict", 0.1},
       {"backpressure", 0.015},
       {"group_retry", 0.015},
+      // A group that read a page not in the simulator's page cache, rolled back and ran again
+      // after its fetch (measured: 2.6% of seeds 1-500, 2.0% of 1-1500).
+      {"group_restart", 0.01},
       {"fsync_failed", 0.02},
       {"metadata_fault", 0.015},
       // The fault classes above the disk (tests/workloads/db_crash_support.h) and the device

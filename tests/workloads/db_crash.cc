@@ -501,6 +501,9 @@ std::map<std::string, uint64_t> RarePaths(const Run& run, const db::VfsStats& vf
       // More groups than rounds (plus the CREATE TABLE's): some round took several groups.
       {"multi_group_round", ran.groups > run.rounds() + 1 ? 1 : 0},
       {"read_yield", ran.read_steps_yielded + rec.read_steps_yielded},
+      // A statement read data not in memory: a read or a whole group ran again after a fetch.
+      {"read_restart", ran.read_restarts + rec.read_restarts},
+      {"group_restart", ran.group_restarts + rec.group_restarts},
       {"submit_refused", run.refused()},
       {"batch", run.batches()},
       {"batch_conflict", run.batch_conflicts()},
