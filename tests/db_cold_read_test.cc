@@ -362,12 +362,9 @@ TEST_P(ColdReadTest, CancelAndCloseStopAReadWhoseFetchIsInFlight) {
 TEST_P(ColdReadTest, TheLoopServesAHotDatabaseWhileAColdOneFetches) {
   if (OnTmpfs()) GTEST_SKIP() << "the scratch directory is on tmpfs";
   CreateTable();
-  Database hot(*loop_, *vfs_, dir_->Path("hot.sqlite"), {});
-  absl::Status opened = absl::UnknownError("open never called back");
-  hot.Open([](void* arg, absl::Status s) { *static_cast<absl::Status*>(arg) = std::move(s); },
-           &opened);
-  ASSERT_TRUE(loop_->Run(loop::RunMode::kUntilDone).ok());
-  ASSERT_TRUE(opened.ok()) << opened;
+  std::unique_ptr<Database> opened = OpenOther(dir_->Path("hot.sqlite"));
+  ASSERT_NE(opened, nullptr);
+  Database& hot = *opened;
   auto run_on_hot = [&](Request::Kind kind, const char* sql) {
     Probe p;
     Prime(p, kind, sql);
@@ -402,11 +399,7 @@ TEST_P(ColdReadTest, TheLoopServesAHotDatabaseWhileAColdOneFetches) {
   EXPECT_TRUE(cold.status.ok()) << cold.status;
   EXPECT_EQ(cold.rows, kScanRows);
   EXPECT_EQ(loop_->stats().waited_ops, waited) << "a read waited for the disk on the loop";
-  absl::Status closed = absl::UnknownError("close never called back");
-  hot.Close([](void* arg, absl::Status s) { *static_cast<absl::Status*>(arg) = std::move(s); },
-            &closed);
-  ASSERT_TRUE(loop_->Run(loop::RunMode::kUntilDone).ok());
-  EXPECT_TRUE(closed.ok()) << closed;
+  EXPECT_TRUE(CloseAndRun(hot).ok());
 }
 
 // The same for a write: while the cold database's group waits for its fetch (the writer in
@@ -417,12 +410,9 @@ TEST_P(ColdReadTest, TheLoopServesAHotDatabaseWhileAColdOnesWriteFetches) {
   if (!simulated()) GTEST_SKIP() << "needs the simulator's device latency";
   CreateTable();
   ASSERT_TRUE(Write("UPDATE t SET s = s WHERE id = 2").ok());  // The writer is open.
-  Database hot(*loop_, *vfs_, dir_->Path("hot.sqlite"), {});
-  absl::Status opened = absl::UnknownError("open never called back");
-  hot.Open([](void* arg, absl::Status s) { *static_cast<absl::Status*>(arg) = std::move(s); },
-           &opened);
-  ASSERT_TRUE(loop_->Run(loop::RunMode::kUntilDone).ok());
-  ASSERT_TRUE(opened.ok()) << opened;
+  std::unique_ptr<Database> opened = OpenOther(dir_->Path("hot.sqlite"));
+  ASSERT_NE(opened, nullptr);
+  Database& hot = *opened;
   auto run_on_hot = [&](Request::Kind kind, const char* sql, const char* rows) {
     Probe p;
     Prime(p, kind, sql);
@@ -456,11 +446,7 @@ TEST_P(ColdReadTest, TheLoopServesAHotDatabaseWhileAColdOnesWriteFetches) {
   EXPECT_EQ(Read("SELECT s FROM t WHERE id = 1500"), "'warm'|\n");
   EXPECT_GT(loop_->now_ns(), started_ns);
   EXPECT_EQ(vfs_->stats().reads_waited, reads_waited) << "a write's read waited on the loop";
-  absl::Status closed = absl::UnknownError("close never called back");
-  hot.Close([](void* arg, absl::Status s) { *static_cast<absl::Status*>(arg) = std::move(s); },
-            &closed);
-  ASSERT_TRUE(loop_->Run(loop::RunMode::kUntilDone).ok());
-  EXPECT_TRUE(closed.ok()) << closed;
+  EXPECT_TRUE(CloseAndRun(hot).ok());
 }
 
 // Reads stop starting once the tick has used its budget, and the rest start on the next

@@ -101,16 +101,28 @@ class DatabaseTest : public ::testing::TestWithParam<TestBackend> {
 
   absl::Status OpenDb(DatabaseOptions options = {}) {
     db_ = std::make_unique<Database>(*loop_, *vfs_, path_, options);
+    return OpenAndRun(*db_);
+  }
+  absl::Status CloseDb() { return CloseAndRun(*db_); }
+  // A second database (beside path_'s, on the same loop and Vfs); null if it failed to open.
+  std::unique_ptr<Database> OpenOther(const std::string& path) {
+    auto other = std::make_unique<Database>(*loop_, *vfs_, path, DatabaseOptions{});
+    const absl::Status opened = OpenAndRun(*other);
+    EXPECT_TRUE(opened.ok()) << opened;
+    return opened.ok() ? std::move(other) : nullptr;
+  }
+  // Opens or closes `db` and runs the loop until it called back.
+  absl::Status OpenAndRun(Database& db) {
     absl::Status result = absl::UnknownError("open never called back");
-    db_->Open([](void* arg, absl::Status s) { *static_cast<absl::Status*>(arg) = std::move(s); },
-              &result);
+    db.Open([](void* arg, absl::Status s) { *static_cast<absl::Status*>(arg) = std::move(s); },
+            &result);
     EXPECT_TRUE(loop_->Run(loop::RunMode::kUntilDone).ok());
     return result;
   }
-  absl::Status CloseDb() {
+  absl::Status CloseAndRun(Database& db) {
     absl::Status result = absl::UnknownError("close never called back");
-    db_->Close([](void* arg, absl::Status s) { *static_cast<absl::Status*>(arg) = std::move(s); },
-               &result);
+    db.Close([](void* arg, absl::Status s) { *static_cast<absl::Status*>(arg) = std::move(s); },
+             &result);
     EXPECT_TRUE(loop_->Run(loop::RunMode::kUntilDone).ok());
     return result;
   }

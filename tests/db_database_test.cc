@@ -446,17 +446,6 @@ TEST_P(DatabaseTest, FsyncEioPoisonsWithOutcomeUnknownAndKeepsAcknowledgedData) 
   EXPECT_TRUE(rows == "1|\n" || rows == "1|\n2|\n") << rows;  // 2's outcome was unknown.
 }
 
-// Opens a second database (beside path_'s, on the same loop and Vfs); null if it failed.
-std::unique_ptr<Database> OpenOther(loop::Loop& loop, Vfs& vfs, const std::string& path) {
-  auto other = std::make_unique<Database>(loop, vfs, path, DatabaseOptions{});
-  absl::Status opened = absl::UnknownError("open never called back");
-  other->Open([](void* arg, absl::Status s) { *static_cast<absl::Status*>(arg) = std::move(s); },
-              &opened);
-  EXPECT_TRUE(loop.Run(loop::RunMode::kUntilDone).ok());
-  EXPECT_TRUE(opened.ok()) << opened;
-  return opened.ok() ? std::move(other) : nullptr;
-}
-
 // A failed fsync of the directory may lose file creations and unlinks of every database in it:
 // all of them are poisoned, including one whose own fsyncs never failed, and none is opened
 // again in this process.
@@ -466,7 +455,7 @@ TEST_P(DatabaseTest, AFailedDirectoryFsyncPoisonsEveryDatabaseInTheDirectory) {
   internal::VfsCore& core = internal::VfsCore::Of(*vfs_);
   internal::DatabaseFiles* files = core.Find(path_);
   ASSERT_NE(files, nullptr);
-  std::unique_ptr<Database> other = OpenOther(*loop_, *vfs_, dir_->Path("other.sqlite"));
+  std::unique_ptr<Database> other = OpenOther(dir_->Path("other.sqlite"));
   ASSERT_NE(other, nullptr);
   ASSERT_NE(core.Find(dir_->Path("other.sqlite")), nullptr);
   // The directory fsync of the first database's files stands for any directory fsync failing.
@@ -476,11 +465,7 @@ TEST_P(DatabaseTest, AFailedDirectoryFsyncPoisonsEveryDatabaseInTheDirectory) {
   EXPECT_TRUE(core.Find(dir_->Path("other.sqlite"))->queue().poisoned());
   EXPECT_FALSE(core.context().CheckNotTainted(dir_->Path("third.sqlite")).ok())
       << "a new database in that directory is refused too";
-  absl::Status closed = absl::UnknownError("close never called back");
-  other->Close([](void* arg, absl::Status s) { *static_cast<absl::Status*>(arg) = std::move(s); },
-               &closed);
-  ASSERT_TRUE(loop_->Run(loop::RunMode::kUntilDone).ok());
-  EXPECT_FALSE(closed.ok()) << "its close reports the poison";
+  EXPECT_FALSE(CloseAndRun(*other).ok()) << "its close reports the poison";
 }
 
 // EpochQueue invariant 8: a failed directory fsync poisons every database in the directory
@@ -493,7 +478,7 @@ TEST_P(DatabaseTest, AFailedDirectoryFsyncPoisonsTheOthersBeforeItsBarrierEnds) 
   ASSERT_TRUE(OpenDb().ok());
   ASSERT_TRUE(Write("CREATE TABLE t(x)").ok());
   internal::VfsCore& core = internal::VfsCore::Of(*vfs_);
-  std::unique_ptr<Database> other = OpenOther(*loop_, *vfs_, dir_->Path("other.sqlite"));
+  std::unique_ptr<Database> other = OpenOther(dir_->Path("other.sqlite"));
   ASSERT_NE(other, nullptr);
   internal::DatabaseFiles* files = core.Find(path_);
   ASSERT_NE(files, nullptr);
@@ -515,11 +500,7 @@ TEST_P(DatabaseTest, AFailedDirectoryFsyncPoisonsTheOthersBeforeItsBarrierEnds) 
   ASSERT_TRUE(loop_->Run(loop::RunMode::kUntilDone).ok());
   EXPECT_TRUE(write.done);
   EXPECT_FALSE(write.status.ok()) << "a write in a barrier whose directory fsync failed";
-  absl::Status closed = absl::UnknownError("close never called back");
-  other->Close([](void* arg, absl::Status s) { *static_cast<absl::Status*>(arg) = std::move(s); },
-               &closed);
-  ASSERT_TRUE(loop_->Run(loop::RunMode::kUntilDone).ok());
-  EXPECT_FALSE(closed.ok()) << "its close reports the poison";
+  EXPECT_FALSE(CloseAndRun(*other).ok()) << "its close reports the poison";
 }
 
 // A file found at open may have been created without its directory being synced: by an open
