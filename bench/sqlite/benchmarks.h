@@ -31,6 +31,9 @@ void SqloopRequest(benchmark::State& state);
 // number of reads in flight.
 void PlainColdRead(benchmark::State& state);
 void SqloopColdRead(benchmark::State& state);
+// sqlite_write_cold: the same with a durable UPDATE of the row (cold_read.cc).
+void PlainColdWrite(benchmark::State& state);
+void SqloopColdWrite(benchmark::State& state);
 
 // sqlite_write: one durable single-row INSERT per iteration (durable_write.cc). SqloopWrite's
 // argument is the number of concurrent writers.

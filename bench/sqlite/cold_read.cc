@@ -34,6 +34,16 @@
 // the drops excluded), p50_us ... max_us (also written for the report's CDF), tick_max_us,
 // file_reads_per_op (plain: SQLite's cache misses; sqloop: VfsStats::reads) and, for sqloop,
 // waited_ops_per_op (LoopStats::waited_ops: I/O run through WaitForOp, blocking the loop).
+//
+// sqlite_write_cold: the same with a durable UPDATE of the random row instead of the SELECT
+// (kColdUpdate: it writes the row's own values back, so the table stays what the reads check;
+// one iteration = one write acknowledged; writes_per_s for reads_per_s, the latency series
+// "write"). plain: autocommit, WAL, synchronous=FULL, one write
+// at a time (each its own fsync). sqloop/64: 64 writes in flight, group-committed; a group whose
+// statement reads a page not in memory is rolled back and runs again after a fetch, so the
+// writes' reads never wait on the loop either: reads_waited_per_op (VfsStats::reads_waited)
+// counts those that did. The other waits of a write (a WAL growing past its reserve, ...) are
+// in waited_ops_per_op.
 #include <fcntl.h>
 #include <poll.h>
 #include <sqlite3.h>
@@ -68,6 +78,8 @@ constexpr uint64_t kReadsPerDrop = 256;
 // Readers of the sqloop Database: the default. A read that misses gives its reader back while
 // its fetch is in flight, so two readers keep 64 reads' fetches going.
 constexpr uint32_t kColdReaders = db::kReadersDefault;
+// sqlite_write_cold's statement: rewrites the row with its own values.
+constexpr const char* kColdUpdate = "UPDATE t SET v = v, s = s WHERE id = ?";
 
 int64_t ColdRows() {
   static const int64_t rows = QuickMode() ? kColdRowsQuick : kColdRows;
@@ -146,17 +158,20 @@ int64_t DropCaches(benchmark::State& state, const OsCacheDropper& files, ColdSta
   return took_ns;
 }
 
+// `writes`: the ops were sqlite_write_cold's; the throughput is writes_per_s and the latency
+// series "write".
 void SetColdCounters(benchmark::State& state, alloc::HeapCounts before, ColdStats& stats,
-                     int64_t elapsed_ns, uint64_t file_reads) {
+                     int64_t elapsed_ns, uint64_t file_reads, bool writes) {
   const auto reads = static_cast<double>(std::max<uint64_t>(stats.reads, 1));
   const auto active_s = static_cast<double>(elapsed_ns - stats.paused_ns) / 1e9;
   state.counters["allocs_per_op"] =
       static_cast<double>(alloc::CurrentHeapCounts().allocations - before.allocations) / reads;
-  state.counters["reads_per_s"] = static_cast<double>(stats.reads) / active_s;
+  state.counters[writes ? "writes_per_s" : "reads_per_s"] =
+      static_cast<double>(stats.reads) / active_s;
   state.counters["tick_max_us"] = static_cast<double>(stats.tick_max_ns) / 1e3;
   state.counters["file_reads_per_op"] = static_cast<double>(file_reads) / reads;
   SetLatencyCounters(state, "", stats.latencies);
-  WriteLatencyFile({{"read", &stats.latencies}});
+  WriteLatencyFile({{writes ? "write" : "read", &stats.latencies}});
 }
 
 void ReportFailures(benchmark::State& state, const ColdStats& stats) {
@@ -169,6 +184,7 @@ void ReportFailures(benchmark::State& state, const ColdStats& stats) {
 
 struct ColdRun;
 
+// One of the N requests in flight: a read, or in sqlite_write_cold a write.
 struct ColdReader {
   db::Request read;
   ColdRun* run = nullptr;
@@ -219,21 +235,23 @@ void OnColdDone(db::Request& r, absl::Status status) {
   c.in_flight = false;
   --run.in_flight;
   if (!status.ok()) return run.stats.Fail(std::move(status));
-  if (c.rows != 1 || !c.values_ok) {
-    return run.stats.Fail(absl::InternalError("a read returned a wrong row"));
+  const bool write = r.kind == db::Request::Kind::kWrite;
+  if (write ? r.changes != 1 : c.rows != 1 || !c.values_ok) {
+    return run.stats.Fail(absl::InternalError(write ? "a write changed no row or several"
+                                                    : "a read returned a wrong row"));
   }
   ++run.stats.reads;
   if (run.record) run.stats.latencies.Add(MonotonicNs() - c.submitted_ns);
   if (run.started < run.limit) StartColdRead(c);
 }
 
-std::unique_ptr<ColdReader[]> MakeReaders(ColdRun& run, size_t count) {
+std::unique_ptr<ColdReader[]> MakeReaders(ColdRun& run, size_t count, bool writes) {
   auto readers = std::make_unique<ColdReader[]>(count);
   for (size_t i = 0; i < count; ++i) {
     ColdReader& c = readers[i];
     c.run = &run;
-    c.read.kind = db::Request::Kind::kRead;
-    c.read.sql = kPointSelect;
+    c.read.kind = writes ? db::Request::Kind::kWrite : db::Request::Kind::kRead;
+    c.read.sql = writes ? kColdUpdate : kPointSelect;
     c.read.params.push_back(db::Value::Int(0));
     c.read.user_data = &c;
     c.read.on_row = &OnColdRow;
@@ -287,21 +305,37 @@ void WarmUp(SqloopEnv& env, ColdRun& run, ColdReader* readers, size_t count) {
 
 }  // namespace
 
-void PlainColdRead(benchmark::State& state) {
+namespace {
+
+// Steps the prepared kColdUpdate for row `id` (autocommit: one durable transaction) and resets
+// it: true if it changed exactly that row.
+bool StepColdUpdate(sqlite3_stmt* update, int64_t id) {
+  sqlite3_bind_int64(update, 1, id);
+  const bool ok =
+      sqlite3_step(update) == SQLITE_DONE && sqlite3_changes(sqlite3_db_handle(update)) == 1;
+  sqlite3_reset(update);
+  return ok;
+}
+
+void PlainCold(benchmark::State& state, bool writes) {
   sqlite3* db = OpenPlain(ColdDbPath(), nullptr, /*no_mutex=*/false);
-  sqlite3_stmt* select = nullptr;
-  if (db == nullptr || !Exec(db, "PRAGMA journal_mode=WAL;") ||
-      sqlite3_prepare_v3(db, kPointSelect, -1, SQLITE_PREPARE_PERSISTENT, &select, nullptr) !=
-          SQLITE_OK) {
+  sqlite3_stmt* stmt = nullptr;
+  const char* setup =
+      writes ? "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;" : "PRAGMA journal_mode=WAL;";
+  if (db == nullptr || !Exec(db, setup) ||
+      sqlite3_prepare_v3(db, writes ? kColdUpdate : kPointSelect, -1, SQLITE_PREPARE_PERSISTENT,
+                         &stmt, nullptr) != SQLITE_OK) {
     state.SkipWithError("plain SQLite setup failed");
     sqlite3_close_v2(db);
     return;
   }
+  auto step = [stmt, writes](int64_t id) {
+    return writes ? StepColdUpdate(stmt, id) : StepPointRead(stmt, id);
+  };
   ColdStats stats;
   Prng warm_up{kWarmUpSeed};
   for (uint64_t i = 0; i < kReadsPerDrop && stats.failures == 0; ++i) {
-    const int64_t id = NextColdRowId(warm_up);
-    if (!StepPointRead(select, id)) stats.Fail(absl::InternalError("a warm-up read was wrong"));
+    if (!step(NextColdRowId(warm_up))) stats.Fail(absl::InternalError("a warm-up op failed"));
   }
   const OsCacheDropper files(ColdDbPath());  // After the open: the -wal exists now.
   stats.latencies.Reserve(static_cast<size_t>(state.max_iterations));
@@ -315,22 +349,29 @@ void PlainColdRead(benchmark::State& state) {
     }
     const int64_t id = NextColdRowId(keys);
     const int64_t submitted_ns = MonotonicNs();
-    const bool ok = StepPointRead(select, id);
+    const bool ok = step(id);
     const int64_t took_ns = MonotonicNs() - submitted_ns;
     stats.latencies.Add(took_ns);
     stats.tick_max_ns = std::max(stats.tick_max_ns, took_ns);
     ++stats.reads;
-    if (!ok) stats.Fail(absl::InternalError(absl::StrCat("the read of row ", id, " was wrong")));
+    if (!ok) stats.Fail(absl::InternalError(absl::StrCat("the op on row ", id, " failed")));
   }
   const int64_t elapsed_ns = MonotonicNs() - start_ns;
   SetColdCounters(state, before, stats, elapsed_ns,
-                  static_cast<uint64_t>(CacheMisses(db) - misses_before));
-  sqlite3_finalize(select);
+                  static_cast<uint64_t>(CacheMisses(db) - misses_before), writes);
+  sqlite3_finalize(stmt);
   sqlite3_close_v2(db);
   ReportFailures(state, stats);
 }
 
-void SqloopColdRead(benchmark::State& state) {
+}  // namespace
+
+void PlainColdRead(benchmark::State& state) { PlainCold(state, /*writes=*/false); }
+void PlainColdWrite(benchmark::State& state) { PlainCold(state, /*writes=*/true); }
+
+namespace {
+
+void SqloopCold(benchmark::State& state, bool writes) {
   const auto count = static_cast<size_t>(state.range(0));
   SqloopEnv env;
   db::DatabaseOptions options;
@@ -346,12 +387,13 @@ void SqloopColdRead(benchmark::State& state) {
   ColdRun run;
   run.db = &env.db();
   run.stats.latencies.Reserve(static_cast<size_t>(state.max_iterations));
-  std::unique_ptr<ColdReader[]> readers = MakeReaders(run, count);
+  std::unique_ptr<ColdReader[]> readers = MakeReaders(run, count, writes);
   WarmUp(env, run, readers.get(), count);
   const OsCacheDropper files(ColdDbPath());
   run.record = true;
   const uint64_t file_reads_before = env.vfs().stats().reads;
   const uint64_t waited_before = env.loop().stats().waited_ops;
+  const uint64_t reads_waited_before = env.vfs().stats().reads_waited;
   const alloc::HeapCounts before = alloc::CurrentHeapCounts();
   const int64_t start_ns = MonotonicNs();
   Begin(run, readers.get(), count, static_cast<uint64_t>(state.max_iterations));
@@ -366,14 +408,23 @@ void SqloopColdRead(benchmark::State& state) {
     while (run.stats.reads < target && run.stats.failures == 0) Turn(env, run.stats);
   }
   const int64_t elapsed_ns = MonotonicNs() - start_ns;
-  SetColdCounters(state, before, run.stats, elapsed_ns,
-                  env.vfs().stats().reads - file_reads_before);
+  SetColdCounters(state, before, run.stats, elapsed_ns, env.vfs().stats().reads - file_reads_before,
+                  writes);
+  const auto ops = static_cast<double>(std::max<uint64_t>(run.stats.reads, 1));
   state.counters["waited_ops_per_op"] =
-      static_cast<double>(env.loop().stats().waited_ops - waited_before) /
-      static_cast<double>(std::max<uint64_t>(run.stats.reads, 1));
-  RunToEnd(env, run, /*stop=*/true);  // Reads are left in flight only after a failure.
+      static_cast<double>(env.loop().stats().waited_ops - waited_before) / ops;
+  if (writes) {
+    state.counters["reads_waited_per_op"] =
+        static_cast<double>(env.vfs().stats().reads_waited - reads_waited_before) / ops;
+  }
+  RunToEnd(env, run, /*stop=*/true);  // Ops are left in flight only after a failure.
   if (absl::Status closed = env.Close(); !closed.ok()) run.stats.Fail(std::move(closed));
   ReportFailures(state, run.stats);
 }
+
+}  // namespace
+
+void SqloopColdRead(benchmark::State& state) { SqloopCold(state, /*writes=*/false); }
+void SqloopColdWrite(benchmark::State& state) { SqloopCold(state, /*writes=*/true); }
 
 }  // namespace sqloop::bench

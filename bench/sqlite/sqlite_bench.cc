@@ -11,6 +11,9 @@
 //   sqlite_read_cold  the same SELECT of a random row of a 64 MiB table with SQLite's and the
 //                  OS's page caches dropped every 256 reads: plain (baseline, one read at a
 //                  time) against sqloop with 1 and 64 reads in flight    (cold_read.cc)
+//   sqlite_write_cold  the same with a durable UPDATE of the row: plain (baseline, one
+//                  write at a time, each its own fsync) against sqloop with 64 in flight
+//                  (cold_read.cc)
 //   sqlite_write   durable single-row INSERT: plain_full (baseline, synchronous=FULL, one
 //                  transaction per write) and plain_full_default_vfs (the same without the
 //                  counting VFS wrapper), pool/4 and pool/16 (plain SQLite behind a thread
@@ -78,6 +81,8 @@ void Register() {
   add("sqlite_request/sqloop", &SqloopRequest);
   add("sqlite_read_cold/plain", &PlainColdRead);
   add("sqlite_read_cold/sqloop", &SqloopColdRead)->Arg(1)->Arg(64);
+  add("sqlite_write_cold/plain", &PlainColdWrite);
+  add("sqlite_write_cold/sqloop", &SqloopColdWrite)->Arg(64);
   add("sqlite_write/plain_full",
       [](benchmark::State& s) { PlainFullWrite(s, PlainVfs::kCounting); });
   add("sqlite_write/plain_full_default_vfs",
@@ -133,6 +138,7 @@ int main(int argc, char** argv) {
   benchmark::AddCustomContext("baseline:sqlite_read", "plain_default");
   benchmark::AddCustomContext("baseline:sqlite_request", "plain");
   benchmark::AddCustomContext("baseline:sqlite_read_cold", "plain");
+  benchmark::AddCustomContext("baseline:sqlite_write_cold", "plain");
   benchmark::AddCustomContext("baseline:sqlite_write", "plain_full");
   benchmark::AddCustomContext("baseline:sqlite_mixed", "plain_full");
   benchmark::AddCustomContext("baseline:sqlite_transfer", "plain_full");
@@ -149,6 +155,11 @@ int main(int argc, char** argv) {
       "one iteration = one point SELECT by rowid (prepared) of a random row of a 64 MiB table "
       "(8 MiB in quick mode), SQLite's page cache and the OS page cache dropped every 256 reads "
       "(sqloop/N: N reads in flight)");
+  benchmark::AddCustomContext(
+      "description:sqlite_write_cold",
+      "one iteration = one durable UPDATE by rowid (prepared, writing the row's own values back) "
+      "of a random row of the sqlite_read_cold table, both page caches dropped every 256 writes "
+      "(plain: autocommit, synchronous=FULL; sqloop/N: N writes in flight, group commit)");
   benchmark::AddCustomContext(
       "description:sqlite_write",
       "one iteration = one durable single-row INSERT acknowledged (sqloop/N: N concurrent "
