@@ -222,8 +222,13 @@ void Database::FinishClose() {
       return;
     }
   }
-  if (!awaiting_.empty()) return;      // OnFilesChanged re-arms.
   if (fetches_in_flight_ > 0) return;  // FetchDone re-arms.
+  if (group_resume_ != nullptr) {
+    ResumeGroup();  // Its requests were admitted: they run and commit before the close.
+    ArmPump();
+    return;
+  }
+  if (!awaiting_.empty()) return;  // OnFilesChanged re-arms.
   if (writer_open() || !readers_.empty()) {
     if (!internal::VfsCore::Of(vfs_).context().MayOpenOrCloseNow()) {
       ArmPump();  // This tick has closed enough.
@@ -447,6 +452,10 @@ void Database::BecomePoisoned() {
 
 void Database::Serve() {
   AckDurable();
+  // The group that waited for its fetch goes on, poisoned or not (a poisoned commit fails it).
+  if (writer_state_ == WriterState::kFetching && !group_fetching_ && group_resume_ != nullptr) {
+    ResumeGroup();
+  }
   if (files_->queue().poisoned()) {
     BecomePoisoned();
     // Reads already running are on durable snapshots: they finish.
@@ -551,14 +560,15 @@ void Database::SetWriterState(WriterState next) {
   using W = WriterState;
   const W from = writer_state_;
   const bool allowed = next == W::kIdle       ? from != W::kIdle
-                       : next == W::kGrouping ? from == W::kIdle
+                       : next == W::kGrouping ? from == W::kIdle || from == W::kFetching
                        : next == W::kFetching ? from == W::kGrouping || from == W::kIdle
                                               : from == W::kGrouping;
   SQLOOP_CHECK(allowed, "Database: a group commit transition its table does not list");
   writer_state_ = next;
   switch (next) {
     case W::kGrouping:
-      SQLOOP_CHECK(sqlite3_get_autocommit(writer_->db()) == 0 && group_.empty(),
+      SQLOOP_CHECK(sqlite3_get_autocommit(writer_->db()) == 0 && group_resume_ == nullptr &&
+                       (group_.empty() || from == W::kFetching),
                    "a group started without its transaction, or with requests of another");
       break;
     case W::kSyncing:
@@ -570,13 +580,17 @@ void Database::SetWriterState(WriterState next) {
                    "the writer blocked without a refused write, or kept its requests");
       break;
     case W::kFetching:
-      SQLOOP_CHECK(
-          group_.empty() && sqlite3_get_autocommit(writer_->db()) != 0 && fetches_in_flight_ > 0,
-          "the writer waits for a fetch with a transaction open, its requests kept or "
-          "no fetch in flight");
+      // Waiting with the transaction open (group_resume_ runs first when it resumes), or
+      // with none and the group's requests queued again.
+      SQLOOP_CHECK(group_fetching_ &&
+                       (group_resume_ != nullptr) == (sqlite3_get_autocommit(writer_->db()) == 0) &&
+                       (group_resume_ != nullptr || group_.empty()),
+                   "the writer waits for a fetch without one in flight, or with a transaction "
+                   "and no request to resume (or the other way round)");
       break;
     case W::kIdle:
-      SQLOOP_CHECK(group_.empty(), "the writer went idle with requests in its group");
+      SQLOOP_CHECK(group_.empty() && group_resume_ == nullptr,
+                   "the writer went idle with requests in its group");
       break;
   }
 }

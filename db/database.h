@@ -102,39 +102,48 @@
 // clang-format off
 //
 //   kIdle --RunGroupOnce: BEGIN--> kGrouping --Commit: an epoch to sync--> kSyncing --Serve: durable--> kIdle
-//     |                              |   |   |
-//     |                              |   |   +--OnOverflow: buffer full, rolled back--> kBlocked --Serve: drained--> kIdle
-//     |                              |   +--RestartGroup: a miss, rolled back--+
-//     +--RunGroupOnce: BEGIN missed----------------------------------------------+--> kFetching --FetchDone--> kIdle
-//                                    +--Commit (nothing to sync, failed), RunInGroup, RunGroupOnce (lost)--> kIdle
+//     |                            ^  |   |   |
+//     |                            |  |   |   +--OnOverflow: buffer full, rolled back--> kBlocked --Serve: drained--> kIdle
+//     |                 ResumeGroup|  |   +--RestartGroup: a miss--+
+//     +--RunGroupOnce: BEGIN missed|--|----------------------------+--> kFetching --FetchDone (nothing to resume)--> kIdle
+//                                  +--|----------------------------------- kFetching (a group to resume, fetch done)
+//                                     +--Commit (nothing to sync, failed), RunInGroup, RunGroupOnce (lost)--> kIdle
 //
 //   transition              function                          invariant in the new state
 //   kIdle -> kGrouping      RunGroupOnce                      a write transaction is open; the group is empty
 //   kGrouping -> kSyncing   Commit                            committed; the group's epoch is not durable yet
 //   kGrouping -> kBlocked   OnOverflow                        rolled back; the write-behind buffer refused a write
-//   kGrouping -> kFetching  RunInGroup via RestartGroup       no transaction open; the group's requests queued
-//   kIdle -> kFetching      RunGroupOnce                      again, in order; one fetch of what it missed in flight
+//   kGrouping -> kFetching  RunInGroup via RestartGroup       one fetch of what was missed in flight; the group
+//   kIdle -> kFetching      RunGroupOnce                      waits with its transaction open and group_resume_
+//                                                             set, or with none (its begin missed, or the group
+//                                                             was rolled back), its requests queued again in order
+//   kFetching -> kGrouping  ResumeGroup (Serve, FinishClose)  the fetch completed; group_resume_ runs first
 //   kGrouping -> kIdle      Commit, RunInGroup, RunGroupOnce  no transaction of ours is open; the group is empty
 //   kSyncing -> kIdle       Serve                             the group's epoch is durable
 //   kBlocked -> kIdle       Serve                             the write-behind queue drained
-//   kFetching -> kIdle      FetchDone                         what the group missed is in memory, or its fetch
-//                                                             failed (group_fetch_error_)
+//   kFetching -> kIdle      FetchDone                         no group waits; what was missed is in memory, or the
+//                                                             fetch failed (group_fetch_error_)
 //
 // clang-format on
 //
-// Outside kGrouping the group (group_) is empty. Only kIdle starts a group, so groups commit one
-// after another and the next starts once the previous one's fsync completed. The writer reads
-// from memory only, as a reader does (below): BEGIN's read of page 1, and each statement's
-// prepare and steps. A miss stops the statement; SQLite rolls a write transaction back when a
-// statement that writes is interrupted, and RestartGroup rolls back what is left, queues the
-// group's requests again in their order and waits in kFetching for one fetch of the missed
-// window. The request whose statement missed counts the restart: at kRestartsMax, or when it
-// misses again after the fetch for its group failed, it fails alone with Unavailable (nothing
-// of it written) and the others run. BEGIN's misses count in begin_restarts_; past
-// kRestartsMax in a row, or after a failed fetch, BEGIN reads by waiting. Its data:
-// group_epoch_ (the last group's commit epoch), group_limit_ (requests per group after an
-// overflow of the group's own making, 0 otherwise), begin_failures_ (ticks in a row BEGIN
-// failed on).
+// Outside kGrouping and kFetching the group (group_) is empty. Only kIdle starts a group, so
+// groups commit one after another and the next starts once the previous one's fsync completed.
+// The writer reads from memory only, as a reader does (below): BEGIN's read of page 1, and each
+// statement's prepare and steps. A miss stops the statement with SQLITE_LOCKED, which SQLite
+// treats as the statement's error alone: RestartGroup undoes the request to its savepoint and
+// the group waits in kFetching, its transaction and its earlier writes kept, for one fetch of
+// the missed window; then ResumeGroup runs the request again and the group goes on, so a group
+// with m cold pages makes m fetches and runs no write twice but the ones that missed. Where
+// SQLite rolled the transaction back anyway (a statement whose conflict clause is ROLLBACK does
+// on any error) the group's requests are queued again in their order and run afresh after the
+// fetch. The request that missed counts the restart: at kRestartsMax, or when it misses again
+// after the writer's last fetch failed, it fails alone with Unavailable (nothing of it
+// written) and the group goes on. BEGIN misses with SQLITE_INTERRUPT (nothing to keep); its
+// misses count in begin_restarts_, and past kRestartsMax in a row, or after a failed fetch,
+// BEGIN reads by waiting. A close resumes a waiting group (its requests were admitted) and
+// waits for its commit. Its data: group_epoch_ (the last group's commit epoch), group_limit_
+// (requests per group after an overflow of the group's own making, 0 otherwise),
+// begin_failures_ (ticks in a row BEGIN failed on).
 //
 // Reader snapshots. A reader connection holds an open read transaction (a "pin"): in WAL mode
 // it sees the database as of the moment that transaction began, whatever commits later. Pin()
@@ -460,8 +469,11 @@ class Database {
   bool RunGroupOnce(std::vector<Request*>& group);
   // What a group does after one of its requests ran (RunInGroup): run the next request, commit
   // what it has, or stop: kHandled (RunGroupOnce returns true) or kLost (returns false).
-  enum class GroupStep : uint8_t { kNext, kCommitNow, kHandled, kLost };
+  // kSuspended: the group waits, its transaction open, for a fetch (group_resume_).
+  enum class GroupStep : uint8_t { kNext, kCommitNow, kHandled, kLost, kSuspended };
   GroupStep RunInGroup(std::vector<Request*>& group, Request& r, bool started_idle);
+  bool ContinueGroup(std::vector<Request*>& group, Request* resumed);
+  void ResumeGroup();
   bool Commit(std::vector<Request*>& group, bool started_idle);
   void OnOverflow(std::vector<Request*>& group, Request* current, bool started_idle);
   absl::Status ExecuteWrite(Request& request);
@@ -505,7 +517,7 @@ class Database {
     uint64_t end = 0;  // The window's end; c.op reads the next part of it.
   };
   void RestartRead(Connection& reader, Request& r, const internal::ReadMiss& miss);
-  void RestartGroup(std::vector<Request*>& group, Request& r, const internal::ReadMiss& miss);
+  GroupStep RestartGroup(std::vector<Request*>& group, Request& r, const internal::ReadMiss& miss);
   void StartFetch(Request* r, uint8_t restarts, const internal::ReadMiss& miss);
   static loop::Action OnFetched(loop::Loop& loop, loop::Completion& c);
   loop::Action FetchDone(Fetch& fetch);
@@ -548,13 +560,18 @@ class Database {
   uint32_t group_limit_ = 0;  // Requests per group after an overflow; 0: the option's max.
   uint32_t wal_frames_ = 0;   // WAL frames after the last commit (sqlite3_wal_hook).
   WriterState writer_state_ = WriterState::kIdle;
-  int last_write_rc_ = 0;           // SQLite's result for the last write statement.
-  uint8_t begin_failures_ = 0;      // Consecutive ticks BEGIN failed on (kBeginAttemptsMax).
-  uint8_t begin_restarts_ = 0;      // Consecutive BEGINs that missed (kRestartsMax).
-  uint64_t visible_epoch_ = 0;      // Newest durable snapshot a reader has shown (invariant 3).
-  uint64_t acked_epoch_ = 0;        // Newest epoch of an acknowledged write (invariant 1).
-  absl::Status pin_error_;          // Why the last Pin failed; OK after one succeeds.
-  absl::Status group_fetch_error_;  // Why the writer's last fetch failed (RestartGroup).
+  int last_write_rc_ = 0;            // SQLite's result for the last write statement.
+  uint8_t begin_failures_ = 0;       // Consecutive ticks BEGIN failed on (kBeginAttemptsMax).
+  uint8_t begin_restarts_ = 0;       // Consecutive BEGINs that missed (kRestartsMax).
+  uint64_t visible_epoch_ = 0;       // Newest durable snapshot a reader has shown (invariant 3).
+  uint64_t acked_epoch_ = 0;         // Newest epoch of an acknowledged write (invariant 1).
+  absl::Status pin_error_;           // Why the last Pin failed; OK after one succeeds.
+  absl::Status group_fetch_error_;   // Why the writer's last fetch failed (RestartGroup).
+  bool group_fetching_ = false;      // The writer's fetch is in flight (kFetching).
+  bool group_started_idle_ = false;  // The running group started with nothing in flight.
+  // kFetching with the group's transaction open: the request whose statement missed, undone
+  // to its savepoint, which runs first when the group resumes (ResumeGroup).
+  Request* group_resume_ = nullptr;
 
   std::unique_ptr<Connection> writer_;
   std::vector<std::unique_ptr<Connection>> readers_;

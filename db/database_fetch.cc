@@ -45,38 +45,6 @@ void Database::RestartRead(Connection& reader, Request& r, const internal::ReadM
   StartFetch(&r, r.restarts_, miss);
 }
 
-// The statement of `r`, in the group, stopped on `miss` (its steps, or its prepare's parse of
-// the schema). SQLite has rolled the transaction back, or the group does it now: every request
-// of the group goes back to the queue's front in its order, and the writer waits for one fetch
-// (kFetching) before the group runs again. A write counts the restarts it caused, bounded as a
-// read's; it fails alone, the rest of the group going on, at the bound or when it misses again
-// after the fetch for its last miss failed.
-void Database::RestartGroup(std::vector<Request*>& group, Request& r,
-                            const internal::ReadMiss& miss) {
-  if (sqlite3_get_autocommit(writer_->db()) == 0) (void)writer_->RunInternal("ROLLBACK");
-  absl::Status failed;
-  if (!group_fetch_error_.ok()) {
-    failed = std::exchange(group_fetch_error_, absl::OkStatus());
-  } else if (r.restarts_ >= kRestartsMax) {
-    failed = absl::UnavailableError(absl::StrCat(
-        "the write stopped ", kRestartsMax,
-        " times on data that was not in memory, although each time it was read in: the page "
-        "cache does not keep what this write needs (is the machine short of memory?); nothing "
-        "was written. Retry later, or write less in one request"));
-  }
-  if (!failed.ok()) {
-    Finish(r, std::move(failed));
-    Requeue(group, nullptr);
-    SetWriterState(WriterState::kIdle);
-    return;
-  }
-  ++r.restarts_;
-  ++stats_.group_restarts;
-  Requeue(group, &r);
-  StartFetch(nullptr, r.restarts_, miss);
-  SetWriterState(WriterState::kFetching);
-}
-
 // Reads a window around the miss into the Vfs's sink, which only brings it into the page cache.
 // The window is kFetchWindowBytes, doubling from the read's fifth restart on (a scan), aligned to
 // its size so that a scan's next miss falls in the next window; it ends at what SQLite sees of
@@ -96,6 +64,7 @@ void Database::StartFetch(Request* r, uint8_t restarts, const internal::ReadMiss
   const uint64_t window = std::min(kFetchWindowBytes << doublings, kFetchWindowBytesMax);
   const uint64_t start = miss.offset / window * window;
   fetch.request = r;
+  if (r == nullptr) group_fetching_ = true;
   fetch.end = std::max(std::min(start + window, miss.file_bytes), miss.offset + miss.length);
   internal::VfsContext& context = internal::VfsCore::Of(vfs_).context();
   fetch.c.op = io::Op{.kind = io::OpKind::kRead,
@@ -142,7 +111,10 @@ loop::Action Database::FetchDone(Fetch& fetch) {
   ArmPump();
   if (r == nullptr) {
     group_fetch_error_ = std::move(status);  // The write that missed fails if it misses again.
-    SetWriterState(WriterState::kIdle);
+    group_fetching_ = false;
+    // A group waiting with its transaction open resumes at the next pump (Serve, FinishClose);
+    // one that was rolled back starts afresh.
+    if (group_resume_ == nullptr) SetWriterState(WriterState::kIdle);
     return loop::Action::kDisarm;
   }
   if (status.ok()) {

@@ -70,10 +70,10 @@ absl::Status Database::ExecuteWrite(Request& r) {
 // Prepares, binds and steps one statement of `r` on the writer.
 absl::Status Database::StepWrite(Request& r, absl::string_view sql,
                                  absl::Span<const Value> params) {
-  // Its reads come from memory only, as a read's do: a miss stops the statement, and with it
-  // the group (RestartGroup).
+  // Its reads come from memory only, as a read's do: a miss stops the statement with
+  // SQLITE_LOCKED, which leaves the group's transaction open (RestartGroup).
   internal::EpochQueue& queue = files_->queue();
-  queue.set_reads_nowait(true);
+  queue.set_reads_nowait(true, SQLITE_LOCKED);
   absl::StatusOr<sqlite3_stmt*> stmt = writer_->Prepare(sql);
   queue.set_reads_nowait(false);
   if (!stmt.ok()) return stmt.status();
@@ -82,11 +82,11 @@ absl::Status Database::StepWrite(Request& r, absl::string_view sql,
   if (status.ok()) {
     // The budget runs from the statement's start to its end: RETURNING rows come only after
     // the statement has done all its work, so a write cannot yield between them.
-    queue.set_reads_nowait(true);
+    queue.set_reads_nowait(true, SQLITE_LOCKED);
     while ((rc = sqlite3_step(*stmt)) == SQLITE_ROW) {
       queue.set_reads_nowait(false);
       DeliverRow(r, *stmt);
-      queue.set_reads_nowait(true);
+      queue.set_reads_nowait(true, SQLITE_LOCKED);
     }
     queue.set_reads_nowait(false);
     if (rc == SQLITE_DONE) {
@@ -161,7 +161,6 @@ bool Database::RunGroupOnce(std::vector<Request*>& group) {
   // Nothing of ours in flight: an overflow of the write-behind buffer now comes from the
   // group's own syncs, so retrying the same group could only overflow again (OnOverflow).
   const bool started_idle = files_->queue().idle();
-  const uint32_t limit = group_limit_ != 0 ? group_limit_ : options_.group_requests_max;
   // BEGIN reads page 1 when the writer's cache lost it (ReleaseMemory): from memory only, as
   // the statements do, unless it missed kRestartsMax times in a row or the writer's last fetch
   // failed (then it waits, and a failure is BEGIN's: FailBegin).
@@ -187,19 +186,28 @@ bool Database::RunGroupOnce(std::vector<Request*>& group) {
   begin_failures_ = 0;
   begin_restarts_ = 0;
   SetWriterState(WriterState::kGrouping);
-  while (group.size() < limit && !writes_.empty()) {
-    if (writer_->SliceUsed()) {
+  group_started_idle_ = started_idle;
+  return ContinueGroup(group, nullptr);
+}
+
+// Runs queued writes in the open group (`resumed` first: the request whose fetch completed)
+// until it is full, its slice used or the queue empty, then commits. Returns what
+// RunGroupOnce does; true also when the group waits for a fetch (kSuspended).
+bool Database::ContinueGroup(std::vector<Request*>& group, Request* resumed) {
+  const uint32_t limit = group_limit_ != 0 ? group_limit_ : options_.group_requests_max;
+  while (resumed != nullptr || (group.size() < limit && !writes_.empty())) {
+    if (resumed == nullptr && writer_->SliceUsed()) {
       // The group has used its slice of the loop: commit what it has, and the rest runs as
       // the next group, after this one's fsync.
       ++stats_.groups_cut_short;
       break;
     }
     if (sqlite3_get_autocommit(writer_->db()) != 0) break;  // Ended under the group: see below.
-    Request* r = writes_.PopFront();
-    const GroupStep step = RunInGroup(group, *r, started_idle);
+    Request* r = resumed != nullptr ? std::exchange(resumed, nullptr) : writes_.PopFront();
+    const GroupStep step = RunInGroup(group, *r, group_started_idle_);
     if (step == GroupStep::kNext) continue;
     if (step == GroupStep::kCommitNow) break;
-    return step == GroupStep::kHandled;
+    return step == GroupStep::kHandled || step == GroupStep::kSuspended;
   }
   if (sqlite3_get_autocommit(writer_->db()) != 0) {
     // SQLite ended the transaction under the group (after out of memory or an I/O error in a
@@ -214,7 +222,17 @@ bool Database::RunGroupOnce(std::vector<Request*>& group) {
     SetWriterState(WriterState::kIdle);
     return false;
   }
-  return Commit(group, started_idle);
+  return Commit(group, group_started_idle_);
+}
+
+// The writer's fetch completed (FetchDone) while its group waited with the transaction open:
+// the request that missed runs again, then the group goes on as it would have.
+void Database::ResumeGroup() {
+  Request* resumed = std::exchange(group_resume_, nullptr);
+  SetWriterState(WriterState::kGrouping);
+  writer_->BeginSlice();
+  (void)ContinueGroup(group_, resumed);
+  if (!writes_.empty() && writer_state_ == WriterState::kIdle) ArmPump();
 }
 
 // Runs `r` inside the group's transaction under a savepoint of its own, and says what the
@@ -226,7 +244,8 @@ Database::GroupStep Database::RunInGroup(std::vector<Request*>& group, Request& 
     Finish(r, std::move(refused));
     return GroupStep::kNext;
   }
-  SetRequestState(r, Request::State::kRunning);
+  // A request resumed after its fetch (ResumeGroup) is running already.
+  if (r.state_ != Request::State::kRunning) SetRequestState(r, Request::State::kRunning);
   // The savepoint is what makes a request all or nothing inside the group (a batch's later
   // statement failing after earlier ones wrote): a request never runs without one.
   if (absl::Status savepoint = writer_->RunInternal(kSavepoint); !savepoint.ok()) {
@@ -240,8 +259,7 @@ Database::GroupStep Database::RunInGroup(std::vector<Request*>& group, Request& 
     return GroupStep::kNext;
   }
   if (internal::ReadMiss miss; files_->queue().TakeMiss(miss)) {
-    RestartGroup(group, r, miss);
-    return GroupStep::kHandled;
+    return RestartGroup(group, r, miss);
   }
   if (files_->queue().backpressure() > 0) {
     // The write-behind buffer is full: undo the group and wait for it to drain.
@@ -276,6 +294,53 @@ Database::GroupStep Database::RunInGroup(std::vector<Request*>& group, Request& 
   }
   Finish(r, std::move(status));
   return GroupStep::kNext;
+}
+
+// The statement of `r`, in the group, stopped on `miss` (its steps, or its prepare's parse of
+// the schema). The writer waits in kFetching for one fetch of the window. Usually SQLite ended
+// only the statement (SQLITE_LOCKED), so `r` alone is undone to its savepoint and the group
+// waits with its transaction open: when the fetch completes, `r` runs again and the group goes
+// on (ResumeGroup), its earlier writes kept. If SQLite rolled the transaction back (a statement
+// whose conflict clause is ROLLBACK does on any error) or `r` cannot be undone alone, the whole
+// group goes back to the queue's front in its order and runs afresh after the fetch. `r` counts
+// the restarts it caused, bounded as a read's; at the bound, or when it misses again after the
+// writer's last fetch failed, it fails alone (nothing of it written) and the group goes on.
+Database::GroupStep Database::RestartGroup(std::vector<Request*>& group, Request& r,
+                                           const internal::ReadMiss& miss) {
+  const bool undone_alone =
+      sqlite3_get_autocommit(writer_->db()) == 0 && writer_->RunInternal(kRollbackToSavepoint).ok();
+  if (!undone_alone && sqlite3_get_autocommit(writer_->db()) == 0) {
+    (void)writer_->RunInternal("ROLLBACK");
+  }
+  absl::Status failed;
+  if (!group_fetch_error_.ok()) {
+    failed = std::exchange(group_fetch_error_, absl::OkStatus());
+  } else if (r.restarts_ >= kRestartsMax) {
+    failed = absl::UnavailableError(absl::StrCat(
+        "the write stopped ", kRestartsMax,
+        " times on data that was not in memory, although each time it was read in: the page "
+        "cache does not keep what this write needs (is the machine short of memory?); nothing "
+        "was written. Retry later, or write less in one request"));
+  }
+  if (!failed.ok()) {
+    Finish(r, std::move(failed));
+    if (undone_alone) return GroupStep::kNext;
+    Requeue(group, nullptr);
+    SetWriterState(WriterState::kIdle);
+    return GroupStep::kHandled;
+  }
+  ++r.restarts_;
+  ++stats_.group_restarts;
+  StartFetch(nullptr, r.restarts_, miss);
+  if (undone_alone) {
+    DiscardRows(r);
+    group_resume_ = &r;
+    SetWriterState(WriterState::kFetching);
+    return GroupStep::kSuspended;
+  }
+  Requeue(group, &r);
+  SetWriterState(WriterState::kFetching);
+  return GroupStep::kHandled;
 }
 
 // BEGIN failed: out of memory (the tenant's limit), an I/O error. A transient cause clears by

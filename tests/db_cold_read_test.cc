@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -217,11 +218,11 @@ TEST_P(ColdReadTest, AReopenOfADatabaseWithItsSchemaOutOfMemoryMakesTheLoopWaitF
       << "a reopen waited for the disk on the loop to read the schema";
 }
 
-// Writes whose pages are not in memory: the group stops at the miss, is rolled back, and runs
-// again once the page is read in, its writes in their order, so no read of a write waits for
-// the disk on the loop. (A write may still wait for other things: the directory's descriptor
-// at the first barrier, a WAL growing past its reserve.) Every write is checked, and so is the
-// order they completed in.
+// Writes whose pages are not in memory: the write that missed is undone to its savepoint, the
+// group waits with its transaction open while the page is read in, and goes on, its writes in
+// their order, so no read of a write waits for the disk on the loop. (A write may still wait
+// for other things: the directory's descriptor at the first barrier, a WAL growing past its
+// reserve.) Every write is checked, and so is the order they completed in.
 TEST_P(ColdReadTest, WritesToDataNotInMemoryNeverMakeTheLoopWait) {
   if (OnTmpfs()) GTEST_SKIP() << "the scratch directory is on tmpfs";
   CreateTable();
@@ -235,10 +236,11 @@ TEST_P(ColdReadTest, WritesToDataNotInMemoryNeverMakeTheLoopWait) {
     if (attempt == kColdAttempts - 1) trace_->MissProbes(1);  // The kernel kept it all.
     const uint64_t before = vfs_->stats().reads_waited;
     std::vector<std::string> order;
+    const std::string prefix = absl::StrFormat("try%05d", attempt);  // Outlives the writes.
     Probe writes[std::size(kIds)];
     for (size_t i = 0; i < std::size(kIds); ++i) {
       Prime(writes[i], Request::Kind::kWrite, "UPDATE t SET s = ? || substr(s, 9) WHERE id = ?",
-            {Value::Text(absl::StrFormat("try%05d", attempt)), Value::Int(kIds[i])});
+            {Value::Text(prefix), Value::Int(kIds[i])});
       writes[i].order = &order;
       writes[i].name = absl::StrCat(kIds[i]);
       ASSERT_TRUE(db_->Submit(writes[i].request).ok());
@@ -402,8 +404,45 @@ TEST_P(ColdReadTest, TheLoopServesAHotDatabaseWhileAColdOneFetches) {
   EXPECT_TRUE(CloseAndRun(hot).ok());
 }
 
+// A close while a group waits for its fetch lets the group finish: its writes were admitted,
+// so they commit and are acknowledged before the close reports. And a write whose conflict
+// clause is ROLLBACK, which SQLite answers by rolling the whole transaction back, still runs
+// again after its fetch, its group with it, and commits once.
+TEST_P(ColdReadTest, AGroupWaitingForItsFetchFinishesAtCloseAndARolledBackOneRunsAfresh) {
+  CreateTable();
+  ASSERT_TRUE(Write("UPDATE t SET s = s WHERE id = 2").ok());  // BEGIN's page 1 stays warm.
+  for (const char* sql : {"UPDATE OR ROLLBACK t SET s = 'rolled' WHERE id = 1500",
+                          "UPDATE t SET s = 'closed' WHERE id = 2999"}) {
+    const bool closing = std::string_view(sql).find("closed") != std::string_view::npos;
+    Probe first;
+    Probe second;
+    Prime(first, Request::Kind::kWrite, "UPDATE t SET s = 'first' WHERE id = 3");
+    Prime(second, Request::Kind::kWrite, sql);
+    trace_->MissProbes(1);  // The second write's first page read misses, for sure.
+    const uint64_t restarts = db_->stats().group_restarts;
+    ASSERT_TRUE(db_->Submit(first.request).ok());
+    ASSERT_TRUE(db_->Submit(second.request).ok());
+    while (db_->stats().group_restarts == restarts && !second.done) {
+      ASSERT_TRUE(loop_->Run(loop::RunMode::kOnce).ok());
+    }
+    ASSERT_FALSE(second.done) << sql << ": it did not miss";
+    if (closing) {
+      ASSERT_TRUE(CloseDb().ok());
+    } else {
+      ASSERT_TRUE(loop_->Run(loop::RunMode::kUntilDone).ok());
+    }
+    ASSERT_TRUE(first.done && second.done);
+    EXPECT_TRUE(first.status.ok()) << first.status;
+    EXPECT_TRUE(second.status.ok()) << sql << ": " << second.status;
+    EXPECT_EQ(second.request.changes, 1);
+  }
+  ASSERT_TRUE(OpenDb().ok());
+  EXPECT_EQ(Read("SELECT id, s FROM t WHERE id IN (3, 1500, 2999) ORDER BY id"),
+            "3|'first'|\n1500|'rolled'|\n2999|'closed'|\n");
+}
+
 // The same for a write: while the cold database's group waits for its fetch (the writer in
-// kFetching, the write queued again), the hot database's reads and writes keep completing, in
+// kFetching, its transaction open), the hot database's reads and writes keep completing, in
 // virtual time on the simulator, whose device takes its latency for the fetch (a real device
 // may answer within the tick, which would prove nothing).
 TEST_P(ColdReadTest, TheLoopServesAHotDatabaseWhileAColdOnesWriteFetches) {

@@ -38,12 +38,12 @@
 // sqlite_write_cold: the same with a durable UPDATE of the random row instead of the SELECT
 // (kColdUpdate: it writes the row's own values back, so the table stays what the reads check;
 // one iteration = one write acknowledged; writes_per_s for reads_per_s, the latency series
-// "write"). plain: autocommit, WAL, synchronous=FULL, one write
-// at a time (each its own fsync). sqloop/64: 64 writes in flight, group-committed; a group whose
-// statement reads a page not in memory is rolled back and runs again after a fetch, so the
-// writes' reads never wait on the loop either: reads_waited_per_op (VfsStats::reads_waited)
-// counts those that did. The other waits of a write (a WAL growing past its reserve, ...) are
-// in waited_ops_per_op.
+// "write"). plain: autocommit, WAL, synchronous=FULL, one write at a time (each its own fsync).
+// sqloop/64: 64 writes in flight, group-committed; a write whose statement reads a page not in
+// memory is undone and runs again after a fetch, its group waiting meanwhile, so the writes'
+// reads never wait on the loop: reads_waited_per_op (VfsStats::reads_waited) counts those that
+// did. The other waits of a write (a WAL growing past its reserve, ...) are in
+// waited_ops_per_op.
 #include <fcntl.h>
 #include <poll.h>
 #include <sqlite3.h>

@@ -642,7 +642,7 @@ int EpochQueue::Read(FileRole role, void* buffer, int amount, int64_t offset) {
   } else if (available > 0) {
     const int64_t got = ReadFile(f, out, available, start);
     if (got == -EAGAIN && reads_nowait_ && missed_) {
-      return SQLITE_INTERRUPT;  // Stops the statement, not the loop.
+      return miss_rc_;  // Stops the statement, not the loop.
     }
     if (got < 0) return SQLITE_IOERR_READ;
     // Bytes the disk does not have yet are zeros unless a queued write supplies them.

@@ -100,6 +100,8 @@
 #ifndef SQLOOP_DB_INTERNAL_EPOCH_QUEUE_H_
 #define SQLOOP_DB_INTERNAL_EPOCH_QUEUE_H_
 
+#include <sqlite3.h>
+
 #include <array>
 #include <cstdint>
 #include <memory>
@@ -156,12 +158,14 @@ class EpochQueue {
 
   // While on, Read never waits for the disk: it answers from the queued writes and from the
   // page cache (Backend::ReadIfCached), and where bytes are in neither it remembers them
-  // (TakeMiss) and fails with SQLITE_INTERRUPT, which stops a read-only statement without
-  // ending its read transaction. The Database turns it on while a reader steps a statement.
-  // A file system that cannot tell what is in memory (tmpfs) is read as before, waiting.
-  // Turning it on forgets a miss not taken (one SQLite recovered from by itself).
-  void set_reads_nowait(bool on) {
+  // (TakeMiss) and fails with `miss_rc`. SQLITE_INTERRUPT stops a read-only statement without
+  // ending its read transaction (a reader's); SQLite rolls a writing transaction back on it,
+  // but not on SQLITE_LOCKED, which only stops the statement (the writer's, which then undoes
+  // it to its savepoint). A file system that cannot tell what is in memory (tmpfs) is read as
+  // before, waiting. Turning it on forgets a miss not taken (one SQLite recovered from).
+  void set_reads_nowait(bool on, int miss_rc = SQLITE_INTERRUPT) {
     reads_nowait_ = on;
+    miss_rc_ = miss_rc;
     if (on) missed_ = false;
   }
   // The miss since the last call, if any; forgotten once taken.
@@ -285,7 +289,8 @@ class EpochQueue {
   void* listener_arg_ = nullptr;
   bool notifying_ = false;
   bool reads_nowait_ = false;
-  bool missed_ = false;  // miss_ holds a miss not taken yet.
+  int miss_rc_ = SQLITE_INTERRUPT;  // What Read returns on a miss (set_reads_nowait).
+  bool missed_ = false;             // miss_ holds a miss not taken yet.
   ReadMiss miss_;
 };
 
