@@ -239,7 +239,8 @@ TEST_P(ColdReadTest, WritesToDataNotInMemoryNeverMakeTheLoopWait) {
     const std::string prefix = absl::StrFormat("try%05d", attempt);  // Outlives the writes.
     Probe writes[std::size(kIds)];
     for (size_t i = 0; i < std::size(kIds); ++i) {
-      Prime(writes[i], Request::Kind::kWrite, "UPDATE t SET s = ? || substr(s, 9) WHERE id = ?",
+      Prime(writes[i], Request::Kind::kWrite,
+            "UPDATE t SET s = ? || substr(s, 9) WHERE id = ? RETURNING id",
             {Value::Text(prefix), Value::Int(kIds[i])});
       writes[i].order = &order;
       writes[i].name = absl::StrCat(kIds[i]);
@@ -247,10 +248,15 @@ TEST_P(ColdReadTest, WritesToDataNotInMemoryNeverMakeTheLoopWait) {
     }
     ASSERT_TRUE(loop_->Run(loop::RunMode::kUntilDone).ok());
     waited += vfs_->stats().reads_waited - before;
-    for (const Probe& w : writes) {
+    for (size_t i = 0; i < std::size(kIds); ++i) {
+      const Probe& w = writes[i];
       ASSERT_TRUE(w.done);
       EXPECT_TRUE(w.status.ok()) << w.status;
       EXPECT_EQ(w.request.changes, 1);
+      EXPECT_EQ(w.rows, absl::StrCat(kIds[i], "|\n"));
+      // A miss undoes only the write that missed: none that ran before it runs again (its
+      // RETURNING row would be voided first).
+      EXPECT_EQ(w.discards, 0) << "write " << kIds[i] << " ran again after another's miss";
     }
     EXPECT_EQ(order, (std::vector<std::string>{"1", "777", "1500", "2999"}));
     for (int id : kIds) {
