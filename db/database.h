@@ -107,7 +107,7 @@
 //     |                 ResumeGroup|  |   +--RestartGroup: a miss--+
 //     +--RunGroupOnce: BEGIN missed|--|----------------------------+--> kFetching --FetchDone (nothing to resume)--> kIdle
 //                                  +--|----------------------------------- kFetching (a group to resume, fetch done)
-//                                     +--Commit (nothing to sync, failed), RunInGroup, RunGroupOnce (lost)--> kIdle
+//                                     +--Commit (nothing to sync, failed), RunInGroup, ContinueGroup (lost)--> kIdle
 //
 //   transition              function                          invariant in the new state
 //   kIdle -> kGrouping      RunGroupOnce                      a write transaction is open; the group is empty
@@ -118,7 +118,7 @@
 //                                                             set, or with none (its begin missed, or the group
 //                                                             was rolled back), its requests queued again in order
 //   kFetching -> kGrouping  ResumeGroup (Serve, FinishClose)  the fetch completed; group_resume_ runs first
-//   kGrouping -> kIdle      Commit, RunInGroup, RunGroupOnce  no transaction of ours is open; the group is empty
+//   kGrouping -> kIdle      Commit, RunInGroup, ContinueGroup no transaction of ours is open; the group is empty
 //   kSyncing -> kIdle       Serve                             the group's epoch is durable
 //   kBlocked -> kIdle       Serve                             the write-behind queue drained
 //   kFetching -> kIdle      FetchDone                         no group waits; what was missed is in memory, or the
