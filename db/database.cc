@@ -11,7 +11,8 @@
 #include "sqloop/db/internal/connection.h"
 #include "sqloop/db/internal/database_files.h"
 #include "sqloop/db/internal/file_names.h"
-#include "sqloop/db/internal/file_preopen.h"  // Complete for preopen_'s destructor.
+#include "sqloop/db/internal/file_preopen.h"     // Complete for preopen_'s destructor.
+#include "sqloop/db/internal/integrity_check.h"  // And check_'s.
 #include "sqloop/db/internal/vfs_core.h"
 
 namespace sqloop::db {
@@ -158,11 +159,20 @@ void Database::Pump() {
         return;
       }
       if (files_->queue().durable_epoch() < open_epoch_) return;  // OnFilesChanged re-arms.
-      RefreshSnapshots();          // The readers serve from the first tick.
-      files_->table().DropHead();  // SQLite has read what it reads at open.
-      SetState(State::kReady);
-      FinishOpen(absl::OkStatus());
-      Serve();
+      if (check_off_loop_) {
+        StartCheck();  // OnChecked re-arms.
+        return;
+      }
+      BecomeReady();
+      return;
+    case State::kOpenChecking:
+      if (check_->state() != internal::IntegrityCheck::State::kIdle) return;
+      if (!check_->status().ok()) {
+        FailOpen(check_->status());
+        return;
+      }
+      checked_ = true;
+      BecomeReady();
       return;
     case State::kReady:
     case State::kPoisoned:
@@ -176,6 +186,14 @@ void Database::Pump() {
     case State::kFailed:
       return;
   }
+}
+
+void Database::BecomeReady() {
+  RefreshSnapshots();          // The readers serve from the first tick.
+  files_->table().DropHead();  // SQLite has read what it reads at open.
+  SetState(State::kReady);
+  FinishOpen(absl::OkStatus());
+  Serve();
 }
 
 bool Database::writer_open() const { return writer_->db() != nullptr; }
@@ -533,11 +551,16 @@ void Database::SetState(State next) {
       allowed = state_ == State::kNew;
       break;
     case State::kOpenSyncing:
-    case State::kFailed:
       allowed = state_ == State::kOpening;
       break;
-    case State::kReady:
+    case State::kOpenChecking:
       allowed = state_ == State::kOpenSyncing;
+      break;
+    case State::kFailed:
+      allowed = state_ == State::kOpening || state_ == State::kOpenChecking;
+      break;
+    case State::kReady:
+      allowed = state_ == State::kOpenSyncing || state_ == State::kOpenChecking;
       break;
     case State::kPoisoned:
       allowed = state_ == State::kOpenSyncing || state_ == State::kReady;
@@ -631,6 +654,14 @@ void Database::AssertInvariants() const {
     case State::kNew:
     case State::kOpening:
       SQLOOP_CHECK(files_ == nullptr, "files taken over before the open finished");
+      break;
+    case State::kOpenChecking:
+      SQLOOP_CHECK(files_ != nullptr && !readers_.empty() && writer_open() &&
+                       files_->queue().durable_epoch() >= open_epoch_ && writes_.empty() &&
+                       reads_.empty() && check_ != nullptr &&
+                       check_->state() != internal::IntegrityCheck::State::kIdle,
+                   "checking with something written since the open, a request admitted, or no "
+                   "check in flight");
       break;
     case State::kReady:
     case State::kOpenSyncing: {

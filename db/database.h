@@ -24,25 +24,29 @@
 //
 // clang-format off
 //
-//   kNew --Open--> kOpening --Pump: opened--> kOpenSyncing --Pump: durable--> kReady --Close--> kClosing
-//                     |                          |                               |                |
-//                     | Pump: error              | Pump: poisoned                | BecomePoisoned | FinishClose
-//                     v                          v                               v                v
-//                  kFailed --Close--> kClosed  kPoisoned <---------------------- +             kClosed
-//                                                 |
-//                                                 +--Close--> kClosing
+//   kNew --Open--> kOpening --Pump: opened--> kOpenSyncing --Pump: durable-----------> kReady --Close--> kClosing
+//                     |                          |       |                              ^   |                |
+//                     | Pump: error              |       | Pump: durable,               |   | BecomePoisoned | FinishClose
+//                     v                          |       v a large file to check        |   v                v
+//                  kFailed <--Pump: failed-------|--- kOpenChecking --Pump: sound-------+  kPoisoned        kClosed
+//                     |                          |                                          ^  |
+//                     +--Close--> kClosed        +--Pump: poisoned--------------------------+  +--Close--> kClosing
 //
-//   transition                  function        invariant in the new state
-//   kNew -> kOpening            Open            no connection, no files; the pump is armed
-//   kOpening -> kOpenSyncing    Pump            a reader open, the file in WAL mode; files pinned
-//   kOpening -> kFailed         Pump, OnPreopened  no connection, no files; Open's callback got why
-//   kOpenSyncing -> kReady      Pump            the open's epoch is durable; Open's callback got OK
-//   kOpenSyncing -> kPoisoned   Pump            files poisoned; Open's callback got the poison
-//   kReady -> kPoisoned         BecomePoisoned  files poisoned; no request awaits durability
-//   kReady -> kClosing          Close           no write is queued
-//   kPoisoned -> kClosing       Close           no write is queued
-//   kFailed -> kClosed          Close           no connection, no files
-//   kClosing -> kClosed         FinishClose     no connection, no files, nothing queued or awaited
+//   transition                    function        invariant in the new state
+//   kNew -> kOpening              Open            no connection, no files; the pump is armed
+//   kOpening -> kOpenSyncing      Pump            a reader open, the file in WAL mode; files pinned
+//   kOpening -> kFailed           Pump, OnPreopened  no connection, no files; Open's callback got why
+//   kOpenSyncing -> kOpenChecking Pump (StartCheck)  the open's epoch is durable, the WAL empty; the
+//                                                 check of the main file runs on a thread
+//   kOpenSyncing -> kReady        Pump            the open's epoch is durable; Open's callback got OK
+//   kOpenSyncing -> kPoisoned     Pump            files poisoned; Open's callback got the poison
+//   kOpenChecking -> kReady       Pump            the check passed; as kOpenSyncing -> kReady
+//   kOpenChecking -> kFailed      Pump (FailOpen) as kOpening -> kFailed; why: corrupt, out of memory...
+//   kReady -> kPoisoned           BecomePoisoned  files poisoned; no request awaits durability
+//   kReady -> kClosing            Close           no write is queued
+//   kPoisoned -> kClosing         Close           no write is queued
+//   kFailed -> kClosed            Close           no connection, no files
+//   kClosing -> kClosed           FinishClose     no connection, no files, nothing queued or awaited
 //
 // clang-format on
 //
@@ -51,6 +55,15 @@
 // preopened_), so SQLite's xOpen finds them and its first reads wait for nothing (the head is
 // dropped on reaching kReady); then, once the tick's open budget allows
 // (VfsOptions::open_tick_budget_ns), DoOpen opens the connections.
+//
+// The integrity check (check_at_open, when NeedsCheck says the file is new to this Vfs or
+// changed since it was checked) reads the whole file, and SQLite's quick_check cannot be cut
+// into slices (db/internal/integrity_check.h says why). So DoOpen checks a small file
+// (check_on_loop_bytes_max) at once, on the loop, as part of the open, and a large one in
+// kOpenChecking: DoOpen empties the WAL into the main file (a checkpoint), and once the open's
+// epoch is durable a thread checks the main file with a connection of its own while the loop
+// serves everything else. Nothing is admitted before kReady, so the file does not change under
+// the thread. On the simulator every file is checked on the loop.
 //
 // The writer opens on demand. When opening it would change nothing on disk (the integrity check
 // is skipped, the main file is in WAL mode already and no rollback journal is there:
@@ -222,6 +235,7 @@
 #define SQLOOP_DB_DATABASE_H_
 
 #include <cstdint>
+#include <latch>
 #include <memory>
 #include <string>
 #include <vector>
@@ -242,6 +256,7 @@ namespace internal {
 class Connection;
 class DatabaseFiles;     // db/internal/database_files.h: not part of the API.
 class FilePreopen;       // db/internal/file_preopen.h.
+class IntegrityCheck;    // db/internal/integrity_check.h.
 struct FileFingerprint;  // db/internal/vfs_context.h.
 struct ReadMiss;         // db/internal/epoch_queue.h.
 }  // namespace internal
@@ -312,6 +327,10 @@ inline constexpr uint64_t kSliceVmStepsMaxDefault = 1'000'000;
 // ever (each slice yields, so it would not stall the loop, but it would hold a reader).
 inline constexpr uint64_t kRequestVmStepsMaxDefault = 100'000'000;
 
+// The largest main file the integrity check at open reads on the loop: quick_check reads
+// every page, and 64 pages cost about what the open itself does, less than starting a thread.
+inline constexpr uint64_t kCheckOnLoopBytesMaxDefault = 256 * 1024;
+
 struct DatabaseOptions {
   uint32_t readers = kReadersDefault;
   uint32_t rows_per_tick = kRowsPerTickDefault;
@@ -343,6 +362,10 @@ struct DatabaseOptions {
   // inode, the modification and change times, and an empty WAL); a host that checks elsewhere
   // may turn it off.
   bool check_at_open = true;
+  // A main file larger than this is checked on a thread of its own, and the loop serves the
+  // other tenants meanwhile (kOpenChecking); a smaller one (the check costs less than the
+  // open) on the loop. The simulator checks every file on the loop.
+  uint64_t check_on_loop_bytes_max = kCheckOnLoopBytesMaxDefault;
   // The tenant every SQLite byte of this database is charged to (alloc/sqlite_memory.h), marked
   // around all of the database's SQLite work. Its limit turns into SQLITE_NOMEM for this
   // database only: the request fails with ResourceExhausted and the database stays usable.
@@ -350,6 +373,9 @@ struct DatabaseOptions {
   // TEST HOOK ONLY: the writer's BEGIN fails as if SQLite were out of memory, so tests reach
   // the bounded retry of a writer that cannot begin a transaction.
   bool fail_begin_for_testing = false;
+  // TEST HOOK ONLY: a check on a thread waits for this latch before it starts, so a test
+  // can show the loop serving while it is in flight.
+  std::latch* check_gate_for_testing = nullptr;
   // NEGATIVE CONTROL ONLY: acknowledge before the covering fsync. Tests prove they catch it.
   bool ack_before_fsync_for_testing = false;
   // NEGATIVE CONTROL ONLY (liveness): no group commit starts after this many (0: no limit).
@@ -379,6 +405,7 @@ struct DatabaseStats {
   uint64_t read_ticks_cut_short = 0;  // Ticks that left reads to the next (read_tick_budget_ns).
   uint64_t readers_opened = 0;        // Reader connections opened after the first (on demand).
   uint64_t integrity_checks = 0;      // quick_check runs at open (check_at_open).
+  uint64_t integrity_checks_off_loop = 0;  // ... of them on a thread (a large file).
   // Opens that skipped it: the files were unchanged since this Vfs closed them after a check.
   uint64_t integrity_checks_skipped = 0;
   uint64_t writer_opens_deferred = 0;  // Opens that left the writer closed (MayDeferWriter).
@@ -391,6 +418,7 @@ class Database {
     kNew,
     kOpening,
     kOpenSyncing,
+    kOpenChecking,
     kReady,
     kPoisoned,
     kClosing,
@@ -495,7 +523,10 @@ class Database {
   static void OnPreopened(void* arg);
   void FailOpen(absl::Status status);
   [[nodiscard]] bool NeedsCheck(internal::DatabaseFiles& files);
-  [[nodiscard]] absl::Status RunCheck();
+  [[nodiscard]] bool MayCheckOffLoop(internal::DatabaseFiles& files);
+  void StartCheck();
+  static void OnChecked(void* arg);
+  void BecomeReady();
   [[nodiscard]] bool MayDeferWriter(internal::DatabaseFiles& files) const;
   [[nodiscard]] absl::Status OpenWriter();
   [[nodiscard]] bool WriterReady();
@@ -555,8 +586,11 @@ class Database {
   internal::DatabaseFiles* preopened_ = nullptr;
   bool files_ready_ = false;
   uint64_t open_epoch_ = 0;
-  bool checked_ = false;      // The integrity check passed at open (or held from the last close).
-  uint64_t group_epoch_ = 0;  // The last group's commit epoch.
+  bool checked_ = false;  // The integrity check passed at open (or held from the last close).
+  bool check_off_loop_ = false;  // The check is due, on a thread (MayCheckOffLoop).
+  uint64_t group_epoch_ = 0;     // The last group's commit epoch.
+  // kOpenChecking: the check on a thread (made at the first one).
+  std::unique_ptr<internal::IntegrityCheck> check_;
   uint32_t group_limit_ = 0;  // Requests per group after an overflow; 0: the option's max.
   uint32_t wal_frames_ = 0;   // WAL frames after the last commit (sqlite3_wal_hook).
   WriterState writer_state_ = WriterState::kIdle;

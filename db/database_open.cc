@@ -1,5 +1,5 @@
-// Database: opening (kOpening in db/database.h): the files through the loop, then the
-// connections, the options they need and the integrity check.
+// Database: opening (kOpening and kOpenChecking in db/database.h): the files through the loop,
+// then the connections, the options they need and the integrity check.
 #include <sqlite3.h>
 #include <sys/stat.h>
 
@@ -16,6 +16,7 @@
 #include "sqloop/db/internal/database_files.h"
 #include "sqloop/db/internal/file_names.h"
 #include "sqloop/db/internal/file_preopen.h"
+#include "sqloop/db/internal/integrity_check.h"
 #include "sqloop/db/internal/vfs_core.h"
 
 namespace sqloop::db {
@@ -55,12 +56,13 @@ void Database::OnPreopened(void* arg) {
   self.ArmPump();
 }
 
-// kOpening -> kFailed: nothing of the open stays (connections, pinned files).
+// kOpening, kOpenChecking -> kFailed: nothing of the open stays (connections, pinned files).
 void Database::FailOpen(absl::Status status) {
   CloseConnections();
-  if (preopened_ != nullptr) {
-    internal::DatabaseFiles* files = preopened_;
-    preopened_ = nullptr;
+  if (files_ != nullptr) files_->queue().SetListener(nullptr, nullptr);
+  if (internal::DatabaseFiles* files = preopened_ != nullptr ? preopened_ : files_;
+      files != nullptr) {
+    preopened_ = files_ = nullptr;
     files->table().DropHead();
     files->Unpin();  // May destroy them.
   }
@@ -141,23 +143,38 @@ bool Database::NeedsCheck(internal::DatabaseFiles& files) {
   return true;
 }
 
-absl::Status Database::RunCheck() {
-  ++stats_.integrity_checks;
-  sqlite3_stmt* check = nullptr;
-  sqlite3_prepare_v2(writer_->db(), "PRAGMA quick_check", -1, &check, nullptr);
-  const int rc = sqlite3_step(check);
-  std::string result = rc == SQLITE_ROW
-                           ? reinterpret_cast<const char*>(sqlite3_column_text(check, 0))
-                           : sqlite3_errmsg(writer_->db());
-  sqlite3_finalize(check);
-  if (result != "ok") {
-    return absl::DataLossError(absl::StrCat("'", internal::FileNameOf(path_),
-                                            "' is corrupt (quick_check: ", result,
-                                            "); restore it from a backup"));
+// A large file is checked on a thread (db/internal/integrity_check.h), which reads the main
+// file alone: so the WAL is emptied into it first. On the simulator, for a small file, or if
+// the WAL cannot be emptied now, DoOpen checks on the loop.
+bool Database::MayCheckOffLoop(internal::DatabaseFiles& files) {
+  const internal::SharedFile& main = files.table().file(internal::FileRole::kMain);
+  if (loop_.backend().name() == "simulator" ||
+      static_cast<uint64_t>(main.size_bytes) <= options_.check_on_loop_bytes_max) {
+    return false;
   }
-  checked_ = true;
-  return absl::OkStatus();
+  int log_frames = 0;
+  int checkpointed = 0;
+  return writer_->Checkpoint(&log_frames, &checkpointed) == SQLITE_OK && log_frames == checkpointed;
 }
+
+// kOpenSyncing -> kOpenChecking: everything the open wrote is durable (invariant 1 of
+// integrity_check.h), and nothing is written until the verdict. If no thread can be had, the
+// check runs on the loop after all.
+void Database::StartCheck() {
+  if (check_ == nullptr) check_ = std::make_unique<internal::IntegrityCheck>();
+  ++stats_.integrity_checks;
+  const std::string file_name(internal::FileNameOf(path_));
+  if (check_off_loop_ &&
+      check_->StartOnThread(loop_, files_->main_path(), file_name, options_.tenant,
+                            options_.check_gate_for_testing, &Database::OnChecked, this)) {
+    ++stats_.integrity_checks_off_loop;
+  } else {
+    check_->RunOnLoop(loop_, writer_->db(), file_name, &Database::OnChecked, this);
+  }
+  SetState(State::kOpenChecking);
+}
+
+void Database::OnChecked(void* arg) { static_cast<Database*>(arg)->ArmPump(); }
 
 // The writer may wait for the first write when opening it would change nothing on disk: the
 // main file is in WAL mode already (header bytes 18 and 19 are 2) and no rollback journal is
@@ -221,8 +238,12 @@ absl::Status Database::DoOpen() {
     ++stats_.writer_opens_deferred;
   } else {
     if (absl::Status s = OpenWriter(); !s.ok()) return s;
-    if (check) {
-      if (absl::Status s = RunCheck(); !s.ok()) return s;
+    check_off_loop_ = check && MayCheckOffLoop(files);
+    if (check && !check_off_loop_) {  // A small file: checked now, within the open's budget.
+      ++stats_.integrity_checks;
+      const absl::Status s = internal::QuickCheck(writer_->db(), internal::FileNameOf(path_));
+      if (!s.ok()) return s;
+      checked_ = true;
     }
   }
   if (absl::Status s = OpenReader(); !s.ok()) return s;  // The others open on demand.

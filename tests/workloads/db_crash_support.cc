@@ -99,6 +99,8 @@ const char* StateName(db::Database::State state) {
       return "opening";
     case db::Database::State::kOpenSyncing:
       return "open-syncing";
+    case db::Database::State::kOpenChecking:
+      return "open-checking";
     case db::Database::State::kReady:
       return "ready";
     case db::Database::State::kPoisoned:
