@@ -329,7 +329,7 @@ inline constexpr uint64_t kRequestVmStepsMaxDefault = 100'000'000;
 
 // The largest main file the integrity check at open reads on the loop: quick_check reads
 // every page, and 64 pages cost about what the open itself does, less than starting a thread.
-inline constexpr uint64_t kCheckOnLoopBytesMaxDefault = 256 * 1024;
+inline constexpr uint64_t kCheckOnLoopBytesMaxDefault = uint64_t{256} << 10;
 
 struct DatabaseOptions {
   uint32_t readers = kReadersDefault;

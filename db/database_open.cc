@@ -241,8 +241,10 @@ absl::Status Database::DoOpen() {
     check_off_loop_ = check && MayCheckOffLoop(files);
     if (check && !check_off_loop_) {  // A small file: checked now, within the open's budget.
       ++stats_.integrity_checks;
-      const absl::Status s = internal::QuickCheck(writer_->db(), internal::FileNameOf(path_));
-      if (!s.ok()) return s;
+      if (absl::Status s = internal::QuickCheck(writer_->db(), internal::FileNameOf(path_));
+          !s.ok()) {
+        return s;
+      }
       checked_ = true;
     }
   }
