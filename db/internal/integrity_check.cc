@@ -4,7 +4,10 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstddef>
 #include <cstdint>
+#include <semaphore>
 #include <string>
 #include <system_error>
 #include <utility>
@@ -15,6 +18,18 @@
 #include "sqloop/alloc/check.h"
 
 namespace sqloop::db::internal {
+namespace {
+
+// Invariant 4: the checks that read at once, process-wide. Each reads a whole file, and a
+// restart that opens many large tenants together would otherwise set as many threads reading
+// the disk and competing for the cores the loops run on.
+std::counting_semaphore<>& ReadingSlots() {
+  static std::counting_semaphore<> slots(
+      std::max<std::ptrdiff_t>(1, static_cast<std::ptrdiff_t>(std::thread::hardware_concurrency() / 2)));
+  return slots;
+}
+
+}  // namespace
 
 absl::Status QuickCheck(sqlite3* db, absl::string_view file_name) {
   sqlite3_stmt* check = nullptr;
@@ -83,9 +98,10 @@ bool IntegrityCheck::StartOnThread(loop::Loop& loop, std::string path, std::stri
   return true;
 }
 
-// On the thread: nothing here touches the loop or the Database (invariants 1 to 3).
+// On the thread: nothing here touches the loop or the Database (invariants 1 to 4).
 void IntegrityCheck::RunThread() {
   if (gate_ != nullptr) gate_->wait();
+  ReadingSlots().acquire();
   {
     alloc::ScopedTenant scope(tenant_);
     // A URI, for immutable=1: every byte outside the unreserved set is percent-encoded.
@@ -115,6 +131,7 @@ void IntegrityCheck::RunThread() {
     }
     sqlite3_close_v2(db);
   }
+  ReadingSlots().release();
   const uint64_t one = 1;
   // An eventfd write of 8 bytes cannot fail short of a bad descriptor, which this one is not.
   [[maybe_unused]] const ssize_t written = write(event_fd_, &one, sizeof one);

@@ -21,9 +21,12 @@
 //   2. The thread charges what SQLite allocates to the database's tenant, as the loop does.
 //   3. The verdict (status()) is written by the thread before it signals, and read only after
 //      the loop has joined it.
-//   4. Small files, and every file on the simulator (its files are not in the file system, and a
-//      thread would break the replay), are checked on the loop through the database's own
-//      connection, at once, and reported on the next tick: one state machine either way.
+//   4. At most half the machine's cores' worth of checks read at once, in the whole process;
+//      the threads of the others wait, idle, for one of them to end.
+//   5. Small files, and every file on the simulator (its files are not in the file system, and a
+//      thread would break the replay), are not checked here: DoOpen runs QuickCheck on the
+//      loop. RunOnLoop is the way back when no thread or eventfd can be had: the same check
+//      through the database's own connection, at once, reported on the next tick.
 //
 // clang-format off
 //   kIdle --RunOnLoop-------> kReporting --OnReport---------------> kIdle
@@ -74,7 +77,7 @@ class IntegrityCheck {
   // Checks through `db` (the database's writer) at once; `done(arg)` runs on the next tick.
   void RunOnLoop(loop::Loop& loop, sqlite3* db, absl::string_view file_name, Callback done,
                  void* arg);
-  // Checks the main file at `path` on a thread (invariants 1 and 2); `done(arg)` runs from a
+  // Checks the main file at `path` on a thread (invariants 1, 2 and 4); `done(arg)` runs from a
   // loop callback once it is over. `gate` (tests only, may be null): the thread waits for it
   // before it opens the file. Returns false, having started nothing, if the thread or its
   // eventfd cannot be had (out of descriptors or threads): the caller checks on the loop.
