@@ -24,8 +24,8 @@ namespace {
 // restart that opens many large tenants together would otherwise set as many threads reading
 // the disk and competing for the cores the loops run on.
 std::counting_semaphore<>& ReadingSlots() {
-  static std::counting_semaphore<> slots(
-      std::max<std::ptrdiff_t>(1, static_cast<std::ptrdiff_t>(std::thread::hardware_concurrency() / 2)));
+  static std::counting_semaphore<> slots(std::max<std::ptrdiff_t>(
+      1, static_cast<std::ptrdiff_t>(std::thread::hardware_concurrency() / 2)));
   return slots;
 }
 
