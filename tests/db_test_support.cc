@@ -35,8 +35,11 @@ void RecordingBackend::FailNth(io::OpKind kind, uint32_t nth, int error, bool pe
 }
 
 void RecordingBackend::Submit(io::Op* op) {
+  const bool waited = loop_ != nullptr && loop_->stats().waited_ops != waits_seen_;
+  if (waited) waits_seen_ = loop_->stats().waited_ops;
   events_.push_back(TraceEvent{TraceEvent::Type::kSubmit, op->kind, op->fd, op->offset, op->length,
-                               0, op->flags, op, IsReserve(*op)});
+                               0, op->flags, op, IsReserve(*op),
+                               op->path != nullptr ? op->path : "", waited});
   for (Rule& rule : rules_) {
     if (rule.kind != op->kind || rule.countdown == 0) continue;
     if (rule.length != 0 && rule.length != op->length) continue;
@@ -71,7 +74,7 @@ absl::Status RecordingBackend::Tick(bool wait, int64_t deadline_ns, io::OpList& 
       faked_.erase(it);
     }
     events_.push_back(TraceEvent{TraceEvent::Type::kComplete, op->kind, op->fd, op->offset,
-                                 op->length, op->result, op->flags, op, IsReserve(*op)});
+                                 op->length, op->result, op->flags, op, IsReserve(*op), "", false});
     completed.PushBack(op);
   }
   return status;

@@ -30,6 +30,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "gtest/gtest.h"
 #include "sqloop/io/backend.h"
+#include "sqloop/loop/loop.h"
 #include "tests/test_backends.h"
 
 namespace sqloop::testing {
@@ -50,6 +51,8 @@ struct TraceEvent {
   uint32_t flags;  // The op's flags (O_* for kOpenAt).
   const io::Op* op;
   bool reserve = false;  // A write of the VFS's reserve zeros (internal::kReserveZeros).
+  std::string path;      // kSubmit of an op with a path (an open, an unlink): the path.
+  bool waited = false;   // kSubmit through Loop::WaitForOp (seen once WatchWaits is called).
 };
 
 class RecordingBackend final : public io::Backend {
@@ -62,6 +65,12 @@ class RecordingBackend final : public io::Backend {
   void FailNth(io::OpKind kind, uint32_t nth, int error, bool persistent = false,
                uint32_t length = 0, int fd = -1);
   void ClearFaults() { rules_.clear(); }
+  // From now on, marks each submission `loop` runs through WaitForOp (TraceEvent::waited): the
+  // loop counts such an op just before submitting it.
+  void WatchWaits(const loop::Loop& loop) {
+    loop_ = &loop;
+    waits_seen_ = loop.stats().waited_ops;
+  }
   // Submissions of `kind` from now on are held back instead of reaching the backend, so they
   // stay in flight for as long as the test needs (an fsync the database is waiting for, say);
   // ReleaseHeld() submits them. While any is held, run the loop with RunMode::kNoWait.
@@ -121,6 +130,8 @@ class RecordingBackend final : public io::Backend {
   std::optional<io::OpKind> hold_;
   std::vector<io::Op*> held_ops_;
   uint32_t probes_to_miss_ = 0;
+  const loop::Loop* loop_ = nullptr;
+  uint64_t waits_seen_ = 0;
 };
 
 // A directory for one test's databases: a fresh mkdtemp directory on real backends (removed

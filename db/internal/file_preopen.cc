@@ -18,7 +18,7 @@ void FilePreopen::Start(loop::Loop& loop, DatabaseFiles& files, Callback done, v
   done_ = done;
   arg_ = arg;
   status_ = absl::OkStatus();
-  for (loop::Completion* c : {&io_, &journal_, &head_}) {
+  for (loop::Completion* c : {&io_, &journal_, &head_, &dir_}) {
     c->callback = &FilePreopen::OnIo;
     c->user_data = this;
     c->name = "preopen";
@@ -57,13 +57,27 @@ void FilePreopen::Advance(State next) {
   }
 }
 
-// Invariant 2: the journal's probe, the WAL's open and the head's read, all at once.
+// Invariant 2: the journal's probe (its creation, for an empty main file), the WAL's open and
+// the head's read, all at once; and the directory's open, for an empty main file.
 void FilePreopen::StartRest() {
   FileTable& table = files_->table();
-  Submit(journal_, {.kind = io::OpKind::kOpenAt,
-                    .fd = AT_FDCWD,
-                    .flags = O_RDONLY | O_CLOEXEC,
-                    .path = table.file(FileRole::kJournal).path.c_str()});
+  // Invariant 6: an empty main file's first transaction needs a journal; O_EXCL, so a journal
+  // already there is left to SQLite's own checks, as at any other open.
+  create_journal_ = main_bytes_ == 0;
+  Submit(journal_,
+         {.kind = io::OpKind::kOpenAt,
+          .fd = AT_FDCWD,
+          .flags = static_cast<uint32_t>(create_journal_ ? O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC
+                                                         : O_RDONLY | O_CLOEXEC),
+          .path = table.file(FileRole::kJournal).path.c_str(),
+          .mode = 0644});
+  open_dir_ = create_journal_ && !table.has_directory_fd();
+  if (open_dir_) {
+    Submit(dir_, {.kind = io::OpKind::kOpenAt,
+                  .fd = AT_FDCWD,
+                  .flags = O_RDONLY | O_DIRECTORY | O_CLOEXEC,
+                  .path = table.dir_path().c_str()});
+  }
   open_wal_ = table.file(FileRole::kWal).fd < 0;
   if (open_wal_) {
     create_ = false;
@@ -155,14 +169,17 @@ int64_t FilePreopen::TakeRest() {
   const int64_t journal = journal_.result();
   const int64_t wal = open_wal_ ? io_.result() : 0;
   int wal_fd = open_wal_ && wal >= 0 ? static_cast<int>(wal) : -1;
+  int journal_fd = journal >= 0 ? static_cast<int>(journal) : -1;
+  // Invariant 6: the directory's descriptor is the table's at once (a failed open is left for
+  // the first barrier that needs it to report).
+  if (open_dir_ && dir_.result() >= 0) table.AdoptDirectory(static_cast<int>(dir_.result()));
   int64_t failed = 0;
-  if (journal >= 0) {
+  if (journal_fd >= 0 && !create_journal_) {
     // A journal is there: SQLite's own recovery (and Adopt's check) read it the usual way.
-    int journal_fd = static_cast<int>(journal);
     table.CloseDescriptor(journal_fd);
   } else if (journal == -ENOENT) {
     table.MarkAbsent(FileRole::kJournal);
-  } else {
+  } else if (journal < 0 && !(create_journal_ && journal == -EEXIST)) {
     failed = journal;
     table.CloseDescriptor(fd_);
   }
@@ -170,6 +187,14 @@ int64_t FilePreopen::TakeRest() {
     const int main_fd = fd_;
     fd_ = -1;
     failed = table.Adopt(FileRole::kMain, main_fd, main_bytes_);  // Closes it if it fails.
+  }
+  if (journal_fd >= 0 && create_journal_) {
+    // Created empty by us: SQLite's open of it for the first transaction finds the descriptor.
+    if (failed < 0) {
+      table.CloseDescriptor(journal_fd);
+    } else {
+      failed = table.Adopt(FileRole::kJournal, journal_fd, 0);
+    }
   }
   // FileTable invariant 4: Adopt may have rolled back a first transaction (emptied the file).
   if (failed == 0 && head_bytes_ > 0 && head_.result() == head_bytes_ &&

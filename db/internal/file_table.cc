@@ -244,4 +244,12 @@ int64_t FileTable::DirectoryFd() {
   return fd;
 }
 
+void FileTable::AdoptDirectory(int fd) {
+  if (dir_fd_ >= 0) {
+    CloseDescriptor(fd);
+    return;
+  }
+  dir_fd_ = fd;
+}
+
 }  // namespace sqloop::db::internal

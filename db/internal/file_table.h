@@ -111,6 +111,10 @@ class FileTable {
   void CloseIdle();
   // The directory's descriptor, opened the first time it is needed: >= 0, or -errno.
   [[nodiscard]] int64_t DirectoryFd();
+  [[nodiscard]] bool has_directory_fd() const { return dir_fd_ >= 0; }
+  // Takes `fd`, the directory opened by the caller through the loop (FilePreopen), unless the
+  // table has one already (then `fd` is closed).
+  void AdoptDirectory(int fd);
 
   // Keeps the main file (and so the flock) open while no SQLite connection has it open.
   void Pin() { ++pins_; }
