@@ -18,6 +18,12 @@
 //   6. Only Wake() is thread-safe. Everything else runs on the loop's thread.
 //   7. ReadIfCached() never waits for a device: it answers from memory (the kernel's page
 //      cache, or the simulator's model of it) or says the bytes are not there.
+//   8. A Tick() starts at most BackendOptions::submit_batch_max ops: io_uring sends no more to
+//      the kernel (which runs many of them inline, in the loop's thread, inside the call), the
+//      fallback runs no more. The rest wait, in order, for the next Tick(), and a Tick() that
+//      leaves ops waiting this way does not block. So one burst of submissions (hundreds of
+//      opens granted at once) cannot make one tick as long as all of them. The simulator's
+//      ops take no time on the loop's thread: it has no such bound.
 //
 // Example:
 //
@@ -58,6 +64,7 @@ struct BackendStats {
   uint64_t resubmitted = 0;      // Short transfers and retries sent again.
   uint64_t sq_full_flushes = 0;  // Times the submission queue was full and flushed early.
   uint64_t ring_full_waits = 0;  // Ops that waited in user space: in_flight_max was reached.
+  uint64_t batch_deferrals = 0;  // Ticks that left ops for the next by submit_batch_max (8).
 };
 
 class Backend {
@@ -75,9 +82,10 @@ class Backend {
   // contract, item 4). Checks (aborts) if `op` is not in flight in this backend.
   virtual void Cancel(Op* op) = 0;
 
-  // Sends every queued submission, then appends the ops that finished to `completed` in the
-  // order they finished. When `wait` is true and nothing has finished, blocks until something
-  // does, Wake() is called, or NowNs() reaches `deadline_ns` (kNoDeadline: no limit).
+  // Sends the queued submissions (up to the batch bound, contract item 8), then appends the
+  // ops that finished to `completed` in the order they finished. When `wait` is true, nothing
+  // has finished and no submission was left for later, blocks until something finishes,
+  // Wake() is called, or NowNs() reaches `deadline_ns` (kNoDeadline: no limit).
   // A non-OK status means the backend itself failed (not an op): the loop reports it.
   [[nodiscard]] virtual absl::Status Tick(bool wait, int64_t deadline_ns, OpList& completed) = 0;
 
@@ -133,6 +141,12 @@ struct BackendOptions {
   // it above their count, or new ops wait behind them; the backend logs a warning when ops
   // first have to wait.
   uint32_t in_flight_max = 1024;
+  // The most ops a Tick() starts (contract item 8); more wait for the next Tick(). io_uring
+  // runs an op it can complete at once (an open of an existing file, a buffered write)
+  // inline, in the thread that enters the ring, so a full SQ of a creation burst's opens made
+  // one call, and one tick, as long as all of them (docs/architecture.md). 64 still sends a group
+  // commit of 64 writers at once. At least 1; io_uring uses at most ring_entries.
+  uint32_t submit_batch_max = 64;
   // Honour the SQLOOP_BACKEND environment variable ("io_uring" or "fallback"), which
   // overrides `kind`. Tests use it to run the whole suite on either backend.
   bool read_environment = true;

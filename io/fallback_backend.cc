@@ -3,7 +3,9 @@
 // kernel.io_uring_disabled) and to hold the loop to the same behaviour on two backends.
 //
 // Design invariants:
-//   1. Submit() only queues; ops run in the next Tick() (contract item 2), in submission order.
+//   1. Submit() only queues; ops run in the next Tick() (contract item 2), in submission order,
+//      at most `batch_max_` of them per Tick (contract item 8); a Tick that leaves some queued
+//      does not block.
 //   2. A file op runs to completion inside Tick(): it may block the thread for the duration
 //      of the syscall, which is the honest cost of not having io_uring. A socket op never
 //      blocks: recv/send use MSG_DONTWAIT, accept and connect wait for epoll readiness first.
@@ -56,7 +58,7 @@ uint32_t InterestOf(const Op& op) {
 
 class FallbackBackend final : public Backend {
  public:
-  FallbackBackend() = default;
+  explicit FallbackBackend(uint32_t batch_max) : batch_max_(batch_max) {}
   ~FallbackBackend() override;
   absl::Status Init();
 
@@ -93,6 +95,7 @@ class FallbackBackend final : public Backend {
   int wake_fd_ = -1;
   uint32_t in_flight_ = 0;
   uint32_t parked_ = 0;
+  const uint32_t batch_max_;  // BackendOptions::submit_batch_max (invariant 1).
   OpList queued_;
   OpList finished_;
   absl::flat_hash_map<int, Waiters> waiters_;
@@ -325,11 +328,12 @@ absl::Status FallbackBackend::Wait(bool wait, int64_t deadline_ns) {
 }
 
 absl::Status FallbackBackend::Tick(bool wait, int64_t deadline_ns, OpList& completed) {
-  OpList starting;
-  starting.Splice(queued_);
-  while (Op* op = starting.PopFront()) Start(op);
+  for (uint32_t started = 0; started < batch_max_ && !queued_.empty(); ++started) {
+    Start(queued_.PopFront());
+  }
+  if (!queued_.empty()) stats_.batch_deferrals++;
   // Only touch epoll when something can come from it: parked ops, or a wait (for Wake()).
-  const bool may_wait = wait && finished_.empty();
+  const bool may_wait = wait && finished_.empty() && queued_.empty();
   if (may_wait || parked_ > 0) {
     absl::Status status = Wait(may_wait, deadline_ns);
     if (!status.ok()) return status;
@@ -346,8 +350,8 @@ void FallbackBackend::Wake() {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Backend>> CreateFallbackBackend(const BackendOptions& options) {
-  (void)options;
-  auto backend = std::make_unique<FallbackBackend>();
+  SQLOOP_CHECK(options.submit_batch_max > 0, "BackendOptions: submit_batch_max must be > 0");
+  auto backend = std::make_unique<FallbackBackend>(options.submit_batch_max);
   absl::Status status = backend->Init();
   if (!status.ok()) return status;
   return backend;

@@ -9,7 +9,9 @@
 //      admitted while `ops_in_kernel_ < op_limit_ = (cq_entries_ - 1) / 2`; each may add one
 //      cancel request, and the wake read is one more: 2 * op_limit_ + 1 <= cq_entries_.
 //   3. Submissions are sent once per Tick (one io_uring_enter that also waits), except when the
-//      SQ is full, which flushes early.
+//      SQ is full, which flushes early. At most `batch_max_` user ops are prepared between two
+//      sends (contract item 8); later ones wait in `waiting_`, and the Tick does not block while
+//      they do, unless they wait for CQ room (invariant 2): then only a completion helps.
 //   4. The low bits of a CQE's user_data tell what it is: a user op (0), the answer to a cancel
 //      request (1, ignored: the target op answers for itself) or the wake read (2). Ops are at
 //      least 8-byte aligned, so the bits are free.
@@ -17,6 +19,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <ctime>
 
@@ -99,6 +102,8 @@ class UringBackend final : public Backend {
   uint32_t cq_entries_ = 0;
   uint32_t op_limit_ = 0;       // Invariant 2.
   uint32_t ops_in_kernel_ = 0;  // User ops in the kernel (or prepared in the SQ).
+  uint32_t batch_max_ = 0;      // BackendOptions::submit_batch_max (invariant 3).
+  uint32_t prepared_ = 0;       // User ops prepared in the SQ since the last send.
   uint32_t in_flight_ = 0;      // User ops submitted and not handed back (invariant 1).
   OpList waiting_;
   OpList finished_;
@@ -130,6 +135,8 @@ absl::Status SetupError(int error) {
 }
 
 absl::Status UringBackend::Init(const BackendOptions& options, int forced_setup_errno) {
+  SQLOOP_CHECK(options.submit_batch_max > 0, "BackendOptions: submit_batch_max must be > 0");
+  batch_max_ = std::min(options.submit_batch_max, options.ring_entries);
   SQLOOP_CHECK(options.ring_entries > 0 && options.in_flight_max >= options.ring_entries,
                "BackendOptions: ring_entries must be > 0 and in_flight_max >= ring_entries");
   log_ = options.log;
@@ -169,6 +176,7 @@ io_uring_sqe* UringBackend::GetSqe() {
   stats_.sq_full_flushes++;
   stats_.enter_calls++;
   io_uring_submit(&ring_);
+  prepared_ = 0;
   return io_uring_get_sqe(&ring_);
 }
 
@@ -208,7 +216,7 @@ void UringBackend::Submit(Op* op) {
 
 void UringBackend::Enqueue(Op* op) {
   // Keep FIFO order: nothing overtakes ops already waiting for room.
-  if (!waiting_.empty() || ops_in_kernel_ >= op_limit_) {
+  if (!waiting_.empty() || ops_in_kernel_ >= op_limit_ || prepared_ >= batch_max_) {
     if (ops_in_kernel_ >= op_limit_) WarnRingFull();
     waiting_.PushBack(op);
     return;
@@ -220,6 +228,7 @@ void UringBackend::Enqueue(Op* op) {
   }
   Prepare(sqe, op);
   ops_in_kernel_++;
+  prepared_++;
 }
 
 void UringBackend::Prepare(io_uring_sqe* sqe, Op* op) {
@@ -289,11 +298,12 @@ void UringBackend::Cancel(Op* op) {
 }
 
 void UringBackend::MoveWaitingToSq() {
-  while (!waiting_.empty() && ops_in_kernel_ < op_limit_) {
+  while (!waiting_.empty() && ops_in_kernel_ < op_limit_ && prepared_ < batch_max_) {
     io_uring_sqe* sqe = GetSqe();
     if (sqe == nullptr) return;
     Prepare(sqe, waiting_.PopFront());
     ops_in_kernel_++;
+    prepared_++;
   }
 }
 
@@ -306,7 +316,10 @@ absl::Status UringBackend::Tick(bool wait, int64_t deadline_ns, OpList& complete
   }
   MoveWaitingToSq();
   completed.Splice(finished_);
-  const bool may_wait = wait && completed.empty() && io_uring_cq_ready(&ring_) == 0;
+  // Invariant 3: ops left for the next Tick by the batch bound must not wait for a completion.
+  const bool deferred = !waiting_.empty() && ops_in_kernel_ < op_limit_;
+  if (deferred) stats_.batch_deferrals++;
+  const bool may_wait = wait && !deferred && completed.empty() && io_uring_cq_ready(&ring_) == 0;
   absl::Status status = Enter(may_wait, deadline_ns);
   if (!status.ok()) return status;
   Reap(completed);
@@ -335,6 +348,7 @@ absl::Status UringBackend::Enter(bool wait, int64_t deadline_ns) {
     }
     rc = io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, timeout_pointer, nullptr);
   }
+  prepared_ = 0;
   // -ETIME: the deadline passed; -EINTR: a signal. Both are normal ends of a wait.
   if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY) {
     return absl::InternalError(

@@ -185,6 +185,61 @@ TEST(FallbackBackendTest, ShortSendIsCompletedAcrossTicks) {
   close(fds[1]);
 }
 
+// Contract item 8 on both real backends: a Tick starts at most submit_batch_max ops, the rest
+// wait in order for the next Tick, and a Tick that leaves some waiting does not block.
+TEST(BackendBatchTest, ATickStartsAtMostTheBatchAndDoesNotBlockWhileOpsWait) {
+  for (const bool uring : {true, false}) {
+    SCOPED_TRACE(uring ? "io_uring" : "fallback");
+    BackendOptions options;
+    options.submit_batch_max = 4;
+    absl::StatusOr<std::unique_ptr<Backend>> backend =
+        uring ? internal::CreateUringBackend(options, 0) : internal::CreateFallbackBackend(options);
+    ASSERT_TRUE(backend.ok()) << backend.status();
+    std::vector<Op> nops(9);
+    for (Op& op : nops) (*backend)->Submit(&op);
+    std::vector<size_t> per_tick;
+    std::vector<Op*> order;
+    OpList done;
+    while (order.size() < nops.size()) {
+      ASSERT_TRUE((*backend)->Tick(false, kNoDeadline, done).ok());
+      per_tick.push_back(0);
+      while (Op* op = done.PopFront()) {
+        order.push_back(op);
+        ++per_tick.back();
+      }
+    }
+    EXPECT_EQ(per_tick, (std::vector<size_t>{4, 4, 1}));
+    for (size_t i = 0; i < nops.size(); ++i) EXPECT_EQ(order[i], &nops[i]) << "out of order";
+    EXPECT_EQ((*backend)->stats().batch_deferrals, 2u);
+
+    // Five receives that nothing answers: the Tick that sends four leaves one waiting, so it
+    // must return at once although it may wait and nothing finished.
+    int fds[2];
+    ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), 0);
+    char buffers[5][8];
+    std::vector<Op> receives(5);
+    for (size_t i = 0; i < receives.size(); ++i) {
+      receives[i] = Op{.kind = OpKind::kRecv, .fd = fds[0], .buffer = buffers[i], .length = 8};
+      (*backend)->Submit(&receives[i]);
+    }
+    const int64_t deadline_ns = (*backend)->NowNs() + 60'000'000'000;
+    ASSERT_TRUE((*backend)->Tick(true, deadline_ns, done).ok());
+    EXPECT_TRUE(done.empty());
+    EXPECT_LT((*backend)->NowNs(), deadline_ns) << "the Tick blocked with an op left waiting";
+    EXPECT_EQ((*backend)->stats().batch_deferrals, 3u);
+    for (Op& receive : receives) (*backend)->Cancel(&receive);
+    for (size_t finished = 0; finished < receives.size();) {
+      ASSERT_TRUE((*backend)->Tick(true, kNoDeadline, done).ok());
+      while (Op* op = done.PopFront()) {
+        EXPECT_EQ(op->result, -ECANCELED);
+        ++finished;
+      }
+    }
+    close(fds[0]);
+    close(fds[1]);
+  }
+}
+
 }  // namespace
 }  // namespace sqloop::io
 
