@@ -84,9 +84,7 @@ bool InMemoryFileSystem(int fd) {
 
 int64_t PosixCachedReads::Read(int fd, void* buffer, uint32_t length, uint64_t offset) {
   iovec vec{.iov_base = buffer, .iov_len = length};
-  const bool memory =
-      fd >= 0 && static_cast<size_t>(fd) < memory_.size() && memory_[static_cast<size_t>(fd)];
-  int flags = memory ? 0 : RWF_NOWAIT;
+  int flags = InMemory(fd) ? 0 : RWF_NOWAIT;
   for (;;) {
     const ssize_t got = preadv2(fd, &vec, 1, static_cast<off_t>(offset), flags);
     if (got >= 0) return got;

@@ -110,6 +110,14 @@ class Backend {
   [[nodiscard]] virtual int64_t ReadIfCached(int fd, void* buffer, uint32_t length,
                                              uint64_t offset) = 0;
 
+  // Whether `fd` is known to be a file on tmpfs or ramfs, memory only: a ReadIfCached on it
+  // found so. A system call on such a file, or on a name in its directory, never waits for a
+  // device. False when unknown, and always on the simulator.
+  [[nodiscard]] virtual bool InMemoryFile(int fd) const {
+    (void)fd;
+    return false;
+  }
+
   // Ops submitted and not yet handed back.
   [[nodiscard]] virtual uint32_t in_flight() const = 0;
 

@@ -71,6 +71,7 @@ class FallbackBackend final : public Backend {
   int64_t ReadIfCached(int fd, void* buffer, uint32_t length, uint64_t offset) override {
     return cached_reads_.Read(fd, buffer, length, offset);
   }
+  bool InMemoryFile(int fd) const override { return cached_reads_.InMemory(fd); }
   int PollableFd() override { return epoll_fd_; }
   uint32_t in_flight() const override { return in_flight_; }
   BackendStats stats() const override { return stats_; }

@@ -1,8 +1,10 @@
 // Database: requests, group commit, durable acknowledgements, fault handling and bad input, on
 // every backend (tests/db_test_support.h).
 #include <fcntl.h>
+#include <linux/magic.h>
 #include <sqlite3.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -894,6 +896,38 @@ TEST_P(DatabaseTest, ACreationNeverWaitsForAnOpen) {
   EXPECT_TRUE(created_journal) << "the first transaction had no rollback journal: proves nothing";
   EXPECT_TRUE(unlinked_journal) << "the switch to WAL did not commit by deleting the journal";
   EXPECT_LE(loop_->stats().waited_ops, 3u) << "waited for:" << waited;
+}
+
+// FilePreopen invariant 7 on tmpfs, where io_uring hands a read and the open of a missing name
+// to a kernel worker: a reopen reads the head from memory and probes for the journal at once,
+// so neither goes through the loop.
+TEST_P(DatabaseTest, AReopenOnTmpfsReadsTheHeadAndProbesTheJournalInMemory) {
+  if (!GetParam().real_descriptors) GTEST_SKIP() << "tmpfs is a real file system";
+  struct statfs fs {};
+  if (statfs("/dev/shm", &fs) != 0 || fs.f_type != TMPFS_MAGIC) GTEST_SKIP() << "no /dev/shm";
+  const ScratchDir shm(/*real=*/true, "/dev/shm");
+  path_ = shm.Path("db.sqlite");
+  ASSERT_TRUE(OpenDb().ok());
+  ASSERT_TRUE(Write("CREATE TABLE t(x)").ok());
+  ASSERT_TRUE(Write("INSERT INTO t VALUES (1), (2), (3)").ok());
+  ASSERT_TRUE(CloseDb().ok());
+  const uint64_t from_head = vfs_->stats().reads_from_head;
+  const size_t first_event = trace_->events().size();
+  ASSERT_TRUE(OpenDb().ok());
+  EXPECT_EQ(Read("SELECT sum(x) FROM t"), "6|\n");
+  EXPECT_GE(vfs_->stats().reads_from_head, from_head + 2) << "the reopen used no head";
+  int opens = 0;
+  for (size_t i = first_event; i < trace_->events().size(); ++i) {
+    const TraceEvent& e = trace_->events()[i];
+    if (e.type != TraceEvent::Type::kSubmit) continue;
+    EXPECT_NE(e.kind, io::OpKind::kRead) << "a read of the tenant on tmpfs went through the loop";
+    if (e.kind != io::OpKind::kOpenAt) continue;
+    ++opens;
+    EXPECT_FALSE(absl::EndsWith(e.path, "-journal")) << "the journal's probe went through the loop";
+  }
+  EXPECT_GE(opens, 2) << "the main file and the WAL open through the loop";
+  ASSERT_TRUE(CloseDb().ok());
+  db_.reset();
 }
 
 // A hot journal with a head read ahead of the open. A process died while committing a

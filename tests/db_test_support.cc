@@ -92,12 +92,12 @@ uint64_t RecordingBackend::submitted_of(io::OpKind kind) const {
   return n;
 }
 
-ScratchDir::ScratchDir(bool real) : real_(real) {
+ScratchDir::ScratchDir(bool real, const char* parent) : real_(real) {
   if (!real_) {
     dir_ = "";  // The simulator's root: paths are "/name".
     return;
   }
-  const char* tmp = std::getenv("TMPDIR");
+  const char* tmp = parent != nullptr ? parent : std::getenv("TMPDIR");
   std::string templ =
       std::string(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp") + "/sqloop-db-test-XXXXXX";
   SQLOOP_CHECK(mkdtemp(templ.data()) != nullptr, "mkdtemp failed");

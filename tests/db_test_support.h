@@ -99,6 +99,7 @@ class RecordingBackend final : public io::Backend {
     }
     return inner_->ReadIfCached(fd, buffer, length, offset);
   }
+  [[nodiscard]] bool InMemoryFile(int fd) const override { return inner_->InMemoryFile(fd); }
   // The next `n` ReadIfCached calls answer -EAGAIN: bytes evicted from the page cache.
   void MissProbes(uint32_t n) { probes_to_miss_ = n; }
   [[nodiscard]] uint32_t in_flight() const override {
@@ -138,7 +139,8 @@ class RecordingBackend final : public io::Backend {
 // with its files at destruction), "/sqloop-test" on the simulator.
 class ScratchDir {
  public:
-  explicit ScratchDir(bool real);
+  // `parent`: where the real directory is made (default $TMPDIR, else /tmp).
+  explicit ScratchDir(bool real, const char* parent = nullptr);
   ~ScratchDir();
   [[nodiscard]] std::string Path(const std::string& name) const { return dir_ + "/" + name; }
   [[nodiscard]] const std::string& dir() const { return dir_; }

@@ -1,6 +1,7 @@
 #include "sqloop/db/internal/file_preopen.h"
 
 #include <fcntl.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -61,16 +62,8 @@ void FilePreopen::Advance(State next) {
 // the head's read, all at once; and the directory's open, for an empty main file.
 void FilePreopen::StartRest() {
   FileTable& table = files_->table();
-  // Invariant 6: an empty main file's first transaction needs a journal; O_EXCL, so a journal
-  // already there is left to SQLite's own checks, as at any other open.
-  create_journal_ = main_bytes_ == 0;
-  Submit(journal_,
-         {.kind = io::OpKind::kOpenAt,
-          .fd = AT_FDCWD,
-          .flags = static_cast<uint32_t>(create_journal_ ? O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC
-                                                         : O_RDONLY | O_CLOEXEC),
-          .path = table.file(FileRole::kJournal).path.c_str(),
-          .mode = 0644});
+  StartHead();
+  StartJournal();
   open_dir_ = create_journal_ && !table.has_directory_fd();
   if (open_dir_) {
     Submit(dir_, {.kind = io::OpKind::kOpenAt,
@@ -83,14 +76,39 @@ void FilePreopen::StartRest() {
     create_ = false;
     SubmitOpen(FileRole::kWal);
   }
+}
+
+// Invariant 7: from memory if it is there (no operation), else through the loop.
+void FilePreopen::StartHead() {
   head_bytes_ = static_cast<uint32_t>(std::min<int64_t>(main_bytes_, kHeadBytesMax));
-  if (head_bytes_ > 0) {
-    Submit(head_, {.kind = io::OpKind::kRead,
-                   .fd = fd_,
-                   .buffer = table.PrepareHead(head_bytes_),
-                   .length = head_bytes_,
-                   .offset = 0});
+  head_read_ = 0;
+  if (head_bytes_ == 0) return;
+  char* const head = files_->table().PrepareHead(head_bytes_);
+  head_read_ = loop_->backend().ReadIfCached(fd_, head, head_bytes_, 0);
+  if (head_read_ == head_bytes_) return;
+  Submit(
+      head_,
+      {.kind = io::OpKind::kRead, .fd = fd_, .buffer = head, .length = head_bytes_, .offset = 0});
+}
+
+// Invariant 6: an empty main file's first transaction needs a journal; O_EXCL, so a journal
+// already there is left to SQLite's own checks, as at any other open. Invariant 7: on a memory
+// file system (known from the head's read) the probe is answered at once.
+void FilePreopen::StartJournal() {
+  const std::string& path = files_->table().file(FileRole::kJournal).path;
+  create_journal_ = main_bytes_ == 0;
+  probed_journal_ = !create_journal_ && loop_->backend().InMemoryFile(fd_);
+  if (probed_journal_) {
+    journal_probe_ = faccessat(AT_FDCWD, path.c_str(), F_OK, 0) == 0 ? 0 : -errno;
+    return;
   }
+  Submit(journal_,
+         {.kind = io::OpKind::kOpenAt,
+          .fd = AT_FDCWD,
+          .flags = static_cast<uint32_t>(create_journal_ ? O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC
+                                                         : O_RDONLY | O_CLOEXEC),
+          .path = path.c_str(),
+          .mode = 0644});
 }
 
 // Invariant 4: the first open of a role asks without O_CREAT, and only an ENOENT asks again
@@ -166,17 +184,17 @@ int64_t FilePreopen::Take(int64_t result) {
 // adopted closed).
 int64_t FilePreopen::TakeRest() {
   FileTable& table = files_->table();
-  const int64_t journal = journal_.result();
+  const int64_t journal = probed_journal_ ? journal_probe_ : journal_.result();
   const int64_t wal = open_wal_ ? io_.result() : 0;
   int wal_fd = open_wal_ && wal >= 0 ? static_cast<int>(wal) : -1;
-  int journal_fd = journal >= 0 ? static_cast<int>(journal) : -1;
+  int journal_fd = journal >= 0 && !probed_journal_ ? static_cast<int>(journal) : -1;
   // Invariant 6: the directory's descriptor is the table's at once (a failed open is left for
   // the first barrier that needs it to report).
   if (open_dir_ && dir_.result() >= 0) table.AdoptDirectory(static_cast<int>(dir_.result()));
   int64_t failed = 0;
-  if (journal_fd >= 0 && !create_journal_) {
+  if (journal >= 0 && !create_journal_) {
     // A journal is there: SQLite's own recovery (and Adopt's check) read it the usual way.
-    table.CloseDescriptor(journal_fd);
+    if (journal_fd >= 0) table.CloseDescriptor(journal_fd);
   } else if (journal == -ENOENT) {
     table.MarkAbsent(FileRole::kJournal);
   } else if (journal < 0 && !(create_journal_ && journal == -EEXIST)) {
@@ -197,7 +215,8 @@ int64_t FilePreopen::TakeRest() {
     }
   }
   // FileTable invariant 4: Adopt may have rolled back a first transaction (emptied the file).
-  if (failed == 0 && head_bytes_ > 0 && head_.result() == head_bytes_ &&
+  if (head_bytes_ > 0 && head_read_ != head_bytes_) head_read_ = head_.result();
+  if (failed == 0 && head_bytes_ > 0 && head_read_ == head_bytes_ &&
       table.file(FileRole::kMain).size_bytes >= head_bytes_) {
     table.KeepHead(head_bytes_);
   } else {

@@ -30,6 +30,13 @@
 //      creation never waits for an open on the loop; without this, SQLite's open of the journal
 //      waited for io_uring's kernel worker (the first of a process took 14 ms).
 //
+//   7. What memory can answer at once is not sent through the loop: the head is read with
+//      Backend::ReadIfCached first (a warm file: no operation; a cold one: the kRead), and on
+//      tmpfs or ramfs (Backend::InMemoryFile, known from that read) the journal's probe is a
+//      plain faccessat. io_uring hands both to a kernel worker on tmpfs (it cannot read tmpfs
+//      without blocking, and tmpfs keeps no record of a missing name to answer the probe
+//      from), and a reopen would wait for that worker's wake-up.
+//
 // clang-format off
 //   kIdle --Start--> kOpenMain --> kSizeMain --> kOpenRest ----------------> kSizeWal --> kIdle
 //                        |             |            |   \--> kCreateWal --/     |        ^
@@ -87,6 +94,8 @@ class FilePreopen {
   // Moves to the next state that has work, submitting its operations, or finishes.
   void Advance(State next);
   void StartRest();
+  void StartHead();
+  void StartJournal();
   void Finish(absl::Status status);
   void Submit(loop::Completion& c, io::Op op);
   void SubmitOpen(FileRole role);
@@ -111,6 +120,9 @@ class FilePreopen {
   bool create_journal_ = false;  // kOpenRest creates the journal instead of probing for it.
   bool open_dir_ = false;        // kOpenRest opens the directory.
   uint32_t head_bytes_ = 0;      // kOpenRest reads this much of the main file (0: none).
+  int64_t head_read_ = 0;        // What the head's read returned (invariant 7).
+  bool probed_journal_ = false;  // kOpenRest probed the journal at once (invariant 7),
+  int64_t journal_probe_ = 0;    // finding it (0) or not (-errno).
   int64_t main_bytes_ = 0;       // The main file's size, from kSizeMain.
   absl::Status status_;
 };

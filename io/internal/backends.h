@@ -84,6 +84,10 @@ inline void ResetForSubmit(Op& op) {
 class PosixCachedReads {
  public:
   [[nodiscard]] int64_t Read(int fd, void* buffer, uint32_t length, uint64_t offset);
+  // Whether a Read found `fd` on tmpfs or ramfs (and nothing made it forget since).
+  [[nodiscard]] bool InMemory(int fd) const {
+    return fd >= 0 && static_cast<size_t>(fd) < memory_.size() && memory_[static_cast<size_t>(fd)];
+  }
   void Observe(const Op& op) {
     if (op.kind == OpKind::kClose) {
       Forget(op.fd);
