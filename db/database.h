@@ -95,9 +95,11 @@
 //   kIdle, kDone -> kQueued         Submit                          in its kind's queue (or held_); on_done set
 //   kQueued -> kRunning             RunInGroup, StartRead           out of every queue; its statement steps
 //   kRunning -> kQueued             Requeue, RunInGroup, StepRead   at its queue's front; its rows voided
-//   kRunning -> kFetching           StepRead via RestartRead        a read on no reader; its rows voided; one
-//   kQueued -> kFetching            StartRead via RestartRead       fetch of what it missed is in flight
-//   kFetching -> kQueued            FetchDone                       at the read queue's front
+//   kRunning -> kFetching           StepRead via RestartRead        a read on no reader; its rows voided; in
+//   kQueued -> kFetching            StartRead via RestartRead       the reads of the one fetch in flight that
+//                                                                   reads what it missed (its own, or one it
+//                                                                   joined: JoinFetch)
+//   kFetching -> kQueued            FetchDone via ResumeFetched     at the read queue's front
 //   kRunning -> kAwaitingDurable    AwaitDurable                    a write that succeeded; waits in awaiting_ for
 //                                                                   its epoch to be durable and visible
 //   kQueued, kRunning, kFetching    Finish, FailQueue, FetchDone    its status is final; on_done ran, or waits
@@ -208,7 +210,9 @@
 // statement without ending its read transaction, so the reader stays pinned), and RestartRead
 // voids the rows it delivered, frees the reader for other reads, and fetches a window around
 // the miss with an ordinary asynchronous read (kFetchWindowBytes, doubling after a few
-// restarts of the same read, so a cold scan needs few). Once the window is in the page cache
+// restarts of the same read, so a cold scan needs few), or waits for a fetch in flight whose
+// window holds the miss (JoinFetch: reads that start together on a cold database miss the
+// same upper B-tree pages). Once the window is in the page cache
 // (FetchDone) the read runs again from the start, on whichever reader serves a snapshot it may
 // see (invariant 1): a statement touching k cold regions restarts at most k times, and one
 // that restarts kRestartsMax times fails with Unavailable rather than loop. A failed fetch
@@ -401,6 +405,8 @@ struct DatabaseStats {
   uint64_t reads_on_syncing = 0;      // Reads started while a group's fsync was in flight.
   uint64_t read_restarts = 0;         // Reads stopped on bytes not in memory, fetched, run again.
   uint64_t group_restarts = 0;        // Groups (and BEGINs) the same way, rolled back first.
+  uint64_t fetches = 0;               // Fetches started, for reads and groups.
+  uint64_t fetches_joined = 0;        // Reads that waited for a fetch in flight instead.
   uint64_t fetched_bytes = 0;         // Bytes those fetches read in.
   uint64_t read_ticks_cut_short = 0;  // Ticks that left reads to the next (read_tick_budget_ns).
   uint64_t readers_opened = 0;        // Reader connections opened after the first (on demand).
@@ -544,14 +550,20 @@ class Database {
   struct Fetch {
     loop::Completion c;
     Database* db = nullptr;
-    Request* request = nullptr;
-    uint64_t end = 0;  // The window's end; c.op reads the next part of it.
+    Queue reads;         // The reads waiting for it (kFetching), out of every other queue.
+    bool group = false;  // The writer's group waits for it (it has no read).
+    bool busy = false;   // In flight (not in free_fetches_).
+    int fd = -1;         // The window: [start, end) of fd; c.op reads the next part of it.
+    uint64_t start = 0;
+    uint64_t end = 0;
   };
   void RestartRead(Connection& reader, Request& r, const internal::ReadMiss& miss);
   GroupStep RestartGroup(std::vector<Request*>& group, Request& r, const internal::ReadMiss& miss);
   void StartFetch(Request* r, uint8_t restarts, const internal::ReadMiss& miss);
+  [[nodiscard]] bool JoinFetch(Request& r, const internal::ReadMiss& miss);
   static loop::Action OnFetched(loop::Loop& loop, loop::Completion& c);
   loop::Action FetchDone(Fetch& fetch);
+  void ResumeFetched(Request& r, absl::Status status);
 
   absl::StatusOr<Request::Kind> KindOf(const Request& request);
   absl::Status StepWrite(Request& r, absl::string_view sql, absl::Span<const Value> params);

@@ -48,8 +48,11 @@ void Database::RestartRead(Connection& reader, Request& r, const internal::ReadM
 // Reads a window around the miss into the Vfs's sink, which only brings it into the page cache.
 // The window is kFetchWindowBytes, doubling from the read's fifth restart on (a scan), aligned to
 // its size so that a scan's next miss falls in the next window; it ends at what SQLite sees of
-// the file, and always holds the missed bytes.
+// the file, and always holds the missed bytes. A read whose miss lies in a window in flight
+// waits for that fetch instead (JoinFetch): reads that start together on a cold database all
+// miss the same pages first (the root of a B-tree).
 void Database::StartFetch(Request* r, uint8_t restarts, const internal::ReadMiss& miss) {
+  if (r != nullptr && JoinFetch(*r, miss)) return;
   if (free_fetches_.empty()) {
     auto made = std::make_unique<Fetch>();
     made->db = this;
@@ -62,19 +65,40 @@ void Database::StartFetch(Request* r, uint8_t restarts, const internal::ReadMiss
   free_fetches_.pop_back();
   const uint32_t doublings = restarts > 4 ? std::min(restarts - 4, 16) : 0;
   const uint64_t window = std::min(kFetchWindowBytes << doublings, kFetchWindowBytesMax);
-  const uint64_t start = miss.offset / window * window;
-  fetch.request = r;
-  if (r == nullptr) group_fetching_ = true;
-  fetch.end = std::max(std::min(start + window, miss.file_bytes), miss.offset + miss.length);
+  fetch.busy = true;
+  fetch.fd = miss.fd;
+  fetch.start = miss.offset / window * window;
+  fetch.end = std::max(std::min(fetch.start + window, miss.file_bytes), miss.offset + miss.length);
+  fetch.group = r == nullptr;
+  if (r == nullptr) {
+    group_fetching_ = true;
+  } else {
+    fetch.reads.PushBack(*r);
+  }
   internal::VfsContext& context = internal::VfsCore::Of(vfs_).context();
   fetch.c.op = io::Op{.kind = io::OpKind::kRead,
                       .fd = miss.fd,
                       .buffer = context.fetch_sink(),
                       .length = static_cast<uint32_t>(std::min<uint64_t>(
-                          fetch.end - start, internal::VfsContext::kFetchSinkBytes)),
-                      .offset = start};
+                          fetch.end - fetch.start, internal::VfsContext::kFetchSinkBytes)),
+                      .offset = fetch.start};
   ++fetches_in_flight_;
+  ++stats_.fetches;
   loop_.Submit(fetch.c);
+}
+
+// A read's miss inside a window a fetch in flight has not read past yet: the read waits for it.
+bool Database::JoinFetch(Request& r, const internal::ReadMiss& miss) {
+  for (const std::unique_ptr<Fetch>& fetch : fetches_) {
+    if (!fetch->busy || fetch->fd != miss.fd || miss.offset < fetch->c.op.offset ||
+        miss.offset + miss.length > fetch->end) {
+      continue;
+    }
+    fetch->reads.PushBack(r);
+    ++stats_.fetches_joined;
+    return true;
+  }
+  return false;
 }
 
 loop::Action Database::OnFetched(loop::Loop& /*loop*/, loop::Completion& c) {
@@ -82,34 +106,37 @@ loop::Action Database::OnFetched(loop::Loop& /*loop*/, loop::Completion& c) {
   return fetch->db->FetchDone(*fetch);
 }
 
-// One part of the window is in memory: read the next part, or requeue the read to run again
+// One part of the window is in memory: read the next part, or requeue the reads to run again
 // (the writer's group: let it run again).
 loop::Action Database::FetchDone(Fetch& fetch) {
   io::Op& op = fetch.c.op;
-  Request* r = fetch.request;
   const int64_t result = fetch.c.result();
   if (result > 0) stats_.fetched_bytes += static_cast<uint64_t>(result);
   const uint64_t next = op.offset + static_cast<uint64_t>(std::max<int64_t>(result, 0));
-  if (result > 0 && next < fetch.end && (r == nullptr || !r->cancel_requested_) &&
-      state_ == State::kReady) {
+  bool wanted = fetch.group;
+  for (Request* r = fetch.reads.front(); r != nullptr && !wanted; r = Queue::Next(*r)) {
+    wanted = !r->cancel_requested_;
+  }
+  if (result > 0 && next < fetch.end && wanted && state_ == State::kReady) {
     op.offset = next;
     op.length = static_cast<uint32_t>(
         std::min<uint64_t>(fetch.end - next, internal::VfsContext::kFetchSinkBytes));
     return loop::Action::kRearm;
   }
   --fetches_in_flight_;
-  fetch.request = nullptr;
+  fetch.busy = false;
   free_fetches_.push_back(&fetch);
   absl::Status status;
   if (result < 0) {
     status = io::ErrnoStatus(
         absl::StatusCode::kUnavailable, result,
         absl::StrCat("reading '", path_, "' (or its WAL) to answer this ",
-                     r == nullptr ? "write failed; nothing was written" : "read failed",
-                     "; the database stays usable, retry the ", r == nullptr ? "write" : "read"));
+                     fetch.group ? "write failed; nothing was written" : "read failed",
+                     "; the database stays usable, retry the ", fetch.group ? "write" : "read"));
   }
   ArmPump();
-  if (r == nullptr) {
+  if (fetch.group) {
+    fetch.group = false;
     group_fetch_error_ = std::move(status);  // The write that missed fails if it misses again.
     group_fetching_ = false;
     // A group waiting with its transaction open resumes at the next pump (Serve, FinishClose);
@@ -117,8 +144,17 @@ loop::Action Database::FetchDone(Fetch& fetch) {
     if (group_resume_ == nullptr) SetWriterState(WriterState::kIdle);
     return loop::Action::kDisarm;
   }
+  while (Request* r = fetch.reads.back()) {
+    fetch.reads.Remove(*r);
+    ResumeFetched(*r, status);  // PushFront: the reads run again in the order they joined.
+  }
+  return loop::Action::kDisarm;
+}
+
+// A read's fetch is over: it runs again first, or fails with why.
+void Database::ResumeFetched(Request& r, absl::Status status) {
   if (status.ok()) {
-    if (r->cancel_requested_) {
+    if (r.cancel_requested_) {
       status = absl::CancelledError("request cancelled while it ran");
     } else if (state_ == State::kClosing) {
       status = absl::CancelledError("database is closing");
@@ -127,13 +163,12 @@ loop::Action Database::FetchDone(Fetch& fetch) {
     }
   }
   if (status.ok()) {
-    SetRequestState(*r, Request::State::kQueued);
-    reads_.PushFront(*r);
+    SetRequestState(r, Request::State::kQueued);
+    reads_.PushFront(r);
   } else {
     ++stats_.reads;
-    Finish(*r, std::move(status));
+    Finish(r, std::move(status));
   }
-  return loop::Action::kDisarm;
 }
 
 }  // namespace sqloop::db

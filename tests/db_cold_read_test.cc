@@ -340,6 +340,30 @@ TEST_P(ColdReadTest, AReadThatKeepsMissingFailsAfterBoundedRestarts) {
   EXPECT_EQ(Read(kScan), kScanRows);
 }
 
+// Reads that start together on a cold database all miss the same page first (the root of the
+// table's B-tree): the first read's fetch brings it in for all of them, and the others wait for
+// that fetch instead of each reading the same page (Database::JoinFetch).
+TEST_P(ColdReadTest, ReadsThatMissTheSamePageShareOneFetch) {
+  CreateTable();
+  constexpr int kReads = 4;
+  trace_->MissProbes(kReads);
+  db_->ReleaseMemory();
+  const uint64_t fetches = db_->stats().fetches;
+  Probe probes[kReads];
+  for (Probe& p : probes) {
+    Prime(p, Request::Kind::kRead, "SELECT substr(s, 117) FROM t WHERE id = ?", {Value::Int(777)});
+    ASSERT_TRUE(db_->Submit(p.request).ok());
+  }
+  ASSERT_TRUE(loop_->Run(loop::RunMode::kUntilDone).ok());
+  for (Probe& p : probes) {
+    EXPECT_TRUE(p.status.ok()) << p.status;
+    EXPECT_EQ(p.rows, "'0777'|\n");
+  }
+  EXPECT_EQ(db_->stats().read_restarts, uint64_t{kReads}) << "not every read missed";
+  EXPECT_EQ(db_->stats().fetches - fetches, 1U) << "the reads fetched the same page each";
+  EXPECT_EQ(db_->stats().fetches_joined, uint64_t{kReads - 1});
+}
+
 // Cancel and Close reach a read while its fetch is in flight.
 TEST_P(ColdReadTest, CancelAndCloseStopAReadWhoseFetchIsInFlight) {
   CreateTable();
