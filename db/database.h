@@ -553,8 +553,7 @@ class Database {
     Queue reads;         // The reads waiting for it (kFetching), out of every other queue.
     bool group = false;  // The writer's group waits for it (it has no read).
     bool busy = false;   // In flight (not in free_fetches_).
-    int fd = -1;         // The window: [start, end) of fd; c.op reads the next part of it.
-    uint64_t start = 0;
+    int fd = -1;         // The window's file; c.op reads its next part, up to end.
     uint64_t end = 0;
   };
   void RestartRead(Connection& reader, Request& r, const internal::ReadMiss& miss);

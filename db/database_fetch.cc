@@ -67,8 +67,8 @@ void Database::StartFetch(Request* r, uint8_t restarts, const internal::ReadMiss
   const uint64_t window = std::min(kFetchWindowBytes << doublings, kFetchWindowBytesMax);
   fetch.busy = true;
   fetch.fd = miss.fd;
-  fetch.start = miss.offset / window * window;
-  fetch.end = std::max(std::min(fetch.start + window, miss.file_bytes), miss.offset + miss.length);
+  const uint64_t start = miss.offset / window * window;
+  fetch.end = std::max(std::min(start + window, miss.file_bytes), miss.offset + miss.length);
   fetch.group = r == nullptr;
   if (r == nullptr) {
     group_fetching_ = true;
@@ -80,8 +80,8 @@ void Database::StartFetch(Request* r, uint8_t restarts, const internal::ReadMiss
                       .fd = miss.fd,
                       .buffer = context.fetch_sink(),
                       .length = static_cast<uint32_t>(std::min<uint64_t>(
-                          fetch.end - fetch.start, internal::VfsContext::kFetchSinkBytes)),
-                      .offset = fetch.start};
+                          fetch.end - start, internal::VfsContext::kFetchSinkBytes)),
+                      .offset = start};
   ++fetches_in_flight_;
   ++stats_.fetches;
   loop_.Submit(fetch.c);
