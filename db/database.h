@@ -552,9 +552,8 @@ class Database {
     Database* db = nullptr;
     Queue reads;         // The reads waiting for it (kFetching), out of every other queue.
     bool group = false;  // The writer's group waits for it (it has no read).
-    bool busy = false;   // In flight (not in free_fetches_).
-    int fd = -1;         // The window's file; c.op reads its next part, up to end.
-    uint64_t end = 0;
+    uint64_t end = 0;    // The window's end; c.op reads its next part (in flight unless c is
+                         // idle, and then in free_fetches_).
   };
   void RestartRead(Connection& reader, Request& r, const internal::ReadMiss& miss);
   GroupStep RestartGroup(std::vector<Request*>& group, Request& r, const internal::ReadMiss& miss);

@@ -65,8 +65,6 @@ void Database::StartFetch(Request* r, uint8_t restarts, const internal::ReadMiss
   free_fetches_.pop_back();
   const uint32_t doublings = restarts > 4 ? std::min(restarts - 4, 16) : 0;
   const uint64_t window = std::min(kFetchWindowBytes << doublings, kFetchWindowBytesMax);
-  fetch.busy = true;
-  fetch.fd = miss.fd;
   const uint64_t start = miss.offset / window * window;
   fetch.end = std::max(std::min(start + window, miss.file_bytes), miss.offset + miss.length);
   fetch.group = r == nullptr;
@@ -90,8 +88,8 @@ void Database::StartFetch(Request* r, uint8_t restarts, const internal::ReadMiss
 // A read's miss inside a window a fetch in flight has not read past yet: the read waits for it.
 bool Database::JoinFetch(Request& r, const internal::ReadMiss& miss) {
   for (const std::unique_ptr<Fetch>& fetch : fetches_) {
-    if (!fetch->busy || fetch->fd != miss.fd || miss.offset < fetch->c.op.offset ||
-        miss.offset + miss.length > fetch->end) {
+    if (fetch->c.state() == loop::Completion::State::kIdle || fetch->c.op.fd != miss.fd ||
+        miss.offset < fetch->c.op.offset || miss.offset + miss.length > fetch->end) {
       continue;
     }
     fetch->reads.PushBack(r);
@@ -124,7 +122,6 @@ loop::Action Database::FetchDone(Fetch& fetch) {
     return loop::Action::kRearm;
   }
   --fetches_in_flight_;
-  fetch.busy = false;
   free_fetches_.push_back(&fetch);
   absl::Status status;
   if (result < 0) {
