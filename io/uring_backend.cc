@@ -78,7 +78,7 @@ class UringBackend final : public Backend {
   int64_t NowNs() override { return MonotonicNowNs(); }
   void Wake() override;
   int64_t ReadIfCached(int fd, void* buffer, uint32_t length, uint64_t offset) override {
-    return cached_reads_.Read(fd, buffer, length, offset);
+    return cached_reads_.Read(fd, buffer, length, offset, /*batch=*/in_flight_ > 0);
   }
   bool InMemoryFile(int fd) const override { return cached_reads_.InMemory(fd); }
   int PollableFd() override;
@@ -114,7 +114,7 @@ class UringBackend final : public Backend {
   LogHook log_;
   bool warned_ring_full_ = false;
   BackendStats stats_;
-  internal::PosixCachedReads cached_reads_;
+  internal::PosixCachedReads cached_reads_{/*defer_misses=*/true};
 };
 
 UringBackend::~UringBackend() {

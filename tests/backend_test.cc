@@ -1,14 +1,20 @@
 // Backend selection and the bookkeeping shared by the real backends.
 #include "sqloop/io/backend.h"
 
+#include <fcntl.h>
+#include <linux/magic.h>
 #include <sys/socket.h>
+#include <sys/statfs.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 #include <vector>
 
+#include "absl/cleanup/cleanup.h"
 #include "gtest/gtest.h"
 #include "sqloop/io/errno_status.h"
 #include "sqloop/io/internal/backends.h"
@@ -150,6 +156,84 @@ TEST(UringBackendTest, TinyRingCompletesABurstInOrderOfSubmissionBatches) {
   }
   EXPECT_EQ((*backend)->in_flight(), 0u);
   EXPECT_EQ((*backend)->stats().completed, ops.size());
+}
+
+// A file on disk of kColdPages pages, written and synced (so its pages are clean and
+// POSIX_FADV_DONTNEED can drop them), then dropped until at least `wanted` pages at least
+// kColdGap apart (and past the first, whose miss the kernel reads ahead from) are out of
+// memory, as cachestat says. DONTNEED is advice: a page another CPU holds in its batch of
+// recently used pages stays, so it is asked again.
+constexpr uint64_t kColdPageBytes = 4096;
+constexpr uint64_t kColdPages = 256;
+constexpr uint64_t kColdGap = 32;
+constexpr int kColdDropAttempts = 1000;
+
+bool Absent(int fd, uint64_t page) {
+  internal::PagesInMemory in{};
+  return internal::CountPagesInMemory(fd, page * kColdPageBytes, kColdPageBytes, in) == 0 &&
+         in.cached == 0;
+}
+
+std::vector<uint64_t> DropPages(int fd, size_t wanted) {
+  std::vector<uint64_t> absent;
+  for (int attempt = 0; attempt < kColdDropAttempts && absent.size() < wanted; ++attempt) {
+    EXPECT_EQ(posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED), 0);
+    absent.clear();
+    for (uint64_t page = kColdGap; page < kColdPages && absent.size() < wanted; ++page) {
+      if (Absent(fd, page) && (absent.empty() || page >= absent.back() + kColdGap)) {
+        absent.push_back(page);
+      }
+    }
+  }
+  return absent;
+}
+
+// The read of a page a preadv2(RWF_NOWAIT) misses starts the device read of that page. Once a
+// file has missed, PosixCachedReads with defer_misses (io_uring's) asks cachestat first, so a
+// miss answers EAGAIN and starts nothing: the caller's fetch through the ring reads the page,
+// with the rest of its tick. With nothing else in flight (batch false) there is no batch to
+// join, and the miss starts its read at once, as before.
+TEST(PosixCachedReadsTest, AFileThatMissedAsksBeforeItReadsSoAMissStartsNothing) {
+  char path[] = "/var/tmp/sqloop_backend_test_XXXXXX";
+  const int fd = mkstemp(path);
+  ASSERT_GE(fd, 0) << std::strerror(errno);
+  unlink(path);
+  absl::Cleanup closer = [fd] { close(fd); };
+  struct statfs fs {};
+  ASSERT_EQ(fstatfs(fd, &fs), 0);
+  if (fs.f_type == TMPFS_MAGIC) GTEST_SKIP() << "/var/tmp is tmpfs: nothing there is ever cold";
+  internal::PagesInMemory probe{};
+  const int64_t asked = internal::CountPagesInMemory(fd, 0, 1, probe);
+  if (asked == -ENOSYS || asked == -EPERM) {
+    GTEST_SKIP() << "this kernel has no cachestat (Linux 6.5): " << std::strerror(-asked);
+  }
+  ASSERT_EQ(asked, 0);
+  const std::string data(kColdPages * kColdPageBytes, 'p');
+  ASSERT_EQ(pwrite(fd, data.data(), data.size(), 0), static_cast<ssize_t>(data.size()));
+  ASSERT_EQ(fsync(fd), 0);
+  const std::vector<uint64_t> absent = DropPages(fd, 3);
+  ASSERT_EQ(absent.size(), 3u) << "the kernel kept the pages in memory";
+
+  internal::PosixCachedReads reads(/*defer_misses=*/true);
+  std::string page(kColdPageBytes, '\0');
+  // The first miss: the file was not known to be cold, so preadv2 asked (and read ahead).
+  ASSERT_EQ(reads.Read(fd, page.data(), kColdPageBytes, absent[0] * kColdPageBytes), -EAGAIN);
+  ASSERT_TRUE(Absent(fd, absent[1]));
+  EXPECT_EQ(reads.Read(fd, page.data(), kColdPageBytes, absent[1] * kColdPageBytes), -EAGAIN);
+  EXPECT_TRUE(Absent(fd, absent[1])) << "the miss started a read of its page";
+  // Nothing else in flight: the probe reads itself, and its miss starts the device read.
+  ASSERT_TRUE(Absent(fd, absent[2]));
+  EXPECT_EQ(reads.Read(fd, page.data(), kColdPageBytes, absent[2] * kColdPageBytes,
+                       /*batch=*/false),
+            -EAGAIN);
+  EXPECT_FALSE(Absent(fd, absent[2])) << "a miss with nothing in flight started no read";
+  // Brought in by an ordinary read, the page is answered.
+  ASSERT_EQ(pread(fd, page.data(), kColdPageBytes, static_cast<off_t>(absent[1] * kColdPageBytes)),
+            static_cast<ssize_t>(kColdPageBytes));
+  std::fill(page.begin(), page.end(), '\0');
+  EXPECT_EQ(reads.Read(fd, page.data(), kColdPageBytes, absent[1] * kColdPageBytes),
+            static_cast<int64_t>(kColdPageBytes));
+  EXPECT_EQ(page, data.substr(0, kColdPageBytes));
 }
 
 // On the fallback a send into a small socket buffer is always short, so this pins the

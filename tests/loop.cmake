@@ -4,7 +4,7 @@ target_sources(sqloop_test_backends PRIVATE sim_test_backend.cc)
 
 sqloop_test(loop_test SOURCES loop_test.cc
             LIBS sqloop::loop sqloop_test_backends sqloop::heap_counter Threads::Threads)
-sqloop_test(backend_test SOURCES backend_test.cc LIBS sqloop::io)
+sqloop_test(backend_test SOURCES backend_test.cc LIBS sqloop::io absl::cleanup)
 
 sqloop_test(echo_test SOURCES echo_test.cc
             LIBS sqloop_example_echo sqloop_test_backends Threads::Threads)

@@ -81,12 +81,28 @@ inline void ResetForSubmit(Op& op) {
 // take one system call instead of three (the probe, fstatfs, the read). The backend shows it
 // every op it finishes (Observe): a descriptor closed, or returned by an open or an accept, is
 // asked again, because its number may now name another file.
+//
+// A preadv2(RWF_NOWAIT) that misses still starts the device read of the missing page before it
+// says EAGAIN (the kernel's readahead does), alone: one request, and on a virtual machine one
+// notification of the device, per miss. With `defer_misses` (io_uring: the caller's fetch
+// follows through the ring, whose submissions of one tick reach the device together), a
+// descriptor that missed within its last kColdProbes reads first asks cachestat(2) whether the
+// bytes are in memory and, when they are not, answers EAGAIN without starting anything; the
+// fetch brings them in with the rest of its tick's batch. A warm descriptor keeps the one
+// system call. A kernel without cachestat (before Linux 6.5) or a sandbox that forbids it
+// turns the question off for good.
 class PosixCachedReads {
  public:
-  [[nodiscard]] int64_t Read(int fd, void* buffer, uint32_t length, uint64_t offset);
+  // Reads of a descriptor, after a miss, that ask before they read (defer_misses).
+  static constexpr uint16_t kColdProbes = 256;
+
+  explicit PosixCachedReads(bool defer_misses = false) : ask_first_(defer_misses) {}
+  [[nodiscard]] int64_t Read(int fd, void* buffer, uint32_t length, uint64_t offset,
+                             bool batch = true);
   // Whether a Read found `fd` on tmpfs or ramfs (and nothing made it forget since).
   [[nodiscard]] bool InMemory(int fd) const {
-    return fd >= 0 && static_cast<size_t>(fd) < memory_.size() && memory_[static_cast<size_t>(fd)];
+    return fd >= 0 && static_cast<size_t>(fd) < files_.size() &&
+           files_[static_cast<size_t>(fd)].memory;
   }
   void Observe(const Op& op) {
     if (op.kind == OpKind::kClose) {
@@ -97,12 +113,30 @@ class PosixCachedReads {
   }
 
  private:
-  void Forget(int fd) {
-    if (fd >= 0 && static_cast<size_t>(fd) < memory_.size())
-      memory_[static_cast<size_t>(fd)] = false;
+  struct File {
+    bool memory = false;       // On tmpfs or ramfs.
+    uint16_t cold_probes = 0;  // Reads left that ask cachestat first.
+  };
+  File& At(int fd) {
+    if (static_cast<size_t>(fd) >= files_.size()) files_.resize(static_cast<size_t>(fd) + 1);
+    return files_[static_cast<size_t>(fd)];
   }
-  std::vector<bool> memory_;  // By descriptor: a file on tmpfs or ramfs.
+  void Forget(int fd) {
+    if (fd >= 0 && static_cast<size_t>(fd) < files_.size()) files_[static_cast<size_t>(fd)] = {};
+  }
+  bool ask_first_;           // defer_misses, until cachestat turns out to be missing.
+  std::vector<File> files_;  // By descriptor.
 };
+
+// How many of the pages holding bytes [offset, offset + length) of `fd` are in the page cache,
+// and how many there are, through cachestat(2), which starts no I/O. -errno when the kernel
+// cannot say (ENOSYS before Linux 6.5).
+struct PagesInMemory {
+  int64_t cached = 0;
+  int64_t pages = 0;
+};
+[[nodiscard]] int64_t CountPagesInMemory(int fd, uint64_t offset, uint32_t length,
+                                         PagesInMemory& out);
 
 [[nodiscard]] inline bool IsMetadataOp(OpKind kind) {
   return kind == OpKind::kFtruncate || kind == OpKind::kFileSize;
