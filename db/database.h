@@ -380,6 +380,9 @@ struct DatabaseOptions {
   // TEST HOOK ONLY: a check on a thread waits for this latch before it starts, so a test
   // can show the loop serving while it is in flight.
   std::latch* check_gate_for_testing = nullptr;
+  // TEST HOOK ONLY: a check due on a thread cannot have one (as when the process is out of
+  // threads or descriptors), so tests reach the check on the loop that replaces it.
+  bool check_thread_fails_for_testing = false;
   // NEGATIVE CONTROL ONLY: acknowledge before the covering fsync. Tests prove they catch it.
   bool ack_before_fsync_for_testing = false;
   // NEGATIVE CONTROL ONLY (liveness): no group commit starts after this many (0: no limit).

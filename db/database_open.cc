@@ -164,7 +164,7 @@ void Database::StartCheck() {
   if (check_ == nullptr) check_ = std::make_unique<internal::IntegrityCheck>();
   ++stats_.integrity_checks;
   const std::string file_name(internal::FileNameOf(path_));
-  if (check_off_loop_ &&
+  if (check_off_loop_ && !options_.check_thread_fails_for_testing &&
       check_->StartOnThread(loop_, files_->main_path(), file_name, options_.tenant,
                             options_.check_gate_for_testing, &Database::OnChecked, this)) {
     ++stats_.integrity_checks_off_loop;

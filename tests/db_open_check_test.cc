@@ -209,6 +209,34 @@ TEST_P(OpenCheckTest, ACorruptFileIsRefusedOnAThreadAsOnTheLoop) {
   EXPECT_EQ(Read("SELECT count(*) FROM t"), absl::StrCat(kRows, "|\n"));
 }
 
+// A large file's check needs a thread and an eventfd; when the process cannot have them (out of
+// threads or descriptors) the open checks on the loop instead, through the writer, and reports
+// on the next tick: a corrupt file is refused and a sound one opens, as on a thread.
+TEST_P(OpenCheckTest, WithNoThreadToBeHadALargeFileIsCheckedOnTheLoop) {
+  if (!GetParam().real_descriptors) GTEST_SKIP() << "corrupts the file with the host's tools";
+  FillWithStockSqlite(path_, "PRAGMA wal_checkpoint(TRUNCATE)");
+  const std::string good = path_ + ".good";
+  std::filesystem::copy_file(path_, good);
+  Garble(path_, 2 * 4096 + 8);  // The middle of page 3, a b-tree page of t.
+  DatabaseOptions options;
+  options.check_on_loop_bytes_max = 0;            // Due on a thread...
+  options.check_thread_fails_for_testing = true;  // ... which cannot be had.
+  MakeVfs();
+  const absl::Status s = OpenDb(options);
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << s;
+  EXPECT_NE(s.message().find("is corrupt (quick_check: "), std::string::npos) << s;
+  EXPECT_EQ(db_->state(), Database::State::kFailed);
+  EXPECT_EQ(db_->stats().integrity_checks, 1u);
+  EXPECT_EQ(db_->stats().integrity_checks_off_loop, 0u);
+  db_.reset();
+  std::filesystem::copy_file(good, path_, std::filesystem::copy_options::overwrite_existing);
+  MakeVfs();
+  ASSERT_TRUE(OpenDb(options).ok());
+  EXPECT_EQ(db_->stats().integrity_checks, 1u);
+  EXPECT_EQ(db_->stats().integrity_checks_off_loop, 0u);
+  EXPECT_EQ(Read("SELECT count(*) FROM t"), absl::StrCat(kRows, "|\n"));
+}
+
 // A process died with frames in the WAL, one of them the only good copy of a page the main
 // file has garbled (the write to the main file was torn, say, and the checkpoint never
 // finished). The database is sound: a reader reads the page from the WAL. The thread reads the
