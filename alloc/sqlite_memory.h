@@ -66,10 +66,11 @@ using TenantId = uint32_t;
 // The bucket for bytes not attributable to a tenant. Always registered, never limited.
 inline constexpr TenantId kSharedTenant = 0;
 
-// The most tenants registered at once, shared bucket included. The registry keeps far fewer
-// databases open per process (its open-file budget); the table is 16384 cache lines (1 MiB)
-// of zero-filled memory that costs nothing until a slot is first used.
-inline constexpr size_t kTenantsMax = 16384;
+// The most tenants registered at once, shared bucket included: room for the registry's most
+// open databases (kOpenMaxLimit, db/registry.h) with some to spare. The table is 262,144 cache
+// lines (16 MiB) of zero-filled memory; a page of it costs memory only once one of its 64
+// slots has been used.
+inline constexpr size_t kTenantsMax = size_t{1} << 18;
 
 // `limit_bytes` value for "no limit".
 inline constexpr uint64_t kTenantNoLimit = UINT64_MAX;

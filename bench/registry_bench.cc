@@ -42,6 +42,19 @@
 //                              skipped in quick mode).
 //   registry_zipf/10000_lru    the same trace with least-recently-used eviction: what SIEVE
 //                              saves in opens per request (opens_per_request) and time.
+//   registry_open_all/tenants  one op = every tenant of the Zipf directory opened at once and
+//                              kept open (a read each, 10,000 submitted at a time): as many as
+//                              RLIMIT_NOFILE allows with open_max derived from it the way the
+//                              registry derives it (the soft limit is raised to the hard one
+//                              first; root may raise both), at most 100,000. Counters: the
+//                              census of the open tenants: open_tenants,
+//                              sqlite_bytes_per_open_tenant, rss_bytes_per_open_tenant (the
+//                              process's resident bytes, all of it, over the tenants),
+//                              descriptors_per_open_tenant; and once every tenant was trimmed
+//                              (Registry::TrimIdleTenants, what idle_trim_after does):
+//                              idle_sqlite_bytes_per_open_tenant, idle_heap_bytes_per_open_tenant
+//                              (glibc's bytes in use) and idle_rss_bytes_per_open_tenant (after
+//                              malloc_trim). One round, outside quick mode.
 //   registry_budget/none       baseline: 256 point reads, 64 in flight, Zipf(1) over 200
 //                              tenants that are all open (open_max 240, opened before timing),
 //                              with no memory budget.
@@ -59,10 +72,13 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <climits>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <ctime>
+#include <filesystem>
 #include <memory>
 #include <string>
 #include <vector>
@@ -573,6 +589,70 @@ const std::string& ZipfDirectory(int tenants) {
   return scratch.path();
 }
 
+// The descriptors this process holds.
+int64_t OpenDescriptors() {
+  int64_t count = 0;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) {
+    (void)entry;
+    ++count;
+  }
+  return count;
+}
+
+// Opens every tenant of `names` (a read each, 10,000 at a time, within the registry's queue of
+// waiting opens) and keeps them open. With `census`, reports what the open tenants hold:
+// SQLite's bytes, the process's resident bytes and descriptors, per tenant.
+void OpenAll(benchmark::State& state, Host& host, const std::vector<std::string>& names,
+             bool census) {
+  const int tenants = static_cast<int>(names.size());
+  const int64_t sqlite_before = LiveBytes();
+  const int64_t rss_before = ResidentBytes();
+  const int64_t descriptors_before = census ? OpenDescriptors() : 0;
+  sqloop::alloc::ReleaseSqliteBlockCache();
+  const size_t heap_before = mallinfo2().uordblks;
+  constexpr int kChunk = 10000;
+  std::vector<Counted> warm(static_cast<size_t>(std::min(tenants, kChunk)));
+  for (int first = 0; first < tenants; first += kChunk) {
+    const int chunk = std::min(kChunk, tenants - first);
+    int warmed = 0;
+    for (int i = 0; i < chunk; ++i) {
+      Counted& r = warm[static_cast<size_t>(i)];
+      r.tenant = names[static_cast<size_t>(first + i)];
+      r.kind = Request::Kind::kRead;
+      r.sql = "SELECT 1";
+      r.Prime(&warmed);
+      SQLOOP_CHECK(host.registry->Submit(r).ok(), "bench: warm up");
+    }
+    host.RunUntil([&] { return warmed == chunk; });
+  }
+  if (!census) return;
+  state.PauseTiming();
+  const double open = host.registry->stats().open;
+  SQLOOP_CHECK(open == tenants, "bench: a tenant closed while the others opened");
+  state.counters["open_tenants"] = open;
+  state.counters["sqlite_bytes_per_open_tenant"] =
+      static_cast<double>(LiveBytes() - sqlite_before) / open;
+  state.counters["rss_bytes_per_open_tenant"] =
+      static_cast<double>(ResidentBytes() - rss_before) / open;
+  state.counters["descriptors_per_open_tenant"] =
+      static_cast<double>(OpenDescriptors() - descriptors_before) / open;
+  // Once idle for idle_trim_after, a tenant keeps little more than its schema: what it holds
+  // then, SQLite's bytes and the whole heap's (glibc's count of bytes in use, the SQLite
+  // block cache emptied first so that it does not count).
+  SQLOOP_CHECK(host.registry->TrimIdleTenants() == static_cast<size_t>(tenants), "bench: trim");
+  sqloop::alloc::ReleaseSqliteBlockCache();
+  state.counters["idle_sqlite_bytes_per_open_tenant"] =
+      static_cast<double>(LiveBytes() - sqlite_before) / open;
+  state.counters["idle_heap_bytes_per_open_tenant"] =
+      (static_cast<double>(mallinfo2().uordblks) - static_cast<double>(heap_before)) / open;
+  // The process's resident bytes once glibc gave back the heap the trims freed, as a
+  // long-running host's heap would be reused: the WAL indexes' pages (off the heap) included.
+  malloc_trim(0);
+  state.counters["idle_rss_bytes_per_open_tenant"] =
+      static_cast<double>(ResidentBytes() - rss_before) / open;
+  state.ResumeTiming();
+}
+
 void RunZipf(benchmark::State& state, int tenants, uint32_t open_max = 128,
              uint64_t memory_bytes_max = 0,
              sqloop::db::Eviction eviction = sqloop::db::Eviction::kSieve) {
@@ -596,18 +676,8 @@ void RunZipf(benchmark::State& state, int tenants, uint32_t open_max = 128,
   };
   // Requests are re-issued as they complete while the batch has some left.
   for (Counted& r : window) r.Prime(&completed);
-  if (static_cast<uint32_t>(tenants) <= open_max) {
-    // Every tenant fits: open them all first, so the timing sees requests to open tenants.
-    std::vector<Counted> warm(static_cast<size_t>(tenants));
-    int warmed = 0;
-    for (int i = 0; i < tenants; ++i) {
-      Counted& r = warm[static_cast<size_t>(i)];
-      r.tenant = names[static_cast<size_t>(i)];
-      r.Prime(&warmed);
-      SQLOOP_CHECK(host.registry->Submit(r).ok(), "bench: warm up");
-    }
-    host.RunUntil([&] { return warmed == tenants; });
-  }
+  // Every tenant fits: open them all first, so the timing sees requests to open tenants.
+  if (static_cast<uint32_t>(tenants) <= open_max) OpenAll(state, host, names, /*census=*/false);
   const sqloop::alloc::HeapCounts before = sqloop::alloc::CurrentHeapCounts();
   for (auto _ : state) {
     batch_end += kZipfBatch;
@@ -634,6 +704,32 @@ void BM_ZipfOne(benchmark::State& state) { RunZipf(state, 1); }
 void BM_Zipf(benchmark::State& state) { RunZipf(state, kZipfTenants); }
 // Registered in main outside quick mode: creating 100,000 tenants takes most of a minute.
 void BM_ZipfLarge(benchmark::State& state) { RunZipf(state, kZipfTenantsLarge); }
+// Registered in main outside quick mode, as BM_ZipfLarge: creating the tenants takes a while.
+void BM_OpenAll(benchmark::State& state) {
+  rlimit saved{};
+  SQLOOP_CHECK(getrlimit(RLIMIT_NOFILE, &saved) == 0, "bench: getrlimit");
+  const rlim_t wanted = rlim_t{kZipfTenantsLarge} * sqloop::db::kDescriptorsPerDatabase +
+                        sqloop::db::kDescriptorsReservedDefault;
+  rlimit raised{.rlim_cur = wanted, .rlim_max = std::max(saved.rlim_max, wanted)};
+  if (setrlimit(RLIMIT_NOFILE, &raised) != 0) {  // Not privileged: as far as the hard limit.
+    raised = {.rlim_cur = std::min(wanted, saved.rlim_max), .rlim_max = saved.rlim_max};
+    SQLOOP_CHECK(setrlimit(RLIMIT_NOFILE, &raised) == 0, "bench: setrlimit");
+  }
+  const auto tenants = static_cast<int>(
+      std::min<uint64_t>((raised.rlim_cur - sqloop::db::kDescriptorsReservedDefault) /
+                             sqloop::db::kDescriptorsPerDatabase,
+                         kZipfTenantsLarge));
+  const std::string& directory = ZipfDirectory(tenants);
+  std::vector<std::string> names(static_cast<size_t>(tenants));
+  for (int i = 0; i < tenants; ++i) names[static_cast<size_t>(i)] = ZipfName(i);
+  std::unique_ptr<Host> host;
+  for (auto _ : state) {
+    host = std::make_unique<Host>(directory, static_cast<uint32_t>(tenants));
+    OpenAll(state, *host, names, /*census=*/true);
+  }
+  host.reset();  // The shutdown that closes them is not the op.
+  SQLOOP_CHECK(setrlimit(RLIMIT_NOFILE, &saved) == 0, "bench: restore the descriptor limit");
+}
 void BM_ZipfLru(benchmark::State& state) {
   RunZipf(state, kZipfTenants, 128, 0, sqloop::db::Eviction::kLru);
 }
@@ -671,6 +767,9 @@ int main(int argc, char** argv) {
   if (!sqloop::bench::QuickMode()) {
     benchmark::RegisterBenchmark("registry_zipf/100000", BM_ZipfLarge)
         ->Unit(benchmark::kMillisecond);
+    benchmark::RegisterBenchmark("registry_open_all/tenants", BM_OpenAll)
+        ->Iterations(1)
+        ->Unit(benchmark::kMillisecond);
   }
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   benchmark::AddCustomContext("baseline:registry_create", "database");
@@ -685,6 +784,10 @@ int main(int argc, char** argv) {
   benchmark::AddCustomContext("description:registry_reopen",
                               "one op = one point read; 'closed' reopens a scaled-to-zero tenant");
   benchmark::AddCustomContext("baseline:registry_zipf", "one_tenant");
+  benchmark::AddCustomContext(
+      "description:registry_open_all",
+      "one op = every tenant opened at once and kept open: as many as RLIMIT_NOFILE allows, "
+      "at most 100,000 (open_tenants says how many)");
   benchmark::AddCustomContext("baseline:registry_budget", "none");
   benchmark::AddCustomContext("description:registry_budget",
                               "one op = 256 reads, 64 in flight, over 200 open tenants; "

@@ -138,10 +138,12 @@ REGEX_SPECIALS = set(".[]{}()*+?^$|\\")
 # schedule, and a curve of neighbouring steps shows its own noise.
 SINGLE_ROUND = {"sqloop_bench_http": 1, "sqloop_bench_load": 1}
 # Benchmarks of other binaries that run one round for the same reason: each process creates
-# thousands of databases, 100,000 tenants or a 1 GiB file. The registry's others are short and
-# take every round: a reopen is a single sample's worth of noise on a shared machine.
+# thousands of databases, 100,000 tenants or a 1 GiB file, or opens thousands of tenants at
+# once. The registry's others are short and take every round: a reopen is a single sample's
+# worth of noise on a shared machine.
 SINGLE_ROUND_BENCHMARKS = re.compile(
-    r"^(registry_burst/|registry_reopen/closed_1gb|registry_zipf/100000|registry_memory/)")
+    r"^(registry_burst/|registry_reopen/closed_1gb|registry_zipf/100000|registry_memory/"
+    r"|registry_open_all/)")
 # Load curves: a step is sustained when it achieved at least this share of the offered rate,
 # left no request unserved, and kept its p99 within P99_GROWTH_MAX times the variant's p99 at
 # its lowest step (beyond that, queueing has taken over: "p99 explodes").

@@ -141,11 +141,16 @@ inline constexpr uint32_t kTenantsMaxDefault = 1u << 17;
 // registry_memory benchmark for the measured value.
 inline constexpr uint64_t kOpenMemoryEstimateBytesDefault = uint64_t{256} * 1024;
 // The most open databases one registry will ever allow, whatever RLIMIT_NOFILE says: the
-// memory accounting has kTenantsMax ids for the whole process.
-inline constexpr uint32_t kOpenMaxLimit = 8192;
+// memory accounting has kTenantsMax ids for the whole process. 131,072 open tenants hold
+// 524,288 descriptors at most, half of Linux's default fs.nr_open.
+inline constexpr uint32_t kOpenMaxLimit = 1u << 17;
+// The most open databases a registry derives from RLIMIT_NOFILE when open_max is 0. Container
+// runtimes often set the limit to a million; an open tenant costs memory (registry_memory
+// measures it), so a host that wants more than this many open at once says so in open_max.
+inline constexpr uint32_t kOpenMaxDerivedMax = 8192;
 
 // The open databases the process's soft RLIMIT_NOFILE allows after `reserved` descriptors:
-// (limit - reserved) / kDescriptorsPerDatabase, at most kOpenMaxLimit; 0 if not even one.
+// (limit - reserved) / kDescriptorsPerDatabase, at most kOpenMaxDerivedMax; 0 if not even one.
 [[nodiscard]] uint32_t DescriptorBoundOpenMax(uint32_t reserved);
 
 // What a request does when no open slot (or no memory) is free and no idle tenant can be
@@ -170,8 +175,9 @@ struct RegistryOptions {
   // pages they do not need (Database::ReleaseMemory), so an idle open tenant costs little
   // more than its schema. Its next reads fetch those pages again. InfiniteDuration: never.
   absl::Duration idle_trim_after = kIdleTrimAfterDefault;
-  // The most tenants holding a database at once. 0: derive it from the process's soft
-  // RLIMIT_NOFILE: (limit - descriptors_reserved) / kDescriptorsPerDatabase.
+  // The most tenants holding a database at once, up to kOpenMaxLimit. 0: derive it from the
+  // process's soft RLIMIT_NOFILE: (limit - descriptors_reserved) / kDescriptorsPerDatabase,
+  // at most kOpenMaxDerivedMax.
   uint32_t open_max = 0;
   uint32_t descriptors_reserved = kDescriptorsReservedDefault;
   // Budget for the SQLite memory of all open tenants together (0: none). Checked when a tenant

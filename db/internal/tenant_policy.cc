@@ -25,7 +25,7 @@ uint32_t DescriptorBoundOpenMax(uint32_t reserved) {
   const uint64_t descriptors = DescriptorLimit();
   if (descriptors < uint64_t{reserved} + kDescriptorsPerDatabase) return 0;
   return static_cast<uint32_t>(
-      std::min<uint64_t>((descriptors - reserved) / kDescriptorsPerDatabase, kOpenMaxLimit));
+      std::min<uint64_t>((descriptors - reserved) / kDescriptorsPerDatabase, kOpenMaxDerivedMax));
 }
 
 namespace internal {
