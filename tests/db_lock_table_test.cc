@@ -1,7 +1,12 @@
 // The in-process locks of db/internal/lock_table.h: SQLite's lock levels between the handles
-// of one process, the WAL index's slot locks, and the setters that refuse what the tables do
-// not list.
+// of one process, the WAL index's slot locks and its memory (db/internal/shm_region_pool.h),
+// and the setters that refuse what the tables do not list.
 #include <sqlite3.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <vector>
 
 #include "gtest/gtest.h"
 #include "sqloop/db/internal/lock_table.h"
@@ -14,7 +19,8 @@ constexpr uint64_t kWalIndexBytesMax = uint64_t{1} << 20;
 // A writer's EXCLUSIVE waits at PENDING for the readers that hold SHARED, and PENDING keeps new
 // readers out meanwhile, so readers cannot starve it.
 TEST(LockTableTest, ExclusiveWaitsAtPendingForTheReadersAndKeepsNewOnesOut) {
-  LockTable table(kWalIndexBytesMax);
+  ShmRegionPool pool;
+  LockTable table(kWalIndexBytesMax, pool);
   int writer = 0;  // The handles' addresses are the owners.
   int reader = 0;
   int late = 0;
@@ -43,7 +49,8 @@ TEST(LockTableTest, ExclusiveWaitsAtPendingForTheReadersAndKeepsNewOnesOut) {
 // An exclusive slot lock is granted over the holder's own shared lock and refused over
 // another's; unlocking frees both.
 TEST(LockTableTest, WalIndexSlotsAreSharedOrExclusive) {
-  LockTable table(kWalIndexBytesMax);
+  ShmRegionPool pool;
+  LockTable table(kWalIndexBytesMax, pool);
   uint8_t a_shared = 0;
   uint8_t a_exclusive = 0;
   uint8_t b_shared = 0;
@@ -61,8 +68,95 @@ TEST(LockTableTest, WalIndexSlotsAreSharedOrExclusive) {
 }
 
 // The negative control: a level outside SQLite's reaches SetLockLevel, which stops there.
+// The pages of `region` (ShmRegionPool::kRegionBytes) that are in memory, by mincore.
+std::vector<bool> ResidentPages(const char* region) {
+  const auto page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  std::vector<unsigned char> in(ShmRegionPool::kRegionBytes / page);
+  EXPECT_EQ(mincore(const_cast<char*>(region), ShmRegionPool::kRegionBytes, in.data()), 0);
+  std::vector<bool> resident;
+  for (const unsigned char bit : in) resident.push_back((bit & 1) != 0);
+  return resident;
+}
+
+bool AllZero(const char* region) {
+  return std::all_of(region, region + ShmRegionPool::kRegionBytes, [](char c) { return c == 0; });
+}
+
+// A WAL-index region costs memory only for the pages SQLite touches (a reopened tenant's WAL is
+// empty: the header's page alone), and is zero-filled for its next holder whatever the last
+// one wrote: its pages go back to the kernel, but for a header page touched alone, zeroed.
+TEST(ShmRegionPoolTest, ARegionHoldsOnlyThePagesTouchedAndComesBackZero) {
+  ShmRegionPool pool;
+  char* region = pool.Obtain();
+  ASSERT_NE(region, nullptr);
+  std::vector<bool> resident = ResidentPages(region);
+  EXPECT_EQ(std::count(resident.begin(), resident.end(), true), 0);
+  region[100] = 7;  // The WAL index's header.
+  resident = ResidentPages(region);
+  EXPECT_TRUE(resident[0]);
+  EXPECT_EQ(std::count(resident.begin(), resident.end(), true), 1);
+  // Only the header's page touched: it is zeroed and kept for the next holder, who writes
+  // its header at once.
+  pool.Release(region);
+  ASSERT_EQ(pool.Obtain(), region);
+  resident = ResidentPages(region);
+  EXPECT_TRUE(resident[0]);
+  EXPECT_EQ(std::count(resident.begin(), resident.end(), true), 1);
+  EXPECT_TRUE(AllZero(region)) << "the header's page kept its bytes";
+  std::fill(region, region + ShmRegionPool::kRegionBytes, 'x');
+  pool.Release(region);
+  EXPECT_EQ(pool.regions_in_use(), 0u);
+  char* again = pool.Obtain();
+  ASSERT_EQ(again, region) << "the region released last goes out first";
+  resident = ResidentPages(again);
+  EXPECT_EQ(std::count(resident.begin(), resident.end(), true), 0) << "its memory was kept";
+  EXPECT_TRUE(AllZero(again)) << "the last holder's bytes came back";
+  pool.Release(again);
+}
+
+TEST(ShmRegionPoolTest, APoolGrowsByWholeMappingsAndTablesGiveTheirRegionsBack) {
+  ShmRegionPool pool;
+  std::vector<char*> regions;
+  for (size_t i = 0; i <= ShmRegionPool::kRegionsPerMapping; ++i) regions.push_back(pool.Obtain());
+  EXPECT_EQ(pool.mappings(), 2u);
+  EXPECT_EQ(regions[1], regions[0] + ShmRegionPool::kRegionBytes) << "in address order";
+  for (char* region : regions) pool.Release(region);
+  {
+    LockTable table(kWalIndexBytesMax, pool);
+    table.ShmAttach();
+    void* first = nullptr;
+    void* second = nullptr;
+    ASSERT_EQ(table.ShmMap(0, ShmRegionPool::kRegionBytes, /*extend=*/true, &first), SQLITE_OK);
+    ASSERT_EQ(table.ShmMap(1, ShmRegionPool::kRegionBytes, /*extend=*/true, &second), SQLITE_OK);
+    EXPECT_TRUE(AllZero(static_cast<char*>(second)));
+    EXPECT_EQ(pool.regions_in_use(), 2u);
+    table.ShmDetach();  // The last user: the regions go back.
+    EXPECT_EQ(pool.regions_in_use(), 0u);
+    table.ShmAttach();  // Left attached: the table's end gives them back.
+    ASSERT_EQ(table.ShmMap(0, ShmRegionPool::kRegionBytes, /*extend=*/true, &first), SQLITE_OK);
+    EXPECT_EQ(pool.regions_in_use(), 1u);
+  }
+  EXPECT_EQ(pool.regions_in_use(), 0u);
+  EXPECT_EQ(pool.mappings(), 2u) << "the address space is kept for the next tables";
+}
+
+// Any other region size SQLite might be built with comes from the heap, zero-filled too.
+TEST(ShmRegionPoolTest, ARegionOfAnotherSizeComesFromTheHeap) {
+  ShmRegionPool pool;
+  LockTable table(kWalIndexBytesMax, pool);
+  table.ShmAttach();
+  void* region = nullptr;
+  ASSERT_EQ(table.ShmMap(0, 4096, /*extend=*/true, &region), SQLITE_OK);
+  ASSERT_NE(region, nullptr);
+  const char* bytes = static_cast<const char*>(region);
+  EXPECT_TRUE(std::all_of(bytes, bytes + 4096, [](char c) { return c == 0; }));
+  EXPECT_EQ(pool.regions_in_use(), 0u);
+  table.ShmDetach();
+}
+
 TEST(LockTableDeathTest, ALevelOutsideTheTableIsRefused) {
-  LockTable table(kWalIndexBytesMax);
+  ShmRegionPool pool;
+  LockTable table(kWalIndexBytesMax, pool);
   int owner = 0;
   int level = SQLITE_LOCK_EXCLUSIVE + 3;
   EXPECT_DEATH(table.Unlock(&owner, level, SQLITE_LOCK_SHARED), "a lock level outside SQLite's");

@@ -8,7 +8,7 @@ DatabaseFiles::DatabaseFiles(VfsContext& context, std::string main_path)
     : context_(context),
       table_(context.loop(), std::move(main_path), context.options().os_lock),
       queue_(context, table_),
-      locks_(context.options().wal_index_bytes_max) {}
+      locks_(context.options().wal_index_bytes_max, context.shm_pool()) {}
 
 void DatabaseFiles::Unpin() {
   table_.Unpin();

@@ -125,11 +125,27 @@ int LockTable::ShmMap(int region, int region_bytes, bool extend, void** out) {
       return SQLITE_IOERR_SHMSIZE;
     }
     while (shm_regions_.size() <= index) {
-      shm_regions_.push_back(std::make_unique<char[]>(static_cast<size_t>(region_bytes)));
+      char* created = static_cast<size_t>(region_bytes) == ShmRegionPool::kRegionBytes
+                          ? pool_.Obtain()
+                          : new char[static_cast<size_t>(region_bytes)]();
+      if (created == nullptr) return SQLITE_IOERR_SHMMAP;
+      shm_regions_.push_back(created);
     }
   }
-  *out = shm_regions_[index].get();
+  *out = shm_regions_[index];
   return SQLITE_OK;
+}
+
+void LockTable::FreeShmRegions() {
+  const bool pooled = static_cast<size_t>(shm_region_bytes_) == ShmRegionPool::kRegionBytes;
+  for (char* region : shm_regions_) {
+    if (pooled) {
+      pool_.Release(region);
+    } else {
+      delete[] region;
+    }
+  }
+  shm_regions_.clear();
 }
 
 int LockTable::ShmLock(uint8_t& shared_mask, uint8_t& exclusive_mask, int offset, int n,
@@ -191,7 +207,7 @@ void LockTable::SetShmLocks(uint8_t& shared_mask, uint8_t& exclusive_mask, uint8
 void LockTable::ShmDetach() {
   SQLOOP_CHECK(shm_users_ > 0, "xShmUnmap without xShmMap");
   if (--shm_users_ != 0) return;
-  shm_regions_.clear();
+  FreeShmRegions();
   shm_region_bytes_ = 0;
   shm_shared_.fill(0);
   shm_exclusive_.fill(false);

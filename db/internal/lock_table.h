@@ -103,6 +103,8 @@
 //
 // Example (xLock, then xShmMap):
 //
+//   ShmRegionPool pool;  // The Vfs's (VfsContext::shm_pool()).
+//   LockTable table(kWalIndexBytesMaxDefault, pool);
 //   int rc = table.Lock(&handle, handle.lock_level, SQLITE_LOCK_SHARED);
 //   void* region = nullptr;
 //   table.ShmAttach();
@@ -112,8 +114,9 @@
 
 #include <array>
 #include <cstdint>
-#include <memory>
 #include <vector>
+
+#include "sqloop/db/internal/shm_region_pool.h"
 
 namespace sqloop::db::internal {
 
@@ -122,8 +125,12 @@ inline constexpr int kShmLocks = 8;
 
 class LockTable {
  public:
-  // `wal_index_bytes_max`: VfsOptions::wal_index_bytes_max.
-  explicit LockTable(uint64_t wal_index_bytes_max) : wal_index_bytes_max_(wal_index_bytes_max) {}
+  // `wal_index_bytes_max`: VfsOptions::wal_index_bytes_max. The WAL index's regions come from
+  // `pool` (SQLite's usual region size) or the heap (any other), and go back when the last
+  // handle detaches or the table goes.
+  LockTable(uint64_t wal_index_bytes_max, ShmRegionPool& pool)
+      : wal_index_bytes_max_(wal_index_bytes_max), pool_(pool) {}
+  ~LockTable() { FreeShmRegions(); }
   LockTable(const LockTable&) = delete;
   LockTable& operator=(const LockTable&) = delete;
 
@@ -153,8 +160,10 @@ class LockTable {
   void SetShmLocks(uint8_t& shared_mask, uint8_t& exclusive_mask, uint8_t shared_next,
                    uint8_t exclusive_next);
   void AssertLockInvariants(const void* owner, int level) const;
+  void FreeShmRegions();
 
   const uint64_t wal_index_bytes_max_;
+  ShmRegionPool& pool_;
 
   // Lock levels: holders by owner; SHARED is a count.
   uint32_t shared_ = 0;
@@ -162,8 +171,9 @@ class LockTable {
   const void* pending_ = nullptr;
   const void* exclusive_ = nullptr;
 
-  // The WAL index: regions of SQLite's chosen size, zero-filled on creation.
-  std::vector<std::unique_ptr<char[]>> shm_regions_;
+  // The WAL index: regions of SQLite's chosen size, zero-filled on creation; from pool_ when
+  // that size is ShmRegionPool::kRegionBytes, else from the heap (new[]).
+  std::vector<char*> shm_regions_;
   int shm_region_bytes_ = 0;
   uint32_t shm_users_ = 0;
   std::array<uint16_t, kShmLocks> shm_shared_{};

@@ -36,6 +36,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
+#include "sqloop/db/internal/shm_region_pool.h"
 #include "sqloop/db/vfs.h"
 #include "sqloop/loop/loop.h"
 
@@ -118,6 +119,9 @@ class VfsContext {
   // fetches at once and never read. Allocated at the first use, kept until the Vfs goes.
   [[nodiscard]] char* fetch_sink();
 
+  // The memory of the WAL indexes of the Vfs's databases.
+  [[nodiscard]] ShmRegionPool& shm_pool() { return shm_pool_; }
+
  private:
   loop::Loop& loop_;
   const VfsOptions options_;
@@ -127,6 +131,7 @@ class VfsContext {
   absl::flat_hash_map<std::string, std::string> tainted_dirs_;   // directory -> why.
   absl::flat_hash_map<std::string, FileFingerprint> checked_;    // main path -> at close.
   std::unique_ptr<char[]> fetch_sink_;
+  ShmRegionPool shm_pool_;
   uint64_t open_tick_ = UINT64_MAX;  // The loop tick of the last open or close.
 };
 
