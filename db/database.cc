@@ -252,6 +252,14 @@ void Database::FinishClose() {
       ArmPump();  // This tick has closed enough.
       return;
     }
+    // A writer closed while idle left the WAL to the readers, which cannot checkpoint it (they
+    // are read-only): it opens again to close last, so its close checkpoints and truncates the
+    // WAL, reserve included, as every close does.
+    if (writer_closed_idle_ && !writer_open() && state_ == State::kClosing) {
+      writer_closed_idle_ = false;
+      alloc::ScopedTenant tenant(options_.tenant);
+      if (!OpenWriter().ok()) writer_->Close();  // The next open recovers the WAL instead.
+    }
     CloseConnections();
   }
   if (!files_->queue().idle() && !files_->queue().poisoned()) return;
@@ -520,6 +528,24 @@ void Database::ReleaseMemory() {
     readers_.pop_back();
   }
   for (auto& reader : readers_) sqlite3_db_release_memory(reader->db());
+}
+
+// No reader may be busy: a reader classifies kAuto requests while the writer is closed
+// (KindOf), so every reader must see the writer's last commit (RefreshSnapshots pins the idle
+// ones at it; the last group is durable in kIdle).
+bool Database::CloseWriterIfIdle() {
+  if (state_ != State::kReady || !writer_open() || writer_state_ != WriterState::kIdle ||
+      !writes_.empty() || group_resume_ != nullptr || group_fetching_ ||
+      writer_->current() != nullptr || sqlite3_get_autocommit(writer_->db()) == 0 ||
+      AnyReaderBusy()) {
+    return false;
+  }
+  alloc::ScopedTenant tenant(options_.tenant);
+  RefreshSnapshots();
+  writer_->Close();
+  writer_closed_idle_ = true;
+  ++stats_.writers_closed_idle;
+  return true;
 }
 
 // Runs between groups, so every commit is durable. Idle readers let go of their snapshots

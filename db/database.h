@@ -419,6 +419,7 @@ struct DatabaseStats {
   uint64_t integrity_checks_skipped = 0;
   uint64_t writer_opens_deferred = 0;  // Opens that left the writer closed (MayDeferWriter).
   uint64_t writers_opened_late = 0;    // ... and opened it later, for a write.
+  uint64_t writers_closed_idle = 0;    // Writers closed while idle (CloseWriterIfIdle).
 };
 
 class Database {
@@ -463,6 +464,13 @@ class Database {
   // it expects to stay idle (the registry's idle_trim_after); a no-op unless the database is
   // open. What it freed shows in the tenant's accounting (alloc::GetTenantCounters).
   void ReleaseMemory();
+  // Closes the writer connection (its schema, statements and cache) when nothing of the
+  // writer's is in flight: no write queued or running, no group waiting for a fetch, no
+  // transaction open. It opens again at the next write, as after a reopen (WriterReady), which
+  // parses the schema anew, and at Close, to close last: only the writer's close checkpoints
+  // the WAL and truncates it. For a host trimming a database it expects to stay idle: an idle
+  // open tenant then holds one connection. Returns whether it closed it.
+  bool CloseWriterIfIdle();
   // Reader connections open now: 1 up to DatabaseOptions::readers.
   [[nodiscard]] size_t readers_open() const { return readers_.size(); }
   // Whether the writer connection is open (it opens at the first write after a reopen).
@@ -600,8 +608,9 @@ class Database {
   bool files_ready_ = false;
   uint64_t open_epoch_ = 0;
   bool checked_ = false;  // The integrity check passed at open (or held from the last close).
-  bool check_off_loop_ = false;  // The check is due, on a thread (MayCheckOffLoop).
-  uint64_t group_epoch_ = 0;     // The last group's commit epoch.
+  bool writer_closed_idle_ = false;  // CloseWriterIfIdle closed it: FinishClose reopens it.
+  bool check_off_loop_ = false;      // The check is due, on a thread (MayCheckOffLoop).
+  uint64_t group_epoch_ = 0;         // The last group's commit epoch.
   // kOpenChecking: the check on a thread (made at the first one).
   std::unique_ptr<internal::IntegrityCheck> check_;
   uint32_t group_limit_ = 0;  // Requests per group after an overflow; 0: the option's max.

@@ -66,10 +66,11 @@ uint32_t Registry::TrimIdleTenants() {
   return trimmed;
 }
 
-// An idle tenant keeps its connections, its schema and its pinned snapshots; its connections
-// give back the cached pages nothing holds.
+// An idle tenant keeps one reader, its schema and its pinned snapshot; its writer closes (it
+// opens again at the next write) and its connections give back the cached pages nothing holds.
 void Registry::Trim(Tenant& t) {
   SQLOOP_CHECK(t.state == TenantState::kIdle, "Registry: trimming a tenant that is not idle");
+  (void)t.database->CloseWriterIfIdle();
   t.database->ReleaseMemory();
   t.stats.trims++;
   stats_.trims++;

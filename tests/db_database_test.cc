@@ -994,6 +994,69 @@ TEST_P(DatabaseTest, AReopenOpensTheWriterAtTheFirstWrite) {
   EXPECT_EQ(Read("SELECT sum(x) FROM t"), "3|\n");
 }
 
+// The size of `path` through the loop (any backend, the simulator's too); -errno if it fails.
+int64_t FileBytes(loop::Loop& loop, const std::string& path) {
+  io::Op open{.kind = io::OpKind::kOpenAt,
+              .fd = AT_FDCWD,
+              .flags = O_RDONLY | O_CLOEXEC,
+              .path = path.c_str()};
+  const int64_t fd = loop.WaitForOp(open);
+  if (fd < 0) return fd;
+  io::Op size{.kind = io::OpKind::kFileSize, .fd = static_cast<int>(fd)};
+  const int64_t bytes = loop.WaitForOp(size);
+  io::Op close{.kind = io::OpKind::kClose, .fd = static_cast<int>(fd)};
+  (void)loop.WaitForOp(close);
+  return bytes;
+}
+
+// A trimmed idle database closes its writer (CloseWriterIfIdle, the registry's trim), never
+// while a read runs or a write is queued; reads go on with the reader, the next write
+// opens the writer again and sees what the first one wrote, and the close opens it again so
+// that the WAL is emptied as at every close.
+TEST_P(DatabaseTest, AnIdleWriterClosesAndTheNextWriteOpensItAgain) {
+  DatabaseOptions options;
+  options.rows_per_tick = 1;
+  ASSERT_TRUE(OpenDb(options).ok());
+  ASSERT_TRUE(Write("CREATE TABLE t(x)").ok());
+  ASSERT_TRUE(Write("INSERT INTO t VALUES (1)").ok());
+  ASSERT_TRUE(db_->writer_open());
+  Probe scan;  // One row a tick: still running after the first.
+  Prime(scan, Request::Kind::kRead, "SELECT x FROM t, (SELECT 1 UNION ALL SELECT 2)");
+  ASSERT_TRUE(db_->Submit(scan.request).ok());
+  ASSERT_TRUE(loop_->Run(loop::RunMode::kNoWait).ok());
+  ASSERT_FALSE(scan.done);
+  ASSERT_FALSE(scan.rows.empty()) << "the scan has not started";
+  EXPECT_FALSE(db_->CloseWriterIfIdle()) << "closed with a read running";
+  ASSERT_TRUE(loop_->Run(loop::RunMode::kUntilDone).ok());
+  EXPECT_EQ(scan.rows, "1|\n1|\n");
+  Probe queued;
+  Prime(queued, Request::Kind::kWrite, "INSERT INTO t VALUES (2)");
+  ASSERT_TRUE(db_->Submit(queued.request).ok());
+  EXPECT_FALSE(db_->CloseWriterIfIdle()) << "closed with a write queued";
+  ASSERT_TRUE(loop_->Run(loop::RunMode::kUntilDone).ok());
+  ASSERT_TRUE(queued.done && queued.status.ok()) << queued.status;
+  EXPECT_TRUE(db_->writer_open());
+  EXPECT_TRUE(db_->CloseWriterIfIdle());
+  EXPECT_FALSE(db_->writer_open());
+  EXPECT_EQ(db_->stats().writers_closed_idle, 1u);
+  EXPECT_FALSE(db_->CloseWriterIfIdle()) << "closed twice";
+  EXPECT_EQ(Read("SELECT sum(x) FROM t"), "3|\n");
+  EXPECT_FALSE(db_->writer_open()) << "a read opened the writer";
+  ASSERT_TRUE(Write("INSERT INTO t VALUES (4)").ok());
+  EXPECT_TRUE(db_->writer_open());
+  EXPECT_EQ(db_->stats().writers_opened_late, 1u);
+  EXPECT_EQ(Read("SELECT sum(x) FROM t"), "7|\n");
+  // Closed again while idle, the writer reopens at the close to close last: its close empties
+  // the WAL into the main file and truncates it, which a reader's cannot.
+  ASSERT_GT(FileBytes(*loop_, path_ + "-wal"), 0) << "the test proves nothing";
+  EXPECT_TRUE(db_->CloseWriterIfIdle());
+  ASSERT_TRUE(CloseDb().ok());
+  EXPECT_EQ(FileBytes(*loop_, path_ + "-wal"), 0) << "the WAL was left to the reader";
+  ASSERT_NO_FATAL_FAILURE(MakeVfs());
+  ASSERT_TRUE(OpenDb().ok());
+  EXPECT_EQ(Read("SELECT sum(x) FROM t"), "7|\n");
+}
+
 // After a checkpoint SQLite writes the WAL again from its start, over bytes the disk already
 // holds: those writes allocate nothing, so they go behind (EpochQueue invariant 2) and a group
 // commit makes the loop wait for nothing. While the WAL grows, its writes run at once, so a full
