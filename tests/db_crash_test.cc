@@ -43,6 +43,9 @@ TEST(DbCrashTest, EveryAcknowledgedTransactionSurvivesEveryCrash) {
       // conflicts after the others wrote.
       {"batch", 0.4},
       {"batch_conflict", 0.1},
+      // Rounds that started with the writer closed, as a trim closes it (measured: 39 % of
+      // seeds 1-2000).
+      {"writer_closed_idle", 0.2},
       {"backpressure", 0.015},
       {"group_retry", 0.015},
       // A group that read a page not in the simulator's page cache, rolled back and ran again

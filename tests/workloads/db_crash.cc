@@ -95,6 +95,9 @@ constexpr uint32_t kValueBytesMax = 600;
 constexpr uint32_t kConflictOneIn = 8;
 // One transaction in this many is a batch of single-row statements.
 constexpr uint32_t kBatchOneIn = 4;
+// One round in this many starts with the writer closed, as a host's trim of an idle tenant
+// closes it.
+constexpr uint32_t kTrimOneIn = 4;
 constexpr char kOneRowSql[] = "INSERT INTO t(k, txn, v) VALUES (?,?,?)";
 // The crash comes at a uniform time in [0, 40 ms] of simulated time: a run with the default
 // latencies takes about that long, so crashes land before, during and after the work.
@@ -125,6 +128,7 @@ class Run {
   Run(io::SimBackend& sim, Loop& loop, db::Vfs& vfs, const db::DatabaseOptions& options,
       uint64_t seed)
       : batch_prng_(seed ^ 0xba7c4),
+        trim_prng_(seed ^ 0x7419),
         sim_(sim),
         loop_(loop),
         vfs_(vfs),
@@ -151,6 +155,8 @@ class Run {
   [[nodiscard]] uint32_t refused() const { return refused_; }
   [[nodiscard]] uint32_t batches() const { return batches_; }
   [[nodiscard]] uint32_t batch_conflicts() const { return batch_conflicts_; }
+  // Rounds that started with the writer closed (Database::CloseWriterIfIdle).
+  [[nodiscard]] uint32_t writer_closes() const { return writer_closes_; }
   // The out-of-memory fault: its tenant, and the transactions acknowledged after it struck
   // (the database stayed usable).
   void set_memory(const MemoryTenant* memory) { memory_ = memory; }
@@ -205,7 +211,23 @@ class Run {
     run->StartRound();
   }
 
+  // A host's trim between rounds, one round in kTrimOneIn: on the next tick (the round ended
+  // inside the database's pump, which has not finished its group yet), the writer closes; the
+  // round's first write opens it again, and a close (or the crash) may find it closed.
   void StartRound() {
+    if (trim_prng_.Below(kTrimOneIn) != 0) return StartRoundNow();
+    trim_tick_.callback = [](Loop& /*loop*/, loop::Completion& c) {
+      auto* run = static_cast<Run*>(c.user_data);
+      if (run->state_ == State::kCrashed) return loop::Action::kDisarm;
+      if (run->database_.CloseWriterIfIdle()) ++run->writer_closes_;
+      run->StartRoundNow();
+      return loop::Action::kDisarm;
+    };
+    trim_tick_.user_data = this;
+    loop_.NextTick(trim_tick_);
+  }
+
+  void StartRoundNow() {
     if (rounds_ == kRoundsMax) return Close();
     ++rounds_;
     state_ = State::kRound;
@@ -339,6 +361,7 @@ class Run {
   static void OnClosed(void* /*arg*/, absl::Status /*status*/) {}
 
   io::Prng batch_prng_;
+  io::Prng trim_prng_;  // Its own generator too: the seed's other draws do not move.
   io::SimBackend& sim_;
   Loop& loop_;
   db::Vfs& vfs_;
@@ -357,6 +380,8 @@ class Run {
   uint32_t refused_ = 0;
   uint32_t batches_ = 0;
   uint32_t batch_conflicts_ = 0;
+  uint32_t writer_closes_ = 0;
+  loop::Completion trim_tick_;
   const MemoryTenant* memory_ = nullptr;
   uint32_t acked_after_oom_ = 0;
   uint64_t poisonings_before_crash_ = 0;
@@ -593,6 +618,7 @@ void Judge(const Run& run, const Recovered& recovered, const Aftermath& after,
   }
   result.paths["sqlite_oom"] = after.oom_injected;
   result.paths["oom_then_acked"] = after.oom_injected > 0 ? run.acked_after_oom() : 0;
+  result.paths["writer_closed_idle"] = run.writer_closes();
   result.paths["corruption"] = after.corrupted_page != 0 ? 1 : 0;
   result.paths["corruption_detected"] = detected ? 1 : 0;
   result.paths["recovery_crash"] = plan.recovery_crashes;
