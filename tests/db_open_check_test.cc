@@ -178,63 +178,55 @@ TEST_P(OpenCheckTest, LargeFilesOpenedTogetherAreEachCheckedOnAThread) {
   }
 }
 
-// A corrupt file is refused with the same DataLoss whether the thread or the loop checks it,
-// and the failed open leaves nothing behind: a fixed file opens.
-TEST_P(OpenCheckTest, ACorruptFileIsRefusedOnAThreadAsOnTheLoop) {
+// The ways an open checks a large file: on a thread; on the loop, when the file is under
+// check_on_loop_bytes_max; or on the loop because no thread (or no eventfd) can be had, through
+// the writer, reporting on the next tick (IntegrityCheck::RunOnLoop).
+enum class CheckWay : uint8_t { kThread, kLoop, kNoThread };
+
+DatabaseOptions OptionsCheckingBy(CheckWay way) {
+  DatabaseOptions options;
+  options.check_on_loop_bytes_max =
+      way == CheckWay::kLoop ? std::numeric_limits<uint64_t>::max() : 0;
+  options.check_thread_fails_for_testing = way == CheckWay::kNoThread;
+  return options;
+}
+
+const char* Name(CheckWay way) {
+  return way == CheckWay::kThread ? "on a thread"
+         : way == CheckWay::kLoop ? "on the loop"
+                                  : "on the loop, no thread to be had";
+}
+
+// A corrupt file is refused with the same DataLoss however the open checks it, and the failed
+// open leaves nothing behind: a fixed file opens.
+TEST_P(OpenCheckTest, ACorruptFileIsRefusedHoweverTheOpenChecksIt) {
   if (!GetParam().real_descriptors) GTEST_SKIP() << "corrupts the file with the host's tools";
   FillWithStockSqlite(path_, "PRAGMA wal_checkpoint(TRUNCATE)");
   const std::string good = path_ + ".good";
   std::filesystem::copy_file(path_, good);
   Garble(path_, 2 * 4096 + 8);  // The middle of page 3, a b-tree page of t.
-  for (const bool on_thread : {true, false}) {
-    SCOPED_TRACE(on_thread ? "on a thread" : "on the loop");
+  for (const CheckWay way : {CheckWay::kThread, CheckWay::kLoop, CheckWay::kNoThread}) {
+    SCOPED_TRACE(Name(way));
     MakeVfs();
-    DatabaseOptions options;
-    options.check_on_loop_bytes_max = on_thread ? 0 : std::numeric_limits<uint64_t>::max();
-    const absl::Status s = OpenDb(options);
+    const absl::Status s = OpenDb(OptionsCheckingBy(way));
     EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << s;
     EXPECT_NE(s.message().find("is corrupt (quick_check: "), std::string::npos) << s;
     EXPECT_EQ(db_->state(), Database::State::kFailed);
     EXPECT_FALSE(db_->holds_files());
     EXPECT_EQ(db_->stats().integrity_checks, 1u);
-    EXPECT_EQ(db_->stats().integrity_checks_off_loop, on_thread ? 1u : 0u);
+    EXPECT_EQ(db_->stats().integrity_checks_off_loop, way == CheckWay::kThread ? 1u : 0u);
   }
   db_.reset();
   std::filesystem::copy_file(good, path_, std::filesystem::copy_options::overwrite_existing);
-  MakeVfs();
-  DatabaseOptions options;
-  options.check_on_loop_bytes_max = 0;
-  ASSERT_TRUE(OpenDb(options).ok());
-  EXPECT_EQ(db_->stats().integrity_checks_off_loop, 1u);
-  EXPECT_EQ(Read("SELECT count(*) FROM t"), absl::StrCat(kRows, "|\n"));
-}
-
-// A large file's check needs a thread and an eventfd; when the process cannot have them (out of
-// threads or descriptors) the open checks on the loop instead, through the writer, and reports
-// on the next tick: a corrupt file is refused and a sound one opens, as on a thread.
-TEST_P(OpenCheckTest, WithNoThreadToBeHadALargeFileIsCheckedOnTheLoop) {
-  if (!GetParam().real_descriptors) GTEST_SKIP() << "corrupts the file with the host's tools";
-  FillWithStockSqlite(path_, "PRAGMA wal_checkpoint(TRUNCATE)");
-  const std::string good = path_ + ".good";
-  std::filesystem::copy_file(path_, good);
-  Garble(path_, 2 * 4096 + 8);  // The middle of page 3, a b-tree page of t.
-  DatabaseOptions options;
-  options.check_on_loop_bytes_max = 0;            // Due on a thread...
-  options.check_thread_fails_for_testing = true;  // ... which cannot be had.
-  MakeVfs();
-  const absl::Status s = OpenDb(options);
-  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << s;
-  EXPECT_NE(s.message().find("is corrupt (quick_check: "), std::string::npos) << s;
-  EXPECT_EQ(db_->state(), Database::State::kFailed);
-  EXPECT_EQ(db_->stats().integrity_checks, 1u);
-  EXPECT_EQ(db_->stats().integrity_checks_off_loop, 0u);
-  db_.reset();
-  std::filesystem::copy_file(good, path_, std::filesystem::copy_options::overwrite_existing);
-  MakeVfs();
-  ASSERT_TRUE(OpenDb(options).ok());
-  EXPECT_EQ(db_->stats().integrity_checks, 1u);
-  EXPECT_EQ(db_->stats().integrity_checks_off_loop, 0u);
-  EXPECT_EQ(Read("SELECT count(*) FROM t"), absl::StrCat(kRows, "|\n"));
+  for (const CheckWay way : {CheckWay::kThread, CheckWay::kNoThread}) {
+    SCOPED_TRACE(Name(way));
+    MakeVfs();
+    ASSERT_TRUE(OpenDb(OptionsCheckingBy(way)).ok());
+    EXPECT_EQ(db_->stats().integrity_checks, 1u);
+    EXPECT_EQ(db_->stats().integrity_checks_off_loop, way == CheckWay::kThread ? 1u : 0u);
+    EXPECT_EQ(Read("SELECT count(*) FROM t"), absl::StrCat(kRows, "|\n"));
+    ASSERT_TRUE(CloseDb().ok());
+  }
 }
 
 // A process died with frames in the WAL, one of them the only good copy of a page the main
