@@ -111,7 +111,7 @@ int64_t PosixCachedReads::Read(int fd, void* buffer, uint32_t length, uint64_t o
   iovec vec{.iov_base = buffer, .iov_len = length};
   int flags = InMemory(fd) ? 0 : RWF_NOWAIT;
   if (ask_first_ && batch && flags != 0 && fd >= 0 && static_cast<size_t>(fd) < files_.size() &&
-      files_[static_cast<size_t>(fd)].cold_probes > 0) {
+      files_[static_cast<size_t>(fd)].cold_probes > 0 && !ReadLately(fd, offset, length)) {
     --files_[static_cast<size_t>(fd)].cold_probes;
     PagesInMemory in{};
     if (CountPagesInMemory(fd, offset, length, in) != 0) {
@@ -131,6 +131,21 @@ int64_t PosixCachedReads::Read(int fd, void* buffer, uint32_t length, uint64_t o
     }
     if (error == EAGAIN && ask_first_ && fd >= 0) At(fd).cold_probes = kColdProbes;
     if (error != EINTR) return -error;
+  }
+}
+
+bool PosixCachedReads::ReadLately(int fd, uint64_t offset, uint32_t length) const {
+  const uint64_t end = offset + std::max<uint32_t>(length, 1);
+  return std::any_of(recent_.begin(), recent_.end(), [&](const RecentRead& read) {
+    return read.fd == fd && read.begin < end && offset < std::max(read.end, read.begin + 1);
+  });
+}
+
+void PosixCachedReads::Forget(int fd) {
+  if (fd < 0) return;
+  if (static_cast<size_t>(fd) < files_.size()) files_[static_cast<size_t>(fd)] = {};
+  for (RecentRead& read : recent_) {
+    if (read.fd == fd) read = {};
   }
 }
 

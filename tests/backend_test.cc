@@ -227,6 +227,15 @@ TEST(PosixCachedReadsTest, AFileThatMissedAsksBeforeItReadsSoAMissStartsNothing)
                        /*batch=*/false),
             -EAGAIN);
   EXPECT_FALSE(Absent(fd, absent[2])) << "a miss with nothing in flight started no read";
+  // Past the end of the file no page is in memory either, yet a read there waits for nothing:
+  // once the caller's fetch of it completed (the backend observes it), the read asks no more
+  // and answers 0, rather than being sent to fetch again until its restarts run out.
+  const uint64_t past_end = data.size() + 2 * kColdPageBytes;
+  EXPECT_EQ(reads.Read(fd, page.data(), kColdPageBytes, past_end), -EAGAIN);
+  Op fetched{.kind = OpKind::kRead, .fd = fd, .length = kColdPageBytes, .offset = past_end};
+  fetched.result = 0;
+  reads.Observe(fetched);
+  EXPECT_EQ(reads.Read(fd, page.data(), kColdPageBytes, past_end), 0);
   // Brought in by an ordinary read, the page is answered.
   ASSERT_EQ(pread(fd, page.data(), kColdPageBytes, static_cast<off_t>(absent[1] * kColdPageBytes)),
             static_cast<ssize_t>(kColdPageBytes));

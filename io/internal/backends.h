@@ -6,6 +6,7 @@
 #ifndef SQLOOP_IO_INTERNAL_BACKENDS_H_
 #define SQLOOP_IO_INTERNAL_BACKENDS_H_
 
+#include <array>
 #include <cerrno>
 #include <cstdint>
 #include <memory>
@@ -88,8 +89,9 @@ inline void ResetForSubmit(Op& op) {
 // follows through the ring, whose submissions of one tick reach the device together), a
 // descriptor that missed within its last kColdProbes reads first asks cachestat(2) whether the
 // bytes are in memory and, when they are not, answers EAGAIN without starting anything; the
-// fetch brings them in with the rest of its tick's batch. A warm descriptor keeps the one
-// system call. A kernel without cachestat (before Linux 6.5) or a sandbox that forbids it
+// fetch brings them in with the rest of its tick's batch. A read that overlaps one completed
+// lately (the fetch itself, as the missed read runs again) does not ask. A warm descriptor keeps
+// the one system call. A kernel without cachestat (before Linux 6.5) or a sandbox that forbids it
 // turns the question off for good.
 class PosixCachedReads {
  public:
@@ -109,6 +111,8 @@ class PosixCachedReads {
       Forget(op.fd);
     } else if ((op.kind == OpKind::kOpenAt || op.kind == OpKind::kAccept) && op.result >= 0) {
       Forget(static_cast<int>(op.result));
+    } else if (op.kind == OpKind::kRead && op.result >= 0 && ask_first_) {
+      recent_[recent_next_++ % kRecentReads] = {op.fd, op.offset, op.offset + op.length};
     }
   }
 
@@ -121,11 +125,22 @@ class PosixCachedReads {
     if (static_cast<size_t>(fd) >= files_.size()) files_.resize(static_cast<size_t>(fd) + 1);
     return files_[static_cast<size_t>(fd)];
   }
-  void Forget(int fd) {
-    if (fd >= 0 && static_cast<size_t>(fd) < files_.size()) files_[static_cast<size_t>(fd)] = {};
-  }
+  // The reads that completed lately (Observe), so that a read overlapping one does not ask
+  // cachestat: its bytes were just read in (the fetch its miss asked for), or lie past the end
+  // of the file, where "no page in memory" does not mean that a read would wait (it answers 0
+  // at once); asking there would send the read to fetch again, until its restarts ran out.
+  struct RecentRead {
+    int fd = -1;
+    uint64_t begin = 0;
+    uint64_t end = 0;
+  };
+  static constexpr size_t kRecentReads = 128;
+  [[nodiscard]] bool ReadLately(int fd, uint64_t offset, uint32_t length) const;
+  void Forget(int fd);
   bool ask_first_;           // defer_misses, until cachestat turns out to be missing.
   std::vector<File> files_;  // By descriptor.
+  std::array<RecentRead, kRecentReads> recent_{};
+  size_t recent_next_ = 0;
 };
 
 // How many of the pages holding bytes [offset, offset + length) of `fd` are in the page cache,
