@@ -632,7 +632,8 @@ void Database::SetWriterState(WriterState next) {
       // Waiting with the transaction open (group_resume_ runs first when it resumes), or
       // with none and the group's requests queued again.
       SQLOOP_CHECK(group_fetching_ &&
-                       (group_resume_ != nullptr) == (sqlite3_get_autocommit(writer_->db()) == 0) &&
+                       (group_resume_ != nullptr) ==
+                           (writer_open() && sqlite3_get_autocommit(writer_->db()) == 0) &&
                        (group_resume_ != nullptr || group_.empty()),
                    "the writer waits for a fetch without one in flight, or with a transaction "
                    "and no request to resume (or the other way round)");

@@ -121,6 +121,7 @@
 //     |                            |  |   |   +--OnOverflow: buffer full, rolled back--> kBlocked --Serve: drained--> kIdle
 //     |                 ResumeGroup|  |   +--RestartGroup: a miss--+
 //     +--RunGroupOnce: BEGIN missed|--|----------------------------+--> kFetching --FetchDone (nothing to resume)--> kIdle
+//     +--WriterReady: the open missed-----------------------------------^
 //                                  +--|----------------------------------- kFetching (a group to resume, fetch done)
 //                                     +--Commit (nothing to sync, failed), RunInGroup, ContinueGroup (lost)--> kIdle
 //
@@ -129,9 +130,10 @@
 //   kGrouping -> kSyncing   Commit                            committed; the group's epoch is not durable yet
 //   kGrouping -> kBlocked   OnOverflow                        rolled back; the write-behind buffer refused a write
 //   kGrouping -> kFetching  RunInGroup via RestartGroup       one fetch of what was missed in flight; the group
-//   kIdle -> kFetching      RunGroupOnce                      waits with its transaction open and group_resume_
-//                                                             set, or with none (its begin missed, or the group
-//                                                             was rolled back), its requests queued again in order
+//   kIdle -> kFetching      RunGroupOnce, WriterReady         waits with its transaction open and group_resume_
+//                                                             set, or with none (its begin or the writer's open
+//                                                             missed, or the group was rolled back), its requests
+//                                                             queued again in order
 //   kFetching -> kGrouping  ResumeGroup (Serve, FinishClose)  the fetch completed; group_resume_ runs first
 //   kGrouping -> kIdle      Commit, RunInGroup, ContinueGroup no transaction of ours is open; the group is empty
 //   kSyncing -> kIdle       Serve                             the group's epoch is durable
@@ -155,8 +157,10 @@
 // after the writer's last fetch failed, it fails alone with Unavailable (nothing of it
 // written) and the group goes on. BEGIN misses with SQLITE_INTERRUPT (nothing to keep); its
 // misses count in begin_restarts_, and past kRestartsMax in a row, or after a failed fetch,
-// BEGIN reads by waiting. A close resumes a waiting group (its requests were admitted) and
-// waits for its commit. Its data: group_epoch_ (the last group's commit epoch), group_limit_
+// BEGIN reads by waiting. The writer's open (WriterReady) reads the same way: its setup
+// parses the schema from memory only, and a miss closes it again to wait in kFetching, counted
+// with BEGIN's. A close resumes a waiting group (its requests were admitted) and waits for its
+// commit. Its data: group_epoch_ (the last group's commit epoch), group_limit_
 // (requests per group after an overflow of the group's own making, 0 otherwise),
 // begin_failures_ (ticks in a row BEGIN failed on).
 //
@@ -221,8 +225,8 @@
 // the schema's pages are read from memory only, and a miss restarts the read before it ran
 // (kQueued -> kFetching). The writer's groups restart the same way (above). What still waits:
 // a kAuto request's classification in Submit (KindOf prepares it, and may parse the schema),
-// Pin's reads, the checkpoint's, and the statements a connection runs at open (the writer's
-// parse of the schema when it opens at the first write among them).
+// Pin's reads, the checkpoint's, and the statements a connection runs when the database opens
+// (a writer opened later, for a write, reads from memory only: WriterReady).
 //
 // Checkpoints: a pinned snapshot keeps SQLite from copying WAL frames it may read and from
 // restarting the WAL, so Checkpoint() unpins the idle readers, checkpoints, and pins them again
@@ -407,7 +411,7 @@ struct DatabaseStats {
   uint64_t reads_held = 0;            // Client reads that waited for their client's earlier writes.
   uint64_t reads_on_syncing = 0;      // Reads started while a group's fsync was in flight.
   uint64_t read_restarts = 0;         // Reads stopped on bytes not in memory, fetched, run again.
-  uint64_t group_restarts = 0;        // Groups (and BEGINs) the same way, rolled back first.
+  uint64_t group_restarts = 0;        // Groups, BEGINs and late writer opens the same way.
   uint64_t fetches = 0;               // Fetches started, for reads and groups.
   uint64_t fetches_joined = 0;        // Reads that waited for a fetch in flight instead.
   uint64_t fetched_bytes = 0;         // Bytes those fetches read in.

@@ -200,16 +200,32 @@ absl::Status Database::OpenWriter() {
 }
 
 // The writer opens on demand (MayDeferWriter) when writes wait for it, within the tick's open
-// budget. If it cannot open, the writes waiting fail with why; reads go on.
+// budget. Its setup's pragmas parse the schema, which reads from memory only, as BEGIN does: a
+// miss closes the writer again and it waits in kFetching for the missed window, and the next
+// pump opens it anew (its misses count in begin_restarts_, so past kRestartsMax in a row, or
+// after a failed fetch, it reads by waiting). If it cannot open, the writes waiting fail with
+// why; reads go on.
 bool Database::WriterReady() {
   if (writer_open()) return true;
   if (!internal::VfsCore::Of(vfs_).context().MayOpenOrCloseNow()) {
     ArmPump();  // This tick has opened enough.
     return false;
   }
-  if (absl::Status s = OpenWriter(); !s.ok()) {
-    writer_->Close();
-    FailQueue(writes_, s);
+  internal::EpochQueue& queue = files_->queue();
+  queue.set_reads_nowait(begin_restarts_ < kRestartsMax && group_fetch_error_.ok());
+  absl::Status opened = OpenWriter();
+  queue.set_reads_nowait(false);
+  if (!opened.ok()) writer_->Close();
+  if (internal::ReadMiss miss; queue.TakeMiss(miss) && !opened.ok()) {
+    ++begin_restarts_;
+    ++stats_.group_restarts;
+    StartFetch(nullptr, begin_restarts_, miss);
+    SetWriterState(WriterState::kFetching);
+    return false;
+  }
+  if (!opened.ok()) {
+    group_fetch_error_ = absl::OkStatus();  // The open's own error says it.
+    FailQueue(writes_, opened);
     return false;
   }
   ++stats_.writers_opened_late;
