@@ -339,13 +339,28 @@ absl::Status Database::Submit(Request& request) {
 
 // What SQLite says the statement does, from the writer's cached prepare (a statement it will
 // run later is then prepared already; a read is prepared again on its reader). A batch is a
-// write whatever its statements do: it is one transaction on the writer.
+// write whatever its statements do: it is one transaction on the writer. The prepare reads
+// from memory only: one that would wait for the schema's pages (the first request after a cold
+// reopen, say) runs as a write instead, whose prepare in its group stops on the miss and
+// fetches it; any statement is correct there, and it completes once its group is durable.
 absl::StatusOr<Request::Kind> Database::KindOf(const Request& request) {
   if (!request.batch.empty()) return Request::Kind::kWrite;
   // Before the writer opens (MayDeferWriter) nothing was written, so the first reader knows the
   // same schema.
   Connection& c = writer_open() ? *writer_ : *readers_.front();
+  internal::EpochQueue& queue = files_->queue();
+  queue.set_reads_nowait(true);
   absl::StatusOr<sqlite3_stmt*> stmt = c.Prepare(request.sql);
+  queue.set_reads_nowait(false);
+  if (internal::ReadMiss miss; queue.TakeMiss(miss) && !stmt.ok()) {
+    // SQLITE_INTERRUPT ends the parse and leaves a transaction open; should SQLite have ended
+    // a reader's anyway, the next pump pins it afresh.
+    if (&c != writer_.get() && c.current() == nullptr && sqlite3_get_autocommit(c.db()) != 0) {
+      Unpin(c);
+    }
+    ++stats_.kinds_unknown;
+    return Request::Kind::kWrite;
+  }
   if (!stmt.ok()) return stmt.status();
   return sqlite3_stmt_readonly(*stmt) != 0 ? Request::Kind::kRead : Request::Kind::kWrite;
 }

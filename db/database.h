@@ -223,8 +223,9 @@
 // fails the read alone with Unavailable; the database stays usable. A read's prepare runs the
 // same way: when it parses the schema (the first read after an open, or after a schema change)
 // the schema's pages are read from memory only, and a miss restarts the read before it ran
-// (kQueued -> kFetching). The writer's groups restart the same way (above). What still waits:
-// a kAuto request's classification in Submit (KindOf prepares it, and may parse the schema),
+// (kQueued -> kFetching). The writer's groups restart the same way (above). A kAuto request's
+// classification (KindOf, in Submit, which cannot restart) prepares from memory only, and one
+// that would wait for the schema runs as a write, which restarts. What still waits:
 // Pin's reads, the checkpoint's, and the statements a connection runs when the database opens
 // (a writer opened later, for a write, reads from memory only: WriterReady).
 //
@@ -424,6 +425,8 @@ struct DatabaseStats {
   uint64_t writer_opens_deferred = 0;  // Opens that left the writer closed (MayDeferWriter).
   uint64_t writers_opened_late = 0;    // ... and opened it later, for a write.
   uint64_t writers_closed_idle = 0;    // Writers closed while idle (CloseWriterIfIdle).
+  // kAuto requests run as writes: classifying them would have waited for the disk (KindOf).
+  uint64_t kinds_unknown = 0;
 };
 
 class Database {

@@ -114,7 +114,11 @@ struct Statement {
 // added here is re-exported there too.
 struct Request {
   // kAuto: the Database asks SQLite (sqlite3_stmt_readonly) at Submit and sets `kind` to
-  // kRead or kWrite, for hosts that pass SQL through without knowing what it does.
+  // kRead or kWrite, for hosts that pass SQL through without knowing what it does. When asking
+  // would make the loop wait for the disk (the schema's pages are not in memory), it sets
+  // kWrite, which is correct for any statement: a read then runs in a group commit and, like a
+  // write's RETURNING rows, its rows count once on_done says OK (after the group is durable);
+  // its errors (a syntax error among them) come through on_done, not from Submit.
   enum class Kind : uint8_t { kRead, kWrite, kAuto };
   // kFetching: a read that stopped on bytes that were not in memory, waiting for them to be
   // read in before it runs again.

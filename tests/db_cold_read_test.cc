@@ -222,6 +222,40 @@ TEST_P(ColdReadTest, AReopenOfADatabaseWithItsSchemaOutOfMemoryMakesTheLoopWaitF
       << "a reopen waited for the disk on the loop to read the schema";
 }
 
+// A kAuto request's kind comes from a prepare at Submit, which cannot stop and run again: the
+// first one after a reopen parses the schema. With the schema's pages out of memory the request
+// runs as a write (correct for any statement) instead of making the loop wait, and still
+// answers; with the schema in memory the next one is a read again.
+TEST_P(ColdReadTest, AnAutoRequestWhoseKindWouldWaitForTheSchemaRunsAsAWrite) {
+  if (OnTmpfs()) GTEST_SKIP() << "the scratch directory is on tmpfs";
+  CreateLongSchema();
+  ASSERT_TRUE(CloseDb().ok());
+  EvictFiles(/*from=*/4096);
+  ASSERT_TRUE(OpenDb().ok());
+  constexpr const char* kSelect = "SELECT first_column FROM table_with_a_long_name_39 WHERE id = 7";
+  const uint64_t waited = vfs_->stats().reads_waited;
+  trace_->MissProbes(1);
+  Probe cold;
+  Prime(cold, Request::Kind::kAuto, kSelect);
+  ASSERT_TRUE(db_->Submit(cold.request).ok());
+  EXPECT_EQ(cold.request.kind, Request::Kind::kWrite);
+  ASSERT_TRUE(loop_->Run(loop::RunMode::kUntilDone).ok());
+  ASSERT_TRUE(cold.done);
+  EXPECT_TRUE(cold.status.ok()) << cold.status;
+  EXPECT_EQ(cold.rows, "'x'|\n");
+  EXPECT_EQ(db_->stats().kinds_unknown, 1U) << "the kind never needed the schema's pages";
+  EXPECT_EQ(vfs_->stats().reads_waited - waited, 0U)
+      << "a kAuto request's kind waited for the disk on the loop";
+
+  Probe warm;
+  Prime(warm, Request::Kind::kAuto, kSelect);
+  ASSERT_TRUE(db_->Submit(warm.request).ok());
+  EXPECT_EQ(warm.request.kind, Request::Kind::kRead);
+  ASSERT_TRUE(loop_->Run(loop::RunMode::kUntilDone).ok());
+  EXPECT_EQ(warm.rows, "'x'|\n");
+  EXPECT_EQ(db_->stats().kinds_unknown, 1U);
+}
+
 // The writer opens at the first write after a reopen, and again after a trim closed it; its
 // setup parses the schema. With the schema's pages out of memory the open stops on the miss,
 // closes, fetches and opens again, as BEGIN does: no read waits on the loop (the write may still
