@@ -134,13 +134,13 @@ loop::Action Database::FetchDone(Fetch& fetch) {
   ArmPump();
   if (fetch.group) {
     fetch.group = false;
-    group_fetch_error_ = std::move(status);  // The write that missed fails if it misses again.
+    group_fetch_error_ = status;  // The write that missed fails if it misses again.
     group_fetching_ = false;
     // A group waiting with its transaction open resumes at the next pump (Serve, FinishClose);
     // one that was rolled back starts afresh.
     if (group_resume_ == nullptr) SetWriterState(WriterState::kIdle);
-    return loop::Action::kDisarm;
   }
+  // The reads waiting for it, a group's fetch included (JoinFetch does not ask whose it is).
   while (Request* r = fetch.reads.back()) {
     fetch.reads.Remove(*r);
     ResumeFetched(*r, status);  // PushFront: the reads run again in the order they joined.
