@@ -24,6 +24,7 @@
 #include <cerrno>
 #include <cstdint>
 #include <deque>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -100,6 +101,15 @@ class Run {
                         s.checkpoints, ", pins ", s.snapshot_pins, ", reads while a group synced ",
                         s.reads_on_syncing, ", held ", s.reads_held, ", restarts ",
                         s.read_restarts);
+  }
+  // The rare paths the run took, from the database's own counters.
+  [[nodiscard]] std::map<std::string, uint64_t> Paths() const {
+    const db::DatabaseStats& s = database_.stats();
+    return {{"read_restart", s.read_restarts},
+            {"group_restart", s.group_restarts},
+            // A read missed inside a window being fetched (a read's or a group's): it waited.
+            {"fetch_joined", s.fetches_joined},
+            {"read_held", s.reads_held}};
   }
 
  private:
@@ -402,6 +412,7 @@ WorkloadResult RunDbReads(uint64_t seed, const WorkloadOptions& options) {
     const absl::Status status = loop.Run(loop::RunMode::kUntilDone);
     result.failure = !status.ok() ? absl::StrCat("run: ", status.message()) : run->violation();
     summary = run->Summary();
+    result.paths = run->Paths();
   }
   result.ok = result.failure.empty();
   result.summary = absl::StrCat(
