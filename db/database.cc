@@ -515,7 +515,7 @@ void Database::Serve() {
     SetWriterState(WriterState::kIdle);
   if (writer_state_ == WriterState::kIdle) {
     if (writer_open() && wal_frames_ >= options_.checkpoint_frames) Checkpoint();
-    if (!writes_.empty() && WriterReady()) {
+    if (writer_state_ == WriterState::kIdle && !writes_.empty() && WriterReady()) {
       RunGroup();
       RefreshSnapshots();  // Pins idle readers at the new group, to serve once it is durable.
       AckDurable();        // A group that wrote nothing needs no fsync.
@@ -565,15 +565,31 @@ bool Database::CloseWriterIfIdle() {
 
 // Runs between groups, so every commit is durable. Idle readers let go of their snapshots
 // first (a snapshot on the WAL keeps SQLite from copying the frames after it and from
-// restarting the WAL) and are pinned again, at the same state, right after.
+// restarting the WAL) and are pinned again, at the same state, right after. The WAL's frames
+// are read from memory only, as a group's pages are: a miss stops the checkpoint (SQLite
+// records no progress, and what it copied is copied again) and the writer waits in kFetching
+// for the missed window, then checkpoints again; past kRestartsMax misses in a row, or after a
+// failed fetch, it reads by waiting.
 void Database::Checkpoint() {
   for (auto& reader : readers_) {
     if (reader->current() == nullptr) Unpin(*reader);
   }
   int log_frames = 0;
   int checkpointed = 0;
+  internal::EpochQueue& queue = files_->queue();
+  queue.set_reads_nowait(checkpoint_restarts_ < kRestartsMax && group_fetch_error_.ok());
   const int rc = writer_->Checkpoint(&log_frames, &checkpointed);
+  queue.set_reads_nowait(false);
   ++stats_.checkpoints;
+  if (internal::ReadMiss miss; queue.TakeMiss(miss) && rc != SQLITE_OK) {
+    ++checkpoint_restarts_;
+    ++stats_.checkpoint_restarts;
+    StartFetch(nullptr, checkpoint_restarts_, miss);
+    SetWriterState(WriterState::kFetching);
+    RefreshSnapshots();
+    return;
+  }
+  checkpoint_restarts_ = 0;
   // A refused (backpressure) or partial checkpoint is retried after the next commit.
   wal_frames_ =
       rc == SQLITE_OK ? static_cast<uint32_t>(std::max(0, log_frames - checkpointed)) : wal_frames_;

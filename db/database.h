@@ -121,7 +121,7 @@
 //     |                            |  |   |   +--OnOverflow: buffer full, rolled back--> kBlocked --Serve: drained--> kIdle
 //     |                 ResumeGroup|  |   +--RestartGroup: a miss--+
 //     +--RunGroupOnce: BEGIN missed|--|----------------------------+--> kFetching --FetchDone (nothing to resume)--> kIdle
-//     +--WriterReady: the open missed-----------------------------------^
+//     +--WriterReady: the open missed, Checkpoint: a frame missed-------^
 //                                  +--|----------------------------------- kFetching (a group to resume, fetch done)
 //                                     +--Commit (nothing to sync, failed), RunInGroup, ContinueGroup (lost)--> kIdle
 //
@@ -130,10 +130,10 @@
 //   kGrouping -> kSyncing   Commit                            committed; the group's epoch is not durable yet
 //   kGrouping -> kBlocked   OnOverflow                        rolled back; the write-behind buffer refused a write
 //   kGrouping -> kFetching  RunInGroup via RestartGroup       one fetch of what was missed in flight; the group
-//   kIdle -> kFetching      RunGroupOnce, WriterReady         waits with its transaction open and group_resume_
-//                                                             set, or with none (its begin or the writer's open
-//                                                             missed, or the group was rolled back), its requests
-//                                                             queued again in order
+//   kIdle -> kFetching      RunGroupOnce, WriterReady,        waits with its transaction open and group_resume_
+//                           Checkpoint                        set, or with none (its begin, the writer's open or
+//                                                             a checkpoint missed, or the group was rolled back),
+//                                                             its requests queued again in order
 //   kFetching -> kGrouping  ResumeGroup (Serve, FinishClose)  the fetch completed; group_resume_ runs first
 //   kGrouping -> kIdle      Commit, RunInGroup, ContinueGroup no transaction of ours is open; the group is empty
 //   kSyncing -> kIdle       Serve                             the group's epoch is durable
@@ -226,7 +226,7 @@
 // (kQueued -> kFetching). The writer's groups restart the same way (above). A kAuto request's
 // classification (KindOf, in Submit, which cannot restart) prepares from memory only, and one
 // that would wait for the schema runs as a write, which restarts. What still waits:
-// Pin's reads, the checkpoint's, and the statements a connection runs when the database opens
+// Pin's reads and the statements a connection runs when the database opens
 // (a writer opened later, for a write, reads from memory only: WriterReady).
 //
 // Checkpoints: a pinned snapshot keeps SQLite from copying WAL frames it may read and from
@@ -413,6 +413,7 @@ struct DatabaseStats {
   uint64_t reads_on_syncing = 0;      // Reads started while a group's fsync was in flight.
   uint64_t read_restarts = 0;         // Reads stopped on bytes not in memory, fetched, run again.
   uint64_t group_restarts = 0;        // Groups, BEGINs and late writer opens the same way.
+  uint64_t checkpoint_restarts = 0;   // Checkpoints stopped on a WAL frame not in memory.
   uint64_t fetches = 0;               // Fetches started, for reads and groups.
   uint64_t fetches_joined = 0;        // Reads that waited for a fetch in flight instead.
   uint64_t fetched_bytes = 0;         // Bytes those fetches read in.
@@ -626,6 +627,7 @@ class Database {
   int last_write_rc_ = 0;            // SQLite's result for the last write statement.
   uint8_t begin_failures_ = 0;       // Consecutive ticks BEGIN failed on (kBeginAttemptsMax).
   uint8_t begin_restarts_ = 0;       // Consecutive BEGINs that missed (kRestartsMax).
+  uint8_t checkpoint_restarts_ = 0;  // Consecutive checkpoints that missed (kRestartsMax).
   uint64_t visible_epoch_ = 0;       // Newest durable snapshot a reader has shown (invariant 3).
   uint64_t acked_epoch_ = 0;         // Newest epoch of an acknowledged write (invariant 1).
   absl::Status pin_error_;           // Why the last Pin failed; OK after one succeeds.

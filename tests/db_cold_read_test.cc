@@ -576,6 +576,40 @@ TEST_P(ColdReadTest, AReadThatJoinsAGroupsFetchRunsWhenItEnds) {
   EXPECT_EQ(Read("SELECT s FROM t WHERE id = 1500"), "'joined'|\n");
 }
 
+// A checkpoint reads the WAL's frames from memory only: one that misses stops, the writer
+// waits for the missed window, and the checkpoint runs again; no read waits on the loop. The
+// probes after the group's commit are the re-pin of the reader that served while the group
+// synced (page 1) and then the checkpoint's: the second is told to miss (the kernel keeps
+// frames just written).
+TEST_P(ColdReadTest, ACheckpointThatMissesAFrameFetchesItAndRunsAgain) {
+  if (OnTmpfs()) GTEST_SKIP() << "the scratch directory is on tmpfs";
+  DatabaseOptions options;
+  options.checkpoint_frames = 32;
+  CreateTable(options);
+  Probe write;
+  Prime(write, Request::Kind::kWrite, "UPDATE t SET s = printf('%0120d', id + 1)");
+  const uint64_t groups = db_->stats().groups;
+  const uint64_t checkpoints = db_->stats().checkpoints;
+  ASSERT_TRUE(db_->Submit(write.request).ok());
+  while (db_->stats().groups == groups) {
+    ASSERT_TRUE(loop_->Run(loop::RunMode::kOnce).ok());
+  }
+  ASSERT_EQ(db_->stats().checkpoints, checkpoints) << "checkpointed with the group";
+  const uint64_t waited = vfs_->stats().reads_waited;
+  trace_->MissProbes(1, /*skip=*/1);
+  ASSERT_TRUE(loop_->Run(loop::RunMode::kUntilDone).ok());
+  ASSERT_TRUE(write.done);
+  EXPECT_TRUE(write.status.ok()) << write.status;
+  EXPECT_EQ(db_->stats().checkpoint_restarts, 1U) << "the checkpoint never stopped";
+  EXPECT_GE(db_->stats().checkpoints, checkpoints + 2) << "it did not run again";
+  EXPECT_EQ(vfs_->stats().reads_waited - waited, 0U) << "the checkpoint waited for the disk";
+  EXPECT_EQ(Read("SELECT count(*) FROM t WHERE CAST(s AS INTEGER) = id + 1"), "3000|\n");
+  ASSERT_TRUE(CloseDb().ok());
+  ASSERT_TRUE(OpenDb(options).ok());
+  EXPECT_EQ(Read(kScan),
+            absl::StrCat(kRows, "|", kRows * 120, "|", kRows * (kRows + 1) / 2, "|\n"));
+}
+
 // The same for a write: while the cold database's group waits for its fetch (the writer in
 // kFetching, its transaction open), the hot database's reads and writes keep completing, in
 // virtual time on the simulator, whose device takes its latency for the fetch (a real device

@@ -93,7 +93,9 @@ class RecordingBackend final : public io::Backend {
   // The inner backend's answer, unless the next `n` probes were told to miss (MissProbes).
   [[nodiscard]] int64_t ReadIfCached(int fd, void* buffer, uint32_t length,
                                      uint64_t offset) override {
-    if (probes_to_miss_ > 0) {
+    if (probes_to_pass_ > 0) {
+      --probes_to_pass_;
+    } else if (probes_to_miss_ > 0) {
       --probes_to_miss_;
       return -EAGAIN;
     }
@@ -101,7 +103,11 @@ class RecordingBackend final : public io::Backend {
   }
   [[nodiscard]] bool InMemoryFile(int fd) const override { return inner_->InMemoryFile(fd); }
   // The next `n` ReadIfCached calls answer -EAGAIN: bytes evicted from the page cache.
-  void MissProbes(uint32_t n) { probes_to_miss_ = n; }
+  // With `skip`, the `skip` probes before those answer as usual.
+  void MissProbes(uint32_t n, uint32_t skip = 0) {
+    probes_to_miss_ = n;
+    probes_to_pass_ = skip;
+  }
   [[nodiscard]] uint32_t in_flight() const override {
     return inner_->in_flight() + static_cast<uint32_t>(held_ops_.size());
   }
@@ -131,6 +137,7 @@ class RecordingBackend final : public io::Backend {
   std::optional<io::OpKind> hold_;
   std::vector<io::Op*> held_ops_;
   uint32_t probes_to_miss_ = 0;
+  uint32_t probes_to_pass_ = 0;
   const loop::Loop* loop_ = nullptr;
   uint64_t waits_seen_ = 0;
 };

@@ -529,6 +529,7 @@ std::map<std::string, uint64_t> RarePaths(const Run& run, const db::VfsStats& vf
       // A statement read data not in memory: a read or a whole group ran again after a fetch.
       {"read_restart", ran.read_restarts + rec.read_restarts},
       {"group_restart", ran.group_restarts + rec.group_restarts},
+      {"checkpoint_restart", ran.checkpoint_restarts + rec.checkpoint_restarts},
       {"submit_refused", run.refused()},
       {"batch", run.batches()},
       {"batch_conflict", run.batch_conflicts()},

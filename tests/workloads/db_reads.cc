@@ -107,6 +107,7 @@ class Run {
     const db::DatabaseStats& s = database_.stats();
     return {{"read_restart", s.read_restarts},
             {"group_restart", s.group_restarts},
+            {"checkpoint_restart", s.checkpoint_restarts},
             // A read missed inside a window being fetched (a read's or a group's): it waited.
             {"fetch_joined", s.fetches_joined},
             {"read_held", s.reads_held}};
