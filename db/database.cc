@@ -355,9 +355,7 @@ absl::StatusOr<Request::Kind> Database::KindOf(const Request& request) {
   if (internal::ReadMiss miss; queue.TakeMiss(miss) && !stmt.ok()) {
     // SQLITE_INTERRUPT ends the parse and leaves a transaction open; should SQLite have ended
     // a reader's anyway, the next pump pins it afresh.
-    if (&c != writer_.get() && c.current() == nullptr && sqlite3_get_autocommit(c.db()) != 0) {
-      Unpin(c);
-    }
+    if (&c != writer_.get() && sqlite3_get_autocommit(c.db()) != 0) Unpin(c);
     ++stats_.kinds_unknown;
     return Request::Kind::kWrite;
   }
@@ -576,16 +574,11 @@ void Database::Checkpoint() {
   }
   int log_frames = 0;
   int checkpointed = 0;
-  internal::EpochQueue& queue = files_->queue();
-  queue.set_reads_nowait(checkpoint_restarts_ < kRestartsMax && group_fetch_error_.ok());
+  files_->queue().set_reads_nowait(WriterMayStop(checkpoint_restarts_));
   const int rc = writer_->Checkpoint(&log_frames, &checkpointed);
-  queue.set_reads_nowait(false);
+  files_->queue().set_reads_nowait(false);
   ++stats_.checkpoints;
-  if (internal::ReadMiss miss; queue.TakeMiss(miss) && rc != SQLITE_OK) {
-    ++checkpoint_restarts_;
-    ++stats_.checkpoint_restarts;
-    StartFetch(nullptr, checkpoint_restarts_, miss);
-    SetWriterState(WriterState::kFetching);
+  if (FetchWriterMiss(rc != SQLITE_OK, checkpoint_restarts_, stats_.checkpoint_restarts)) {
     RefreshSnapshots();
     return;
   }

@@ -131,7 +131,7 @@
 //   kGrouping -> kBlocked   OnOverflow                        rolled back; the write-behind buffer refused a write
 //   kGrouping -> kFetching  RunInGroup via RestartGroup       one fetch of what was missed in flight; the group
 //   kIdle -> kFetching      RunGroupOnce, WriterReady,        waits with its transaction open and group_resume_
-//                           Checkpoint                        set, or with none (its begin, the writer's open or
+//                           Checkpoint via FetchWriterMiss    set, or with none (its begin, the writer's open or
 //                                                             a checkpoint missed, or the group was rolled back),
 //                                                             its requests queued again in order
 //   kFetching -> kGrouping  ResumeGroup (Serve, FinishClose)  the fetch completed; group_resume_ runs first
@@ -577,6 +577,8 @@ class Database {
   void RestartRead(Connection& reader, Request& r, const internal::ReadMiss& miss);
   GroupStep RestartGroup(std::vector<Request*>& group, Request& r, const internal::ReadMiss& miss);
   void StartFetch(Request* r, uint8_t restarts, const internal::ReadMiss& miss);
+  [[nodiscard]] bool WriterMayStop(uint8_t restarts) const;
+  [[nodiscard]] bool FetchWriterMiss(bool failed, uint8_t& restarts, uint64_t& counted);
   [[nodiscard]] bool JoinFetch(Request& r, const internal::ReadMiss& miss);
   static loop::Action OnFetched(loop::Loop& loop, loop::Completion& c);
   loop::Action FetchDone(Fetch& fetch);

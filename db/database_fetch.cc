@@ -45,6 +45,25 @@ void Database::RestartRead(Connection& reader, Request& r, const internal::ReadM
   StartFetch(&r, r.restarts_, miss);
 }
 
+// Whether the writer's next read outside a statement (BEGIN, its setup at open, a checkpoint)
+// may stop on a miss, with `restarts` misses of it in a row: not past kRestartsMax, nor after
+// the writer's last fetch failed. Then it reads by waiting, so it cannot miss for ever.
+bool Database::WriterMayStop(uint8_t restarts) const {
+  return restarts < kRestartsMax && group_fetch_error_.ok();
+}
+
+// Such a read just ran, and `failed`: if it stopped on a miss, the writer waits in kFetching
+// for one fetch of the missed window, the restart counted in `restarts` and `counted`.
+bool Database::FetchWriterMiss(bool failed, uint8_t& restarts, uint64_t& counted) {
+  internal::ReadMiss miss;
+  if (!files_->queue().TakeMiss(miss) || !failed) return false;
+  ++restarts;
+  ++counted;
+  StartFetch(nullptr, restarts, miss);
+  SetWriterState(WriterState::kFetching);
+  return true;
+}
+
 // Reads a window around the miss into the Vfs's sink, which only brings it into the page cache.
 // The window is kFetchWindowBytes, doubling from the read's fifth restart on (a scan), aligned to
 // its size so that a scan's next miss falls in the next window; it ends at what SQLite sees of

@@ -211,18 +211,11 @@ bool Database::WriterReady() {
     ArmPump();  // This tick has opened enough.
     return false;
   }
-  internal::EpochQueue& queue = files_->queue();
-  queue.set_reads_nowait(begin_restarts_ < kRestartsMax && group_fetch_error_.ok());
+  files_->queue().set_reads_nowait(WriterMayStop(begin_restarts_));
   absl::Status opened = OpenWriter();
-  queue.set_reads_nowait(false);
+  files_->queue().set_reads_nowait(false);
   if (!opened.ok()) writer_->Close();
-  if (internal::ReadMiss miss; queue.TakeMiss(miss) && !opened.ok()) {
-    ++begin_restarts_;
-    ++stats_.group_restarts;
-    StartFetch(nullptr, begin_restarts_, miss);
-    SetWriterState(WriterState::kFetching);
-    return false;
-  }
+  if (FetchWriterMiss(!opened.ok(), begin_restarts_, stats_.group_restarts)) return false;
   if (!opened.ok()) {
     group_fetch_error_ = absl::OkStatus();  // The open's own error says it.
     FailQueue(writes_, opened);

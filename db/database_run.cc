@@ -164,18 +164,13 @@ bool Database::RunGroupOnce(std::vector<Request*>& group) {
   // BEGIN reads page 1 when the writer's cache lost it (ReleaseMemory): from memory only, as
   // the statements do, unless it missed kRestartsMax times in a row or the writer's last fetch
   // failed (then it waits, and a failure is BEGIN's: FailBegin).
-  internal::EpochQueue& queue = files_->queue();
-  queue.set_reads_nowait(begin_restarts_ < kRestartsMax && group_fetch_error_.ok());
+  files_->queue().set_reads_nowait(WriterMayStop(begin_restarts_));
   const int begin_rc = options_.fail_begin_for_testing ? SQLITE_NOMEM
                        : writer_->RunInternal("BEGIN IMMEDIATE").ok()
                            ? SQLITE_OK
                            : sqlite3_extended_errcode(writer_->db());
-  queue.set_reads_nowait(false);
-  if (internal::ReadMiss miss; queue.TakeMiss(miss) && begin_rc != SQLITE_OK) {
-    ++begin_restarts_;
-    ++stats_.group_restarts;
-    StartFetch(nullptr, begin_restarts_, miss);
-    SetWriterState(WriterState::kFetching);
+  files_->queue().set_reads_nowait(false);
+  if (FetchWriterMiss(begin_rc != SQLITE_OK, begin_restarts_, stats_.group_restarts)) {
     return true;
   }
   if (begin_rc != SQLITE_OK) {
