@@ -227,9 +227,9 @@ void Database::Close(Callback done, void* arg) {
   ArmPump();
 }
 
-// kClosing: wait for running reads and unacknowledged requests, close the connections (the
-// writer's close checkpoints and queues the WAL's truncation behind barriers), then wait for the
-// files to be durable and idle before reporting.
+// kClosing: wait for running reads and unacknowledged requests, checkpoint from memory only,
+// close the connections (the writer's close, last, finds the WAL copied and queues its
+// truncation behind barriers), then wait for the files to be durable and idle before reporting.
 void Database::FinishClose() {
   AckDurable();
   if (files_->queue().poisoned()) BecomePoisoned();
@@ -254,11 +254,18 @@ void Database::FinishClose() {
     }
     // A writer closed while idle left the WAL to the readers, which cannot checkpoint it (they
     // are read-only): it opens again to close last, so its close checkpoints and truncates the
-    // WAL, reserve included, as every close does.
+    // WAL, reserve included, as every close does. Its open reads from memory only; if it cannot
+    // open, the next open of the database recovers the WAL instead.
     if (writer_closed_idle_ && !writer_open() && state_ == State::kClosing) {
+      if (OpenWriterFromMemory().ok() && !writer_open()) return;  // Missed: FetchDone re-arms.
       writer_closed_idle_ = false;
-      alloc::ScopedTenant tenant(options_.tenant);
-      if (!OpenWriter().ok()) writer_->Close();  // The next open recovers the WAL instead.
+    }
+    // SQLite's own checkpoint, in the writer's close, reads the WAL by waiting: what is left of
+    // it is copied first, from memory only, so that one finds nothing to copy.
+    if (writer_open() && writer_state_ == WriterState::kIdle && !close_checkpointed_) {
+      Checkpoint();
+      if (writer_state_ == WriterState::kFetching) return;  // FetchDone re-arms.
+      close_checkpointed_ = true;
     }
     CloseConnections();
   }
@@ -578,15 +585,15 @@ void Database::Checkpoint() {
   const int rc = writer_->Checkpoint(&log_frames, &checkpointed);
   files_->queue().set_reads_nowait(false);
   ++stats_.checkpoints;
-  if (FetchWriterMiss(rc != SQLITE_OK, checkpoint_restarts_, stats_.checkpoint_restarts)) {
-    RefreshSnapshots();
-    return;
+  const bool missed =
+      FetchWriterMiss(rc != SQLITE_OK, checkpoint_restarts_, stats_.checkpoint_restarts);
+  if (!missed) {
+    checkpoint_restarts_ = 0;
+    // A refused (backpressure) or partial checkpoint is retried after the next commit.
+    wal_frames_ = rc == SQLITE_OK ? static_cast<uint32_t>(std::max(0, log_frames - checkpointed))
+                                  : wal_frames_;
   }
-  checkpoint_restarts_ = 0;
-  // A refused (backpressure) or partial checkpoint is retried after the next commit.
-  wal_frames_ =
-      rc == SQLITE_OK ? static_cast<uint32_t>(std::max(0, log_frames - checkpointed)) : wal_frames_;
-  RefreshSnapshots();
+  if (state_ != State::kClosing) RefreshSnapshots();  // A closing database's readers close.
 }
 
 int Database::OnWalCommit(void* arg, sqlite3* /*unused*/, const char* /*unused*/, int frames) {

@@ -121,7 +121,7 @@
 //     |                            |  |   |   +--OnOverflow: buffer full, rolled back--> kBlocked --Serve: drained--> kIdle
 //     |                 ResumeGroup|  |   +--RestartGroup: a miss--+
 //     +--RunGroupOnce: BEGIN missed|--|----------------------------+--> kFetching --FetchDone (nothing to resume)--> kIdle
-//     +--WriterReady: the open missed, Checkpoint: a frame missed-------^
+//     +--OpenWriterFromMemory: the open missed, Checkpoint missed-------^
 //                                  +--|----------------------------------- kFetching (a group to resume, fetch done)
 //                                     +--Commit (nothing to sync, failed), RunInGroup, ContinueGroup (lost)--> kIdle
 //
@@ -130,9 +130,9 @@
 //   kGrouping -> kSyncing   Commit                            committed; the group's epoch is not durable yet
 //   kGrouping -> kBlocked   OnOverflow                        rolled back; the write-behind buffer refused a write
 //   kGrouping -> kFetching  RunInGroup via RestartGroup       one fetch of what was missed in flight; the group
-//   kIdle -> kFetching      RunGroupOnce, WriterReady,        waits with its transaction open and group_resume_
-//                           Checkpoint via FetchWriterMiss    set, or with none (its begin, the writer's open or
-//                                                             a checkpoint missed, or the group was rolled back),
+//   kIdle -> kFetching      RunGroupOnce, Checkpoint,         waits with its transaction open and group_resume_
+//                           OpenWriterFromMemory via          set, or with none (its begin, the writer's open or
+//                           FetchWriterMiss                   a checkpoint missed, or the group was rolled back),
 //                                                             its requests queued again in order
 //   kFetching -> kGrouping  ResumeGroup (Serve, FinishClose)  the fetch completed; group_resume_ runs first
 //   kGrouping -> kIdle      Commit, RunInGroup, ContinueGroup no transaction of ours is open; the group is empty
@@ -160,9 +160,11 @@
 // BEGIN reads by waiting. The writer's open (WriterReady) reads the same way: its setup
 // parses the schema from memory only, and a miss closes it again to wait in kFetching, counted
 // with BEGIN's. A close resumes a waiting group (its requests were admitted) and waits for its
-// commit. Its data: group_epoch_ (the last group's commit epoch), group_limit_
-// (requests per group after an overflow of the group's own making, 0 otherwise),
-// begin_failures_ (ticks in a row BEGIN failed on).
+// commit; then it opens a writer closed idle the same way (OpenWriterFromMemory) and
+// checkpoints (Checkpoint, from memory only), so that SQLite's checkpoint inside the writer's
+// close, which reads by waiting, finds nothing left to copy. Its data: group_epoch_ (the last
+// group's commit epoch), group_limit_ (requests per group after an overflow of the group's own
+// making, 0 otherwise), begin_failures_ (ticks in a row BEGIN failed on).
 //
 // Reader snapshots. A reader connection holds an open read transaction (a "pin"): in WAL mode
 // it sees the database as of the moment that transaction began, whatever commits later. Pin()
@@ -227,7 +229,7 @@
 // classification (KindOf, in Submit, which cannot restart) prepares from memory only, and one
 // that would wait for the schema runs as a write, which restarts. What still waits:
 // Pin's reads and the statements a connection runs when the database opens
-// (a writer opened later, for a write, reads from memory only: WriterReady).
+// (a writer opened later, for a write or a close, reads from memory only).
 //
 // Checkpoints: a pinned snapshot keeps SQLite from copying WAL frames it may read and from
 // restarting the WAL, so Checkpoint() unpins the idle readers, checkpoints, and pins them again
@@ -555,6 +557,7 @@ class Database {
   [[nodiscard]] bool MayDeferWriter(internal::DatabaseFiles& files) const;
   [[nodiscard]] absl::Status OpenWriter();
   [[nodiscard]] bool WriterReady();
+  [[nodiscard]] absl::Status OpenWriterFromMemory();
   [[nodiscard]] internal::FileFingerprint Fingerprint(internal::DatabaseFiles& files) const;
   [[nodiscard]] bool AnyReaderBusy() const;
   void ReleaseHeld(Client& client);
@@ -630,6 +633,7 @@ class Database {
   uint8_t begin_failures_ = 0;       // Consecutive ticks BEGIN failed on (kBeginAttemptsMax).
   uint8_t begin_restarts_ = 0;       // Consecutive BEGINs that missed (kRestartsMax).
   uint8_t checkpoint_restarts_ = 0;  // Consecutive checkpoints that missed (kRestartsMax).
+  bool close_checkpointed_ = false;  // FinishClose checkpointed: the writer's close may run.
   uint64_t visible_epoch_ = 0;       // Newest durable snapshot a reader has shown (invariant 3).
   uint64_t acked_epoch_ = 0;         // Newest epoch of an acknowledged write (invariant 1).
   absl::Status pin_error_;           // Why the last Pin failed; OK after one succeeds.

@@ -211,18 +211,27 @@ bool Database::WriterReady() {
     ArmPump();  // This tick has opened enough.
     return false;
   }
+  absl::Status opened = OpenWriterFromMemory();
+  if (!opened.ok()) FailQueue(writes_, opened);
+  return writer_open();
+}
+
+// Opens the writer with its setup reading from memory only. A miss leaves it closed, waiting
+// in kFetching (OK, not open); the open's own error is returned, the writer closed.
+absl::Status Database::OpenWriterFromMemory() {
   files_->queue().set_reads_nowait(WriterMayStop(begin_restarts_));
   absl::Status opened = OpenWriter();
   files_->queue().set_reads_nowait(false);
   if (!opened.ok()) writer_->Close();
-  if (FetchWriterMiss(!opened.ok(), begin_restarts_, stats_.group_restarts)) return false;
+  if (FetchWriterMiss(!opened.ok(), begin_restarts_, stats_.group_restarts)) {
+    return absl::OkStatus();
+  }
   if (!opened.ok()) {
     group_fetch_error_ = absl::OkStatus();  // The open's own error says it.
-    FailQueue(writes_, opened);
-    return false;
+    return opened;
   }
   ++stats_.writers_opened_late;
-  return true;
+  return absl::OkStatus();
 }
 
 // Options that would make the database unusable are refused at open, with the one to fix.

@@ -610,6 +610,38 @@ TEST_P(ColdReadTest, ACheckpointThatMissesAFrameFetchesItAndRunsAgain) {
             absl::StrCat(kRows, "|", kRows * 120, "|", kRows * (kRows + 1) / 2, "|\n"));
 }
 
+// A close copies what is left of the WAL into the main file (SQLite's checkpoint, inside the
+// writer's close, reads it by waiting). With the WAL out of memory the close checkpoints first,
+// from memory only, fetching what it missed, as every checkpoint does; a writer that was closed
+// idle opens again to close last, its setup reading from memory only too. No read waits on the
+// loop, and every write is there after the close.
+TEST_P(ColdReadTest, ACloseWithTheWalOutOfMemoryMakesTheLoopWaitForNothing) {
+  if (OnTmpfs()) GTEST_SKIP() << "the scratch directory is on tmpfs";
+  CreateTable();
+  for (const bool trimmed : {false, true}) {
+    SCOPED_TRACE(trimmed ? "the writer closed idle" : "the writer open");
+    ASSERT_TRUE(
+        Write(absl::StrFormat("UPDATE t SET s = printf('%%0120d', id + %d)", trimmed ? 2 : 1))
+            .ok());
+    if (trimmed) {
+      ASSERT_TRUE(db_->CloseWriterIfIdle());
+    }
+    EvictFiles();
+    const uint64_t waited = vfs_->stats().reads_waited;
+    const uint64_t checkpoints = db_->stats().checkpoints;
+    trace_->MissProbes(1);
+    ASSERT_TRUE(CloseDb().ok());
+    EXPECT_GT(db_->stats().checkpoints, checkpoints) << "the close did not checkpoint first";
+    EXPECT_GE(db_->stats().checkpoint_restarts + db_->stats().group_restarts, 1U)
+        << "the close never stopped on a miss";
+    EXPECT_EQ(vfs_->stats().reads_waited - waited, 0U) << "the close waited for the disk";
+    ASSERT_TRUE(OpenDb().ok());
+    EXPECT_EQ(Read(absl::StrFormat("SELECT count(*) FROM t WHERE CAST(s AS INTEGER) = id + %d",
+                                   trimmed ? 2 : 1)),
+              "3000|\n");
+  }
+}
+
 // The same for a write: while the cold database's group waits for its fetch (the writer in
 // kFetching, its transaction open), the hot database's reads and writes keep completing, in
 // virtual time on the simulator, whose device takes its latency for the fetch (a real device
