@@ -261,11 +261,14 @@ void Database::FinishClose() {
       writer_closed_idle_ = false;
     }
     // SQLite's own checkpoint, in the writer's close, reads the WAL by waiting: what is left of
-    // it is copied first, from memory only, so that one finds nothing to copy.
+    // it is copied first, from memory only, so that one finds nothing to copy. If this one
+    // fails (a write error), SQLite's is skipped: the WAL stays, every frame of it durable, and
+    // the next open recovers it, as after a crash.
     if (writer_open() && writer_state_ == WriterState::kIdle && !close_checkpointed_) {
-      Checkpoint();
+      const bool copied = Checkpoint();
       if (writer_state_ == WriterState::kFetching) return;  // FetchDone re-arms.
       close_checkpointed_ = true;
+      if (!copied) sqlite3_db_config(writer_->db(), SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, nullptr);
     }
     CloseConnections();
   }
@@ -518,7 +521,9 @@ void Database::Serve() {
   }
   if (writer_state_ == WriterState::kBlocked && files_->queue().idle())
     SetWriterState(WriterState::kIdle);
-  if (writer_state_ == WriterState::kIdle) {
+  // While a pin's fetch is in flight the writer neither checkpoints (which unpins the readers)
+  // nor starts a group, so the pin lands on a durable snapshot (invariant 2).
+  if (writer_state_ == WriterState::kIdle && !pin_fetching_) {
     if (writer_open() && wal_frames_ >= options_.checkpoint_frames) Checkpoint();
     if (writer_state_ == WriterState::kIdle && !writes_.empty() && WriterReady()) {
       RunGroup();
@@ -574,8 +579,8 @@ bool Database::CloseWriterIfIdle() {
 // are read from memory only, as a group's pages are: a miss stops the checkpoint (SQLite
 // records no progress, and what it copied is copied again) and the writer waits in kFetching
 // for the missed window, then checkpoints again; past kRestartsMax misses in a row, or after a
-// failed fetch, it reads by waiting.
-void Database::Checkpoint() {
+// failed fetch, it reads by waiting. Returns whether it copied the whole WAL.
+bool Database::Checkpoint() {
   for (auto& reader : readers_) {
     if (reader->current() == nullptr) Unpin(*reader);
   }
@@ -594,6 +599,7 @@ void Database::Checkpoint() {
                                   : wal_frames_;
   }
   if (state_ != State::kClosing) RefreshSnapshots();  // A closing database's readers close.
+  return !missed && rc == SQLITE_OK && log_frames == checkpointed;
 }
 
 int Database::OnWalCommit(void* arg, sqlite3* /*unused*/, const char* /*unused*/, int frames) {
@@ -741,7 +747,7 @@ void Database::AssertInvariants() const {
                            reader->snapshot <= files_->queue().durable_epoch()),
                       "a read runs on a snapshot that is not durable");
       }
-      SQLOOP_DCHECK(state_ != State::kReady || serving || !pin_error_.ok() ||
+      SQLOOP_DCHECK(state_ != State::kReady || serving || !pin_error_.ok() || pin_fetching_ ||
                         options_.read_undurable_for_testing,
                     "no reader serves a durable snapshot");
       // AckDurable takes a prefix: writes wait in commit order.

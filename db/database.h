@@ -179,7 +179,7 @@
 //   kServing  --Pin, a newer group (another reader keeps serving)------> kPending
 //   kPending  --the fsync of its group completes (nothing runs)--------> kServing
 //   kServing  --StartRead--> kReading --StepRead: the read is done-----> kServing
-//   kServing, kPending --Unpin (Checkpoint, a failed read, a trim), Pin fails--> kUnpinned
+//   kServing, kPending --Unpin (Checkpoint, a failed read, a trim), Pin fails or misses--> kUnpinned
 //
 //   transition              function                      invariant in the new state
 //   kUnpinned -> pinned     RefreshSnapshots via Pin       read transaction open; snapshot = group_epoch_
@@ -196,7 +196,8 @@
 //   1. A read runs only on a snapshot that is durable, and at least as new as every write
 //      acknowledged before it was submitted (Request::snapshot_min_ = acked_epoch_ then).
 //   2. While a group's fsync is in flight, the newest durable snapshot stays pinned, so reads
-//      keep being answered.
+//      keep being answered. (While a pin's fetch is in flight no reader may serve, but no
+//      group starts either: the pin lands on the durable state.)
 //   3. A write is acknowledged only once its epoch is durable and some reader shows it
 //      (visible_epoch_), so a read submitted after the acknowledgement finds a snapshot that
 //      holds the write without waiting. Two exceptions, where no new read is waiting to be
@@ -227,9 +228,13 @@
 // the schema's pages are read from memory only, and a miss restarts the read before it ran
 // (kQueued -> kFetching). The writer's groups restart the same way (above). A kAuto request's
 // classification (KindOf, in Submit, which cannot restart) prepares from memory only, and one
-// that would wait for the schema runs as a write, which restarts. What still waits:
-// Pin's reads and the statements a connection runs when the database opens
-// (a writer opened later, for a write or a close, reads from memory only).
+// that would wait for the schema runs as a write, which restarts. Pin's read of page 1 and the
+// open of a reader added later (AddReaderIfAllBusy) read from memory only too: a miss leaves
+// the reader unpinned or unopened and starts one fetch (pin_fetching_, counted in
+// pin_restarts_), during which no group and no checkpoint starts (Serve), so the pin then lands
+// on a durable snapshot. What still waits: the statements a connection runs when the database
+// opens (a writer opened later, for a write or a close, reads from memory only), and any read
+// above past kRestartsMax misses in a row or after its fetch failed.
 //
 // Checkpoints: a pinned snapshot keeps SQLite from copying WAL frames it may read and from
 // restarting the WAL, so Checkpoint() unpins the idle readers, checkpoints, and pins them again
@@ -416,8 +421,11 @@ struct DatabaseStats {
   uint64_t read_restarts = 0;         // Reads stopped on bytes not in memory, fetched, run again.
   uint64_t group_restarts = 0;        // Groups, BEGINs and late writer opens the same way.
   uint64_t checkpoint_restarts = 0;   // Checkpoints stopped on a WAL frame not in memory.
+  uint64_t pin_restarts = 0;          // Pins and reader opens stopped on data not in memory (Pin).
   uint64_t fetches = 0;               // Fetches started, for reads and groups.
   uint64_t fetches_joined = 0;        // Reads that waited for a fetch in flight instead.
+  uint64_t fetches_failed = 0;        // Fetches the device failed (what waited for them failed
+                                      // or, at its next miss, reads by waiting).
   uint64_t fetched_bytes = 0;         // Bytes those fetches read in.
   uint64_t read_ticks_cut_short = 0;  // Ticks that left reads to the next (read_tick_budget_ns).
   uint64_t readers_opened = 0;        // Reader connections opened after the first (on demand).
@@ -537,7 +545,7 @@ class Database {
   // void before the request runs again (Request::on_rows_discarded).
   static void DeliverRow(Request& r, sqlite3_stmt* stmt);
   static void DiscardRows(Request& r);
-  void Checkpoint();
+  bool Checkpoint();
   // Reader snapshots (the state machine above).
   bool Pin(Connection& reader);
   static void Unpin(Connection& reader);
@@ -569,19 +577,24 @@ class Database {
   void CloseConnections();
   // Misses (the section above): a fetch of one window for one read, or for the writer's group
   // (`request` null), reused through a free list.
+  // Who started a fetch: a read (waiting in Fetch::reads), the writer (group_fetching_), or
+  // a reader's Pin (pin_fetching_). Reads that missed in its window join it, whoever started it.
+  enum class FetchFor : uint8_t { kRead, kWriter, kPin };
   struct Fetch {
     loop::Completion c;
     Database* db = nullptr;
-    Queue reads;         // The reads waiting for it (kFetching), out of every other queue.
-    bool group = false;  // The writer's group waits for it (it has no read).
-    uint64_t end = 0;    // The window's end; c.op reads its next part (in flight unless c is
-                         // idle, and then in free_fetches_).
+    Queue reads;  // The reads waiting for it (kFetching), out of every other queue.
+    FetchFor owner = FetchFor::kRead;
+    uint64_t end = 0;  // The window's end; c.op reads its next part (in flight unless c is
+                       // idle, and then in free_fetches_).
   };
   void RestartRead(Connection& reader, Request& r, const internal::ReadMiss& miss);
   GroupStep RestartGroup(std::vector<Request*>& group, Request& r, const internal::ReadMiss& miss);
-  void StartFetch(Request* r, uint8_t restarts, const internal::ReadMiss& miss);
+  void StartFetch(FetchFor owner, Request* r, uint8_t restarts, const internal::ReadMiss& miss);
   [[nodiscard]] bool WriterMayStop(uint8_t restarts) const;
   [[nodiscard]] bool FetchWriterMiss(bool failed, uint8_t& restarts, uint64_t& counted);
+  [[nodiscard]] bool ReaderMayStop() const;
+  bool FetchReaderMiss(bool failed);
   [[nodiscard]] bool JoinFetch(Request& r, const internal::ReadMiss& miss);
   static loop::Action OnFetched(loop::Loop& loop, loop::Completion& c);
   loop::Action FetchDone(Fetch& fetch);
@@ -639,6 +652,9 @@ class Database {
   absl::Status pin_error_;           // Why the last Pin failed; OK after one succeeds.
   absl::Status group_fetch_error_;   // Why the writer's last fetch failed (RestartGroup).
   bool group_fetching_ = false;      // The writer's fetch is in flight (kFetching).
+  bool pin_fetching_ = false;        // A reader's pin or open missed; its fetch is in flight.
+  uint8_t pin_restarts_ = 0;      // Consecutive pins and reader opens that missed (kRestartsMax).
+  absl::Status pin_fetch_error_;  // Why the last such fetch failed.
   bool group_started_idle_ = false;  // The running group started with nothing in flight.
   // kFetching with the group's transaction open: the request whose statement missed, undone
   // to its savepoint, which runs first when the group resumes (ResumeGroup).

@@ -42,7 +42,7 @@ void Database::RestartRead(Connection& reader, Request& r, const internal::ReadM
   ++r.restarts_;
   ++stats_.read_restarts;
   SetRequestState(r, Request::State::kFetching);
-  StartFetch(&r, r.restarts_, miss);
+  StartFetch(FetchFor::kRead, &r, r.restarts_, miss);
 }
 
 // Whether the writer's next read outside a statement (BEGIN, its setup at open, a checkpoint)
@@ -59,8 +59,24 @@ bool Database::FetchWriterMiss(bool failed, uint8_t& restarts, uint64_t& counted
   if (!files_->queue().TakeMiss(miss) || !failed) return false;
   ++restarts;
   ++counted;
-  StartFetch(nullptr, restarts, miss);
+  StartFetch(FetchFor::kWriter, nullptr, restarts, miss);
   SetWriterState(WriterState::kFetching);
+  return true;
+}
+
+// Whether a reader's pin or open may stop on a miss: as WriterMayStop, with their own count.
+bool Database::ReaderMayStop() const {
+  return pin_restarts_ < kRestartsMax && pin_fetch_error_.ok();
+}
+
+// A reader's pin or open just ran, and `failed`: if it stopped on a miss, one fetch of the
+// missed window starts (pin_fetching_), after which the next pump tries again.
+bool Database::FetchReaderMiss(bool failed) {
+  internal::ReadMiss miss;
+  if (!files_->queue().TakeMiss(miss) || !failed) return false;
+  ++pin_restarts_;
+  ++stats_.pin_restarts;
+  StartFetch(FetchFor::kPin, nullptr, pin_restarts_, miss);
   return true;
 }
 
@@ -70,7 +86,8 @@ bool Database::FetchWriterMiss(bool failed, uint8_t& restarts, uint64_t& counted
 // the file, and always holds the missed bytes. A read whose miss lies in a window in flight
 // waits for that fetch instead (JoinFetch): reads that start together on a cold database all
 // miss the same pages first (the root of a B-tree).
-void Database::StartFetch(Request* r, uint8_t restarts, const internal::ReadMiss& miss) {
+void Database::StartFetch(FetchFor owner, Request* r, uint8_t restarts,
+                          const internal::ReadMiss& miss) {
   if (r != nullptr && JoinFetch(*r, miss)) return;
   if (free_fetches_.empty()) {
     auto made = std::make_unique<Fetch>();
@@ -86,12 +103,10 @@ void Database::StartFetch(Request* r, uint8_t restarts, const internal::ReadMiss
   const uint64_t window = std::min(kFetchWindowBytes << doublings, kFetchWindowBytesMax);
   const uint64_t start = miss.offset / window * window;
   fetch.end = std::max(std::min(start + window, miss.file_bytes), miss.offset + miss.length);
-  fetch.group = r == nullptr;
-  if (r == nullptr) {
-    group_fetching_ = true;
-  } else {
-    fetch.reads.PushBack(*r);
-  }
+  fetch.owner = owner;
+  if (owner == FetchFor::kWriter) group_fetching_ = true;
+  if (owner == FetchFor::kPin) pin_fetching_ = true;
+  if (r != nullptr) fetch.reads.PushBack(*r);
   internal::VfsContext& context = internal::VfsCore::Of(vfs_).context();
   fetch.c.op = io::Op{.kind = io::OpKind::kRead,
                       .fd = miss.fd,
@@ -130,7 +145,7 @@ loop::Action Database::FetchDone(Fetch& fetch) {
   const int64_t result = fetch.c.result();
   if (result > 0) stats_.fetched_bytes += static_cast<uint64_t>(result);
   const uint64_t next = op.offset + static_cast<uint64_t>(std::max<int64_t>(result, 0));
-  bool wanted = fetch.group;
+  bool wanted = fetch.owner != FetchFor::kRead;
   for (Request* r = fetch.reads.front(); r != nullptr && !wanted; r = Queue::Next(*r)) {
     wanted = !r->cancel_requested_;
   }
@@ -142,17 +157,22 @@ loop::Action Database::FetchDone(Fetch& fetch) {
   }
   --fetches_in_flight_;
   free_fetches_.push_back(&fetch);
+  const bool writer = fetch.owner == FetchFor::kWriter;
   absl::Status status;
   if (result < 0) {
+    ++stats_.fetches_failed;
     status = io::ErrnoStatus(
         absl::StatusCode::kUnavailable, result,
         absl::StrCat("reading '", path_, "' (or its WAL) to answer this ",
-                     fetch.group ? "write failed; nothing was written" : "read failed",
-                     "; the database stays usable, retry the ", fetch.group ? "write" : "read"));
+                     writer ? "write failed; nothing was written" : "read failed",
+                     "; the database stays usable, retry the ", writer ? "write" : "read"));
   }
   ArmPump();
-  if (fetch.group) {
-    fetch.group = false;
+  if (fetch.owner == FetchFor::kPin) {
+    pin_fetch_error_ = status;  // The next Pin reads by waiting, and fails with the cause.
+    pin_fetching_ = false;
+  }
+  if (writer) {
     group_fetch_error_ = status;  // The write that missed fails if it misses again.
     group_fetching_ = false;
     // A group waiting with its transaction open resumes at the next pump (Serve, FinishClose);

@@ -326,7 +326,7 @@ Database::GroupStep Database::RestartGroup(std::vector<Request*>& group, Request
   }
   ++r.restarts_;
   ++stats_.group_restarts;
-  StartFetch(nullptr, r.restarts_, miss);
+  StartFetch(FetchFor::kWriter, nullptr, r.restarts_, miss);
   if (undone_alone) {
     DiscardRows(r);
     group_resume_ = &r;
@@ -439,23 +439,34 @@ bool Database::Commit(std::vector<Request*>& group, bool started_idle) {
 // ---- Reads: pinned snapshots --------------------------------------------------------------
 
 // Begins a read transaction on `reader` showing the writer's last commit (group_epoch_). The
-// three statements are cached, so re-pinning costs no parse and no allocation.
+// three statements are cached, so re-pinning costs no parse and no allocation. The read of
+// page 1 (the schema cookie) comes from memory only, as a read's do: a miss leaves the reader
+// unpinned, and one fetch of the missed window (pin_fetching_) brings it in, after which the
+// next RefreshSnapshots pins it; past kRestartsMax misses in a row, or after a failed fetch,
+// the pin reads by waiting. Meanwhile reads go to the other readers or wait, and no group
+// starts (Serve), so the pin lands on a durable snapshot.
 bool Database::Pin(Connection& reader) {
   SQLOOP_DCHECK(reader.current() == nullptr, "Pin: a read is running on the reader");
   Unpin(reader);
+  internal::EpochQueue& queue = files_->queue();
+  queue.set_reads_nowait(ReaderMayStop());
   absl::Status status = reader.RunInternal("BEGIN");
   // A deferred BEGIN takes no snapshot; the first read of the database does.
   if (status.ok()) status = reader.RunInternal("PRAGMA schema_version");
+  queue.set_reads_nowait(false);
   if (!status.ok()) {
     reader.ClearDenied();
-    pin_error_ = reader.Error(sqlite3_extended_errcode(reader.db()));
+    const absl::Status error = reader.Error(sqlite3_extended_errcode(reader.db()));
     if (sqlite3_get_autocommit(reader.db()) == 0) (void)reader.RunInternal("ROLLBACK");
+    if (!FetchReaderMiss(true)) pin_error_ = error;
     return false;
   }
+  pin_restarts_ = 0;
+  pin_fetch_error_ = absl::OkStatus();
   reader.pinned = true;
   reader.snapshot = group_epoch_;
   // The exception of invariants 2 and 3 ends once a reader serves a durable snapshot again.
-  if (group_epoch_ <= files_->queue().durable_epoch()) pin_error_ = absl::OkStatus();
+  if (group_epoch_ <= queue.durable_epoch()) pin_error_ = absl::OkStatus();
   ++stats_.snapshot_pins;
   return true;
 }
@@ -484,6 +495,7 @@ void Database::RefreshSnapshots() {
     if (reader->current() != nullptr) continue;  // Its read holds the snapshot until done.
     if (reader->pinned && reader->snapshot == group_epoch_) continue;
     if (syncing && reader.get() == keep && !options_.read_undurable_for_testing) continue;
+    if (pin_fetching_) break;  // A pin missed: the others would miss the same page.
     (void)Pin(*reader);
   }
   for (const auto& reader : readers_) {
@@ -507,13 +519,19 @@ Database::Connection* Database::ReaderFor(const Request& read) {
 }
 
 void Database::AddReaderIfAllBusy() {
-  if (readers_.size() >= options_.readers) return;
+  if (readers_.size() >= options_.readers || pin_fetching_) return;
   for (const auto& reader : readers_) {
     if (reader->current() == nullptr) return;
   }
   // A reader that cannot be opened (memory, an I/O error) is no failure of any read: the
-  // reads wait for the readers that are open.
-  if (OpenReader().ok()) ++stats_.readers_opened;
+  // reads wait for the readers that are open. Its open reads the file's header from memory
+  // only, as Pin reads page 1, and a miss fetches it (FetchReaderMiss).
+  internal::EpochQueue& queue = files_->queue();
+  queue.set_reads_nowait(ReaderMayStop());
+  const absl::Status opened = OpenReader();
+  queue.set_reads_nowait(false);
+  if (opened.ok()) ++stats_.readers_opened;
+  (void)FetchReaderMiss(!opened.ok());
 }
 
 bool Database::AnyReaderBusy() const {

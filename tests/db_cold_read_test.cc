@@ -610,6 +610,36 @@ TEST_P(ColdReadTest, ACheckpointThatMissesAFrameFetchesItAndRunsAgain) {
             absl::StrCat(kRows, "|", kRows * 120, "|", kRows * (kRows + 1) / 2, "|\n"));
 }
 
+// A reader's pin reads page 1 (the schema cookie) from memory only: after a group's fsync the
+// reader that served meanwhile is pinned at the group, and when page 1 is not in memory the pin
+// stops, fetches it and pins again; the write is acknowledged once the reader shows it, and no
+// read waits on the loop. The first probe after the commit is that pin's, told to miss (the
+// kernel keeps what was just written).
+TEST_P(ColdReadTest, APinThatMissesPageOneFetchesItAndPinsAgain) {
+  if (OnTmpfs()) GTEST_SKIP() << "the scratch directory is on tmpfs";
+  CreateTable();
+  ASSERT_EQ(db_->readers_open(), 1U);
+  Probe write;
+  Prime(write, Request::Kind::kWrite, "UPDATE t SET s = 'pinned' WHERE id = 7");
+  const uint64_t groups = db_->stats().groups;
+  const uint64_t pins = db_->stats().snapshot_pins;
+  ASSERT_TRUE(db_->Submit(write.request).ok());
+  while (db_->stats().groups == groups) {
+    ASSERT_TRUE(loop_->Run(loop::RunMode::kOnce).ok());
+  }
+  ASSERT_EQ(db_->stats().snapshot_pins, pins) << "the reader was pinned with the group";
+  EvictFiles();
+  const uint64_t waited = vfs_->stats().reads_waited;
+  trace_->MissProbes(1);
+  ASSERT_TRUE(loop_->Run(loop::RunMode::kUntilDone).ok());
+  ASSERT_TRUE(write.done);
+  EXPECT_TRUE(write.status.ok()) << write.status;
+  EXPECT_GE(db_->stats().pin_restarts, 1U) << "the pin never stopped";
+  EXPECT_GT(db_->stats().snapshot_pins, pins) << "the reader was not pinned again";
+  EXPECT_EQ(vfs_->stats().reads_waited - waited, 0U) << "the pin waited for the disk";
+  EXPECT_EQ(Read("SELECT s FROM t WHERE id = 7"), "'pinned'|\n");
+}
+
 // A close copies what is left of the WAL into the main file (SQLite's checkpoint, inside the
 // writer's close, reads it by waiting). With the WAL out of memory the close checkpoints first,
 // from memory only, fetching what it missed, as every checkpoint does; a writer that was closed

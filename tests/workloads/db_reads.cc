@@ -13,6 +13,11 @@
 //   1. never newer than durable: the write that inserted m has a durable epoch now;
 //   2. never older than acknowledged: m >= every id acknowledged before the read was submitted;
 //   3. read-your-writes: a session read sees its session's write.
+// And at the end of a run in which no fetch (DatabaseStats::fetches_failed) and no write failed:
+//   4. no read after the open made the loop wait for the disk (VfsStats::reads_waited): every
+//      one that missed the page cache stopped and was fetched. (A failed fetch makes the next
+//      attempt read by waiting, by design, and a failed write's rollback re-reads the pages
+//      SQLite holds, which it cannot stop to fetch.)
 // A watchdog in virtual time ends a run that stops making progress, naming what was pending.
 //
 // The negative control (WorkloadOptions::ack_before_fsync, here "answer before the covering
@@ -82,7 +87,7 @@ struct Reader {
 class Run {
  public:
   Run(io::SimBackend& sim, Loop& loop, db::Vfs& vfs, const db::DatabaseOptions& options)
-      : sim_(sim), loop_(loop), database_(loop, vfs, kDatabasePath, options) {
+      : sim_(sim), loop_(loop), vfs_(vfs), database_(loop, vfs, kDatabasePath, options) {
     watchdog_.user_data = this;
     watchdog_.callback = &Run::OnWatchdog;
   }
@@ -93,14 +98,24 @@ class Run {
   }
 
   [[nodiscard]] const std::string& violation() const { return violation_; }
+  // Property 4, once the run is over.
+  void CheckNoReadWaited() {
+    const uint64_t waited = vfs_.stats().reads_waited - waited_at_open_;
+    if (violation_.empty() && database_.stats().fetches_failed == 0 && !write_failed_ &&
+        waited > 0) {
+      violation_ = absl::StrCat(waited,
+                                " reads after the open made the loop wait for the disk "
+                                "(VfsStats::reads_waited), with no fetch and no write failed");
+    }
+  }
   [[nodiscard]] std::string Summary() const {
     const db::DatabaseStats& s = database_.stats();
     return absl::StrCat(writes_.size(), " writes (", acked_, " acked), ", reads_ok_,
                         " reads checked (", scans_ok_, " scans, ", session_reads_ok_, " session), ",
                         reads_failed_, " reads failed; groups ", s.groups, ", checkpoints ",
                         s.checkpoints, ", pins ", s.snapshot_pins, ", reads while a group synced ",
-                        s.reads_on_syncing, ", held ", s.reads_held, ", restarts ",
-                        s.read_restarts);
+                        s.reads_on_syncing, ", held ", s.reads_held, ", restarts ", s.read_restarts,
+                        ", reads waited ", vfs_.stats().reads_waited - waited_at_open_);
   }
   // The rare paths the run took, from the database's own counters.
   [[nodiscard]] std::map<std::string, uint64_t> Paths() const {
@@ -108,20 +123,25 @@ class Run {
     return {{"read_restart", s.read_restarts},
             {"group_restart", s.group_restarts},
             {"checkpoint_restart", s.checkpoint_restarts},
+            {"pin_restart", s.pin_restarts},
             // A read missed inside a window being fetched (a read's or a group's): it waited.
             {"fetch_joined", s.fetches_joined},
-            {"read_held", s.reads_held}};
+            {"read_held", s.reads_held},
+            // Reads after the open that made the loop wait (the open's own may).
+            {"read_waited", vfs_.stats().reads_waited - waited_at_open_}};
   }
 
  private:
   static void OnOpened(void* arg, absl::Status status) {
     auto* run = static_cast<Run*>(arg);
+    run->waited_at_open_ = run->vfs_.stats().reads_waited;
     if (!status.ok()) return run->Finish();
     run->create_.kind = db::Request::Kind::kWrite;
     run->create_.sql = "CREATE TABLE t(id INTEGER PRIMARY KEY)";
     run->create_.user_data = run;
     run->create_.on_done = [](db::Request& r, absl::Status s) {
       auto* self = static_cast<Run*>(r.user_data);
+      self->write_failed_ = !s.ok();
       if (!s.ok()) return self->Finish();
       self->StartTraffic();
     };
@@ -175,6 +195,7 @@ class Run {
     auto& write = *static_cast<Write*>(request.user_data);
     Run& run = *write.run;
     --run.pending_;
+    run.write_failed_ = run.write_failed_ || !status.ok();
     if (status.ok()) {
       write.acked = true;
       ++run.acked_;
@@ -352,6 +373,7 @@ class Run {
 
   io::SimBackend& sim_;
   Loop& loop_;
+  db::Vfs& vfs_;
   db::Database database_;
   Completion watchdog_;
   db::Request create_;
@@ -368,6 +390,8 @@ class Run {
   uint32_t scans_ok_ = 0;
   uint32_t session_reads_ok_ = 0;
   uint32_t reads_failed_ = 0;
+  uint64_t waited_at_open_ = 0;
+  bool write_failed_ = false;  // A write failed: its rollback may have read by waiting.
   bool finished_ = false;
   bool closed_ = false;
   std::string violation_;
@@ -411,6 +435,7 @@ WorkloadResult RunDbReads(uint64_t seed, const WorkloadOptions& options) {
     auto run = std::make_unique<Run>(sim, loop, **vfs, drawn);
     run->Start();
     const absl::Status status = loop.Run(loop::RunMode::kUntilDone);
+    run->CheckNoReadWaited();
     result.failure = !status.ok() ? absl::StrCat("run: ", status.message()) : run->violation();
     summary = run->Summary();
     result.paths = run->Paths();
