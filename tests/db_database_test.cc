@@ -1375,6 +1375,41 @@ TEST_P(DatabaseTest, DeadlinesAndCancellation) {
   EXPECT_EQ(scan.rows, "1|\n");
 }
 
+// A close copies the WAL into the main file itself first, from memory only; if that fails (a
+// write error), SQLite's own close checkpoint, which would read the WAL by waiting, is skipped:
+// the WAL keeps its frames, all durable, and the next open recovers every row from it. Without
+// the WAL reserve the checkpoint's writes that grow the main file run at once, so the error
+// reaches the checkpoint.
+TEST_P(DatabaseTest, ACloseWhoseCheckpointFailsLeavesTheWalToTheNextOpen) {
+  VfsOptions vfs_options;
+  vfs_options.wal_reserve_bytes = 0;
+  ASSERT_NO_FATAL_FAILURE(MakeVfs(vfs_options));
+  ASSERT_TRUE(OpenDb().ok());
+  ASSERT_TRUE(Write("CREATE TABLE t(x)").ok());
+  for (int i = 0; i < 20; ++i) ASSERT_TRUE(Write("INSERT INTO t VALUES (randomblob(3000))").ok());
+  const uint64_t checkpoints = db_->stats().checkpoints;
+  const uint64_t waited = vfs_->stats().reads_waited;
+  trace_->FailNth(io::OpKind::kWrite, 1, EIO);
+  ASSERT_TRUE(CloseDb().ok());
+  trace_->ClearFaults();
+  EXPECT_EQ(db_->stats().checkpoints, checkpoints + 1) << "the close did not checkpoint first";
+  EXPECT_EQ(vfs_->stats().reads_waited, waited) << "the close read by waiting";
+  const std::string wal = path_ + "-wal";
+  io::Op open_wal{.kind = io::OpKind::kOpenAt,
+                  .fd = AT_FDCWD,
+                  .flags = O_RDONLY | O_CLOEXEC,
+                  .path = wal.c_str()};
+  const int64_t wal_fd = loop_->WaitForOp(open_wal);
+  ASSERT_GE(wal_fd, 0) << "the close removed the WAL: " << wal_fd;
+  io::Op size{.kind = io::OpKind::kFileSize, .fd = static_cast<int>(wal_fd)};
+  EXPECT_GT(loop_->WaitForOp(size), 0) << "SQLite's close checkpointed the WAL after all";
+  io::Op close_wal{.kind = io::OpKind::kClose, .fd = static_cast<int>(wal_fd)};
+  (void)loop_->WaitForOp(close_wal);
+  ASSERT_NO_FATAL_FAILURE(MakeVfs(vfs_options));  // A new process recovers the WAL.
+  ASSERT_TRUE(OpenDb().ok());
+  EXPECT_EQ(Read("SELECT count(*), sum(length(x)) FROM t"), "20|60000|\n");
+}
+
 // ---- Interoperability ---------------------------------------------------------------------
 
 // The VFS keeps the WAL across close (SQLITE_FCNTL_PERSIST_WAL), emptied by the close's
