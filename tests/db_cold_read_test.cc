@@ -640,6 +640,43 @@ TEST_P(ColdReadTest, APinThatMissesPageOneFetchesItAndPinsAgain) {
   EXPECT_EQ(Read("SELECT s FROM t WHERE id = 7"), "'pinned'|\n");
 }
 
+// A reader opened because every open one is busy reads the file's header from memory only:
+// a miss leaves it unopened and fetches the header, and the next pump opens it; the read that
+// needed it runs on it, and no read waits on the loop. The scan, one row a tick, keeps the
+// first reader busy from its cached pages; the next probe is the new reader's open, told to
+// miss. (On the simulator the fetch completes in virtual time, which moves only once the loop
+// has nothing to run: the scan ends first and the point read takes its reader.)
+TEST_P(ColdReadTest, AReaderOpenedForABusyMomentThatMissesFetchesAndOpens) {
+  if (OnTmpfs()) GTEST_SKIP() << "the scratch directory is on tmpfs";
+  DatabaseOptions options;
+  options.rows_per_tick = 1;
+  options.readers = 2;
+  CreateTable(options);
+  EXPECT_EQ(Read(kScan), kScanRows);  // The first reader's cache holds every page.
+  ASSERT_EQ(db_->readers_open(), 1U);
+  Probe scan;
+  Prime(scan, Request::Kind::kRead, "SELECT id FROM t WHERE id <= 300");
+  ASSERT_TRUE(db_->Submit(scan.request).ok());
+  ASSERT_TRUE(loop_->Run(loop::RunMode::kOnce).ok());
+  ASSERT_FALSE(scan.done) << "the scan did not stay on its reader";
+  const uint64_t waited = vfs_->stats().reads_waited;
+  const uint64_t pin_restarts = db_->stats().pin_restarts;
+  trace_->MissProbes(1);
+  Probe point;
+  Prime(point, Request::Kind::kRead, "SELECT s FROM t WHERE id = 42");
+  ASSERT_TRUE(db_->Submit(point.request).ok());
+  ASSERT_TRUE(loop_->Run(loop::RunMode::kUntilDone).ok());
+  ASSERT_TRUE(point.done && scan.done);
+  EXPECT_TRUE(point.status.ok()) << point.status;
+  EXPECT_EQ(point.rows, absl::StrFormat("'%0120d'|\n", 42));
+  EXPECT_EQ(std::count(scan.rows.begin(), scan.rows.end(), '\n'), 300);
+  if (!simulated()) {
+    EXPECT_EQ(db_->readers_open(), 2U) << "no second reader opened";
+  }
+  EXPECT_GE(db_->stats().pin_restarts, pin_restarts + 1) << "the reader's open never stopped";
+  EXPECT_EQ(vfs_->stats().reads_waited - waited, 0U) << "the reader's open waited for the disk";
+}
+
 // A close copies what is left of the WAL into the main file (SQLite's checkpoint, inside the
 // writer's close, reads it by waiting). With the WAL out of memory the close checkpoints first,
 // from memory only, fetching what it missed, as every checkpoint does; a writer that was closed
