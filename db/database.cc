@@ -365,7 +365,9 @@ absl::StatusOr<Request::Kind> Database::KindOf(const Request& request) {
   if (internal::ReadMiss miss; queue.TakeMiss(miss) && !stmt.ok()) {
     // SQLITE_INTERRUPT ends the parse and leaves a transaction open; should SQLite have ended
     // a reader's anyway, the next pump pins it afresh.
-    if (&c != writer_.get() && sqlite3_get_autocommit(c.db()) != 0) Unpin(c);
+    if (&c != writer_.get() && c.current() == nullptr && sqlite3_get_autocommit(c.db()) != 0) {
+      Unpin(c);
+    }
     ++stats_.kinds_unknown;
     return Request::Kind::kWrite;
   }
