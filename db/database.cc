@@ -588,12 +588,12 @@ bool Database::Checkpoint() {
   }
   int log_frames = 0;
   int checkpointed = 0;
-  files_->queue().set_reads_nowait(WriterMayStop(checkpoint_restarts_));
+  files_->queue().set_reads_nowait(MayStop(checkpoint_restarts_, group_fetch_error_));
   const int rc = writer_->Checkpoint(&log_frames, &checkpointed);
   files_->queue().set_reads_nowait(false);
   ++stats_.checkpoints;
-  const bool missed =
-      FetchWriterMiss(rc != SQLITE_OK, checkpoint_restarts_, stats_.checkpoint_restarts);
+  const bool missed = FetchMiss(FetchFor::kWriter, rc != SQLITE_OK, checkpoint_restarts_,
+                                stats_.checkpoint_restarts);
   if (!missed) {
     checkpoint_restarts_ = 0;
     // A refused (backpressure) or partial checkpoint is retried after the next commit.

@@ -132,7 +132,7 @@
 //   kGrouping -> kFetching  RunInGroup via RestartGroup       one fetch of what was missed in flight; the group
 //   kIdle -> kFetching      RunGroupOnce, Checkpoint,         waits with its transaction open and group_resume_
 //                           OpenWriterFromMemory via          set, or with none (its begin, the writer's open or
-//                           FetchWriterMiss                   a checkpoint missed, or the group was rolled back),
+//                           FetchMiss                         a checkpoint missed, or the group was rolled back),
 //                                                             its requests queued again in order
 //   kFetching -> kGrouping  ResumeGroup (Serve, FinishClose)  the fetch completed; group_resume_ runs first
 //   kGrouping -> kIdle      Commit, RunInGroup, ContinueGroup no transaction of ours is open; the group is empty
@@ -591,10 +591,8 @@ class Database {
   void RestartRead(Connection& reader, Request& r, const internal::ReadMiss& miss);
   GroupStep RestartGroup(std::vector<Request*>& group, Request& r, const internal::ReadMiss& miss);
   void StartFetch(FetchFor owner, Request* r, uint8_t restarts, const internal::ReadMiss& miss);
-  [[nodiscard]] bool WriterMayStop(uint8_t restarts) const;
-  [[nodiscard]] bool FetchWriterMiss(bool failed, uint8_t& restarts, uint64_t& counted);
-  [[nodiscard]] bool ReaderMayStop() const;
-  bool FetchReaderMiss(bool failed);
+  [[nodiscard]] static bool MayStop(uint8_t restarts, const absl::Status& last_fetch);
+  bool FetchMiss(FetchFor owner, bool failed, uint8_t& restarts, uint64_t& counted);
   [[nodiscard]] bool JoinFetch(Request& r, const internal::ReadMiss& miss);
   static loop::Action OnFetched(loop::Loop& loop, loop::Completion& c);
   loop::Action FetchDone(Fetch& fetch);

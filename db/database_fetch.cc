@@ -45,38 +45,25 @@ void Database::RestartRead(Connection& reader, Request& r, const internal::ReadM
   StartFetch(FetchFor::kRead, &r, r.restarts_, miss);
 }
 
-// Whether the writer's next read outside a statement (BEGIN, its setup at open, a checkpoint)
-// may stop on a miss, with `restarts` misses of it in a row: not past kRestartsMax, nor after
-// the writer's last fetch failed. Then it reads by waiting, so it cannot miss for ever.
-bool Database::WriterMayStop(uint8_t restarts) const {
-  return restarts < kRestartsMax && group_fetch_error_.ok();
+// Whether a read outside a request's statement (the writer's BEGIN, its setup at open, a
+// checkpoint; a reader's pin or open) may stop on a miss, with `restarts` misses of it in a
+// row and `last_fetch` what its owner's last fetch gave: not past kRestartsMax, nor after that
+// fetch failed. Then it reads by waiting, so it cannot miss for ever.
+bool Database::MayStop(uint8_t restarts, const absl::Status& last_fetch) {
+  return restarts < kRestartsMax && last_fetch.ok();
 }
 
-// Such a read just ran, and `failed`: if it stopped on a miss, the writer waits in kFetching
-// for one fetch of the missed window, the restart counted in `restarts` and `counted`.
-bool Database::FetchWriterMiss(bool failed, uint8_t& restarts, uint64_t& counted) {
+// Such a read just ran for `owner` (kWriter or kPin), and `failed`: if it stopped on a miss,
+// one fetch of the missed window starts, the restart counted in `restarts` and `counted`. The
+// writer waits for it in kFetching; a reader's pin or open is tried again at the next pump
+// after it (pin_fetching_).
+bool Database::FetchMiss(FetchFor owner, bool failed, uint8_t& restarts, uint64_t& counted) {
   internal::ReadMiss miss;
   if (!files_->queue().TakeMiss(miss) || !failed) return false;
   ++restarts;
   ++counted;
-  StartFetch(FetchFor::kWriter, nullptr, restarts, miss);
-  SetWriterState(WriterState::kFetching);
-  return true;
-}
-
-// Whether a reader's pin or open may stop on a miss: as WriterMayStop, with their own count.
-bool Database::ReaderMayStop() const {
-  return pin_restarts_ < kRestartsMax && pin_fetch_error_.ok();
-}
-
-// A reader's pin or open just ran, and `failed`: if it stopped on a miss, one fetch of the
-// missed window starts (pin_fetching_), after which the next pump tries again.
-bool Database::FetchReaderMiss(bool failed) {
-  internal::ReadMiss miss;
-  if (!files_->queue().TakeMiss(miss) || !failed) return false;
-  ++pin_restarts_;
-  ++stats_.pin_restarts;
-  StartFetch(FetchFor::kPin, nullptr, pin_restarts_, miss);
+  StartFetch(owner, nullptr, restarts, miss);
+  if (owner == FetchFor::kWriter) SetWriterState(WriterState::kFetching);
   return true;
 }
 

@@ -219,11 +219,11 @@ bool Database::WriterReady() {
 // Opens the writer with its setup reading from memory only. A miss leaves it closed, waiting
 // in kFetching (OK, not open); the open's own error is returned, the writer closed.
 absl::Status Database::OpenWriterFromMemory() {
-  files_->queue().set_reads_nowait(WriterMayStop(begin_restarts_));
+  files_->queue().set_reads_nowait(MayStop(begin_restarts_, group_fetch_error_));
   absl::Status opened = OpenWriter();
   files_->queue().set_reads_nowait(false);
   if (!opened.ok()) writer_->Close();
-  if (FetchWriterMiss(!opened.ok(), begin_restarts_, stats_.group_restarts)) {
+  if (FetchMiss(FetchFor::kWriter, !opened.ok(), begin_restarts_, stats_.group_restarts)) {
     return absl::OkStatus();
   }
   if (!opened.ok()) {

@@ -164,13 +164,13 @@ bool Database::RunGroupOnce(std::vector<Request*>& group) {
   // BEGIN reads page 1 when the writer's cache lost it (ReleaseMemory): from memory only, as
   // the statements do, unless it missed kRestartsMax times in a row or the writer's last fetch
   // failed (then it waits, and a failure is BEGIN's: FailBegin).
-  files_->queue().set_reads_nowait(WriterMayStop(begin_restarts_));
+  files_->queue().set_reads_nowait(MayStop(begin_restarts_, group_fetch_error_));
   const int begin_rc = options_.fail_begin_for_testing ? SQLITE_NOMEM
                        : writer_->RunInternal("BEGIN IMMEDIATE").ok()
                            ? SQLITE_OK
                            : sqlite3_extended_errcode(writer_->db());
   files_->queue().set_reads_nowait(false);
-  if (FetchWriterMiss(begin_rc != SQLITE_OK, begin_restarts_, stats_.group_restarts)) {
+  if (FetchMiss(FetchFor::kWriter, begin_rc != SQLITE_OK, begin_restarts_, stats_.group_restarts)) {
     return true;
   }
   if (begin_rc != SQLITE_OK) {
@@ -449,7 +449,7 @@ bool Database::Pin(Connection& reader) {
   SQLOOP_DCHECK(reader.current() == nullptr, "Pin: a read is running on the reader");
   Unpin(reader);
   internal::EpochQueue& queue = files_->queue();
-  queue.set_reads_nowait(ReaderMayStop());
+  queue.set_reads_nowait(MayStop(pin_restarts_, pin_fetch_error_));
   absl::Status status = reader.RunInternal("BEGIN");
   // A deferred BEGIN takes no snapshot; the first read of the database does.
   if (status.ok()) status = reader.RunInternal("PRAGMA schema_version");
@@ -458,7 +458,7 @@ bool Database::Pin(Connection& reader) {
     reader.ClearDenied();
     const absl::Status error = reader.Error(sqlite3_extended_errcode(reader.db()));
     if (sqlite3_get_autocommit(reader.db()) == 0) (void)reader.RunInternal("ROLLBACK");
-    if (!FetchReaderMiss(true)) pin_error_ = error;
+    if (!FetchMiss(FetchFor::kPin, true, pin_restarts_, stats_.pin_restarts)) pin_error_ = error;
     return false;
   }
   pin_restarts_ = 0;
@@ -525,13 +525,13 @@ void Database::AddReaderIfAllBusy() {
   }
   // A reader that cannot be opened (memory, an I/O error) is no failure of any read: the
   // reads wait for the readers that are open. Its open reads the file's header from memory
-  // only, as Pin reads page 1, and a miss fetches it (FetchReaderMiss).
+  // only, as Pin reads page 1, and a miss fetches it (FetchMiss).
   internal::EpochQueue& queue = files_->queue();
-  queue.set_reads_nowait(ReaderMayStop());
+  queue.set_reads_nowait(MayStop(pin_restarts_, pin_fetch_error_));
   const absl::Status opened = OpenReader();
   queue.set_reads_nowait(false);
   if (opened.ok()) ++stats_.readers_opened;
-  (void)FetchReaderMiss(!opened.ok());
+  (void)FetchMiss(FetchFor::kPin, !opened.ok(), pin_restarts_, stats_.pin_restarts);
 }
 
 bool Database::AnyReaderBusy() const {
