@@ -141,6 +141,16 @@ class ColdReadTest : public DatabaseTest {
         Write("INSERT INTO table_with_a_long_name_39(id, first_column) VALUES (7, 'x')").ok());
   }
 
+  // Submits the write `p` and runs the loop until its group committed (its fsync may still be
+  // in flight).
+  void SubmitUntilCommitted(Probe& p) {
+    const uint64_t groups = db_->stats().groups;
+    ASSERT_TRUE(db_->Submit(p.request).ok());
+    while (db_->stats().groups == groups) {
+      ASSERT_TRUE(loop_->Run(loop::RunMode::kOnce).ok());
+    }
+  }
+
   // Submits `p` and runs the loop until it waits for a fetch (or, if it never missed, is done).
   void SubmitUntilFetching(Probe& p) {
     ASSERT_TRUE(db_->Submit(p.request).ok());
@@ -588,12 +598,8 @@ TEST_P(ColdReadTest, ACheckpointThatMissesAFrameFetchesItAndRunsAgain) {
   CreateTable(options);
   Probe write;
   Prime(write, Request::Kind::kWrite, "UPDATE t SET s = printf('%0120d', id + 1)");
-  const uint64_t groups = db_->stats().groups;
   const uint64_t checkpoints = db_->stats().checkpoints;
-  ASSERT_TRUE(db_->Submit(write.request).ok());
-  while (db_->stats().groups == groups) {
-    ASSERT_TRUE(loop_->Run(loop::RunMode::kOnce).ok());
-  }
+  ASSERT_NO_FATAL_FAILURE(SubmitUntilCommitted(write));
   ASSERT_EQ(db_->stats().checkpoints, checkpoints) << "checkpointed with the group";
   const uint64_t waited = vfs_->stats().reads_waited;
   trace_->MissProbes(1, /*skip=*/1);
@@ -621,12 +627,8 @@ TEST_P(ColdReadTest, APinThatMissesPageOneFetchesItAndPinsAgain) {
   ASSERT_EQ(db_->readers_open(), 1U);
   Probe write;
   Prime(write, Request::Kind::kWrite, "UPDATE t SET s = 'pinned' WHERE id = 7");
-  const uint64_t groups = db_->stats().groups;
   const uint64_t pins = db_->stats().snapshot_pins;
-  ASSERT_TRUE(db_->Submit(write.request).ok());
-  while (db_->stats().groups == groups) {
-    ASSERT_TRUE(loop_->Run(loop::RunMode::kOnce).ok());
-  }
+  ASSERT_NO_FATAL_FAILURE(SubmitUntilCommitted(write));
   ASSERT_EQ(db_->stats().snapshot_pins, pins) << "the reader was pinned with the group";
   EvictFiles();
   const uint64_t waited = vfs_->stats().reads_waited;
