@@ -264,8 +264,14 @@ void Database::FinishClose() {
     // it is copied first, from memory only, so that one finds nothing to copy. If this one
     // fails (a write error), SQLite's is skipped: the WAL stays, every frame of it durable, and
     // the next open recovers it, as after a crash.
-    if (writer_open() && writer_state_ == WriterState::kIdle && !close_checkpointed_) {
-      const bool copied = Checkpoint();
+    // The last group's fsync, or the drain of a full write-behind buffer, is waited for first
+    // (a checkpoint runs only between groups). A poisoned database writes nothing more: its WAL
+    // is left to the next open too.
+    if (writer_open() && !close_checkpointed_) {
+      SettleWriter();
+      const bool poisoned = files_->queue().poisoned();
+      if (!poisoned && writer_state_ != WriterState::kIdle) return;  // OnFilesChanged re-arms.
+      const bool copied = !poisoned && Checkpoint();
       if (writer_state_ == WriterState::kFetching) return;  // FetchDone re-arms.
       close_checkpointed_ = true;
       if (!copied) sqlite3_db_config(writer_->db(), SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, nullptr);
@@ -518,11 +524,7 @@ void Database::Serve() {
   // acknowledged.
   RefreshSnapshots();
   AckDurable();
-  if (writer_state_ == WriterState::kSyncing && group_epoch_ <= files_->queue().durable_epoch()) {
-    SetWriterState(WriterState::kIdle);
-  }
-  if (writer_state_ == WriterState::kBlocked && files_->queue().idle())
-    SetWriterState(WriterState::kIdle);
+  SettleWriter();
   // While a pin's fetch is in flight the writer neither checkpoints (which unpins the readers)
   // nor starts a group, so the pin lands on a durable snapshot (invariant 2).
   if (writer_state_ == WriterState::kIdle && !pin_fetching_) {
@@ -542,6 +544,17 @@ void Database::Serve() {
   // are woken by its fsync (OnFilesChanged).
   if (more_reads || AnyReaderBusy()) ArmPump();
   AssertInvariants();
+}
+
+// The writer's waits end: its group's epoch is durable (kSyncing), or the write-behind buffer
+// drained (kBlocked).
+void Database::SettleWriter() {
+  if (writer_state_ == WriterState::kSyncing && group_epoch_ <= files_->queue().durable_epoch()) {
+    SetWriterState(WriterState::kIdle);
+  }
+  if (writer_state_ == WriterState::kBlocked && files_->queue().idle()) {
+    SetWriterState(WriterState::kIdle);
+  }
 }
 
 void Database::ReleaseMemory() {

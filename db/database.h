@@ -116,9 +116,9 @@
 //
 // clang-format off
 //
-//   kIdle --RunGroupOnce: BEGIN--> kGrouping --Commit: an epoch to sync--> kSyncing --Serve: durable--> kIdle
+//   kIdle --RunGroupOnce: BEGIN--> kGrouping --Commit: an epoch to sync--> kSyncing --SettleWriter: durable--> kIdle
 //     |                            ^  |   |   |
-//     |                            |  |   |   +--OnOverflow: buffer full, rolled back--> kBlocked --Serve: drained--> kIdle
+//     |                            |  |   |   +--OnOverflow: buffer full, rolled back--> kBlocked --SettleWriter: drained--> kIdle
 //     |                 ResumeGroup|  |   +--RestartGroup: a miss--+
 //     +--RunGroupOnce: BEGIN missed|--|----------------------------+--> kFetching --FetchDone (nothing to resume)--> kIdle
 //     +--OpenWriterFromMemory: the open missed, Checkpoint missed-------^
@@ -136,8 +136,8 @@
 //                                                             its requests queued again in order
 //   kFetching -> kGrouping  ResumeGroup (Serve, FinishClose)  the fetch completed; group_resume_ runs first
 //   kGrouping -> kIdle      Commit, RunInGroup, ContinueGroup no transaction of ours is open; the group is empty
-//   kSyncing -> kIdle       Serve                             the group's epoch is durable
-//   kBlocked -> kIdle       Serve                             the write-behind queue drained
+//   kSyncing -> kIdle       SettleWriter (Serve, FinishClose) the group's epoch is durable
+//   kBlocked -> kIdle       SettleWriter (Serve, FinishClose) the write-behind queue drained
 //   kFetching -> kIdle      FetchDone                         no group waits; what was missed is in memory, or the
 //                                                             fetch failed (group_fetch_error_)
 //
@@ -160,9 +160,10 @@
 // BEGIN reads by waiting. The writer's open (WriterReady) reads the same way: its setup
 // parses the schema from memory only, and a miss closes it again to wait in kFetching, counted
 // with BEGIN's. A close resumes a waiting group (its requests were admitted) and waits for its
-// commit; then it opens a writer closed idle the same way (OpenWriterFromMemory) and
-// checkpoints (Checkpoint, from memory only), so that SQLite's checkpoint inside the writer's
-// close, which reads by waiting, finds nothing left to copy. Its data: group_epoch_ (the last
+// commit; then it opens a writer closed idle the same way (OpenWriterFromMemory), waits for the
+// writer to be kIdle (the last group's fsync, a full buffer's drain) and checkpoints
+// (Checkpoint, from memory only), so that SQLite's checkpoint inside the writer's close, which
+// reads by waiting, finds nothing left to copy. Its data: group_epoch_ (the last
 // group's commit epoch), group_limit_ (requests per group after an overflow of the group's own
 // making, 0 otherwise), begin_failures_ (ticks in a row BEGIN failed on).
 //
@@ -526,6 +527,7 @@ class Database {
   void FailBegin(int rc);
   void FinishOpen(absl::Status status);
   void Serve();
+  void SettleWriter();
   void AckDurable();
   void BecomePoisoned();
   void RunGroup();

@@ -711,6 +711,29 @@ TEST_P(ColdReadTest, ACloseWithTheWalOutOfMemoryMakesTheLoopWaitForNothing) {
   }
 }
 
+// A close that comes while the last group's fsync is in flight waits for it, then checkpoints
+// from memory only like every close: SQLite's checkpoint inside the writer's close reads nothing.
+// (The close used to skip its own checkpoint unless the writer was idle already.)
+TEST_P(ColdReadTest, ACloseDuringAGroupsFsyncCheckpointsFromMemoryFirst) {
+  if (OnTmpfs()) GTEST_SKIP() << "the scratch directory is on tmpfs";
+  CreateTable();
+  Probe write;
+  Prime(write, Request::Kind::kWrite, "UPDATE t SET s = printf('%0120d', id + 1)");
+  ASSERT_NO_FATAL_FAILURE(SubmitUntilCommitted(write));
+  ASSERT_FALSE(write.done) << "acknowledged before its fsync completed";
+  const uint64_t waited = vfs_->stats().reads_waited;
+  const uint64_t checkpoints = db_->stats().checkpoints;
+  trace_->MissProbes(1);
+  ASSERT_TRUE(CloseDb().ok());
+  ASSERT_TRUE(write.done);
+  EXPECT_TRUE(write.status.ok()) << write.status;
+  EXPECT_GT(db_->stats().checkpoints, checkpoints) << "the close did not checkpoint first";
+  EXPECT_EQ(db_->stats().checkpoint_restarts, 1U) << "the close's checkpoint never missed";
+  EXPECT_EQ(vfs_->stats().reads_waited - waited, 0U) << "the close waited for the disk";
+  ASSERT_TRUE(OpenDb().ok());
+  EXPECT_EQ(Read("SELECT count(*) FROM t WHERE CAST(s AS INTEGER) = id + 1"), "3000|\n");
+}
+
 // The same for a write: while the cold database's group waits for its fetch (the writer in
 // kFetching, its transaction open), the hot database's reads and writes keep completing, in
 // virtual time on the simulator, whose device takes its latency for the fetch (a real device

@@ -278,6 +278,45 @@ TEST_P(DatabaseTest, ReturningRowsOfARetriedGroupAreDiscardedBeforeTheRerun) {
   EXPECT_EQ(Read("SELECT count(*), min(id), max(id) FROM t"), "8|1|8|\n");
 }
 
+// A close that finds the writer blocked (its group rolled back by a full write-behind buffer)
+// waits for the buffer to drain, then checkpoints from memory only like every close (it used to
+// leave the copy to SQLite's checkpoint inside the writer's close, which reads by waiting). The
+// writes that were waiting fail as closing; what was acknowledged is there after the close.
+TEST_P(DatabaseTest, ACloseWithTheWriterBlockedCheckpointsFromMemoryFirst) {
+  VfsOptions vfs_options;
+  vfs_options.held_bytes_max = 20 * 1024;
+  ASSERT_NO_FATAL_FAILURE(MakeVfs(vfs_options));
+  DatabaseOptions options;
+  options.checkpoint_frames = 1;
+  ASSERT_TRUE(OpenDb(options).ok());
+  ASSERT_TRUE(Write("CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)").ok());
+  ASSERT_TRUE(Write("INSERT INTO t(v) VALUES (zeroblob(3000))").ok());
+  std::vector<Probe> probes(8);
+  for (Probe& p : probes) {
+    Prime(p, Request::Kind::kWrite, "INSERT INTO t(v) VALUES (zeroblob(3000))");
+  }
+  const uint64_t retries = db_->stats().group_retries;
+  for (Probe& p : probes) ASSERT_TRUE(db_->Submit(p.request).ok());
+  while (db_->stats().group_retries == retries) {
+    ASSERT_TRUE(loop_->Run(loop::RunMode::kOnce).ok());
+  }
+  const uint64_t waited = vfs_->stats().reads_waited;
+  const uint64_t checkpoints = db_->stats().checkpoints;
+  trace_->MissProbes(1);
+  ASSERT_TRUE(CloseDb().ok());
+  int acked = 1;
+  for (Probe& p : probes) {
+    ASSERT_TRUE(p.done);
+    EXPECT_TRUE(p.status.ok() || absl::IsCancelled(p.status)) << p.status;
+    acked += p.status.ok() ? 1 : 0;
+  }
+  EXPECT_LT(acked, 9) << "no write was waiting when the close came";
+  EXPECT_GT(db_->stats().checkpoints, checkpoints) << "the close did not checkpoint first";
+  EXPECT_EQ(vfs_->stats().reads_waited - waited, 0U) << "the close waited for the disk";
+  ASSERT_TRUE(OpenDb(options).ok());
+  EXPECT_EQ(Read("SELECT count(*) FROM t"), absl::StrCat(acked, "|\n"));
+}
+
 // A write that alone overflows the write-behind buffer, from a state with nothing in flight,
 // would overflow on every retry: it fails with a clear error, nothing of it is written, and the
 // database goes on. (This used to retry for ever.)
