@@ -268,6 +268,10 @@ void Database::FinishClose() {
     // (a checkpoint runs only between groups). A poisoned database writes nothing more: its WAL
     // is left to the next open too.
     if (writer_open() && !close_checkpointed_) {
+      if (writer_state_ != WriterState::kIdle && !close_writer_unsettled_) {
+        close_writer_unsettled_ = true;
+        stats_.closes_writer_unsettled++;
+      }
       SettleWriter();
       const bool poisoned = files_->queue().poisoned();
       if (!poisoned && writer_state_ != WriterState::kIdle) return;  // OnFilesChanged re-arms.

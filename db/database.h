@@ -437,6 +437,9 @@ struct DatabaseStats {
   uint64_t writer_opens_deferred = 0;  // Opens that left the writer closed (MayDeferWriter).
   uint64_t writers_opened_late = 0;    // ... and opened it later, for a write.
   uint64_t writers_closed_idle = 0;    // Writers closed while idle (CloseWriterIfIdle).
+  // Closes that found the writer in kSyncing or kBlocked when about to checkpoint: the close's
+  // checkpoint waited for the group's fsync or the buffer's drain.
+  uint64_t closes_writer_unsettled = 0;
   // kAuto requests run as writes: classifying them would have waited for the disk (KindOf).
   uint64_t kinds_unknown = 0;
 };
@@ -642,19 +645,20 @@ class Database {
   uint32_t group_limit_ = 0;  // Requests per group after an overflow; 0: the option's max.
   uint32_t wal_frames_ = 0;   // WAL frames after the last commit (sqlite3_wal_hook).
   WriterState writer_state_ = WriterState::kIdle;
-  int last_write_rc_ = 0;            // SQLite's result for the last write statement.
-  uint8_t begin_failures_ = 0;       // Consecutive ticks BEGIN failed on (kBeginAttemptsMax).
-  uint8_t begin_restarts_ = 0;       // Consecutive BEGINs that missed (kRestartsMax).
-  uint8_t checkpoint_restarts_ = 0;  // Consecutive checkpoints that missed (kRestartsMax).
-  bool close_checkpointed_ = false;  // FinishClose checkpointed: the writer's close may run.
-  uint64_t visible_epoch_ = 0;       // Newest durable snapshot a reader has shown (invariant 3).
-  uint64_t acked_epoch_ = 0;         // Newest epoch of an acknowledged write (invariant 1).
-  absl::Status pin_error_;           // Why the last Pin failed; OK after one succeeds.
-  absl::Status group_fetch_error_;   // Why the writer's last fetch failed (RestartGroup).
-  bool group_fetching_ = false;      // The writer's fetch is in flight (kFetching).
-  bool pin_fetching_ = false;        // A reader's pin or open missed; its fetch is in flight.
-  uint8_t pin_restarts_ = 0;      // Consecutive pins and reader opens that missed (kRestartsMax).
-  absl::Status pin_fetch_error_;  // Why the last such fetch failed.
+  int last_write_rc_ = 0;                // SQLite's result for the last write statement.
+  uint8_t begin_failures_ = 0;           // Consecutive ticks BEGIN failed on (kBeginAttemptsMax).
+  uint8_t begin_restarts_ = 0;           // Consecutive BEGINs that missed (kRestartsMax).
+  uint8_t checkpoint_restarts_ = 0;      // Consecutive checkpoints that missed (kRestartsMax).
+  bool close_checkpointed_ = false;      // FinishClose checkpointed: the writer's close may run.
+  bool close_writer_unsettled_ = false;  // ... found the writer in kSyncing or kBlocked first.
+  uint64_t visible_epoch_ = 0;      // Newest durable snapshot a reader has shown (invariant 3).
+  uint64_t acked_epoch_ = 0;        // Newest epoch of an acknowledged write (invariant 1).
+  absl::Status pin_error_;          // Why the last Pin failed; OK after one succeeds.
+  absl::Status group_fetch_error_;  // Why the writer's last fetch failed (RestartGroup).
+  bool group_fetching_ = false;     // The writer's fetch is in flight (kFetching).
+  bool pin_fetching_ = false;       // A reader's pin or open missed; its fetch is in flight.
+  uint8_t pin_restarts_ = 0;        // Consecutive pins and reader opens that missed (kRestartsMax).
+  absl::Status pin_fetch_error_;    // Why the last such fetch failed.
   bool group_started_idle_ = false;  // The running group started with nothing in flight.
   // kFetching with the group's transaction open: the request whose statement missed, undone
   // to its savepoint, which runs first when the group resumes (ResumeGroup).

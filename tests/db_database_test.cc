@@ -302,8 +302,11 @@ TEST_P(DatabaseTest, ACloseWithTheWriterBlockedCheckpointsFromMemoryFirst) {
   }
   const uint64_t waited = vfs_->stats().reads_waited;
   const uint64_t checkpoints = db_->stats().checkpoints;
+  const uint64_t closes_unsettled = db_->stats().closes_writer_unsettled;
   trace_->MissProbes(1);
   ASSERT_TRUE(CloseDb().ok());
+  EXPECT_EQ(db_->stats().closes_writer_unsettled, closes_unsettled + 1)
+      << "the writer was not blocked when the close came";
   int acked = 1;
   for (Probe& p : probes) {
     ASSERT_TRUE(p.done);
