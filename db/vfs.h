@@ -109,6 +109,9 @@ struct VfsStats {
   uint64_t main_reserves = 0;     // ... of the main file, ahead of a checkpoint that grows it.
   uint64_t reserve_failures = 0;  // Reserves that failed (the disk is full): nothing poisoned.
   uint64_t opens_deferred = 0;    // Opens and closes moved to a later tick (open_tick_budget_ns).
+  // Bytes of WALs found with frames at an open (left by a crash) and read into memory through
+  // the loop before SQLite's recovery reads them.
+  uint64_t wal_bytes_warmed = 0;
 };
 
 namespace internal {

@@ -737,6 +737,45 @@ TEST_P(ColdReadTest, ACloseDuringAGroupsFsyncCheckpointsFromMemoryFirst) {
   EXPECT_EQ(Read("SELECT count(*) FROM t WHERE CAST(s AS INTEGER) = id + 1"), "3000|\n");
 }
 
+// A WAL left with frames in it (here by a close whose checkpoint failed on a write error; a
+// crash leaves one the same way) is read whole by SQLite's recovery at the next open: by the
+// open's own statements when the writer opens with the database (to checkpoint it ahead of the
+// integrity check), else by the first reader's pin. The open reads it into memory through the
+// loop first (FilePreopen), so the recovery neither waits (it did, twice here, in the first
+// case) nor stops on a miss (the pin restarted 2-10 times in the second), and every row is
+// there. On the simulator every integrity check runs on the loop, reading the file by waiting,
+// so only the second case runs there.
+TEST_P(ColdReadTest, AnOpenThatRecoversAColdWalMakesTheLoopWaitForNothing) {
+  if (OnTmpfs()) GTEST_SKIP() << "the scratch directory is on tmpfs";
+  VfsOptions vfs_options;
+  vfs_options.wal_reserve_bytes = 0;
+  ASSERT_NO_FATAL_FAILURE(MakeVfs(vfs_options));
+  CreateTable();
+  const std::vector<bool> checks =
+      simulated() ? std::vector<bool>{false} : std::vector<bool>{false, true};
+  for (const bool check : checks) {
+    SCOPED_TRACE(check ? "checked at open" : "not checked at open");
+    const int round = check ? 2 : 1;
+    ASSERT_TRUE(Write(absl::StrFormat("UPDATE t SET s = printf('%%0120d', id + %d)", round)).ok());
+    trace_->FailNth(io::OpKind::kWrite, 1, EIO);
+    (void)CloseDb();  // The failed write may poison the database: the WAL stays either way.
+    trace_->ClearFaults();
+    ASSERT_GT(WalBytes(), 100'000) << "the close emptied the WAL";
+    ASSERT_NO_FATAL_FAILURE(MakeVfs(vfs_options));  // A new process.
+    EvictFiles();
+    DatabaseOptions options;
+    options.check_at_open = check;
+    ASSERT_TRUE(OpenDb(options).ok());
+    EXPECT_GT(vfs_->stats().wal_bytes_warmed, 100'000U) << "the open did not read the WAL ahead";
+    EXPECT_EQ(vfs_->stats().reads_waited, 0U) << "the open waited for the disk";
+    EXPECT_EQ(db_->stats().pin_restarts + db_->stats().group_restarts, 0U)
+        << "the recovery stopped on a miss";
+    EXPECT_EQ(
+        Read(absl::StrFormat("SELECT count(*) FROM t WHERE CAST(s AS INTEGER) = id + %d", round)),
+        "3000|\n");
+  }
+}
+
 // The same for a write: while the cold database's group waits for its fetch (the writer in
 // kFetching, its transaction open), the hot database's reads and writes keep completing, in
 // virtual time on the simulator, whose device takes its latency for the fetch (a real device

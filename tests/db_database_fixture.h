@@ -15,6 +15,9 @@
 #ifndef SQLOOP_TESTS_DB_DATABASE_FIXTURE_H_
 #define SQLOOP_TESTS_DB_DATABASE_FIXTURE_H_
 
+#include <fcntl.h>
+
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
@@ -104,6 +107,22 @@ class DatabaseTest : public ::testing::TestWithParam<TestBackend> {
     return OpenAndRun(*db_);
   }
   absl::Status CloseDb() { return CloseAndRun(*db_); }
+  // The size of path_'s WAL, read through the loop (the simulator's files too); -1 if there is
+  // none.
+  int64_t WalBytes() {
+    const std::string wal = path_ + "-wal";
+    io::Op open_wal{.kind = io::OpKind::kOpenAt,
+                    .fd = AT_FDCWD,
+                    .flags = O_RDONLY | O_CLOEXEC,
+                    .path = wal.c_str()};
+    const int64_t fd = loop_->WaitForOp(open_wal);
+    if (fd < 0) return -1;
+    io::Op size{.kind = io::OpKind::kFileSize, .fd = static_cast<int>(fd)};
+    const int64_t bytes = loop_->WaitForOp(size);
+    io::Op close_wal{.kind = io::OpKind::kClose, .fd = static_cast<int>(fd)};
+    (void)loop_->WaitForOp(close_wal);
+    return bytes;
+  }
   // A second database (beside path_'s, on the same loop and Vfs); null if it failed to open.
   std::unique_ptr<Database> OpenOther(const std::string& path) {
     auto other = std::make_unique<Database>(*loop_, *vfs_, path, DatabaseOptions{});

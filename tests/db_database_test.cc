@@ -44,23 +44,6 @@ using testing::DatabaseTest;
 using testing::Probe;
 using testing::Render;
 
-// The size of the database's WAL, read through the loop (the simulator's files too); -1 if the
-// close removed it.
-int64_t WalBytes(loop::Loop& loop, const std::string& path) {
-  const std::string wal = path + "-wal";
-  io::Op open_wal{.kind = io::OpKind::kOpenAt,
-                  .fd = AT_FDCWD,
-                  .flags = O_RDONLY | O_CLOEXEC,
-                  .path = wal.c_str()};
-  const int64_t fd = loop.WaitForOp(open_wal);
-  if (fd < 0) return -1;
-  io::Op size{.kind = io::OpKind::kFileSize, .fd = static_cast<int>(fd)};
-  const int64_t bytes = loop.WaitForOp(size);
-  io::Op close_wal{.kind = io::OpKind::kClose, .fd = static_cast<int>(fd)};
-  (void)loop.WaitForOp(close_wal);
-  return bytes;
-}
-
 // ---- Functional: the same statements against stock SQLite ------------------------------------
 
 struct Step {
@@ -1453,7 +1436,7 @@ TEST_P(DatabaseTest, ACloseWhoseCheckpointFailsLeavesTheWalToTheNextOpen) {
   trace_->ClearFaults();
   EXPECT_EQ(db_->stats().checkpoints, checkpoints + 1) << "the close did not checkpoint first";
   EXPECT_EQ(vfs_->stats().reads_waited, waited) << "the close read by waiting";
-  EXPECT_GT(WalBytes(*loop_, path_), 0) << "SQLite's close checkpointed the WAL after all";
+  EXPECT_GT(WalBytes(), 0) << "SQLite's close checkpointed the WAL after all";
   ASSERT_NO_FATAL_FAILURE(MakeVfs(vfs_options));  // A new process recovers the WAL.
   ASSERT_TRUE(OpenDb().ok());
   EXPECT_EQ(Read("SELECT count(*), sum(length(x)) FROM t"), "20|60000|\n");
@@ -1469,7 +1452,7 @@ TEST_P(DatabaseTest, ACloseLeavesAnEmptyWalForTheNextOpen) {
   ASSERT_TRUE(Write("CREATE TABLE t(x)").ok());
   for (int i = 0; i < 20; ++i) ASSERT_TRUE(Write("INSERT INTO t VALUES (randomblob(3000))").ok());
   ASSERT_TRUE(CloseDb().ok());
-  EXPECT_EQ(WalBytes(*loop_, path_), 0) << "the close's checkpoint left frames in the WAL";
+  EXPECT_EQ(WalBytes(), 0) << "the close's checkpoint left frames in the WAL";
   ASSERT_TRUE(OpenDb().ok());
   EXPECT_EQ(Read("SELECT count(*), sum(length(x)) FROM t"), "20|60000|\n");
 }

@@ -48,6 +48,7 @@ class DatabaseFiles {
   [[nodiscard]] EpochQueue& queue() { return queue_; }
   [[nodiscard]] const EpochQueue& queue() const { return queue_; }
   [[nodiscard]] LockTable& locks() { return locks_; }
+  [[nodiscard]] VfsContext& context() { return context_; }
   [[nodiscard]] const std::string& main_path() const { return table_.main_path(); }
 
   // Keeps the files (and the main file's descriptor, with its flock) alive while no SQLite

@@ -55,7 +55,37 @@ void FilePreopen::Advance(State next) {
       create_ = true;
       SubmitOpen(FileRole::kWal);
       return;
+    case State::kWarmWal:
+      warmed_bytes_ = 0;
+      warm_buffer_ = std::make_unique<char[]>(kWarmChunkBytes);
+      SubmitWarmRead();
+      return;
   }
+}
+
+// Invariant 8: counts what a read brought in and reads the next chunk, or ends the warming once
+// the WAL is read whole, or a read failed or found its end early.
+void FilePreopen::WarmNext(int64_t result) {
+  if (result > 0) {
+    warmed_bytes_ += result;
+    files_->context().stats().wal_bytes_warmed += static_cast<uint64_t>(result);
+  }
+  if (result <= 0 || warmed_bytes_ >= wal_bytes_) {
+    warm_buffer_.reset();
+    Advance(State::kIdle);
+    return;
+  }
+  SubmitWarmRead();
+}
+
+void FilePreopen::SubmitWarmRead() {
+  const auto length =
+      static_cast<uint32_t>(std::min<int64_t>(kWarmChunkBytes, wal_bytes_ - warmed_bytes_));
+  Submit(io_, {.kind = io::OpKind::kRead,
+               .fd = files_->table().file(FileRole::kWal).fd,
+               .buffer = warm_buffer_.get(),
+               .length = length,
+               .offset = static_cast<uint64_t>(warmed_bytes_)});
 }
 
 // Invariant 2: the journal's probe (its creation, for an empty main file), the WAL's open and
@@ -167,9 +197,17 @@ int64_t FilePreopen::Take(int64_t result) {
       fd_ = static_cast<int>(result);
       Advance(State::kSizeWal);
       return 0;
-    case State::kSizeWal:
+    case State::kSizeWal: {
       if (result < 0) break;
-      return AdoptAndAdvance(FileRole::kWal, result, State::kIdle);
+      wal_bytes_ = result;
+      // Invariant 8 (InMemoryFile: a memory file system has nothing to read ahead).
+      const bool warm =
+          result > 0 && result <= kWarmWalBytesMax && !loop_->backend().InMemoryFile(fd_);
+      return AdoptAndAdvance(FileRole::kWal, result, warm ? State::kWarmWal : State::kIdle);
+    }
+    case State::kWarmWal:
+      WarmNext(result);
+      return 0;
     case State::kOpenRest:
     case State::kIdle:
       SQLOOP_CHECK(false, "FilePreopen: a completion with nothing in flight");

@@ -36,10 +36,16 @@
 //      plain faccessat. io_uring hands both to a kernel worker on tmpfs (it cannot read tmpfs
 //      without blocking, and tmpfs keeps no record of a missing name to answer the probe
 //      from), and a reopen would wait for that worker's wake-up.
+//   8. A WAL opened here with frames in it (a crash, or a close whose checkpoint failed, left
+//      it) is read whole by SQLite's recovery at its first statement, by waiting. kWarmWal reads
+//      it through the loop first, one kWarmChunkBytes chunk after another into a buffer thrown
+//      away, so that recovery finds it in memory: up to kWarmWalBytesMax, and not on a memory
+//      file system. A failed read ends the warming, not the open (SQLite reads it then).
 //
 // clang-format off
 //   kIdle --Start--> kOpenMain --> kSizeMain --> kOpenRest ----------------> kSizeWal --> kIdle
-//                        |             |            |   \--> kCreateWal --/     |        ^
+//                        |             |            |   \--> kCreateWal --/     |  \       ^
+//                        |             |            |            |              |   kWarmWal
 //                        +-------------+------------+------------+--------------+--------+
 //                                     an operation failed: the error, every descriptor closed
 //
@@ -53,6 +59,10 @@
 //   kCreateWal -> kSizeWal      OnIo->Advance          the WAL is open
 //   kOpenRest -> kIdle          OnIo->TakeRest         the WAL had a descriptor; status() OK
 //   kSizeWal -> kIdle           OnIo->AdoptAndAdvance  every file adopted; status() OK
+//   kSizeWal -> kWarmWal        OnIo->AdoptAndAdvance  the same, and the WAL has frames: its
+//                                                      first chunk is being read (invariant 8)
+//   kWarmWal -> kWarmWal        OnIo->WarmNext         the WAL's next chunk is being read
+//   kWarmWal -> kIdle           OnIo->WarmNext         read whole, or a read failed; status() OK
 //   any -> kIdle                OnIo->Finish           status() says why; what was adopted stays
 // clang-format on
 //
@@ -62,6 +72,7 @@
 #define SQLOOP_DB_INTERNAL_FILE_PREOPEN_H_
 
 #include <cstdint>
+#include <memory>
 
 #include "absl/status/status.h"
 #include "sqloop/db/internal/database_files.h"
@@ -71,10 +82,21 @@ namespace sqloop::db::internal {
 
 class FilePreopen {
  public:
-  enum class State : uint8_t { kIdle, kOpenMain, kSizeMain, kOpenRest, kCreateWal, kSizeWal };
+  enum class State : uint8_t {
+    kIdle,
+    kOpenMain,
+    kSizeMain,
+    kOpenRest,
+    kCreateWal,
+    kSizeWal,
+    kWarmWal
+  };
   // The most of the main file read ahead: the first page of a database with the default page
   // size (a larger page is read by SQLite as usual).
   static constexpr uint32_t kHeadBytesMax = 4096;
+  // Invariant 8: the WAL is read ahead in chunks of this size, up to this size.
+  static constexpr uint32_t kWarmChunkBytes = 128 * 1024;
+  static constexpr int64_t kWarmWalBytesMax = int64_t{64} << 20;
   using Callback = void (*)(void* arg);
 
   FilePreopen() = default;
@@ -103,6 +125,8 @@ class FilePreopen {
   [[nodiscard]] int64_t Take(int64_t result);
   [[nodiscard]] int64_t TakeRest();
   [[nodiscard]] int64_t AdoptAndAdvance(FileRole role, int64_t size_bytes, State next);
+  void WarmNext(int64_t result);
+  void SubmitWarmRead();
 
   loop::Loop* loop_ = nullptr;
   DatabaseFiles* files_ = nullptr;
@@ -124,6 +148,9 @@ class FilePreopen {
   bool probed_journal_ = false;  // kOpenRest probed the journal at once (invariant 7),
   int64_t journal_probe_ = 0;    // finding it (0) or not (-errno).
   int64_t main_bytes_ = 0;       // The main file's size, from kSizeMain.
+  int64_t wal_bytes_ = 0;        // The WAL's size, from kSizeWal.
+  int64_t warmed_bytes_ = 0;     // kWarmWal: what of the WAL is read.
+  std::unique_ptr<char[]> warm_buffer_;  // kWarmWal: what the reads land in, thrown away.
   absl::Status status_;
 };
 
