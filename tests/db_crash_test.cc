@@ -63,6 +63,9 @@ TEST(DbCrashTest, EveryAcknowledgedTransactionSurvivesEveryCrash) {
       {"recovery_crash", 0.15},
       {"recovery_crash_while_open", 0.05},
       {"persistent_eio", 0.01},
+      // The recovering open found frames in the WAL and read it ahead (measured: 66 % of seeds
+      // 1-2000).
+      {"wal_warmed", 0.4},
   };
   std::map<std::string, uint64_t> seeds_per_path;
   for (uint64_t seed = 1; seed <= SeedCount(); ++seed) {

@@ -624,6 +624,8 @@ void Judge(const Run& run, const Recovered& recovered, const Aftermath& after,
   result.paths["corruption_detected"] = detected ? 1 : 0;
   result.paths["recovery_crash"] = plan.recovery_crashes;
   result.paths["recovery_crash_while_open"] = after.recovery_struck_open;
+  // The crash left frames in the WAL, which the open read into memory ahead of SQLite.
+  result.paths["wal_warmed"] = recovered.wal_bytes_warmed > 0 ? 1 : 0;
   if (after.payload_corrupted) result.paths["payload_corrupted"] = 1;
 }
 

@@ -242,6 +242,7 @@ absl::Status Recover(uint64_t seed, const WorkloadOptions& options,
   recovered.database = nullptr;
   database.reset();
   status.Update(loop->Run(loop::RunMode::kUntilDone));
+  recovered.wal_bytes_warmed = (*vfs)->stats().wal_bytes_warmed;
   trace_hash = sim.trace_hash();
   return status;
 }

@@ -72,9 +72,10 @@ struct Recovered {
   uint32_t live_round = 0;
   uint32_t live_acked = 0;
   int64_t live_started_ns = 0;
-  int64_t live_finished_ns = 0;  // 0 while the liveness phase runs.
-  std::string liveness;          // The first liveness violation; empty when it held.
-  db::DatabaseStats stats;       // The recovery database's, at close.
+  int64_t live_finished_ns = 0;   // 0 while the liveness phase runs.
+  std::string liveness;           // The first liveness violation; empty when it held.
+  db::DatabaseStats stats;        // The recovery database's, at close.
+  uint64_t wal_bytes_warmed = 0;  // Its Vfs's: the WAL the crash left, read ahead at the open.
   // A crash of this recovering process (FaultPlan::recovery_crash_ns): it reads back, skips
   // the liveness phase and closes, unless the crash strikes first.
   io::SimBackend* sim = nullptr;
