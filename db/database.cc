@@ -261,12 +261,11 @@ void Database::FinishClose() {
       writer_closed_idle_ = false;
     }
     // SQLite's own checkpoint, in the writer's close, reads the WAL by waiting: what is left of
-    // it is copied first, from memory only, so that one finds nothing to copy. If this one
-    // fails (a write error), SQLite's is skipped: the WAL stays, every frame of it durable, and
-    // the next open recovers it, as after a crash.
-    // The last group's fsync, or the drain of a full write-behind buffer, is waited for first
-    // (a checkpoint runs only between groups). A poisoned database writes nothing more: its WAL
-    // is left to the next open too.
+    // it is copied first, from memory only, so that one finds nothing to copy, once the writer
+    // settled (a checkpoint runs between groups: after the last group's fsync, or the drain of
+    // a full write-behind buffer). If this one fails (a write error), SQLite's is skipped: the
+    // WAL stays, every frame of it durable, and the next open recovers it, as after a crash; so
+    // for a poisoned database, which writes nothing more.
     if (writer_open() && !close_checkpointed_) {
       if (writer_state_ != WriterState::kIdle && !close_writer_unsettled_) {
         close_writer_unsettled_ = true;
