@@ -57,7 +57,6 @@ void FilePreopen::Advance(State next) {
       return;
     case State::kWarmWal:
       warmed_bytes_ = 0;
-      warm_buffer_ = std::make_unique<char[]>(kWarmChunkBytes);
       SubmitWarmRead();
       return;
   }
@@ -71,7 +70,6 @@ void FilePreopen::WarmNext(int64_t result) {
     files_->context().stats().wal_bytes_warmed += static_cast<uint64_t>(result);
   }
   if (result <= 0 || warmed_bytes_ >= wal_bytes_) {
-    warm_buffer_.reset();
     Advance(State::kIdle);
     return;
   }
@@ -79,11 +77,12 @@ void FilePreopen::WarmNext(int64_t result) {
 }
 
 void FilePreopen::SubmitWarmRead() {
+  static_assert(kWarmChunkBytes <= VfsContext::kFetchSinkBytes);
   const auto length =
       static_cast<uint32_t>(std::min<int64_t>(kWarmChunkBytes, wal_bytes_ - warmed_bytes_));
   Submit(io_, {.kind = io::OpKind::kRead,
                .fd = files_->table().file(FileRole::kWal).fd,
-               .buffer = warm_buffer_.get(),
+               .buffer = files_->context().fetch_sink(),
                .length = length,
                .offset = static_cast<uint64_t>(warmed_bytes_)});
 }

@@ -38,9 +38,10 @@
 //      from), and a reopen would wait for that worker's wake-up.
 //   8. A WAL opened here with frames in it (a crash, or a close whose checkpoint failed, left
 //      it) is read whole by SQLite's recovery at its first statement, by waiting. kWarmWal reads
-//      it through the loop first, one kWarmChunkBytes chunk after another into a buffer thrown
-//      away, so that recovery finds it in memory: up to kWarmWalBytesMax, and not on a memory
-//      file system. A failed read ends the warming, not the open (SQLite reads it then).
+//      it through the loop first, one kWarmChunkBytes chunk after another into the fetches' sink
+//      (VfsContext::fetch_sink: bytes thrown away), so that recovery finds it in memory: up to
+//      kWarmWalBytesMax, and not on a memory file system. A failed read ends the warming, not
+//      the open (SQLite reads it then).
 //
 // clang-format off
 //   kIdle --Start--> kOpenMain --> kSizeMain --> kOpenRest ----------------> kSizeWal --> kIdle
@@ -72,7 +73,6 @@
 #define SQLOOP_DB_INTERNAL_FILE_PREOPEN_H_
 
 #include <cstdint>
-#include <memory>
 
 #include "absl/status/status.h"
 #include "sqloop/db/internal/database_files.h"
@@ -150,7 +150,6 @@ class FilePreopen {
   int64_t main_bytes_ = 0;       // The main file's size, from kSizeMain.
   int64_t wal_bytes_ = 0;        // The WAL's size, from kSizeWal.
   int64_t warmed_bytes_ = 0;     // kWarmWal: what of the WAL is read.
-  std::unique_ptr<char[]> warm_buffer_;  // kWarmWal: what the reads land in, thrown away.
   absl::Status status_;
 };
 

@@ -115,8 +115,9 @@ class VfsContext {
   // Bytes of the fetch sink.
   static constexpr uint32_t kFetchSinkBytes = 1 << 20;
   // Where reads that only bring file pages into memory put their bytes (a Database fetching
-  // what a reader missed): one buffer for every database of the Vfs, written by any number of
-  // fetches at once and never read. Allocated at the first use, kept until the Vfs goes.
+  // what a reader missed, an open reading a WAL ahead): one buffer for every database of the Vfs,
+  // written by any number of fetches at once and never read. Allocated at the first use, kept until
+  // the Vfs goes.
   [[nodiscard]] char* fetch_sink();
 
   // The memory of the WAL indexes of the Vfs's databases.
