@@ -50,16 +50,19 @@
 //
 // clang-format on
 //
-// kOpening has two steps. First the files' descriptors are opened and the main file's head
-// read through the loop (internal::FilePreopen, StartPreopen; the files are pinned meanwhile in
-// preopened_), so SQLite's xOpen finds them and its first reads wait for nothing (the head is
-// dropped on reaching kReady); then, once the tick's open budget allows
-// (VfsOptions::open_tick_budget_ns), DoOpen opens the connections.
+// kOpening has three steps. First the files' descriptors are opened and the main file's head
+// (and a WAL with frames) read through the loop (internal::FilePreopen, StartPreopen; the files
+// are pinned meanwhile in preopened_), so SQLite's xOpen finds them and its first reads wait
+// for nothing (the head is dropped on reaching kReady); then WarmForCheck decides whether the
+// open checks the file and reads a small one ahead of its check; then, once the tick's open
+// budget allows (VfsOptions::open_tick_budget_ns), DoOpen opens the connections.
 //
 // The integrity check (check_at_open, when NeedsCheck says the file is new to this Vfs or
 // changed since it was checked) reads the whole file, and SQLite's quick_check cannot be cut
 // into slices (db/internal/integrity_check.h says why). So DoOpen checks a small file
-// (check_on_loop_bytes_max) at once, on the loop, as part of the open, and a large one in
+// (check_on_loop_bytes_max) at once, on the loop, as part of the open, once WarmForCheck read
+// it into memory through the loop (FilePreopen::Warm) so that the check waits for nothing;
+// and a large one in
 // kOpenChecking: DoOpen empties the WAL into the main file (a checkpoint), and once the open's
 // epoch is durable a thread checks the main file with a connection of its own while the loop
 // serves everything else. Nothing is admitted before kReady, so the file does not change under
@@ -560,6 +563,7 @@ class Database {
   void AddReaderIfAllBusy();
   [[nodiscard]] absl::Status OpenReader();
   void StartPreopen();
+  [[nodiscard]] bool WarmForCheck();
   static void OnPreopened(void* arg);
   void FailOpen(absl::Status status);
   [[nodiscard]] bool NeedsCheck(internal::DatabaseFiles& files);
@@ -635,6 +639,8 @@ class Database {
   std::unique_ptr<internal::FilePreopen> preopen_;
   internal::DatabaseFiles* preopened_ = nullptr;
   bool files_ready_ = false;
+  bool check_decided_ = false;  // WarmForCheck ran: needs_check_ is DoOpen's answer.
+  bool needs_check_ = false;
   uint64_t open_epoch_ = 0;
   bool checked_ = false;  // The integrity check passed at open (or held from the last close).
   bool writer_closed_idle_ = false;  // CloseWriterIfIdle closed it: FinishClose reopens it.

@@ -112,6 +112,9 @@ struct VfsStats {
   // Bytes of WALs found with frames at an open (left by a crash) and read into memory through
   // the loop before SQLite's recovery reads them.
   uint64_t wal_bytes_warmed = 0;
+  // Bytes of small main files read into memory through the loop ahead of the integrity check
+  // that an open runs on the loop.
+  uint64_t main_bytes_warmed = 0;
 };
 
 namespace internal {

@@ -776,6 +776,25 @@ TEST_P(ColdReadTest, AnOpenThatRecoversAColdWalMakesTheLoopWaitForNothing) {
   }
 }
 
+// The integrity check of a small file runs on the loop at the file's first open in a process
+// and reads the whole file: the open reads it into memory through the loop first, so with the
+// file out of memory the check waits for nothing (it waited without that).
+TEST_P(ColdReadTest, AnOpenThatChecksAColdSmallFileMakesTheLoopWaitForNothing) {
+  if (OnTmpfs()) GTEST_SKIP() << "the scratch directory is on tmpfs";
+  DatabaseOptions options;
+  options.check_on_loop_bytes_max = 4 << 20;  // The table's ~400 KB file is small here.
+  CreateTable(options);
+  ASSERT_TRUE(CloseDb().ok());
+  ASSERT_NO_FATAL_FAILURE(MakeVfs());  // A new process: the file is new to its Vfs.
+  EvictFiles();
+  ASSERT_TRUE(OpenDb(options).ok());
+  EXPECT_EQ(db_->stats().integrity_checks, 1U);
+  EXPECT_EQ(db_->stats().integrity_checks_off_loop, 0U) << "not the check this test is about";
+  EXPECT_GT(vfs_->stats().main_bytes_warmed, 100'000U) << "the open did not read the file ahead";
+  EXPECT_EQ(vfs_->stats().reads_waited, 0U) << "the check waited for the disk";
+  EXPECT_EQ(Read(kScan), kScanRows);
+}
+
 // The same for a write: while the cold database's group waits for its fetch (the writer in
 // kFetching, its transaction open), the hot database's reads and writes keep completing, in
 // virtual time on the simulator, whose device takes its latency for the fetch (a real device

@@ -13,7 +13,22 @@
 namespace sqloop::db::internal {
 
 void FilePreopen::Start(loop::Loop& loop, DatabaseFiles& files, Callback done, void* arg) {
-  SQLOOP_CHECK(state_ == State::kIdle, "FilePreopen::Start: already running");
+  Prepare(loop, files, done, arg);
+  // Invariant 3: files still open from an earlier Database need nothing.
+  Advance(files.table().file(FileRole::kMain).fd >= 0 ? State::kIdle : State::kOpenMain);
+}
+
+void FilePreopen::Warm(loop::Loop& loop, DatabaseFiles& files, FileRole role, int64_t bytes,
+                       Callback done, void* arg) {
+  Prepare(loop, files, done, arg);
+  warm_role_ = role;
+  warm_bytes_ = bytes;
+  Advance(bytes > 0 && !loop.backend().InMemoryFile(files.table().file(role).fd) ? State::kWarm
+                                                                                 : State::kIdle);
+}
+
+void FilePreopen::Prepare(loop::Loop& loop, DatabaseFiles& files, Callback done, void* arg) {
+  SQLOOP_CHECK(state_ == State::kIdle, "FilePreopen: already running");
   loop_ = &loop;
   files_ = &files;
   done_ = done;
@@ -24,8 +39,6 @@ void FilePreopen::Start(loop::Loop& loop, DatabaseFiles& files, Callback done, v
     c->user_data = this;
     c->name = "preopen";
   }
-  // Invariant 3: files still open from an earlier Database need nothing.
-  Advance(files.table().file(FileRole::kMain).fd >= 0 ? State::kIdle : State::kOpenMain);
 }
 
 void FilePreopen::Submit(loop::Completion& c, io::Op op) {
@@ -55,7 +68,7 @@ void FilePreopen::Advance(State next) {
       create_ = true;
       SubmitOpen(FileRole::kWal);
       return;
-    case State::kWarmWal:
+    case State::kWarm:
       warmed_bytes_ = 0;
       SubmitWarmRead();
       return;
@@ -67,9 +80,11 @@ void FilePreopen::Advance(State next) {
 void FilePreopen::WarmNext(int64_t result) {
   if (result > 0) {
     warmed_bytes_ += result;
-    files_->context().stats().wal_bytes_warmed += static_cast<uint64_t>(result);
+    VfsStats& stats = files_->context().stats();
+    (warm_role_ == FileRole::kWal ? stats.wal_bytes_warmed : stats.main_bytes_warmed) +=
+        static_cast<uint64_t>(result);
   }
-  if (result <= 0 || warmed_bytes_ >= wal_bytes_) {
+  if (result <= 0 || warmed_bytes_ >= warm_bytes_) {
     Advance(State::kIdle);
     return;
   }
@@ -79,9 +94,9 @@ void FilePreopen::WarmNext(int64_t result) {
 void FilePreopen::SubmitWarmRead() {
   static_assert(kWarmChunkBytes <= VfsContext::kFetchSinkBytes);
   const auto length =
-      static_cast<uint32_t>(std::min<int64_t>(kWarmChunkBytes, wal_bytes_ - warmed_bytes_));
+      static_cast<uint32_t>(std::min<int64_t>(kWarmChunkBytes, warm_bytes_ - warmed_bytes_));
   Submit(io_, {.kind = io::OpKind::kRead,
-               .fd = files_->table().file(FileRole::kWal).fd,
+               .fd = files_->table().file(warm_role_).fd,
                .buffer = files_->context().fetch_sink(),
                .length = length,
                .offset = static_cast<uint64_t>(warmed_bytes_)});
@@ -198,13 +213,14 @@ int64_t FilePreopen::Take(int64_t result) {
       return 0;
     case State::kSizeWal: {
       if (result < 0) break;
-      wal_bytes_ = result;
+      warm_role_ = FileRole::kWal;
+      warm_bytes_ = result;
       // Invariant 8 (InMemoryFile: a memory file system has nothing to read ahead).
       const bool warm =
           result > 0 && result <= kWarmWalBytesMax && !loop_->backend().InMemoryFile(fd_);
-      return AdoptAndAdvance(FileRole::kWal, result, warm ? State::kWarmWal : State::kIdle);
+      return AdoptAndAdvance(FileRole::kWal, result, warm ? State::kWarm : State::kIdle);
     }
-    case State::kWarmWal:
+    case State::kWarm:
       WarmNext(result);
       return 0;
     case State::kOpenRest:

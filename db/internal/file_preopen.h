@@ -37,16 +37,19 @@
 //      without blocking, and tmpfs keeps no record of a missing name to answer the probe
 //      from), and a reopen would wait for that worker's wake-up.
 //   8. A WAL opened here with frames in it (a crash, or a close whose checkpoint failed, left
-//      it) is read whole by SQLite's recovery at its first statement, by waiting. kWarmWal reads
+//      it) is read whole by SQLite's recovery at its first statement, by waiting. kWarm reads
 //      it through the loop first, one kWarmChunkBytes chunk after another into the fetches' sink
 //      (VfsContext::fetch_sink: bytes thrown away), so that recovery finds it in memory: up to
 //      kWarmWalBytesMax, and not on a memory file system. A failed read ends the warming, not
 //      the open (SQLite reads it then).
+//   9. Warm reads a file of the preopened database the same way, on its own: the Database reads
+//      a small main file ahead of the integrity check it runs on the loop (quick_check reads it
+//      whole, by waiting).
 //
 // clang-format off
 //   kIdle --Start--> kOpenMain --> kSizeMain --> kOpenRest ----------------> kSizeWal --> kIdle
 //                        |             |            |   \--> kCreateWal --/     |  \       ^
-//                        |             |            |            |              |   kWarmWal
+//                        |             |            |            |              |    kWarm
 //                        +-------------+------------+------------+--------------+--------+
 //                                     an operation failed: the error, every descriptor closed
 //
@@ -60,10 +63,11 @@
 //   kCreateWal -> kSizeWal      OnIo->Advance          the WAL is open
 //   kOpenRest -> kIdle          OnIo->TakeRest         the WAL had a descriptor; status() OK
 //   kSizeWal -> kIdle           OnIo->AdoptAndAdvance  every file adopted; status() OK
-//   kSizeWal -> kWarmWal        OnIo->AdoptAndAdvance  the same, and the WAL has frames: its
+//   kSizeWal -> kWarm           OnIo->AdoptAndAdvance  the same, and the WAL has frames: its
 //                                                      first chunk is being read (invariant 8)
-//   kWarmWal -> kWarmWal        OnIo->WarmNext         the WAL's next chunk is being read
-//   kWarmWal -> kIdle           OnIo->WarmNext         read whole, or a read failed; status() OK
+//   kIdle -> kWarm              Warm                   the file's first chunk is being read (9)
+//   kWarm -> kWarm              OnIo->WarmNext         the file's next chunk is being read
+//   kWarm -> kIdle              OnIo->WarmNext         read whole, or a read failed; status() OK
 //   any -> kIdle                OnIo->Finish           status() says why; what was adopted stays
 // clang-format on
 //
@@ -89,7 +93,7 @@ class FilePreopen {
     kOpenRest,
     kCreateWal,
     kSizeWal,
-    kWarmWal
+    kWarm
   };
   // The most of the main file read ahead: the first page of a database with the default page
   // size (a larger page is read by SQLite as usual).
@@ -107,12 +111,17 @@ class FilePreopen {
   // (status() then says how it went), or before Start returns if there is nothing to open.
   // Only in kIdle.
   void Start(loop::Loop& loop, DatabaseFiles& files, Callback done, void* arg);
+  // Invariant 9: reads the first `bytes` of `role`'s file (open) into memory, then `done(arg)`
+  // as Start's. Only in kIdle.
+  void Warm(loop::Loop& loop, DatabaseFiles& files, FileRole role, int64_t bytes, Callback done,
+            void* arg);
 
   [[nodiscard]] State state() const { return state_; }
   [[nodiscard]] const absl::Status& status() const { return status_; }
 
  private:
   static loop::Action OnIo(loop::Loop& loop, loop::Completion& c);
+  void Prepare(loop::Loop& loop, DatabaseFiles& files, Callback done, void* arg);
   // Moves to the next state that has work, submitting its operations, or finishes.
   void Advance(State next);
   void StartRest();
@@ -148,8 +157,9 @@ class FilePreopen {
   bool probed_journal_ = false;  // kOpenRest probed the journal at once (invariant 7),
   int64_t journal_probe_ = 0;    // finding it (0) or not (-errno).
   int64_t main_bytes_ = 0;       // The main file's size, from kSizeMain.
-  int64_t wal_bytes_ = 0;        // The WAL's size, from kSizeWal.
-  int64_t warmed_bytes_ = 0;     // kWarmWal: what of the WAL is read.
+  FileRole warm_role_ = FileRole::kWal;  // kWarm: the file read ahead,
+  int64_t warm_bytes_ = 0;               // this much of it,
+  int64_t warmed_bytes_ = 0;             // of which this much is read.
   absl::Status status_;
 };
 
