@@ -139,7 +139,7 @@ void Database::Pump() {
         StartPreopen();  // OnPreopened re-arms.
         return;
       }
-      if (!check_decided_ && WarmForCheck()) return;  // OnPreopened re-arms.
+      if (!needs_check_.has_value() && WarmForCheck()) return;  // OnPreopened re-arms.
       if (!internal::VfsCore::Of(vfs_).context().MayOpenOrCloseNow()) {
         ArmPump();  // This tick has opened enough.
         return;

@@ -257,6 +257,7 @@
 #include <cstdint>
 #include <latch>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -639,8 +640,7 @@ class Database {
   std::unique_ptr<internal::FilePreopen> preopen_;
   internal::DatabaseFiles* preopened_ = nullptr;
   bool files_ready_ = false;
-  bool check_decided_ = false;  // WarmForCheck ran: needs_check_ is DoOpen's answer.
-  bool needs_check_ = false;
+  std::optional<bool> needs_check_;  // WarmForCheck's answer (NeedsCheck), for DoOpen.
   uint64_t open_epoch_ = 0;
   bool checked_ = false;  // The integrity check passed at open (or held from the last close).
   bool writer_closed_idle_ = false;  // CloseWriterIfIdle closed it: FinishClose reopens it.

@@ -60,13 +60,14 @@ void Database::OnPreopened(void* arg) {
 // DoOpen) reads the whole main file by waiting, so that file is read into memory through the
 // loop first (FilePreopen::Warm). Returns true if it is being read.
 bool Database::WarmForCheck() {
-  check_decided_ = true;
   needs_check_ = NeedsCheck(*preopened_);
   const uint64_t bytes = preopened_->table().file(internal::FileRole::kMain).size_bytes;
-  if (!needs_check_ || bytes <= internal::FilePreopen::kHeadBytesMax ||
+  if (!*needs_check_ || bytes <= internal::FilePreopen::kHeadBytesMax ||
       bytes > options_.check_on_loop_bytes_max) {
     return false;
   }
+  // Not ready while the read is in flight, as during the preopen; Warm may end at once, and
+  // OnPreopened then makes the files ready again.
   files_ready_ = false;
   preopen_->Warm(loop_, *preopened_, internal::FileRole::kMain, static_cast<int64_t>(bytes),
                  &Database::OnPreopened, this);
@@ -268,7 +269,7 @@ absl::Status Database::CheckOptions() const {
 
 absl::Status Database::DoOpen() {
   internal::DatabaseFiles& files = *preopened_;
-  const bool check = needs_check_;
+  const bool check = *needs_check_;
   if (!check && MayDeferWriter(files)) {
     ++stats_.writer_opens_deferred;
   } else {

@@ -23,8 +23,7 @@ void FilePreopen::Warm(loop::Loop& loop, DatabaseFiles& files, FileRole role, in
   Prepare(loop, files, done, arg);
   warm_role_ = role;
   warm_bytes_ = bytes;
-  Advance(bytes > 0 && !loop.backend().InMemoryFile(files.table().file(role).fd) ? State::kWarm
-                                                                                 : State::kIdle);
+  Advance(State::kWarm);
 }
 
 void FilePreopen::Prepare(loop::Loop& loop, DatabaseFiles& files, Callback done, void* arg) {
@@ -70,13 +69,18 @@ void FilePreopen::Advance(State next) {
       return;
     case State::kWarm:
       warmed_bytes_ = 0;
+      // Invariants 8 and 9: nothing to read, or a memory file system, which holds it already.
+      if (warm_bytes_ <= 0 || loop_->backend().InMemoryFile(files_->table().file(warm_role_).fd)) {
+        Advance(State::kIdle);
+        return;
+      }
       SubmitWarmRead();
       return;
   }
 }
 
-// Invariant 8: counts what a read brought in and reads the next chunk, or ends the warming once
-// the WAL is read whole, or a read failed or found its end early.
+// Invariants 8 and 9: counts what a read brought in and reads the next chunk, or ends the
+// warming once the file is read whole, or a read failed or found its end early.
 void FilePreopen::WarmNext(int64_t result) {
   if (result > 0) {
     warmed_bytes_ += result;
@@ -215,10 +219,9 @@ int64_t FilePreopen::Take(int64_t result) {
       if (result < 0) break;
       warm_role_ = FileRole::kWal;
       warm_bytes_ = result;
-      // Invariant 8 (InMemoryFile: a memory file system has nothing to read ahead).
-      const bool warm =
-          result > 0 && result <= kWarmWalBytesMax && !loop_->backend().InMemoryFile(fd_);
-      return AdoptAndAdvance(FileRole::kWal, result, warm ? State::kWarm : State::kIdle);
+      // Invariant 8 (kWarm ends at once for an empty WAL).
+      return AdoptAndAdvance(FileRole::kWal, result,
+                             result <= kWarmWalBytesMax ? State::kWarm : State::kIdle);
     }
     case State::kWarm:
       WarmNext(result);

@@ -68,6 +68,7 @@
 //   kIdle -> kWarm              Warm                   the file's first chunk is being read (9)
 //   kWarm -> kWarm              OnIo->WarmNext         the file's next chunk is being read
 //   kWarm -> kIdle              OnIo->WarmNext         read whole, or a read failed; status() OK
+//   kWarm -> kIdle              Advance                nothing to read (empty, or in memory)
 //   any -> kIdle                OnIo->Finish           status() says why; what was adopted stays
 // clang-format on
 //
@@ -98,7 +99,7 @@ class FilePreopen {
   // The most of the main file read ahead: the first page of a database with the default page
   // size (a larger page is read by SQLite as usual).
   static constexpr uint32_t kHeadBytesMax = 4096;
-  // Invariant 8: the WAL is read ahead in chunks of this size, up to this size.
+  // Invariants 8 and 9: a file is read ahead in chunks of this size; a WAL up to this size.
   static constexpr uint32_t kWarmChunkBytes = 128 * 1024;
   static constexpr int64_t kWarmWalBytesMax = int64_t{64} << 20;
   using Callback = void (*)(void* arg);

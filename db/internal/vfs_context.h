@@ -115,7 +115,7 @@ class VfsContext {
   // Bytes of the fetch sink.
   static constexpr uint32_t kFetchSinkBytes = 1 << 20;
   // Where reads that only bring file pages into memory put their bytes (a Database fetching
-  // what a reader missed, an open reading a WAL ahead): one buffer for every database of the Vfs,
+  // what a reader missed, an open reading a file ahead): one buffer for every database of the Vfs,
   // written by any number of fetches at once and never read. Allocated at the first use, kept until
   // the Vfs goes.
   [[nodiscard]] char* fetch_sink();
