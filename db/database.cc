@@ -12,6 +12,7 @@
 #include "sqloop/db/internal/database_files.h"
 #include "sqloop/db/internal/file_names.h"
 #include "sqloop/db/internal/file_preopen.h"     // Complete for preopen_'s destructor.
+#include "sqloop/db/internal/file_sleep.h"       // And sleep_'s.
 #include "sqloop/db/internal/integrity_check.h"  // And check_'s.
 #include "sqloop/db/internal/vfs_core.h"
 
@@ -126,7 +127,9 @@ loop::Action Database::OnPump(loop::Loop& /*unused*/, loop::Completion& c) {
   // All of a database's SQLite work runs from its pump, so one mark here charges every byte
   // SQLite allocates for it (the VFS's calls included) to its tenant.
   alloc::ScopedTenant tenant(self->options_.tenant);
+  self->in_callback_ = true;  // Sleep() refuses to run under a request's callback.
   self->Pump();
+  self->in_callback_ = false;
   return loop::Action::kDisarm;
 }
 
@@ -177,9 +180,14 @@ void Database::Pump() {
       return;
     case State::kReady:
     case State::kPoisoned:
+      if (asleep()) {
+        Wake();  // OnWoken re-arms.
+        return;
+      }
       Serve();
       return;
     case State::kClosing:
+      if (asleep() && !CloseAsleep()) return;  // OnWoken re-arms.
       FinishClose();
       return;
     case State::kNew:
@@ -365,6 +373,10 @@ absl::Status Database::Submit(Request& request) {
 // fetches it; any statement is correct there, and it completes once its group is durable.
 absl::StatusOr<Request::Kind> Database::KindOf(const Request& request) {
   if (!request.batch.empty()) return Request::Kind::kWrite;
+  if (asleep()) {
+    ++stats_.kinds_unknown;  // No statement runs until the files are open again.
+    return Request::Kind::kWrite;
+  }
   // Before the writer opens (MayDeferWriter) nothing was written, so the first reader knows the
   // same schema.
   Connection& c = writer_open() ? *writer_ : *readers_.front();
@@ -559,37 +571,6 @@ void Database::SettleWriter() {
   if (writer_state_ == WriterState::kBlocked && files_->queue().idle()) {
     SetWriterState(WriterState::kIdle);
   }
-}
-
-void Database::ReleaseMemory() {
-  if (state_ != State::kReady && state_ != State::kPoisoned) return;
-  alloc::ScopedTenant tenant(options_.tenant);
-  if (writer_open()) sqlite3_db_release_memory(writer_->db());
-  // Readers beyond the first are closed (their schema and page cache go with them) and
-  // reopened when reads find every open reader busy again.
-  while (readers_.size() > 1 && readers_.back()->current() == nullptr) {
-    Unpin(*readers_.back());
-    readers_.pop_back();
-  }
-  for (auto& reader : readers_) sqlite3_db_release_memory(reader->db());
-}
-
-// No reader may be busy: a reader classifies kAuto requests while the writer is closed
-// (KindOf), so every reader must see the writer's last commit (RefreshSnapshots pins the idle
-// ones at it; the last group is durable in kIdle).
-bool Database::CloseWriterIfIdle() {
-  if (state_ != State::kReady || !writer_open() || writer_state_ != WriterState::kIdle ||
-      !writes_.empty() || group_resume_ != nullptr || group_fetching_ ||
-      writer_->current() != nullptr || sqlite3_get_autocommit(writer_->db()) == 0 ||
-      AnyReaderBusy()) {
-    return false;
-  }
-  alloc::ScopedTenant tenant(options_.tenant);
-  RefreshSnapshots();
-  writer_->Close();
-  writer_closed_idle_ = true;
-  ++stats_.writers_closed_idle;
-  return true;
 }
 
 // Runs between groups, so every commit is durable. Idle readers let go of their snapshots

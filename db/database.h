@@ -244,6 +244,14 @@
 // restarting the WAL, so Checkpoint() unpins the idle readers, checkpoints, and pins them again
 // at the same (durable) state; only a read that is running keeps its snapshot meanwhile.
 //
+// Sleep (db/database_idle.cc): a quiet kReady database (Quiet(): nothing queued, running or in
+// flight anywhere, every epoch durable) may give its descriptors back and keep its connections,
+// through internal::FileSleep, whose header has the sub-machine and its invariants. It stays
+// kReady; while asleep (asleep()) the pump runs no SQLite: it starts the wake when a request is
+// queued (Wake), and OnWoken either lets the pump serve or fails the queued requests with why
+// (the files changed, or could not be opened again). kClosing while asleep closes the
+// connections without SQLite's checkpoint and touches no file (CloseAsleep).
+//
 // Example:
 //
 //   sqloop::db::Database db(*loop, *vfs, "/data/tenant-42.db", {});
@@ -277,6 +285,7 @@ namespace internal {
 class Connection;
 class DatabaseFiles;     // db/internal/database_files.h: not part of the API.
 class FilePreopen;       // db/internal/file_preopen.h.
+class FileSleep;         // db/internal/file_sleep.h.
 class IntegrityCheck;    // db/internal/integrity_check.h.
 struct FileFingerprint;  // db/internal/vfs_context.h.
 struct ReadMiss;         // db/internal/epoch_queue.h.
@@ -444,8 +453,12 @@ struct DatabaseStats {
   // Closes that found the writer in kSyncing or kBlocked when about to checkpoint: the close's
   // checkpoint waited for the group's fsync or the buffer's drain.
   uint64_t closes_writer_unsettled = 0;
-  // kAuto requests run as writes: classifying them would have waited for the disk (KindOf).
+  // kAuto requests run as writes: classifying them would have waited for the disk (KindOf),
+  // or the database slept.
   uint64_t kinds_unknown = 0;
+  uint64_t sleeps = 0;        // Sleep() calls that closed the descriptors.
+  uint64_t wakes = 0;         // Wakes that took them again.
+  uint64_t wakes_failed = 0;  // ... that failed (an open failed, or the files changed).
 };
 
 class Database {
@@ -497,6 +510,19 @@ class Database {
   // the WAL and truncates it. For a host trimming a database it expects to stay idle: an idle
   // open tenant then holds one connection. Returns whether it closed it.
   bool CloseWriterIfIdle();
+  // Closes the database's descriptors (the flock on its file goes with them) and keeps its
+  // connections, so an idle database holds no descriptor and wakes without a reopen: the next
+  // request opens the files again through the loop (two opens, no parse of the schema) before
+  // it runs. Only when nothing is queued, running, awaiting durability or in flight on the
+  // files (FailedPrecondition otherwise: try again once idle). If the files changed while it
+  // slept (another process wrote to them), the wake fails the waiting requests with
+  // FailedPrecondition, nothing runs on the stale view, and only Close is left to do. Not from
+  // a request's callback (FailedPrecondition: the database is in the middle of its work). Close of
+  // a sleeping database touches no file: the WAL keeps its frames, all durable, and the next
+  // open recovers them.
+  [[nodiscard]] absl::Status Sleep();
+  // Whether the database sleeps (its files have no descriptor), or is waking.
+  [[nodiscard]] bool asleep() const;
   // Reader connections open now: 1 up to DatabaseOptions::readers.
   [[nodiscard]] size_t readers_open() const { return readers_.size(); }
   // Whether the writer connection is open (it opens at the first write after a reopen).
@@ -585,6 +611,11 @@ class Database {
   void StepRead(Connection& reader);
   void FinishClose();
   void CloseConnections();
+  // Sleep (db/database_idle.cc).
+  [[nodiscard]] bool Quiet() const;
+  void Wake();
+  static void OnWoken(void* arg);
+  [[nodiscard]] bool CloseAsleep();
   // Misses (the section above): a fetch of one window for one read, or for the writer's group
   // (`request` null), reused through a free list.
   // Who started a fetch: a read (waiting in Fetch::reads), the writer (group_fetching_), or
@@ -666,6 +697,11 @@ class Database {
   uint8_t pin_restarts_ = 0;        // Consecutive pins and reader opens that missed (kRestartsMax).
   absl::Status pin_fetch_error_;    // Why the last such fetch failed.
   bool group_started_idle_ = false;  // The running group started with nothing in flight.
+  // Made at the first Sleep: the descriptors closed and taken again (db/internal/file_sleep.h).
+  std::unique_ptr<internal::FileSleep> sleep_;
+  // The pump or a fetch's completion is running (and may call a request's callback, which must
+  // not put the database to sleep under it).
+  bool in_callback_ = false;
   // kFetching with the group's transaction open: the request whose statement missed, undone
   // to its savepoint, which runs first when the group resumes (ResumeGroup).
   Request* group_resume_ = nullptr;

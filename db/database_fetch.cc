@@ -122,7 +122,11 @@ bool Database::JoinFetch(Request& r, const internal::ReadMiss& miss) {
 
 loop::Action Database::OnFetched(loop::Loop& /*loop*/, loop::Completion& c) {
   auto* fetch = static_cast<Fetch*>(c.user_data);
-  return fetch->db->FetchDone(*fetch);
+  Database& db = *fetch->db;
+  db.in_callback_ = true;
+  const loop::Action action = db.FetchDone(*fetch);
+  db.in_callback_ = false;
+  return action;
 }
 
 // One part of the window is in memory: read the next part, or requeue the reads to run again

@@ -11,7 +11,8 @@
 // Design invariants:
 //   1. One descriptor per file per process, opened once, however many connections open it.
 //   2. The main file stays open while the table is pinned (a Database exists), so the process
-//      keeps its flock for as long as the Database does.
+//      keeps its flock for as long as the Database does; except while the Database sleeps
+//      (db/internal/file_sleep.h), when no descriptor is open and nothing touches the files.
 //   3. A file opened (or created) here is marked `needs_dir_sync` until a barrier syncs the
 //      directory: its name is durable only then.
 //   4. The head (the main file's first bytes, read ahead of an open) is kept only while it
@@ -115,6 +116,10 @@ class FileTable {
   // Takes `fd`, the directory opened by the caller through the loop (FilePreopen), unless the
   // table has one already (then `fd` is closed).
   void AdoptDirectory(int fd);
+  // Closes the directory's descriptor, if open (a sleeping database holds none: FileSleep).
+  void CloseDirectory() {
+    if (dir_fd_ >= 0) CloseDescriptor(dir_fd_);
+  }
 
   // Keeps the main file (and so the flock) open while no SQLite connection has it open.
   void Pin() { ++pins_; }

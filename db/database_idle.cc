@@ -1,0 +1,131 @@
+// Database: what an idle database gives back: its cached pages (ReleaseMemory), its writer
+// connection (CloseWriterIfIdle) and its descriptors (Sleep, the "Sleep" section of
+// db/database.h).
+#include <sqlite3.h>
+
+#include <memory>
+#include <utility>
+
+#include "sqloop/db/database.h"
+#include "sqloop/db/internal/connection.h"
+#include "sqloop/db/internal/database_files.h"
+#include "sqloop/db/internal/file_sleep.h"
+
+namespace sqloop::db {
+
+void Database::ReleaseMemory() {
+  if (state_ != State::kReady && state_ != State::kPoisoned) return;
+  alloc::ScopedTenant tenant(options_.tenant);
+  if (writer_open()) sqlite3_db_release_memory(writer_->db());
+  // Readers beyond the first are closed (their schema and page cache go with them) and
+  // reopened when reads find every open reader busy again.
+  while (readers_.size() > 1 && readers_.back()->current() == nullptr) {
+    Unpin(*readers_.back());
+    readers_.pop_back();
+  }
+  for (auto& reader : readers_) sqlite3_db_release_memory(reader->db());
+}
+
+// No reader may be busy: a reader classifies kAuto requests while the writer is closed
+// (KindOf), so every reader must see the writer's last commit (RefreshSnapshots pins the idle
+// ones at it; the last group is durable in kIdle).
+bool Database::CloseWriterIfIdle() {
+  if (state_ != State::kReady || asleep() || !writer_open() ||
+      writer_state_ != WriterState::kIdle || !writes_.empty() || group_resume_ != nullptr ||
+      group_fetching_ || writer_->current() != nullptr ||
+      sqlite3_get_autocommit(writer_->db()) == 0 || AnyReaderBusy()) {
+    return false;
+  }
+  alloc::ScopedTenant tenant(options_.tenant);
+  RefreshSnapshots();
+  writer_->Close();
+  writer_closed_idle_ = true;
+  ++stats_.writers_closed_idle;
+  return true;
+}
+
+// Invariant 1 of db/internal/file_sleep.h: nothing queued, running or in flight, on the
+// Database or on its files, and every epoch durable.
+bool Database::Quiet() const {
+  const internal::EpochQueue& queue = files_->queue();
+  return state_ == State::kReady && writes_.empty() && reads_.empty() && held_.empty() &&
+         awaiting_.empty() && writer_state_ == WriterState::kIdle && group_resume_ == nullptr &&
+         !group_fetching_ && !pin_fetching_ && fetches_in_flight_ == 0 && !AnyReaderBusy() &&
+         queue.idle() && queue.durable_epoch() == queue.epoch() && !queue.poisoned() &&
+         (!writer_open() || sqlite3_get_autocommit(writer_->db()) != 0);
+}
+
+absl::Status Database::Sleep() {
+  if (state_ != State::kReady) {
+    return absl::FailedPreconditionError("Database::Sleep: the database is not open");
+  }
+  if (asleep()) return absl::OkStatus();
+  if (in_callback_) {
+    return absl::FailedPreconditionError(
+        "Database::Sleep: called from a request's callback, inside the database's own work; "
+        "call it from outside (a timer, another completion)");
+  }
+  for (int i = 0; i < internal::kFileRoles; ++i) {
+    if (files_->table().file(static_cast<internal::FileRole>(i)).needs_dir_sync) {
+      return absl::FailedPreconditionError(
+          "Database::Sleep: a file's name is not durable yet; try again once idle");
+    }
+  }
+  if (!Quiet()) {
+    return absl::FailedPreconditionError(
+        "Database::Sleep: requests are queued, running or awaiting durability, or the files "
+        "are busy; try again once idle");
+  }
+  if (sleep_ == nullptr) sleep_ = std::make_unique<internal::FileSleep>();
+  if (absl::Status slept = sleep_->Sleep(loop_, files_->table()); !slept.ok()) return slept;
+  ++stats_.sleeps;
+  return absl::OkStatus();
+}
+
+bool Database::asleep() const { return sleep_ != nullptr && sleep_->asleep(); }
+
+// A request came to a sleeping database: its files open again, through the loop. Until the
+// wake is done the requests wait in their queues; nothing runs SQLite.
+void Database::Wake() {
+  if (sleep_->state() != internal::FileSleep::State::kAsleep) return;  // OnWoken re-arms.
+  if (writes_.empty() && reads_.empty() && held_.empty()) return;
+  sleep_->Wake(files_->table(), &Database::OnWoken, this);
+}
+
+void Database::OnWoken(void* arg) {
+  auto& self = *static_cast<Database*>(arg);
+  if (self.sleep_->status().ok()) {
+    ++self.stats_.wakes;
+  } else {
+    // The files are not what the connections saw: nothing may run on them. The requests fail
+    // with why; the database stays asleep, and Close closes it without touching the files.
+    ++self.stats_.wakes_failed;
+    const absl::Status& why = self.sleep_->status();
+    self.FailQueue(self.writes_, why);
+    self.FailQueue(self.held_, why);
+    self.FailQueue(self.reads_, why);
+  }
+  self.ArmPump();
+}
+
+// kClosing while asleep: the connections close without SQLite's checkpoint (the WAL keeps its
+// frames, every one durable, and the next open recovers them), so the close touches no file,
+// since the files may have changed under the connections. Returns false while a wake is in
+// flight (OnWoken re-arms); a wake that succeeded leaves the database awake, closed as usual.
+bool Database::CloseAsleep() {
+  if (sleep_->state() != internal::FileSleep::State::kAsleep) return false;
+  alloc::ScopedTenant tenant(options_.tenant);
+  for (auto& reader : readers_) {
+    sqlite3_db_config(reader->db(), SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, nullptr);
+  }
+  if (writer_open()) {
+    sqlite3_db_config(writer_->db(), SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, nullptr);
+  }
+  writer_closed_idle_ = false;
+  checked_ = false;  // No fingerprint to remember: the files have no descriptor.
+  CloseConnections();
+  sleep_.reset();
+  return true;
+}
+
+}  // namespace sqloop::db

@@ -1,0 +1,162 @@
+#include "sqloop/db/internal/file_sleep.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "sqloop/alloc/check.h"
+#include "sqloop/db/internal/file_names.h"
+
+namespace sqloop::db::internal {
+
+bool FileSleep::Print(int fd, int64_t bytes, FileFingerprint& print) const {
+  print = {.main_bytes = static_cast<uint64_t>(bytes)};
+  if (!real_descriptors_) return bytes >= 0;
+  struct stat status {};
+  if (fstat(fd, &status) != 0) return false;
+  print.device = status.st_dev;
+  print.inode = status.st_ino;
+  print.main_bytes = static_cast<uint64_t>(status.st_size);
+  print.modified_ns = status.st_mtim.tv_sec * 1'000'000'000 + status.st_mtim.tv_nsec;
+  print.changed_ns = status.st_ctim.tv_sec * 1'000'000'000 + status.st_ctim.tv_nsec;
+  return true;
+}
+
+absl::Status FileSleep::Sleep(loop::Loop& loop, FileTable& table) {
+  SQLOOP_CHECK(state_ == State::kAwake, "FileSleep::Sleep: not awake");
+  loop_ = &loop;
+  table_ = &table;
+  // The simulator's descriptors are not the OS's: only the sizes can be compared there.
+  real_descriptors_ = loop.backend().name() != "simulator";
+  for (size_t i = 0; i < kRoles.size(); ++i) {
+    SharedFile& f = table.file(kRoles[i]);
+    had_[i] = f.fd >= 0;
+    if (!had_[i]) continue;
+    // The size on disk, which may differ from SQLite's view (a reserve's zeros, a write that
+    // failed part way): fstat gives it on real descriptors (Print), the simulator at once.
+    io::Op size{.kind = io::OpKind::kFileSize, .fd = f.fd};
+    if (!Print(f.fd, real_descriptors_ ? 0 : RunNow(loop, size), slept_[i])) {
+      return absl::UnavailableError(absl::StrCat("Database::Sleep: the size of '", f.path,
+                                                 "' could not be read; try again later"));
+    }
+  }
+  for (size_t i = 0; i < kRoles.size(); ++i) {
+    SharedFile& f = table.file(kRoles[i]);
+    if (had_[i]) table.CloseDescriptor(f.fd);
+  }
+  SharedFile& journal = table.file(FileRole::kJournal);
+  if (journal.fd >= 0) table.CloseDescriptor(journal.fd);
+  table.CloseDirectory();
+  state_ = State::kAsleep;
+  return absl::OkStatus();
+}
+
+void FileSleep::Wake(FileTable& table, Callback done, void* arg) {
+  SQLOOP_CHECK(state_ == State::kAsleep && &table == table_, "FileSleep::Wake: not asleep");
+  done_ = done;
+  arg_ = arg;
+  status_ = absl::OkStatus();
+  state_ = State::kOpening;
+  for (size_t i = 0; i < kRoles.size(); ++i) {
+    io_[i].callback = &FileSleep::OnIo;
+    io_[i].user_data = this;
+    // Never O_CREAT: a file that is gone is a change (invariant 3).
+    io_[i].op = {.kind = io::OpKind::kOpenAt,
+                 .fd = AT_FDCWD,
+                 .flags = static_cast<uint32_t>(O_RDWR | O_CLOEXEC),
+                 .path = table.file(kRoles[i]).path.c_str()};
+    ++in_flight_;
+    loop_->Submit(io_[i]);
+  }
+}
+
+loop::Action FileSleep::OnIo(loop::Loop& /*unused*/, loop::Completion& c) {
+  auto& self = *static_cast<FileSleep*>(c.user_data);
+  if (--self.in_flight_ > 0) return loop::Action::kDisarm;
+  absl::Status status = self.state_ == State::kOpening ? self.TakeOpens() : self.TakeSizes();
+  if (!status.ok()) {
+    self.Finish(std::move(status));
+  } else if (self.state_ == State::kOpening) {
+    self.Advance();
+  } else {
+    self.Finish(absl::OkStatus());
+  }
+  return loop::Action::kDisarm;
+}
+
+absl::Status FileSleep::TakeOpens() {
+  absl::Status status;
+  for (size_t i = 0; i < kRoles.size(); ++i) {
+    const int64_t result = io_[i].result();
+    if (result >= 0) fds_[i] = static_cast<int>(result);
+    if (!status.ok()) continue;
+    if ((result >= 0 && !had_[i]) || (result == -ENOENT && had_[i])) {
+      status = absl::FailedPreconditionError(
+          absl::StrCat("the ", RoleName(kRoles[i]), " of '", FileNameOf(table_->main_path()), "' ",
+                       result >= 0 ? "appeared" : "disappeared",
+                       " while the database slept; close the database and open it again"));
+    } else if (result < 0 && result != -ENOENT) {
+      status = absl::UnavailableError(
+          absl::StrCat(FileTable::OpenErrorMessage(table_->file(kRoles[i]).path, result),
+                       " (waking the database from its sleep; a later request tries again)"));
+    }
+  }
+  if (status.ok() && fds_[0] >= 0) {
+    if (const int64_t locked = table_->LockMain(fds_[0]); locked < 0) {
+      fds_[0] = -1;  // LockMain closed it.
+      status = absl::UnavailableError(FileTable::OpenErrorMessage(table_->main_path(), locked));
+    }
+  }
+  return status;
+}
+
+void FileSleep::Advance() {
+  state_ = State::kSizing;
+  for (size_t i = 0; i < kRoles.size(); ++i) {
+    if (fds_[i] < 0) continue;
+    io_[i].op = {.kind = io::OpKind::kFileSize, .fd = fds_[i]};
+    ++in_flight_;
+    loop_->Submit(io_[i]);
+  }
+  if (in_flight_ == 0) Finish(absl::OkStatus());
+}
+
+absl::Status FileSleep::TakeSizes() {
+  for (size_t i = 0; i < kRoles.size(); ++i) {
+    if (fds_[i] < 0) continue;
+    FileFingerprint now;
+    if (!Print(fds_[i], io_[i].result(), now)) {
+      return absl::UnavailableError(
+          absl::StrCat("the size of '", table_->file(kRoles[i]).path,
+                       "' could not be read to wake the database; a later request tries again"));
+    }
+    if (!(now == slept_[i])) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "the ", RoleName(kRoles[i]), " of '", FileNameOf(table_->main_path()),
+          "' changed while the database slept (something else wrote to it): close the database "
+          "and open it again"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+void FileSleep::Finish(absl::Status status) {
+  for (size_t i = 0; i < kRoles.size(); ++i) {
+    if (fds_[i] < 0) continue;
+    if (status.ok()) {
+      table_->file(kRoles[i]).fd = fds_[i];
+    } else {
+      table_->CloseDescriptor(fds_[i]);
+    }
+    fds_[i] = -1;
+  }
+  state_ = status.ok() ? State::kAwake : State::kAsleep;
+  status_ = std::move(status);
+  done_(arg_);
+}
+
+}  // namespace sqloop::db::internal

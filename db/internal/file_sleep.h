@@ -1,0 +1,104 @@
+// db/internal/file_sleep.h
+// -----------------------------------------------------------------------------
+//
+// `FileSleep` lets an idle database give its descriptors back and take them again: the
+// sub-machine behind Database::Sleep. A sleeping database keeps its connections (their parsed
+// schema, its WAL index) and holds no descriptor, so waking it costs two opens through the loop
+// instead of a reopen's connection and parse of the schema.
+//
+//   1. Sleep only runs with nothing queued or in flight on the files and every epoch durable
+//      (the caller checks): the disk holds exactly what the process last wrote. It records what
+//      the OS says about each file (FileFingerprint: size, and on real descriptors device,
+//      inode, modification and change time), then closes every descriptor; the flock on the
+//      main file goes with the main file's.
+//   2. While asleep no descriptor is open and nothing may read or write the files: the caller
+//      runs no SQLite statement until the wake is done.
+//   3. Wake opens the main file and the WAL (if it had one) through the loop at once, never
+//      creating either, locks the main file as FilePreopen does, and reads both sizes through
+//      the loop. Only if every file is what Sleep recorded are the descriptors handed back to
+//      the FileTable: another process (or a person) that wrote to the files meanwhile makes
+//      the connections' view stale, and the wake fails with FailedPrecondition instead of
+//      serving from it (so does a file gone, or a WAL that appeared). A failed open or size
+//      read, or the lock held by another process, fails it with Unavailable. A failed wake
+//      closes what it opened and leaves everything as asleep; it may be tried again.
+//
+// clang-format off
+//   kAwake --Sleep--> kAsleep --Wake--> kOpening --both opened, main locked--> kSizing --sizes match--> kAwake
+//                       ^                   |                                     |
+//                       +-------------------+-------------------------------------+  a failure, or a change:
+//                                                                                    every new descriptor closed
+//
+//   transition            function        invariant in the new state
+//   kAwake -> kAsleep     Sleep           no descriptor open; fingerprints recorded
+//   kAsleep -> kOpening   Wake            the opens are in flight
+//   kOpening -> kSizing   OnIo->Advance   both files open (or the WAL absent as recorded); main locked
+//   kSizing -> kAwake     OnIo->Finish    the files match the fingerprints; the table has the descriptors
+//   kOpening, kSizing     OnIo->Finish    status() says why; no descriptor open
+//     -> kAsleep
+// clang-format on
+//
+// Internal: Database (db/database_sleep.cc) is the only user.
+#ifndef SQLOOP_DB_INTERNAL_FILE_SLEEP_H_
+#define SQLOOP_DB_INTERNAL_FILE_SLEEP_H_
+
+#include <array>
+#include <cstdint>
+
+#include "absl/status/status.h"
+#include "sqloop/db/internal/file_table.h"
+#include "sqloop/db/internal/vfs_context.h"
+#include "sqloop/loop/loop.h"
+
+namespace sqloop::db::internal {
+
+class FileSleep {
+ public:
+  enum class State : uint8_t { kAwake, kAsleep, kOpening, kSizing };
+  using Callback = void (*)(void* arg);
+
+  FileSleep() = default;
+  FileSleep(const FileSleep&) = delete;
+  FileSleep& operator=(const FileSleep&) = delete;
+
+  // Invariant 1: records the files and closes their descriptors. Only in kAwake. Unavailable
+  // (nothing closed, still awake) if a file's size cannot be read.
+  [[nodiscard]] absl::Status Sleep(loop::Loop& loop, FileTable& table);
+  // Invariant 3: takes the descriptors again; `done(arg)` runs from a loop callback once it is
+  // over (status() says how). Only in kAsleep.
+  void Wake(FileTable& table, Callback done, void* arg);
+
+  [[nodiscard]] State state() const { return state_; }
+  [[nodiscard]] bool asleep() const { return state_ != State::kAwake; }
+  [[nodiscard]] const absl::Status& status() const { return status_; }
+
+ private:
+  // The main file and the WAL, in that order.
+  static constexpr std::array<FileRole, 2> kRoles = {FileRole::kMain, FileRole::kWal};
+
+  static loop::Action OnIo(loop::Loop& loop, loop::Completion& c);
+  // What the OS says about `fd` now into `print` (`bytes`: its size, from the backend, on the
+  // simulator); false if it could not be read.
+  [[nodiscard]] bool Print(int fd, int64_t bytes, FileFingerprint& print) const;
+  void Advance();
+  void Finish(absl::Status status);
+  // Why the wake failed, or OK; closes every descriptor it opened if not OK.
+  [[nodiscard]] absl::Status TakeOpens();
+  [[nodiscard]] absl::Status TakeSizes();
+
+  loop::Loop* loop_ = nullptr;
+  FileTable* table_ = nullptr;
+  Callback done_ = nullptr;
+  void* arg_ = nullptr;
+  State state_ = State::kAwake;
+  bool real_descriptors_ = true;
+  std::array<bool, 2> had_ = {};               // The role had a descriptor when it went to sleep,
+  std::array<FileFingerprint, 2> slept_ = {};  // and this fingerprint.
+  std::array<int, 2> fds_ = {-1, -1};          // Opened by the wake, not handed back yet.
+  std::array<loop::Completion, 2> io_;
+  int in_flight_ = 0;
+  absl::Status status_;
+};
+
+}  // namespace sqloop::db::internal
+
+#endif  // SQLOOP_DB_INTERNAL_FILE_SLEEP_H_

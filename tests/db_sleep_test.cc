@@ -1,0 +1,222 @@
+// A sleeping database (Database::Sleep, db/internal/file_sleep.h): it holds no descriptor,
+// wakes for the next request through the loop without reopening its connections, and refuses
+// to serve from its connections if the files changed while it slept. On every backend.
+#include <dirent.h>
+#include <fcntl.h>
+#include <sqlite3.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <climits>
+#include <cstdint>
+#include <string>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "sqloop/db/database.h"
+#include "tests/db_database_fixture.h"
+#include "tests/db_test_support.h"
+
+namespace sqloop::db::testing {
+namespace {
+
+using sqloop::testing::BackendParamName;
+using sqloop::testing::DbTestBackends;
+
+class SleepTest : public DatabaseTest {
+ protected:
+  bool real() const { return GetParam().real_descriptors; }
+
+  // Descriptors of this process open on path_ or its WAL (real backends only).
+  int OpenDescriptors() const {
+    int count = 0;
+    DIR* dir = opendir("/proc/self/fd");
+    if (dir == nullptr) return -1;
+    while (dirent* entry = readdir(dir)) {
+      char target[PATH_MAX];
+      const std::string link = absl::StrCat("/proc/self/fd/", entry->d_name);
+      const ssize_t n = readlink(link.c_str(), target, sizeof(target) - 1);
+      if (n <= 0) continue;
+      target[n] = '\0';
+      if (absl::StartsWith(target, path_)) ++count;
+    }
+    closedir(dir);
+    return count;
+  }
+
+  // A table of three rows, written with the WAL left holding them (no checkpoint).
+  void Fill() {
+    ASSERT_TRUE(OpenDb().ok());
+    ASSERT_TRUE(Write("CREATE TABLE t(id INTEGER PRIMARY KEY, s TEXT)").ok());
+    ASSERT_TRUE(Write("INSERT INTO t VALUES (1, 'a'), (2, 'b'), (3, 'c')").ok());
+  }
+
+  // Appends `bytes` zeros to `path` through the loop: what another writer would do to a file.
+  void Append(const std::string& path, uint32_t bytes) {
+    io::Op open{.kind = io::OpKind::kOpenAt,
+                .fd = AT_FDCWD,
+                .flags = O_RDWR | O_CLOEXEC,
+                .path = path.c_str()};
+    const int64_t fd = loop_->WaitForOp(open);
+    ASSERT_GE(fd, 0);
+    io::Op size{.kind = io::OpKind::kFileSize, .fd = static_cast<int>(fd)};
+    const int64_t end = loop_->WaitForOp(size);
+    ASSERT_GE(end, 0);
+    std::string zeros(bytes, '\0');
+    io::Op write{.kind = io::OpKind::kWrite,
+                 .fd = static_cast<int>(fd),
+                 .buffer = zeros.data(),
+                 .length = bytes,
+                 .offset = static_cast<uint64_t>(end)};
+    ASSERT_EQ(loop_->WaitForOp(write), bytes);
+    io::Op close{.kind = io::OpKind::kClose, .fd = static_cast<int>(fd)};
+    (void)loop_->WaitForOp(close);
+  }
+};
+
+TEST_P(SleepTest, ASleepingDatabaseHoldsNoDescriptorAndWakesWithoutAReopen) {
+  Fill();
+  if (real()) {
+    EXPECT_GT(OpenDescriptors(), 0);
+  }
+  const DatabaseStats before = db_->stats();
+  ASSERT_TRUE(db_->Sleep().ok());
+  EXPECT_TRUE(db_->asleep());
+  EXPECT_EQ(db_->stats().sleeps, 1u);
+  if (real()) {
+    EXPECT_EQ(OpenDescriptors(), 0) << "a sleeping database holds a descriptor";
+  }
+
+  const uint64_t waited = loop_->stats().waited_ops;
+  EXPECT_EQ(Read("SELECT id, s FROM t ORDER BY id"), "1|'a'|\n2|'b'|\n3|'c'|\n");
+  EXPECT_FALSE(db_->asleep());
+  EXPECT_EQ(db_->stats().wakes, 1u);
+  EXPECT_EQ(loop_->stats().waited_ops, waited) << "the wake or its read waited on the loop";
+  // Woken, not reopened: the same reader served, and no reader was opened.
+  EXPECT_EQ(db_->stats().readers_opened, before.readers_opened);
+  if (real()) {
+    EXPECT_GT(OpenDescriptors(), 0);
+  }
+
+  // A write after the wake is durable: it is there after a close and a reopen.
+  ASSERT_TRUE(db_->Sleep().ok());
+  ASSERT_TRUE(Write("INSERT INTO t VALUES (4, 'd')").ok());
+  EXPECT_EQ(db_->stats().wakes, 2u);
+  ASSERT_TRUE(CloseDb().ok());
+  ASSERT_TRUE(OpenDb().ok());
+  EXPECT_EQ(Read("SELECT count(*), max(s) FROM t"), "4|'d'|\n");
+}
+
+TEST_P(SleepTest, SleepIsRefusedWhileAnythingIsInFlight) {
+  Fill();
+  Probe write;
+  Prime(write, Request::Kind::kWrite, "INSERT INTO t VALUES (5, 'e')");
+  ASSERT_TRUE(db_->Submit(write.request).ok());
+  const absl::Status refused = db_->Sleep();
+  EXPECT_EQ(refused.code(), absl::StatusCode::kFailedPrecondition) << refused;
+  EXPECT_FALSE(db_->asleep());
+  ASSERT_TRUE(loop_->Run(loop::RunMode::kUntilDone).ok());
+  ASSERT_TRUE(write.done);
+  EXPECT_TRUE(write.status.ok()) << write.status;
+
+  // Nor from a request's callback: the database is in the middle of its own work there.
+  Probe read;
+  Prime(read, Request::Kind::kRead, "SELECT count(*) FROM t");
+  absl::Status from_callback;
+  read.on_ack = [&](Probe&) { from_callback = db_->Sleep(); };
+  ASSERT_TRUE(db_->Submit(read.request).ok());
+  ASSERT_TRUE(loop_->Run(loop::RunMode::kUntilDone).ok());
+  ASSERT_TRUE(read.done);
+  EXPECT_EQ(read.rows, "4|\n");
+  EXPECT_EQ(from_callback.code(), absl::StatusCode::kFailedPrecondition) << from_callback;
+  EXPECT_FALSE(db_->asleep());
+
+  EXPECT_TRUE(db_->Sleep().ok());
+  EXPECT_EQ(db_->stats().sleeps, 1u);
+}
+
+// Another writer appended to the WAL while the database slept: the connections' view of it is
+// stale, so the wake fails and nothing is served; the close touches no file, and a reopen
+// (which recovers the WAL, ignoring what is not a valid frame) finds every acknowledged row.
+TEST_P(SleepTest, AFileChangedWhileAsleepFailsTheWakeAndServesNothingStale) {
+  Fill();
+  ASSERT_TRUE(db_->Sleep().ok());
+  Append(path_ + "-wal", 4096);
+
+  std::string rows;
+  const absl::Status read = Run(Request::Kind::kRead, "SELECT count(*) FROM t", {}, &rows);
+  EXPECT_EQ(read.code(), absl::StatusCode::kFailedPrecondition) << read;
+  EXPECT_TRUE(absl::StrContains(read.message(), "changed while the database slept")) << read;
+  EXPECT_EQ(rows, "");
+  EXPECT_EQ(db_->stats().wakes_failed, 1u);
+  EXPECT_TRUE(db_->asleep());
+  // Every try fails the same way: the change does not go away.
+  EXPECT_EQ(Write("INSERT INTO t VALUES (6, 'f')").code(), absl::StatusCode::kFailedPrecondition);
+  if (real()) {
+    EXPECT_EQ(OpenDescriptors(), 0);
+  }
+
+  ASSERT_TRUE(CloseDb().ok());
+  ASSERT_TRUE(OpenDb().ok());
+  EXPECT_EQ(Read("SELECT count(*) FROM t"), "3|\n");
+}
+
+// Close of a sleeping database skips SQLite's checkpoint (it would write through descriptors
+// the database no longer holds): the WAL keeps its frames and the next open recovers them.
+TEST_P(SleepTest, ACloseWhileAsleepKeepsEveryRowInTheWal) {
+  Fill();
+  ASSERT_TRUE(db_->Sleep().ok());
+  const int64_t wal = WalBytes();
+  ASSERT_TRUE(CloseDb().ok());
+  EXPECT_EQ(WalBytes(), wal) << "the close wrote to the WAL";
+  EXPECT_GT(wal, 0);
+  ASSERT_TRUE(OpenDb().ok());
+  EXPECT_EQ(Read("SELECT group_concat(s, '') FROM t"), "'abc'|\n");
+}
+
+// Another process holding the database's flock when a request comes: the wake fails with why,
+// and succeeds at the next request once the lock is gone (nothing changed the files).
+TEST_P(SleepTest, AWakeWhileAnotherProcessHoldsTheLockFailsUntilItLetsGo) {
+  if (!real()) GTEST_SKIP() << "the simulator has one process and no flock";
+  Fill();
+  ASSERT_TRUE(db_->Sleep().ok());
+  const int other = open(path_.c_str(), O_RDWR | O_CLOEXEC);
+  ASSERT_GE(other, 0);
+  ASSERT_EQ(flock(other, LOCK_EX | LOCK_NB), 0);
+
+  const absl::Status read = Run(Request::Kind::kRead, "SELECT count(*) FROM t");
+  EXPECT_EQ(read.code(), absl::StatusCode::kUnavailable) << read;
+  EXPECT_TRUE(absl::StrContains(read.message(), "locked")) << read;
+  EXPECT_TRUE(db_->asleep());
+
+  close(other);
+  EXPECT_EQ(Read("SELECT count(*) FROM t"), "3|\n");
+  EXPECT_EQ(db_->stats().wakes, 1u);
+  EXPECT_EQ(db_->stats().wakes_failed, 1u);
+}
+
+// A plain SQLite connection writes a row while the database sleeps: the wake sees the change.
+TEST_P(SleepTest, AWriteByPlainSqliteWhileAsleepIsCaught) {
+  if (!real()) GTEST_SKIP() << "plain SQLite writes real files only";
+  Fill();
+  ASSERT_TRUE(db_->Sleep().ok());
+  sqlite3* plain = nullptr;
+  ASSERT_EQ(sqlite3_open_v2(path_.c_str(), &plain, SQLITE_OPEN_READWRITE, nullptr), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(plain, "INSERT INTO t VALUES (7, 'g')", nullptr, nullptr, nullptr),
+            SQLITE_OK)
+      << sqlite3_errmsg(plain);
+  sqlite3_close(plain);
+
+  const absl::Status read = Run(Request::Kind::kRead, "SELECT count(*) FROM t");
+  EXPECT_EQ(read.code(), absl::StatusCode::kFailedPrecondition) << read;
+  ASSERT_TRUE(CloseDb().ok());
+  ASSERT_TRUE(OpenDb().ok());
+  EXPECT_EQ(Read("SELECT count(*) FROM t"), "4|\n");
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, SleepTest, ::testing::ValuesIn(DbTestBackends()),
+                         BackendParamName);
+
+}  // namespace
+}  // namespace sqloop::db::testing
