@@ -69,6 +69,15 @@ constexpr int64_t kThinkNsMax = 400'000;
 // The early close comes within this much simulated time of the traffic's start (a run takes
 // tens of milliseconds), so some come with requests in flight and some after the last.
 constexpr int64_t kCloseEarlyNsMax = 40'000'000;
+// In the seeds that sleep, the traffic pauses every so often (up to this much simulated time
+// apart): no client submits anything new, and the database is asked to sleep
+// (Database::Sleep) every kSleepTryNs until it does, at most kSleepTriesMax times; then it
+// stays asleep up to kAsleepNsMax, and every client that waited submits at once, so the wake
+// finds reads and writes queued.
+constexpr int64_t kSleepEveryNsMax = 2'000'000;
+constexpr int64_t kSleepTryNs = 50'000;
+constexpr uint32_t kSleepTriesMax = 40;
+constexpr int64_t kAsleepNsMax = 500'000;
 // Far beyond what a run takes (tens of milliseconds of simulated time with the default
 // latencies): firing means no progress.
 constexpr int64_t kWatchdogNs = 120'000'000'000;
@@ -94,14 +103,23 @@ struct Reader {
 
 class Run {
  public:
-  // `close_at_ns`: when the early close comes after the traffic starts (0: none).
+  // `close_at_ns`: when the early close comes after the traffic starts (0: none). `sleeper`:
+  // draws the times between asks to sleep (null: none).
   Run(io::SimBackend& sim, Loop& loop, db::Vfs& vfs, const db::DatabaseOptions& options,
-      int64_t close_at_ns)
+      int64_t close_at_ns, io::Prng* sleeper)
       : sim_(sim),
         loop_(loop),
         vfs_(vfs),
         database_(loop, vfs, kDatabasePath, options),
-        close_at_ns_(close_at_ns) {
+        close_at_ns_(close_at_ns),
+        sleeper_(sleeper) {
+    sleep_.user_data = this;
+    sleep_.callback = [](Loop& /*loop*/, Completion& c) {
+      auto* run = static_cast<Run*>(c.user_data);
+      if (c.result() == -ECANCELED || run->closed_) return Action::kDisarm;
+      run->StepPause();
+      return Action::kDisarm;
+    };
     watchdog_.user_data = this;
     watchdog_.callback = &Run::OnWatchdog;
     close_early_.user_data = this;
@@ -165,6 +183,9 @@ class Run {
             // writer still in kSyncing or kBlocked.
             {"close_early", closed_early_ ? 1 : 0},
             {"close_writer_unsettled", s.closes_writer_unsettled},
+            // The database slept and a request woke it (its files opened again).
+            {"slept", s.wakes},
+            {"wake_failed", s.wakes_failed},  // A fault failed one of the wake's operations.
             // Reads after the open that made the loop wait (the open's own may).
             {"read_waited", vfs_.stats().reads_waited - waited_at_open_}};
   }
@@ -204,6 +225,40 @@ class Run {
     session_read_.run = this;
     NextSession();
     if (close_at_ns_ > 0) loop_.Timer(close_early_, absl::Nanoseconds(close_at_ns_));
+    ArmSleep();
+  }
+
+  void ArmSleep() {
+    if (sleeper_ == nullptr) return;
+    loop_.Timer(sleep_, absl::Nanoseconds(sleeper_->Range(1, kSleepEveryNsMax)));
+  }
+
+  // The pause's steps (kSleepEveryNsMax): begin it, try to sleep, end it.
+  void StepPause() {
+    if (!paused_) {
+      paused_ = true;
+      sleep_tries_ = 0;
+      loop_.Timer(sleep_, absl::Nanoseconds(kSleepTryNs));
+      return;
+    }
+    const bool ready = database_.state() == db::Database::State::kReady;
+    if (ready && !database_.asleep() && sleep_tries_ < kSleepTriesMax) {
+      ++sleep_tries_;
+      const bool slept = database_.Sleep().ok();
+      loop_.Timer(sleep_,
+                  absl::Nanoseconds(slept ? sleeper_->Range(1, kAsleepNsMax) : kSleepTryNs));
+      return;
+    }
+    paused_ = false;
+    for (; parked_writes_ > 0; --parked_writes_) NextWrite();
+    std::vector<Reader*> reads;
+    reads.swap(parked_reads_);
+    for (Reader* reader : reads) NextRead(*reader);
+    if (parked_session_) {
+      parked_session_ = false;
+      NextSession();
+    }
+    ArmSleep();
   }
 
   // The next id's INSERT (ids follow submission order).
@@ -221,6 +276,10 @@ class Run {
 
   void NextWrite() {
     if (writes_.size() >= kWrites || finished_) return;
+    if (paused_) {
+      ++parked_writes_;
+      return;
+    }
     Write& write = NewWrite();
     if (database_.Submit(write.request).ok()) {
       ++pending_;
@@ -249,6 +308,10 @@ class Run {
 
   void NextRead(Reader& reader) {
     if (finished_ || writes_.size() >= kWrites) return MaybeFinish();
+    if (paused_) {
+      parked_reads_.push_back(&reader);
+      return;
+    }
     reader.scan = sim_.prng().Below(kScanOneIn) == 0;
     reader.newest = 0;
     reader.acked_before = acked_newest_;
@@ -331,6 +394,10 @@ class Run {
     if (finished_ || session_rounds_ == kSessionRounds || writes_.size() >= kWrites) {
       return MaybeFinish();
     }
+    if (paused_) {
+      parked_session_ = true;
+      return;
+    }
     ++session_rounds_;
     Write& write = NewWrite();
     write.session = true;
@@ -371,6 +438,7 @@ class Run {
     if (closed_) return;
     closed_ = true;
     if (close_early_.state() == Completion::State::kTimer) loop_.Cancel(close_early_);
+    if (sleep_.state() == Completion::State::kTimer) loop_.Cancel(sleep_);
     const db::Database::State state = database_.state();
     if (state == db::Database::State::kReady || state == db::Database::State::kPoisoned ||
         state == db::Database::State::kFailed) {
@@ -428,6 +496,13 @@ class Run {
   Completion watchdog_;
   Completion close_early_;
   const int64_t close_at_ns_;
+  io::Prng* const sleeper_;
+  Completion sleep_;
+  bool paused_ = false;  // The traffic pauses (StepPause): new requests wait here.
+  uint32_t sleep_tries_ = 0;
+  uint32_t parked_writes_ = 0;
+  std::vector<Reader*> parked_reads_;
+  bool parked_session_ = false;
   db::Request create_;
   std::deque<Write> writes_;  // A deque: requests never move once submitted.
   std::vector<Reader> readers_;
@@ -485,13 +560,18 @@ WorkloadResult RunDbReads(uint64_t seed, const WorkloadOptions& options) {
   io::Prng close_prng(seed ^ 0xc105'e000'0000'0001ULL);
   const int64_t close_at_ns =
       close_prng.Chance(0.25) ? static_cast<int64_t>(close_prng.Range(1, kCloseEarlyNsMax)) : 0;
+  // And half the seeds ask the database to sleep now and then (the salt leaves seed 53410
+  // without).
+  io::Prng sleep_prng(seed ^ 0x51ee'9000'0000'000dULL);
+  const bool sleeps = sleep_prng.Chance(0.5);
   Loop loop(std::move(backend), loop::LoopOptions{});
   absl::StatusOr<std::unique_ptr<db::Vfs>> vfs = db::Vfs::Create(loop, vfs_options);
   SQLOOP_CHECK(vfs.ok(), "db_reads: the VFS could not be registered");
   WorkloadResult result;
   std::string summary;
   {
-    auto run = std::make_unique<Run>(sim, loop, **vfs, drawn, close_at_ns);
+    auto run =
+        std::make_unique<Run>(sim, loop, **vfs, drawn, close_at_ns, sleeps ? &sleep_prng : nullptr);
     run->Start();
     const absl::Status status = loop.Run(loop::RunMode::kUntilDone);
     run->CheckClosed();
@@ -506,7 +586,7 @@ WorkloadResult RunDbReads(uint64_t seed, const WorkloadOptions& options) {
                    ", checkpoint frames ", drawn.checkpoint_frames, ", group max ",
                    drawn.group_requests_max, ", WAL reserve ", vfs_options.wal_reserve_bytes,
                    close_at_ns > 0 ? absl::StrCat(", close at +", close_at_ns / 1000, " us") : "",
-                   "; faults: ", faults);
+                   sleeps ? ", sleeps" : "", "; faults: ", faults);
   result.trace_hash = sim.trace_hash();
   return result;
 }
