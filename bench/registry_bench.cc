@@ -28,6 +28,12 @@
 //   registry_reopen/open       baseline: the same request to the tenant while it is open.
 //   registry_reopen/plain      what stock SQLite pays for the same reopen and read, with no
 //                              mutex, the WAL kept and its index in memory as sqloop has them.
+//   registry_reopen/database   the same reopen and read with a bare Database (no registry):
+//                              closed outside the timing, opened for each request.
+//   registry_reopen/asleep     the same read when the Database slept (Database::Sleep) instead
+//                              of closing: the request wakes it (its files opened again, its
+//                              connections kept). sleep_descriptors: descriptors held on the
+//                              tenant's files while asleep; waited_ops_per_op.
 //   registry_memory/tenants    counters only: SQLite bytes and resident bytes per idle and per
 //                              active open tenant, per active tenant once trimmed
 //                              (idle_trim_after), and per closed tenant (0 is the claim), and
@@ -452,6 +458,90 @@ void BM_ReopenPlain(benchmark::State& state) {
   if (bad != 0) state.SkipWithError(absl::StrCat(bad, " plain reopens failed").c_str());
 }
 
+// registry_reopen/asleep: what the same request costs when the tenant slept instead of closing
+// (Database::Sleep: no descriptor held, the connections kept). A bare Database on the same
+// table, put to sleep outside the timing; each request wakes it (two opens through the loop)
+// and is answered. registry_reopen/database is its like-for-like: the same Database closed
+// outside the timing and opened again for each request (a reopen without the registry).
+// Counters: waited_ops_per_op (operations the loop waited for) and sleep_descriptors, what the
+// process holds on the tenant's files while it sleeps (0 is the claim).
+int OpenDescriptorsOn(const std::string& prefix) {
+  int count = 0;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) {
+    std::error_code error;
+    const std::filesystem::path target = std::filesystem::read_symlink(entry.path(), error);
+    if (!error && target.string().rfind(prefix, 0) == 0) ++count;
+  }
+  return count;
+}
+
+void RunDatabaseReopen(benchmark::State& state, bool sleep_between) {
+  using sqloop::db::Database;
+  Scratch scratch;
+  const std::string path = scratch.path() + "/reopen.db";
+  Host host(scratch.path(), /*open_max=*/8);
+  auto db = std::make_unique<Database>(*host.loop, *host.vfs, path);
+  int completed = 0;
+  struct Probe : Request {
+    int* completed = nullptr;
+  } request;
+  request.completed = &completed;
+  request.on_done = [](Request& r, absl::Status status) {
+    SQLOOP_CHECK(status.ok(), "bench: a request to the sleeping tenant failed");
+    ++*static_cast<Probe&>(r).completed;
+  };
+  auto open = [&] {
+    bool opened = false;
+    db->Open(
+        [](void* arg, absl::Status s) {
+          SQLOOP_CHECK(s.ok(), "bench: open");
+          *static_cast<bool*>(arg) = true;
+        },
+        &opened);
+    host.RunUntil([&] { return opened; });
+  };
+  auto run = [&](Request::Kind kind, const char* sql) {
+    request.kind = kind;
+    request.sql = sql;
+    const int target = completed + 1;
+    SQLOOP_CHECK(db->Submit(request).ok(), "bench: submit");
+    host.RunUntil([&] { return completed == target; });
+  };
+  open();
+  run(Request::Kind::kWrite, "CREATE TABLE kv(k INTEGER PRIMARY KEY, v TEXT)");
+  int64_t sleep_descriptors = -1;
+  const uint64_t waited_before = host.loop->stats().waited_ops;
+  const sqloop::alloc::HeapCounts before = sqloop::alloc::CurrentHeapCounts();
+  for (auto _ : state) {
+    state.PauseTiming();
+    if (sleep_between) {
+      SQLOOP_CHECK(db->Sleep().ok(), "bench: sleep");
+      if (sleep_descriptors < 0) sleep_descriptors = OpenDescriptorsOn(path);
+    } else {
+      bool closed = false;
+      db->Close([](void* arg, absl::Status) { *static_cast<bool*>(arg) = true; }, &closed);
+      host.RunUntil([&] { return closed; });
+      db = std::make_unique<Database>(*host.loop, *host.vfs, path);
+    }
+    state.ResumeTiming();
+    if (!sleep_between) open();
+    run(Request::Kind::kRead, "SELECT v FROM kv WHERE k = 1");
+  }
+  ReportAllocs(state, before, state.iterations());
+  state.counters["waited_ops_per_op"] =
+      static_cast<double>(host.loop->stats().waited_ops - waited_before) /
+      static_cast<double>(std::max<int64_t>(state.iterations(), 1));
+  if (sleep_between) state.counters["sleep_descriptors"] = static_cast<double>(sleep_descriptors);
+  bool closed = false;
+  db->Close([](void* arg, absl::Status) { *static_cast<bool*>(arg) = true; }, &closed);
+  host.RunUntil([&] { return closed; });
+}
+
+void BM_ReopenAsleep(benchmark::State& state) { RunDatabaseReopen(state, /*sleep_between=*/true); }
+void BM_ReopenDatabase(benchmark::State& state) {
+  RunDatabaseReopen(state, /*sleep_between=*/false);
+}
+
 // ---- Memory -----------------------------------------------------------------------------------
 
 int64_t ResidentBytes() {
@@ -753,6 +843,8 @@ BENCHMARK(BM_ReopenClosed)->Name("registry_reopen/closed")->Unit(benchmark::kMic
 BENCHMARK(BM_ReopenClosedSmall)->Name("registry_reopen/closed_40kb")->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_ReopenClosedLarge)->Name("registry_reopen/closed_1gb")->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_ReopenPlain)->Name("registry_reopen/plain")->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_ReopenDatabase)->Name("registry_reopen/database")->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_ReopenAsleep)->Name("registry_reopen/asleep")->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_Memory)->Name("registry_memory/tenants")->Iterations(1)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_ZipfOne)->Name("registry_zipf/one_tenant")->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Zipf)->Name("registry_zipf/10000")->Unit(benchmark::kMillisecond);
