@@ -514,7 +514,8 @@ class Database {
   // connections, so an idle database holds no descriptor and wakes without a reopen: the next
   // request opens the files again through the loop (two opens, no parse of the schema) before
   // it runs. Only when nothing is queued, running, awaiting durability or in flight on the
-  // files (FailedPrecondition otherwise: try again once idle). If the files changed while it
+  // files, and no other Database of the process has the file open (FailedPrecondition
+  // otherwise; while it sleeps, no other one opens it). If the files changed while it
   // slept (another process wrote to them), the wake fails the waiting requests with
   // FailedPrecondition, nothing runs on the stale view, and only Close is left to do. Not from
   // a request's callback (FailedPrecondition: the database is in the middle of its work). Close of

@@ -65,6 +65,11 @@ absl::Status Database::Sleep() {
         "Database::Sleep: called from a request's callback, inside the database's own work; "
         "call it from outside (a timer, another completion)");
   }
+  if (files_->table().pins() != 1) {
+    return absl::FailedPreconditionError(
+        "Database::Sleep: another Database of this process has the same file open; its "
+        "descriptors are shared, so they stay open");
+  }
   for (int i = 0; i < internal::kFileRoles; ++i) {
     if (files_->table().file(static_cast<internal::FileRole>(i)).needs_dir_sync) {
       return absl::FailedPreconditionError(
@@ -122,6 +127,7 @@ bool Database::CloseAsleep() {
     sqlite3_db_config(writer_->db(), SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, nullptr);
   }
   writer_closed_idle_ = false;
+  files_->table().set_asleep(false);
   checked_ = false;  // No fingerprint to remember: the files have no descriptor.
   CloseConnections();
   sleep_.reset();

@@ -34,6 +34,11 @@ void Database::StartPreopen() {
                             ? absl::UnavailableError("the working directory cannot be read")
                             : absl::OkStatus();
   if (usable.ok() && core.Find(full) == nullptr) usable = core.context().CheckNotTainted(full);
+  if (usable.ok() && core.Find(full) != nullptr && core.Find(full)->table().asleep()) {
+    usable = absl::FailedPreconditionError(
+        "another Database of this process holds it asleep (Database::Sleep); send that one a "
+        "request or close it first");
+  }
   if (!usable.ok()) {
     FailOpen(absl::UnavailableError(absl::StrCat(
         "cannot open database '", internal::FileNameOf(path_), "': ", usable.message())));

@@ -215,6 +215,28 @@ TEST_P(SleepTest, AWriteByPlainSqliteWhileAsleepIsCaught) {
   EXPECT_EQ(Read("SELECT count(*) FROM t"), "4|\n");
 }
 
+// Two Databases of one process on one file share its descriptors: neither may sleep while the
+// other has it open, and none opens it while one holds it asleep.
+TEST_P(SleepTest, ADatabaseSharingItsFilesDoesNotSleepAndNoneOpensASleepingOnesFile) {
+  Fill();
+  {
+    std::unique_ptr<Database> other = OpenOther(path_);
+    ASSERT_NE(other, nullptr);
+    const absl::Status refused = db_->Sleep();
+    EXPECT_EQ(refused.code(), absl::StatusCode::kFailedPrecondition) << refused;
+    EXPECT_TRUE(absl::StrContains(refused.message(), "same file")) << refused;
+    EXPECT_FALSE(db_->asleep());
+    ASSERT_TRUE(CloseAndRun(*other).ok());
+  }
+  ASSERT_TRUE(db_->Sleep().ok());
+  Database other(*loop_, *vfs_, path_);
+  const absl::Status opened = OpenAndRun(other);
+  EXPECT_EQ(opened.code(), absl::StatusCode::kUnavailable) << opened;
+  EXPECT_TRUE(absl::StrContains(opened.message(), "asleep")) << opened;
+  // The sleeping one is untouched: it wakes and answers.
+  EXPECT_EQ(Read("SELECT count(*) FROM t"), "3|\n");
+}
+
 INSTANTIATE_TEST_SUITE_P(Backends, SleepTest, ::testing::ValuesIn(DbTestBackends()),
                          BackendParamName);
 

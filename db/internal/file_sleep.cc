@@ -51,6 +51,7 @@ absl::Status FileSleep::Sleep(loop::Loop& loop, FileTable& table) {
   SharedFile& journal = table.file(FileRole::kJournal);
   if (journal.fd >= 0) table.CloseDescriptor(journal.fd);
   table.CloseDirectory();
+  table.set_asleep(true);
   state_ = State::kAsleep;
   return absl::OkStatus();
 }
@@ -155,6 +156,7 @@ void FileSleep::Finish(absl::Status status) {
     fds_[i] = -1;
   }
   state_ = status.ok() ? State::kAwake : State::kAsleep;
+  table_->set_asleep(!status.ok());
   status_ = std::move(status);
   done_(arg_);
 }

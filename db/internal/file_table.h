@@ -125,6 +125,11 @@ class FileTable {
   void Pin() { ++pins_; }
   void Unpin();
   [[nodiscard]] bool pinned() const { return pins_ != 0; }
+  [[nodiscard]] uint32_t pins() const { return pins_; }
+  // A Database that holds these files sleeps (db/internal/file_sleep.h): no descriptor is open,
+  // and no other Database may open the files meanwhile.
+  [[nodiscard]] bool asleep() const { return asleep_; }
+  void set_asleep(bool asleep) { asleep_ = asleep; }
 
   // SQLITE_FCNTL_PERSIST_WAL: whether SQLite keeps the WAL at close (truncated to 0 bytes when
   // journal_size_limit is set) instead of deleting it. On unless a connection turns it off.
@@ -156,6 +161,7 @@ class FileTable {
   std::unique_ptr<char[]> head_;
   uint32_t head_bytes_ = 0;  // Of head_, kept (invariant 4); 0: none.
   uint32_t pins_ = 0;
+  bool asleep_ = false;
   bool persist_wal_ = true;
 };
 
