@@ -1,7 +1,6 @@
 // Database: opening (kOpening and kOpenChecking in db/database.h): the files through the loop,
 // then the connections, the options they need and the integrity check.
 #include <sqlite3.h>
-#include <sys/stat.h>
 
 #include <algorithm>
 #include <memory>
@@ -33,8 +32,9 @@ void Database::StartPreopen() {
   absl::Status usable = full.empty()
                             ? absl::UnavailableError("the working directory cannot be read")
                             : absl::OkStatus();
-  if (usable.ok() && core.Find(full) == nullptr) usable = core.context().CheckNotTainted(full);
-  if (usable.ok() && core.Find(full) != nullptr && core.Find(full)->table().asleep()) {
+  const internal::DatabaseFiles* existing = usable.ok() ? core.Find(full) : nullptr;
+  if (usable.ok() && existing == nullptr) usable = core.context().CheckNotTainted(full);
+  if (existing != nullptr && existing->table().asleep()) {
     usable = absl::FailedPreconditionError(
         "another Database of this process holds it asleep (Database::Sleep); send that one a "
         "request or close it first");
@@ -142,13 +142,7 @@ internal::FileFingerprint Database::Fingerprint(internal::DatabaseFiles& files) 
   internal::FileFingerprint fingerprint{
       .main_bytes = std::max(main.size_bytes, main.allocated_bytes),
       .wal_bytes = std::max(wal.size_bytes, wal.allocated_bytes)};
-  struct stat status {};
-  if (loop_.backend().name() != "simulator" && fstat(main.fd, &status) == 0) {
-    fingerprint.device = status.st_dev;
-    fingerprint.inode = status.st_ino;
-    fingerprint.modified_ns = status.st_mtim.tv_sec * 1'000'000'000 + status.st_mtim.tv_nsec;
-    fingerprint.changed_ns = status.st_ctim.tv_sec * 1'000'000'000 + status.st_ctim.tv_nsec;
-  }
+  if (loop_.backend().name() != "simulator") (void)internal::ReadFileIdentity(main.fd, fingerprint);
   return fingerprint;
 }
 

@@ -1,7 +1,6 @@
 #include "sqloop/db/internal/file_sleep.h"
 
 #include <fcntl.h>
-#include <sys/stat.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -16,14 +15,7 @@ namespace sqloop::db::internal {
 bool FileSleep::Print(int fd, int64_t bytes, FileFingerprint& print) const {
   print = {.main_bytes = static_cast<uint64_t>(bytes)};
   if (!real_descriptors_) return bytes >= 0;
-  struct stat status {};
-  if (fstat(fd, &status) != 0) return false;
-  print.device = status.st_dev;
-  print.inode = status.st_ino;
-  print.main_bytes = static_cast<uint64_t>(status.st_size);
-  print.modified_ns = status.st_mtim.tv_sec * 1'000'000'000 + status.st_mtim.tv_nsec;
-  print.changed_ns = status.st_ctim.tv_sec * 1'000'000'000 + status.st_ctim.tv_nsec;
-  return true;
+  return ReadFileIdentity(fd, print, &print.main_bytes);
 }
 
 absl::Status FileSleep::Sleep(loop::Loop& loop, FileTable& table) {

@@ -1,10 +1,23 @@
 #include "sqloop/db/internal/vfs_context.h"
 
+#include <sys/stat.h>
+
 #include "absl/strings/str_cat.h"
 #include "sqloop/alloc/check.h"
 #include "sqloop/db/internal/file_names.h"
 
 namespace sqloop::db::internal {
+
+bool ReadFileIdentity(int fd, FileFingerprint& print, uint64_t* bytes) {
+  struct stat status {};
+  if (fstat(fd, &status) != 0) return false;
+  if (bytes != nullptr) *bytes = static_cast<uint64_t>(status.st_size);
+  print.device = status.st_dev;
+  print.inode = status.st_ino;
+  print.modified_ns = status.st_mtim.tv_sec * 1'000'000'000 + status.st_mtim.tv_nsec;
+  print.changed_ns = status.st_ctim.tv_sec * 1'000'000'000 + status.st_ctim.tv_nsec;
+  return true;
+}
 
 void VfsContext::ReleaseIfUnused(const std::string& main_path) const {
   SQLOOP_CHECK(hooks_.release_if_unused != nullptr, "VfsContext used before the Vfs set its hooks");

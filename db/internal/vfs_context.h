@@ -55,6 +55,10 @@ struct FileFingerprint {
   friend bool operator==(const FileFingerprint&, const FileFingerprint&) = default;
 };
 
+// Fills `print`'s device, inode and times from fstat(fd), and `bytes` (if not null) with the
+// file's size; false (nothing filled) if fstat fails.
+[[nodiscard]] bool ReadFileIdentity(int fd, FileFingerprint& print, uint64_t* bytes = nullptr);
+
 class VfsContext {
  public:
   // What the files ask of the Vfs that owns them. Both run synchronously, inside the call that
