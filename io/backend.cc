@@ -114,6 +114,7 @@ int64_t PosixCachedReads::Read(int fd, void* buffer, uint32_t length, uint64_t o
       files_[static_cast<size_t>(fd)].cold_probes > 0 && !ReadLately(fd, offset, length)) {
     --files_[static_cast<size_t>(fd)].cold_probes;
     PagesInMemory in{};
+    ++asked_;
     if (CountPagesInMemory(fd, offset, length, in) != 0) {
       ask_first_ = false;  // No cachestat here (an old kernel, a sandbox): never ask again.
     } else if (in.cached < in.pages) {
@@ -121,6 +122,7 @@ int64_t PosixCachedReads::Read(int fd, void* buffer, uint32_t length, uint64_t o
     }
   }
   for (;;) {
+    ++preads_;
     const ssize_t got = preadv2(fd, &vec, 1, static_cast<off_t>(offset), flags);
     if (got >= 0) return got;
     const int error = errno;

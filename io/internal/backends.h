@@ -106,6 +106,9 @@ class PosixCachedReads {
     return fd >= 0 && static_cast<size_t>(fd) < files_.size() &&
            files_[static_cast<size_t>(fd)].memory;
   }
+  // How many times Read asked cachestat, and how many preadv2 calls it made (each retry counts).
+  [[nodiscard]] uint64_t asked() const { return asked_; }
+  [[nodiscard]] uint64_t preads() const { return preads_; }
   void Observe(const Op& op) {
     if (op.kind == OpKind::kClose) {
       Forget(op.fd);
@@ -141,6 +144,8 @@ class PosixCachedReads {
   std::vector<File> files_;  // By descriptor.
   std::array<RecentRead, kRecentReads> recent_{};
   size_t recent_next_ = 0;
+  uint64_t asked_ = 0;
+  uint64_t preads_ = 0;
 };
 
 // How many of the pages holding bytes [offset, offset + length) of `fd` are in the page cache,
