@@ -18,9 +18,12 @@ void Database::ReleaseMemory() {
   alloc::ScopedTenant tenant(options_.tenant);
   if (writer_open()) sqlite3_db_release_memory(writer_->db());
   // Readers beyond the first are closed (their schema and page cache go with them) and
-  // reopened when reads find every open reader busy again.
+  // reopened when reads find every open reader busy again. Their close never checkpoints (the
+  // first reader stays, so none is the last connection): said to SQLite, so that on a sleeping
+  // database, whose files have no descriptor, the close touches no file at all.
   while (readers_.size() > 1 && readers_.back()->current() == nullptr) {
     Unpin(*readers_.back());
+    sqlite3_db_config(readers_.back()->db(), SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, nullptr);
     readers_.pop_back();
   }
   for (auto& reader : readers_) sqlite3_db_release_memory(reader->db());
@@ -69,12 +72,6 @@ absl::Status Database::Sleep() {
     return absl::FailedPreconditionError(
         "Database::Sleep: another Database of this process has the same file open; its "
         "descriptors are shared, so they stay open");
-  }
-  for (int i = 0; i < internal::kFileRoles; ++i) {
-    if (files_->table().file(static_cast<internal::FileRole>(i)).needs_dir_sync) {
-      return absl::FailedPreconditionError(
-          "Database::Sleep: a file's name is not durable yet; try again once idle");
-    }
   }
   if (!Quiet()) {
     return absl::FailedPreconditionError(

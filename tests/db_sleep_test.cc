@@ -108,6 +108,38 @@ TEST_P(SleepTest, ASleepingDatabaseHoldsNoDescriptorAndWakesWithoutAReopen) {
   EXPECT_EQ(Read("SELECT count(*), max(s) FROM t"), "4|'d'|\n");
 }
 
+// Every open leaves the files' names waiting for a directory fsync until the first barrier, so
+// a database that only read since it opened sleeps with them pending: the wake opens the
+// directory with the files, through the loop, and the first write's barrier syncs it without
+// opening it on the loop. The same reopen, read and write without the sleep is the control: its
+// write waits on the loop for its empty WAL's header, written at once, and for the directory,
+// which its barrier opens; the woken database's write waits only for the header.
+TEST_P(SleepTest, ADatabaseThatOnlyReadSleepsAndItsFirstWriteAfterTheWakeWaitsNoMore) {
+  Fill();
+  auto reopen_read_write = [&](bool sleep, int row) {
+    EXPECT_TRUE(CloseDb().ok());
+    EXPECT_TRUE(OpenDb().ok());
+    EXPECT_EQ(Read("SELECT count(*) > 0 FROM t"), "1|\n");
+    if (sleep) {
+      EXPECT_TRUE(db_->Sleep().ok());
+    }
+    const uint64_t before_read = loop_->stats().waited_ops;
+    EXPECT_EQ(Read("SELECT count(*) > 0 FROM t"), "1|\n");
+    EXPECT_EQ(loop_->stats().waited_ops, before_read) << "the wake or its read waited";
+    const uint64_t before_write = loop_->stats().waited_ops;
+    EXPECT_TRUE(Write(absl::StrCat("INSERT INTO t VALUES (", row, ", 'x')")).ok());
+    return loop_->stats().waited_ops - before_write;
+  };
+  const uint64_t control = reopen_read_write(/*sleep=*/false, 4);
+  const uint64_t slept = reopen_read_write(/*sleep=*/true, 5);
+  EXPECT_EQ(db_->stats().wakes, 1u);
+  EXPECT_EQ(slept + 1, control)
+      << "the first write after the wake opened the directory on the loop";
+  ASSERT_TRUE(CloseDb().ok());
+  ASSERT_TRUE(OpenDb().ok());
+  EXPECT_EQ(Read("SELECT count(*) FROM t"), "5|\n");
+}
+
 TEST_P(SleepTest, SleepIsRefusedWhileAnythingIsInFlight) {
   Fill();
   Probe write;

@@ -28,6 +28,14 @@ absl::Status FileSleep::Sleep(loop::Loop& loop, FileTable& table) {
     SharedFile& f = table.file(kRoles[i]);
     had_[i] = f.fd >= 0;
     if (!had_[i]) continue;
+    if (f.allocated_bytes > f.size_bytes) {  // A truncate is a metadata operation: no device wait.
+      io::Op cut{.kind = io::OpKind::kFtruncate, .fd = f.fd, .offset = f.size_bytes};
+      if (RunNow(loop, cut) < 0) {
+        return absl::UnavailableError(absl::StrCat("Database::Sleep: the reserve of '", f.path,
+                                                   "' could not be cut; try again later"));
+      }
+      f.allocated_bytes = f.size_bytes;
+    }
     // The size on disk, which may differ from SQLite's view (a reserve's zeros, a write that
     // failed part way): fstat gives it on real descriptors (Print), the simulator at once.
     io::Op size{.kind = io::OpKind::kFileSize, .fd = f.fd};
@@ -65,6 +73,21 @@ void FileSleep::Wake(FileTable& table, Callback done, void* arg) {
     ++in_flight_;
     loop_->Submit(io_[i]);
   }
+  bool names_pending = false;
+  for (FileRole role : {FileRole::kMain, FileRole::kJournal, FileRole::kWal}) {
+    names_pending = names_pending || table.file(role).needs_dir_sync;
+  }
+  if (names_pending && !table.has_directory_fd()) {
+    dir_io_.callback = &FileSleep::OnIo;
+    dir_io_.user_data = this;
+    dir_io_.op = {.kind = io::OpKind::kOpenAt,
+                  .fd = AT_FDCWD,
+                  .flags = static_cast<uint32_t>(O_RDONLY | O_DIRECTORY | O_CLOEXEC),
+                  .path = table.dir_path().c_str()};
+    dir_opening_ = true;
+    ++in_flight_;
+    loop_->Submit(dir_io_);
+  }
 }
 
 loop::Action FileSleep::OnIo(loop::Loop& /*unused*/, loop::Completion& c) {
@@ -95,6 +118,16 @@ absl::Status FileSleep::TakeOpens() {
     } else if (result < 0 && result != -ENOENT) {
       status = absl::UnavailableError(
           absl::StrCat(FileTable::OpenErrorMessage(table_->file(kRoles[i]).path, result),
+                       " (waking the database from its sleep; a later request tries again)"));
+    }
+  }
+  if (std::exchange(dir_opening_, false)) {
+    const int64_t result = dir_io_.result();
+    if (result >= 0) {
+      dir_fd_ = static_cast<int>(result);
+    } else if (status.ok()) {
+      status = absl::UnavailableError(
+          absl::StrCat(FileTable::OpenErrorMessage(table_->dir_path(), result),
                        " (waking the database from its sleep; a later request tries again)"));
     }
   }
@@ -146,6 +179,14 @@ void FileSleep::Finish(absl::Status status) {
       table_->CloseDescriptor(fds_[i]);
     }
     fds_[i] = -1;
+  }
+  if (dir_fd_ >= 0) {
+    if (status.ok()) {
+      table_->AdoptDirectory(dir_fd_);
+    } else {
+      table_->CloseDescriptor(dir_fd_);
+    }
+    dir_fd_ = -1;
   }
   state_ = status.ok() ? State::kAwake : State::kAsleep;
   table_->set_asleep(!status.ok());

@@ -7,20 +7,25 @@
 // instead of a reopen's connection and parse of the schema.
 //
 //   1. Sleep only runs with nothing queued or in flight on the files and every epoch durable
-//      (the caller checks): the disk holds exactly what the process last wrote. It records what
-//      the OS says about each file (FileFingerprint: size, and on real descriptors device,
+//      (the caller checks): the disk holds exactly what the process last wrote. It cuts the
+//      reserve (the zeros written past SQLite's end of the main file and the WAL so that a
+//      write never finds the disk full, EpochQueue invariants 9 and 10), so a sleeper keeps on
+//      disk only what SQLite wrote; the first barrier after the wake reserves again. It records
+//      what the OS says about each file (FileFingerprint: size, and on real descriptors device,
 //      inode, modification and change time), then closes every descriptor; the flock on the
 //      main file goes with the main file's.
 //   2. While asleep no descriptor is open and nothing may read or write the files: the caller
 //      runs no SQLite statement until the wake is done.
 //   3. Wake opens the main file and the WAL (if it had one) through the loop at once, never
-//      creating either, locks the main file as FilePreopen does, and reads both sizes through
-//      the loop. Only if every file is what Sleep recorded are the descriptors handed back to
-//      the FileTable: another process (or a person) that wrote to the files meanwhile makes
-//      the connections' view stale, and the wake fails with FailedPrecondition instead of
-//      serving from it (so does a file gone, or a WAL that appeared). A failed open or size
-//      read, or the lock held by another process, fails it with Unavailable. A failed wake
-//      closes what it opened and leaves everything as asleep; it may be tried again.
+//      creating either, with the directory when a file's name still waits for the directory
+//      fsync (FileTable invariant 3: the first barrier after the wake syncs it, as it would
+//      have without the sleep, and finds the directory open), locks the main file as
+//      FilePreopen does, and reads both sizes through the loop. Only if every file is what Sleep
+//      recorded are the descriptors handed back to the FileTable: another process (or a person)
+//      that wrote to the files meanwhile makes the connections' view stale, and the wake fails with
+//      FailedPrecondition instead of serving from it (so does a file gone, or a WAL that appeared).
+//      A failed open or size read, or the lock held by another process, fails it with Unavailable.
+//      A failed wake closes what it opened and leaves everything as asleep; it may be tried again.
 //
 // clang-format off
 //   kAwake --Sleep--> kAsleep --Wake--> kOpening --both opened, main locked--> kSizing --sizes match--> kAwake
@@ -31,13 +36,14 @@
 //   transition            function        invariant in the new state
 //   kAwake -> kAsleep     Sleep           no descriptor open; fingerprints recorded
 //   kAsleep -> kOpening   Wake            the opens are in flight
-//   kOpening -> kSizing   OnIo->Advance   both files open (or the WAL absent as recorded); main locked
+//   kOpening -> kSizing   OnIo->Advance   both files open (or the WAL absent as recorded); main locked;
+//                                         the directory open if a name needs its fsync
 //   kSizing -> kAwake     OnIo->Finish    the files match the fingerprints; the table has the descriptors
 //   kOpening, kSizing     OnIo->Finish    status() says why; no descriptor open
 //     -> kAsleep
 // clang-format on
 //
-// Internal: Database (db/database_sleep.cc) is the only user.
+// Internal: Database (db/database_idle.cc) is the only user.
 #ifndef SQLOOP_DB_INTERNAL_FILE_SLEEP_H_
 #define SQLOOP_DB_INTERNAL_FILE_SLEEP_H_
 
@@ -95,6 +101,9 @@ class FileSleep {
   std::array<FileFingerprint, 2> slept_ = {};  // and this fingerprint.
   std::array<int, 2> fds_ = {-1, -1};          // Opened by the wake, not handed back yet.
   std::array<loop::Completion, 2> io_;
+  loop::Completion dir_io_;  // The directory's open, when a file's name needs its fsync.
+  bool dir_opening_ = false;
+  int dir_fd_ = -1;  // Opened by the wake, not handed back yet.
   int in_flight_ = 0;
   absl::Status status_;
 };
