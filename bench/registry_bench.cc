@@ -48,6 +48,10 @@
 //                              skipped in quick mode).
 //   registry_zipf/10000_lru    the same trace with least-recently-used eviction: what SIEVE
 //                              saves in opens per request (opens_per_request) and time.
+//                              Evicted tenants sleep in these (asleep_max 4,096, the default):
+//                              wakes_per_request counts the requests that woke one.
+//   registry_zipf/10000_closing the same trace with sleeping off (asleep_max 0): every evicted
+//                              tenant closes and its next request opens it again.
 //   registry_open_all/tenants  one op = every tenant of the Zipf directory opened at once and
 //                              kept open (a read each, 10,000 submitted at a time): as many as
 //                              RLIMIT_NOFILE allows with open_max derived from it the way the
@@ -61,6 +65,9 @@
 //                              idle_sqlite_bytes_per_open_tenant, idle_heap_bytes_per_open_tenant
 //                              (glibc's bytes in use) and idle_rss_bytes_per_open_tenant (after
 //                              malloc_trim). One round, outside quick mode.
+//   registry_open_all/asleep   100,000 tenants kept at once on open_max 1,024: the rest asleep
+//                              (asleep_max 100,000), the same census (asleep_tenants says how
+//                              many sleep). One round, outside quick mode.
 //   registry_budget/none       baseline: 256 point reads, 64 in flight, Zipf(1) over 200
 //                              tenants that are all open (open_max 240, opened before timing),
 //                              with no memory budget.
@@ -157,7 +164,8 @@ class Scratch {
 struct Host {
   Host(const std::string& directory, uint32_t open_max, uint64_t memory_bytes_max = 0,
        sqloop::db::Eviction eviction = sqloop::db::Eviction::kSieve,
-       sqloop::db::VfsOptions vfs_options = {}) {
+       sqloop::db::VfsOptions vfs_options = {},
+       uint32_t asleep_max = sqloop::db::kAsleepMaxDefault) {
     auto created = sqloop::loop::Loop::Create({});
     SQLOOP_CHECK(created.ok(), "bench: loop");
     loop = *std::move(created);
@@ -171,6 +179,7 @@ struct Host {
     options.waiting_opens_max = 1 << 16;
     options.memory_bytes_max = memory_bytes_max;
     options.eviction = eviction;
+    options.asleep_max = asleep_max;
     auto r = Registry::Create(*loop, *vfs, options);
     SQLOOP_CHECK(r.ok(), "bench: registry");
     registry = *std::move(r);
@@ -717,9 +726,12 @@ void OpenAll(benchmark::State& state, Host& host, const std::vector<std::string>
   }
   if (!census) return;
   state.PauseTiming();
-  const double open = host.registry->stats().open;
+  // Open or asleep: a sleeping tenant keeps its connections and schema, without descriptors.
+  const sqloop::db::RegistryStats after = host.registry->stats();
+  const double open = after.open + after.asleep;
   SQLOOP_CHECK(open == tenants, "bench: a tenant closed while the others opened");
   state.counters["open_tenants"] = open;
+  state.counters["asleep_tenants"] = after.asleep;
   state.counters["sqlite_bytes_per_open_tenant"] =
       static_cast<double>(LiveBytes() - sqlite_before) / open;
   state.counters["rss_bytes_per_open_tenant"] =
@@ -729,7 +741,7 @@ void OpenAll(benchmark::State& state, Host& host, const std::vector<std::string>
   // Once idle for idle_trim_after, a tenant keeps little more than its schema: what it holds
   // then, SQLite's bytes and the whole heap's (glibc's count of bytes in use, the SQLite
   // block cache emptied first so that it does not count).
-  SQLOOP_CHECK(host.registry->TrimIdleTenants() == static_cast<size_t>(tenants), "bench: trim");
+  SQLOOP_CHECK(host.registry->TrimIdleTenants() == after.open, "bench: trim");
   sqloop::alloc::ReleaseSqliteBlockCache();
   state.counters["idle_sqlite_bytes_per_open_tenant"] =
       static_cast<double>(LiveBytes() - sqlite_before) / open;
@@ -745,8 +757,9 @@ void OpenAll(benchmark::State& state, Host& host, const std::vector<std::string>
 
 void RunZipf(benchmark::State& state, int tenants, uint32_t open_max = 128,
              uint64_t memory_bytes_max = 0,
-             sqloop::db::Eviction eviction = sqloop::db::Eviction::kSieve) {
-  Host host(ZipfDirectory(tenants), open_max, memory_bytes_max, eviction);
+             sqloop::db::Eviction eviction = sqloop::db::Eviction::kSieve,
+             uint32_t asleep_max = sqloop::db::kAsleepMaxDefault) {
+  Host host(ZipfDirectory(tenants), open_max, memory_bytes_max, eviction, {}, asleep_max);
   const Zipf zipf(tenants);
   sqloop::io::Prng prng(/*seed=*/20240601);
   std::vector<std::string> names(static_cast<size_t>(tenants));
@@ -766,11 +779,9 @@ void RunZipf(benchmark::State& state, int tenants, uint32_t open_max = 128,
   };
   // Requests are re-issued as they complete while the batch has some left.
   for (Counted& r : window) r.Prime(&completed);
-  // Every tenant fits: open them all first, so the timing sees requests to open tenants.
-  if (static_cast<uint32_t>(tenants) <= open_max) OpenAll(state, host, names, /*census=*/false);
-  const sqloop::alloc::HeapCounts before = sqloop::alloc::CurrentHeapCounts();
-  for (auto _ : state) {
-    batch_end += kZipfBatch;
+  // Serves `count` more requests of the trace.
+  auto serve = [&](int count) {
+    batch_end += count;
     const int target = batch_end;
     for (Counted& r : window) {
       if (issued < batch_end && !r.busy) submit(r);
@@ -782,12 +793,22 @@ void RunZipf(benchmark::State& state, int tenants, uint32_t open_max = 128,
         if (issued < batch_end && !r.busy) submit(r);
       }
     }
-  }
+  };
+  // Every tenant is used once first, untimed, and when they do not all fit, the trace runs for
+  // as many requests as there are tenants: the timing sees the steady state of a host that has
+  // served every tenant before (the popular ones open, the evicted ones asleep or closed), not
+  // each tenant's first open.
+  OpenAll(state, host, names, /*census=*/false);
+  if (static_cast<uint32_t>(tenants) > open_max) serve(tenants);
+  const sqloop::db::RegistryStats warm = host.registry->stats();
+  const sqloop::alloc::HeapCounts before = sqloop::alloc::CurrentHeapCounts();
+  for (auto _ : state) serve(kZipfBatch);
   ReportAllocs(state, before, state.iterations());
   state.SetItemsProcessed(state.iterations() * kZipfBatch);
   const sqloop::db::RegistryStats stats = host.registry->stats();
-  state.counters["opens_per_request"] =
-      static_cast<double>(stats.opens) / static_cast<double>(stats.requests);
+  const auto requests = static_cast<double>(stats.requests - warm.requests);
+  state.counters["opens_per_request"] = static_cast<double>(stats.opens - warm.opens) / requests;
+  state.counters["wakes_per_request"] = static_cast<double>(stats.wakes - warm.wakes) / requests;
 }
 
 void BM_ZipfOne(benchmark::State& state) { RunZipf(state, 1); }
@@ -823,6 +844,29 @@ void BM_OpenAll(benchmark::State& state) {
 void BM_ZipfLru(benchmark::State& state) {
   RunZipf(state, kZipfTenants, 128, 0, sqloop::db::Eviction::kLru);
 }
+// The same trace with sleeping off (asleep_max 0): every tenant evicted is closed, and its next
+// request opens it again. What the sleepers save.
+void BM_ZipfAllAsleep(benchmark::State& state) {
+  RunZipf(state, kZipfTenants, 128, 0, sqloop::db::Eviction::kSieve, kZipfTenants);
+}
+void BM_ZipfClosing(benchmark::State& state) {
+  RunZipf(state, kZipfTenants, 128, 0, sqloop::db::Eviction::kSieve, /*asleep_max=*/0);
+}
+// Every tenant of the Zipf directory kept at once, 100,000 of them, on open_max 1,024: the
+// rest sleep (asleep_max 100,000), holding their connections and no descriptor. Registered in
+// main outside quick mode, as BM_OpenAll.
+void BM_OpenAllAsleep(benchmark::State& state) {
+  const std::string& directory = ZipfDirectory(kZipfTenantsLarge);
+  std::vector<std::string> names(static_cast<size_t>(kZipfTenantsLarge));
+  for (int i = 0; i < kZipfTenantsLarge; ++i) names[static_cast<size_t>(i)] = ZipfName(i);
+  std::unique_ptr<Host> host;
+  for (auto _ : state) {
+    host = std::make_unique<Host>(directory, /*open_max=*/1024, 0, sqloop::db::Eviction::kSieve,
+                                  sqloop::db::VfsOptions{}, /*asleep_max=*/kZipfTenantsLarge);
+    OpenAll(state, *host, names, /*census=*/true);
+  }
+  host.reset();
+}
 void BM_BudgetNone(benchmark::State& state) { RunZipf(state, kBudgetTenants, 240); }
 void BM_BudgetUnreached(benchmark::State& state) {
   RunZipf(state, kBudgetTenants, 240, /*memory_bytes_max=*/uint64_t{1} << 40);
@@ -849,6 +893,8 @@ BENCHMARK(BM_Memory)->Name("registry_memory/tenants")->Iterations(1)->Unit(bench
 BENCHMARK(BM_ZipfOne)->Name("registry_zipf/one_tenant")->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Zipf)->Name("registry_zipf/10000")->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_ZipfLru)->Name("registry_zipf/10000_lru")->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_ZipfAllAsleep)->Name("registry_zipf/10000_all_asleep")->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_ZipfClosing)->Name("registry_zipf/10000_closing")->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_BudgetNone)->Name("registry_budget/none")->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_BudgetUnreached)->Name("registry_budget/unreached")->Unit(benchmark::kMillisecond);
 
@@ -860,6 +906,9 @@ int main(int argc, char** argv) {
     benchmark::RegisterBenchmark("registry_zipf/100000", BM_ZipfLarge)
         ->Unit(benchmark::kMillisecond);
     benchmark::RegisterBenchmark("registry_open_all/tenants", BM_OpenAll)
+        ->Iterations(1)
+        ->Unit(benchmark::kMillisecond);
+    benchmark::RegisterBenchmark("registry_open_all/asleep", BM_OpenAllAsleep)
         ->Iterations(1)
         ->Unit(benchmark::kMillisecond);
   }
@@ -879,7 +928,8 @@ int main(int argc, char** argv) {
   benchmark::AddCustomContext(
       "description:registry_open_all",
       "one op = every tenant opened at once and kept open: as many as RLIMIT_NOFILE allows, "
-      "at most 100,000 (open_tenants says how many)");
+      "at most 100,000 (open_tenants says how many); 'asleep' keeps 100,000 on 1,024 slots, "
+      "the rest asleep");
   benchmark::AddCustomContext("baseline:registry_budget", "none");
   benchmark::AddCustomContext("description:registry_budget",
                               "one op = 256 reads, 64 in flight, over 200 open tenants; "

@@ -26,9 +26,14 @@
 //      |          |                                   +-----------+
 //      |     +---------+   last request done               |
 //      |     |  kIdle  | <---------------------------------+
-//      |     +---------+
-//      |          | idle timeout, evicted, delete queued, shutdown
-//      |          v
+//      |     +---------+                                   ^ slot taken (a wake),
+//      |          |    evicted for a slot: sleeps          | at once or from kWaitingSlot
+//      |          +-------------------------------> +-----------+
+//      |          |                                 | kAsleep   |
+//      |          |                                 +-----------+
+//      |          | idle timeout, evicted,                 | idle timeout, beyond asleep_max,
+//      |          | delete queued, shutdown                | memory, delete, shutdown
+//      |          v <--------------------------------------+
 //      |     +-----------+  close done, a delete at the queue head   +-----------+
 //      +-----| kClosing  |------------------------------------------>| kDeleting |
 //      |     +-----------+                                           +-----------+
@@ -54,8 +59,18 @@
 //   kActive -> kIdle            ServeQueue->BecomeIdle      in the idle list; no request at all
 //   kActive -> kIdle            OnRequestDone->BecomeIdle   (as above)
 //   kIdle -> kActive            Submit->SubmitToOpen        not in the idle list; in flight > 0
+//   kIdle -> kAsleep            EvictForWaiters->PutToSleep no slot; the database asleep; in the
+//                                                           asleep list (its oldest closed beyond
+//                                                           asleep_max)
+//   kAsleep -> kActive          Kick->RequestSlot->StartOpen  a slot again; the database wakes
+//                                                           itself for the queued requests
+//   kAsleep -> kWaitingSlot     Kick->RequestSlot           (as from kClosed), keeping its database
+//   kActive -> kAsleep          BecomeIdle->FallAsleep      it took a slot for requests that needed
+//                                                           no wake (open-only ones)
 //   kIdle -> kClosing           StartClose                  slot and database; nothing in flight;
 //                                                           the close runs on the next tick
+//   kAsleep -> kClosing         StartClose                  no slot; the close touches no file
+//   kActive -> kClosing         BecomeIdle->StartClose      (wake failed) the database still asleep
 //   kActive -> kClosing         OnRequestDone->StartClose   (as above: poisoned, delete, shutdown)
 //   kClosing -> kClosed         OnClosed->AfterClosed       no database, slot or memory id
 //   kClosing -> kDeleting       AfterClosed->StartDelete    as kClosed; a delete at the queue head
@@ -64,17 +79,7 @@
 //   kDeleting -> kClosed        OnTenantIo->FinishDelete    the delete request completed
 // clang-format on
 //
-// Invariants per state, checked by AssertInvariants on every transition (SetState is the only
-// writer of Tenant::state):
-//   kClosed, kWaitingSlot, kDeleting: no database, no memory id, no slot, nothing in flight;
-//     kWaitingSlot is in the policy's waiting FIFO; kDeleting has a delete at its queue head,
-//     and its sub-machine (TenantDelete) is started right after the transition.
-//   kProbing, kProbeClosing: a slot, no database, nothing in flight.
-//   kOpening, kClosing: a slot and a database, nothing in flight.
-//   kActive: a slot and a database.
-//   kIdle: a slot and a database, nothing in flight or queued; in the idle list.
-//   Every state: at most open_max slots held; the queue within tenant_queue_max; in none of
-//     the policy's state lists (idle, waiting, closed) unless kIdle, kWaitingSlot or kClosed.
+// The invariants of each state are in registry_state.cc, next to AssertInvariants.
 #include "sqloop/db/registry.h"
 
 #include <fcntl.h>
@@ -219,8 +224,9 @@ absl::Status Registry::SubmitToOpen(Tenant& t, TenantRequest& request) {
 absl::StatusOr<Registry::Tenant*> Registry::Admit(const TenantRequest& request) {
   auto it = tenants_.find(request.tenant);
   Tenant* t = it == tenants_.end() ? nullptr : it->second.get();
-  const bool needs_slot = request.action == TenantRequest::Action::kExecute &&
-                          (t == nullptr || t->state == TenantState::kClosed);
+  const bool needs_slot =
+      request.action == TenantRequest::Action::kExecute &&
+      (t == nullptr || t->state == TenantState::kClosed || t->state == TenantState::kAsleep);
   if (needs_slot) {
     if (absl::Status room = policy_->CheckRoomForOpen(); !room.ok()) return room;
   }
@@ -261,6 +267,14 @@ void Registry::Kick(Tenant& t) {
       return;
     case TenantState::kIdle:  // Only a delete is ever queued behind an open tenant.
       StartClose(t, CloseReason::kDelete);
+      return;
+    case TenantState::kAsleep:
+      if (t.queue.front()->action == TenantRequest::Action::kDelete) {
+        StartClose(t, CloseReason::kDelete);
+        return;
+      }
+      policy_->RemoveAsleep(t);
+      RequestSlot(t);  // Its database wakes itself once it has the requests (StartOpen).
       return;
     case TenantState::kActive:  // Closes for the delete when its last request is done.
     case TenantState::kWaitingSlot:
@@ -326,6 +340,14 @@ void Registry::RequestSlot(Tenant& t) {
 
 void Registry::StartOpen(Tenant& t) {
   policy_->TakeSlot(t);
+  if (t.database != nullptr) {  // It slept: the requests wake it, through the loop.
+    TenantPolicy::Used(t);
+    t.stats.wakes++;
+    stats_.wakes++;
+    SetState(t, TenantState::kActive);
+    ServeQueue(t);
+    return;
+  }
   bool create = false;
   for (TenantRequest* r = t.queue.front(); r != nullptr; r = Tenant::Queue::Next(*r)) {
     if (r->action == TenantRequest::Action::kDelete) break;
@@ -463,9 +485,16 @@ void Registry::GrantSlots() {
   EvictForWaiters();
 }
 
-// The policy picks the victims (idle tenants, by SIEVE); closing them is ours.
+// The policy picks the victims (idle tenants, by SIEVE); putting them to sleep or closing
+// them is ours. A victim that sleeps frees its slot at once: the next waiter takes it here.
 void Registry::EvictForWaiters() {
-  while (Tenant* victim = policy_->WaiterVictim()) StartClose(*victim, CloseReason::kEvicted);
+  while (Tenant* victim = policy_->WaiterVictim()) {
+    if (!PutToSleep(*victim)) {
+      StartClose(*victim, CloseReason::kEvicted);
+      continue;
+    }
+    while (Tenant* t = policy_->Grant()) StartOpen(*t);
+  }
 }
 
 void Registry::EvictForMemory() {
@@ -497,21 +526,10 @@ void Registry::OnRequestDone(Request& request, absl::Status status) {
 
 // ---- Idleness and closing -------------------------------------------------------------------
 
-void Registry::BecomeIdle(Tenant& t) {
-  if (shutting_down_) {
-    StartClose(t, CloseReason::kShutdown);
-    return;
-  }
-  policy_->AddIdle(t, loop_.now_ns());
-  SetState(t, TenantState::kIdle);
-  EvictForMemory();
-  EvictForWaiters();
-  ArmSweeper();
-}
-
 void Registry::StartClose(Tenant& t, CloseReason reason) {
   SQLOOP_CHECK(t.in_flight == 0, "Registry: closing a tenant with requests in flight");
   if (t.state == TenantState::kIdle) policy_->RemoveIdle(t);
+  if (t.state == TenantState::kAsleep) policy_->RemoveAsleep(t);
   t.close_reason = reason;
   if (reason == CloseReason::kIdle) {
     t.stats.idle_closes++;
@@ -519,6 +537,8 @@ void Registry::StartClose(Tenant& t, CloseReason reason) {
   } else if (reason == CloseReason::kEvicted) {
     t.stats.evictions++;
     stats_.evictions++;
+  } else if (reason == CloseReason::kWakeFailed) {
+    stats_.wakes_failed++;
   }
   SetState(t, TenantState::kClosing);
   // Database::Close runs on the next tick (OnTenantIo), never inside one of that database's
@@ -535,7 +555,7 @@ void Registry::OnClosed(void* arg, absl::Status status) {
   (void)status;
   self.Bury(std::move(t.database));
   self.UnregisterMemory(t);
-  self.policy_->ReleaseSlot(t);
+  if (t.holds_slot()) self.policy_->ReleaseSlot(t);  // A sleeper's close had none.
   // Requests that arrived while it closed reopen it (behind earlier waiters, if any).
   self.AfterClosed(t);
   self.GrantSlots();
@@ -582,6 +602,7 @@ void Registry::ArmDeferred() {
 loop::Action Registry::OnDeferred(loop::Loop& /*unused*/, loop::Completion& c) {
   auto& self = *static_cast<Registry*>(c.user_data);
   self.graveyard_.clear();
+  if (std::exchange(self.evict_deferred_, false)) self.EvictForWaiters();
   // Deliver what is on the list now; what these callbacks add goes out on the next tick.
   for (size_t n = self.deferred_requests_.size(); n > 0; --n) {
     TenantRequest& r = *self.deferred_requests_.PopFront();
@@ -650,6 +671,10 @@ void Registry::Shutdown(Callback done, void* arg) {
       "registry is shutting down; the request did not run, send it to the next instance");
   while (Tenant* t = policy_->PopWaiting()) {
     FailQueue(*t, closing);
+    if (t->database != nullptr) {  // It slept: its close touches no file.
+      StartClose(*t, CloseReason::kShutdown);
+      continue;
+    }
     SetState(*t, TenantState::kClosed);
     AfterClosed(*t);  // A queued delete still runs.
   }
@@ -660,7 +685,10 @@ void Registry::Shutdown(Callback done, void* arg) {
 
 void Registry::MaybeFinishShutdown() {
   if (!shutting_down_ || dir_closing_ || shut_down_) return;
-  if (policy_->open() != 0 || policy_->waiting() != 0 || deleting_ != 0) return;
+  if (policy_->open() != 0 || policy_->waiting() != 0 || policy_->asleep() != 0 ||
+      policy_->closing() != 0 || deleting_ != 0) {
+    return;
+  }
   if (sweeper_.state() != loop::Completion::State::kIdle ||
       deferred_.state() != loop::Completion::State::kIdle || !deferred_requests_.empty() ||
       !graveyard_.empty()) {
@@ -677,85 +705,6 @@ loop::Action Registry::OnDirClosed(loop::Loop& /*unused*/, loop::Completion& c) 
   self.shut_down_ = true;
   if (self.shutdown_done_ != nullptr) self.shutdown_done_(self.shutdown_arg_, absl::OkStatus());
   return loop::Action::kDisarm;
-}
-
-// ---- Statistics and invariants --------------------------------------------------------------
-
-RegistryStats Registry::stats() const {
-  RegistryStats stats = stats_;
-  stats.tenants = static_cast<uint32_t>(tenants_.size());
-  stats.open = policy_->open();
-  stats.active = active_;
-  stats.idle = policy_->idle();
-  stats.waiting = policy_->waiting();
-  stats.open_high_water = policy_->open_high_water();
-  stats.memory_bytes = policy_->MemoryLive(/*exclude_closing=*/false);
-  return stats;
-}
-
-absl::StatusOr<TenantStats> Registry::GetTenantStats(absl::string_view tenant) const {
-  auto it = tenants_.find(tenant);
-  if (it == tenants_.end()) {
-    return absl::NotFoundError(absl::StrCat("registry does not know tenant '", tenant,
-                                            "' (never used, or forgotten beyond tenants_max)"));
-  }
-  TenantStats stats = it->second->stats;
-  stats.state = it->second->state;
-  stats.memory_bytes = TenantPolicy::TenantMemory(*it->second);
-  return stats;
-}
-
-// The one writer of Tenant::state. Keeps the counts that follow from states (active tenants,
-// deletes and closes under way) and checks the new state's invariants.
-void Registry::SetState(Tenant& t, TenantState state) {
-  if (t.state == TenantState::kActive) active_--;
-  if (t.state == TenantState::kDeleting) deleting_--;
-  if (state == TenantState::kActive) active_++;
-  if (state == TenantState::kDeleting) deleting_++;
-  policy_->StateChanged(t, t.state, state);
-  t.state = state;
-  AssertInvariants(t);
-}
-
-void Registry::AssertInvariants(const Tenant& t) const {
-  const bool has_db = t.database != nullptr;
-  switch (t.state) {
-    case TenantState::kClosed:
-    case TenantState::kWaitingSlot:
-    case TenantState::kDeleting:
-      SQLOOP_CHECK(!has_db && !t.has_memory_id && !t.holds_slot() && t.in_flight == 0,
-                   "Registry: a closed tenant holds a database, memory, a slot or requests");
-      SQLOOP_CHECK(t.state != TenantState::kWaitingSlot || policy_->IsWaiting(t),
-                   "Registry: waiting for a slot outside the waiting FIFO");
-      SQLOOP_CHECK(
-          t.state != TenantState::kDeleting ||
-              (!t.queue.empty() && t.deletion.state() == internal::TenantDelete::State::kIdle),
-          "Registry: deleting without a delete request, or with a delete running");
-      break;
-    case TenantState::kProbing:
-    case TenantState::kProbeClosing:
-      SQLOOP_CHECK(t.holds_slot() && !has_db && t.in_flight == 0,
-                   "Registry: probing without a slot, or with a database or requests");
-      break;
-    case TenantState::kOpening:
-    case TenantState::kClosing:
-      SQLOOP_CHECK(t.holds_slot() && has_db && t.in_flight == 0,
-                   "Registry: opening or closing without a database, or with requests");
-      break;
-    case TenantState::kActive:
-      SQLOOP_CHECK(t.holds_slot() && has_db, "Registry: active without a database");
-      break;
-    case TenantState::kIdle:
-      SQLOOP_CHECK(t.holds_slot() && has_db && t.in_flight == 0 && t.queue.empty(),
-                   "Registry: idle with work, or without a database");
-      SQLOOP_CHECK(policy_->IsIdle(t), "Registry: idle outside the idle list");
-      break;
-  }
-  const bool listed = t.state == TenantState::kIdle || t.state == TenantState::kWaitingSlot ||
-                      t.state == TenantState::kClosed;
-  SQLOOP_CHECK(listed || !t.state_link.linked(), "Registry: a busy tenant is in a state list");
-  SQLOOP_CHECK(policy_->open() <= open_max_, "Registry: more tenants open than open_max");
-  SQLOOP_CHECK(t.queue.size() <= options_.tenant_queue_max, "Registry: tenant queue overfull");
 }
 
 }  // namespace sqloop::db

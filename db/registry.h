@@ -14,31 +14,40 @@
 // statistics, forgotten least-recently-closed first beyond `tenants_max`; the registry_memory
 // benchmark's closed_tenant_heap_bytes measures it). Open, a
 // `Database` (a writer and `database.readers` reader connections, their page caches and
-// statement caches) and at most `kDescriptorsPerDatabase` file descriptors.
+// statement caches) and at most `kDescriptorsPerDatabase` file descriptors. Asleep (an idle
+// tenant evicted to free its slot, up to `asleep_max` of them), its Database's connections
+// and schema with their caches given back, and no descriptor: its next request wakes it
+// (Database::Sleep) instead of opening it again.
 //
 // Design invariants:
 //   1. Names are validated (`ValidateTenantName`) before anything else happens: an invalid
 //      name never reaches the tenant table, the file system or the memory accounting.
 //   2. A database file is created only by a request with `create_if_missing`. Any other
 //      request for a tenant whose file does not exist fails with NotFound and creates nothing.
-//   3. At most `open_max` tenants hold a database (or a descriptor) at once, and each holds at
-//      most kDescriptorsPerDatabase descriptors, so the registry never exhausts descriptors.
+//   3. At most `open_max` tenants hold a slot at once, only a tenant with a slot holds a
+//      descriptor, and each holds at most kDescriptorsPerDatabase, so the registry never
+//      exhausts descriptors. A sleeping tenant holds a database but no slot and no descriptor;
+//      at most `asleep_max` tenants sleep.
 //   4. Each request completes exactly once: its `on_done` runs on the loop, or Submit
 //      returns an error and nothing runs. Requests of one tenant reach its Database in
 //      submission order (from there the Database's rules apply; a Client orders completions).
 //   5. An idle tenant (open, nothing in flight, nothing queued) is closed after `idle_timeout`
-//      of the loop's clock; a closed tenant holds no descriptor, no connection, no SQLite
-//      memory (its accounting tenant is unregistered, which checks that it is at zero).
-//   6. Eviction closes only idle tenants, chosen by SIEVE (a tenant used again since it opened
+//      of the loop's clock, and a sleeping one `idle_timeout` after it fell asleep; a closed
+//      tenant holds no descriptor, no connection, no SQLite memory (its accounting tenant is
+//      unregistered, which checks that it is at zero).
+//   6. Eviction takes only idle tenants, chosen by SIEVE (a tenant used again since it opened
 //      outlives one used once; db/internal/tenant_policy.h); a request in flight is never
-//      cancelled to make room.
+//      cancelled to make room. A victim evicted for a slot sleeps when it can (asleep_max, and
+//      the memory budget is not what is full); otherwise, and for memory, it is closed, and
+//      sleepers are closed before idle tenants when memory is short.
 //   7. Nothing here blocks the loop: every file operation of the registry itself (checking
 //      that a file exists, deleting one, syncing the directory) is a loop operation.
 //
 // A tenant's states (the diagram and transition table are in registry.cc and
 // docs/multitenancy.md):
 //   kClosed -> [kWaitingSlot] -> [kProbing -> kProbeClosing] -> kOpening -> kActive <-> kIdle
-//   kIdle -> kClosing -> kClosed;   kClosing -> kDeleting -> kClosed (a delete request)
+//   kIdle -> kAsleep -> [kWaitingSlot] -> kActive (its next request wakes it)
+//   kIdle, kAsleep -> kClosing -> kClosed;   kClosing -> kDeleting -> kClosed (a delete)
 //
 // The registry belongs to its loop's thread: every call is made on that thread (from a loop
 // callback or between Run() calls). `Shards` (db/shards.h) runs one registry per thread and
@@ -148,6 +157,10 @@ inline constexpr uint32_t kOpenMaxLimit = 1u << 17;
 // runtimes often set the limit to a million; an open tenant costs memory (registry_memory
 // measures it), so a host that wants more than this many open at once says so in open_max.
 inline constexpr uint32_t kOpenMaxDerivedMax = 8192;
+// Tenants kept asleep at most (RegistryOptions::asleep_max). A sleeper costs its connections'
+// schema and structures (registry_memory's asleep_tenant_bytes measures it), so 4096 of them
+// are a few hundred megabytes at most; they go after idle_timeout like idle ones.
+inline constexpr uint32_t kAsleepMaxDefault = 4096;
 
 // The open databases the process's soft RLIMIT_NOFILE allows after `reserved` descriptors:
 // (limit - reserved) / kDescriptorsPerDatabase, at most kOpenMaxDerivedMax; 0 if not even one.
@@ -188,6 +201,12 @@ struct RegistryOptions {
   // Hard limit per tenant (alloc::RegisterTenant): a request past it fails with an
   // out-of-memory error and the tenant stays usable.
   uint64_t tenant_memory_bytes_max = alloc::kTenantNoLimit;
+  // The most tenants kept asleep: an idle tenant evicted to free its slot for another closes
+  // its descriptors and keeps its connections (Database::Sleep), and its next request wakes it
+  // (two opens through the loop, no schema parse) instead of opening it again. Beyond
+  // asleep_max the one asleep the longest is closed. 0: evicted tenants close. While a tenant
+  // sleeps its file is not locked: db/database.h says what the wake checks.
+  uint32_t asleep_max = kAsleepMaxDefault;
   WhenFull when_full = WhenFull::kWait;
   Eviction eviction = Eviction::kSieve;
   uint32_t waiting_opens_max = kWaitingOpensMaxDefault;
@@ -300,6 +319,7 @@ enum class TenantState : uint8_t {
   kOpening,       // Database::Open in progress.
   kActive,        // Open, requests in flight.
   kIdle,          // Open, nothing in flight: evictable, closes after idle_timeout.
+  kAsleep,        // Evicted, its database asleep: no slot, no descriptor, its connections kept.
   kClosing,       // Database::Close in progress (idle timeout, eviction, delete, shutdown).
   kDeleting,      // Unlinking the files and syncing the directory.
 };
@@ -314,6 +334,8 @@ struct TenantStats {
   uint64_t idle_closes = 0;  // Closed after idle_timeout.
   uint64_t evictions = 0;    // Closed early to make room for another tenant.
   uint64_t trims = 0;        // Page caches given back after idle_trim_after (or TrimIdleTenants).
+  uint64_t sleeps = 0;       // Evictions that put it to sleep instead of closing it.
+  uint64_t wakes = 0;        // Slots taken again by a sleeping tenant for a request.
   uint64_t requests = 0;     // Requests completed (any outcome).
   uint64_t requests_failed = 0;
   uint64_t memory_bytes = 0;  // SQLite bytes held now (0 when closed).
@@ -325,6 +347,8 @@ struct RegistryStats {
   uint32_t open = 0;     // Tenants holding a slot (probing, opening, active, idle, closing).
   uint32_t active = 0;
   uint32_t idle = 0;
+  uint32_t asleep = 0;   // Tenants asleep: a database, no slot, no descriptor.
+  uint32_t closing = 0;  // Tenants closing (a sleeper's close holds no slot).
   uint32_t waiting = 0;  // Tenants waiting for a slot.
   uint32_t open_max = 0;
   uint32_t open_high_water = 0;  // Most slots ever held at once.
@@ -334,6 +358,10 @@ struct RegistryStats {
   uint64_t idle_closes = 0;
   uint64_t evictions = 0;
   uint64_t trims = 0;
+  uint64_t sleeps = 0;          // Evicted tenants put to sleep.
+  uint64_t sleeps_refused = 0;  // ... that could not sleep (Database::Sleep refused) and closed.
+  uint64_t wakes = 0;           // Sleeping tenants that took a slot again for a request.
+  uint64_t wakes_failed = 0;    // Closed because their database's wake failed.
   uint64_t deletes = 0;
   uint64_t requests = 0;  // Completed through on_done.
   uint64_t requests_failed = 0;
@@ -364,8 +392,8 @@ class Registry {
   // (FailedPrecondition). Otherwise on_done runs later, exactly once, on the loop.
   [[nodiscard]] absl::Status Submit(TenantRequest& request);
 
-  // Starts closing every idle tenant now (memory pressure, tests, benchmarks). Returns how
-  // many. Their next request reopens them, as after the idle timeout.
+  // Starts closing every idle and every sleeping tenant now (memory pressure, tests,
+  // benchmarks). Returns how many. Their next request reopens them, as after the idle timeout.
   uint32_t CloseIdleTenants();
   // Trims every idle tenant not trimmed since it went idle, now, as idle_trim_after would
   // (memory pressure, tests, benchmarks). Returns how many.
@@ -408,8 +436,10 @@ class Registry {
   void OnProbed(Tenant& t, int64_t result);
   void FailOpen(Tenant& t, const absl::Status& status);
 
-  // Idleness and closing.
+  // Idleness, sleeping and closing.
   void BecomeIdle(Tenant& t);
+  bool PutToSleep(Tenant& t);
+  void FallAsleep(Tenant& t);
   void ArmSweeper();
   void StartClose(Tenant& t, internal::CloseReason reason);
   void Trim(Tenant& t);
@@ -451,10 +481,13 @@ class Registry {
   loop::Completion sweeper_;         // The one idle timer (see ArmSweeper); armed unless kIdle.
   int64_t sweeper_deadline_ns_ = 0;  // When the armed sweeper fires.
   // A next tick for work that must not run where it was decided: completing requests that did
-  // not come from a Database, and freeing closed Database objects. Armed unless kIdle.
+  // not come from a Database, freeing closed Database objects, and evicting for the waiters
+  // after a tenant went idle (inside its own Database's callback, where it cannot sleep).
+  // Armed unless kIdle.
   loop::Completion deferred_;
   DeferredList deferred_requests_;
   std::vector<std::unique_ptr<Database>> graveyard_;
+  bool evict_deferred_ = false;
   loop::Completion dir_close_;  // Closes dir_fd_ at the end of Shutdown.
   bool dir_closing_ = false;
 

@@ -1,7 +1,8 @@
-// The registry's idle clock (declared in db/registry.h): the one sweeper timer that closes a
-// tenant idle for idle_timeout and trims one idle for idle_trim_after, and the host's calls
-// that do either at once. The tenant lifecycle it drives is in registry.cc; the idle list, its
-// trim cursor and the deadlines are the policy's (db/internal/tenant_policy.h).
+// A tenant's idleness (declared in db/registry.h): going idle, falling asleep when evicted for
+// a slot, and the registry's idle clock: the one sweeper timer that closes a tenant idle (or
+// asleep) for idle_timeout and trims one idle for idle_trim_after, and the host's calls that
+// do either at once. The rest of the lifecycle is in registry.cc; the idle and asleep lists,
+// the trim cursor and the deadlines are the policy's (db/internal/tenant_policy.h).
 #include <algorithm>
 #include <cstdint>
 
@@ -14,6 +15,67 @@ namespace sqloop::db {
 
 using internal::CloseReason;
 using internal::TenantPolicy;
+
+// A tenant whose requests are done. Its database may still be asleep: the requests needed no
+// wake (open-only ones), so it gives its slot back and sleeps on; or its wake failed (the files
+// changed, or could not be opened again), and it is closed so that the next request opens the
+// file afresh.
+void Registry::BecomeIdle(Tenant& t) {
+  if (shutting_down_) {
+    StartClose(t, CloseReason::kShutdown);
+    return;
+  }
+  if (t.database->asleep()) {
+    if (t.database->stats().wakes_failed > 0) {
+      StartClose(t, CloseReason::kWakeFailed);
+    } else {
+      FallAsleep(t);
+      GrantSlots();
+    }
+    return;
+  }
+  policy_->AddIdle(t, loop_.now_ns());
+  SetState(t, TenantState::kIdle);
+  EvictForMemory();
+  // The waiters' victim may be `t` itself, whose Database is still in the callback that
+  // finished its last request (or its open), where it cannot sleep: evict on the next tick.
+  if (policy_->waiting() > 0) {
+    evict_deferred_ = true;
+    ArmDeferred();
+  }
+  ArmSweeper();
+}
+
+// An idle tenant evicted for a slot keeps its connections and closes its descriptors, unless
+// sleepers are off, memory (which sleeping does not free) is what is short, or its Database
+// refuses (db/database.h says when; the caller closes it then). It keeps its caches and its
+// readers, since a tenant evicted for a slot is often used again soon (registry_zipf measured
+// the wakes at half the cost with them kept); idle_trim_after trims a sleeper as it trims an
+// idle tenant.
+bool Registry::PutToSleep(Tenant& t) {
+  if (options_.asleep_max == 0 || shutting_down_ || policy_->MemoryFull()) return false;
+  if (!t.database->Sleep().ok()) {
+    stats_.sleeps_refused++;
+    return false;
+  }
+  policy_->RemoveIdle(t);
+  t.stats.sleeps++;
+  stats_.sleeps++;
+  FallAsleep(t);
+  return true;
+}
+
+// Gives the slot back and joins the asleep list; the one asleep the longest closes beyond
+// asleep_max.
+void Registry::FallAsleep(Tenant& t) {
+  policy_->ReleaseSlot(t);
+  policy_->AddAsleep(t, loop_.now_ns());
+  SetState(t, TenantState::kAsleep);
+  while (policy_->asleep() > options_.asleep_max) {
+    StartClose(*policy_->OldestAsleep(), CloseReason::kEvicted);
+  }
+  ArmSweeper();
+}
 
 // One timer for all idle tenants, armed for the oldest one's deadline. Becoming idle appends
 // to the idle list, whose head is therefore always the earliest deadline: a request costs no
@@ -43,6 +105,9 @@ loop::Action Registry::OnSweep(loop::Loop& loop, loop::Completion& c) {
   while (Tenant* t = self.policy_->ExpiredIdle(loop.now_ns())) {
     self.StartClose(*t, CloseReason::kIdle);
   }
+  while (Tenant* t = self.policy_->ExpiredAsleep(loop.now_ns())) {
+    self.StartClose(*t, CloseReason::kIdle);
+  }
   while (Tenant* t = self.policy_->TrimDue(loop.now_ns())) self.Trim(*t);
   self.ArmSweeper();
   return loop::Action::kDisarm;
@@ -51,6 +116,10 @@ loop::Action Registry::OnSweep(loop::Loop& loop, loop::Completion& c) {
 uint32_t Registry::CloseIdleTenants() {
   uint32_t closed = 0;
   while (Tenant* t = policy_->OldestIdle()) {
+    StartClose(*t, CloseReason::kIdle);
+    ++closed;
+  }
+  while (Tenant* t = policy_->OldestAsleep()) {
     StartClose(*t, CloseReason::kIdle);
     ++closed;
   }
@@ -68,8 +137,11 @@ uint32_t Registry::TrimIdleTenants() {
 
 // An idle tenant keeps one reader, its schema and its pinned snapshot; its writer closes (it
 // opens again at the next write) and its connections give back the cached pages nothing holds.
+// A sleeper's writer stays (Database::CloseWriterIfIdle refuses while asleep: its close would
+// be the one that checkpoints); its readers and caches go as an idle tenant's do.
 void Registry::Trim(Tenant& t) {
-  SQLOOP_CHECK(t.state == TenantState::kIdle, "Registry: trimming a tenant that is not idle");
+  SQLOOP_CHECK(t.state == TenantState::kIdle || t.state == TenantState::kAsleep,
+               "Registry: trimming a tenant that is neither idle nor asleep");
   (void)t.database->CloseWriterIfIdle();
   t.database->ReleaseMemory();
   t.stats.trims++;

@@ -69,6 +69,8 @@ absl::string_view TenantStateName(TenantState state) {
       return "active";
     case TenantState::kIdle:
       return "idle";
+    case TenantState::kAsleep:
+      return "asleep";
     case TenantState::kClosing:
       return "closing";
     case TenantState::kDeleting:

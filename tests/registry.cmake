@@ -7,3 +7,4 @@ sqloop_test(registry_shards_test SOURCES registry_shards_test.cc
             LIBS sqloop::db sqloop::io Threads::Threads)
 # Scale to zero under the simulator's virtual clock.
 sqloop_test(registry_sim_test SOURCES registry_sim_test.cc LIBS sqloop::db sqloop::io)
+sqloop_test(registry_sleep_test SOURCES registry_sleep_test.cc LIBS sqloop::db sqloop::io)

@@ -152,8 +152,11 @@ TEST(RegistrySimTest, ScaleToZeroOverASimulatedDay) {
   traffic.acknowledged.assign(kTenants, 0);
   for (int i = 0; i < kTenants; ++i) traffic.names.push_back(absl::StrFormat("t%04d", i));
 
-  // Morning: every tenant is created (a burst of 1,000 through 64 slots).
+  // Morning: every tenant is created (a burst of 1,000 through 64 slots). The tenants evicted
+  // for the waiters sleep (asleep_max is above 1,000), so their first request of the day wakes
+  // them instead of opening them.
   CreateAll(h, traffic.names);
+  EXPECT_GT(registry.stats().sleeps, 900u) << "the burst's evicted tenants did not sleep";
 
   // The day.
   const int64_t start_ns = h.loop().now_ns();
@@ -169,10 +172,14 @@ TEST(RegistrySimTest, ScaleToZeroOverASimulatedDay) {
   EXPECT_GT(traffic.sent, 2000u);
   const RegistryStats day = registry.stats();
   EXPECT_GT(day.idle_closes, 1000u) << "tenants did not scale to zero during the day";
+  EXPECT_GT(day.wakes, 0u) << "no sleeping tenant was woken by a request";
   EXPECT_LE(day.open_high_water, 64u);
 
   // Night: everything goes idle and closes; the virtual clock jumps to the idle deadlines.
-  ASSERT_TRUE(h.RunUntil([&] { return registry.stats().open == 0; }));
+  ASSERT_TRUE(h.RunUntil([&] {
+    const RegistryStats now = registry.stats();
+    return now.open + now.asleep + now.closing == 0;
+  }));
   EXPECT_GE(h.loop().now_ns() - start_ns, kDayNs);
   const RegistryStats night = registry.stats();
   EXPECT_EQ(night.memory_leaks, 0u);
@@ -188,12 +195,14 @@ TEST(RegistrySimTest, ScaleToZeroOverASimulatedDay) {
   }
   std::printf(
       "[ sim day  ] seed %llu: %llu requests, %llu opens, %llu idle closes, %llu "
-      "evictions, open high water %u\n",
+      "evictions, %llu sleeps, %llu wakes, open high water %u\n",
       static_cast<unsigned long long>(sim_options.seed),
       static_cast<unsigned long long>(traffic.sent),
       static_cast<unsigned long long>(registry.stats().opens),
       static_cast<unsigned long long>(night.idle_closes),
-      static_cast<unsigned long long>(night.evictions), night.open_high_water);
+      static_cast<unsigned long long>(night.evictions),
+      static_cast<unsigned long long>(night.sleeps), static_cast<unsigned long long>(night.wakes),
+      night.open_high_water);
 }
 
 // ---- A crash in the middle of a creation burst ------------------------------------------------

@@ -6,8 +6,9 @@
 // the entry is linked into). One per tenant the registry knows, open or remembered closed.
 //
 // An entry is in at most one list through `state_link` (which one follows from its state: the
-// idle LRU when kIdle, the waiting FIFO when kWaitingSlot, the closed LRU when resting in
-// kClosed) and in the open list through `slot_link` while it holds an open slot.
+// idle LRU when kIdle, the asleep LRU when kAsleep, the waiting FIFO when kWaitingSlot, the
+// closed LRU when resting in kClosed) and in the open list through `slot_link` while it holds
+// an open slot.
 //
 // Internal: not installed; only db/registry.cc and db/internal/ include it.
 #ifndef SQLOOP_DB_INTERNAL_TENANT_H_
@@ -27,7 +28,7 @@
 namespace sqloop::db::internal {
 
 // Why a tenant is being closed; counted in its statistics.
-enum class CloseReason : uint8_t { kIdle, kEvicted, kDelete, kPoisoned, kShutdown };
+enum class CloseReason : uint8_t { kIdle, kEvicted, kDelete, kPoisoned, kWakeFailed, kShutdown };
 
 struct Tenant {
   // Requests that arrived while the tenant could not take them (not open yet, closing, or
@@ -43,7 +44,7 @@ struct Tenant {
   bool has_memory_id = false;
   uint32_t in_flight = 0;  // Requests submitted to the Database and not done.
   Queue queue;
-  ListLink<Tenant> state_link;  // In the idle, waiting or closed list (see above).
+  ListLink<Tenant> state_link;  // In the idle, asleep, waiting or closed list (see above).
   ListLink<Tenant> slot_link;   // In the open list while holding a slot.
   // In the policy's transit list while opening or closing: the tenants whose memory is
   // counted other than as its live bytes (TenantPolicy::MemoryLive).
@@ -53,8 +54,8 @@ struct Tenant {
   // time, told apart by `state`.
   loop::Completion io;
   int probe_fd = -1;
-  TenantDelete deletion;  // The kDeleting sub-machine.
-  int64_t idle_since_ns = 0;
+  TenantDelete deletion;      // The kDeleting sub-machine.
+  int64_t idle_since_ns = 0;  // kIdle: since it went idle; kAsleep: since it fell asleep.
   // SIEVE's bit: a request reached the tenant while it was open since the eviction hand last
   // passed it (TenantPolicy::Used, NextVictim).
   bool visited = false;

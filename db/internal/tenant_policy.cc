@@ -113,11 +113,12 @@ absl::Status TenantPolicy::CheckRoomInQueue(const Tenant& t) const {
       t.name, t.queue.size()));
 }
 
-bool TenantPolicy::HasRoom() const {
-  if (open_.size() >= open_max_) return false;
-  // One tenant may always open, so a budget smaller than one database cannot deadlock.
-  if (options_.memory_bytes_max == 0 || open_.empty()) return true;
-  return MemoryLive(/*exclude_closing=*/false) < options_.memory_bytes_max;
+bool TenantPolicy::HasRoom() const { return open_.size() < open_max_ && !MemoryFull(); }
+
+// One tenant may always open, so a budget smaller than one database cannot deadlock.
+bool TenantPolicy::MemoryFull() const {
+  if (options_.memory_bytes_max == 0 || open_.empty()) return false;
+  return MemoryLive(/*exclude_closing=*/false) >= options_.memory_bytes_max;
 }
 
 // ---- Slots and the waiting FIFO -------------------------------------------------------------
@@ -159,28 +160,49 @@ void TenantPolicy::TouchIdle(Tenant& t, int64_t now_ns) {
   AddIdle(t, now_ns);
 }
 
+// A sleeper is trimmed idle_trim_after after it fell asleep (the trim it missed while idle, if
+// it was evicted sooner than that), as an idle tenant is.
+void TenantPolicy::AddAsleep(Tenant& t, int64_t now_ns) {
+  t.idle_since_ns = now_ns;
+  asleep_.PushBack(t);
+  if (asleep_trim_next_ == nullptr) asleep_trim_next_ = &t;
+}
+
+void TenantPolicy::RemoveAsleep(Tenant& t) {
+  if (asleep_trim_next_ == &t) asleep_trim_next_ = TenantList::Next(t);
+  asleep_.Remove(t);
+}
+
 Tenant* TenantPolicy::TrimDue(int64_t now_ns) {
-  Tenant* t = trim_next_;
-  if (t == nullptr) return nullptr;
-  if (now_ns >= 0 && (idle_trim_after_ns_ < 0 || t->idle_since_ns + idle_trim_after_ns_ > now_ns)) {
-    return nullptr;
+  for (Tenant** cursor : {&trim_next_, &asleep_trim_next_}) {
+    Tenant* t = *cursor;
+    if (t == nullptr) continue;
+    if (now_ns >= 0 &&
+        (idle_trim_after_ns_ < 0 || t->idle_since_ns + idle_trim_after_ns_ > now_ns)) {
+      continue;
+    }
+    *cursor = TenantList::Next(*t);
+    return t;
   }
-  trim_next_ = TenantList::Next(*t);
-  return t;
+  return nullptr;
 }
 
 // One victim per waiter not yet covered by a close under way, so nothing is evicted twice over.
-Tenant* TenantPolicy::WaiterVictim() { return waiting_.size() > closing_ ? NextVictim() : nullptr; }
+Tenant* TenantPolicy::WaiterVictim() {
+  if (waiting_.size() <= closing_) return nullptr;
+  if (Tenant* idle = NextVictim()) return idle;
+  return MemoryFull() ? asleep_.front() : nullptr;
+}
 
 void TenantPolicy::ChooseMemoryVictims(absl::FunctionRef<void(Tenant&)> evict) {
   if (options_.memory_bytes_max == 0) return;
   uint64_t live = MemoryLive(/*exclude_closing=*/true);
   while (live > options_.memory_bytes_max) {
-    Tenant* victim = NextVictim();
+    Tenant* victim = asleep_.empty() ? NextVictim() : asleep_.front();
     if (victim == nullptr) return;
     const uint64_t freed = TenantMemory(*victim);
     evict(*victim);
-    SQLOOP_CHECK(!idle_.Contains(*victim), "TenantPolicy: an evicted tenant is still idle");
+    SQLOOP_CHECK(!victim->state_link.linked(), "TenantPolicy: an evicted tenant is still listed");
     live = live > freed ? live - freed : 0;
   }
 }
@@ -215,10 +237,21 @@ Tenant* TenantPolicy::ExpiredIdle(int64_t now_ns) const {
   return deadline_ns >= 0 && deadline_ns <= now_ns ? idle_.front() : nullptr;
 }
 
+Tenant* TenantPolicy::ExpiredAsleep(int64_t now_ns) const {
+  const Tenant* t = asleep_.front();
+  return t != nullptr && t->idle_since_ns + idle_timeout_ns_ <= now_ns ? asleep_.front() : nullptr;
+}
+
 int64_t TenantPolicy::NextIdleDeadlineNs() const {
-  const int64_t close_ns = CloseDeadlineNs();
-  if (close_ns < 0 || trim_next_ == nullptr || idle_trim_after_ns_ < 0) return close_ns;
-  return std::min(close_ns, trim_next_->idle_since_ns + idle_trim_after_ns_);
+  int64_t next_ns = CloseDeadlineNs();
+  const auto earlier = [&next_ns](int64_t deadline_ns) {
+    next_ns = next_ns < 0 ? deadline_ns : std::min(next_ns, deadline_ns);
+  };
+  for (const Tenant* t : {trim_next_, asleep_trim_next_}) {
+    if (t != nullptr && idle_trim_after_ns_ >= 0) earlier(t->idle_since_ns + idle_trim_after_ns_);
+  }
+  if (!asleep_.empty()) earlier(asleep_.front()->idle_since_ns + idle_timeout_ns_);
+  return next_ns;
 }
 
 // ---- Closes under way and closed entries ----------------------------------------------------

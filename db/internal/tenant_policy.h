@@ -12,6 +12,9 @@
 //   - the idle list: open tenants with nothing to do, ordered by idle-since time, so its head
 //     is the next idle deadline (the one sweeper timer), and a cursor into it: the first idle
 //     tenant not yet trimmed (every one before it was), whose trim is the other deadline;
+//   - the asleep LRU: tenants evicted for a slot whose database sleeps (no slot, no
+//     descriptor), asleep the longest first: closed beyond asleep_max, after idle_timeout, and
+//     first when memory is short;
 //   - the closed LRU: entries remembered for their statistics, forgotten oldest first beyond
 //     tenants_max;
 //   - the closes under way, which count as slots about to free.
@@ -100,20 +103,35 @@ class TenantPolicy {
   [[nodiscard]] bool IsIdle(const Tenant& t) const { return idle_.Contains(t); }
   // The idle tenant idle the longest, or null.
   [[nodiscard]] Tenant* OldestIdle() const { return idle_.front(); }
-  // The idle tenant to evict for the waiters (SIEVE), or null once the closes under way cover
-  // them. Moves the hand: the caller must start the victim's close.
+  // The tenant to evict for the waiters, or null once the closes under way cover them: an idle
+  // one (SIEVE), or when only memory is short and none is idle, the one asleep the longest.
+  // Moves the hand: the caller must put the victim to sleep or start its close.
   [[nodiscard]] Tenant* WaiterVictim();
-  // Calls `evict` on idle tenants chosen by SIEVE until the open tenants' memory (counting
-  // what the evicted ones will free) fits memory_bytes_max. `evict` must start the tenant's
-  // close, which takes it out of the idle list.
+  // Calls `evict` on sleeping tenants, the longest asleep first, then on idle tenants chosen
+  // by SIEVE, until the tenants' memory (counting what the evicted ones will free) fits
+  // memory_bytes_max. `evict` must start the tenant's close, which takes it out of its list.
   void ChooseMemoryVictims(absl::FunctionRef<void(Tenant&)> evict);
+  // Whether the memory budget is what keeps a tenant from opening: sleeping frees no memory.
+  [[nodiscard]] bool MemoryFull() const;
   // The oldest idle tenant if its idle_timeout has passed at `now_ns`, or null.
   [[nodiscard]] Tenant* ExpiredIdle(int64_t now_ns) const;
-  // The first idle tenant not yet trimmed, taken past, if its idle_trim_after has passed at
-  // `now_ns` (or whatever its time if `now_ns` is -1); else null. The caller trims it.
+
+  // ---- Sleeping tenants ---------------------------------------------------------------------
+
+  // `t` fell asleep at `now_ns`: the back of the asleep LRU, not trimmed yet.
+  void AddAsleep(Tenant& t, int64_t now_ns);
+  void RemoveAsleep(Tenant& t);
+  [[nodiscard]] bool IsAsleep(const Tenant& t) const { return asleep_.Contains(t); }
+  [[nodiscard]] Tenant* OldestAsleep() const { return asleep_.front(); }
+  // The tenant asleep the longest if its idle_timeout since it fell asleep has passed at
+  // `now_ns`, or null.
+  [[nodiscard]] Tenant* ExpiredAsleep(int64_t now_ns) const;
+  // The first idle tenant not yet trimmed, or else the first sleeping one, taken past, if its
+  // idle_trim_after has passed at `now_ns` (or whatever its time if `now_ns` is -1); else
+  // null. The caller trims it.
   [[nodiscard]] Tenant* TrimDue(int64_t now_ns);
-  // The sweeper's next deadline: the oldest idle tenant's close or the next trim, whichever
-  // comes first; -1 when none is idle.
+  // The sweeper's next deadline: the oldest idle or sleeping tenant's close or the next trim,
+  // whichever comes first; -1 when none is idle or asleep.
   [[nodiscard]] int64_t NextIdleDeadlineNs() const;
 
   // ---- Opens and closes under way -----------------------------------------------------------
@@ -150,6 +168,8 @@ class TenantPolicy {
   [[nodiscard]] uint32_t open_high_water() const { return open_high_water_; }
   [[nodiscard]] uint32_t idle() const { return static_cast<uint32_t>(idle_.size()); }
   [[nodiscard]] uint32_t waiting() const { return static_cast<uint32_t>(waiting_.size()); }
+  [[nodiscard]] uint32_t asleep() const { return static_cast<uint32_t>(asleep_.size()); }
+  [[nodiscard]] uint32_t closing() const { return closing_; }
   [[nodiscard]] uint32_t open_max() const { return open_max_; }
 
  private:
@@ -170,10 +190,14 @@ class TenantPolicy {
   TenantList waiting_;           // kWaitingSlot tenants, first come first served.
   TenantList idle_;              // kIdle tenants, idle the longest (earliest deadline) first.
   Tenant* trim_next_ = nullptr;  // In idle_: the first not yet trimmed; null if none.
-  int64_t idle_trim_after_ns_;   // -1: never.
-  TenantList closed_;            // Resting kClosed tenants, least recently closed first.
-  TransitList transit_;          // kProbing, kProbeClosing, kOpening and kClosing tenants.
-  uint32_t closing_ = 0;         // Tenants in kClosing: slots that are about to free.
+  Tenant* asleep_trim_next_ = nullptr;  // In asleep_: the same.
+  int64_t idle_trim_after_ns_;          // -1: never.
+  TenantList asleep_;                   // kAsleep tenants, asleep the longest first.
+  TenantList closed_;                   // Resting kClosed tenants, least recently closed first.
+  TransitList transit_;                 // kProbing, kProbeClosing, kOpening and kClosing tenants.
+  // Tenants in kClosing: slots (or, for a sleeper, memory) about to free. A sleeper's close
+  // frees no slot, so a waiter it covered is looked at again when it ends (OnClosed grants).
+  uint32_t closing_ = 0;
   alloc::TenantId memory_group_ = alloc::kSharedTenant;  // kSharedTenant until MemoryGroup.
   uint32_t open_high_water_ = 0;
 };

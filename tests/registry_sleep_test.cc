@@ -1,0 +1,262 @@
+// Registry: a tenant evicted for a slot sleeps (its Database keeps its connections and gives its
+// descriptors back) and its next request wakes it; sleepers are bounded, close after the idle
+// timeout, and a file changed while asleep is opened afresh. On io_uring and the fallback.
+#include <sqlite3.h>
+#include <unistd.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "sqloop/db/registry.h"
+#include "sqloop/io/internal/backends.h"
+#include "tests/registry_test_util.h"
+
+namespace sqloop::db {
+namespace {
+
+using testing::Call;
+using testing::CountOpenFds;
+using testing::RegistryHarness;
+using testing::TempDir;
+
+const bool kAccounting = testing::InstallAccounting();
+
+// Descriptors of this process open on `path` or its -wal and -journal.
+int FdsOn(const std::string& path) {
+  int count = 0;
+  for (int fd = 0; fd < 4096; ++fd) {
+    char link[PATH_MAX];
+    const std::string proc = absl::StrCat("/proc/self/fd/", fd);
+    const ssize_t n = readlink(proc.c_str(), link, sizeof(link) - 1);
+    if (n <= 0) continue;
+    count += absl::StartsWith(std::string(link, static_cast<size_t>(n)), path);
+  }
+  return count;
+}
+
+struct Backend {
+  std::string name;
+  std::unique_ptr<io::Backend> (*make)();
+};
+
+std::unique_ptr<io::Backend> MakeUring() {
+  auto backend = io::internal::CreateUringBackend({}, 0);
+  SQLOOP_CHECK(backend.ok(), "io_uring backend unavailable");
+  return *std::move(backend);
+}
+std::unique_ptr<io::Backend> MakeFallback() {
+  auto backend = io::internal::CreateFallbackBackend({});
+  SQLOOP_CHECK(backend.ok(), "fallback backend unavailable");
+  return *std::move(backend);
+}
+
+class RegistrySleepTest : public ::testing::TestWithParam<Backend> {
+ protected:
+  // One slot: every tenant that opens evicts the one before it.
+  RegistryOptions Options() const {
+    RegistryOptions options;
+    options.directory = dir_.path();
+    options.idle_timeout = absl::Hours(1);
+    options.open_max = 1;
+    options.memory_name_prefix = absl::StrCat("registry-sleep-", serial_++, "/");
+    return options;
+  }
+  std::unique_ptr<RegistryHarness> Make(const RegistryOptions& options) {
+    auto harness = std::make_unique<RegistryHarness>(GetParam().make(), options);
+    EXPECT_TRUE(harness->create_status().ok()) << harness->create_status();
+    return harness;
+  }
+  // Creates `name` with one row, `name` itself.
+  static void Create(RegistryHarness& h, const std::string& name) {
+    Call create(name, "CREATE TABLE t(v TEXT)", true);
+    ASSERT_TRUE(h.Do(create).ok()) << create.result;
+    Call insert(name, "INSERT INTO t VALUES (?)", false);
+    insert.params = {Value::Text(name)};
+    ASSERT_TRUE(h.Do(insert).ok()) << insert.result;
+  }
+  static TenantState StateOf(RegistryHarness& h, const std::string& name) {
+    return h.registry().GetTenantStats(name)->state;
+  }
+  std::string PathOf(const std::string& name) const { return dir_.path() + "/" + name + ".db"; }
+
+  TempDir dir_;
+  static inline int serial_ = 0;
+};
+
+TEST_P(RegistrySleepTest, AnEvictedTenantSleepsWithoutDescriptorsAndItsNextRequestWakesIt) {
+  auto h = Make(Options());
+  Create(*h, "a");
+  EXPECT_GT(FdsOn(PathOf("a")), 0);
+  Create(*h, "b");  // Takes a's slot: a sleeps.
+  ASSERT_EQ(StateOf(*h, "a"), TenantState::kAsleep);
+  EXPECT_EQ(FdsOn(PathOf("a")), 0) << "a sleeping tenant kept a descriptor";
+  RegistryStats stats = h->registry().stats();
+  EXPECT_EQ(stats.sleeps, 1u);
+  EXPECT_EQ(stats.asleep, 1u);
+  EXPECT_EQ(stats.evictions, 0u);
+  EXPECT_EQ(stats.open, 1u);
+
+  Call read("a", "SELECT v FROM t", false, Request::Kind::kRead);
+  ASSERT_TRUE(h->Do(read).ok()) << read.result;
+  EXPECT_EQ(read.rows, "a\n");
+  const TenantStats a = *h->registry().GetTenantStats("a");
+  EXPECT_EQ(a.opens, 1u) << "the sleeper was opened again instead of woken";
+  EXPECT_EQ(a.wakes, 1u);
+  EXPECT_EQ(StateOf(*h, "b"), TenantState::kAsleep);  // b gave a its slot.
+  // A write after the wake is durable: stock SQLite finds it once everything closed.
+  Call write("a", "INSERT INTO t VALUES ('again')", false);
+  ASSERT_TRUE(h->Do(write).ok()) << write.result;
+  h->Shutdown();
+  const auto [check, count] = testing::CheckWithStockSqlite(PathOf("a"), "SELECT count(*) FROM t");
+  EXPECT_EQ(check, "ok");
+  EXPECT_EQ(count, "2");
+}
+
+TEST_P(RegistrySleepTest, SleepersBeyondAsleepMaxCloseTheOneAsleepTheLongest) {
+  RegistryOptions options = Options();
+  options.asleep_max = 2;
+  auto h = Make(options);
+  for (const char* name : {"a", "b", "c", "d"}) Create(*h, name);
+  EXPECT_EQ(StateOf(*h, "a"), TenantState::kClosed);
+  EXPECT_EQ(h->registry().GetTenantStats("a")->evictions, 1u);
+  EXPECT_EQ(StateOf(*h, "b"), TenantState::kAsleep);
+  EXPECT_EQ(StateOf(*h, "c"), TenantState::kAsleep);
+  EXPECT_EQ(h->registry().stats().asleep, 2u);
+  // The closed one opens again, and what it held is there.
+  Call read("a", "SELECT v FROM t", false, Request::Kind::kRead);
+  ASSERT_TRUE(h->Do(read).ok()) << read.result;
+  EXPECT_EQ(read.rows, "a\n");
+  EXPECT_EQ(h->registry().GetTenantStats("a")->opens, 2u);
+}
+
+TEST_P(RegistrySleepTest, ASleeperClosesAfterTheIdleTimeoutAndLeavesNothingOpen) {
+  RegistryOptions options = Options();
+  options.idle_timeout = absl::Milliseconds(5);
+  auto h = Make(options);
+  const int fds_before = CountOpenFds();
+  Create(*h, "a");
+  Create(*h, "b");
+  EXPECT_GE(h->registry().GetTenantStats("a")->sleeps, 1u);
+  ASSERT_TRUE(h->RunUntil([&] {
+    const RegistryStats stats = h->registry().stats();
+    return stats.open + stats.asleep + stats.closing == 0;
+  }));
+  EXPECT_EQ(h->registry().GetTenantStats("a")->idle_closes, 1u);
+  EXPECT_EQ(CountOpenFds(), fds_before);
+  EXPECT_EQ(h->registry().stats().memory_leaks, 0u);
+  Call read("a", "SELECT v FROM t", false, Request::Kind::kRead);
+  ASSERT_TRUE(h->Do(read).ok()) << read.result;
+  EXPECT_EQ(read.rows, "a\n");
+}
+
+TEST_P(RegistrySleepTest, AFileChangedWhileAsleepFailsTheWakeAndTheNextRequestOpensItAfresh) {
+  auto h = Make(Options());
+  Create(*h, "a");
+  Create(*h, "b");
+  ASSERT_EQ(StateOf(*h, "a"), TenantState::kAsleep);
+  // Another program writes to a's file while its connections sleep on their old view.
+  sqlite3* plain = nullptr;
+  ASSERT_EQ(sqlite3_open(PathOf("a").c_str(), &plain), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(plain, "INSERT INTO t VALUES ('plain')", nullptr, nullptr, nullptr),
+            SQLITE_OK);
+  sqlite3_close(plain);
+
+  Call stale("a", "SELECT v FROM t ORDER BY v", false, Request::Kind::kRead);
+  const absl::Status failed = h->Do(stale);
+  EXPECT_EQ(failed.code(), absl::StatusCode::kFailedPrecondition) << failed;
+  EXPECT_TRUE(stale.rows.empty()) << "rows were served from the stale view: " << stale.rows;
+  ASSERT_TRUE(h->RunUntil([&] { return StateOf(*h, "a") == TenantState::kClosed; }));
+  EXPECT_EQ(h->registry().stats().wakes_failed, 1u);
+  Call fresh("a", "SELECT v FROM t ORDER BY v", false, Request::Kind::kRead);
+  ASSERT_TRUE(h->Do(fresh).ok()) << fresh.result;
+  EXPECT_EQ(fresh.rows, "a\nplain\n");
+  EXPECT_EQ(h->registry().GetTenantStats("a")->opens, 2u);
+}
+
+TEST_P(RegistrySleepTest, AnOpenOnlyRequestLeavesASleeperAsleep) {
+  auto h = Make(Options());
+  Create(*h, "a");
+  Create(*h, "b");
+  ASSERT_EQ(StateOf(*h, "a"), TenantState::kAsleep);
+  Call touch("a", "", false);
+  ASSERT_TRUE(h->Do(touch).ok()) << touch.result;
+  ASSERT_TRUE(h->RunUntil([&] { return StateOf(*h, "a") == TenantState::kAsleep; }));
+  EXPECT_EQ(FdsOn(PathOf("a")), 0);
+  EXPECT_EQ(h->registry().GetTenantStats("a")->opens, 1u);
+}
+
+TEST_P(RegistrySleepTest, ASleeperIsDeletedAndShutdownClosesTheRest) {
+  const int fds_before = CountOpenFds();
+  auto h = Make(Options());
+  Create(*h, "a");
+  Create(*h, "b");
+  Create(*h, "c");
+  ASSERT_EQ(StateOf(*h, "a"), TenantState::kAsleep);
+  ASSERT_EQ(StateOf(*h, "b"), TenantState::kAsleep);
+  Call remove("a", "", false);
+  remove.action = TenantRequest::Action::kDelete;
+  ASSERT_TRUE(h->Do(remove).ok()) << remove.result;
+  EXPECT_FALSE(dir_.Exists("a.db"));
+  EXPECT_FALSE(dir_.Exists("a.db-wal"));
+  // A request to b waits for c's slot; the shutdown then closes b and c.
+  Call read("b", "SELECT v FROM t", false, Request::Kind::kRead);
+  ASSERT_TRUE(h->Do(read).ok()) << read.result;
+  EXPECT_EQ(read.rows, "b\n");
+  h.reset();  // Shuts the registry down, then frees the loop.
+  EXPECT_EQ(CountOpenFds(), fds_before);
+  for (const char* name : {"b", "c"}) {
+    const auto [check, v] = testing::CheckWithStockSqlite(PathOf(name), "SELECT v FROM t");
+    EXPECT_EQ(check, "ok") << name;
+    EXPECT_EQ(v, name);
+  }
+}
+
+TEST_P(RegistrySleepTest, ASleeperIsTrimmedWithoutTouchingItsFilesAndStillWakes) {
+  auto h = Make(Options());
+  Create(*h, "a");
+  // Two reads at once: a opens a second reader, which the trim closes while a sleeps.
+  Call first("a", "SELECT v FROM t", false, Request::Kind::kRead);
+  Call second("a", "SELECT v FROM t", false, Request::Kind::kRead);
+  ASSERT_TRUE(h->registry().Submit(first).ok());
+  ASSERT_TRUE(h->registry().Submit(second).ok());
+  ASSERT_TRUE(h->RunUntil([&] { return first.done && second.done; }));
+  Create(*h, "b");
+  ASSERT_EQ(StateOf(*h, "a"), TenantState::kAsleep);
+  const uint64_t trims = h->registry().GetTenantStats("a")->trims;
+  EXPECT_GE(h->registry().TrimIdleTenants(), 1u);
+  EXPECT_EQ(h->registry().GetTenantStats("a")->trims, trims + 1);
+  EXPECT_EQ(FdsOn(PathOf("a")), 0);
+  Call read("a", "SELECT v FROM t", false, Request::Kind::kRead);
+  ASSERT_TRUE(h->Do(read).ok()) << read.result;
+  EXPECT_EQ(read.rows, "a\n");
+  EXPECT_EQ(h->registry().GetTenantStats("a")->wakes, 1u);
+  EXPECT_EQ(h->registry().GetTenantStats("a")->opens, 1u);
+}
+
+// Memory is what sleeping does not free: with a budget smaller than one database, an evicted
+// tenant closes, and a sleeper is closed before an idle tenant.
+TEST_P(RegistrySleepTest, WhenMemoryIsShortEvictedTenantsCloseInsteadOfSleeping) {
+  RegistryOptions options = Options();
+  options.open_max = 4;
+  options.memory_bytes_max = 1;
+  auto h = Make(options);
+  for (const char* name : {"a", "b", "c"}) Create(*h, name);
+  const RegistryStats stats = h->registry().stats();
+  EXPECT_EQ(stats.sleeps, 0u);
+  EXPECT_GE(stats.evictions, 2u);
+  EXPECT_EQ(stats.asleep, 0u);
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, RegistrySleepTest,
+                         ::testing::Values(Backend{"io_uring", &MakeUring},
+                                           Backend{"fallback", &MakeFallback}),
+                         [](const ::testing::TestParamInfo<Backend>& param) {
+                           return param.param.name;
+                         });
+
+}  // namespace
+}  // namespace sqloop::db
