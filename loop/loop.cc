@@ -336,6 +336,7 @@ void Loop::Rearm(Completion& c) {
 int64_t Loop::WaitForOp(io::Op& op) {
   SQLOOP_CHECK(op.next == nullptr, "Loop::WaitForOp: the op is already queued somewhere");
   stats_.waited_ops++;
+  if (backend_->RunInline(op)) return op.result;
   backend_->Submit(&op);
   io::OpList reaped;
   for (bool done = false; !done;) {

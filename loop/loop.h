@@ -189,8 +189,10 @@ class Loop {
   // SQLite VFS: xRead must return with the data). Submits `op` (caller-owned, idle) straight to
   // the backend and waits for it alone. Other operations that finish meanwhile are queued; their
   // callbacks run later from Run(), never from here, and timers do not fire here. This is not
-  // BlockOn: no callback runs inside it, so nothing can re-enter. Returns op.result (-EIO if
-  // the backend itself failed).
+  // BlockOn: no callback runs inside it, so nothing can re-enter. An op that waits for no
+  // device (a close, a size, a truncate) the backend runs right here, without a round trip
+  // (Backend::RunInline); it still counts in waited_ops. Returns op.result (-EIO if the backend
+  // itself failed).
   [[nodiscard]] int64_t WaitForOp(io::Op& op);
 
   // The backend clock, read once per tick.

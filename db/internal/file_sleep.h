@@ -20,7 +20,9 @@
 //      creating either, with the directory when a file's name still waits for the directory
 //      fsync (FileTable invariant 3: the first barrier after the wake syncs it, as it would
 //      have without the sleep, and finds the directory open), locks the main file as
-//      FilePreopen does, and reads both sizes through the loop. Only if every file is what Sleep
+//      FilePreopen does, and reads both sizes (with the identity, by fstat, on real
+//      descriptors: a metadata call that waits for no device; through the loop on the
+//      simulator). Only if every file is what Sleep
 //      recorded are the descriptors handed back to the FileTable: another process (or a person)
 //      that wrote to the files meanwhile makes the connections' view stale, and the wake fails with
 //      FailedPrecondition instead of serving from it (so does a file gone, or a WAL that appeared).
