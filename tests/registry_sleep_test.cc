@@ -38,23 +38,7 @@ int FdsOn(const std::string& path) {
   return count;
 }
 
-struct Backend {
-  std::string name;
-  std::unique_ptr<io::Backend> (*make)();
-};
-
-std::unique_ptr<io::Backend> MakeUring() {
-  auto backend = io::internal::CreateUringBackend({}, 0);
-  SQLOOP_CHECK(backend.ok(), "io_uring backend unavailable");
-  return *std::move(backend);
-}
-std::unique_ptr<io::Backend> MakeFallback() {
-  auto backend = io::internal::CreateFallbackBackend({});
-  SQLOOP_CHECK(backend.ok(), "fallback backend unavailable");
-  return *std::move(backend);
-}
-
-class RegistrySleepTest : public ::testing::TestWithParam<Backend> {
+class RegistrySleepTest : public ::testing::TestWithParam<testing::RealBackend> {
  protected:
   // One slot: every tenant that opens evicts the one before it.
   RegistryOptions Options() const {
@@ -251,12 +235,8 @@ TEST_P(RegistrySleepTest, WhenMemoryIsShortEvictedTenantsCloseInsteadOfSleeping)
   EXPECT_EQ(stats.asleep, 0u);
 }
 
-INSTANTIATE_TEST_SUITE_P(Backends, RegistrySleepTest,
-                         ::testing::Values(Backend{"io_uring", &MakeUring},
-                                           Backend{"fallback", &MakeFallback}),
-                         [](const ::testing::TestParamInfo<Backend>& param) {
-                           return param.param.name;
-                         });
+INSTANTIATE_TEST_SUITE_P(Backends, RegistrySleepTest, ::testing::ValuesIn(testing::RealBackends()),
+                         testing::RealBackendName);
 
 }  // namespace
 }  // namespace sqloop::db

@@ -97,23 +97,7 @@ TEST(TenantStateTest, EveryStateHasAName) {
 
 // ---- The registry on real backends ----------------------------------------------------------
 
-struct Backend {
-  std::string name;
-  std::unique_ptr<io::Backend> (*make)();
-};
-
-std::unique_ptr<io::Backend> MakeUring() {
-  auto backend = io::internal::CreateUringBackend({}, 0);
-  SQLOOP_CHECK(backend.ok(), "io_uring backend unavailable");
-  return *std::move(backend);
-}
-std::unique_ptr<io::Backend> MakeFallback() {
-  auto backend = io::internal::CreateFallbackBackend({});
-  SQLOOP_CHECK(backend.ok(), "fallback backend unavailable");
-  return *std::move(backend);
-}
-
-class RegistryTest : public ::testing::TestWithParam<Backend> {
+class RegistryTest : public ::testing::TestWithParam<testing::RealBackend> {
  protected:
   RegistryOptions Options() const {
     RegistryOptions options;
@@ -550,12 +534,8 @@ TEST_P(RegistryTest, ANegativeTrimDelayIsRefused) {
       << refused.create_status();
 }
 
-INSTANTIATE_TEST_SUITE_P(Backends, RegistryTest,
-                         ::testing::Values(Backend{"io_uring", &MakeUring},
-                                           Backend{"fallback", &MakeFallback}),
-                         [](const ::testing::TestParamInfo<Backend>& param) {
-                           return param.param.name;
-                         });
+INSTANTIATE_TEST_SUITE_P(Backends, RegistryTest, ::testing::ValuesIn(testing::RealBackends()),
+                         testing::RealBackendName);
 
 }  // namespace
 }  // namespace sqloop::db

@@ -37,6 +37,7 @@
 #include "sqloop/alloc/sqlite_memory.h"
 #include "sqloop/db/registry.h"
 #include "sqloop/db/vfs.h"
+#include "sqloop/io/internal/backends.h"
 #include "sqloop/loop/loop.h"
 
 namespace sqloop::db::testing {
@@ -99,6 +100,28 @@ inline int CountOpenFds() {
   while (dirent* entry = readdir(dir)) count += entry->d_name[0] != '.';
   closedir(dir);
   return count - 1;
+}
+
+// The real backends the registry's tests run on, as a test parameter.
+struct RealBackend {
+  std::string name;
+  std::unique_ptr<io::Backend> (*make)();
+};
+inline std::unique_ptr<io::Backend> MakeUring() {
+  auto backend = io::internal::CreateUringBackend({}, 0);
+  SQLOOP_CHECK(backend.ok(), "io_uring backend unavailable");
+  return *std::move(backend);
+}
+inline std::unique_ptr<io::Backend> MakeFallback() {
+  auto backend = io::internal::CreateFallbackBackend({});
+  SQLOOP_CHECK(backend.ok(), "fallback backend unavailable");
+  return *std::move(backend);
+}
+inline std::vector<RealBackend> RealBackends() {
+  return {RealBackend{"io_uring", &MakeUring}, RealBackend{"fallback", &MakeFallback}};
+}
+inline std::string RealBackendName(const ::testing::TestParamInfo<RealBackend>& param) {
+  return param.param.name;
 }
 
 // A TenantRequest that records what happened to it.
