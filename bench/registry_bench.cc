@@ -743,7 +743,7 @@ void OpenAll(benchmark::State& state, Host& host, const std::vector<std::string>
   // block cache emptied first so that it does not count).
   // Every open tenant is idle and trimmed now; so is every sleeper not trimmed yet.
   const uint32_t trimmed = host.registry->TrimIdleTenants();
-  SQLOOP_CHECK(trimmed >= after.open && trimmed <= tenants, "bench: trim");
+  SQLOOP_CHECK(trimmed >= after.open && trimmed <= static_cast<uint32_t>(tenants), "bench: trim");
   sqloop::alloc::ReleaseSqliteBlockCache();
   state.counters["idle_sqlite_bytes_per_open_tenant"] =
       static_cast<double>(LiveBytes() - sqlite_before) / open;
