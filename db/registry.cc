@@ -49,6 +49,10 @@
 //   kWaitingSlot -> kProbing    GrantSlots->StartOpen       (as from kClosed)
 //   kWaitingSlot -> kOpening    GrantSlots->StartOpen       (as from kClosed)
 //   kWaitingSlot -> kClosed     Shutdown                    its queued executes failed
+//   kWaitingSlot -> kActive     GrantSlots->StartOpen       (it slept) a slot; its database wakes
+//                                                           itself for the queued requests
+//   kWaitingSlot -> kClosing    Shutdown->StartClose        (it slept) its queued executes failed;
+//                                                           no slot; the close touches no file
 //   kProbing -> kProbeClosing   OnTenantIo->OnProbed        a slot; the probe's close in flight
 //   kProbing -> kClosed         OnProbed->FailOpen          no slot; the requests in front of the
 //                                                           first create_if_missing one failed
