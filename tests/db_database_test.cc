@@ -528,9 +528,9 @@ TEST_P(DatabaseTest, AFailedDirectoryFsyncPoisonsTheOthersBeforeItsBarrierEnds) 
   ASSERT_NE(files, nullptr);
   // The next barrier syncs the directory too (as after an open), and that fsync fails.
   files->table().file(internal::FileRole::kWal).needs_dir_sync = true;
-  const int64_t dir_fd = files->table().DirectoryFd();
+  const int dir_fd = files->table().directory_fd();  // Opened by the first barrier.
   ASSERT_GE(dir_fd, 0);
-  trace_->FailNth(io::OpKind::kFsync, 1, EIO, false, 0, static_cast<int>(dir_fd));
+  trace_->FailNth(io::OpKind::kFsync, 1, EIO, false, 0, dir_fd);
   trace_->Hold(io::OpKind::kFsync);
   Probe write;
   Prime(write, Request::Kind::kWrite, "INSERT INTO t VALUES (1)");

@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "sqloop/db/database.h"
+#include "sqloop/db/internal/vfs_core.h"
 #include "tests/db_database_fixture.h"
 #include "tests/db_test_support.h"
 
@@ -109,13 +110,15 @@ TEST_P(SleepTest, ASleepingDatabaseHoldsNoDescriptorAndWakesWithoutAReopen) {
 }
 
 // Every open leaves the files' names waiting for a directory fsync until the first barrier, so
-// a database that only read since it opened sleeps with them pending: the wake opens the
-// directory with the files, through the loop, and the first write's barrier syncs it without
-// opening it on the loop. The same reopen, read and write without the sleep is the control: its
-// write waits on the loop for its empty WAL's header, written at once, and for the directory,
-// which its barrier opens; the woken database's write waits only for the header.
-TEST_P(SleepTest, ADatabaseThatOnlyReadSleepsAndItsFirstWriteAfterTheWakeWaitsNoMore) {
+// a database that only read since it opened sleeps with them pending, and neither the open nor
+// the wake opens the directory: the first write's barrier opens it through the loop and syncs
+// it. That write waits on the loop only for its empty WAL's header, written at once (a full
+// disk must reach SQLite), after a plain reopen as after a wake.
+TEST_P(SleepTest, AFirstWriteAfterAReopenOrAWakeOpensTheDirectoryWithoutWaiting) {
   Fill();
+  auto directory_fd = [&] {
+    return internal::VfsCore::Of(*vfs_).Find(path_)->table().directory_fd();
+  };
   auto reopen_read_write = [&](bool sleep, int row) {
     EXPECT_TRUE(CloseDb().ok());
     EXPECT_TRUE(OpenDb().ok());
@@ -126,15 +129,17 @@ TEST_P(SleepTest, ADatabaseThatOnlyReadSleepsAndItsFirstWriteAfterTheWakeWaitsNo
     const uint64_t before_read = loop_->stats().waited_ops;
     EXPECT_EQ(Read("SELECT count(*) > 0 FROM t"), "1|\n");
     EXPECT_EQ(loop_->stats().waited_ops, before_read) << "the wake or its read waited";
+    EXPECT_LT(directory_fd(), 0) << "the directory was opened before a write needed it";
     const uint64_t before_write = loop_->stats().waited_ops;
     EXPECT_TRUE(Write(absl::StrCat("INSERT INTO t VALUES (", row, ", 'x')")).ok());
+    EXPECT_GE(directory_fd(), 0) << "the write's barrier did not open the directory to sync it";
     return loop_->stats().waited_ops - before_write;
   };
-  const uint64_t control = reopen_read_write(/*sleep=*/false, 4);
-  const uint64_t slept = reopen_read_write(/*sleep=*/true, 5);
+  const uint64_t reopened = reopen_read_write(/*sleep=*/false, 4);
+  const uint64_t woken = reopen_read_write(/*sleep=*/true, 5);
   EXPECT_EQ(db_->stats().wakes, 1u);
-  EXPECT_EQ(slept + 1, control)
-      << "the first write after the wake opened the directory on the loop";
+  EXPECT_EQ(reopened, 1u) << "the first write after a reopen waited for more than its WAL header";
+  EXPECT_EQ(woken, 1u) << "the first write after a wake waited for more than its WAL header";
   ASSERT_TRUE(CloseDb().ok());
   ASSERT_TRUE(OpenDb().ok());
   EXPECT_EQ(Read("SELECT count(*) FROM t"), "5|\n");

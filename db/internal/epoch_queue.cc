@@ -176,24 +176,37 @@ void EpochQueue::StartBarrier(PendingOp* op) {
   op->state = OpState::kInFlight;
   fsync_error_ = 0;
   context_.stats().barriers++;
-  int dir_fd = -1;
-  if (op->dir_sync) {
-    const int64_t fd = files_.DirectoryFd();
-    if (fd < 0) fsync_error_ = static_cast<int>(-fd);
-    dir_fd = fd < 0 ? -1 : static_cast<int>(fd);
+  for (int i = 0; i < kFileRoles; ++i) {
+    const int fd = files_.file(static_cast<FileRole>(i)).fd;
+    if ((op->sync_mask & (1u << i)) != 0 && fd >= 0) SubmitFsync(fsyncs_[i], fd);
   }
-  for (int i = 0; i <= kFileRoles; ++i) {
-    const bool wanted = i == kDirIndex ? op->dir_sync : (op->sync_mask & (1u << i)) != 0;
-    const int fd = i == kDirIndex ? dir_fd : files_.file(static_cast<FileRole>(i)).fd;
-    if (!wanted || fd < 0) continue;
-    loop::Completion& c = fsyncs_[i];
-    c.op = io::Op{
-        .kind = io::OpKind::kFsync, .fd = fd, .flags = i == kDirIndex ? 0u : io::kFsyncDatasync};
-    ++fsyncs_outstanding_;
-    context_.stats().fsyncs++;
-    loop_.Submit(c);
-  }
+  if (op->dir_sync) SyncDirectory();
   if (fsyncs_outstanding_ == 0) FinishBarrier(op);
+}
+
+void EpochQueue::SubmitFsync(loop::Completion& c, int fd) {
+  const bool directory = &c == &fsyncs_[kDirIndex];
+  c.op = io::Op{.kind = io::OpKind::kFsync, .fd = fd, .flags = directory ? 0u : io::kFsyncDatasync};
+  ++fsyncs_outstanding_;
+  context_.stats().fsyncs++;
+  loop_.Submit(c);
+}
+
+// A table with no directory descriptor yet (the first barrier after an open) has the directory
+// opened through the loop, and OnFsyncDone then syncs it: the loop does not wait for the open,
+// and the files' fsyncs do not wait for the directory's.
+void EpochQueue::SyncDirectory() {
+  loop::Completion& c = fsyncs_[kDirIndex];
+  if (files_.directory_fd() >= 0) {
+    SubmitFsync(c, files_.directory_fd());
+    return;
+  }
+  c.op = io::Op{.kind = io::OpKind::kOpenAt,
+                .fd = AT_FDCWD,
+                .flags = O_RDONLY | O_DIRECTORY | O_CLOEXEC,
+                .path = files_.dir_path().c_str()};
+  ++fsyncs_outstanding_;
+  loop_.Submit(c);
 }
 
 void EpochQueue::FinishBarrier(PendingOp* op) {
@@ -219,8 +232,15 @@ absl::Status EpochQueue::FsyncFailed(uint64_t epoch) const {
 loop::Action EpochQueue::OnFsyncDone(loop::Loop& /*unused*/, loop::Completion& c) {
   auto* self = static_cast<EpochQueue*>(c.user_data);
   SQLOOP_CHECK(self->fsyncs_outstanding_ > 0, "an fsync completed that was not outstanding");
+  const bool opened_directory = c.op.kind == io::OpKind::kOpenAt;
+  if (opened_directory && c.result() >= 0) {
+    self->files_.AdoptDirectory(static_cast<int>(c.result()));
+    --self->fsyncs_outstanding_;
+    self->SubmitFsync(c, self->files_.directory_fd());
+    return loop::Action::kDisarm;
+  }
   if (c.result() < 0 && self->fsync_error_ == 0) self->fsync_error_ = static_cast<int>(-c.result());
-  if (c.result() < 0 && &c == &self->fsyncs_[kDirIndex]) {
+  if (c.result() < 0 && !opened_directory && &c == &self->fsyncs_[kDirIndex]) {
     self->dir_fsync_failed_ = true;
     self->Poison(self->FsyncFailed(self->barrier_->epoch));  // Invariant 8: now, not when done.
   }

@@ -14,6 +14,8 @@
 //
 // Every xSync closes the current epoch with a barrier: an fsync of each file written since the
 // previous barrier. The fsync is submitted with loop::Loop::Submit and xSync returns at once.
+// The directory's, when the table has no descriptor for it yet (the first barrier after an
+// open), follows an open of the directory submitted the same way, beside the files' fsyncs.
 // Writes, truncates and unlinks that SQLite issues while a barrier is queued or in flight are
 // held in the write-behind queue and submitted only after the barrier completed; reads and the
 // file size see them. So every ordering SQLite builds out of xSync (WAL frames durable before
@@ -248,6 +250,8 @@ class EpochQueue {
   void Notify();
   void AssertInvariants() const;
   static loop::Action OnOpDone(loop::Loop& loop, loop::Completion& c);
+  void SubmitFsync(loop::Completion& c, int fd);
+  void SyncDirectory();
   static loop::Action OnFsyncDone(loop::Loop& loop, loop::Completion& c);
 
   VfsContext& context_;

@@ -33,7 +33,7 @@ void FilePreopen::Prepare(loop::Loop& loop, DatabaseFiles& files, Callback done,
   done_ = done;
   arg_ = arg;
   status_ = absl::OkStatus();
-  for (loop::Completion* c : {&io_, &journal_, &head_, &dir_}) {
+  for (loop::Completion* c : {&io_, &journal_, &head_}) {
     c->callback = &FilePreopen::OnIo;
     c->user_data = this;
     c->name = "preopen";
@@ -107,18 +107,11 @@ void FilePreopen::SubmitWarmRead() {
 }
 
 // Invariant 2: the journal's probe (its creation, for an empty main file), the WAL's open and
-// the head's read, all at once; and the directory's open, for an empty main file.
+// the head's read, all at once.
 void FilePreopen::StartRest() {
   FileTable& table = files_->table();
   StartHead();
   StartJournal();
-  open_dir_ = create_journal_ && !table.has_directory_fd();
-  if (open_dir_) {
-    Submit(dir_, {.kind = io::OpKind::kOpenAt,
-                  .fd = AT_FDCWD,
-                  .flags = O_RDONLY | O_DIRECTORY | O_CLOEXEC,
-                  .path = table.dir_path().c_str()});
-  }
   open_wal_ = table.file(FileRole::kWal).fd < 0;
   if (open_wal_) {
     create_ = false;
@@ -244,9 +237,6 @@ int64_t FilePreopen::TakeRest() {
   const int64_t wal = open_wal_ ? io_.result() : 0;
   int wal_fd = open_wal_ && wal >= 0 ? static_cast<int>(wal) : -1;
   int journal_fd = journal >= 0 && !probed_journal_ ? static_cast<int>(journal) : -1;
-  // Invariant 6: the directory's descriptor is the table's at once (a failed open is left for
-  // the first barrier that needs it to report).
-  if (open_dir_ && dir_.result() >= 0) table.AdoptDirectory(static_cast<int>(dir_.result()));
   int64_t failed = 0;
   if (journal >= 0 && !create_journal_) {
     // A journal is there: SQLite's own recovery (and Adopt's check) read it the usual way.

@@ -9,13 +9,13 @@
 //
 //   1. The main file is opened (created if missing) and locked before anything else is
 //      looked at, as FileTable::Open does: another process's database is never touched.
-//   2. Then three operations run at once (kOpenRest; four for an empty main file, invariant 6):
-//      the journal's probe, the WAL's open and the read of the main file's first page (its head:
-//      what SQLite reads at open, kept in the FileTable until the Database is open, so a cold
-//      reopen does not wait and a warm one makes no system call for it). The main file is adopted
-//      only once the journal is known, so FileTable::Adopt's check for a first transaction's
-//      journal needs no system call when there is none (the usual case), and the head is kept only
-//      if the file still has it then.
+//   2. Then three operations run at once (kOpenRest): the journal's probe (its creation for an
+//      empty main file, invariant 6), the WAL's open and the read of the main file's first page
+//      (its head: what SQLite reads at open, kept in the FileTable until the Database is open,
+//      so a cold reopen does not wait and a warm one makes no system call for it). The main file
+//      is adopted only once the journal is known, so FileTable::Adopt's check for a first
+//      transaction's journal needs no system call when there is none (the usual case), and the
+//      head is kept only if the file still has it then.
 //   3. A role that already has a descriptor (the files are still open from an earlier
 //      Database on the same path) is skipped; so is the whole preopen if the main file is open.
 //   4. A file is opened without O_CREAT first and created only if that says ENOENT: io_uring
@@ -25,10 +25,10 @@
 //      waits for the operations still in flight, then closes every descriptor not adopted.
 //   6. An empty main file (a new database) is about to run its first transaction, the switch to
 //      WAL, with a rollback journal: kOpenRest creates the journal (O_EXCL: one already there
-//      is only probed, as at any other open) and opens the directory, whose fsync makes the new
-//      names durable at the first barrier, and hands both descriptors to the FileTable. So a
-//      creation never waits for an open on the loop; without this, SQLite's open of the journal
-//      waited for io_uring's kernel worker (the first of a process took 14 ms).
+//      is only probed, as at any other open) and hands its descriptor to the FileTable (the
+//      first barrier opens the directory through the loop, EpochQueue, to make the new names
+//      durable). So a creation never waits for an open on the loop; without this, SQLite's open
+//      of the journal waited for io_uring's kernel worker (the first of a process took 14 ms).
 //
 //   7. What memory can answer at once is not sent through the loop: the head is read with
 //      Backend::ReadIfCached first (a warm file: no operation; a cold one: the kRead), and on
@@ -145,14 +145,12 @@ class FilePreopen {
   loop::Completion io_;       // The main file's and the WAL's operations.
   loop::Completion journal_;  // kOpenRest: the journal's probe (or creation, invariant 6).
   loop::Completion head_;     // kOpenRest: the head's read.
-  loop::Completion dir_;      // kOpenRest: the directory's open (invariant 6).
   int in_flight_ = 0;         // Operations of this state not completed yet (invariant 5).
   State state_ = State::kIdle;
   int fd_ = -1;                  // Opened by kOpenMain, kOpenRest or kCreateWal, not yet adopted.
   bool create_ = false;          // The open in flight has O_CREAT (invariant 4).
   bool open_wal_ = false;        // kOpenRest opens the WAL (it has no descriptor).
   bool create_journal_ = false;  // kOpenRest creates the journal instead of probing for it.
-  bool open_dir_ = false;        // kOpenRest opens the directory.
   uint32_t head_bytes_ = 0;      // kOpenRest reads this much of the main file (0: none).
   int64_t head_read_ = 0;        // What the head's read returned (invariant 7).
   bool probed_journal_ = false;  // kOpenRest probed the journal at once (invariant 7),

@@ -73,21 +73,6 @@ void FileSleep::Wake(FileTable& table, Callback done, void* arg) {
     ++in_flight_;
     loop_->Submit(io_[i]);
   }
-  bool names_pending = false;
-  for (FileRole role : {FileRole::kMain, FileRole::kJournal, FileRole::kWal}) {
-    names_pending = names_pending || table.file(role).needs_dir_sync;
-  }
-  if (names_pending && !table.has_directory_fd()) {
-    dir_io_.callback = &FileSleep::OnIo;
-    dir_io_.user_data = this;
-    dir_io_.op = {.kind = io::OpKind::kOpenAt,
-                  .fd = AT_FDCWD,
-                  .flags = static_cast<uint32_t>(O_RDONLY | O_DIRECTORY | O_CLOEXEC),
-                  .path = table.dir_path().c_str()};
-    dir_opening_ = true;
-    ++in_flight_;
-    loop_->Submit(dir_io_);
-  }
 }
 
 loop::Action FileSleep::OnIo(loop::Loop& /*unused*/, loop::Completion& c) {
@@ -118,16 +103,6 @@ absl::Status FileSleep::TakeOpens() {
     } else if (result < 0 && result != -ENOENT) {
       status = absl::UnavailableError(
           absl::StrCat(FileTable::OpenErrorMessage(table_->file(kRoles[i]).path, result),
-                       " (waking the database from its sleep; a later request tries again)"));
-    }
-  }
-  if (std::exchange(dir_opening_, false)) {
-    const int64_t result = dir_io_.result();
-    if (result >= 0) {
-      dir_fd_ = static_cast<int>(result);
-    } else if (status.ok()) {
-      status = absl::UnavailableError(
-          absl::StrCat(FileTable::OpenErrorMessage(table_->dir_path(), result),
                        " (waking the database from its sleep; a later request tries again)"));
     }
   }
@@ -183,14 +158,6 @@ void FileSleep::Finish(absl::Status status) {
       table_->CloseDescriptor(fds_[i]);
     }
     fds_[i] = -1;
-  }
-  if (dir_fd_ >= 0) {
-    if (status.ok()) {
-      table_->AdoptDirectory(dir_fd_);
-    } else {
-      table_->CloseDescriptor(dir_fd_);
-    }
-    dir_fd_ = -1;
   }
   state_ = status.ok() ? State::kAwake : State::kAsleep;
   table_->set_asleep(!status.ok());

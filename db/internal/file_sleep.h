@@ -17,15 +17,14 @@
 //   2. While asleep no descriptor is open and nothing may read or write the files: the caller
 //      runs no SQLite statement until the wake is done.
 //   3. Wake opens the main file and the WAL (if it had one) through the loop at once, never
-//      creating either, with the directory when a file's name still waits for the directory
-//      fsync (FileTable invariant 3: the first barrier after the wake syncs it, as it would
-//      have without the sleep, and finds the directory open), locks the main file as
-//      FilePreopen does, and reads both sizes (with the identity, by fstat, on real
-//      descriptors: a metadata call that waits for no device; through the loop on the
-//      simulator). Only if every file is what Sleep
-//      recorded are the descriptors handed back to the FileTable: another process (or a person)
-//      that wrote to the files meanwhile makes the connections' view stale, and the wake fails with
-//      FailedPrecondition instead of serving from it (so does a file gone, or a WAL that appeared).
+//      creating either (a name still waiting for the directory's fsync keeps waiting: the
+//      first barrier after the wake opens the directory and syncs it, FileTable invariant 3),
+//      locks the main file as FilePreopen does, and reads both sizes (with the identity, by
+//      fstat, on real descriptors: a metadata call that waits for no device; through the loop on
+//      the simulator). Only if every file is what Sleep recorded are the descriptors handed back
+//      to the FileTable: another process (or a person) that wrote to the files meanwhile makes
+//      the connections' view stale, and the wake fails with FailedPrecondition instead of
+//      serving from it (so does a file gone, or a WAL that appeared).
 //      A failed open or size read, or the lock held by another process, fails it with Unavailable.
 //      A failed wake closes what it opened and leaves everything as asleep; it may be tried again.
 //
@@ -38,8 +37,7 @@
 //   transition            function        invariant in the new state
 //   kAwake -> kAsleep     Sleep           no descriptor open; fingerprints recorded
 //   kAsleep -> kOpening   Wake            the opens are in flight
-//   kOpening -> kSizing   OnIo->Advance   both files open (or the WAL absent as recorded); main locked;
-//                                         the directory open if a name needs its fsync
+//   kOpening -> kSizing   OnIo->Advance   both files open (or the WAL absent as recorded); main locked
 //   kSizing -> kAwake     OnIo->Finish    the files match the fingerprints; the table has the descriptors
 //   kOpening, kSizing     OnIo->Finish    status() says why; no descriptor open
 //     -> kAsleep
@@ -103,9 +101,6 @@ class FileSleep {
   std::array<FileFingerprint, 2> slept_ = {};  // and this fingerprint.
   std::array<int, 2> fds_ = {-1, -1};          // Opened by the wake, not handed back yet.
   std::array<loop::Completion, 2> io_;
-  loop::Completion dir_io_;  // The directory's open, when a file's name needs its fsync.
-  bool dir_opening_ = false;
-  int dir_fd_ = -1;  // Opened by the wake, not handed back yet.
   int in_flight_ = 0;
   absl::Status status_;
 };

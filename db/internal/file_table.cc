@@ -233,17 +233,6 @@ void FileTable::CloseIdle() {
   }
 }
 
-int64_t FileTable::DirectoryFd() {
-  if (dir_fd_ >= 0) return dir_fd_;
-  io::Op open_op{.kind = io::OpKind::kOpenAt,
-                 .fd = AT_FDCWD,
-                 .flags = O_RDONLY | O_DIRECTORY | O_CLOEXEC,
-                 .path = dir_path_.c_str()};
-  const int64_t fd = RunNow(loop_, open_op);
-  if (fd >= 0) dir_fd_ = static_cast<int>(fd);
-  return fd;
-}
-
 void FileTable::AdoptDirectory(int fd) {
   if (dir_fd_ >= 0) {
     CloseDescriptor(fd);

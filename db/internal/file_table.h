@@ -110,11 +110,11 @@ class FileTable {
   // Closes every descriptor no handle has open, except the main file's while pinned. Only when
   // nothing is queued on them (the epoch queue's invariant 6 is the caller's to keep).
   void CloseIdle();
-  // The directory's descriptor, opened the first time it is needed: >= 0, or -errno.
-  [[nodiscard]] int64_t DirectoryFd();
-  [[nodiscard]] bool has_directory_fd() const { return dir_fd_ >= 0; }
-  // Takes `fd`, the directory opened by the caller through the loop (FilePreopen), unless the
-  // table has one already (then `fd` is closed).
+  // The directory's descriptor, or -1: the first barrier that syncs the directory opens it
+  // through the loop (EpochQueue) and hands it over with AdoptDirectory.
+  [[nodiscard]] int directory_fd() const { return dir_fd_; }
+  // Takes `fd`, the directory opened by the caller through the loop, unless the table has one
+  // already (then `fd` is closed).
   void AdoptDirectory(int fd);
   // Closes the directory's descriptor, if open (a sleeping database holds none: FileSleep).
   void CloseDirectory() {
