@@ -508,7 +508,9 @@ class Database {
   // transaction open. It opens again at the next write, as after a reopen (WriterReady), which
   // parses the schema anew, and at Close, to close last: only the writer's close checkpoints
   // the WAL and truncates it. For a host trimming a database it expects to stay idle: an idle
-  // open tenant then holds one connection. Returns whether it closed it.
+  // open tenant, or a sleeping one, then holds one connection (asleep, the close touches no
+  // file, and it is refused unless every reader shows the last commit already). Returns
+  // whether it closed it.
   bool CloseWriterIfIdle();
   // Closes the database's descriptors (the flock on its file goes with them) and keeps its
   // connections, so an idle database holds no descriptor and wakes without a reopen: the next

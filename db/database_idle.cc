@@ -31,16 +31,26 @@ void Database::ReleaseMemory() {
 
 // No reader may be busy: a reader classifies kAuto requests while the writer is closed
 // (KindOf), so every reader must see the writer's last commit (RefreshSnapshots pins the idle
-// ones at it; the last group is durable in kIdle).
+// ones at it; the last group is durable in kIdle). Asleep, nothing may touch the files: the
+// readers must show that commit already (a pin reads the WAL index), and the writer's close
+// must not try SQLite's checkpoint (it is not the last connection, so it would find the lock
+// taken, but it need not look).
 bool Database::CloseWriterIfIdle() {
-  if (state_ != State::kReady || asleep() || !writer_open() ||
-      writer_state_ != WriterState::kIdle || !writes_.empty() || group_resume_ != nullptr ||
-      group_fetching_ || writer_->current() != nullptr ||
-      sqlite3_get_autocommit(writer_->db()) == 0 || AnyReaderBusy()) {
+  if (state_ != State::kReady || !writer_open() || writer_state_ != WriterState::kIdle ||
+      !writes_.empty() || group_resume_ != nullptr || group_fetching_ ||
+      writer_->current() != nullptr || sqlite3_get_autocommit(writer_->db()) == 0 ||
+      AnyReaderBusy()) {
     return false;
   }
   alloc::ScopedTenant tenant(options_.tenant);
-  RefreshSnapshots();
+  if (asleep()) {
+    for (const auto& reader : readers_) {
+      if (!reader->pinned || reader->snapshot != group_epoch_) return false;
+    }
+    sqlite3_db_config(writer_->db(), SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, nullptr);
+  } else {
+    RefreshSnapshots();
+  }
   writer_->Close();
   writer_closed_idle_ = true;
   ++stats_.writers_closed_idle;

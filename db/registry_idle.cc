@@ -135,10 +135,10 @@ uint32_t Registry::TrimIdleTenants() {
   return trimmed;
 }
 
-// An idle tenant keeps one reader, its schema and its pinned snapshot; its writer closes (it
-// opens again at the next write) and its connections give back the cached pages nothing holds.
-// A sleeper's writer stays (Database::CloseWriterIfIdle refuses while asleep: its close would
-// be the one that checkpoints); its readers and caches go as an idle tenant's do.
+// An idle tenant, or a sleeping one, keeps one reader, its schema and its pinned snapshot; its
+// writer closes (it opens again at the next write, after the wake for a sleeper; a sleeper's
+// closes without touching its files) and its connections give back the cached pages nothing
+// holds.
 void Registry::Trim(Tenant& t) {
   SQLOOP_CHECK(t.state == TenantState::kIdle || t.state == TenantState::kAsleep,
                "Registry: trimming a tenant that is neither idle nor asleep");

@@ -31,6 +31,7 @@ TEST(DbReadsTest, EveryReadIsDurableAndSeesEveryEarlierAcknowledgement) {
   uint64_t closed_early = 0;
   uint64_t closed_unsettled = 0;
   uint64_t slept = 0;
+  uint64_t writer_closed_asleep = 0;
   for (uint64_t seed = 1; seed <= SeedCount(); ++seed) {
     const WorkloadResult result = DbReads().run(seed, options);
     ASSERT_TRUE(result.ok) << result.failure << "\n  " << result.summary << "\n  "
@@ -38,6 +39,7 @@ TEST(DbReadsTest, EveryReadIsDurableAndSeesEveryEarlierAcknowledgement) {
     closed_early += result.paths.at("close_early") > 0 ? 1 : 0;
     closed_unsettled += result.paths.at("close_writer_unsettled") > 0 ? 1 : 0;
     slept += result.paths.at("slept") > 0 ? 1 : 0;
+    writer_closed_asleep += result.paths.at("asleep_writer_closed") > 0 ? 1 : 0;
   }
   // The closes the no-wait check is about happened (measured over seeds 1-20,000: 20.4 % close
   // early with requests in flight, 55.0 % find the writer unsettled).
@@ -45,6 +47,10 @@ TEST(DbReadsTest, EveryReadIsDurableAndSeesEveryEarlierAcknowledgement) {
   EXPECT_GE(closed_unsettled * 3, SeedCount()) << "unsettled in " << closed_unsettled << " seeds";
   // And the database slept and woke with requests in flight around it (41 % of seeds 1-20,000).
   EXPECT_GE(slept * 4, SeedCount()) << "slept in " << slept << " seeds";
+  // And a trim closed the sleeper's writer, which the next write opened again (38.8 % of seeds
+  // 1-2,000).
+  EXPECT_GE(writer_closed_asleep * 5, SeedCount())
+      << "the writer closed while asleep in " << writer_closed_asleep << " seeds";
 }
 
 TEST(DbReadsTest, SameSeedSameTrace) {

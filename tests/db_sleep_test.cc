@@ -145,6 +145,33 @@ TEST_P(SleepTest, AFirstWriteAfterAReopenOrAWakeOpensTheDirectoryWithoutWaiting)
   EXPECT_EQ(Read("SELECT count(*) FROM t"), "5|\n");
 }
 
+// A trim of a sleeper closes its writer too (the registry trims sleepers as it trims idle
+// tenants), so a trimmed sleeper holds one connection. The close touches no file: the wake
+// checks that the files are what the sleep left, and a checkpoint in that close would have
+// written the main file. The writer opens again at the next write, and the close after it
+// checkpoints as every close does.
+TEST_P(SleepTest, AWriterClosedWhileAsleepTouchesNoFileAndOpensAgainAtTheNextWrite) {
+  Fill();
+  ASSERT_TRUE(db_->Sleep().ok());
+  const DatabaseStats before = db_->stats();
+  EXPECT_TRUE(db_->CloseWriterIfIdle()) << "a sleeper's writer was not closed";
+  db_->ReleaseMemory();
+  EXPECT_EQ(db_->stats().writers_closed_idle, before.writers_closed_idle + 1);
+  EXPECT_TRUE(db_->asleep());
+  if (real()) {
+    EXPECT_EQ(OpenDescriptors(), 0) << "closing the writer opened a file";
+  }
+  const uint64_t waited = loop_->stats().waited_ops;
+  EXPECT_EQ(Read("SELECT id, s FROM t ORDER BY id"), "1|'a'|\n2|'b'|\n3|'c'|\n");
+  EXPECT_EQ(db_->stats().wakes, 1u) << "the wake failed: the writer's close changed a file";
+  EXPECT_EQ(loop_->stats().waited_ops, waited) << "the wake or its read waited on the loop";
+  ASSERT_TRUE(Write("INSERT INTO t VALUES (4, 'd')").ok());
+  EXPECT_EQ(db_->stats().writers_opened_late, before.writers_opened_late + 1);
+  ASSERT_TRUE(CloseDb().ok());
+  ASSERT_TRUE(OpenDb().ok());
+  EXPECT_EQ(Read("SELECT count(*), max(s) FROM t"), "4|'d'|\n");
+}
+
 TEST_P(SleepTest, SleepIsRefusedWhileAnythingIsInFlight) {
   Fill();
   Probe write;

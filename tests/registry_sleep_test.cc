@@ -219,6 +219,12 @@ TEST_P(RegistrySleepTest, ASleeperIsTrimmedWithoutTouchingItsFilesAndStillWakes)
   EXPECT_EQ(read.rows, "a\n");
   EXPECT_EQ(h->registry().GetTenantStats("a")->wakes, 1u);
   EXPECT_EQ(h->registry().GetTenantStats("a")->opens, 1u);
+  // The trim closed the sleeper's writer too: it opens again for this write.
+  Call write("a", "INSERT INTO t VALUES ('w')", false, Request::Kind::kWrite);
+  ASSERT_TRUE(h->Do(write).ok()) << write.result;
+  Call count("a", "SELECT count(*) FROM t WHERE v = 'w'", false, Request::Kind::kRead);
+  ASSERT_TRUE(h->Do(count).ok()) << count.result;
+  EXPECT_EQ(count.rows, "1\n");
 }
 
 // Memory is what sleeping does not free: with a budget smaller than one database, an evicted

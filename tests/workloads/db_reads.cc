@@ -186,6 +186,8 @@ class Run {
             // The database slept and a request woke it (its files opened again).
             {"slept", s.wakes},
             {"wake_failed", s.wakes_failed},  // A fault failed one of the wake's operations.
+            // A trim closed the sleeping database's writer; the next write opened it again.
+            {"asleep_writer_closed", asleep_writer_closes_},
             // Reads after the open that made the loop wait (the open's own may).
             {"read_waited", vfs_.stats().reads_waited - waited_at_open_}};
   }
@@ -245,6 +247,12 @@ class Run {
     if (ready && !database_.asleep() && sleep_tries_ < kSleepTriesMax) {
       ++sleep_tries_;
       const bool slept = database_.Sleep().ok();
+      // Half the sleeps are trimmed as the registry trims a sleeper: the writer closes (its
+      // close touches no file) and opens again at the next write, after the wake.
+      if (slept && sleeper_->Range(0, 1) == 1) {
+        if (database_.CloseWriterIfIdle()) ++asleep_writer_closes_;
+        database_.ReleaseMemory();
+      }
       loop_.Timer(sleep_,
                   absl::Nanoseconds(slept ? sleeper_->Range(1, kAsleepNsMax) : kSleepTryNs));
       return;
@@ -497,6 +505,7 @@ class Run {
   Completion close_early_;
   const int64_t close_at_ns_;
   io::Prng* const sleeper_;
+  uint64_t asleep_writer_closes_ = 0;  // CloseWriterIfIdle closed the writer while asleep.
   Completion sleep_;
   bool paused_ = false;  // The traffic pauses (StepPause): new requests wait here.
   uint32_t sleep_tries_ = 0;
