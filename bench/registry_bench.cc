@@ -827,20 +827,42 @@ void BM_Zipf(benchmark::State& state) { RunZipf(state, kZipfTenants); }
 // Registered in main outside quick mode: creating 100,000 tenants takes most of a minute.
 void BM_ZipfLarge(benchmark::State& state) { RunZipf(state, kZipfTenantsLarge); }
 // Registered in main outside quick mode, as BM_ZipfLarge: creating the tenants takes a while.
-void BM_OpenAll(benchmark::State& state) {
-  rlimit saved{};
-  SQLOOP_CHECK(getrlimit(RLIMIT_NOFILE, &saved) == 0, "bench: getrlimit");
-  const rlim_t wanted = rlim_t{kZipfTenantsLarge} * sqloop::db::kDescriptorsPerDatabase +
-                        sqloop::db::kDescriptorsReservedDefault;
-  rlimit raised{.rlim_cur = wanted, .rlim_max = std::max(saved.rlim_max, wanted)};
-  if (setrlimit(RLIMIT_NOFILE, &raised) != 0) {  // Not privileged: as far as the hard limit.
-    raised = {.rlim_cur = std::min(wanted, saved.rlim_max), .rlim_max = saved.rlim_max};
-    SQLOOP_CHECK(setrlimit(RLIMIT_NOFILE, &raised) == 0, "bench: setrlimit");
+// While alive, RLIMIT_NOFILE's soft limit is the descriptors `open_max` tenants need (the hard
+// limit raised to it too where the process may), or as far as the hard limit allows.
+class DescriptorLimitFor {
+ public:
+  explicit DescriptorLimitFor(uint32_t open_max) {
+    SQLOOP_CHECK(getrlimit(RLIMIT_NOFILE, &saved_) == 0, "bench: getrlimit");
+    const rlim_t wanted = rlim_t{open_max} * sqloop::db::kDescriptorsPerDatabase +
+                          sqloop::db::kDescriptorsReservedDefault;
+    raised_ = {.rlim_cur = wanted, .rlim_max = std::max(saved_.rlim_max, wanted)};
+    if (setrlimit(RLIMIT_NOFILE, &raised_) != 0) {  // Not privileged: as far as the hard limit.
+      raised_ = {.rlim_cur = std::min(wanted, saved_.rlim_max), .rlim_max = saved_.rlim_max};
+      SQLOOP_CHECK(setrlimit(RLIMIT_NOFILE, &raised_) == 0, "bench: setrlimit");
+    }
   }
-  const auto tenants = static_cast<int>(
-      std::min<uint64_t>((raised.rlim_cur - sqloop::db::kDescriptorsReservedDefault) /
-                             sqloop::db::kDescriptorsPerDatabase,
-                         kZipfTenantsLarge));
+  DescriptorLimitFor(const DescriptorLimitFor&) = delete;
+  DescriptorLimitFor& operator=(const DescriptorLimitFor&) = delete;
+  ~DescriptorLimitFor() {
+    SQLOOP_CHECK(setrlimit(RLIMIT_NOFILE, &saved_) == 0, "bench: restore the descriptor limit");
+  }
+  // The open databases the raised limit allows, derived as the registry derives them but
+  // without its kOpenMaxDerivedMax cap (db::DescriptorBoundOpenMax), which these exceed.
+  [[nodiscard]] uint32_t open_max() const {
+    const rlim_t reserved = sqloop::db::kDescriptorsReservedDefault;
+    if (raised_.rlim_cur < reserved) return 0;
+    return static_cast<uint32_t>((raised_.rlim_cur - reserved) /
+                                 sqloop::db::kDescriptorsPerDatabase);
+  }
+
+ private:
+  rlimit saved_{};
+  rlimit raised_{};
+};
+
+void BM_OpenAll(benchmark::State& state) {
+  const DescriptorLimitFor limit(kZipfTenantsLarge);
+  const auto tenants = static_cast<int>(std::min<uint32_t>(limit.open_max(), kZipfTenantsLarge));
   const std::string& directory = ZipfDirectory(tenants);
   std::vector<std::string> names(static_cast<size_t>(tenants));
   for (int i = 0; i < tenants; ++i) names[static_cast<size_t>(i)] = ZipfName(i);
@@ -850,7 +872,6 @@ void BM_OpenAll(benchmark::State& state) {
     OpenAll(state, *host, names, /*census=*/true);
   }
   host.reset();  // The shutdown that closes them is not the op.
-  SQLOOP_CHECK(setrlimit(RLIMIT_NOFILE, &saved) == 0, "bench: restore the descriptor limit");
 }
 void BM_ZipfLru(benchmark::State& state) {
   RunZipf(state, kZipfTenants, 128, 0, sqloop::db::Eviction::kLru);
@@ -876,14 +897,9 @@ void BM_OpenAllAsleep(benchmark::State& state) {
   const std::string& directory = ZipfDirectory(kZipfTenantsLarge);
   std::vector<std::string> names(static_cast<size_t>(kZipfTenantsLarge));
   for (int i = 0; i < kZipfTenantsLarge; ++i) names[static_cast<size_t>(i)] = ZipfName(i);
-  // 1,024 slots need 4,160 descriptors: the soft limit is raised to the hard one for them (a
-  // default soft limit of 1,024 allows fewer slots, which the derivation then takes).
-  rlimit saved{};
-  SQLOOP_CHECK(getrlimit(RLIMIT_NOFILE, &saved) == 0, "bench: getrlimit");
-  rlimit raised{.rlim_cur = saved.rlim_max, .rlim_max = saved.rlim_max};
-  SQLOOP_CHECK(setrlimit(RLIMIT_NOFILE, &raised) == 0, "bench: setrlimit");
-  const uint32_t open_max = std::min<uint32_t>(
-      1024, sqloop::db::DescriptorBoundOpenMax(sqloop::db::kDescriptorsReservedDefault));
+  // 1,024 slots need 4,160 descriptors (a default soft limit of 1,024 allows fewer slots).
+  const DescriptorLimitFor limit(1024);
+  const uint32_t open_max = std::min<uint32_t>(1024, limit.open_max());
   std::unique_ptr<Host> host;
   for (auto _ : state) {
     host = std::make_unique<Host>(directory, open_max, 0, sqloop::db::Eviction::kSieve,
@@ -891,7 +907,6 @@ void BM_OpenAllAsleep(benchmark::State& state) {
     OpenAll(state, *host, names, /*census=*/true);
   }
   host.reset();
-  SQLOOP_CHECK(setrlimit(RLIMIT_NOFILE, &saved) == 0, "bench: restore the descriptor limit");
 }
 void BM_BudgetNone(benchmark::State& state) { RunZipf(state, kBudgetTenants, 240); }
 void BM_BudgetUnreached(benchmark::State& state) {
