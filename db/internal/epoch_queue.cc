@@ -235,7 +235,7 @@ loop::Action EpochQueue::OnFsyncDone(loop::Loop& /*unused*/, loop::Completion& c
   const bool opened_directory = c.op.kind == io::OpKind::kOpenAt;
   if (opened_directory && c.result() >= 0) {
     self->files_.AdoptDirectory(static_cast<int>(c.result()));
-    --self->fsyncs_outstanding_;
+    --self->fsyncs_outstanding_;  // The open's count passes to the fsync that follows it.
     self->SubmitFsync(c, self->files_.directory_fd());
     return loop::Action::kDisarm;
   }

@@ -234,10 +234,7 @@ void FileTable::CloseIdle() {
 }
 
 void FileTable::AdoptDirectory(int fd) {
-  if (dir_fd_ >= 0) {
-    CloseDescriptor(fd);
-    return;
-  }
+  SQLOOP_CHECK(dir_fd_ < 0, "FileTable: the directory was opened twice");
   dir_fd_ = fd;
 }
 

@@ -113,8 +113,8 @@ class FileTable {
   // The directory's descriptor, or -1: the first barrier that syncs the directory opens it
   // through the loop (EpochQueue) and hands it over with AdoptDirectory.
   [[nodiscard]] int directory_fd() const { return dir_fd_; }
-  // Takes `fd`, the directory opened by the caller through the loop, unless the table has one
-  // already (then `fd` is closed).
+  // Takes `fd`, the directory opened through the loop by the one barrier in flight, which opens
+  // it only while the table has none.
   void AdoptDirectory(int fd);
   // Closes the directory's descriptor, if open (a sleeping database holds none: FileSleep).
   void CloseDirectory() {
