@@ -118,10 +118,7 @@ absl::StatusOr<std::unique_ptr<Registry>> Registry::Create(loop::Loop& loop, Vfs
                                                            RegistryOptions options) {
   absl::StatusOr<uint32_t> open_max = TenantPolicy::CheckOptions(options);
   if (!open_max.ok()) return open_max.status();
-  io::Op dir_op{.kind = io::OpKind::kOpenAt,
-                .fd = AT_FDCWD,
-                .flags = O_RDONLY | O_DIRECTORY | O_CLOEXEC,
-                .path = options.directory.c_str()};
+  io::Op dir_op = io::OpenDirectoryOp(options.directory.c_str());
   const int64_t dir_fd = loop.WaitForOp(dir_op);
   if (dir_fd < 0) {
     return absl::NotFoundError(absl::StrCat("cannot open the tenants' directory '",

@@ -93,6 +93,15 @@ struct Op {
   Op* next = nullptr;  // Intrusive link for OpList.
 };
 
+// A kOpenAt that opens the directory `path` read-only (close-on-exec): the descriptor a
+// directory fsync needs. `path` must outlive the op.
+[[nodiscard]] inline Op OpenDirectoryOp(const char* path) {
+  return Op{.kind = OpKind::kOpenAt,
+            .fd = AT_FDCWD,
+            .flags = O_RDONLY | O_DIRECTORY | O_CLOEXEC,
+            .path = path};
+}
+
 // An intrusive singly linked FIFO of ops. O(1) push, pop and splice; never allocates.
 // An op is in at most one list at a time (it has one `next`).
 class OpList {

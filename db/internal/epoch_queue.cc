@@ -201,10 +201,7 @@ void EpochQueue::SyncDirectory() {
     SubmitFsync(c, files_.directory_fd());
     return;
   }
-  c.op = io::Op{.kind = io::OpKind::kOpenAt,
-                .fd = AT_FDCWD,
-                .flags = O_RDONLY | O_DIRECTORY | O_CLOEXEC,
-                .path = files_.dir_path().c_str()};
+  c.op = io::OpenDirectoryOp(files_.dir_path().c_str());
   ++fsyncs_outstanding_;
   loop_.Submit(c);
 }

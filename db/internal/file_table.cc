@@ -197,10 +197,7 @@ int64_t FileTable::RollBackFirstTransaction(int main_fd, int64_t& size_bytes) {
   for (io::Op* op : {&truncate_op, &sync_op, &unlink_op}) {
     if (const int64_t result = RunNow(loop_, *op); result < 0) return result;
   }
-  io::Op dir_op{.kind = io::OpKind::kOpenAt,
-                .fd = AT_FDCWD,
-                .flags = O_RDONLY | O_DIRECTORY | O_CLOEXEC,
-                .path = dir_path_.c_str()};
+  io::Op dir_op = io::OpenDirectoryOp(dir_path_.c_str());
   const int64_t dir = RunNow(loop_, dir_op);
   if (dir < 0) return dir;
   io::Op dir_sync{.kind = io::OpKind::kFsync, .fd = static_cast<int>(dir)};
