@@ -136,19 +136,30 @@ int64_t PosixCachedReads::Read(int fd, void* buffer, uint32_t length, uint64_t o
   }
 }
 
+void PosixCachedReads::Remember(const Op& read) {
+  RecentRead& slot = recent_[recent_next_++ % kRecentReads];
+  if (slot.fd >= 0) --files_[static_cast<size_t>(slot.fd)].recent;
+  slot = {.fd = read.fd, .begin = read.offset, .end = read.offset + read.length};
+  ++At(read.fd).recent;
+}
+
 bool PosixCachedReads::ReadLately(int fd, uint64_t offset, uint32_t length) const {
+  if (files_[static_cast<size_t>(fd)].recent == 0) return false;
   const uint64_t end = offset + std::max<uint32_t>(length, 1);
   return std::any_of(recent_.begin(), recent_.end(), [&](const RecentRead& read) {
     return read.fd == fd && read.begin < end && offset < std::max(read.end, read.begin + 1);
   });
 }
 
+// Runs at every open and close: the scan of recent_ only for a descriptor that has entries.
 void PosixCachedReads::Forget(int fd) {
-  if (fd < 0) return;
-  if (static_cast<size_t>(fd) < files_.size()) files_[static_cast<size_t>(fd)] = {};
-  for (RecentRead& read : recent_) {
-    if (read.fd == fd) read = {};
+  if (fd < 0 || static_cast<size_t>(fd) >= files_.size()) return;
+  if (files_[static_cast<size_t>(fd)].recent > 0) {
+    for (RecentRead& read : recent_) {
+      if (read.fd == fd) read = {};
+    }
   }
+  files_[static_cast<size_t>(fd)] = {};
 }
 
 }  // namespace internal

@@ -114,8 +114,8 @@ class PosixCachedReads {
       Forget(op.fd);
     } else if ((op.kind == OpKind::kOpenAt || op.kind == OpKind::kAccept) && op.result >= 0) {
       Forget(static_cast<int>(op.result));
-    } else if (op.kind == OpKind::kRead && op.result >= 0 && ask_first_) {
-      recent_[recent_next_++ % kRecentReads] = {op.fd, op.offset, op.offset + op.length};
+    } else if (op.kind == OpKind::kRead && op.result >= 0 && ask_first_ && op.fd >= 0) {
+      Remember(op);
     }
   }
 
@@ -123,6 +123,7 @@ class PosixCachedReads {
   struct File {
     bool memory = false;       // On tmpfs or ramfs.
     uint16_t cold_probes = 0;  // Reads left that ask cachestat first.
+    uint8_t recent = 0;        // Its entries in recent_, so Forget and ReadLately skip a scan.
   };
   File& At(int fd) {
     if (static_cast<size_t>(fd) >= files_.size()) files_.resize(static_cast<size_t>(fd) + 1);
@@ -137,7 +138,8 @@ class PosixCachedReads {
     uint64_t begin = 0;
     uint64_t end = 0;
   };
-  static constexpr size_t kRecentReads = 128;
+  static constexpr size_t kRecentReads = 128;  // Fits File::recent.
+  void Remember(const Op& read);
   [[nodiscard]] bool ReadLately(int fd, uint64_t offset, uint32_t length) const;
   void Forget(int fd);
   bool ask_first_;           // defer_misses, until cachestat turns out to be missing.
