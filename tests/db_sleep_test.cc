@@ -226,6 +226,38 @@ TEST_P(SleepTest, AFileChangedWhileAsleepFailsTheWakeAndServesNothingStale) {
   EXPECT_EQ(Read("SELECT count(*) FROM t"), "3|\n");
 }
 
+// A wake that found the files as recorded keeps that record while nothing is written: the next
+// sleep reads no fingerprint again (invariant 4 of FileSleep). So a change another writer makes
+// while the database is awake and only reading is caught at the next wake as well, where the
+// sleep would have taken it in had it read the files again. A write of the database's own
+// after a wake is taken in (the next wake succeeds), and so is everything after a reopen.
+TEST_P(SleepTest, ASleepAfterOnlyReadsKeepsTheWakesRecordAndAWriteRenewsIt) {
+  MakeVfs({.wal_reserve_bytes = 0});  // No reserve: the write itself must count as a change.
+  Fill();
+  ASSERT_TRUE(db_->Sleep().ok());
+  ASSERT_EQ(Read("SELECT count(*) FROM t"), "3|\n");  // The wake checked the record.
+  ASSERT_TRUE(Write("INSERT INTO t VALUES (4, 'd')").ok());
+  ASSERT_TRUE(db_->Sleep().ok());
+  EXPECT_EQ(Read("SELECT count(*) FROM t"), "4|\n") << "the write after the wake was not recorded";
+  EXPECT_EQ(db_->stats().wakes, 2u);
+
+  Append(path_ + "-wal", 4096);  // Awake, nothing written by the database since its wake.
+  ASSERT_TRUE(db_->Sleep().ok());
+  const absl::Status read = Run(Request::Kind::kRead, "SELECT count(*) FROM t");
+  EXPECT_EQ(read.code(), absl::StatusCode::kFailedPrecondition) << read;
+  EXPECT_TRUE(absl::StrContains(read.message(), "changed while the database slept")) << read;
+  EXPECT_EQ(db_->stats().wakes_failed, 1u);
+
+  // A reopen reads the files afresh (the appended bytes are no valid frame: recovery drops
+  // them), and its first sleep records them.
+  ASSERT_TRUE(CloseDb().ok());
+  ASSERT_TRUE(OpenDb().ok());
+  ASSERT_TRUE(db_->Sleep().ok());
+  EXPECT_EQ(Read("SELECT count(*) FROM t"), "4|\n");
+  ASSERT_TRUE(db_->Sleep().ok());
+  EXPECT_EQ(Read("SELECT count(*) FROM t"), "4|\n");
+}
+
 // Close of a sleeping database skips SQLite's checkpoint (it would write through descriptors
 // the database no longer holds): the WAL keeps its frames and the next open recovers them.
 TEST_P(SleepTest, ACloseWhileAsleepKeepsEveryRowInTheWal) {

@@ -340,6 +340,7 @@ int EpochQueue::RefuseForBackpressure() {
 
 int EpochQueue::Write(FileRole role, const void* buffer, int amount, int64_t offset) {
   if (!poison_.ok()) return SQLITE_IOERR_WRITE;
+  files_.NoteChange();
   SharedFile& f = files_.file(role);
   const auto start = static_cast<uint64_t>(offset);
   if (role == FileRole::kWal) NoteWalWrite(buffer, amount, start);
@@ -399,6 +400,7 @@ int EpochQueue::Truncate(FileRole role, int64_t size_bytes) {
   }
   if (role == FileRole::kMain) files_.DropHead();  // FileTable invariant 4.
   ++shape_changes_;
+  files_.NoteChange();
   if (queue_.empty()) {
     io::Op op{.kind = io::OpKind::kFtruncate, .fd = f.fd, .offset = size};
     if (RunNow(loop_, op) < 0) return SQLITE_IOERR_TRUNCATE;
@@ -422,6 +424,7 @@ int EpochQueue::Truncate(FileRole role, int64_t size_bytes) {
 // Queues a reserve of `length` zeros at `offset` of `role`'s file if a barrier still fits after.
 bool EpochQueue::QueueReserve(FileRole role, uint64_t offset, uint64_t length) {
   if (queued_ops_ + 2 > context_.options().held_ops_max) return false;
+  files_.NoteChange();
   PendingOp* op = TakeOp();
   op->kind = OpKind::kReserve;
   op->role = role;
@@ -525,6 +528,7 @@ int EpochQueue::Unlink(FileRole role) {
   SharedFile& f = files_.file(role);
   if (!poison_.ok()) return SQLITE_IOERR_DELETE;
   ++shape_changes_;
+  files_.NoteChange();
   if (!f.exists && f.fd < 0 && queue_.empty()) {
     io::Op op{.kind = io::OpKind::kUnlink, .fd = AT_FDCWD, .path = f.path.c_str()};
     const int64_t result = RunNow(loop_, op);
@@ -563,6 +567,7 @@ bool EpochQueue::ReviveUnlinked(FileRole role) {
     op->kind = OpKind::kTruncate;
     op->offset = 0;
     ++shape_changes_;
+    files_.NoteChange();
     SharedFile& f = files_.file(role);
     f.exists = true;
     f.size_bytes = 0;

@@ -24,10 +24,12 @@ absl::Status FileSleep::Sleep(loop::Loop& loop, FileTable& table) {
   table_ = &table;
   // The simulator's descriptors are not the OS's: only the sizes can be compared there.
   real_descriptors_ = loop.backend().name() != "simulator";
+  // Invariant 4: nothing changed since the last wake found the files as recorded.
+  const bool unchanged = verified_ && table.changes() == verified_changes_;
   for (size_t i = 0; i < kRoles.size(); ++i) {
     SharedFile& f = table.file(kRoles[i]);
     had_[i] = f.fd >= 0;
-    if (!had_[i]) continue;
+    if (!had_[i] || (unchanged && f.allocated_bytes <= f.size_bytes)) continue;
     if (f.allocated_bytes > f.size_bytes) {  // A truncate is a metadata operation: no device wait.
       io::Op cut{.kind = io::OpKind::kFtruncate, .fd = f.fd, .offset = f.size_bytes};
       if (RunNow(loop, cut) < 0) {
@@ -160,6 +162,8 @@ void FileSleep::Finish(absl::Status status) {
     fds_[i] = -1;
   }
   state_ = status.ok() ? State::kAwake : State::kAsleep;
+  verified_ = status.ok();
+  verified_changes_ = table_->changes();
   table_->set_asleep(!status.ok());
   status_ = std::move(status);
   done_(arg_);

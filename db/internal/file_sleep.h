@@ -27,6 +27,13 @@
 //      serving from it (so does a file gone, or a WAL that appeared).
 //      A failed open or size read, or the lock held by another process, fails it with Unavailable.
 //      A failed wake closes what it opened and leaves everything as asleep; it may be tried again.
+//   4. A wake that succeeded found the files as the fingerprints say. If the table counted no
+//      change of ours since (FileTable::changes: no write, truncate, reserve, unlink or new
+//      descriptor), the next Sleep keeps those fingerprints instead of reading them again (a
+//      read-only tenant that sleeps and wakes pays two fstat calls per cycle, not four), unless
+//      a file holds a reserve to cut (written only after a write, so never then). A change another
+//      process made while the database was awake is then found at the next wake too, where a
+//      fresh read would have taken it in.
 //
 // clang-format off
 //   kAwake --Sleep--> kAsleep --Wake--> kOpening --both opened, main locked--> kSizing --sizes match--> kAwake
@@ -35,7 +42,7 @@
 //                                                                                    every new descriptor closed
 //
 //   transition            function        invariant in the new state
-//   kAwake -> kAsleep     Sleep           no descriptor open; fingerprints recorded
+//   kAwake -> kAsleep     Sleep           no descriptor open; fingerprints recorded (or kept: 4)
 //   kAsleep -> kOpening   Wake            the opens are in flight
 //   kOpening -> kSizing   OnIo->Advance   both files open (or the WAL absent as recorded); main locked
 //   kSizing -> kAwake     OnIo->Finish    the files match the fingerprints; the table has the descriptors
@@ -102,6 +109,9 @@ class FileSleep {
   std::array<int, 2> fds_ = {-1, -1};          // Opened by the wake, not handed back yet.
   std::array<loop::Completion, 2> io_;
   int in_flight_ = 0;
+  // Invariant 4: the last wake succeeded, and the table's changes() then.
+  bool verified_ = false;
+  uint64_t verified_changes_ = 0;
   absl::Status status_;
 };
 

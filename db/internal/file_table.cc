@@ -126,6 +126,7 @@ int64_t FileTable::LockMain(int fd) {
 int64_t FileTable::Adopt(FileRole role, int fd, int64_t size) {
   SharedFile& f = file(role);
   SQLOOP_CHECK(f.fd < 0, "FileTable::Adopt: the role already has a descriptor");
+  NoteChange();
   if (role == FileRole::kMain && size > 0) {
     if (const int64_t rolled = RollBackFirstTransaction(fd, size); rolled < 0) size = rolled;
   }

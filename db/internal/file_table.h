@@ -130,6 +130,12 @@ class FileTable {
   // and no other Database may open the files meanwhile.
   [[nodiscard]] bool asleep() const { return asleep_; }
   void set_asleep(bool asleep) { asleep_ = asleep; }
+  // Counts what this process did to the files since the table was made: each write, truncate,
+  // reserve and unlink (EpochQueue notes them) and each descriptor adopted. While it stays the
+  // same, what the OS says about the files (FileFingerprint) stays the same too, unless another
+  // process changed them: FileSleep reads the fingerprints again only after a change.
+  [[nodiscard]] uint64_t changes() const { return changes_; }
+  void NoteChange() { ++changes_; }
 
   // SQLITE_FCNTL_PERSIST_WAL: whether SQLite keeps the WAL at close (truncated to 0 bytes when
   // journal_size_limit is set) instead of deleting it. On unless a connection turns it off.
@@ -161,6 +167,7 @@ class FileTable {
   std::unique_ptr<char[]> head_;
   uint32_t head_bytes_ = 0;  // Of head_, kept (invariant 4); 0: none.
   uint32_t pins_ = 0;
+  uint64_t changes_ = 0;
   bool asleep_ = false;
   bool persist_wal_ = true;
 };
