@@ -15,7 +15,12 @@ What a run does:
        costs a few milliseconds and makes progress reporting independent of stdout buffering;
        a crash is confined to one benchmark. Repetitions are interleaved rounds (every
        benchmark of the binary once, then again), so that a change in machine load during the
-       run hits all variants of a group alike instead of skewing one ratio.
+       run hits all variants of a group alike instead of skewing one ratio. Each process runs
+       with address-space randomisation off (setarch -R, where the host allows it), so every
+       round and every variant has the same code and heap layout: with it on, where the
+       loader placed the code decided between two speeds of the same benchmark on the
+       project's VM (registry_zipf/one_tenant: about 58 or 105 us per 256 requests by process),
+       and the median of five rounds picked either. The Machine table says whether it was off.
     3. Keeps the raw JSON: BUILD_DIR/bench/results/<binary>.json (Google Benchmark's own
        format, all of that binary's runs) and raw.json (every binary merged, each benchmark
        tagged with its "binary" and "report_round"), copied next to the report
@@ -229,8 +234,17 @@ def read_latency_file(path):
     return series or None
 
 
+def aslr_off_prefix():
+    """["setarch", "-R"] if this host lets a process turn address-space randomisation off."""
+    setarch = shutil.which("setarch")
+    if setarch is None:
+        return []
+    probe = subprocess.run([setarch, "-R", "true"], capture_output=True, check=False)
+    return [setarch, "-R"] if probe.returncode == 0 else []
+
+
 def run_one(binary, name, out_file, options):
-    command = [str(binary), f"--benchmark_filter={exact_filter(name)}",
+    command = [*options.aslr_prefix, str(binary), f"--benchmark_filter={exact_filter(name)}",
                f"--benchmark_out={out_file}", "--benchmark_out_format=json",
                "--benchmark_format=console", "--benchmark_color=false"]
     if options.quick:
@@ -725,6 +739,9 @@ def machine_info(context):
         ("CPU frequency scaling", {True: "enabled (timings may vary)", False: "disabled"}
          .get(context.get("cpu_scaling_enabled"), "unknown")),
         ("Benchmark library build", context.get("library_build_type", "unknown")),
+        ("Address-space randomisation", {"off": "off (setarch -R): one layout for every process",
+                                         "on": "on (timings may vary by process)"}
+         .get(context.get("aslr"), "unknown")),
     ]
 
 
@@ -1022,6 +1039,7 @@ def run_suite(options, build_dir):
         return None
     results_dir = build_dir / "bench" / "results"
     documents, failures = [], []
+    options.aslr_prefix = aslr_off_prefix()
     for index, binary in enumerate(binaries, 1):
         try:
             document, binary_failures = run_binary(binary, results_dir, options, index,
@@ -1039,6 +1057,7 @@ def run_suite(options, build_dir):
     for document in documents:
         merged["benchmarks"] += document["benchmarks"]
     merged["context"].update(provenance(build_dir, merged["context"]))
+    merged["context"]["aslr"] = "off" if options.aslr_prefix else "on"
     merged["context"].pop("executable", None)  # One per binary; the runs name their binary.
     merged = scrub_document(merged, build_dir)
     failures = [scrub(f, [(str(build_dir), "<build>"), (str(REPO_ROOT), "<repo>")])

@@ -14,6 +14,7 @@ Usage: bench_report_test.py [unittest options]   (registered with ctest: tests/b
 import contextlib
 import io
 import json
+import subprocess
 import sys
 import tempfile
 import unittest
@@ -296,6 +297,21 @@ class QuickEnvironmentTest(unittest.TestCase):
         self.assertEqual(report.benchmark_environment(quick)["SQLOOP_BENCH_QUICK"], "1")
         full = report.parse_args(["--build-dir", "unused"])
         self.assertNotIn("SQLOOP_BENCH_QUICK", report.benchmark_environment(full, X="1"))
+
+
+class AddressLayoutTest(unittest.TestCase):
+    # personality(2)'s ADDR_NO_RANDOMIZE, as /proc/self/personality shows it (hexadecimal).
+    ADDR_NO_RANDOMIZE = 0x0040000
+
+    def test_the_benchmarks_run_with_randomisation_off_where_the_host_allows(self):
+        prefix = report.aslr_off_prefix()
+        if not prefix:
+            self.skipTest("this host does not let a process turn randomisation off")
+        shown = subprocess.run([*prefix, "cat", "/proc/self/personality"], capture_output=True,
+                               text=True, check=True).stdout
+        self.assertTrue(int(shown, 16) & self.ADDR_NO_RANDOMIZE, shown)
+        rows = dict(report.machine_info({"aslr": "off"}))
+        self.assertTrue(rows["Address-space randomisation"].startswith("off"))
 
 
 if __name__ == "__main__":
