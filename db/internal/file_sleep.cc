@@ -29,8 +29,9 @@ absl::Status FileSleep::Sleep(loop::Loop& loop, FileTable& table) {
   for (size_t i = 0; i < kRoles.size(); ++i) {
     SharedFile& f = table.file(kRoles[i]);
     had_[i] = f.fd >= 0;
-    if (!had_[i] || (unchanged && f.allocated_bytes <= f.size_bytes)) continue;
-    if (f.allocated_bytes > f.size_bytes) {  // A truncate is a metadata operation: no device wait.
+    const bool reserved = f.allocated_bytes > f.size_bytes;
+    if (!had_[i] || (unchanged && !reserved)) continue;
+    if (reserved) {  // A truncate is a metadata operation: no device wait.
       io::Op cut{.kind = io::OpKind::kFtruncate, .fd = f.fd, .offset = f.size_bytes};
       if (RunNow(loop, cut) < 0) {
         return absl::UnavailableError(absl::StrCat("Database::Sleep: the reserve of '", f.path,
