@@ -166,7 +166,10 @@ class Loop {
 
   // Starts the I/O operation described by `c.op`. `c` must be idle.
   void Submit(Completion& c);
-  // Arms a timer that completes `c` with result 0 after `timeout` (on the backend clock).
+  // Arms a timer that completes `c` with result 0 after `timeout` (on the backend clock),
+  // counted from now_ns(): inside a callback that is the tick's start, not the moment of the
+  // call, so a timer for an absolute time T takes `T - now_ns()`. Outside Run() it counts from
+  // the clock read at the call.
   void Timer(Completion& c, absl::Duration timeout);
   // Completes a pending `c` early with -ECANCELED (exactly once; if the operation already
   // finished it completes with its real result instead). No-op if `c` already completed and

@@ -63,7 +63,11 @@ inline constexpr double kPacedMinTimeS = 3.0;
 // benchmark's thread and writes on a second thread (mixed.cc). idle_paced: the same with reads
 // that do nothing, so their latency is only how late the machine lets the thread run.
 enum class PacedReads { kPoint, kNone };
-void PlainPacedMixed(benchmark::State& state, PacedReads reads);
+// How plain_paced's reader waits for an arrival: sleeping until shortly before it and spinning
+// for the rest (it pays no wake-up, as sqloop_paced_poll's polling loop seldom does), or
+// sleeping until it (it pays a wake-up per arrival, as sqloop_paced's blocking loop does).
+enum class PacedWait { kSpin, kSleep };
+void PlainPacedMixed(benchmark::State& state, PacedReads reads, PacedWait wait);
 
 // sqlite_write/pool/T and sqlite_mixed/pool/T: plain SQLite behind a pool of T threads, one
 // connection each (pool.cc). The argument is T.

@@ -27,8 +27,13 @@
 //   sqloop_paced_poll/N  the same with the loop polling for kPacedPoll before it blocks
 //                (LoopOptions::poll_before_wait), so an arrival's timer costs no wake-up.
 //   plain_paced  sqloop_paced's arrivals served by plain SQLite on two threads: reads on the
-//                benchmark's thread, writes group-committed on a second one (see below).
+//                benchmark's thread, writes group-committed on a second one (see below). The
+//                reader spins for the last moments before each arrival, so it pays no wake-up:
+//                the pair of sqloop_paced_poll.
 //   idle_paced   the same with reads that do nothing: the machine's own lateness.
+//   plain_paced_sleep, idle_paced_sleep  the same with a reader that sleeps until each
+//                arrival and pays the kernel's wake-up, as sqloop_paced's blocking loop does:
+//                the pair of sqloop_paced.
 //
 //   pool/T       plain SQLite behind a pool of T threads, reads in parallel (bench/sqlite/pool.cc).
 //   futures/T    plain SQLite behind an executor of T threads returning a std::future per
@@ -169,7 +174,11 @@ void ScheduleNext(MixedClient& c, int64_t previous_ns) {
   if (arrives_ns <= now_ns) return StartNext(c, arrives_ns);
   c.arrival_pending = true;
   c.arrives_ns = arrives_ns;
-  c.run->loop->Timer(c.arrival, absl::Nanoseconds(arrives_ns - now_ns));
+  // A timer armed in a callback counts from the tick's start (Loop::now_ns, the same clock), not
+  // from now: counted from now, it would fire early by however long the tick has run, and the
+  // operation would start before it arrived.
+  const int64_t from_ns = c.run->loop->in_callback() ? c.run->loop->now_ns() : now_ns;
+  c.run->loop->Timer(c.arrival, absl::Nanoseconds(arrives_ns - from_ns));
 }
 
 // Both requests of a client end here; `r` says which one it was.
@@ -352,12 +361,13 @@ struct PlainPacedWriter {
   }
 };
 
-// Waits until CLOCK_MONOTONIC reaches `ns`: sleeps while the wait is long enough to be worth a
-// wake-up, and spins for the rest, so the reader is never late and leaves its core when idle.
-void WaitUntil(int64_t ns) {
-  constexpr int64_t kSpinNs = 20'000;
-  if (ns - MonotonicNs() > 2 * kSpinNs) {
-    const int64_t wake_ns = ns - kSpinNs;
+// Waits until CLOCK_MONOTONIC reaches `ns`. kSpin: sleeps while the wait is long enough to be
+// worth a wake-up, and spins for the rest, so the reader is never late and leaves its core when
+// idle. kSleep: sleeps until `ns`, and runs as late as the kernel wakes it.
+void WaitUntil(int64_t ns, PacedWait wait) {
+  const int64_t spin_ns = wait == PacedWait::kSpin ? 20'000 : 0;
+  if (ns - MonotonicNs() > 2 * spin_ns) {
+    const int64_t wake_ns = ns - spin_ns;
     const timespec until{.tv_sec = wake_ns / 1'000'000'000, .tv_nsec = wake_ns % 1'000'000'000};
     while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &until, nullptr) == EINTR) {
     }
@@ -411,7 +421,7 @@ struct PlainPacedDb {
 
 }  // namespace
 
-void PlainPacedMixed(benchmark::State& state, PacedReads reads) {
+void PlainPacedMixed(benchmark::State& state, PacedReads reads, PacedWait wait) {
   PlainPacedWriter w;
   PlainPacedDb db;
   const bool ready = db.Open(w);
@@ -436,7 +446,7 @@ void PlainPacedMixed(benchmark::State& state, PacedReads reads) {
   size_t writes = 0;
   for (auto _ : state) {
     arrives_ns += arrivals.NextGapNs(mean_gap_ns);
-    WaitUntil(arrives_ns);
+    WaitUntil(arrives_ns, wait);
     if (IsWrite(ops)) {
       w.arrivals_ns[writes++] = arrives_ns;
       w.published.store(writes, std::memory_order_release);

@@ -100,9 +100,13 @@ void Register() {
   add("sqlite_mixed/plain_full_default_vfs",
       [](benchmark::State& s) { PlainFullMixed(s, PlainVfs::kDefault); });
   paced("sqlite_mixed/plain_paced",
-        [](benchmark::State& s) { PlainPacedMixed(s, PacedReads::kPoint); });
+        [](benchmark::State& s) { PlainPacedMixed(s, PacedReads::kPoint, PacedWait::kSpin); });
   paced("sqlite_mixed/idle_paced",
-        [](benchmark::State& s) { PlainPacedMixed(s, PacedReads::kNone); });
+        [](benchmark::State& s) { PlainPacedMixed(s, PacedReads::kNone, PacedWait::kSpin); });
+  paced("sqlite_mixed/plain_paced_sleep",
+        [](benchmark::State& s) { PlainPacedMixed(s, PacedReads::kPoint, PacedWait::kSleep); });
+  paced("sqlite_mixed/idle_paced_sleep",
+        [](benchmark::State& s) { PlainPacedMixed(s, PacedReads::kNone, PacedWait::kSleep); });
   add("sqlite_mixed/pool", &PlainPoolMixed)->Arg(4)->Arg(16);
   add("sqlite_mixed/futures", &FuturesMixed)->Arg(4);
   add("sqlite_mixed/sqloop", [](benchmark::State& s) { SqloopMixed(s, /*paced=*/false); })
@@ -175,8 +179,11 @@ int main(int argc, char** argv) {
       "latency counted from each arrival; sqloop_paced_no_reserve/N: the same without the "
       "reserves of growing files; sqloop_paced_poll/N: the same with the loop polling 50 us "
       "before it blocks; plain_paced: the same arrivals served by plain SQLite, "
-      "reads on one thread, writes group-committed on another; idle_paced: the same with reads "
-      "that do nothing, how late the machine lets a thread run)");
+      "reads on one thread, writes group-committed on another, the reader spinning before each "
+      "arrival like sqloop_paced_poll's loop; idle_paced: the same with reads "
+      "that do nothing, how late the machine lets a thread run; plain_paced_sleep and "
+      "idle_paced_sleep: the same with a reader that sleeps until each arrival, like "
+      "sqloop_paced's loop)");
   benchmark::AddCustomContext(
       "description:sqlite_transfer",
       "one iteration = one durable transfer between two of 1,024 accounts (two UPDATEs, all or "
