@@ -131,6 +131,48 @@ TEST_P(LoopTest, PollingBeforeWaitRunsTimersAndCompletionsWithoutBlocking) {
   EXPECT_GE(polling->stats().polls_found, 2u);
 }
 
+// A timer armed inside a callback counts from the tick's start (now_ns()), not from the moment
+// of the call: two timers of the same duration, armed in one callback before and after the
+// clock moved past that duration, share one deadline and fire in the same tick, in the order
+// they were armed. Counted from the call, the second would fall due a tick later.
+constexpr int64_t kArmedTimeoutNs = 1'000'000;
+
+TEST_P(LoopTest, ATimerArmedInACallbackCountsFromTheTicksStart) {
+  if (GetParam().name == "simulator") GTEST_SKIP() << "the virtual clock moves only in Tick()";
+  struct Armed {
+    Probe first;
+    Probe second;
+    std::vector<int> order;
+    int64_t clock_moved_ns = 0;  // How far the clock got past the tick's start before the second.
+  } armed;
+  armed.first.order = &armed.order;
+  armed.second.order = &armed.order;
+  armed.second.id = 1;
+  Completion arm;
+  arm.user_data = &armed;
+  arm.op.kind = io::OpKind::kNop;
+  arm.callback = [](Loop& l, Completion& c) {
+    auto* a = static_cast<Armed*>(c.user_data);
+    l.Timer(a->first.c, absl::Nanoseconds(kArmedTimeoutNs));
+    // Busy until the clock is past the first timer's deadline (no sleep: the loop's own clock).
+    while (l.backend().NowNs() - l.now_ns() <= 2 * kArmedTimeoutNs) {
+    }
+    a->clock_moved_ns = l.backend().NowNs() - l.now_ns();
+    l.Timer(a->second.c, absl::Nanoseconds(kArmedTimeoutNs));
+    return Action::kDisarm;
+  };
+  auto loop = MakeLoop();
+  loop->Submit(arm);
+  ASSERT_TRUE(loop->Run(RunMode::kOnce).ok());  // Runs `arm`.
+  ASSERT_GT(armed.clock_moved_ns, 2 * kArmedTimeoutNs);
+  const uint64_t ticks_before = loop->stats().ticks;
+  ASSERT_TRUE(loop->Run(RunMode::kOnce).ok());  // The next tick that runs a callback.
+  EXPECT_EQ(armed.order, (std::vector<int>{0, 1})) << "both timers fire in one tick, in order";
+  EXPECT_EQ(loop->stats().ticks, ticks_before + 1)
+      << "the timers were due at once: the tick after the callback is already past both";
+  ASSERT_TRUE(loop->Run(RunMode::kUntilDone).ok());
+}
+
 TEST_P(LoopTest, TimerRearmsUntilItsCallbackDisarms) {
   auto loop = MakeLoop();
   int fired = 0;
