@@ -93,14 +93,14 @@ constexpr uint32_t kSizeClasses = 48;
 constexpr uint32_t kSizeClassMaxBytes = 128 << 10;
 constexpr uint32_t kCachedMagic = 0x5a1cac4eU;
 
-uint32_t SizeClassOf(uint32_t block_bytes) {
+constexpr uint32_t SizeClassOf(uint32_t block_bytes) {
   if (block_bytes <= 128) return (block_bytes + 15) / 16 - 1;  // Classes 0..7: 16..128.
   const uint32_t top_bit = 31 - static_cast<uint32_t>(__builtin_clz(block_bytes - 1));  // >= 7.
   const uint32_t quarter = (block_bytes - 1 - (1U << top_bit)) >> (top_bit - 2);
   return 8 + (top_bit - 7) * 4 + quarter;
 }
 
-uint32_t SizeClassBytes(uint32_t size_class) {
+constexpr uint32_t SizeClassBytes(uint32_t size_class) {
   if (size_class < 8) return (size_class + 1) * 16;
   const uint32_t top_bit = 7 + (size_class - 8) / 4;
   return (1U << top_bit) + ((size_class - 8) % 4 + 1) * (1U << (top_bit - 2));
@@ -124,6 +124,18 @@ thread_local ThreadCache t_cache;
 
 // Bytes each class may hold per thread; 0 turns the cache off.
 std::atomic<uint32_t> g_class_limit_bytes{kSqliteBlockCacheBytesPerClassDefault};
+
+// The class of a page block: a 4 KiB page (SQLite's default page size) and the page cache's
+// header for it, which is far smaller than the next quarter step (5 KiB).
+constexpr uint32_t kPageClass = SizeClassOf(4096 + 1);
+static_assert(SizeClassBytes(kPageClass) == 5120, "a 4 KiB page block has its own class");
+
+// What a class may hold under the per-class `limit`: the limit, or two blocks if that is
+// more; the page blocks' class holds kSqliteBlockCachePageBytes, a whole default page cache.
+uint32_t ClassLimitBytes(uint32_t limit, uint32_t size_class) {
+  const uint32_t floor = size_class == kPageClass ? kSqliteBlockCachePageBytes : 0;
+  return std::max({limit, 2 * SizeClassBytes(size_class), floor});
+}
 
 void PoisonPayload(void* block, uint32_t block_bytes) {
 #if defined(__SANITIZE_ADDRESS__)
@@ -211,7 +223,7 @@ void ReleaseBlock(BlockHeader* header) {
   const uint32_t capacity = SizeClassBytes(size_class);
   const uint32_t limit = g_class_limit_bytes.load(std::memory_order_relaxed);
   if (t_cache.closed || limit == 0 ||
-      t_cache.cached_bytes[size_class] + capacity > std::max(limit, 2 * capacity)) {
+      t_cache.cached_bytes[size_class] + capacity > ClassLimitBytes(limit, size_class)) {
     ++t_cache.stats.released;
     std::free(header);
     return;

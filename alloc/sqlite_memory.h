@@ -25,9 +25,13 @@
 //      (SQLite's lookaside does the same for small blocks, and Debian's SQLite is built without
 //      it), so a statement that frees what it allocated makes no heap allocation the next time
 //      it runs. Each of the 48 size classes keeps at most `SetSqliteBlockCacheBytesPerClass()`
-//      bytes, or two blocks if that is more, per thread: about 3.5 MiB per thread at most with
-//      the default, and only what the thread's work really freed. The cache is freed when its
-//      thread exits, and is not charged to any tenant: tenants are charged for what SQLite holds.
+//      bytes, or two blocks if that is more, per thread; the class of page blocks (a 4 KiB page
+//      and the page cache's header for it) keeps up to kSqliteBlockCachePageBytes, because a
+//      connection that sees another's commit drops its whole page cache at its next read
+//      transaction and reads the pages back. About 5.5 MiB per thread at most with the
+//      defaults, and only what the thread's work really freed.
+//      The cache is freed when its thread exits, and is not charged to any tenant: tenants are
+//      charged for what SQLite holds.
 //
 // Order of operations for a host:
 //   1. Make any other process-wide `sqlite3_config()` calls.
@@ -129,6 +133,10 @@ void ExportSqliteMemoryProfile(AllocationProfile* profile);
 // default: 64 KiB holds thousands of the small blocks a statement's savepoints, bit vectors and
 // cursors use, and a few page-sized ones.
 inline constexpr uint32_t kSqliteBlockCacheBytesPerClassDefault = 64 << 10;
+// Bytes each class of page blocks keeps (invariant 7), unless the per-class limit is higher or
+// 0: SQLite's default page cache (cache_size -2000). A reader re-pinned after a commit drops
+// that much at once, and the reads that follow take the blocks back.
+inline constexpr uint32_t kSqliteBlockCachePageBytes = 2000 << 10;
 
 // Sets the block cache's per-class limit for every thread; 0 turns the cache off (blocks already
 // cached stay until their thread calls ReleaseSqliteBlockCache() or exits).

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -494,6 +495,32 @@ TEST(SqliteBlockCacheTest, EachClassKeepsAtMostItsLimitAndZeroTurnsItOff) {
     EXPECT_EQ(GetSqliteBlockCacheStats().hits, 0u);
     EXPECT_EQ(GetSqliteBlockCacheStats().kept, 2u) << "no block is kept while the cache is off";
     SetSqliteBlockCacheBytesPerClass(kSqliteBlockCacheBytesPerClassDefault);
+  });
+}
+
+// A reader that sees another connection's commit drops its whole page cache, then reads the
+// pages back: the class of 4 KiB page blocks keeps a default page cache's worth, so the reads
+// take them back from the cache; a class next to it keeps only the per-class limit.
+TEST(SqliteBlockCacheTest, ThePageClassKeepsAWholePageCache) {
+  OnFreshThread([] {
+    constexpr int kPages = 400;       // About 1.7 MiB of page blocks: under the page allowance.
+    constexpr int kPageBlock = 4300;  // A 4 KiB page and the page cache's header for it.
+    std::vector<void*> pages(kPages);
+    for (int round = 0; round < 2; ++round) {
+      for (void*& page : pages) page = sqlite3_malloc(kPageBlock);
+      for (void* page : pages) sqlite3_free(page);
+    }
+    const SqliteBlockCacheStats stats = GetSqliteBlockCacheStats();
+    EXPECT_EQ(stats.misses, uint64_t{kPages}) << "the second round came from the cache";
+    EXPECT_EQ(stats.hits, uint64_t{kPages});
+    EXPECT_EQ(stats.released, 0u);
+    EXPECT_LE(stats.cached_bytes, kSqliteBlockCachePageBytes);
+    ReleaseSqliteBlockCache();
+    // 6,000-byte blocks are the next class: 64 KiB of them is ten 6 KiB blocks.
+    for (void*& block : pages) block = sqlite3_malloc(6000);
+    for (void* block : pages) sqlite3_free(block);
+    EXPECT_EQ(GetSqliteBlockCacheStats().cached_bytes, 10u * 6144);
+    ReleaseSqliteBlockCache();
   });
 }
 

@@ -249,5 +249,69 @@ TEST_F(DatabaseMemoryTest, WarmRequestsMakeNoHeapAllocations) {
   Close(*db);
 }
 
+// A reader re-pinned after a commit drops its whole page cache (SQLite resets a pager whose WAL
+// changed) and reads its pages back. Over a table of hundreds of pages, read all over after
+// every commit, those page blocks come back from the block cache: no heap allocation.
+TEST_F(DatabaseMemoryTest, ReadsAfterEveryCommitTakeTheirPagesBackWithoutAllocating) {
+  constexpr int kRows = 4000;  // 200-byte values: about 250 pages.
+  constexpr int kReadsPerRound = 128;
+  auto db = Open("pages.db", alloc::kSharedTenant);
+  ASSERT_TRUE(Write(*db, "CREATE TABLE t(k INTEGER PRIMARY KEY, v TEXT)").ok());
+  ASSERT_TRUE(Write(*db,
+                    "WITH RECURSIVE c(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM c WHERE "
+                    "i < 3999) INSERT INTO t SELECT i, printf('%200d', i) FROM c")
+                  .ok());
+  struct Reads {
+    Request write;  // Made once: the test's own Status messages would allocate.
+    Request requests[kReadsPerRound];
+    int rows = 0;
+    int failed = 0;
+  } reads;
+  reads.write.kind = Request::Kind::kWrite;
+  reads.write.sql = "UPDATE t SET v = v WHERE k = 0";  // A commit, so a new WAL for the readers.
+  reads.write.user_data = &reads;
+  const auto on_done = [](Request& request, absl::Status status) {
+    if (!status.ok()) ++static_cast<Reads*>(request.user_data)->failed;
+  };
+  reads.write.on_done = on_done;
+  for (int i = 0; i < kReadsPerRound; ++i) {
+    Request& r = reads.requests[i];
+    r.kind = Request::Kind::kRead;
+    r.sql = "SELECT length(v) FROM t WHERE k = ?1";
+    r.params = {Value::Int(int64_t{i} * kRows / kReadsPerRound)};  // Spread over every leaf.
+    r.user_data = &reads;
+    r.on_row = [](Request& request, const Row& row) {
+      static_cast<Reads*>(request.user_data)->rows += row.Int(0) == 200 ? 1 : 0;
+    };
+    r.on_done = on_done;
+  }
+  const auto run_rounds = [&](int rounds) {
+    for (int i = 0; i < rounds; ++i) {
+      ASSERT_TRUE(db->Submit(reads.write).ok());
+      ASSERT_TRUE(loop_->Run(loop::RunMode::kUntilDone).ok());
+      for (Request& r : reads.requests) ASSERT_TRUE(db->Submit(r).ok());
+      ASSERT_TRUE(loop_->Run(loop::RunMode::kUntilDone).ok());
+    }
+  };
+  run_rounds(10);  // Warm: statements prepared, the block cache holding the pages.
+  const int rows_before = reads.rows;
+  const alloc::HeapCounts heap_before = alloc::CurrentHeapCounts();
+  const alloc::SqliteBlockCacheStats cache_before = alloc::GetSqliteBlockCacheStats();
+  constexpr int kMeasuredRounds = 20;
+  run_rounds(kMeasuredRounds);
+  const alloc::HeapCounts heap_after = alloc::CurrentHeapCounts();
+  const alloc::SqliteBlockCacheStats cache_after = alloc::GetSqliteBlockCacheStats();
+  EXPECT_EQ(reads.failed, 0);
+  EXPECT_EQ(reads.rows - rows_before, kMeasuredRounds * kReadsPerRound);
+  EXPECT_EQ(heap_after.allocations - heap_before.allocations, 0u)
+      << "heap allocations over " << kMeasuredRounds << " rounds of a commit and " << kReadsPerRound
+      << " reads";
+  EXPECT_EQ(cache_after.misses - cache_before.misses, 0u);
+  // The scenario: each round's reads took back the pages the re-pin dropped.
+  EXPECT_GT(cache_after.hits - cache_before.hits, uint64_t{kMeasuredRounds} * kReadsPerRound)
+      << "the readers kept their pages: no page cache was dropped";
+  Close(*db);
+}
+
 }  // namespace
 }  // namespace sqloop::db
