@@ -133,7 +133,7 @@ void ExportSqliteMemoryProfile(AllocationProfile* profile);
 // default: 64 KiB holds thousands of the small blocks a statement's savepoints, bit vectors and
 // cursors use, and a few page-sized ones.
 inline constexpr uint32_t kSqliteBlockCacheBytesPerClassDefault = 64 << 10;
-// Bytes each class of page blocks keeps (invariant 7), unless the per-class limit is higher or
+// Bytes the class of page blocks keeps (invariant 7), unless the per-class limit is higher or
 // 0: SQLite's default page cache (cache_size -2000). A reader re-pinned after a commit drops
 // that much at once, and the reads that follow take the blocks back.
 inline constexpr uint32_t kSqliteBlockCachePageBytes = 2000 << 10;
