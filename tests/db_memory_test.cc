@@ -249,5 +249,77 @@ TEST_F(DatabaseMemoryTest, WarmRequestsMakeNoHeapAllocations) {
   Close(*db);
 }
 
+// A commit that changes the file moves the readers to a new snapshot, and SQLite drops a
+// re-pinned reader's whole page cache (the WAL changed) and reads its pages back. Over a table
+// of hundreds of pages, read all over after every commit, those page blocks come back from the
+// block cache's page class: no heap allocation. (A commit must change a page to count: SQLite
+// leaves a page alone when an UPDATE writes the bytes it already holds.)
+TEST_F(DatabaseMemoryTest, ReadsAfterEveryCommitTakeTheirPagesBackWithoutAllocating) {
+  constexpr int kRows = 4000;  // 200-byte values: about 250 pages.
+  constexpr int kReadsPerRound = 128;
+  auto db = Open("pages.db", alloc::kSharedTenant);
+  ASSERT_TRUE(Write(*db, "CREATE TABLE t(k INTEGER PRIMARY KEY, v TEXT)").ok());
+  ASSERT_TRUE(Write(*db,
+                    "WITH RECURSIVE c(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM c WHERE "
+                    "i < 3999) INSERT INTO t SELECT i, printf('%200d', i) FROM c")
+                  .ok());
+  struct Reads {
+    Request write;  // Made once: the test's own Status messages would allocate.
+    Request requests[kReadsPerRound];
+    int rows = 0;
+    int failed = 0;
+  } reads;
+  reads.write.kind = Request::Kind::kWrite;
+  reads.write.sql = "UPDATE t SET v = printf('%200d', ?1) WHERE k = 0";
+  reads.write.params = {Value::Int(0)};  // The round: every commit changes the row.
+  reads.write.user_data = &reads;
+  const auto on_done = [](Request& request, absl::Status status) {
+    if (!status.ok()) ++static_cast<Reads*>(request.user_data)->failed;
+  };
+  reads.write.on_done = on_done;
+  for (int i = 0; i < kReadsPerRound; ++i) {
+    Request& r = reads.requests[i];
+    r.kind = Request::Kind::kRead;
+    r.sql = "SELECT length(v) FROM t WHERE k = ?1";
+    r.params = {Value::Int(1 + int64_t{i} * (kRows - 1) / kReadsPerRound)};  // Every other leaf.
+    r.user_data = &reads;
+    r.on_row = [](Request& request, const Row& row) {
+      static_cast<Reads*>(request.user_data)->rows += row.Int(0) == 200 ? 1 : 0;
+    };
+    r.on_done = on_done;
+  }
+  const auto run_rounds = [&](int rounds) {
+    for (int i = 0; i < rounds; ++i) {
+      ++reads.write.params[0].int_value;
+      ASSERT_TRUE(db->Submit(reads.write).ok());
+      ASSERT_TRUE(loop_->Run(loop::RunMode::kUntilDone).ok());
+      for (Request& r : reads.requests) ASSERT_TRUE(db->Submit(r).ok());
+      ASSERT_TRUE(loop_->Run(loop::RunMode::kUntilDone).ok());
+    }
+  };
+  run_rounds(10);  // Warm: statements prepared, the block cache holding the pages.
+  const int rows_before = reads.rows;
+  const uint64_t pins_before = db->stats().snapshot_pins;
+  const uint64_t file_reads_before = vfs_->stats().reads;
+  const alloc::HeapCounts heap_before = alloc::CurrentHeapCounts();
+  const alloc::SqliteBlockCacheStats cache_before = alloc::GetSqliteBlockCacheStats();
+  constexpr int kMeasuredRounds = 20;
+  run_rounds(kMeasuredRounds);
+  const alloc::HeapCounts heap_after = alloc::CurrentHeapCounts();
+  const alloc::SqliteBlockCacheStats cache_after = alloc::GetSqliteBlockCacheStats();
+  EXPECT_EQ(reads.failed, 0);
+  EXPECT_EQ(reads.rows - rows_before, kMeasuredRounds * kReadsPerRound);
+  // The scenario: every commit re-pinned a reader, and its reads went back to the file for the
+  // pages SQLite dropped (one leaf per read at least).
+  EXPECT_GE(db->stats().snapshot_pins - pins_before, uint64_t{kMeasuredRounds});
+  EXPECT_GE(vfs_->stats().reads - file_reads_before, uint64_t{kMeasuredRounds} * kReadsPerRound)
+      << "the readers kept their pages: no page cache was dropped";
+  EXPECT_EQ(heap_after.allocations - heap_before.allocations, 0u)
+      << "heap allocations over " << kMeasuredRounds << " rounds of a commit and " << kReadsPerRound
+      << " reads";
+  EXPECT_EQ(cache_after.misses - cache_before.misses, 0u);
+  Close(*db);
+}
+
 }  // namespace
 }  // namespace sqloop::db
