@@ -221,7 +221,9 @@
 // statement without ending its read transaction, so the reader stays pinned), and RestartRead
 // voids the rows it delivered, frees the reader for other reads, and fetches a window around
 // the miss with an ordinary asynchronous read (kFetchWindowBytes, doubling after a few
-// restarts of the same read, so a cold scan needs few), or waits for a fetch in flight whose
+// restarts of the same read, so a cold scan needs few; a window of one page is read into a page
+// of the Vfs's FetchedPages, from which the read that runs again copies it instead of asking the
+// page cache a second time: internal/fetched_pages.h), or waits for a fetch in flight whose
 // window holds the miss (JoinFetch: reads that start together on a cold database miss the
 // same upper B-tree pages). Once the window is in the page cache
 // (FetchDone) the read runs again from the start, on whichever reader serves a snapshot it may

@@ -95,11 +95,14 @@ void Database::StartFetch(FetchFor owner, Request* r, uint8_t restarts,
   if (owner == FetchFor::kPin) pin_fetching_ = true;
   if (r != nullptr) fetch.reads.PushBack(*r);
   internal::VfsContext& context = internal::VfsCore::Of(vfs_).context();
+  const auto length = static_cast<uint32_t>(
+      std::min<uint64_t>(fetch.end - start, internal::VfsContext::kFetchSinkBytes));
+  char* page =
+      fetch.end - start == length ? files_->queue().FetchBuffer(miss.fd, start, length) : nullptr;
   fetch.c.op = io::Op{.kind = io::OpKind::kRead,
                       .fd = miss.fd,
-                      .buffer = context.fetch_sink(),
-                      .length = static_cast<uint32_t>(std::min<uint64_t>(
-                          fetch.end - start, internal::VfsContext::kFetchSinkBytes)),
+                      .buffer = page != nullptr ? page : context.fetch_sink(),
+                      .length = length,
                       .offset = start};
   ++fetches_in_flight_;
   ++stats_.fetches;
@@ -148,6 +151,8 @@ loop::Action Database::FetchDone(Fetch& fetch) {
   }
   --fetches_in_flight_;
   free_fetches_.push_back(&fetch);
+  internal::VfsCore::Of(vfs_).context().fetched_pages().Fetched(static_cast<const char*>(op.buffer),
+                                                                result);
   const bool writer = fetch.owner == FetchFor::kWriter;
   absl::Status status;
   if (result < 0) {

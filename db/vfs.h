@@ -94,6 +94,8 @@ struct VfsStats {
   uint64_t reads = 0;
   uint64_t reads_from_held = 0;  // Answered entirely by a queued write.
   uint64_t reads_from_head = 0;  // Answered by the main file's first bytes, read ahead of an open.
+  // Answered by the page a fetch read in for a read that then ran again (FetchedPages).
+  uint64_t reads_from_fetch = 0;
   // Reads from the disk through Loop::WaitForOp: those of the writer and of an open that
   // missed the page cache, and any read on a file system that cannot say what is in memory.
   uint64_t reads_waited = 0;

@@ -10,6 +10,8 @@ sqloop_test(db_vfs_test SOURCES ${_db_tests}/db_vfs_test.cc LIBS sqloop_db_test_
 sqloop_test(db_database_test SOURCES ${_db_tests}/db_database_test.cc LIBS sqloop_db_test_support)
 sqloop_test(db_lock_table_test SOURCES ${_db_tests}/db_lock_table_test.cc
             LIBS sqloop_db_test_support)
+sqloop_test(db_fetched_pages_test SOURCES ${_db_tests}/db_fetched_pages_test.cc
+            LIBS sqloop_db_test_support)
 
 # The SQLite crash workload joins the simulator's workloads (sqloop_sim --workload=db_crash).
 target_sources(sqloop_sim_workloads PRIVATE ${_db_tests}/workloads/db_crash.cc

@@ -172,6 +172,11 @@ class EpochQueue {
   }
   // The miss since the last call, if any; forgotten once taken.
   [[nodiscard]] bool TakeMiss(ReadMiss& miss);
+  // Where a fetch of [offset, offset + length) of `fd` (a miss's) should read: a slot of the
+  // Vfs's FetchedPages when that is one page, so that the read which runs again after the fetch
+  // copies it from there (Read) instead of asking the page cache again; else null (the sink).
+  // The fetch hands it back with FetchedPages::Fetched.
+  [[nodiscard]] char* FetchBuffer(int fd, uint64_t offset, uint64_t length);
   // Fails every later call and drops what is queued (invariant 4); the Vfs also calls it for
   // the other databases of a directory whose fsync failed.
   void Poison(absl::Status status);
@@ -295,6 +300,9 @@ class EpochQueue {
   bool reads_nowait_ = false;
   int miss_rc_ = SQLITE_INTERRUPT;  // What Read returns on a miss (set_reads_nowait).
   bool missed_ = false;             // miss_ holds a miss not taken yet.
+  // Changes to the files so far (a write, truncate or unlink issued or completed, descriptors
+  // closed): a fetched page is good while this has not moved since its fetch started.
+  uint64_t version_ = 0;
   ReadMiss miss_;
 };
 

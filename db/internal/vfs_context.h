@@ -36,6 +36,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
+#include "sqloop/db/internal/fetched_pages.h"
 #include "sqloop/db/internal/shm_region_pool.h"
 #include "sqloop/db/vfs.h"
 #include "sqloop/loop/loop.h"
@@ -126,6 +127,8 @@ class VfsContext {
 
   // The memory of the WAL indexes of the Vfs's databases.
   [[nodiscard]] ShmRegionPool& shm_pool() { return shm_pool_; }
+  // Pages fetches read in, kept for the reads that run again after them.
+  [[nodiscard]] FetchedPages& fetched_pages() { return fetched_pages_; }
 
  private:
   loop::Loop& loop_;
@@ -137,6 +140,7 @@ class VfsContext {
   absl::flat_hash_map<std::string, FileFingerprint> checked_;    // main path -> at close.
   std::unique_ptr<char[]> fetch_sink_;
   ShmRegionPool shm_pool_;
+  FetchedPages fetched_pages_;
   uint64_t open_tick_ = UINT64_MAX;  // The loop tick of the last open or close.
 };
 

@@ -178,6 +178,9 @@ class Run {
             {"pin_restart", s.pin_restarts},
             // A read missed inside a window being fetched (a read's or a group's): it waited.
             {"fetch_joined", s.fetches_joined},
+            // A read that ran again took its page from the fetch (FetchedPages), which every
+            // read here is then checked against.
+            {"read_from_fetch", vfs_.stats().reads_from_fetch},
             {"read_held", s.reads_held},
             // The early close came with requests in flight; the close's checkpoint found the
             // writer still in kSyncing or kBlocked.
