@@ -33,7 +33,9 @@
 // every variant alike, as in sqlite_read), reads_per_s (reads / wall time of the timed region,
 // the drops excluded), p50_us ... max_us (also written for the report's CDF), tick_max_us,
 // file_reads_per_op (plain: SQLite's cache misses; sqloop: VfsStats::reads) and, for sqloop,
-// waited_ops_per_op (LoopStats::waited_ops: I/O run through WaitForOp, blocking the loop) and
+// waited_ops_per_op (LoopStats::waited_ops: I/O run through WaitForOp, blocking the loop),
+// from_fetch_per_op (VfsStats::reads_from_fetch: pages a read that ran again copied from its
+// fetch instead of asking the page cache again) and
 // fetches_per_op (DatabaseStats::fetches: the reads of missed pages the loop started; reads
 // that missed the same page at once share one).
 //
@@ -397,6 +399,7 @@ void SqloopCold(benchmark::State& state, bool writes) {
   const uint64_t waited_before = env.loop().stats().waited_ops;
   const uint64_t reads_waited_before = env.vfs().stats().reads_waited;
   const uint64_t fetches_before = env.db().stats().fetches;
+  const uint64_t from_fetch_before = env.vfs().stats().reads_from_fetch;
   const alloc::HeapCounts before = alloc::CurrentHeapCounts();
   const int64_t start_ns = MonotonicNs();
   Begin(run, readers.get(), count, static_cast<uint64_t>(state.max_iterations));
@@ -418,6 +421,8 @@ void SqloopCold(benchmark::State& state, bool writes) {
       static_cast<double>(env.loop().stats().waited_ops - waited_before) / ops;
   state.counters["fetches_per_op"] =
       static_cast<double>(env.db().stats().fetches - fetches_before) / ops;
+  state.counters["from_fetch_per_op"] =
+      static_cast<double>(env.vfs().stats().reads_from_fetch - from_fetch_before) / ops;
   if (writes) {
     state.counters["reads_waited_per_op"] =
         static_cast<double>(env.vfs().stats().reads_waited - reads_waited_before) / ops;
