@@ -49,8 +49,10 @@ absl::Status Database::ExecuteWrite(Request& r) {
     for (Statement& statement : r.batch) {
       status = StepWrite(r, statement.sql, statement.params);
       if (!status.ok()) {
-        status = Reworded(status, absl::StrCat("statement ", r.batch_index_ + 1, " of ",
-                                               r.batch.size(), ": ", status.message()));
+        if (!files_->queue().has_miss()) {  // A miss is no error: the group restarts.
+          status = Reworded(status, absl::StrCat("statement ", r.batch_index_ + 1, " of ",
+                                                 r.batch.size(), ": ", status.message()));
+        }
         break;
       }
       statement.changes = r.changes;
@@ -92,6 +94,10 @@ absl::Status Database::StepWrite(Request& r, absl::string_view sql,
     if (rc == SQLITE_DONE) {
       r.changes = sqlite3_changes64(writer_->db());
       r.last_insert_rowid = sqlite3_last_insert_rowid(writer_->db());
+    } else if ((rc & 0xff) == SQLITE_LOCKED && queue.has_miss()) {
+      // Stopped on data not in memory: RunInGroup takes the miss and restarts the group, and
+      // nobody reads this status, so no message is made for it (a miss allocates nothing).
+      status = absl::UnavailableError("");
     } else {
       status = writer_->Error(rc);
     }

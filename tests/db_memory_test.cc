@@ -321,5 +321,77 @@ TEST_F(DatabaseMemoryTest, ReadsAfterEveryCommitTakeTheirPagesBackWithoutAllocat
   Close(*db);
 }
 
+// A write whose statement stops on a page not in memory is undone to its savepoint, waits for
+// a fetch and runs again: a restart, not an error anyone reads, so it formats no message. Once
+// warm (the fetch and the page it reads come from pools), such a write, alone or in a batch,
+// makes no heap allocation. The miss is forced (MissProbes) on a leaf the writer's cache does
+// not hold, after a warm write that brought page 1 and the root in, so that BEGIN reads nothing.
+TEST_F(DatabaseMemoryTest, AWriteThatStopsOnAMissRestartsWithoutAllocating) {
+  vfs_.reset();
+  auto backend = io::CreateBackend({});
+  ASSERT_TRUE(backend.ok());
+  auto recording = std::make_unique<testing::RecordingBackend>(*std::move(backend));
+  testing::RecordingBackend& trace = *recording;
+  loop_ = std::make_unique<loop::Loop>(std::move(recording), loop::LoopOptions{});
+  auto vfs = Vfs::Create(*loop_);
+  ASSERT_TRUE(vfs.ok());
+  vfs_ = *std::move(vfs);
+  auto db = Open("cold_writes.db", alloc::kSharedTenant);
+  ASSERT_TRUE(Write(*db, "CREATE TABLE t(id INTEGER PRIMARY KEY, s TEXT)").ok());
+  ASSERT_TRUE(Write(*db,
+                    "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE "
+                    "i < 3000) INSERT INTO t SELECT i, printf('%120d', i) FROM c")
+                  .ok());
+  struct Writes {
+    Request warm;
+    Request single;
+    Request batch;
+    Statement statements[2];
+    int done = 0;
+    int failed = 0;
+  } w;
+  const auto on_done = [](Request& r, absl::Status s) {
+    auto& owner = *static_cast<Writes*>(r.user_data);
+    ++owner.done;
+    if (!s.ok()) ++owner.failed;
+  };
+  for (Request* r : {&w.warm, &w.single, &w.batch}) {
+    r->kind = Request::Kind::kWrite;
+    r->user_data = &w;
+    r->on_done = on_done;
+  }
+  w.warm.sql = "UPDATE t SET s = s || '' WHERE id = 1";
+  w.single.sql = "UPDATE t SET s = upper(s) WHERE id = ?";
+  w.single.params = {Value::Int(0)};
+  w.statements[0] = {"UPDATE t SET s = lower(s) WHERE id = ?", {Value::Int(0)}};
+  w.statements[1] = {"UPDATE t SET s = lower(s) WHERE id = ?", {Value::Int(0)}};
+  w.batch.batch = w.statements;
+  const auto run = [&](Request& r) {
+    w.done = 0;
+    ASSERT_TRUE(db->Submit(r).ok());
+    while (w.done == 0) ASSERT_TRUE(loop_->Run(loop::RunMode::kOnce).ok());
+  };
+  for (int round = 0; round < 3; ++round) {  // Rounds 0 and 1 warm the pools up.
+    // Each round's writes go to leaves the writer's cache lost (about 30 rows a leaf).
+    const int64_t id = 400 + int64_t{round} * 900;
+    w.single.params[0].int_value = id;
+    w.statements[0].params[0].int_value = id + 300;
+    w.statements[1].params[0].int_value = id + 600;
+    db->ReleaseMemory();
+    run(w.warm);  // Page 1 and the root back in the writer's cache, from the page cache.
+    for (Request* r : {&w.single, &w.batch}) {
+      trace.MissProbes(1);
+      const uint64_t restarts = db->stats().group_restarts;
+      const alloc::HeapCounts before = alloc::CurrentHeapCounts();
+      run(*r);
+      const uint64_t allocations = alloc::CurrentHeapCounts().allocations - before.allocations;
+      EXPECT_EQ(db->stats().group_restarts, restarts + 1) << "the write did not stop once";
+      if (round == 2) EXPECT_EQ(allocations, 0u) << (r == &w.batch ? "the batch" : "the write");
+    }
+  }
+  EXPECT_EQ(w.failed, 0);
+  Close(*db);
+}
+
 }  // namespace
 }  // namespace sqloop::db

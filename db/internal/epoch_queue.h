@@ -172,6 +172,8 @@ class EpochQueue {
   }
   // The miss since the last call, if any; forgotten once taken.
   [[nodiscard]] bool TakeMiss(ReadMiss& miss);
+  // Whether a miss waits to be taken (TakeMiss).
+  [[nodiscard]] bool has_miss() const { return missed_; }
   // Where a fetch of [offset, offset + length) of `fd` (a miss's) should read: a slot of the
   // Vfs's FetchedPages when that is one page, so that the read which runs again after the fetch
   // copies it from there (Read) instead of asking the page cache again; else null (the sink).
