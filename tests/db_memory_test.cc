@@ -386,7 +386,9 @@ TEST_F(DatabaseMemoryTest, AWriteThatStopsOnAMissRestartsWithoutAllocating) {
       run(*r);
       const uint64_t allocations = alloc::CurrentHeapCounts().allocations - before.allocations;
       EXPECT_EQ(db->stats().group_restarts, restarts + 1) << "the write did not stop once";
-      if (round == 2) EXPECT_EQ(allocations, 0u) << (r == &w.batch ? "the batch" : "the write");
+      if (round == 2) {
+        EXPECT_EQ(allocations, 0u) << (r == &w.batch ? "the batch" : "the write");
+      }
     }
   }
   EXPECT_EQ(w.failed, 0);
