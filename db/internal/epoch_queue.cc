@@ -49,7 +49,7 @@ void EpochQueue::SetListener(Listener listener, void* arg) {
 
 void EpochQueue::CloseIdleDescriptors() {
   if (!queue_.empty() || fsyncs_outstanding_ != 0) return;
-  ++version_;  // A descriptor's number may name another file next.
+  ++unnoted_changes_;  // A descriptor's number may name another file next.
   files_.CloseIdle();
 }
 
@@ -259,7 +259,7 @@ loop::Action EpochQueue::OnOpDone(loop::Loop& /*unused*/, loop::Completion& c) {
   const int64_t result = c.result();
   const OpKind kind = op->kind;
   const FileRole role = op->role;
-  ++self->version_;
+  ++self->unnoted_changes_;  // Its bytes reached the file (or its size changed) just now.
   if (kind == OpKind::kReserve) self->FinishReserve(*op, result);
   self->Remove(op);
   self->Release(op);
@@ -344,7 +344,6 @@ int EpochQueue::RefuseForBackpressure() {
 int EpochQueue::Write(FileRole role, const void* buffer, int amount, int64_t offset) {
   if (!poison_.ok()) return SQLITE_IOERR_WRITE;
   files_.NoteChange();
-  ++version_;
   SharedFile& f = files_.file(role);
   const auto start = static_cast<uint64_t>(offset);
   if (role == FileRole::kWal) NoteWalWrite(buffer, amount, start);
@@ -395,7 +394,6 @@ int EpochQueue::Write(FileRole role, const void* buffer, int amount, int64_t off
 
 int EpochQueue::Truncate(FileRole role, int64_t size_bytes) {
   if (!poison_.ok()) return SQLITE_IOERR_TRUNCATE;
-  ++version_;
   SharedFile& f = files_.file(role);
   const auto size = static_cast<uint64_t>(size_bytes);
   // Invariant 10: SQLite truncates the main file to its pages after every full checkpoint;
@@ -533,7 +531,6 @@ int EpochQueue::Unlink(FileRole role) {
   SharedFile& f = files_.file(role);
   if (!poison_.ok()) return SQLITE_IOERR_DELETE;
   ++shape_changes_;
-  ++version_;
   files_.NoteChange();
   if (!f.exists && f.fd < 0 && queue_.empty()) {
     io::Op op{.kind = io::OpKind::kUnlink, .fd = AT_FDCWD, .path = f.path.c_str()};
@@ -573,7 +570,6 @@ bool EpochQueue::ReviveUnlinked(FileRole role) {
     op->kind = OpKind::kTruncate;
     op->offset = 0;
     ++shape_changes_;
-    ++version_;
     files_.NoteChange();
     SharedFile& f = files_.file(role);
     f.exists = true;
@@ -651,7 +647,7 @@ int64_t EpochQueue::ReadFile(const SharedFile& f, char* out, uint64_t length, ui
 
 char* EpochQueue::FetchBuffer(int fd, uint64_t offset, uint64_t length) {
   if (length != FetchedPages::kPageBytes) return nullptr;
-  return context_.fetched_pages().Take(this, fd, offset, version_);
+  return context_.fetched_pages().Take(this, fd, offset, FilesVersion());
 }
 
 bool EpochQueue::TakeMiss(ReadMiss& miss) {
@@ -674,7 +670,7 @@ int EpochQueue::Read(FileRole role, void* buffer, int amount, int64_t offset) {
   } else if (available > 0 && role == FileRole::kMain && files_.ReadHead(out, available, start)) {
     context_.stats().reads_from_head++;
   } else if (available > 0 && context_.fetched_pages().ready() > 0 &&
-             context_.fetched_pages().TakeCopy(this, f.fd, start, available, version_, out)) {
+             context_.fetched_pages().TakeCopy(this, f.fd, start, available, FilesVersion(), out)) {
     context_.stats().reads_from_fetch++;
     Overlay(role, out, start, available);  // Writes queued since the fetch started.
   } else if (available > 0) {

@@ -302,9 +302,12 @@ class EpochQueue {
   bool reads_nowait_ = false;
   int miss_rc_ = SQLITE_INTERRUPT;  // What Read returns on a miss (set_reads_nowait).
   bool missed_ = false;             // miss_ holds a miss not taken yet.
-  // Changes to the files so far (a write, truncate or unlink issued or completed, descriptors
-  // closed): a fetched page is good while this has not moved since its fetch started.
-  uint64_t version_ = 0;
+  // What FileTable::changes() does not count: operations completed, descriptors closed.
+  uint64_t unnoted_changes_ = 0;
+  // Every change to the files so far (a write, truncate or unlink issued or completed, a
+  // descriptor closed): a fetched page is good while this has not moved since its fetch started.
+  // Both counts only grow, so the sum moves whenever either does.
+  [[nodiscard]] uint64_t FilesVersion() const { return files_.changes() + unnoted_changes_; }
   ReadMiss miss_;
 };
 
