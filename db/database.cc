@@ -478,7 +478,7 @@ void Database::ReleaseHeld(Client& client) {
 // Acknowledges the writes whose epoch is durable and shown by a reader (invariant 3). They
 // wait in commit order, so the acknowledged ones are a prefix.
 void Database::AckDurable() {
-  if (files_ == nullptr) return;
+  if (files_ == nullptr || awaiting_.empty()) return;
   const uint64_t durable = files_->queue().durable_epoch();
   const bool no_reads_to_serve =
       state_ != State::kReady || files_->queue().poisoned() || !pin_error_.ok();

@@ -20,8 +20,7 @@ namespace sqloop::db {
 // and waits, out of every queue, for one fetch. The reader keeps its snapshot for the next read.
 void Database::RestartRead(Connection& reader, Request& r, const internal::ReadMiss& miss) {
   if (reader.current() == &r) {
-    sqlite3_reset(reader.read_stmt);
-    sqlite3_clear_bindings(reader.read_stmt);
+    Connection::Reset(reader.read_stmt, r.params);
     reader.EndRequest();
     reader.read_stmt = nullptr;
   }

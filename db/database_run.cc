@@ -102,8 +102,7 @@ absl::Status Database::StepWrite(Request& r, absl::string_view sql,
       status = writer_->Error(rc);
     }
   }
-  sqlite3_reset(*stmt);
-  sqlite3_clear_bindings(*stmt);
+  Connection::Reset(*stmt, params);
   last_write_rc_ = rc;
   return status;
 }
@@ -489,22 +488,23 @@ void Database::Unpin(Connection& reader) {
 // snapshot a reader shows (visible_epoch_), which lets acknowledgements up to it go out.
 void Database::RefreshSnapshots() {
   const uint64_t durable = files_->queue().durable_epoch();
-  const bool syncing = group_epoch_ > durable;
-  const Connection* keep = nullptr;
-  for (const auto& reader : readers_) {
-    if (reader->pinned && reader->snapshot <= durable &&
-        (keep == nullptr || reader->snapshot > keep->snapshot)) {
-      keep = reader.get();
+  const Connection* keep = nullptr;  // Stays pinned while a group syncs.
+  if (group_epoch_ > durable && !options_.read_undurable_for_testing) {
+    for (const auto& reader : readers_) {
+      if (reader->pinned && reader->snapshot <= durable &&
+          (keep == nullptr || reader->snapshot > keep->snapshot)) {
+        keep = reader.get();
+      }
     }
   }
+  // A pin changes only its own reader, so each reader's snapshot is final after its turn.
   for (auto& reader : readers_) {
-    if (reader->current() != nullptr) continue;  // Its read holds the snapshot until done.
-    if (reader->pinned && reader->snapshot == group_epoch_) continue;
-    if (syncing && reader.get() == keep && !options_.read_undurable_for_testing) continue;
-    if (pin_fetching_) break;  // A pin missed: the others would miss the same page.
-    (void)Pin(*reader);
-  }
-  for (const auto& reader : readers_) {
+    // A running read holds its snapshot until done; after a pin missed, the others would miss
+    // the same page.
+    if (reader->current() == nullptr && !(reader->pinned && reader->snapshot == group_epoch_) &&
+        reader.get() != keep && !pin_fetching_) {
+      (void)Pin(*reader);
+    }
     if (reader->pinned && reader->snapshot <= durable) {
       visible_epoch_ = std::max(visible_epoch_, reader->snapshot);
     }
@@ -649,8 +649,7 @@ void Database::StepRead(Connection& reader) {
   absl::Status status = r->cancel_requested_
                             ? absl::CancelledError("request cancelled while it ran")
                             : (rc == SQLITE_DONE ? absl::OkStatus() : reader.Error(rc));
-  sqlite3_reset(reader.read_stmt);
-  sqlite3_clear_bindings(reader.read_stmt);
+  Connection::Reset(reader.read_stmt, r->params);
   reader.EndRequest();
   reader.read_stmt = nullptr;
   const int primary = rc & 0xff;

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cstdint>
 #include <cstdio>
@@ -458,6 +459,23 @@ TEST_P(DatabaseTest, AClientReadsItsOwnEarlierWrite) {
   EXPECT_EQ(read.rows, "1|\n");
   EXPECT_EQ(other.rows, "0|\n") << "a read outside the client did not wait for the write";
   EXPECT_EQ(db_->stats().reads_held, 1u);
+}
+
+// The statement cache answers a request by its SQL text, wherever the text lives: a client that
+// rewrites one buffer between requests, on a cache that keeps two statements of the three it
+// uses, gets each text's own rows.
+TEST_P(DatabaseTest, EachRequestRunsTheStatementItsTextSaysWhileTheCacheEvicts) {
+  DatabaseOptions options;
+  options.statement_cache_max = 2;
+  ASSERT_TRUE(OpenDb(options).ok());
+  const std::array<const char*, 3> texts = {"SELECT 1 + ?", "SELECT 2 + ?", "SELECT 3 + ?"};
+  std::string sql;  // Short enough to live inside the string: one address, three statements.
+  const char* const address = sql.data();
+  for (const int i : {0, 0, 1, 1, 0, 2, 1, 2, 0, 0, 2, 2, 1}) {
+    sql = texts[static_cast<size_t>(i)];
+    ASSERT_EQ(sql.data(), address);
+    EXPECT_EQ(Read(sql, {Value::Int(10)}), absl::StrCat(11 + i, "|\n")) << sql;
+  }
 }
 
 // ---- Faults ----------------------------------------------------------------------------------

@@ -95,6 +95,7 @@ absl::Status Connection::ApplySettings() {
 void Connection::Close() {
   for (auto& [sql, stmt] : cache_) sqlite3_finalize(stmt);
   cache_.clear();
+  last_sql_ = nullptr;
   for (auto& [sql, stmt] : internal_cache_) sqlite3_finalize(stmt);
   internal_cache_.clear();
   if (db_ != nullptr) sqlite3_close_v2(db_);
@@ -243,7 +244,12 @@ absl::Status Connection::Error(int rc) const {
 // ---- Statements -------------------------------------------------------------------------------
 
 absl::StatusOr<sqlite3_stmt*> Connection::Prepare(absl::string_view sql) {
-  if (auto it = cache_.find(sql); it != cache_.end()) return it->second;
+  if (last_sql_ != nullptr && *last_sql_ == sql) return last_stmt_;
+  if (auto it = cache_.find(sql); it != cache_.end()) {
+    last_sql_ = &it->first;
+    last_stmt_ = it->second;
+    return it->second;
+  }
   if (sql.size() > static_cast<size_t>(options_.sql_bytes_max)) {
     return absl::InvalidArgumentError(absl::StrCat("request SQL is ", sql.size(),
                                                    " bytes, over the limit of ",
@@ -285,8 +291,20 @@ absl::StatusOr<sqlite3_stmt*> Connection::Prepare(absl::string_view sql) {
       cache_.erase(victim);
     }
   }
-  cache_.emplace(std::string(sql), stmt);
+  const auto added = cache_.emplace(std::string(sql), stmt).first;
+  last_sql_ = &added->first;
+  last_stmt_ = stmt;
   return stmt;
+}
+
+void Connection::Reset(sqlite3_stmt* stmt, absl::Span<const Value> params) {
+  sqlite3_reset(stmt);
+  for (const Value& v : params) {
+    if (v.type == Value::Type::kText || v.type == Value::Type::kBlob) {
+      sqlite3_clear_bindings(stmt);
+      return;
+    }
+  }
 }
 
 absl::Status Connection::Bind(sqlite3_stmt* stmt, absl::Span<const Value> params) const {

@@ -81,6 +81,10 @@ class Connection {
   absl::StatusOr<sqlite3_stmt*> Prepare(absl::string_view sql);
   // Binds every parameter, refusing a wrong count, an oversized value or text that is not UTF-8.
   [[nodiscard]] absl::Status Bind(sqlite3_stmt* stmt, absl::Span<const Value> params) const;
+  // Resets `stmt` once the request that bound `params` is done with it. Text and blobs are
+  // bound in place (SQLITE_STATIC), so then the bindings are cleared too: the statement keeps
+  // no pointer into the request's memory.
+  static void Reset(sqlite3_stmt* stmt, absl::Span<const Value> params);
   // Runs sqloop's own statement (or several, separated by ';'): the authorizer allows it.
   absl::Status RunInternal(const char* sql);
   // A passive checkpoint of the WAL, as sqloop's own work. Returns SQLite's result code.
@@ -122,6 +126,10 @@ class Connection {
   const uint64_t slice_calls_max_;
   sqlite3* db_ = nullptr;
   absl::flat_hash_map<std::string, sqlite3_stmt*> cache_;
+  // The entry Prepare returned last, so a client that repeats its statement skips the hash: a
+  // key inside cache_ (valid until cache_ changes, which clears it) and its statement.
+  const std::string* last_sql_ = nullptr;
+  sqlite3_stmt* last_stmt_ = nullptr;
   // sqloop's own single statements, prepared once: re-parsing them per request was most of a
   // group commit's CPU and allocations.
   absl::flat_hash_map<std::string, sqlite3_stmt*> internal_cache_;
