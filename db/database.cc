@@ -249,7 +249,7 @@ void Database::FinishClose() {
       return;
     }
   }
-  if (fetches_in_flight_ > 0) return;  // FetchDone re-arms.
+  if (!fetch_windows_.empty()) return;  // FetchDone re-arms.
   if (group_resume_ != nullptr) {
     ResumeGroup();  // Its requests were admitted: they run and commit before the close.
     ArmPump();
@@ -768,7 +768,7 @@ void Database::AssertInvariants() const {
     case State::kClosed:
     case State::kFailed:
       SQLOOP_CHECK(files_ == nullptr && preopened_ == nullptr && writer_->db() == nullptr &&
-                       readers_.empty() && fetches_in_flight_ == 0,
+                       readers_.empty() && fetch_windows_.empty(),
                    "closed with connections, files or fetches left");
       break;
   }

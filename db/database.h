@@ -631,8 +631,18 @@ class Database {
     Database* db = nullptr;
     Queue reads;  // The reads waiting for it (kFetching), out of every other queue.
     FetchFor owner = FetchFor::kRead;
-    uint64_t end = 0;  // The window's end; c.op reads its next part (in flight unless c is
-                       // idle, and then in free_fetches_).
+    // The window's end; c.op reads its next part (in flight unless c is idle, and then in
+    // free_fetches_).
+    uint64_t end = 0;
+    uint32_t slot = 0;  // Its place in fetch_windows_ while in flight.
+  };
+  // What remains to read of a fetch in flight, kept apart from the Fetch so that JoinFetch's
+  // scan of 64 of them reads a few cache lines instead of 64 completions.
+  struct FetchWindow {
+    int fd = -1;
+    uint64_t begin = 0;
+    uint64_t end = 0;
+    Fetch* fetch = nullptr;
   };
   void RestartRead(Connection& reader, Request& r, const internal::ReadMiss& miss);
   GroupStep RestartGroup(std::vector<Request*>& group, Request& r, const internal::ReadMiss& miss);
@@ -720,7 +730,7 @@ class Database {
   std::vector<Request*> group_;  // Reused: the requests of the running group.
   std::vector<std::unique_ptr<Fetch>> fetches_;  // Every Fetch made; reused.
   std::vector<Fetch*> free_fetches_;
-  uint32_t fetches_in_flight_ = 0;
+  std::vector<FetchWindow> fetch_windows_;  // One per fetch in flight.
   DatabaseStats stats_;
 };
 

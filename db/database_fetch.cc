@@ -103,19 +103,21 @@ void Database::StartFetch(FetchFor owner, Request* r, uint8_t restarts,
                       .buffer = page != nullptr ? page : context.fetch_sink(),
                       .length = length,
                       .offset = start};
-  ++fetches_in_flight_;
+  fetch.slot = static_cast<uint32_t>(fetch_windows_.size());
+  fetch_windows_.push_back(
+      FetchWindow{.fd = miss.fd, .begin = start, .end = fetch.end, .fetch = &fetch});
   ++stats_.fetches;
   loop_.Submit(fetch.c);
 }
 
 // A read's miss inside a window a fetch in flight has not read past yet: the read waits for it.
 bool Database::JoinFetch(Request& r, const internal::ReadMiss& miss) {
-  for (const std::unique_ptr<Fetch>& fetch : fetches_) {
-    if (fetch->c.state() == loop::Completion::State::kIdle || fetch->c.op.fd != miss.fd ||
-        miss.offset < fetch->c.op.offset || miss.offset + miss.length > fetch->end) {
+  for (const FetchWindow& window : fetch_windows_) {
+    if (window.fd != miss.fd || miss.offset < window.begin ||
+        miss.offset + miss.length > window.end) {
       continue;
     }
-    fetch->reads.PushBack(r);
+    window.fetch->reads.PushBack(r);
     ++stats_.fetches_joined;
     return true;
   }
@@ -146,9 +148,13 @@ loop::Action Database::FetchDone(Fetch& fetch) {
     op.offset = next;
     op.length = static_cast<uint32_t>(
         std::min<uint64_t>(fetch.end - next, internal::VfsContext::kFetchSinkBytes));
+    fetch_windows_[fetch.slot].begin = next;
     return loop::Action::kRearm;
   }
-  --fetches_in_flight_;
+  // Out of fetch_windows_: the last window takes its slot.
+  fetch_windows_[fetch.slot] = fetch_windows_.back();
+  fetch_windows_[fetch.slot].fetch->slot = fetch.slot;
+  fetch_windows_.pop_back();
   free_fetches_.push_back(&fetch);
   internal::VfsCore::Of(vfs_).context().fetched_pages().Fetched(static_cast<const char*>(op.buffer),
                                                                 result);

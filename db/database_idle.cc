@@ -63,7 +63,7 @@ bool Database::Quiet() const {
   const internal::EpochQueue& queue = files_->queue();
   return state_ == State::kReady && writes_.empty() && reads_.empty() && held_.empty() &&
          awaiting_.empty() && writer_state_ == WriterState::kIdle && group_resume_ == nullptr &&
-         !group_fetching_ && !pin_fetching_ && fetches_in_flight_ == 0 && !AnyReaderBusy() &&
+         !group_fetching_ && !pin_fetching_ && fetch_windows_.empty() && !AnyReaderBusy() &&
          queue.idle() && queue.durable_epoch() == queue.epoch() && !queue.poisoned() &&
          (!writer_open() || sqlite3_get_autocommit(writer_->db()) != 0);
 }
