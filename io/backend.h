@@ -89,10 +89,11 @@ class Backend {
   // A non-OK status means the backend itself failed (not an op): the loop reports it.
   [[nodiscard]] virtual absl::Status Tick(bool wait, int64_t deadline_ns, OpList& completed) = 0;
 
-  // Runs `op` at once on the calling thread, setting its result, when it waits for no device
-  // and the backend would otherwise take a round trip for it: for Loop::WaitForOp. Returns
-  // false (and does nothing) for any other op, and always on the simulator, whose ops all go
-  // through its queue. The op is never submitted: it does not count in in_flight or stats.
+  // Runs `op` at once on the calling thread, setting its result, when running it there waits
+  // no longer than the backend's round trip would (a close, a metadata call, a buffered write:
+  // the caller waits either way): for Loop::WaitForOp. Returns false (and does nothing) for
+  // any other op, and always on the simulator, whose ops all go through its queue. The op is
+  // never submitted: it does not count in in_flight or stats.
   [[nodiscard]] virtual bool RunInline(Op& op) {
     (void)op;
     return false;

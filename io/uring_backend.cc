@@ -85,7 +85,15 @@ class UringBackend final : public Backend {
   // request still in flight on it, as for the ring's close). Through the ring, one that the
   // loop waits for cost an io_uring_enter of its own, which also sent the tick's other
   // submissions early: 25 % of registry_zipf/10000_all_asleep, whose sleeps close three files.
+  // A write the loop waits for (one that allocates, so SQLite learns of a full disk) holds the
+  // loop either way, but the ring hands a buffered write that cannot finish at once to a kernel
+  // worker thread, and the loop then waits for that thread to be scheduled as well: 287 us per
+  // such write on average, 4.4 ms at worst, in a 5,000-database creation burst on tmpfs.
   bool RunInline(Op& op) override {
+    if (op.kind == OpKind::kWrite) {
+      WriteInline(op);
+      return true;
+    }
     if (op.kind != OpKind::kClose && !IsMetadataOp(op.kind)) return false;
     op.result = op.kind == OpKind::kClose ? (close(op.fd) == 0 ? 0 : -errno) : RunMetadataOp(op);
     cached_reads_.Observe(op);
@@ -107,6 +115,8 @@ class UringBackend final : public Backend {
   // Hands `op` back on the next Tick without it ever reaching the kernel.
   void FinishInUserSpace(Op* op);
   void WarnRingFull();
+  // pwrite until the whole buffer is written or it fails, as a write through the ring would be.
+  static void WriteInline(Op& op);
 
   io_uring ring_{};
   bool ring_ready_ = false;
@@ -209,6 +219,18 @@ void UringBackend::WarnRingFull() {
                        "new ones wait until some finish. If they are long-lived (a receive per "
                        "open connection), raise BackendOptions::in_flight_max above their count",
                        ops_in_kernel_));
+}
+
+void UringBackend::WriteInline(Op& op) {
+  ResetForSubmit(op);
+  uint64_t retries = 0;  // Not the backend's stats: this op never reached the ring.
+  int64_t rc = 0;
+  do {
+    const ssize_t wrote =
+        pwrite(op.fd, static_cast<const char*>(op.buffer) + op.transferred,
+               op.length - op.transferred, static_cast<off_t>(op.offset + op.transferred));
+    rc = wrote >= 0 ? wrote : -errno;
+  } while (!FinishTransfer(op, rc, retries));
 }
 
 void UringBackend::Submit(Op* op) {

@@ -617,6 +617,40 @@ TEST_P(LoopTest, FileSizeAndTruncateGoThroughTheBackend) {
   close(fd);
 }
 
+// A write the loop waits for runs on the loop's thread: through io_uring, a buffered write that
+// cannot finish at once goes to a kernel worker, and the loop would wait for that thread to be
+// scheduled too. On io_uring it never reaches the ring; on every backend it writes each byte at
+// its offset, and a failure comes back as -errno.
+TEST_P(LoopTest, AWriteTheLoopWaitsForRunsOnItsThread) {
+  if (!GetParam().real_descriptors) GTEST_SKIP() << kNeedsRealDescriptors;
+  char path[] = "/tmp/sqloop_loop_test_XXXXXX";
+  const int fd = mkstemp(path);
+  ASSERT_GE(fd, 0);
+  auto loop = MakeLoop();
+  std::vector<char> data(3 * 4096 + 100);
+  for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>('a' + i % 26);
+  const uint64_t submitted = loop->backend().stats().submitted;
+  io::Op write{.kind = io::OpKind::kWrite,
+               .fd = fd,
+               .buffer = data.data(),
+               .length = static_cast<uint32_t>(data.size()),
+               .offset = 5000};
+  EXPECT_EQ(loop->WaitForOp(write), static_cast<int64_t>(data.size()));
+  if (GetParam().name == "io_uring") {
+    EXPECT_EQ(loop->backend().stats().submitted, submitted) << "the write went through the ring";
+  }
+  std::vector<char> back(data.size());
+  ASSERT_EQ(pread(fd, back.data(), back.size(), 5000), static_cast<ssize_t>(back.size()));
+  EXPECT_EQ(back, data);
+  const int read_only = open(path, O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(read_only, 0);
+  io::Op refused{.kind = io::OpKind::kWrite, .fd = read_only, .buffer = data.data(), .length = 1};
+  EXPECT_EQ(loop->WaitForOp(refused), -EBADF);
+  close(read_only);
+  close(fd);
+  unlink(path);
+}
+
 // Contract item 7: ReadIfCached answers from memory only. Bytes just written are in the page
 // cache; once evicted (fadvise DONTNEED of clean pages; the simulator's DropCaches) they are
 // not (-EAGAIN); past the end there is nothing (0); and an ordinary kRead brings them back.
