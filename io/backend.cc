@@ -73,6 +73,15 @@ int64_t RunMetadataOp(const Op& op) {
   return fstat(op.fd, &status) == 0 ? static_cast<int64_t>(status.st_size) : -errno;
 }
 
+int64_t TransferFileOp(const Op& op) {
+  char* const data = static_cast<char*>(op.buffer) + op.transferred;
+  const size_t remaining = op.length - op.transferred;
+  const auto offset = static_cast<off_t>(op.offset + op.transferred);
+  const ssize_t moved = op.kind == OpKind::kRead ? pread(op.fd, data, remaining, offset)
+                                                 : pwrite(op.fd, data, remaining, offset);
+  return moved >= 0 ? moved : -errno;
+}
+
 namespace {
 
 // tmpfs and ramfs keep a file's bytes in memory only (tmpfs may swap; a swapped page is the

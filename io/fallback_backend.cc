@@ -156,16 +156,12 @@ void FallbackBackend::Finish(Op* op) {
 }
 
 int64_t FallbackBackend::RunFileOp(Op& op) {
-  char* const data = static_cast<char*>(op.buffer) + op.transferred;
-  const size_t remaining = op.length - op.transferred;
-  const auto offset = static_cast<off_t>(op.offset + op.transferred);
   switch (op.kind) {
     case OpKind::kNop:
       return 0;
     case OpKind::kRead:
-      return ResultOf(pread(op.fd, data, remaining, offset));
     case OpKind::kWrite:
-      return ResultOf(pwrite(op.fd, data, remaining, offset));
+      return TransferFileOp(op);
     case OpKind::kFsync:
       return ResultOf((op.flags & kFsyncDatasync) != 0 ? fdatasync(op.fd) : fsync(op.fd));
     case OpKind::kOpenAt:

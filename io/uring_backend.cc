@@ -224,13 +224,8 @@ void UringBackend::WarnRingFull() {
 void UringBackend::WriteInline(Op& op) {
   ResetForSubmit(op);
   uint64_t retries = 0;  // Not the backend's stats: this op never reached the ring.
-  int64_t rc = 0;
-  do {
-    const ssize_t wrote =
-        pwrite(op.fd, static_cast<const char*>(op.buffer) + op.transferred,
-               op.length - op.transferred, static_cast<off_t>(op.offset + op.transferred));
-    rc = wrote >= 0 ? wrote : -errno;
-  } while (!FinishTransfer(op, rc, retries));
+  while (!FinishTransfer(op, TransferFileOp(op), retries)) {
+  }
 }
 
 void UringBackend::Submit(Op* op) {

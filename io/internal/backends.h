@@ -76,6 +76,10 @@ inline void ResetForSubmit(Op& op) {
 // Runs kFtruncate or kFileSize as a plain syscall; returns the op's result (>= 0 or -errno).
 [[nodiscard]] int64_t RunMetadataOp(const Op& op);
 
+// One pread or pwrite of what is left of a kRead or kWrite (from op.transferred on): the bytes
+// moved, or -errno. FinishTransfer decides whether the op is done.
+[[nodiscard]] int64_t TransferFileOp(const Op& op);
+
 // Backend::ReadIfCached for real descriptors: preadv2 with RWF_NOWAIT, retried on EINTR.
 // tmpfs and ramfs keep files in memory only and answer RWF_NOWAIT with EOPNOTSUPP; such a
 // descriptor is read with a plain pread, and remembered after its first read, so later reads
