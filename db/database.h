@@ -631,10 +631,9 @@ class Database {
     Database* db = nullptr;
     Queue reads;  // The reads waiting for it (kFetching), out of every other queue.
     FetchFor owner = FetchFor::kRead;
-    // The window's end; c.op reads its next part (in flight unless c is idle, and then in
-    // free_fetches_).
-    uint64_t end = 0;
-    uint32_t slot = 0;  // Its place in fetch_windows_ while in flight.
+    // Its window in fetch_windows_ while c.op reads the window's next part (in flight unless c
+    // is idle, and then in free_fetches_).
+    uint32_t slot = 0;
   };
   // What remains to read of a fetch in flight, kept apart from the Fetch so that JoinFetch's
   // scan of 64 of them reads a few cache lines instead of 64 completions.

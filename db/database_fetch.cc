@@ -88,24 +88,24 @@ void Database::StartFetch(FetchFor owner, Request* r, uint8_t restarts,
   const uint32_t doublings = restarts > 4 ? std::min(restarts - 4, 16) : 0;
   const uint64_t window = std::min(kFetchWindowBytes << doublings, kFetchWindowBytesMax);
   const uint64_t start = miss.offset / window * window;
-  fetch.end = std::max(std::min(start + window, miss.file_bytes), miss.offset + miss.length);
+  const uint64_t end =
+      std::max(std::min(start + window, miss.file_bytes), miss.offset + miss.length);
   fetch.owner = owner;
   if (owner == FetchFor::kWriter) group_fetching_ = true;
   if (owner == FetchFor::kPin) pin_fetching_ = true;
   if (r != nullptr) fetch.reads.PushBack(*r);
   internal::VfsContext& context = internal::VfsCore::Of(vfs_).context();
-  const auto length = static_cast<uint32_t>(
-      std::min<uint64_t>(fetch.end - start, internal::VfsContext::kFetchSinkBytes));
+  const auto length =
+      static_cast<uint32_t>(std::min<uint64_t>(end - start, internal::VfsContext::kFetchSinkBytes));
   char* page =
-      fetch.end - start == length ? files_->queue().FetchBuffer(miss.fd, start, length) : nullptr;
+      end - start == length ? files_->queue().FetchBuffer(miss.fd, start, length) : nullptr;
   fetch.c.op = io::Op{.kind = io::OpKind::kRead,
                       .fd = miss.fd,
                       .buffer = page != nullptr ? page : context.fetch_sink(),
                       .length = length,
                       .offset = start};
   fetch.slot = static_cast<uint32_t>(fetch_windows_.size());
-  fetch_windows_.push_back(
-      FetchWindow{.fd = miss.fd, .begin = start, .end = fetch.end, .fetch = &fetch});
+  fetch_windows_.push_back(FetchWindow{.fd = miss.fd, .begin = start, .end = end, .fetch = &fetch});
   ++stats_.fetches;
   loop_.Submit(fetch.c);
 }
@@ -144,16 +144,17 @@ loop::Action Database::FetchDone(Fetch& fetch) {
   for (Request* r = fetch.reads.front(); r != nullptr && !wanted; r = Queue::Next(*r)) {
     wanted = !r->cancel_requested_;
   }
-  if (result > 0 && next < fetch.end && wanted && state_ == State::kReady) {
+  FetchWindow& window = fetch_windows_[fetch.slot];
+  if (result > 0 && next < window.end && wanted && state_ == State::kReady) {
     op.offset = next;
     op.length = static_cast<uint32_t>(
-        std::min<uint64_t>(fetch.end - next, internal::VfsContext::kFetchSinkBytes));
-    fetch_windows_[fetch.slot].begin = next;
+        std::min<uint64_t>(window.end - next, internal::VfsContext::kFetchSinkBytes));
+    window.begin = next;
     return loop::Action::kRearm;
   }
   // Out of fetch_windows_: the last window takes its slot.
-  fetch_windows_[fetch.slot] = fetch_windows_.back();
-  fetch_windows_[fetch.slot].fetch->slot = fetch.slot;
+  window = fetch_windows_.back();
+  window.fetch->slot = fetch.slot;
   fetch_windows_.pop_back();
   free_fetches_.push_back(&fetch);
   internal::VfsCore::Of(vfs_).context().fetched_pages().Fetched(static_cast<const char*>(op.buffer),
