@@ -225,7 +225,9 @@
 // of the Vfs's FetchedPages, from which the read that runs again copies it instead of asking the
 // page cache a second time: internal/fetched_pages.h), or waits for a fetch in flight whose
 // window holds the miss (JoinFetch: reads that start together on a cold database miss the
-// same upper B-tree pages). Once the window is in the page cache
+// same upper B-tree pages). Such a miss is known before the OS is asked: while a request's read
+// steps, the VFS first asks the fetch windows in flight (InFetchWindow), so a read joining
+// a fetch costs no system call. Once the window is in the page cache
 // (FetchDone) the read runs again from the start, on whichever reader serves a snapshot it may
 // see (invariant 1): a statement touching k cold regions restarts at most k times, and one
 // that restarts kRestartsMax times fails with Unavailable rather than loop. A failed fetch
@@ -290,6 +292,7 @@ class FilePreopen;       // db/internal/file_preopen.h.
 class FileSleep;         // db/internal/file_sleep.h.
 class IntegrityCheck;    // db/internal/integrity_check.h.
 struct FileFingerprint;  // db/internal/vfs_context.h.
+struct FetchesInFlight;  // db/internal/epoch_queue.h.
 struct ReadMiss;         // db/internal/epoch_queue.h.
 }  // namespace internal
 
@@ -649,6 +652,11 @@ class Database {
   [[nodiscard]] static bool MayStop(uint8_t restarts, const absl::Status& last_fetch);
   bool FetchMiss(FetchFor owner, bool failed, uint8_t& restarts, uint64_t& counted);
   [[nodiscard]] bool JoinFetch(Request& r, const internal::ReadMiss& miss);
+  // The window in flight holding [offset, offset + length) of `fd`, or null.
+  [[nodiscard]] const FetchWindow* WindowOf(int fd, uint64_t offset, uint64_t length) const;
+  static bool InFetchWindow(const void* db, int fd, uint64_t offset, uint64_t length);
+  // What a request's read hands the EpochQueue (set_reads_nowait) while it steps.
+  [[nodiscard]] internal::FetchesInFlight FetchesInFlight() const;
   static loop::Action OnFetched(loop::Loop& loop, loop::Completion& c);
   loop::Action FetchDone(Fetch& fetch);
   void ResumeFetched(Request& r, absl::Status status);

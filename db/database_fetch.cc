@@ -112,16 +112,26 @@ void Database::StartFetch(FetchFor owner, Request* r, uint8_t restarts,
 
 // A read's miss inside a window a fetch in flight has not read past yet: the read waits for it.
 bool Database::JoinFetch(Request& r, const internal::ReadMiss& miss) {
+  const FetchWindow* window = WindowOf(miss.fd, miss.offset, miss.length);
+  if (window == nullptr) return false;
+  window->fetch->reads.PushBack(r);
+  ++stats_.fetches_joined;
+  return true;
+}
+
+const Database::FetchWindow* Database::WindowOf(int fd, uint64_t offset, uint64_t length) const {
   for (const FetchWindow& window : fetch_windows_) {
-    if (window.fd != miss.fd || miss.offset < window.begin ||
-        miss.offset + miss.length > window.end) {
-      continue;
-    }
-    window.fetch->reads.PushBack(r);
-    ++stats_.fetches_joined;
-    return true;
+    if (window.fd == fd && window.begin <= offset && offset + length <= window.end) return &window;
   }
-  return false;
+  return nullptr;
+}
+
+bool Database::InFetchWindow(const void* db, int fd, uint64_t offset, uint64_t length) {
+  return static_cast<const Database*>(db)->WindowOf(fd, offset, length) != nullptr;
+}
+
+internal::FetchesInFlight Database::FetchesInFlight() const {
+  return {.covers = &Database::InFetchWindow, .owner = this};
 }
 
 loop::Action Database::OnFetched(loop::Loop& /*loop*/, loop::Completion& c) {

@@ -598,7 +598,8 @@ void Database::StartRead(Connection& reader, Request& r) {
   // A first parse of the schema (after an open, or a schema change) reads it as a statement
   // reads its pages: what is not in memory stops the parse, which runs again once it is.
   internal::EpochQueue& queue = files_->queue();
-  queue.set_reads_nowait(true);
+  const internal::FetchesInFlight in_flight = FetchesInFlight();
+  queue.set_reads_nowait(true, SQLITE_INTERRUPT, &in_flight);
   absl::StatusOr<sqlite3_stmt*> stmt = reader.Prepare(r.sql);
   queue.set_reads_nowait(false);
   if (internal::ReadMiss miss; queue.TakeMiss(miss) && !stmt.ok()) {
@@ -627,9 +628,11 @@ void Database::StepRead(Connection& reader) {
     // used; a single step over the budget stops the read (Progress()).
     reader.BeginSlice();
     internal::EpochQueue& queue = files_->queue();
+    const internal::FetchesInFlight in_flight = FetchesInFlight();
     for (uint32_t rows = 0; rows < options_.rows_per_tick && !reader.SliceUsed(); ++rows) {
       reader.BeginRow();
-      queue.set_reads_nowait(true);  // Data not in memory stops the statement (RestartRead).
+      // Data not in memory stops the statement (RestartRead).
+      queue.set_reads_nowait(true, SQLITE_INTERRUPT, &in_flight);
       rc = sqlite3_step(reader.read_stmt);
       queue.set_reads_nowait(false);
       if (rc != SQLITE_ROW) break;

@@ -101,6 +101,9 @@ struct VfsStats {
   uint64_t reads_waited = 0;
   // Reads whose bytes were not in memory: a reader's stops its statement, the others wait.
   uint64_t cache_misses = 0;
+  // Reads of a request's that stopped, without asking the OS, on bytes a fetch in flight was
+  // reading (EpochQueue::set_reads_nowait); not in cache_misses.
+  uint64_t misses_in_flight = 0;
   uint64_t direct_writes = 0;  // Run at once (nothing queued).
   uint64_t held_writes = 0;    // Queued behind a barrier.
   uint64_t barriers = 0;       // Barriers started (one per xSync).

@@ -93,6 +93,7 @@ class RecordingBackend final : public io::Backend {
   // The inner backend's answer, unless the next `n` probes were told to miss (MissProbes).
   [[nodiscard]] int64_t ReadIfCached(int fd, void* buffer, uint32_t length,
                                      uint64_t offset) override {
+    ++probes_;
     if (probes_to_pass_ > 0) {
       --probes_to_pass_;
     } else if (probes_to_miss_ > 0) {
@@ -108,6 +109,8 @@ class RecordingBackend final : public io::Backend {
     probes_to_miss_ = n;
     probes_to_pass_ = skip;
   }
+  // ReadIfCached calls so far: what asked the page cache.
+  [[nodiscard]] uint64_t probes() const { return probes_; }
   [[nodiscard]] uint32_t in_flight() const override {
     return inner_->in_flight() + static_cast<uint32_t>(held_ops_.size());
   }
@@ -138,6 +141,7 @@ class RecordingBackend final : public io::Backend {
   std::vector<io::Op*> held_ops_;
   uint32_t probes_to_miss_ = 0;
   uint32_t probes_to_pass_ = 0;
+  uint64_t probes_ = 0;
   const loop::Loop* loop_ = nullptr;
   uint64_t waits_seen_ = 0;
 };

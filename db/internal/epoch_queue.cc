@@ -615,6 +615,12 @@ void EpochQueue::Overlay(FileRole role, char* out, uint64_t offset, uint64_t len
 }
 
 int64_t EpochQueue::ReadFile(const SharedFile& f, char* out, uint64_t length, uint64_t start) {
+  if (in_flight_ != nullptr && in_flight_->covers(in_flight_->owner, f.fd, start, length)) {
+    context_.stats().misses_in_flight++;  // No probe: a fetch is reading these bytes.
+    missed_ = true;
+    miss_ = ReadMiss{.fd = f.fd, .offset = start, .length = length, .file_bytes = f.size_bytes};
+    return -EAGAIN;
+  }
   // Memory first, whoever reads: a hit costs one system call, not a trip through the loop.
   uint64_t done = 0;
   while (done < length) {

@@ -130,6 +130,13 @@ struct ReadMiss {
   uint64_t file_bytes = 0;
 };
 
+// Whether a fetch in flight is reading bytes [offset, offset + length) of `fd` into memory: the
+// Database's answer (its fetch windows), asked before the OS is (set_reads_nowait).
+struct FetchesInFlight {
+  bool (*covers)(const void* owner, int fd, uint64_t offset, uint64_t length) = nullptr;
+  const void* owner = nullptr;
+};
+
 class EpochQueue {
  public:
   // Called on the loop thread when `durable_epoch()` advanced, the queue was poisoned, or it
@@ -165,9 +172,15 @@ class EpochQueue {
   // but not on SQLITE_LOCKED, which only stops the statement (the writer's, which then undoes
   // it to its savepoint). A file system that cannot tell what is in memory (tmpfs) is read as
   // before, waiting. Turning it on forgets a miss not taken (one SQLite recovered from).
-  void set_reads_nowait(bool on, int miss_rc = SQLITE_INTERRUPT) {
+  //
+  // With `in_flight` (a request's read, which joins a fetch already reading what it missed), a
+  // miss inside a window `in_flight` says is being fetched is answered without asking the OS:
+  // the page is still on its way, and the probe would only say so, one system call later.
+  void set_reads_nowait(bool on, int miss_rc = SQLITE_INTERRUPT,
+                        const FetchesInFlight* in_flight = nullptr) {
     reads_nowait_ = on;
     miss_rc_ = miss_rc;
+    in_flight_ = on ? in_flight : nullptr;
     if (on) missed_ = false;
   }
   // The miss since the last call, if any; forgotten once taken.
@@ -300,8 +313,9 @@ class EpochQueue {
   void* listener_arg_ = nullptr;
   bool notifying_ = false;
   bool reads_nowait_ = false;
-  int miss_rc_ = SQLITE_INTERRUPT;  // What Read returns on a miss (set_reads_nowait).
-  bool missed_ = false;             // miss_ holds a miss not taken yet.
+  int miss_rc_ = SQLITE_INTERRUPT;              // What Read returns on a miss (set_reads_nowait).
+  bool missed_ = false;                         // miss_ holds a miss not taken yet.
+  const FetchesInFlight* in_flight_ = nullptr;  // Asked before the OS (set_reads_nowait).
   // What FileTable::changes() does not count: operations completed, descriptors closed.
   uint64_t unnoted_changes_ = 0;
   // Every change to the files so far (a write, truncate or unlink issued or completed, a
