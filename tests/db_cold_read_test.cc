@@ -451,15 +451,15 @@ TEST_P(ColdReadTest, ReadsThatMissTheSamePageShareOneFetch) {
   trace_->MissProbes(1);  // The first read's; the simulator's page cache misses anyway.
   db_->ReleaseMemory();
   const uint64_t fetches = db_->stats().fetches;
-  const uint64_t probes = trace_->probes();
+  const uint64_t asked = trace_->probes();
   const uint64_t in_flight = vfs_->stats().misses_in_flight;
-  Probe probes_of[kReads];
-  for (Probe& p : probes_of) {
+  Probe probes[kReads];
+  for (Probe& p : probes) {
     Prime(p, Request::Kind::kRead, "SELECT substr(s, 117) FROM t WHERE id = ?", {Value::Int(777)});
     ASSERT_TRUE(db_->Submit(p.request).ok());
   }
   ASSERT_TRUE(loop_->Run(loop::RunMode::kUntilDone).ok());
-  for (Probe& p : probes_of) {
+  for (Probe& p : probes) {
     EXPECT_TRUE(p.status.ok()) << p.status;
     EXPECT_EQ(p.rows, "'0777'|\n");
   }
@@ -470,7 +470,7 @@ TEST_P(ColdReadTest, ReadsThatMissTheSamePageShareOneFetch) {
       << "a read that joined the fetch asked the page cache first";
   // The first read's miss, and the page under it when it runs again: the joined reads' runs
   // found what they needed in memory, and their misses asked nothing.
-  EXPECT_EQ(trace_->probes() - probes, 2U) << "a read that joined the fetch asked the page cache";
+  EXPECT_EQ(trace_->probes() - asked, 2U) << "a read that joined the fetch asked the page cache";
 }
 
 // Cancel and Close reach a read while its fetch is in flight.

@@ -617,9 +617,7 @@ void EpochQueue::Overlay(FileRole role, char* out, uint64_t offset, uint64_t len
 int64_t EpochQueue::ReadFile(const SharedFile& f, char* out, uint64_t length, uint64_t start) {
   if (in_flight_ != nullptr && in_flight_->covers(in_flight_->owner, f.fd, start, length)) {
     context_.stats().misses_in_flight++;  // No probe: a fetch is reading these bytes.
-    missed_ = true;
-    miss_ = ReadMiss{.fd = f.fd, .offset = start, .length = length, .file_bytes = f.size_bytes};
-    return -EAGAIN;
+    return Miss(f, start, length);
   }
   // Memory first, whoever reads: a hit costs one system call, not a trip through the loop.
   uint64_t done = 0;
@@ -631,10 +629,7 @@ int64_t EpochQueue::ReadFile(const SharedFile& f, char* out, uint64_t length, ui
     if (got == -EAGAIN) {
       context_.stats().cache_misses++;
       if (!reads_nowait_) break;
-      missed_ = true;
-      miss_ = ReadMiss{
-          .fd = f.fd, .offset = start + done, .length = length - done, .file_bytes = f.size_bytes};
-      return got;
+      return Miss(f, start + done, length - done);
     }
     if (got < 0) return got;
     done += static_cast<uint64_t>(got);
@@ -649,6 +644,12 @@ int64_t EpochQueue::ReadFile(const SharedFile& f, char* out, uint64_t length, ui
             .offset = start + done};
   const int64_t got = RunNow(loop_, op);
   return got < 0 ? got : static_cast<int64_t>(done) + got;
+}
+
+int64_t EpochQueue::Miss(const SharedFile& f, uint64_t offset, uint64_t length) {
+  missed_ = true;
+  miss_ = ReadMiss{.fd = f.fd, .offset = offset, .length = length, .file_bytes = f.size_bytes};
+  return -EAGAIN;
 }
 
 char* EpochQueue::FetchBuffer(int fd, uint64_t offset, uint64_t length) {

@@ -267,6 +267,8 @@ class EpochQueue {
   // Reads [start, start + length) of `f` from the disk: through the page cache only in no-wait
   // mode (-EAGAIN, with miss_ set, where it cannot), else with Loop::WaitForOp. Bytes read.
   [[nodiscard]] int64_t ReadFile(const SharedFile& f, char* out, uint64_t length, uint64_t start);
+  // Records [offset, offset + length) of `f` as the miss for TakeMiss; returns -EAGAIN.
+  int64_t Miss(const SharedFile& f, uint64_t offset, uint64_t length);
   void Notify();
   void AssertInvariants() const;
   static loop::Action OnOpDone(loop::Loop& loop, loop::Completion& c);
