@@ -342,7 +342,8 @@ void Registry::RequestSlot(Tenant& t) {
 void Registry::StartOpen(Tenant& t) {
   policy_->TakeSlot(t);
   if (t.database != nullptr) {  // It slept: the requests wake it, through the loop.
-    TenantPolicy::Used(t);
+    // Like an open, a wake enters the slots unvisited: the request that brought it back is
+    // not a reuse, so a tenant woken for one request goes before one used again (SIEVE).
     t.stats.wakes++;
     stats_.wakes++;
     SetState(t, TenantState::kActive);

@@ -100,6 +100,34 @@ TEST_P(RegistrySleepTest, AnEvictedTenantSleepsWithoutDescriptorsAndItsNextReque
   EXPECT_EQ(count, "2");
 }
 
+// SIEVE with wakes, two slots: the request that wakes a tenant is not a reuse, so a tenant woken
+// for one request goes before one used again since it took its slot. Marking the wake as a use
+// would keep a and evict c instead.
+TEST_P(RegistrySleepTest, ATenantWokenForOneRequestGoesBeforeOneUsedAgain) {
+  RegistryOptions options = Options();
+  options.open_max = 2;
+  auto h = Make(options);
+  Create(*h, "a");
+  Create(*h, "b");
+  Create(*h, "c");  // a and b were both used again; the hand clears both and takes a.
+  ASSERT_EQ(StateOf(*h, "a"), TenantState::kAsleep);
+  Call use_b("b", "SELECT 1", false, Request::Kind::kRead);
+  ASSERT_TRUE(h->Do(use_b).ok()) << use_b.result;
+  Call wake_a("a", "SELECT v FROM t", false, Request::Kind::kRead);  // b and c used again: b.
+  ASSERT_TRUE(h->Do(wake_a).ok()) << wake_a.result;
+  ASSERT_EQ(StateOf(*h, "b"), TenantState::kAsleep);
+  ASSERT_EQ(h->registry().GetTenantStats("a")->wakes, 1u);
+  Call use_c("c", "SELECT 1", false, Request::Kind::kRead);
+  ASSERT_TRUE(h->Do(use_c).ok()) << use_c.result;
+  Call wake_b("b", "SELECT v FROM t", false, Request::Kind::kRead);  // a, woken only: a goes.
+  ASSERT_TRUE(h->Do(wake_b).ok()) << wake_b.result;
+  EXPECT_EQ(wake_b.rows, "b\n");
+  EXPECT_EQ(StateOf(*h, "a"), TenantState::kAsleep);
+  EXPECT_EQ(StateOf(*h, "c"), TenantState::kIdle);
+  EXPECT_EQ(h->registry().GetTenantStats("b")->wakes, 1u);
+  EXPECT_EQ(h->registry().GetTenantStats("c")->wakes, 0u);
+}
+
 TEST_P(RegistrySleepTest, SleepersBeyondAsleepMaxCloseTheOneAsleepTheLongest) {
   RegistryOptions options = Options();
   options.asleep_max = 2;

@@ -31,13 +31,14 @@
 // are only as many as opens and closes under way.
 //
 // Eviction is SIEVE (Zhang et al., NSDI '24): every request to an open tenant sets its
-// `visited` bit; to find a victim, a hand walks the open tenants from the oldest opened to the
-// newest (and round again), clearing the bit of each idle tenant it passes that has it and
-// stopping at the first idle tenant without it. A tenant used once since it opened goes before
-// one used again, however recently, so a burst of one-off tenants cannot flush the popular
-// ones as it does under LRU. Tenants that are not idle are passed over untouched. The
-// `registry_zipf` benchmark reports the opens per request it leads to, against LRU
-// (Eviction::kLru: the victim is the head of the idle list) on the same trace.
+// `visited` bit, and a tenant takes its slot without it (an open and a wake alike: the request
+// that brought it in is no reuse); to find a victim, a hand walks the open tenants from the
+// oldest opened to the newest (and round again), clearing the bit of each idle tenant it passes
+// that has it and stopping at the first idle tenant without it. A tenant used once since it took
+// its slot goes before one used again, however recently, so a burst of one-off tenants cannot
+// flush the popular ones as it does under LRU. Tenants that are not idle are passed over
+// untouched. The `registry_zipf` benchmark reports the opens and wakes per request it leads to,
+// against LRU (Eviction::kLru: the victim is the head of the idle list) on the same trace.
 //
 // The policy never starts or stops anything itself: a choice is returned (`Grant`,
 // `WaiterVictim`, `ExpiredIdle`) or handed to a callback (`ChooseMemoryVictims`), and the
