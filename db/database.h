@@ -253,8 +253,10 @@
 // through internal::FileSleep, whose header has the sub-machine and its invariants. It stays
 // kReady; while asleep (asleep()) the pump runs no SQLite: it starts the wake when a request is
 // queued (Wake), and OnWoken either lets the pump serve or fails the queued requests with why
-// (the files changed, or could not be opened again). kClosing while asleep closes the
-// connections without SQLite's checkpoint and touches no file (CloseAsleep).
+// (the files changed, or could not be opened again). The descriptors' closes go through the
+// loop; OnSleepClosed runs when they are done and re-arms the pump, which waits for them before
+// a wake or a close starts. kClosing while asleep closes the connections without SQLite's
+// checkpoint and touches no file (CloseAsleep).
 //
 // Example:
 //
@@ -527,8 +529,10 @@ class Database {
   // FailedPrecondition, nothing runs on the stale view, and only Close is left to do. Not from
   // a request's callback (FailedPrecondition: the database is in the middle of its work). Close of
   // a sleeping database touches no file: the WAL keeps its frames, all durable, and the next
-  // open recovers them.
-  [[nodiscard]] absl::Status Sleep();
+  // open recovers them. The closes go through the loop, so the descriptors are gone only once
+  // it ran them: `closed(arg, OK)`, if given, runs from a loop callback then (only after an OK
+  // return).
+  [[nodiscard]] absl::Status Sleep(Callback closed = nullptr, void* arg = nullptr);
   // Whether the database sleeps (its files have no descriptor), or is waking.
   [[nodiscard]] bool asleep() const;
   // Reader connections open now: 1 up to DatabaseOptions::readers.
@@ -623,6 +627,7 @@ class Database {
   [[nodiscard]] bool Quiet() const;
   void Wake();
   static void OnWoken(void* arg);
+  static void OnSleepClosed(void* arg);
   [[nodiscard]] bool CloseAsleep();
   // Misses (the section above): a fetch of one window for one read, or for the writer's group
   // (`request` null), reused through a free list.
@@ -721,6 +726,8 @@ class Database {
   bool group_started_idle_ = false;  // The running group started with nothing in flight.
   // Made at the first Sleep: the descriptors closed and taken again (db/internal/file_sleep.h).
   std::unique_ptr<internal::FileSleep> sleep_;
+  Callback sleep_closed_ = nullptr;  // Sleep's `closed`, until OnSleepClosed calls it.
+  void* sleep_closed_arg_ = nullptr;
   // The pump or a fetch's completion is running (and may call a request's callback, which must
   // not put the database to sleep under it).
   bool in_callback_ = false;

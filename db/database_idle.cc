@@ -68,7 +68,7 @@ bool Database::Quiet() const {
          (!writer_open() || sqlite3_get_autocommit(writer_->db()) != 0);
 }
 
-absl::Status Database::Sleep() {
+absl::Status Database::Sleep(Callback closed, void* arg) {
   if (state_ != State::kReady) {
     return absl::FailedPreconditionError("Database::Sleep: the database is not open");
   }
@@ -88,10 +88,23 @@ absl::Status Database::Sleep() {
         "Database::Sleep: requests are queued, running or awaiting durability, or the files "
         "are busy; try again once idle");
   }
-  if (sleep_ == nullptr) sleep_ = std::make_unique<internal::FileSleep>();
+  if (sleep_ == nullptr) {
+    sleep_ = std::make_unique<internal::FileSleep>(&Database::OnSleepClosed, this);
+  }
   if (absl::Status slept = sleep_->Sleep(loop_, files_->table()); !slept.ok()) return slept;
+  sleep_closed_ = closed;
+  sleep_closed_arg_ = arg;
   ++stats_.sleeps;
   return absl::OkStatus();
+}
+
+// The sleep's closes are done: a wake asked for meanwhile is under way (FileSleep started it);
+// a close waiting for them goes on.
+void Database::OnSleepClosed(void* arg) {
+  auto& self = *static_cast<Database*>(arg);
+  self.ArmPump();
+  const Callback closed = std::exchange(self.sleep_closed_, nullptr);
+  if (closed != nullptr) closed(self.sleep_closed_arg_, absl::OkStatus());
 }
 
 bool Database::asleep() const { return sleep_ != nullptr && sleep_->asleep(); }
@@ -99,7 +112,9 @@ bool Database::asleep() const { return sleep_ != nullptr && sleep_->asleep(); }
 // A request came to a sleeping database: its files open again, through the loop. Until the
 // wake is done the requests wait in their queues; nothing runs SQLite.
 void Database::Wake() {
-  if (sleep_->state() != internal::FileSleep::State::kAsleep) return;  // OnWoken re-arms.
+  // A wake under way: OnWoken re-arms (one asked for while the sleep's closes are in flight
+  // starts after them).
+  if (sleep_->waking()) return;
   if (writes_.empty() && reads_.empty() && held_.empty()) return;
   sleep_->Wake(files_->table(), &Database::OnWoken, this);
 }
@@ -122,8 +137,9 @@ void Database::OnWoken(void* arg) {
 
 // kClosing while asleep: the connections close without SQLite's checkpoint (the WAL keeps its
 // frames, every one durable, and the next open recovers them), so the close touches no file,
-// since the files may have changed under the connections. Returns false while a wake is in
-// flight (OnWoken re-arms); a wake that succeeded leaves the database awake, closed as usual.
+// since the files may have changed under the connections. Returns false while the sleep's
+// closes (OnSleepClosed re-arms) or a wake (OnWoken re-arms) are in flight; a wake that
+// succeeded leaves the database awake, closed as usual.
 bool Database::CloseAsleep() {
   if (sleep_->state() != internal::FileSleep::State::kAsleep) return false;
   alloc::ScopedTenant tenant(options_.tenant);

@@ -65,7 +65,9 @@
 //   kIdle -> kActive            Submit->SubmitToOpen        not in the idle list; in flight > 0
 //   kIdle -> kAsleep            EvictForWaiters->PutToSleep no slot; the database asleep; in the
 //                                                           asleep list (its oldest closed beyond
-//                                                           asleep_max)
+//                                                           asleep_max); a slot counted taken
+//                                                           until its descriptors are closed
+//                                                           (OnSleepClosed)
 //   kAsleep -> kActive          Kick->RequestSlot->StartOpen  a slot again; the database wakes
 //                                                           itself for the queued requests
 //   kAsleep -> kWaitingSlot     Kick->RequestSlot           (as from kClosed), keeping its database
@@ -488,7 +490,9 @@ void Registry::GrantSlots() {
 }
 
 // The policy picks the victims (idle tenants, by SIEVE); putting them to sleep or closing
-// them is ours. A victim that sleeps frees its slot at once: the next waiter takes it here.
+// them is ours. A victim that sleeps frees its slot once its descriptors' closes are done, in
+// the next tick at the latest (OnSleepClosed grants it), as a closing victim's frees when its
+// close is done (OnClosed).
 void Registry::EvictForWaiters() {
   while (Tenant* victim = policy_->WaiterVictim()) {
     if (!PutToSleep(*victim)) {
@@ -562,6 +566,14 @@ void Registry::OnClosed(void* arg, absl::Status status) {
   self.AfterClosed(t);
   self.GrantSlots();
   self.MaybeFinishShutdown();
+}
+
+// NOLINTNEXTLINE(performance-unnecessary-value-param): the signature is Database::Callback.
+void Registry::OnSleepClosed(void* arg, absl::Status /*unused*/) {
+  auto& t = *static_cast<Tenant*>(arg);
+  Registry& self = *t.registry;
+  self.policy_->SleepClosed();
+  self.GrantSlots();
 }
 
 // A tenant that holds nothing any more: run its queued delete, queue it for a slot if requests

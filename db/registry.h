@@ -27,7 +27,8 @@
 //   3. At most `open_max` tenants hold a slot at once, only a tenant with a slot holds a
 //      descriptor, and each holds at most kDescriptorsPerDatabase, so the registry never
 //      exhausts descriptors. A sleeping tenant holds a database but no slot and no descriptor;
-//      at most `asleep_max` tenants sleep.
+//      at most `asleep_max` tenants sleep. Its descriptors close through the loop: until
+//      they are closed, they count as a slot still taken (no one else takes it meanwhile).
 //   4. Each request completes exactly once: its `on_done` runs on the loop, or Submit
 //      returns an error and nothing runs. Requests of one tenant reach its Database in
 //      submission order (from there the Database's rules apply; a Client orders completions).
@@ -349,6 +350,9 @@ struct RegistryStats {
   uint32_t idle = 0;
   uint32_t asleep = 0;   // Tenants asleep: a database, no slot, no descriptor.
   uint32_t closing = 0;  // Tenants closing (a sleeper's close holds no slot).
+  // Tenants just put to sleep whose descriptors' closes are still in flight: each counts as a
+  // slot taken until they are done.
+  uint32_t sleeps_closing = 0;
   uint32_t waiting = 0;  // Tenants waiting for a slot.
   uint32_t open_max = 0;
   uint32_t open_high_water = 0;  // Most slots ever held at once.
@@ -464,6 +468,8 @@ class Registry {
   static loop::Action OnDirClosed(loop::Loop& loop, loop::Completion& c);
   static void OnOpened(void* arg, absl::Status status);
   static void OnClosed(void* arg, absl::Status status);
+  // A sleeper's descriptors are closed (Database::Sleep's `closed`): its slot is free.
+  static void OnSleepClosed(void* arg, absl::Status status);
   static void OnRequestDone(Request& request, absl::Status status);
 
   loop::Loop& loop_;

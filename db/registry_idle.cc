@@ -54,10 +54,11 @@ void Registry::BecomeIdle(Tenant& t) {
 // idle tenant.
 bool Registry::PutToSleep(Tenant& t) {
   if (options_.asleep_max == 0 || shutting_down_ || policy_->MemoryFull()) return false;
-  if (!t.database->Sleep().ok()) {
+  if (!t.database->Sleep(&Registry::OnSleepClosed, &t).ok()) {
     stats_.sleeps_refused++;
     return false;
   }
+  policy_->SleepClosing();
   policy_->RemoveIdle(t);
   t.stats.sleeps++;
   stats_.sleeps++;

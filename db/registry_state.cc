@@ -38,6 +38,7 @@ RegistryStats Registry::stats() const {
   stats.idle = policy_->idle();
   stats.asleep = policy_->asleep();
   stats.closing = policy_->closing();
+  stats.sleeps_closing = policy_->sleeps_closing();
   stats.waiting = policy_->waiting();
   stats.open_high_water = policy_->open_high_water();
   stats.memory_bytes = policy_->MemoryLive(/*exclude_closing=*/false);

@@ -25,6 +25,9 @@ namespace {
 using sqloop::testing::BackendParamName;
 using sqloop::testing::DbTestBackends;
 
+// A Database::Callback that records that it ran.
+void SetTrue(void* arg, absl::Status /*unused*/) { *static_cast<bool*>(arg) = true; }
+
 class SleepTest : public DatabaseTest {
  protected:
   bool real() const { return GetParam().real_descriptors; }
@@ -44,6 +47,15 @@ class SleepTest : public DatabaseTest {
     }
     closedir(dir);
     return count;
+  }
+
+  // Sleep, then the loop run until the descriptors' closes are done (Sleep's `closed`).
+  void SleepAndClose() {
+    bool closed = false;
+    ASSERT_TRUE(db_->Sleep(&SetTrue, &closed).ok());
+    EXPECT_FALSE(closed) << "Sleep's closed ran inside Sleep, not from the loop";
+    ASSERT_TRUE(loop_->Run(loop::RunMode::kUntilDone).ok());
+    ASSERT_TRUE(closed) << "Sleep's closed never ran";
   }
 
   // A table of three rows, written with the WAL left holding them (no checkpoint).
@@ -82,7 +94,7 @@ TEST_P(SleepTest, ASleepingDatabaseHoldsNoDescriptorAndWakesWithoutAReopen) {
     EXPECT_GT(OpenDescriptors(), 0);
   }
   const DatabaseStats before = db_->stats();
-  ASSERT_TRUE(db_->Sleep().ok());
+  SleepAndClose();
   EXPECT_TRUE(db_->asleep());
   EXPECT_EQ(db_->stats().sleeps, 1u);
   if (real()) {
@@ -152,7 +164,7 @@ TEST_P(SleepTest, AFirstWriteAfterAReopenOrAWakeOpensTheDirectoryWithoutWaiting)
 // checkpoints as every close does.
 TEST_P(SleepTest, AWriterClosedWhileAsleepTouchesNoFileAndOpensAgainAtTheNextWrite) {
   Fill();
-  ASSERT_TRUE(db_->Sleep().ok());
+  SleepAndClose();
   const DatabaseStats before = db_->stats();
   EXPECT_TRUE(db_->CloseWriterIfIdle()) << "a sleeper's writer was not closed";
   db_->ReleaseMemory();
@@ -271,12 +283,37 @@ TEST_P(SleepTest, ACloseWhileAsleepKeepsEveryRowInTheWal) {
   EXPECT_EQ(Read("SELECT group_concat(s, '') FROM t"), "'abc'|\n");
 }
 
+// A request that comes before the loop ran the sleep's closes: its wake waits for them. The
+// old main file descriptor holds the flock until it is closed, so a wake that opened and
+// locked the file before then would fail with "locked" on the real backends.
+TEST_P(SleepTest, ARequestBeforeTheSleepsClosesRanWakesAfterThem) {
+  Fill();
+  bool closed = false;
+  bool closed_before_read = false;
+  ASSERT_TRUE(db_->Sleep(&SetTrue, &closed).ok());
+  ASSERT_FALSE(closed) << "the closes ran inside Sleep: the case is not tested";
+  Probe read;
+  Prime(read, Request::Kind::kRead, "SELECT count(*) FROM t");
+  read.on_ack = [&](Probe&) { closed_before_read = closed; };
+  ASSERT_TRUE(db_->Submit(read.request).ok());
+  ASSERT_TRUE(loop_->Run(loop::RunMode::kUntilDone).ok());
+  ASSERT_TRUE(read.done);
+  EXPECT_TRUE(read.status.ok()) << read.status;
+  EXPECT_EQ(read.rows, "3|\n");
+  EXPECT_TRUE(closed_before_read) << "the read was served before the sleep's closes ran";
+  EXPECT_EQ(db_->stats().wakes, 1u);
+  EXPECT_EQ(db_->stats().wakes_failed, 0u);
+  if (real()) {
+    EXPECT_GT(OpenDescriptors(), 0);
+  }
+}
+
 // Another process holding the database's flock when a request comes: the wake fails with why,
 // and succeeds at the next request once the lock is gone (nothing changed the files).
 TEST_P(SleepTest, AWakeWhileAnotherProcessHoldsTheLockFailsUntilItLetsGo) {
   if (!real()) GTEST_SKIP() << "the simulator has one process and no flock";
   Fill();
-  ASSERT_TRUE(db_->Sleep().ok());
+  SleepAndClose();
   const int other = open(path_.c_str(), O_RDWR | O_CLOEXEC);
   ASSERT_GE(other, 0);
   ASSERT_EQ(flock(other, LOCK_EX | LOCK_NB), 0);

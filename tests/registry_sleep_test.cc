@@ -128,6 +128,38 @@ TEST_P(RegistrySleepTest, ATenantWokenForOneRequestGoesBeforeOneUsedAgain) {
   EXPECT_EQ(h->registry().GetTenantStats("c")->wakes, 0u);
 }
 
+// A sleeper's descriptors close through the loop, and until they are closed they count as its
+// slot: the waiter that evicted it takes the slot only then, so the process never holds the
+// descriptors of more than open_max tenants (registry invariant 3).
+TEST_P(RegistrySleepTest, AWaiterTakesASleepersSlotOnlyOnceItsDescriptorsAreClosed) {
+  auto h = Make(Options());
+  Create(*h, "a");
+  Create(*h, "b");  // a sleeps; b holds the one slot, idle.
+  ASSERT_EQ(StateOf(*h, "a"), TenantState::kAsleep);
+  ASSERT_EQ(h->registry().stats().sleeps_closing, 0u);
+  EXPECT_GT(FdsOn(PathOf("b")), 0);
+
+  Call read("a", "SELECT v FROM t", false, Request::Kind::kRead);
+  ASSERT_TRUE(h->registry().Submit(read).ok());
+  // b went to sleep for a, and its closes have not run: a waits for the slot.
+  EXPECT_EQ(StateOf(*h, "b"), TenantState::kAsleep);
+  EXPECT_EQ(StateOf(*h, "a"), TenantState::kWaitingSlot) << "a took the slot of b's open files";
+  RegistryStats stats = h->registry().stats();
+  EXPECT_EQ(stats.sleeps_closing, 1u);
+  EXPECT_EQ(stats.waiting, 1u);
+  EXPECT_EQ(stats.open, 0u);
+
+  ASSERT_TRUE(h->RunUntil([&] { return read.done; }));
+  EXPECT_TRUE(read.result.ok()) << read.result;
+  EXPECT_EQ(read.rows, "a\n");
+  EXPECT_EQ(FdsOn(PathOf("b")), 0) << "a sleeping tenant kept a descriptor";
+  stats = h->registry().stats();
+  EXPECT_EQ(stats.sleeps_closing, 0u);
+  EXPECT_EQ(stats.waiting, 0u);
+  EXPECT_EQ(stats.wakes, 1u);
+  EXPECT_LE(stats.open_high_water, 1u);
+}
+
 TEST_P(RegistrySleepTest, SleepersBeyondAsleepMaxCloseTheOneAsleepTheLongest) {
   RegistryOptions options = Options();
   options.asleep_max = 2;

@@ -47,40 +47,69 @@ absl::Status FileSleep::Sleep(loop::Loop& loop, FileTable& table) {
                                                  "' could not be read; try again later"));
     }
   }
-  for (size_t i = 0; i < kRoles.size(); ++i) {
-    SharedFile& f = table.file(kRoles[i]);
-    if (had_[i]) table.CloseDescriptor(f.fd);
-  }
+  // The rare ones close here: a journal (only a new database's first transaction has one) and
+  // the directory (opened by the first barrier after an open that had names to sync, so at
+  // most one sleep per open closes it). The two every database has close through the loop.
   SharedFile& journal = table.file(FileRole::kJournal);
   if (journal.fd >= 0) table.CloseDescriptor(journal.fd);
   table.CloseDirectory();
+  state_ = State::kClosing;
+  for (size_t i = 0; i < kRoles.size(); ++i) {
+    SharedFile& f = table.file(kRoles[i]);
+    if (!had_[i]) continue;
+    Submit(i, {.kind = io::OpKind::kClose, .fd = f.fd});
+    f.fd = -1;
+  }
+  if (in_flight_ == 0) {  // No descriptor to close: closed(arg) still runs from the loop.
+    io_[0].callback = &FileSleep::OnIo;
+    io_[0].user_data = this;
+    ++in_flight_;
+    loop.NextTick(io_[0]);
+  }
   table.set_asleep(true);
-  state_ = State::kAsleep;
   return absl::OkStatus();
 }
 
+void FileSleep::Submit(size_t i, io::Op op) {
+  io_[i].callback = &FileSleep::OnIo;
+  io_[i].user_data = this;
+  io_[i].op = op;
+  ++in_flight_;
+  loop_->Submit(io_[i]);
+}
+
 void FileSleep::Wake(FileTable& table, Callback done, void* arg) {
-  SQLOOP_CHECK(state_ == State::kAsleep && &table == table_, "FileSleep::Wake: not asleep");
+  SQLOOP_CHECK((state_ == State::kAsleep || state_ == State::kClosing) && done_ == nullptr &&
+                   &table == table_,
+               "FileSleep::Wake: not asleep, or a wake is under way");
   done_ = done;
   arg_ = arg;
   status_ = absl::OkStatus();
+  if (state_ == State::kAsleep) StartOpens();  // Else the last close starts them.
+}
+
+void FileSleep::StartOpens() {
   state_ = State::kOpening;
   for (size_t i = 0; i < kRoles.size(); ++i) {
-    io_[i].callback = &FileSleep::OnIo;
-    io_[i].user_data = this;
     // Never O_CREAT: a file that is gone is a change (invariant 3).
-    io_[i].op = {.kind = io::OpKind::kOpenAt,
-                 .fd = AT_FDCWD,
-                 .flags = static_cast<uint32_t>(O_RDWR | O_CLOEXEC),
-                 .path = table.file(kRoles[i]).path.c_str()};
-    ++in_flight_;
-    loop_->Submit(io_[i]);
+    Submit(i, {.kind = io::OpKind::kOpenAt,
+               .fd = AT_FDCWD,
+               .flags = static_cast<uint32_t>(O_RDWR | O_CLOEXEC),
+               .path = table_->file(kRoles[i]).path.c_str()});
   }
 }
 
+// A failed close released its descriptor all the same (close(2)), so its result says nothing
+// the sleep needs.
 loop::Action FileSleep::OnIo(loop::Loop& /*unused*/, loop::Completion& c) {
   auto& self = *static_cast<FileSleep*>(c.user_data);
   if (--self.in_flight_ > 0) return loop::Action::kDisarm;
+  if (self.state_ == State::kClosing) {
+    self.state_ = State::kAsleep;
+    if (self.done_ != nullptr) self.StartOpens();
+    self.closed_(self.closed_arg_);
+    return loop::Action::kDisarm;
+  }
   absl::Status status = self.state_ == State::kOpening ? self.TakeOpens() : self.TakeSizes();
   if (!status.ok()) {
     self.Finish(std::move(status));
@@ -125,10 +154,7 @@ void FileSleep::Advance() {
     return;
   }
   for (size_t i = 0; i < kRoles.size(); ++i) {
-    if (fds_[i] < 0) continue;
-    io_[i].op = {.kind = io::OpKind::kFileSize, .fd = fds_[i]};
-    ++in_flight_;
-    loop_->Submit(io_[i]);
+    if (fds_[i] >= 0) Submit(i, {.kind = io::OpKind::kFileSize, .fd = fds_[i]});
   }
   if (in_flight_ == 0) Finish(absl::OkStatus());
 }
@@ -167,7 +193,9 @@ void FileSleep::Finish(absl::Status status) {
   verified_changes_ = table_->changes();
   table_->set_asleep(!status.ok());
   status_ = std::move(status);
-  done_(arg_);
+  const Callback done = done_;
+  done_ = nullptr;
+  done(arg_);
 }
 
 }  // namespace sqloop::db::internal

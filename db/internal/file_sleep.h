@@ -13,7 +13,12 @@
 //      disk only what SQLite wrote; the first barrier after the wake reserves again. It records
 //      what the OS says about each file (FileFingerprint: size, and on real descriptors device,
 //      inode, modification and change time), then closes every descriptor; the flock on the
-//      main file goes with the main file's.
+//      main file goes with the main file's. The main file's and the WAL's closes go through the
+//      loop (kClosing), so a sleep makes no system call of its own for them: the table forgets
+//      the descriptors at once, and `closed(arg)` runs from a loop callback once the last close
+//      is done (the registry counts the descriptors against its slots until then). A wake
+//      asked for meanwhile starts only then, since the old descriptor holds the lock the new
+//      one must take.
 //   2. While asleep no descriptor is open and nothing may read or write the files: the caller
 //      runs no SQLite statement until the wake is done.
 //   3. Wake opens the main file and the WAL (if it had one) through the loop at once, never
@@ -36,13 +41,19 @@
 //      fresh read would have taken it in.
 //
 // clang-format off
-//   kAwake --Sleep--> kAsleep --Wake--> kOpening --both opened, main locked--> kSizing --sizes match--> kAwake
-//                       ^                   |                                     |
-//                       +-------------------+-------------------------------------+  a failure, or a change:
-//                                                                                    every new descriptor closed
+//   kAwake --Sleep--> kClosing --closes done--> kAsleep --Wake--> kOpening
+//                                                 ^                  |
+//                                                 |                  | both opened, main locked
+//                                                 |                  v
+//                                                 +----------------- kSizing --sizes ok--> kAwake
+//                                         a failure or a change, in kOpening or kSizing:
+//                                         every new descriptor closed
 //
 //   transition            function        invariant in the new state
-//   kAwake -> kAsleep     Sleep           no descriptor open; fingerprints recorded (or kept: 4)
+//   kAwake -> kClosing    Sleep           the table holds no descriptor; their closes in flight;
+//                                         fingerprints recorded (or kept: 4)
+//   kClosing -> kAsleep   OnIo            no descriptor open; closed(arg) ran
+//   kClosing -> kOpening  OnIo            (a Wake came meanwhile) as kAsleep, then as below
 //   kAsleep -> kOpening   Wake            the opens are in flight
 //   kOpening -> kSizing   OnIo->Advance   both files open (or the WAL absent as recorded); main locked
 //   kSizing -> kAwake     OnIo->Finish    the files match the fingerprints; the table has the descriptors
@@ -66,22 +77,26 @@ namespace sqloop::db::internal {
 
 class FileSleep {
  public:
-  enum class State : uint8_t { kAwake, kAsleep, kOpening, kSizing };
+  enum class State : uint8_t { kAwake, kClosing, kAsleep, kOpening, kSizing };
   using Callback = void (*)(void* arg);
 
-  FileSleep() = default;
+  // `closed(arg)` runs at the end of every kClosing (invariant 1).
+  FileSleep(Callback closed, void* arg) : closed_(closed), closed_arg_(arg) {}
   FileSleep(const FileSleep&) = delete;
   FileSleep& operator=(const FileSleep&) = delete;
 
-  // Invariant 1: records the files and closes their descriptors. Only in kAwake. Unavailable
-  // (nothing closed, still awake) if a file's size cannot be read.
+  // Invariant 1: records the files and starts the closes of their descriptors (kClosing). Only
+  // in kAwake. Unavailable (nothing closed, still awake) if a file's size cannot be read.
   [[nodiscard]] absl::Status Sleep(loop::Loop& loop, FileTable& table);
   // Invariant 3: takes the descriptors again; `done(arg)` runs from a loop callback once it is
-  // over (status() says how). Only in kAsleep.
+  // over (status() says how). In kAsleep, or in kClosing, where it starts once the closes are
+  // done.
   void Wake(FileTable& table, Callback done, void* arg);
 
   [[nodiscard]] State state() const { return state_; }
   [[nodiscard]] bool asleep() const { return state_ != State::kAwake; }
+  // Wake was called and its `done` has not run yet.
+  [[nodiscard]] bool waking() const { return done_ != nullptr; }
   [[nodiscard]] const absl::Status& status() const { return status_; }
 
  private:
@@ -89,6 +104,8 @@ class FileSleep {
   static constexpr std::array<FileRole, 2> kRoles = {FileRole::kMain, FileRole::kWal};
 
   static loop::Action OnIo(loop::Loop& loop, loop::Completion& c);
+  void StartOpens();
+  void Submit(size_t i, io::Op op);
   // What the OS says about `fd` now into `print` (`bytes`: its size, from the backend, on the
   // simulator); false if it could not be read.
   [[nodiscard]] bool Print(int fd, int64_t bytes, FileFingerprint& print) const;
@@ -98,15 +115,19 @@ class FileSleep {
   [[nodiscard]] absl::Status TakeOpens();
   [[nodiscard]] absl::Status TakeSizes();
 
+  Callback closed_;
+  void* closed_arg_;
   loop::Loop* loop_ = nullptr;
   FileTable* table_ = nullptr;
-  Callback done_ = nullptr;
+  Callback done_ = nullptr;  // Null while no Wake is asked for.
   void* arg_ = nullptr;
   State state_ = State::kAwake;
   bool real_descriptors_ = true;
   std::array<bool, 2> had_ = {};               // The role had a descriptor when it went to sleep,
   std::array<FileFingerprint, 2> slept_ = {};  // and this fingerprint.
   std::array<int, 2> fds_ = {-1, -1};          // Opened by the wake, not handed back yet.
+  // In flight: the closes in kClosing (or, with nothing to close, one next tick), the opens in
+  // kOpening, the sizes in kSizing.
   std::array<loop::Completion, 2> io_;
   int in_flight_ = 0;
   // Invariant 4: the last wake succeeded, and the table's changes() then.

@@ -89,7 +89,7 @@ absl::Status TenantPolicy::CheckRoomForOpen() const {
   if (MayOpenNow()) return absl::OkStatus();
   // Relief is coming if an idle tenant can be evicted or a close already under way frees a
   // slot that no earlier waiter has claimed.
-  const bool relief = !idle_.empty() || closing_ > waiting_.size();
+  const bool relief = !idle_.empty() || closing_ + sleeps_closing_ > waiting_.size();
   if (options_.when_full == WhenFull::kFail && !relief) {
     return absl::ResourceExhaustedError(absl::StrFormat(
         "registry has %d of %d databases open (SQLite memory %d of %d bytes, 0 = no budget) "
@@ -113,7 +113,9 @@ absl::Status TenantPolicy::CheckRoomInQueue(const Tenant& t) const {
       t.name, t.queue.size()));
 }
 
-bool TenantPolicy::HasRoom() const { return open_.size() < open_max_ && !MemoryFull(); }
+bool TenantPolicy::HasRoom() const {
+  return open_.size() + sleeps_closing_ < open_max_ && !MemoryFull();
+}
 
 // One tenant may always open, so a budget smaller than one database cannot deadlock.
 bool TenantPolicy::MemoryFull() const {
@@ -127,7 +129,13 @@ void TenantPolicy::TakeSlot(Tenant& t) {
   SQLOOP_CHECK(!t.holds_slot(), "TenantPolicy: a tenant took a second slot");
   open_.PushBack(t);
   open_high_water_ = std::max(open_high_water_, open());
-  SQLOOP_CHECK(open_.size() <= open_max_, "TenantPolicy: more tenants open than open_max");
+  SQLOOP_CHECK(open_.size() + sleeps_closing_ <= open_max_,
+               "TenantPolicy: more tenants open (or closing a sleep's descriptors) than open_max");
+}
+
+void TenantPolicy::SleepClosed() {
+  SQLOOP_CHECK(sleeps_closing_ > 0, "TenantPolicy: a sleep's closes ended that were not counted");
+  sleeps_closing_--;
 }
 
 void TenantPolicy::ReleaseSlot(Tenant& t) {
@@ -189,7 +197,7 @@ Tenant* TenantPolicy::TrimDue(int64_t now_ns) {
 
 // One victim per waiter not yet covered by a close under way, so nothing is evicted twice over.
 Tenant* TenantPolicy::WaiterVictim() {
-  if (waiting_.size() <= closing_) return nullptr;
+  if (waiting_.size() <= closing_ + sleeps_closing_) return nullptr;
   if (Tenant* idle = NextVictim()) return idle;
   return MemoryFull() ? asleep_.front() : nullptr;
 }

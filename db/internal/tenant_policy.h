@@ -85,6 +85,10 @@ class TenantPolicy {
 
   void TakeSlot(Tenant& t);
   void ReleaseSlot(Tenant& t);
+  // A tenant gave its slot back to sleep and its descriptors' closes are in flight: until
+  // SleepClosed, they count as a slot still taken (registry invariant 3).
+  void SleepClosing() { sleeps_closing_++; }
+  void SleepClosed();
   void Wait(Tenant& t) { waiting_.PushBack(t); }
   // The head of the waiting FIFO, taken out of it, when there is room for it; else null.
   [[nodiscard]] Tenant* Grant();
@@ -171,6 +175,7 @@ class TenantPolicy {
   [[nodiscard]] uint32_t waiting() const { return static_cast<uint32_t>(waiting_.size()); }
   [[nodiscard]] uint32_t asleep() const { return static_cast<uint32_t>(asleep_.size()); }
   [[nodiscard]] uint32_t closing() const { return closing_; }
+  [[nodiscard]] uint32_t sleeps_closing() const { return sleeps_closing_; }
   [[nodiscard]] uint32_t open_max() const { return open_max_; }
 
  private:
@@ -199,6 +204,8 @@ class TenantPolicy {
   // Tenants in kClosing: slots (or, for a sleeper, memory) about to free. A sleeper's close
   // frees no slot, so a waiter it covered is looked at again when it ends (OnClosed grants).
   uint32_t closing_ = 0;
+  // Sleepers whose descriptors are still closing: slots about to free, as closing_'s.
+  uint32_t sleeps_closing_ = 0;
   alloc::TenantId memory_group_ = alloc::kSharedTenant;  // kSharedTenant until MemoryGroup.
   uint32_t open_high_water_ = 0;
 };
