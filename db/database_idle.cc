@@ -10,6 +10,7 @@
 #include "sqloop/db/internal/connection.h"
 #include "sqloop/db/internal/database_files.h"
 #include "sqloop/db/internal/file_sleep.h"
+#include "sqloop/db/internal/vfs_core.h"
 
 namespace sqloop::db {
 
@@ -151,7 +152,13 @@ bool Database::CloseAsleep() {
   }
   writer_closed_idle_ = false;
   files_->table().set_asleep(false);
-  checked_ = false;  // No fingerprint to remember: the files have no descriptor.
+  // The files are as the sleep left them, or the next open's fingerprint differs: so a check
+  // this database passed still covers them, as at a close of an awake one (FinishClose).
+  internal::FileFingerprint slept;
+  if (checked_ && sleep_->SleptFingerprint(slept)) {
+    internal::VfsCore::Of(vfs_).context().RememberChecked(files_->main_path(), slept);
+  }
+  checked_ = false;  // FinishClose has no descriptor to fingerprint the files with.
   CloseConnections();
   sleep_.reset();
   return true;

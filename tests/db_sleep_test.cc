@@ -308,6 +308,30 @@ TEST_P(SleepTest, ARequestBeforeTheSleepsClosesRanWakesAfterThem) {
   }
 }
 
+// A close while asleep touches no file, so the files are what the sleep recorded: the check the
+// database passed at its open still covers them, and the next open skips it (and with it the
+// writer's early open), as after a close of an awake database. A file changed after such a
+// close is checked again.
+TEST_P(SleepTest, ACloseWhileAsleepKeepsTheOpensCheckForAnUnchangedFile) {
+  Fill();
+  ASSERT_EQ(db_->stats().integrity_checks, 1u);
+  SleepAndClose();
+  ASSERT_TRUE(CloseDb().ok());
+  ASSERT_TRUE(OpenDb().ok());
+  EXPECT_EQ(db_->stats().integrity_checks, 0u);
+  EXPECT_EQ(db_->stats().integrity_checks_skipped, 1u) << "the sleeper's close forgot the check";
+  EXPECT_EQ(db_->stats().writer_opens_deferred, 1u);
+  EXPECT_EQ(Read("SELECT group_concat(s, '') FROM t"), "'abc'|\n");
+
+  SleepAndClose();
+  ASSERT_TRUE(CloseDb().ok());
+  Append(path_ + "-wal", 4096);  // Another writer, after the close.
+  ASSERT_TRUE(OpenDb().ok());
+  EXPECT_EQ(db_->stats().integrity_checks, 1u) << "a file changed after the close was not checked";
+  EXPECT_EQ(db_->stats().integrity_checks_skipped, 0u);
+  EXPECT_EQ(Read("SELECT group_concat(s, '') FROM t"), "'abc'|\n");
+}
+
 // Another process holding the database's flock when a request comes: the wake fails with why,
 // and succeeds at the next request once the lock is gone (nothing changed the files).
 TEST_P(SleepTest, AWakeWhileAnotherProcessHoldsTheLockFailsUntilItLetsGo) {

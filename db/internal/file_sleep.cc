@@ -70,6 +70,13 @@ absl::Status FileSleep::Sleep(loop::Loop& loop, FileTable& table) {
   return absl::OkStatus();
 }
 
+bool FileSleep::SleptFingerprint(FileFingerprint& print) const {
+  if (state_ != State::kAsleep || !status_.ok() || !had_[0]) return false;
+  print = slept_[0];
+  print.wal_bytes = had_[1] ? slept_[1].main_bytes : 0;
+  return true;
+}
+
 void FileSleep::Submit(size_t i, io::Op op) {
   io_[i].callback = &FileSleep::OnIo;
   io_[i].user_data = this;

@@ -97,6 +97,11 @@ class FileSleep {
   [[nodiscard]] bool asleep() const { return state_ != State::kAwake; }
   // Wake was called and its `done` has not run yet.
   [[nodiscard]] bool waking() const { return done_ != nullptr; }
+  // In kAsleep, what the files were when the sleep closed them, in the form VfsContext keeps
+  // for a checked file (the main file's identity and size, the WAL's size): nothing of the
+  // process touched them since (invariant 2). False if a wake failed since (they may have
+  // changed) or the main file had no descriptor.
+  [[nodiscard]] bool SleptFingerprint(FileFingerprint& print) const;
   [[nodiscard]] const absl::Status& status() const { return status_; }
 
  private:
