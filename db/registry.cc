@@ -574,6 +574,7 @@ void Registry::OnSleepClosed(void* arg, absl::Status /*unused*/) {
   Registry& self = *t.registry;
   self.policy_->SleepClosed();
   self.GrantSlots();
+  self.MaybeFinishShutdown();
 }
 
 // A tenant that holds nothing any more: run its queued delete, queue it for a slot if requests
@@ -700,7 +701,7 @@ void Registry::Shutdown(Callback done, void* arg) {
 void Registry::MaybeFinishShutdown() {
   if (!shutting_down_ || dir_closing_ || shut_down_) return;
   if (policy_->open() != 0 || policy_->waiting() != 0 || policy_->asleep() != 0 ||
-      policy_->closing() != 0 || deleting_ != 0) {
+      policy_->closing() != 0 || policy_->sleeps_closing() != 0 || deleting_ != 0) {
     return;
   }
   if (sweeper_.state() != loop::Completion::State::kIdle ||
