@@ -121,6 +121,9 @@ using sqloop::db::RegistryOptions;
 using sqloop::db::Request;
 using sqloop::db::TenantRequest;
 
+// A Database or Registry callback (Close, Sleep, Shutdown) that records that it ran.
+void SetTrue(void* arg, absl::Status /*unused*/) { *static_cast<bool*>(arg) = true; }
+
 // A burst of this many creations per op: large enough to amortise the loop's ticks, small
 // enough that quick mode (--benchmark_min_time=0.01) runs a few ops.
 constexpr int kBurst = 64;
@@ -192,7 +195,7 @@ struct Host {
   }
   ~Host() {
     bool done = false;
-    registry->Shutdown([](void* arg, absl::Status) { *static_cast<bool*>(arg) = true; }, &done);
+    registry->Shutdown(&SetTrue, &done);
     RunUntil([&] { return done; });
     registry.reset();
     SQLOOP_CHECK(loop->Run(sqloop::loop::RunMode::kUntilDone).ok(), "bench: drain");
@@ -533,14 +536,12 @@ void RunDatabaseReopen(benchmark::State& state, bool sleep_between) {
       // The descriptors' closes go through the loop: the sleep is over once they ran, and only
       // the wake and its read are timed, as a reopen times only the open and its read.
       bool slept = false;
-      SQLOOP_CHECK(
-          db->Sleep([](void* arg, absl::Status) { *static_cast<bool*>(arg) = true; }, &slept).ok(),
-          "bench: sleep");
+      SQLOOP_CHECK(db->Sleep(&SetTrue, &slept).ok(), "bench: sleep");
       host.RunUntil([&] { return slept; });
       if (sleep_descriptors < 0) sleep_descriptors = OpenDescriptorsOn(path);
     } else {
       bool closed = false;
-      db->Close([](void* arg, absl::Status) { *static_cast<bool*>(arg) = true; }, &closed);
+      db->Close(&SetTrue, &closed);
       host.RunUntil([&] { return closed; });
       db = std::make_unique<Database>(*host.loop, *host.vfs, path);
     }
@@ -554,7 +555,7 @@ void RunDatabaseReopen(benchmark::State& state, bool sleep_between) {
       static_cast<double>(std::max<int64_t>(state.iterations(), 1));
   if (sleep_between) state.counters["sleep_descriptors"] = static_cast<double>(sleep_descriptors);
   bool closed = false;
-  db->Close([](void* arg, absl::Status) { *static_cast<bool*>(arg) = true; }, &closed);
+  db->Close(&SetTrue, &closed);
   host.RunUntil([&] { return closed; });
 }
 

@@ -49,15 +49,15 @@
 //                                         a failure or a change, in kOpening or kSizing:
 //                                         every new descriptor closed
 //
-//   transition            function        invariant in the new state
-//   kAwake -> kClosing    Sleep           the table holds no descriptor; their closes in flight;
-//                                         fingerprints recorded (or kept: 4)
-//   kClosing -> kAsleep   OnIo            no descriptor open; closed(arg) ran
-//   kClosing -> kOpening  OnIo            (a Wake came meanwhile) as kAsleep, then as below
-//   kAsleep -> kOpening   Wake            the opens are in flight
-//   kOpening -> kSizing   OnIo->Advance   both files open (or the WAL absent as recorded); main locked
-//   kSizing -> kAwake     OnIo->Finish    the files match the fingerprints; the table has the descriptors
-//   kOpening, kSizing     OnIo->Finish    status() says why; no descriptor open
+//   transition            function          invariant in the new state
+//   kAwake -> kClosing    Sleep             the table holds no descriptor; their closes in flight;
+//                                           fingerprints recorded (or kept: 4)
+//   kClosing -> kAsleep   OnIo              no descriptor open; closed(arg) ran
+//   kClosing -> kOpening  OnIo->StartOpens  (a Wake came meanwhile) as kAsleep, then as below
+//   kAsleep -> kOpening   Wake->StartOpens  the opens are in flight
+//   kOpening -> kSizing   OnIo->Advance     both files open (or the WAL absent as recorded); main locked
+//   kSizing -> kAwake     OnIo->Finish      the files match the fingerprints; the table has the descriptors
+//   kOpening, kSizing     OnIo->Finish      status() says why; no descriptor open
 //     -> kAsleep
 // clang-format on
 //
