@@ -32,12 +32,13 @@
 // as iterations. Counters, per read: allocs_per_op (process-wide: the heap counter is linked for
 // every variant alike, as in sqlite_read), reads_per_s (reads / wall time of the timed region,
 // the drops excluded), p50_us ... max_us (also written for the report's CDF), tick_max_us,
-// file_reads_per_op (plain: SQLite's cache misses; sqloop: VfsStats::reads) and, for sqloop,
-// waited_ops_per_op (LoopStats::waited_ops: I/O run through WaitForOp, blocking the loop),
-// from_fetch_per_op (VfsStats::reads_from_fetch: pages a read that ran again copied from its
-// fetch instead of asking the page cache again) and
-// fetches_per_op (DatabaseStats::fetches: the reads of missed pages the loop started; reads
-// that missed the same page at once share one).
+// ticks_over_1ms (how many timed ticks broke the 1 ms bound, a count over the run) with
+// ticks_per_op (timed ticks per read, so that count has its denominator), file_reads_per_op (plain:
+// SQLite's cache misses; sqloop: VfsStats::reads) and, for sqloop, waited_ops_per_op
+// (LoopStats::waited_ops: I/O run through WaitForOp, blocking the loop), from_fetch_per_op
+// (VfsStats::reads_from_fetch: pages a read that ran again copied from its fetch instead of asking
+// the page cache again) and fetches_per_op (DatabaseStats::fetches: the reads of missed pages the
+// loop started; reads that missed the same page at once share one).
 //
 // sqlite_write_cold: the same with a durable UPDATE of the random row instead of the SELECT
 // (kColdUpdate: it writes the row's own values back, so the table stays what the reads check;
@@ -134,9 +135,20 @@ class OsCacheDropper {
   int wal_fd_;
 };
 
+// The longest a tick should keep the loop busy.
+constexpr int64_t kTickBoundNs = 1'000'000;
+
 struct ColdStats {
   Latencies latencies;
   int64_t tick_max_ns = 0;
+  uint64_t ticks = 0;           // Timed: the loop's turns (sqloop), the reads (plain).
+  uint64_t ticks_over_1ms = 0;  // Of those, the ones longer than the 1 ms bound.
+
+  void AddTick(int64_t ns) {
+    tick_max_ns = std::max(tick_max_ns, ns);
+    ++ticks;
+    if (ns > kTickBoundNs) ++ticks_over_1ms;
+  }
   int64_t paused_ns = 0;  // Spent dropping caches, kept out of reads_per_s.
   uint64_t reads = 0;     // Completed and checked.
   uint64_t failures = 0;
@@ -173,6 +185,8 @@ void SetColdCounters(benchmark::State& state, alloc::HeapCounts before, ColdStat
   state.counters[writes ? "writes_per_s" : "reads_per_s"] =
       static_cast<double>(stats.reads) / active_s;
   state.counters["tick_max_us"] = static_cast<double>(stats.tick_max_ns) / 1e3;
+  state.counters["ticks_over_1ms"] = static_cast<double>(stats.ticks_over_1ms);
+  state.counters["ticks_per_op"] = static_cast<double>(stats.ticks) / reads;
   state.counters["file_reads_per_op"] = static_cast<double>(file_reads) / reads;
   SetLatencyCounters(state, "", stats.latencies);
   WriteLatencyFile({{writes ? "write" : "read", &stats.latencies}});
@@ -271,7 +285,7 @@ void Turn(SqloopEnv& env, ColdStats& stats) {
   const uint64_t callbacks_before = loop.stats().callbacks;
   const int64_t start_ns = MonotonicNs();
   absl::Status status = loop.Run(loop::RunMode::kNoWait);
-  stats.tick_max_ns = std::max(stats.tick_max_ns, MonotonicNs() - start_ns);
+  stats.AddTick(MonotonicNs() - start_ns);
   if (status.ok() && loop.stats().callbacks == callbacks_before) {
     if (const int fd = loop.fd(); fd >= 0) {
       pollfd ready{.fd = fd, .events = POLLIN, .revents = 0};
@@ -305,6 +319,8 @@ void WarmUp(SqloopEnv& env, ColdRun& run, ColdReader* readers, size_t count) {
   run.keys = Prng{kKeySeed};
   run.stats.reads = 0;
   run.stats.tick_max_ns = 0;
+  run.stats.ticks = 0;
+  run.stats.ticks_over_1ms = 0;
 }
 
 }  // namespace
@@ -356,7 +372,7 @@ void PlainCold(benchmark::State& state, bool writes) {
     const bool ok = step(id);
     const int64_t took_ns = MonotonicNs() - submitted_ns;
     stats.latencies.Add(took_ns);
-    stats.tick_max_ns = std::max(stats.tick_max_ns, took_ns);
+    stats.AddTick(took_ns);
     ++stats.reads;
     if (!ok) stats.Fail(absl::InternalError(absl::StrCat("the op on row ", id, " failed")));
   }
