@@ -20,6 +20,8 @@ OVERHEAD = Path(__file__).resolve().parent.parent / "docs" / "overhead.md"
 # A measured figure: a number with a unit of time, a ratio, or a rate.
 MEASURED = re.compile(r"\d[\d,.]*\s?(?:[kM]\s?)?(?:ns|µs|us|ms|×|x\b|(?:ops|commits|requests|"
                       r"reads|writes|databases)/s)")
+# A code span that is one identifier (a counter such as `ticks_over_1ms`): a name, not a figure.
+IDENTIFIER = re.compile(r"`\w+`")
 OUTSIDE_FIGURE = re.compile(r"^> \*\*Outside figure\*\* \(")
 
 
@@ -38,7 +40,7 @@ def own_lines(text):
 def measured_figures(text):
     """[(line number, figure)] of the measured figures outside Outside figure blocks."""
     return [(number, match.group(0)) for number, line in own_lines(text)
-            for match in MEASURED.finditer(line)]
+            for match in MEASURED.finditer(IDENTIFIER.sub("``", line))]
 
 
 class OverheadDocTest(unittest.TestCase):
@@ -68,6 +70,10 @@ class SelfTest(unittest.TestCase):
     def test_catches_a_copied_figure(self):
         text = "sqloop/64 commits 42× as many rows.\nA read took 5.6 µs and 38.6k ops/s."
         self.assertEqual([f for _, f in measured_figures(text)], ["42×", "5.6 µs", "38.6k ops/s"])
+
+    def test_a_counter_name_is_not_a_figure(self):
+        text = "`ticks_over_1ms` counts them; `tick_max_us` is 3 ms."
+        self.assertEqual([f for _, f in measured_figures(text)], ["3 ms"])
 
     def test_allows_figures_inside_an_outside_figure_block_only(self):
         text = ("> **Outside figure** (measured in 2026, elsewhere): 5.6 µs\n"
