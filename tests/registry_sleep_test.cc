@@ -128,6 +128,40 @@ TEST_P(RegistrySleepTest, ATenantWokenForOneRequestGoesBeforeOneUsedAgain) {
   EXPECT_EQ(h->registry().GetTenantStats("c")->wakes, 0u);
 }
 
+// The same steps, with a second request for a queued behind the one that wakes it: the two
+// arrived together, as a burst to one tenant does, so the second is no reuse either, and a still
+// goes. Counted as a use, it would keep a and evict c, which the hand reaches first.
+TEST_P(RegistrySleepTest, ARequestQueuedBehindAWakeIsNoReuse) {
+  RegistryOptions options = Options();
+  options.open_max = 2;
+  auto h = Make(options);
+  Create(*h, "a");
+  Create(*h, "b");
+  Create(*h, "c");
+  ASSERT_EQ(StateOf(*h, "a"), TenantState::kAsleep);
+  Call use_b("b", "SELECT 1", false, Request::Kind::kRead);
+  ASSERT_TRUE(h->Do(use_b).ok()) << use_b.result;
+  Call wake_a("a", "SELECT v FROM t", false, Request::Kind::kRead);
+  Call again_a("a", "SELECT v FROM t", false, Request::Kind::kRead);
+  ASSERT_TRUE(h->registry().Submit(wake_a).ok());
+  ASSERT_NE(StateOf(*h, "a"), TenantState::kActive) << "the second request would not queue";
+  ASSERT_NE(StateOf(*h, "a"), TenantState::kIdle);
+  ASSERT_TRUE(h->registry().Submit(again_a).ok());
+  ASSERT_TRUE(h->RunUntil([&] { return wake_a.done && again_a.done; }));
+  ASSERT_TRUE(wake_a.result.ok()) << wake_a.result;
+  ASSERT_TRUE(again_a.result.ok()) << again_a.result;
+  ASSERT_EQ(StateOf(*h, "b"), TenantState::kAsleep);
+  ASSERT_EQ(h->registry().GetTenantStats("a")->wakes, 1u);
+  Call use_c("c", "SELECT 1", false, Request::Kind::kRead);
+  ASSERT_TRUE(h->Do(use_c).ok()) << use_c.result;
+  Call wake_b("b", "SELECT v FROM t", false, Request::Kind::kRead);
+  ASSERT_TRUE(h->Do(wake_b).ok()) << wake_b.result;
+  EXPECT_EQ(wake_b.rows, "b\n");
+  EXPECT_EQ(StateOf(*h, "a"), TenantState::kAsleep) << "a's queued request counted as a use";
+  EXPECT_EQ(StateOf(*h, "c"), TenantState::kIdle);
+  EXPECT_EQ(h->registry().GetTenantStats("b")->wakes, 1u);
+}
+
 // A sleeper's descriptors close through the loop, and until they are closed they count as its
 // slot: the waiter that evicted it takes the slot only then, so the process never holds the
 // descriptors of more than open_max tenants (registry invariant 3).

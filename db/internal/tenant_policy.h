@@ -32,7 +32,8 @@
 //
 // Eviction is SIEVE (Zhang et al., NSDI '24): every request to an open tenant sets its
 // `visited` bit, and a tenant takes its slot without it (an open and a wake alike: the request
-// that brought it in is no reuse); to find a victim, a hand walks the open tenants from the
+// that brought it in is no reuse, nor are those that queued behind it meanwhile, which arrived
+// with it as a burst does); to find a victim, a hand walks the open tenants from the
 // oldest opened to the newest (and round again), clearing the bit of each idle tenant it passes
 // that has it and stopping at the first idle tenant without it. A tenant used once since it took
 // its slot goes before one used again, however recently, so a burst of one-off tenants cannot
