@@ -61,7 +61,19 @@ class RegistrySleepTest : public ::testing::TestWithParam<testing::RealBackend> 
     Call insert(name, "INSERT INTO t VALUES (?)", false);
     insert.params = {Value::Text(name)};
     ASSERT_TRUE(h.Do(insert).ok()) << insert.result;
+  }  // Two slots, a, b and c created (a and b were both used again, so the hand cleared both and
+  // put a to sleep), then b used again: b and c are open and visited, a asleep.
+  std::unique_ptr<RegistryHarness> ASleepsBAndCUsedAgain() {
+    RegistryOptions options = Options();
+    options.open_max = 2;
+    auto h = Make(options);
+    for (const char* name : {"a", "b", "c"}) Create(*h, name);
+    EXPECT_EQ(StateOf(*h, "a"), TenantState::kAsleep);
+    Call use_b("b", "SELECT 1", false, Request::Kind::kRead);
+    EXPECT_TRUE(h->Do(use_b).ok()) << use_b.result;
+    return h;
   }
+
   static TenantState StateOf(RegistryHarness& h, const std::string& name) {
     return h.registry().GetTenantStats(name)->state;
   }
@@ -104,15 +116,7 @@ TEST_P(RegistrySleepTest, AnEvictedTenantSleepsWithoutDescriptorsAndItsNextReque
 // for one request goes before one used again since it took its slot. Marking the wake as a use
 // would keep a and evict c instead.
 TEST_P(RegistrySleepTest, ATenantWokenForOneRequestGoesBeforeOneUsedAgain) {
-  RegistryOptions options = Options();
-  options.open_max = 2;
-  auto h = Make(options);
-  Create(*h, "a");
-  Create(*h, "b");
-  Create(*h, "c");  // a and b were both used again; the hand clears both and takes a.
-  ASSERT_EQ(StateOf(*h, "a"), TenantState::kAsleep);
-  Call use_b("b", "SELECT 1", false, Request::Kind::kRead);
-  ASSERT_TRUE(h->Do(use_b).ok()) << use_b.result;
+  auto h = ASleepsBAndCUsedAgain();
   Call wake_a("a", "SELECT v FROM t", false, Request::Kind::kRead);  // b and c used again: b.
   ASSERT_TRUE(h->Do(wake_a).ok()) << wake_a.result;
   ASSERT_EQ(StateOf(*h, "b"), TenantState::kAsleep);
@@ -132,15 +136,7 @@ TEST_P(RegistrySleepTest, ATenantWokenForOneRequestGoesBeforeOneUsedAgain) {
 // arrived together, as a burst to one tenant does, so the second is no reuse either, and a still
 // goes. Counted as a use, it would keep a and evict c, which the hand reaches first.
 TEST_P(RegistrySleepTest, ARequestQueuedBehindAWakeIsNoReuse) {
-  RegistryOptions options = Options();
-  options.open_max = 2;
-  auto h = Make(options);
-  Create(*h, "a");
-  Create(*h, "b");
-  Create(*h, "c");
-  ASSERT_EQ(StateOf(*h, "a"), TenantState::kAsleep);
-  Call use_b("b", "SELECT 1", false, Request::Kind::kRead);
-  ASSERT_TRUE(h->Do(use_b).ok()) << use_b.result;
+  auto h = ASleepsBAndCUsedAgain();
   Call wake_a("a", "SELECT v FROM t", false, Request::Kind::kRead);
   Call again_a("a", "SELECT v FROM t", false, Request::Kind::kRead);
   ASSERT_TRUE(h->registry().Submit(wake_a).ok());
