@@ -11,7 +11,8 @@
 // (time per request at 64 connections, the inverse of throughput); counters carry wrk's
 // requests per second and latency percentiles (p50 to max, and the distribution for the
 // report's CDF, from wrk's own histogram). Quick mode (SQLOOP_BENCH_QUICK=1, set by
-// bench/report.py --quick) shortens the runs to a second and the idle test to 1,000.
+// bench/report.py --quick) shortens the runs to a second, the tenants to 100 and the idle test
+// to 1,000.
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -44,7 +45,6 @@ using examples::http::ChildEnvironment;
 using examples::http::ReadUntil;
 using examples::http::SpawnWithStdoutPipe;
 
-constexpr int kTenants = 1000;
 constexpr int kWaitSeconds = 60;  // Bound on any wait for the server or wrk.
 constexpr int kIdleConnections = 10'000;
 // http/mixed: the connections that read; the other 8 of the 64 write.
@@ -54,6 +54,8 @@ constexpr rlim_t kDescriptorsWanted = 32'768;
 
 bool Quick() { return std::getenv("SQLOOP_BENCH_QUICK") != nullptr; }
 int WrkSeconds() { return Quick() ? 1 : 5; }
+// Creating them is most of a quick run's time (they are created through the server, durably).
+int Tenants() { return Quick() ? 100 : 1000; }
 
 // One blocking keep-alive request; returns the status code (0 on failure).
 int Request(int fd, const std::string& method, const std::string& path, const std::string& body) {
@@ -136,7 +138,7 @@ class Server {
         "--port=0",
         "--data_dir=" + dir_,
         absl::StrCat("--connections_max=", kIdleConnections + 256),
-        absl::StrCat("--tenants_open_max=", kTenants + 24),
+        absl::StrCat("--tenants_open_max=", Tenants() + 24),
         "--idle_timeout_ms=600000",
         "--insecure_no_auth"};  // On loopback: the loop and the executor are measured, not auth.
     pid_ = SpawnWithStdoutPipe(argv, ChildEnvironment(""), stdout_fd_);
@@ -160,7 +162,7 @@ class Server {
 
   void CreateTenants() {
     const int fd = Connect();
-    for (int t = 0; t < kTenants && error_.empty(); ++t) {
+    for (int t = 0; t < Tenants() && error_.empty(); ++t) {
       const std::string path = absl::StrCat("/v1/db/t", t);
       if (Request(fd, "PUT", path, "") != 201 ||
           Request(fd, "POST", path + "/query",
@@ -183,7 +185,7 @@ class Server {
 std::string WriteScript(bool write) {
   std::string path = absl::StrCat("/tmp/sqloop_bench_http_", write ? "write" : "read", ".lua");
   std::ofstream script(path);
-  script << "local tenants = " << kTenants << "\n"
+  script << "local tenants = " << Tenants() << "\n"
          << "request = function()\n"
          << "  local t = math.random(0, tenants - 1)\n"
          << (write ? "  local body = '{\"statements\":[{\"sql\":\"INSERT INTO kv(v) VALUES (?)\","
