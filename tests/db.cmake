@@ -18,7 +18,7 @@ target_sources(sqloop_sim_workloads PRIVATE ${_db_tests}/workloads/db_crash.cc
                ${_db_tests}/workloads/db_crash_recovery.cc
                ${_db_tests}/workloads/db_crash_support.cc)
 target_link_libraries(sqloop_sim_workloads PUBLIC sqloop::db)
-sqloop_test(db_crash_test SOURCES ${_db_tests}/db_crash_test.cc LIBS sqloop_sim_workloads)
+sqloop_test(db_crash_test SWEEP SOURCES ${_db_tests}/db_crash_test.cc LIBS sqloop_sim_workloads)
 target_compile_definitions(db_crash_test PRIVATE SQLOOP_SIM_BINARY="$<TARGET_FILE:sqloop_sim>")
 add_dependencies(db_crash_test sqloop_sim)
 sqloop_test(db_memory_test SOURCES ${_db_tests}/db_memory_test.cc
@@ -34,7 +34,7 @@ sqloop_test(db_sleep_test SOURCES ${_db_tests}/db_sleep_test.cc LIBS sqloop_db_t
 # Snapshot reads: every read checked against durability and acknowledgements (sqloop_sim
 # --workload=db_reads).
 target_sources(sqloop_sim_workloads PRIVATE ${_db_tests}/workloads/db_reads.cc)
-sqloop_test(db_reads_sim_test SOURCES ${_db_tests}/db_reads_sim_test.cc LIBS sqloop_sim_workloads)
+sqloop_test(db_reads_sim_test SWEEP SOURCES ${_db_tests}/db_reads_sim_test.cc LIBS sqloop_sim_workloads)
 target_compile_definitions(db_reads_sim_test PRIVATE SQLOOP_SIM_BINARY="$<TARGET_FILE:sqloop_sim>")
 add_dependencies(db_reads_sim_test sqloop_sim)
 # The front door (db/runtime.h) and atomic batches.

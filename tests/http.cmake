@@ -27,7 +27,7 @@ if(TARGET sqloop_example_http)
   target_sources(sqloop_sim_workloads PRIVATE ${CMAKE_CURRENT_LIST_DIR}/workloads/http.cc
                  ${CMAKE_CURRENT_LIST_DIR}/workloads/http_client.cc)
   target_link_libraries(sqloop_sim_workloads PUBLIC sqloop_example_http)
-  sqloop_test(http_sim_test SOURCES ${CMAKE_CURRENT_LIST_DIR}/http_sim_test.cc
+  sqloop_test(http_sim_test SWEEP SOURCES ${CMAKE_CURRENT_LIST_DIR}/http_sim_test.cc
               LIBS sqloop_sim_workloads)
   target_compile_definitions(http_sim_test PRIVATE SQLOOP_SIM_BINARY="$<TARGET_FILE:sqloop_sim>")
   add_dependencies(http_sim_test sqloop_sim)

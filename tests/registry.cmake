@@ -6,5 +6,5 @@ sqloop_test(registry_burst_test SOURCES registry_burst_test.cc LIBS sqloop::db s
 sqloop_test(registry_shards_test SOURCES registry_shards_test.cc
             LIBS sqloop::db sqloop::io Threads::Threads)
 # Scale to zero under the simulator's virtual clock.
-sqloop_test(registry_sim_test SOURCES registry_sim_test.cc LIBS sqloop::db sqloop::io)
+sqloop_test(registry_sim_test SWEEP SOURCES registry_sim_test.cc LIBS sqloop::db sqloop::io)
 sqloop_test(registry_sleep_test SOURCES registry_sleep_test.cc LIBS sqloop::db sqloop::io)

@@ -18,7 +18,7 @@ target_link_libraries(sqloop_sim PRIVATE sqloop_sim_workloads sqloop_warnings)
 sqloop_test(sim_prng_test SOURCES sim_prng_test.cc LIBS sqloop::io)
 sqloop_test(sim_disk_test SOURCES sim_disk_test.cc LIBS sqloop::io)
 sqloop_test(sim_backend_test SOURCES sim_backend_test.cc LIBS sqloop::io)
-sqloop_test(sim_workload_test SOURCES sim_workload_test.cc LIBS sqloop_sim_workloads)
+sqloop_test(sim_workload_test SWEEP SOURCES sim_workload_test.cc LIBS sqloop_sim_workloads)
 # Failure messages name the replay command with the real path of sqloop_sim.
 target_compile_definitions(sim_workload_test PRIVATE
                            SQLOOP_SIM_BINARY="$<TARGET_FILE:sqloop_sim>")
