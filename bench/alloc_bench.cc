@@ -27,7 +27,7 @@ namespace {
 // The size range of "small objects": a list node at the low end, a short row at the high end.
 constexpr uint32_t kSizeBytesMin = 16;
 constexpr uint32_t kSizeBytesMax = 256;
-// The most allocations a request makes (the 10-100 range).
+// The most allocations a request makes (requests make 10 to 100).
 constexpr size_t kRequestAllocationsMax = 100;
 // Covers the largest request (100 x 256 bytes plus alignment padding) so neither the pmr
 // resource nor the arena ever goes back to the heap inside the timed loop.

@@ -17,7 +17,7 @@ namespace {
 #define SQLOOP_SIM_BINARY "sqloop_sim"
 #endif
 
-// 500 seeds in CI, as the issue asks; SQLOOP_DB_CRASH_SEEDS=N runs a larger sweep by hand
+// 500 seeds in CI; SQLOOP_DB_CRASH_SEEDS=N runs a larger sweep by hand
 // (or: sqloop_sim --workload=db_crash --seeds=1-100000).
 uint64_t SeedCount() { return SweepSeeds("SQLOOP_DB_CRASH_SEEDS", 500); }
 

@@ -142,12 +142,17 @@ struct ColdStats {
   Latencies latencies;
   int64_t tick_max_ns = 0;
   uint64_t ticks = 0;           // Timed: the loop's turns (sqloop), the reads (plain).
-  uint64_t ticks_over_1ms = 0;  // Of those, the ones longer than the 1 ms bound.
+  uint64_t ticks_over_1ms = 0;  // Of those, the ones longer than kTickBoundNs.
 
   void AddTick(int64_t ns) {
     tick_max_ns = std::max(tick_max_ns, ns);
     ++ticks;
     if (ns > kTickBoundNs) ++ticks_over_1ms;
+  }
+  void ResetTicks() {
+    tick_max_ns = 0;
+    ticks = 0;
+    ticks_over_1ms = 0;
   }
   int64_t paused_ns = 0;  // Spent dropping caches, kept out of reads_per_s.
   uint64_t reads = 0;     // Completed and checked.
@@ -318,9 +323,7 @@ void WarmUp(SqloopEnv& env, ColdRun& run, ColdReader* readers, size_t count) {
   RunToEnd(env, run, /*stop=*/false);
   run.keys = Prng{kKeySeed};
   run.stats.reads = 0;
-  run.stats.tick_max_ns = 0;
-  run.stats.ticks = 0;
-  run.stats.ticks_over_1ms = 0;
+  run.stats.ResetTicks();
 }
 
 }  // namespace

@@ -76,7 +76,7 @@ namespace sqloop::examples::http {
 
 struct HttpServerOptions {
   // Open connections at once. 1024 fits the default descriptor soft limit with room for the
-  // executor's files; raise both together (the target is 10,000).
+  // executor's files; raise both together (http_idle/10000 runs with 10,000).
   uint32_t connections_max = 1024;
   // Request line plus headers. 16 KiB is what common proxies allow (nginx's large buffers are
   // 4 x 8 KiB); our API needs a few hundred bytes.
