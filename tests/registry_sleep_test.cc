@@ -61,17 +61,18 @@ class RegistrySleepTest : public ::testing::TestWithParam<testing::RealBackend> 
     Call insert(name, "INSERT INTO t VALUES (?)", false);
     insert.params = {Value::Text(name)};
     ASSERT_TRUE(h.Do(insert).ok()) << insert.result;
-  }  // Two slots, a, b and c created (a and b were both used again, so the hand cleared both and
-  // put a to sleep), then b used again: b and c are open and visited, a asleep.
-  std::unique_ptr<RegistryHarness> ASleepsBAndCUsedAgain() {
+  }
+  // Into `h`: two slots, a, b and c created (a and b were both used again, so the hand cleared
+  // both and put a to sleep), then b used again: b and c are open and visited, a asleep. Call it
+  // inside ASSERT_NO_FATAL_FAILURE, so a setup that went wrong stops the test.
+  void ASleepsBAndCUsedAgain(std::unique_ptr<RegistryHarness>& h) {
     RegistryOptions options = Options();
     options.open_max = 2;
-    auto h = Make(options);
+    h = Make(options);
     for (const char* name : {"a", "b", "c"}) Create(*h, name);
-    EXPECT_EQ(StateOf(*h, "a"), TenantState::kAsleep);
+    ASSERT_EQ(StateOf(*h, "a"), TenantState::kAsleep);
     Call use_b("b", "SELECT 1", false, Request::Kind::kRead);
-    EXPECT_TRUE(h->Do(use_b).ok()) << use_b.result;
-    return h;
+    ASSERT_TRUE(h->Do(use_b).ok()) << use_b.result;
   }
 
   static TenantState StateOf(RegistryHarness& h, const std::string& name) {
@@ -116,7 +117,8 @@ TEST_P(RegistrySleepTest, AnEvictedTenantSleepsWithoutDescriptorsAndItsNextReque
 // for one request goes before one used again since it took its slot. Marking the wake as a use
 // would keep a and evict c instead.
 TEST_P(RegistrySleepTest, ATenantWokenForOneRequestGoesBeforeOneUsedAgain) {
-  auto h = ASleepsBAndCUsedAgain();
+  std::unique_ptr<RegistryHarness> h;
+  ASSERT_NO_FATAL_FAILURE(ASleepsBAndCUsedAgain(h));
   Call wake_a("a", "SELECT v FROM t", false, Request::Kind::kRead);  // b and c used again: b.
   ASSERT_TRUE(h->Do(wake_a).ok()) << wake_a.result;
   ASSERT_EQ(StateOf(*h, "b"), TenantState::kAsleep);
@@ -136,7 +138,8 @@ TEST_P(RegistrySleepTest, ATenantWokenForOneRequestGoesBeforeOneUsedAgain) {
 // arrived together, as a burst to one tenant does, so the second is no reuse either, and a still
 // goes. Counted as a use, it would keep a and evict c, which the hand reaches first.
 TEST_P(RegistrySleepTest, ARequestQueuedBehindAWakeIsNoReuse) {
-  auto h = ASleepsBAndCUsedAgain();
+  std::unique_ptr<RegistryHarness> h;
+  ASSERT_NO_FATAL_FAILURE(ASleepsBAndCUsedAgain(h));
   Call wake_a("a", "SELECT v FROM t", false, Request::Kind::kRead);
   Call again_a("a", "SELECT v FROM t", false, Request::Kind::kRead);
   ASSERT_TRUE(h->registry().Submit(wake_a).ok());
