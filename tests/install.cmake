@@ -6,6 +6,6 @@ add_test(NAME install_consumer
                  -DCXX_FLAGS=${CMAKE_CXX_FLAGS} -DGENERATOR=${CMAKE_GENERATOR}
                  -DVERSION=${PROJECT_VERSION}
                  -P ${CMAKE_CURRENT_SOURCE_DIR}/install_consumer.cmake)
-# It builds a project of its own: started first, it runs beside the short tests (COST as in
-# tests/CMakeLists.txt's SWEEP).
-set_tests_properties(install_consumer PROPERTIES TIMEOUT 600 COST 100)
+# It builds a project of its own: started first, it runs beside the short tests (as a SWEEP
+# binary's tests do, tests/CMakeLists.txt).
+set_tests_properties(install_consumer PROPERTIES TIMEOUT 600 COST ${SQLOOP_LONG_TEST_COST})
