@@ -6,6 +6,7 @@ Usage:
     bench/report.py --build-dir build/release --quick         # CI: seconds, under the build dir
     bench/report.py --build-dir build/release --compare OLD.json   # run, then compare with OLD
     bench/report.py --compare OLD.json NEW.json [--out FILE]  # compare two raw.json files only
+    bench/report.py --from-raw docs/benchmarks/raw.json       # write a kept run's report again
 
 What a run does:
     1. Finds every executable named sqloop_bench_* under BUILD_DIR/bench.
@@ -176,12 +177,17 @@ def parse_args(argv=None):
     parser.add_argument("--compare", nargs="+", type=Path, metavar="JSON",
                         help="OLD.json: run, then compare with it; OLD.json NEW.json: only "
                              "compare the two")
+    parser.add_argument("--from-raw", type=Path, metavar="JSON",
+                        help="run nothing: write the report (default docs/benchmarks.md) and "
+                             "its plots again from a run's raw.json, as after a change to the "
+                             "report's format")
     options = parser.parse_args(argv)
     if options.compare and len(options.compare) > 2:
         parser.error("--compare takes OLD.json or OLD.json NEW.json")
     comparing_files = options.compare and len(options.compare) == 2
-    if options.build_dir is None and not comparing_files:
-        parser.error("--build-dir is required unless comparing two files")
+    if options.build_dir is None and not comparing_files and not options.from_raw:
+        parser.error("--build-dir is required unless comparing two files or writing a report "
+                     "from a raw.json")
     return options
 
 
@@ -536,17 +542,40 @@ def build_groups(documents):
 
 
 def add_ratios(entry):
-    """Sets each row's "ratio" (to the baseline) and "floor_ratio" (to the floor, if any)."""
+    """Sets each row's "ratio" (to the baseline) and "floor_ratio" (to the floor, if any), and
+    "paired" and "floor_paired": the same ratios round by round, sorted (paired_ratios)."""
     for key, variant in (("ratio", entry["baseline"]), ("floor_ratio", entry["floor"])):
         reference = {}
         for row in entry["rows"]:
             if variant is not None and row["variant"] == variant and row["value"]:
-                reference[row["args"]] = row["value"]
+                reference[row["args"]] = row
         for row in entry["rows"]:
             base = reference.get(row["args"])
             if base is None and set(reference) == {""}:
                 base = reference[""]  # A reference without args serves every args.
-            row[key] = row["value"] / base if base and row["value"] is not None else None
+            row[key] = (row["value"] / base["value"]
+                        if base and row["value"] is not None else None)
+            row[key.replace("ratio", "paired")] = (paired_ratios(row, base, entry["metric"])
+                                                   if base and base is not row else [])
+
+
+def paired_ratios(row, base, metric):
+    """The row's metric divided by the baseline's in the same round, for every round both have
+    (report_round), sorted; [] with fewer than two such rounds. A slow stretch of the host
+    slows the neighbouring variants of one round alike, so the ratio within a round moves less
+    than the ratio of the two medians, which may come from different rounds."""
+    def by_round(r):
+        values = {}
+        for run in r["rounds"]:
+            value = metric_value(run, metric)
+            if "report_round" in run and value:
+                values[run["report_round"]] = value
+        return values
+    mine, theirs = by_round(row), by_round(base)
+    common = sorted(set(mine) & set(theirs))
+    if len(common) < 2:
+        return []
+    return sorted(mine[k] / theirs[k] for k in common)
 
 
 def counter_names(runs):
@@ -698,6 +727,14 @@ def format_ratio(row, baseline):
     return ratio_text(row["ratio"])
 
 
+def format_paired(ratios):
+    """'median× (min–max)' of a row's ratios per round, or '–'."""
+    if not ratios:
+        return "–"
+    return (f"{ratio_text(statistics.median(ratios))} "
+            f"({ratio_text(ratios[0])[:-1]}–{ratio_text(ratios[-1])})")
+
+
 def ratio_text(ratio):
     # Two decimals hide a 250x difference below 0.01; keep two significant digits there.
     return f"{ratio:.2f}×" if ratio >= 0.1 else f"{ratio:.2g}×"
@@ -752,20 +789,28 @@ def group_table(entry):
     latency = {counter for _, _, counter in latency_columns(entry["counters"])}
     counters = [c for c in entry["counters"] if c not in latency and c != metric]
     floor = ["× floor"] if entry["floor"] else []
-    header = ["variant", metric or "time/op", "spread (min–max)", "ratio"] + floor + counters
+    if any(r.get("floor_paired") for r in entry["rows"]):
+        floor.append("× floor per round (min–max)")
+    paired = ["ratio per round (min–max)"] if any(r.get("paired") for r in entry["rows"]) else []
+    header = (["variant", metric or "time/op", "spread (min–max)", "ratio"] + paired + floor
+              + counters)
     lines = ["| " + " | ".join(header) + " |",
              "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
     for row in entry["rows"]:
         run = row["run"]
         if run.get("error_occurred"):
             cells = [row_label(row), "error: " + str(run.get("error_message", "")), "", "error"]
-            cells += [""] * (len(floor) + len(counters))
+            cells += [""] * (len(paired) + len(floor) + len(counters))
         else:
             cells = [row_label(row),
                      format_metric(row["value"], metric) if row["value"] is not None else "",
                      format_spread(row["samples"], metric), format_ratio(row, entry["baseline"])]
+            if paired:
+                cells.append(format_paired(row.get("paired")))
             if floor:
                 cells.append(ratio_text(row["floor_ratio"]) if row["floor_ratio"] else "–")
+            if len(floor) > 1:
+                cells.append(format_paired(row.get("floor_paired")))
             cells += [format_number(run[c]) if c in run else "" for c in counters]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
@@ -863,6 +908,8 @@ def group_section(group, entry, plots, out):
         lines += [entry["description"], ""]
     lines.append(f"Baseline: `{entry['baseline']}`." if entry["baseline"] else
                  f"No `baseline:{group}` context entry, so no ratios.")
+    if entry["floor"]:
+        lines[-1] += f" Floor: `{entry['floor']}`."
     lines.append("")
     if entry.get("load"):  # A load curve: its steps, not a time per op, are the result.
         lines += load_tables(entry)
@@ -1065,6 +1112,39 @@ def run_suite(options, build_dir):
     return merged, failures
 
 
+def write_report(out, merged, options, failures):
+    """Writes the report of `merged` (a raw.json document) to `out`, its plots beside it."""
+    plot_dir = out.parent / out.stem
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    # The plots live beside this file; imported here so that --compare needs no matplotlib.
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import report_plots  # pylint: disable=import-outside-toplevel
+    groups = build_groups([merged])
+    plots, plot_note = report_plots.write_plots(groups, plot_dir)
+    write_markdown(out, groups, merged["context"], plots, plot_note, options, failures)
+    for leak in sorted(set(ABSOLUTE_PATH.findall(out.read_text(encoding="utf-8")))):
+        print(f"warning: the report names an absolute path: {leak}", file=sys.stderr)
+    return groups, plot_note
+
+
+def rewrite_report(options):
+    """--from-raw: the report of a kept run, measuring nothing. Its rounds are the run's; the
+    Machine table's CPU and kernel are this machine's, so rewrite on the machine that ran it."""
+    with open(options.from_raw, encoding="utf-8") as f:
+        merged = json.load(f)
+    out = options.out.resolve() if options.out else REPO_ROOT / "docs" / "benchmarks.md"
+    rounds = [run.get("report_round", 1) for run in merged["benchmarks"]]
+    options.repetitions = max(rounds, default=1)
+    options.quick = False
+    raw_copy = out.parent / out.stem / "raw.json"
+    groups, _ = write_report(out, merged, options, [])
+    if not raw_copy.exists() or not raw_copy.samefile(options.from_raw):
+        shutil.copyfile(options.from_raw, raw_copy)
+    print_summary(groups)
+    print(f"\nreport: {display_path(out)} (from {display_path(options.from_raw)})")
+    return 0
+
+
 def main(argv=None):
     options = parse_args(argv)
     if options.compare and len(options.compare) == 2:
@@ -1072,6 +1152,8 @@ def main(argv=None):
         out = options.out or new.parent / "compare.md"
         write_comparison(old, new, out)
         return 0
+    if options.from_raw:
+        return rewrite_report(options)
     if options.repetitions is None:
         options.repetitions = 1 if options.quick else DEFAULT_REPETITIONS
     build_dir = options.build_dir.resolve()
@@ -1090,18 +1172,8 @@ def main(argv=None):
     raw = build_dir / "bench" / "results" / "raw.json"
     with open(raw, "w", encoding="utf-8") as f:
         json.dump(merged, f, indent=2)
-    plot_dir = out.parent / out.stem
-    plot_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(raw, plot_dir / "raw.json")
-
-    # The plots live beside this file; imported here so that --compare needs no matplotlib.
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import report_plots  # pylint: disable=import-outside-toplevel
-    groups = build_groups([merged])
-    plots, plot_note = report_plots.write_plots(groups, plot_dir)
-    write_markdown(out, groups, merged["context"], plots, plot_note, options, failures)
-    for leak in sorted(set(ABSOLUTE_PATH.findall(out.read_text(encoding="utf-8")))):
-        print(f"warning: the report names an absolute path: {leak}", file=sys.stderr)
+    groups, plot_note = write_report(out, merged, options, failures)
+    shutil.copyfile(raw, out.parent / out.stem / "raw.json")
     print_summary(groups)
     print(f"\nreport: {display_path(out)}  raw JSON: {display_path(raw)}  "
           f"({time.monotonic() - started:.1f} s)")

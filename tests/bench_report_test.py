@@ -6,7 +6,8 @@ each in the format report.py writes as raw.json, rounds included): compare mode 
 the changes larger than the noise; the log-scale choice; the report and raw.json carry no host
 name and no absolute path; --quick cannot write outside the build directory. On a small load
 curve built here: which steps count as sustained, where each system saturated, and that a load
-group gets its own tables and only the latency-against-load plot.
+group gets its own tables and only the latency-against-load plot. The ratio per round pairs
+each round with the baseline's, and --from-raw writes a kept run's report again.
 
 Usage: bench_report_test.py [unittest options]   (registered with ctest: tests/bench_report.cmake)
 """
@@ -156,8 +157,33 @@ class ReportTablesTest(unittest.TestCase):
         lines = report.group_table(self.groups["dispatch"])
         self.assertIn("× floor", lines[0])
         manual = next(line for line in lines if line.startswith("| manual |"))
-        self.assertEqual([c.strip() for c in manual.strip("|").split("|")][:5],
-                         ["manual", "27 µs", "26–28 µs", "1.00 (baseline)", "5.29×"])
+        self.assertEqual([c.strip() for c in manual.strip("|").split("|")][:7],
+                         ["manual", "27 µs", "26–28 µs", "1.00 (baseline)", "–", "5.29×",
+                          "5.29× (5.20–5.38×)"])
+
+    def test_the_ratio_per_round_pairs_each_round_with_the_baseline(self):
+        # The baseline's second round ran on a slow host, and so did the variant's: per round
+        # the variant is 1.2x, while the ratio of the two medians (24 / 10) says 2.4x.
+        runs = []
+        for variant, times in (("base", (10.0, 20.0, 10.0)), ("fast", (12.0, 24.0, 30.0))):
+            for index, time in enumerate(times, 1):
+                runs.append({"name": f"g/{variant}", "run_name": f"g/{variant}",
+                             "run_type": "iteration", "real_time": time, "cpu_time": time,
+                             "time_unit": "us", "iterations": 1, "report_round": index})
+        entry = report.build_groups([{"context": {"baseline:g": "base"},
+                                      "benchmarks": runs}])["g"]
+        lines = report.group_table(entry)
+        self.assertIn("| ratio per round (min–max) |", lines[0])
+        cells = {line.split("|")[1].strip(): [c.strip() for c in line.strip("|").split("|")]
+                 for line in lines[2:]}
+        self.assertEqual(cells["fast"][3:5], ["2.40×", "1.20× (1.20–3.00×)"])
+        self.assertEqual(cells["base"][3:5], ["1.00 (baseline)", "–"])
+        # Rounds that cannot be paired (one round, or no round numbers) get no column.
+        for run in runs:
+            del run["report_round"]
+        entry = report.build_groups([{"context": {"baseline:g": "base"},
+                                      "benchmarks": runs}])["g"]
+        self.assertNotIn("per round", report.group_table(entry)[0])
 
     def test_latency_counters_get_their_own_table(self):
         entry = self.groups["sqlite_write"]
@@ -185,6 +211,20 @@ class ReportTablesTest(unittest.TestCase):
         entry = self.groups["http_idle"]
         self.assertEqual(entry["rows"][0]["value"], 4200.0)
         self.assertIn("4.1 KiB", report.group_table(entry)[2])
+
+
+class FromRawTest(unittest.TestCase):
+    def test_writes_the_report_of_a_kept_run_again(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "again.md"
+            with contextlib.redirect_stdout(io.StringIO()):
+                code = report.main(["--from-raw", str(NEW), "--out", str(out)])
+            self.assertEqual(code, 0)
+            text = out.read_text(encoding="utf-8")
+            self.assertIn("| Commit | 2222222+dirty |", text)
+            self.assertIn("median time of 3 interleaved rounds", text)
+            self.assertIn("| manual | 27 µs | 26–28 µs | 1.00 (baseline) |", text)
+            self.assertEqual(load(Path(tmp) / "again" / "raw.json"), load(NEW))
 
 
 class OutputLocationTest(unittest.TestCase):
