@@ -140,6 +140,9 @@ std::string ProbeBackend() {
 int main(int argc, char** argv) {
   SQLOOP_CHECK(sqloop::alloc::InstallSqliteMemory().ok(), "bench: install SQLite's allocator");
   benchmark::AddCustomContext("baseline:sqlite_read", "plain_default");
+  // SQLite's own floor for a warm point read (no transaction per read): every variant is also
+  // shown as a multiple of it, round by round.
+  benchmark::AddCustomContext("floor:sqlite_read", "plain_in_txn");
   benchmark::AddCustomContext("baseline:sqlite_request", "plain");
   benchmark::AddCustomContext("baseline:sqlite_read_cold", "plain");
   benchmark::AddCustomContext("baseline:sqlite_write_cold", "plain");
