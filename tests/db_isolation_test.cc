@@ -364,11 +364,19 @@ TEST_P(PolicyTest, ConnectionStateAndHostDetailsAreRefusedWithAClearError) {
       {kWrite, "CREATE TEMP VIEW v AS SELECT 1", kDenied, "belong to one connection"},
       {kWrite, "CREATE TEMP TRIGGER tr AFTER INSERT ON t BEGIN SELECT 1; END", kDenied,
        "belong to one connection"},
+      // Virtual tables whose modules make no shadow tables: a read-only reader could create
+      // them in its temp schema too.
+      {kWrite, "CREATE VIRTUAL TABLE temp.t USING fts3tokenize(simple)", kDenied,
+       "belong to one connection"},
+      {kRead, "CREATE VIRTUAL TABLE temp.words USING fts3tokenize(simple)", kDenied,
+       "belong to one connection"},
       {kRead, "SELECT hex(fts3_tokenizer('simple'))", kDenied, "process pointers"},
       {kWrite, "VACUUM", kDenied, "VACUUM is not available"},
       {kWrite, "ATTACH DATABASE 'other.db' AS other", kDenied, "ATTACH and DETACH"},
   };
   ExpectRefused(cases);
+  // Had the writer taken temp.t, it would hide t: a virtual table may not be modified.
+  EXPECT_TRUE(Write("DELETE FROM t WHERE x = 0").ok());
   // A NUL inside the SQL would make SQLite ignore the rest of it silently.
   const std::string with_nul("INSERT INTO t VALUES (1)\0; DROP TABLE t", 39);
   const absl::Status nul = Write(with_nul);

@@ -140,6 +140,7 @@ bool AllowedForRequest(int action, const char* arg1, const char* arg2, const cha
     case SQLITE_CREATE_INDEX:
     case SQLITE_CREATE_TRIGGER:
     case SQLITE_CREATE_VIEW:
+    case SQLITE_CREATE_VTABLE:  // CREATE VIRTUAL TABLE temp.x: SQLite asks no other action.
       if (!in_temp) return true;
       [[fallthrough]];
     case SQLITE_CREATE_TEMP_TABLE:
@@ -147,9 +148,10 @@ bool AllowedForRequest(int action, const char* arg1, const char* arg2, const cha
     case SQLITE_CREATE_TEMP_TRIGGER:
     case SQLITE_CREATE_TEMP_VIEW:
       why =
-          "TEMP tables, views, triggers and indexes belong to one connection: later requests "
-          "run on others and would not see them, or would find another request's. Use a "
-          "regular table, or a CTE (WITH ...) inside the statement";
+          "TEMP tables, virtual tables, views, triggers and indexes belong to one connection: "
+          "later requests run on others and would not see them, or would find another "
+          "request's (one named like a table hides it). Use a regular table, or a CTE "
+          "(WITH ...) inside the statement";
       return false;
     case SQLITE_PRAGMA:
       return AllowPragma(arg1, arg2, why);
