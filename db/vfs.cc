@@ -61,7 +61,11 @@ struct VfsFile {
   uint8_t shm_shared = 0;
   uint8_t shm_exclusive = 0;
   bool shm_attached = false;
-  std::string* memory = nullptr;  // The contents of a temporary file.
+  // A temporary file's bytes: SQLite's memory (sqlite3_realloc64), so a sort or a temporary
+  // index is charged to the tenant whose statement writes it, like the rest of its memory.
+  char* temp_bytes = nullptr;
+  uint64_t temp_size = 0;
+  uint64_t temp_capacity = 0;
 };
 
 VfsFile& AsFile(sqlite3_file* f) { return *reinterpret_cast<VfsFile*>(f); }
@@ -218,34 +222,53 @@ const sqlite3_io_methods kFileMethods = {
 
 int MemoryClose(sqlite3_file* f) {
   VfsFile& file = AsFile(f);
-  delete file.memory;
+  sqlite3_free(file.temp_bytes);
   file.~VfsFile();
   return SQLITE_OK;
 }
 
 int MemoryRead(sqlite3_file* f, void* buffer, int amount, sqlite3_int64 offset) {
-  const std::string& data = *AsFile(f).memory;
-  const auto start = static_cast<size_t>(offset);
-  const auto wanted = static_cast<size_t>(amount);
-  const size_t available = data.size() > start ? std::min(wanted, data.size() - start) : 0;
-  if (available > 0) std::memcpy(buffer, data.data() + start, available);
+  const VfsFile& file = AsFile(f);
+  const auto start = static_cast<uint64_t>(offset);
+  const auto wanted = static_cast<uint64_t>(amount);
+  const uint64_t available = file.temp_size > start ? std::min(wanted, file.temp_size - start) : 0;
+  if (available > 0) std::memcpy(buffer, file.temp_bytes + start, available);
   if (available == wanted) return SQLITE_OK;
   std::memset(static_cast<char*>(buffer) + available, 0, wanted - available);
   return SQLITE_IOERR_SHORT_READ;
 }
 
+// Grows by doubling (at least kTempGrowthBytes), never past temp_file_bytes_max. A growth the
+// tenant's memory limit refuses is SQLITE_NOMEM: the statement fails as on any other
+// allocation over the limit, and the file keeps what it had.
 int MemoryWrite(sqlite3_file* f, const void* buffer, int amount, sqlite3_int64 offset) {
+  constexpr uint64_t kTempGrowthBytes = 64 << 10;
   VfsFile& file = AsFile(f);
-  const auto end = static_cast<uint64_t>(offset) + static_cast<uint64_t>(amount);
-  if (end > file.vfs->context().options().temp_file_bytes_max) return SQLITE_FULL;
-  if (file.memory->size() < end) file.memory->resize(end);
-  std::memcpy(file.memory->data() + offset, buffer, static_cast<size_t>(amount));
+  const auto start = static_cast<uint64_t>(offset);
+  const uint64_t end = start + static_cast<uint64_t>(amount);
+  const uint64_t limit = file.vfs->context().options().temp_file_bytes_max;
+  if (end > limit) {
+    file.vfs->context().stats().temp_files_full++;
+    return SQLITE_FULL;
+  }
+  if (end > file.temp_capacity) {
+    const uint64_t capacity =
+        std::min(limit, std::max({end, 2 * file.temp_capacity, kTempGrowthBytes}));
+    void* grown = sqlite3_realloc64(file.temp_bytes, capacity);
+    if (grown == nullptr) return SQLITE_NOMEM;
+    file.temp_bytes = static_cast<char*>(grown);
+    file.temp_capacity = capacity;
+  }
+  if (start > file.temp_size)
+    std::memset(file.temp_bytes + file.temp_size, 0, start - file.temp_size);
+  std::memcpy(file.temp_bytes + start, buffer, static_cast<size_t>(amount));
+  file.temp_size = std::max(file.temp_size, end);
   return SQLITE_OK;
 }
 
 int MemoryTruncate(sqlite3_file* f, sqlite3_int64 size) {
-  std::string& data = *AsFile(f).memory;
-  if (static_cast<uint64_t>(size) < data.size()) data.resize(static_cast<size_t>(size));
+  VfsFile& file = AsFile(f);
+  file.temp_size = std::min(file.temp_size, static_cast<uint64_t>(size));
   return SQLITE_OK;
 }
 
@@ -254,7 +277,7 @@ int MemorySync(sqlite3_file* /*unused*/, int /*unused*/) {
 }  // Temporary: nothing to make durable.
 
 int MemorySize(sqlite3_file* f, sqlite3_int64* size) {
-  *size = static_cast<sqlite3_int64>(AsFile(f).memory->size());
+  *size = static_cast<sqlite3_int64>(AsFile(f).temp_size);
   return SQLITE_OK;
 }
 
@@ -301,7 +324,6 @@ int VfsOpen(sqlite3_vfs* v, sqlite3_filename name, sqlite3_file* f, int flags, i
   const int kind = flags & (SQLITE_OPEN_MAIN_DB | SQLITE_OPEN_MAIN_JOURNAL | SQLITE_OPEN_WAL);
   if (name == nullptr || kind == 0 || (flags & SQLITE_OPEN_DELETEONCLOSE) != 0) {
     // Temp databases, statement journals, sorter spills: private, never durable.
-    file->memory = new std::string();
     file->base.pMethods = &kMemoryMethods;
     if (out_flags != nullptr) *out_flags = flags;
     return SQLITE_OK;
@@ -444,6 +466,11 @@ absl::StatusOr<std::unique_ptr<Vfs>> Vfs::Create(loop::Loop& loop, VfsOptions op
     return absl::InvalidArgumentError(
         absl::StrCat("VfsOptions::wal_reserve_bytes is ", options.wal_reserve_bytes,
                      "; it may be at most ", kWalReserveBytesDefault, " (0 turns it off)"));
+  }
+  if (options.temp_file_bytes_max > kTempFileBytesMaxLimit) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "VfsOptions::temp_file_bytes_max is ", options.temp_file_bytes_max, "; it may be at most ",
+        kTempFileBytesMaxLimit, " (a temporary file is one block of SQLite's memory)"));
   }
   if (loop.backend().name() == "simulator") options.os_lock = false;
   const uint64_t id = next_vfs_id.fetch_add(1, std::memory_order_relaxed);

@@ -17,7 +17,8 @@
 //   * The VFS owns its files: one descriptor per file per process, an exclusive flock on the
 //     database file (a second process gets a clear error), the locks between the process's
 //     connections and the WAL index in process memory (no -shm file is ever created).
-//   * Temporary files (sorts, statement journals, temp tables) live in memory, bounded.
+//   * Temporary files (sorts, statement journals, temp tables) live in memory, bounded, in
+//     SQLite's memory: they count against the tenant of the statement that writes them.
 //   * A failed fsync or write-behind write is never retried: the database is poisoned, and this
 //     Vfs refuses to open its path again (a failed directory fsync: every database in that
 //     directory), because this process may read bytes that are not on disk. A new process (a
@@ -53,9 +54,12 @@ inline constexpr uint64_t kHeldBytesMaxDefault = uint64_t{8} << 20;
 // Queued operations per database: 4096 is 16 MiB of page writes, above the byte limit, so the
 // byte limit normally binds; this one bounds pathological streams of tiny writes.
 inline constexpr uint32_t kHeldOpsMaxDefault = 4096;
-// A temporary file (sorter, statement journal, temp table) lives in memory up to this size; a
-// sort larger than that fails with SQLITE_FULL instead of eating the host's memory.
+// A temporary file (sorter, statement journal, temp table) lives in memory up to this size, in
+// SQLite's memory, so it counts against its tenant's limit (DatabaseOptions::tenant) as the rest
+// of SQLite's memory does; a sort larger than that fails with SQLITE_FULL instead of eating the
+// host's memory. One block of SQLite's allocator holds it, so it may be at most 1 GiB.
 inline constexpr uint64_t kTempFileBytesMaxDefault = uint64_t{64} << 20;
+inline constexpr uint64_t kTempFileBytesMaxLimit = uint64_t{1} << 30;
 // The WAL index of one database: 32 MiB indexes 16 million WAL frames, far past any WAL that
 // checkpoints normally; beyond it SQLite gets SQLITE_IOERR_SHMSIZE rather than unbounded memory.
 inline constexpr uint64_t kWalIndexBytesMaxDefault = uint64_t{32} << 20;
@@ -104,11 +108,12 @@ struct VfsStats {
   // Reads of a request's that stopped, without asking the OS, on bytes a fetch in flight was
   // reading (EpochQueue::set_reads_nowait); not in cache_misses.
   uint64_t misses_in_flight = 0;
-  uint64_t direct_writes = 0;  // Run at once (nothing queued).
-  uint64_t held_writes = 0;    // Queued behind a barrier.
-  uint64_t barriers = 0;       // Barriers started (one per xSync).
-  uint64_t fsyncs = 0;         // fsync operations submitted (files and directories).
-  uint64_t backpressure = 0;   // Writes refused because the buffer was full.
+  uint64_t direct_writes = 0;    // Run at once (nothing queued).
+  uint64_t held_writes = 0;      // Queued behind a barrier.
+  uint64_t barriers = 0;         // Barriers started (one per xSync).
+  uint64_t fsyncs = 0;           // fsync operations submitted (files and directories).
+  uint64_t backpressure = 0;     // Writes refused because the buffer was full.
+  uint64_t temp_files_full = 0;  // Temporary-file writes refused by temp_file_bytes_max.
   uint64_t poisonings = 0;
   uint64_t wal_reserves = 0;      // Reserves of the WAL submitted (zeros past its end).
   uint64_t main_reserves = 0;     // ... of the main file, ahead of a checkpoint that grows it.

@@ -64,6 +64,25 @@ class DatabaseMemoryTest : public ::testing::Test {
     EXPECT_TRUE(loop_->Run(loop::RunMode::kUntilDone).ok());
     return result;
   }
+  // Runs a read; returns its status and counts its rows in `rows`.
+  absl::Status Read(Database& db, absl::string_view sql, int& rows) {
+    struct Result {
+      absl::Status status = absl::UnknownError("never answered");
+      int* rows;
+    } result{.rows = &rows};
+    rows = 0;
+    Request request;
+    request.kind = Request::Kind::kRead;
+    request.sql = sql;
+    request.user_data = &result;
+    request.on_row = [](Request& r, const Row&) { ++*static_cast<Result*>(r.user_data)->rows; };
+    request.on_done = [](Request& r, absl::Status s) {
+      static_cast<Result*>(r.user_data)->status = std::move(s);
+    };
+    if (absl::Status admitted = db.Submit(request); !admitted.ok()) return admitted;
+    EXPECT_TRUE(loop_->Run(loop::RunMode::kUntilDone).ok());
+    return result.status;
+  }
   static uint64_t LiveBytes(alloc::TenantId tenant) {
     absl::StatusOr<alloc::ProfileCounters> counters = alloc::GetTenantCounters(tenant);
     return counters.ok() ? counters->live_bytes : UINT64_MAX;
@@ -120,6 +139,61 @@ TEST_F(DatabaseMemoryTest, ATenantOverItsLimitFailsAloneAndRecovers) {
   EXPECT_EQ(LiveBytes(*capped), 0u);
   EXPECT_TRUE(alloc::UnregisterTenant(*capped).ok());
   EXPECT_TRUE(alloc::UnregisterTenant(*free_tenant).ok());
+}
+
+// A sort larger than SQLite's sorter memory spills to a temporary file, which the VFS keeps in
+// memory: that memory is the tenant's too. 16 MB of rows sorted under a limit 8 MB above what
+// the database holds: SQLite's own sorter buffers fit, the temporary file does not.
+TEST_F(DatabaseMemoryTest, ASortsTemporaryFileCountsAgainstItsTenantsLimit) {
+  auto tenant = alloc::RegisterTenant("sorter");
+  ASSERT_TRUE(tenant.ok());
+  auto db = Open("sort.db", *tenant);
+  ASSERT_TRUE(Write(*db, "CREATE TABLE t(b BLOB)").ok());
+  ASSERT_TRUE(Write(*db,
+                    "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE "
+                    "i < 16000) INSERT INTO t SELECT randomblob(1000) FROM c")
+                  .ok());
+  const char* kSort = "SELECT length(b) FROM t ORDER BY b";
+  int rows = 0;
+  ASSERT_TRUE(alloc::SetTenantLimit(*tenant, LiveBytes(*tenant) + (8u << 20)).ok());
+  const absl::Status over = Read(*db, kSort, rows);
+  EXPECT_TRUE(absl::IsResourceExhausted(over)) << over;
+  EXPECT_NE(over.message().find("memory limit"), absl::string_view::npos) << over;
+  EXPECT_EQ(rows, 0);
+  // The same sort with room: it did need more than the 8 MB.
+  ASSERT_TRUE(alloc::SetTenantLimit(*tenant, alloc::kTenantNoLimit).ok());
+  const uint64_t before = LiveBytes(*tenant);
+  ASSERT_TRUE(Read(*db, kSort, rows).ok());
+  EXPECT_EQ(rows, 16000);
+  absl::StatusOr<alloc::ProfileCounters> counters = alloc::GetTenantCounters(*tenant);
+  ASSERT_TRUE(counters.ok());
+  EXPECT_GT(counters->peak_live_bytes, before + (8u << 20));
+  Close(*db);
+  EXPECT_EQ(LiveBytes(*tenant), 0u) << "a temporary file's memory outlived it";
+  EXPECT_TRUE(alloc::UnregisterTenant(*tenant).ok());
+}
+
+// A temporary file over VfsOptions::temp_file_bytes_max fails its statement with a message that
+// names the option, not as a full disk would.
+TEST_F(DatabaseMemoryTest, ATemporaryFileOverItsLimitNamesTheLimit) {
+  vfs_.reset();
+  auto vfs = Vfs::Create(*loop_, VfsOptions{.temp_file_bytes_max = 1u << 20});
+  ASSERT_TRUE(vfs.ok());
+  vfs_ = *std::move(vfs);
+  auto db = Open("temp_limit.db", alloc::kSharedTenant);
+  ASSERT_TRUE(Write(*db, "CREATE TABLE t(b BLOB)").ok());
+  ASSERT_TRUE(Write(*db,
+                    "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE "
+                    "i < 8000) INSERT INTO t SELECT randomblob(1000) FROM c")
+                  .ok());
+  int rows = 0;
+  const absl::Status over = Read(*db, "SELECT length(b) FROM t ORDER BY b", rows);
+  EXPECT_TRUE(absl::IsResourceExhausted(over)) << over;
+  EXPECT_NE(over.message().find("temp_file_bytes_max"), absl::string_view::npos) << over;
+  EXPECT_GT(vfs_->stats().temp_files_full, 0u);
+  EXPECT_EQ(Read(*db, "SELECT count(*) FROM t", rows), absl::OkStatus());
+  EXPECT_EQ(rows, 1);
+  Close(*db);
 }
 
 // The allocation contract of docs/db.md: in steady state a request, read or durable write, makes

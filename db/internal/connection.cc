@@ -222,7 +222,12 @@ absl::Status Connection::Error(int rc) const {
     case SQLITE_MISMATCH:
       return absl::InvalidArgumentError(message);
     case SQLITE_FULL:
-      return absl::ResourceExhaustedError(message);
+      // A reader writes only temporary files; the writer may also have found the disk full.
+      return absl::ResourceExhaustedError(absl::StrCat(
+          message, writer_ ? " (the disk, or a temporary file: " : " (a temporary file: ",
+          "a sort, a temporary index or a statement's journal would pass "
+          "VfsOptions::temp_file_bytes_max; make the statement need less, e.g. an index for "
+          "its ORDER BY, or raise the limit)"));
     case SQLITE_NOMEM:
       return absl::ResourceExhaustedError(absl::StrCat(
           message,
