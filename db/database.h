@@ -360,6 +360,10 @@ inline constexpr uint8_t kBeginAttemptsMax = 3;
 // steps is a few tens of milliseconds: far above any point query or small write, and it stops
 // a runaway statement (a recursive CTE without end, a full scan inside one aggregate) promptly.
 inline constexpr uint64_t kSliceVmStepsMaxDefault = 1'000'000;
+// What a page SQLite reads from the VFS (a page not in its cache) counts as, in steps, against
+// both budgets: one step of SQLite's may read the whole file (count(*), integrity_check), and a
+// page read costs about what a hundred steps do.
+inline constexpr uint64_t kPageReadVmSteps = 100;
 // SQLite work one request may do in all, over every slice: bounds a read that streams rows for
 // ever (each slice yields, so it would not stall the loop, but it would hold a reader).
 inline constexpr uint64_t kRequestVmStepsMaxDefault = 100'000'000;

@@ -84,11 +84,12 @@ absl::Status Database::StepWrite(Request& r, absl::string_view sql,
   if (status.ok()) {
     // The budget runs from the statement's start to its end: RETURNING rows come only after
     // the statement has done all its work, so a write cannot yield between them.
-    queue.set_reads_nowait(true, SQLITE_LOCKED);
+    const internal::ReadCharge charge{&Connection::ChargePageRead, writer_.get()};
+    queue.set_reads_nowait(true, SQLITE_LOCKED, nullptr, charge);
     while ((rc = sqlite3_step(*stmt)) == SQLITE_ROW) {
       queue.set_reads_nowait(false);
       DeliverRow(r, *stmt);
-      queue.set_reads_nowait(true, SQLITE_LOCKED);
+      queue.set_reads_nowait(true, SQLITE_LOCKED, nullptr, charge);
     }
     queue.set_reads_nowait(false);
     if (rc == SQLITE_DONE) {
@@ -632,7 +633,8 @@ void Database::StepRead(Connection& reader) {
     for (uint32_t rows = 0; rows < options_.rows_per_tick && !reader.SliceUsed(); ++rows) {
       reader.BeginRow();
       // Data not in memory stops the statement (RestartRead).
-      queue.set_reads_nowait(true, SQLITE_INTERRUPT, &in_flight);
+      queue.set_reads_nowait(true, SQLITE_INTERRUPT, &in_flight,
+                             {&Connection::ChargePageRead, &reader});
       rc = sqlite3_step(reader.read_stmt);
       queue.set_reads_nowait(false);
       if (rc != SQLITE_ROW) break;

@@ -41,6 +41,42 @@ TEST_P(DatabaseTest, ARunawayStatementFailsWithItsSliceBudgetAndTheDatabaseStays
   EXPECT_EQ(Read("SELECT 1 + 1"), "2|\n");
 }
 
+// count(*) is one step of SQLite's (OP_Count) and integrity_check another (OP_IntegrityCk), each
+// reading every page of the table or file without calling the progress handler: the pages they
+// read count against the slice too (kPageReadVmSteps each). About 600 pages, 60,000 steps'
+// worth, against a slice of 10,000.
+TEST_P(DatabaseTest, ASingleStepThatReadsTheWholeFileIsStoppedByItsSlice) {
+  DatabaseOptions options;
+  options.slice_vm_steps_max = 10'000;
+  ASSERT_TRUE(OpenDb(options).ok());
+  ASSERT_TRUE(Write("CREATE TABLE t(b BLOB)").ok());
+  for (int i = 0; i < 10; ++i) {
+    ASSERT_TRUE(Write("INSERT INTO t WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 "
+                      "FROM c WHERE x < 200) SELECT randomblob(1000) FROM c")
+                    .ok());
+  }
+  for (const char* sql : {"SELECT count(*) FROM t", "PRAGMA quick_check"}) {
+    const uint64_t reads = vfs_->stats().reads;
+    std::string rows;
+    const absl::Status status = Run(Request::Kind::kRead, sql, {}, &rows);
+    EXPECT_TRUE(IsBudgetExceeded(status)) << sql << ": " << status;
+    EXPECT_NE(status.message().find("slice_vm_steps_max"), std::string::npos) << status;
+    EXPECT_EQ(rows, "") << sql;
+    // Stopped soon after the slice's worth of pages, not at the end of the file.
+    EXPECT_GE(vfs_->stats().reads - reads, 100u) << sql;
+    EXPECT_LT(vfs_->stats().reads - reads, 300u) << sql;
+  }
+  EXPECT_EQ(Read("SELECT count(*) FROM t WHERE rowid <= 3"), "3|\n");
+  // The writer's statements too: reopened, its cache is cold.
+  ASSERT_TRUE(CloseDb().ok());
+  ASSERT_TRUE(OpenDb(options).ok());
+  const uint64_t reads = vfs_->stats().reads;
+  const absl::Status write = Write("CREATE TABLE n AS SELECT count(*) AS c FROM t");
+  EXPECT_TRUE(IsBudgetExceeded(write)) << write;
+  EXPECT_GE(vfs_->stats().reads - reads, 100u);
+  EXPECT_EQ(Read("SELECT count(*) FROM sqlite_master WHERE name = 'n'"), "0|\n");
+}
+
 TEST_P(DatabaseTest, TheStallWatchNamesTheDatabaseWhoseStatementHeldTheLoop) {
   // The simulator's clock stands still while a callback runs: only real time shows a stall.
   if (!GetParam().real_descriptors) GTEST_SKIP() << "virtual time does not pass in a callback";

@@ -135,10 +135,19 @@ int Connection::Progress(void* arg) {
   return 1;
 }
 
+void Connection::ChargePageRead(void* arg) {
+  constexpr uint64_t kPageReadsPerProgressCall = kProgressOpsDefault / kPageReadVmSteps;
+  auto* c = static_cast<Connection*>(arg);
+  if (++c->page_reads_ < kPageReadsPerProgressCall) return;
+  c->page_reads_ = 0;
+  if (Progress(c) != 0) sqlite3_interrupt(c->db_);
+}
+
 void Connection::BeginRequest(Request& request) {
   current_ = &request;
   denied_.clear();
   interrupted_ = Interrupt::kNone;
+  page_reads_ = 0;
   calls_since_row_ = 0;
   calls_this_request_ = 0;
   request_calls_max_ =

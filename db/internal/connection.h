@@ -102,6 +102,12 @@ class Connection {
   void BeginSlice() { calls_this_slice_ = 0; }
   void BeginRow() { calls_since_row_ = 0; }
   [[nodiscard]] bool SliceUsed() const { return calls_this_slice_ >= slice_calls_max_; }
+  // EpochQueue's read charge while this connection's request steps (set_reads_nowait): one page
+  // SQLite read, worth kPageReadVmSteps steps. Every kProgressOpsDefault / kPageReadVmSteps of
+  // them count as a progress-handler call, and one over a budget stops the statement with
+  // sqlite3_interrupt, which SQLite's long single steps (OP_Count, OP_IntegrityCk) check between
+  // pages, as they never call the handler.
+  static void ChargePageRead(void* arg);
 
   // ---- The Database's state of a reader (the snapshot machine in db/database.h) -------------
   sqlite3_stmt* read_stmt = nullptr;  // The running read's statement.
@@ -134,8 +140,9 @@ class Connection {
   // group commit's CPU and allocations.
   absl::flat_hash_map<std::string, sqlite3_stmt*> internal_cache_;
   Request* current_ = nullptr;
-  bool internal_ = false;  // Running sqloop's own statements: the authorizer allows.
-  std::string denied_;     // Why the authorizer refused the current request's SQL.
+  bool internal_ = false;    // Running sqloop's own statements: the authorizer allows.
+  std::string denied_;       // Why the authorizer refused the current request's SQL.
+  uint32_t page_reads_ = 0;  // Page reads not yet counted as a progress call.
   uint64_t calls_since_row_ = 0;
   uint64_t calls_this_slice_ = 0;
   uint64_t calls_this_request_ = 0;

@@ -665,6 +665,14 @@ bool EpochQueue::TakeMiss(ReadMiss& miss) {
 }
 
 int EpochQueue::Read(FileRole role, void* buffer, int amount, int64_t offset) {
+  const int rc = ReadBytes(role, buffer, amount, offset);
+  if ((rc == SQLITE_OK || rc == SQLITE_IOERR_SHORT_READ) && charge_.charge != nullptr) {
+    charge_.charge(charge_.arg);
+  }
+  return rc;
+}
+
+int EpochQueue::ReadBytes(FileRole role, void* buffer, int amount, int64_t offset) {
   if (!poison_.ok()) return SQLITE_IOERR_READ;
   SharedFile& f = files_.file(role);
   char* out = static_cast<char*>(buffer);

@@ -137,6 +137,12 @@ struct FetchesInFlight {
   const void* owner = nullptr;
 };
 
+// Told of each page a request's statement reads (EpochQueue::set_reads_nowait).
+struct ReadCharge {
+  void (*charge)(void* arg) = nullptr;
+  void* arg = nullptr;
+};
+
 class EpochQueue {
  public:
   // Called on the loop thread when `durable_epoch()` advanced, the queue was poisoned, or it
@@ -176,11 +182,15 @@ class EpochQueue {
   // With `in_flight` (a request's read, which joins a fetch already reading what it missed), a
   // miss inside a window `in_flight` says is being fetched is answered without asking the OS:
   // the page is still on its way, and the probe would only say so, one system call later.
+  //
+  // With `charge` (a request's statement), `charge.charge(charge.arg)` runs after every read
+  // that gave SQLite its bytes, so the request's budget of SQLite work counts the pages it reads.
   void set_reads_nowait(bool on, int miss_rc = SQLITE_INTERRUPT,
-                        const FetchesInFlight* in_flight = nullptr) {
+                        const FetchesInFlight* in_flight = nullptr, ReadCharge charge = {}) {
     reads_nowait_ = on;
     miss_rc_ = miss_rc;
     in_flight_ = on ? in_flight : nullptr;
+    charge_ = on ? charge : ReadCharge{};
     if (on) missed_ = false;
   }
   // The miss since the last call, if any; forgotten once taken.
@@ -267,6 +277,8 @@ class EpochQueue {
   // Reads [start, start + length) of `f` from the disk: through the page cache only in no-wait
   // mode (-EAGAIN, with miss_ set, where it cannot), else with Loop::WaitForOp. Bytes read.
   [[nodiscard]] int64_t ReadFile(const SharedFile& f, char* out, uint64_t length, uint64_t start);
+  // Read's work, before the charge.
+  [[nodiscard]] int ReadBytes(FileRole role, void* buffer, int amount, int64_t offset);
   // Records [offset, offset + length) of `f` as the miss for TakeMiss; returns -EAGAIN.
   int64_t Miss(const SharedFile& f, uint64_t offset, uint64_t length);
   void Notify();
@@ -318,6 +330,7 @@ class EpochQueue {
   int miss_rc_ = SQLITE_INTERRUPT;              // What Read returns on a miss (set_reads_nowait).
   bool missed_ = false;                         // miss_ holds a miss not taken yet.
   const FetchesInFlight* in_flight_ = nullptr;  // Asked before the OS (set_reads_nowait).
+  ReadCharge charge_;                           // Told of each read (set_reads_nowait).
   // What FileTable::changes() does not count: operations completed, descriptors closed.
   uint64_t unnoted_changes_ = 0;
   // Every change to the files so far (a write, truncate or unlink issued or completed, a
