@@ -159,7 +159,8 @@ absl::Status Connection::BudgetExceeded() const {
   if (interrupted_ == Interrupt::kSliceBudget) {
     status = absl::ResourceExhaustedError(absl::StrCat(
         "budget exceeded: the statement ran more than ", options_.slice_vm_steps_max,
-        " SQLite steps in one slice (a read between two rows, a write from start to end; "
+        " SQLite steps in one slice (each page it read counting as ", kPageReadVmSteps,
+        "; a read between two rows, a write from start to end; "
         "DatabaseOptions::slice_vm_steps_max), and the loop serves every other request only "
         "between slices, so it was stopped. Nothing it wrote was kept. Make it cheaper (an "
         "index, a LIMIT, smaller batches) or raise the budget"));
@@ -168,7 +169,8 @@ absl::Status Connection::BudgetExceeded() const {
     status = absl::ResourceExhaustedError(absl::StrCat(
         "budget exceeded: the request ran more than ",
         r.vm_steps_max != 0 ? r.vm_steps_max : options_.request_vm_steps_max,
-        " SQLite steps in all (Request::vm_steps_max, or DatabaseOptions::request_vm_steps_max), "
+        " SQLite steps in all (each page it read counting as ", kPageReadVmSteps,
+        "; Request::vm_steps_max, or DatabaseOptions::request_vm_steps_max), "
         "so it was stopped. Nothing it wrote was kept. Make it cheaper (an index, a LIMIT, "
         "pages of rows) or raise the budget"));
   }
