@@ -5,6 +5,7 @@
 #include <memory>
 #include <string>
 
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "sqloop/alloc/heap_counter.h"
 #include "sqloop/alloc/sqlite_memory.h"
@@ -83,6 +84,12 @@ class DatabaseMemoryTest : public ::testing::Test {
     EXPECT_TRUE(loop_->Run(loop::RunMode::kUntilDone).ok());
     return result.status;
   }
+  // Fills table t(b BLOB) with `rows` random blobs of `bytes` each, in one write.
+  absl::Status InsertBlobs(Database& db, int rows, int bytes) {
+    return Write(db, absl::StrCat("WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM "
+                                  "c WHERE i < ",
+                                  rows, ") INSERT INTO t SELECT randomblob(", bytes, ") FROM c"));
+  }
   static uint64_t LiveBytes(alloc::TenantId tenant) {
     absl::StatusOr<alloc::ProfileCounters> counters = alloc::GetTenantCounters(tenant);
     return counters.ok() ? counters->live_bytes : UINT64_MAX;
@@ -149,10 +156,7 @@ TEST_F(DatabaseMemoryTest, ASortsTemporaryFileCountsAgainstItsTenantsLimit) {
   ASSERT_TRUE(tenant.ok());
   auto db = Open("sort.db", *tenant);
   ASSERT_TRUE(Write(*db, "CREATE TABLE t(b BLOB)").ok());
-  ASSERT_TRUE(Write(*db,
-                    "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE "
-                    "i < 16000) INSERT INTO t SELECT randomblob(1000) FROM c")
-                  .ok());
+  ASSERT_TRUE(InsertBlobs(*db, 16000, 1000).ok());
   const char* kSort = "SELECT length(b) FROM t ORDER BY b";
   int rows = 0;
   ASSERT_TRUE(alloc::SetTenantLimit(*tenant, LiveBytes(*tenant) + (8u << 20)).ok());
@@ -182,10 +186,7 @@ TEST_F(DatabaseMemoryTest, ATemporaryFileOverItsLimitNamesTheLimit) {
   vfs_ = *std::move(vfs);
   auto db = Open("temp_limit.db", alloc::kSharedTenant);
   ASSERT_TRUE(Write(*db, "CREATE TABLE t(b BLOB)").ok());
-  ASSERT_TRUE(Write(*db,
-                    "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE "
-                    "i < 8000) INSERT INTO t SELECT randomblob(1000) FROM c")
-                  .ok());
+  ASSERT_TRUE(InsertBlobs(*db, 8000, 1000).ok());
   int rows = 0;
   const absl::Status over = Read(*db, "SELECT length(b) FROM t ORDER BY b", rows);
   EXPECT_TRUE(absl::IsResourceExhausted(over)) << over;
