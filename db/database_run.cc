@@ -84,6 +84,12 @@ absl::Status Database::StepWrite(Request& r, absl::string_view sql,
   if (status.ok()) {
     // The budget runs from the statement's start to its end: RETURNING rows come only after
     // the statement has done all its work, so a write cannot yield between them.
+    // SQLite keeps both counts on the connection and sets them only for rows a statement
+    // inserted or changed: from zero, a statement that changed none (DDL, a SELECT, an UPDATE
+    // of no row) reports none, not another request's.
+    sqlite3* db = writer_->db();
+    sqlite3_set_last_insert_rowid(db, 0);
+    const int64_t total_changes = sqlite3_total_changes64(db);
     const internal::ReadCharge charge{&Connection::ChargePageRead, writer_.get()};
     queue.set_reads_nowait(true, SQLITE_LOCKED, nullptr, charge);
     while ((rc = sqlite3_step(*stmt)) == SQLITE_ROW) {
@@ -93,8 +99,8 @@ absl::Status Database::StepWrite(Request& r, absl::string_view sql,
     }
     queue.set_reads_nowait(false);
     if (rc == SQLITE_DONE) {
-      r.changes = sqlite3_changes64(writer_->db());
-      r.last_insert_rowid = sqlite3_last_insert_rowid(writer_->db());
+      r.changes = sqlite3_total_changes64(db) != total_changes ? sqlite3_changes64(db) : 0;
+      r.last_insert_rowid = sqlite3_last_insert_rowid(db);
     } else if ((rc & 0xff) == SQLITE_LOCKED && queue.has_miss()) {
       // Stopped on data not in memory: RunInGroup takes the miss and restarts the group, and
       // nobody reads this status, so no message is made for it (a miss allocates nothing).

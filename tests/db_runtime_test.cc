@@ -105,6 +105,35 @@ TEST_F(RuntimeTest, ABatchCommitsEveryStatementWithItsOwnResults) {
   EXPECT_EQ(Balance(7), 5);
 }
 
+// SQLite keeps changes() and last_insert_rowid() on the connection, which every write of the
+// database shares, and sets them only for rows a statement inserts or changes: a write that
+// changes none must report none, not the previous write's (another client's) counts.
+TEST_F(RuntimeTest, AWriteThatChangesNoRowReportsNoneNotThePreviousWrites) {
+  CreateAccounts();  // Its INSERT changed 2 rows, the last rowid 2.
+  absl::StatusOr<Result> ddl = runtime_->Exec("bank", "CREATE TABLE other(x)");
+  ASSERT_TRUE(ddl.ok()) << ddl.status();
+  EXPECT_EQ(ddl->changes, 0);
+  EXPECT_EQ(ddl->last_insert_rowid, 0);
+  absl::StatusOr<Result> none =
+      runtime_->Exec("bank", "UPDATE account SET balance = 1 WHERE id = 9");
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_EQ(none->changes, 0);
+  EXPECT_EQ(none->last_insert_rowid, 0);
+  std::array<Statement, 3> mixed{{
+      {"INSERT INTO account VALUES (8, 1)"},
+      {"CREATE TABLE IF NOT EXISTS other(x)"},
+      {"SELECT 1"},
+  }};
+  absl::StatusOr<Result> batch = runtime_->Exec("bank", absl::MakeSpan(mixed));
+  ASSERT_TRUE(batch.ok()) << batch.status();
+  EXPECT_EQ(batch->changes, 1);
+  EXPECT_EQ(mixed[0].changes, 1);
+  EXPECT_EQ(mixed[0].last_insert_rowid, 8);
+  EXPECT_EQ(mixed[1].changes, 0);
+  EXPECT_EQ(mixed[1].last_insert_rowid, 0);
+  EXPECT_EQ(mixed[2].changes, 0);
+}
+
 TEST_F(RuntimeTest, ABatchWhoseMiddleStatementFailsLeavesNothingAndSaysWhichFailed) {
   CreateAccounts();
   std::array<Statement, 3> transfer{{

@@ -205,7 +205,12 @@ TEST_P(RegistryExecutorTest, AWriteIsAnsweredAfterItsFsyncAndReadsSeeEarlierStat
   EXPECT_EQ(r.results[0].rows_changed, 1);
   ASSERT_EQ(r.results[1].rows.size(), 1u) << "the read ran before the write it follows";
   EXPECT_EQ(r.results[1].rows[0][0].integer(), 1);
-  EXPECT_EQ(r.results[1].last_insert_id, r.results[0].last_insert_id);
+  // Each statement's own: the INSERT's rowid, none for the SELECT and the UPDATE.
+  EXPECT_EQ(r.results[0].last_insert_id, 1);
+  EXPECT_EQ(r.results[1].last_insert_id, 0);
+  EXPECT_EQ(r.results[1].rows_changed, 0);
+  EXPECT_EQ(r.results[2].last_insert_id, 0);
+  EXPECT_EQ(r.results[2].rows_changed, 1);
   EXPECT_EQ(r.results[2].columns, std::vector<std::string>{"v"});
   ASSERT_EQ(r.results[2].rows.size(), 1u);
   EXPECT_EQ(r.results[2].rows[0][0].integer(), 2);

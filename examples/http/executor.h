@@ -101,9 +101,11 @@ struct Statement {
 struct StatementResult {
   std::vector<std::string> columns;
   std::vector<std::vector<Value>> rows;
-  // sqlite3_changes64() after a statement that writes; 0 after a read-only one.
+  // Rows the statement inserted, changed or deleted; 0 after one that changed none (a read,
+  // DDL, an UPDATE that matched nothing).
   int64_t rows_changed = 0;
-  // sqlite3_last_insert_rowid() after the statement (connection-wide, as SQLite defines it).
+  // The rowid of the last row the statement inserted; 0 if it inserted none. Per statement,
+  // never the connection's, which other clients' writes share.
   int64_t last_insert_id = 0;
 };
 

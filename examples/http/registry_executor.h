@@ -20,9 +20,9 @@
 //     kDeleteTenant: a delete request (NotFound if it has no file).
 //
 // Rows a write returns (RETURNING) are taken back if the Database retries its group
-// (Request::on_rows_discarded), so each appears once. last_insert_id is SQLite's
-// sqlite3_last_insert_rowid() after the statement (connection-wide, as SQLite defines it); 0
-// after a single read.
+// (Request::on_rows_discarded), so each appears once. last_insert_id is the rowid of the last
+// row the statement inserted, 0 if it inserted none (Statement::last_insert_rowid: per
+// statement, never another client's).
 //
 // Design invariants:
 //   1. on_done runs exactly once per Submit, always from a later loop callback.
