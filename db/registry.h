@@ -184,6 +184,7 @@ struct RegistryOptions {
   // Where the tenants' files live. Must exist; the registry never creates directories.
   std::string directory;
   // Close a tenant that had nothing to do for this long (on the loop's clock). Must be > 0.
+  // InfiniteDuration (or any delay the loop's clock cannot reach): never.
   absl::Duration idle_timeout = kIdleTimeoutDefault;
   // Trim a tenant that had nothing to do for this long: its connections give back the cached
   // pages they do not need (Database::ReleaseMemory), so an idle open tenant costs little

@@ -4,6 +4,7 @@
 #include <sqlite3.h>
 #include <unistd.h>
 
+#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
@@ -228,6 +229,35 @@ TEST_P(RegistrySleepTest, ASleeperClosesAfterTheIdleTimeoutAndLeavesNothingOpen)
   Call read("a", "SELECT v FROM t", false, Request::Kind::kRead);
   ASSERT_TRUE(h->Do(read).ok()) << read.result;
   EXPECT_EQ(read.rows, "a\n");
+}
+
+// An idle_timeout the loop's clock never reaches (InfiniteDuration, or a finite one of
+// centuries) means never: the tenants' deadlines must not wrap past the end of int64 into the
+// past, which closed every sleeper at the next sweep (and is undefined behaviour). Trims, due
+// after a millisecond, make the sweeper run.
+TEST_P(RegistrySleepTest, AnIdleTimeoutTheClockNeverReachesClosesNothing) {
+  int round = 0;
+  for (const absl::Duration never :
+       {absl::InfiniteDuration(), absl::Milliseconds(std::numeric_limits<int64_t>::max())}) {
+    RegistryOptions options = Options();
+    options.idle_timeout = never;
+    options.idle_trim_after = absl::Milliseconds(1);
+    auto h = Make(options);
+    const std::string a = absl::StrCat("a", round), b = absl::StrCat("b", round),
+                      c = absl::StrCat("c", round);
+    ++round;
+    for (const std::string& name : {a, b, c}) Create(*h, name);
+    ASSERT_TRUE(h->RunUntil([&] { return h->registry().stats().trims >= 3; }));
+    const RegistryStats stats = h->registry().stats();
+    EXPECT_EQ(stats.asleep, 2u) << never;
+    EXPECT_EQ(stats.open, 1u) << never;
+    EXPECT_EQ(stats.idle_closes, 0u) << never;
+    EXPECT_EQ(h->loop().pending(), 0u) << "a timer armed for never: " << never;
+    Call read(a, "SELECT v FROM t", false, Request::Kind::kRead);
+    ASSERT_TRUE(h->Do(read).ok()) << read.result;
+    EXPECT_EQ(read.rows, a + "\n");
+    EXPECT_EQ(h->registry().GetTenantStats(a)->opens, 1u) << "a was closed, not woken";
+  }
 }
 
 TEST_P(RegistrySleepTest, AFileChangedWhileAsleepFailsTheWakeAndTheNextRequestOpensItAfresh) {

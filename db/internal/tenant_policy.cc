@@ -4,6 +4,7 @@
 #include <sys/resource.h>
 
 #include <algorithm>
+#include <limits>
 
 #include "absl/strings/str_format.h"
 #include "sqloop/alloc/check.h"
@@ -75,13 +76,27 @@ absl::StatusOr<uint32_t> TenantPolicy::OpenMax(const RegistryOptions& options) {
   return static_cast<uint32_t>(open_max);
 }
 
+namespace {
+
+// A delay in nanoseconds; -1 (never) for InfiniteDuration.
+int64_t DelayNs(absl::Duration delay) {
+  return delay == absl::InfiniteDuration() ? -1 : absl::ToInt64Nanoseconds(delay);
+}
+
+// `delay_ns` after `since_ns`, or -1 (never) when the delay is never or the sum would not fit:
+// a delay of centuries is never for a loop's clock, and must not wrap into the past.
+int64_t After(int64_t since_ns, int64_t delay_ns) {
+  if (delay_ns < 0 || since_ns > std::numeric_limits<int64_t>::max() - delay_ns) return -1;
+  return since_ns + delay_ns;
+}
+
+}  // namespace
+
 TenantPolicy::TenantPolicy(const RegistryOptions& options, uint32_t open_max)
     : options_(options),
       open_max_(open_max),
-      idle_timeout_ns_(absl::ToInt64Nanoseconds(options.idle_timeout)),
-      idle_trim_after_ns_(options.idle_trim_after == absl::InfiniteDuration()
-                              ? -1
-                              : absl::ToInt64Nanoseconds(options.idle_trim_after)) {}
+      idle_timeout_ns_(DelayNs(options.idle_timeout)),
+      idle_trim_after_ns_(DelayNs(options.idle_trim_after)) {}
 
 // ---- Admission ------------------------------------------------------------------------------
 
@@ -185,10 +200,8 @@ Tenant* TenantPolicy::TrimDue(int64_t now_ns) {
   for (Tenant** cursor : {&trim_next_, &asleep_trim_next_}) {
     Tenant* t = *cursor;
     if (t == nullptr) continue;
-    if (now_ns >= 0 &&
-        (idle_trim_after_ns_ < 0 || t->idle_since_ns + idle_trim_after_ns_ > now_ns)) {
-      continue;
-    }
+    const int64_t due_ns = After(t->idle_since_ns, idle_trim_after_ns_);
+    if (now_ns >= 0 && (due_ns < 0 || due_ns > now_ns)) continue;
     *cursor = TenantList::Next(*t);
     return t;
   }
@@ -237,7 +250,7 @@ Tenant* TenantPolicy::NextVictim() {
 }
 
 int64_t TenantPolicy::CloseDeadlineNs() const {
-  return idle_.empty() ? -1 : idle_.front()->idle_since_ns + idle_timeout_ns_;
+  return idle_.empty() ? -1 : After(idle_.front()->idle_since_ns, idle_timeout_ns_);
 }
 
 Tenant* TenantPolicy::ExpiredIdle(int64_t now_ns) const {
@@ -247,18 +260,19 @@ Tenant* TenantPolicy::ExpiredIdle(int64_t now_ns) const {
 
 Tenant* TenantPolicy::ExpiredAsleep(int64_t now_ns) const {
   const Tenant* t = asleep_.front();
-  return t != nullptr && t->idle_since_ns + idle_timeout_ns_ <= now_ns ? asleep_.front() : nullptr;
+  const int64_t deadline_ns = t != nullptr ? After(t->idle_since_ns, idle_timeout_ns_) : -1;
+  return deadline_ns >= 0 && deadline_ns <= now_ns ? asleep_.front() : nullptr;
 }
 
 int64_t TenantPolicy::NextIdleDeadlineNs() const {
   int64_t next_ns = CloseDeadlineNs();
-  const auto earlier = [&next_ns](int64_t deadline_ns) {
-    next_ns = next_ns < 0 ? deadline_ns : std::min(next_ns, deadline_ns);
+  const auto earlier = [&next_ns](int64_t deadline_ns) {  // -1: never, so no earlier.
+    if (deadline_ns >= 0) next_ns = next_ns < 0 ? deadline_ns : std::min(next_ns, deadline_ns);
   };
   for (const Tenant* t : {trim_next_, asleep_trim_next_}) {
-    if (t != nullptr && idle_trim_after_ns_ >= 0) earlier(t->idle_since_ns + idle_trim_after_ns_);
+    if (t != nullptr) earlier(After(t->idle_since_ns, idle_trim_after_ns_));
   }
-  if (!asleep_.empty()) earlier(asleep_.front()->idle_since_ns + idle_timeout_ns_);
+  if (!asleep_.empty()) earlier(After(asleep_.front()->idle_since_ns, idle_timeout_ns_));
   return next_ns;
 }
 

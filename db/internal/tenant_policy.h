@@ -191,7 +191,7 @@ class TenantPolicy {
 
   const RegistryOptions& options_;
   const uint32_t open_max_;
-  int64_t idle_timeout_ns_;
+  int64_t idle_timeout_ns_;      // -1: never.
   SlotList open_;                // Tenants holding a slot, oldest opened first.
   Tenant* hand_ = nullptr;       // SIEVE's hand: in open_, or null for its front.
   TenantList waiting_;           // kWaitingSlot tenants, first come first served.
