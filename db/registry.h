@@ -404,8 +404,10 @@ class Registry {
   // (memory pressure, tests, benchmarks). Returns how many.
   uint32_t TrimIdleTenants();
 
-  // Refuses new requests, lets admitted ones finish, closes every tenant, stops the idle timer,
-  // then calls `done` on the loop. The registry may be destroyed after that.
+  // Refuses new requests, lets those running on an open tenant finish, fails those still
+  // waiting for a slot with Unavailable (they did not run: send them elsewhere), closes every
+  // tenant, stops the idle timer, then calls `done` on the loop. The registry may be destroyed
+  // after that. Called once (a second call is a programming error and stops the process).
   void Shutdown(Callback done, void* arg);
 
   // Totals now. O(open tenants): reads each open tenant's memory counter.
