@@ -544,7 +544,8 @@ def build_groups(documents):
 def add_ratios(entry):
     """Sets each row's "ratio" (to the baseline) and "floor_ratio" (to the floor, if any), and
     "paired" and "floor_paired": the same ratios round by round, sorted (paired_ratios)."""
-    for key, variant in (("ratio", entry["baseline"]), ("floor_ratio", entry["floor"])):
+    for key, paired_key, variant in (("ratio", "paired", entry["baseline"]),
+                                     ("floor_ratio", "floor_paired", entry["floor"])):
         reference = {}
         for row in entry["rows"]:
             if variant is not None and row["variant"] == variant and row["value"]:
@@ -555,8 +556,8 @@ def add_ratios(entry):
                 base = reference[""]  # A reference without args serves every args.
             row[key] = (row["value"] / base["value"]
                         if base and row["value"] is not None else None)
-            row[key.replace("ratio", "paired")] = (paired_ratios(row, base, entry["metric"])
-                                                   if base and base is not row else [])
+            row[paired_key] = (paired_ratios(row, base, entry["metric"])
+                               if base and base is not row else [])
 
 
 def paired_ratios(row, base, metric):
@@ -1112,10 +1113,14 @@ def run_suite(options, build_dir):
     return merged, failures
 
 
-def write_report(out, merged, options, failures):
-    """Writes the report of `merged` (a raw.json document) to `out`, its plots beside it."""
+def write_report(out, merged, raw, options, failures):
+    """Writes the report of `merged` (the document in the file `raw`) to `out`, with its plots
+    and a copy of `raw` beside it."""
     plot_dir = out.parent / out.stem
     plot_dir.mkdir(parents=True, exist_ok=True)
+    raw_copy = plot_dir / "raw.json"
+    if not raw_copy.exists() or not raw_copy.samefile(raw):
+        shutil.copyfile(raw, raw_copy)
     # The plots live beside this file; imported here so that --compare needs no matplotlib.
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import report_plots  # pylint: disable=import-outside-toplevel
@@ -1136,10 +1141,7 @@ def rewrite_report(options):
     rounds = [run.get("report_round", 1) for run in merged["benchmarks"]]
     options.repetitions = max(rounds, default=1)
     options.quick = False
-    raw_copy = out.parent / out.stem / "raw.json"
-    groups, _ = write_report(out, merged, options, [])
-    if not raw_copy.exists() or not raw_copy.samefile(options.from_raw):
-        shutil.copyfile(options.from_raw, raw_copy)
+    groups, _ = write_report(out, merged, options.from_raw, options, [])
     print_summary(groups)
     print(f"\nreport: {display_path(out)} (from {display_path(options.from_raw)})")
     return 0
@@ -1172,8 +1174,7 @@ def main(argv=None):
     raw = build_dir / "bench" / "results" / "raw.json"
     with open(raw, "w", encoding="utf-8") as f:
         json.dump(merged, f, indent=2)
-    groups, plot_note = write_report(out, merged, options, failures)
-    shutil.copyfile(raw, out.parent / out.stem / "raw.json")
+    groups, plot_note = write_report(out, merged, raw, options, failures)
     print_summary(groups)
     print(f"\nreport: {display_path(out)}  raw JSON: {display_path(raw)}  "
           f"({time.monotonic() - started:.1f} s)")
