@@ -14,7 +14,8 @@
 //      |                         v                          |
 //      |   ENOENT          +-----------+   fd   +---------------+   |
 //      +<------------------| kProbing  |------->| kProbeClosing |   |
-//      |  (NotFound)       +-----------+        +---------------+   |
+//      |  (NotFound)       +-----------+ size   +---------------+   |
+//      |<--------------------------------------------| empty file   |
 //      |                                         closed |           v
 //      |   open failed                                  +----> +-----------+
 //      +<--------------------------------------------------------| kOpening  |
@@ -53,10 +54,12 @@
 //                                                           itself for the queued requests
 //   kWaitingSlot -> kClosing    Shutdown->StartClose        (it slept) its queued executes failed;
 //                                                           no slot; the close touches no file
+//   kProbing -> kProbing        OnTenantIo->OnProbed        a descriptor; its size asked (fstat)
 //   kProbing -> kProbeClosing   OnTenantIo->OnProbed        a slot; the probe's close in flight
-//   kProbing -> kClosed         OnProbed->FailOpen          no slot; the requests in front of the
+//   kProbing -> kClosed         OnProbed->NotFound          no slot; the requests in front of the
 //                                                           first create_if_missing one failed
 //   kProbeClosing -> kOpening   OnTenantIo->StartDatabase   holds a slot, a database, a memory id
+//   kProbeClosing -> kClosed    OnTenantIo->NotFound        (the file was empty) as from kProbing
 //   kOpening -> kActive         OnOpened                    the database is ready
 //   kOpening -> kClosed         OnOpened->FailOpen          no database, slot or memory id
 //   kOpening -> kClosing        OnOpened->StartClose        (poisoned) as below
@@ -373,21 +376,21 @@ void Registry::StartOpen(Tenant& t) {
   loop_.Submit(t.io);
 }
 
-// The probe's open returned: a descriptor (the file exists; close it and open the database),
-// ENOENT (NotFound) or another error.
+// The probe's operations returned. First its open: a descriptor (the file exists: its size is
+// asked next), ENOENT (NotFound) or another error. Then the size: a main file with no byte is
+// what a creation that failed inside SQLite's open (or a crash during one) leaves, before the
+// first transaction wrote the database's first page, so it counts as missing (invariant 2). The
+// descriptor is closed either way.
 void Registry::OnProbed(Tenant& t, int64_t result) {
+  if (t.probe_fd >= 0) {
+    t.probe_found = result != 0;  // An fstat error leaves the verdict to the Database's open.
+    SetState(t, TenantState::kProbeClosing);
+    t.io.op = io::Op{.kind = io::OpKind::kClose, .fd = t.probe_fd};
+    loop_.Submit(t.io);
+    return;
+  }
   if (result == -ENOENT) {
-    // The probe ran for the requests queued when it started, none of which may create the
-    // tenant. One that may (create_if_missing) can have joined the queue since: an HTTP create
-    // probes first and sends its create only after its own probe said NotFound, so two clients
-    // creating the same tenant meet here. The NotFound answers the requests in front of it;
-    // it and those behind it stay queued, and AfterClosed reopens the tenant for them,
-    // creating it (StartOpen).
-    FailQueueBeforeCreate(t, absl::NotFoundError(absl::StrCat(
-                                 "tenant '", t.name,
-                                 "' does not exist; send the request with create_if_missing to "
-                                 "create it")));
-    FailOpen(t, absl::OkStatus());
+    NotFound(t);
     return;
   }
   if (result < 0) {
@@ -396,9 +399,21 @@ void Registry::OnProbed(Tenant& t, int64_t result) {
     return;
   }
   t.probe_fd = static_cast<int>(result);
-  SetState(t, TenantState::kProbeClosing);
-  t.io.op = io::Op{.kind = io::OpKind::kClose, .fd = t.probe_fd};
+  t.io.op = io::Op{.kind = io::OpKind::kFileSize, .fd = t.probe_fd};
   loop_.Submit(t.io);
+}
+
+// The probe ran for the requests queued when it started, none of which may create the tenant.
+// One that may (create_if_missing) can have joined the queue since: an HTTP create probes first
+// and sends its create only after its own probe said NotFound, so two clients creating the same
+// tenant meet here. The NotFound answers the requests in front of it; it and those behind it
+// stay queued, and AfterClosed reopens the tenant for them, creating it (StartOpen).
+void Registry::NotFound(Tenant& t) {
+  FailQueueBeforeCreate(t, absl::NotFoundError(absl::StrCat(
+                               "tenant '", t.name,
+                               "' does not exist; send the request with create_if_missing to "
+                               "create it")));
+  FailOpen(t, absl::OkStatus());
 }
 
 void Registry::StartDatabase(Tenant& t) {
@@ -646,7 +661,7 @@ void Registry::FinishDelete(Tenant& t, absl::Status status) {
   MaybeFinishShutdown();
 }
 
-// The tenant's one completion, told apart by its state: the probe's open and close, the
+// The tenant's one completion, told apart by its state: the probe's open, size and close, the
 // close's next tick, and the delete's operations.
 loop::Action Registry::OnTenantIo(loop::Loop& /*unused*/, loop::Completion& c) {
   auto& t = *static_cast<Tenant*>(c.user_data);
@@ -658,7 +673,11 @@ loop::Action Registry::OnTenantIo(loop::Loop& /*unused*/, loop::Completion& c) {
       return loop::Action::kDisarm;
     case TenantState::kProbeClosing:
       t.probe_fd = -1;
-      self.StartDatabase(t);
+      if (t.probe_found) {
+        self.StartDatabase(t);
+      } else {
+        self.NotFound(t);
+      }
       return loop::Action::kDisarm;
     case TenantState::kClosing:
       t.database->Close(&Registry::OnClosed, &t);

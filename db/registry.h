@@ -24,6 +24,9 @@
 //      name never reaches the tenant table, the file system or the memory accounting.
 //   2. A database file is created only by a request with `create_if_missing`. Any other
 //      request for a tenant whose file does not exist fails with NotFound and creates nothing.
+//      An empty file counts as missing: it is what a creation that failed inside SQLite's
+//      open (or a crash during one) leaves, since a created tenant's first transaction (the
+//      switch to WAL) writes the database's first page before its creation is answered.
 //   3. At most `open_max` tenants hold a slot at once, only a tenant with a slot holds a
 //      descriptor, and each holds at most kDescriptorsPerDatabase, so the registry never
 //      exhausts descriptors. A sleeping tenant holds a database but no slot and no descriptor;
@@ -316,7 +319,7 @@ struct TenantRequest : private Request {
 enum class TenantState : uint8_t {
   kClosed,        // No database, no descriptor, no memory.
   kWaitingSlot,   // Requests queued; waiting for an open slot or memory.
-  kProbing,       // Checking that the file exists (open without O_CREAT).
+  kProbing,       // Checking that the file exists and has bytes (open without O_CREAT, fstat).
   kProbeClosing,  // Closing the probe's descriptor.
   kOpening,       // Database::Open in progress.
   kActive,        // Open, requests in flight.
@@ -441,6 +444,7 @@ class Registry {
   void StartOpen(Tenant& t);
   void StartDatabase(Tenant& t);
   void OnProbed(Tenant& t, int64_t result);
+  void NotFound(Tenant& t);
   void FailOpen(Tenant& t, const absl::Status& status);
 
   // Idleness, sleeping and closing.

@@ -201,6 +201,40 @@ TEST_P(RegistryTest, CreatesOnlyWhenTheRequestAllowsIt) {
   EXPECT_EQ(h->registry().GetTenantStats("never").status().code(), absl::StatusCode::kNotFound);
 }
 
+// A creation that fails inside SQLite's open (here its tenant's memory limit is too small for
+// the open itself) leaves the database file it created, empty. That file is not a tenant: a
+// request without create_if_missing gets NotFound, in this registry and in the next one, and
+// the next creation makes the tenant anew.
+TEST_P(RegistryTest, AnEmptyFileLeftByAFailedCreationIsNoTenant) {
+  const auto bytes_of = [&](const char* name) {
+    struct stat st {};
+    return ::stat(absl::StrCat(dir_.path(), "/", name).c_str(), &st) == 0 ? st.st_size : -1;
+  };
+  {
+    RegistryOptions options = Options();
+    options.tenant_memory_bytes_max = 1;
+    auto h = Make(options);
+    Call create("ghost", "CREATE TABLE t(x)", /*create=*/true);
+    EXPECT_FALSE(h->Do(create).ok());
+    ASSERT_EQ(h->registry().stats().open_failures, 1u);
+    ASSERT_EQ(bytes_of("ghost.db"), 0) << "the failed creation left no empty file to test with";
+    Call read("ghost", "SELECT 1", /*create=*/false, Request::Kind::kRead);
+    const absl::Status missing = h->Do(read);
+    EXPECT_EQ(missing.code(), absl::StatusCode::kNotFound) << missing;
+    EXPECT_TRUE(absl::StrContains(missing.message(), "create_if_missing")) << missing;
+    EXPECT_EQ(h->registry().stats().opens, 1u) << "the read opened the empty file";
+  }
+  auto h = Make(Options());
+  Call read("ghost", "SELECT count(*) FROM sqlite_master", /*create=*/false, Request::Kind::kRead);
+  EXPECT_EQ(h->Do(read).code(), absl::StatusCode::kNotFound) << read.result;
+  Call create("ghost", "CREATE TABLE t(x)", /*create=*/true);
+  ASSERT_TRUE(h->Do(create).ok()) << create.result;
+  Call again("ghost", "SELECT count(*) FROM sqlite_master", /*create=*/false, Request::Kind::kRead);
+  ASSERT_TRUE(h->Do(again).ok()) << again.result;
+  EXPECT_EQ(again.rows, "1\n");
+  EXPECT_GT(bytes_of("ghost.db"), 0);
+}
+
 // A create that arrives while another request's probe is in flight (two HTTP clients creating
 // the same tenant: each probes first) is not answered by the probe's NotFound: the probe
 // answers the requests in front of it, and the tenant is then created for it and for the
