@@ -1,5 +1,6 @@
 // Request handling without sockets: HTTP framing (http_parser under our limits), routing,
 // query bodies (simdjson), status mapping and response formatting.
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -141,6 +142,22 @@ INSTANTIATE_TEST_SUITE_P(
         BadWire{"UrlTooLarge", "GET /" + std::string(1100, 'u') + " HTTP/1.1\r\n\r\n", 431}),
     [](const ::testing::TestParamInfo<BadWire>& param) { return std::string(param.param.name); });
 
+// http_parser says "invalid character in content-length header" for a chunk size past 64 bits.
+TEST(RequestParserTest, AChunkSizePast64BitsIsNamedAsOne) {
+  RequestParser parser(kLimits);
+  size_t consumed = 0;
+  const std::string wire =
+      "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nFFFFFFFFFFFFFFFFFF\r\n";
+  ASSERT_EQ(parser.Feed(wire.data(), wire.size(), consumed), RequestParser::Result::kError);
+  EXPECT_EQ(parser.error_status(), 400);
+  EXPECT_TRUE(absl::StrContains(parser.error_message(), "chunk size")) << parser.error_message();
+  parser.Reset();
+  const std::string length = "POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n";
+  ASSERT_EQ(parser.Feed(length.data(), length.size(), consumed), RequestParser::Result::kError);
+  EXPECT_TRUE(absl::StrContains(parser.error_message(), "content-length"))
+      << parser.error_message();
+}
+
 // ---- Routing -----------------------------------------------------------------------------------
 
 TEST(MatchRouteTest, RoutesTheFourEndpoints) {
@@ -226,6 +243,24 @@ TEST_F(QueryBodyTest, ParsesEveryArgumentType) {
   EXPECT_EQ(statements_[2].args[0], Value::Integer(1));
   EXPECT_EQ(statements_[2].args[1], Value::Integer(0));
   EXPECT_EQ(statements_[2].args[2], Value::Blob(std::string("\x00\x01\xff", 3)));
+}
+
+TEST_F(QueryBodyTest, InfiniteRealsAreNamedAndOutOfRangeNumbersSaySo) {
+  ASSERT_TRUE(
+      Parse(R"({"statements":[{"sql":"X","args":[{"real":"Infinity"},{"real":"-Infinity"}]}]})")
+          .ok());
+  EXPECT_EQ(statements_[0].args[0], Value::Real(std::numeric_limits<double>::infinity()));
+  EXPECT_EQ(statements_[0].args[1], Value::Real(-std::numeric_limits<double>::infinity()));
+
+  HttpError error = Parse(R"({"statements":[{"sql":"X","args":[{"real":"1.5"}]}]})");
+  EXPECT_STREQ(error.code, "invalid_request");
+  EXPECT_TRUE(absl::StrContains(error.message, "statements[0].args[0]: {\"real\":...} is"))
+      << error.message;
+  for (const char* number : {"1e400", "-1e400", "99999999999999999999999"}) {
+    error = Parse(absl::StrCat(R"({"statements":[{"sql":"X","args":[)", number, "]}]}"));
+    EXPECT_STREQ(error.code, "malformed_json") << number;
+    EXPECT_TRUE(absl::StrContains(error.message, "out of range")) << error.message;
+  }
 }
 
 TEST_F(QueryBodyTest, MalformedJsonIsMalformedJson) {
@@ -335,6 +370,17 @@ TEST(FormatResponseTest, WritesAFramedResponse) {
   EXPECT_EQ(out,
             "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 0\r\n"
             "Connection: keep-alive\r\n\r\n");
+}
+
+TEST(WriteBodiesTest, AnInfiniteRealIsWrittenAsArgumentsTakeIt) {
+  std::string body;
+  StatementResult result;
+  result.columns = {"a"};
+  result.rows = {{Value::Real(std::numeric_limits<double>::infinity())},
+                 {Value::Real(-std::numeric_limits<double>::infinity())}};
+  WriteResultsBody({result}, body);
+  EXPECT_TRUE(absl::StrContains(body, R"("rows":[[{"real":"Infinity"}],[{"real":"-Infinity"}]])"))
+      << body;
 }
 
 TEST(WriteBodiesTest, ErrorAndResultBodies) {

@@ -1,6 +1,8 @@
 #include "examples/http/handler.h"
 
+#include <cmath>
 #include <limits>
+#include <optional>
 #include <string_view>
 #include <utility>
 
@@ -32,6 +34,13 @@ HttpError MethodNotAllowed(http_method method, const char* allow_header, const c
 }
 
 // Converts one JSON argument into a SQLite value.
+// The name {"real":...} gives an infinite REAL, which JSON numbers cannot say.
+std::optional<double> InfinityNamed(absl::string_view name) {
+  if (name == "Infinity") return std::numeric_limits<double>::infinity();
+  if (name == "-Infinity") return -std::numeric_limits<double>::infinity();
+  return std::nullopt;
+}
+
 HttpError ParseArg(simdjson::dom::element arg, const std::string& where, Value& value) {
   switch (arg.type()) {
     case simdjson::dom::element_type::NULL_VALUE:
@@ -62,12 +71,22 @@ HttpError ParseArg(simdjson::dom::element arg, const std::string& where, Value& 
         value = Value::Blob(std::move(decoded));
         return {};
       }
+      if (object.size() == 1 && object["real"].get_string().get(encoded) == simdjson::SUCCESS) {
+        if (std::optional<double> infinite = InfinityNamed(Sv(encoded))) {
+          value = Value::Real(*infinite);
+          return {};
+        }
+        return InvalidRequest(where,
+                              "{\"real\":...} is \"Infinity\" or \"-Infinity\"; a finite "
+                              "REAL is a plain JSON number");
+      }
       break;
     }
   }
   return InvalidRequest(where,
-                        "an argument is null, a number, a string, a boolean, or "
-                        "{\"base64\":\"...\"} for a BLOB");
+                        "an argument is null, a number, a string, a boolean, "
+                        "{\"base64\":\"...\"} for a BLOB, or {\"real\":\"Infinity\"} (or "
+                        "\"-Infinity\") for an infinite REAL");
 }
 
 HttpError ParseStatement(simdjson::dom::element element, size_t index, const QueryLimits& limits,
@@ -178,8 +197,13 @@ HttpError ParseQueryBody(simdjson::dom::parser& parser, std::string& body,
   simdjson::dom::element root;
   if (const simdjson::error_code error = parser.parse(body.data(), body.size(), false).get(root);
       error != simdjson::SUCCESS) {
+    // simdjson's NUMBER_ERROR also stands for valid JSON it cannot represent: say which.
     return Error(400, "malformed_json",
-                 absl::StrCat("malformed JSON: ", simdjson::error_message(error)));
+                 error == simdjson::NUMBER_ERROR
+                     ? "malformed JSON: a number is malformed or out of range (an integer must "
+                       "fit in 64 bits, a real number in a double; send an infinite REAL as "
+                       "{\"real\":\"Infinity\"} or {\"real\":\"-Infinity\"})"
+                     : absl::StrCat("malformed JSON: ", simdjson::error_message(error)));
   }
   simdjson::dom::object object;
   if (root.get_object().get(object) != simdjson::SUCCESS)
@@ -265,6 +289,15 @@ void WriteValue(const Value& value, JsonWriter& json) {
       json.Int(value.integer());
       return;
     case Value::Type::kReal:
+      // JSON has no infinity: {"real":"Infinity"}, as arguments take it. (SQLite stores no
+      // NaN: it makes one NULL.)
+      if (std::isinf(value.real())) {
+        json.BeginObject();
+        json.Key("real");
+        json.String(value.real() > 0 ? "Infinity" : "-Infinity");
+        json.EndObject();
+        return;
+      }
       json.Double(value.real());
       return;
     case Value::Type::kText:

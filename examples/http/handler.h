@@ -15,7 +15,8 @@
 // Any other path is 404; a known path with another method is 405 with an Allow header.
 //
 // Values in JSON: null, integers (int64), doubles, strings (TEXT), booleans (as 1 and 0, since
-// SQLite has no boolean), and {"base64":"..."} for a BLOB, in both directions.
+// SQLite has no boolean), {"base64":"..."} for a BLOB, and {"real":"Infinity"} or
+// {"real":"-Infinity"} for an infinite REAL (JSON numbers have no infinity), in both directions.
 //
 // Every error is answered as {"error":{"code":"...","message":"..."}} with a fixed code:
 //   malformed_http 400, headers_too_large 431, body_too_large 413, malformed_json 400,
@@ -104,7 +105,7 @@ inline constexpr size_t kJsonDepthMax = 8;
 void WriteErrorBody(const HttpError& error, std::string& body);
 // {"results":[{"columns":[...],"rows":[[...]],"rows_changed":N,"last_insert_id":N}, ...]}
 void WriteResultsBody(const std::vector<StatementResult>& results, std::string& body);
-// Writes one SQLite value as JSON (BLOBs as {"base64":...}).
+// Writes one SQLite value as JSON (BLOBs as {"base64":...}, infinite REALs as {"real":...}).
 void WriteValue(const Value& value, JsonWriter& json);
 
 // Replaces `out` with a complete HTTP/1.1 response: status line, Content-Type (JSON),

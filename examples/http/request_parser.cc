@@ -73,7 +73,12 @@ RequestParser::Result RequestParser::Feed(const char* data, size_t size, size_t&
   } else if (error_status_ == 0) {
     // http_parser's own verdict: malformed request line, bad header syntax, bad chunk size...
     const int status = error == HPE_HEADER_OVERFLOW ? 431 : 400;
-    Fail(status, absl::StrCat("malformed HTTP request: ", http_errno_description(error)));
+    // http_parser reports a chunk size past 64 bits as a bad Content-Length.
+    if (error == HPE_INVALID_CONTENT_LENGTH && headers_done_ && (parser_.flags & F_CHUNKED) != 0) {
+      Fail(status, "malformed HTTP request: a chunk size does not fit in 64 bits");
+    } else {
+      Fail(status, absl::StrCat("malformed HTTP request: ", http_errno_description(error)));
+    }
   }
   return Result::kError;
 }
