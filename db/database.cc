@@ -296,7 +296,7 @@ void Database::FinishClose() {
     internal::VfsCore::Of(vfs_).context().RememberChecked(files_->main_path(),
                                                           Fingerprint(*files_));
   }
-  files_->queue().SetListener(nullptr, nullptr);
+  files_->queue().RemoveListener(&Database::OnFilesChanged, this);
   internal::DatabaseFiles* files = files_;
   files_ = nullptr;
   files->Unpin();

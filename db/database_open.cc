@@ -82,7 +82,7 @@ bool Database::WarmForCheck() {
 // kOpening, kOpenChecking -> kFailed: nothing of the open stays (connections, pinned files).
 void Database::FailOpen(absl::Status status) {
   CloseConnections();
-  if (files_ != nullptr) files_->queue().SetListener(nullptr, nullptr);
+  if (files_ != nullptr) files_->queue().RemoveListener(&Database::OnFilesChanged, this);
   if (internal::DatabaseFiles* files = preopened_ != nullptr ? preopened_ : files_;
       files != nullptr) {
     preopened_ = files_ = nullptr;
@@ -289,7 +289,7 @@ absl::Status Database::DoOpen() {
                "the VFS has other files for a database than those opened for it");
   files_ = preopened_;  // Takes over preopened_'s pin.
   preopened_ = nullptr;
-  files_->queue().SetListener(&Database::OnFilesChanged, this);
+  files_->queue().AddListener(&Database::OnFilesChanged, this);
   group_epoch_ = files_->queue().epoch();
   return absl::OkStatus();
 }

@@ -511,6 +511,27 @@ TEST_P(DatabaseTest, FsyncEioPoisonsWithOutcomeUnknownAndKeepsAcknowledgedData) 
 // A failed fsync of the directory may lose file creations and unlinks of every database in it:
 // all of them are poisoned, including one whose own fsyncs never failed, and none is opened
 // again in this process.
+// Two Databases of one process may have the same file open: they share its descriptors and its
+// write queue. Each is told when the queue's epochs become durable, so the writes of each are
+// acknowledged, while both are open and after one of them closed.
+TEST_P(DatabaseTest, TwoDatabasesOnOneFileEachHaveTheirWritesAcknowledged) {
+  ASSERT_TRUE(OpenDb().ok());
+  ASSERT_TRUE(Write("CREATE TABLE t(x)").ok());
+  std::unique_ptr<Database> other = OpenOther(path_);
+  ASSERT_NE(other, nullptr);
+  EXPECT_TRUE(Write("INSERT INTO t VALUES (1)").ok());
+  Probe p;
+  Prime(p, Request::Kind::kWrite, "INSERT INTO t VALUES (2)");
+  ASSERT_TRUE(other->Submit(p.request).ok());
+  ASSERT_TRUE(loop_->Run(loop::RunMode::kUntilDone).ok());
+  EXPECT_TRUE(p.done) << "the second Database's write was never acknowledged";
+  EXPECT_TRUE(p.status.ok()) << p.status;
+  ASSERT_TRUE(CloseAndRun(*other).ok());
+  other.reset();
+  EXPECT_TRUE(Write("INSERT INTO t VALUES (3)").ok());
+  EXPECT_EQ(Read("SELECT group_concat(x) FROM t"), "'1,2,3'|\n");
+}
+
 TEST_P(DatabaseTest, AFailedDirectoryFsyncPoisonsEveryDatabaseInTheDirectory) {
   ASSERT_TRUE(OpenDb().ok());
   ASSERT_TRUE(Write("CREATE TABLE t(x)").ok());

@@ -12,7 +12,7 @@ DatabaseFiles::DatabaseFiles(VfsContext& context, std::string main_path)
 
 void DatabaseFiles::Unpin() {
   table_.Unpin();
-  if (!table_.pinned()) queue_.SetListener(nullptr, nullptr);
+  if (!table_.pinned()) queue_.ClearListeners();
   // May destroy this object: nothing touches it afterwards.
   context_.ReleaseIfUnused(main_path());
 }

@@ -20,10 +20,11 @@
 //
 //   DatabaseFiles* files = VfsCore::Of(vfs).Find(path);
 //   files->Pin();
-//   files->queue().SetListener(&OnFilesChanged, this);
+//   files->queue().AddListener(&OnFilesChanged, this);
 //   ... run a transaction; its COMMIT closed epoch files->queue().epoch() ...
 //   if (files->queue().durable_epoch() >= commit_epoch) Acknowledge();
 //   ...
+//   files->queue().RemoveListener(&OnFilesChanged, this);
 //   files->Unpin();  // May destroy the files: do not touch them afterwards.
 #ifndef SQLOOP_DB_INTERNAL_DATABASE_FILES_H_
 #define SQLOOP_DB_INTERNAL_DATABASE_FILES_H_

@@ -42,9 +42,15 @@ EpochQueue::~EpochQueue() {
                "database is closed");
 }
 
-void EpochQueue::SetListener(Listener listener, void* arg) {
-  listener_ = listener;
-  listener_arg_ = arg;
+void EpochQueue::AddListener(Listener listener, void* arg) {
+  listeners_.push_back({listener, arg});
+}
+
+void EpochQueue::RemoveListener(Listener listener, void* arg) {
+  auto it = std::find_if(listeners_.begin(), listeners_.end(), [&](const Listening& l) {
+    return l.listener == listener && l.arg == arg;
+  });
+  if (it != listeners_.end()) listeners_.erase(it);
 }
 
 void EpochQueue::CloseIdleDescriptors() {
@@ -308,9 +314,10 @@ void EpochQueue::Poison(absl::Status status) {
 }
 
 void EpochQueue::Notify() {
-  if (listener_ == nullptr || notifying_) return;
+  if (notifying_) return;
   notifying_ = true;
-  listener_(listener_arg_);
+  // By index: a listener may remove itself (or another) while being told.
+  for (size_t i = 0; i < listeners_.size(); ++i) listeners_[i].listener(listeners_[i].arg);
   notifying_ = false;
 }
 

@@ -109,6 +109,7 @@
 #include <memory>
 #include <vector>
 
+#include "absl/container/inlined_vector.h"
 #include "absl/status/status.h"
 #include "sqloop/alloc/intrusive_list.h"
 #include "sqloop/db/internal/file_table.h"
@@ -169,7 +170,11 @@ class EpochQueue {
   // Writes refused because the buffer was full, since the last ClearBackpressure().
   [[nodiscard]] uint64_t backpressure() const { return backpressure_; }
   void ClearBackpressure() { backpressure_ = 0; }
-  void SetListener(Listener listener, void* arg);
+  // Every Database open on these files listens (two Databases of a process may share them):
+  // each adds itself once open and removes itself before it lets go of the files.
+  void AddListener(Listener listener, void* arg);
+  void RemoveListener(Listener listener, void* arg);
+  void ClearListeners() { listeners_.clear(); }
 
   // While on, Read never waits for the disk: it answers from the queued writes and from the
   // page cache (Backend::ReadIfCached), and where bytes are in neither it remembers them
@@ -323,8 +328,11 @@ class EpochQueue {
   uint64_t durable_epoch_ = 0;
   absl::Status poison_;
   bool dir_fsync_failed_ = false;  // The directory's fsync was among those that failed.
-  Listener listener_ = nullptr;
-  void* listener_arg_ = nullptr;
+  struct Listening {
+    Listener listener;
+    void* arg;
+  };
+  absl::InlinedVector<Listening, 1> listeners_;
   bool notifying_ = false;
   bool reads_nowait_ = false;
   int miss_rc_ = SQLITE_INTERRUPT;              // What Read returns on a miss (set_reads_nowait).
