@@ -105,6 +105,7 @@ Database::~Database() {
                "Database destroyed while open; Close() it and run the loop until it called back");
   SQLOOP_CHECK(pump_.state() == loop::Completion::State::kIdle,
                "Database destroyed with its pump armed");
+  if (destroyed_ != nullptr) *destroyed_ = true;
 }
 
 void Database::Open(Callback done, void* arg) {
@@ -128,7 +129,11 @@ loop::Action Database::OnPump(loop::Loop& /*unused*/, loop::Completion& c) {
   // SQLite allocates for it (the VFS's calls included) to its tenant.
   alloc::ScopedTenant tenant(self->options_.tenant);
   self->in_callback_ = true;  // Sleep() refuses to run under a request's callback.
+  bool destroyed = false;
+  self->destroyed_ = &destroyed;
   self->Pump();
+  if (destroyed) return loop::Action::kDisarm;  // By its open or close callback.
+  self->destroyed_ = nullptr;
   self->in_callback_ = false;
   return loop::Action::kDisarm;
 }

@@ -490,7 +490,8 @@ class Database {
   // `path` must be absolute on the simulator. Nothing happens until Open().
   Database(loop::Loop& loop, Vfs& vfs, std::string path, DatabaseOptions options = {});
   // Checks that the database is kNew, kClosed or kFailed: destroying it with requests in flight
-  // would leave callers waiting forever.
+  // would leave callers waiting forever. It may be destroyed inside the callback of a failed
+  // Open or of Close, the last it makes.
   ~Database();
   Database(const Database&) = delete;
   Database& operator=(const Database&) = delete;
@@ -735,6 +736,9 @@ class Database {
   // The pump or a fetch's completion is running (and may call a request's callback, which must
   // not put the database to sleep under it).
   bool in_callback_ = false;
+  // While the pump runs: set by the destructor, since the open or close callback the pump makes
+  // may destroy the database, and the pump must then not touch it again.
+  bool* destroyed_ = nullptr;
   // kFetching with the group's transaction open: the request whose statement missed, undone
   // to its savepoint, which runs first when the group resumes (ResumeGroup).
   Request* group_resume_ = nullptr;

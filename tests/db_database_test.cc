@@ -844,6 +844,33 @@ TEST_P(DatabaseTest, BadInputIsRefusedWithAClearErrorAndNoChange) {
   EXPECT_EQ(Read("SELECT count(*) FROM sqlite_schema"), "1|\n");
 }
 
+// The callback of a failed Open, and Close's, are the last a Database makes: its owner may
+// destroy it there (ASan checks that nothing touches it afterwards).
+TEST_P(DatabaseTest, ADatabaseMayBeDestroyedInsideItsLastCallback) {
+  struct Owner {
+    std::unique_ptr<Database> db;
+    absl::Status status = absl::UnknownError("never called back");
+  };
+  const Database::Callback destroy = [](void* arg, absl::Status s) {
+    auto& owner = *static_cast<Owner*>(arg);
+    owner.status = std::move(s);
+    owner.db.reset();
+  };
+  Owner failed{std::make_unique<Database>(*loop_, *vfs_, path_, DatabaseOptions{.readers = 0})};
+  failed.db->Open(destroy, &failed);
+  ASSERT_TRUE(loop_->Run(loop::RunMode::kUntilDone).ok());
+  EXPECT_EQ(failed.status.code(), absl::StatusCode::kInvalidArgument) << failed.status;
+  EXPECT_EQ(failed.db, nullptr);
+
+  ASSERT_TRUE(OpenDb().ok());
+  ASSERT_TRUE(Write("CREATE TABLE t(x)").ok());
+  Owner closed{std::move(db_)};
+  closed.db->Close(destroy, &closed);
+  ASSERT_TRUE(loop_->Run(loop::RunMode::kUntilDone).ok());
+  EXPECT_TRUE(closed.status.ok()) << closed.status;
+  EXPECT_EQ(closed.db, nullptr);
+}
+
 TEST_P(DatabaseTest, FileThatIsNotSqliteIsRefusedAtOpen) {
   if (!GetParam().real_descriptors) GTEST_SKIP() << "writes the file with the host's file system";
   const int fd = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
