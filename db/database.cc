@@ -312,8 +312,11 @@ void Database::FinishClose() {
 // ---- Submission -------------------------------------------------------------------------------
 
 absl::Status Database::Submit(Request& request) {
-  SQLOOP_CHECK(request.state_ == Request::State::kIdle || request.state_ == Request::State::kDone,
-               "Database::Submit: the request is already submitted; wait for on_done");
+  // A request done but still waiting behind its client's earlier ones is still linked there.
+  SQLOOP_CHECK(
+      (request.state_ == Request::State::kIdle || request.state_ == Request::State::kDone) &&
+          !request.client_link_.linked(),
+      "Database::Submit: the request is already submitted; wait for on_done");
   SQLOOP_CHECK(request.on_done != nullptr || request.layer_done_ != nullptr,
                "Database::Submit: the request has no on_done");
   if (state_ == State::kPoisoned) return Poisoned(files_->queue().poison_status());
@@ -345,6 +348,12 @@ absl::Status Database::Submit(Request& request) {
                        options_.batch_statements_max, " (batch_statements_max); split it"));
     }
   }
+  if (const Client* client = request.client;
+      client != nullptr && !client->requests_.empty() && client->database_ != this) {
+    return absl::FailedPreconditionError(
+        "the request's client has requests in flight on another database; a Client orders the "
+        "requests of one database (one tenant): use one Client per database");
+  }
   request.status_ = absl::OkStatus();
   request.batch_index_ = 0;
   request.changes = request.last_insert_rowid = 0;
@@ -364,6 +373,7 @@ absl::Status Database::Submit(Request& request) {
       ++stats_.reads_held;
     }
     client->requests_.PushBack(request);
+    client->database_ = this;
   }
   queue->PushBack(request);
   ArmPump();

@@ -34,6 +34,7 @@
 #include "absl/strings/cord.h"
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
+#include "sqloop/alloc/check.h"
 #include "sqloop/alloc/intrusive_list.h"
 
 struct sqlite3_stmt;
@@ -237,12 +238,26 @@ inline constexpr absl::string_view kBudgetExceededPayload = "type.sqloop/budget-
 // Requests that must complete in submission order share a Client (caller-owned, e.g. one per
 // network connection). An intrusive FIFO: no allocation.
 // A Client's reads see its earlier writes: a read submitted behind a write of the same client
-// starts once that write is acknowledged. A Client is used with one Database at a time.
+// starts once that write is acknowledged. A Client is used with one Database at a time: a
+// request whose client has requests in flight on another Database is refused at Submit. Keep
+// it alive until the on_done of every request submitted with it ran (the Database delivers
+// them through it); destroying it sooner stops the process with a message saying so.
 class Client {
+ public:
+  Client() = default;
+  ~Client() {
+    SQLOOP_CHECK(requests_.empty(),
+                 "db::Client destroyed with requests in flight; keep it until the on_done of "
+                 "every request submitted with it ran");
+  }
+  Client(const Client&) = delete;
+  Client& operator=(const Client&) = delete;
+
  private:
   friend class Database;
   IntrusiveList<Request, &Request::client_link_> requests_;  // Submitted, not yet delivered.
   uint32_t writes_pending_ = 0;                              // Writes among them.
+  const Database* database_ = nullptr;                       // Where they run, if any.
 };
 
 }  // namespace sqloop::db

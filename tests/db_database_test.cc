@@ -1450,6 +1450,74 @@ TEST_P(DatabaseTest, OneClientsRequestsCompleteInSubmissionOrder) {
   EXPECT_EQ(order, (std::vector<std::string>{"0", "1", "2", "3", "4", "5"}));
 }
 
+// A Client orders one database's requests. A request whose client has requests in flight on
+// another database is refused (each database would deliver through the other's FIFO), and the
+// client is free again once they are delivered.
+TEST_P(DatabaseTest, AClientServesOneDatabaseAtATime) {
+  ASSERT_TRUE(OpenDb().ok());
+  ASSERT_TRUE(Write("CREATE TABLE t(x)").ok());
+  std::unique_ptr<Database> other = OpenOther(dir_->Path("other.sqlite"));
+  ASSERT_NE(other, nullptr);
+  Client client;
+  Probe here;
+  Probe there;
+  Prime(here, Request::Kind::kWrite, "INSERT INTO t VALUES (1)");
+  Prime(there, Request::Kind::kRead, "SELECT 7");
+  here.request.client = there.request.client = &client;
+  ASSERT_TRUE(db_->Submit(here.request).ok());
+  const absl::Status refused = other->Submit(there.request);
+  EXPECT_EQ(refused.code(), absl::StatusCode::kFailedPrecondition) << refused;
+  EXPECT_TRUE(absl::StrContains(refused.message(), "one Client per database")) << refused;
+  ASSERT_TRUE(loop_->Run(loop::RunMode::kUntilDone).ok());
+  EXPECT_TRUE(here.status.ok()) << here.status;
+  EXPECT_FALSE(there.done);
+  ASSERT_TRUE(other->Submit(there.request).ok());
+  ASSERT_TRUE(loop_->Run(loop::RunMode::kUntilDone).ok());
+  EXPECT_TRUE(there.status.ok()) << there.status;
+  EXPECT_EQ(there.rows, "7|\n");
+  ASSERT_TRUE(CloseAndRun(*other).ok());
+}
+
+// Misuse of a Client's lifetime stops the process with a message instead of corrupting memory:
+// destroying it with requests in flight, and resubmitting a request that is done but still
+// waits behind its client's earlier one (its on_done has not run).
+TEST_P(DatabaseTest, AClientsRequestsInFlightAreCheckedNotCorrupted) {
+  DatabaseOptions options;
+  options.rows_per_tick = 4;
+  ASSERT_TRUE(OpenDb(options).ok());
+  ASSERT_TRUE(Write("CREATE TABLE t(x)").ok());
+  ASSERT_TRUE(Write("WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < "
+                    "200) INSERT INTO t SELECT i FROM c")
+                  .ok());
+  EXPECT_DEATH(
+      {
+        Probe p;
+        Client doomed;
+        Prime(p, Request::Kind::kWrite, "INSERT INTO t VALUES (1)");
+        p.request.client = &doomed;
+        (void)db_->Submit(p.request);
+      },
+      "Client destroyed with requests in flight");
+
+  Client client;
+  Probe scan;
+  Probe point;
+  Prime(scan, Request::Kind::kRead, "SELECT x FROM t");
+  Prime(point, Request::Kind::kRead, "SELECT 1");
+  scan.request.client = point.request.client = &client;
+  ASSERT_TRUE(db_->Submit(scan.request).ok());
+  ASSERT_TRUE(db_->Submit(point.request).ok());
+  for (int i = 0; i < 1000 && point.request.state() != Request::State::kDone; ++i) {
+    ASSERT_TRUE(loop_->Run(loop::RunMode::kNoWait).ok());
+  }
+  ASSERT_EQ(point.request.state(), Request::State::kDone);
+  ASSERT_FALSE(point.done) << "the point read was delivered before the scan ahead of it";
+  EXPECT_DEATH((void)db_->Submit(point.request), "already submitted; wait for on_done");
+  ASSERT_TRUE(loop_->Run(loop::RunMode::kUntilDone).ok());
+  EXPECT_TRUE(scan.status.ok()) << scan.status;
+  EXPECT_TRUE(point.status.ok()) << point.status;
+}
+
 TEST_P(DatabaseTest, DeadlinesAndCancellation) {
   DatabaseOptions options;
   options.rows_per_tick = 1;
