@@ -232,6 +232,25 @@ TEST_P(DatabaseTest, ARequestsOwnBudgetOverridesTheDatabasesTotal) {
   EXPECT_NE(tight.status.message().find("Request::vm_steps_max"), std::string::npos);
 }
 
+// The largest budgets mean no budget in effect, not none: rounding them up to whole
+// progress-handler calls once wrapped to 0, and a read then ended OK with no rows.
+TEST_P(DatabaseTest, TheLargestBudgetsLetEveryStatementRun) {
+  DatabaseOptions options;
+  options.slice_vm_steps_max = UINT64_MAX;
+  options.request_vm_steps_max = UINT64_MAX;
+  ASSERT_TRUE(OpenDb(options).ok());
+  ASSERT_TRUE(Write("CREATE TABLE t(x)").ok());
+  ASSERT_TRUE(Write("INSERT INTO t VALUES (1), (2), (3)").ok());
+  EXPECT_EQ(Read("SELECT x FROM t ORDER BY x"), "1|\n2|\n3|\n");
+  Probe own;
+  Prime(own, Request::Kind::kRead, "SELECT count(*) FROM t");
+  own.request.vm_steps_max = UINT64_MAX;
+  ASSERT_TRUE(db_->Submit(own.request).ok());
+  ASSERT_TRUE(loop_->Run(loop::RunMode::kUntilDone).ok());
+  EXPECT_TRUE(own.status.ok()) << own.status;
+  EXPECT_EQ(own.rows, "3|\n");
+}
+
 TEST_P(DatabaseTest, AGroupThatUsedItsSliceCommitsWhatItHasAndTheRestFollows) {
   DatabaseOptions options;
   options.slice_vm_steps_max = 20'000;

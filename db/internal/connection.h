@@ -49,8 +49,11 @@ namespace sqloop::db::internal {
 
 // Budgets are counted in progress-handler calls: steps rounded up to whole calls.
 constexpr uint64_t CallsFor(uint64_t vm_steps) {
-  return (vm_steps + kProgressOpsDefault - 1) / kProgressOpsDefault;
+  // Rounded up without adding first: a budget near UINT64_MAX (no budget, in effect) would wrap
+  // to none, and a read whose slice is used before it starts ends with no rows.
+  return vm_steps / kProgressOpsDefault + (vm_steps % kProgressOpsDefault != 0 ? 1 : 0);
 }
+static_assert(CallsFor(UINT64_MAX) > 0 && CallsFor(1) == 1);
 
 class Connection {
  public:
