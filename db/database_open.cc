@@ -33,15 +33,19 @@ void Database::StartPreopen() {
                             ? absl::UnavailableError("the working directory cannot be read")
                             : absl::OkStatus();
   const internal::DatabaseFiles* existing = usable.ok() ? core.Find(full) : nullptr;
-  if (usable.ok() && existing == nullptr) usable = core.context().CheckNotTainted(full);
+  // Checked also while the files are still in the VFS (a poisoned Database closed, its last
+  // operations not yet drained): they would only answer with their I/O error.
+  absl::Status tainted = usable.ok() ? core.context().CheckNotTainted(full) : absl::OkStatus();
   if (existing != nullptr && existing->table().asleep()) {
-    usable = absl::FailedPreconditionError(
+    usable = absl::UnavailableError(
         "another Database of this process holds it asleep (Database::Sleep); send that one a "
         "request or close it first");
   }
+  if (!tainted.ok()) usable = std::move(tainted);  // FailedPrecondition: only a restart helps.
   if (!usable.ok()) {
-    FailOpen(absl::UnavailableError(absl::StrCat(
-        "cannot open database '", internal::FileNameOf(path_), "': ", usable.message())));
+    FailOpen(absl::Status(usable.code(),
+                          absl::StrCat("cannot open database '", internal::FileNameOf(path_),
+                                       "': ", usable.message())));
     return;
   }
   preopened_ = &core.Acquire(full);
