@@ -126,9 +126,19 @@ absl::StatusOr<std::unique_ptr<Registry>> Registry::Create(loop::Loop& loop, Vfs
   io::Op dir_op = io::OpenDirectoryOp(options.directory.c_str());
   const int64_t dir_fd = loop.WaitForOp(dir_op);
   if (dir_fd < 0) {
-    return absl::NotFoundError(absl::StrCat("cannot open the tenants' directory '",
-                                            options.directory, "': ", io::ErrnoText(dir_fd),
-                                            "; create it before starting the registry"));
+    // Only a missing directory is the host's to create; the rest say what they are (a file in
+    // its place, descriptors or permission short) with the code that fits the errno.
+    const std::string what =
+        absl::StrCat("cannot open the tenants' directory '", options.directory, "'");
+    if (dir_fd == -ENOENT) {
+      return absl::NotFoundError(absl::StrCat(what, ": ", io::ErrnoText(dir_fd),
+                                              "; create it before starting the registry"));
+    }
+    return io::ErrnoStatus(dir_fd, what);
+  }
+  // Accounting names are unique per process: by default a registry's are its directory's.
+  if (options.memory_name_prefix.empty()) {
+    options.memory_name_prefix = absl::StrCat(options.directory, "/");
   }
   return std::unique_ptr<Registry>(
       new Registry(loop, vfs, std::move(options), *open_max, static_cast<int>(dir_fd)));
@@ -430,9 +440,14 @@ void Registry::StartDatabase(Tenant& t) {
                                            options_.tenant_memory_bytes_max, *group)
                    : group;
     if (!id.ok()) {
-      FailOpen(t,
-               absl::Status(id.status().code(), absl::StrCat("cannot account tenant '", t.name,
-                                                             "' memory: ", id.status().message())));
+      const bool taken = id.status().code() == absl::StatusCode::kAlreadyExists;
+      FailOpen(t, absl::Status(id.status().code(),
+                               absl::StrCat("cannot account tenant '", t.name,
+                                            "' memory: ", id.status().message(),
+                                            taken ? " (another registry of this process uses the "
+                                                    "same RegistryOptions::memory_name_prefix; "
+                                                    "give each its own)"
+                                                  : "")));
       return;
     }
     t.memory_id = *id;

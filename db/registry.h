@@ -218,7 +218,8 @@ struct RegistryOptions {
   uint32_t tenant_queue_max = kTenantQueueMaxDefault;
   uint32_t tenants_max = kTenantsMaxDefault;
   // Prefixed to tenant names in the SQLite memory accounting, whose names are unique per
-  // process: give each registry of a process its own ("shard0/"). Empty is fine for one.
+  // process: each registry of a process needs its own ("shard0/"). Empty: the directory and a
+  // slash, so registries of different directories never collide.
   std::string memory_name_prefix;
   // Options of every Database the registry opens.
   DatabaseOptions database;

@@ -2,6 +2,9 @@
 // zero, and the open-slot and memory budgets, on io_uring and the fallback backend.
 #include "sqloop/db/registry.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <memory>
 #include <string>
 #include <vector>
@@ -152,6 +155,20 @@ TEST_P(RegistryTest, CreateOptionsAreChecked) {
   RegistryHarness missing(GetParam().make(), options);
   EXPECT_EQ(missing.create_status().code(), absl::StatusCode::kNotFound);
   EXPECT_TRUE(absl::StrContains(missing.create_status().message(), "create it"));
+
+  // Only a missing directory is the host's to create: a file in its place says so.
+  const std::string file = dir_.path() + "/a-file";
+  const int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+  ASSERT_GE(fd, 0);
+  ::close(fd);
+  options = Options();
+  options.directory = file;
+  RegistryHarness not_a_directory(GetParam().make(), options);
+  const absl::Status status = not_a_directory.create_status();
+  EXPECT_NE(status.code(), absl::StatusCode::kNotFound) << status;
+  EXPECT_FALSE(status.ok());
+  EXPECT_TRUE(absl::StrContains(status.message(), "Not a directory")) << status;
+  EXPECT_FALSE(absl::StrContains(status.message(), "create it")) << status;
 }
 
 TEST_P(RegistryTest, InvalidNamesChangeNothing) {
