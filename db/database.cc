@@ -421,7 +421,7 @@ bool Database::Cancel(Request& request) {
   }
   if ((request.state_ == Request::State::kRunning || request.state_ == Request::State::kFetching) &&
       request.kind == Request::Kind::kRead) {
-    request.cancel_requested_ = true;  // The next StepRead, or its fetch's end, stops it.
+    request.SetCancelRequested(true);  // The next StepRead, or its fetch's end, stops it.
     ArmPump();
     return true;
   }
@@ -725,7 +725,7 @@ void Database::SetRequestState(Request& request, Request::State next) {
   request.state_ = next;
   // A cancel asked for before Submit (while a registry opened the tenant, say) holds for the
   // run; once done, the request starts its next run uncancelled.
-  if (next == S::kDone) request.cancel_requested_ = false;
+  if (next == S::kDone) request.SetCancelRequested(false);
 }
 
 void Database::AssertInvariants() const {

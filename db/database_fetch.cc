@@ -152,7 +152,7 @@ loop::Action Database::FetchDone(Fetch& fetch) {
   const uint64_t next = op.offset + static_cast<uint64_t>(std::max<int64_t>(result, 0));
   bool wanted = fetch.owner != FetchFor::kRead;
   for (Request* r = fetch.reads.front(); r != nullptr && !wanted; r = Queue::Next(*r)) {
-    wanted = !r->cancel_requested_;
+    wanted = !r->cancel_requested();
   }
   FetchWindow& window = fetch_windows_[fetch.slot];
   if (result > 0 && next < window.end && wanted && state_ == State::kReady) {
@@ -202,7 +202,7 @@ loop::Action Database::FetchDone(Fetch& fetch) {
 // A read's fetch is over: it runs again first, or fails with why.
 void Database::ResumeFetched(Request& r, absl::Status status) {
   if (status.ok()) {
-    if (r.cancel_requested_) {
+    if (r.cancel_requested()) {
       status = absl::CancelledError("request cancelled while it ran");
     } else if (state_ == State::kClosing) {
       status = absl::CancelledError("database is closing");

@@ -26,7 +26,7 @@ constexpr const char* kRollbackToSavepoint = "ROLLBACK TO sqloop_request; RELEAS
 
 // A request that must not start: cancelled before it ran, or past its deadline.
 absl::Status Database::RefuseBeforeRunning(const Request& r) const {
-  if (r.cancel_requested_) return absl::CancelledError("request cancelled before it ran");
+  if (r.cancel_requested()) return absl::CancelledError("request cancelled before it ran");
   if (r.deadline_ns != 0 && loop_.now_ns() >= r.deadline_ns) {
     return absl::DeadlineExceededError("request deadline passed before it ran");
   }
@@ -630,7 +630,7 @@ void Database::StartRead(Connection& reader, Request& r) {
 void Database::StepRead(Connection& reader) {
   Request* r = reader.current();
   int rc = SQLITE_DONE;
-  if (!r->cancel_requested_) {
+  if (!r->cancel_requested()) {
     // A slice ends after rows_per_tick rows, or after the first row once the slice budget is
     // used; a single step over the budget stops the read (Progress()).
     reader.BeginSlice();
@@ -645,19 +645,19 @@ void Database::StepRead(Connection& reader) {
       queue.set_reads_nowait(false);
       if (rc != SQLITE_ROW) break;
       DeliverRow(*r, reader.read_stmt);
-      if (r->cancel_requested_) break;  // Asked from on_row: stop before the next step.
+      if (r->cancel_requested()) break;  // Asked from on_row: stop before the next step.
     }
-    if (rc == SQLITE_ROW && !r->cancel_requested_) {
+    if (rc == SQLITE_ROW && !r->cancel_requested()) {
       ++stats_.read_steps_yielded;  // The snapshot stays pinned until the read is done.
       return;
     }
     internal::ReadMiss miss;
-    if (queue.TakeMiss(miss) && (rc & 0xff) == SQLITE_INTERRUPT && !r->cancel_requested_) {
+    if (queue.TakeMiss(miss) && (rc & 0xff) == SQLITE_INTERRUPT && !r->cancel_requested()) {
       RestartRead(reader, *r, miss);
       return;
     }
   }
-  absl::Status status = r->cancel_requested_
+  absl::Status status = r->cancel_requested()
                             ? absl::CancelledError("request cancelled while it ran")
                             : (rc == SQLITE_DONE ? absl::OkStatus() : reader.Error(rc));
   Connection::Reset(reader.read_stmt, r->params);

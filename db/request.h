@@ -25,6 +25,7 @@
 #ifndef SQLOOP_DB_REQUEST_H_
 #define SQLOOP_DB_REQUEST_H_
 
+#include <atomic>
 #include <cstdint>
 #include <initializer_list>
 #include <utility>
@@ -173,11 +174,16 @@ struct Request {
   // Asks the database to stop this request. A request that has not started is stopped as it
   // would start, a running one at its next row or within kProgressOpsDefault steps; it then
   // completes with Cancelled (a write is rolled back, alone). Too late once a write committed:
-  // it completes normally. Callable from on_row, where the Database may not be at hand, and
-  // from any loop callback; Database::Cancel also takes a queued request out at once.
-  void Cancel() { cancel_requested_ = true; }
+  // it completes normally. Callable from on_row, where the Database may not be at hand, from
+  // any loop callback, and from another thread (the flag is atomic: a host thread cancels its
+  // ShardRequest running on a shard); Database::Cancel also takes a queued request out at once.
+  void Cancel() { SetCancelRequested(true); }
   // Whether Cancel() was asked for and the request has not completed since.
-  [[nodiscard]] bool cancel_requested() const { return cancel_requested_; }
+  [[nodiscard]] bool cancel_requested() const {
+    // atomic_ref needs a non-const object; nothing is written through this one.
+    return std::atomic_ref<bool>(const_cast<bool&>(cancel_requested_))
+        .load(std::memory_order_relaxed);
+  }
 
  private:
   friend class Database;
@@ -202,9 +208,14 @@ struct Request {
   // its own request through that request's on_done. Null for a Request submitted directly.
   LayerDoneCallback layer_done_ = nullptr;
 
+  // Relaxed: the flag only asks for a stop, and publishes nothing else.
+  void SetCancelRequested(bool requested) {
+    std::atomic_ref<bool>(cancel_requested_).store(requested, std::memory_order_relaxed);
+  }
+
   // ---- The Database's bookkeeping -------------------------------------------------------------
   State state_ = State::kIdle;
-  bool cancel_requested_ = false;
+  bool cancel_requested_ = false;  // Through cancel_requested() and SetCancelRequested only.
   uint8_t busy_retries_ = 0;
   uint8_t restarts_ = 0;  // Times it stopped on bytes not in memory (kRestartsMax).
   uint32_t batch_index_ = 0;

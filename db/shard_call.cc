@@ -20,8 +20,17 @@ namespace sqloop::db {
 
 ShardCall::ShardCall() { request_.call = this; }
 
+namespace {
+
+constexpr const char* kOnShardThread =
+    "ShardCall: called on a shard's thread, which would wait for the thread that must answer; "
+    "from a shard's callbacks, submit a ShardRequest (its on_done, or reply_loop) instead";
+
+}  // namespace
+
 ShardCall::~ShardCall() {
   std::unique_lock<std::mutex> lock(mu_);
+  SQLOOP_CHECK(state_ != State::kInFlight || !Shards::OnShardThread(), kOnShardThread);
   done_.wait(lock, [this] { return state_ != State::kInFlight; });
 }
 
@@ -43,6 +52,12 @@ absl::Status ShardCall::Start(Shards& shards) {
   request_.on_done = &ShardCall::OnReply;
   rows_.clear();
   rows_overflowed_ = false;
+  if (Shards::OnShardThread()) {  // Refused, as Submit's refusals are: Wait() returns it.
+    std::lock_guard<std::mutex> lock(mu_);
+    status_ = absl::FailedPreconditionError(kOnShardThread);
+    SetState(State::kDone);
+    return status_;
+  }
   {
     // In flight before Submit: the reply may arrive before Submit returns.
     std::lock_guard<std::mutex> lock(mu_);
@@ -60,6 +75,7 @@ absl::Status ShardCall::Start(Shards& shards) {
 absl::Status ShardCall::Wait() {
   std::unique_lock<std::mutex> lock(mu_);
   SQLOOP_CHECK(state_ != State::kIdle, "ShardCall::Wait before Start: nothing to wait for");
+  SQLOOP_CHECK(state_ != State::kInFlight || !Shards::OnShardThread(), kOnShardThread);
   done_.wait(lock, [this] { return state_ == State::kDone; });
   return status_;
 }
@@ -67,6 +83,7 @@ absl::Status ShardCall::Wait() {
 bool ShardCall::WaitWithTimeout(absl::Duration timeout) {
   std::unique_lock<std::mutex> lock(mu_);
   SQLOOP_CHECK(state_ != State::kIdle, "ShardCall::WaitWithTimeout before Start");
+  SQLOOP_CHECK(state_ != State::kInFlight || !Shards::OnShardThread(), kOnShardThread);
   // now + chrono's largest duration overflows inside wait_for and would return at once.
   if (timeout == absl::InfiniteDuration()) {
     done_.wait(lock, [this] { return state_ == State::kDone; });

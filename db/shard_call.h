@@ -99,8 +99,10 @@ class ShardCall {
 
   // Submits request() through `shards` from this (non-shard) thread; never blocks. Returns
   // Submit's refusal at once (InvalidArgument for a bad tenant name, ResourceExhausted when
-  // ShardsOptions::in_flight_max requests are in flight), which Wait() then also returns.
-  // Checks that the call is not in flight.
+  // ShardsOptions::in_flight_max requests are in flight), which Wait() then also returns. On a
+  // shard's thread (a ShardRequest's on_done without reply_loop) it is refused with
+  // FailedPrecondition, since waiting there would wait for itself. Checks that the call is not
+  // in flight.
   absl::Status Start(Shards& shards);
 
   // Blocks until the reply arrived and returns the request's status. Checks that Start ran.

@@ -3,9 +3,11 @@
 #include <algorithm>
 #include <condition_variable>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <utility>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "sqloop/alloc/check.h"
 
@@ -159,8 +161,12 @@ absl::StatusOr<std::unique_ptr<Shards>> Shards::Start(const ShardsOptions& optio
           "); raise it (ulimit -n) or use fewer shards"));
     }
     per_shard.open_max = total / n;
+  } else if (per_shard.open_max < n) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "RegistryOptions::open_max is ", per_shard.open_max, ", below the shard count (", n,
+        "): every shard needs at least one open database; raise open_max or use fewer shards"));
   } else {
-    per_shard.open_max = std::max(1u, per_shard.open_max / n);
+    per_shard.open_max /= n;
   }
   if (per_shard.memory_bytes_max > 0) {
     per_shard.memory_bytes_max = std::max<uint64_t>(1, per_shard.memory_bytes_max / n);
@@ -174,8 +180,9 @@ absl::StatusOr<std::unique_ptr<Shards>> Shards::Start(const ShardsOptions& optio
     shard->loop_options = options.loop;
     shard->vfs_options = options.vfs;
     shard->registry_options = per_shard;
-    shard->registry_options.memory_name_prefix =
-        absl::StrCat(options.registry.memory_name_prefix, "shard", i, "/");
+    const std::string& prefix = options.registry.memory_name_prefix;
+    shard->registry_options.memory_name_prefix = absl::StrCat(
+        prefix.empty() ? absl::StrCat(options.registry.directory, "/") : prefix, "shard", i, "/");
     shards->shards_.push_back(std::move(shard));
   }
   absl::Status first_error;
@@ -203,10 +210,14 @@ Shards::~Shards() {
 // ---- Requests -------------------------------------------------------------------------------
 
 absl::Status Shards::Submit(ShardRequest& request) {
-  SQLOOP_CHECK(!stopping_.load(std::memory_order_acquire),
-               "Shards::Submit after Stop(): submit everything before stopping");
   SQLOOP_CHECK(request.on_done != nullptr, "Shards::Submit: on_done is not set");
   if (absl::Status valid = ValidateTenantName(request.tenant); !valid.ok()) return valid;
+  if (!Enter()) {
+    return absl::FailedPreconditionError(
+        "Shards is stopping (Stop() has begun): nothing was submitted; submit everything "
+        "before stopping");
+  }
+  const absl::Cleanup leave = [this] { Leave(); };
   if (!Admit()) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "Shards: ", in_flight_max_,
@@ -225,6 +236,20 @@ absl::Status Shards::Submit(ShardRequest& request) {
   shard.loop->Post(request.hop_);
   return absl::OkStatus();
 }
+
+// Marks a call that uses the shards' loops, unless Stop() has begun. Sequentially consistent,
+// as Stop's store and load are: either Stop sees this call entered and waits for it, or the
+// call sees stopping_ and leaves at once.
+bool Shards::Enter() {
+  entered_.fetch_add(1, std::memory_order_seq_cst);
+  if (!stopping_.load(std::memory_order_seq_cst)) return true;
+  Leave();
+  return false;
+}
+
+void Shards::Leave() { entered_.fetch_sub(1, std::memory_order_release); }
+
+bool Shards::OnShardThread() { return current_shard != nullptr; }
 
 // Takes an in-flight slot unless all in_flight_max are taken. A compare-and-swap rather than
 // fetch_add-then-undo, so a refused Submit never makes a concurrent one see a full queue.
@@ -282,7 +307,10 @@ void Shards::Stop() {
                "Shards::Stop from a shard's own thread would wait "
                "for itself; call it from another thread");
   if (stopped_) return;
-  stopping_.store(true, std::memory_order_release);
+  stopping_.store(true, std::memory_order_seq_cst);
+  // A Submit or Stats past its check still posts to the loops; each takes microseconds (Stats:
+  // one round trip per shard), so this wait is short.
+  while (entered_.load(std::memory_order_seq_cst) != 0) std::this_thread::yield();
   for (auto& shard : shards_) {
     if (shard->loop == nullptr) continue;  // Failed to start; its thread already returned.
     shard->stop.user_data = shard.get();
@@ -321,8 +349,9 @@ std::vector<RegistryStats> Shards::Stats() {
   SQLOOP_CHECK(current_shard == nullptr,
                "Shards::Stats from a shard's own thread would wait "
                "for itself");
-  SQLOOP_CHECK(!stopping_.load(std::memory_order_acquire), "Shards::Stats after Stop()");
   std::vector<RegistryStats> all;
+  if (!Enter()) return all;
+  const absl::Cleanup leave = [this] { Leave(); };
   for (auto& shard : shards_) {
     StatsProbe probe;
     probe.registry = shard->registry.get();

@@ -161,8 +161,9 @@ struct ShardsOptions {
   loop::LoopOptions loop;
   VfsOptions vfs;
   // Every shard's registry gets these, except: memory_name_prefix becomes
-  // "<prefix>shard<i>/", and open_max (derived from RLIMIT_NOFILE when 0) and memory_bytes_max
-  // are divided evenly between the shards, so the process as a whole keeps the budgets.
+  // "<prefix>shard<i>/" (with an empty prefix, "<directory>/shard<i>/"), and open_max (derived
+  // from RLIMIT_NOFILE when 0) and memory_bytes_max are divided evenly between the shards, so
+  // the process as a whole keeps the budgets; an open_max below the shard count is refused.
   RegistryOptions registry;
   // The most requests in flight (submitted, reply not yet sent) over all shards; Submit beyond
   // it is refused with ResourceExhausted. Must be > 0.
@@ -189,17 +190,24 @@ class Shards {
   Shards& operator=(const Shards&) = delete;
 
   // Thread-safe and never blocks. Validates the name (InvalidArgument, nothing posted), refuses
-  // the request when in_flight_max requests are in flight (ResourceExhausted, nothing posted),
-  // then hands `request` to its tenant's shard. Every other outcome, including the registry
-  // refusing it, arrives through on_done, exactly once. Checks that Stop() has not begun.
+  // the request when in_flight_max requests are in flight (ResourceExhausted, nothing posted)
+  // or once Stop() has begun (FailedPrecondition, nothing posted), then hands `request` to its
+  // tenant's shard. Every other outcome, including the registry refusing it, arrives through
+  // on_done, exactly once.
   [[nodiscard]] absl::Status Submit(ShardRequest& request);
 
   // Shuts every registry down (admitted requests finish, tenants close) and joins the threads.
-  // Call it from a thread that is not a shard, after the last Submit.
+  // Call it from a thread that is not a shard. A Submit or Stats racing it either finishes
+  // before the shards stop or is refused: Stop waits for those already past their check.
   void Stop();
 
   // Blocks until every shard reported its registry's statistics; not from a shard thread.
+  // Empty once Stop() has begun (a monitoring thread may poll it through a shutdown).
   [[nodiscard]] std::vector<RegistryStats> Stats();
+
+  // Whether the calling thread is a shard's (of any Shards): the calls that wait for a shard
+  // (Stop, Stats, ShardCall::Wait) refuse to run there, where they would wait for themselves.
+  [[nodiscard]] static bool OnShardThread();
   // Thread-safe, never blocks: Submit's admission counters.
   [[nodiscard]] ShardsAdmissionStats admission_stats() const;
 
@@ -219,6 +227,8 @@ class Shards {
   static void Reply(ShardRequest& request, absl::Status status);
 
   [[nodiscard]] bool Admit();
+  [[nodiscard]] bool Enter();
+  void Leave();
 
   std::vector<std::unique_ptr<Shard>> shards_;
   uint32_t in_flight_max_ = kShardsInFlightMaxDefault;
@@ -228,6 +238,9 @@ class Shards {
   std::atomic<uint64_t> submitted_{0};
   std::atomic<uint64_t> refused_full_{0};
   std::atomic<bool> stopping_{false};
+  // Submit and Stats calls past their stopping_ check and still using a shard's loop: Stop
+  // waits for none to be left before it stops the shards (Enter, Leave).
+  std::atomic<uint32_t> entered_{0};
   bool stopped_ = false;
 };
 

@@ -9,6 +9,7 @@
 // with a message instead of hanging. Built and run under ThreadSanitizer by tests/run.
 #include "sqloop/db/shard_call.h"
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -202,6 +203,177 @@ TEST_F(ShardCallTest, TooManyRowsFailWithResourceExhausted) {
   EXPECT_TRUE(absl::StrContains(status.message(), "rows_max (10)")) << status;
   EXPECT_EQ(read.rows().size(), 10u);
   shards_->Stop();
+}
+
+TEST_F(ShardCallTest, AnOpenMaxBelowTheShardCountIsRefusedAtStart) {
+  ShardsOptions options;
+  options.shards = 4;
+  options.registry.directory = dir_.path();
+  options.registry.open_max = 2;
+  absl::StatusOr<std::unique_ptr<Shards>> shards = Shards::Start(options);
+  ASSERT_FALSE(shards.ok());
+  EXPECT_EQ(shards.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(shards.status().message(), "below the shard count"))
+      << shards.status();
+}
+
+// Two Shards of one process on two directories serve tenants of the same name: the memory
+// accounting's names (unique per process) default to each one's directory.
+TEST_F(ShardCallTest, TwoShardsOnTwoDirectoriesServeTheSameTenantName) {
+  TempDir other_dir;
+  std::vector<std::unique_ptr<Shards>> both;
+  for (const TempDir* dir : {&dir_, &other_dir}) {
+    ShardsOptions options;
+    options.shards = 2;
+    options.registry.directory = dir->path();
+    absl::StatusOr<std::unique_ptr<Shards>> started = Shards::Start(options);
+    ASSERT_TRUE(started.ok()) << started.status();
+    both.push_back(*std::move(started));
+  }
+  for (const std::unique_ptr<Shards>& shards : both) {
+    ShardCall call;
+    call.request().tenant = "acme";
+    call.request().create_if_missing = true;
+    call.request().kind = Request::Kind::kWrite;
+    call.request().sql = "CREATE TABLE t(x)";
+    ASSERT_TRUE(call.Start(*shards).ok());
+    WaitOrDie(call, "a creation never completed");
+    EXPECT_TRUE(call.status().ok()) << call.status();
+  }
+  for (const std::unique_ptr<Shards>& shards : both) shards->Stop();
+}
+
+// A ShardCall started on a shard's thread (a ShardRequest's on_done without reply_loop) would
+// wait for the thread that must answer it: Start refuses it, and Wait returns the refusal.
+TEST_F(ShardCallTest, AShardCallOnAShardThreadIsRefusedNotDeadlocked) {
+  StartShards(1, 64);
+  struct Outer : ShardRequest {
+    Shards* shards = nullptr;
+    std::mutex mu;
+    std::condition_variable cv;
+    bool done = false;
+    absl::Status started;
+    absl::Status waited;
+  } outer;
+  outer.shards = shards_.get();
+  outer.tenant = "acme";
+  outer.create_if_missing = true;
+  outer.kind = Request::Kind::kWrite;
+  outer.sql = "CREATE TABLE t(x)";
+  outer.on_done = [](ShardRequest& r, absl::Status /*status*/) {  // The shard thread.
+    auto& self = static_cast<Outer&>(r);
+    ShardCall inner;
+    inner.request().tenant = "acme";
+    inner.request().kind = Request::Kind::kRead;
+    inner.request().sql = "SELECT 1";
+    absl::Status started = inner.Start(*self.shards);
+    absl::Status waited = inner.Wait();
+    std::lock_guard<std::mutex> lock(self.mu);
+    self.started = std::move(started);
+    self.waited = std::move(waited);
+    self.done = true;
+    self.cv.notify_all();
+  };
+  ASSERT_TRUE(shards_->Submit(outer).ok());
+  {
+    std::unique_lock<std::mutex> lock(outer.mu);
+    SQLOOP_CHECK(
+        outer.cv.wait_for(lock, absl::ToChronoNanoseconds(kWaitMax), [&] { return outer.done; }),
+        "the ShardCall on the shard thread never returned");
+  }
+  EXPECT_EQ(outer.started.code(), absl::StatusCode::kFailedPrecondition) << outer.started;
+  EXPECT_TRUE(absl::StrContains(outer.started.message(), "shard's thread")) << outer.started;
+  EXPECT_EQ(outer.waited, outer.started);
+  shards_->Stop();
+}
+
+// A host thread cancels its ShardRequest while the shard runs it: the flag is atomic, so this
+// is no data race (ThreadSanitizer runs this test), and the statement, which would never end
+// on its own, ends Cancelled.
+TEST_F(ShardCallTest, AHostThreadCancelsARequestRunningOnItsShard) {
+  ShardsOptions options;
+  options.shards = 1;
+  options.registry.directory = dir_.path();
+  options.registry.memory_name_prefix = "shard-call-test/";
+  options.registry.database.slice_vm_steps_max = uint64_t{1} << 50;
+  options.registry.database.request_vm_steps_max = uint64_t{1} << 50;
+  absl::StatusOr<std::unique_ptr<Shards>> started = Shards::Start(options);
+  ASSERT_TRUE(started.ok()) << started.status();
+  shards_ = *std::move(started);
+  ASSERT_TRUE(Write("acme", "").ok());
+  struct Endless : ShardRequest {
+    std::mutex mu;
+    std::condition_variable cv;
+    bool row_seen = false;
+    bool done = false;
+    absl::Status status;
+  } endless;
+  endless.tenant = "acme";
+  endless.kind = Request::Kind::kRead;
+  endless.sql = "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c) SELECT i FROM c";
+  endless.on_row = [](Request& r, const Row& /*row*/) {  // The shard thread.
+    auto& self = static_cast<Endless&>(ShardRequest::Of(r));
+    std::lock_guard<std::mutex> lock(self.mu);
+    if (!self.row_seen) {
+      self.row_seen = true;
+      self.cv.notify_all();
+    }
+  };
+  endless.on_done = [](ShardRequest& r, absl::Status status) {
+    auto& self = static_cast<Endless&>(r);
+    std::lock_guard<std::mutex> lock(self.mu);
+    self.status = std::move(status);
+    self.done = true;
+    self.cv.notify_all();
+  };
+  ASSERT_TRUE(shards_->Submit(endless).ok());
+  {
+    std::unique_lock<std::mutex> lock(endless.mu);
+    SQLOOP_CHECK(endless.cv.wait_for(lock, absl::ToChronoNanoseconds(kWaitMax),
+                                     [&] { return endless.row_seen || endless.done; }),
+                 "the endless read never produced a row");
+    ASSERT_FALSE(endless.done) << "the endless read ended on its own: " << endless.status
+                               << " row seen " << endless.row_seen;
+  }
+  endless.Cancel();  // Unsynchronised with the shard thread, which checks it at every row.
+  {
+    std::unique_lock<std::mutex> lock(endless.mu);
+    SQLOOP_CHECK(endless.cv.wait_for(lock, absl::ToChronoNanoseconds(kWaitMax),
+                                     [&] { return endless.done; }),
+                 "the cancelled read never ended");
+  }
+  EXPECT_EQ(endless.status.code(), absl::StatusCode::kCancelled) << endless.status;
+  shards_->Stop();
+}
+
+// A monitoring thread polling Stats() through Stop(): each call either reports every shard
+// or, once Stop() has begun, returns nothing; none reaches a shard that is going away (the
+// sanitizers run this test). Submit after Stop() is refused the same way.
+TEST_F(ShardCallTest, StatsAndSubmitRacingStopAreServedOrRefused) {
+  StartShards(2, 64);
+  std::atomic<int> reported{0};
+  std::atomic<bool> saw_empty{false};
+  std::thread monitor([&] {
+    while (true) {
+      const std::vector<RegistryStats> stats = shards_->Stats();
+      if (stats.empty()) break;
+      EXPECT_EQ(stats.size(), 2u);
+      reported.fetch_add(1);
+    }
+    saw_empty = true;
+  });
+  while (reported.load() < 3) std::this_thread::yield();
+  shards_->Stop();
+  monitor.join();
+  EXPECT_TRUE(saw_empty.load());
+  EXPECT_TRUE(shards_->Stats().empty());
+  ShardCall late;
+  late.request().tenant = "acme";
+  late.request().kind = Request::Kind::kRead;
+  late.request().sql = "SELECT 1";
+  const absl::Status refused = late.Start(*shards_);
+  EXPECT_EQ(refused.code(), absl::StatusCode::kFailedPrecondition) << refused;
+  EXPECT_TRUE(absl::StrContains(refused.message(), "Stop() has begun")) << refused;
 }
 
 TEST_F(ShardCallTest, InvalidTenantIsRefusedByStartAndWait) {
