@@ -72,6 +72,39 @@ Runtime::~Runtime() {
   SQLOOP_CHECK(status.ok(), "Runtime: shutdown failed; call Shutdown() and handle its error");
 }
 
+// Marks the calling thread as the one inside the runtime for the length of a call; a call on
+// the same thread nested in it (Submit from a callback that Run runs) is its own. A call from
+// a second thread meanwhile is refused, before it touches the loop or the registry, which are
+// not thread-safe.
+class Runtime::Claim {
+ public:
+  explicit Claim(Runtime& runtime) : runtime_(runtime) {
+    const std::thread::id me = std::this_thread::get_id();
+    std::thread::id none;
+    owner_ = runtime_.user_.compare_exchange_strong(none, me, std::memory_order_acquire);
+    held_ = owner_ || none == me;
+  }
+  ~Claim() {
+    if (owner_) runtime_.user_.store(std::thread::id(), std::memory_order_release);
+  }
+  Claim(const Claim&) = delete;
+  Claim& operator=(const Claim&) = delete;
+
+  // OK, or why the call may not run.
+  [[nodiscard]] absl::Status status(absl::string_view what) const {
+    if (held_) return absl::OkStatus();
+    return absl::FailedPreconditionError(
+        absl::StrCat(what,
+                     " called while another thread is inside the Runtime: it belongs to one "
+                     "thread at a time; use Shards (db/shards.h) to serve several threads"));
+  }
+
+ private:
+  Runtime& runtime_;
+  bool owner_ = false;
+  bool held_ = false;
+};
+
 absl::StatusOr<Result> Runtime::Exec(absl::string_view database, absl::string_view sql,
                                      std::initializer_list<Value> params) {
   TenantRequest request;
@@ -127,6 +160,8 @@ absl::StatusOr<Result> Runtime::RunToDone(TenantRequest& request, Result& result
   };
   // Checked before Submit: the request lives on this frame, so once admitted it must be
   // waited for here.
+  const Claim claim(*this);
+  if (absl::Status refused = claim.status("Exec or Query"); !refused.ok()) return refused;
   if (absl::Status refused = RefuseFromCallback("Exec and Query"); !refused.ok()) return refused;
   if (absl::Status admitted = Submit(request); !admitted.ok()) return admitted;
   while (!outcome.done) {
@@ -142,13 +177,19 @@ absl::StatusOr<Result> Runtime::RunToDone(TenantRequest& request, Result& result
 }
 
 absl::Status Runtime::Submit(TenantRequest& request) {
+  const Claim claim(*this);
+  if (absl::Status refused = claim.status("Submit"); !refused.ok()) return refused;
   if (shut_down_) {
     return absl::FailedPreconditionError("the Runtime was shut down; create a new one");
   }
   return registry_->Submit(request);
 }
 
-absl::Status Runtime::Run(loop::RunMode mode) { return loop_->Run(mode); }
+absl::Status Runtime::Run(loop::RunMode mode) {
+  const Claim claim(*this);
+  if (absl::Status refused = claim.status("Run"); !refused.ok()) return refused;
+  return loop_->Run(mode);
+}
 
 absl::Status Runtime::RefuseFromCallback(absl::string_view what) const {
   if (!loop_->in_callback()) return absl::OkStatus();
@@ -159,6 +200,8 @@ absl::Status Runtime::RefuseFromCallback(absl::string_view what) const {
 }
 
 absl::Status Runtime::Shutdown() {
+  const Claim claim(*this);
+  if (absl::Status refused = claim.status("Shutdown"); !refused.ok()) return refused;
   if (shut_down_) return shutdown_status_;
   if (absl::Status refused = RefuseFromCallback("Shutdown"); !refused.ok()) return refused;
   shut_down_ = true;

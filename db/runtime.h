@@ -21,7 +21,9 @@
 // not exist is NotFound. Several statements that must commit together go in one Exec as a
 // batch (Request::batch).
 //
-// The runtime belongs to the thread that created it; from other threads use Shards
+// The runtime belongs to one thread at a time: Exec, Query, Submit, Run and Shutdown called
+// while another thread is inside one of them return FailedPrecondition (handing it to another
+// thread between calls is the host's to synchronise). To serve several threads use Shards
 // (db/shards.h), which runs registries on threads of their own.
 //
 // Example (the README's program, compiled and run by the install test):
@@ -35,11 +37,13 @@
 #ifndef SQLOOP_DB_RUNTIME_H_
 #define SQLOOP_DB_RUNTIME_H_
 
+#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <initializer_list>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -126,6 +130,7 @@ class Runtime {
 
  private:
   Runtime() = default;
+  class Claim;
   absl::StatusOr<Result> RunToDone(TenantRequest& request, Result& result);
   [[nodiscard]] absl::Status RefuseFromCallback(absl::string_view what) const;
 
@@ -135,6 +140,8 @@ class Runtime {
   std::string directory_;
   bool shut_down_ = false;
   absl::Status shutdown_status_;
+  // The thread inside a call now (none: a default id); see Claim in runtime.cc.
+  std::atomic<std::thread::id> user_{};
 };
 
 }  // namespace sqloop::db

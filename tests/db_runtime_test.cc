@@ -3,9 +3,11 @@
 #include <array>
 #include <memory>
 #include <string>
+#include <thread>
 #include <utility>
 
 #include "absl/status/status.h"
+#include "absl/strings/match.h"
 #include "gtest/gtest.h"
 #include "sqloop/db/runtime.h"
 #include "tests/db_test_support.h"
@@ -268,6 +270,57 @@ TEST_F(RuntimeTest, AfterShutdownEveryCallFailsClearlyAndShutdownIsIdempotent) {
   EXPECT_TRUE(runtime_->Shutdown().ok());
   EXPECT_EQ(runtime_->Exec("db", "INSERT INTO t VALUES (1)").status().code(),
             absl::StatusCode::kFailedPrecondition);
+}
+
+// A runtime belongs to one thread at a time: a call from a second thread while the first is
+// inside the runtime (here, inside a callback that Run runs) is refused before it touches the
+// loop or the registry. Between calls the runtime may change threads.
+TEST_F(RuntimeTest, ASecondThreadIsRefusedWhileTheFirstIsInside) {
+  ASSERT_TRUE(runtime_->Exec("db", "CREATE TABLE t(x)").ok());
+  struct Probe {
+    Runtime* runtime;
+    absl::Status query;
+    absl::Status submit;
+    bool ran = false;
+  } probe{runtime_.get(), absl::OkStatus(), absl::OkStatus(), false};
+  TenantRequest request;
+  request.tenant = "db";
+  request.sql = "SELECT 1";
+  request.user_data = &probe;
+  request.on_done = [](TenantRequest& r, absl::Status) {  // This thread, inside Run.
+    auto* p = static_cast<Probe*>(r.user_data);
+    p->ran = true;
+    std::thread other([p] {
+      p->query = p->runtime->Query("db", "SELECT count(*) FROM t").status();
+      TenantRequest late;
+      late.tenant = "db";
+      late.sql = "SELECT 1";
+      late.on_done = [](TenantRequest&, absl::Status) {};
+      p->submit = p->runtime->Submit(late);
+    });
+    other.join();
+  };
+  ASSERT_TRUE(runtime_->Submit(request).ok());
+  while (!probe.ran) ASSERT_TRUE(runtime_->Run(loop::RunMode::kOnce).ok());
+  EXPECT_EQ(probe.query.code(), absl::StatusCode::kFailedPrecondition) << probe.query;
+  EXPECT_TRUE(absl::StrContains(probe.query.message(), "another thread")) << probe.query;
+  EXPECT_EQ(probe.submit.code(), absl::StatusCode::kFailedPrecondition) << probe.submit;
+
+  absl::Status elsewhere;
+  std::thread next([&] { elsewhere = runtime_->Exec("db", "INSERT INTO t VALUES (1)").status(); });
+  next.join();
+  EXPECT_TRUE(elsewhere.ok()) << elsewhere;
+}
+
+// Two runtimes of one process on two directories serve databases of the same name (the
+// memory accounting's names, unique per process, default to each one's directory).
+TEST_F(RuntimeTest, TwoRuntimesOnTwoDirectoriesShareDatabaseNames) {
+  ScratchDir other_dir{true};
+  absl::StatusOr<std::unique_ptr<Runtime>> other = Runtime::Create(other_dir.dir());
+  ASSERT_TRUE(other.ok()) << other.status();
+  EXPECT_TRUE(runtime_->Exec("db", "CREATE TABLE t(x)").ok());
+  const absl::StatusOr<Result> second = (*other)->Exec("db", "CREATE TABLE t(x)");
+  EXPECT_TRUE(second.ok()) << second.status();
 }
 
 TEST(RuntimeCreateTest, AnEmptyDirectoryOptionIsRefused) {
