@@ -47,7 +47,7 @@ void EpochQueue::AddListener(Listener listener, void* arg) {
 }
 
 void EpochQueue::RemoveListener(Listener listener, void* arg) {
-  auto it = std::find_if(listeners_.begin(), listeners_.end(), [&](const Listening& l) {
+  auto* it = std::find_if(listeners_.begin(), listeners_.end(), [&](const Listening& l) {
     return l.listener == listener && l.arg == arg;
   });
   if (it != listeners_.end()) listeners_.erase(it);
