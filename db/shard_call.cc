@@ -30,7 +30,7 @@ constexpr const char* kOnShardThread =
 
 ShardCall::~ShardCall() {
   std::unique_lock<std::mutex> lock(mu_);
-  SQLOOP_CHECK(state_ != State::kInFlight || !Shards::OnShardThread(), kOnShardThread);
+  CheckMayWait();
   done_.wait(lock, [this] { return state_ != State::kInFlight; });
 }
 
@@ -75,7 +75,7 @@ absl::Status ShardCall::Start(Shards& shards) {
 absl::Status ShardCall::Wait() {
   std::unique_lock<std::mutex> lock(mu_);
   SQLOOP_CHECK(state_ != State::kIdle, "ShardCall::Wait before Start: nothing to wait for");
-  SQLOOP_CHECK(state_ != State::kInFlight || !Shards::OnShardThread(), kOnShardThread);
+  CheckMayWait();
   done_.wait(lock, [this] { return state_ == State::kDone; });
   return status_;
 }
@@ -83,7 +83,7 @@ absl::Status ShardCall::Wait() {
 bool ShardCall::WaitWithTimeout(absl::Duration timeout) {
   std::unique_lock<std::mutex> lock(mu_);
   SQLOOP_CHECK(state_ != State::kIdle, "ShardCall::WaitWithTimeout before Start");
-  SQLOOP_CHECK(state_ != State::kInFlight || !Shards::OnShardThread(), kOnShardThread);
+  CheckMayWait();
   // now + chrono's largest duration overflows inside wait_for and would return at once.
   if (timeout == absl::InfiniteDuration()) {
     done_.wait(lock, [this] { return state_ == State::kDone; });
@@ -91,6 +91,12 @@ bool ShardCall::WaitWithTimeout(absl::Duration timeout) {
   }
   return done_.wait_for(lock, absl::ToChronoNanoseconds(timeout),
                         [this] { return state_ == State::kDone; });
+}
+
+// Called with mu_ held. Waiting for a call in flight on a shard's thread would wait for the thread
+// that must answer it.
+void ShardCall::CheckMayWait() const {
+  SQLOOP_CHECK(state_ != State::kInFlight || !Shards::OnShardThread(), kOnShardThread);
 }
 
 bool ShardCall::Ready() const { return state() == State::kDone; }

@@ -129,6 +129,7 @@ class ShardCall {
   static void OnReply(ShardRequest& request, absl::Status status);
   void SetState(State state);  // Holds mu_.
   void CheckDone() const;
+  void CheckMayWait() const;
 
   Hop request_;
   size_t rows_max_ = kShardCallRowsMaxDefault;
