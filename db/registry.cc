@@ -202,9 +202,24 @@ absl::Status Registry::Submit(TenantRequest& request) {
                       t.queue.empty() && request.action == TenantRequest::Action::kExecute;
   if (direct) return SubmitToOpen(t, request);
   request.submitted_ = true;
-  t.queue.PushBack(request);
+  Enqueue(t, request);
   Kick(t);
   return absl::OkStatus();
+}
+
+// A request enters and leaves a tenant's queue only through these two, so that its Client
+// counts it while it waits there: the Database it goes to later delivers it through the Client,
+// which must still be alive (~Client checks).
+void Registry::Enqueue(Tenant& t, TenantRequest& request) {
+  t.queue.PushBack(request);
+  if (request.client != nullptr) request.client->queued_++;
+}
+
+TenantRequest& Registry::Dequeue(Tenant& t) {
+  TenantRequest* request = t.queue.PopFront();
+  SQLOOP_CHECK(request != nullptr, "Registry: a tenant's queue is empty");
+  if (request->client != nullptr) request->client->queued_--;
+  return *request;
 }
 
 // The common case: an execute for an open tenant with nothing queued goes straight to its
@@ -328,7 +343,7 @@ void Registry::Complete(Tenant& t, TenantRequest& request, absl::Status status, 
 // Fails the queued executes in front of the first queued delete (which still runs).
 void Registry::FailQueue(Tenant& t, const absl::Status& status) {
   while (!t.queue.empty() && t.queue.front()->action == TenantRequest::Action::kExecute) {
-    Complete(t, *t.queue.PopFront(), status, /*defer=*/true);
+    Complete(t, Dequeue(t), status, /*defer=*/true);
   }
 }
 
@@ -337,7 +352,7 @@ void Registry::FailQueue(Tenant& t, const absl::Status& status) {
 void Registry::FailQueueBeforeCreate(Tenant& t, const absl::Status& status) {
   while (!t.queue.empty() && t.queue.front()->action == TenantRequest::Action::kExecute &&
          !t.queue.front()->create_if_missing) {
-    Complete(t, *t.queue.PopFront(), status, /*defer=*/true);
+    Complete(t, Dequeue(t), status, /*defer=*/true);
   }
 }
 
@@ -500,7 +515,7 @@ void Registry::ServeQueue(Tenant& t) {
       if (t.in_flight == 0) StartClose(t, CloseReason::kDelete);
       return;
     }
-    t.queue.Remove(*r);
+    (void)Dequeue(t);
     if (r->sql.empty() && r->batch.empty()) {
       Complete(t, *r, absl::OkStatus(), /*defer=*/true);
       continue;
@@ -667,10 +682,9 @@ void Registry::StartDelete(Tenant& t) {
 
 void Registry::FinishDelete(Tenant& t, absl::Status status) {
   if (status.ok()) stats_.deletes++;
-  TenantRequest* request = t.queue.PopFront();
-  SQLOOP_CHECK(request != nullptr && request->action == TenantRequest::Action::kDelete,
+  SQLOOP_CHECK(!t.queue.empty() && t.queue.front()->action == TenantRequest::Action::kDelete,
                "Registry: a delete finished without a delete at the queue head");
-  Complete(t, *request, std::move(status), /*defer=*/true);
+  Complete(t, Dequeue(t), std::move(status), /*defer=*/true);
   SetState(t, TenantState::kClosed);
   AfterClosed(t);
   MaybeFinishShutdown();

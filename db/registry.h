@@ -432,6 +432,8 @@ class Registry {
   absl::StatusOr<Tenant*> Admit(const TenantRequest& request);
   absl::Status SubmitToOpen(Tenant& t, TenantRequest& request);
   void Kick(Tenant& t);
+  static void Enqueue(Tenant& t, TenantRequest& request);
+  static TenantRequest& Dequeue(Tenant& t);
   void ServeQueue(Tenant& t);
   void Complete(Tenant& t, TenantRequest& request, absl::Status status, bool defer);
   void FailQueue(Tenant& t, const absl::Status& status);

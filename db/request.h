@@ -252,12 +252,13 @@ inline constexpr absl::string_view kBudgetExceededPayload = "type.sqloop/budget-
 // starts once that write is acknowledged. A Client is used with one Database at a time: a
 // request whose client has requests in flight on another Database is refused at Submit. Keep
 // it alive until the on_done of every request submitted with it ran (the Database delivers
-// them through it); destroying it sooner stops the process with a message saying so.
+// them through it, and a Registry hands its queued requests to the Database later); destroying
+// it sooner stops the process with a message saying so.
 class Client {
  public:
   Client() = default;
   ~Client() {
-    SQLOOP_CHECK(requests_.empty(),
+    SQLOOP_CHECK(requests_.empty() && queued_ == 0,
                  "db::Client destroyed with requests in flight; keep it until the on_done of "
                  "every request submitted with it ran");
   }
@@ -266,9 +267,11 @@ class Client {
 
  private:
   friend class Database;
+  friend class Registry;
   IntrusiveList<Request, &Request::client_link_> requests_;  // Submitted, not yet delivered.
   uint32_t writes_pending_ = 0;                              // Writes among them.
   const Database* database_ = nullptr;                       // Where they run, if any.
+  uint32_t queued_ = 0;  // In a Registry's tenant queue, not yet submitted to a Database.
 };
 
 }  // namespace sqloop::db

@@ -284,6 +284,38 @@ TEST_P(RegistryTest, ACreateQueuedBehindAProbeCreatesTheTenant) {
   EXPECT_EQ(h->registry().stats().creations, 1u);
 }
 
+// A Client's requests queued while their tenant opens are not yet in any Database, which
+// delivers them through the Client later: destroying the Client then stops the process with a
+// message, as destroying it with requests in a Database does, instead of a use after free once
+// the tenant is open. Once they are done it may go.
+TEST_P(RegistryTest, AClientMustOutliveItsQueuedRequests) {
+  auto h = Make(Options());
+  EXPECT_DEATH(
+      {
+        Client doomed;
+        Call queued("clientele", "CREATE TABLE t(x)", /*create=*/true);
+        queued.client = &doomed;
+        SQLOOP_CHECK(h->registry().Submit(queued).ok(), "submit");
+        SQLOOP_CHECK(h->registry().GetTenantStats("clientele")->state == TenantState::kOpening,
+                     "the request is not queued behind the open");
+      },
+      "Client destroyed with requests in flight");
+  auto client = std::make_unique<Client>();
+  Call create("clientele", "CREATE TABLE t(x)", /*create=*/true);
+  Call insert("clientele", "INSERT INTO t VALUES (1)", /*create=*/false);
+  Call read("clientele", "SELECT count(*) FROM t", /*create=*/false, Request::Kind::kRead);
+  for (Call* call : {&create, &insert, &read}) {
+    call->client = client.get();
+    ASSERT_TRUE(h->registry().Submit(*call).ok());
+  }
+  EXPECT_EQ(h->registry().GetTenantStats("clientele")->state, TenantState::kOpening);
+  h->RunUntil([&] { return create.done && insert.done && read.done; });
+  client.reset();  // Every request is done: nothing refers to it any more.
+  EXPECT_TRUE(create.result.ok()) << create.result;
+  EXPECT_TRUE(insert.result.ok()) << insert.result;
+  EXPECT_EQ(read.rows, "1\n");
+}
+
 TEST_P(RegistryTest, RequestsQueuedWhileOpeningRunInOrder) {
   auto h = Make(Options());
   std::vector<std::unique_ptr<Call>> calls;
