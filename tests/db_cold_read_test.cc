@@ -67,24 +67,28 @@ class ColdReadTest : public DatabaseTest {
   }
 
   // Real files from byte `from` on only: what is before it stays in the page cache.
-  void EvictFiles(off_t from = 0) {
+  // `page1`: until the main file's first page is out (the test needs that one cold).
+  void EvictFiles(off_t from = 0, bool page1 = false) {
     if (simulated()) {
       static_cast<io::SimBackend&>(trace_->inner()).disk().DropCaches();
     } else {
-      // DONTNEED is advice: a page another CPU holds in its batch of recently used pages stays.
-      // Ask until a page of the main file is out (the test needs one), a few times at most.
-      const uint64_t db_bytes = DatabaseBytes();
-      for (int attempt = 0; attempt < 8 && !OnTmpfs() && !MainFileHasAPageOut(db_bytes);
+      // DONTNEED is advice: a page another CPU holds in its batch of recently used pages stays,
+      // and so does a dirty one (a checkpoint's write not yet written back), so the files are
+      // synced first. Ask until a page of the main file is out (the test needs one), a few
+      // times at most.
+      const uint64_t out_of = page1 ? 4096 : DatabaseBytes();
+      for (int attempt = 0; attempt < 8 && !OnTmpfs() && !MainFileHasAPageOut(out_of);
            ++attempt) {
         for (const std::string& file : {path_, path_ + "-wal"}) {
           const int fd = open(file.c_str(), O_RDONLY | O_CLOEXEC);
           if (fd < 0) continue;
+          ASSERT_EQ(fdatasync(fd), 0);
           ASSERT_EQ(posix_fadvise(fd, from, 0, POSIX_FADV_DONTNEED), 0);
           close(fd);
         }
       }
       if (!OnTmpfs()) {
-        ASSERT_TRUE(MainFileHasAPageOut(db_bytes)) << "the kernel kept every page in memory";
+        ASSERT_TRUE(MainFileHasAPageOut(out_of)) << "the kernel kept every page in memory";
       }
     }
   }
@@ -199,7 +203,7 @@ TEST_P(ColdReadTest, AReopenOfAColdDatabaseMakesTheLoopWaitForNothing) {
   uint64_t waited = 0;
   for (int attempt = 0; attempt < 5 && !page1_was_out; ++attempt) {
     ASSERT_TRUE(CloseDb().ok());
-    EvictFiles();
+    EvictFiles(/*from=*/0, /*page1=*/true);
     page1_was_out = simulated() || MainFileHasAPageOut(4096);
     const uint64_t before = loop_->stats().waited_ops;
     const uint64_t from_head = vfs_->stats().reads_from_head;
