@@ -373,6 +373,10 @@ inline constexpr uint64_t kRequestVmStepsMaxDefault = 100'000'000;
 inline constexpr uint64_t kCheckOnLoopBytesMaxDefault = uint64_t{256} << 10;
 
 struct DatabaseOptions {
+  // Create the database if its file does not exist. Without it, Open fails with NotFound when
+  // the file is missing or empty (an empty file is what a creation that failed before its
+  // first transaction leaves), and creates nothing; the check costs no operation of its own.
+  bool create_if_missing = true;
   uint32_t readers = kReadersDefault;
   uint32_t rows_per_tick = kRowsPerTickDefault;
   // Reads stop starting in a tick once it has run this long (kReadsTickBudgetNs says why).
@@ -497,7 +501,7 @@ class Database {
   Database& operator=(const Database&) = delete;
 
   // Opens on the loop; `done` runs on the loop with OK, or with an error that says what is wrong
-  // (locked by another process, not a database, corrupt, ...).
+  // (locked by another process, not a database, corrupt, missing without create_if_missing...).
   void Open(Callback done, void* arg);
   // Queues `request` (idle, with on_done set). Returns an error without queueing if the
   // database is not ready, poisoned, or has too many requests waiting; then on_done never runs.

@@ -51,14 +51,15 @@ void Database::StartPreopen() {
   preopened_ = &core.Acquire(full);
   preopened_->Pin();
   if (preopen_ == nullptr) preopen_ = std::make_unique<internal::FilePreopen>();
-  preopen_->Start(loop_, *preopened_, &Database::OnPreopened, this);
+  preopen_->Start(loop_, *preopened_, options_.create_if_missing, &Database::OnPreopened, this);
 }
 
 void Database::OnPreopened(void* arg) {
   auto& self = *static_cast<Database*>(arg);
-  if (const absl::Status& s = self.preopen_->status(); !s.ok()) {
-    self.FailOpen(absl::UnavailableError(absl::StrCat(
-        "cannot open database '", internal::FileNameOf(self.path_), "': ", s.message())));
+  if (const absl::Status& s = self.preopen_->status(); !s.ok()) {  // Unavailable or NotFound.
+    self.FailOpen(
+        absl::Status(s.code(), absl::StrCat("cannot open database '",
+                                            internal::FileNameOf(self.path_), "': ", s.message())));
     return;
   }
   self.files_ready_ = true;

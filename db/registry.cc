@@ -10,18 +10,14 @@
 //             |        Submit: slot free              slot granted    |
 //   kClosed --+---------------------------------+<--------------------+
 //      ^                                        |
-//      |                      not create_if_missing     create_if_missing
-//      |                         v                          |
-//      |   ENOENT          +-----------+   fd   +---------------+   |
-//      +<------------------| kProbing  |------->| kProbeClosing |   |
-//      |  (NotFound)       +-----------+ size   +---------------+   |
-//      |<--------------------------------------------| empty file   |
-//      |                                         closed |           v
-//      |   open failed                                  +----> +-----------+
-//      +<--------------------------------------------------------| kOpening  |
-//      |                                                         +-----------+
-//      |                                               open ok        |
-//      |                                                              v
+//      |                                        +-------------------+
+//      |                                                            v
+//      |   open failed, or NotFound: no file                  +-----------+
+//      +<-----------------------------------------------------| kOpening  |  the Database creates
+//      |   (or an empty one), and no queued                   +-----------+  the file only for
+//      |   request may create it                                    |       create_if_missing
+//      |                                                    open ok |
+//      |                                                            v
 //      |                request arrives               +-----------+  queue served,
 //      |          +---------------------------------> | kActive   |  requests in flight
 //      |          |                                   +-----------+
@@ -45,23 +41,17 @@
 //
 //   transition                  function                    invariant in the new state
 //   kClosed -> kWaitingSlot     Kick->RequestSlot           in the waiting FIFO; no slot
-//   kClosed -> kProbing         RequestSlot->StartOpen      holds a slot; the probe open in flight
 //   kClosed -> kOpening         StartOpen->StartDatabase    holds a slot, a database, a memory id
-//   kWaitingSlot -> kProbing    GrantSlots->StartOpen       (as from kClosed)
 //   kWaitingSlot -> kOpening    GrantSlots->StartOpen       (as from kClosed)
 //   kWaitingSlot -> kClosed     Shutdown                    its queued executes failed
 //   kWaitingSlot -> kActive     GrantSlots->StartOpen       (it slept) a slot; its database wakes
 //                                                           itself for the queued requests
 //   kWaitingSlot -> kClosing    Shutdown->StartClose        (it slept) its queued executes failed;
 //                                                           no slot; the close touches no file
-//   kProbing -> kProbing        OnTenantIo->OnProbed        a descriptor; its size asked (fstat)
-//   kProbing -> kProbeClosing   OnTenantIo->OnProbed        a slot; the probe's close in flight
-//   kProbing -> kClosed         OnProbed->NotFound          no slot; the requests in front of the
-//                                                           first create_if_missing one failed
-//   kProbeClosing -> kOpening   OnTenantIo->StartDatabase   holds a slot, a database, a memory id
-//   kProbeClosing -> kClosed    OnTenantIo->NotFound        (the file was empty) as from kProbing
 //   kOpening -> kActive         OnOpened                    the database is ready
 //   kOpening -> kClosed         OnOpened->FailOpen          no database, slot or memory id
+//   kOpening -> kClosed         OnOpened->NotFound          as above; the requests in front of the
+//                                                           first create_if_missing one failed
 //   kOpening -> kClosing        OnOpened->StartClose        (poisoned) as below
 //   kActive -> kIdle            ServeQueue->BecomeIdle      in the idle list; no request at all
 //   kActive -> kIdle            OnRequestDone->BecomeIdle   (as above)
@@ -309,8 +299,6 @@ void Registry::Kick(Tenant& t) {
       return;
     case TenantState::kActive:  // Closes for the delete when its last request is done.
     case TenantState::kWaitingSlot:
-    case TenantState::kProbing:
-    case TenantState::kProbeClosing:
     case TenantState::kOpening:
     case TenantState::kClosing:
     case TenantState::kDeleting:
@@ -347,7 +335,7 @@ void Registry::FailQueue(Tenant& t, const absl::Status& status) {
   }
 }
 
-// As FailQueue, but stops also at the first execute that may create the tenant: a probe's
+// As FailQueue, but stops also at the first execute that may create the tenant: an open's
 // NotFound answers only the requests that may not.
 void Registry::FailQueueBeforeCreate(Tenant& t, const absl::Status& status) {
   while (!t.queue.empty() && t.queue.front()->action == TenantRequest::Action::kExecute &&
@@ -388,51 +376,20 @@ void Registry::StartOpen(Tenant& t) {
   if (create) {
     t.stats.creations++;
     stats_.creations++;
-    StartDatabase(t);
-    return;
   }
-  // Invariant 2: without create_if_missing the file must exist. Checked with an open through
-  // the loop rather than by letting SQLite create it.
-  SetState(t, TenantState::kProbing);
-  t.io.op = io::Op{.kind = io::OpKind::kOpenAt,
-                   .fd = AT_FDCWD,
-                   .flags = O_RDONLY | O_CLOEXEC,
-                   .path = t.path.c_str()};
-  loop_.Submit(t.io);
+  // Invariant 2: without create_if_missing the file must exist and have bytes (an empty main
+  // file is what a creation that failed inside SQLite's open, or a crash during one, leaves).
+  // The Database's open checks both on its way (DatabaseOptions::create_if_missing), with no
+  // operation of its own, and fails with NotFound (OnOpened).
+  StartDatabase(t, create);
 }
 
-// The probe's operations returned. First its open: a descriptor (the file exists: its size is
-// asked next), ENOENT (NotFound) or another error. Then the size: a main file with no byte is
-// what a creation that failed inside SQLite's open (or a crash during one) leaves, before the
-// first transaction wrote the database's first page, so it counts as missing (invariant 2). The
-// descriptor is closed either way.
-void Registry::OnProbed(Tenant& t, int64_t result) {
-  if (t.probe_fd >= 0) {
-    t.probe_found = result != 0;  // An fstat error leaves the verdict to the Database's open.
-    SetState(t, TenantState::kProbeClosing);
-    t.io.op = io::Op{.kind = io::OpKind::kClose, .fd = t.probe_fd};
-    loop_.Submit(t.io);
-    return;
-  }
-  if (result == -ENOENT) {
-    NotFound(t);
-    return;
-  }
-  if (result < 0) {
-    FailOpen(t, absl::UnavailableError(
-                    absl::StrCat("cannot open tenant '", t.name, "': ", io::ErrnoText(result))));
-    return;
-  }
-  t.probe_fd = static_cast<int>(result);
-  t.io.op = io::Op{.kind = io::OpKind::kFileSize, .fd = t.probe_fd};
-  loop_.Submit(t.io);
-}
-
-// The probe ran for the requests queued when it started, none of which may create the tenant.
-// One that may (create_if_missing) can have joined the queue since: an HTTP create probes first
-// and sends its create only after its own probe said NotFound, so two clients creating the same
-// tenant meet here. The NotFound answers the requests in front of it; it and those behind it
-// stay queued, and AfterClosed reopens the tenant for them, creating it (StartOpen).
+// An open without create_if_missing found no tenant. It ran for the requests queued when it
+// started, none of which may create the tenant. One that may (create_if_missing) can have
+// joined the queue since: an HTTP create probes first and sends its create only after its own
+// probe said NotFound, so two clients creating the same tenant meet here. The NotFound answers
+// the requests in front of it; it and those behind it stay queued, and AfterClosed reopens the
+// tenant for them, creating it (StartOpen).
 void Registry::NotFound(Tenant& t) {
   FailQueueBeforeCreate(t, absl::NotFoundError(absl::StrCat(
                                "tenant '", t.name,
@@ -441,8 +398,9 @@ void Registry::NotFound(Tenant& t) {
   FailOpen(t, absl::OkStatus());
 }
 
-void Registry::StartDatabase(Tenant& t) {
+void Registry::StartDatabase(Tenant& t, bool create) {
   DatabaseOptions database_options = options_.database;
+  database_options.create_if_missing = create;
   if (alloc::SqliteMemoryInstalled()) {
     // Every SQLite byte of the tenant is charged to its own accounting tenant, which the
     // Database marks around its SQLite calls.
@@ -470,8 +428,6 @@ void Registry::StartDatabase(Tenant& t) {
     database_options.tenant = t.memory_id;
   }
   t.database = std::make_unique<Database>(loop_, vfs_, t.path, database_options);
-  t.stats.opens++;
-  stats_.opens++;
   SetState(t, TenantState::kOpening);
   t.database->Open(&Registry::OnOpened, &t);
 }
@@ -480,6 +436,13 @@ void Registry::StartDatabase(Tenant& t) {
 void Registry::OnOpened(void* arg, absl::Status status) {
   auto& t = *static_cast<Tenant*>(arg);
   Registry& self = *t.registry;
+  if (status.code() == absl::StatusCode::kNotFound) {  // Invariant 2: no tenant, no open.
+    self.Bury(std::move(t.database));
+    self.NotFound(t);
+    return;
+  }
+  t.stats.opens++;
+  self.stats_.opens++;
   if (status.ok()) {
     self.SetState(t, TenantState::kActive);
     self.ServeQueue(t);
@@ -690,24 +653,13 @@ void Registry::FinishDelete(Tenant& t, absl::Status status) {
   MaybeFinishShutdown();
 }
 
-// The tenant's one completion, told apart by its state: the probe's open, size and close, the
-// close's next tick, and the delete's operations.
+// The tenant's one completion, told apart by its state: the close's next tick and the delete's
+// operations.
 loop::Action Registry::OnTenantIo(loop::Loop& /*unused*/, loop::Completion& c) {
   auto& t = *static_cast<Tenant*>(c.user_data);
   Registry& self = *t.registry;
   const int64_t result = c.result();
   switch (t.state) {
-    case TenantState::kProbing:
-      self.OnProbed(t, result);
-      return loop::Action::kDisarm;
-    case TenantState::kProbeClosing:
-      t.probe_fd = -1;
-      if (t.probe_found) {
-        self.StartDatabase(t);
-      } else {
-        self.NotFound(t);
-      }
-      return loop::Action::kDisarm;
     case TenantState::kClosing:
       t.database->Close(&Registry::OnClosed, &t);
       return loop::Action::kDisarm;

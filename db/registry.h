@@ -44,12 +44,13 @@
 //      cancelled to make room. A victim evicted for a slot sleeps when it can (asleep_max, and
 //      the memory budget is not what is full); otherwise, and for memory, it is closed, and
 //      sleepers are closed before idle tenants when memory is short.
-//   7. Nothing here blocks the loop: every file operation of the registry itself (checking
-//      that a file exists, deleting one, syncing the directory) is a loop operation.
+//   7. Nothing here blocks the loop: every file operation of the registry itself (deleting a
+//      file, syncing the directory) is a loop operation, and so is its Databases' check that
+//      a file exists (DatabaseOptions::create_if_missing).
 //
 // A tenant's states (the diagram and transition table are in registry.cc and
 // docs/multitenancy.md):
-//   kClosed -> [kWaitingSlot] -> [kProbing -> kProbeClosing] -> kOpening -> kActive <-> kIdle
+//   kClosed -> [kWaitingSlot] -> kOpening -> kActive <-> kIdle
 //   kIdle -> kAsleep -> [kWaitingSlot] -> kActive (its next request wakes it)
 //   kIdle, kAsleep -> kClosing -> kClosed;   kClosing -> kDeleting -> kClosed (a delete)
 //
@@ -127,7 +128,7 @@ inline constexpr size_t kTenantNameBytesMax = 64;
 
 // Descriptors one open database may hold: its main file, rollback journal and WAL (one each,
 // shared by all its connections, db/vfs.h) and the directory the VFS keeps open to fsync a
-// file it created. The registry's own probes use a descriptor of the tenant's slot.
+// file it created.
 inline constexpr uint32_t kDescriptorsPerDatabase = 4;
 // Descriptors left to the rest of the process when open_max is derived from RLIMIT_NOFILE:
 // the ring, eventfds, the registry's directory, a host's listening and client sockets, logs.
@@ -318,16 +319,14 @@ struct TenantRequest : private Request {
 
 // Where a tenant is in its lifecycle (registry.cc has the diagram and the transitions).
 enum class TenantState : uint8_t {
-  kClosed,        // No database, no descriptor, no memory.
-  kWaitingSlot,   // Requests queued; waiting for an open slot or memory.
-  kProbing,       // Checking that the file exists and has bytes (open without O_CREAT, fstat).
-  kProbeClosing,  // Closing the probe's descriptor.
-  kOpening,       // Database::Open in progress.
-  kActive,        // Open, requests in flight.
-  kIdle,          // Open, nothing in flight: evictable, closes after idle_timeout.
-  kAsleep,        // Evicted, its database asleep: no slot, no descriptor, its connections kept.
-  kClosing,       // Database::Close in progress (idle timeout, eviction, delete, shutdown).
-  kDeleting,      // Unlinking the files and syncing the directory.
+  kClosed,       // No database, no descriptor, no memory.
+  kWaitingSlot,  // Requests queued; waiting for an open slot or memory.
+  kOpening,      // Database::Open in progress.
+  kActive,       // Open, requests in flight.
+  kIdle,         // Open, nothing in flight: evictable, closes after idle_timeout.
+  kAsleep,       // Evicted, its database asleep: no slot, no descriptor, its connections kept.
+  kClosing,      // Database::Close in progress (idle timeout, eviction, delete, shutdown).
+  kDeleting,     // Unlinking the files and syncing the directory.
 };
 
 // Returns "closed", "waiting_slot", ...
@@ -350,7 +349,7 @@ struct TenantStats {
 
 struct RegistryStats {
   uint32_t tenants = 0;  // Entries in the table (open and remembered closed ones).
-  uint32_t open = 0;     // Tenants holding a slot (probing, opening, active, idle, closing).
+  uint32_t open = 0;     // Tenants holding a slot (opening, active, idle, closing).
   uint32_t active = 0;
   uint32_t idle = 0;
   uint32_t asleep = 0;   // Tenants asleep: a database, no slot, no descriptor.
@@ -445,8 +444,7 @@ class Registry {
   void EvictForWaiters();
   void EvictForMemory();
   void StartOpen(Tenant& t);
-  void StartDatabase(Tenant& t);
-  void OnProbed(Tenant& t, int64_t result);
+  void StartDatabase(Tenant& t, bool create);
   void NotFound(Tenant& t);
   void FailOpen(Tenant& t, const absl::Status& status);
 

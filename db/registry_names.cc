@@ -59,10 +59,6 @@ absl::string_view TenantStateName(TenantState state) {
       return "closed";
     case TenantState::kWaitingSlot:
       return "waiting_slot";
-    case TenantState::kProbing:
-      return "probing";
-    case TenantState::kProbeClosing:
-      return "probe_closing";
     case TenantState::kOpening:
       return "opening";
     case TenantState::kActive:

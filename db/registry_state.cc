@@ -9,7 +9,6 @@
 //     transition.
 //   kWaitingSlot: no slot, nothing in flight; in the policy's waiting FIFO. A database (and its
 //     memory id) only if the tenant slept, and then the database is asleep.
-//   kProbing, kProbeClosing: a slot, no database, nothing in flight.
 //   kOpening: a slot and a database, nothing in flight.
 //   kClosing: a database, nothing in flight; a slot unless it was asleep (then the database
 //     is asleep, and its close touches no file).
@@ -88,11 +87,6 @@ void Registry::AssertInvariants(const Tenant& t) const {
       SQLOOP_CHECK(!t.holds_slot() && t.in_flight == 0 && (!has_db || asleep()),
                    "Registry: waiting for a slot with one, with requests, or awake");
       SQLOOP_CHECK(policy_->IsWaiting(t), "Registry: waiting for a slot outside the waiting FIFO");
-      break;
-    case TenantState::kProbing:
-    case TenantState::kProbeClosing:
-      SQLOOP_CHECK(t.holds_slot() && !has_db && t.in_flight == 0,
-                   "Registry: probing without a slot, or with a database or requests");
       break;
     case TenantState::kOpening:
     case TenantState::kClosing:

@@ -905,6 +905,58 @@ TEST_P(DatabaseTest, ADatabaseMayBeDestroyedInsideItsLastCallback) {
   EXPECT_EQ(closed.db, nullptr);
 }
 
+// The size of `path` through the loop (any backend, the simulator's too); -errno if it fails.
+int64_t FileBytes(loop::Loop& loop, const std::string& path) {
+  io::Op open{.kind = io::OpKind::kOpenAt,
+              .fd = AT_FDCWD,
+              .flags = O_RDONLY | O_CLOEXEC,
+              .path = path.c_str()};
+  const int64_t fd = loop.WaitForOp(open);
+  if (fd < 0) return fd;
+  io::Op size{.kind = io::OpKind::kFileSize, .fd = static_cast<int>(fd)};
+  const int64_t bytes = loop.WaitForOp(size);
+  io::Op close{.kind = io::OpKind::kClose, .fd = static_cast<int>(fd)};
+  (void)loop.WaitForOp(close);
+  return bytes;
+}
+
+// Without create_if_missing, a database whose file does not exist is NotFound and nothing is
+// created; nor is one whose file is empty (what a creation that failed before its first
+// transaction leaves), which stays as it was. One that exists opens as usual.
+TEST_P(DatabaseTest, WithoutCreateIfMissingAMissingOrEmptyFileIsNotFound) {
+  DatabaseOptions existing_only;
+  existing_only.create_if_missing = false;
+  auto expect_nothing_created = [&](int64_t main_bytes) {
+    EXPECT_EQ(db_->state(), Database::State::kFailed);
+    EXPECT_EQ(FileBytes(*loop_, path_), main_bytes);
+    EXPECT_EQ(FileBytes(*loop_, path_ + "-journal"), -ENOENT);
+    EXPECT_EQ(FileBytes(*loop_, path_ + "-wal"), -ENOENT);
+  };
+  const absl::Status missing = OpenDb(existing_only);
+  EXPECT_EQ(missing.code(), absl::StatusCode::kNotFound) << missing;
+  EXPECT_NE(missing.message().find("does not exist"), std::string::npos) << missing;
+  expect_nothing_created(-ENOENT);
+
+  io::Op create{.kind = io::OpKind::kOpenAt,
+                .fd = AT_FDCWD,
+                .flags = O_RDWR | O_CREAT | O_CLOEXEC,
+                .path = path_.c_str(),
+                .mode = 0644};
+  const int64_t fd = loop_->WaitForOp(create);
+  ASSERT_GE(fd, 0);
+  io::Op close_it{.kind = io::OpKind::kClose, .fd = static_cast<int>(fd)};
+  ASSERT_EQ(loop_->WaitForOp(close_it), 0);
+  const absl::Status empty = OpenDb(existing_only);
+  EXPECT_EQ(empty.code(), absl::StatusCode::kNotFound) << empty;
+  expect_nothing_created(0);
+
+  ASSERT_TRUE(OpenDb().ok());
+  ASSERT_TRUE(Write("CREATE TABLE t(x)").ok());
+  ASSERT_TRUE(CloseDb().ok());
+  ASSERT_TRUE(OpenDb(existing_only).ok());
+  EXPECT_EQ(Read("SELECT count(*) FROM t"), "0|\n");
+}
+
 TEST_P(DatabaseTest, FileThatIsNotSqliteIsRefusedAtOpen) {
   if (!GetParam().real_descriptors) GTEST_SKIP() << "writes the file with the host's file system";
   const int fd = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
@@ -1134,21 +1186,6 @@ TEST_P(DatabaseTest, AReopenOpensTheWriterAtTheFirstWrite) {
   ASSERT_NO_FATAL_FAILURE(MakeVfs());
   ASSERT_TRUE(OpenDb().ok());
   EXPECT_EQ(Read("SELECT sum(x) FROM t"), "3|\n");
-}
-
-// The size of `path` through the loop (any backend, the simulator's too); -errno if it fails.
-int64_t FileBytes(loop::Loop& loop, const std::string& path) {
-  io::Op open{.kind = io::OpKind::kOpenAt,
-              .fd = AT_FDCWD,
-              .flags = O_RDONLY | O_CLOEXEC,
-              .path = path.c_str()};
-  const int64_t fd = loop.WaitForOp(open);
-  if (fd < 0) return fd;
-  io::Op size{.kind = io::OpKind::kFileSize, .fd = static_cast<int>(fd)};
-  const int64_t bytes = loop.WaitForOp(size);
-  io::Op close{.kind = io::OpKind::kClose, .fd = static_cast<int>(fd)};
-  (void)loop.WaitForOp(close);
-  return bytes;
 }
 
 // A trimmed idle database closes its writer (CloseWriterIfIdle, the registry's trim), never

@@ -215,6 +215,8 @@ TEST_P(RegistryTest, CreatesOnlyWhenTheRequestAllowsIt) {
   EXPECT_EQ(stats->requests, 4u);  // The NotFound one counts too.
   EXPECT_EQ(stats->requests_failed, 1u);
   EXPECT_EQ(stats->state, TenantState::kIdle);
+  EXPECT_EQ(stats->opens, 1u);  // A NotFound is no open, and no open failure either.
+  EXPECT_EQ(h->registry().stats().open_failures, 0u);
   EXPECT_EQ(h->registry().GetTenantStats("never").status().code(), absl::StatusCode::kNotFound);
 }
 
@@ -262,17 +264,17 @@ TEST_P(RegistryTest, AnEmptyFileLeftByAFailedCreationIsNoTenant) {
   EXPECT_TRUE(h->Do(exists).ok()) << exists.result;
 }
 
-// A create that arrives while another request's probe is in flight (two HTTP clients creating
-// the same tenant: each probes first) is not answered by the probe's NotFound: the probe
-// answers the requests in front of it, and the tenant is then created for it and for the
-// requests behind it (http seed 5486 answered such a create 404).
+// A create that arrives while another request's probe (an open without create_if_missing) is in
+// flight (two HTTP clients creating the same tenant: each probes first) is not answered by the
+// probe's NotFound: the probe answers the requests in front of it, and the tenant is then
+// created for it and for the requests behind it (http seed 5486 answered such a create 404).
 TEST_P(RegistryTest, ACreateQueuedBehindAProbeCreatesTheTenant) {
   auto h = Make(Options());
   Call probe("race", "", /*create=*/false);
   Call create("race", "", /*create=*/true);
   Call read("race", "SELECT count(*) FROM sqlite_master", /*create=*/false, Request::Kind::kRead);
   ASSERT_TRUE(h->registry().Submit(probe).ok());
-  EXPECT_EQ(h->registry().GetTenantStats("race")->state, TenantState::kProbing);
+  EXPECT_EQ(h->registry().GetTenantStats("race")->state, TenantState::kOpening);
   ASSERT_TRUE(h->registry().Submit(create).ok());
   ASSERT_TRUE(h->registry().Submit(read).ok());
   h->RunUntil([&] { return probe.done && create.done && read.done; });

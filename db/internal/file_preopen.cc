@@ -7,13 +7,17 @@
 #include <cerrno>
 #include <utility>
 
+#include "absl/strings/str_cat.h"
 #include "sqloop/alloc/check.h"
+#include "sqloop/db/internal/file_names.h"
 #include "sqloop/db/internal/file_table.h"
 
 namespace sqloop::db::internal {
 
-void FilePreopen::Start(loop::Loop& loop, DatabaseFiles& files, Callback done, void* arg) {
+void FilePreopen::Start(loop::Loop& loop, DatabaseFiles& files, bool create_if_missing,
+                        Callback done, void* arg) {
   Prepare(loop, files, done, arg);
+  create_main_ = create_if_missing;
   // Invariant 3: files still open from an earlier Database need nothing.
   Advance(files.table().file(FileRole::kMain).fd >= 0 ? State::kIdle : State::kOpenMain);
 }
@@ -165,7 +169,7 @@ void FilePreopen::SubmitOpen(FileRole role) {
 
 // An ENOENT from the open without O_CREAT: asks again, creating the file. Returns true if it did.
 bool FilePreopen::RetryCreating(int64_t result, FileRole role) {
-  if (result != -ENOENT || create_) return false;
+  if (result != -ENOENT || create_ || (role == FileRole::kMain && !create_main_)) return false;
   create_ = true;
   SubmitOpen(role);
   return true;
@@ -176,11 +180,21 @@ loop::Action FilePreopen::OnIo(loop::Loop& /*unused*/, loop::Completion& c) {
   // Invariant 5: a state ends when its last operation completes.
   if (--self.in_flight_ > 0) return loop::Action::kDisarm;
   const int64_t failed = self.state_ == State::kOpenRest ? self.TakeRest() : self.Take(c.result());
-  if (failed < 0) {
-    const std::string& path = self.files_->table().file(FileRole::kMain).path;
-    self.Finish(absl::UnavailableError(FileTable::OpenErrorMessage(path, failed)));
-  }
+  if (failed < 0) self.Finish(self.FailureOf(failed));
   return loop::Action::kDisarm;
+}
+
+// Invariant 4: without create_if_missing, an ENOENT ending the preopen is the main file's (the
+// WAL's goes to kCreateWal, the journal's is its absence), or its emptiness.
+absl::Status FilePreopen::FailureOf(int64_t error) const {
+  const std::string& path = files_->table().file(FileRole::kMain).path;
+  if (error == -ENOENT && !create_main_) {
+    return absl::NotFoundError(
+        absl::StrCat("'", FileNameOf(path),
+                     "' does not exist (or is empty: its creation never finished); open it with "
+                     "create_if_missing to create it"));
+  }
+  return absl::UnavailableError(FileTable::OpenErrorMessage(path, error));
 }
 
 // Takes the result of the one operation of the state and moves on. Returns 0, or -errno if the
@@ -200,6 +214,10 @@ int64_t FilePreopen::Take(int64_t result) {
       return 0;
     case State::kSizeMain:
       if (result < 0) break;
+      if (result == 0 && !create_main_) {  // Invariant 4: nothing is created for it.
+        result = -ENOENT;
+        break;
+      }
       main_bytes_ = result;
       Advance(State::kOpenRest);
       return 0;

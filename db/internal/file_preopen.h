@@ -21,6 +21,12 @@
 //   4. A file is opened without O_CREAT first and created only if that says ENOENT: io_uring
 //      never runs an open that may create inline (it hands it to a kernel worker thread), and
 //      at a reopen both files exist. kOpenMain retries in place; the WAL goes to kCreateWal.
+//      Started without create_if_missing, the main file is never created: its ENOENT, or a main
+//      file with no byte (what a creation that failed inside SQLite's open, or a crash during
+//      one, leaves before the first transaction writes page 1), ends the preopen with NotFound
+//      and nothing created. So the caller's check that a database exists costs no operation of
+//      its own. Files already open in this process (invariant 3) are another Database's, and
+//      are taken as there.
 //   5. Each state's operations all complete before the next state (or the end): a failure
 //      waits for the operations still in flight, then closes every descriptor not adopted.
 //   6. An empty main file (a new database) is about to run its first transaction, the switch to
@@ -110,8 +116,10 @@ class FilePreopen {
 
   // Starts opening `files`' descriptors; `done(arg)` runs from a loop callback once it is over
   // (status() then says how it went), or before Start returns if there is nothing to open.
+  // Without `create_if_missing`, a missing or empty main file is NotFound (invariant 4).
   // Only in kIdle.
-  void Start(loop::Loop& loop, DatabaseFiles& files, Callback done, void* arg);
+  void Start(loop::Loop& loop, DatabaseFiles& files, bool create_if_missing, Callback done,
+             void* arg);
   // Invariant 9: reads the first `bytes` of `role`'s file (open) into memory, then `done(arg)`
   // as Start's. Only in kIdle.
   void Warm(loop::Loop& loop, DatabaseFiles& files, FileRole role, int64_t bytes, Callback done,
@@ -134,6 +142,7 @@ class FilePreopen {
   [[nodiscard]] bool RetryCreating(int64_t result, FileRole role);
   [[nodiscard]] int64_t Take(int64_t result);
   [[nodiscard]] int64_t TakeRest();
+  [[nodiscard]] absl::Status FailureOf(int64_t error) const;
   [[nodiscard]] int64_t AdoptAndAdvance(FileRole role, int64_t size_bytes, State next);
   void WarmNext(int64_t result);
   void SubmitWarmRead();
@@ -149,6 +158,7 @@ class FilePreopen {
   State state_ = State::kIdle;
   int fd_ = -1;                  // Opened by kOpenMain, kOpenRest or kCreateWal, not yet adopted.
   bool create_ = false;          // The open in flight has O_CREAT (invariant 4).
+  bool create_main_ = true;      // The main file may be created (Start's create_if_missing).
   bool open_wal_ = false;        // kOpenRest opens the WAL (it has no descriptor).
   bool create_journal_ = false;  // kOpenRest creates the journal instead of probing for it.
   uint32_t head_bytes_ = 0;      // kOpenRest reads this much of the main file (0: none).

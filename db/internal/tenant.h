@@ -50,11 +50,8 @@ struct Tenant {
   // counted other than as its live bytes (TenantPolicy::MemoryLive).
   ListLink<Tenant> transit_link;
   CloseReason close_reason = CloseReason::kIdle;
-  // The probe's open, size and close, the close's next tick, the delete's unlinks and fsync: one at
-  // a time, told apart by `state`.
+  // The close's next tick, the delete's unlinks and fsync: one at a time, told apart by `state`.
   loop::Completion io;
-  int probe_fd = -1;
-  bool probe_found = false;   // The probe's file has bytes: the tenant exists (Registry::OnProbed).
   TenantDelete deletion;      // The kDeleting sub-machine.
   int64_t idle_since_ns = 0;  // kIdle: since it went idle; kAsleep: since it fell asleep.
   // SIEVE's bit: a request reached the tenant while it was open since the eviction hand last

@@ -279,11 +279,9 @@ int64_t TenantPolicy::NextIdleDeadlineNs() const {
 // ---- Closes under way and closed entries ----------------------------------------------------
 
 namespace {
-bool Opening(TenantState state) {
-  return state == TenantState::kProbing || state == TenantState::kProbeClosing ||
-         state == TenantState::kOpening;
+bool InTransit(TenantState state) {
+  return state == TenantState::kOpening || state == TenantState::kClosing;
 }
-bool InTransit(TenantState state) { return Opening(state) || state == TenantState::kClosing; }
 }  // namespace
 
 void TenantPolicy::StateChanged(Tenant& t, TenantState from, TenantState to) {
@@ -338,7 +336,7 @@ uint64_t TenantPolicy::MemoryLive(bool exclude_closing) const {
   }
   for (const Tenant* t = transit_.front(); t != nullptr; t = TransitList::Next(*t)) {
     const uint64_t known = TenantMemory(*t);
-    if (Opening(t->state)) {
+    if (t->state == TenantState::kOpening) {
       total += std::max(known, options_.open_memory_estimate_bytes) - known;
     } else if (exclude_closing) {
       total -= std::min(known, total);

@@ -201,7 +201,7 @@ class TenantPolicy {
   int64_t idle_trim_after_ns_;          // -1: never.
   TenantList asleep_;                   // kAsleep tenants, asleep the longest first.
   TenantList closed_;                   // Resting kClosed tenants, least recently closed first.
-  TransitList transit_;                 // kProbing, kProbeClosing, kOpening and kClosing tenants.
+  TransitList transit_;                 // kOpening and kClosing tenants.
   // Tenants in kClosing: slots (or, for a sleeper, memory) about to free. A sleeper's close
   // frees no slot, so a waiter it covered is looked at again when it ends (OnClosed grants).
   uint32_t closing_ = 0;
