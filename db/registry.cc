@@ -81,8 +81,6 @@
 // The invariants of each state are in registry_state.cc, next to AssertInvariants.
 #include "sqloop/db/registry.h"
 
-#include <fcntl.h>
-
 #include <algorithm>
 #include <cerrno>
 #include <optional>
