@@ -1,9 +1,12 @@
 // A host program built from the installed package only (tests/install_consumer.cmake): it opens
 // a database through the installed headers and libraries, runs real SQL on the loop, and checks
-// what it reads back. It uses the db layer on purpose: a package that installs the loop but
+// what it reads back, and that an open without create_if_missing refuses a database that does
+// not exist. It uses the db layer on purpose: a package that installs the loop but
 // leaves sqloop_db off the link line must fail here, at link time.
 //
 // Usage: consumer <scratch directory>  (the database file is created in it)
+#include <unistd.h>
+
 #include <cstdint>
 #include <cstdio>
 #include <memory>
@@ -109,6 +112,26 @@ int UseDatabase(sqloop::loop::Loop& loop, sqloop::db::Vfs& vfs, const std::strin
   return 0;
 }
 
+// Opens `path`, which does not exist, without create_if_missing: NotFound, and no file made.
+int RefuseMissing(sqloop::loop::Loop& loop, sqloop::db::Vfs& vfs, const std::string& path) {
+  sqloop::db::DatabaseOptions options;
+  options.create_if_missing = false;
+  Database db(loop, vfs, path, options);
+  absl::Status opened = absl::UnknownError("open never called back");
+  db.Open(StoreStatus, &opened);
+  if (absl::Status run = loop.Run(sqloop::loop::RunMode::kUntilDone); !run.ok()) {
+    return Fail("run (open of a missing database)", run);
+  }
+  if (opened.code() != absl::StatusCode::kNotFound) {
+    return Fail("open of a missing database without create_if_missing", opened);
+  }
+  if (access(path.c_str(), F_OK) == 0) {
+    std::fprintf(stderr, "consumer: an open without create_if_missing created %s\n", path.c_str());
+    return 1;
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -126,11 +149,15 @@ int main(int argc, char** argv) {
   if (!loop.ok()) return Fail("loop", loop.status());
   absl::StatusOr<std::unique_ptr<sqloop::db::Vfs>> vfs = sqloop::db::Vfs::Create(**loop);
   if (!vfs.ok()) return Fail("vfs", vfs.status());
+  if (int rc = RefuseMissing(**loop, **vfs, std::string(argv[1]) + "/missing.db"); rc != 0) {
+    return rc;
+  }
   // The database is destroyed (closed) inside UseDatabase, before the VFS and the loop.
   if (int rc = UseDatabase(**loop, **vfs, std::string(argv[1]) + "/consumer.db"); rc != 0) {
     return rc;
   }
   const std::string backend((*loop)->backend().name());
-  std::printf("consumer ok on %s: wrote 42 durably and read it back\n", backend.c_str());
+  std::printf("consumer ok on %s: refused a missing database, wrote 42 durably and read it back\n",
+              backend.c_str());
   return 0;
 }
