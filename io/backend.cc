@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdlib>
+#include <limits>
 
 #include "absl/strings/str_cat.h"
 #include "sqloop/io/internal/backends.h"
@@ -61,6 +62,12 @@ absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(const BackendOptions& opt
   Log(options, LogLevel::kWarning,
       absl::StrCat("sqloop backend: fallback, because ", ring.status().message()));
   return internal::CreateFallbackBackend(options);
+}
+
+int TimeoutMsFor(int64_t delay_ns) {
+  if (delay_ns <= 0) return 0;
+  const int64_t delay_ms = delay_ns / 1'000'000 + (delay_ns % 1'000'000 != 0 ? 1 : 0);
+  return static_cast<int>(std::min<int64_t>(delay_ms, std::numeric_limits<int>::max()));
 }
 
 namespace internal {

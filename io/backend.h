@@ -51,6 +51,12 @@ namespace sqloop::io {
 // Tick() deadline meaning "no deadline".
 inline constexpr int64_t kNoDeadline = -1;
 
+// A delay as the timeout, in milliseconds, of a poll-style wait (epoll_wait, a host's loop):
+// rounded up, so that a wait never ends before its deadline and spins; 0 for a delay already
+// past; at most INT_MAX (24.8 days), since the timeout is an int and a negative one waits for
+// ever.
+[[nodiscard]] int TimeoutMsFor(int64_t delay_ns);
+
 // -EINTR / -EAGAIN retries per op before the error is handed to the caller. Eight covers the
 // transient cases seen in practice (a signal during a syscall, a momentarily full socket buffer
 // on the fallback) while keeping a persistent -EAGAIN from spinning forever.

@@ -131,8 +131,9 @@ void FallbackBackend::Submit(Op* op) {
 }
 
 void FallbackBackend::Cancel(Op* op) {
+  // Cancelled already, or done and waiting to be handed back: it comes back as it is.
+  if (op->cancel_requested || op->finished) return;
   SQLOOP_CHECK(in_flight_ > 0, "Backend::Cancel: no operation is in flight");
-  if (op->cancel_requested) return;
   op->cancel_requested = true;
   bool removed = queued_.Remove(op);
   if (!removed) {
@@ -152,6 +153,7 @@ void FallbackBackend::Finish(Op* op) {
   cached_reads_.Observe(*op);
   in_flight_--;
   stats_.completed++;
+  op->finished = true;
   finished_.PushBack(op);
 }
 
@@ -302,8 +304,7 @@ absl::Status FallbackBackend::Wait(bool wait, int64_t deadline_ns) {
     timeout_ms = -1;
     if (deadline_ns != kNoDeadline) {
       // Round up so a wait never ends just before its deadline and spins.
-      const int64_t delay_ns = std::max<int64_t>(0, deadline_ns - NowNs());
-      timeout_ms = static_cast<int>((delay_ns + 999'999) / 1'000'000);
+      timeout_ms = TimeoutMsFor(deadline_ns - NowNs());
     }
   }
   epoll_event events[kEpollEventsMax];

@@ -90,7 +90,8 @@ struct Op {
   uint32_t transferred = 0;  // Bytes moved so far by a resubmitted read/write/send.
   uint8_t retries = 0;       // -EINTR / -EAGAIN retries so far.
   bool cancel_requested = false;
-  Op* next = nullptr;  // Intrusive link for OpList.
+  bool finished = false;  // Done, waiting to be handed back: a Cancel leaves its result.
+  Op* next = nullptr;     // Intrusive link for OpList.
 };
 
 // A kOpenAt that opens the directory `path` read-only (close-on-exec): the descriptor a

@@ -164,7 +164,10 @@ absl::Status UringBackend::Init(const BackendOptions& options, int forced_setup_
   if (forced_setup_errno != 0) return SetupError(forced_setup_errno);
   io_uring_params params{};
   params.flags = IORING_SETUP_CQSIZE;
-  params.cq_entries = 2 * options.in_flight_max;
+  // Invariant 2: room for at least one op (an in_flight_max of 1 left none, and every op
+  // waited for ever), and no more than the kernel's largest CQ (64 Ki entries).
+  params.cq_entries = static_cast<uint32_t>(
+      std::clamp<uint64_t>(2 * uint64_t{options.in_flight_max}, 4, uint64_t{1} << 16));
   const int rc = io_uring_queue_init_params(options.ring_entries, &ring_, &params);
   if (rc < 0) return SetupError(-rc);
   ring_ready_ = true;
@@ -311,8 +314,10 @@ void UringBackend::Prepare(io_uring_sqe* sqe, Op* op) {
 }
 
 void UringBackend::Cancel(Op* op) {
+  // Cancelled already, or finished in user space (a metadata op, at Submit) and waiting to be
+  // handed back: it comes back as it is.
+  if (op->cancel_requested || op->finished) return;
   SQLOOP_CHECK(in_flight_ > 0, "Backend::Cancel: no operation is in flight");
-  if (op->cancel_requested) return;
   op->cancel_requested = true;
   if (waiting_.Remove(op)) {
     op->result = -ECANCELED;
@@ -413,6 +418,7 @@ void UringBackend::Reap(OpList& completed) {
 void UringBackend::FinishInUserSpace(Op* op) {
   in_flight_--;
   stats_.completed++;
+  op->finished = true;
   finished_.PushBack(op);
 }
 

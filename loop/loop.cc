@@ -96,7 +96,8 @@ void Loop::Timer(Completion& c, absl::Duration timeout) {
 }
 
 void Loop::ArmTimer(Completion& c) {
-  c.deadline_ns_ = now_ns_ + c.timeout_ns_;
+  // A timeout past the clock's range (absl::InfiniteDuration()) never expires: kNeverNs.
+  c.deadline_ns_ = c.timeout_ns_ >= kNeverNs - now_ns_ ? kNeverNs : now_ns_ + c.timeout_ns_;
   c.sequence_ = sequence_++;
   c.op.result = 0;
   c.state_ = Completion::State::kTimer;
@@ -247,7 +248,7 @@ absl::Status Loop::Tick(bool may_wait, uint64_t& callbacks_run) {
   FireExpiredTimers();
   // A tick that may wait polls first if asked to, and blocks only if the poll found nothing.
   const bool wait = may_wait && completed_.empty();
-  const int64_t deadline_ns = timers_.empty() ? io::kNoDeadline : timers_.front()->deadline_ns_;
+  const int64_t deadline_ns = NextDeadlineNs();
   io::OpList reaped;
   bool polled = false;
   absl::Status status = absl::OkStatus();
@@ -362,10 +363,14 @@ int Loop::NextTimeoutMs() const {
       posts_.load(std::memory_order_relaxed) != nullptr) {
     return 0;
   }
-  if (timers_.empty()) return -1;
-  const int64_t delay_ns = timers_.front()->deadline_ns_ - backend_->NowNs();
-  if (delay_ns <= 0) return 0;
-  return static_cast<int>((delay_ns + 999'999) / 1'000'000);  // Round up: never wake early.
+  const int64_t deadline_ns = NextDeadlineNs();
+  if (deadline_ns == io::kNoDeadline) return -1;
+  return io::TimeoutMsFor(deadline_ns - backend_->NowNs());
+}
+
+int64_t Loop::NextDeadlineNs() const {
+  if (timers_.empty() || timers_.front()->deadline_ns_ == kNeverNs) return io::kNoDeadline;
+  return timers_.front()->deadline_ns_;
 }
 
 // The timer heap: a binary min-heap of Completion* by (deadline, sequence); each completion

@@ -42,6 +42,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <vector>
 
@@ -169,7 +170,8 @@ class Loop {
   // Arms a timer that completes `c` with result 0 after `timeout` (on the backend clock),
   // counted from now_ns(): inside a callback that is the tick's start, not the moment of the
   // call, so a timer for an absolute time T takes `T - now_ns()`. Outside Run() it counts from
-  // the clock read at the call.
+  // the clock read at the call. A timeout past the clock's range (absl::InfiniteDuration())
+  // never expires: the timer completes only when cancelled.
   void Timer(Completion& c, absl::Duration timeout);
   // Completes a pending `c` early with -ECANCELED (exactly once; if the operation already
   // finished it completes with its real result instead). No-op if `c` already completed and
@@ -202,7 +204,7 @@ class Loop {
   [[nodiscard]] int64_t now_ns() const { return now_ns_; }
   // For hosts that embed the loop: a descriptor that becomes readable when the backend has
   // completions or a Post() arrived. Watch it and call Run(kNoWait); between calls, wait at most
-  // NextTimeoutMs() (0: work is ready now; -1: only the descriptor matters).
+  // NextTimeoutMs() (0: work is ready now; -1: only the descriptor matters; at most INT_MAX).
   [[nodiscard]] int fd() { return backend_->PollableFd(); }
   [[nodiscard]] int NextTimeoutMs() const;
 
@@ -213,7 +215,12 @@ class Loop {
   [[nodiscard]] const LoopStats& stats() const { return stats_; }
 
  private:
+  // The deadline of a timer that never expires.
+  static constexpr int64_t kNeverNs = std::numeric_limits<int64_t>::max();
+
   void ArmTimer(Completion& c);
+  // The first timer's deadline, or io::kNoDeadline if none can expire.
+  [[nodiscard]] int64_t NextDeadlineNs() const;
   void FireExpiredTimers();
   void TakePosts();
   void Complete(Completion& c, int64_t result);

@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -156,6 +157,35 @@ TEST(UringBackendTest, TinyRingCompletesABurstInOrderOfSubmissionBatches) {
   }
   EXPECT_EQ((*backend)->in_flight(), 0u);
   EXPECT_EQ((*backend)->stats().completed, ops.size());
+}
+
+// The smallest ring the options allow (one SQE, one op in flight) completes its ops: its CQ
+// used to leave room for none, and every op waited for ever.
+TEST(UringBackendTest, ARingOfOneEntryForOneOpInFlightCompletesEveryOp) {
+  BackendOptions options;
+  options.ring_entries = 1;
+  options.in_flight_max = 1;
+  absl::StatusOr<std::unique_ptr<Backend>> backend = internal::CreateUringBackend(options, 0);
+  ASSERT_TRUE(backend.ok()) << backend.status();
+  std::vector<Op> ops(3);
+  for (Op& op : ops) (*backend)->Submit(&op);
+  size_t completed = 0;
+  OpList done;
+  for (int tick = 0; tick < 1000 && completed < ops.size(); ++tick) {
+    ASSERT_TRUE((*backend)->Tick(/*wait=*/false, kNoDeadline, done).ok());
+    while (done.PopFront() != nullptr) completed++;
+  }
+  EXPECT_EQ(completed, ops.size()) << "ops waited for room the CQ never had";
+}
+
+TEST(TimeoutMsForTest, RoundsUpAndStaysAPositiveInt) {
+  EXPECT_EQ(TimeoutMsFor(-5), 0);
+  EXPECT_EQ(TimeoutMsFor(0), 0);
+  EXPECT_EQ(TimeoutMsFor(1), 1);
+  EXPECT_EQ(TimeoutMsFor(1'000'000), 1);
+  EXPECT_EQ(TimeoutMsFor(1'000'001), 2);
+  EXPECT_EQ(TimeoutMsFor(int64_t{30} * 24 * 3600 * 1'000'000'000), std::numeric_limits<int>::max());
+  EXPECT_EQ(TimeoutMsFor(std::numeric_limits<int64_t>::max()), std::numeric_limits<int>::max());
 }
 
 // A file on disk of kColdPages pages, written and synced (so its pages are clean and

@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <limits>
 #include <string>
 #include <thread>
 #include <vector>
@@ -235,6 +236,63 @@ TEST_P(LoopTest, CancelledTimerCompletesOnceWithECANCELED) {
   ASSERT_TRUE(loop->Run(RunMode::kUntilDone).ok());
   EXPECT_EQ(timer.calls, 1);
   EXPECT_EQ(timer.result, -ECANCELED);
+}
+
+// A timer for ever (absl::InfiniteDuration()) never fires: only its Cancel completes it. Its
+// deadline used to overflow, so it fired at once with 0 (UBSan: signed overflow). A host loop
+// then waits on the descriptor alone (-1); for a timer 30 days away, longer than an int of
+// milliseconds, it waits at most INT_MAX, never a negative time (which epoll takes as ever).
+TEST_P(LoopTest, AnInfiniteTimerNeverFiresAndAFarOneKeepsTheHostsTimeoutPositive) {
+  auto loop = MakeLoop();
+  Probe forever;
+  loop->Timer(forever.c, absl::InfiniteDuration());
+  EXPECT_EQ(loop->NextTimeoutMs(), -1);
+  Probe far;
+  loop->Timer(far.c, absl::Hours(24 * 30));
+  EXPECT_EQ(loop->NextTimeoutMs(), std::numeric_limits<int>::max());
+  Probe canceller;
+  canceller.c.user_data = &forever;
+  canceller.c.callback = [](Loop& l, Completion& self) {
+    l.Cancel(static_cast<Probe*>(self.user_data)->c);
+    return Action::kDisarm;
+  };
+  loop->Timer(canceller.c, absl::Milliseconds(2));
+  while (forever.calls == 0) ASSERT_TRUE(loop->Run(RunMode::kOnce).ok());
+  EXPECT_EQ(forever.result, -ECANCELED) << "the infinite timer fired";
+  EXPECT_EQ(far.calls, 0);
+  loop->Cancel(far.c);
+  ASSERT_TRUE(loop->Run(RunMode::kUntilDone).ok());
+  EXPECT_EQ(far.result, -ECANCELED);
+}
+
+// A second Cancel, and a Cancel of an op the backend finished but has not handed back yet (a
+// size, which io_uring answers at Submit), leave the op's one result: the fallback and
+// io_uring stopped with "no operation is in flight".
+TEST_P(LoopTest, CancellingTwiceOrAfterTheBackendFinishedRunsTheCallbackOnce) {
+  if (!GetParam().real_descriptors) GTEST_SKIP() << kNeedsRealDescriptors;
+  auto loop = MakeLoop();
+  int fds[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), 0);
+  char byte = 0;
+  Probe receive;
+  receive.c.op = io::Op{.kind = io::OpKind::kRecv, .fd = fds[0], .buffer = &byte, .length = 1};
+  loop->Submit(receive.c);
+  loop->Cancel(receive.c);
+  loop->Cancel(receive.c);
+  ASSERT_TRUE(loop->Run(RunMode::kUntilDone).ok());
+  EXPECT_EQ(receive.calls, 1);
+  EXPECT_EQ(receive.result, -ECANCELED);
+
+  Probe size;
+  size.c.op = io::Op{.kind = io::OpKind::kFileSize, .fd = fds[0]};
+  loop->Submit(size.c);
+  loop->Cancel(size.c);
+  loop->Cancel(size.c);
+  ASSERT_TRUE(loop->Run(RunMode::kUntilDone).ok());
+  EXPECT_EQ(size.calls, 1);
+  EXPECT_TRUE(size.result == 0 || size.result == -ECANCELED) << size.result;
+  close(fds[0]);
+  close(fds[1]);
 }
 
 TEST_P(LoopTest, CancelAfterCompletionRunsTheCallbackOnceWithTheRealResult) {

@@ -39,6 +39,7 @@ inline void ResetForSubmit(Op& op) {
   op.transferred = 0;
   op.retries = 0;
   op.cancel_requested = false;
+  op.finished = false;
 }
 
 // Inline: it runs once per completion on the hot path of every backend.
