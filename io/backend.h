@@ -114,6 +114,10 @@ class Backend {
   // A descriptor that becomes readable when a Tick() would find completions or a Wake(), for
   // hosts that embed the loop in their own poll/epoll loop. -1 if the backend has none.
   [[nodiscard]] virtual int PollableFd() = 0;
+  // Whether the next Tick() has work that no descriptor will signal: submissions not sent yet
+  // (left by the batch bound, a cancel request, the remainder of a short transfer) or ops
+  // finished in user space and not handed back. A host loop must then not wait.
+  [[nodiscard]] virtual bool HasReadyWork() const = 0;
 
   // Reads up to `length` bytes of the file `fd` at `offset` only if they are in memory (the
   // page cache), synchronously and without waiting for the device (contract item 7). Returns

@@ -74,6 +74,7 @@ class FallbackBackend final : public Backend {
   bool InMemoryFile(int fd) const override { return cached_reads_.InMemory(fd); }
   int PollableFd() override { return epoll_fd_; }
   uint32_t in_flight() const override { return in_flight_; }
+  bool HasReadyWork() const override { return !queued_.empty() || !finished_.empty(); }
   BackendStats stats() const override { return stats_; }
 
  private:

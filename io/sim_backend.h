@@ -249,6 +249,7 @@ class SimBackend final : public Backend {
   void Wake() override;
   // The simulator has no descriptor to poll: everything happens inside Tick().
   [[nodiscard]] int PollableFd() override { return -1; }
+  [[nodiscard]] bool HasReadyWork() const override { return !queued_.empty() || !ready_.empty(); }
   // From the disk's page-cache model (io/sim_disk.h); costs no virtual time.
   [[nodiscard]] int64_t ReadIfCached(int fd, void* buffer, uint32_t length,
                                      uint64_t offset) override;

@@ -101,6 +101,10 @@ class UringBackend final : public Backend {
   }
   int PollableFd() override;
   uint32_t in_flight() const override { return in_flight_; }
+  bool HasReadyWork() const override {
+    return io_uring_sq_ready(&ring_) > 0 || !finished_.empty() ||
+           (!waiting_.empty() && ops_in_kernel_ < op_limit_);  // Invariant 3's deferred ops.
+  }
   BackendStats stats() const override { return stats_; }
 
  private:

@@ -359,7 +359,7 @@ int64_t Loop::WaitForOp(io::Op& op) {
 }
 
 int Loop::NextTimeoutMs() const {
-  if (!completed_.empty() || submitted_since_tick_ ||
+  if (!completed_.empty() || submitted_since_tick_ || backend_->HasReadyWork() ||
       posts_.load(std::memory_order_relaxed) != nullptr) {
     return 0;
   }

@@ -115,6 +115,7 @@ class RecordingBackend final : public io::Backend {
     return inner_->in_flight() + static_cast<uint32_t>(held_ops_.size());
   }
   [[nodiscard]] io::BackendStats stats() const override { return inner_->stats(); }
+  [[nodiscard]] bool HasReadyWork() const override { return inner_->HasReadyWork(); }
   void TraceTimerFired(int64_t deadline_ns, uint64_t sequence) override {
     inner_->TraceTimerFired(deadline_ns, sequence);
   }

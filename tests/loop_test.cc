@@ -543,6 +543,73 @@ TEST_P(LoopTest, HostEpollLoopDrivesTheLoopThroughItsDescriptor) {
   close(fds[1]);
 }
 
+// A host loop is never told to wait on the descriptor alone while the backend holds work that
+// no descriptor will signal: submissions the batch bound left for the next tick, a cancel
+// request not sent yet, the remainder of a short send. Each left the host waiting for ever
+// (NextTimeoutMs() -1, fd() silent). A 10 s wait that ends with nothing is that hang (a
+// watchdog: a correct loop answers 0 or has the descriptor readable at once).
+TEST_P(LoopTest, AHostLoopIsNeverToldToWaitWhileTheBackendHoldsWorkNoDescriptorSignals) {
+  if (!GetParam().real_descriptors) GTEST_SKIP() << kNeedsRealDescriptors;
+  auto loop = MakeLoop();
+  const int host = epoll_create1(EPOLL_CLOEXEC);
+  ASSERT_GE(host, 0);
+  epoll_event event{};
+  event.events = EPOLLIN;
+  ASSERT_EQ(epoll_ctl(host, EPOLL_CTL_ADD, loop->fd(), &event), 0);
+  int rounds = 0;
+  auto host_round = [&] {
+    ASSERT_LT(++rounds, 100'000) << "the host loop never saw the work finish";
+    const int timeout_ms = loop->NextTimeoutMs();
+    epoll_event ready{};
+    const int count = epoll_wait(host, &ready, 1, timeout_ms < 0 ? 10'000 : timeout_ms);
+    ASSERT_TRUE(count >= 0 || errno == EINTR) << std::strerror(errno);
+    ASSERT_FALSE(count == 0 && timeout_ms < 0)
+        << "told to wait for the descriptor alone, which stayed silent, with " << loop->pending()
+        << " operations pending";
+    ASSERT_TRUE(loop->Run(RunMode::kNoWait).ok());
+  };
+
+  std::vector<Probe> nops(3 * io::BackendOptions{}.submit_batch_max);
+  for (Probe& nop : nops) loop->Submit(nop.c);
+  while (std::any_of(nops.begin(), nops.end(), [](const Probe& p) { return p.calls == 0; })) {
+    ASSERT_NO_FATAL_FAILURE(host_round());
+  }
+
+  int fds[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), 0);
+  char byte = 0;
+  Probe receive;
+  receive.c.op = io::Op{.kind = io::OpKind::kRecv, .fd = fds[0], .buffer = &byte, .length = 1};
+  loop->Submit(receive.c);
+  ASSERT_TRUE(loop->Run(RunMode::kNoWait).ok());  // Sent: it waits for a byte.
+  loop->Cancel(receive.c);
+  while (receive.calls == 0) ASSERT_NO_FATAL_FAILURE(host_round());
+  EXPECT_EQ(receive.result, -ECANCELED);
+
+  const int small = 4096;
+  setsockopt(fds[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof(small));
+  constexpr uint32_t kSize = 1 << 20;
+  std::string sent(kSize, 's');
+  Probe send;
+  send.c.op =
+      io::Op{.kind = io::OpKind::kSend, .fd = fds[0], .buffer = sent.data(), .length = kSize};
+  std::thread reader([&] {
+    char chunk[1000];
+    for (size_t received = 0; received < kSize;) {
+      const ssize_t n = read(fds[1], chunk, sizeof(chunk));
+      if (n <= 0) return;
+      received += static_cast<size_t>(n);
+    }
+  });
+  loop->Submit(send.c);
+  while (send.calls == 0) ASSERT_NO_FATAL_FAILURE(host_round());
+  reader.join();
+  EXPECT_EQ(send.result, kSize);
+  close(host);
+  close(fds[0]);
+  close(fds[1]);
+}
+
 TEST_P(LoopTest, BadRuntimeInputComesBackAsErrno) {
   if (!GetParam().real_descriptors) GTEST_SKIP() << kNeedsRealDescriptors;
   auto loop = MakeLoop();
