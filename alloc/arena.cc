@@ -135,21 +135,32 @@ void Arena::Reset() {
     FreeChunk(current_);
     current_ = older;
   }
+  next_chunk_bytes_ = GrowthAfter(first_chunk_bytes_);
+  // Invariant 2: a first chunk that an early burst made larger than first_chunk_bytes goes
+  // too; the next allocation takes one of the usual size.
+  if (first_->size_bytes > first_chunk_bytes_) {
+    FreeFirst();
+    return;
+  }
   chunk_begin_ = reinterpret_cast<uintptr_t>(first_) + kChunkHeaderBytes;
   cursor_ = chunk_begin_;
   end_ = reinterpret_cast<uintptr_t>(first_) + first_->size_bytes;
   bytes_used_in_previous_chunks_ = 0;
-  next_chunk_bytes_ = GrowthAfter(first_chunk_bytes_);
 }
 
 void Arena::Release() {
   Reset();
-  if (first_ != nullptr) FreeChunk(first_);
+  if (first_ != nullptr) FreeFirst();
+}
+
+void Arena::FreeFirst() {
+  FreeChunk(first_);
   first_ = nullptr;
   current_ = nullptr;
   cursor_ = 0;
   end_ = 0;
   chunk_begin_ = 0;
+  bytes_used_in_previous_chunks_ = 0;
 }
 
 const ArenaStats& Arena::stats() const {

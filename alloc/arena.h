@@ -15,7 +15,8 @@
 //      (`operator new`), so a warmed-up arena that is reset per request makes zero heap
 //      allocations per request.
 //   2. `Reset()` keeps the first chunk and frees every later one, so an arena whose first chunk
-//      covers a typical request never touches the heap again, and a burst does not pin memory.
+//      covers a typical request never touches the heap again, and a burst does not pin memory:
+//      a first chunk that a burst made larger than `first_chunk_bytes` is freed too.
 //   3. With a limit, the bytes reserved from the heap never exceed it. Exceeding it is an
 //      operating error: `Allocate()` returns `absl::ResourceExhaustedError` naming the arena,
 //      the limit and the request, and the arena stays usable.
@@ -136,8 +137,9 @@ class Arena {
     return static_cast<T*>(*memory);
   }
 
-  // Invalidates every allocation, keeps the first chunk and frees the others. Growth restarts
-  // from the first chunk size, so the arena behaves the same after every reset.
+  // Invalidates every allocation, keeps the first chunk (unless a burst made it larger than
+  // first_chunk_bytes) and frees the others. Growth restarts from the first chunk size, so the
+  // arena behaves the same after every reset.
   void Reset();
 
   // Like `Reset()`, but frees the first chunk too: the arena holds no heap memory afterwards
@@ -169,6 +171,7 @@ class Arena {
   absl::Status AddChunk(size_t size_bytes, size_t alignment);
   absl::Status LimitError(size_t size_bytes, size_t alignment, size_t chunk_bytes) const;
   void FreeChunk(Chunk* chunk);
+  void FreeFirst();  // Frees the first (and only) chunk: the arena holds no heap memory.
   void UpdatePeaks() const;
 
   std::string name_;

@@ -94,6 +94,23 @@ TEST(ArenaTest, ResetKeepsTheFirstChunkAndFreesTheRest) {
   EXPECT_EQ(*again, *first);
 }
 
+// A burst as the arena's first allocation (after construction or Release) took a first chunk
+// of its own size, which Reset kept: 8 MiB pinned by an arena of 1 KiB chunks. Reset frees it,
+// and the next allocation takes a first chunk of the usual size.
+TEST(ArenaTest, AFirstChunkABurstEnlargedDoesNotOutliveReset) {
+  Arena arena({.name = "burst", .first_chunk_bytes = 1024});
+  for (int round = 0; round < 2; ++round) {
+    ASSERT_TRUE(arena.Allocate(size_t{8} << 20).ok());
+    EXPECT_GE(arena.stats().bytes_reserved, size_t{8} << 20);
+    arena.Reset();
+    EXPECT_EQ(arena.stats().bytes_reserved, 0u) << "round " << round;
+    EXPECT_EQ(arena.stats().chunks, 0u);
+    ASSERT_TRUE(arena.Allocate(16).ok());
+    EXPECT_EQ(arena.stats().bytes_reserved, 1024u) << "round " << round;
+    arena.Release();
+  }
+}
+
 TEST(ArenaTest, ReleaseFreesEverything) {
   Arena arena({.name = "release", .first_chunk_bytes = 256});
   for (int i = 0; i < 20; ++i) ASSERT_TRUE(arena.Allocate(64).ok());
