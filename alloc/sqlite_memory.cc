@@ -253,28 +253,33 @@ void RaisePeak(TenantSlot& slot, uint64_t live_bytes) {
   }
 }
 
-// Adds `size_bytes` to one slot's live bytes unless that crosses its limit.
-bool ChargeSlot(TenantSlot& slot, uint64_t size_bytes) {
-  const uint64_t live =
-      slot.live_bytes.fetch_add(size_bytes, std::memory_order_relaxed) + size_bytes;
-  if (live > slot.limit_bytes.load(std::memory_order_relaxed)) {
+// Adds `size_bytes` to one slot's live bytes unless that crosses its limit; `live` is the sum.
+bool TryAdd(TenantSlot& slot, uint64_t size_bytes, uint64_t& live) {
+  live = slot.live_bytes.fetch_add(size_bytes, std::memory_order_relaxed) + size_bytes;
+  if (live <= slot.limit_bytes.load(std::memory_order_relaxed)) return true;
+  slot.live_bytes.fetch_sub(size_bytes, std::memory_order_relaxed);
+  return false;
+}
+
+// Adds `size_bytes` to the tenant's live bytes and its group's, unless that crosses either
+// limit; then neither changes, and the refusal is the tenant's (a group's failures are its
+// own). Peaks rise only for bytes that were charged.
+bool Charge(TenantSlot& slot, uint64_t size_bytes) {
+  uint64_t live = 0;
+  uint64_t group_live = 0;
+  const TenantId group = slot.group.load(std::memory_order_relaxed);
+  if (!TryAdd(slot, size_bytes, live)) {
+    slot.failures.fetch_add(1, std::memory_order_relaxed);
+    return false;
+  }
+  if (group != kSharedTenant && !TryAdd(g_slots[group], size_bytes, group_live)) {
     slot.live_bytes.fetch_sub(size_bytes, std::memory_order_relaxed);
     slot.failures.fetch_add(1, std::memory_order_relaxed);
     return false;
   }
   RaisePeak(slot, live);
+  if (group != kSharedTenant) RaisePeak(g_slots[group], group_live);
   return true;
-}
-
-// Adds `size_bytes` to the tenant's live bytes and its group's, unless that crosses either
-// limit; then neither changes.
-bool Charge(TenantSlot& slot, uint64_t size_bytes) {
-  if (!ChargeSlot(slot, size_bytes)) return false;
-  const TenantId group = slot.group.load(std::memory_order_relaxed);
-  if (group == kSharedTenant || ChargeSlot(g_slots[group], size_bytes)) return true;
-  slot.live_bytes.fetch_sub(size_bytes, std::memory_order_relaxed);
-  slot.failures.fetch_add(1, std::memory_order_relaxed);
-  return false;
 }
 
 void Uncharge(TenantSlot& slot, uint64_t size_bytes) {
@@ -587,11 +592,18 @@ void ExportSqliteMemoryProfile(AllocationProfile* profile) {
   });
 }
 
+// The tenants in no group: a group's live bytes are its members' and its own, and a tenant in
+// a group is counted there.
 uint64_t SqliteLiveBytes() {
+  Registry& registry = GetRegistry();
+  std::lock_guard<std::mutex> lock(registry.mu);
   uint64_t live_bytes = 0;
-  ForEachTenantOutsideGroups([&](TenantId tenant, const std::string& /*name*/) {
-    live_bytes += g_slots[tenant].live_bytes.load(std::memory_order_relaxed);
-  });
+  for (TenantId tenant = 0; tenant < registry.names.size(); ++tenant) {
+    const TenantSlot& slot = g_slots[tenant];
+    if (IsRegistered(tenant) && slot.group.load(std::memory_order_relaxed) == kSharedTenant) {
+      live_bytes += slot.live_bytes.load(std::memory_order_relaxed);
+    }
+  }
   return live_bytes;
 }
 

@@ -103,7 +103,8 @@ inline constexpr uint64_t kTenantNoLimit = UINT64_MAX;
 // new tenant is charged to the group too: the group's live_bytes and peak_live_bytes are those
 // of its members together (plus its own, if SQLite ever runs for it), kept as allocations
 // happen, so a host reads the total of many tenants in O(1); its limit caps them together.
-// Its other counters are its own only.
+// Its other counters are its own only: a member's allocation its limit refuses is the
+// member's failure, and raises no peak.
 [[nodiscard]] absl::StatusOr<TenantId> RegisterTenant(absl::string_view name,
                                                       uint64_t limit_bytes = kTenantNoLimit,
                                                       TenantId group = kSharedTenant);
@@ -122,7 +123,8 @@ inline constexpr uint64_t kTenantNoLimit = UINT64_MAX;
 
 // Copies every registered tenant's counters (and the shared bucket's) into `profile` as
 // tenant entries named after the tenants. Groups are left out: their bytes are their
-// members'.
+// members' (sqloop never runs SQLite for a group; a host that does finds those bytes in
+// SqliteLiveBytes and the group's counters, not here).
 void ExportSqliteMemoryProfile(AllocationProfile* profile);
 
 // The live bytes of every registered tenant, the shared one included: SQLite's heap in the

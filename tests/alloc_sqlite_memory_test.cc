@@ -374,12 +374,15 @@ TEST(SqliteMemoryTest, AGroupCarriesItsMembersBytesAndCapsThemTogether) {
   EXPECT_EQ(LiveBytes(group), LiveBytes(*first) + LiveBytes(*second));
 
   // The group's limit refuses a member's allocation even though the member has no limit, and
-  // neither counter keeps the refused bytes.
+  // neither counter keeps the refused bytes, nor a peak that counts them. The refusal is the
+  // member's failure, not the group's (whose other counters are its own).
   const uint64_t member_before = LiveBytes(*second);
   ASSERT_TRUE(SetTenantLimit(group, LiveBytes(group) + 4096).ok());
   EXPECT_EQ(Exec(*second, b, "CREATE TABLE t(v); INSERT INTO t VALUES(randomblob(100000))"),
             SQLITE_NOMEM);
   EXPECT_GT(Counters(*second).failures, 0u);
+  EXPECT_EQ(Counters(group).failures, 0u);
+  EXPECT_LE(Counters(*second).peak_live_bytes, member_before + 4096);
   EXPECT_EQ(LiveBytes(group), LiveBytes(*first) + LiveBytes(*second));
   ASSERT_TRUE(SetTenantLimit(group, kTenantNoLimit).ok());
   EXPECT_LE(LiveBytes(*second), member_before + 4096);
@@ -402,7 +405,8 @@ TEST(SqliteMemoryTest, AGroupCarriesItsMembersBytesAndCapsThemTogether) {
 }
 
 // SQLite's own statistics are off (they lock a mutex around every allocation); the tenants'
-// counters give the same total, groups counted once.
+// counters give the same total, groups counted once, with what SQLite ran for a group itself
+// (left out before: the total skipped groups).
 TEST(SqliteMemoryTest, TheProcessTotalComesFromTheTenantsAndSqlitesOwnIsOff) {
   const TenantId group = Register("total-group");
   absl::StatusOr<TenantId> member = RegisterTenant("total-member", kTenantNoLimit, group);
@@ -416,6 +420,14 @@ TEST(SqliteMemoryTest, TheProcessTotalComesFromTheTenantsAndSqlitesOwnIsOff) {
   EXPECT_GT(LiveBytes(*member), 100000u);
   EXPECT_EQ(SqliteLiveBytes(), before + LiveBytes(*member) + 1000);
   EXPECT_EQ(sqlite3_memory_used(), 0);
+  void* group_own = nullptr;
+  {
+    const ScopedTenant scope(group);  // SQLite run for the group itself: counted once too.
+    group_own = sqlite3_malloc(4000);
+  }
+  ASSERT_NE(group_own, nullptr);
+  EXPECT_EQ(SqliteLiveBytes(), before + LiveBytes(*member) + 1000 + 4000);
+  sqlite3_free(group_own);
   sqlite3_free(shared);
   Close(*member, db);
   EXPECT_EQ(SqliteLiveBytes(), before);
