@@ -269,10 +269,6 @@ int64_t FilePreopen::TakeRest() {
     const int main_fd = fd_;
     fd_ = -1;
     failed = table.Adopt(FileRole::kMain, main_fd, main_bytes_);  // Closes it if it fails.
-    // Invariant 4: Adopt rolled back a first transaction that a crash cut: no creation finished.
-    if (failed == 0 && !create_main_ && table.file(FileRole::kMain).size_bytes == 0) {
-      failed = -ENOENT;
-    }
   }
   if (journal_fd >= 0 && create_journal_) {
     // Created empty by us: SQLite's open of it for the first transaction finds the descriptor.

@@ -23,8 +23,8 @@
 //      at a reopen both files exist. kOpenMain retries in place; the WAL goes to kCreateWal.
 //      Started without create_if_missing, the main file is never created: its ENOENT, or a main
 //      file with no byte (what a creation that failed inside SQLite's open, or a crash during
-//      one, leaves before the first transaction writes page 1, or once Adopt rolled back a
-//      first transaction a crash cut), ends the preopen with NotFound and nothing created. So the caller's check that a database exists costs no operation of
+//      one, leaves before the first transaction writes page 1), ends the preopen with NotFound
+//      and nothing created. So the caller's check that a database exists costs no operation of
 //      its own. Files already open in this process (invariant 3) are another Database's, and
 //      are taken as there.
 //   5. Each state's operations all complete before the next state (or the end): a failure
