@@ -705,6 +705,7 @@ class Database {
   internal::DatabaseFiles* files_ = nullptr;  // Pinned while held (db/internal/).
   // kOpening: the files being opened through the loop, pinned until DoOpen takes them over.
   std::unique_ptr<internal::FilePreopen> preopen_;
+  absl::Status refused_;  // Why an open that only looks whether the file exists then fails.
   internal::DatabaseFiles* preopened_ = nullptr;
   bool files_ready_ = false;
   std::optional<bool> needs_check_;  // WarmForCheck's answer (NeedsCheck), for DoOpen.

@@ -41,25 +41,42 @@ void Database::StartPreopen() {
         "another Database of this process holds it asleep (Database::Sleep); send that one a "
         "request or close it first");
   }
-  if (!tainted.ok()) usable = std::move(tainted);  // FailedPrecondition: only a restart helps.
+  // FailedPrecondition: only a restart helps. Without create_if_missing, a database that does
+  // not exist is still NotFound: the preopen only looks (IfMissing::kProbeOnly), and
+  // OnPreopened refuses one that does.
+  const bool look_first = usable.ok() && !tainted.ok() && !options_.create_if_missing;
+  if (!tainted.ok()) usable = std::move(tainted);
   if (!usable.ok()) {
-    FailOpen(absl::Status(usable.code(),
+    usable = absl::Status(usable.code(),
                           absl::StrCat("cannot open database '", internal::FileNameOf(path_),
-                                       "': ", usable.message())));
-    return;
+                                       "': ", usable.message()));
+    if (!look_first) {
+      FailOpen(std::move(usable));
+      return;
+    }
+    refused_ = std::move(usable);
   }
   preopened_ = &core.Acquire(full);
   preopened_->Pin();
   if (preopen_ == nullptr) preopen_ = std::make_unique<internal::FilePreopen>();
-  preopen_->Start(loop_, *preopened_, options_.create_if_missing, &Database::OnPreopened, this);
+  using IfMissing = internal::FilePreopen::IfMissing;
+  const IfMissing if_missing = look_first                   ? IfMissing::kProbeOnly
+                               : options_.create_if_missing ? IfMissing::kCreate
+                                                            : IfMissing::kNotFound;
+  preopen_->Start(loop_, *preopened_, if_missing, &Database::OnPreopened, this);
 }
 
 void Database::OnPreopened(void* arg) {
   auto& self = *static_cast<Database*>(arg);
   if (const absl::Status& s = self.preopen_->status(); !s.ok()) {  // Unavailable or NotFound.
+    self.refused_ = absl::OkStatus();
     self.FailOpen(
         absl::Status(s.code(), absl::StrCat("cannot open database '",
                                             internal::FileNameOf(self.path_), "': ", s.message())));
+    return;
+  }
+  if (!self.refused_.ok()) {  // It exists, and the path is tainted (StartPreopen).
+    self.FailOpen(std::exchange(self.refused_, absl::OkStatus()));
     return;
   }
   self.files_ready_ = true;

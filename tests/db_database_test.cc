@@ -566,6 +566,21 @@ TEST_P(DatabaseTest, AReopenRightAfterAPoisonedCloseSaysToRestart) {
 // A failed fsync of the directory may lose file creations and unlinks of every database in it:
 // all of them are poisoned, including one whose own fsyncs never failed, and none is opened
 // again in this process.
+// The size of `path` through the loop (any backend, the simulator's too); -errno if it fails.
+int64_t FileBytes(loop::Loop& loop, const std::string& path) {
+  io::Op open{.kind = io::OpKind::kOpenAt,
+              .fd = AT_FDCWD,
+              .flags = O_RDONLY | O_CLOEXEC,
+              .path = path.c_str()};
+  const int64_t fd = loop.WaitForOp(open);
+  if (fd < 0) return fd;
+  io::Op size{.kind = io::OpKind::kFileSize, .fd = static_cast<int>(fd)};
+  const int64_t bytes = loop.WaitForOp(size);
+  io::Op close{.kind = io::OpKind::kClose, .fd = static_cast<int>(fd)};
+  (void)loop.WaitForOp(close);
+  return bytes;
+}
+
 TEST_P(DatabaseTest, AFailedDirectoryFsyncPoisonsEveryDatabaseInTheDirectory) {
   ASSERT_TRUE(OpenDb().ok());
   ASSERT_TRUE(Write("CREATE TABLE t(x)").ok());
@@ -583,6 +598,18 @@ TEST_P(DatabaseTest, AFailedDirectoryFsyncPoisonsEveryDatabaseInTheDirectory) {
   EXPECT_FALSE(core.context().CheckNotTainted(dir_->Path("third.sqlite")).ok())
       << "a new database in that directory is refused too";
   EXPECT_FALSE(CloseAndRun(*other).ok()) << "its close reports the poison";
+  // Without create_if_missing, a database that is not there is still NotFound, and nothing is
+  // created (the open only looks); one that is there is refused like any other open there.
+  DatabaseOptions existing_only;
+  existing_only.create_if_missing = false;
+  Database third(*loop_, *vfs_, dir_->Path("third.sqlite"), existing_only);
+  const absl::Status missing = OpenAndRun(third);
+  EXPECT_EQ(missing.code(), absl::StatusCode::kNotFound) << missing;
+  EXPECT_EQ(FileBytes(*loop_, dir_->Path("third.sqlite")), -ENOENT);
+  Database again(*loop_, *vfs_, dir_->Path("other.sqlite"), existing_only);
+  const absl::Status refused = OpenAndRun(again);
+  EXPECT_EQ(refused.code(), absl::StatusCode::kFailedPrecondition) << refused;
+  EXPECT_NE(refused.message().find("Restart the process"), std::string::npos) << refused;
 }
 
 // EpochQueue invariant 8: a failed directory fsync poisons every database in the directory
@@ -903,21 +930,6 @@ TEST_P(DatabaseTest, ADatabaseMayBeDestroyedInsideItsLastCallback) {
   ASSERT_TRUE(loop_->Run(loop::RunMode::kUntilDone).ok());
   EXPECT_TRUE(closed.status.ok()) << closed.status;
   EXPECT_EQ(closed.db, nullptr);
-}
-
-// The size of `path` through the loop (any backend, the simulator's too); -errno if it fails.
-int64_t FileBytes(loop::Loop& loop, const std::string& path) {
-  io::Op open{.kind = io::OpKind::kOpenAt,
-              .fd = AT_FDCWD,
-              .flags = O_RDONLY | O_CLOEXEC,
-              .path = path.c_str()};
-  const int64_t fd = loop.WaitForOp(open);
-  if (fd < 0) return fd;
-  io::Op size{.kind = io::OpKind::kFileSize, .fd = static_cast<int>(fd)};
-  const int64_t bytes = loop.WaitForOp(size);
-  io::Op close{.kind = io::OpKind::kClose, .fd = static_cast<int>(fd)};
-  (void)loop.WaitForOp(close);
-  return bytes;
 }
 
 // Without create_if_missing, a database whose file does not exist is NotFound and nothing is

@@ -14,10 +14,10 @@
 
 namespace sqloop::db::internal {
 
-void FilePreopen::Start(loop::Loop& loop, DatabaseFiles& files, bool create_if_missing,
-                        Callback done, void* arg) {
+void FilePreopen::Start(loop::Loop& loop, DatabaseFiles& files, IfMissing if_missing, Callback done,
+                        void* arg) {
   Prepare(loop, files, done, arg);
-  create_main_ = create_if_missing;
+  if_missing_ = if_missing;
   // Invariant 3: files still open from an earlier Database need nothing.
   Advance(files.table().file(FileRole::kMain).fd >= 0 ? State::kIdle : State::kOpenMain);
 }
@@ -169,7 +169,8 @@ void FilePreopen::SubmitOpen(FileRole role) {
 
 // An ENOENT from the open without O_CREAT: asks again, creating the file. Returns true if it did.
 bool FilePreopen::RetryCreating(int64_t result, FileRole role) {
-  if (result != -ENOENT || create_ || (role == FileRole::kMain && !create_main_)) return false;
+  if (result != -ENOENT || create_) return false;
+  if (role == FileRole::kMain && if_missing_ != IfMissing::kCreate) return false;
   create_ = true;
   SubmitOpen(role);
   return true;
@@ -188,7 +189,7 @@ loop::Action FilePreopen::OnIo(loop::Loop& /*unused*/, loop::Completion& c) {
 // WAL's goes to kCreateWal, the journal's is its absence), or its emptiness.
 absl::Status FilePreopen::FailureOf(int64_t error) const {
   const std::string& path = files_->table().file(FileRole::kMain).path;
-  if (error == -ENOENT && !create_main_) {
+  if (error == -ENOENT && if_missing_ != IfMissing::kCreate) {
     return absl::NotFoundError(
         absl::StrCat("'", FileNameOf(path),
                      "' does not exist (or is empty: its creation never finished); open it with "
@@ -214,9 +215,14 @@ int64_t FilePreopen::Take(int64_t result) {
       return 0;
     case State::kSizeMain:
       if (result < 0) break;
-      if (result == 0 && !create_main_) {  // Invariant 4: nothing is created for it.
+      if (result == 0 && if_missing_ != IfMissing::kCreate) {  // Invariant 4: none is made.
         result = -ENOENT;
         break;
+      }
+      if (if_missing_ == IfMissing::kProbeOnly) {  // It exists: that is all it asked.
+        table.CloseDescriptor(fd_);
+        Finish(absl::OkStatus());
+        return 0;
       }
       main_bytes_ = result;
       Advance(State::kOpenRest);

@@ -26,7 +26,8 @@
 //      one, leaves before the first transaction writes page 1), ends the preopen with NotFound
 //      and nothing created. So the caller's check that a database exists costs no operation of
 //      its own. Files already open in this process (invariant 3) are another Database's, and
-//      are taken as there.
+//      are taken as there. IfMissing::kProbeOnly stops once it knows: a main file with bytes
+//      is closed again, not adopted (an open that must be refused if the database exists).
 //   5. Each state's operations all complete before the next state (or the end): a failure
 //      waits for the operations still in flight, then closes every descriptor not adopted.
 //   6. An empty main file (a new database) is about to run its first transaction, the switch to
@@ -114,11 +115,17 @@ class FilePreopen {
   FilePreopen(const FilePreopen&) = delete;
   FilePreopen& operator=(const FilePreopen&) = delete;
 
+  // What Start does about a main file that is missing or empty (invariant 4).
+  enum class IfMissing : uint8_t {
+    kCreate,     // Creates it.
+    kNotFound,   // NotFound; one with bytes is opened as usual.
+    kProbeOnly,  // NotFound; one with bytes is closed again at once, and status() is OK.
+  };
+
   // Starts opening `files`' descriptors; `done(arg)` runs from a loop callback once it is over
   // (status() then says how it went), or before Start returns if there is nothing to open.
-  // Without `create_if_missing`, a missing or empty main file is NotFound (invariant 4).
   // Only in kIdle.
-  void Start(loop::Loop& loop, DatabaseFiles& files, bool create_if_missing, Callback done,
+  void Start(loop::Loop& loop, DatabaseFiles& files, IfMissing if_missing, Callback done,
              void* arg);
   // Invariant 9: reads the first `bytes` of `role`'s file (open) into memory, then `done(arg)`
   // as Start's. Only in kIdle.
@@ -156,16 +163,16 @@ class FilePreopen {
   loop::Completion head_;     // kOpenRest: the head's read.
   int in_flight_ = 0;         // Operations of this state not completed yet (invariant 5).
   State state_ = State::kIdle;
-  int fd_ = -1;                  // Opened by kOpenMain, kOpenRest or kCreateWal, not yet adopted.
-  bool create_ = false;          // The open in flight has O_CREAT (invariant 4).
-  bool create_main_ = true;      // The main file may be created (Start's create_if_missing).
-  bool open_wal_ = false;        // kOpenRest opens the WAL (it has no descriptor).
-  bool create_journal_ = false;  // kOpenRest creates the journal instead of probing for it.
-  uint32_t head_bytes_ = 0;      // kOpenRest reads this much of the main file (0: none).
-  int64_t head_read_ = 0;        // What the head's read returned (invariant 7).
-  bool probed_journal_ = false;  // kOpenRest probed the journal at once (invariant 7),
-  int64_t journal_probe_ = 0;    // finding it (0) or not (-errno).
-  int64_t main_bytes_ = 0;       // The main file's size, from kSizeMain.
+  int fd_ = -1;          // Opened by kOpenMain, kOpenRest or kCreateWal, not yet adopted.
+  bool create_ = false;  // The open in flight has O_CREAT (invariant 4).
+  IfMissing if_missing_ = IfMissing::kCreate;  // Start's.
+  bool open_wal_ = false;                      // kOpenRest opens the WAL (it has no descriptor).
+  bool create_journal_ = false;          // kOpenRest creates the journal instead of probing for it.
+  uint32_t head_bytes_ = 0;              // kOpenRest reads this much of the main file (0: none).
+  int64_t head_read_ = 0;                // What the head's read returned (invariant 7).
+  bool probed_journal_ = false;          // kOpenRest probed the journal at once (invariant 7),
+  int64_t journal_probe_ = 0;            // finding it (0) or not (-errno).
+  int64_t main_bytes_ = 0;               // The main file's size, from kSizeMain.
   FileRole warm_role_ = FileRole::kWal;  // kWarm: the file read ahead,
   int64_t warm_bytes_ = 0;               // this much of it,
   int64_t warmed_bytes_ = 0;             // of which this much is read.
