@@ -77,8 +77,7 @@ class ColdReadTest : public DatabaseTest {
       // synced first. Ask until a page of the main file is out (the test needs one), a few
       // times at most.
       const uint64_t out_of = page1 ? 4096 : DatabaseBytes();
-      for (int attempt = 0; attempt < 8 && !OnTmpfs() && !MainFileHasAPageOut(out_of);
-           ++attempt) {
+      for (int attempt = 0; attempt < 8 && !OnTmpfs() && !MainFileHasAPageOut(out_of); ++attempt) {
         for (const std::string& file : {path_, path_ + "-wal"}) {
           const int fd = open(file.c_str(), O_RDONLY | O_CLOEXEC);
           if (fd < 0) continue;
