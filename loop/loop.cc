@@ -79,7 +79,6 @@ void Loop::Submit(Completion& c) {
   c.kind_ = Completion::Kind::kIo;
   c.state_ = Completion::State::kInFlight;
   pending_++;
-  submitted_since_tick_ = true;
   backend_->Submit(&c.op);
 }
 
@@ -256,7 +255,6 @@ absl::Status Loop::Tick(bool may_wait, uint64_t& callbacks_run) {
   const bool block = wait && !polled;
   if (status.ok()) status = backend_->Tick(block, deadline_ns, reaped);
   if (block) stats_.blocking_ticks++;
-  submitted_since_tick_ = false;
   for (io::Op* op = reaped.front(); op != nullptr; op = op->next) {
     MarkReaped(CompletionOf(op));
   }
@@ -359,7 +357,8 @@ int64_t Loop::WaitForOp(io::Op& op) {
 }
 
 int Loop::NextTimeoutMs() const {
-  if (!completed_.empty() || submitted_since_tick_ || backend_->HasReadyWork() ||
+  // A submission not yet sent is the backend's ready work too (Backend::HasReadyWork).
+  if (!completed_.empty() || backend_->HasReadyWork() ||
       posts_.load(std::memory_order_relaxed) != nullptr) {
     return 0;
   }

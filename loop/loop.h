@@ -252,7 +252,6 @@ class Loop {
   std::atomic<uint64_t> posts_in_flight_{0};
   std::atomic<uint32_t> posts_returning_{0};  // Post calls between their start and return.
   bool running_ = false;
-  bool submitted_since_tick_ = false;
   Completion* running_callback_ = nullptr;
   LoopStats stats_;
 };
