@@ -65,6 +65,8 @@
 //   kOpenMain -> kOpenMain      OnIo->RetryCreating    ENOENT: the open with O_CREAT is in flight
 //   kOpenMain -> kSizeMain      OnIo->Advance          the main file is open and locked
 //   kSizeMain -> kOpenRest      OnIo->Advance          invariant 2's operations are in flight
+//   kSizeMain -> kIdle          OnIo->Take->Finish     (kProbeOnly) status() OK: the file has
+//                                                      bytes, and is closed again (invariant 4)
 //   kOpenRest -> kSizeWal       OnIo->TakeRest         all done; main adopted, head kept
 //   kOpenRest -> kCreateWal     OnIo->TakeRest         the same; no WAL: its create is in flight
 //   kCreateWal -> kSizeWal      OnIo->Advance          the WAL is open
