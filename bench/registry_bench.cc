@@ -16,7 +16,8 @@
 //                              waited for the machine, not for its own work). 500 in quick
 //                              mode.
 //   registry_burst/unpaced     baseline: the same with VfsOptions::open_tick_budget_ns
-//                              unbounded, so a tick runs every open it was granted.
+//                              unbounded and LoopOptions::tick_budget 0, so a tick runs
+//                              every open it was granted and every callback that was ready.
 //   registry_reopen/closed     one request to a tenant that scaled to zero: reopen + request.
 //   registry_reopen/closed_1gb the same for a 1 GiB tenant (16 MiB in quick mode) under
 //                              $TMPDIR, written once before the timing; first_open_ms is its
@@ -177,9 +178,11 @@ class Scratch {
 struct Host {
   Host(const std::string& directory, uint32_t open_max, uint64_t memory_bytes_max = 0,
        sqloop::db::Eviction eviction = sqloop::db::Eviction::kSieve,
-       sqloop::db::VfsOptions vfs_options = {},
-       uint32_t asleep_max = sqloop::db::kAsleepMaxDefault) {
-    auto created = sqloop::loop::Loop::Create({});
+       sqloop::db::VfsOptions vfs_options = {}, uint32_t asleep_max = sqloop::db::kAsleepMaxDefault,
+       absl::Duration tick_budget = sqloop::loop::kTickBudgetDefault) {
+    sqloop::loop::LoopOptions loop_options;
+    loop_options.tick_budget = tick_budget;
+    auto created = sqloop::loop::Loop::Create(std::move(loop_options));
     SQLOOP_CHECK(created.ok(), "bench: loop");
     loop = *std::move(created);
     auto v = sqloop::db::Vfs::Create(*loop, vfs_options);
@@ -335,7 +338,7 @@ void BM_CreateDatabase(benchmark::State& state) {
 
 // Every tenant of the burst is submitted at once; the registry opens up to open_max of them
 // and queues the rest; its ticks are timed (Host::RunUntilTimingTicks).
-void RunBurst(benchmark::State& state, int64_t open_tick_budget_ns) {
+void RunBurst(benchmark::State& state, int64_t open_tick_budget_ns, absl::Duration tick_budget) {
   rlimit saved{};
   SQLOOP_CHECK(getrlimit(RLIMIT_NOFILE, &saved) == 0, "bench: getrlimit");
   rlimit low = saved;
@@ -347,7 +350,8 @@ void RunBurst(benchmark::State& state, int64_t open_tick_budget_ns) {
   for (auto _ : state) {
     Scratch scratch;
     Host host(scratch.path(), /*open_max=*/0, 0, sqloop::db::Eviction::kSieve,
-              sqloop::db::VfsOptions{.open_tick_budget_ns = open_tick_budget_ns});
+              sqloop::db::VfsOptions{.open_tick_budget_ns = open_tick_budget_ns},
+              sqloop::db::kAsleepMaxDefault, tick_budget);
     open_max = host.registry->stats().open_max;
     std::vector<Counted> requests(static_cast<size_t>(creations));
     int completed = 0;
@@ -374,9 +378,9 @@ void RunBurst(benchmark::State& state, int64_t open_tick_budget_ns) {
 }
 
 void BM_BurstPaced(benchmark::State& state) {
-  RunBurst(state, sqloop::db::kOpenTickBudgetNsDefault);
+  RunBurst(state, sqloop::db::kOpenTickBudgetNsDefault, sqloop::loop::kTickBudgetDefault);
 }
-void BM_BurstUnpaced(benchmark::State& state) { RunBurst(state, INT64_MAX); }
+void BM_BurstUnpaced(benchmark::State& state) { RunBurst(state, INT64_MAX, absl::ZeroDuration()); }
 
 // ---- Reopen -----------------------------------------------------------------------------------
 

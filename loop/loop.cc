@@ -56,6 +56,7 @@ Loop::Loop(std::unique_ptr<io::Backend> backend, LoopOptions options)
   SQLOOP_CHECK(backend_ != nullptr, "Loop: a backend is required");
   timers_.reserve(options_.timers_reserved);
   stall_budget_ns_ = absl::ToInt64Nanoseconds(options_.stall_budget);
+  tick_budget_ns_ = std::max<int64_t>(0, absl::ToInt64Nanoseconds(options_.tick_budget));
   // Virtual time moves only when the simulator is asked to wait: polling it would never end.
   if (backend_->name() != "simulator") {
     poll_ns_ = std::max<int64_t>(0, absl::ToInt64Nanoseconds(options_.poll_before_wait));
@@ -266,14 +267,26 @@ absl::Status Loop::Tick(bool may_wait, uint64_t& callbacks_run) {
     FireExpiredTimers();
   }
   // Drain a snapshot: whatever callbacks complete now (a cancelled timer) runs next tick, so
-  // one tick is bounded and a callback that re-arms itself cannot starve the others.
+  // one tick is bounded and a callback that re-arms itself cannot starve the others. The
+  // snapshot itself stops at the tick budget; what is left goes back to the front of the FIFO,
+  // ahead of what completed meanwhile, so the order of callbacks is the same either way.
   io::OpList batch;
   batch.Splice(completed_);
   while (io::Op* op = batch.PopFront()) {
     Dispatch(CompletionOf(op));
     callbacks_run++;
+    if (callbacks_run % kTickBudgetCheckEvery == 0 && !batch.empty() && TickBudgetSpent()) {
+      stats_.budget_cuts++;
+      batch.Splice(completed_);
+      completed_.Splice(batch);
+      break;
+    }
   }
   return absl::OkStatus();
+}
+
+bool Loop::TickBudgetSpent() const {
+  return tick_budget_ns_ > 0 && backend_->NowNs() - now_ns_ >= tick_budget_ns_;
 }
 
 // A reaped op's completion is in the completed FIFO; a late Cancel is now a no-op.

@@ -13,8 +13,10 @@
 //   2. move expired timers and posted completions to the completed FIFO;
 //   3. Tick the backend: send queued submissions, reap finished ops into the FIFO (waiting if
 //      the run mode asks for it and nothing is ready);
-//   4. drain the FIFO, running each callback once. Callbacks run only here, never from inside a
-//      reap or a submit, so a callback can submit, cancel or re-arm without recursion.
+//   4. drain the FIFO, running each callback once, until the tick has run
+//      LoopOptions::tick_budget; the rest stays, in order, at the FIFO's front for the next
+//      tick. Callbacks run only here, never from inside a reap or a submit, so a callback can
+//      submit, cancel or re-arm without recursion.
 //
 // Run modes (libxev's vocabulary):
 //   kNoWait     one tick that never sleeps: run what is ready and return.
@@ -117,6 +119,16 @@ struct Completion {
   Completion* post_next_ = nullptr;  // Link in the thread-safe post stack.
 };
 
+// LoopOptions::tick_budget: long enough that a tick of ordinary requests (microseconds each)
+// never reaches it, short enough that during a burst the backend is ticked (the burst's
+// submissions sent, new completions reaped) and a host's own loop gets its turn about every
+// millisecond.
+inline constexpr absl::Duration kTickBudgetDefault = absl::Milliseconds(1);
+// The drain reads the clock once per this many callbacks: a tick may overrun its budget by up
+// to this many callbacks minus one, and a loop of no-op callbacks pays a sixteenth of a clock
+// read per callback.
+inline constexpr uint32_t kTickBudgetCheckEvery = 16;
+
 struct LoopOptions {
   io::BackendOptions backend;
   // Report callbacks that run longer than this on the backend clock (stall watch); 0 turns the
@@ -124,6 +136,14 @@ struct LoopOptions {
   absl::Duration stall_budget = absl::ZeroDuration();
   // Where backend choice, stalls and other operating events are reported.
   io::LogHook log;
+  // How long one tick may run callbacks. The drain reads the backend's clock after every
+  // kTickBudgetCheckEvery-th callback, and once the tick has run this long (from now_ns()) it
+  // stops and leaves the rest of the FIFO, in order, for the next tick: a burst of hundreds of
+  // completions (a creation burst's commits, a fan-out of cold reads) then takes several short
+  // ticks. It does not reorder: a timer that expires meanwhile runs after the callbacks ahead of
+  // it. A single callback is never cut. Zero turns the bound off (a tick drains everything that
+  // was ready at its start).
+  absl::Duration tick_budget = kTickBudgetDefault;
   // Initial timer heap capacity. The heap grows beyond it (amortised, counted in stats), so this
   // only decides when steady state begins; 1024 covers a host with a timer per open tenant.
   uint32_t timers_reserved = 1024;
@@ -146,6 +166,8 @@ struct LoopStats {
   uint64_t blocking_ticks = 0;
   uint64_t polls = 0;        // Ticks that polled first (LoopOptions::poll_before_wait) ...
   uint64_t polls_found = 0;  // ... and found something to run without blocking.
+  // Ticks that stopped on LoopOptions::tick_budget with callbacks left for the next one.
+  uint64_t budget_cuts = 0;
 };
 
 class Loop {
@@ -186,7 +208,7 @@ class Loop {
   // Completes `c` (result 0) straight onto the completed FIFO: its callback runs in the next
   // drain, after every callback already completed, and never from inside this call. The
   // next-tick operation ("run this soon, outside the current call stack"): no clock read, no
-  // timer heap. Called from a callback, `c` runs in the following tick, so a completion that
+  // timer heap. Called from a callback, `c` runs in a later tick, so a completion that
   // keeps asking for the next tick cannot starve the others. Cancel leaves it to run.
   void NextTick(Completion& c);
 
@@ -202,6 +224,10 @@ class Loop {
 
   // The backend clock, read once per tick.
   [[nodiscard]] int64_t now_ns() const { return now_ns_; }
+  // Whether the current tick has run for LoopOptions::tick_budget since now_ns() (never with
+  // the budget 0). Reads the clock. A callback with a batch of work (the registry closing and
+  // trimming idle tenants) stops when it is spent and does the rest in a later tick.
+  [[nodiscard]] bool TickBudgetSpent() const;
   // For hosts that embed the loop: a descriptor that becomes readable when the backend has
   // completions or a Post() arrived. Watch it and call Run(kNoWait); between calls, wait at most
   // NextTimeoutMs() (0: work is ready now; -1: only the descriptor matters; at most INT_MAX).
@@ -242,6 +268,7 @@ class Loop {
   std::unique_ptr<io::Backend> backend_;
   LoopOptions options_;
   int64_t stall_budget_ns_ = 0;  // options_.stall_budget, read once per callback.
+  int64_t tick_budget_ns_ = 0;   // options_.tick_budget.
   int64_t poll_ns_ = 0;          // options_.poll_before_wait; 0 on a virtual clock.
   io::OpList completed_;         // The FIFO; ops are the first member of their Completion.
   std::vector<Completion*> timers_;

@@ -222,6 +222,57 @@ TEST_P(LoopTest, NextTickRunsInOrderOncePerTickAndNeverInsideTheCall) {
   EXPECT_EQ(loop->pending(), 0u);
 }
 
+// With a budget of 1 ns a tick stops at its first clock check (after kTickBudgetCheckEvery
+// callbacks) and leaves the rest, in order, ahead of what completed meanwhile. Each callback
+// waits for the backend's clock to move, so a real clock has certainly passed the budget; the
+// simulator's moves by its tick cost inside the backend's Tick, before the callbacks run.
+TEST_P(LoopTest, ATickStopsAtItsBudgetAndTheNextOneGoesOnInOrder) {
+  LoopOptions options;
+  options.tick_budget = absl::Nanoseconds(1);
+  auto loop = MakeLoop(std::move(options));
+  constexpr int kCallbacks = 2 * kTickBudgetCheckEvery + 5;
+  struct Slow {
+    Completion c;
+    int id = 0;
+    std::vector<int>* order = nullptr;
+    Completion* late = nullptr;  // Queued by the first callback: it completed meanwhile.
+  };
+  std::vector<int> order;
+  Probe late;
+  late.id = -1;
+  late.order = &order;
+  std::vector<Slow> slow(kCallbacks);
+  for (int i = 0; i < kCallbacks; i++) {
+    slow[i].id = i;
+    slow[i].order = &order;
+    slow[i].late = i == 0 ? &late.c : nullptr;
+    slow[i].c.user_data = &slow[i];
+    slow[i].c.callback = [](Loop& l, Completion& self) {
+      auto* s = static_cast<Slow*>(self.user_data);
+      s->order->push_back(s->id);
+      if (s->late != nullptr) l.NextTick(*s->late);
+      const int64_t start = l.backend().NowNs();
+      for (int spin = 0; spin < 1'000'000 && l.backend().NowNs() == start; spin++) {
+      }
+      return Action::kDisarm;
+    };
+    loop->NextTick(slow[i].c);
+  }
+  ASSERT_TRUE(loop->Run(RunMode::kNoWait).ok());
+  ASSERT_EQ(order.size(), size_t{kTickBudgetCheckEvery}) << "the first tick ignored its budget";
+  EXPECT_EQ(loop->stats().budget_cuts, 1u);
+  EXPECT_EQ(loop->NextTimeoutMs(), 0) << "a host loop must not wait with callbacks left";
+  ASSERT_TRUE(loop->Run(RunMode::kNoWait).ok());
+  EXPECT_EQ(order.size(), size_t{2 * kTickBudgetCheckEvery});
+  ASSERT_TRUE(loop->Run(RunMode::kUntilDone).ok());
+  std::vector<int> expected(kCallbacks);
+  for (int i = 0; i < kCallbacks; i++) expected[i] = i;
+  expected.push_back(-1);  // After the whole first batch, though it was queued in the first tick.
+  EXPECT_EQ(order, expected);
+  EXPECT_EQ(loop->stats().budget_cuts, 2u);
+  EXPECT_EQ(loop->pending(), 0u);
+}
+
 TEST_P(LoopTest, CancelledTimerCompletesOnceWithECANCELED) {
   auto loop = MakeLoop();
   Probe timer;
