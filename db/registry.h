@@ -455,6 +455,7 @@ class Registry {
   void ArmSweeper();
   void StartClose(Tenant& t, internal::CloseReason reason);
   void Trim(Tenant& t);
+  void SweepDue(int64_t now_ns);
   void AfterClosed(Tenant& t);
   void UnregisterMemory(Tenant& t);
   void Bury(std::unique_ptr<Database> database);

@@ -603,6 +603,46 @@ TEST_P(RegistryTest, ATrimDueBeforeTheArmedCloseMovesTheTimerEarlier) {
   EXPECT_EQ(h->registry().GetTenantStats("b")->trims, 1u);
 }
 
+// Tenants that went idle together come due together. Without a tick budget one sweep trims
+// them all in one callback; with a budget of 1 ns each sweep trims one (the first always runs)
+// and is due again at once, so the rest are trimmed one per tick, each once.
+TEST_P(RegistryTest, ASweepStopsAtTheTickBudgetAndTrimsTheRestInLaterTicks) {
+  constexpr uint64_t kTenants = 4;
+  for (const absl::Duration budget : {absl::ZeroDuration(), absl::Nanoseconds(1)}) {
+    SCOPED_TRACE(absl::StrCat("tick budget ", absl::FormatDuration(budget)));
+    const std::string prefix = budget == absl::ZeroDuration() ? "unbounded" : "bounded";
+    RegistryOptions options = Options();
+    // Long enough that the four creations end before the first trim is due, even sanitized.
+    options.idle_trim_after = absl::Milliseconds(200);
+    loop::LoopOptions loop_options;
+    loop_options.tick_budget = budget;
+    RegistryHarness h(GetParam().make(), options, std::move(loop_options));
+    ASSERT_TRUE(h.create_status().ok()) << h.create_status();
+    for (uint64_t i = 0; i < kTenants; ++i) {
+      const std::string name = absl::StrCat(prefix, i);  // Call keeps a view of it.
+      Call create(name, "CREATE TABLE t(v)", true);
+      ASSERT_TRUE(h.Do(create).ok()) << create.result;
+    }
+    ASSERT_EQ(h.registry().stats().trims, 0u) << "a trim came before every tenant was idle";
+    // Every trim is due once the clock has passed the last one's deadline; the loop is not run
+    // meanwhile, so the sweeper finds them all due when it fires.
+    const int64_t all_due_ns =
+        h.loop().backend().NowNs() + absl::ToInt64Nanoseconds(options.idle_trim_after);
+    while (h.loop().backend().NowNs() < all_due_ns) {
+    }
+    uint64_t most_in_one_tick = 0;
+    while (h.registry().stats().trims < kTenants) {
+      const uint64_t before = h.registry().stats().trims;
+      ASSERT_TRUE(h.loop().Run(loop::RunMode::kOnce).ok());
+      most_in_one_tick = std::max(most_in_one_tick, h.registry().stats().trims - before);
+    }
+    EXPECT_EQ(most_in_one_tick, budget == absl::ZeroDuration() ? kTenants : 1u);
+    for (uint64_t i = 0; i < kTenants; ++i) {
+      EXPECT_EQ(h.registry().GetTenantStats(absl::StrCat(prefix, i))->trims, 1u);
+    }
+  }
+}
+
 // TrimIdleTenants trims at once, even with trimming on a timer turned off, each tenant once.
 TEST_P(RegistryTest, TrimIdleTenantsTrimsEachIdleTenantOnce) {
   RegistryOptions options = Options();

@@ -172,8 +172,9 @@ struct Call : TenantRequest {
 // A loop, a Vfs and a Registry, torn down in order.
 class RegistryHarness {
  public:
-  RegistryHarness(std::unique_ptr<io::Backend> backend, RegistryOptions options) {
-    loop_ = std::make_unique<loop::Loop>(std::move(backend), loop::LoopOptions{});
+  RegistryHarness(std::unique_ptr<io::Backend> backend, RegistryOptions options,
+                  loop::LoopOptions loop_options = {}) {
+    loop_ = std::make_unique<loop::Loop>(std::move(backend), std::move(loop_options));
     absl::StatusOr<std::unique_ptr<Vfs>> vfs = Vfs::Create(*loop_);
     SQLOOP_CHECK(vfs.ok(), "Vfs::Create failed");
     vfs_ = *std::move(vfs);
