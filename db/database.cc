@@ -609,12 +609,19 @@ bool Database::Checkpoint() {
                                 stats_.checkpoint_restarts);
   if (!missed) {
     checkpoint_restarts_ = 0;
-    // A refused (backpressure) or partial checkpoint is retried after the next commit.
-    wal_frames_ = rc == SQLITE_OK ? static_cast<uint32_t>(std::max(0, log_frames - checkpointed))
-                                  : wal_frames_;
+    // A partial checkpoint (a busy reader holds the frames after its snapshot) is tried again
+    // at the next Serve. A failed one, the write-behind buffer's refusal among them, waits for
+    // the next commit (OnWalCommit): tried again at every Serve, a refused checkpoint queued
+    // the same pages behind the writes of the attempt before it and was refused again, at
+    // every completion that woke the database, so the buffer never drained and the loop
+    // never went idle (a 16 MB insert on a loaded machine never finished).
+    wal_frames_ =
+        rc == SQLITE_OK ? static_cast<uint32_t>(std::max(0, log_frames - checkpointed)) : 0;
   }
   if (state_ != State::kClosing) RefreshSnapshots();  // A closing database's readers close.
-  return !missed && rc == SQLITE_OK && log_frames == checkpointed;
+  const bool copied = !missed && rc == SQLITE_OK && log_frames == checkpointed;
+  stats_.checkpoints_complete += copied ? 1 : 0;
+  return copied;
 }
 
 int Database::OnWalCommit(void* arg, sqlite3* /*unused*/, const char* /*unused*/, int frames) {

@@ -441,6 +441,7 @@ struct DatabaseStats {
   uint64_t read_steps_yielded = 0;  // Times a read yielded after rows_per_tick rows.
   uint64_t acks_waited = 0;         // Acknowledgements that had to wait for an fsync.
   uint64_t checkpoints = 0;
+  uint64_t checkpoints_complete = 0;  // ... that copied the whole WAL.
   uint64_t budget_exceeded = 0;       // Requests stopped by a budget of SQLite work.
   uint64_t groups_cut_short = 0;      // Groups committed early because their slice was used.
   uint64_t begin_failures = 0;        // Times the writer could not begin a transaction.

@@ -262,6 +262,43 @@ TEST_P(DatabaseTest, ReturningRowsOfARetriedGroupAreDiscardedBeforeTheRerun) {
   EXPECT_EQ(Read("SELECT count(*), min(id), max(id) FROM t"), "8|1|8|\n");
 }
 
+// A checkpoint the write-behind buffer refuses waits for the next commit. Here its first
+// attempt misses the page cache at its 21st frame, so when it runs again after the fetch the
+// pages that attempt wrote are still queued, and its own do not fit behind them. Tried again at
+// every pump, as it was, it queued the same pages behind the same writes at every completion
+// that woke the database; on a loaded machine the buffer never drained and a 16 MB insert never
+// finished. The next commit's checkpoint copies the whole WAL.
+TEST_P(DatabaseTest, ARefusedCheckpointWaitsForTheNextCommit) {
+  VfsOptions vfs_options;
+  vfs_options.held_bytes_max = 20 * 1024;  // Five pages; the checkpoint copies about forty.
+  ASSERT_NO_FATAL_FAILURE(MakeVfs(vfs_options));
+  DatabaseOptions options;
+  options.checkpoint_frames = 16;
+  ASSERT_TRUE(OpenDb(options).ok());
+  ASSERT_TRUE(Write("CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)").ok());
+  const uint64_t checkpoints = db_->stats().checkpoints;
+  const uint64_t complete = db_->stats().checkpoints_complete;
+  const uint64_t refusals = vfs_->stats().backpressure;
+  // The checkpoint reads each WAL frame through a probe: the 21st misses, after twenty pages
+  // went to the buffer (or, beyond its five, straight to the file).
+  trace_->MissProbes(1, /*skip=*/20);
+  ASSERT_TRUE(Write("WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 40) "
+                    "INSERT INTO t(v) SELECT zeroblob(3000) FROM c")
+                  .ok());
+  ASSERT_GT(db_->stats().checkpoint_restarts, 0u) << "the checkpoint did not miss";
+  ASSERT_GT(vfs_->stats().backpressure, refusals) << "the buffer refused nothing";
+  EXPECT_EQ(db_->stats().checkpoints, checkpoints + 2)
+      << "the refused checkpoint ran again before the next commit";
+  EXPECT_EQ(db_->stats().checkpoints_complete, complete);
+  ASSERT_TRUE(Write("INSERT INTO t(v) VALUES (zeroblob(10))").ok());
+  EXPECT_EQ(db_->stats().checkpoints, checkpoints + 3);
+  EXPECT_EQ(db_->stats().checkpoints_complete, complete + 1) << "the next commit's did not copy";
+  EXPECT_EQ(Read("SELECT count(*), sum(length(v)) FROM t"), "41|120010|\n");
+  ASSERT_TRUE(CloseDb().ok());
+  ASSERT_TRUE(OpenDb(options).ok());
+  EXPECT_EQ(Read("SELECT count(*), sum(length(v)) FROM t"), "41|120010|\n");
+}
+
 // A close that finds the writer blocked (its group rolled back by a full write-behind buffer)
 // waits for the buffer to drain, then checkpoints from memory only like every close (it used to
 // leave the copy to SQLite's checkpoint inside the writer's close, which reads by waiting). The
