@@ -566,7 +566,7 @@ bool Database::ServeReads() {
     Request* r = reads_.front();
     if (r == nullptr) return false;
     if (started % kReadsPerClockRead == kReadsPerClockRead - 1 &&
-        loop_.backend().NowNs() - loop_.now_ns() >= options_.read_tick_budget_ns) {
+        loop_.TickElapsedNs() >= options_.read_tick_budget_ns) {
       ++stats_.read_ticks_cut_short;
       return true;  // The rest start on the next tick.
     }

@@ -286,7 +286,7 @@ absl::Status Loop::Tick(bool may_wait, uint64_t& callbacks_run) {
 }
 
 bool Loop::TickBudgetSpent() const {
-  return tick_budget_ns_ > 0 && backend_->NowNs() - now_ns_ >= tick_budget_ns_;
+  return tick_budget_ns_ > 0 && TickElapsedNs() >= tick_budget_ns_;
 }
 
 // A reaped op's completion is in the completed FIFO; a late Cancel is now a no-op.

@@ -224,9 +224,12 @@ class Loop {
 
   // The backend clock, read once per tick.
   [[nodiscard]] int64_t now_ns() const { return now_ns_; }
-  // Whether the current tick has run for LoopOptions::tick_budget since now_ns() (never with
-  // the budget 0). Reads the clock. A callback with a batch of work (the registry closing and
-  // trimming idle tenants) stops when it is spent and does the rest in a later tick.
+  // How long the current tick has run: the backend clock now, less now_ns(). Reads the clock.
+  // The loop's tick budget and the databases' open and read budgets all measure this.
+  [[nodiscard]] int64_t TickElapsedNs() const { return backend_->NowNs() - now_ns_; }
+  // Whether the current tick has run for LoopOptions::tick_budget (never with the budget 0).
+  // A callback with a batch of work (the registry closing and trimming idle tenants) stops
+  // when it is spent and does the rest in a later tick.
   [[nodiscard]] bool TickBudgetSpent() const;
   // For hosts that embed the loop: a descriptor that becomes readable when the backend has
   // completions or a Post() arrived. Watch it and call Run(kNoWait); between calls, wait at most

@@ -53,7 +53,7 @@ bool VfsContext::MayOpenOrCloseNow() {
     open_tick_ = tick;
     return true;
   }
-  if (loop_.backend().NowNs() - loop_.now_ns() < options_.open_tick_budget_ns) return true;
+  if (loop_.TickElapsedNs() < options_.open_tick_budget_ns) return true;
   ++stats_.opens_deferred;
   return false;
 }
