@@ -444,6 +444,7 @@ struct DatabaseStats {
   uint64_t checkpoints_complete = 0;  // ... that copied the whole WAL.
   uint64_t budget_exceeded = 0;       // Requests stopped by a budget of SQLite work.
   uint64_t groups_cut_short = 0;      // Groups committed early because their slice was used.
+  uint64_t groups_put_off = 0;        // Groups moved to the next tick: this one ran its budget.
   uint64_t begin_failures = 0;        // Times the writer could not begin a transaction.
   uint64_t snapshot_pins = 0;         // Read transactions begun on readers (Pin).
   uint64_t reads_held = 0;            // Client reads that waited for their client's earlier writes.
@@ -731,6 +732,7 @@ class Database {
   absl::Status pin_error_;          // Why the last Pin failed; OK after one succeeds.
   absl::Status group_fetch_error_;  // Why the writer's last fetch failed (RestartGroup).
   bool group_fetching_ = false;     // The writer's fetch is in flight (kFetching).
+  bool group_put_off_ = false;      // The next group was put off once (RunGroup).
   bool pin_fetching_ = false;       // A reader's pin or open missed; its fetch is in flight.
   uint8_t pin_restarts_ = 0;        // Consecutive pins and reader opens that missed (kRestartsMax).
   absl::Status pin_fetch_error_;    // Why the last such fetch failed.

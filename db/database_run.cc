@@ -143,6 +143,16 @@ void Database::DiscardRows(Request& r) {
 void Database::RunGroup() {
   const uint32_t stop_after = options_.stop_group_commits_after_for_testing;
   if (stop_after != 0 && stats_.groups >= stop_after) return;  // Liveness negative control.
+  // A group runs SQLite for tens to hundreds of microseconds, and a burst (hundreds of new
+  // tenants committing their first tables) brings hundreds of groups into one tick. Once the
+  // tick has run the loop's budget a group waits for the next tick, but only once: a group
+  // put off runs wherever its next turn falls, so no flood of other work can starve it.
+  if (!std::exchange(group_put_off_, false) && loop_.TickBudgetSpent()) {
+    group_put_off_ = true;
+    ++stats_.groups_put_off;
+    ArmPump();
+    return;
+  }
   writer_->BeginSlice();  // Retries share the slice: the tick stays bounded.
   for (int attempt = 0; attempt < kGroupAttemptsMax && !writes_.empty() && !writer_->SliceUsed();
        ++attempt) {

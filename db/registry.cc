@@ -499,8 +499,19 @@ void Registry::GrantSlots() {
 // them is ours. A victim that sleeps frees its slot once its descriptors' closes are done, in
 // the next tick at the latest (OnSleepClosed grants it), as a closing victim's frees when its
 // close is done (OnClosed).
+//
+// A victim's sleep and a grant's open cost tens of microseconds each, and a burst has hundreds
+// of waiters: at least one victim, then until the tick budget is spent, and the rest from the
+// deferred callback on the next tick.
 void Registry::EvictForWaiters() {
-  while (Tenant* victim = policy_->WaiterVictim()) {
+  for (bool first = true;; first = false) {
+    if (!first && policy_->waiting() > 0 && loop_.TickBudgetSpent()) {
+      evict_deferred_ = true;
+      ArmDeferred();
+      return;
+    }
+    Tenant* victim = policy_->WaiterVictim();
+    if (victim == nullptr) return;
     if (!PutToSleep(*victim)) {
       StartClose(*victim, CloseReason::kEvicted);
       continue;
@@ -622,7 +633,10 @@ void Registry::ArmDeferred() {
 
 loop::Action Registry::OnDeferred(loop::Loop& /*unused*/, loop::Completion& c) {
   auto& self = *static_cast<Registry*>(c.user_data);
-  self.graveyard_.clear();
+  for (uint32_t n = 0; n < kBuriedFreedPerTick && !self.graveyard_.empty(); ++n) {
+    self.graveyard_.pop_back();
+  }
+  if (!self.graveyard_.empty()) self.ArmDeferred();
   if (std::exchange(self.evict_deferred_, false)) self.EvictForWaiters();
   // Deliver what is on the list now; what these callbacks add goes out on the next tick.
   for (size_t n = self.deferred_requests_.size(); n > 0; --n) {

@@ -133,6 +133,9 @@ inline constexpr uint32_t kDescriptorsPerDatabase = 4;
 // Descriptors left to the rest of the process when open_max is derived from RLIMIT_NOFILE:
 // the ring, eventfds, the registry's directory, a host's listening and client sockets, logs.
 inline constexpr uint32_t kDescriptorsReservedDefault = 64;
+// Closed Databases freed per tick: freeing one takes a microsecond or so, and a shutdown closes
+// thousands of sleepers at once.
+inline constexpr uint32_t kBuriedFreedPerTick = 64;
 // A host that sets no limit still gets a bound: 30 s idle keeps a tenant that is used every
 // few seconds warm while an abandoned one gives its memory back within a minute.
 inline constexpr absl::Duration kIdleTimeoutDefault = absl::Seconds(30);
@@ -358,6 +361,7 @@ struct RegistryStats {
   // slot taken until they are done.
   uint32_t sleeps_closing = 0;
   uint32_t waiting = 0;  // Tenants waiting for a slot.
+  uint32_t buried = 0;   // Closed Databases not yet freed (kBuriedFreedPerTick per tick).
   uint32_t open_max = 0;
   uint32_t open_high_water = 0;  // Most slots ever held at once.
   uint64_t opens = 0;

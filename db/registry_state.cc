@@ -39,6 +39,7 @@ RegistryStats Registry::stats() const {
   stats.closing = policy_->closing();
   stats.sleeps_closing = policy_->sleeps_closing();
   stats.waiting = policy_->waiting();
+  stats.buried = static_cast<uint32_t>(graveyard_.size());
   stats.open_high_water = policy_->open_high_water();
   stats.memory_bytes = policy_->MemoryLive(/*exclude_closing=*/false);
   return stats;

@@ -124,9 +124,10 @@ struct Completion {
 // submissions sent, new completions reaped) and a host's own loop gets its turn about every
 // millisecond.
 inline constexpr absl::Duration kTickBudgetDefault = absl::Milliseconds(1);
-// The drain reads the clock once per this many callbacks: a tick may overrun its budget by up
-// to this many callbacks minus one, and a loop of no-op callbacks pays a sixteenth of a clock
-// read per callback.
+// The drain reads the clock once per this many callbacks, so a loop of no-op callbacks pays a
+// sixteenth of a clock read per callback. Callbacks that may run long read it themselves
+// (Loop::TickBudgetSpent) before they start their work, and the tick ends after the first one
+// that finds the budget spent.
 inline constexpr uint32_t kTickBudgetCheckEvery = 16;
 
 struct LoopOptions {
@@ -136,13 +137,14 @@ struct LoopOptions {
   absl::Duration stall_budget = absl::ZeroDuration();
   // Where backend choice, stalls and other operating events are reported.
   io::LogHook log;
-  // How long one tick may run callbacks. The drain reads the backend's clock after every
-  // kTickBudgetCheckEvery-th callback, and once the tick has run this long (from now_ns()) it
-  // stops and leaves the rest of the FIFO, in order, for the next tick: a burst of hundreds of
+  // How long one tick may run callbacks. Once the tick has run this long (from now_ns()), by
+  // the drain's own reading of the backend's clock every kTickBudgetCheckEvery callbacks or by
+  // any reading a callback made (TickElapsedNs), the drain stops after the running callback and
+  // leaves the rest of the FIFO, in order, for the next tick: a burst of hundreds of
   // completions (a creation burst's commits, a fan-out of cold reads) then takes several short
-  // ticks. It does not reorder: a timer that expires meanwhile runs after the callbacks ahead of
-  // it. A single callback is never cut. Zero turns the bound off (a tick drains everything that
-  // was ready at its start).
+  // ticks. It does not reorder: a timer that expires meanwhile runs after the callbacks ahead
+  // of it. A single callback is never cut. Zero turns the bound off (a tick drains everything
+  // that was ready at its start).
   absl::Duration tick_budget = kTickBudgetDefault;
   // Initial timer heap capacity. The heap grows beyond it (amortised, counted in stats), so this
   // only decides when steady state begins; 1024 covers a host with a timer per open tenant.
@@ -225,11 +227,13 @@ class Loop {
   // The backend clock, read once per tick.
   [[nodiscard]] int64_t now_ns() const { return now_ns_; }
   // How long the current tick has run: the backend clock now, less now_ns(). Reads the clock.
-  // The loop's tick budget and the databases' open and read budgets all measure this.
-  [[nodiscard]] int64_t TickElapsedNs() const { return backend_->NowNs() - now_ns_; }
+  // The loop's tick budget and the databases' open and read budgets all measure this. A
+  // reading past the tick budget ends the tick after the running callback.
+  [[nodiscard]] int64_t TickElapsedNs() const;
   // Whether the current tick has run for LoopOptions::tick_budget (never with the budget 0).
-  // A callback with a batch of work (the registry closing and trimming idle tenants) stops
-  // when it is spent and does the rest in a later tick.
+  // A callback with a batch of work (the registry closing and trimming idle tenants) or a long
+  // piece of it (a database's group commit) stops when it is spent and does the rest in a
+  // later tick; the tick then ends after it.
   [[nodiscard]] bool TickBudgetSpent() const;
   // For hosts that embed the loop: a descriptor that becomes readable when the backend has
   // completions or a Post() arrived. Watch it and call Run(kNoWait); between calls, wait at most
@@ -277,6 +281,9 @@ class Loop {
   std::vector<Completion*> timers_;
   std::atomic<Completion*> posts_{nullptr};  // Lock-free LIFO, reversed when taken.
   int64_t now_ns_ = 0;
+  // A reading of TickElapsedNs() in this tick found the budget spent (a database that put off
+  // its open or its group read it): the drain stops after the running callback.
+  mutable bool budget_spent_seen_ = false;
   uint64_t pending_ = 0;
   uint64_t sequence_ = 0;
   std::atomic<uint64_t> posts_in_flight_{0};

@@ -77,12 +77,17 @@ inline std::string Render(const Row& row) {
 class DatabaseTest : public ::testing::TestWithParam<TestBackend> {
  protected:
   void SetUp() override {
-    auto recording = std::make_unique<RecordingBackend>(GetParam().make());
-    trace_ = recording.get();
-    loop_ = std::make_unique<loop::Loop>(std::move(recording), loop::LoopOptions{});
+    MakeLoop();
     dir_ = std::make_unique<ScratchDir>(GetParam().real_descriptors);
     MakeVfs();
     path_ = dir_->Path("db.sqlite");
+  }
+  // A new loop on a new backend in place of the current one (whose Vfs and databases must be
+  // gone); call MakeVfs after it.
+  void MakeLoop(loop::LoopOptions options = {}) {
+    auto recording = std::make_unique<RecordingBackend>(GetParam().make());
+    trace_ = recording.get();
+    loop_ = std::make_unique<loop::Loop>(std::move(recording), std::move(options));
   }
   // A new Vfs in place of the current one (whose databases must be closed): other limits, or
   // the fresh view of the files a restarted process has.

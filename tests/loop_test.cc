@@ -273,6 +273,39 @@ TEST_P(LoopTest, ATickStopsAtItsBudgetAndTheNextOneGoesOnInOrder) {
   EXPECT_EQ(loop->pending(), 0u);
 }
 
+// A callback that reads the clock and finds the budget spent (as a database does before an
+// open or a group commit, which it then puts off) ends the tick after it, without waiting for
+// the drain's own reading sixteen callbacks on.
+TEST_P(LoopTest, ACallbackThatFindsTheBudgetSpentEndsTheTick) {
+  LoopOptions options;
+  options.tick_budget = absl::Nanoseconds(1);
+  auto loop = MakeLoop(std::move(options));
+  struct Reader {
+    Completion c;
+    bool found_spent = false;
+  } reader;
+  reader.c.user_data = &reader;
+  reader.c.callback = [](Loop& l, Completion& self) {
+    const int64_t start = l.backend().NowNs();
+    for (int spin = 0; spin < 1'000'000 && l.backend().NowNs() == start; spin++) {
+    }
+    static_cast<Reader*>(self.user_data)->found_spent = l.TickBudgetSpent();
+    return Action::kDisarm;
+  };
+  constexpr int kOthers = 4;
+  std::vector<Probe> others(kOthers);
+  loop->NextTick(reader.c);
+  for (Probe& p : others) loop->NextTick(p.c);
+  ASSERT_TRUE(loop->Run(RunMode::kNoWait).ok());
+  ASSERT_TRUE(reader.found_spent) << "the scenario needs the budget spent at the reading";
+  for (const Probe& p : others) EXPECT_EQ(p.calls, 0) << "the tick went on past a spent budget";
+  EXPECT_EQ(loop->stats().budget_cuts, 1u);
+  ASSERT_TRUE(loop->Run(RunMode::kNoWait).ok());
+  for (const Probe& p : others) EXPECT_EQ(p.calls, 1);  // All in the next tick, fewer than 16.
+  EXPECT_EQ(loop->stats().budget_cuts, 1u);
+  EXPECT_EQ(loop->pending(), 0u);
+}
+
 TEST_P(LoopTest, CancelledTimerCompletesOnceWithECANCELED) {
   auto loop = MakeLoop();
   Probe timer;

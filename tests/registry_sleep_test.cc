@@ -4,6 +4,7 @@
 #include <sqlite3.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <limits>
 #include <memory>
 #include <string>
@@ -14,6 +15,7 @@
 #include "gtest/gtest.h"
 #include "sqloop/db/registry.h"
 #include "sqloop/io/internal/backends.h"
+#include "sqloop/loop/loop.h"
 #include "tests/registry_test_util.h"
 
 namespace sqloop::db {
@@ -362,6 +364,73 @@ TEST_P(RegistrySleepTest, WhenMemoryIsShortEvictedTenantsCloseInsteadOfSleeping)
   EXPECT_EQ(stats.sleeps, 0u);
   EXPECT_GE(stats.evictions, 2u);
   EXPECT_EQ(stats.asleep, 0u);
+}
+
+// Waiters for slots are served by evicting idle tenants, a sleep each (tens of microseconds,
+// and a burst has hundreds): at least one per tick, then until the loop's tick budget is spent.
+// Four tenants are busy while four new ones wait; all four go idle in one tick, and the next
+// puts all four to sleep without a budget, one per tick with a budget of 1 ns.
+TEST_P(RegistrySleepTest, EvictionsForWaitersStopAtTheTickBudget) {
+  constexpr int kSlots = 4;
+  for (const absl::Duration budget : {absl::ZeroDuration(), absl::Nanoseconds(1)}) {
+    SCOPED_TRACE(absl::StrCat("tick budget ", absl::FormatDuration(budget)));
+    RegistryOptions options = Options();
+    options.open_max = kSlots;
+    loop::LoopOptions loop_options;
+    loop_options.tick_budget = budget;
+    RegistryHarness h(GetParam().make(), options, std::move(loop_options));
+    ASSERT_TRUE(h.create_status().ok()) << h.create_status();
+    std::vector<std::string> names;  // In the fixture's one directory: named by round.
+    for (int i = 0; i < 2 * kSlots; ++i) {
+      names.push_back(absl::StrCat(budget == absl::ZeroDuration() ? "unbounded" : "bounded", i));
+    }
+    for (int i = 0; i < kSlots; ++i) ASSERT_NO_FATAL_FAILURE(Create(h, names[i]));
+    // Requests to the open four make them busy, so the four behind them find no idle victim
+    // and wait; the open four go idle together once their reads are answered.
+    std::vector<std::unique_ptr<Call>> calls;
+    for (int i = 0; i < 2 * kSlots; ++i) {
+      calls.push_back(
+          std::make_unique<Call>(names[i], "SELECT 1", i >= kSlots, Request::Kind::kRead));
+      ASSERT_TRUE(h.registry().Submit(*calls.back()).ok());
+    }
+    ASSERT_EQ(h.registry().stats().sleeps, 0u) << "a victim was found while all were busy";
+    uint64_t most_in_one_tick = 0;
+    while (!std::all_of(calls.begin(), calls.end(), [](const auto& c) { return c->done; })) {
+      ASSERT_GT(h.loop().pending(), 0u);
+      const uint64_t before = h.registry().stats().sleeps;
+      ASSERT_TRUE(h.loop().Run(loop::RunMode::kOnce).ok());
+      most_in_one_tick = std::max(most_in_one_tick, h.registry().stats().sleeps - before);
+    }
+    for (const auto& c : calls) EXPECT_TRUE(c->result.ok()) << c->tenant << ": " << c->result;
+    EXPECT_EQ(h.registry().stats().sleeps, uint64_t{kSlots});
+    EXPECT_EQ(most_in_one_tick, budget == absl::ZeroDuration() ? uint64_t{kSlots} : 1u);
+  }
+}
+
+// A shutdown closes every sleeper, and those closes touch no file, so hundreds can end in a
+// few ticks; their Databases are freed kBuriedFreedPerTick per tick, not all in one.
+TEST_P(RegistrySleepTest, AShutdownFreesItsClosedDatabasesABatchPerTick) {
+  constexpr int kTenants = 2 * kBuriedFreedPerTick + 16;
+  RegistryOptions options = Options();
+  options.idle_trim_after = absl::InfiniteDuration();
+  auto h = Make(options);
+  for (int i = 0; i < kTenants; ++i) {
+    Call create(absl::StrCat("s", i), "CREATE TABLE t(v)", true);
+    ASSERT_TRUE(h->Do(create).ok()) << create.result;
+  }
+  ASSERT_EQ(h->registry().stats().asleep, uint32_t{kTenants - 1});
+  RegistryStats last = h->registry().stats();
+  uint32_t buried_max = 0;
+  uint32_t most_freed = 0;  // At least: a tick's closes may bury more than it freed.
+  h->Shutdown([&] {
+    const RegistryStats now = h->registry().stats();
+    buried_max = std::max(buried_max, now.buried);
+    if (now.buried < last.buried) most_freed = std::max(most_freed, last.buried - now.buried);
+    last = now;
+  });
+  EXPECT_GT(buried_max, kBuriedFreedPerTick) << "the scenario needs more closed than a batch";
+  EXPECT_EQ(most_freed, kBuriedFreedPerTick);
+  EXPECT_EQ(last.buried, 0u) << "the shutdown finished with Databases not freed";
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, RegistrySleepTest, ::testing::ValuesIn(testing::RealBackends()),

@@ -215,11 +215,16 @@ class RegistryHarness {
     RunUntil([&] { return call.done; });
     return call.result;
   }
-  void Shutdown() {
+  // Shuts the registry down and runs the loop until it is; `each_tick` (if set) runs before the
+  // first tick and after each, the registry still there.
+  void Shutdown(const std::function<void()>& each_tick = nullptr) {
     if (registry_ == nullptr) return;
     bool done = false;
     registry_->Shutdown([](void* arg, absl::Status) { *static_cast<bool*>(arg) = true; }, &done);
-    RunUntil([&] { return done; });
+    RunUntil([&] {
+      if (each_tick) each_tick();
+      return done;
+    });
     registry_.reset();
     SQLOOP_CHECK(loop_->Run(loop::RunMode::kUntilDone).ok(), "final drain failed");
   }
