@@ -625,7 +625,8 @@ class Database {
   [[nodiscard]] absl::Status OpenWriter();
   [[nodiscard]] bool WriterReady();
   [[nodiscard]] absl::Status OpenWriterFromMemory();
-  [[nodiscard]] internal::FileFingerprint Fingerprint(internal::DatabaseFiles& files) const;
+  [[nodiscard]] internal::FileFingerprint Fingerprint(
+      internal::DatabaseFiles& files, const internal::FileFingerprint* identity = nullptr) const;
   [[nodiscard]] bool AnyReaderBusy() const;
   void ReleaseHeld(Client& client);
   // Starts and steps queued reads; returns true if more could start on the next tick.

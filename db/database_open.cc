@@ -158,13 +158,22 @@ absl::Status Database::ConfigureWriter() {
 // The main file's identity and last change as the OS reports them, and both files' sizes on
 // disk (VfsContext::RememberChecked): a reserve (EpochQueue invariants 9 and 10) may have left
 // zeros past the size SQLite sees, which the next open finds in the file's size.
-internal::FileFingerprint Database::Fingerprint(internal::DatabaseFiles& files) const {
+// `identity`: the main file's as the preopen read it, if nothing changed the files since.
+internal::FileFingerprint Database::Fingerprint(internal::DatabaseFiles& files,
+                                                const internal::FileFingerprint* identity) const {
   const internal::SharedFile& main = files.table().file(internal::FileRole::kMain);
   const internal::SharedFile& wal = files.table().file(internal::FileRole::kWal);
   internal::FileFingerprint fingerprint{
       .main_bytes = std::max(main.size_bytes, main.allocated_bytes),
       .wal_bytes = std::max(wal.size_bytes, wal.allocated_bytes)};
-  if (loop_.backend().name() != "simulator") (void)internal::ReadFileIdentity(main.fd, fingerprint);
+  if (identity != nullptr) {
+    fingerprint.device = identity->device;
+    fingerprint.inode = identity->inode;
+    fingerprint.modified_ns = identity->modified_ns;
+    fingerprint.changed_ns = identity->changed_ns;
+  } else if (loop_.backend().name() != "simulator") {
+    (void)internal::ReadFileIdentity(main.fd, fingerprint);
+  }
   return fingerprint;
 }
 
@@ -174,7 +183,9 @@ internal::FileFingerprint Database::Fingerprint(internal::DatabaseFiles& files) 
 bool Database::NeedsCheck(internal::DatabaseFiles& files) {
   if (!options_.check_at_open) return false;
   internal::VfsContext& context = internal::VfsCore::Of(vfs_).context();
-  if (context.TakeUnchangedSinceChecked(files.main_path(), Fingerprint(files))) {
+  const internal::FileFingerprint* identity =
+      preopen_ != nullptr ? preopen_->MainIdentity() : nullptr;
+  if (context.TakeUnchangedSinceChecked(files.main_path(), Fingerprint(files, identity))) {
     ++stats_.integrity_checks_skipped;
     checked_ = true;
     return false;

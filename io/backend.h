@@ -137,6 +137,11 @@ class Backend {
     (void)fd;
     return false;
   }
+  // Tells the backend that `fd` is a file on tmpfs or ramfs, as its caller knows from another
+  // file of the same device: its ReadIfCached reads at once, without first asking for a read
+  // that cannot wait (which such a file system refuses, costing a refused read and a statfs),
+  // and InMemoryFile(fd) says so. A no-op on the simulator.
+  virtual void MarkInMemoryFile(int fd) { (void)fd; }
 
   // Ops submitted and not yet handed back.
   [[nodiscard]] virtual uint32_t in_flight() const = 0;

@@ -72,6 +72,7 @@ class FallbackBackend final : public Backend {
     return cached_reads_.Read(fd, buffer, length, offset);
   }
   bool InMemoryFile(int fd) const override { return cached_reads_.InMemory(fd); }
+  void MarkInMemoryFile(int fd) override { cached_reads_.MarkInMemory(fd); }
   int PollableFd() override { return epoll_fd_; }
   uint32_t in_flight() const override { return in_flight_; }
   bool HasReadyWork() const override { return !queued_.empty() || !finished_.empty(); }

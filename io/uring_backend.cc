@@ -81,6 +81,7 @@ class UringBackend final : public Backend {
     return cached_reads_.Read(fd, buffer, length, offset, /*batch=*/in_flight_ > 0);
   }
   bool InMemoryFile(int fd) const override { return cached_reads_.InMemory(fd); }
+  void MarkInMemoryFile(int fd) override { cached_reads_.MarkInMemory(fd); }
   // A close and the metadata calls wait for no device (the kernel keeps a closed file for any
   // request still in flight on it, as for the ring's close). Through the ring, one that the
   // loop waits for cost an io_uring_enter of its own, which also sent the tick's other

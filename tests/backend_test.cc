@@ -218,6 +218,32 @@ std::vector<uint64_t> DropPages(int fd, size_t wanted) {
   return absent;
 }
 
+// A tmpfs file refuses RWF_NOWAIT: found so, it costs one refused preadv2 (and a statfs) before
+// the read. Marked in memory first (a caller that knows the device), the read is one preadv2.
+TEST(PosixCachedReadsTest, AFileMarkedInMemoryIsReadWithOneCall) {
+  struct statfs fs {};
+  if (statfs("/dev/shm", &fs) != 0 || fs.f_type != TMPFS_MAGIC) GTEST_SKIP() << "no /dev/shm";
+  char path[] = "/dev/shm/sqloop_backend_test_XXXXXX";
+  const int fd = mkstemp(path);
+  ASSERT_GE(fd, 0) << std::strerror(errno);
+  unlink(path);
+  absl::Cleanup closer = [fd] { close(fd); };
+  const std::string data(4096, 'm');
+  ASSERT_EQ(pwrite(fd, data.data(), data.size(), 0), static_cast<ssize_t>(data.size()));
+  std::string back(data.size(), '\0');
+  internal::PosixCachedReads found;
+  EXPECT_FALSE(found.InMemory(fd));
+  EXPECT_EQ(found.Read(fd, back.data(), 4096, 0), 4096);
+  EXPECT_TRUE(found.InMemory(fd));
+  EXPECT_EQ(found.preads(), 2u) << "the refused read, then the plain one";
+  internal::PosixCachedReads marked;
+  marked.MarkInMemory(fd);
+  EXPECT_TRUE(marked.InMemory(fd));
+  EXPECT_EQ(marked.Read(fd, back.data(), 4096, 0), 4096);
+  EXPECT_EQ(marked.preads(), 1u);
+  EXPECT_EQ(back, data);
+}
+
 // Once a file has missed, PosixCachedReads with defer_misses (io_uring's) asks cachestat before
 // it reads, so a miss answers EAGAIN without a preadv2, which would start the device read of the
 // page alone: the caller's fetch through the ring reads it, with the rest of its tick. With

@@ -103,6 +103,12 @@ class RecordingBackend final : public io::Backend {
     return inner_->ReadIfCached(fd, buffer, length, offset);
   }
   [[nodiscard]] bool InMemoryFile(int fd) const override { return inner_->InMemoryFile(fd); }
+  void MarkInMemoryFile(int fd) override {
+    ++marked_in_memory_;
+    inner_->MarkInMemoryFile(fd);
+  }
+  // MarkInMemoryFile calls so far: files a caller knew to be on tmpfs before reading them.
+  [[nodiscard]] uint64_t marked_in_memory() const { return marked_in_memory_; }
   // The next `n` ReadIfCached calls answer -EAGAIN: bytes evicted from the page cache.
   // With `skip`, the `skip` probes before those answer as usual.
   void MissProbes(uint32_t n, uint32_t skip = 0) {
@@ -143,6 +149,7 @@ class RecordingBackend final : public io::Backend {
   uint32_t probes_to_miss_ = 0;
   uint32_t probes_to_pass_ = 0;
   uint64_t probes_ = 0;
+  uint64_t marked_in_memory_ = 0;
   const loop::Loop* loop_ = nullptr;
   uint64_t waits_seen_ = 0;
 };

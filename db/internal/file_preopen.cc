@@ -37,6 +37,7 @@ void FilePreopen::Prepare(loop::Loop& loop, DatabaseFiles& files, Callback done,
   done_ = done;
   arg_ = arg;
   status_ = absl::OkStatus();
+  identity_read_ = false;
   for (loop::Completion* c : {&io_, &journal_, &head_}) {
     c->callback = &FilePreopen::OnIo;
     c->user_data = this;
@@ -61,6 +62,18 @@ void FilePreopen::Advance(State next) {
       SubmitOpen(FileRole::kMain);
       return;
     case State::kSizeMain:
+      // Invariant 10: on real descriptors one fstat gives the size and the identity, at once.
+      if (loop_->backend().name() != "simulator") {
+        uint64_t bytes = 0;
+        identity_read_ = ReadFileIdentity(fd_, identity_, &bytes);
+        const int64_t size = identity_read_ ? static_cast<int64_t>(bytes) : -(errno ? errno : EIO);
+        if (const int64_t failed = Take(size); failed < 0) {
+          Finish(FailureOf(failed));
+        }
+        return;
+      }
+      Submit(io_, {.kind = io::OpKind::kFileSize, .fd = fd_});
+      return;
     case State::kSizeWal:
       Submit(io_, {.kind = io::OpKind::kFileSize, .fd = fd_});
       return;
@@ -129,7 +142,15 @@ void FilePreopen::StartHead() {
   head_read_ = 0;
   if (head_bytes_ == 0) return;
   char* const head = files_->table().PrepareHead(head_bytes_);
+  // Invariant 10: a device found in memory before needs no refused read to say so again.
+  VfsContext& context = files_->context();
+  if (identity_read_ && context.InMemoryDevice(identity_.device)) {
+    loop_->backend().MarkInMemoryFile(fd_);
+  }
   head_read_ = loop_->backend().ReadIfCached(fd_, head, head_bytes_, 0);
+  if (identity_read_ && loop_->backend().InMemoryFile(fd_)) {
+    context.RememberInMemoryDevice(identity_.device);
+  }
   if (head_read_ == head_bytes_) return;
   Submit(
       head_,
@@ -271,6 +292,9 @@ int64_t FilePreopen::TakeRest() {
     failed = journal;
     table.CloseDescriptor(fd_);
   }
+  // Invariant 10: with a journal there, Adopt may roll a first transaction back, changing the
+  // main file after its identity was read.
+  if (journal != -ENOENT) identity_read_ = false;
   if (failed == 0) {
     const int main_fd = fd_;
     fd_ = -1;
@@ -321,9 +345,17 @@ int64_t FilePreopen::AdoptAndAdvance(FileRole role, int64_t size_bytes, State ne
   return 0;
 }
 
+const FileFingerprint* FilePreopen::MainIdentity() const {
+  return identity_read_ && files_ != nullptr && files_->table().changes() == identity_changes_
+             ? &identity_
+             : nullptr;
+}
+
 void FilePreopen::Finish(absl::Status status) {
   state_ = State::kIdle;
   if (!status.ok()) files_->table().DropHead();
+  identity_read_ = identity_read_ && status.ok();
+  identity_changes_ = files_->table().changes();
   status_ = std::move(status);
   Callback done = done_;
   done_ = nullptr;

@@ -52,6 +52,13 @@
 //   9. Warm reads a file of the preopened database the same way, on its own: the Database reads
 //      a small main file ahead of the integrity check it runs on the loop (quick_check reads it
 //      whole, by waiting).
+//  10. On real descriptors kSizeMain reads the main file's size and identity with one fstat,
+//      at once (the simulator's files take a kFileSize operation): the identity says which
+//      device the file is on, so a file on a device the Vfs found in memory before is marked so
+//      (Backend::MarkInMemoryFile) before its head is read, and the Database's check of whether
+//      the file changed since it was last checked (MainIdentity) needs no fstat of its own.
+//      Nothing the preopen does changes the main file, except Adopt's rollback of a first
+//      transaction when a journal is there: then the identity is not kept.
 //
 // clang-format off
 //   kIdle --Start--> kOpenMain --> kSizeMain --> kOpenRest ----------------> kSizeWal --> kIdle
@@ -65,6 +72,7 @@
 //   kOpenMain -> kOpenMain      OnIo->RetryCreating    ENOENT: the open with O_CREAT is in flight
 //   kOpenMain -> kSizeMain      OnIo->Advance          the main file is open and locked
 //   kSizeMain -> kOpenRest      OnIo->Advance          invariant 2's operations are in flight
+//                               (Advance->Take at once on real descriptors, invariant 10)
 //   kSizeMain -> kIdle          OnIo->Take->Finish     (kProbeOnly) status() OK: the file has
 //                                                      bytes, and is closed again (invariant 4)
 //   kOpenRest -> kSizeWal       OnIo->TakeRest         all done; main adopted, head kept
@@ -136,6 +144,10 @@ class FilePreopen {
 
   [[nodiscard]] State state() const { return state_; }
   [[nodiscard]] const absl::Status& status() const { return status_; }
+  // Invariant 10: the main file's device, inode and times as the last Start found them, while
+  // nothing changed the files since it finished (FileTable::changes); null otherwise, or on the
+  // simulator.
+  [[nodiscard]] const FileFingerprint* MainIdentity() const;
 
  private:
   static loop::Action OnIo(loop::Loop& loop, loop::Completion& c);
@@ -175,6 +187,9 @@ class FilePreopen {
   bool probed_journal_ = false;          // kOpenRest probed the journal at once (invariant 7),
   int64_t journal_probe_ = 0;            // finding it (0) or not (-errno).
   int64_t main_bytes_ = 0;               // The main file's size, from kSizeMain.
+  FileFingerprint identity_;             // Invariant 10: the main file's, from kSizeMain,
+  bool identity_read_ = false;           // if it was read,
+  uint64_t identity_changes_ = 0;        // and FileTable::changes() when the preopen ended.
   FileRole warm_role_ = FileRole::kWal;  // kWarm: the file read ahead,
   int64_t warm_bytes_ = 0;               // this much of it,
   int64_t warmed_bytes_ = 0;             // of which this much is read.

@@ -34,6 +34,7 @@
 #include <string>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "sqloop/db/internal/fetched_pages.h"
@@ -117,6 +118,13 @@ class VfsContext {
   [[nodiscard]] bool TakeUnchangedSinceChecked(const std::string& main_path,
                                                const FileFingerprint& fingerprint);
 
+  // Devices (st_dev) whose files were found on tmpfs or ramfs (Backend::InMemoryFile): a file
+  // opened later on one of them is marked so before its first read (FilePreopen).
+  [[nodiscard]] bool InMemoryDevice(uint64_t device) const {
+    return memory_devices_.contains(device);
+  }
+  void RememberInMemoryDevice(uint64_t device) { memory_devices_.insert(device); }
+
   // Bytes of the fetch sink.
   static constexpr uint32_t kFetchSinkBytes = 1 << 20;
   // Where reads that only bring file pages into memory put their bytes (a Database fetching
@@ -138,6 +146,7 @@ class VfsContext {
   absl::flat_hash_map<std::string, std::string> tainted_paths_;  // main path -> why.
   absl::flat_hash_map<std::string, std::string> tainted_dirs_;   // directory -> why.
   absl::flat_hash_map<std::string, FileFingerprint> checked_;    // main path -> at close.
+  absl::flat_hash_set<uint64_t> memory_devices_;
   std::unique_ptr<char[]> fetch_sink_;
   ShmRegionPool shm_pool_;
   FetchedPages fetched_pages_;

@@ -111,6 +111,10 @@ class PosixCachedReads {
     return fd >= 0 && static_cast<size_t>(fd) < files_.size() &&
            files_[static_cast<size_t>(fd)].memory;
   }
+  // Backend::MarkInMemoryFile: `fd` is on tmpfs or ramfs, until it is closed or reused.
+  void MarkInMemory(int fd) {
+    if (fd >= 0) At(fd).memory = true;
+  }
   // How many times Read asked cachestat, and how many preadv2 calls it made (each retry counts).
   [[nodiscard]] uint64_t asked() const { return asked_; }
   [[nodiscard]] uint64_t preads() const { return preads_; }
