@@ -415,7 +415,8 @@ TEST_P(RegistrySleepTest, AShutdownFreesItsClosedDatabasesABatchPerTick) {
   options.idle_trim_after = absl::InfiniteDuration();
   auto h = Make(options);
   for (int i = 0; i < kTenants; ++i) {
-    Call create(absl::StrCat("s", i), "CREATE TABLE t(v)", true);
+    const std::string name = absl::StrCat("s", i);  // Call keeps a view of it.
+    Call create(name, "CREATE TABLE t(v)", true);
     ASSERT_TRUE(h->Do(create).ok()) << create.result;
   }
   ASSERT_EQ(h->registry().stats().asleep, uint32_t{kTenants - 1});
