@@ -163,17 +163,13 @@ internal::FileFingerprint Database::Fingerprint(internal::DatabaseFiles& files,
                                                 const internal::FileFingerprint* identity) const {
   const internal::SharedFile& main = files.table().file(internal::FileRole::kMain);
   const internal::SharedFile& wal = files.table().file(internal::FileRole::kWal);
-  internal::FileFingerprint fingerprint{
-      .main_bytes = std::max(main.size_bytes, main.allocated_bytes),
-      .wal_bytes = std::max(wal.size_bytes, wal.allocated_bytes)};
-  if (identity != nullptr) {
-    fingerprint.device = identity->device;
-    fingerprint.inode = identity->inode;
-    fingerprint.modified_ns = identity->modified_ns;
-    fingerprint.changed_ns = identity->changed_ns;
-  } else if (loop_.backend().name() != "simulator") {
+  internal::FileFingerprint fingerprint =
+      identity != nullptr ? *identity : internal::FileFingerprint{};
+  if (identity == nullptr && loop_.backend().name() != "simulator") {
     (void)internal::ReadFileIdentity(main.fd, fingerprint);
   }
+  fingerprint.main_bytes = std::max(main.size_bytes, main.allocated_bytes);
+  fingerprint.wal_bytes = std::max(wal.size_bytes, wal.allocated_bytes);
   return fingerprint;
 }
 

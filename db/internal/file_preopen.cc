@@ -144,11 +144,10 @@ void FilePreopen::StartHead() {
   char* const head = files_->table().PrepareHead(head_bytes_);
   // Invariant 10: a device found in memory before needs no refused read to say so again.
   VfsContext& context = files_->context();
-  if (identity_read_ && context.InMemoryDevice(identity_.device)) {
-    loop_->backend().MarkInMemoryFile(fd_);
-  }
+  const bool known = identity_read_ && context.InMemoryDevice(identity_.device);
+  if (known) loop_->backend().MarkInMemoryFile(fd_);
   head_read_ = loop_->backend().ReadIfCached(fd_, head, head_bytes_, 0);
-  if (identity_read_ && loop_->backend().InMemoryFile(fd_)) {
+  if (identity_read_ && !known && loop_->backend().InMemoryFile(fd_)) {
     context.RememberInMemoryDevice(identity_.device);
   }
   if (head_read_ == head_bytes_) return;
