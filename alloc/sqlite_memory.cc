@@ -43,6 +43,21 @@ TenantSlot g_slots[kTenantsMax];
 
 thread_local TenantId t_current_tenant = kSharedTenant;
 
+// Invariant 6's deferred statistics: inside a ScopedTenant, the counts of its tenant's own
+// allocations and frees, the bytes allocated and the highest live bytes seen collect here, in
+// plain thread-local fields, and reach the slot in one go when the scope ends (or a nested one
+// starts, or this thread reads counters). The live bytes are charged at once, since limits
+// read them. Constant-initialised and trivially destructible: no TLS guard on the path.
+constexpr TenantId kNoScope = UINT32_MAX;
+struct PendingCounts {
+  TenantId tenant = kNoScope;  // The innermost ScopedTenant's tenant; kNoScope outside any.
+  uint64_t allocations = 0;
+  uint64_t frees = 0;
+  uint64_t bytes_allocated = 0;
+  uint64_t peak_live_bytes = 0;
+};
+thread_local PendingCounts t_pending;
+
 // FailSqliteAllocationForTesting: the tenant and how many of its allocations are left until the
 // one that fails (0: disarmed). One relaxed load on the allocation path while disarmed.
 std::atomic<uint32_t> g_fail_tenant{kSharedTenant};
@@ -261,11 +276,49 @@ bool TryAdd(TenantSlot& slot, uint64_t size_bytes, uint64_t& live) {
   return false;
 }
 
+// Adds the thread's deferred statistics to their slot and clears them.
+void FlushPending() {
+  PendingCounts& pending = t_pending;
+  if (pending.tenant == kNoScope) return;
+  TenantSlot& slot = g_slots[pending.tenant];
+  if (pending.allocations != 0) {
+    slot.allocations.fetch_add(pending.allocations, std::memory_order_relaxed);
+    slot.bytes_allocated.fetch_add(pending.bytes_allocated, std::memory_order_relaxed);
+  }
+  if (pending.frees != 0) slot.frees.fetch_add(pending.frees, std::memory_order_relaxed);
+  if (pending.peak_live_bytes != 0) RaisePeak(slot, pending.peak_live_bytes);
+  pending.allocations = pending.frees = pending.bytes_allocated = pending.peak_live_bytes = 0;
+}
+
+// One allocation of `size_bytes` for `tenant`, and its live bytes after it: into the scope's
+// deferred statistics when `tenant` is the scope's, into its slot otherwise.
+void NoteAllocated(TenantId tenant, uint64_t size_bytes, uint64_t live) {
+  PendingCounts& pending = t_pending;
+  if (tenant == pending.tenant) {
+    ++pending.allocations;
+    pending.bytes_allocated += size_bytes;
+    pending.peak_live_bytes = std::max(pending.peak_live_bytes, live);
+    return;
+  }
+  TenantSlot& slot = g_slots[tenant];
+  slot.allocations.fetch_add(1, std::memory_order_relaxed);
+  slot.bytes_allocated.fetch_add(size_bytes, std::memory_order_relaxed);
+  RaisePeak(slot, live);
+}
+
+void NoteFreed(TenantId tenant) {
+  if (tenant == t_pending.tenant) {
+    ++t_pending.frees;
+    return;
+  }
+  g_slots[tenant].frees.fetch_add(1, std::memory_order_relaxed);
+}
+
 // Adds `size_bytes` to the tenant's live bytes and its group's, unless that crosses either
 // limit; then neither changes, and the refusal is the tenant's (a group's failures are its
-// own). Peaks rise only for bytes that were charged.
-bool Charge(TenantSlot& slot, uint64_t size_bytes) {
-  uint64_t live = 0;
+// own). `live`: the tenant's live bytes after it. The group's peak rises here, the tenant's
+// with the allocation's statistics (NoteAllocated); only for bytes that were charged.
+bool Charge(TenantSlot& slot, uint64_t size_bytes, uint64_t& live) {
   uint64_t group_live = 0;
   const TenantId group = slot.group.load(std::memory_order_relaxed);
   if (!TryAdd(slot, size_bytes, live)) {
@@ -277,7 +330,6 @@ bool Charge(TenantSlot& slot, uint64_t size_bytes) {
     slot.failures.fetch_add(1, std::memory_order_relaxed);
     return false;
   }
-  RaisePeak(slot, live);
   if (group != kSharedTenant) RaisePeak(g_slots[group], group_live);
   return true;
 }
@@ -302,7 +354,8 @@ void* SqliteMalloc(int size_bytes) {
   TenantSlot& slot = g_slots[tenant];
   SQLOOP_CHECK(slot.registered.load(std::memory_order_relaxed) != 0,
                "sqlite_memory: the current tenant was unregistered inside its ScopedTenant");
-  if (InjectedFailure(tenant) || !Charge(slot, rounded_bytes)) return nullptr;
+  uint64_t live = 0;
+  if (InjectedFailure(tenant) || !Charge(slot, rounded_bytes, live)) return nullptr;
   uint32_t size_class = kDirectBlock;
   void* block = ObtainBlock(rounded_bytes + kBlockHeaderBytes, size_class);
   if (block == nullptr) {
@@ -310,8 +363,7 @@ void* SqliteMalloc(int size_bytes) {
     slot.failures.fetch_add(1, std::memory_order_relaxed);
     return nullptr;
   }
-  slot.allocations.fetch_add(1, std::memory_order_relaxed);
-  slot.bytes_allocated.fetch_add(rounded_bytes, std::memory_order_relaxed);
+  NoteAllocated(tenant, rounded_bytes, live);
   auto* header = new (block) BlockHeader{rounded_bytes, size_class, tenant, kBlockMagic};
   return reinterpret_cast<char*>(header) + kBlockHeaderBytes;
 }
@@ -321,7 +373,7 @@ void SqliteFree(void* pointer) {
   BlockHeader* header = HeaderOf(pointer);
   TenantSlot& slot = g_slots[header->tenant];
   Uncharge(slot, header->size_bytes);
-  slot.frees.fetch_add(1, std::memory_order_relaxed);
+  NoteFreed(header->tenant);
   ReleaseBlock(header);
 }
 
@@ -352,11 +404,13 @@ void* SqliteRealloc(void* pointer, int size_bytes) {
   if (pointer == nullptr) return SqliteMalloc(size_bytes);
   if (size_bytes <= 0) return nullptr;  // SQLite never asks; refusing keeps the block intact.
   BlockHeader* header = HeaderOf(pointer);
-  TenantSlot& slot = g_slots[header->tenant];
+  const TenantId tenant = header->tenant;  // The header may move with the block.
+  TenantSlot& slot = g_slots[tenant];
   const uint32_t old_bytes = header->size_bytes;
   const auto new_bytes = static_cast<uint32_t>(RoundUp(size_bytes));
+  uint64_t live = 0;
   if (new_bytes > old_bytes &&
-      (InjectedFailure(header->tenant) || !Charge(slot, new_bytes - old_bytes))) {
+      (InjectedFailure(tenant) || !Charge(slot, new_bytes - old_bytes, live))) {
     return nullptr;
   }
   BlockHeader* resized = ResizeBlock(header, new_bytes + kBlockHeaderBytes);
@@ -367,9 +421,8 @@ void* SqliteRealloc(void* pointer, int size_bytes) {
   }
   if (new_bytes < old_bytes) Uncharge(slot, old_bytes - new_bytes);
   // One allocation and one free, matching heap_counter's convention for realloc.
-  slot.allocations.fetch_add(1, std::memory_order_relaxed);
-  slot.frees.fetch_add(1, std::memory_order_relaxed);
-  slot.bytes_allocated.fetch_add(new_bytes, std::memory_order_relaxed);
+  NoteAllocated(tenant, new_bytes, live);
+  NoteFreed(tenant);
   resized->size_bytes = new_bytes;
   return reinterpret_cast<char*>(resized) + kBlockHeaderBytes;
 }
@@ -560,6 +613,7 @@ absl::Status UnregisterTenant(TenantId tenant) {
         "connections (sqlite3_close) and finalise its statements first",
         registry.names[tenant], live_bytes));
   }
+  FlushPending();  // A scope of the tenant's on this thread has nothing left for the slot.
   slot.registered.store(0, std::memory_order_release);
   const TenantId group = slot.group.load(std::memory_order_relaxed);
   if (group != kSharedTenant) registry.members[group]--;
@@ -583,10 +637,12 @@ absl::StatusOr<ProfileCounters> GetTenantCounters(TenantId tenant) {
   if (absl::Status status = CheckTenant(tenant, "GetTenantCounters"); !status.ok()) {
     return status;
   }
+  FlushPending();
   return Snapshot(g_slots[tenant]);
 }
 
 void ExportSqliteMemoryProfile(AllocationProfile* profile) {
+  FlushPending();
   ForEachTenantOutsideGroups([&](TenantId tenant, const std::string& name) {
     profile->Set(profile->Tenant(name), Snapshot(g_slots[tenant]));
   });
@@ -627,12 +683,19 @@ uint64_t SqliteAllocationFailuresInjected() {
   return g_failures_injected.load(std::memory_order_relaxed);
 }
 
-ScopedTenant::ScopedTenant(TenantId tenant) : previous_(t_current_tenant) {
+ScopedTenant::ScopedTenant(TenantId tenant)
+    : previous_(t_current_tenant), previous_scope_(t_pending.tenant) {
   SQLOOP_CHECK(IsRegistered(tenant) || tenant == kSharedTenant,
                "ScopedTenant: the tenant is not registered (use an id from RegisterTenant)");
   t_current_tenant = tenant;
+  FlushPending();
+  t_pending.tenant = tenant;
 }
 
-ScopedTenant::~ScopedTenant() { t_current_tenant = previous_; }
+ScopedTenant::~ScopedTenant() {
+  FlushPending();
+  t_pending.tenant = previous_scope_;
+  t_current_tenant = previous_;
+}
 
 }  // namespace sqloop::alloc

@@ -20,7 +20,14 @@
 //   5. A tenant can only be unregistered with zero live bytes, so an id is never recycled while
 //      blocks still point at it.
 //   6. The allocation path takes no lock and never allocates beyond the block itself: per-tenant
-//      counters are relaxed atomics in a fixed table (one cache line per tenant).
+//      counters are relaxed atomics in a fixed table (one cache line per tenant). Live bytes
+//      (what limits and groups read) change at every allocation and free. The statistics of a
+//      `ScopedTenant`'s own tenant (allocations, frees, bytes allocated, its peak) collect in
+//      thread-local fields and reach its counters when the scope ends, a nested scope starts,
+//      or the thread reads counters: an atomic read-modify-write costs about as much as the
+//      rest of the allocation, and opening a database makes hundreds of them. So another
+//      thread sees a tenant's statistics as of the end of its last scope; its live bytes always
+//      as they are.
 //   7. Freed blocks of up to 128 KiB are kept in a per-thread block cache and handed out again
 //      (SQLite's lookaside does the same for small blocks, and Debian's SQLite is built without
 //      it), so a statement that frees what it allocated makes no heap allocation the next time
@@ -181,6 +188,7 @@ class ScopedTenant {
 
  private:
   TenantId previous_;
+  TenantId previous_scope_;  // The enclosing scope's tenant, or none: whose statistics it defers.
 };
 
 }  // namespace sqloop::alloc

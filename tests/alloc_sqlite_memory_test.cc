@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <future>
 #include <string>
 #include <thread>
 #include <vector>
@@ -314,6 +315,64 @@ TEST(SqliteMemoryTest, CurrentTenantIsPerThread) {
   EXPECT_EQ(LiveBytes(kSharedTenant), shared_live) << "a thread's work leaked into shared";
   EXPECT_TRUE(UnregisterTenant(first).ok());
   EXPECT_TRUE(UnregisterTenant(second).ok());
+}
+
+// Invariant 6: inside a scope, live bytes are charged at once (another thread sees them), while
+// the scope's own statistics reach the counters when it ends; a nested scope's tenant and a
+// block of the outer tenant freed inside it are each counted where they belong.
+TEST(SqliteMemoryTest, AScopesStatisticsReachItsCountersWhenItEnds) {
+  const TenantId outer = Register("deferred-outer");
+  const TenantId inner = Register("deferred-inner");
+  std::promise<void> allocated;
+  std::promise<void> looked;
+  std::future<void> go_on = looked.get_future();
+  void* kept_outer = nullptr;
+  void* kept_inner = nullptr;
+  std::thread worker([&] {
+    ScopedTenant scope(outer);
+    void* first = sqlite3_malloc(1000);
+    void* second = sqlite3_malloc(3000);
+    allocated.set_value();
+    go_on.wait();
+    {
+      ScopedTenant nested(inner);
+      kept_inner = sqlite3_malloc(500);
+      sqlite3_free(first);  // The outer tenant's block, freed while the inner one is current.
+    }
+    sqlite3_free(second);
+    kept_outer = sqlite3_malloc(200);
+  });
+  allocated.get_future().wait();
+  const ProfileCounters during = Counters(outer);
+  looked.set_value();
+  worker.join();
+  EXPECT_EQ(during.live_bytes, 4000u) << "live bytes must be exact for every thread at once";
+  EXPECT_EQ(during.allocations, 0u) << "the scope's statistics were not deferred";
+
+  const ProfileCounters outer_counters = Counters(outer);
+  EXPECT_EQ(outer_counters.allocations, 3u);
+  EXPECT_EQ(outer_counters.frees, 2u);
+  EXPECT_EQ(outer_counters.bytes_allocated, 1000u + 3000u + 200u);
+  EXPECT_EQ(outer_counters.peak_live_bytes, 4000u);
+  EXPECT_EQ(outer_counters.live_bytes, 200u);
+  const ProfileCounters inner_counters = Counters(inner);
+  EXPECT_EQ(inner_counters.allocations, 1u);
+  EXPECT_EQ(inner_counters.frees, 0u);
+  EXPECT_EQ(inner_counters.bytes_allocated, 504u);  // Rounded up to 8 bytes.
+  EXPECT_EQ(inner_counters.peak_live_bytes, 504u);
+
+  // On the thread that runs the scope, a reading is exact at once.
+  {
+    ScopedTenant scope(outer);
+    void* more = sqlite3_malloc(64);
+    EXPECT_EQ(Counters(outer).allocations, 4u);
+    sqlite3_free(more);
+  }
+  sqlite3_free(kept_outer);
+  sqlite3_free(kept_inner);
+  EXPECT_EQ(Counters(outer).frees, 4u);
+  EXPECT_TRUE(UnregisterTenant(outer).ok());
+  EXPECT_TRUE(UnregisterTenant(inner).ok());
 }
 
 TEST(SqliteMemoryTest, ExportsTenantsIntoTheProfile) {
