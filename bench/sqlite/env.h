@@ -32,11 +32,18 @@
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "benchmark/benchmark.h"
+#include "sqloop/alloc/sqlite_memory.h"
 #include "sqloop/db/database.h"
 #include "sqloop/db/vfs.h"
 #include "sqloop/loop/loop.h"
 
 namespace sqloop::bench {
+
+// Every thread that runs a baseline's SQLite holds one for its whole life, as sqloop's own
+// SQLite work runs inside its databases' pumps' scopes: the process installs sqloop's SQLite
+// allocator for every variant, and a scope defers its statistics (alloc/sqlite_memory.h,
+// invariant 6), so without one a baseline would pay more for the same accounting than sqloop.
+using BaselineScope = alloc::ScopedTenant;
 
 // Rows in the point-read table: at about 50 bytes a row the table is ~5 MB, larger than
 // SQLite's default page cache (2 MB), so the default configuration really reads pages from the

@@ -2,6 +2,7 @@
 
 #include <utility>
 
+#include "bench/sqlite/env.h"
 #include "bench/sqlite/plain_conn.h"
 
 namespace sqloop::bench {
@@ -43,6 +44,7 @@ void FuturesExecutor::Stop() {
 }
 
 void FuturesExecutor::RunWorker(const std::string& path, bool reads, int64_t index) {
+  const BaselineScope scope(alloc::kSharedTenant);
   PlainConnection conn;
   const bool opened = conn.Open(path, reads, index);
   {

@@ -70,6 +70,7 @@ void AddWorkload(const char* name, Workload w, Ladder sqloop, Ladder plain) {
 int main(int argc, char** argv) {
   using sqloop::bench::Workload;
   SQLOOP_CHECK(sqloop::alloc::InstallSqliteMemory().ok(), "bench: install SQLite's allocator");
+  const sqloop::bench::BaselineScope scope(sqloop::alloc::kSharedTenant);
   // The drivers sleep until each request's intended start; Linux's default timer slack (50 us)
   // would make every wake-up late by up to that much and charge it to the system under test.
   // Threads inherit the setting, so it is set before any is created.

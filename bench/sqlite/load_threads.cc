@@ -64,6 +64,7 @@ struct Queue {
 
 void PoolWorker(LoadRun& run, Queue& queue, const std::string& path, int64_t index,
                 std::atomic<int>& ready) {
+  const BaselineScope scope(alloc::kSharedTenant);
   PlainConnection conn;
   if (!conn.Open(path, run.workload == Workload::kMixed, index)) {
     run.Fail(absl::StrCat("pool thread ", index, ": opening its connection failed"));

@@ -347,6 +347,7 @@ struct PlainPacedWriter {
   }
 
   void Run() {
+    const BaselineScope scope(alloc::kSharedTenant);
     size_t next = 0;
     while (true) {
       const size_t seen = published.load(std::memory_order_acquire);

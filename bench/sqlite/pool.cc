@@ -85,6 +85,7 @@ int StepInsert(sqlite3_stmt* insert, int64_t seq, Pool& pool) {
 // One thread of the pool: opens its connection, waits for `go`, then runs tickets until none
 // is left.
 void RunWorker(Pool& pool, int index) {
+  const BaselineScope scope(alloc::kSharedTenant);
   sqlite3* db = OpenPlain(pool.path, nullptr, /*no_mutex=*/false);
   sqlite3_stmt* select = nullptr;
   sqlite3_stmt* insert = nullptr;

@@ -139,6 +139,7 @@ std::string ProbeBackend() {
 
 int main(int argc, char** argv) {
   SQLOOP_CHECK(sqloop::alloc::InstallSqliteMemory().ok(), "bench: install SQLite's allocator");
+  const sqloop::bench::BaselineScope scope(sqloop::alloc::kSharedTenant);
   benchmark::AddCustomContext("baseline:sqlite_read", "plain_default");
   // SQLite's own floor for a warm point read (no transaction per read): every variant is also
   // shown as a multiple of it, round by round.
