@@ -464,6 +464,9 @@ struct DatabaseStats {
   uint64_t integrity_checks_off_loop = 0;  // ... of them on a thread (a large file).
   // Opens that skipped it: the files were unchanged since this Vfs closed them after a check.
   uint64_t integrity_checks_skipped = 0;
+  // Fingerprints of the files (at an open's check, at a close) whose main-file identity came
+  // from the preopen's fstat, nothing having changed the files since: no fstat of their own.
+  uint64_t identities_reused = 0;
   uint64_t writer_opens_deferred = 0;  // Opens that left the writer closed (MayDeferWriter).
   uint64_t writers_opened_late = 0;    // ... and opened it later, for a write.
   uint64_t writers_closed_idle = 0;    // Writers closed while idle (CloseWriterIfIdle).
@@ -625,8 +628,7 @@ class Database {
   [[nodiscard]] absl::Status OpenWriter();
   [[nodiscard]] bool WriterReady();
   [[nodiscard]] absl::Status OpenWriterFromMemory();
-  [[nodiscard]] internal::FileFingerprint Fingerprint(
-      internal::DatabaseFiles& files, const internal::FileFingerprint* identity = nullptr) const;
+  [[nodiscard]] internal::FileFingerprint Fingerprint(internal::DatabaseFiles& files);
   [[nodiscard]] bool AnyReaderBusy() const;
   void ReleaseHeld(Client& client);
   // Starts and steps queued reads; returns true if more could start on the next tick.

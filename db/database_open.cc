@@ -158,14 +158,19 @@ absl::Status Database::ConfigureWriter() {
 // The main file's identity and last change as the OS reports them, and both files' sizes on
 // disk (VfsContext::RememberChecked): a reserve (EpochQueue invariants 9 and 10) may have left
 // zeros past the size SQLite sees, which the next open finds in the file's size.
-// `identity`: the main file's as the preopen read it, if nothing changed the files since.
-internal::FileFingerprint Database::Fingerprint(internal::DatabaseFiles& files,
-                                                const internal::FileFingerprint* identity) const {
+// The main file's identity is the preopen's while nothing changed the files since (FilePreopen
+// invariant 10: FileTable::changes counts every write when it is submitted), so an open's check
+// and the close of a session that wrote nothing make no fstat.
+internal::FileFingerprint Database::Fingerprint(internal::DatabaseFiles& files) {
   const internal::SharedFile& main = files.table().file(internal::FileRole::kMain);
   const internal::SharedFile& wal = files.table().file(internal::FileRole::kWal);
+  const internal::FileFingerprint* identity =
+      preopen_ != nullptr ? preopen_->MainIdentity() : nullptr;
   internal::FileFingerprint fingerprint =
       identity != nullptr ? *identity : internal::FileFingerprint{};
-  if (identity == nullptr && loop_.backend().name() != "simulator") {
+  if (identity != nullptr) {
+    ++stats_.identities_reused;
+  } else if (loop_.backend().name() != "simulator") {
     (void)internal::ReadFileIdentity(main.fd, fingerprint);
   }
   fingerprint.main_bytes = std::max(main.size_bytes, main.allocated_bytes);
@@ -179,9 +184,7 @@ internal::FileFingerprint Database::Fingerprint(internal::DatabaseFiles& files,
 bool Database::NeedsCheck(internal::DatabaseFiles& files) {
   if (!options_.check_at_open) return false;
   internal::VfsContext& context = internal::VfsCore::Of(vfs_).context();
-  const internal::FileFingerprint* identity =
-      preopen_ != nullptr ? preopen_->MainIdentity() : nullptr;
-  if (context.TakeUnchangedSinceChecked(files.main_path(), Fingerprint(files, identity))) {
+  if (context.TakeUnchangedSinceChecked(files.main_path(), Fingerprint(files))) {
     ++stats_.integrity_checks_skipped;
     checked_ = true;
     return false;

@@ -1119,6 +1119,31 @@ TEST_P(DatabaseTest, TheIntegrityCheckRunsAgainOnlyWhenTheFileChanged) {
   EXPECT_EQ(db_->stats().integrity_checks_skipped, 0u);
 }
 
+// FilePreopen invariant 10 at a close: a session that wrote nothing leaves the main file as the
+// preopen's fstat found it, so the close remembers that identity for the next open's check with
+// no fstat of its own; a session that wrote reads it again. Either way the next open finds the
+// files unchanged and skips the check.
+TEST_P(DatabaseTest, ACloseThatWroteNothingRemembersThePreopensIdentity) {
+  if (!GetParam().real_descriptors) GTEST_SKIP() << "the simulator's files have no identity";
+  ASSERT_TRUE(OpenDb().ok());
+  ASSERT_TRUE(Write("CREATE TABLE t(x)").ok());
+  ASSERT_TRUE(CloseDb().ok());
+  ASSERT_TRUE(OpenDb().ok());
+  EXPECT_EQ(db_->stats().integrity_checks_skipped, 1u);
+  EXPECT_EQ(db_->stats().identities_reused, 1u) << "the open's check made an fstat";
+  EXPECT_EQ(Read("SELECT count(*) FROM t"), "0|\n");
+  ASSERT_TRUE(CloseDb().ok());
+  EXPECT_EQ(db_->stats().identities_reused, 2u) << "the close of a read made an fstat";
+  ASSERT_TRUE(OpenDb().ok());
+  EXPECT_EQ(db_->stats().integrity_checks_skipped, 1u) << "the close remembered a wrong identity";
+  ASSERT_TRUE(Write("INSERT INTO t VALUES (1)").ok());
+  ASSERT_TRUE(CloseDb().ok());
+  EXPECT_EQ(db_->stats().identities_reused, 1u) << "the close of a write kept the open's identity";
+  ASSERT_TRUE(OpenDb().ok());
+  EXPECT_EQ(db_->stats().integrity_checks_skipped, 1u);
+  EXPECT_EQ(Read("SELECT sum(x) FROM t"), "1|\n");
+}
+
 // A reopen of a closed database whose files are in the page cache: the files are opened
 // through the loop (FilePreopen), the hot-journal checks are answered from what that found,
 // the integrity check is skipped (the same Vfs checked the file), and every read is answered

@@ -56,7 +56,8 @@
 //      at once (the simulator's files take a kFileSize operation): the identity says which
 //      device the file is on, so a file on a device the Vfs found in memory before is marked so
 //      (Backend::MarkInMemoryFile) before its head is read, and the Database's check of whether
-//      the file changed since it was last checked (MainIdentity) needs no fstat of its own.
+//      the file changed since it was last checked (MainIdentity) needs no fstat of its own; nor
+//      does its close, if nothing changed the files since (a session that only read).
 //      Nothing the preopen does changes the main file, except Adopt's rollback of a first
 //      transaction when a journal is there: then the identity is not kept.
 //
