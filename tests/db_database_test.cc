@@ -711,6 +711,12 @@ TEST_P(DatabaseTest, AFailedDirectoryFsyncPoisonsTheOthersBeforeItsBarrierEnds) 
   Probe write;
   Prime(write, Request::Kind::kWrite, "INSERT INTO t VALUES (1)");
   ASSERT_TRUE(db_->Submit(write.request).ok());
+  // The group's WAL write may wait in the kernel for milliseconds on ext4 (longer than the
+  // ticks below take): run, waiting, until the barrier's WAL fsync is held.
+  while (trace_->held() == 0) {
+    ASSERT_GT(loop_->pending(), 0u) << "the barrier's fsync never came";
+    ASSERT_TRUE(loop_->Run(loop::RunMode::kOnce).ok());
+  }
   internal::EpochQueue& others = core.Find(dir_->Path("other.sqlite"))->queue();
   ASSERT_TRUE(RunWithoutWaitingUntil(*loop_, [&] { return others.poisoned(); }))
       << "the other database was not poisoned while the barrier's WAL fsync was in flight";
