@@ -41,8 +41,6 @@ static_assert(sizeof(TenantSlot) == 64, "one cache line per tenant");
 // Zero-initialised at load time, so the allocation path needs no initialisation guard.
 TenantSlot g_slots[kTenantsMax];
 
-thread_local TenantId t_current_tenant = kSharedTenant;
-
 // Invariant 6's deferred statistics: inside a ScopedTenant, the counts of its tenant's own
 // allocations and frees, the bytes allocated and the highest live bytes seen collect here, in
 // plain thread-local fields, and reach the slot in one go when the scope ends (or a nested one
@@ -57,6 +55,10 @@ struct PendingCounts {
   uint64_t peak_live_bytes = 0;
 };
 thread_local PendingCounts t_pending;
+
+// The tenant SQLite allocations on this thread are charged to: the innermost scope's, or the
+// shared one outside any.
+TenantId Current() { return t_pending.tenant == kNoScope ? kSharedTenant : t_pending.tenant; }
 
 // FailSqliteAllocationForTesting: the tenant and how many of its allocations are left until the
 // one that fails (0: disarmed). One relaxed load on the allocation path while disarmed.
@@ -350,7 +352,7 @@ int RoundUp(int size_bytes) {
 void* SqliteMalloc(int size_bytes) {
   if (size_bytes <= 0) return nullptr;
   const auto rounded_bytes = static_cast<uint32_t>(RoundUp(size_bytes));
-  const TenantId tenant = t_current_tenant;
+  const TenantId tenant = Current();
   TenantSlot& slot = g_slots[tenant];
   SQLOOP_CHECK(slot.registered.load(std::memory_order_relaxed) != 0,
                "sqlite_memory: the current tenant was unregistered inside its ScopedTenant");
@@ -671,7 +673,7 @@ SqliteBlockCacheStats GetSqliteBlockCacheStats() { return t_cache.stats; }
 
 void ReleaseSqliteBlockCache() { DrainThreadCache(); }
 
-TenantId CurrentTenant() { return t_current_tenant; }
+TenantId CurrentTenant() { return Current(); }
 
 void FailSqliteAllocationForTesting(TenantId tenant, uint64_t nth) {
   g_fail_countdown.store(0, std::memory_order_relaxed);
@@ -683,19 +685,16 @@ uint64_t SqliteAllocationFailuresInjected() {
   return g_failures_injected.load(std::memory_order_relaxed);
 }
 
-ScopedTenant::ScopedTenant(TenantId tenant)
-    : previous_(t_current_tenant), previous_scope_(t_pending.tenant) {
+ScopedTenant::ScopedTenant(TenantId tenant) : previous_(t_pending.tenant) {
   SQLOOP_CHECK(IsRegistered(tenant) || tenant == kSharedTenant,
                "ScopedTenant: the tenant is not registered (use an id from RegisterTenant)");
-  t_current_tenant = tenant;
   FlushPending();
   t_pending.tenant = tenant;
 }
 
 ScopedTenant::~ScopedTenant() {
   FlushPending();
-  t_pending.tenant = previous_scope_;
-  t_current_tenant = previous_;
+  t_pending.tenant = previous_;
 }
 
 }  // namespace sqloop::alloc

@@ -187,8 +187,7 @@ class ScopedTenant {
   ScopedTenant& operator=(const ScopedTenant&) = delete;
 
  private:
-  TenantId previous_;
-  TenantId previous_scope_;  // The enclosing scope's tenant, or none: whose statistics it defers.
+  TenantId previous_;  // The enclosing scope's tenant, or none (outside every scope).
 };
 
 }  // namespace sqloop::alloc

@@ -980,9 +980,8 @@ BENCHMARK(BM_BudgetUnreached)->Name("registry_budget/unreached")->Unit(benchmark
 }  // namespace
 
 int main(int argc, char** argv) {
-  // registry_reopen/plain's SQLite runs in a scope, as the registry's does (its databases'
-  // pumps): the installed allocator defers a scope's statistics (alloc/sqlite_memory.h).
-  const sqloop::alloc::ScopedTenant scope(sqloop::alloc::kSharedTenant);
+  // registry_reopen/plain's SQLite runs in a scope, as the registry's does (bench/sqlite/env.h).
+  const sqloop::bench::BaselineScope scope(sqloop::alloc::kSharedTenant);
   benchmark::Initialize(&argc, argv);
   if (!sqloop::bench::QuickMode()) {
     benchmark::RegisterBenchmark("registry_zipf/100000", BM_ZipfLarge)
