@@ -46,7 +46,9 @@
 //      sleepers are closed before idle tenants when memory is short.
 //   7. Nothing here blocks the loop: every file operation of the registry itself (deleting a
 //      file, syncing the directory) is a loop operation, and so is its Databases' check that
-//      a file exists (DatabaseOptions::create_if_missing).
+//      a file exists (DatabaseOptions::create_if_missing). Create grows the process's
+//      descriptor table to the whole budget (open_max's descriptors and descriptors_reserved)
+//      at once, so no open of a tenant waits for the kernel to grow it.
 //
 // A tenant's states (the diagram and transition table are in registry.cc and
 // docs/multitenancy.md):
