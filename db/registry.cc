@@ -81,15 +81,11 @@
 // The invariants of each state are in registry_state.cc, next to AssertInvariants.
 #include "sqloop/db/registry.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <cerrno>
 #include <optional>
 #include <utility>
 
-#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "sqloop/alloc/check.h"
@@ -108,28 +104,6 @@ using internal::TenantPolicy;
 constexpr absl::string_view kFileSuffix = ".db";
 
 }  // namespace
-
-// Invariant 7: grows the process's descriptor table, once, to hold `descriptors` (numbers 0 to
-// descriptors - 1), so that no open of the registry's budget grows it later. Linux grows the
-// table by doubling when a new descriptor does not fit, and while another thread shares the
-// table (io_uring's kernel workers do) each growth waits for an RCU grace period inside the
-// call that made the descriptor: a ring submission in the middle of a tick (10-30 ms each in
-// the creation burst, measured by hand). A table never shrinks, so this costs that wait here
-// at most once, and memory (8 bytes and two bits per descriptor) for the budget asked for.
-absl::Status ReserveDescriptorTable(uint64_t descriptors) {
-  const int probe = open("/", O_PATH | O_CLOEXEC);
-  if (probe < 0) return io::ErrnoStatus(-errno, "cannot open '/' to size the descriptor table");
-  const absl::Cleanup close_probe = [probe] { close(probe); };
-  if (static_cast<uint64_t>(probe) + 1 >= descriptors) return absl::OkStatus();
-  const int last = fcntl(probe, F_DUPFD_CLOEXEC, static_cast<int>(descriptors - 1));
-  if (last < 0) {
-    return io::ErrnoStatus(-errno,
-                           absl::StrCat("cannot size the descriptor table for ", descriptors,
-                                        " descriptors (open_max's and descriptors_reserved's)"));
-  }
-  close(last);
-  return absl::OkStatus();
-}
 
 // ---- Creation and destruction ---------------------------------------------------------------
 

@@ -176,6 +176,15 @@ inline constexpr uint32_t kAsleepMaxDefault = 4096;
 // (limit - reserved) / kDescriptorsPerDatabase, at most kOpenMaxDerivedMax; 0 if not even one.
 [[nodiscard]] uint32_t DescriptorBoundOpenMax(uint32_t reserved);
 
+// Grows the process's descriptor table, once, to hold `descriptors` (numbers 0 to
+// descriptors - 1), so that no later open grows it. Linux grows the table by doubling when a
+// new descriptor does not fit, and while another thread shares the table (io_uring's kernel
+// workers do) each growth waits for an RCU grace period inside the call that made the
+// descriptor: for a loop, a ring submission in the middle of a tick. Registry::Create calls it
+// for its budget (invariant 7) and Shards::Start for all of its shards'. A table never shrinks:
+// this costs that wait here at most once, and 8 bytes and two bits per descriptor.
+[[nodiscard]] absl::Status ReserveDescriptorTable(uint64_t descriptors);
+
 // What a request does when no open slot (or no memory) is free and no idle tenant can be
 // evicted to make room.
 enum class WhenFull : uint8_t {

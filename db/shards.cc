@@ -171,6 +171,14 @@ absl::StatusOr<std::unique_ptr<Shards>> Shards::Start(const ShardsOptions& optio
   if (per_shard.memory_bytes_max > 0) {
     per_shard.memory_bytes_max = std::max<uint64_t>(1, per_shard.memory_bytes_max / n);
   }
+  // Each shard's Registry::Create grows the descriptor table for its own share; the shards'
+  // descriptors come from one table, so it is grown for all of them here, before any serves.
+  if (absl::Status table =
+          ReserveDescriptorTable(uint64_t{n} * per_shard.open_max * kDescriptorsPerDatabase +
+                                 per_shard.descriptors_reserved);
+      !table.ok()) {
+    return table;
+  }
   std::unique_ptr<Shards> shards(new Shards());
   shards->in_flight_max_ = options.in_flight_max;
   for (uint32_t i = 0; i < n; ++i) {

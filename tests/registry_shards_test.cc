@@ -4,6 +4,8 @@
 // on the shard thread).
 #include <atomic>
 #include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -77,6 +79,33 @@ TEST(ShardsStartTest, AShardThatCannotStartFailsStartWithItsError) {
   EXPECT_EQ(shards.status().code(), absl::StatusCode::kNotFound);
   EXPECT_TRUE(absl::StrContains(shards.status().message(), "shard 0: ")) << shards.status();
   EXPECT_TRUE(absl::StrContains(shards.status().message(), "create it")) << shards.status();
+}
+
+// Each shard's Registry::Create grows the descriptor table for its share of open_max; Start
+// grows it for all of them, since they share it. Re-executed, so that the table starts small.
+TEST(ShardsStartTest, StartGrowsTheDescriptorTableForEveryShard) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(
+      {
+        const rlim_t limit = testing::RaiseDescriptorLimit(4096);
+        TempDir dir;
+        ShardsOptions options;
+        options.shards = 2;
+        options.registry.directory = dir.path();
+        // A shard's own share rounds the table up to 2,048 (it grows by powers of two); the
+        // budget of both is over that.
+        options.registry.open_max = 2 * 250;
+        const int budget = 2 * 250 * static_cast<int>(kDescriptorsPerDatabase) +
+                           static_cast<int>(options.registry.descriptors_reserved);
+        const int before = testing::DescriptorTableSize();
+        absl::StatusOr<std::unique_ptr<Shards>> shards = Shards::Start(std::move(options));
+        const int after = testing::DescriptorTableSize();
+        std::fprintf(
+            stderr, "descriptor table %d before Start, %d after, budget %d (limit %d): %s\n",
+            before, after, budget, static_cast<int>(limit), shards.status().ToString().c_str());
+        std::_Exit(shards.ok() && before < budget && after >= budget ? 0 : 1);
+      },
+      ::testing::ExitedWithCode(0), "descriptor table");
 }
 
 // ---- Two shards, several client threads -----------------------------------------------------

@@ -3,13 +3,11 @@
 #include "sqloop/db/registry.h"
 
 #include <fcntl.h>
-#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
 #include <memory>
 #include <string>
 #include <vector>
@@ -176,15 +174,6 @@ TEST_P(RegistryTest, CreateOptionsAreChecked) {
   EXPECT_FALSE(absl::StrContains(status.message(), "create it")) << status;
 }
 
-// The size of this process's descriptor table (the kernel's, not the descriptors open).
-int DescriptorTableSize() {
-  std::ifstream status("/proc/self/status");
-  for (std::string line; std::getline(status, line);) {
-    if (absl::StartsWith(line, "FDSize:")) return std::atoi(line.c_str() + 7);
-  }
-  return -1;
-}
-
 // Invariant 7: Create grows the descriptor table to the registry's whole budget, so that no
 // open of a tenant grows it inside a tick (a growth waits for an RCU grace period while io_uring's
 // workers share the table). In a child process, whose table is sized to what its parent had
@@ -193,19 +182,16 @@ TEST_P(RegistryTest, CreateGrowsTheDescriptorTableToTheWholeBudget) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");
   EXPECT_EXIT(
       {
-        rlimit limit{};
-        (void)getrlimit(RLIMIT_NOFILE, &limit);
-        limit.rlim_cur = std::min<rlim_t>(limit.rlim_max, 4096);
-        (void)setrlimit(RLIMIT_NOFILE, &limit);
+        const rlim_t limit = testing::RaiseDescriptorLimit(4096);
         RegistryOptions options = Options();
-        options.open_max = std::min<uint32_t>(
-            250, (static_cast<uint32_t>(limit.rlim_cur) - options.descriptors_reserved) /
-                     kDescriptorsPerDatabase);
+        options.open_max =
+            std::min<uint32_t>(250, (static_cast<uint32_t>(limit) - options.descriptors_reserved) /
+                                        kDescriptorsPerDatabase);
         const int budget = static_cast<int>(options.open_max * kDescriptorsPerDatabase) +
                            static_cast<int>(options.descriptors_reserved);
-        const int before = DescriptorTableSize();
+        const int before = testing::DescriptorTableSize();
         RegistryHarness h(GetParam().make(), options);
-        const int after = DescriptorTableSize();
+        const int after = testing::DescriptorTableSize();
         std::fprintf(stderr, "descriptor table %d before Create, %d after, budget %d: %s\n", before,
                      after, budget, h.create_status().ToString().c_str());
         std::_Exit(h.create_status().ok() && before < budget && after >= budget ? 0 : 1);

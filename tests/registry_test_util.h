@@ -19,11 +19,13 @@
 #include <dirent.h>
 #include <sqlite3.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstdint>
+#include <fstream>
 #include <functional>
 #include <memory>
 #include <string>
@@ -100,6 +102,25 @@ inline int CountOpenFds() {
   while (dirent* entry = readdir(dir)) count += entry->d_name[0] != '.';
   closedir(dir);
   return count - 1;
+}
+
+// The size of this process's descriptor table (the kernel's FDSize, not the descriptors open).
+inline int DescriptorTableSize() {
+  std::ifstream status("/proc/self/status");
+  for (std::string line; std::getline(status, line);) {
+    if (line.rfind("FDSize:", 0) == 0) return std::atoi(line.c_str() + 7);
+  }
+  return -1;
+}
+
+// Raises this process's soft RLIMIT_NOFILE to `wanted` (at most the hard limit). Returns the
+// soft limit it leaves.
+inline rlim_t RaiseDescriptorLimit(rlim_t wanted) {
+  rlimit limit{};
+  SQLOOP_CHECK(getrlimit(RLIMIT_NOFILE, &limit) == 0, "getrlimit");
+  limit.rlim_cur = std::max(limit.rlim_cur, std::min(limit.rlim_max, wanted));
+  SQLOOP_CHECK(setrlimit(RLIMIT_NOFILE, &limit) == 0, "setrlimit");
+  return limit.rlim_cur;
 }
 
 // The real backends the registry's tests run on, as a test parameter.

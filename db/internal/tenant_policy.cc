@@ -1,13 +1,19 @@
 // The Registry's admission, eviction and forgetting policy (db/internal/tenant_policy.h).
 #include "sqloop/db/internal/tenant_policy.h"
 
+#include <fcntl.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <limits>
 
+#include "absl/cleanup/cleanup.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "sqloop/alloc/check.h"
+#include "sqloop/io/errno_status.h"
 
 namespace sqloop::db {
 namespace {
@@ -27,6 +33,22 @@ uint32_t DescriptorBoundOpenMax(uint32_t reserved) {
   if (descriptors < uint64_t{reserved} + kDescriptorsPerDatabase) return 0;
   return static_cast<uint32_t>(
       std::min<uint64_t>((descriptors - reserved) / kDescriptorsPerDatabase, kOpenMaxDerivedMax));
+}
+
+// Declared in db/registry.h: by F_DUPFD to the last descriptor, closed again at once.
+absl::Status ReserveDescriptorTable(uint64_t descriptors) {
+  const int probe = open("/", O_PATH | O_CLOEXEC);
+  if (probe < 0) return io::ErrnoStatus(-errno, "cannot open '/' to size the descriptor table");
+  const absl::Cleanup close_probe = [probe] { close(probe); };
+  if (static_cast<uint64_t>(probe) + 1 >= descriptors) return absl::OkStatus();
+  const int last = fcntl(probe, F_DUPFD_CLOEXEC, static_cast<int>(descriptors - 1));
+  if (last < 0) {
+    return io::ErrnoStatus(-errno,
+                           absl::StrCat("cannot size the descriptor table for ", descriptors,
+                                        " descriptors (open_max's and descriptors_reserved's)"));
+  }
+  close(last);
+  return absl::OkStatus();
 }
 
 namespace internal {
