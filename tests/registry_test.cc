@@ -3,6 +3,7 @@
 #include "sqloop/db/registry.h"
 
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -197,6 +198,20 @@ TEST_P(RegistryTest, CreateGrowsTheDescriptorTableToTheWholeBudget) {
         std::_Exit(h.create_status().ok() && before < budget && after >= budget ? 0 : 1);
       },
       ::testing::ExitedWithCode(0), "descriptor table");
+}
+
+// Beyond what the process may hold, the reservation fails and says why.
+TEST(ReserveDescriptorTableTest, MoreThanTheLimitAllowsFailsWithTheLimitNamed) {
+  rlimit limit{};
+  ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &limit), 0);
+  ASSERT_NE(limit.rlim_cur, RLIM_INFINITY);
+  const absl::Status over = ReserveDescriptorTable(uint64_t{limit.rlim_cur} + 1);
+  EXPECT_FALSE(over.ok());
+  EXPECT_TRUE(absl::StrContains(over.message(), "RLIMIT_NOFILE")) << over;
+  // More than an int holds: refused, never truncated to a small number that would succeed.
+  const absl::Status absurd = ReserveDescriptorTable((uint64_t{1} << 32) + 5);
+  EXPECT_EQ(absurd.code(), absl::StatusCode::kInvalidArgument) << absurd;
+  EXPECT_TRUE(ReserveDescriptorTable(uint64_t{limit.rlim_cur}).ok());
 }
 
 TEST_P(RegistryTest, InvalidNamesChangeNothing) {

@@ -37,15 +37,20 @@ uint32_t DescriptorBoundOpenMax(uint32_t reserved) {
 
 // Declared in db/registry.h: by F_DUPFD to the last descriptor, closed again at once.
 absl::Status ReserveDescriptorTable(uint64_t descriptors) {
+  if (descriptors > static_cast<uint64_t>(std::numeric_limits<int>::max())) {
+    return absl::InvalidArgumentError(absl::StrCat("ReserveDescriptorTable: ", descriptors,
+                                                   " descriptors is more than a process can have"));
+  }
   const int probe = open("/", O_PATH | O_CLOEXEC);
   if (probe < 0) return io::ErrnoStatus(-errno, "cannot open '/' to size the descriptor table");
   const absl::Cleanup close_probe = [probe] { close(probe); };
   if (static_cast<uint64_t>(probe) + 1 >= descriptors) return absl::OkStatus();
   const int last = fcntl(probe, F_DUPFD_CLOEXEC, static_cast<int>(descriptors - 1));
   if (last < 0) {
-    return io::ErrnoStatus(-errno,
-                           absl::StrCat("cannot size the descriptor table for ", descriptors,
-                                        " descriptors (open_max's and descriptors_reserved's)"));
+    return io::ErrnoStatus(
+        -errno, absl::StrCat("cannot grow the descriptor table to ", descriptors,
+                             " descriptors; RLIMIT_NOFILE must allow that many (ulimit -n), "
+                             "or ask for fewer (open_max, descriptors_reserved)"));
   }
   close(last);
   return absl::OkStatus();
