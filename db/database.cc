@@ -245,6 +245,7 @@ void Database::Close(Callback done, void* arg) {
 // close the connections (the writer's close, last, finds the WAL copied and queues its
 // truncation behind barriers), then wait for the files to be durable and idle before reporting.
 void Database::FinishClose() {
+  if (sleep_ != nullptr && sleep_->waking()) return;  // The WAL's open: OnWalOpened re-arms.
   AckDurable();
   if (files_->queue().poisoned()) BecomePoisoned();
   for (auto& reader : readers_) {
@@ -269,9 +270,10 @@ void Database::FinishClose() {
     // A writer closed while idle left the WAL to the readers, which cannot checkpoint it (they
     // are read-only): it opens again to close last, so its close checkpoints and truncates the
     // WAL, reserve included, as every close does. Its open reads from memory only; if it cannot
-    // open, the next open of the database recovers the WAL instead.
+    // open, the next open of the database recovers the WAL instead. A WAL a wake left closed
+    // is empty: nothing to copy, so the writer stays shut. A miss: FetchDone re-arms.
     if (writer_closed_idle_ && !writer_open() && state_ == State::kClosing) {
-      if (OpenWriterFromMemory().ok() && !writer_open()) return;  // Missed: FetchDone re-arms.
+      if (!wal_deferred() && OpenWriterFromMemory().ok() && !writer_open()) return;
       writer_closed_idle_ = false;
     }
     // SQLite's own checkpoint, in the writer's close, reads the WAL by waiting: what is left of
@@ -586,47 +588,6 @@ void Database::SettleWriter() {
   if (writer_state_ == WriterState::kBlocked && files_->queue().idle()) {
     SetWriterState(WriterState::kIdle);
   }
-}
-
-// Runs between groups, so every commit is durable. Idle readers let go of their snapshots
-// first (a snapshot on the WAL keeps SQLite from copying the frames after it and from
-// restarting the WAL) and are pinned again, at the same state, right after. The WAL's frames
-// are read from memory only, as a group's pages are: a miss stops the checkpoint (SQLite
-// records no progress, and what it copied is copied again) and the writer waits in kFetching
-// for the missed window, then checkpoints again; past kRestartsMax misses in a row, or after a
-// failed fetch, it reads by waiting. Returns whether it copied the whole WAL.
-bool Database::Checkpoint() {
-  for (auto& reader : readers_) {
-    if (reader->current() == nullptr) Unpin(*reader);
-  }
-  int log_frames = 0;
-  int checkpointed = 0;
-  files_->queue().set_reads_nowait(MayStop(checkpoint_restarts_, group_fetch_error_));
-  const int rc = writer_->Checkpoint(&log_frames, &checkpointed);
-  files_->queue().set_reads_nowait(false);
-  ++stats_.checkpoints;
-  const bool missed = FetchMiss(FetchFor::kWriter, rc != SQLITE_OK, checkpoint_restarts_,
-                                stats_.checkpoint_restarts);
-  if (!missed) {
-    checkpoint_restarts_ = 0;
-    // A partial checkpoint (a busy reader holds the frames after its snapshot) is tried again
-    // at the next Serve. A failed one, the write-behind buffer's refusal among them, waits for
-    // the next commit (OnWalCommit): tried again at every Serve, a refused checkpoint queued
-    // the same pages behind the writes of the attempt before it and was refused again, at
-    // every completion that woke the database, so the buffer never drained and the loop
-    // never went idle (a 16 MB insert on a loaded machine never finished).
-    wal_frames_ =
-        rc == SQLITE_OK ? static_cast<uint32_t>(std::max(0, log_frames - checkpointed)) : 0;
-  }
-  if (state_ != State::kClosing) RefreshSnapshots();  // A closing database's readers close.
-  const bool copied = !missed && rc == SQLITE_OK && log_frames == checkpointed;
-  stats_.checkpoints_complete += copied ? 1 : 0;
-  return copied;
-}
-
-int Database::OnWalCommit(void* arg, sqlite3* /*unused*/, const char* /*unused*/, int frames) {
-  static_cast<Database*>(arg)->wal_frames_ = static_cast<uint32_t>(frames);
-  return SQLITE_OK;
 }
 
 void Database::SetState(State next) {

@@ -476,9 +476,11 @@ struct DatabaseStats {
   // kAuto requests run as writes: classifying them would have waited for the disk (KindOf),
   // or the database slept.
   uint64_t kinds_unknown = 0;
-  uint64_t sleeps = 0;        // Sleep() calls that closed the descriptors.
-  uint64_t wakes = 0;         // Wakes that took them again.
-  uint64_t wakes_failed = 0;  // ... that failed (an open failed, or the files changed).
+  uint64_t sleeps = 0;              // Sleep() calls that closed the descriptors.
+  uint64_t wakes = 0;               // Wakes that took them again.
+  uint64_t wakes_failed = 0;        // ... that failed (an open failed, or the files changed).
+  uint64_t wal_opens_deferred = 0;  // Wakes that left an empty WAL closed (no write waited).
+  uint64_t wal_opened_late = 0;     // ... whose WAL opened later, for a write.
 };
 
 class Database {
@@ -535,12 +537,14 @@ class Database {
   bool CloseWriterIfIdle();
   // Closes the database's descriptors (the flock on its file goes with them) and keeps its
   // connections, so an idle database holds no descriptor and wakes without a reopen: the next
-  // request opens the files again through the loop (two opens, no parse of the schema) before
-  // it runs. Only when nothing is queued, running, awaiting durability or in flight on the
-  // files, and no other Database of the process has the file open (FailedPrecondition
-  // otherwise; while it sleeps, no other one opens it). If the files changed while it
-  // slept (another process wrote to them), the wake fails the waiting requests with
-  // FailedPrecondition, nothing runs on the stale view, and only Close is left to do. Not from
+  // request opens the files again through the loop (two opens, no parse of the schema; one if
+  // the WAL slept empty and no write waits: it opens at the first write) before it runs. Only
+  // when nothing is queued, running, awaiting durability or in flight on the files, and no
+  // other Database of the process has the file open (FailedPrecondition otherwise; while it
+  // sleeps, no other one opens it). If the files changed while it slept (another process wrote
+  // to them), the wake fails the waiting requests with FailedPrecondition, nothing runs on the
+  // stale view, and only Close is left to do (a change to a WAL that slept empty, and only to
+  // it, is found when a write opens it, and fails the writes so). Not from
   // a request's callback (FailedPrecondition: the database is in the middle of its work). Close of
   // a sleeping database touches no file: the WAL keeps its frames, all durable, and the next
   // open recovers them. The closes go through the loop, so the descriptors are gone only once
@@ -641,6 +645,9 @@ class Database {
   [[nodiscard]] bool Quiet() const;
   void Wake();
   static void OnWoken(void* arg);
+  [[nodiscard]] bool wal_deferred() const;
+  [[nodiscard]] bool WalWritable();
+  static void OnWalOpened(void* arg);
   static void OnSleepClosed(void* arg);
   [[nodiscard]] bool CloseAsleep();
   // Misses (the section above): a fetch of one window for one read, or for the writer's group

@@ -65,7 +65,8 @@ bool Database::Quiet() const {
   return state_ == State::kReady && writes_.empty() && reads_.empty() && held_.empty() &&
          awaiting_.empty() && writer_state_ == WriterState::kIdle && group_resume_ == nullptr &&
          !group_fetching_ && !pin_fetching_ && fetch_windows_.empty() && !AnyReaderBusy() &&
-         queue.idle() && queue.durable_epoch() == queue.epoch() && !queue.poisoned() &&
+         (sleep_ == nullptr || !sleep_->waking()) && queue.idle() &&
+         queue.durable_epoch() == queue.epoch() && !queue.poisoned() &&
          (!writer_open() || sqlite3_get_autocommit(writer_->db()) != 0);
 }
 
@@ -117,13 +118,41 @@ void Database::Wake() {
   // starts after them).
   if (sleep_->waking()) return;
   if (writes_.empty() && reads_.empty() && held_.empty()) return;
-  sleep_->Wake(files_->table(), &Database::OnWoken, this);
+  sleep_->Wake(files_->table(), &Database::OnWoken, this, /*write_waiting=*/!writes_.empty());
+}
+
+// The WAL a wake left closed because it slept empty (invariant 5 of db/internal/file_sleep.h):
+// nothing may write it until it is open again (WriterReady opens it).
+bool Database::wal_deferred() const {
+  return files_ != nullptr && files_->table().file(internal::FileRole::kWal).deferred;
+}
+
+// Whether the WAL may be written; if not, its open is under way.
+bool Database::WalWritable() {
+  if (!wal_deferred()) return true;
+  // Only the Database whose wake left it closed sees it so: another one's open opens it.
+  SQLOOP_CHECK(sleep_ != nullptr, "Database: a WAL deferred by another Database's wake");
+  if (!sleep_->waking()) sleep_->OpenWal(&Database::OnWalOpened, this);
+  return false;
+}
+
+// The WAL opened for the writes waiting, or could not: they fail with why (a WAL changed while
+// the database slept fails them every time, as a wake would); the reads go on.
+void Database::OnWalOpened(void* arg) {
+  auto& self = *static_cast<Database*>(arg);
+  if (self.sleep_->status().ok()) {
+    ++self.stats_.wal_opened_late;
+  } else {
+    self.FailQueue(self.writes_, self.sleep_->status());
+  }
+  self.ArmPump();
 }
 
 void Database::OnWoken(void* arg) {
   auto& self = *static_cast<Database*>(arg);
   if (self.sleep_->status().ok()) {
     ++self.stats_.wakes;
+    if (self.wal_deferred()) ++self.stats_.wal_opens_deferred;
   } else {
     // The files are not what the connections saw: nothing may run on them. The requests fail
     // with why; the database stays asleep, and Close closes it without touching the files.

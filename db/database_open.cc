@@ -255,6 +255,7 @@ absl::Status Database::OpenWriter() {
 // after a failed fetch, it reads by waiting). If it cannot open, the writes waiting fail with
 // why; reads go on.
 bool Database::WriterReady() {
+  if (!WalWritable()) return false;  // OnWalOpened re-arms.
   if (writer_open()) return true;
   if (!internal::VfsCore::Of(vfs_).context().MayOpenOrCloseNow()) {
     ArmPump();  // This tick has opened enough.

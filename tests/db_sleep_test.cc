@@ -58,6 +58,30 @@ class SleepTest : public DatabaseTest {
     ASSERT_TRUE(closed) << "Sleep's closed never ran";
   }
 
+  // A database's first open in a Vfs opens its writer (to run the integrity check), so the
+  // writer is open at a wake that leaves the WAL, emptied by the close before, closed. From a
+  // closed database.
+  void WakeWithTheWriterOpenAndTheWalClosed() {
+    MakeVfs({});  // A new Vfs checks the file again at its first open.
+    ASSERT_TRUE(OpenDb().ok());
+    ASSERT_EQ(db_->stats().integrity_checks, 1u);
+    ASSERT_TRUE(db_->writer_open());
+    ASSERT_EQ(WalBytes(), 0);
+    SleepAndClose();
+    ASSERT_EQ(Read("SELECT count(*) FROM t"), "3|\n");
+    ASSERT_EQ(db_->stats().wal_opens_deferred, 1u);
+  }
+
+  // Another writer on the real files: stock SQLite inserts a row (7, 'g') and closes, which
+  // copies its WAL into the main file.
+  void InsertWithPlainSqlite() {
+    sqlite3* plain = nullptr;
+    ASSERT_EQ(sqlite3_open_v2(path_.c_str(), &plain, SQLITE_OPEN_READWRITE, nullptr), SQLITE_OK);
+    const int rc = sqlite3_exec(plain, "INSERT INTO t VALUES (7, 'g')", nullptr, nullptr, nullptr);
+    EXPECT_EQ(rc, SQLITE_OK) << sqlite3_errmsg(plain);
+    sqlite3_close(plain);
+  }
+
   // A table of three rows, written with the WAL left holding them (no checkpoint).
   void Fill() {
     ASSERT_TRUE(OpenDb().ok());
@@ -358,12 +382,7 @@ TEST_P(SleepTest, AWriteByPlainSqliteWhileAsleepIsCaught) {
   if (!real()) GTEST_SKIP() << "plain SQLite writes real files only";
   Fill();
   ASSERT_TRUE(db_->Sleep().ok());
-  sqlite3* plain = nullptr;
-  ASSERT_EQ(sqlite3_open_v2(path_.c_str(), &plain, SQLITE_OPEN_READWRITE, nullptr), SQLITE_OK);
-  ASSERT_EQ(sqlite3_exec(plain, "INSERT INTO t VALUES (7, 'g')", nullptr, nullptr, nullptr),
-            SQLITE_OK)
-      << sqlite3_errmsg(plain);
-  sqlite3_close(plain);
+  ASSERT_NO_FATAL_FAILURE(InsertWithPlainSqlite());
 
   const absl::Status read = Run(Request::Kind::kRead, "SELECT count(*) FROM t");
   EXPECT_EQ(read.code(), absl::StatusCode::kFailedPrecondition) << read;
@@ -393,6 +412,220 @@ TEST_P(SleepTest, ADatabaseSharingItsFilesDoesNotSleepAndNoneOpensASleepingOnesF
   // The sleeping one is untouched: it wakes and answers.
   EXPECT_EQ(Read("SELECT count(*) FROM t"), "3|\n");
 }
+
+// A WAL that slept empty (FileSleep invariant 5): a reopen truncated it, and the database only
+// read since.
+class EmptyWalSleepTest : public SleepTest {
+ protected:
+  void SetUp() override {
+    SleepTest::SetUp();
+    Fill();
+    ASSERT_TRUE(CloseDb().ok());
+    ASSERT_TRUE(OpenDb().ok());
+    ASSERT_EQ(Read("SELECT count(*) FROM t"), "3|\n");
+    ASSERT_EQ(WalBytes(), 0) << "the close left the WAL with bytes: the case is not tested";
+    SleepAndClose();
+  }
+};
+
+// A wake for reads opens the main file only, and the reads are served; the first write opens
+// the WAL through the loop (the wake's check of it included) and is durable; the write's WAL
+// has bytes, so the next wake opens both files again.
+TEST_P(EmptyWalSleepTest, AWakeForReadsLeavesTheWalClosedUntilTheFirstWrite) {
+  const uint64_t waited = loop_->stats().waited_ops;
+  EXPECT_EQ(Read("SELECT id, s FROM t ORDER BY id"), "1|'a'|\n2|'b'|\n3|'c'|\n");
+  EXPECT_EQ(db_->stats().wakes, 1u);
+  EXPECT_EQ(db_->stats().wal_opens_deferred, 1u) << "the wake opened the empty WAL";
+  EXPECT_EQ(loop_->stats().waited_ops, waited) << "the wake or its read waited on the loop";
+  if (real()) {
+    EXPECT_EQ(OpenDescriptors(), 1) << "not the main file alone";
+  }
+  EXPECT_EQ(Read("SELECT count(*) FROM t"), "3|\n");  // Served again, the WAL still closed.
+  EXPECT_EQ(db_->stats().wal_opened_late, 0u);
+
+  ASSERT_TRUE(Write("INSERT INTO t VALUES (4, 'd')").ok());
+  EXPECT_EQ(db_->stats().wal_opened_late, 1u);
+  if (real()) {
+    EXPECT_EQ(OpenDescriptors(), 2) << "the write did not open the WAL";
+  }
+  EXPECT_GT(WalBytes(), 0);
+  SleepAndClose();
+  EXPECT_EQ(Read("SELECT count(*), max(s) FROM t"), "4|'d'|\n");
+  EXPECT_EQ(db_->stats().wakes, 2u);
+  EXPECT_EQ(db_->stats().wal_opens_deferred, 1u) << "a WAL with frames was left closed";
+  ASSERT_TRUE(CloseDb().ok());
+  ASSERT_TRUE(OpenDb().ok());
+  EXPECT_EQ(Read("SELECT count(*), max(s) FROM t"), "4|'d'|\n");
+}
+
+// A write waiting at the wake opens the WAL with the main file: it waits for no second open.
+TEST_P(EmptyWalSleepTest, AWriteWaitingAtTheWakeOpensTheWalWithTheMainFile) {
+  ASSERT_TRUE(Write("INSERT INTO t VALUES (4, 'd')").ok());
+  EXPECT_EQ(db_->stats().wakes, 1u);
+  EXPECT_EQ(db_->stats().wal_opens_deferred, 0u);
+  EXPECT_EQ(db_->stats().wal_opened_late, 0u);
+  EXPECT_EQ(Read("SELECT count(*) FROM t"), "4|\n");
+}
+
+// A sleeper with its WAL left closed sleeps again, and wakes, without the WAL's record going
+// stale: nothing of the process touched the file. Closing it writes nothing to the WAL.
+TEST_P(EmptyWalSleepTest, ASleepAndACloseWithTheWalLeftClosedTouchNothing) {
+  EXPECT_EQ(Read("SELECT count(*) FROM t"), "3|\n");
+  SleepAndClose();
+  EXPECT_EQ(Read("SELECT count(*) FROM t"), "3|\n");
+  EXPECT_EQ(db_->stats().wakes, 2u);
+  EXPECT_EQ(db_->stats().wakes_failed, 0u);
+  EXPECT_EQ(db_->stats().wal_opens_deferred, 2u);
+  ASSERT_TRUE(CloseDb().ok());
+  EXPECT_EQ(WalBytes(), 0);
+  ASSERT_TRUE(OpenDb().ok());
+  EXPECT_EQ(Read("SELECT count(*) FROM t"), "3|\n");
+  ASSERT_TRUE(Write("INSERT INTO t VALUES (4, 'd')").ok());
+  EXPECT_EQ(Read("SELECT count(*) FROM t"), "4|\n");
+}
+
+// Another writer appended to the WAL alone while the database slept. The wake checks the main
+// file, which did not change, so the reads see the database as this process left it; the
+// first write opens the WAL, finds the change, and fails without writing to it, every time.
+TEST_P(EmptyWalSleepTest, AChangeToTheEmptyWalAloneIsFoundAtTheFirstWrite) {
+  Append(path_ + "-wal", 4096);
+  EXPECT_EQ(Read("SELECT count(*) FROM t"), "3|\n");
+  EXPECT_EQ(db_->stats().wal_opens_deferred, 1u);
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    const absl::Status write = Write("INSERT INTO t VALUES (4, 'd')");
+    EXPECT_EQ(write.code(), absl::StatusCode::kFailedPrecondition) << write;
+    EXPECT_TRUE(absl::StrContains(write.message(), "changed while the database slept")) << write;
+  }
+  EXPECT_EQ(db_->stats().wal_opened_late, 0u);
+  EXPECT_EQ(WalBytes(), 4096) << "the failed writes wrote to the WAL";
+  if (real()) {
+    EXPECT_EQ(OpenDescriptors(), 1) << "a WAL found changed was kept open";
+  }
+  EXPECT_EQ(Read("SELECT count(*) FROM t"), "3|\n");
+  ASSERT_TRUE(CloseDb().ok());
+  EXPECT_EQ(WalBytes(), 4096) << "the close wrote to the WAL";
+  ASSERT_TRUE(OpenDb().ok());
+  EXPECT_EQ(Read("SELECT count(*) FROM t"), "3|\n");
+}
+
+// Plain SQLite's write copies itself into the main file when it closes: the wake finds that,
+// as it does when the WAL slept with frames.
+TEST_P(EmptyWalSleepTest, AWriteByPlainSqliteIsCaughtAtTheWake) {
+  if (!real()) GTEST_SKIP() << "plain SQLite writes real files only";
+  ASSERT_NO_FATAL_FAILURE(InsertWithPlainSqlite());
+  const absl::Status read = Run(Request::Kind::kRead, "SELECT count(*) FROM t");
+  EXPECT_EQ(read.code(), absl::StatusCode::kFailedPrecondition) << read;
+  EXPECT_EQ(db_->stats().wakes_failed, 1u);
+  ASSERT_TRUE(CloseDb().ok());
+  ASSERT_TRUE(OpenDb().ok());
+  EXPECT_EQ(Read("SELECT count(*) FROM t"), "4|\n");
+}
+
+// Another Database of the process opening the files while the WAL is left closed opens the
+// WAL itself (it has no sleep of its own to open it later), so both write without an open of
+// their own; every row is there after a reopen.
+TEST_P(EmptyWalSleepTest, AnotherDatabaseOpeningTheFilesOpensTheWal) {
+  EXPECT_EQ(Read("SELECT count(*) FROM t"), "3|\n");
+  ASSERT_EQ(db_->stats().wal_opens_deferred, 1u);
+  {
+    std::unique_ptr<Database> other = OpenOther(path_);
+    ASSERT_NE(other, nullptr);
+    Probe write;
+    Prime(write, Request::Kind::kWrite, "INSERT INTO t VALUES (4, 'd')");
+    ASSERT_TRUE(other->Submit(write.request).ok());
+    ASSERT_TRUE(loop_->Run(loop::RunMode::kUntilDone).ok());
+    ASSERT_TRUE(write.done);
+    EXPECT_TRUE(write.status.ok()) << write.status;
+    ASSERT_TRUE(Write("INSERT INTO t VALUES (5, 'e')").ok());
+    EXPECT_EQ(db_->stats().wal_opened_late, 0u) << "the WAL was not opened by the other's open";
+    ASSERT_TRUE(CloseAndRun(*other).ok());
+  }
+  ASSERT_TRUE(CloseDb().ok());
+  ASSERT_TRUE(OpenDb().ok());
+  EXPECT_EQ(Read("SELECT count(*) FROM t"), "5|\n");
+}
+
+// With the writer open at the close, the close skips its checkpoint, which would have nothing
+// to copy; with the writer closed while idle, the close does not open it again for one.
+TEST_P(SleepTest, AWriterOfAWakeThatLeftTheWalClosedDoesNotCheckpointItAtTheClose) {
+  Fill();
+  ASSERT_TRUE(CloseDb().ok());
+  ASSERT_NO_FATAL_FAILURE(WakeWithTheWriterOpenAndTheWalClosed());
+  const uint64_t checkpoints = db_->stats().checkpoints;
+  ASSERT_TRUE(CloseDb().ok());
+  EXPECT_EQ(db_->stats().checkpoints, checkpoints) << "the close checkpointed an empty WAL";
+  EXPECT_EQ(WalBytes(), 0);
+
+  ASSERT_NO_FATAL_FAILURE(WakeWithTheWriterOpenAndTheWalClosed());
+  ASSERT_TRUE(db_->CloseWriterIfIdle());
+  const uint64_t opened = db_->stats().writers_opened_late;
+  ASSERT_TRUE(CloseDb().ok());
+  EXPECT_EQ(db_->stats().writers_opened_late, opened) << "the close opened the writer";
+  EXPECT_EQ(WalBytes(), 0);
+  ASSERT_TRUE(OpenDb().ok());
+  EXPECT_EQ(Read("SELECT count(*) FROM t"), "3|\n");
+}
+
+// A write starts the WAL's open, which is held in flight, and the write is cancelled: a sleep is
+// refused until the open is over, and a close waits for it.
+TEST_P(EmptyWalSleepTest, ASleepOrACloseWaitsForTheWalsOpen) {
+  EXPECT_EQ(Read("SELECT count(*) FROM t"), "3|\n");
+  auto start_open_and_cancel = [&](Probe& write) {
+    trace_->Hold(io::OpKind::kOpenAt);
+    Prime(write, Request::Kind::kWrite, "INSERT INTO t VALUES (4, 'd')");
+    ASSERT_TRUE(db_->Submit(write.request).ok());
+    ASSERT_TRUE(loop_->Run(loop::RunMode::kNoWait).ok());
+    ASSERT_EQ(trace_->held(), 1u) << "the write did not start the WAL's open";
+    ASSERT_TRUE(db_->Cancel(write.request));
+    ASSERT_TRUE(write.done);
+  };
+  Probe first;
+  ASSERT_NO_FATAL_FAILURE(start_open_and_cancel(first));
+  const absl::Status refused = db_->Sleep();
+  EXPECT_EQ(refused.code(), absl::StatusCode::kFailedPrecondition) << refused;
+  trace_->ReleaseHeld();
+  ASSERT_TRUE(loop_->Run(loop::RunMode::kUntilDone).ok());
+  EXPECT_EQ(db_->stats().wal_opened_late, 1u);
+  SleepAndClose();  // With the WAL open now, and still empty.
+
+  EXPECT_EQ(Read("SELECT count(*) FROM t"), "3|\n");
+  ASSERT_EQ(db_->stats().wal_opens_deferred, 2u);
+  Probe second;
+  ASSERT_NO_FATAL_FAILURE(start_open_and_cancel(second));
+  bool closed = false;
+  db_->Close(&SetTrue, &closed);
+  ASSERT_TRUE(loop_->Run(loop::RunMode::kNoWait).ok());
+  EXPECT_FALSE(closed) << "the close went on with the WAL's open in flight";
+  trace_->ReleaseHeld();
+  ASSERT_TRUE(loop_->Run(loop::RunMode::kUntilDone).ok());
+  ASSERT_TRUE(closed);
+  EXPECT_EQ(db_->stats().wal_opened_late, 2u);
+  if (real()) {
+    EXPECT_EQ(OpenDescriptors(), 0) << "the WAL opened during the close is still open";
+  }
+  ASSERT_TRUE(OpenDb().ok());
+  EXPECT_EQ(Read("SELECT count(*) FROM t"), "3|\n");
+}
+
+// The WAL's open fails: the writes waiting fail with why, the reads go on, and the next write
+// opens it.
+TEST_P(EmptyWalSleepTest, AFailedOpenOfTheWalFailsTheWritesAndTheNextOneTriesAgain) {
+  EXPECT_EQ(Read("SELECT count(*) FROM t"), "3|\n");
+  trace_->FailNth(io::OpKind::kOpenAt, /*nth=*/1, EMFILE);
+  const absl::Status failed = Write("INSERT INTO t VALUES (4, 'd')");
+  EXPECT_EQ(failed.code(), absl::StatusCode::kUnavailable) << failed;
+  EXPECT_TRUE(absl::StrContains(failed.message(), "-wal")) << failed;
+  EXPECT_EQ(db_->stats().wal_opened_late, 0u);
+  EXPECT_EQ(Read("SELECT count(*) FROM t"), "3|\n");
+  ASSERT_TRUE(Write("INSERT INTO t VALUES (4, 'd')").ok());
+  EXPECT_EQ(db_->stats().wal_opened_late, 1u);
+  ASSERT_TRUE(CloseDb().ok());
+  ASSERT_TRUE(OpenDb().ok());
+  EXPECT_EQ(Read("SELECT count(*) FROM t"), "4|\n");
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, EmptyWalSleepTest, ::testing::ValuesIn(DbTestBackends()),
+                         BackendParamName);
 
 INSTANTIATE_TEST_SUITE_P(Backends, SleepTest, ::testing::ValuesIn(DbTestBackends()),
                          BackendParamName);

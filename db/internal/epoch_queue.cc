@@ -352,6 +352,7 @@ int EpochQueue::Write(FileRole role, const void* buffer, int amount, int64_t off
   if (!poison_.ok()) return SQLITE_IOERR_WRITE;
   files_.NoteChange();
   SharedFile& f = files_.file(role);
+  SQLOOP_CHECK(!f.deferred, "EpochQueue: a write to the WAL a wake left closed (FileSleep 5)");
   const auto start = static_cast<uint64_t>(offset);
   if (role == FileRole::kWal) NoteWalWrite(buffer, amount, start);
   if (role == FileRole::kMain) files_.DropHead();  // FileTable invariant 4.
@@ -402,6 +403,7 @@ int EpochQueue::Write(FileRole role, const void* buffer, int amount, int64_t off
 int EpochQueue::Truncate(FileRole role, int64_t size_bytes) {
   if (!poison_.ok()) return SQLITE_IOERR_TRUNCATE;
   SharedFile& f = files_.file(role);
+  SQLOOP_CHECK(!f.deferred, "EpochQueue: a truncate of the WAL a wake left closed (FileSleep 5)");
   const auto size = static_cast<uint64_t>(size_bytes);
   // Invariant 10: SQLite truncates the main file to its pages after every full checkpoint;
   // when that is the size it already sees, the truncate would only cut the reserve.

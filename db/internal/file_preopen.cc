@@ -18,8 +18,13 @@ void FilePreopen::Start(loop::Loop& loop, DatabaseFiles& files, IfMissing if_mis
                         void* arg) {
   Prepare(loop, files, done, arg);
   if_missing_ = if_missing;
-  // Invariant 3: files still open from an earlier Database need nothing.
-  Advance(files.table().file(FileRole::kMain).fd >= 0 ? State::kIdle : State::kOpenMain);
+  // Invariant 3: files still open from an earlier Database need nothing, but a deferred WAL.
+  const FileTable& table = files.table();
+  State first = State::kOpenMain;
+  if (table.file(FileRole::kMain).fd >= 0) {
+    first = table.file(FileRole::kWal).deferred ? State::kOpenWal : State::kIdle;
+  }
+  Advance(first);
 }
 
 void FilePreopen::Warm(loop::Loop& loop, DatabaseFiles& files, FileRole role, int64_t bytes,
@@ -81,7 +86,8 @@ void FilePreopen::Advance(State next) {
       StartRest();
       return;
     case State::kCreateWal:
-      create_ = true;
+    case State::kOpenWal:
+      create_ = next == State::kCreateWal;
       SubmitOpen(FileRole::kWal);
       return;
     case State::kWarm:
@@ -247,6 +253,12 @@ int64_t FilePreopen::Take(int64_t result) {
       main_bytes_ = result;
       Advance(State::kOpenRest);
       return 0;
+    case State::kOpenWal:
+      if (result == -ENOENT) {
+        Advance(State::kCreateWal);
+        return 0;
+      }
+      [[fallthrough]];
     case State::kCreateWal:
       if (result < 0) return result;
       fd_ = static_cast<int>(result);

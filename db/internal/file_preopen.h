@@ -17,7 +17,9 @@
 //      transaction's journal needs no system call when there is none (the usual case), and the
 //      head is kept only if the file still has it then.
 //   3. A role that already has a descriptor (the files are still open from an earlier
-//      Database on the same path) is skipped; so is the whole preopen if the main file is open.
+//      Database on the same path) is skipped; so is the whole preopen if the main file is open,
+//      except for a WAL that the other Database's wake left closed (FileSleep invariant 5):
+//      this one may write it, so it opens it (kOpenWal) and adopts it.
 //   4. A file is opened without O_CREAT first and created only if that says ENOENT: io_uring
 //      never runs an open that may create inline (it hands it to a kernel worker thread), and
 //      at a reopen both files exist. kOpenMain retries in place; the WAL goes to kCreateWal.
@@ -67,9 +69,14 @@
 //                        |             |            |            |              |    kWarm
 //                        +-------------+------------+------------+--------------+--------+
 //                                     an operation failed: the error, every descriptor closed
+//   kIdle --Start--> kOpenWal --> kSizeWal (or, ENOENT, kCreateWal): the main file open already
 //
 //   transition                  function               invariant in the new state
 //   kIdle -> kOpenMain          Start                  the main file's open is in flight
+//   kIdle -> kOpenWal           Start                  the main file open, its WAL deferred: its
+//                                                      open is in flight (invariant 3)
+//   kOpenWal -> kSizeWal        OnIo->Take             the WAL is open
+//   kOpenWal -> kCreateWal      OnIo->Take             ENOENT: its create is in flight
 //   kOpenMain -> kOpenMain      OnIo->RetryCreating    ENOENT: the open with O_CREAT is in flight
 //   kOpenMain -> kSizeMain      OnIo->Advance          the main file is open and locked
 //   kSizeMain -> kOpenRest      OnIo->Advance          invariant 2's operations are in flight
@@ -111,6 +118,7 @@ class FilePreopen {
     kSizeMain,
     kOpenRest,
     kCreateWal,
+    kOpenWal,
     kSizeWal,
     kWarm
   };

@@ -28,6 +28,7 @@ absl::Status FileSleep::Sleep(loop::Loop& loop, FileTable& table) {
   const bool unchanged = verified_ && table.changes() == verified_changes_;
   for (size_t i = 0; i < kRoles.size(); ++i) {
     SharedFile& f = table.file(kRoles[i]);
+    if (f.deferred) continue;  // Invariant 5: untouched since it slept so, as recorded then.
     had_[i] = f.fd >= 0;
     const bool reserved = f.allocated_bytes > f.size_bytes;
     if (!had_[i] || (unchanged && !reserved)) continue;
@@ -56,7 +57,7 @@ absl::Status FileSleep::Sleep(loop::Loop& loop, FileTable& table) {
   state_ = State::kClosing;
   for (size_t i = 0; i < kRoles.size(); ++i) {
     SharedFile& f = table.file(kRoles[i]);
-    if (!had_[i]) continue;
+    if (f.fd < 0) continue;
     Submit(i, {.kind = io::OpKind::kClose, .fd = f.fd});
     f.fd = -1;
   }
@@ -85,19 +86,35 @@ void FileSleep::Submit(size_t i, io::Op op) {
   loop_->Submit(io_[i]);
 }
 
-void FileSleep::Wake(FileTable& table, Callback done, void* arg) {
+void FileSleep::Wake(FileTable& table, Callback done, void* arg, bool write_waiting) {
   SQLOOP_CHECK((state_ == State::kAsleep || state_ == State::kClosing) && done_ == nullptr &&
                    &table == table_,
                "FileSleep::Wake: not asleep, or a wake is under way");
   done_ = done;
   arg_ = arg;
+  write_waiting_ = write_waiting;
   status_ = absl::OkStatus();
   if (state_ == State::kAsleep) StartOpens();  // Else the last close starts them.
 }
 
+void FileSleep::OpenWal(Callback done, void* arg) {
+  SQLOOP_CHECK(state_ == State::kAwake && done_ == nullptr && table_ != nullptr &&
+                   table_->file(FileRole::kWal).deferred,
+               "FileSleep::OpenWal: asleep, under way already, or no WAL deferred");
+  done_ = done;
+  arg_ = arg;
+  wal_only_ = true;
+  status_ = absl::OkStatus();
+  StartOpens();
+}
+
 void FileSleep::StartOpens() {
   state_ = State::kOpening;
+  // Invariant 5: a WAL that slept empty waits for a write.
+  const bool wal_waits = had_[1] && slept_[1].main_bytes == 0 && !write_waiting_;
+  opening_ = {!wal_only_, wal_only_ || !wal_waits};
   for (size_t i = 0; i < kRoles.size(); ++i) {
+    if (!opening_[i]) continue;
     // Never O_CREAT: a file that is gone is a change (invariant 3).
     Submit(i, {.kind = io::OpKind::kOpenAt,
                .fd = AT_FDCWD,
@@ -131,6 +148,7 @@ loop::Action FileSleep::OnIo(loop::Loop& /*unused*/, loop::Completion& c) {
 absl::Status FileSleep::TakeOpens() {
   absl::Status status;
   for (size_t i = 0; i < kRoles.size(); ++i) {
+    if (!opening_[i]) continue;
     const int64_t result = io_[i].result();
     if (result >= 0) fds_[i] = static_cast<int>(result);
     if (!status.ok()) continue;
@@ -188,17 +206,27 @@ absl::Status FileSleep::TakeSizes() {
 void FileSleep::Finish(absl::Status status) {
   for (size_t i = 0; i < kRoles.size(); ++i) {
     if (fds_[i] < 0) continue;
-    if (status.ok()) {
-      table_->file(kRoles[i]).fd = fds_[i];
+    SharedFile& f = table_->file(kRoles[i]);
+    // Another Database that opened these files meanwhile may have opened the WAL already.
+    if (status.ok() && f.fd < 0) {
+      f.fd = fds_[i];
     } else {
       table_->CloseDescriptor(fds_[i]);
     }
     fds_[i] = -1;
   }
-  state_ = status.ok() ? State::kAwake : State::kAsleep;
-  verified_ = status.ok();
-  verified_changes_ = table_->changes();
-  table_->set_asleep(!status.ok());
+  SharedFile& wal = table_->file(FileRole::kWal);
+  if (wal_only_) {  // Invariant 5: awake all along; the WAL stays deferred if it failed.
+    wal_only_ = false;
+    state_ = State::kAwake;
+    if (status.ok()) wal.deferred = false;
+  } else {
+    state_ = status.ok() ? State::kAwake : State::kAsleep;
+    verified_ = status.ok();
+    verified_changes_ = table_->changes();
+    table_->set_asleep(!status.ok());
+    if (status.ok()) wal.deferred = had_[1] && !opening_[1];
+  }
   status_ = std::move(status);
   const Callback done = done_;
   done_ = nullptr;

@@ -39,6 +39,18 @@
 //      a file holds a reserve to cut (written only after a write, so never then). A change another
 //      process made while the database was awake is then found at the next wake too, where a
 //      fresh read would have taken it in.
+//   5. A WAL that slept empty (0 bytes on disk) stays closed at a wake with no write waiting:
+//      SQLite reads a WAL only for its frames, and the WAL index the connections kept says it
+//      has none, so no read needs it. Such a wake opens, locks and sizes the main file only, and
+//      the next sleep closes one descriptor (among many sleepers, whose files' kernel structures
+//      are cold, the WAL's open, fstat and close were a large share of a wake). The table marks the
+//      WAL `deferred`: nothing may write it until OpenWal has opened it through the loop and found
+//      it as the sleep recorded it (empty), which the Database does before its first group or
+//      checkpoint; a new connection's open of it opens nothing meanwhile. So a change made to that
+//      WAL alone while the database slept (another process's commits, not yet copied into the main
+//      file) is found at that open, where it fails the writes, not at the wake: the reads in
+//      between see the database as this process left it, which the wake checked (the main file). A
+//      later sleep keeps the WAL's record, since nothing of this process touched the file.
 //
 // clang-format off
 //   kAwake --Sleep--> kClosing --closes done--> kAsleep --Wake--> kOpening
@@ -49,13 +61,18 @@
 //                                         a failure or a change, in kOpening or kSizing:
 //                                         every new descriptor closed
 //
+//   kAwake, the WAL deferred (invariant 5) --OpenWal--> kOpening, kSizing (the WAL only, the
+//   database awake all along: asleep() stays false) --> kAwake, the WAL open or, after a failure
+//   or a change, deferred still
+//
 //   transition            function          invariant in the new state
 //   kAwake -> kClosing    Sleep             the table holds no descriptor; their closes in flight;
 //                                           fingerprints recorded (or kept: 4)
 //   kClosing -> kAsleep   OnIo              no descriptor open; closed(arg) ran
 //   kClosing -> kOpening  OnIo->StartOpens  (a Wake came meanwhile) as kAsleep, then as below
-//   kAsleep -> kOpening   Wake->StartOpens  the opens are in flight
-//   kOpening -> kSizing   OnIo->Advance     both files open (or the WAL absent as recorded); main locked
+//   kAsleep -> kOpening   Wake->StartOpens  the opens are in flight (the WAL's unless deferred: 5)
+//   kOpening -> kSizing   OnIo->Advance     both files open (or the WAL absent as recorded, or
+//                                           deferred); main locked
 //   kSizing -> kAwake     OnIo->Finish      the files match the fingerprints; the table has the descriptors
 //   kOpening, kSizing     OnIo->Finish      status() says why; no descriptor open
 //     -> kAsleep
@@ -90,12 +107,19 @@ class FileSleep {
   [[nodiscard]] absl::Status Sleep(loop::Loop& loop, FileTable& table);
   // Invariant 3: takes the descriptors again; `done(arg)` runs from a loop callback once it is
   // over (status() says how). In kAsleep, or in kClosing, where it starts once the closes are
-  // done.
-  void Wake(FileTable& table, Callback done, void* arg);
+  // done. `write_waiting`: a write is queued, so the WAL opens even if it slept empty
+  // (invariant 5).
+  void Wake(FileTable& table, Callback done, void* arg, bool write_waiting);
+  // Invariant 5: opens the WAL that a wake left closed, through the loop, and checks it against
+  // the sleep's record; `done(arg)` runs from a loop callback once it is over (status() says
+  // how: on a failure or a change the WAL stays deferred). Awake, with the table's WAL
+  // deferred and no wake or OpenWal under way.
+  void OpenWal(Callback done, void* arg);
 
   [[nodiscard]] State state() const { return state_; }
-  [[nodiscard]] bool asleep() const { return state_ != State::kAwake; }
-  // Wake was called and its `done` has not run yet.
+  // An OpenWal under way leaves the database awake: its main file stays open (invariant 5).
+  [[nodiscard]] bool asleep() const { return state_ != State::kAwake && !wal_only_; }
+  // Wake or OpenWal was called and its `done` has not run yet.
   [[nodiscard]] bool waking() const { return done_ != nullptr; }
   // In kAsleep, what the files were when the sleep closed them, in the form VfsContext keeps
   // for a checked file (the main file's identity and size, the WAL's size): nothing of the
@@ -128,9 +152,14 @@ class FileSleep {
   void* arg_ = nullptr;
   State state_ = State::kAwake;
   bool real_descriptors_ = true;
-  std::array<bool, 2> had_ = {};               // The role had a descriptor when it went to sleep,
-  std::array<FileFingerprint, 2> slept_ = {};  // and this fingerprint.
-  std::array<int, 2> fds_ = {-1, -1};          // Opened by the wake, not handed back yet.
+  bool write_waiting_ = false;  // Wake's: the WAL opens even if it slept empty (invariant 5).
+  bool wal_only_ = false;       // An OpenWal is under way (invariant 5).
+  // The role existed when it went to sleep (it had a descriptor, or a deferred WAL had slept
+  // so before), and this fingerprint.
+  std::array<bool, 2> had_ = {};
+  std::array<FileFingerprint, 2> slept_ = {};
+  std::array<bool, 2> opening_ = {};   // The roles the wake (or OpenWal) opens.
+  std::array<int, 2> fds_ = {-1, -1};  // Opened by the wake, not handed back yet.
   // In flight: the closes in kClosing (or, with nothing to close, one next tick), the opens in
   // kOpening, the sizes in kSizing.
   std::array<loop::Completion, 2> io_;

@@ -85,7 +85,7 @@ void FileTable::Unpin() {
 
 int64_t FileTable::Open(FileRole role, int flags) {
   SharedFile& f = file(role);
-  if (f.fd >= 0) {
+  if (f.fd >= 0 || f.deferred) {
     f.exists = true;
     return 0;
   }
@@ -139,6 +139,7 @@ int64_t FileTable::Adopt(FileRole role, int fd, int64_t size) {
   f.allocated_bytes = f.size_bytes;
   f.exists = true;
   f.known = true;
+  f.deferred = false;  // Opened by another Database's open while a wake had left it closed.
   // Invariant 3. The file's name is durable only once a directory fsync of ours covers it, also
   // when the file was already there: an earlier DatabaseFiles of this process (an open that
   // failed after SQLite created the WAL, a database closed before its first barrier) or a
@@ -213,7 +214,7 @@ int64_t FileTable::RollBackFirstTransaction(int main_fd, int64_t& size_bytes) {
 void FileTable::CloseHandle(FileRole role) {
   SharedFile& f = file(role);
   SQLOOP_CHECK(f.opens > 0, "DatabaseFiles::CloseHandle on a file that is not open");
-  --f.opens;
+  if (--f.opens == 0) f.deferred = false;  // No handle is left to open it for.
 }
 
 void FileTable::CloseIfUnused(FileRole role) {

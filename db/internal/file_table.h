@@ -63,6 +63,10 @@ struct SharedFile {
   // that ran at once, lowered by truncates. Overwriting them allocates nothing, so such a write
   // may run behind (EpochQueue invariant 2).
   uint64_t allocated_bytes = 0;
+  // The WAL, empty, open in SQLite's handles without a descriptor: a wake left it closed
+  // (FileSleep invariant 5). Nothing writes it until FileSleep::OpenWal opens it; Open opens
+  // nothing meanwhile. Cleared by that open, by an Adopt, and when its last handle closes.
+  bool deferred = false;
 };
 
 class FileTable {
@@ -85,7 +89,8 @@ class FileTable {
 
   // What a failed open of `path` (-errno, as Open returns) means, in words for a user.
   [[nodiscard]] static std::string OpenErrorMessage(const std::string& path, int64_t error);
-  // Opens the role's descriptor if it is not open (flags as open(2)). Returns 0 or -errno
+  // Opens the role's descriptor if it is not open or deferred (flags as open(2)). Returns 0 or
+  // -errno
   // (-EWOULDBLOCK: another process holds the main file's flock).
   [[nodiscard]] int64_t Open(FileRole role, int flags);
   // For a caller that opened the file itself, through the loop (FilePreopen): LockMain takes
