@@ -38,6 +38,8 @@
 //                              of closing: the request wakes it (its files opened again, its
 //                              connections kept). sleep_descriptors: descriptors held on the
 //                              tenant's files while asleep; waited_ops_per_op.
+//   registry_reopen/asleep_empty_wal  the same, after a reopen that emptied the WAL: the wake
+//                              leaves the WAL closed (no write waits), one open instead of two.
 //   registry_memory/tenants    counters only: SQLite bytes and resident bytes per idle and per
 //                              active open tenant, per active tenant once trimmed
 //                              (idle_trim_after), and per closed tenant (0 is the claim), and
@@ -497,7 +499,9 @@ void BM_ReopenPlain(benchmark::State& state) {
 // (Database::Sleep: no descriptor held, the connections kept). A bare Database on the same
 // table, put to sleep outside the timing; each request wakes it (two opens through the loop)
 // and is answered. registry_reopen/database is its like-for-like: the same Database closed
-// outside the timing and opened again for each request (a reopen without the registry).
+// outside the timing and opened again for each request (a reopen without the registry). With
+// `empty_wal` the Database is closed and opened once first, which empties the WAL, so the wake
+// leaves it closed (FileSleep invariant 5).
 // Counters: waited_ops_per_op (operations the loop waited for) and sleep_descriptors, what the
 // process holds on the tenant's files while it sleeps (0 is the claim).
 int OpenDescriptorsOn(const std::string& prefix) {
@@ -510,7 +514,7 @@ int OpenDescriptorsOn(const std::string& prefix) {
   return count;
 }
 
-void RunDatabaseReopen(benchmark::State& state, bool sleep_between) {
+void RunDatabaseReopen(benchmark::State& state, bool sleep_between, bool empty_wal = false) {
   using sqloop::db::Database;
   Scratch scratch;
   const std::string path = scratch.path() + "/reopen.db";
@@ -544,6 +548,14 @@ void RunDatabaseReopen(benchmark::State& state, bool sleep_between) {
   };
   open();
   run(Request::Kind::kWrite, "CREATE TABLE kv(k INTEGER PRIMARY KEY, v TEXT)");
+  if (empty_wal) {
+    bool closed = false;
+    db->Close(&SetTrue, &closed);
+    host.RunUntil([&] { return closed; });
+    db = std::make_unique<Database>(*host.loop, *host.vfs, path);
+    open();
+  }
+  const uint64_t deferred_before = db->stats().wal_opens_deferred;
   int64_t sleep_descriptors = -1;
   const uint64_t waited_before = host.loop->stats().waited_ops;
   const sqloop::alloc::HeapCounts before = sqloop::alloc::CurrentHeapCounts();
@@ -570,13 +582,21 @@ void RunDatabaseReopen(benchmark::State& state, bool sleep_between) {
   state.counters["waited_ops_per_op"] =
       static_cast<double>(host.loop->stats().waited_ops - waited_before) /
       static_cast<double>(std::max<int64_t>(state.iterations(), 1));
-  if (sleep_between) state.counters["sleep_descriptors"] = static_cast<double>(sleep_descriptors);
+  if (sleep_between) {
+    state.counters["sleep_descriptors"] = static_cast<double>(sleep_descriptors);
+    state.counters["wal_left_closed_per_op"] =
+        static_cast<double>(db->stats().wal_opens_deferred - deferred_before) /
+        static_cast<double>(std::max<int64_t>(state.iterations(), 1));
+  }
   bool closed = false;
   db->Close(&SetTrue, &closed);
   host.RunUntil([&] { return closed; });
 }
 
 void BM_ReopenAsleep(benchmark::State& state) { RunDatabaseReopen(state, /*sleep_between=*/true); }
+void BM_ReopenAsleepEmptyWal(benchmark::State& state) {
+  RunDatabaseReopen(state, /*sleep_between=*/true, /*empty_wal=*/true);
+}
 void BM_ReopenDatabase(benchmark::State& state) {
   RunDatabaseReopen(state, /*sleep_between=*/false);
 }
@@ -968,6 +988,9 @@ BENCHMARK(BM_ReopenClosedLarge)->Name("registry_reopen/closed_1gb")->Unit(benchm
 BENCHMARK(BM_ReopenPlain)->Name("registry_reopen/plain")->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_ReopenDatabase)->Name("registry_reopen/database")->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_ReopenAsleep)->Name("registry_reopen/asleep")->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_ReopenAsleepEmptyWal)
+    ->Name("registry_reopen/asleep_empty_wal")
+    ->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_Memory)->Name("registry_memory/tenants")->Iterations(1)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_ZipfOne)->Name("registry_zipf/one_tenant")->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Zipf)->Name("registry_zipf/10000")->Unit(benchmark::kMillisecond);
