@@ -526,6 +526,7 @@ void RunDatabaseReopen(benchmark::State& state, bool sleep_between, bool empty_w
   } request;
   request.completed = &completed;
   request.on_done = [](Request& r, absl::Status status) {
+    if (!status.ok()) std::fprintf(stderr, "%s\n", status.ToString().c_str());
     SQLOOP_CHECK(status.ok(), "bench: a request to the sleeping tenant failed");
     ++*static_cast<Probe&>(r).completed;
   };
