@@ -58,6 +58,7 @@ absl::Status FileSleep::Sleep(loop::Loop& loop, FileTable& table) {
   for (size_t i = 0; i < kRoles.size(); ++i) {
     SharedFile& f = table.file(kRoles[i]);
     if (f.fd < 0) continue;
+    if (kRoles[i] == FileRole::kMain) table.UnlockMain(f.fd);  // Invariant 1.
     Submit(i, {.kind = io::OpKind::kClose, .fd = f.fd});
     f.fd = -1;
   }

@@ -123,6 +123,10 @@ int64_t FileTable::LockMain(int fd) {
   return error == EWOULDBLOCK ? -EWOULDBLOCK : -error;
 }
 
+void FileTable::UnlockMain(int fd) const {
+  if (os_lock_) (void)flock(fd, LOCK_UN);  // A failure leaves the lock to the close.
+}
+
 int64_t FileTable::Adopt(FileRole role, int fd, int64_t size) {
   SharedFile& f = file(role);
   SQLOOP_CHECK(f.fd < 0, "FileTable::Adopt: the role already has a descriptor");

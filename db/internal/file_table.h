@@ -98,6 +98,9 @@ class FileTable {
   // process holds it); Adopt takes `fd`, opened for `role` (the main file locked), whose size
   // (or -errno) is `size`, as Open would have: 0, or -errno with the descriptor closed.
   [[nodiscard]] int64_t LockMain(int fd);
+  // Releases the main file's flock held by `fd` now, before a close that may free the file
+  // later than it completes (FileSleep invariant 1).
+  void UnlockMain(int fd) const;
   [[nodiscard]] int64_t Adopt(FileRole role, int fd, int64_t size);
   // Records that `role` does not exist (found absent by the caller; only this process creates
   // a database's files).
