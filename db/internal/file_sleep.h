@@ -69,7 +69,7 @@
 //
 //   transition            function          invariant in the new state
 //   kAwake -> kClosing    Sleep             the table holds no descriptor; their closes in flight;
-//                                           fingerprints recorded (or kept: 4)
+//                                           fingerprints recorded (or kept: 4); the flock released
 //   kClosing -> kAsleep   OnIo              no descriptor open; closed(arg) ran
 //   kClosing -> kOpening  OnIo->StartOpens  (a Wake came meanwhile) as kAsleep, then as below
 //   kAsleep -> kOpening   Wake->StartOpens  the opens are in flight (the WAL's unless deferred: 5)
@@ -78,6 +78,10 @@
 //   kSizing -> kAwake     OnIo->Finish      the files match the fingerprints; the table has the descriptors
 //   kOpening, kSizing     OnIo->Finish      status() says why; no descriptor open
 //     -> kAsleep
+//   kAwake -> kOpening    OpenWal->StartOpens  (the WAL deferred: 5) the WAL's open is in flight;
+//                                           asleep() stays false
+//   kOpening, kSizing     OnIo->Finish      (OpenWal) the WAL matches its record and the table has
+//     -> kAwake                             it; or status() says why and it stays deferred
 // clang-format on
 //
 // Internal: Database (db/database_idle.cc) is the only user.
