@@ -476,11 +476,12 @@ struct DatabaseStats {
   // kAuto requests run as writes: classifying them would have waited for the disk (KindOf),
   // or the database slept.
   uint64_t kinds_unknown = 0;
-  uint64_t sleeps = 0;              // Sleep() calls that closed the descriptors.
-  uint64_t wakes = 0;               // Wakes that took them again.
-  uint64_t wakes_failed = 0;        // ... that failed (an open failed, or the files changed).
-  uint64_t wal_opens_deferred = 0;  // Wakes that left an empty WAL closed (no write waited).
-  uint64_t wal_opened_late = 0;     // ... whose WAL opened later, for a write.
+  uint64_t sleeps = 0;                 // Sleep() calls that closed the descriptors.
+  uint64_t wakes = 0;                  // Wakes that took them again.
+  uint64_t wakes_failed = 0;           // ... that failed (an open failed, or the files changed).
+  uint64_t wal_opens_deferred = 0;     // Wakes that left an empty WAL closed (no write waited).
+  uint64_t wal_opened_late = 0;        // ... whose WAL opened later, for a write.
+  uint64_t wal_late_opens_failed = 0;  // ... or failed to (the writes waiting failed).
 };
 
 class Database {
@@ -501,8 +502,9 @@ class Database {
   // `path` must be absolute on the simulator. Nothing happens until Open().
   Database(loop::Loop& loop, Vfs& vfs, std::string path, DatabaseOptions options = {});
   // Checks that the database is kNew, kClosed or kFailed: destroying it with requests in flight
-  // would leave callers waiting forever. It may be destroyed inside the callback of a failed
-  // Open or of Close, the last it makes.
+  // would leave callers waiting forever. It may be destroyed inside the callback of an Open
+  // that left it kFailed or of Close, the last it makes (an Open that failed with the database
+  // poisoned left it holding its files: Close it).
   ~Database();
   Database(const Database&) = delete;
   Database& operator=(const Database&) = delete;

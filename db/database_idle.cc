@@ -143,6 +143,7 @@ void Database::OnWalOpened(void* arg) {
   if (self.sleep_->status().ok()) {
     ++self.stats_.wal_opened_late;
   } else {
+    ++self.stats_.wal_late_opens_failed;
     self.FailQueue(self.writes_, self.sleep_->status());
   }
   self.ArmPump();

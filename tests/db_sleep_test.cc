@@ -515,6 +515,7 @@ TEST_P(EmptyWalSleepTest, AChangeToTheEmptyWalAloneIsFoundAtTheFirstWrite) {
     EXPECT_TRUE(absl::StrContains(write.message(), "changed while the database slept")) << write;
   }
   EXPECT_EQ(db_->stats().wal_opened_late, 0u);
+  EXPECT_EQ(db_->stats().wal_late_opens_failed, 2u);
   EXPECT_EQ(WalBytes(), 4096) << "the failed writes wrote to the WAL";
   if (real()) {
     EXPECT_EQ(OpenDescriptors(), 1) << "a WAL found changed was kept open";
@@ -634,6 +635,7 @@ TEST_P(EmptyWalSleepTest, AFailedOpenOfTheWalFailsTheWritesAndTheNextOneTriesAga
   EXPECT_EQ(failed.code(), absl::StatusCode::kUnavailable) << failed;
   EXPECT_TRUE(absl::StrContains(failed.message(), "-wal")) << failed;
   EXPECT_EQ(db_->stats().wal_opened_late, 0u);
+  EXPECT_EQ(db_->stats().wal_late_opens_failed, 1u);
   EXPECT_EQ(Read("SELECT count(*) FROM t"), "3|\n");
   ASSERT_TRUE(Write("INSERT INTO t VALUES (4, 'd')").ok());
   EXPECT_EQ(db_->stats().wal_opened_late, 1u);
