@@ -549,6 +549,12 @@ int SimBackend::AllocateFd(FdEntry entry) {
   return static_cast<int>(fds_.size() - 1);
 }
 
+uint32_t SimBackend::open_files() const {
+  uint32_t open = 0;
+  for (const FdEntry& entry : fds_) open += entry.type == FdType::kFile ? 1 : 0;
+  return open;
+}
+
 SimBackend::FdEntry SimBackend::Resolve(int fd) const {
   if (fd < 0 || static_cast<size_t>(fd) >= fds_.size()) return FdEntry{};
   return fds_[static_cast<size_t>(fd)];

@@ -283,6 +283,9 @@ class SimBackend final : public Backend {
   // The options in effect: after swarm mode drew the faults.
   [[nodiscard]] const SimBackendOptions& options() const { return options_; }
   [[nodiscard]] const SimStats& sim_stats() const { return sim_stats_; }
+  // File descriptors open now (not directories or sockets): a workload that closed everything
+  // it opened checks for leaks with it.
+  [[nodiscard]] uint32_t open_files() const;
   // Changes the fault probabilities from now on (a test injecting a fault at one step).
   void SetFaults(const SimFaults& faults) { options_.faults = faults; }
   // A one-line description of the faults in effect, for summaries and failure reports.

@@ -375,12 +375,14 @@ TEST_F(SimBackendTest, FileOpsBehaveLikeTheirSyscalls) {
   Op create{.kind = OpKind::kOpenAt, .fd = dir, .flags = O_CREAT | O_RDWR, .path = "f"};
   const int fd = static_cast<int>(RunOne(sim, create));
   EXPECT_EQ(fd, dir + 1) << "descriptors are the lowest free numbers";
+  EXPECT_EQ(sim.open_files(), 1u) << "files count, directories do not";
   EXPECT_EQ(WriteAt(sim, fd, "hello", 0), 5);
   EXPECT_EQ(sim.disk().VisibleContent("/d/f"), "hello");
   Op poll{.kind = OpKind::kPoll, .fd = fd, .flags = POLLIN};
   EXPECT_EQ(RunOne(sim, poll), POLLIN);
   Op close{.kind = OpKind::kClose, .fd = fd};
   EXPECT_EQ(RunOne(sim, close), 0);
+  EXPECT_EQ(sim.open_files(), 0u);
   EXPECT_EQ(RunOne(sim, close), -EBADF);
   char byte = 0;
   Op read{.kind = OpKind::kRead, .fd = fd, .buffer = &byte, .length = 1};
@@ -591,6 +593,7 @@ TEST_F(SimBackendTest, CrashFailsInFlightOpsAndForgetsDescriptors) {
   EXPECT_EQ(recv.result, SimBackend::kCrashResult);
   Op read{.kind = OpKind::kRead, .fd = fd, .buffer = &byte, .length = 1};
   EXPECT_EQ(RunOne(sim, read), -EBADF) << "descriptors die with the process";
+  EXPECT_EQ(sim.open_files(), 0u);
   EXPECT_EQ(sim.sim_stats().crash_failed_ops, 2u);
 }
 

@@ -9,7 +9,14 @@
 //     that runs over several ticks when rows_per_tick is small;
 //   * a session: a Client that submits a write and, without waiting, a read of that id;
 //   * in a quarter of the seeds, a close at a random moment, whatever is in flight (the
-//     requests queued fail as closing, the rest finish first).
+//     requests queued fail as closing, the rest finish first);
+//   * in a third of the seeds, a prelude: another Database creates the table, inserts a few
+//     ids and closes, which empties the WAL, and the run's database opens the file again. When
+//     the seed also sleeps, the traffic starts paused, so the first sleep finds the WAL empty,
+//     and the writes wait a while after the pause: the wake, for reads only, leaves the WAL
+//     closed, and the first write opens it (DatabaseStats::wal_opens_deferred, wal_opened_late),
+//     with faults and sleeps around it; an early close comes just before or just after that
+//     write. The prelude's acknowledged ids count as acknowledged before every read.
 // Faults are the seed's swarm mix (I/O errors, latencies); a failed request is fine, a wrong
 // answer is not. At each successful read the checker requires, with m the newest id it saw:
 //   1. never newer than durable: the write that inserted m has a durable epoch now;
@@ -21,8 +28,9 @@
 //      attempt read by waiting, by design, and a failed write's rollback re-reads the pages
 //      SQLite holds, which it cannot stop to fetch.)
 // Property 4 covers the close: its checkpoint, too, must not wait (a close used to, when it
-// came during a group's fsync). A watchdog in virtual time ends a run that stops making
-// progress, naming what was pending.
+// came during a group's fsync). And at the end of every run, the database closed and every
+// file it opened closed again (SimBackend::open_files). A watchdog in virtual time ends a run
+// that stops making progress, naming what was pending.
 //
 // The negative control (WorkloadOptions::ack_before_fsync, here "answer before the covering
 // fsync") sets DatabaseOptions::read_undurable_for_testing: reads then run on the newest
@@ -78,6 +86,8 @@ constexpr int64_t kSleepEveryNsMax = 2'000'000;
 constexpr int64_t kSleepTryNs = 50'000;
 constexpr uint32_t kSleepTriesMax = 40;
 constexpr int64_t kAsleepNsMax = 500'000;
+// A few of the simulator's openat latencies (SimBackendOptions::other_latency).
+constexpr int64_t kCloseNearOpenNsMax = 40'000;
 // Far beyond what a run takes (tens of milliseconds of simulated time with the default
 // latencies): firing means no progress.
 constexpr int64_t kWatchdogNs = 120'000'000'000;
@@ -89,6 +99,7 @@ struct Write {
   db::Request request;
   bool acked = false;
   bool session = false;  // Written by the session (a Client), not by a writer loop.
+  bool prelude = false;  // Written by the prelude's Database, closed before the run's opened.
 };
 
 struct Reader {
@@ -104,15 +115,18 @@ struct Reader {
 class Run {
  public:
   // `close_at_ns`: when the early close comes after the traffic starts (0: none). `sleeper`:
-  // draws the times between asks to sleep (null: none).
+  // draws the times between asks to sleep (null: none). `prelude`: whether another Database
+  // creates the file first.
   Run(io::SimBackend& sim, Loop& loop, db::Vfs& vfs, const db::DatabaseOptions& options,
-      int64_t close_at_ns, io::Prng* sleeper)
+      int64_t close_at_ns, io::Prng* sleeper, bool prelude)
       : sim_(sim),
         loop_(loop),
         vfs_(vfs),
+        options_(options),
         database_(loop, vfs, kDatabasePath, options),
         close_at_ns_(close_at_ns),
-        sleeper_(sleeper) {
+        sleeper_(sleeper),
+        prelude_wanted_(prelude) {
     sleep_.user_data = this;
     sleep_.callback = [](Loop& /*loop*/, Completion& c) {
       auto* run = static_cast<Run*>(c.user_data);
@@ -127,16 +141,29 @@ class Run {
       auto* run = static_cast<Run*>(c.user_data);
       if (c.result() == -ECANCELED) return Action::kDisarm;
       run->closed_early_ = run->pending_ > 0;
+      const db::DatabaseStats& s = run->database_.stats();
+      run->close_wal_deferred_ = s.wal_opens_deferred > s.wal_opened_late + s.wal_late_opens_failed;
       run->closing_ = true;
       run->finished_ = true;
       run->Close();
       return Action::kDisarm;
     };
+    release_writes_.user_data = this;
+    release_writes_.callback = [](Loop& /*loop*/, Completion& c) {
+      auto* run = static_cast<Run*>(c.user_data);
+      if (c.result() == -ECANCELED) return Action::kDisarm;
+      run->hold_writes_ = false;
+      if (!run->paused_) run->ReleaseWrites();
+      return Action::kDisarm;
+    };
   }
 
   void Start() {
+    files_at_start_ = sim_.open_files();
     loop_.Timer(watchdog_, absl::Nanoseconds(kWatchdogNs));
-    database_.Open(&Run::OnOpened, this);
+    if (!prelude_wanted_) return database_.Open(&Run::OnOpened, this);
+    prelude_ = std::make_unique<db::Database>(loop_, vfs_, kDatabasePath, options_);
+    prelude_->Open(&Run::OnPreludeOpened, this);
   }
 
   [[nodiscard]] const std::string& violation() const { return violation_; }
@@ -148,6 +175,15 @@ class Run {
         state != db::Database::State::kNew) {
       violation_ = absl::StrCat("the run ended with the database in state ",
                                 static_cast<int>(state), ", not closed; ", Summary());
+    }
+  }
+  // And every file it opened closed again (a close that went on while an open was in flight
+  // would leave that open's descriptor behind).
+  void CheckNoFileLeft() {
+    const uint32_t open = sim_.open_files();
+    if (violation_.empty() && open != files_at_start_) {
+      violation_ = absl::StrCat("the run ended with ", open, " files open, ", files_at_start_,
+                                " at its start");
     }
   }
   // Property 4, once the run is over.
@@ -192,16 +228,73 @@ class Run {
             // A trim closed the sleeping database's writer; the next write opened it again.
             {"asleep_writer_closed", asleep_writer_closes_},
             // Reads after the open that made the loop wait (the open's own may).
-            {"read_waited", vfs_.stats().reads_waited - waited_at_open_}};
+            {"read_waited", vfs_.stats().reads_waited - waited_at_open_},
+            // The prelude made the table, and the run's database opened the file again.
+            {"reopened", reopened_ ? 1 : 0},
+            // A wake for reads left the empty WAL closed; the first write opened it.
+            {"wal_deferred", s.wal_opens_deferred},
+            {"wal_opened_late", s.wal_opened_late},
+            {"wal_late_open_failed", s.wal_late_opens_failed},
+            // The close came while the WAL a wake left closed was still closed.
+            {"close_wal_deferred", close_wal_deferred_ ? 1 : 0}};
   }
 
  private:
+  // The prelude: its own Database opens the file, creates the table, inserts a few ids and
+  // closes, and then the run's database opens. A failure anywhere skips to that open, which
+  // creates the table itself unless the prelude's creation was acknowledged.
+  static void OnPreludeOpened(void* arg, absl::Status status) {
+    auto* run = static_cast<Run*>(arg);
+    if (!status.ok() && run->prelude_->state() == db::Database::State::kFailed) {
+      run->prelude_.reset();  // Allowed in the callback of an Open that failed.
+      return run->OpenAfterPrelude();
+    }
+    if (!status.ok()) return run->ClosePrelude();  // Poisoned at the open: it holds its files.
+
+    run->create_.kind = db::Request::Kind::kWrite;
+    run->create_.sql = "CREATE TABLE t(id INTEGER PRIMARY KEY)";
+    run->create_.user_data = run;
+    run->create_.on_done = [](db::Request& r, absl::Status s) {
+      auto* self = static_cast<Run*>(r.user_data);
+      self->reopened_ = s.ok();
+      if (!s.ok()) return self->ClosePrelude();
+      const auto count = static_cast<uint32_t>(self->sim_.prng().Range(1, 8));
+      for (uint32_t i = 0; i < count; ++i) {
+        Write& write = self->NewWrite();
+        write.prelude = true;
+        if (!self->prelude_->Submit(write.request).ok()) {
+          self->writes_.pop_back();
+          break;
+        }
+        ++self->pending_;
+      }
+      if (self->pending_ == 0) self->ClosePrelude();
+    };
+    if (!run->prelude_->Submit(run->create_).ok()) run->ClosePrelude();
+  }
+
+  void ClosePrelude() {
+    prelude_->Close(
+        [](void* arg, absl::Status /*status*/) {
+          auto* run = static_cast<Run*>(arg);
+          // Allowed in the callback of Close; a watchdog that fired meanwhile ends the run.
+          run->prelude_.reset();
+          if (!run->closed_) run->OpenAfterPrelude();
+        },
+        this);
+  }
+
+  void OpenAfterPrelude() { database_.Open(&Run::OnOpened, this); }
+
   static void OnOpened(void* arg, absl::Status status) {
     auto* run = static_cast<Run*>(arg);
     run->waited_at_open_ = run->vfs_.stats().reads_waited;
     if (!status.ok()) return run->Finish();
+    if (run->reopened_) return run->StartTraffic();
     run->create_.kind = db::Request::Kind::kWrite;
-    run->create_.sql = "CREATE TABLE t(id INTEGER PRIMARY KEY)";
+    // A prelude that failed may have made the table all the same.
+    run->create_.sql = run->prelude_wanted_ ? "CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY)"
+                                            : "CREATE TABLE t(id INTEGER PRIMARY KEY)";
     run->create_.user_data = run;
     run->create_.on_done = [](db::Request& r, absl::Status s) {
       auto* self = static_cast<Run*>(r.user_data);
@@ -213,6 +306,12 @@ class Run {
   }
 
   void StartTraffic() {
+    // After a prelude, a seed that sleeps starts paused: the first sleep finds the WAL the
+    // prelude's close emptied, and the writes wait past the wake (release_writes_).
+    if (reopened_ && sleeper_ != nullptr) {
+      paused_ = true;
+      hold_writes_ = true;
+    }
     const auto writers = static_cast<uint32_t>(sim_.prng().Range(1, kWritersMax));
     const auto readers = static_cast<uint32_t>(sim_.prng().Range(1, kReadersMax));
     readers_.resize(readers);
@@ -229,8 +328,14 @@ class Run {
     }
     session_read_.run = this;
     NextSession();
-    if (close_at_ns_ > 0) loop_.Timer(close_early_, absl::Nanoseconds(close_at_ns_));
-    ArmSleep();
+    if (close_at_ns_ > 0 && !hold_writes_) {
+      loop_.Timer(close_early_, absl::Nanoseconds(close_at_ns_));
+    }
+    if (paused_) {
+      loop_.Timer(sleep_, absl::Nanoseconds(kSleepTryNs));
+    } else {
+      ArmSleep();
+    }
   }
 
   void ArmSleep() {
@@ -261,15 +366,32 @@ class Run {
       return;
     }
     paused_ = false;
-    for (; parked_writes_ > 0; --parked_writes_) NextWrite();
+    if (hold_writes_ && release_writes_.state() != Completion::State::kTimer) {
+      const int64_t release_ns = sleeper_->Range(0, kAsleepNsMax);
+      loop_.Timer(release_writes_, absl::Nanoseconds(release_ns));
+      // An early close comes from here: half before the writes (it finds the WAL closed), half
+      // just after them, around the WAL's open (kCloseNearOpenNsMax).
+      if (close_at_ns_ > 0) {
+        loop_.Timer(close_early_,
+                    absl::Nanoseconds(sleeper_->Chance(0.5)
+                                          ? sleeper_->Range(0, release_ns)
+                                          : release_ns + sleeper_->Range(0, kCloseNearOpenNsMax)));
+      }
+    }
+    if (!hold_writes_) ReleaseWrites();
     std::vector<Reader*> reads;
     reads.swap(parked_reads_);
     for (Reader* reader : reads) NextRead(*reader);
+    ArmSleep();
+  }
+
+  // The writes and the session's round that waited for the pause's end or for release_writes_.
+  void ReleaseWrites() {
+    for (; parked_writes_ > 0; --parked_writes_) NextWrite();
     if (parked_session_) {
       parked_session_ = false;
       NextSession();
     }
-    ArmSleep();
   }
 
   // The next id's INSERT (ids follow submission order).
@@ -287,7 +409,7 @@ class Run {
 
   void NextWrite() {
     if (writes_.size() >= kWrites || finished_) return;
-    if (paused_) {
+    if (paused_ || hold_writes_) {
       ++parked_writes_;
       return;
     }
@@ -304,6 +426,12 @@ class Run {
     auto& write = *static_cast<Write*>(request.user_data);
     Run& run = *write.run;
     --run.pending_;
+    if (write.prelude) {
+      write.acked = status.ok();
+      if (status.ok()) run.acked_newest_ = std::max(run.acked_newest_, write.id);
+      if (run.pending_ == 0) run.ClosePrelude();
+      return;
+    }
     // A write the early close cancelled never ran.
     run.write_failed_ =
         run.write_failed_ || (!status.ok() && !(run.closing_ && absl::IsCancelled(status)));
@@ -373,8 +501,9 @@ class Run {
     scans_ok_ += reader.scan ? 1 : 0;
     const uint64_t durable = database_.durable_epoch();  // 0 if it holds no files.
     if (reader.newest > 0) {
+      // A prelude's write is of another Database's epochs, closed before this one opened.
       const Write& seen = writes_[static_cast<size_t>(reader.newest - 1)];
-      if (seen.request.epoch > durable && violation_.empty()) {
+      if (!seen.prelude && seen.request.epoch > durable && violation_.empty()) {
         violation_ =
             absl::StrCat("a read saw id ", reader.newest, " of epoch ", seen.request.epoch,
                          ", but the durable epoch was ", durable, " when the read was answered");
@@ -405,7 +534,7 @@ class Run {
     if (finished_ || session_rounds_ == kSessionRounds || writes_.size() >= kWrites) {
       return MaybeFinish();
     }
-    if (paused_) {
+    if (paused_ || hold_writes_) {
       parked_session_ = true;
       return;
     }
@@ -450,6 +579,7 @@ class Run {
     closed_ = true;
     if (close_early_.state() == Completion::State::kTimer) loop_.Cancel(close_early_);
     if (sleep_.state() == Completion::State::kTimer) loop_.Cancel(sleep_);
+    if (release_writes_.state() == Completion::State::kTimer) loop_.Cancel(release_writes_);
     const db::Database::State state = database_.state();
     if (state == db::Database::State::kReady || state == db::Database::State::kPoisoned ||
         state == db::Database::State::kFailed) {
@@ -493,9 +623,12 @@ class Run {
     run->finished_ = true;
     run->sim_.Crash();  // Every pending operation fails, so the requests complete and it ends.
     run->closed_ = true;
-    const db::Database::State state = run->database_.state();
-    if (state == db::Database::State::kReady || state == db::Database::State::kPoisoned) {
-      run->database_.Close([](void*, absl::Status) {}, nullptr);
+    for (db::Database* database : {&run->database_, run->prelude_.get()}) {
+      if (database == nullptr) continue;
+      const db::Database::State state = database->state();
+      if (state == db::Database::State::kReady || state == db::Database::State::kPoisoned) {
+        database->Close([](void*, absl::Status) {}, nullptr);
+      }
     }
     return Action::kDisarm;
   }
@@ -503,11 +636,18 @@ class Run {
   io::SimBackend& sim_;
   Loop& loop_;
   db::Vfs& vfs_;
+  const db::DatabaseOptions options_;
   db::Database database_;
   Completion watchdog_;
   Completion close_early_;
   const int64_t close_at_ns_;
   io::Prng* const sleeper_;
+  const bool prelude_wanted_;
+  std::unique_ptr<db::Database> prelude_;  // Only while the prelude runs.
+  bool reopened_ = false;     // The prelude created the table; the run's database reopened it.
+  bool hold_writes_ = false;  // After a prelude's pause, writes wait for release_writes_.
+  bool close_wal_deferred_ = false;  // The early close came while the wake's WAL was closed.
+  Completion release_writes_;
   uint64_t asleep_writer_closes_ = 0;  // CloseWriterIfIdle closed the writer while asleep.
   Completion sleep_;
   bool paused_ = false;  // The traffic pauses (StepPause): new requests wait here.
@@ -530,6 +670,7 @@ class Run {
   uint32_t session_reads_ok_ = 0;
   uint32_t reads_failed_ = 0;
   uint64_t waited_at_open_ = 0;
+  uint32_t files_at_start_ = 0;
   bool write_failed_ = false;  // A write failed: its rollback may have read by waiting.
   bool finished_ = false;
   bool closed_ = false;
@@ -576,17 +717,20 @@ WorkloadResult RunDbReads(uint64_t seed, const WorkloadOptions& options) {
   // without).
   io::Prng sleep_prng(seed ^ 0x51ee'9000'0000'000dULL);
   const bool sleeps = sleep_prng.Chance(0.5);
+  // A third of the seeds run the prelude (the salt leaves seed 53410 without).
+  const bool prelude = io::Prng(seed ^ 0x9e10'de00'0000'0003ULL).Chance(1.0 / 3);
   Loop loop(std::move(backend), loop::LoopOptions{});
   absl::StatusOr<std::unique_ptr<db::Vfs>> vfs = db::Vfs::Create(loop, vfs_options);
   SQLOOP_CHECK(vfs.ok(), "db_reads: the VFS could not be registered");
   WorkloadResult result;
   std::string summary;
   {
-    auto run =
-        std::make_unique<Run>(sim, loop, **vfs, drawn, close_at_ns, sleeps ? &sleep_prng : nullptr);
+    auto run = std::make_unique<Run>(sim, loop, **vfs, drawn, close_at_ns,
+                                     sleeps ? &sleep_prng : nullptr, prelude);
     run->Start();
     const absl::Status status = loop.Run(loop::RunMode::kUntilDone);
     run->CheckClosed();
+    run->CheckNoFileLeft();
     run->CheckNoReadWaited();
     result.failure = !status.ok() ? absl::StrCat("run: ", status.message()) : run->violation();
     summary = run->Summary();
@@ -598,7 +742,7 @@ WorkloadResult RunDbReads(uint64_t seed, const WorkloadOptions& options) {
                    ", checkpoint frames ", drawn.checkpoint_frames, ", group max ",
                    drawn.group_requests_max, ", WAL reserve ", vfs_options.wal_reserve_bytes,
                    close_at_ns > 0 ? absl::StrCat(", close at +", close_at_ns / 1000, " us") : "",
-                   sleeps ? ", sleeps" : "", "; faults: ", faults);
+                   sleeps ? ", sleeps" : "", prelude ? ", prelude" : "", "; faults: ", faults);
   result.trace_hash = sim.trace_hash();
   return result;
 }

@@ -46,7 +46,8 @@
 //   4. No hang: every client finishes and the host shuts down before a watchdog on the
 //      virtual clock fires (and the simulator reports a deadlock as an error by itself).
 //   5. After a graceful stop the server drained and (without EINTR/EAGAIN) answered every
-//      request it parsed: the clients' answers equal HttpServer::stats().requests.
+//      request it parsed: the clients' answers equal HttpServer::stats().requests; and once
+//      the registry shut down, no file is open (SimBackend::open_files).
 //   6. HttpServer's and RegistryExecutor's own invariants (they check them as they run).
 // Recovery (a restarted process on the same disk, without faults) builds a new registry,
 // executor and server, and one client reads every tenant back through HTTP: all rows, and
@@ -588,6 +589,10 @@ class Traffic final : public http_sim::ClientDriver {
     if (!host_.shut_down()) return "the host never shut down";
     if (crashed_) return "";
     if (!host_.drained()) return "the server never drained after Stop()";
+    // The registry closed every tenant: each file it opened is closed again.
+    if (const uint32_t open = sim_.open_files(); open != 0) {
+      return absl::StrCat("the host shut down with ", open, " files still open");
+    }
     const HttpServer::Stats& stats = host_.server().stats();
     if (stats.connections_accepted != stats.connections_closed) {
       return absl::StrCat("the server accepted ", stats.connections_accepted,
