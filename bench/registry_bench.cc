@@ -55,6 +55,15 @@
 //                              skipped in quick mode).
 //   registry_zipf/100000_all_asleep the same with asleep_max 100,000: every tenant evicted
 //                              sleeps, as in 10000_all_asleep (skipped in quick mode).
+//   registry_zipf/one_tenant+thp, registry_zipf/100000_all_asleep+thp  the same two with
+//                              glibc's heap on transparent huge pages (GLIBC_TUNABLES=
+//                              glibc.malloc.hugetlb=1, which bench/report.py sets for +thp
+//                              variants; run by hand without it they stop with an error), in
+//                              a group of their own: what a host's malloc setting saves when
+//                              every request touches a cold tenant among 5 GB of sleepers
+//                              (the page-table walks of 4 KiB pages). anon_huge_bytes: the
+//                              process's memory on huge pages at the end (0 where the kernel's
+//                              THP is off). The +thp 100,000 is skipped in quick mode.
 //   registry_zipf/10000_lru    the same trace with least-recently-used eviction: what SIEVE
 //                              saves in opens per request (opens_per_request) and time.
 //                              Evicted tenants sleep in these (asleep_max 4,096, the default):
@@ -882,6 +891,36 @@ void RunZipf(benchmark::State& state, int tenants, uint32_t open_max = 128,
 }
 
 void BM_ZipfOne(benchmark::State& state) { RunZipf(state, 1); }
+
+// The +thp variants: the same runs with glibc's malloc asking for transparent huge pages, a
+// setting read only at the process's start.
+bool MallocOnHugePages(benchmark::State& state) {
+  const char* tunables = std::getenv("GLIBC_TUNABLES");
+  if (tunables != nullptr && std::strstr(tunables, "glibc.malloc.hugetlb=1") != nullptr) {
+    return true;
+  }
+  state.SkipWithError(
+      "a +thp variant needs GLIBC_TUNABLES=glibc.malloc.hugetlb=1 in its environment "
+      "(bench/report.py sets it)");
+  return false;
+}
+// The process's anonymous memory on huge pages now (/proc/self/smaps_rollup), in bytes.
+double AnonHugeBytes() {
+  FILE* f = std::fopen("/proc/self/smaps_rollup", "r");
+  if (f == nullptr) return 0;
+  char line[256];
+  long kib = 0;
+  while (std::fgets(line, sizeof(line), f) != nullptr) {
+    if (std::sscanf(line, "AnonHugePages: %ld kB", &kib) == 1) break;
+  }
+  std::fclose(f);
+  return static_cast<double>(kib) * 1024;
+}
+void BM_ZipfOneThp(benchmark::State& state) {
+  if (!MallocOnHugePages(state)) return;
+  RunZipf(state, 1);
+  state.counters["anon_huge_bytes"] = AnonHugeBytes();
+}
 void BM_Zipf(benchmark::State& state) { RunZipf(state, ZipfTenants()); }
 // Registered in main outside quick mode: creating 100,000 tenants takes most of a minute.
 void BM_ZipfLarge(benchmark::State& state) { RunZipf(state, kZipfTenantsLarge); }
@@ -944,6 +983,11 @@ void BM_ZipfAllAsleep(benchmark::State& state) {
 void BM_ZipfLargeAllAsleep(benchmark::State& state) {
   RunZipf(state, kZipfTenantsLarge, 128, 0, sqloop::db::Eviction::kSieve, kZipfTenantsLarge);
 }
+void BM_ZipfLargeAllAsleepThp(benchmark::State& state) {
+  if (!MallocOnHugePages(state)) return;
+  BM_ZipfLargeAllAsleep(state);
+  state.counters["anon_huge_bytes"] = AnonHugeBytes();
+}
 // The same trace with sleeping off (asleep_max 0): every tenant evicted is closed, and its next
 // request opens it again. What the sleepers save.
 void BM_ZipfClosing(benchmark::State& state) {
@@ -994,6 +1038,7 @@ BENCHMARK(BM_ReopenAsleepEmptyWal)
     ->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_Memory)->Name("registry_memory/tenants")->Iterations(1)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_ZipfOne)->Name("registry_zipf/one_tenant")->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_ZipfOneThp)->Name("registry_zipf/one_tenant+thp")->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Zipf)->Name("registry_zipf/10000")->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_ZipfLru)->Name("registry_zipf/10000_lru")->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_ZipfAllAsleep)->Name("registry_zipf/10000_all_asleep")->Unit(benchmark::kMillisecond);
@@ -1011,6 +1056,8 @@ int main(int argc, char** argv) {
     benchmark::RegisterBenchmark("registry_zipf/100000", BM_ZipfLarge)
         ->Unit(benchmark::kMillisecond);
     benchmark::RegisterBenchmark("registry_zipf/100000_all_asleep", BM_ZipfLargeAllAsleep)
+        ->Unit(benchmark::kMillisecond);
+    benchmark::RegisterBenchmark("registry_zipf/100000_all_asleep+thp", BM_ZipfLargeAllAsleepThp)
         ->Unit(benchmark::kMillisecond);
     benchmark::RegisterBenchmark("registry_open_all/tenants", BM_OpenAll)
         ->Iterations(1)
@@ -1032,6 +1079,11 @@ int main(int argc, char** argv) {
   benchmark::AddCustomContext("description:registry_reopen",
                               "one op = one point read; 'closed' reopens a scaled-to-zero tenant");
   benchmark::AddCustomContext("baseline:registry_zipf", "one_tenant");
+  benchmark::AddCustomContext("baseline:registry_zipf+thp", "one_tenant+thp");
+  benchmark::AddCustomContext("description:registry_zipf+thp",
+                              "registry_zipf's one tenant and 100,000 sleepers with glibc's "
+                              "heap on transparent huge pages (GLIBC_TUNABLES="
+                              "glibc.malloc.hugetlb=1)");
   benchmark::AddCustomContext(
       "description:registry_open_all",
       "one op = every tenant opened at once and kept open: as many as RLIMIT_NOFILE allows, "

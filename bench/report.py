@@ -93,6 +93,9 @@ Conventions a benchmark binary follows to plug in (nothing here is specific to o
       "<series> <quantile> <microseconds>" per point (overwritten by each call of the
       benchmark function, so the measured run's remains); the report keeps it in the run as
       "latency_cdf" and draws a CDF per group.
+    * A variant's "+modifier" may also set its process's environment (MODIFIER_ENVIRONMENT):
+      "+thp" runs with GLIBC_TUNABLES=glibc.malloc.hugetlb=1, glibc's heap on transparent huge
+      pages, a setting read only when a process starts (registry_zipf/one_tenant+thp).
     * Time per op is Google Benchmark's real_time per iteration (an op is one benchmark
       iteration; the description says what that is). Every other user counter is a column;
       allocs_per_op (heap allocations per iteration) comes first.
@@ -147,6 +150,8 @@ SINGLE_ROUND = {"sqloop_bench_http": 1, "sqloop_bench_load": 1}
 # thousands of databases, 100,000 tenants or a 1 GiB file, or opens thousands of tenants at
 # once. The registry's others are short and take every round: a reopen is a single sample's
 # worth of noise on a shared machine.
+# The environment a variant's "+modifier" adds to its process (the module comment).
+MODIFIER_ENVIRONMENT = {"+thp": {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}}
 SINGLE_ROUND_BENCHMARKS = re.compile(
     r"^(registry_burst/|registry_reopen/closed_1gb|registry_zipf/100000|registry_memory/"
     r"|registry_open_all/)")
@@ -256,7 +261,10 @@ def run_one(binary, name, out_file, options):
     if options.quick:
         command.append(f"--benchmark_min_time={QUICK_MIN_TIME_S}")
     latency_file = out_file.with_suffix(".latency.txt")
-    environment = benchmark_environment(options, SQLOOP_BENCH_LATENCY_FILE=str(latency_file))
+    family, _, _, group = split_name(name)
+    modifier = group[len(family):]
+    environment = benchmark_environment(options, SQLOOP_BENCH_LATENCY_FILE=str(latency_file),
+                                        **MODIFIER_ENVIRONMENT.get(modifier, {}))
     for stale in (out_file, latency_file):
         stale.unlink(missing_ok=True)  # Never read a previous run's result by mistake.
     try:
@@ -682,6 +690,8 @@ def format_number(value):
     if value == 0:
         return "0"
     magnitude = abs(value)
+    if magnitude >= 1e9:
+        return f"{value / 1e9:.3g}G"
     if magnitude >= 1e6:
         return f"{value / 1e6:.3g}M"
     if magnitude >= 1e4:

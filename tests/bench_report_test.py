@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import unittest
+import unittest.mock
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -337,6 +338,39 @@ class QuickEnvironmentTest(unittest.TestCase):
         self.assertEqual(report.benchmark_environment(quick)["SQLOOP_BENCH_QUICK"], "1")
         full = report.parse_args(["--build-dir", "unused"])
         self.assertNotIn("SQLOOP_BENCH_QUICK", report.benchmark_environment(full, X="1"))
+
+
+class NumberFormatTest(unittest.TestCase):
+    def test_large_counters_keep_three_digits_and_a_suffix(self):
+        self.assertEqual([report.format_number(v) for v in (0, 12, 12_345, 4.09e6, 4.09e9)],
+                         ["0", "12", "12.35k", "4.09M", "4.09G"])
+
+
+class ModifierEnvironmentTest(unittest.TestCase):
+    # A stand-in benchmark binary: writes the GLIBC_TUNABLES it was given as its one result.
+    FAKE = ("#!/usr/bin/env python3\n"
+            "import json, os, sys\n"
+            "out = [a.split('=', 1)[1] for a in sys.argv if a.startswith('--benchmark_out=')][0]\n"
+            "json.dump({'benchmarks': [{'name': 'x', 'tunables': "
+            "os.environ.get('GLIBC_TUNABLES', '')}]}, open(out, 'w'))\n")
+
+    def run_fake(self, name):
+        options = report.parse_args(["--build-dir", "unused"])
+        options.aslr_prefix = []
+        with tempfile.TemporaryDirectory() as temp:
+            binary = Path(temp) / "sqloop_bench_fake"
+            binary.write_text(self.FAKE, encoding="utf-8")
+            binary.chmod(0o755)
+            data, error = report.run_one(binary, name, Path(temp) / "out.json", options)
+        self.assertIsNone(error)
+        return data["benchmarks"][0]["tunables"]
+
+    def test_a_thp_variant_runs_with_malloc_on_huge_pages_and_no_other_does(self):
+        self.assertEqual(self.run_fake("registry_zipf/100000_all_asleep+thp"),
+                         "glibc.malloc.hugetlb=1")
+        self.assertEqual(self.run_fake("registry_zipf/one_tenant+thp"), "glibc.malloc.hugetlb=1")
+        with unittest.mock.patch.dict("os.environ", {"GLIBC_TUNABLES": ""}):
+            self.assertEqual(self.run_fake("registry_zipf/one_tenant"), "")
 
 
 class AddressLayoutTest(unittest.TestCase):
