@@ -41,6 +41,7 @@
 #include <cerrno>
 #include <cstdint>
 #include <deque>
+#include <initializer_list>
 #include <map>
 #include <memory>
 #include <string>
@@ -177,6 +178,19 @@ class Run {
                                 static_cast<int>(state), ", not closed; ", Summary());
     }
   }
+  // Whether its databases may be destroyed (~Database checks it).
+  [[nodiscard]] bool Settled() const {
+    for (const db::Database* database :
+         std::initializer_list<const db::Database*>{&database_, prelude_.get()}) {
+      if (database == nullptr) continue;
+      const db::Database::State state = database->state();
+      if (state != db::Database::State::kNew && state != db::Database::State::kClosed &&
+          state != db::Database::State::kFailed) {
+        return false;
+      }
+    }
+    return true;
+  }
   // And every file it opened closed again (a close that went on while an open was in flight
   // would leave that open's descriptor behind).
   void CheckNoFileLeft() {
@@ -274,17 +288,20 @@ class Run {
   }
 
   void ClosePrelude() {
+    if (closed_) return;  // The watchdog fired and closes it itself.
     prelude_->Close(
         [](void* arg, absl::Status /*status*/) {
           auto* run = static_cast<Run*>(arg);
-          // Allowed in the callback of Close; a watchdog that fired meanwhile ends the run.
-          run->prelude_.reset();
-          if (!run->closed_) run->OpenAfterPrelude();
+          run->prelude_.reset();  // Allowed in the callback of Close.
+          run->OpenAfterPrelude();
         },
         this);
   }
 
-  void OpenAfterPrelude() { database_.Open(&Run::OnOpened, this); }
+  void OpenAfterPrelude() {
+    if (closed_) return;  // The watchdog fired during the prelude: the run is over.
+    database_.Open(&Run::OnOpened, this);
+  }
 
   static void OnOpened(void* arg, absl::Status status) {
     auto* run = static_cast<Run*>(arg);
@@ -618,7 +635,11 @@ class Run {
       run->violation_ = absl::StrCat(
           "watchdog: no progress after ", kWatchdogNs / 1'000'000'000, " s of simulated time; ",
           run->pending_, " requests pending (", run->StuckStates(), "); database state ",
-          static_cast<int>(run->database_.state()), "; ", run->Summary());
+          static_cast<int>(run->database_.state()),
+          run->prelude_ != nullptr
+              ? absl::StrCat(", the prelude's ", static_cast<int>(run->prelude_->state()))
+              : "",
+          "; ", run->Summary());
     }
     run->finished_ = true;
     run->sim_.Crash();  // Every pending operation fails, so the requests complete and it ends.
@@ -719,22 +740,28 @@ WorkloadResult RunDbReads(uint64_t seed, const WorkloadOptions& options) {
   const bool sleeps = sleep_prng.Chance(0.5);
   // A third of the seeds run the prelude (the salt leaves seed 53410 without).
   const bool prelude = io::Prng(seed ^ 0x9e10'de00'0000'0003ULL).Chance(1.0 / 3);
-  Loop loop(std::move(backend), loop::LoopOptions{});
-  absl::StatusOr<std::unique_ptr<db::Vfs>> vfs = db::Vfs::Create(loop, vfs_options);
+  auto loop = std::make_unique<Loop>(std::move(backend), loop::LoopOptions{});
+  absl::StatusOr<std::unique_ptr<db::Vfs>> vfs = db::Vfs::Create(*loop, vfs_options);
   SQLOOP_CHECK(vfs.ok(), "db_reads: the VFS could not be registered");
   WorkloadResult result;
-  std::string summary;
-  {
-    auto run = std::make_unique<Run>(sim, loop, **vfs, drawn, close_at_ns,
-                                     sleeps ? &sleep_prng : nullptr, prelude);
-    run->Start();
-    const absl::Status status = loop.Run(loop::RunMode::kUntilDone);
-    run->CheckClosed();
-    run->CheckNoFileLeft();
-    run->CheckNoReadWaited();
-    result.failure = !status.ok() ? absl::StrCat("run: ", status.message()) : run->violation();
-    summary = run->Summary();
-    result.paths = run->Paths();
+  auto run = std::make_unique<Run>(sim, *loop, **vfs, drawn, close_at_ns,
+                                   sleeps ? &sleep_prng : nullptr, prelude);
+  run->Start();
+  const absl::Status status = loop->Run(loop::RunMode::kUntilDone);
+  run->CheckClosed();
+  run->CheckNoFileLeft();
+  run->CheckNoReadWaited();
+  result.failure = !status.ok() ? absl::StrCat("run: ", status.message()) : run->violation();
+  const std::string summary = run->Summary();
+  result.paths = run->Paths();
+  result.trace_hash = sim.trace_hash();
+  // A run that could not close (the device's fsyncs hang: the watchdog's close waits for them
+  // too) has operations pending that point into its objects: they are abandoned, not destroyed.
+  if (!run->Settled()) {
+    if (result.failure.empty()) result.failure = "the run ended with a database not closed";
+    Abandon(std::move(run));
+    Abandon(std::move(*vfs));
+    Abandon(std::move(loop));
   }
   result.ok = result.failure.empty();
   result.summary =
@@ -743,7 +770,6 @@ WorkloadResult RunDbReads(uint64_t seed, const WorkloadOptions& options) {
                    drawn.group_requests_max, ", WAL reserve ", vfs_options.wal_reserve_bytes,
                    close_at_ns > 0 ? absl::StrCat(", close at +", close_at_ns / 1000, " us") : "",
                    sleeps ? ", sleeps" : "", prelude ? ", prelude" : "", "; faults: ", faults);
-  result.trace_hash = sim.trace_hash();
   return result;
 }
 
