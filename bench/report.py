@@ -45,11 +45,10 @@ directory, so a quick run can never overwrite the run of record.
 round and SQLOOP_BENCH_QUICK=1 in the benchmarks' environment (the HTTP binary shortens its wrk
 runs and its idle-connection count), so the whole suite runs in under two minutes in CI and
 every correctness check inside the benchmarks still runs. The default is 5 rounds at Google
-Benchmark's default minimum time (0.5 s): about 72 benchmarks x 5 rounds at about 1.1 s each
-(calibration and process setup included; the registry's long ones run once), plus one round
-of the HTTP binary,
-so about 10 minutes on a 2-core machine, plus one round of the load curves' ~60 one-second
-steps (sqloop_bench_load, about 2.5 minutes with the drain past saturation).
+Benchmark's default minimum time (0.5 s) for most benchmarks (each about a second with its
+calibration and process setup), one round of the HTTP binary, of the load curves' one-second
+steps, and of the registry's long ones (some of whose processes create 100,000 tenants
+anew), so a full run takes tens of minutes on a 2-core machine.
 
 Compare mode (--compare OLD [NEW]): for every benchmark in both runs, the median of its rounds
 in each, the spread (min-max), and NEW/OLD. A change is flagged when the two spreads do not
