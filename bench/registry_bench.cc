@@ -246,10 +246,10 @@ struct Host {
   void RunUntilTimingTicks(Done done, TickTimes* times) {
     while (!done()) {
       SQLOOP_CHECK(loop->pending() > 0, "bench: the loop went quiet with work outstanding");
-      const int64_t cpu_start = ThreadCpuNs();
+      const int64_t cpu_start = sqloop::bench::ThreadCpuNs();
       SQLOOP_CHECK(loop->Run(sqloop::loop::RunMode::kOnce).ok(), "bench: loop failed");
       const int64_t busy = loop->backend().NowNs() - loop->now_ns();
-      const int64_t cpu = ThreadCpuNs() - cpu_start;
+      const int64_t cpu = sqloop::bench::ThreadCpuNs() - cpu_start;
       times->max_ns = std::max(times->max_ns, busy);
       times->over_10ms += busy > 10'000'000 ? 1 : 0;
       times->cpu_max_ns = std::max(times->cpu_max_ns, cpu);
@@ -258,12 +258,6 @@ struct Host {
       times->ticks++;
     }
   }
-  static int64_t ThreadCpuNs() {
-    timespec t{};
-    SQLOOP_CHECK(clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t) == 0, "bench: thread CPU clock");
-    return int64_t{t.tv_sec} * 1'000'000'000 + t.tv_nsec;
-  }
-
   std::unique_ptr<sqloop::loop::Loop> loop;
   std::unique_ptr<sqloop::db::Vfs> vfs;
   std::unique_ptr<Registry> registry;
@@ -892,18 +886,6 @@ void RunZipf(benchmark::State& state, int tenants, uint32_t open_max = 128,
 
 void BM_ZipfOne(benchmark::State& state) { RunZipf(state, 1); }
 
-// The +thp variants: the same runs with glibc's malloc asking for transparent huge pages, a
-// setting read only at the process's start.
-bool MallocOnHugePages(benchmark::State& state) {
-  const char* tunables = std::getenv("GLIBC_TUNABLES");
-  if (tunables != nullptr && std::strstr(tunables, "glibc.malloc.hugetlb=1") != nullptr) {
-    return true;
-  }
-  state.SkipWithError(
-      "a +thp variant needs GLIBC_TUNABLES=glibc.malloc.hugetlb=1 in its environment "
-      "(bench/report.py sets it)");
-  return false;
-}
 // The process's anonymous memory on huge pages now (/proc/self/smaps_rollup), in bytes.
 double AnonHugeBytes() {
   FILE* f = std::fopen("/proc/self/smaps_rollup", "r");
@@ -916,9 +898,18 @@ double AnonHugeBytes() {
   std::fclose(f);
   return static_cast<double>(kib) * 1024;
 }
-void BM_ZipfOneThp(benchmark::State& state) {
-  if (!MallocOnHugePages(state)) return;
-  RunZipf(state, 1);
+// A +thp variant: `Run` in a process whose glibc malloc asks for transparent huge pages, a
+// setting read only at the process's start, so it must come from the environment.
+template <void (*Run)(benchmark::State&)>
+void OnHugePages(benchmark::State& state) {
+  const char* tunables = std::getenv("GLIBC_TUNABLES");
+  if (tunables == nullptr || std::strstr(tunables, "glibc.malloc.hugetlb=1") == nullptr) {
+    state.SkipWithError(
+        "a +thp variant needs GLIBC_TUNABLES=glibc.malloc.hugetlb=1 in its environment "
+        "(bench/report.py sets it)");
+    return;
+  }
+  Run(state);
   state.counters["anon_huge_bytes"] = AnonHugeBytes();
 }
 void BM_Zipf(benchmark::State& state) { RunZipf(state, ZipfTenants()); }
@@ -983,11 +974,6 @@ void BM_ZipfAllAsleep(benchmark::State& state) {
 void BM_ZipfLargeAllAsleep(benchmark::State& state) {
   RunZipf(state, kZipfTenantsLarge, 128, 0, sqloop::db::Eviction::kSieve, kZipfTenantsLarge);
 }
-void BM_ZipfLargeAllAsleepThp(benchmark::State& state) {
-  if (!MallocOnHugePages(state)) return;
-  BM_ZipfLargeAllAsleep(state);
-  state.counters["anon_huge_bytes"] = AnonHugeBytes();
-}
 // The same trace with sleeping off (asleep_max 0): every tenant evicted is closed, and its next
 // request opens it again. What the sleepers save.
 void BM_ZipfClosing(benchmark::State& state) {
@@ -1038,7 +1024,9 @@ BENCHMARK(BM_ReopenAsleepEmptyWal)
     ->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_Memory)->Name("registry_memory/tenants")->Iterations(1)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_ZipfOne)->Name("registry_zipf/one_tenant")->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_ZipfOneThp)->Name("registry_zipf/one_tenant+thp")->Unit(benchmark::kMillisecond);
+BENCHMARK(OnHugePages<BM_ZipfOne>)
+    ->Name("registry_zipf/one_tenant+thp")
+    ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Zipf)->Name("registry_zipf/10000")->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_ZipfLru)->Name("registry_zipf/10000_lru")->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_ZipfAllAsleep)->Name("registry_zipf/10000_all_asleep")->Unit(benchmark::kMillisecond);
@@ -1057,7 +1045,8 @@ int main(int argc, char** argv) {
         ->Unit(benchmark::kMillisecond);
     benchmark::RegisterBenchmark("registry_zipf/100000_all_asleep", BM_ZipfLargeAllAsleep)
         ->Unit(benchmark::kMillisecond);
-    benchmark::RegisterBenchmark("registry_zipf/100000_all_asleep+thp", BM_ZipfLargeAllAsleepThp)
+    benchmark::RegisterBenchmark("registry_zipf/100000_all_asleep+thp",
+                                 OnHugePages<BM_ZipfLargeAllAsleep>)
         ->Unit(benchmark::kMillisecond);
     benchmark::RegisterBenchmark("registry_open_all/tenants", BM_OpenAll)
         ->Iterations(1)

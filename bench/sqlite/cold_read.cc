@@ -59,7 +59,6 @@
 
 #include <algorithm>
 #include <cstring>
-#include <ctime>
 #include <memory>
 #include <string>
 #include <utility>
@@ -141,14 +140,6 @@ class OsCacheDropper {
 
 // The longest a tick should keep the loop busy.
 constexpr int64_t kTickBoundNs = 1'000'000;
-
-// The CPU time of the calling thread, for a tick that broke kTickBoundNs by the wall: was it
-// the thread's own work, or the machine's time (preempted, or a virtual CPU stopped)?
-int64_t ThreadCpuNs() {
-  timespec t{};
-  SQLOOP_CHECK(clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t) == 0, "bench: thread CPU clock");
-  return int64_t{t.tv_sec} * 1'000'000'000 + t.tv_nsec;
-}
 
 struct ColdStats {
   Latencies latencies;

@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -220,6 +221,12 @@ int64_t MonotonicNs() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(
              std::chrono::steady_clock::now().time_since_epoch())
       .count();
+}
+
+int64_t ThreadCpuNs() {
+  timespec t{};
+  SQLOOP_CHECK(clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t) == 0, "bench: thread CPU clock");
+  return int64_t{t.tv_sec} * 1'000'000'000 + t.tv_nsec;
 }
 
 double Latencies::QuantileUs(double q) {

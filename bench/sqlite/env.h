@@ -120,6 +120,9 @@ void RemoveDb(const std::string& path);
 [[nodiscard]] absl::Status VerifyWrites(const std::string& path, uint64_t rows, int64_t seq_sum);
 
 [[nodiscard]] int64_t MonotonicNs();
+// The CPU time the calling thread has used (CLOCK_THREAD_CPUTIME_ID: a system call, unlike
+// MonotonicNs), to tell a long tick's own work from time the machine took.
+[[nodiscard]] int64_t ThreadCpuNs();
 // Pages the connection's cache missed so far (SQLITE_DBSTATUS_CACHE_MISS).
 [[nodiscard]] int64_t CacheMisses(sqlite3* db);
 // Whether SQLOOP_BENCH_QUICK asks for a short run (CI): set, and neither empty nor "0".
