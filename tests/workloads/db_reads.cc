@@ -443,20 +443,18 @@ class Run {
     auto& write = *static_cast<Write*>(request.user_data);
     Run& run = *write.run;
     --run.pending_;
-    if (write.prelude) {
-      write.acked = status.ok();
-      if (status.ok()) run.acked_newest_ = std::max(run.acked_newest_, write.id);
+    if (status.ok()) {
+      write.acked = true;
+      ++run.acked_;
+      run.acked_newest_ = std::max(run.acked_newest_, write.id);
+    }
+    if (write.prelude) {  // Its database closes once the last one is done.
       if (run.pending_ == 0) run.ClosePrelude();
       return;
     }
     // A write the early close cancelled never ran.
     run.write_failed_ =
         run.write_failed_ || (!status.ok() && !(run.closing_ && absl::IsCancelled(status)));
-    if (status.ok()) {
-      write.acked = true;
-      ++run.acked_;
-      run.acked_newest_ = std::max(run.acked_newest_, write.id);
-    }
     if (write.session) return run.NextSessionIfDone();
     run.NextWrite();
     run.MaybeFinish();
