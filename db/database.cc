@@ -27,6 +27,12 @@ absl::Status OutcomeUnknown(const absl::Status& poison) {
       poison.message()));
 }
 
+// Moves every element of `from` to the back of `to`, in order.
+template <typename List>
+void MoveAll(List& from, List& to) {
+  while (auto* element = from.PopFront()) to.PushBack(*element);
+}
+
 }  // namespace
 
 absl::Status Database::Poisoned(const absl::Status& poison) {
@@ -233,11 +239,19 @@ void Database::Close(Callback done, void* arg) {
     if (done != nullptr) done(arg, absl::OkStatus());
     return;
   }
-  const absl::Status closing = absl::CancelledError("database is closing");
-  FailQueue(writes_, closing);
-  FailQueue(held_, closing);
-  FailQueue(reads_, closing);
+  // The queued requests fail once kClosing is entered, so that a request submitted from
+  // their callbacks is refused rather than queued and cancelled in turn.
+  Queue writes;
+  Queue held;
+  Queue reads;
+  MoveAll(writes_, writes);
+  MoveAll(held_, held);
+  MoveAll(reads_, reads);
   SetState(State::kClosing);
+  const absl::Status closing = absl::CancelledError("database is closing");
+  FailQueue(writes, closing);
+  FailQueue(held, closing);
+  FailQueue(reads, closing);
   ArmPump();
 }
 
@@ -514,7 +528,12 @@ void Database::AckDurable() {
 }
 
 void Database::FailQueue(Queue& queue, const absl::Status& status) {
-  while (Request* r = queue.PopFront()) {
+  // Only what is queued now: a request submitted from one of these callbacks was not there
+  // when `status` happened, and waits for its own turn (a client that resubmits each failed
+  // request at once would otherwise keep this loop going for ever).
+  Queue failing;
+  MoveAll(queue, failing);
+  while (Request* r = failing.PopFront()) {
     r->status_ = status;
     SetRequestState(*r, Request::State::kDone);
     Deliver(*r);

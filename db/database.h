@@ -518,9 +518,10 @@ class Database {
   // Cancels a request that has not committed: a queued one completes with Cancelled; a running
   // read stops at its next step. Returns false if it is too late (committed or done).
   bool Cancel(Request& request);
-  // Fails queued requests with Cancelled, waits for running ones and for the files to be
-  // durable and idle, closes the connections, then calls `done` (with the poison status if the
-  // database was poisoned).
+  // Fails queued requests with Cancelled (a request submitted from their callbacks is
+  // refused: the close has begun), waits for running ones and for the files to be durable and
+  // idle, closes the connections, then calls `done` (with the poison status if the database
+  // was poisoned).
   void Close(Callback done, void* arg);
   // Gives back the cached pages no statement and no pinned snapshot holds, on every connection
   // (sqlite3_db_release_memory), and closes the idle readers beyond the first, charged to the
@@ -695,6 +696,7 @@ class Database {
   void Finish(Request& request, absl::Status status);
   void AwaitDurable(Request& request);
   void Deliver(Request& request);
+  // Fails the requests queued now with `status`; one submitted from their callbacks stays.
   void FailQueue(Queue& queue, const absl::Status& status);
   // What a request refused or failed by a poisoned database is told.
   [[nodiscard]] static absl::Status Poisoned(const absl::Status& poison);

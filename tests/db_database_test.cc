@@ -1762,6 +1762,29 @@ TEST_P(DatabaseTest, DeadlinesAndCancellation) {
   EXPECT_EQ(scan.rows, "1|\n");
 }
 
+// A request submitted from the callback of one the close cancelled is refused, not queued
+// and cancelled in turn: a client that resubmits whatever was cancelled would otherwise keep
+// the close in that callback for ever.
+TEST_P(DatabaseTest, ARequestSubmittedWhileTheCloseCancelsIsRefused) {
+  ASSERT_TRUE(OpenDb().ok());
+  ASSERT_TRUE(Write("CREATE TABLE t(x)").ok());
+  Probe queued;
+  Probe again;
+  Prime(queued, Request::Kind::kWrite, "INSERT INTO t VALUES (1)");
+  Prime(again, Request::Kind::kWrite, "INSERT INTO t VALUES (2)");
+  absl::Status resubmitted = absl::UnknownError("not resubmitted");
+  queued.on_ack = [&](Probe& /*p*/) { resubmitted = db_->Submit(again.request); };
+  ASSERT_TRUE(db_->Submit(queued.request).ok());
+  absl::Status closed = absl::UnknownError("close never called back");
+  db_->Close([](void* arg, absl::Status s) { *static_cast<absl::Status*>(arg) = std::move(s); },
+             &closed);
+  ASSERT_TRUE(loop_->Run(loop::RunMode::kUntilDone).ok());
+  EXPECT_TRUE(closed.ok()) << closed;
+  EXPECT_EQ(queued.status.code(), absl::StatusCode::kCancelled) << queued.status;
+  EXPECT_EQ(resubmitted.code(), absl::StatusCode::kFailedPrecondition) << resubmitted;
+  EXPECT_FALSE(again.done) << "the refused request still reached on_done";
+}
+
 // A close copies the WAL into the main file itself first, from memory only; if that fails (a
 // write error), SQLite's own close checkpoint, which would read the WAL by waiting, is skipped:
 // the WAL keeps its frames, all durable, and the next open recovers every row from it. Without

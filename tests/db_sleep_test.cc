@@ -644,6 +644,28 @@ TEST_P(EmptyWalSleepTest, AFailedOpenOfTheWalFailsTheWritesAndTheNextOneTriesAga
   EXPECT_EQ(Read("SELECT count(*) FROM t"), "4|\n");
 }
 
+// A failed open fails the writes that waited for it, not one submitted from their callbacks:
+// that one was not there when the open failed, so it gets an open of its own. (A client that
+// writes again at once when a write fails would otherwise have every retry failed inside the
+// same callback, for ever.)
+TEST_P(EmptyWalSleepTest, AWriteSubmittedAfterAFailedOpenOfTheWalGetsAnOpenOfItsOwn) {
+  EXPECT_EQ(Read("SELECT count(*) FROM t"), "3|\n");
+  trace_->FailNth(io::OpKind::kOpenAt, /*nth=*/1, EMFILE);
+  Probe first;
+  Probe retry;
+  Prime(first, Request::Kind::kWrite, "INSERT INTO t VALUES (4, 'd')");
+  Prime(retry, Request::Kind::kWrite, "INSERT INTO t VALUES (4, 'd')");
+  first.on_ack = [&](Probe& /*p*/) { EXPECT_TRUE(db_->Submit(retry.request).ok()); };
+  ASSERT_TRUE(db_->Submit(first.request).ok());
+  ASSERT_TRUE(loop_->Run(loop::RunMode::kUntilDone).ok());
+  ASSERT_TRUE(first.done && retry.done);
+  EXPECT_EQ(first.status.code(), absl::StatusCode::kUnavailable) << first.status;
+  EXPECT_TRUE(retry.status.ok()) << retry.status;
+  EXPECT_EQ(db_->stats().wal_late_opens_failed, 1u);
+  EXPECT_EQ(db_->stats().wal_opened_late, 1u);
+  EXPECT_EQ(Read("SELECT count(*) FROM t"), "4|\n");
+}
+
 INSTANTIATE_TEST_SUITE_P(Backends, EmptyWalSleepTest, ::testing::ValuesIn(DbTestBackends()),
                          BackendParamName);
 
