@@ -555,6 +555,14 @@ uint32_t SimBackend::open_files() const {
   return open;
 }
 
+uint32_t SimBackend::open_descriptors() const {
+  uint32_t open = 0;
+  for (const FdEntry& entry : fds_) {
+    open += entry.type == FdType::kFile || entry.type == FdType::kDirectory ? 1 : 0;
+  }
+  return open;
+}
+
 SimBackend::FdEntry SimBackend::Resolve(int fd) const {
   if (fd < 0 || static_cast<size_t>(fd) >= fds_.size()) return FdEntry{};
   return fds_[static_cast<size_t>(fd)];
@@ -673,6 +681,10 @@ SimBackend::Attempt SimBackend::TryOpenAt(Flight& flight) {
     base = disk_->DirectoryPath(flight.target.target);
   }
   if (InjectMetadataError(options_.faults.meta_eio)) return Done(-EIO);
+  if (descriptor_limit_ != 0 && open_descriptors() >= descriptor_limit_) {
+    ++sim_stats_.opens_refused;
+    return Done(-EMFILE);
+  }
   const int64_t node = disk_->Open(JoinPath(base, op.path), static_cast<int>(op.flags), op.mode);
   if (node < 0) return Done(node);
   const bool directory = disk_->IsDirectory(static_cast<uint64_t>(node));

@@ -197,6 +197,7 @@ struct SimStats {
   uint64_t injected_errors = 0;    // Ops completed with an injected EIO/ENOSPC/EINTR/EAGAIN.
   uint64_t cache_misses = 0;       // ReadIfCached answers -EAGAIN (not cached, or injected).
   uint64_t metadata_errors = 0;    // Of those, on openat, unlink, ftruncate, fstat or close.
+  uint64_t opens_refused = 0;      // Opens failed with -EMFILE by SetDescriptorLimit.
   uint64_t device_failures = 0;    // Times the device broke for good (SimFaults::device_failure).
   uint64_t persistent_errors = 0;  // Of the injected errors, those of the broken device.
   uint64_t net_resets = 0;         // Connections reset (SimFaults::net_reset).
@@ -288,6 +289,13 @@ class SimBackend final : public Backend {
   [[nodiscard]] uint32_t open_files() const;
   // Changes the fault probabilities from now on (a test injecting a fault at one step).
   void SetFaults(const SimFaults& faults) { options_.faults = faults; }
+  // The process's descriptor limit (RLIMIT_NOFILE) from now on: a kOpenAt fails with -EMFILE,
+  // changing nothing, while `files` or more files and directories are open; 0 (the default)
+  // lifts it. Unlike the faults it is not a draw: it lasts until the next call, as a host that
+  // ran out of descriptors stays out until something closes one.
+  void SetDescriptorLimit(uint32_t files) { descriptor_limit_ = files; }
+  // Descriptors of files and directories open now: what SetDescriptorLimit counts.
+  [[nodiscard]] uint32_t open_descriptors() const;
   // A one-line description of the faults in effect, for summaries and failure reports.
   [[nodiscard]] std::string DescribeFaults() const;
 
@@ -399,7 +407,8 @@ class SimBackend final : public Backend {
   uint64_t next_op_id_ = 0;
   uint64_t fsyncs_sent_ = 0;  // For fsyncs_before_hang.
   uint64_t highest_completed_id_ = 0;
-  bool device_failed_ = false;  // SimFaults::device_failure struck; cleared by Crash().
+  uint32_t descriptor_limit_ = 0;  // SetDescriptorLimit's; 0: none.
+  bool device_failed_ = false;     // SimFaults::device_failure struck; cleared by Crash().
 
   std::vector<FdEntry> fds_;
   std::vector<std::unique_ptr<sim::Socket>> sockets_;  // Index = socket id; never reused.

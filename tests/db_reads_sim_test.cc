@@ -34,6 +34,7 @@ TEST(DbReadsTest, EveryReadIsDurableAndSeesEveryEarlierAcknowledgement) {
   uint64_t writer_closed_asleep = 0;
   uint64_t wal_opened_late = 0;
   uint64_t closed_wal_deferred = 0;
+  uint64_t wal_open_refused = 0;
   for (uint64_t seed = 1; seed <= SeedCount(); ++seed) {
     const WorkloadResult result = DbReads().run(seed, options);
     ASSERT_TRUE(result.ok) << result.failure << "\n  " << result.summary << "\n  "
@@ -44,6 +45,9 @@ TEST(DbReadsTest, EveryReadIsDurableAndSeesEveryEarlierAcknowledgement) {
     writer_closed_asleep += result.paths.at("asleep_writer_closed") > 0 ? 1 : 0;
     wal_opened_late += result.paths.at("wal_opened_late") > 0 ? 1 : 0;
     closed_wal_deferred += result.paths.at("close_wal_deferred") > 0 ? 1 : 0;
+    wal_open_refused +=
+        result.paths.at("descriptors_out") > 0 && result.paths.at("wal_late_open_failed") > 0 ? 1
+                                                                                              : 0;
   }
   // The closes the no-wait check is about happened (measured over seeds 1-20,000: 20.4 % close
   // early with requests in flight, 55.0 % find the writer unsettled).
@@ -56,11 +60,14 @@ TEST(DbReadsTest, EveryReadIsDurableAndSeesEveryEarlierAcknowledgement) {
   EXPECT_GE(writer_closed_asleep * 5, SeedCount())
       << "the writer closed while asleep in " << writer_closed_asleep << " seeds";
   // And, after a prelude that emptied the WAL, a wake for reads left it closed and a write
-  // opened it later (10.6 % of seeds 1-3,000), or a close came while it was still closed
-  // (2.4 %).
+  // opened it later (8.6 % of seeds 1-3,000), or a close came while it was still closed
+  // (2.4 %), or the process was out of descriptors and that open failed (5.7 %; property 5
+  // of the workload then holds the writes to failing with it).
   EXPECT_GE(wal_opened_late * 25, SeedCount()) << "the WAL opened late in " << wal_opened_late;
   EXPECT_GE(closed_wal_deferred * 100, SeedCount())
       << "closed with the WAL left closed in " << closed_wal_deferred << " seeds";
+  EXPECT_GE(wal_open_refused * 50, SeedCount())
+      << "the WAL's late open was refused a descriptor in " << wal_open_refused << " seeds";
 }
 
 TEST(DbReadsTest, SameSeedSameTrace) {

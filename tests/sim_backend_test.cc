@@ -396,6 +396,29 @@ TEST_F(SimBackendTest, FileOpsBehaveLikeTheirSyscalls) {
   EXPECT_EQ(RunOne(sim, real_fd), -EBADF);
 }
 
+// The descriptor limit counts files and directories, refuses an open at it with -EMFILE and
+// creates nothing, holds until lifted, and lets an open through again once a close makes room.
+TEST_F(SimBackendTest, TheDescriptorLimitRefusesOpensUntilADescriptorCloses) {
+  SimBackend sim(Quiet());
+  ASSERT_EQ(sim.disk().MakeDirectory("/d"), 0);
+  const int dir = OpenFile(sim, "/d", O_RDONLY | O_DIRECTORY);
+  const int a = OpenFile(sim, "/d/a", O_CREAT | O_RDWR);
+  sim.SetDescriptorLimit(2);
+  Op create{.kind = OpKind::kOpenAt, .fd = dir, .flags = O_CREAT | O_RDWR, .path = "b"};
+  EXPECT_EQ(RunOne(sim, create), -EMFILE) << "a directory and a file are two descriptors";
+  EXPECT_EQ(RunOne(sim, create), -EMFILE) << "the limit is not a draw: it holds";
+  EXPECT_EQ(sim.sim_stats().opens_refused, 2u);
+  Op close{.kind = OpKind::kClose, .fd = a};
+  ASSERT_EQ(RunOne(sim, close), 0);
+  Op existing{.kind = OpKind::kOpenAt, .fd = dir, .flags = O_RDONLY, .path = "b"};
+  EXPECT_EQ(RunOne(sim, existing), -ENOENT) << "a refused O_CREAT created nothing";
+  EXPECT_GE(RunOne(sim, create), 0) << "a close made room";
+  EXPECT_EQ(RunOne(sim, create), -EMFILE);
+  sim.SetDescriptorLimit(0);
+  EXPECT_GE(RunOne(sim, create), 0) << "0 lifts the limit";
+  EXPECT_EQ(sim.sim_stats().opens_refused, 3u);
+}
+
 TEST_F(SimBackendTest, FtruncateIsAPendingTruncateAndFileSizeSeesIt) {
   SimBackendOptions options = Quiet();
   options.disk.crash_keep_probability = 0;  // The crash below drops every pending operation.

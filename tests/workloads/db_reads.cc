@@ -16,7 +16,10 @@
 //     and the writes wait a while after the pause: the wake, for reads only, leaves the WAL
 //     closed, and the first write opens it (DatabaseStats::wal_opens_deferred, wal_opened_late),
 //     with faults and sleeps around it; an early close comes just before or just after that
-//     write. The prelude's acknowledged ids count as acknowledged before every read.
+//     write. In half of those seeds the process runs out of descriptors as the writes are
+//     released (SimBackend::SetDescriptorLimit, lifted a while later), so the WAL's late open
+//     fails with EMFILE for as long as that lasts. The prelude's acknowledged ids count as
+//     acknowledged before every read.
 // Faults are the seed's swarm mix (I/O errors, latencies); a failed request is fine, a wrong
 // answer is not. At each successful read the checker requires, with m the newest id it saw:
 //   1. never newer than durable: the write that inserted m has a durable epoch now;
@@ -28,9 +31,13 @@
 //      attempt read by waiting, by design, and a failed write's rollback re-reads the pages
 //      SQLite holds, which it cannot stop to fetch.)
 // Property 4 covers the close: its checkpoint, too, must not wait (a close used to, when it
-// came during a group's fsync). And at the end of every run, the database closed and every
-// file it opened closed again (SimBackend::open_files). A watchdog in virtual time ends a run
-// that stops making progress, naming what was pending.
+// came during a group's fsync). And at the end of every run, the database closed, every file
+// it opened closed again (SimBackend::open_files), and
+//   5. no write waited through a failed open of its WAL: each late open that failed
+//      (DatabaseStats::wal_late_opens_failed) failed the writes waiting for it, so there are
+//      at least as many failed writes. (A write that kept waiting would start the open again
+//      at every turn of the loop, for as long as the failure lasts.)
+// A watchdog in virtual time ends a run that stops making progress, naming what was pending.
 //
 // The negative control (WorkloadOptions::ack_before_fsync, here "answer before the covering
 // fsync") sets DatabaseOptions::read_undurable_for_testing: reads then run on the newest
@@ -119,7 +126,7 @@ class Run {
   // draws the times between asks to sleep (null: none). `prelude`: whether another Database
   // creates the file first.
   Run(io::SimBackend& sim, Loop& loop, db::Vfs& vfs, const db::DatabaseOptions& options,
-      int64_t close_at_ns, io::Prng* sleeper, bool prelude)
+      int64_t close_at_ns, io::Prng* sleeper, bool prelude, bool descriptors_run_out)
       : sim_(sim),
         loop_(loop),
         vfs_(vfs),
@@ -127,7 +134,8 @@ class Run {
         database_(loop, vfs, kDatabasePath, options),
         close_at_ns_(close_at_ns),
         sleeper_(sleeper),
-        prelude_wanted_(prelude) {
+        prelude_wanted_(prelude),
+        descriptors_run_out_(descriptors_run_out) {
     sleep_.user_data = this;
     sleep_.callback = [](Loop& /*loop*/, Completion& c) {
       auto* run = static_cast<Run*>(c.user_data);
@@ -154,7 +162,18 @@ class Run {
       auto* run = static_cast<Run*>(c.user_data);
       if (c.result() == -ECANCELED) return Action::kDisarm;
       run->hold_writes_ = false;
+      if (run->descriptors_run_out_) {
+        // Every descriptor the process may have is taken: the WAL's late open fails.
+        run->sim_.SetDescriptorLimit(run->sim_.open_descriptors());
+        run->loop_.Timer(run->lift_limit_,
+                         absl::Nanoseconds(run->sleeper_->Range(1, kAsleepNsMax)));
+      }
       if (!run->paused_) run->ReleaseWrites();
+      return Action::kDisarm;
+    };
+    lift_limit_.user_data = this;
+    lift_limit_.callback = [](Loop& /*loop*/, Completion& c) {
+      if (c.result() != -ECANCELED) static_cast<Run*>(c.user_data)->sim_.SetDescriptorLimit(0);
       return Action::kDisarm;
     };
   }
@@ -198,6 +217,15 @@ class Run {
     if (violation_.empty() && open != files_at_start_) {
       violation_ = absl::StrCat("the run ended with ", open, " files open, ", files_at_start_,
                                 " at its start");
+    }
+  }
+  // Property 5, once the run is over.
+  void CheckFailedOpensFailedWrites() {
+    const uint64_t failed_opens = database_.stats().wal_late_opens_failed;
+    if (violation_.empty() && failed_opens > writes_failed_) {
+      violation_ =
+          absl::StrCat(failed_opens, " late opens of the WAL failed but only ", writes_failed_,
+                       " writes did: a write kept waiting through a failed open");
     }
   }
   // Property 4, once the run is over.
@@ -250,7 +278,9 @@ class Run {
             {"wal_opened_late", s.wal_opened_late},
             {"wal_late_open_failed", s.wal_late_opens_failed},
             // The close came while the WAL a wake left closed was still closed.
-            {"close_wal_deferred", close_wal_deferred_ ? 1 : 0}};
+            {"close_wal_deferred", close_wal_deferred_ ? 1 : 0},
+            // Opens refused for want of a descriptor (SimBackend::SetDescriptorLimit).
+            {"descriptors_out", sim_.sim_stats().opens_refused}};
   }
 
  private:
@@ -452,6 +482,7 @@ class Run {
       if (run.pending_ == 0) run.ClosePrelude();
       return;
     }
+    run.writes_failed_ += status.ok() ? 0 : 1;
     // A write the early close cancelled never ran.
     run.write_failed_ =
         run.write_failed_ || (!status.ok() && !(run.closing_ && absl::IsCancelled(status)));
@@ -595,6 +626,8 @@ class Run {
     if (close_early_.state() == Completion::State::kTimer) loop_.Cancel(close_early_);
     if (sleep_.state() == Completion::State::kTimer) loop_.Cancel(sleep_);
     if (release_writes_.state() == Completion::State::kTimer) loop_.Cancel(release_writes_);
+    if (lift_limit_.state() == Completion::State::kTimer) loop_.Cancel(lift_limit_);
+    sim_.SetDescriptorLimit(0);
     const db::Database::State state = database_.state();
     if (state == db::Database::State::kReady || state == db::Database::State::kPoisoned ||
         state == db::Database::State::kFailed) {
@@ -640,6 +673,7 @@ class Run {
           "; ", run->Summary());
     }
     run->finished_ = true;
+    run->sim_.SetDescriptorLimit(0);
     run->sim_.Crash();  // Every pending operation fails, so the requests complete and it ends.
     run->closed_ = true;
     for (db::Database* database : {&run->database_, run->prelude_.get()}) {
@@ -667,6 +701,8 @@ class Run {
   bool hold_writes_ = false;  // After a prelude's pause, writes wait for release_writes_.
   bool close_wal_deferred_ = false;  // The early close came while the wake's WAL was closed.
   Completion release_writes_;
+  const bool descriptors_run_out_;  // At release_writes_, until lift_limit_.
+  Completion lift_limit_;
   uint64_t asleep_writer_closes_ = 0;  // CloseWriterIfIdle closed the writer while asleep.
   Completion sleep_;
   bool paused_ = false;  // The traffic pauses (StepPause): new requests wait here.
@@ -690,7 +726,8 @@ class Run {
   uint32_t reads_failed_ = 0;
   uint64_t waited_at_open_ = 0;
   uint32_t files_at_start_ = 0;
-  bool write_failed_ = false;  // A write failed: its rollback may have read by waiting.
+  bool write_failed_ = false;   // A write failed: its rollback may have read by waiting.
+  uint64_t writes_failed_ = 0;  // The run's writes that failed, whatever the status.
   bool finished_ = false;
   bool closed_ = false;
   bool closing_ = false;       // The early close came.
@@ -738,17 +775,21 @@ WorkloadResult RunDbReads(uint64_t seed, const WorkloadOptions& options) {
   const bool sleeps = sleep_prng.Chance(0.5);
   // A third of the seeds run the prelude (the salt leaves seed 53410 without).
   const bool prelude = io::Prng(seed ^ 0x9e10'de00'0000'0003ULL).Chance(1.0 / 3);
+  // Half of the seeds that hold their writes after a prelude run out of descriptors then.
+  const bool descriptors_run_out =
+      prelude && sleeps && io::Prng(seed ^ 0xfd00'0000'0000'0005ULL).Chance(0.5);
   auto loop = std::make_unique<Loop>(std::move(backend), loop::LoopOptions{});
   absl::StatusOr<std::unique_ptr<db::Vfs>> vfs = db::Vfs::Create(*loop, vfs_options);
   SQLOOP_CHECK(vfs.ok(), "db_reads: the VFS could not be registered");
   WorkloadResult result;
   auto run = std::make_unique<Run>(sim, *loop, **vfs, drawn, close_at_ns,
-                                   sleeps ? &sleep_prng : nullptr, prelude);
+                                   sleeps ? &sleep_prng : nullptr, prelude, descriptors_run_out);
   run->Start();
   const absl::Status status = loop->Run(loop::RunMode::kUntilDone);
   run->CheckClosed();
   run->CheckNoFileLeft();
   run->CheckNoReadWaited();
+  run->CheckFailedOpensFailedWrites();
   result.failure = !status.ok() ? absl::StrCat("run: ", status.message()) : run->violation();
   const std::string summary = run->Summary();
   result.paths = run->Paths();
@@ -767,7 +808,8 @@ WorkloadResult RunDbReads(uint64_t seed, const WorkloadOptions& options) {
                    ", checkpoint frames ", drawn.checkpoint_frames, ", group max ",
                    drawn.group_requests_max, ", WAL reserve ", vfs_options.wal_reserve_bytes,
                    close_at_ns > 0 ? absl::StrCat(", close at +", close_at_ns / 1000, " us") : "",
-                   sleeps ? ", sleeps" : "", prelude ? ", prelude" : "", "; faults: ", faults);
+                   sleeps ? ", sleeps" : "", prelude ? ", prelude" : "",
+                   descriptors_run_out ? ", out of descriptors" : "", "; faults: ", faults);
   return result;
 }
 
