@@ -430,8 +430,14 @@ absl::StatusOr<Request::Kind> Database::KindOf(const Request& request) {
 
 bool Database::Cancel(Request& request) {
   if (request.state_ == Request::State::kQueued) {
-    Queue& queue = writes_.Contains(request) ? writes_ : held_.Contains(request) ? held_ : reads_;
-    queue.Remove(request);  // Checks that it is there.
+    Queue* queue = writes_.Contains(request)  ? &writes_
+                   : held_.Contains(request)  ? &held_
+                   : reads_.Contains(request) ? &reads_
+                                              : nullptr;
+    // In none: a failure took it out of its queue and is delivering it (FailQueue); its
+    // outcome is that failure.
+    if (queue == nullptr) return false;
+    queue->Remove(request);
     Finish(request, absl::CancelledError("request cancelled before it ran"));
     return true;
   }

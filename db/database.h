@@ -516,7 +516,8 @@ class Database {
   // database is not ready, poisoned, or has too many requests waiting; then on_done never runs.
   [[nodiscard]] absl::Status Submit(Request& request);
   // Cancels a request that has not committed: a queued one completes with Cancelled; a running
-  // read stops at its next step. Returns false if it is too late (committed or done).
+  // read stops at its next step. Returns false if it is too late (committed, done, or being
+  // failed: one that a failure or Close is failing completes with that failure).
   bool Cancel(Request& request);
   // Fails queued requests with Cancelled (a request submitted from their callbacks is
   // refused: the close has begun), waits for running ones and for the files to be durable and

@@ -1785,6 +1785,26 @@ TEST_P(DatabaseTest, ARequestSubmittedWhileTheCloseCancelsIsRefused) {
   EXPECT_FALSE(again.done) << "the refused request still reached on_done";
 }
 
+// A host may cancel a request from the callback of another: when the close is failing both, the
+// second is already on its way out, so the cancel is too late and it completes as closing.
+TEST_P(DatabaseTest, ACancelFromTheCallbackOfARequestTheCloseFailsIsTooLate) {
+  ASSERT_TRUE(OpenDb().ok());
+  ASSERT_TRUE(Write("CREATE TABLE t(x)").ok());
+  Probe first;
+  Probe second;
+  Prime(first, Request::Kind::kWrite, "INSERT INTO t VALUES (1)");
+  Prime(second, Request::Kind::kWrite, "INSERT INTO t VALUES (2)");
+  bool cancelled = true;
+  first.on_ack = [&](Probe& /*p*/) { cancelled = db_->Cancel(second.request); };
+  ASSERT_TRUE(db_->Submit(first.request).ok());
+  ASSERT_TRUE(db_->Submit(second.request).ok());
+  ASSERT_TRUE(CloseAndRun(*db_).ok());
+  EXPECT_FALSE(cancelled);
+  EXPECT_EQ(first.status.code(), absl::StatusCode::kCancelled) << first.status;
+  EXPECT_EQ(second.status.code(), absl::StatusCode::kCancelled) << second.status;
+  EXPECT_TRUE(absl::StrContains(second.status.message(), "closing")) << second.status;
+}
+
 // A close copies the WAL into the main file itself first, from memory only; if that fails (a
 // write error), SQLite's own close checkpoint, which would read the WAL by waiting, is skipped:
 // the WAL keeps its frames, all durable, and the next open recovers every row from it. Without
