@@ -212,7 +212,11 @@ bool Database::RunGroupOnce(std::vector<Request*>& group) {
 // RunGroupOnce does; true also when the group waits for a fetch (kSuspended).
 bool Database::ContinueGroup(std::vector<Request*>& group, Request* resumed) {
   const uint32_t limit = group_limit_ != 0 ? group_limit_ : options_.group_requests_max;
-  while (resumed != nullptr || (group.size() < limit && !writes_.empty())) {
+  // Requests that ended here without joining the group (refused before running, or failed)
+  // count against its size too: one that did no SQLite work uses none of the slice, so a
+  // client resubmitting each at once would otherwise keep this loop going for ever.
+  size_t ended = 0;
+  while (resumed != nullptr || (group.size() + ended < limit && !writes_.empty())) {
     if (resumed == nullptr && writer_->SliceUsed()) {
       // The group has used its slice of the loop: commit what it has, and the rest runs as
       // the next group, after this one's fsync.
@@ -221,8 +225,12 @@ bool Database::ContinueGroup(std::vector<Request*>& group, Request* resumed) {
     }
     if (sqlite3_get_autocommit(writer_->db()) != 0) break;  // Ended under the group: see below.
     Request* r = resumed != nullptr ? std::exchange(resumed, nullptr) : writes_.PopFront();
+    const size_t joined = group.size();
     const GroupStep step = RunInGroup(group, *r, group_started_idle_);
-    if (step == GroupStep::kNext) continue;
+    if (step == GroupStep::kNext) {
+      ended += group.size() == joined ? 1 : 0;
+      continue;
+    }
     if (step == GroupStep::kCommitNow) break;
     return step == GroupStep::kHandled || step == GroupStep::kSuspended;
   }
