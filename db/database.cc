@@ -135,6 +135,10 @@ loop::Action Database::OnPump(loop::Loop& /*unused*/, loop::Completion& c) {
   // SQLite allocates for it (the VFS's calls included) to its tenant.
   alloc::ScopedTenant tenant(self->options_.tenant);
   self->in_callback_ = true;  // Sleep() refuses to run under a request's callback.
+  if (self->readers_to_close_ &&
+      (self->state_ == State::kReady || self->state_ == State::kPoisoned)) {
+    self->CloseIdleReaders();
+  }
   bool destroyed = false;
   self->destroyed_ = &destroyed;
   self->Pump();
@@ -241,17 +245,10 @@ void Database::Close(Callback done, void* arg) {
   }
   // The queued requests fail once kClosing is entered, so that a request submitted from
   // their callbacks is refused rather than queued and cancelled in turn.
-  Queue writes;
-  Queue held;
-  Queue reads;
-  MoveAll(writes_, writes);
-  MoveAll(held_, held);
-  MoveAll(reads_, reads);
+  Taken taken;
+  TakeQueued(taken);
   SetState(State::kClosing);
-  const absl::Status closing = absl::CancelledError("database is closing");
-  FailQueue(writes, closing);
-  FailQueue(held, closing);
-  FailQueue(reads, closing);
+  FailTaken(taken, absl::CancelledError("database is closing"));
   ArmPump();
 }
 
@@ -546,6 +543,18 @@ void Database::FailQueue(Queue& queue, const absl::Status& status) {
   }
 }
 
+void Database::TakeQueued(Taken& taken) {
+  MoveAll(writes_, taken.writes);
+  MoveAll(held_, taken.held);
+  MoveAll(reads_, taken.reads);
+}
+
+void Database::FailTaken(Taken& taken, const absl::Status& status) {
+  FailQueue(taken.writes, status);
+  FailQueue(taken.held, status);
+  FailQueue(taken.reads, status);
+}
+
 void Database::BecomePoisoned() {
   const absl::Status& poison = files_->queue().poison_status();
   // Take the unacknowledged requests out first, so kPoisoned's invariant holds when it is
@@ -558,9 +567,9 @@ void Database::BecomePoisoned() {
     SetRequestState(*r, Request::State::kDone);
     Deliver(*r);
   }
-  FailQueue(writes_, Poisoned(poison));
-  FailQueue(held_, Poisoned(poison));
-  FailQueue(reads_, Poisoned(poison));
+  Taken taken;
+  TakeQueued(taken);
+  FailTaken(taken, Poisoned(poison));
 }
 
 // ---- Serving ----------------------------------------------------------------------------------

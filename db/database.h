@@ -528,7 +528,9 @@ class Database {
   // (sqlite3_db_release_memory), and closes the idle readers beyond the first, charged to the
   // database's tenant. Its next reads fetch those pages again. For a host trimming a database
   // it expects to stay idle (the registry's idle_trim_after); a no-op unless the database is
-  // open. What it freed shows in the tenant's accounting (alloc::GetTenantCounters).
+  // open. What it freed shows in the tenant's accounting (alloc::GetTenantCounters). From a
+  // request's callback the readers close once that work returns (the database may be serving
+  // reads on them), in the same tick.
   void ReleaseMemory();
   // Closes the writer connection (its schema, statements and cache) when nothing of the
   // writer's is in flight: no write queued or running, no group waiting for a fetch, no
@@ -537,7 +539,7 @@ class Database {
   // the WAL and truncates it. For a host trimming a database it expects to stay idle: an idle
   // open tenant, or a sleeping one, then holds one connection (asleep, the close touches no
   // file, and it is refused unless every reader shows the last commit already). Returns
-  // whether it closed it.
+  // whether it closed it: never from a request's callback, inside the database's own work.
   bool CloseWriterIfIdle();
   // Closes the database's descriptors (the flock on its file goes with them) and keeps its
   // connections, so an idle database holds no descriptor and wakes without a reopen: the next
@@ -645,6 +647,7 @@ class Database {
   void StepRead(Connection& reader);
   void FinishClose();
   void CloseConnections();
+  void CloseIdleReaders();  // ReleaseMemory's closes (db/database_idle.cc).
   // Sleep (db/database_idle.cc).
   [[nodiscard]] bool Quiet() const;
   void Wake();
@@ -699,6 +702,16 @@ class Database {
   void Deliver(Request& request);
   // Fails the requests queued now with `status`; one submitted from their callbacks stays.
   void FailQueue(Queue& queue, const absl::Status& status);
+  // Every request queued at one moment, taken out of the queues to be failed (TakeQueued), so
+  // that what their callbacks submit waits for its own turn.
+  struct Taken {
+    Queue writes;
+    Queue held;
+    Queue reads;
+  };
+  void TakeQueued(Taken& taken);
+  // Fails them with `status`: the writes, then the held reads, then the reads.
+  void FailTaken(Taken& taken, const absl::Status& status);
   // What a request refused or failed by a poisoned database is told.
   [[nodiscard]] static absl::Status Poisoned(const absl::Status& poison);
   // The only writers of state_ and Request::state_: they check the transition (the tables
@@ -759,6 +772,7 @@ class Database {
   // The pump or a fetch's completion is running (and may call a request's callback, which must
   // not put the database to sleep under it).
   bool in_callback_ = false;
+  bool readers_to_close_ = false;  // ReleaseMemory from a callback: the pump closes them.
   // While the pump runs: set by the destructor, since the open or close callback the pump makes
   // may destroy the database, and the pump must then not touch it again.
   bool* destroyed_ = nullptr;

@@ -18,16 +18,28 @@ void Database::ReleaseMemory() {
   if (state_ != State::kReady && state_ != State::kPoisoned) return;
   alloc::ScopedTenant tenant(options_.tenant);
   if (writer_open()) sqlite3_db_release_memory(writer_->db());
-  // Readers beyond the first are closed (their schema and page cache go with them) and
-  // reopened when reads find every open reader busy again. Their close never checkpoints (the
-  // first reader stays, so none is the last connection): said to SQLite, so that on a sleeping
-  // database, whose files have no descriptor, the close touches no file at all.
+  if (in_callback_) {
+    // The database's own work may be walking its readers: they close when it returns.
+    readers_to_close_ = true;
+    ArmPump();
+  } else {
+    CloseIdleReaders();
+  }
+  for (auto& reader : readers_) sqlite3_db_release_memory(reader->db());
+}
+
+// Readers beyond the first are closed (their schema and page cache go with them) and reopened
+// when reads find every open reader busy again. Their close never checkpoints (the first
+// reader stays, so none is the last connection): said to SQLite, so that on a sleeping
+// database, whose files have no descriptor, the close touches no file at all.
+void Database::CloseIdleReaders() {
+  readers_to_close_ = false;
+  alloc::ScopedTenant tenant(options_.tenant);
   while (readers_.size() > 1 && readers_.back()->current() == nullptr) {
     Unpin(*readers_.back());
     sqlite3_db_config(readers_.back()->db(), SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, nullptr);
     readers_.pop_back();
   }
-  for (auto& reader : readers_) sqlite3_db_release_memory(reader->db());
 }
 
 // No reader may be busy: a reader classifies kAuto requests while the writer is closed
@@ -37,10 +49,10 @@ void Database::ReleaseMemory() {
 // must not try SQLite's checkpoint (it is not the last connection, so it would find the lock
 // taken, but it need not look).
 bool Database::CloseWriterIfIdle() {
-  if (state_ != State::kReady || !writer_open() || writer_state_ != WriterState::kIdle ||
-      !writes_.empty() || group_resume_ != nullptr || group_fetching_ ||
-      writer_->current() != nullptr || sqlite3_get_autocommit(writer_->db()) == 0 ||
-      AnyReaderBusy()) {
+  if (in_callback_ || state_ != State::kReady || !writer_open() ||
+      writer_state_ != WriterState::kIdle || !writes_.empty() || group_resume_ != nullptr ||
+      group_fetching_ || writer_->current() != nullptr ||
+      sqlite3_get_autocommit(writer_->db()) == 0 || AnyReaderBusy()) {
     return false;
   }
   alloc::ScopedTenant tenant(options_.tenant);
@@ -144,7 +156,10 @@ void Database::OnWalOpened(void* arg) {
     ++self.stats_.wal_opened_late;
   } else {
     ++self.stats_.wal_late_opens_failed;
-    self.FailQueue(self.writes_, self.sleep_->status());
+    self.in_callback_ = true;  // The writes' callbacks run inside the database's work.
+    const absl::Status why = self.sleep_->status();
+    self.FailQueue(self.writes_, why);
+    self.in_callback_ = false;
   }
   self.ArmPump();
 }
@@ -158,10 +173,12 @@ void Database::OnWoken(void* arg) {
     // The files are not what the connections saw: nothing may run on them. The requests fail
     // with why; the database stays asleep, and Close closes it without touching the files.
     ++self.stats_.wakes_failed;
-    const absl::Status& why = self.sleep_->status();
-    self.FailQueue(self.writes_, why);
-    self.FailQueue(self.held_, why);
-    self.FailQueue(self.reads_, why);
+    Taken taken;  // What waited for this wake; what their callbacks submit waits for the next.
+    self.TakeQueued(taken);
+    self.in_callback_ = true;  // The requests' callbacks run inside the database's work.
+    const absl::Status why = self.sleep_->status();
+    self.FailTaken(taken, why);
+    self.in_callback_ = false;
   }
   self.ArmPump();
 }
