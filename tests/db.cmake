@@ -30,6 +30,7 @@ sqloop_test(db_cold_read_test SOURCES ${_db_tests}/db_cold_read_test.cc
 sqloop_test(db_open_check_test SOURCES ${_db_tests}/db_open_check_test.cc
             LIBS sqloop_db_test_support)
 sqloop_test(db_sleep_test SOURCES ${_db_tests}/db_sleep_test.cc LIBS sqloop_db_test_support)
+sqloop_test(db_reentry_test SOURCES ${_db_tests}/db_reentry_test.cc LIBS sqloop_db_test_support)
 
 # Snapshot reads: every read checked against durability and acknowledgements (sqloop_sim
 # --workload=db_reads).
