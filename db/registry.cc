@@ -367,6 +367,7 @@ void Registry::StartOpen(Tenant& t) {
     // not a reuse, so a tenant woken for one request goes before one used again (SIEVE).
     t.stats.wakes++;
     stats_.wakes++;
+    t.wakes_failed_before = t.database->stats().wakes_failed;
     SetState(t, TenantState::kActive);
     ServeQueue(t);
     return;

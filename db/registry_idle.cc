@@ -17,16 +17,17 @@ using internal::CloseReason;
 using internal::TenantPolicy;
 
 // A tenant whose requests are done. Its database may still be asleep: the requests needed no
-// wake (open-only ones), so it gives its slot back and sleeps on; or its wake failed (the files
-// changed, or could not be opened again), and it is closed so that the next request opens the
-// file afresh.
+// wake (open-only ones), so it gives its slot back and sleeps on; or a wake since it took its
+// slot failed (the files changed, or could not be opened again), and it is closed so that the
+// next request opens the file afresh. (One that failed in an earlier turn, before a wake that
+// succeeded, says nothing about the files now.)
 void Registry::BecomeIdle(Tenant& t) {
   if (shutting_down_) {
     StartClose(t, CloseReason::kShutdown);
     return;
   }
   if (t.database->asleep()) {
-    if (t.database->stats().wakes_failed > 0) {
+    if (t.database->stats().wakes_failed > t.wakes_failed_before) {
       StartClose(t, CloseReason::kWakeFailed);
     } else {
       FallAsleep(t);

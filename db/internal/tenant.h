@@ -43,6 +43,9 @@ struct Tenant {
   alloc::TenantId memory_id = alloc::kSharedTenant;
   bool has_memory_id = false;
   uint32_t in_flight = 0;  // Requests submitted to the Database and not done.
+  // The database's DatabaseStats::wakes_failed when it took its slot asleep (StartOpen): a
+  // wake of this turn failed if the count grew since.
+  uint64_t wakes_failed_before = 0;
   Queue queue;
   ListLink<Tenant> state_link;  // In the idle, asleep, waiting or closed list (see above).
   ListLink<Tenant> slot_link;   // In the open list while holding a slot.
