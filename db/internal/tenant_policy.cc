@@ -127,11 +127,19 @@ TenantPolicy::TenantPolicy(const RegistryOptions& options, uint32_t open_max)
 
 // ---- Admission ------------------------------------------------------------------------------
 
+// The closes under way that free what an open waits for: with every slot taken, those that
+// give one back (a sleeper's close holds none, its descriptors' closes do); with memory short,
+// every close.
+uint32_t TenantPolicy::ClosesUnderWay() const {
+  const bool slots_full = open_.size() + sleeps_closing_ >= open_max_;
+  return (slots_full ? slot_closes_ : closing_) + sleeps_closing_;
+}
+
 absl::Status TenantPolicy::CheckRoomForOpen() const {
   if (MayOpenNow()) return absl::OkStatus();
   // Relief is coming if an idle tenant can be evicted or a close already under way frees a
   // slot that no earlier waiter has claimed.
-  const bool relief = !idle_.empty() || closing_ + sleeps_closing_ > waiting_.size();
+  const bool relief = !idle_.empty() || ClosesUnderWay() > waiting_.size();
   if (options_.when_full == WhenFull::kFail && !relief) {
     return absl::ResourceExhaustedError(absl::StrFormat(
         "registry has %d of %d databases open (SQLite memory %d of %d bytes, 0 = no budget) "
@@ -183,6 +191,10 @@ void TenantPolicy::SleepClosed() {
 void TenantPolicy::ReleaseSlot(Tenant& t) {
   SQLOOP_CHECK(t.holds_slot(), "TenantPolicy: releasing a slot the tenant does not hold");
   if (hand_ == &t) hand_ = SlotList::Next(t);
+  if (t.state == TenantState::kClosing) {  // Its close ended (Registry::OnClosed).
+    SQLOOP_CHECK(slot_closes_ > 0, "TenantPolicy: a close gave back a slot it was not counted for");
+    slot_closes_--;
+  }
   open_.Remove(t);
   t.visited = false;
 }
@@ -237,7 +249,7 @@ Tenant* TenantPolicy::TrimDue(int64_t now_ns) {
 
 // One victim per waiter not yet covered by a close under way, so nothing is evicted twice over.
 Tenant* TenantPolicy::WaiterVictim() {
-  if (waiting_.size() <= closing_ + sleeps_closing_) return nullptr;
+  if (waiting_.size() <= ClosesUnderWay()) return nullptr;
   if (Tenant* idle = NextVictim()) return idle;
   return MemoryFull() ? asleep_.front() : nullptr;
 }
@@ -316,7 +328,10 @@ void TenantPolicy::StateChanged(Tenant& t, TenantState from, TenantState to) {
     SQLOOP_CHECK(closing_ > 0, "TenantPolicy: a close finished that was not under way");
     closing_--;
   }
-  if (to == TenantState::kClosing) closing_++;
+  if (to == TenantState::kClosing) {
+    closing_++;
+    if (t.holds_slot()) slot_closes_++;
+  }
   if (InTransit(from) && !InTransit(to)) transit_.Remove(t);
   if (!InTransit(from) && InTransit(to)) transit_.PushBack(t);
 }

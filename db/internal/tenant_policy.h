@@ -180,6 +180,7 @@ class TenantPolicy {
   [[nodiscard]] uint32_t open_max() const { return open_max_; }
 
  private:
+  [[nodiscard]] uint32_t ClosesUnderWay() const;
   // The open_max part of CheckOptions.
   [[nodiscard]] static absl::StatusOr<uint32_t> OpenMax(const RegistryOptions& options);
   // A slot is free and the memory budget allows one more open tenant.
@@ -205,6 +206,8 @@ class TenantPolicy {
   // Tenants in kClosing: slots (or, for a sleeper, memory) about to free. A sleeper's close
   // frees no slot, so a waiter it covered is looked at again when it ends (OnClosed grants).
   uint32_t closing_ = 0;
+  // Of those, the ones that hold a slot until their close ends (a sleeper's close has none).
+  uint32_t slot_closes_ = 0;
   // Sleepers whose descriptors are still closing: slots about to free, as closing_'s.
   uint32_t sleeps_closing_ = 0;
   alloc::TenantId memory_group_ = alloc::kSharedTenant;  // kSharedTenant until MemoryGroup.
