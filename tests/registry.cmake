@@ -8,3 +8,7 @@ sqloop_test(registry_shards_test SOURCES registry_shards_test.cc
 # Scale to zero under the simulator's virtual clock.
 sqloop_test(registry_sim_test SWEEP SOURCES registry_sim_test.cc LIBS sqloop::db sqloop::io)
 sqloop_test(registry_sleep_test SOURCES registry_sleep_test.cc LIBS sqloop::db sqloop::io)
+# Callbacks of tenant requests calling back into the registry, on every failure path and every
+# backend (the recording backend of the db tests injects the failures).
+sqloop_test(registry_reentry_test SOURCES registry_reentry_test.cc
+            LIBS sqloop_db_test_support sqloop::db sqloop::io)
