@@ -202,8 +202,9 @@ absl::Status Runtime::RefuseFromCallback(absl::string_view what) const {
 absl::Status Runtime::Shutdown() {
   const Claim claim(*this);
   if (absl::Status refused = claim.status("Shutdown"); !refused.ok()) return refused;
-  if (shut_down_) return shutdown_status_;
+  // First: a callback run by the shutdown itself must not hear its outcome before there is one.
   if (absl::Status refused = RefuseFromCallback("Shutdown"); !refused.ok()) return refused;
+  if (shut_down_) return shutdown_status_;
   shut_down_ = true;
   struct Closing {
     bool done = false;
