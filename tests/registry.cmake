@@ -12,3 +12,7 @@ sqloop_test(registry_sleep_test SOURCES registry_sleep_test.cc LIBS sqloop::db s
 # backend (the recording backend of the db tests injects the failures).
 sqloop_test(registry_reentry_test SOURCES registry_reentry_test.cc
             LIBS sqloop_db_test_support sqloop::db sqloop::io)
+# The same through the front doors: callbacks of Runtime::Submit and of Shards calling back into
+# them (resubmit at once, Exec, Query, Shutdown, Stop, Stats), a full queue, a stop in flight.
+sqloop_test(runtime_reentry_test SOURCES runtime_reentry_test.cc
+            LIBS sqloop::db sqloop::io Threads::Threads)
