@@ -121,7 +121,8 @@ class Runtime {
 
   // Waits for the admitted requests, closes every database, then releases the registry, the
   // VFS and the loop, in that order. Later calls return the first call's outcome; Exec, Query
-  // and Submit fail with FailedPrecondition after it.
+  // and Submit fail with FailedPrecondition after it. From a loop callback (one it runs
+  // included) it is refused with FailedPrecondition, as Exec and Query are.
   absl::Status Shutdown();
 
   [[nodiscard]] loop::Loop& loop() { return *loop_; }
