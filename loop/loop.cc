@@ -15,6 +15,7 @@
 #include "sqloop/loop/loop.h"
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cstddef>
 #include <thread>
@@ -33,6 +34,9 @@ static_assert(std::is_standard_layout_v<Completion> && offsetof(Completion, op) 
 namespace {
 
 Completion& CompletionOf(io::Op* op) { return *reinterpret_cast<Completion*>(op); }
+
+// The longest name a stall report keeps (longer ones are cut).
+constexpr size_t kStallNameMax = 128;
 
 const char* NameOf(const Completion& c) {
   if (c.name != nullptr) return c.name;
@@ -315,8 +319,10 @@ void Loop::Dispatch(Completion& c) {
   pending_--;
   stats_.callbacks++;
   const bool watch = stall_budget_ns_ > 0;
-  // The name is taken before the callback, which may free `c`; only when watching.
-  const char* name = watch ? NameOf(c) : nullptr;
+  // The name is copied before the callback, which may free `c` and what its name points into
+  // (a Database's pump is named by the Database's path); only when watching.
+  std::array<char, kStallNameMax> name;
+  if (watch) absl::SNPrintF(name.data(), name.size(), "%s", NameOf(c));
   const int64_t start_ns = watch ? backend_->NowNs() : 0;
   running_callback_ = &c;
   const Action action = c.callback(*this, c);
@@ -329,7 +335,7 @@ void Loop::Dispatch(Completion& c) {
         options_.log(io::LogLevel::kWarning,
                      absl::StrFormat("sqloop stall: the callback of '%s' ran for %d us (budget "
                                      "%d us); something blocked the loop thread",
-                                     name, elapsed_ns / 1000,
+                                     name.data(), elapsed_ns / 1000,
                                      absl::ToInt64Microseconds(options_.stall_budget)));
       }
     }

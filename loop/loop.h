@@ -102,7 +102,8 @@ struct Completion {
   io::Op op;  // First member: the loop maps an io::Op* back to its Completion.
   Callback callback = nullptr;
   void* user_data = nullptr;
-  // Shown in stall reports; defaults to the op kind ("read", "timer", "post").
+  // Shown in stall reports; defaults to the op kind ("read", "timer", "post"). Read before the
+  // callback runs (copied, up to 127 bytes), so the callback may free what it points into.
   const char* name = nullptr;
 
   // -errno or a non-negative value; -ECANCELED after a successful cancel; 0 for a fired timer.
