@@ -6,6 +6,7 @@
 // (kWaitBound) bounds every wait, so a broken server fails the test instead of hanging it.
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -198,6 +199,23 @@ std::vector<TestBackend> RealBackends() {
     if (backend.real_descriptors) real.push_back(backend);
   }
   return real;
+}
+
+// ListenTcp's socket has TCP_NODELAY, and the connections it accepts inherit it, so an answer
+// never waits for the client's acknowledgement of the one before (pipelined requests did).
+TEST_P(HttpServerTest, ListenTcpsConnectionsSendAtOnce) {
+  const int client = Send("");
+  const int accepted = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+  ASSERT_GE(accepted, 0);
+  int on = 0;
+  socklen_t size = sizeof(on);
+  EXPECT_EQ(getsockopt(listen_fd_, IPPROTO_TCP, TCP_NODELAY, &on, &size), 0);
+  EXPECT_NE(on, 0) << "the listening socket";
+  on = 0;
+  EXPECT_EQ(getsockopt(accepted, IPPROTO_TCP, TCP_NODELAY, &on, &size), 0);
+  EXPECT_NE(on, 0) << "an accepted connection";
+  close(accepted);
+  EXPECT_GE(client, 0);
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, HttpServerTest, ::testing::ValuesIn(RealBackends()),

@@ -266,8 +266,11 @@ class HttpServer {
 };
 
 // Creates a blocking (as the loop wants), close-on-exec TCP socket listening on `address`
-// (IPv4 or IPv6 literal) and `port` (0 picks a free one), with SO_REUSEADDR. Sets `bound_port` to
-// the port actually bound. The caller owns the descriptor.
+// (IPv4 or IPv6 literal) and `port` (0 picks a free one), with SO_REUSEADDR and TCP_NODELAY
+// (which the connections it accepts inherit: without it, the answers to pipelined requests
+// each wait for the client's delayed acknowledgement of the one before). Sets `bound_port` to
+// the port actually bound. The caller owns the descriptor; a host that makes its own listening
+// socket should set TCP_NODELAY on it too.
 [[nodiscard]] absl::StatusOr<int> ListenTcp(absl::string_view address, uint16_t port,
                                             uint16_t& bound_port);
 
