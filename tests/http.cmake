@@ -22,6 +22,10 @@ if(TARGET sqloop_example_http)
   target_compile_definitions(http_adversarial_test PRIVATE
                              SQLOOP_HTTP_BINARY="$<TARGET_FILE:sqloop_http>")
   add_dependencies(http_adversarial_test sqloop_http)
+  # Hostile clients against the in-process server: limits, broken framing and pipelines,
+  # half-closes and resets, a flooding connection, Stop() with requests half-sent.
+  sqloop_test(http_hostile_client_test SOURCES http_hostile_client_test.cc
+              LIBS sqloop_example_http sqloop_test_backends)
   # The host on the simulator: simulated clients, stops and crashes, seed by seed.
   # The workload joins the simulator's (sqloop_sim --workload=http).
   target_sources(sqloop_sim_workloads PRIVATE ${CMAKE_CURRENT_LIST_DIR}/workloads/http.cc
