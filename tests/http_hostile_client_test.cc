@@ -22,6 +22,7 @@
 #include "examples/http/server.h"
 #include "gtest/gtest.h"
 #include "sqloop/loop/loop.h"
+#include "tests/run_loop_until.h"
 #include "tests/test_backends.h"
 
 namespace sqloop::examples::http {
@@ -149,26 +150,15 @@ class HttpHostileClientTest : public ::testing::TestWithParam<TestBackend> {
 
   // Turns the loop until `done()` (pumping every client first); false if kWaitBound passed.
   bool RunUntil(const std::function<bool()>& done) {
-    bool expired = false;
-    loop::Completion bound;
-    bound.user_data = &expired;
-    bound.callback = [](loop::Loop&, loop::Completion& c) {
-      *static_cast<bool*>(c.user_data) = true;
-      return loop::Action::kDisarm;
-    };
-    loop_->Timer(bound, kWaitBound);
-    auto check = [&] {
-      for (Client* client : clients_) client->Pump();
-      return done();
-    };
-    while (!check() && !expired) {
-      if (executor_.auto_release) executor_.ReleaseAll();
-      if (!loop_->Run(loop::RunMode::kOnce).ok()) break;
-    }
-    const bool ok = check();
-    if (!expired) loop_->Cancel(bound);
-    while (!expired) (void)loop_->Run(loop::RunMode::kOnce);  // The bound's callback runs.
-    return ok;
+    return testing::RunLoopUntil(
+        *loop_, kWaitBound,
+        [&] {
+          for (Client* client : clients_) client->Pump();
+          return done();
+        },
+        [&] {
+          if (executor_.auto_release) executor_.ReleaseAll();
+        });
   }
 
   Client& Connect() {

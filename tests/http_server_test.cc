@@ -21,6 +21,7 @@
 #include "examples/http/server.h"
 #include "gtest/gtest.h"
 #include "sqloop/loop/loop.h"
+#include "tests/run_loop_until.h"
 #include "tests/test_backends.h"
 
 namespace sqloop::examples::http {
@@ -81,21 +82,7 @@ class HttpServerTest : public ::testing::TestWithParam<TestBackend> {
 
   // Runs loop ticks until `done()`; false if kWaitBound passed first.
   bool RunUntil(const std::function<bool()>& done) {
-    bool expired = false;
-    loop::Completion bound;
-    bound.user_data = &expired;
-    bound.callback = [](loop::Loop&, loop::Completion& c) {
-      *static_cast<bool*>(c.user_data) = true;
-      return loop::Action::kDisarm;
-    };
-    loop_->Timer(bound, kWaitBound);
-    while (!done() && !expired) {
-      if (!loop_->Run(loop::RunMode::kOnce).ok()) break;
-    }
-    const bool ok = done();
-    if (!expired) loop_->Cancel(bound);
-    while (!expired) (void)loop_->Run(loop::RunMode::kOnce);  // The bound's callback runs.
-    return ok;
+    return testing::RunLoopUntil(*loop_, kWaitBound, done);
   }
 
   // A non-blocking client that has sent `request`.
