@@ -32,6 +32,8 @@ struct alignas(64) TenantSlot {
   std::atomic<uint64_t> bytes_allocated{0};
   std::atomic<uint64_t> failures{0};
   std::atomic<uint64_t> limit_bytes{0};
+  // The registration's generation while registered (never 0), 0 while the id is free: a scope
+  // that outlives its tenant's registration can tell that its id now names another tenant.
   std::atomic<uint32_t> registered{0};
   // The group whose live bytes also carry this tenant's (RegisterTenant); kSharedTenant: none.
   std::atomic<TenantId> group{kSharedTenant};
@@ -47,8 +49,12 @@ TenantSlot g_slots[kTenantsMax];
 // starts, or this thread reads counters). The live bytes are charged at once, since limits
 // read them. Constant-initialised and trivially destructible: no TLS guard on the path.
 constexpr TenantId kNoScope = UINT32_MAX;
+// The shared tenant's generation (TenantSlot::registered): registered once, at the install, and
+// never recycled, so a scope of it opened before the install is its own after it too.
+constexpr uint32_t kSharedGeneration = 1;
 struct PendingCounts {
   TenantId tenant = kNoScope;  // The innermost ScopedTenant's tenant; kNoScope outside any.
+  uint32_t generation = 0;     // Its TenantSlot::registered when the scope began.
   uint64_t allocations = 0;
   uint64_t frees = 0;
   uint64_t bytes_allocated = 0;
@@ -240,7 +246,7 @@ void ReleaseBlock(BlockHeader* header) {
   const uint32_t capacity = SizeClassBytes(size_class);
   const uint32_t limit = g_class_limit_bytes.load(std::memory_order_relaxed);
   if (t_cache.closed || limit == 0 ||
-      t_cache.cached_bytes[size_class] + capacity > ClassLimitBytes(limit, size_class)) {
+      uint64_t{t_cache.cached_bytes[size_class]} + capacity > ClassLimitBytes(limit, size_class)) {
     ++t_cache.stats.released;
     std::free(header);
     return;
@@ -271,11 +277,20 @@ void RaisePeak(TenantSlot& slot, uint64_t live_bytes) {
 }
 
 // Adds `size_bytes` to one slot's live bytes unless that crosses its limit; `live` is the sum.
+// A compare-and-swap, not an add taken back: a refused request must never show in the live
+// bytes, or another thread's request that fits would be refused meanwhile.
 bool TryAdd(TenantSlot& slot, uint64_t size_bytes, uint64_t& live) {
-  live = slot.live_bytes.fetch_add(size_bytes, std::memory_order_relaxed) + size_bytes;
-  if (live <= slot.limit_bytes.load(std::memory_order_relaxed)) return true;
-  slot.live_bytes.fetch_sub(size_bytes, std::memory_order_relaxed);
-  return false;
+  const uint64_t limit = slot.limit_bytes.load(std::memory_order_relaxed);
+  if (limit == kTenantNoLimit) {
+    live = slot.live_bytes.fetch_add(size_bytes, std::memory_order_relaxed) + size_bytes;
+    return true;
+  }
+  uint64_t current = slot.live_bytes.load(std::memory_order_relaxed);
+  do {
+    if (size_bytes > limit || current > limit - size_bytes) return false;
+    live = current + size_bytes;
+  } while (!slot.live_bytes.compare_exchange_weak(current, live, std::memory_order_relaxed));
+  return true;
 }
 
 // Adds the thread's deferred statistics to their slot and clears them.
@@ -283,6 +298,12 @@ void FlushPending() {
   PendingCounts& pending = t_pending;
   if (pending.tenant == kNoScope) return;
   TenantSlot& slot = g_slots[pending.tenant];
+  if (slot.registered.load(std::memory_order_acquire) != pending.generation) {
+    // The tenant was unregistered while the scope was open (its bytes were all freed), and the
+    // id may name another tenant now: these counts are no one's.
+    pending.allocations = pending.frees = pending.bytes_allocated = pending.peak_live_bytes = 0;
+    return;
+  }
   if (pending.allocations != 0) {
     slot.allocations.fetch_add(pending.allocations, std::memory_order_relaxed);
     slot.bytes_allocated.fetch_add(pending.bytes_allocated, std::memory_order_relaxed);
@@ -354,8 +375,10 @@ void* SqliteMalloc(int size_bytes) {
   const auto rounded_bytes = static_cast<uint32_t>(RoundUp(size_bytes));
   const TenantId tenant = Current();
   TenantSlot& slot = g_slots[tenant];
-  SQLOOP_CHECK(slot.registered.load(std::memory_order_relaxed) != 0,
-               "sqlite_memory: the current tenant was unregistered inside its ScopedTenant");
+  const uint32_t generation = slot.registered.load(std::memory_order_relaxed);
+  SQLOOP_CHECK(
+      generation != 0 && (t_pending.tenant == kNoScope || generation == t_pending.generation),
+      "sqlite_memory: the current tenant was unregistered inside its ScopedTenant");
   uint64_t live = 0;
   if (InjectedFailure(tenant) || !Charge(slot, rounded_bytes, live)) return nullptr;
   uint32_t size_class = kDirectBlock;
@@ -451,6 +474,12 @@ struct Registry {
   std::vector<uint32_t> members;   // Indexed by TenantId: tenants registered in its group.
   std::vector<bool> is_group;      // Indexed by TenantId: a tenant was ever registered in it.
   absl::flat_hash_map<std::string, TenantId> ids_by_name;
+  uint32_t generation = kSharedGeneration;  // The last registration's TenantSlot::registered.
+
+  uint32_t NextGeneration() {
+    if (++generation <= kSharedGeneration) generation = kSharedGeneration + 1;  // Wrapped.
+    return generation;
+  }
 };
 
 Registry& GetRegistry() {
@@ -480,7 +509,7 @@ ProfileCounters Snapshot(const TenantSlot& slot) {
   return counters;
 }
 
-void ActivateSlot(TenantId tenant, uint64_t limit_bytes, TenantId group) {
+void ActivateSlot(TenantId tenant, uint64_t limit_bytes, TenantId group, uint32_t generation) {
   TenantSlot& slot = g_slots[tenant];
   slot.group.store(group, std::memory_order_relaxed);
   slot.peak_live_bytes.store(0, std::memory_order_relaxed);
@@ -489,7 +518,7 @@ void ActivateSlot(TenantId tenant, uint64_t limit_bytes, TenantId group) {
   slot.bytes_allocated.store(0, std::memory_order_relaxed);
   slot.failures.store(0, std::memory_order_relaxed);
   slot.limit_bytes.store(limit_bytes, std::memory_order_relaxed);
-  slot.registered.store(1, std::memory_order_release);
+  slot.registered.store(generation, std::memory_order_release);
 }
 
 // Calls `visit(tenant, name)` for every registered tenant except groups, under the registry's
@@ -509,8 +538,10 @@ absl::Status InstallSqliteMemory() {
   Registry& registry = GetRegistry();
   std::lock_guard<std::mutex> lock(registry.mu);
   if (registry.installed) return absl::OkStatus();
-  ActivateSlot(kSharedTenant, kTenantNoLimit, kSharedTenant);
-  if (registry.names.empty()) registry.names.emplace_back("shared");
+  ActivateSlot(kSharedTenant, kTenantNoLimit, kSharedTenant, kSharedGeneration);
+  // A tenant registered before the install made room for the shared one's name, empty.
+  if (registry.names.empty()) registry.names.emplace_back();
+  registry.names[kSharedTenant] = "shared";
   registry.members.resize(registry.names.size());
   registry.is_group.resize(registry.names.size());
   registry.ids_by_name.try_emplace("shared", kSharedTenant);
@@ -590,7 +621,7 @@ absl::StatusOr<TenantId> RegisterTenant(absl::string_view name, uint64_t limit_b
     registry.members[group]++;
     registry.is_group[group] = true;
   }
-  ActivateSlot(tenant, limit_bytes, group);
+  ActivateSlot(tenant, limit_bytes, group, registry.NextGeneration());
   return tenant;
 }
 
@@ -685,16 +716,21 @@ uint64_t SqliteAllocationFailuresInjected() {
   return g_failures_injected.load(std::memory_order_relaxed);
 }
 
-ScopedTenant::ScopedTenant(TenantId tenant) : previous_(t_pending.tenant) {
+ScopedTenant::ScopedTenant(TenantId tenant)
+    : previous_(t_pending.tenant), previous_generation_(t_pending.generation) {
   SQLOOP_CHECK(IsRegistered(tenant) || tenant == kSharedTenant,
                "ScopedTenant: the tenant is not registered (use an id from RegisterTenant)");
   FlushPending();
   t_pending.tenant = tenant;
+  t_pending.generation = tenant == kSharedTenant
+                             ? kSharedGeneration
+                             : g_slots[tenant].registered.load(std::memory_order_acquire);
 }
 
 ScopedTenant::~ScopedTenant() {
   FlushPending();
   t_pending.tenant = previous_;
+  t_pending.generation = previous_generation_;
 }
 
 }  // namespace sqloop::alloc

@@ -14,11 +14,17 @@
 //   2. Blocks stay 16-byte aligned (the header is 16 bytes and malloc's alignment is 16).
 //   3. A tenant over its limit gets NULL from the allocator. SQLite turns that into SQLITE_NOMEM
 //      for the statement at hand, rolls it back and frees what it took; the connection stays
-//      usable and nothing leaks. Raising the limit makes the tenant work again.
+//      usable and nothing leaks. Raising the limit makes the tenant work again. Only a request
+//      past the limit is refused: the limit is checked and the bytes charged in one
+//      compare-and-swap, so a refused request never shows in the live bytes, where a request of
+//      the same tenant on another thread (an integrity check's) would meet it.
 //   4. Bytes allocated with no tenant marked (SQLite's global state, the host's own
 //      sqlite3_malloc calls) go to the "shared" tenant, `kSharedTenant`, which has no limit.
 //   5. A tenant can only be unregistered with zero live bytes, so an id is never recycled while
-//      blocks still point at it.
+//      blocks still point at it. Each registration has a generation of its own: a scope still
+//      open on another thread when its tenant is unregistered keeps its statistics out of the
+//      next tenant given that id (they are dropped), and an allocation in it is a programmer
+//      error, caught.
 //   6. The allocation path takes no lock and never allocates beyond the block itself: per-tenant
 //      counters are relaxed atomics in a fixed table (one cache line per tenant). Live bytes
 //      (what limits and groups read) change at every allocation and free. The statistics of a
@@ -169,8 +175,9 @@ void ReleaseSqliteBlockCache();
 
 // TEST HOOK (the simulator's out-of-memory faults): the `nth` allocation charged to `tenant`
 // from now on (a malloc, or a realloc that grows) returns NULL as if the tenant were over its
-// limit, once; 0 disarms. Invariant 3 then holds as for a real limit. Process-wide, not for
-// concurrent use by two tests.
+// limit, once; 0 disarms. Invariant 3 then holds as for a real limit. The tenant's `failures`
+// counter counts refusals by its limit only; SqliteAllocationFailuresInjected counts these.
+// Process-wide, not for concurrent use by two tests.
 void FailSqliteAllocationForTesting(TenantId tenant, uint64_t nth);
 
 // How many allocations FailSqliteAllocationForTesting has failed in this process.
@@ -187,7 +194,8 @@ class ScopedTenant {
   ScopedTenant& operator=(const ScopedTenant&) = delete;
 
  private:
-  TenantId previous_;  // The enclosing scope's tenant, or none (outside every scope).
+  TenantId previous_;             // The enclosing scope's tenant, or none (outside every scope).
+  uint32_t previous_generation_;  // Its registration, to tell it from a later tenant of its id.
 };
 
 }  // namespace sqloop::alloc

@@ -11,3 +11,5 @@ sqloop_test(alloc_sqlite_memory_test SOURCES alloc_sqlite_memory_test.cc
 sqloop_test(alloc_sqlite_preinit_test SOURCES alloc_sqlite_preinit_test.cc
             LIBS sqloop::alloc SQLite::SQLite3 GTest::gmock)
 sqloop_test(alloc_intrusive_list_test SOURCES alloc_intrusive_list_test.cc LIBS sqloop::alloc)
+sqloop_test(alloc_hostile_test SOURCES alloc_hostile_test.cc
+            LIBS sqloop::alloc SQLite::SQLite3 Threads::Threads GTest::gmock)
