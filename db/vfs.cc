@@ -322,14 +322,25 @@ int VfsOpen(sqlite3_vfs* v, sqlite3_filename name, sqlite3_file* f, int flags, i
   file->base.pMethods = nullptr;
   file->vfs = &vfs;
   const int kind = flags & (SQLITE_OPEN_MAIN_DB | SQLITE_OPEN_MAIN_JOURNAL | SQLITE_OPEN_WAL);
+  if ((flags & SQLITE_OPEN_SUPER_JOURNAL) != 0) {
+    // It must be durable before any journal that names it, and those are other databases'
+    // epoch queues: nothing orders them. Refused, SQLite rolls the whole transaction back.
+    vfs.set_last_open_error(
+        "a transaction that writes several attached databases in a rollback-journal mode needs "
+        "a super-journal, which sqloop does not support: commit each database on its own, or "
+        "use WAL mode (where SQLite commits each database separately)");
+    return SQLITE_CANTOPEN;
+  }
   if (name == nullptr || kind == 0 || (flags & SQLITE_OPEN_DELETEONCLOSE) != 0) {
     // Temp databases, statement journals, sorter spills: private, never durable.
     file->base.pMethods = &kMemoryMethods;
     if (out_flags != nullptr) *out_flags = flags;
     return SQLITE_OK;
   }
-  auto [main_path, role] = Classify(name);
-  if (kind == SQLITE_OPEN_MAIN_DB) role = FileRole::kMain;
+  // A main database is named by its own path, whatever it ends with ("notes-journal").
+  auto [main_path, role] = kind == SQLITE_OPEN_MAIN_DB
+                               ? std::pair<std::string, FileRole>(name, FileRole::kMain)
+                               : Classify(name);
   if (vfs.Find(main_path) == nullptr) {
     if (absl::Status tainted = vfs.context().CheckNotTainted(main_path); !tainted.ok()) {
       vfs.set_last_open_error(std::string(tainted.message()));
@@ -342,6 +353,10 @@ int VfsOpen(sqlite3_vfs* v, sqlite3_filename name, sqlite3_file* f, int flags, i
       !files.queue().ReviveUnlinked(role)) {
     // An unlink of this very file is in flight; creating it now could let that unlink delete
     // the new file. SQLite reports the busy open; the Database layer retries it.
+    vfs.set_last_open_error(absl::StrCat("the ", internal::RoleName(role), " of '",
+                                         FileNameOf(main_path),
+                                         "' is still being removed (the last commit's unlink is "
+                                         "in flight): run the loop, then try again"));
     vfs.ReleaseIfUnused(&files);
     return SQLITE_BUSY;
   }
@@ -412,9 +427,17 @@ int VfsAccess(sqlite3_vfs* v, const char* path, int flags, int* result) {
   return SQLITE_OK;
 }
 
-int VfsFullPathname(sqlite3_vfs* /*unused*/, const char* name, int out_bytes, char* out) {
+int VfsFullPathname(sqlite3_vfs* v, const char* name, int out_bytes, char* out) {
   const std::string full = FullPathOf(name);
-  if (full.empty() || full.size() + 1 > static_cast<size_t>(out_bytes)) return SQLITE_CANTOPEN;
+  if (full.empty() || full.size() + 1 > static_cast<size_t>(out_bytes)) {
+    AsVfs(v).set_last_open_error(
+        full.empty()
+            ? absl::StrCat("cannot open '", FileNameOf(name),
+                           "': the working directory cannot be read")
+            : absl::StrCat("cannot open '", FileNameOf(name), "': its path is ", full.size(),
+                           " bytes long, and sqloop takes at most ", out_bytes - 1));
+    return SQLITE_CANTOPEN;
+  }
   std::memcpy(out, full.c_str(), full.size() + 1);
   return SQLITE_OK;
 }

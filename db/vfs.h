@@ -17,15 +17,28 @@
 //   * The VFS owns its files: one descriptor per file per process, an exclusive flock on the
 //     database file (a second process gets a clear error), the locks between the process's
 //     connections and the WAL index in process memory (no -shm file is ever created).
-//   * Temporary files (sorts, statement journals, temp tables) live in memory, bounded, in
-//     SQLite's memory: they count against the tenant of the statement that writes them.
+//   * Every other file lives in memory, bounded (temp_file_bytes_max), in SQLite's memory: sorts,
+//     statement journals, temp tables, and VACUUM's copy of the database, so a VACUUM of a
+//     database larger than the bound fails with SQLITE_FULL. They count against the tenant of
+//     the statement that writes them. A super-journal (one transaction writing several attached
+//     databases in a rollback-journal mode) is refused, and SQLite rolls the transaction back:
+//     nothing could order it before the journals that name it, which are other files' queues.
 //   * A failed fsync or write-behind write is never retried: the database is poisoned, and this
 //     Vfs refuses to open its path again (a failed directory fsync: every database in that
-//     directory), because this process may read bytes that are not on disk. A new process (a
-//     new Vfs) recovers from what is durable; last_open_error() says so.
+//     directory), because this process may read bytes that are not on disk; last_open_error()
+//     says so. A new process recovers from what the kernel shows it, which is what is durable
+//     once the kernel's cached pages of the file are gone: Linux may keep the pages whose
+//     writeback failed in its page cache, marked clean, until they are evicted.
+//   * A file is known by its path made absolute with its empty and "." components removed. Two
+//     paths that name one file otherwise (a symbolic link, "..") are two databases to the Vfs,
+//     and the second one's flock fails as another process's would.
 //
 // Use one Vfs per loop; open connections on it with sqlite3_open_v2(..., vfs.name()).
-// Database (db/database.h) does that for you.
+// Database (db/database.h) does that for you. On a connection of your own, a COMMIT that
+// returns SQLITE_OK is durable only once the loop has run its barrier's fsync, and nothing
+// tells that connection when; a Database acknowledges a write only then. While the loop does
+// not run, the writes are held in memory, and once held_bytes_max or held_ops_max is reached a
+// write fails with SQLITE_FULL.
 //
 // Example:
 //
@@ -49,7 +62,8 @@ struct sqlite3_vfs;
 namespace sqloop::db {
 
 // The write-behind buffer per database: 8 MiB holds a default-sized WAL checkpoint (1000
-// pages of 4 KiB) twice over, so backpressure only appears when the disk really falls behind.
+// pages of 4 KiB) twice over, so backpressure only appears when the disk really falls behind
+// (or the loop does not run: writes wait for the loop's barriers).
 inline constexpr uint64_t kHeldBytesMaxDefault = uint64_t{8} << 20;
 // Queued operations per database: 4096 is 16 MiB of page writes, above the byte limit, so the
 // byte limit normally binds; this one bounds pathological streams of tiny writes.
@@ -144,7 +158,8 @@ class Vfs {
 
   // The name to pass to sqlite3_open_v2.
   [[nodiscard]] const char* name() const { return name_.c_str(); }
-  // Why the last xOpen failed, in words for a user ("... is locked by another process ...").
+  // Why the last failed open failed, in words for a user ("... is locked by another process
+  // ..."). An open that succeeds leaves it as it was: read it only after a failed open.
   [[nodiscard]] const std::string& last_open_error() const;
   [[nodiscard]] const VfsStats& stats() const;
   [[nodiscard]] const VfsOptions& options() const;

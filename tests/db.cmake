@@ -7,6 +7,8 @@ target_link_libraries(sqloop_db_test_support
   PRIVATE sqloop_warnings)
 
 sqloop_test(db_vfs_test SOURCES ${_db_tests}/db_vfs_test.cc LIBS sqloop_db_test_support)
+sqloop_test(db_vfs_hostile_test SOURCES ${_db_tests}/db_vfs_hostile_test.cc
+            LIBS sqloop_db_test_support)
 sqloop_test(db_database_test SOURCES ${_db_tests}/db_database_test.cc LIBS sqloop_db_test_support)
 sqloop_test(db_lock_table_test SOURCES ${_db_tests}/db_lock_table_test.cc
             LIBS sqloop_db_test_support)

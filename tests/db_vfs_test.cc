@@ -287,6 +287,7 @@ TEST_P(VfsTest, ReadErrorIsReported) {
   Exec("CREATE TABLE t(x); INSERT INTO t VALUES (1)");
   Drain();
   Close();
+  Drain();
   Open();
   // Nothing is in memory, so the next query reads the device, and the device fails.
   trace_->MissProbes(1000);

@@ -58,6 +58,9 @@ absl::Status Connection::Configure() {
   sqlite3_db_config(db_, SQLITE_DBCONFIG_DEFENSIVE, 1, nullptr);
   sqlite3_db_config(db_, SQLITE_DBCONFIG_ENABLE_LOAD_EXTENSION, 0, nullptr);
   sqlite3_db_config(db_, SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0, nullptr);
+  // Keep the WAL across close (the writer's journal_size_limit empties it): no inode per open.
+  int persist_wal = 1;
+  (void)sqlite3_file_control(db_, "main", SQLITE_FCNTL_PERSIST_WAL, &persist_wal);
   // SQLite applies this limit to whole rows too, and a row holding one value of exactly
   // value_bytes_max bytes is a few bytes longer: give the record its header, so the largest
   // value a parameter may have also fits in a row (Bind refuses larger ones by name).

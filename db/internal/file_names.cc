@@ -15,11 +15,30 @@ std::string DirectoryOf(const std::string& path) {
   return path.substr(0, slash);
 }
 
+// The files of a database, its locks and its taint are keyed by this path, so "d//t.db" and
+// "d/./t.db" must not name a second database: empty and "." components go. ".." stays: with a
+// symbolic link before it, the file it names is not the one its lexical reduction names, and
+// a second key for one file (which its lock then refuses) is safe where one key for two files
+// is not.
 std::string FullPathOf(const std::string& path) {
-  if (!path.empty() && path[0] == '/') return path;
-  char cwd[PATH_MAX];
-  if (getcwd(cwd, sizeof(cwd)) == nullptr) return "";
-  return absl::StrCat(cwd, "/", path);
+  std::string absolute;
+  if (path.empty() || path[0] != '/') {
+    char cwd[PATH_MAX];
+    if (getcwd(cwd, sizeof(cwd)) == nullptr) return "";
+    absolute = absl::StrCat(cwd, "/", path);
+  } else {
+    absolute = path;
+  }
+  std::string full;
+  full.reserve(absolute.size());
+  for (size_t begin = 0; begin < absolute.size();) {
+    size_t end = absolute.find('/', begin);
+    if (end == std::string::npos) end = absolute.size();
+    const absl::string_view part(absolute.data() + begin, end - begin);
+    if (!part.empty() && part != ".") absl::StrAppend(&full, "/", part);
+    begin = end + 1;
+  }
+  return full.empty() ? "/" : full;
 }
 
 absl::string_view FileNameOf(absl::string_view path) {

@@ -24,8 +24,9 @@ namespace sqloop::db::internal {
 // root).
 [[nodiscard]] std::string DirectoryOf(const std::string& path);
 
-// `path` made absolute against the working directory, as the VFS's xFullPathname names a
-// database (the key of its files); empty if the working directory cannot be read.
+// `path` made absolute against the working directory, with no empty or "." component, as the
+// VFS's xFullPathname names a database (the key of its files); empty if the working directory
+// cannot be read. ".." is kept (file_names.cc says why).
 [[nodiscard]] std::string FullPathOf(const std::string& path);
 
 // The last component of `path`. Messages a request's caller may see name files by it, so no

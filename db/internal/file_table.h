@@ -146,7 +146,8 @@ class FileTable {
   void NoteChange() { ++changes_; }
 
   // SQLITE_FCNTL_PERSIST_WAL: whether SQLite keeps the WAL at close (truncated to 0 bytes when
-  // journal_size_limit is set) instead of deleting it. On unless a connection turns it off.
+  // journal_size_limit is set) instead of deleting it. Off, as in SQLite's own VFS, until a
+  // connection turns it on (the Database's do, with a journal_size_limit).
   [[nodiscard]] bool& persist_wal() { return persist_wal_; }
   // Closes `fd` (through the loop) and sets it to -1.
   void CloseDescriptor(int& fd);
@@ -177,7 +178,7 @@ class FileTable {
   uint32_t pins_ = 0;
   uint64_t changes_ = 0;
   bool asleep_ = false;
-  bool persist_wal_ = true;
+  bool persist_wal_ = false;
 };
 
 }  // namespace sqloop::db::internal
