@@ -103,9 +103,11 @@ class VfsHostileTest : public ::testing::TestWithParam<TestBackend> {
     std::string out;
     auto on_row = [](void* arg, int n, char** values, char** /*names*/) {
       auto* text = static_cast<std::string*>(arg);
-      for (int i = 0; i < n; ++i)
-        *text += (i > 0 ? "|" : "") + std::string(values[i] != nullptr ? values[i] : "NULL");
-      *text += "\n";
+      for (int i = 0; i < n; ++i) {
+        if (i > 0) text->push_back('|');
+        text->append(values[i] != nullptr ? values[i] : "NULL");
+      }
+      text->push_back('\n');
       return 0;
     };
     char* error = nullptr;
