@@ -247,7 +247,7 @@ absl::Status Registry::SubmitToOpen(Tenant& t, TenantRequest& request) {
 // the request needs, so a refused request changes nothing.
 absl::StatusOr<Registry::Tenant*> Registry::Admit(const TenantRequest& request) {
   auto it = tenants_.find(request.tenant);
-  Tenant* t = it == tenants_.end() ? nullptr : it->second.get();
+  Tenant* t = it == tenants_.end() ? nullptr : it->get();
   const bool needs_slot =
       request.action == TenantRequest::Action::kExecute &&
       (t == nullptr || t->state == TenantState::kClosed || t->state == TenantState::kAsleep);
@@ -262,7 +262,7 @@ absl::StatusOr<Registry::Tenant*> Registry::Admit(const TenantRequest& request) 
   if (!forget.ok()) return forget.status();
   if (*forget != nullptr) {
     stats_.forgotten++;
-    tenants_.erase((*forget)->name);
+    tenants_.erase(tenants_.find((*forget)->name));
   }
   auto entry = std::make_unique<Tenant>();
   entry->registry = this;
@@ -272,7 +272,7 @@ absl::StatusOr<Registry::Tenant*> Registry::Admit(const TenantRequest& request) 
   entry->io.user_data = entry.get();
   entry->io.name = "registry tenant io";
   t = entry.get();
-  tenants_.emplace(t->name, std::move(entry));
+  tenants_.insert(std::move(entry));
   policy_->AddClosed(*t);
   return t;
 }

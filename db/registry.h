@@ -86,7 +86,7 @@
 #include <utility>
 #include <vector>
 
-#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -502,7 +502,16 @@ class Registry {
   uint32_t open_max_;
   int dir_fd_;  // The tenants' directory, kept open for the fsync after a delete.
 
-  absl::flat_hash_map<std::string, std::unique_ptr<Tenant>> tenants_;
+  // The entries, found by their own name: a lookup reads the table's 8-byte slot and the entry
+  // it points to, where a map would keep a copy of the name in a larger slot of its own.
+  struct ByName {
+    using is_transparent = void;
+    size_t operator()(absl::string_view name) const;
+    size_t operator()(const std::unique_ptr<Tenant>& t) const;
+    bool operator()(const std::unique_ptr<Tenant>& a, const std::unique_ptr<Tenant>& b) const;
+    bool operator()(const std::unique_ptr<Tenant>& a, absl::string_view b) const;
+  };
+  absl::flat_hash_set<std::unique_ptr<Tenant>, ByName, ByName> tenants_;
   // Who may open, who waits, who is evicted or forgotten; owns the lists of tenants.
   std::unique_ptr<internal::TenantPolicy> policy_;
   uint32_t active_ = 0;    // Tenants in kActive.

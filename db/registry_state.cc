@@ -19,6 +19,7 @@
 //   Every state: at most open_max slots held; the queue within tenant_queue_max; in none of
 //     the policy's state lists (idle, asleep, waiting, closed) unless kIdle, kAsleep,
 //     kWaitingSlot or kClosed.
+#include "absl/hash/hash.h"
 #include "absl/strings/str_cat.h"
 #include "sqloop/alloc/check.h"
 #include "sqloop/db/internal/tenant.h"
@@ -45,15 +46,30 @@ RegistryStats Registry::stats() const {
   return stats;
 }
 
+size_t Registry::ByName::operator()(absl::string_view name) const {
+  return absl::Hash<absl::string_view>{}(name);
+}
+size_t Registry::ByName::operator()(const std::unique_ptr<Tenant>& t) const {
+  return (*this)(absl::string_view(t->name));
+}
+bool Registry::ByName::operator()(const std::unique_ptr<Tenant>& a,
+                                  const std::unique_ptr<Tenant>& b) const {
+  return a->name == b->name;
+}
+bool Registry::ByName::operator()(const std::unique_ptr<Tenant>& a, absl::string_view b) const {
+  return a->name == b;
+}
+
 absl::StatusOr<TenantStats> Registry::GetTenantStats(absl::string_view tenant) const {
   auto it = tenants_.find(tenant);
   if (it == tenants_.end()) {
     return absl::NotFoundError(absl::StrCat("registry does not know tenant '", tenant,
                                             "' (never used, or forgotten beyond tenants_max)"));
   }
-  TenantStats stats = it->second->stats;
-  stats.state = it->second->state;
-  stats.memory_bytes = TenantPolicy::TenantMemory(*it->second);
+  const Tenant& t = **it;
+  TenantStats stats = t.stats;
+  stats.state = t.state;
+  stats.memory_bytes = TenantPolicy::TenantMemory(t);
   return stats;
 }
 

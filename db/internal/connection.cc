@@ -419,4 +419,28 @@ int Connection::Checkpoint(int* log_frames, int* checkpointed) {
   return rc;
 }
 
+namespace {
+
+// The start of SQLite's connection and statement objects that a read touches first; their
+// layout is SQLite's, so this is a guess measured to pay (docs/multitenancy.md), not a bound.
+constexpr size_t kPrefetchConnectionBytes = 1024;
+constexpr size_t kPrefetchStatementBytes = 512;
+constexpr size_t kCacheLineBytes = 64;
+
+void PrefetchBytes(const void* begin, size_t bytes) {
+  const auto* at = static_cast<const char*>(begin);
+  if (at == nullptr) return;
+  for (size_t offset = 0; offset < bytes; offset += kCacheLineBytes) {
+    __builtin_prefetch(at + offset);
+  }
+}
+
+}  // namespace
+
+void Connection::Prefetch() const {
+  PrefetchBytes(this, sizeof(*this));
+  PrefetchBytes(db_, kPrefetchConnectionBytes);
+  PrefetchBytes(last_stmt_, kPrefetchStatementBytes);
+}
+
 }  // namespace sqloop::db::internal

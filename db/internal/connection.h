@@ -111,6 +111,9 @@ class Connection {
   // sqlite3_interrupt, which SQLite's long single steps (OP_Count, OP_IntegrityCk) check between
   // pages, as they never call the handler.
   static void ChargePageRead(void* arg);
+  // Asks the CPU for this object and the start of its SQLite connection and last statement,
+  // ahead of a read (a wake's: the loop goes on meanwhile), without waiting for them.
+  void Prefetch() const;
 
   // ---- The Database's state of a reader (the snapshot machine in db/database.h) -------------
   sqlite3_stmt* read_stmt = nullptr;  // The running read's statement.

@@ -36,9 +36,11 @@ struct Tenant {
   using Queue = IntrusiveList<TenantRequest, &TenantRequest::tenant_link_>;
 
   Registry* registry = nullptr;
+  // The state next to the name, in the entry's first cache line: a request's lookup compares
+  // the name and then reads the state.
+  TenantState state = TenantState::kClosed;
   std::string name;
   std::string path;
-  TenantState state = TenantState::kClosed;
   std::unique_ptr<Database> database;
   alloc::TenantId memory_id = alloc::kSharedTenant;
   bool has_memory_id = false;
