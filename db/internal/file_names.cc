@@ -15,30 +15,40 @@ std::string DirectoryOf(const std::string& path) {
   return path.substr(0, slash);
 }
 
+namespace {
+
+// Appends "/part" to `full` for each component of `path` that is neither empty nor ".".
+void AppendComponents(absl::string_view path, std::string& full) {
+  for (size_t begin = 0; begin < path.size();) {
+    size_t end = path.find('/', begin);
+    if (end == absl::string_view::npos) end = path.size();
+    const absl::string_view part = path.substr(begin, end - begin);
+    if (!part.empty() && part != ".") absl::StrAppend(&full, "/", part);
+    begin = end + 1;
+  }
+}
+
+}  // namespace
+
 // The files of a database, its locks and its taint are keyed by this path, so "d//t.db" and
 // "d/./t.db" must not name a second database: empty and "." components go. ".." stays: with a
 // symbolic link before it, the file it names is not the one its lexical reduction names, and
 // a second key for one file (which its lock then refuses) is safe where one key for two files
-// is not.
+// is not. One allocation, as an open makes several of these.
 std::string FullPathOf(const std::string& path) {
-  std::string absolute;
+  std::string full;
   if (path.empty() || path[0] != '/') {
     char cwd[PATH_MAX];
     if (getcwd(cwd, sizeof(cwd)) == nullptr) return "";
-    absolute = absl::StrCat(cwd, "/", path);
+    const absl::string_view directory(cwd);
+    full.reserve(directory.size() + 1 + path.size());
+    AppendComponents(directory, full);
   } else {
-    absolute = path;
+    full.reserve(path.size());
   }
-  std::string full;
-  full.reserve(absolute.size());
-  for (size_t begin = 0; begin < absolute.size();) {
-    size_t end = absolute.find('/', begin);
-    if (end == std::string::npos) end = absolute.size();
-    const absl::string_view part(absolute.data() + begin, end - begin);
-    if (!part.empty() && part != ".") absl::StrAppend(&full, "/", part);
-    begin = end + 1;
-  }
-  return full.empty() ? "/" : full;
+  AppendComponents(path, full);
+  if (full.empty()) full.push_back('/');  // The root.
+  return full;
 }
 
 absl::string_view FileNameOf(absl::string_view path) {
