@@ -28,6 +28,7 @@
 #include "sqloop/alloc/pmr.h"
 #include "sqloop/alloc/profile.h"
 #include "sqloop/alloc/sqlite_memory.h"
+#include "tests/alloc_sqlite_test_support.h"
 
 #if defined(__SANITIZE_ADDRESS__)
 // The huge-request tests expect the heap's refusal as a status; AddressSanitizer's allocator
@@ -41,25 +42,9 @@ namespace {
 
 using ::testing::HasSubstr;
 
-class InstallEnvironment : public ::testing::Environment {
- public:
-  void SetUp() override { ASSERT_TRUE(InstallSqliteMemory().ok()); }
-};
-const auto* const kInstall = ::testing::AddGlobalTestEnvironment(new InstallEnvironment());
-
-ProfileCounters Counters(TenantId tenant) {
-  absl::StatusOr<ProfileCounters> counters = GetTenantCounters(tenant);
-  SQLOOP_CHECK(counters.ok(), "test: unknown tenant");
-  return *counters;
-}
-
-uint64_t LiveBytes(TenantId tenant) { return Counters(tenant).live_bytes; }
-
-TenantId Register(const std::string& name, uint64_t limit_bytes = kTenantNoLimit) {
-  absl::StatusOr<TenantId> tenant = RegisterTenant(name, limit_bytes);
-  SQLOOP_CHECK(tenant.ok(), "test: RegisterTenant failed");
-  return *tenant;
-}
+using test_support::Counters;
+using test_support::LiveBytes;
+using test_support::Register;
 
 uint64_t Rounded(uint64_t size_bytes) { return (size_bytes + 7) / 8 * 8; }
 

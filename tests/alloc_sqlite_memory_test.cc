@@ -16,31 +16,16 @@
 #include "sqloop/alloc/check.h"
 #include "sqloop/alloc/profile.h"
 #include "sqloop/alloc/sqlite_memory.h"
+#include "tests/alloc_sqlite_test_support.h"
 
 namespace sqloop::alloc {
 namespace {
 
 using ::testing::HasSubstr;
 
-class InstallEnvironment : public ::testing::Environment {
- public:
-  void SetUp() override { ASSERT_TRUE(InstallSqliteMemory().ok()); }
-};
-const auto* const kInstall = ::testing::AddGlobalTestEnvironment(new InstallEnvironment());
-
-ProfileCounters Counters(TenantId tenant) {
-  absl::StatusOr<ProfileCounters> counters = GetTenantCounters(tenant);
-  SQLOOP_CHECK(counters.ok(), "test: unknown tenant");
-  return *counters;
-}
-
-uint64_t LiveBytes(TenantId tenant) { return Counters(tenant).live_bytes; }
-
-TenantId Register(const std::string& name, uint64_t limit_bytes = kTenantNoLimit) {
-  absl::StatusOr<TenantId> tenant = RegisterTenant(name, limit_bytes);
-  SQLOOP_CHECK(tenant.ok(), "test: RegisterTenant failed");
-  return *tenant;
-}
+using test_support::Counters;
+using test_support::LiveBytes;
+using test_support::Register;
 
 // Opens an in-memory database with `tenant` current, so the connection is the tenant's.
 sqlite3* Open(TenantId tenant) {
