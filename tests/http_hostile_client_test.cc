@@ -22,6 +22,7 @@
 #include "examples/http/server.h"
 #include "gtest/gtest.h"
 #include "sqloop/loop/loop.h"
+#include "tests/http_server_test_support.h"
 #include "tests/run_loop_until.h"
 #include "tests/test_backends.h"
 
@@ -40,12 +41,12 @@ int OpenDescriptors() {
   return count;
 }
 
-// Holds every request; answers them (in order, OK) on ReleaseAll() or, with `auto_release`, from
-// a zero timer on the loop. `executed` logs the first statement of each answered request.
-class RecordingExecutor final : public QueryExecutor {
+// A HoldingExecutor that, with `auto_release`, also answers by itself: from a zero timer on the
+// loop after a Submit.
+class RecordingExecutor final : public test_support::HoldingExecutor {
  public:
   void Submit(ExecutorRequest& request) override {
-    held.push_back(&request);
+    HoldingExecutor::Submit(request);
     if (!auto_release || wake_armed) return;
     wake_armed = true;
     wake.user_data = this;
@@ -57,24 +58,10 @@ class RecordingExecutor final : public QueryExecutor {
     };
     loop->Timer(wake, absl::ZeroDuration());
   }
-  [[nodiscard]] absl::string_view name() const override { return "recording"; }
-  [[nodiscard]] std::vector<ExecutorStat> Stats() const override { return {}; }
-  [[nodiscard]] uint64_t in_flight() const override { return held.size(); }
-  void ReleaseAll() {
-    std::vector<ExecutorRequest*> answering;
-    answering.swap(held);
-    for (ExecutorRequest* request : answering) {
-      executed.push_back(request->tenant + ":" + request->statements.at(0).sql);
-      request->results.assign(request->statements.size(), StatementResult{});
-      request->on_done(*request, absl::OkStatus());
-    }
-  }
   loop::Loop* loop = nullptr;
   loop::Completion wake;
   bool wake_armed = false;
   bool auto_release = false;
-  std::vector<ExecutorRequest*> held;
-  std::vector<std::string> executed;
 };
 
 struct Client {
@@ -210,12 +197,13 @@ TEST_P(HttpHostileClientTest, OversizedHeaderIs431AndLeavesAnotherTenantsRequest
   EXPECT_EQ(executor_.executed, std::vector<std::string>{"globex:SELECT 1"});
 }
 
-// The limit is on "request line plus headers": header lines with empty values still take bytes.
+// The limit is on the head as received: header lines with empty values take their bytes, though
+// their names alone stay under it.
 TEST_P(HttpHostileClientTest, ManyEmptyHeadersCountTowardTheHeaderLimit) {
   StartServer();
   std::string padded = Query("acme", "SELECT 1");
   std::string headers;
-  while (headers.size() < 8 * 1024) headers += "A:\r\n";  // 8x header_bytes_max.
+  while (headers.size() < 3 * 1024) headers += "A:\r\n";
   padded.insert(padded.find("\r\n") + 2, headers);
   Client& hostile = Exchange(padded, 1);
   EXPECT_TRUE(HasStatus(hostile.responses.at(0), 431)) << hostile.responses.at(0);

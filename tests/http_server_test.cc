@@ -21,40 +21,17 @@
 #include "examples/http/server.h"
 #include "gtest/gtest.h"
 #include "sqloop/loop/loop.h"
+#include "tests/http_server_test_support.h"
 #include "tests/run_loop_until.h"
 #include "tests/test_backends.h"
 
 namespace sqloop::examples::http {
 namespace {
 
+using test_support::HoldingExecutor;
 using testing::TestBackend;
 
 constexpr absl::Duration kWaitBound = absl::Seconds(30);
-
-// Holds every request until Release(); answers OK with no results.
-class HoldingExecutor final : public QueryExecutor {
- public:
-  void Submit(ExecutorRequest& request) override {
-    submitted++;
-    held.push_back(&request);
-  }
-  [[nodiscard]] absl::string_view name() const override { return "holding"; }
-  [[nodiscard]] std::vector<ExecutorStat> Stats() const override { return {}; }
-  [[nodiscard]] uint64_t in_flight() const override { return held.size(); }
-
-  // Answers every held request (from the test, between loop ticks: never inside Submit).
-  void ReleaseAll() {
-    std::vector<ExecutorRequest*> answering;
-    answering.swap(held);
-    for (ExecutorRequest* request : answering) {
-      request->results.assign(request->statements.size(), StatementResult{});
-      request->on_done(*request, absl::OkStatus());
-    }
-  }
-
-  uint64_t submitted = 0;
-  std::vector<ExecutorRequest*> held;
-};
 
 class HttpServerTest : public ::testing::TestWithParam<TestBackend> {
  protected:
