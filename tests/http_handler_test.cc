@@ -108,6 +108,77 @@ TEST(RequestParserTest, HttpOneZeroClosesUnlessAskedToKeepAlive) {
   EXPECT_TRUE(parser.request().keep_alive);
 }
 
+// A request head of exactly `bytes` bytes: `lines` (the request line and any headers), one
+// padded header and the blank line.
+std::string HeadOfBytes(size_t bytes, const std::string& lines = "GET / HTTP/1.1\r\n") {
+  const std::string prefix = lines + "X: ";
+  const std::string suffix = "\r\n\r\n";
+  return prefix + std::string(bytes - prefix.size() - suffix.size(), 'v') + suffix;
+}
+
+// The header limit bounds the head as it arrives, framing included: one-letter headers whose
+// names fit many times over in the limit still spend their colons and line ends.
+TEST(RequestParserTest, TheHeaderLimitCountsTheFramingOfEveryLine) {
+  std::string wire = "GET / HTTP/1.1\r\n";
+  size_t names = 0;
+  while (wire.size() < 3 * kLimits.header_bytes_max) {
+    wire += "A:\r\n";
+    names++;
+  }
+  wire += "\r\n";
+  ASSERT_LT(1 + names, kLimits.header_bytes_max) << "the URL and the names must fit in the limit";
+  RequestParser parser(kLimits);
+  size_t consumed = 0;
+  ASSERT_EQ(parser.Feed(wire.data(), wire.size(), consumed), RequestParser::Result::kError);
+  EXPECT_EQ(parser.error_status(), 431);
+  EXPECT_EQ(parser.error_message(), "request line and headers exceed 1024 bytes");
+}
+
+// A head of exactly the limit is parsed, however it is split and for every request of a
+// connection (after one with trailers, which count on their own too); one byte more is refused.
+TEST(RequestParserTest, TheHeaderLimitIsExactForEveryRequest) {
+  const std::string at_limit = HeadOfBytes(kLimits.header_bytes_max);
+  const std::string trailed =
+      "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nT: v\r\n\r\n";
+  const std::string wire = trailed + at_limit + at_limit;
+  RequestParser parser(kLimits);
+  size_t consumed = 0;
+  ASSERT_EQ(parser.Feed(wire.data(), wire.size(), consumed), RequestParser::Result::kComplete);
+  ASSERT_EQ(consumed, trailed.size());
+  size_t offset = consumed;
+  for (int request = 0; request < 2; request++) {
+    ASSERT_EQ(parser.Feed(wire.data() + offset, wire.size() - offset, consumed),
+              RequestParser::Result::kComplete)
+        << request;
+    ASSERT_EQ(consumed, at_limit.size());
+    offset += consumed;
+  }
+  for (size_t i = 0; i < at_limit.size(); i++) {
+    ASSERT_EQ(parser.Feed(&at_limit[i], 1, consumed), i + 1 == at_limit.size()
+                                                          ? RequestParser::Result::kComplete
+                                                          : RequestParser::Result::kNeedMore)
+        << "byte " << i;
+  }
+  const std::string over = HeadOfBytes(kLimits.header_bytes_max + 1);
+  RequestParser refusing(kLimits);
+  ASSERT_EQ(refusing.Feed(over.data(), over.size(), consumed), RequestParser::Result::kError);
+  EXPECT_EQ(refusing.error_status(), 431);
+}
+
+// A chunked body's trailers count their names and values against a limit of their own: a head at
+// the limit (here fed in two parts) leaves them all of it.
+TEST(RequestParserTest, TrailersCountAgainstALimitOfTheirOwn) {
+  const std::string head =
+      HeadOfBytes(kLimits.header_bytes_max, "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n");
+  RequestParser parser(kLimits);
+  size_t consumed = 0;
+  ASSERT_EQ(parser.Feed(head.data(), head.size() - 1, consumed), RequestParser::Result::kNeedMore);
+  const std::string body =
+      "\n0\r\nT: " + std::string(kLimits.header_bytes_max - 1, 'v') + "\r\n\r\n";
+  EXPECT_EQ(parser.Feed(body.data(), body.size(), consumed), RequestParser::Result::kComplete)
+      << parser.error_message();
+}
+
 struct BadWire {
   const char* name;
   std::string wire;
@@ -139,7 +210,11 @@ INSTANTIATE_TEST_SUITE_P(
                 413},
         BadWire{"HeadersTooLarge", "GET / HTTP/1.1\r\nX: " + std::string(1100, 'v') + "\r\n\r\n",
                 431},
-        BadWire{"UrlTooLarge", "GET /" + std::string(1100, 'u') + " HTTP/1.1\r\n\r\n", 431}),
+        BadWire{"UrlTooLarge", "GET /" + std::string(1100, 'u') + " HTTP/1.1\r\n\r\n", 431},
+        BadWire{"TrailersTooLarge",
+                "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX: " +
+                    std::string(1100, 'v') + "\r\n\r\n",
+                431}),
     [](const ::testing::TestParamInfo<BadWire>& param) { return std::string(param.param.name); });
 
 // http_parser says "invalid character in content-length header" for a chunk size past 64 bits.

@@ -1,5 +1,6 @@
 #include "examples/http/request_parser.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/ascii.h"
@@ -48,6 +49,7 @@ void RequestParser::Reset() {
   http_parser_init(&parser_, HTTP_REQUEST);
   parser_.data = this;
   in_request_ = headers_done_ = complete_ = false;
+  header_bytes_ = 0;
   error_status_ = 0;
   error_message_.clear();
 }
@@ -58,9 +60,10 @@ RequestParser::Result RequestParser::Feed(const char* data, size_t size, size_t&
     // The previous request was handed out; resume for the next one.
     complete_ = false;
     in_request_ = headers_done_ = false;
+    header_bytes_ = 0;
     http_parser_pause(&parser_, 0);
   }
-  consumed = http_parser_execute(&parser_, &settings_, data, size);
+  if (!Execute(data, size, consumed)) return Result::kError;
   const http_errno error = HTTP_PARSER_ERRNO(&parser_);
   if (complete_) return Result::kComplete;  // Paused in OnMessageComplete.
   if (error == HPE_OK && !parser_.upgrade) {
@@ -83,23 +86,47 @@ RequestParser::Result RequestParser::Feed(const char* data, size_t size, size_t&
   return Result::kError;
 }
 
+bool RequestParser::Execute(const char* data, size_t size, size_t& consumed) {
+  consumed = 0;
+  do {
+    size_t offer = size - consumed;
+    if (!headers_done_) {
+      const size_t left = limits_.header_bytes_max - header_bytes_;
+      if (left == 0 && offer > 0) {
+        FailHeadersTooLarge();
+        return false;
+      }
+      offer = std::min(offer, left);
+    }
+    const size_t parsed = http_parser_execute(&parser_, &settings_, data + consumed, offer);
+    consumed += parsed;
+    if (!headers_done_) header_bytes_ += static_cast<uint32_t>(parsed);
+    if (parsed < offer) break;  // Paused after a request, failed, or stopped at an upgrade.
+  } while (consumed < size && HTTP_PARSER_ERRNO(&parser_) == HPE_OK && !parser_.upgrade);
+  return true;
+}
+
 void RequestParser::Fail(int status, std::string message) {
   if (error_status_ != 0) return;  // Keep the first reason.
   error_status_ = status;
   error_message_ = std::move(message);
 }
 
-bool RequestParser::CountHeaderBytes(size_t length) {
+void RequestParser::FailHeadersTooLarge() {
+  Fail(431, absl::StrCat("request line and headers exceed ", limits_.header_bytes_max, " bytes"));
+}
+
+bool RequestParser::CountTrailerBytes(size_t length) {
+  if (!headers_done_) return true;  // Bytes of the head: Execute() counts them as they arrive.
   header_bytes_ += static_cast<uint32_t>(length);
   if (header_bytes_ <= limits_.header_bytes_max) return true;
-  Fail(431, absl::StrCat("request line and headers exceed ", limits_.header_bytes_max, " bytes"));
+  FailHeadersTooLarge();
   return false;
 }
 
 int RequestParser::OnMessageBegin(http_parser* parser) {
   RequestParser& self = *Self(parser);
   self.in_request_ = true;
-  self.header_bytes_ = 0;
   self.field_is_expect_ = self.field_is_authorization_ = self.in_value_ = false;
   self.field_.clear();
   self.request_.url.clear();
@@ -111,14 +138,13 @@ int RequestParser::OnMessageBegin(http_parser* parser) {
 
 int RequestParser::OnUrl(http_parser* parser, const char* at, size_t length) {
   RequestParser& self = *Self(parser);
-  if (!self.CountHeaderBytes(length)) return -1;
   self.request_.url.append(at, length);
   return 0;
 }
 
 int RequestParser::OnHeaderField(http_parser* parser, const char* at, size_t length) {
   RequestParser& self = *Self(parser);
-  if (!self.CountHeaderBytes(length)) return -1;
+  if (!self.CountTrailerBytes(length)) return -1;
   if (self.in_value_) {
     // A new header begins: the callbacks for one name may come in pieces.
     self.in_value_ = false;
@@ -130,7 +156,7 @@ int RequestParser::OnHeaderField(http_parser* parser, const char* at, size_t len
 
 int RequestParser::OnHeaderValue(http_parser* parser, const char* at, size_t length) {
   RequestParser& self = *Self(parser);
-  if (!self.CountHeaderBytes(length)) return -1;
+  if (!self.CountTrailerBytes(length)) return -1;
   if (!self.in_value_) {
     self.in_value_ = true;
     self.field_is_expect_ = absl::EqualsIgnoreCase(self.field_, "expect");
@@ -156,6 +182,7 @@ int RequestParser::OnHeaderValue(http_parser* parser, const char* at, size_t len
 int RequestParser::OnHeadersComplete(http_parser* parser) {
   RequestParser& self = *Self(parser);
   self.headers_done_ = true;
+  self.header_bytes_ = 0;  // Trailers after a chunked body start a count of their own.
   self.request_.method = static_cast<http_method>(parser->method);
   self.request_.keep_alive = http_should_keep_alive(parser) != 0;
   self.request_.upgrade = parser->upgrade != 0;

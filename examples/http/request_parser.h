@@ -54,7 +54,10 @@ struct HttpRequest {
 class RequestParser {
  public:
   struct Limits {
-    uint32_t header_bytes_max;  // Request line + header names and values.
+    // The request's head as received: request line, header lines and the blank line that ends
+    // them, every byte (colons, spaces and line ends too), so many tiny headers cost what they
+    // take on the wire. A chunked body's trailers count their names and values against it anew.
+    uint32_t header_bytes_max;
     uint32_t body_bytes_max;
   };
   // The longest Authorization value stored: "Bearer " and the longest admin token
@@ -98,14 +101,21 @@ class RequestParser {
   static int OnBody(http_parser* parser, const char* at, size_t length);
   static int OnMessageComplete(http_parser* parser);
 
-  // Counts header bytes; returns false (and records 431) past the limit.
-  bool CountHeaderBytes(size_t length);
+  // Runs http_parser over the bytes. Until the head is complete, http_parser is offered only
+  // what the limit leaves, so a byte past the limit before the head's end fails (false, 431).
+  bool Execute(const char* data, size_t size, size_t& consumed);
+  // Counts a trailer's name or value bytes (the head's are counted in Execute); returns false
+  // (and records 431) past the limit.
+  bool CountTrailerBytes(size_t length);
+  void FailHeadersTooLarge();
   void Fail(int status, std::string message);
 
   Limits limits_;
   http_parser parser_;
   http_parser_settings settings_;
   HttpRequest request_;
+  // Bytes of the head so far (with any stray line ends before it), or of the trailers' names and
+  // values once the head is complete.
   uint32_t header_bytes_ = 0;
   bool in_request_ = false;
   bool headers_done_ = false;
