@@ -1097,6 +1097,9 @@ def run_suite(options, build_dir):
     results_dir = build_dir / "bench" / "results"
     documents, failures = [], []
     options.aslr_prefix = aslr_off_prefix()
+    # The commit is read now, when the binaries were just built from it: the tree may change
+    # while a run of half an hour measures them, and the run still measured this one.
+    measured = provenance(build_dir, {})
     for index, binary in enumerate(binaries, 1):
         try:
             document, binary_failures = run_binary(binary, results_dir, options, index,
@@ -1113,7 +1116,10 @@ def run_suite(options, build_dir):
     merged = {"context": merged_context(documents), "benchmarks": []}
     for document in documents:
         merged["benchmarks"] += document["benchmarks"]
-    merged["context"].update(provenance(build_dir, merged["context"]))
+    compiler = merged["context"].get("compiler")
+    merged["context"].update(measured)
+    if compiler:
+        merged["context"]["compiler"] = compiler  # Google Benchmark's own word wins, as before.
     merged["context"]["aslr"] = "off" if options.aslr_prefix else "on"
     merged["context"].pop("executable", None)  # One per binary; the runs name their binary.
     merged = scrub_document(merged, build_dir)
