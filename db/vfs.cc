@@ -537,6 +537,36 @@ Vfs::~Vfs() {
   sqlite3_vfs_unregister(vfs_.get());
 }
 
+absl::Status Vfs::WhenDurable(sqlite3* db, DurableWait& wait) {
+  if (wait.armed()) {
+    return absl::FailedPreconditionError(
+        "Vfs::WhenDurable: the DurableWait is armed already; arm it again once its done started");
+  }
+  if (wait.done == nullptr) {
+    return absl::InvalidArgumentError("Vfs::WhenDurable: the DurableWait has no done callback");
+  }
+  if (db == nullptr) return absl::InvalidArgumentError("Vfs::WhenDurable: the connection is null");
+  sqlite3_vfs* used = nullptr;
+  if (sqlite3_file_control(db, "main", SQLITE_FCNTL_VFS_POINTER, &used) != SQLITE_OK ||
+      used != vfs_.get()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("Vfs::WhenDurable: the connection's main database is not on this Vfs (", name_,
+                     "): open it with sqlite3_open_v2(..., vfs.name())"));
+  }
+  // SQLite names the main file by what xFullPathname made of its path (VfsFullPathname), which
+  // is the key of its files; in memory or temporary, it has no name.
+  const char* path = sqlite3_db_filename(db, "main");
+  if (path == nullptr || path[0] == '\0') {
+    return absl::InvalidArgumentError(
+        "Vfs::WhenDurable: the connection's main database is in memory or temporary: nothing "
+        "of it is ever durable");
+  }
+  DatabaseFiles* files = core_->Find(path);
+  // An open connection's handle on its main file keeps the files alive.
+  SQLOOP_CHECK(files != nullptr, "Vfs::WhenDurable: an open connection's files are gone");
+  return files->queue().WhenDurable(wait);
+}
+
 const std::string& Vfs::last_open_error() const { return core_->last_open_error(); }
 const VfsStats& Vfs::stats() const { return core_->context().stats(); }
 const VfsOptions& Vfs::options() const { return core_->context().options(); }

@@ -35,18 +35,29 @@
 //
 // Use one Vfs per loop; open connections on it with sqlite3_open_v2(..., vfs.name()).
 // Database (db/database.h) does that for you. On a connection of your own, a COMMIT that
-// returns SQLITE_OK is durable only once the loop has run its barrier's fsync, and nothing
-// tells that connection when; a Database acknowledges a write only then. While the loop does
-// not run, the writes are held in memory, and once held_bytes_max or held_ops_max is reached a
-// write fails with SQLITE_FULL.
+// returns SQLITE_OK is durable only once the loop has run its barrier's fsync; a Database
+// acknowledges a write only then, and WhenDurable tells your own connection when: arm a
+// DurableWait after the COMMIT returned, and its `done` runs, from a loop callback, once
+// everything written to that database before the call is on disk (WhenDurable adds a barrier
+// when the last commit issued none), or with the poison if that can no longer happen. While the
+// loop does not run, the writes are held in memory, and once held_bytes_max or held_ops_max is
+// reached a write fails with SQLITE_FULL.
 //
-// Example:
+// Example (a host that acknowledges its client only once the write is durable):
 //
 //   absl::StatusOr<std::unique_ptr<sqloop::db::Vfs>> vfs = sqloop::db::Vfs::Create(*loop);
 //   if (!vfs.ok()) return vfs.status();
 //   sqlite3* db = nullptr;
 //   int rc = sqlite3_open_v2("/data/t.db", &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
 //                            (*vfs)->name());
+//   rc = sqlite3_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL", ...);
+//   rc = sqlite3_exec(db, "INSERT INTO kv VALUES ('k', 'v')", ...);  // Returned; not durable.
+//   session->wait.user_data = session;  // Kept alive and unmoved until `done` ran.
+//   session->wait.done = [](sqloop::db::DurableWait& wait, absl::Status status) {
+//     static_cast<Session*>(wait.user_data)->Reply(status);  // OK: the INSERT is on disk.
+//   };
+//   absl::Status armed = (*vfs)->WhenDurable(db, session->wait);  // Not OK: no `done`.
+//   ... run the loop: `done` runs from one of its callbacks ...
 #ifndef SQLOOP_DB_VFS_H_
 #define SQLOOP_DB_VFS_H_
 
@@ -54,9 +65,13 @@
 #include <memory>
 #include <string>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "sqloop/alloc/check.h"
+#include "sqloop/alloc/intrusive_list.h"
 #include "sqloop/loop/loop.h"
 
+struct sqlite3;
 struct sqlite3_vfs;
 
 namespace sqloop::db {
@@ -142,8 +157,48 @@ struct VfsStats {
 };
 
 namespace internal {
-class VfsCore;  // db/internal/vfs_core.h: not part of the API.
+class VfsCore;       // db/internal/vfs_core.h: not part of the API.
+class DurableWaits;  // db/internal/durable_waits.h: not part of the API.
 }  // namespace internal
+
+// A caller-owned wait for the commits of a connection of your own to be durable
+// (Vfs::WhenDurable), in the style of a loop::Completion: the Vfs never allocates one and never
+// copies one. Fill `done` (and `user_data`), arm it with WhenDurable, and keep it alive and
+// unmoved until `done` has started: the Vfs and then the loop hold it until then. `done` runs
+// once per arming, on the loop's thread, from a loop callback. The wait is idle again when
+// `done` starts, so `done` may arm it again or free it.
+struct DurableWait {
+  // `status` is OK when every commit the wait covers is on disk. Otherwise it is the database's
+  // poison (DataLoss, in the poison's own words: an fsync or a write-behind write failed): the
+  // outcome of the commits since the last durable epoch is unknown until a new process opens
+  // the database (docs/db.md, "Outcome unknown").
+  void (*done)(DurableWait& wait, absl::Status status) = nullptr;
+  void* user_data = nullptr;
+
+  DurableWait() = default;
+  // An armed wait is still the Vfs's or the loop's: destroying it stops the process.
+  ~DurableWait() {
+    SQLOOP_CHECK(state_ == State::kIdle,
+                 "DurableWait destroyed while armed; keep it until its done has started");
+  }
+  DurableWait(const DurableWait&) = delete;
+  DurableWait& operator=(const DurableWait&) = delete;
+
+  // From a WhenDurable that returned OK until `done` starts.
+  [[nodiscard]] bool armed() const { return state_ != State::kIdle; }
+
+ private:
+  friend class internal::DurableWaits;
+  // Its states and their transitions: db/internal/durable_waits.h.
+  enum class State : uint8_t { kIdle, kWaiting, kDelivering };
+
+  // ---- The Vfs's bookkeeping --------------------------------------------------------------------
+  State state_ = State::kIdle;
+  uint64_t epoch_ = 0;          // The epoch it waits for: the queue's epoch() at WhenDurable.
+  absl::Status status_;         // What `done` gets, once decided (kDelivering).
+  loop::Completion delivery_;   // Runs `done` from the loop (Loop::NextTick).
+  ListLink<DurableWait> link_;  // In its database's list of waits (kWaiting).
+};
 
 class Vfs {
  public:
@@ -165,6 +220,40 @@ class Vfs {
   [[nodiscard]] const VfsOptions& options() const;
   [[nodiscard]] loop::Loop& loop();
   [[nodiscard]] bool os_lock() const { return options().os_lock; }
+
+  // Arms `wait` to tell when the commits of `db`, a connection of your own on this Vfs, are
+  // durable: the wait covers everything this process wrote to `db`'s main database, from any
+  // connection, before this call (so call it once the COMMIT returned; a commit hook runs too
+  // early). If anything was written there since the last barrier, WhenDurable closes an epoch
+  // itself, as SQLite's xSync does (one fsync of each file written, and of the directory if a
+  // name was made or removed). So whatever the pragmas, the commits that returned are covered:
+  //   * WAL mode with synchronous=FULL (a Database's choice) ends every COMMIT with an xSync,
+  //     and the wait adds no barrier of its own after one.
+  //   * With synchronous=NORMAL in WAL mode, or OFF, a COMMIT issues no xSync: the wait's own
+  //     barrier makes those commits durable (durability on demand, the fsyncs paid only by
+  //     the commits someone waits for).
+  //   * In a rollback-journal mode the commit's last step may follow its last xSync (deleting
+  //     the journal in DELETE mode, SQLite's default, or truncating it below synchronous=FULL):
+  //     the wait's barrier syncs that step too, so a crash after OK cannot roll it back.
+  // `done` runs once the database's durable epoch covers it, with OK (even on a database
+  // poisoned since: those epochs are on disk); or, if the database is poisoned before that (or
+  // already was), with the poison's DataLoss status, and then never with OK. Only the main
+  // database counts: an attached database's commits are not covered.
+  //
+  // `done` always runs later, from a loop callback: never inside this call and never inside a
+  // SQLite call, even when everything is durable already (it then runs at the loop's next
+  // tick). So the loop must run for it to come. `db` may be closed meanwhile: the wait still
+  // completes, since a database's files stay until the barriers they hold are done.
+  //
+  // Call it on the loop's thread, outside SQLite calls. It allocates nothing. Errors (then
+  // `done` never runs and `wait` is left as it was):
+  //   InvalidArgument: `db` is null; its main database is not on this Vfs (another VFS or
+  //     another Vfs); it is in memory or temporary (":memory:", ""), which nothing makes
+  //     durable; or `wait.done` is not set.
+  //   FailedPrecondition: `wait` is armed already (its `done` has not started).
+  //   ResourceExhausted: a barrier is needed and the write-behind queue is full
+  //     (held_ops_max): run the loop until its writes drain, then try again.
+  [[nodiscard]] absl::Status WhenDurable(sqlite3* db, DurableWait& wait);
 
  private:
   // The project's own code (the Database, the VFS glue, tests) reaches the files through

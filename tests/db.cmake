@@ -9,6 +9,10 @@ target_link_libraries(sqloop_db_test_support
 sqloop_test(db_vfs_test SOURCES ${_db_tests}/db_vfs_test.cc LIBS sqloop_db_test_support)
 sqloop_test(db_vfs_hostile_test SOURCES ${_db_tests}/db_vfs_hostile_test.cc
             LIBS sqloop_db_test_support)
+# A host's own connection learns when its commits are durable (Vfs::WhenDurable); counts heap
+# allocations, so it links the counter.
+sqloop_test(db_vfs_durable_wait_test SOURCES ${_db_tests}/db_vfs_durable_wait_test.cc
+            LIBS sqloop_db_test_support sqloop::heap_counter)
 sqloop_test(db_database_test SOURCES ${_db_tests}/db_database_test.cc LIBS sqloop_db_test_support)
 sqloop_test(db_lock_table_test SOURCES ${_db_tests}/db_lock_table_test.cc
             LIBS sqloop_db_test_support)

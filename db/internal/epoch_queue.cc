@@ -223,7 +223,9 @@ void EpochQueue::FinishBarrier(PendingOp* op) {
     Poison(FsyncFailed(op->epoch));
     return;
   }
-  if (poison_.ok()) durable_epoch_ = std::max(durable_epoch_, op->epoch);
+  if (!poison_.ok()) return;
+  durable_epoch_ = std::max(durable_epoch_, op->epoch);
+  waits_.Settle(durable_epoch_, poison_);  // Hands them to the loop: no host code runs here.
 }
 
 absl::Status EpochQueue::FsyncFailed(uint64_t epoch) const {
@@ -302,6 +304,7 @@ void EpochQueue::Poison(absl::Status status) {
   poison_ = std::move(status);
   context_.stats().poisonings++;
   context_.Taint(files_.main_path(), files_.dir_path(), poison_.message(), dir_fsync_failed_);
+  waits_.Settle(durable_epoch_, poison_);
   for (PendingOp* op = queue_.front(); op != nullptr;) {
     PendingOp* next = OpList::Next(*op);
     if (op->state == OpState::kQueued) {
@@ -337,6 +340,10 @@ void EpochQueue::AssertInvariants() const {
   SQLOOP_CHECK(bytes == held_bytes_ && count == queued_ops_, "queue accounting is off");
   SQLOOP_CHECK(held_bytes_ <= context_.options().held_bytes_max, "held bytes above the limit");
   SQLOOP_CHECK(durable_epoch_ <= epoch_, "durable epoch ahead of the issued epochs");
+  // DurableWaits invariant 3: a waiting wait's barrier is still here, so the queue is not quiet.
+  SQLOOP_CHECK(waits_.empty() || (poison_.ok() && waits_.first_epoch() > durable_epoch_ &&
+                                  waits_.first_epoch() <= epoch_ && !queue_.empty()),
+               "a DurableWait waits for an epoch that is durable, poisoned or not queued");
 }
 
 // ---- SQLite's data calls ----------------------------------------------------------------------
@@ -534,6 +541,26 @@ int EpochQueue::Sync() {
   Push(op);
   Advance();
   return SQLITE_OK;
+}
+
+absl::Status EpochQueue::WhenDurable(DurableWait& wait) {
+  bool unsynced = false;
+  for (int i = 0; i < kFileRoles; ++i) {
+    const SharedFile& f = files_.file(static_cast<FileRole>(i));
+    unsynced = unsynced || f.dirty || f.needs_dir_sync;
+  }
+  if (unsynced && poison_.ok()) {
+    // Checked here rather than left to Sync, whose refusal is meant for SQLite: it pauses the
+    // write-behind until a transaction commits again.
+    if (queued_ops_ >= context_.options().held_ops_max) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "Vfs::WhenDurable: the write-behind queue of '", FileNameOf(files_.main_path()),
+          "' is full (held_ops_max); run the loop until its writes drain, then try again"));
+    }
+    SQLOOP_CHECK(Sync() == SQLITE_OK, "EpochQueue::WhenDurable: a barrier refused");
+  }
+  waits_.Arm(wait, epoch_, durable_epoch_, poison_);
+  return absl::OkStatus();
 }
 
 int EpochQueue::Unlink(FileRole role) {

@@ -3,7 +3,8 @@
 //
 // `EpochQueue` is the durability core of one database: the ordered write-behind queue that
 // implements epoch barriers, the epoch numbers, and the poison. The Database layer reads the
-// epoch numbers from it and is told (through its listener) when an epoch becomes durable.
+// epoch numbers from it and is told (through its listener) when an epoch becomes durable; a
+// host's own connection is told through a DurableWait it holds (Vfs::WhenDurable, DurableWaits).
 //
 // Epoch barriers (docs/db.md, docs/architecture.md):
 //
@@ -112,6 +113,7 @@
 #include "absl/container/inlined_vector.h"
 #include "absl/status/status.h"
 #include "sqloop/alloc/intrusive_list.h"
+#include "sqloop/db/internal/durable_waits.h"
 #include "sqloop/db/internal/file_table.h"
 #include "sqloop/db/internal/vfs_context.h"
 #include "sqloop/loop/loop.h"
@@ -211,10 +213,21 @@ class EpochQueue {
   // the other databases of a directory whose fsync failed.
   void Poison(absl::Status status);
 
+  // ---- For the Vfs (Vfs::WhenDurable) --------------------------------------------------------
+  // Arms the idle `wait` for everything written to the files so far: if a file was written, or
+  // a name made or removed, since the last barrier (a COMMIT that issued no xSync, or a
+  // rollback journal's removal after its commit's last xSync), it first closes an epoch as
+  // xSync does. Its `done` runs from the loop once durable_epoch() reaches epoch(), or with the
+  // poison (db/internal/durable_waits.h). ResourceExhausted, the wait left idle, when that
+  // barrier would pass held_ops_max.
+  [[nodiscard]] absl::Status WhenDurable(DurableWait& wait);
+
   // ---- For DatabaseFiles and the VFS glue ----------------------------------------------------
-  // Nothing queued, nothing in flight, no listener running: the owner may be destroyed.
+  // Nothing queued, nothing in flight, no listener running, no DurableWait waiting: the owner
+  // may be destroyed. (A waiting wait's barrier is queued, so the last follows from the first;
+  // AssertInvariants checks that it does.)
   [[nodiscard]] bool quiet() const {
-    return queue_.empty() && fsyncs_outstanding_ == 0 && !notifying_;
+    return queue_.empty() && fsyncs_outstanding_ == 0 && !notifying_ && waits_.empty();
   }
   // SQLite's data calls. Return an SQLite result code.
   [[nodiscard]] int Read(FileRole role, void* buffer, int amount, int64_t offset);
@@ -327,6 +340,9 @@ class EpochQueue {
   uint64_t epoch_ = 0;
   uint64_t durable_epoch_ = 0;
   absl::Status poison_;
+  // Hosts' waits for an epoch to become durable, settled where durable_epoch_ advances
+  // (FinishBarrier) and where the queue is poisoned (Poison).
+  DurableWaits waits_{loop_};
   bool dir_fsync_failed_ = false;  // The directory's fsync was among those that failed.
   struct Listening {
     Listener listener;
