@@ -120,19 +120,12 @@ TEST_P(EchoTest, EchoesEveryByteWithBackpressureOnAFullPool) {
   EXPECT_EQ(server.open_connections(), 0u);
 }
 
-std::vector<TestBackend> RealBackends() {
-  std::vector<TestBackend> real;
-  for (TestBackend& backend : testing::AllTestBackends()) {
-    if (backend.real_descriptors) real.push_back(std::move(backend));
-  }
-  return real;
-}
-
 std::string ParamName(const ::testing::TestParamInfo<TestBackend>& param) {
   return param.param.name;
 }
 
-INSTANTIATE_TEST_SUITE_P(RealBackends, EchoTest, ::testing::ValuesIn(RealBackends()), ParamName);
+INSTANTIATE_TEST_SUITE_P(RealBackends, EchoTest,
+                         ::testing::ValuesIn(testing::RealDescriptorBackends()), ParamName);
 
 }  // namespace
 }  // namespace sqloop::examples

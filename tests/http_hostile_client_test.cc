@@ -375,15 +375,8 @@ TEST_P(HttpHostileClientTest, StopAnswersCompleteRequestsAndClosesTheRest) {
             (std::vector<std::string>{"acme:INSERT 1", "globex:INSERT 2", "initech:INSERT 4"}));
 }
 
-std::vector<TestBackend> RealBackends() {
-  std::vector<TestBackend> real;
-  for (const TestBackend& backend : testing::AllTestBackends()) {
-    if (backend.real_descriptors) real.push_back(backend);
-  }
-  return real;
-}
-
-INSTANTIATE_TEST_SUITE_P(Backends, HttpHostileClientTest, ::testing::ValuesIn(RealBackends()),
+INSTANTIATE_TEST_SUITE_P(Backends, HttpHostileClientTest,
+                         ::testing::ValuesIn(testing::RealDescriptorBackends()),
                          [](const ::testing::TestParamInfo<TestBackend>& param) {
                            return param.param.name;
                          });

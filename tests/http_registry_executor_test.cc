@@ -230,15 +230,6 @@ TEST_P(RegistryExecutorTest, StatsReportTheRegistry) {
   EXPECT_EQ(requests, 2u);
 }
 
-// The registry's files are real files: the backends that operate on real descriptors.
-std::vector<TestBackend> RealBackends() {
-  std::vector<TestBackend> real;
-  for (TestBackend& backend : testing::AllTestBackends()) {
-    if (backend.real_descriptors) real.push_back(std::move(backend));
-  }
-  return real;
-}
-
 // A statement over the Database's budget of SQLite work keeps its db::IsBudgetExceeded payload
 // through the executor, also when the error is reworded with its position in a longer request,
 // so the server answers 422 budget_exceeded (retrying would fail again), not 503.
@@ -258,7 +249,8 @@ TEST_P(RegistryExecutorTest, AStatementOverItsWorkBudgetIs422NotARetry) {
   EXPECT_STREQ(answer.headers, "");
 }
 
-INSTANTIATE_TEST_SUITE_P(Backends, RegistryExecutorTest, ::testing::ValuesIn(RealBackends()),
+INSTANTIATE_TEST_SUITE_P(Backends, RegistryExecutorTest,
+                         ::testing::ValuesIn(testing::RealDescriptorBackends()),
                          [](const ::testing::TestParamInfo<TestBackend>& param) {
                            return param.param.name;
                          });

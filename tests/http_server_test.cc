@@ -157,14 +157,6 @@ TEST_P(HttpServerTest, RefusedTokensNeverReachTheExecutor) {
   EXPECT_EQ(server_->auth_stats().tenant_grants, 1u);
 }
 
-std::vector<TestBackend> RealBackends() {
-  std::vector<TestBackend> real;
-  for (const TestBackend& backend : testing::AllTestBackends()) {
-    if (backend.real_descriptors) real.push_back(backend);
-  }
-  return real;
-}
-
 // ListenTcp's socket has TCP_NODELAY, and the connections it accepts inherit it, so an answer
 // never waits for the client's acknowledgement of the one before (pipelined requests did).
 TEST_P(HttpServerTest, ListenTcpsConnectionsSendAtOnce) {
@@ -182,7 +174,8 @@ TEST_P(HttpServerTest, ListenTcpsConnectionsSendAtOnce) {
   EXPECT_GE(client, 0);
 }
 
-INSTANTIATE_TEST_SUITE_P(Backends, HttpServerTest, ::testing::ValuesIn(RealBackends()),
+INSTANTIATE_TEST_SUITE_P(Backends, HttpServerTest,
+                         ::testing::ValuesIn(testing::RealDescriptorBackends()),
                          [](const ::testing::TestParamInfo<TestBackend>& param) {
                            return param.param.name;
                          });

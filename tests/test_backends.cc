@@ -1,5 +1,7 @@
 #include "tests/test_backends.h"
 
+#include <utility>
+
 #include "sqloop/alloc/check.h"
 #include "sqloop/io/internal/backends.h"
 #include "tests/sim_test_backend.h"
@@ -22,6 +24,14 @@ std::vector<TestBackend> AllTestBackends() {
       {"fallback", true, [] { return MakeOrDie(io::internal::CreateFallbackBackend({})); }});
   backends.push_back(SimulatorTestBackend());
   return backends;
+}
+
+std::vector<TestBackend> RealDescriptorBackends() {
+  std::vector<TestBackend> real;
+  for (TestBackend& backend : AllTestBackends()) {
+    if (backend.real_descriptors) real.push_back(std::move(backend));
+  }
+  return real;
 }
 
 }  // namespace sqloop::testing

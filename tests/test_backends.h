@@ -24,6 +24,9 @@ struct TestBackend {
 };
 
 std::vector<TestBackend> AllTestBackends();
+// The ones whose operations work on real descriptors (sockets, files on disk): io_uring and
+// the fallback, for tests of what the simulator does not model.
+std::vector<TestBackend> RealDescriptorBackends();
 
 // Lets GoogleTest (and ctest's test names) show a backend parameter by its name, not its bytes.
 inline void PrintTo(const TestBackend& backend, std::ostream* out) { *out << backend.name; }
