@@ -103,7 +103,6 @@
 // allocates (SQLite's connections and caches): the claim is only that a request to an open
 // tenant allocates nothing in the registry itself.
 #include <benchmark/benchmark.h>
-#include <fcntl.h>
 #include <malloc.h>
 #include <sqlite3.h>
 #include <sys/resource.h>
@@ -721,27 +720,6 @@ class Zipf {
   std::vector<double> cdf_;
 };
 
-// The whole of the file at `path` in `content`; false if it cannot be read.
-bool ReadFile(const std::string& path, std::string& content) {
-  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return false;
-  content.clear();
-  char chunk[1 << 14];
-  ssize_t n = 0;
-  while ((n = read(fd, chunk, sizeof chunk)) > 0) content.append(chunk, static_cast<size_t>(n));
-  close(fd);
-  return n == 0;
-}
-
-// Creates (or replaces) the file at `path` holding `content`.
-bool WriteFile(const std::string& path, const std::string& content) {
-  const int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return false;
-  const bool ok = content.empty() ||
-                  write(fd, content.data(), content.size()) == static_cast<ssize_t>(content.size());
-  return close(fd) == 0 && ok;
-}
-
 std::string ZipfName(int i) { return absl::StrFormat("z%05d", i); }
 
 // The Zipf benchmarks' tenants exist before they run (made once per process, outside the
@@ -767,18 +745,16 @@ const std::string& ZipfDirectory(int tenants) {
     SQLOOP_CHECK(host.registry->Submit(r).ok(), "bench: create zipf tenant");
     host.RunUntil([&] { return completed == 1; });
     created = 1;
-  }                                                        // The host's shutdown closed it.
-  std::vector<std::pair<std::string, std::string>> files;  // Suffix, content.
-  for (const char* suffix : {"", "-wal"}) {
-    std::string content;
-    if (ReadFile(path_of(0) + suffix, content)) files.emplace_back(suffix, std::move(content));
-  }
-  SQLOOP_CHECK(!files.empty() && files.front().first.empty() && !files.front().second.empty(),
+  }  // The host's shutdown closed it.
+  struct stat main_file {};
+  SQLOOP_CHECK(stat(path_of(0).c_str(), &main_file) == 0 && main_file.st_size > 0,
                "bench: the first zipf tenant left no database file");
+  struct stat wal {};
+  const bool has_wal = stat((path_of(0) + "-wal").c_str(), &wal) == 0;
   for (; created < tenants; ++created) {
-    for (const auto& [suffix, content] : files) {
-      SQLOOP_CHECK(WriteFile(path_of(created) + suffix, content), "bench: copy a zipf tenant");
-    }
+    SQLOOP_CHECK(sqloop::bench::CopyDb(path_of(0), path_of(created)), "bench: copy a zipf tenant");
+    SQLOOP_CHECK(!has_wal || sqloop::bench::CopyDb(path_of(0) + "-wal", path_of(created) + "-wal"),
+                 "bench: copy a zipf tenant's WAL");
   }
   return scratch.path();
 }
