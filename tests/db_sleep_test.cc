@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <sqlite3.h>
 #include <sys/file.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <climits>
@@ -362,16 +363,40 @@ TEST_P(SleepTest, AWakeWhileAnotherProcessHoldsTheLockFailsUntilItLetsGo) {
   if (!real()) GTEST_SKIP() << "the simulator has one process and no flock";
   Fill();
   SleepAndClose();
-  const int other = open(path_.c_str(), O_RDWR | O_CLOEXEC);
-  ASSERT_GE(other, 0);
-  ASSERT_EQ(flock(other, LOCK_EX | LOCK_NB), 0);
+  // Another process takes the lock, says so through `locked`, and holds it until `release`
+  // reaches end of file.
+  int locked[2];
+  int release[2];
+  ASSERT_EQ(pipe2(locked, O_CLOEXEC), 0);
+  ASSERT_EQ(pipe2(release, O_CLOEXEC), 0);
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    close(release[1]);
+    const int fd = open(path_.c_str(), O_RDWR | O_CLOEXEC);
+    const char ok = fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) == 0 ? 1 : 0;
+    if (write(locked[1], &ok, 1) != 1) _exit(2);
+    char byte = 0;
+    while (read(release[0], &byte, 1) > 0) {
+    }
+    _exit(ok == 1 ? 0 : 1);
+  }
+  close(locked[1]);
+  close(release[0]);
+  char ok = 0;
+  ASSERT_EQ(read(locked[0], &ok, 1), 1);
+  close(locked[0]);
+  ASSERT_EQ(ok, 1) << "the other process could not take the lock";
 
-  const absl::Status read = Run(Request::Kind::kRead, "SELECT count(*) FROM t");
-  EXPECT_EQ(read.code(), absl::StatusCode::kUnavailable) << read;
-  EXPECT_TRUE(absl::StrContains(read.message(), "locked")) << read;
+  const absl::Status refused = Run(Request::Kind::kRead, "SELECT count(*) FROM t");
+  EXPECT_EQ(refused.code(), absl::StatusCode::kUnavailable) << refused;
+  EXPECT_TRUE(absl::StrContains(refused.message(), "locked by another process")) << refused;
   EXPECT_TRUE(db_->asleep());
 
-  close(other);
+  close(release[1]);
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
   EXPECT_EQ(Read("SELECT count(*) FROM t"), "3|\n");
   EXPECT_EQ(db_->stats().wakes, 1u);
   EXPECT_EQ(db_->stats().wakes_failed, 1u);

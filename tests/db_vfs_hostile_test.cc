@@ -10,6 +10,7 @@
 
 #include <cerrno>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
@@ -366,7 +367,7 @@ TEST_P(VfsHostileTest, TwoVfsOnTwoLoopsGetAClearLockErrorUntilTheFirstLetsGo) {
   absl::StatusOr<std::unique_ptr<Vfs>> other = Vfs::Create(**other_loop);
   ASSERT_TRUE(other.ok()) << other.status();
   EXPECT_EQ(FailedOpen(path_, other->get()), SQLITE_CANTOPEN);
-  EXPECT_NE((*other)->last_open_error().find("'t.db' is locked by another process"),
+  EXPECT_NE((*other)->last_open_error().find("'t.db' is open already in this process"),
             std::string::npos)
       << (*other)->last_open_error();
   EXPECT_EQ(Files(path_, other->get()), nullptr);
@@ -377,6 +378,37 @@ TEST_P(VfsHostileTest, TwoVfsOnTwoLoopsGetAClearLockErrorUntilTheFirstLetsGo) {
   EXPECT_EQ(Query(second, "SELECT x FROM t"), "1\n");
   Close(second);
   ASSERT_TRUE((*other_loop)->Run(loop::RunMode::kUntilDone).ok());
+}
+
+// Two paths that name one file otherwise than by spelling (a symbolic link, "..") are two keys to
+// the VFS, so the second open is refused by the first one's flock; the error says that this
+// process holds it, not another one, and the first connection goes on as before.
+TEST_P(VfsHostileTest, ALinkOrDotDotToAnOpenFileIsRefusedAsOpenInThisProcess) {
+  if (!real()) GTEST_SKIP() << "no flock in the simulator";
+  sqlite3* db = Connect(path_);
+  ASSERT_NE(db, nullptr);
+  Exec(db, "PRAGMA journal_mode=WAL; CREATE TABLE t(x); INSERT INTO t VALUES (1)");
+  const std::string link = dir_->Path("link.db");
+  ASSERT_EQ(symlink(path_.c_str(), link.c_str()), 0) << std::strerror(errno);
+  ASSERT_EQ(mkdir(dir_->Path("sub").c_str(), 0755), 0) << std::strerror(errno);
+  for (const std::string& other : {link, dir_->dir() + "/sub/../t.db"}) {
+    SCOPED_TRACE(other);
+    EXPECT_EQ(FailedOpen(other), SQLITE_CANTOPEN);
+    EXPECT_NE(
+        vfs_->last_open_error().find("database file '" + std::string(internal::FileNameOf(other)) +
+                                     "' is open already in this process"),
+        std::string::npos)
+        << vfs_->last_open_error();
+    EXPECT_EQ(Files(other), nullptr);
+  }
+  Exec(db, "INSERT INTO t VALUES (2)");
+  EXPECT_EQ(Query(db, "SELECT group_concat(x) FROM t"), "1,2\n");
+  Close(db);
+  Drain();
+  // Once the first lets go, the link opens the same rows.
+  sqlite3* through_link = Connect(link);
+  ASSERT_NE(through_link, nullptr);
+  EXPECT_EQ(Query(through_link, "SELECT group_concat(x) FROM t"), "1,2\n");
 }
 
 // A super-journal (SQLITE_OPEN_SUPER_JOURNAL) is refused with a clear error, and SQLite rolls the

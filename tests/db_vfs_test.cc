@@ -304,14 +304,15 @@ TEST_P(VfsTest, SecondOpenerOfTheFileGetsAClearError) {
   Open();
   Exec("CREATE TABLE t(x)");
   Drain();
-  // A second Vfs has its own descriptor, so flock conflicts as with another process.
+  // A second Vfs has its own descriptor, so flock conflicts as with another process, and the
+  // error says whose lock it is.
   absl::StatusOr<std::unique_ptr<Vfs>> other = Vfs::Create(*loop_);
   ASSERT_TRUE(other.ok());
   sqlite3* second = nullptr;
   EXPECT_EQ(sqlite3_open_v2(path_.c_str(), &second, SQLITE_OPEN_READWRITE, (*other)->name()),
             SQLITE_CANTOPEN);
   sqlite3_close(second);
-  EXPECT_NE((*other)->last_open_error().find("locked by another process"), std::string::npos)
+  EXPECT_NE((*other)->last_open_error().find("open already in this process"), std::string::npos)
       << (*other)->last_open_error();
   // And a real second process.
   const pid_t child = fork();

@@ -2,9 +2,13 @@
 
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <utility>
 
@@ -104,6 +108,12 @@ int64_t FileTable::Open(FileRole role, int flags) {
 }
 
 std::string FileTable::OpenErrorMessage(const std::string& path, int64_t error) {
+  if (error == kLockedInThisProcess) {
+    return absl::StrCat("database file '", FileNameOf(path),
+                        "' is open already in this process, through another path to it (a "
+                        "symbolic link, '..') or another Vfs: a file is one database, so open it "
+                        "through one path on one Vfs");
+  }
   if (error == -EWOULDBLOCK) {
     return absl::StrCat("database file '", FileNameOf(path),
                         "' is locked by another process: sqloop takes an exclusive lock on each "
@@ -114,13 +124,45 @@ std::string FileTable::OpenErrorMessage(const std::string& path, int64_t error) 
                       "': ", std::strerror(static_cast<int>(-error)));
 }
 
+namespace {
+
+// Whether the flock that refused `fd` is this process's own, taken through another descriptor
+// of the same file: /proc/locks names each flock's process and file ("1: FLOCK ADVISORY WRITE
+// <pid> <major>:<minor>:<inode> 0 EOF", the device in hex). Read only once a lock was refused;
+// false if it cannot tell (no /proc, or a file system whose fstat names another device).
+bool LockedByThisProcess(int fd) {
+  struct stat st {};
+  if (fstat(fd, &st) != 0) return false;
+  FILE* locks = std::fopen("/proc/locks", "re");
+  if (locks == nullptr) return false;
+  const pid_t self = getpid();
+  bool found = false;
+  char line[256];
+  while (!found && std::fgets(line, sizeof(line), locks) != nullptr) {
+    int pid = 0;
+    unsigned int major_id = 0;
+    unsigned int minor_id = 0;
+    unsigned long inode = 0;  // NOLINT(google-runtime-int): the %lu of the kernel's format.
+    // A process waiting for a lock has "->" before FLOCK, and no match here.
+    found = std::sscanf(line, "%*d: FLOCK %*s %*s %d %x:%x:%lu", &pid, &major_id, &minor_id,
+                        &inode) == 4 &&
+            pid == self && major_id == major(st.st_dev) && minor_id == minor(st.st_dev) &&
+            inode == st.st_ino;
+  }
+  std::fclose(locks);
+  return found;
+}
+
+}  // namespace
+
 int64_t FileTable::LockMain(int fd) {
   if (!os_lock_) return 0;
   // One process per database file: an exclusive, non-blocking flock on the descriptor.
   if (flock(fd, LOCK_EX | LOCK_NB) == 0) return 0;
-  const int error = errno;
+  int64_t error = -errno;
+  if (error == -EWOULDBLOCK && LockedByThisProcess(fd)) error = kLockedInThisProcess;
   CloseDescriptor(fd);
-  return error == EWOULDBLOCK ? -EWOULDBLOCK : -error;
+  return error;
 }
 
 void FileTable::UnlockMain(int fd) const {

@@ -29,6 +29,7 @@
 #define SQLOOP_DB_INTERNAL_FILE_TABLE_H_
 
 #include <array>
+#include <cerrno>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -87,16 +88,22 @@ class FileTable {
   // Whether no sqlite3_file handle has any of the files open.
   [[nodiscard]] bool unused() const;
 
-  // What a failed open of `path` (-errno, as Open returns) means, in words for a user.
+  // The error of an open refused because this process holds the main file's flock already,
+  // through another descriptor: another Vfs, or another path to the file (a symbolic link,
+  // "..": the key of a database's files is its path, file_names.h).
+  static constexpr int64_t kLockedInThisProcess = -EALREADY;
+
+  // What a failed open of `path` (-errno or kLockedInThisProcess, as Open returns) means, in
+  // words for a user.
   [[nodiscard]] static std::string OpenErrorMessage(const std::string& path, int64_t error);
   // Opens the role's descriptor if it is not open or deferred (flags as open(2)). Returns 0 or
-  // -errno
-  // (-EWOULDBLOCK: another process holds the main file's flock).
+  // -errno (-EWOULDBLOCK: another process holds the main file's flock; kLockedInThisProcess:
+  // this one does).
   [[nodiscard]] int64_t Open(FileRole role, int flags);
   // For a caller that opened the file itself, through the loop (FilePreopen): LockMain takes
-  // the main file's flock (0, or -errno, the descriptor closed: -EWOULDBLOCK if another
-  // process holds it); Adopt takes `fd`, opened for `role` (the main file locked), whose size
-  // (or -errno) is `size`, as Open would have: 0, or -errno with the descriptor closed.
+  // the main file's flock (0, or an error as Open's, the descriptor closed); Adopt takes `fd`,
+  // opened for `role` (the main file locked), whose size (or -errno) is `size`, as Open would
+  // have: 0, or -errno with the descriptor closed.
   [[nodiscard]] int64_t LockMain(int fd);
   // Releases the main file's flock held by `fd` now, before a close that may free the file
   // later than it completes (FileSleep invariant 1).
