@@ -534,13 +534,9 @@ void Database::FailQueue(Queue& queue, const absl::Status& status) {
   // Only what is queued now: a request submitted from one of these callbacks was not there
   // when `status` happened, and waits for its own turn (a client that resubmits each failed
   // request at once would otherwise keep this loop going for ever).
-  Queue failing;
-  MoveAll(queue, failing);
-  while (Request* r = failing.PopFront()) {
-    r->status_ = status;
-    SetRequestState(*r, Request::State::kDone);
-    Deliver(*r);
-  }
+  Taken taken;
+  MoveAll(queue, taken.writes);
+  FailTaken(taken, status);
 }
 
 void Database::TakeQueued(Taken& taken) {
@@ -549,10 +545,15 @@ void Database::TakeQueued(Taken& taken) {
   MoveAll(reads_, taken.reads);
 }
 
+// `taken` is the caller's own, so nothing a callback submits joins it.
 void Database::FailTaken(Taken& taken, const absl::Status& status) {
-  FailQueue(taken.writes, status);
-  FailQueue(taken.held, status);
-  FailQueue(taken.reads, status);
+  for (Queue* queue : {&taken.writes, &taken.held, &taken.reads}) {
+    while (Request* r = queue->PopFront()) {
+      r->status_ = status;
+      SetRequestState(*r, Request::State::kDone);
+      Deliver(*r);
+    }
+  }
 }
 
 void Database::BecomePoisoned() {
