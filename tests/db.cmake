@@ -6,7 +6,8 @@ target_link_libraries(sqloop_db_test_support
   PUBLIC sqloop::db sqloop::loop sqloop_test_backends GTest::gtest
   PRIVATE sqloop_warnings)
 
-sqloop_test(db_vfs_test SOURCES ${_db_tests}/db_vfs_test.cc LIBS sqloop_db_test_support)
+sqloop_test(db_vfs_test SOURCES ${_db_tests}/db_vfs_test.cc
+            LIBS sqloop_db_test_support absl::cleanup)
 sqloop_test(db_vfs_hostile_test SOURCES ${_db_tests}/db_vfs_hostile_test.cc
             LIBS sqloop_db_test_support)
 # A host's own connection learns when its commits are durable (Vfs::WhenDurable); counts heap

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/cleanup/cleanup.h"
 #include "gtest/gtest.h"
 #include "sqloop/db/internal/database_files.h"
 #include "sqloop/db/internal/file_table.h"
@@ -201,6 +202,42 @@ TEST_P(VfsTest, FullBufferRefusesWritesUntilItDrains) {
   EXPECT_EQ(QueryText("SELECT count(*) FROM t"), "201|\n");
   Drain();
   EXPECT_EQ(QueryText("PRAGMA integrity_check"), "ok|\n");
+}
+
+// By a COMMIT's xSync its commit frame is written (or queued): a barrier refused there would
+// have SQLite roll back a transaction that a crash could still find on disk and replay, and a
+// request reported failed would come back. So a barrier is taken even with the queue full of
+// writes, one operation past held_ops_max at most (the writes after it are refused).
+TEST_P(VfsTest, ABarrierIsTakenEvenWithTheQueueFull) {
+  VfsOptions options;
+  options.held_ops_max = 64;
+  vfs_.reset();
+  MakeVfs(options);
+  Open();
+  Exec("CREATE TABLE t(x)");
+  Drain();
+  internal::EpochQueue& queue = Queue();
+  trace_->Hold(io::OpKind::kFsync);
+  const absl::Cleanup release = [&] { trace_->ReleaseHeld(); };  // Before TearDown's drain.
+  Exec("INSERT INTO t VALUES (1)");  // Its barrier's fsync is held: what follows queues.
+  // The main file's first bytes written again as they are: writes that queue and change nothing.
+  char head[100];
+  ASSERT_EQ(queue.Read(internal::FileRole::kMain, head, sizeof head, 0), SQLITE_OK);
+  int rc = SQLITE_OK;
+  for (int i = 0; i < 1000 && rc == SQLITE_OK; ++i) {
+    rc = queue.Write(internal::FileRole::kMain, head, sizeof head, 0);
+  }
+  ASSERT_EQ(rc, SQLITE_FULL) << "the queue never filled: not the case tested";
+  const uint64_t epoch = queue.epoch();
+  EXPECT_EQ(queue.Sync(), SQLITE_OK) << "a barrier was refused with the queue full";
+  EXPECT_EQ(queue.epoch(), epoch + 1);
+  EXPECT_EQ(queue.Write(internal::FileRole::kMain, head, sizeof head, 0), SQLITE_FULL)
+      << "a write was taken past the barrier";
+  trace_->ReleaseHeld();
+  Drain();
+  EXPECT_FALSE(queue.poisoned());
+  EXPECT_EQ(queue.durable_epoch(), epoch + 1);
+  EXPECT_EQ(QueryText("SELECT count(*) FROM t"), "1|\n");
 }
 
 TEST_P(VfsTest, FsyncFailurePoisonsAndIsNeverRetried) {

@@ -521,9 +521,9 @@ void EpochQueue::FinishReserve(const PendingOp& op, int64_t result) {
 
 int EpochQueue::Sync() {
   if (!poison_.ok()) return SQLITE_IOERR_FSYNC;
-  if (queued_ops_ >= context_.options().held_ops_max) {
-    return RefuseForBackpressure();
-  }
+  // Invariant 5: never refused, even with the queue at held_ops_max. At a COMMIT's xSync the
+  // commit frame is written already; refused, SQLite would roll the transaction back while a
+  // crash could still find that frame on disk and replay it.
   ReserveWal();
   ReserveMain();
   PendingOp* op = TakeOp();

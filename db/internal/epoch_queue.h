@@ -46,7 +46,10 @@
 //      files again: only a new process, reading what the disk really has, recovers.
 //   5. Held bytes never exceed the configured maximum: a write that does not fit is refused
 //      with SQLITE_FULL and counted as backpressure; the Database layer waits for the queue
-//      to drain and runs the refused requests again.
+//      to drain and runs the refused requests again. A barrier is never refused (it holds no
+//      bytes, and the queue's operations pass held_ops_max by that one at most, since writes
+//      are refused from there): by a COMMIT's xSync its commit frame is written, and a refused
+//      sync would have SQLite roll back a transaction that a crash could still replay.
 //   6. A descriptor (FileTable) is closed only when no operation on it is queued or in flight,
 //      so the kernel (or the simulator) never sees a stale or reused descriptor.
 //   7. An unlink marks the directory for the next barrier's fsync (SharedFile::needs_dir_sync),
