@@ -14,6 +14,10 @@ sqloop_test(db_vfs_hostile_test SOURCES ${_db_tests}/db_vfs_hostile_test.cc
 # allocations, so it links the counter.
 sqloop_test(db_vfs_durable_wait_test SOURCES ${_db_tests}/db_vfs_durable_wait_test.cc
             LIBS sqloop_db_test_support sqloop::heap_counter)
+# Adversarial cases of Vfs::WhenDurable: closes, bad connections, re-arming, limits, poison.
+sqloop_test(db_vfs_durable_wait_adversarial_test
+            SOURCES ${_db_tests}/db_vfs_durable_wait_adversarial_test.cc
+            LIBS sqloop_db_test_support)
 sqloop_test(db_database_test SOURCES ${_db_tests}/db_database_test.cc LIBS sqloop_db_test_support)
 sqloop_test(db_lock_table_test SOURCES ${_db_tests}/db_lock_table_test.cc
             LIBS sqloop_db_test_support)

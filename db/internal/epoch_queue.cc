@@ -434,7 +434,7 @@ int EpochQueue::Truncate(FileRole role, int64_t size_bytes) {
     Push(op);
     Advance();
   }
-  f.dirty = true;
+  if (role != FileRole::kWal) f.dirty = true;  // Invariant 11: a WAL's cut needs no fsync.
   f.size_bytes = size;
   f.allocated_bytes = std::min(f.allocated_bytes, size);
   return SQLITE_OK;
@@ -559,8 +559,26 @@ absl::Status EpochQueue::WhenDurable(DurableWait& wait) {
     }
     SQLOOP_CHECK(Sync() == SQLITE_OK, "EpochQueue::WhenDurable: a barrier refused");
   }
-  waits_.Arm(wait, epoch_, durable_epoch_, poison_);
+  // Poisoned with something written since the last barrier (a write-behind write that failed
+  // after its COMMIT returned, say): no barrier will ever cover it, so the wait needs an epoch
+  // that is never durable, and gets the poison rather than the OK of an older epoch.
+  const uint64_t epoch = unsynced && !poison_.ok() ? epoch_ + 1 : epoch_;
+  waits_.Arm(wait, epoch, durable_epoch_, poison_);
   return absl::OkStatus();
+}
+
+bool EpochQueue::SyncBeforeRelease() {
+  if (!poison_.ok()) return false;
+  bool unsynced = false;
+  for (int i = 0; i < kFileRoles; ++i) {
+    const SharedFile& f = files_.file(static_cast<FileRole>(i));
+    // Written. A name made or removed needs no barrier here: every open of the files marks
+    // the directory for the next one (SharedFile::needs_dir_sync), whose fsync covers it too.
+    unsynced = unsynced || f.dirty;
+  }
+  // Releasable: nothing is queued, so the barrier is not refused for backpressure.
+  if (!unsynced || Sync() != SQLITE_OK) return false;
+  return !quiet();  // A barrier with nothing to fsync finished inline.
 }
 
 int EpochQueue::Unlink(FileRole role) {

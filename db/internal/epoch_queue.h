@@ -80,6 +80,17 @@
 //      truncate of the main file to the size SQLite already sees (SQLite's, after each full
 //      checkpoint) is skipped while a reserve lies past it. Success and failure are as for the
 //      WAL's reserve.
+//  11. What was written since the last barrier (`SharedFile::dirty`) keeps its descriptor and
+//      its files: FileTable::CloseIdle leaves a dirty file's descriptor open, and before the
+//      files are released a barrier syncs them (SyncBeforeRelease). So a later barrier, or a
+//      WhenDurable on a connection opened after the files went, still covers every write,
+//      whatever synchronous= said. A name made or removed and not synced yet needs no such
+//      barrier: the next open of the files marks the directory for the next barrier (invariant
+//      7), whose fsync covers every earlier change to it. A truncate of the WAL leaves it clean:
+//      SQLite cuts the WAL only once a checkpoint copied every frame into the main file and
+//      synced it (or at synchronous=OFF, where nothing is synced), so a crash that undoes the
+//      cut leaves frames the main file already holds, and the next fsync of the WAL makes the
+//      cut durable anyway.
 //
 // Queue states of an operation (`PendingOp`):
 //
@@ -226,6 +237,11 @@ class EpochQueue {
   [[nodiscard]] absl::Status WhenDurable(DurableWait& wait);
 
   // ---- For DatabaseFiles and the VFS glue ----------------------------------------------------
+  // Invariant 11, before the files go: closes an epoch for what was written since the last
+  // barrier (a connection at synchronous=OFF or NORMAL that closed). True while that barrier
+  // runs: its completion asks to release the files again. False if nothing needed it (or the
+  // queue is poisoned, and the files are tainted).
+  [[nodiscard]] bool SyncBeforeRelease();
   // Nothing queued, nothing in flight, no listener running, no DurableWait waiting: the owner
   // may be destroyed. (A waiting wait's barrier is queued, so the last follows from the first;
   // AssertInvariants checks that it does.)

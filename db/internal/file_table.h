@@ -122,7 +122,8 @@ class FileTable {
   void CloseHandle(FileRole role);
   // Closes the role's descriptor if no handle has it open (before the file is unlinked).
   void CloseIfUnused(FileRole role);
-  // Closes every descriptor no handle has open, except the main file's while pinned. Only when
+  // Closes every descriptor no handle has open, except the main file's while pinned and those
+  // of files written since the last barrier (`dirty`: the barrier syncs through them). Only when
   // nothing is queued on them (the epoch queue's invariant 6 is the caller's to keep).
   void CloseIdle();
   // The directory's descriptor, or -1: the first barrier that syncs the directory opens it

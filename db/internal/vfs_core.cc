@@ -27,6 +27,9 @@ DatabaseFiles& VfsCore::Acquire(const std::string& main_path) {
 
 void VfsCore::ReleaseIfUnused(DatabaseFiles* files) {
   if (!files->Releasable()) return;
+  // What no barrier synced yet is synced first (EpochQueue invariant 11); the barrier's
+  // completion comes back here.
+  if (files->queue().SyncBeforeRelease()) return;
   // By iterator: erasing by key would read the key while destroying the object that holds it.
   auto it = databases_.find(files->main_path());
   databases_.erase(it);
