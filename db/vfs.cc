@@ -537,7 +537,7 @@ Vfs::~Vfs() {
   sqlite3_vfs_unregister(vfs_.get());
 }
 
-absl::Status Vfs::WhenDurable(sqlite3* db, DurableWait& wait) {
+absl::Status Vfs::WhenDurable(sqlite3* db, DurableWait& wait, const char* database) {
   if (wait.armed()) {
     return absl::FailedPreconditionError(
         "Vfs::WhenDurable: the DurableWait is armed already; arm it again once its done started");
@@ -546,20 +546,29 @@ absl::Status Vfs::WhenDurable(sqlite3* db, DurableWait& wait) {
     return absl::InvalidArgumentError("Vfs::WhenDurable: the DurableWait has no done callback");
   }
   if (db == nullptr) return absl::InvalidArgumentError("Vfs::WhenDurable: the connection is null");
-  sqlite3_vfs* used = nullptr;
-  if (sqlite3_file_control(db, "main", SQLITE_FCNTL_VFS_POINTER, &used) != SQLITE_OK ||
-      used != vfs_.get()) {
+  if (database == nullptr) database = "main";
+  // SQLite names a database's file by what xFullPathname made of its path (VfsFullPathname),
+  // which is the key of its files; in memory or temporary, it has no name; no such database,
+  // no name at all.
+  const char* path = sqlite3_db_filename(db, database);
+  // SQLite's temporary database has no file, nor a B-tree until it is first used.
+  const bool temp = sqlite3_stricmp(database, "temp") == 0;
+  if (path == nullptr && !temp) {
     return absl::InvalidArgumentError(
-        absl::StrCat("Vfs::WhenDurable: the connection's main database is not on this Vfs (", name_,
-                     "): open it with sqlite3_open_v2(..., vfs.name())"));
+        absl::StrCat("Vfs::WhenDurable: the connection has no database named '", database,
+                     "' (\"main\", or the name an ATTACH gave)"));
   }
-  // SQLite names the main file by what xFullPathname made of its path (VfsFullPathname), which
-  // is the key of its files; in memory or temporary, it has no name.
-  const char* path = sqlite3_db_filename(db, "main");
-  if (path == nullptr || path[0] == '\0') {
+  sqlite3_vfs* used = nullptr;
+  if (!temp && (sqlite3_file_control(db, database, SQLITE_FCNTL_VFS_POINTER, &used) != SQLITE_OK ||
+                used != vfs_.get())) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "Vfs::WhenDurable: the connection's database '", database, "' is not on this Vfs (", name_,
+        "): open it with sqlite3_open_v2(..., vfs.name()), and attach files of this Vfs only"));
+  }
+  if (temp || path[0] == '\0') {
     return absl::InvalidArgumentError(
-        "Vfs::WhenDurable: the connection's main database is in memory or temporary: nothing "
-        "of it is ever durable");
+        absl::StrCat("Vfs::WhenDurable: the connection's database '", database,
+                     "' is in memory or temporary: nothing of it is ever durable"));
   }
   DatabaseFiles* files = core_->Find(path);
   // An open connection's handle on its main file keeps the files alive.

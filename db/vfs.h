@@ -222,11 +222,12 @@ class Vfs {
   [[nodiscard]] bool os_lock() const { return options().os_lock; }
 
   // Arms `wait` to tell when the commits of `db`, a connection of your own on this Vfs, are
-  // durable: the wait covers everything this process wrote to `db`'s main database, from any
-  // connection, before this call (so call it once the COMMIT returned; a commit hook runs too
-  // early). If anything was written there since the last barrier, WhenDurable closes an epoch
-  // itself, as SQLite's xSync does (one fsync of each file written, and of the directory if a
-  // name was made or removed). So whatever the pragmas, the commits that returned are covered:
+  // durable: the wait covers everything this process wrote to one of `db`'s databases (`database`,
+  // the main one by default; below), from any connection, before this call (so call it once the
+  // COMMIT returned; a commit hook runs too early). If anything was written there since the last
+  // barrier, WhenDurable closes an epoch itself, as SQLite's xSync does (one fsync of each file
+  // written, and of the directory if a name was made or removed). So whatever the pragmas, the
+  // commits that returned are covered:
   //   * WAL mode with synchronous=FULL (a Database's choice) ends every COMMIT with an xSync,
   //     and the wait adds no barrier of its own after one.
   //   * With synchronous=NORMAL in WAL mode, or OFF, a COMMIT issues no xSync: the wait's own
@@ -237,8 +238,12 @@ class Vfs {
   //     the wait's barrier syncs that step too, so a crash after OK cannot roll it back.
   // `done` runs once the database's durable epoch covers it, with OK (even on a database
   // poisoned since: those epochs are on disk); or, if the database is poisoned before that (or
-  // already was), with the poison's DataLoss status, and then never with OK. Only the main
-  // database counts: an attached database's commits are not covered.
+  // already was), with the poison's DataLoss status, and then never with OK.
+  //
+  // `database` says which of the connection's databases the wait covers: "main" (the default),
+  // or the schema name an ATTACH gave (ATTACH 'other.db' AS aux: "aux"), which must be on this
+  // Vfs too. A wait covers one database: a transaction that wrote several needs a wait for each,
+  // each with its own barrier.
   //
   // `done` always runs later, from a loop callback: never inside this call and never inside a
   // SQLite call, even when everything is durable already (it then runs at the loop's next
@@ -247,13 +252,14 @@ class Vfs {
   //
   // Call it on the loop's thread, outside SQLite calls. It allocates nothing. Errors (then
   // `done` never runs and `wait` is left as it was):
-  //   InvalidArgument: `db` is null; its main database is not on this Vfs (another VFS or
-  //     another Vfs); it is in memory or temporary (":memory:", ""), which nothing makes
-  //     durable; or `wait.done` is not set.
+  //   InvalidArgument: `db` is null; it has no database named `database`; that database is
+  //     not on this Vfs (another VFS or another Vfs); it is in memory or temporary (":memory:",
+  //     "", "temp"), which nothing makes durable; or `wait.done` is not set.
   //   FailedPrecondition: `wait` is armed already (its `done` has not started).
   //   ResourceExhausted: a barrier is needed and the write-behind queue is full
   //     (held_ops_max): run the loop until its writes drain, then try again.
-  [[nodiscard]] absl::Status WhenDurable(sqlite3* db, DurableWait& wait);
+  [[nodiscard]] absl::Status WhenDurable(sqlite3* db, DurableWait& wait,
+                                         const char* database = "main");
 
  private:
   // The project's own code (the Database, the VFS glue, tests) reaches the files through

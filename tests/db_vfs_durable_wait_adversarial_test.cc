@@ -241,7 +241,7 @@ TEST_P(DurableWaitAdversarialTest, ConnectionsThatCannotBeWaitedForAreRefusedCle
                               vfs_->name()),
               SQLITE_OK);
     ASSERT_NE(failed, nullptr);
-    expect_refused(failed, "not on this Vfs");
+    expect_refused(failed, "no database named 'main'");
     sqlite3_close(failed);
   }
   {

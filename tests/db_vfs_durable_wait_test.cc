@@ -452,6 +452,46 @@ TEST_P(DurableWaitTest, TheConnectionMayCloseRightAfterWhenDurable) {
   EXPECT_EQ(internal::VfsCore::Of(*vfs_).Find(path_), nullptr) << "the files were never released";
 }
 
+// A transaction's writes to an attached database are that database's: a wait named for it
+// closes an epoch on its files, not on the main one's, and says OK once they are synced. A
+// name the connection does not have, or one with no file, is refused.
+TEST_P(DurableWaitTest, AWaitNamedForAnAttachedDatabaseCoversItsCommits) {
+  sqlite3* db = Open(path_);
+  ASSERT_NE(db, nullptr);
+  const std::string other = dir_->Path("other.db");
+  Exec(db, "ATTACH '" + other + "' AS aux");
+  Exec(db, "PRAGMA aux.journal_mode=WAL; PRAGMA aux.synchronous=NORMAL; CREATE TABLE aux.u(y)");
+  Drain();
+  internal::EpochQueue& main_queue = Queue(path_);
+  internal::EpochQueue& aux_queue = Queue(other);
+  const uint64_t main_epoch = main_queue.epoch();
+  const uint64_t aux_epoch = aux_queue.epoch();
+  Exec(db, "INSERT INTO aux.u VALUES (1)");
+  ASSERT_EQ(aux_queue.epoch(), aux_epoch) << "the COMMIT closed an epoch: not the case tested";
+
+  Waited& waited = NewWait(&aux_queue);
+  observer_.inside_a_call = true;
+  ASSERT_TRUE(vfs_->WhenDurable(db, waited.wait, "aux").ok());
+  observer_.inside_a_call = false;
+  EXPECT_EQ(aux_queue.epoch(), aux_epoch + 1) << "the wait closed no epoch on the attached files";
+  EXPECT_EQ(main_queue.epoch(), main_epoch) << "the wait closed an epoch on the main files";
+  ASSERT_TRUE(RunUntil([&] { return waited.runs > 0; }));
+  EXPECT_TRUE(waited.status.ok()) << waited.status;
+  EXPECT_GE(waited.durable_at_done, aux_epoch + 1);
+
+  Waited& refused = NewWait();
+  for (const auto& [name, words] : {std::pair{"nosuch", "no database named 'nosuch'"},
+                                    std::pair{"temp", "'temp' is in memory or temporary"}}) {
+    SCOPED_TRACE(name);
+    const absl::Status status = vfs_->WhenDurable(db, refused.wait, name);
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+    EXPECT_NE(status.message().find(words), absl::string_view::npos) << status;
+    EXPECT_FALSE(refused.wait.armed());
+  }
+  Drain();
+  EXPECT_EQ(refused.runs, 0) << "a refused wait ran its done";
+}
+
 // Once warm, arming a wait and having it delivered allocates nothing: the wait is the caller's
 // memory, the list intrusive, the delivery the wait's own completion. Measured apart from the
 // backend's work (the recording backend's trace grows as it likes).
