@@ -26,131 +26,17 @@
 #include "sqloop/db/vfs.h"
 #include "sqloop/io/sim_backend.h"
 #include "sqloop/loop/loop.h"
+#include "tests/db_durable_wait_fixture.h"
 #include "tests/db_test_support.h"
 #include "tests/run_loop_until.h"
 
-namespace sqloop::db {
+namespace sqloop::db::testing {
 namespace {
 
-using testing::BackendParamName;
-using testing::DbTestBackends;
-using testing::RecordingBackend;
-using testing::ScratchDir;
-using testing::TestBackend;
+using sqloop::testing::BackendParamName;
+using sqloop::testing::DbTestBackends;
 
-constexpr int kCreate = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
-// A hang guard on the loop's clock, never a timing assertion.
-constexpr absl::Duration kHangGuard = absl::Seconds(60);
-
-struct Waited {
-  DurableWait wait;
-  int runs = 0;
-  absl::Status status = absl::UnknownError("done never ran");
-};
-
-void RecordDone(DurableWait& wait, absl::Status status) {
-  auto& waited = *static_cast<Waited*>(wait.user_data);
-  ++waited.runs;
-  waited.status = std::move(status);
-}
-
-class DurableWaitAdversarialTest : public ::testing::TestWithParam<TestBackend> {
- protected:
-  void SetUp() override {
-    auto recording = std::make_unique<RecordingBackend>(GetParam().make());
-    trace_ = recording.get();
-    loop_ = std::make_unique<loop::Loop>(std::move(recording), loop::LoopOptions{});
-    dir_ = std::make_unique<ScratchDir>(real());
-    MakeVfs({});
-    path_ = dir_->Path("t.db");
-  }
-  void TearDown() override {
-    for (sqlite3* db : open_) EXPECT_EQ(sqlite3_close(db), SQLITE_OK);
-    open_.clear();
-    if (trace_ != nullptr) trace_->ReleaseHeld();
-    if (loop_ != nullptr) Drain();
-    for (const std::unique_ptr<Waited>& waited : waits_) {
-      EXPECT_FALSE(waited->wait.armed()) << "a wait was never delivered";
-      EXPECT_LE(waited->runs, 1) << "one arming, one done";
-    }
-    vfs_.reset();
-  }
-  void MakeVfs(VfsOptions options) {
-    absl::StatusOr<std::unique_ptr<Vfs>> vfs = Vfs::Create(*loop_, options);
-    ASSERT_TRUE(vfs.ok()) << vfs.status();
-    vfs_ = *std::move(vfs);
-  }
-  bool real() const { return GetParam().real_descriptors; }
-  io::SimBackend& sim() { return static_cast<io::SimBackend&>(trace_->inner()); }
-
-  sqlite3* OpenRaw(const std::string& path, int flags = kCreate) {
-    sqlite3* db = nullptr;
-    const int rc = sqlite3_open_v2(path.c_str(), &db, flags, vfs_->name());
-    EXPECT_EQ(rc, SQLITE_OK) << path << ": " << sqlite3_errmsg(db);
-    if (rc != SQLITE_OK) {
-      sqlite3_close(db);
-      return nullptr;
-    }
-    open_.push_back(db);
-    return db;
-  }
-  // WAL mode, synchronous=FULL, a table t(x), everything durable.
-  sqlite3* Open(const std::string& path) {
-    sqlite3* db = OpenRaw(path);
-    if (db == nullptr) return nullptr;
-    Exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; CREATE TABLE IF NOT EXISTS t(x)");
-    Drain();
-    return db;
-  }
-  void Forget(sqlite3* db) { std::erase(open_, db); }
-  void Exec(sqlite3* db, const std::string& sql) { EXPECT_EQ(Run(db, sql), SQLITE_OK) << sql; }
-  int Run(sqlite3* db, const std::string& sql) {
-    char* error = nullptr;
-    const int rc = sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &error);
-    last_error_ = error != nullptr ? error : "";
-    sqlite3_free(error);
-    return rc;
-  }
-  void Drain() { ASSERT_TRUE(loop_->Run(loop::RunMode::kUntilDone).ok()); }
-  bool RunUntil(absl::FunctionRef<bool()> done) {
-    return testing::RunLoopUntil(*loop_, kHangGuard, done);
-  }
-  internal::DatabaseFiles* Files(const std::string& path) {
-    return internal::VfsCore::Of(*vfs_).Find(path);
-  }
-  internal::EpochQueue& Queue(const std::string& path) {
-    internal::DatabaseFiles* files = Files(path);
-    SQLOOP_CHECK(files != nullptr, "the test's database has no files");
-    return files->queue();
-  }
-  Waited& NewWait() {
-    waits_.push_back(std::make_unique<Waited>());
-    Waited& waited = *waits_.back();
-    waited.wait.done = &RecordDone;
-    waited.wait.user_data = &waited;
-    return waited;
-  }
-  // Completed fsyncs on `fd` so far.
-  int FsyncsOn(int fd) const {
-    int n = 0;
-    for (const testing::TraceEvent& e : trace_->events()) {
-      if (e.type == testing::TraceEvent::Type::kComplete && e.kind == io::OpKind::kFsync &&
-          e.fd == fd && e.result >= 0) {
-        ++n;
-      }
-    }
-    return n;
-  }
-
-  RecordingBackend* trace_ = nullptr;
-  std::unique_ptr<loop::Loop> loop_;
-  std::unique_ptr<ScratchDir> dir_;
-  std::unique_ptr<Vfs> vfs_;
-  std::string path_;
-  std::vector<sqlite3*> open_;
-  std::vector<std::unique_ptr<Waited>> waits_;
-  std::string last_error_;
-};
+class DurableWaitAdversarialTest : public DurableWaitFixture {};
 
 // Scenario 1: sqlite3_close_v2 while the wait's fsync is held in flight, and the connection
 // is the last one on the file: the files stay until the barrier is done, the wait gets OK once,
@@ -451,8 +337,8 @@ TEST_P(DurableWaitAdversarialTest, WritesOfAClosedConnectionAreCoveredAfterAReop
   // The trace, oldest first: the last completed write to the main file, then an fsync of it.
   bool written = false;
   bool synced_after = false;
-  for (const testing::TraceEvent& e : trace_->events()) {
-    if (e.type != testing::TraceEvent::Type::kComplete || e.result < 0) continue;
+  for (const sqloop::testing::TraceEvent& e : trace_->events()) {
+    if (e.type != sqloop::testing::TraceEvent::Type::kComplete || e.result < 0) continue;
     if (e.kind == io::OpKind::kWrite && !e.reserve && e.fd == old_fd) {
       written = true;
       synced_after = false;
@@ -517,4 +403,4 @@ INSTANTIATE_TEST_SUITE_P(Backends, DurableWaitAdversarialTest,
                          ::testing::ValuesIn(DbTestBackends()), BackendParamName);
 
 }  // namespace
-}  // namespace sqloop::db
+}  // namespace sqloop::db::testing

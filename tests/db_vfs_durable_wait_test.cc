@@ -26,139 +26,17 @@
 #include "sqloop/db/vfs.h"
 #include "sqloop/io/sim_backend.h"
 #include "sqloop/loop/loop.h"
+#include "tests/db_durable_wait_fixture.h"
 #include "tests/db_test_support.h"
 #include "tests/run_loop_until.h"
 
-namespace sqloop::db {
+namespace sqloop::db::testing {
 namespace {
 
-using testing::BackendParamName;
-using testing::DbTestBackends;
-using testing::RecordingBackend;
-using testing::ScratchDir;
-using testing::TestBackend;
+using sqloop::testing::BackendParamName;
+using sqloop::testing::DbTestBackends;
 
-constexpr int kCreate = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
-// A hang guard on the loop's clock, never a timing assertion.
-constexpr absl::Duration kHangGuard = absl::Seconds(60);
-
-// What the test is doing when a `done` runs: it must never be inside WhenDurable or SQLite.
-struct Observer {
-  int deliveries = 0;
-  bool inside_a_call = false;
-};
-
-// A DurableWait and what its `done` saw.
-struct Waited {
-  DurableWait wait;
-  Observer* observer = nullptr;
-  const internal::EpochQueue* queue = nullptr;  // Read at `done`, if set (and still there).
-  int runs = 0;
-  absl::Status status = absl::UnknownError("done never ran");
-  uint64_t durable_at_done = 0;  // queue->durable_epoch() when `done` ran.
-  int order = 0;                 // Among the test's deliveries, from 1.
-  bool ran_inside_a_call = false;
-};
-
-void RecordDone(DurableWait& wait, absl::Status status) {
-  auto& waited = *static_cast<Waited*>(wait.user_data);
-  ++waited.runs;
-  waited.status = std::move(status);
-  waited.order = ++waited.observer->deliveries;
-  waited.ran_inside_a_call = waited.ran_inside_a_call || waited.observer->inside_a_call;
-  if (waited.queue != nullptr) waited.durable_at_done = waited.queue->durable_epoch();
-}
-
-class DurableWaitTest : public ::testing::TestWithParam<TestBackend> {
- protected:
-  void SetUp() override {
-    auto recording = std::make_unique<RecordingBackend>(GetParam().make());
-    trace_ = recording.get();
-    loop_ = std::make_unique<loop::Loop>(std::move(recording), loop::LoopOptions{});
-    dir_ = std::make_unique<ScratchDir>(real());
-    absl::StatusOr<std::unique_ptr<Vfs>> vfs = Vfs::Create(*loop_);
-    ASSERT_TRUE(vfs.ok()) << vfs.status();
-    vfs_ = *std::move(vfs);
-    path_ = dir_->Path("t.db");
-  }
-  void TearDown() override {
-    for (sqlite3* db : open_) EXPECT_EQ(sqlite3_close(db), SQLITE_OK);
-    open_.clear();
-    trace_->ReleaseHeld();
-    Drain();
-    for (const std::unique_ptr<Waited>& waited : waits_) {
-      EXPECT_FALSE(waited->wait.armed()) << "a wait was never delivered";
-      EXPECT_FALSE(waited->ran_inside_a_call) << "done ran inside WhenDurable or SQLite";
-    }
-    vfs_.reset();
-  }
-  bool real() const { return GetParam().real_descriptors; }
-  io::SimBackend& sim() { return static_cast<io::SimBackend&>(trace_->inner()); }
-
-  // A raw connection in WAL mode with synchronous=FULL, as a Database sets them, on a table
-  // t(x), with everything it did so far durable. Closed at TearDown unless the test closes it.
-  sqlite3* Open(const std::string& path) {
-    sqlite3* db = nullptr;
-    const int rc = sqlite3_open_v2(path.c_str(), &db, kCreate, vfs_->name());
-    EXPECT_EQ(rc, SQLITE_OK) << path << ": " << sqlite3_errmsg(db);
-    if (rc != SQLITE_OK) {
-      sqlite3_close(db);
-      return nullptr;
-    }
-    open_.push_back(db);
-    Exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; CREATE TABLE IF NOT EXISTS t(x)");
-    Drain();
-    return db;
-  }
-  void Close(sqlite3* db) {
-    std::erase(open_, db);
-    EXPECT_EQ(sqlite3_close(db), SQLITE_OK) << sqlite3_errmsg(db);
-  }
-  void Exec(sqlite3* db, const std::string& sql) {
-    observer_.inside_a_call = true;
-    char* error = nullptr;
-    const int rc = sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &error);
-    observer_.inside_a_call = false;
-    EXPECT_EQ(rc, SQLITE_OK) << sql << ": " << (error != nullptr ? error : "");
-    sqlite3_free(error);
-  }
-  void Drain() { ASSERT_TRUE(loop_->Run(loop::RunMode::kUntilDone).ok()); }
-  bool RunUntil(absl::FunctionRef<bool()> done) {
-    return testing::RunLoopUntil(*loop_, kHangGuard, done);
-  }
-  internal::EpochQueue& Queue(const std::string& path) {
-    internal::DatabaseFiles* files = internal::VfsCore::Of(*vfs_).Find(path);
-    SQLOOP_CHECK(files != nullptr, "the test's database has no files");
-    return files->queue();
-  }
-  // A wait the fixture keeps until TearDown drained the loop, so a failed assertion never
-  // destroys one that is still armed.
-  Waited& NewWait(const internal::EpochQueue* queue = nullptr) {
-    waits_.push_back(std::make_unique<Waited>());
-    Waited& waited = *waits_.back();
-    waited.wait.done = &RecordDone;
-    waited.wait.user_data = &waited;
-    waited.observer = &observer_;
-    waited.queue = queue;
-    return waited;
-  }
-  // WhenDurable, marked as a call inside which no `done` may run.
-  absl::Status Arm(sqlite3* db, Waited& waited) {
-    observer_.inside_a_call = true;
-    absl::Status status = vfs_->WhenDurable(db, waited.wait);
-    observer_.inside_a_call = false;
-    return status;
-  }
-
-  RecordingBackend* trace_ = nullptr;
-  std::unique_ptr<loop::Loop> loop_;
-  std::unique_ptr<ScratchDir> dir_;
-  std::unique_ptr<Vfs> vfs_;
-  std::string path_;
-  std::vector<sqlite3*> open_;
-  Observer observer_;
-  std::vector<std::unique_ptr<Waited>> waits_;
-};
+class DurableWaitTest : public DurableWaitFixture {};
 
 // The heart of it: the COMMIT returned before its fsync ran, and the wait says so only once the
 // fsync completed, from the loop.
@@ -549,4 +427,4 @@ INSTANTIATE_TEST_SUITE_P(Backends, DurableWaitTest, ::testing::ValuesIn(DbTestBa
                          BackendParamName);
 
 }  // namespace
-}  // namespace sqloop::db
+}  // namespace sqloop::db::testing
