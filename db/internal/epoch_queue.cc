@@ -550,8 +550,8 @@ absl::Status EpochQueue::WhenDurable(DurableWait& wait) {
     unsynced = unsynced || f.dirty || f.needs_dir_sync;
   }
   if (unsynced && poison_.ok()) {
-    // Checked here rather than left to Sync, whose refusal is meant for SQLite: it pauses the
-    // write-behind until a transaction commits again.
+    // The host's own barrier, unlike SQLite's (invariant 5), waits for room: the host can run
+    // the loop and try again, and the queue stays within held_ops_max plus SQLite's one.
     if (queued_ops_ >= context_.options().held_ops_max) {
       return absl::ResourceExhaustedError(absl::StrCat(
           "Vfs::WhenDurable: the write-behind queue of '", FileNameOf(files_.main_path()),
@@ -576,8 +576,7 @@ bool EpochQueue::SyncBeforeRelease() {
     // the directory for the next one (SharedFile::needs_dir_sync), whose fsync covers it too.
     unsynced = unsynced || f.dirty;
   }
-  // Releasable: nothing is queued, so the barrier is not refused for backpressure.
-  if (!unsynced || Sync() != SQLITE_OK) return false;
+  if (!unsynced || Sync() != SQLITE_OK) return false;  // Sync refuses only when poisoned.
   return !quiet();  // A barrier with nothing to fsync finished inline.
 }
 
