@@ -31,7 +31,8 @@
 //     writeback failed in its page cache, marked clean, until they are evicted.
 //   * A file is known by its path made absolute with its empty and "." components removed. Two
 //     paths that name one file otherwise (a symbolic link, "..") are two databases to the Vfs,
-//     and the second one's flock fails as another process's would.
+//     and the second one's open is refused: its flock fails, and the error says the file is
+//     open already in this process.
 //
 // Use one Vfs per loop; open connections on it with sqlite3_open_v2(..., vfs.name()).
 // Database (db/database.h) does that for you. On a connection of your own, a COMMIT that
@@ -206,7 +207,10 @@ class Vfs {
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<Vfs>> Create(loop::Loop& loop,
                                                                    VfsOptions options = {});
   // Unregisters. Every connection on it must be closed and the loop run until their files
-  // went idle (the Database's Close does both).
+  // went idle (the Database's Close does both): a database's files stay after its last
+  // connection closed while a barrier is in flight, and, when it was written since the last
+  // barrier (synchronous=OFF or NORMAL), until one more barrier has synced those writes.
+  // Run(RunMode::kUntilDone) after the last close is enough.
   ~Vfs();
   Vfs(const Vfs&) = delete;
   Vfs& operator=(const Vfs&) = delete;

@@ -544,11 +544,7 @@ int EpochQueue::Sync() {
 }
 
 absl::Status EpochQueue::WhenDurable(DurableWait& wait) {
-  bool unsynced = false;
-  for (int i = 0; i < kFileRoles; ++i) {
-    const SharedFile& f = files_.file(static_cast<FileRole>(i));
-    unsynced = unsynced || f.dirty || f.needs_dir_sync;
-  }
+  const bool unsynced = files_.unsynced(FileTable::Unsynced::kWritesAndNames);
   if (unsynced && poison_.ok()) {
     // The host's own barrier, unlike SQLite's (invariant 5), waits for room: the host can run
     // the loop and try again, and the queue stays within held_ops_max plus SQLite's one.
@@ -569,15 +565,12 @@ absl::Status EpochQueue::WhenDurable(DurableWait& wait) {
 
 bool EpochQueue::SyncBeforeRelease() {
   if (!poison_.ok()) return false;
-  bool unsynced = false;
-  for (int i = 0; i < kFileRoles; ++i) {
-    const SharedFile& f = files_.file(static_cast<FileRole>(i));
-    // Written. A name made or removed needs no barrier here: every open of the files marks
-    // the directory for the next one (SharedFile::needs_dir_sync), whose fsync covers it too.
-    unsynced = unsynced || f.dirty;
-  }
-  if (!unsynced || Sync() != SQLITE_OK) return false;  // Sync refuses only when poisoned.
-  return !quiet();  // A barrier with nothing to fsync finished inline.
+  // Written only: a name made or removed needs no barrier here, since every open of the files
+  // marks the directory for the next one (SharedFile::needs_dir_sync), whose fsync covers it.
+  if (!files_.unsynced(FileTable::Unsynced::kWrites)) return false;
+  if (Sync() != SQLITE_OK) return false;  // Sync refuses only when poisoned.
+  // A barrier with nothing to fsync finished inline.
+  return !quiet();
 }
 
 int EpochQueue::Unlink(FileRole role) {

@@ -82,6 +82,12 @@ bool FileTable::unused() const {
                      [](const SharedFile& f) { return f.opens == 0; });
 }
 
+bool FileTable::unsynced(Unsynced what) const {
+  return std::any_of(files_.begin(), files_.end(), [what](const SharedFile& f) {
+    return f.dirty || (what == Unsynced::kWritesAndNames && f.needs_dir_sync);
+  });
+}
+
 void FileTable::Unpin() {
   SQLOOP_CHECK(pins_ > 0, "DatabaseFiles::Unpin without a matching Pin");
   --pins_;

@@ -87,6 +87,11 @@ class FileTable {
   }
   // Whether no sqlite3_file handle has any of the files open.
   [[nodiscard]] bool unused() const;
+  // What a barrier would have to make durable. kWrites: a file written since the last barrier
+  // synced it (`dirty`). kWritesAndNames: that, or a name made or removed since the directory
+  // was synced (`needs_dir_sync`).
+  enum class Unsynced : uint8_t { kWrites, kWritesAndNames };
+  [[nodiscard]] bool unsynced(Unsynced what) const;
 
   // The error of an open refused because this process holds the main file's flock already,
   // through another descriptor: another Vfs, or another path to the file (a symbolic link,
