@@ -89,18 +89,34 @@ TEST_P(LoopTest, UntilDoneReturnsAtOnceWhenNothingIsPending) {
 TEST_P(LoopTest, TimersFireByDeadlineThenSubmissionOrder) {
   auto loop = MakeLoop();
   // (delay ms, id): equal delays must fire in the order they were armed.
-  const std::vector<std::pair<int, int>> plan = {{3, 0}, {1, 1}, {2, 2}, {1, 3},
-                                                 {3, 4}, {0, 5}, {2, 6}, {1, 7}};
-  std::vector<Probe> probes(plan.size());
-  std::vector<int> order;
-  for (size_t i = 0; i < plan.size(); i++) {
-    probes[i].id = plan[i].second;
-    probes[i].order = &order;
-    loop->Timer(probes[i].c, absl::Milliseconds(plan[i].first));
-  }
+  struct Plan {
+    std::vector<std::pair<int, int>> timers = {{3, 0}, {1, 1}, {2, 2}, {1, 3},
+                                               {3, 4}, {0, 5}, {2, 6}, {1, 7}};
+    std::vector<Probe> probes = std::vector<Probe>(timers.size());
+    std::vector<int> order;
+    int armings = 0;
+  } plan;
+  // Armed from one callback, every delay counts from that tick's start: outside Run each would
+  // count from its own call, and a thread descheduled for a millisecond between two calls
+  // would reorder them by the wall clock.
+  Completion arm;
+  arm.user_data = &plan;
+  arm.callback = [](Loop& l, Completion& self) {
+    auto& p = *static_cast<Plan*>(self.user_data);
+    ++p.armings;
+    for (size_t i = 0; i < p.timers.size(); i++) {
+      p.probes[i].id = p.timers[i].second;
+      p.probes[i].order = &p.order;
+      l.Timer(p.probes[i].c, absl::Milliseconds(p.timers[i].first));
+    }
+    return Action::kDisarm;
+  };
+  arm.op.kind = io::OpKind::kNop;
+  loop->Submit(arm);
   ASSERT_TRUE(loop->Run(RunMode::kUntilDone).ok());
-  EXPECT_EQ(order, (std::vector<int>{5, 1, 3, 7, 2, 6, 0, 4}));
-  for (const Probe& probe : probes) EXPECT_EQ(probe.result, 0);
+  EXPECT_EQ(plan.armings, 1);
+  EXPECT_EQ(plan.order, (std::vector<int>{5, 1, 3, 7, 2, 6, 0, 4}));
+  for (const Probe& probe : plan.probes) EXPECT_EQ(probe.result, 0);
 }
 
 // With poll_before_wait a tick polls the backend instead of blocking, so a timer that falls
